@@ -1,0 +1,98 @@
+# tapedeck: build, test and demo.
+#
+# Targets:
+#   make            build build/tapedeck
+#   make setup      install the Debian packages (scripts/setup-debian.sh)
+#   make check      setup, build with warnings as errors, unit tests, the
+#                   same unit tests under AddressSanitizer+UBSan, end-to-end
+#                   tests (crashes, bad inputs, recognition accuracy)
+#   make demo       setup, build, make a small demo archive, run the job on it
+#   make unit       unit tests only (no setup)
+#   make e2e        end-to-end tests only (no setup)
+#   make clean
+#
+# Knobs:
+#   SANITIZE=1      build into build-asan/ with -fsanitize=address,undefined
+#   WERROR=0        do not turn warnings into errors (default 1)
+#   CC=clang        another compiler
+#   O=DIR           build directory (default build, or build-asan with SANITIZE=1)
+
+CC      ?= cc
+WERROR  ?= 1
+SANITIZE ?= 0
+
+ifeq ($(SANITIZE),1)
+O ?= build-asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+OPT := -O1 -g
+else
+O ?= build
+SANFLAGS :=
+OPT := -O2 -g
+endif
+
+PKGS := libavformat libavcodec libavutil libswresample pocketsphinx jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
+        -Wno-unused-parameter -Wvla -Wpointer-arith
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+CPPFLAGS += -D_GNU_SOURCE -Isrc -DTAPEDECK_VERSION='"$(VERSION)"'
+CFLAGS   += -std=c11 $(OPT) $(WARN) $(SANFLAGS) -MMD -MP
+LDFLAGS  += $(SANFLAGS)
+LDLIBS   += $(PKG_LIBS) -lz -lm -ldl -lpthread
+
+LIB_SRCS  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o)
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
+
+.PHONY: all setup check unit e2e demo clean asan-unit
+all: $(O)/tapedeck $(UNIT_BINS)
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(O)/libtapedeck.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(O)/tapedeck: $(O)/src/main.o $(O)/libtapedeck.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/tests/%: $(O)/tests/unit/%.o $(O)/libtapedeck.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+setup:
+	./scripts/setup-debian.sh
+
+unit: $(O)/tapedeck $(UNIT_BINS)
+	TAPEDECK_BIN=$(abspath $(O)/tapedeck) ./tests/run-unit.sh $(UNIT_BINS)
+
+asan-unit:
+	$(MAKE) SANITIZE=1 unit
+
+e2e: $(O)/tapedeck
+	TAPEDECK_BIN=$(abspath $(O)/tapedeck) ./tests/e2e/run-all.sh
+
+check: setup
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) asan-unit
+	$(MAKE) e2e
+
+demo: setup
+	$(MAKE) $(O)/tapedeck
+	TAPEDECK_BIN=$(abspath $(O)/tapedeck) ./scripts/demo.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(O) -name '*.d' 2>/dev/null)

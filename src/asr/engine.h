@@ -1,0 +1,88 @@
+/*
+ * engine.h: the speech-engine table.
+ *
+ * An engine turns 16 kHz mono PCM into a transcript with word times. Each
+ * engine is a versioned table of functions (as SQLite's VFS or FFmpeg's
+ * codecs): the run asks each one whether it can work here (probe), how
+ * much memory a configuration needs, then opens an instance per worker and
+ * transcribes scene after scene with it. The subtitle task does not care
+ * which engine it talks to.
+ *
+ * Engines: "sphinx" (PocketSphinx, Debian's en-us model; CPU, English).
+ * The Whisper engine plugs in here later.
+ *
+ * Ownership: open allocates the instance; close frees it. The transcript
+ * passed to transcribe is initialised by the caller and filled by the
+ * engine; the caller releases it.
+ */
+#ifndef TD_ASR_ENGINE_H
+#define TD_ASR_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "asr/transcript.h"
+#include "util/error.h"
+
+#define TD_ENGINE_API_VERSION 1
+
+/* Where samples come from: read up to max samples (16 kHz mono float),
+ * return the count, 0 at the end, or a negative td_rc with err filled. */
+typedef struct td_pcm_source {
+    long (*read)(void *ctx, float *out, size_t max, td_error *err);
+    void *ctx;
+    double duration; /* seconds if known, else -1 */
+} td_pcm_source;
+
+/* Called as audio is consumed, with the seconds processed so far. Return
+ * nonzero to stop (transcribe then returns TD_EABORT). */
+typedef int (*td_progress_fn)(void *user, double seconds_done);
+
+typedef struct td_engine_config {
+    const char *language;  /* ISO 639-1, "auto", or NULL for the default */
+    const char *model;     /* engine-specific model name or path, or NULL */
+    const char *device;    /* "cpu" or a device id from the planner */
+    int threads;           /* 0: engine's choice */
+} td_engine_config;
+
+typedef struct td_engine td_engine; /* an open instance, engine-private */
+
+typedef struct td_engine_ops {
+    int api_version;       /* TD_ENGINE_API_VERSION */
+    const char *name;      /* "sphinx" */
+    const char *description;
+
+    /* 0 if the engine can run with this configuration here; otherwise a
+     * td_rc (TD_EUNAVAILABLE, TD_EINVAL) with the reason in err. Must be
+     * cheap and must not initialise a GPU runtime. */
+    int (*probe)(const td_engine_config *cfg, td_error *err);
+
+    /* Bytes of memory an instance needs with this configuration. */
+    int64_t (*memory_need)(const td_engine_config *cfg);
+
+    int (*open)(const td_engine_config *cfg, td_engine **out, td_error *err);
+
+    /* Transcribe everything src delivers into out (times in seconds from
+     * the start of the source). Silence gives an empty transcript, not an
+     * error. */
+    int (*transcribe)(td_engine *eng, const td_pcm_source *src, td_transcript *out,
+                      td_progress_fn progress, void *user, td_error *err);
+
+    /* Model name actually used, for markers ("en-us"). */
+    const char *(*model_name)(const td_engine *eng);
+
+    void (*close)(td_engine *eng);
+} td_engine_ops;
+
+/* All engines built in, in preference order for "auto". */
+const td_engine_ops *const *td_engine_list(size_t *count);
+const td_engine_ops *td_engine_find(const char *name);
+
+/* Pick an engine: name "auto" takes the first whose probe succeeds. On
+ * failure err holds each engine's reason. */
+int td_engine_select(const char *name, const td_engine_config *cfg,
+                     const td_engine_ops **out, td_error *err);
+
+extern const td_engine_ops td_engine_sphinx;
+
+#endif

@@ -1,0 +1,145 @@
+/* atomic.c: temp file + fsync + rename + directory fsync (see atomic.h). */
+#include "util/atomic.h"
+#include "util/fault.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Split path into its directory ("." when none) and base name. */
+static int split_path(const char *path, char *dir, size_t dir_len, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        snprintf(dir, dir_len, ".");
+        *base = path;
+        return 0;
+    }
+    size_t n = (size_t)(slash - path);
+    if (n == 0)
+        n = 1; /* "/file" lives in "/" */
+    if (n >= dir_len)
+        return -1;
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    *base = slash + 1;
+    return 0;
+}
+
+int td_fsync_dir(const char *dir, td_error *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return td_error_errno(err, TD_EIO, errno, "%s: cannot open directory", dir);
+    int rc = TD_OK;
+    if (fsync(fd) != 0 && errno != EINVAL) /* some file systems refuse dir fsync */
+        rc = td_error_errno(err, TD_EIO, errno, "%s: fsync of directory failed", dir);
+    close(fd);
+    return rc;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int td_atomic_write(const char *path, const void *data, size_t len, td_error *err)
+{
+    char dir[PATH_MAX];
+    const char *base;
+    if (split_path(path, dir, sizeof dir, &base) != 0 || !*base)
+        return td_error_set(err, TD_EINVAL, "%s: not a file path", path);
+
+    char tmp[PATH_MAX];
+    int n = snprintf(tmp, sizeof tmp, "%s/" TD_TEMP_PREFIX "%ld.%s.XXXXXX", dir, (long)getpid(), base);
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return td_error_set(err, TD_EINVAL, "%s: path too long", path);
+
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return td_error_errno(err, TD_EIO, errno, "%s: cannot create temporary file", path);
+    if (fchmod(fd, 0644) != 0) { /* mkostemp makes 0600; outputs are shared files */
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        return td_error_errno(err, TD_EIO, e, "%s: chmod of temporary file", path);
+    }
+    if (write_all(fd, data, len) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        return td_error_errno(err, TD_EIO, e, "%s: write failed", path);
+    }
+    /* Fault injection point: the worker dies with the data written but not
+     * yet renamed. Tests use it to prove that no partial output is left. */
+    td_fault_point("write", path);
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        return td_error_errno(err, TD_EIO, e, "%s: fsync failed", path);
+    }
+    if (close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return td_error_errno(err, TD_EIO, e, "%s: close failed", path);
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return td_error_errno(err, TD_EIO, e, "%s: rename into place failed", path);
+    }
+    return td_fsync_dir(dir, err);
+}
+
+bool td_atomic_is_temp_name(const char *name, pid_t *pid)
+{
+    size_t plen = strlen(TD_TEMP_PREFIX);
+    if (strncmp(name, TD_TEMP_PREFIX, plen) != 0)
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(name + plen, &end, 10);
+    if (errno || end == name + plen || *end != '.' || v <= 0)
+        return false;
+    if (pid)
+        *pid = (pid_t)v;
+    return true;
+}
+
+int td_atomic_sweep_orphans(const char *dir, td_error *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return td_error_errno(err, TD_EIO, errno, "%s: cannot open directory", dir);
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        pid_t pid;
+        if (!td_atomic_is_temp_name(de->d_name, &pid))
+            continue;
+        if (kill(pid, 0) == 0 || errno == EPERM)
+            continue; /* writer alive (or not ours to judge) */
+        if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
+}

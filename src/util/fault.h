@@ -1,0 +1,21 @@
+/*
+ * fault.h: fault injection for tests.
+ *
+ * TAPEDECK_FAULT="ACTION:POINT:SUBSTRING[,...]" makes the process misbehave
+ * when code reaches td_fault_point(POINT, subject) with a subject that
+ * contains SUBSTRING. ACTIONS:
+ *   kill   raise SIGKILL (as the OOM killer would)
+ *   abort  abort()
+ *   stall  stop making progress (sleep forever, no heartbeats)
+ *   once-kill  kill, but only the first time for this subject: a marker
+ *              file TAPEDECK_FAULT_DIR/<hash> remembers it (needs that dir)
+ * POINTS used: "scene" (a worker starts a scene), "write" (an output is
+ * written but not yet renamed), "decode" (audio is being decoded).
+ * Unset, it costs one getenv per call. Never set it in production.
+ */
+#ifndef TD_UTIL_FAULT_H
+#define TD_UTIL_FAULT_H
+
+void td_fault_point(const char *point, const char *subject);
+
+#endif
