@@ -36,7 +36,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
-        -Wno-unused-parameter -Wvla -Wpointer-arith
+        -Wno-unused-parameter -Wvla -Wpointer-arith -Wno-format-truncation
 ifeq ($(WERROR),1)
 WARN += -Werror
 endif

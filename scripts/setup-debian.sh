@@ -12,7 +12,7 @@ libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us pocketsphinx-testdata
 espeak-ng
 libjansson-dev
 libcmocka-dev
-zlib1g-dev
+zlib1g-dev python3
 clang libclang-rt-14-dev
 "
 

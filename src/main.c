@@ -1,0 +1,550 @@
+/*
+ * main.c: the tapedeck command line. The only place that prints errors
+ * for the user and decides exit codes.
+ *
+ *   tapedeck run ARCHIVE [options]     subtitle every scene (the main job)
+ *   tapedeck status ARCHIVE            done / failed / pending per task
+ *   tapedeck devices                   detected GPUs and the worker plan
+ *   tapedeck worker ...                internal: a worker process
+ *
+ * Exit codes: 0 all scenes done (or skipped), 1 some scenes failed,
+ * 2 usage error, 3 could not run at all, 130 interrupted.
+ */
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "archive/marker.h"
+#include "archive/scan.h"
+#include "asr/engine.h"
+#include "device/devices.h"
+#include "run/progress.h"
+#include "run/run.h"
+#include "run/worker.h"
+#include "util/log.h"
+
+enum {
+    EXIT_ALL_DONE = 0,
+    EXIT_SOME_FAILED = 1,
+    EXIT_USAGE = 2,
+    EXIT_CANNOT_RUN = 3,
+    EXIT_INTERRUPTED = 130,
+};
+
+static const char *prog = "tapedeck";
+
+static void usage_main(FILE *f)
+{
+    fprintf(f,
+            "tapedeck %s: subtitle an archive of home-video scenes, on every GPU and CPU,\n"
+            "crash-safe (a rerun finishes only what is unfinished).\n"
+            "\n"
+            "Usage:\n"
+            "  tapedeck run ARCHIVE [options]   process every scene of ARCHIVE\n"
+            "  tapedeck status ARCHIVE          what is done, failed and pending\n"
+            "  tapedeck devices                 GPUs found and the worker plan\n"
+            "  tapedeck help [COMMAND]          help on a command\n"
+            "  tapedeck --version\n"
+            "\n"
+            "Example:\n"
+            "  tapedeck run ~/tapes --formats srt,vtt,json\n"
+            "\n"
+            "Run `tapedeck run --help` for the options.\n",
+            TAPEDECK_VERSION);
+}
+
+static void usage_run(FILE *f)
+{
+    fprintf(f,
+            "Usage: tapedeck run ARCHIVE [options]\n"
+            "\n"
+            "Finds every media file under ARCHIVE (recursively, in natural order), and for\n"
+            "each scene not already done writes SCENE.srt (and .vtt/.json if asked) beside\n"
+            "it, then a .SCENE.subtitles.done marker. Scenes that fail get a\n"
+            ".SCENE.subtitles.failed marker with the reason; the others go on.\n"
+            "\n"
+            "Options:\n"
+            "  --task NAME           task to run (default: subtitles)\n"
+            "  --limit N             process at most N pending scenes\n"
+            "  --dry-run             print the plan and write nothing\n"
+            "  --force               redo scenes that are already done\n"
+            "  --devices WHICH       auto (default: every GPU, else CPUs), cpu, or a list of\n"
+            "                        device numbers / PCI addresses / UUIDs from\n"
+            "                        `tapedeck devices`, e.g. 0,1\n"
+            "  --workers N           CPU workers when no GPU is used (default: one per core)\n"
+            "  --engine NAME         auto (default) or sphinx\n"
+            "  --model NAME          engine model (sphinx: a model directory)\n"
+            "  --language CODE       spoken language, e.g. en (sphinx: English only)\n"
+            "  --formats LIST        srt,vtt,json (default: srt; srt is always written)\n"
+            "  --threads N           threads per worker (engine-specific; default: auto)\n"
+            "  --retries N           retries of a scene whose worker crashed or stalled\n"
+            "                        (default: 2, so at most 3 attempts)\n"
+            "  --stall-timeout S     seconds without a heartbeat before a worker is\n"
+            "                        killed and its scene retried (default: 300)\n"
+            "  --no-progress         plain log lines even on a terminal\n"
+            "  -v, -vv               more detail; -q: only warnings and errors\n"
+            "  -h, --help            this help\n"
+            "\n"
+            "Ctrl-C once: no new scenes, those in flight finish. Twice: stop now (scenes in\n"
+            "flight are abandoned, nothing half-written is left). Run again to resume.\n"
+            "\n"
+            "Exit codes: 0 all done, 1 some scenes failed, 2 usage error, 3 could not run,\n"
+            "130 interrupted.\n");
+}
+
+static void usage_status(FILE *f)
+{
+    fprintf(f,
+            "Usage: tapedeck status ARCHIVE [--task NAME] [-v]\n"
+            "\n"
+            "Counts the scenes that are done, failed (with the reason) and pending.\n"
+            "-v also lists pending scenes and why a marker no longer counts.\n");
+}
+
+static void usage_devices(FILE *f)
+{
+    fprintf(f,
+            "Usage: tapedeck devices [--devices WHICH] [--workers N]\n"
+            "\n"
+            "Lists the GPUs found (NVIDIA through NVML, Intel and AMD through sysfs; no GPU\n"
+            "runtime is started) and the workers `tapedeck run` would start, with the\n"
+            "affinity variable that pins each to its card. TAPEDECK_DEVICES overrides\n"
+            "discovery (see README).\n");
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry `tapedeck help` for usage.\n");
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+static char *self_exe(void)
+{
+    static char path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    if (n <= 0)
+        return NULL;
+    path[n] = '\0';
+    return path;
+}
+
+/* ---- run -------------------------------------------------------------- */
+
+enum {
+    OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE,
+    OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
+    OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
+};
+
+static void print_plan(const td_run_opts *o, const td_plan *p)
+{
+    printf("Plan for %s (task %s)%s\n", o->archive, o->task, o->dry_run ? " [dry run: nothing is written]" : "");
+    printf("  engine:  %s\n", p->engine_note);
+    printf("  workers: %s\n", p->device_note);
+    for (size_t i = 0; i < p->n_workers; i++) {
+        const td_device *d = p->workers[i].device;
+        if (d)
+            printf("    worker %zu: %s %s %s  %s=%s\n", i, d->vendor, d->pci, d->name, d->affinity_var,
+                   d->affinity_value);
+        else
+            printf("    worker %zu: cpu\n", i);
+    }
+    size_t later = 0;
+    for (size_t i = 0; i < p->scenes.count; i++)
+        later += p->state[i] == TD_PLAN_LATER;
+    printf("  scenes:  %zu found, %zu done (skipped), %zu to process, %zu refused, %zu beyond --limit\n",
+           p->scenes.count, p->n_done, p->n_queue, p->n_refused, later);
+    for (size_t i = 0; i < p->scenes.count; i++) {
+        const char *tag;
+        switch (p->state[i]) {
+        case TD_PLAN_NEW: tag = "new"; break;
+        case TD_PLAN_REDO: tag = "redo"; break;
+        case TD_PLAN_REFUSE: tag = "refuse"; break;
+        case TD_PLAN_LATER: tag = "later"; break;
+        default: tag = td_log_enabled(TD_LOG_VERBOSE) ? "done" : NULL; break;
+        }
+        if (!tag)
+            continue;
+        printf("    %-6s %s%s%s%s\n", tag, p->scenes.items[i].rel, p->why[i] ? "  (" : "",
+               p->why[i] ? p->why[i] : "", p->why[i] ? ")" : "");
+    }
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"task", required_argument, 0, OPT_TASK},
+        {"limit", required_argument, 0, OPT_LIMIT},
+        {"dry-run", no_argument, 0, OPT_DRY_RUN},
+        {"force", no_argument, 0, OPT_FORCE},
+        {"devices", required_argument, 0, OPT_DEVICES},
+        {"workers", required_argument, 0, OPT_WORKERS},
+        {"engine", required_argument, 0, OPT_ENGINE},
+        {"model", required_argument, 0, OPT_MODEL},
+        {"language", required_argument, 0, OPT_LANGUAGE},
+        {"formats", required_argument, 0, OPT_FORMATS},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"retries", required_argument, 0, OPT_RETRIES},
+        {"stall-timeout", required_argument, 0, OPT_STALL},
+        {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
+        {"verbose", no_argument, 0, 'v'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    td_run_opts o;
+    td_run_opts_default(&o);
+    int verbosity = TD_LOG_INFO, no_progress = 0;
+    long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "vqh", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_TASK: o.task = optarg; break;
+        case OPT_LIMIT:
+            if (parse_long(optarg, 0, LONG_MAX, &v))
+                return usage_error("--limit needs a number >= 0, not '%s'", optarg);
+            o.limit = v;
+            break;
+        case OPT_DRY_RUN: o.dry_run = 1; break;
+        case OPT_FORCE: o.force = 1; break;
+        case OPT_DEVICES: o.devices = optarg; break;
+        case OPT_WORKERS:
+            if (parse_long(optarg, 1, TD_MAX_DEVICES, &v))
+                return usage_error("--workers needs a number from 1 to 64, not '%s'", optarg);
+            o.workers = (int)v;
+            break;
+        case OPT_ENGINE: o.engine = optarg; break;
+        case OPT_MODEL: o.model = optarg; break;
+        case OPT_LANGUAGE: o.language = optarg; break;
+        case OPT_FORMATS: o.formats = optarg; break;
+        case OPT_THREADS:
+            if (parse_long(optarg, 0, 1024, &v))
+                return usage_error("--threads needs a number from 0 to 1024, not '%s'", optarg);
+            o.threads = (int)v;
+            break;
+        case OPT_RETRIES:
+            if (parse_long(optarg, 0, 100, &v))
+                return usage_error("--retries needs a number from 0 to 100, not '%s'", optarg);
+            o.retries = (int)v;
+            break;
+        case OPT_STALL:
+            if (parse_long(optarg, 1, 86400, &v))
+                return usage_error("--stall-timeout needs seconds from 1 to 86400, not '%s'", optarg);
+            o.stall_timeout = (double)v;
+            break;
+        case OPT_NO_PROGRESS: no_progress = 1; break;
+        case 'v': verbosity++; break;
+        case 'q': verbosity = TD_LOG_WARN; break;
+        case 'h': usage_run(stdout); return EXIT_ALL_DONE;
+        default: return usage_error("%s", "bad option");
+        }
+    }
+    if (optind != argc - 1)
+        return usage_error("%s", optind >= argc ? "run needs an ARCHIVE directory" : "run takes one ARCHIVE");
+    o.archive = argv[optind];
+    if (verbosity > TD_LOG_DEBUG)
+        verbosity = TD_LOG_DEBUG;
+    td_log_set_level(verbosity);
+    o.verbosity = verbosity;
+    o.progress = !no_progress && isatty(STDERR_FILENO) && verbosity >= TD_LOG_INFO;
+    o.self_exe = self_exe();
+    if (!o.self_exe) {
+        fprintf(stderr, "%s: cannot find my own executable (/proc/self/exe)\n", prog);
+        return EXIT_CANNOT_RUN;
+    }
+
+    td_plan plan;
+    td_error err = {0};
+    int rc = td_plan_build(&o, &plan, &err);
+    if (rc) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        td_plan_release(&plan);
+        return rc == TD_EINVAL ? EXIT_USAGE : EXIT_CANNOT_RUN;
+    }
+    if (o.dry_run) {
+        print_plan(&o, &plan);
+        td_plan_release(&plan);
+        return EXIT_ALL_DONE;
+    }
+    td_info("tapedeck %s | archive %s | task %s | engine %s | %s", TAPEDECK_VERSION, o.archive, o.task,
+            plan.engine_note, plan.device_note);
+    td_info("Total scenes: %zu | to process: %zu | already done: %zu%s", plan.scenes.count, plan.n_queue,
+            plan.n_done, o.limit >= 0 ? " | --limit applied" : "");
+    for (size_t i = 0; i < plan.scenes.count; i++)
+        if (plan.state[i] == TD_PLAN_SKIP)
+            td_info("[skip] Already processed: %s (task=%s)", plan.scenes.items[i].rel, o.task);
+
+    td_run_summary sum;
+    rc = td_run_execute(&o, &plan, &sum, &err);
+    char wall[32];
+    td_format_hms(sum.wall_seconds, wall, sizeof wall);
+    td_info("[summary] processed: %zu | skipped: %zu | failed: %zu | left: %zu | audio: %.1f s in %s wall "
+            "| %.2f audio s per wall s",
+            sum.processed, sum.skipped, sum.failed, sum.left, sum.audio_seconds, wall,
+            sum.wall_seconds > 0 ? sum.audio_seconds / sum.wall_seconds : 0.0);
+    td_plan_release(&plan);
+    if (rc) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return EXIT_CANNOT_RUN;
+    }
+    if (sum.interrupted && sum.left > 0) {
+        td_warn("interrupted: %zu scene(s) left; run the same command again to finish them", sum.left);
+        return EXIT_INTERRUPTED;
+    }
+    if (sum.failed > 0) {
+        td_warn("%zu scene(s) failed; see `tapedeck status %s`", sum.failed, o.archive);
+        return EXIT_SOME_FAILED;
+    }
+    return sum.interrupted ? EXIT_INTERRUPTED : EXIT_ALL_DONE;
+}
+
+/* ---- status ------------------------------------------------------------ */
+
+static int cmd_status(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"task", required_argument, 0, OPT_TASK},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *task = "subtitles";
+    int verbose = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_TASK: task = optarg; break;
+        case 'v': verbose = 1; break;
+        case 'h': usage_status(stdout); return EXIT_ALL_DONE;
+        default: return usage_error("%s", "bad option");
+        }
+    }
+    if (optind != argc - 1)
+        return usage_error("%s", "status needs one ARCHIVE directory");
+    const char *archive = argv[optind];
+    td_scene_list list;
+    td_error err = {0};
+    if (td_scan_archive(archive, &list, &err) != TD_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return EXIT_CANNOT_RUN;
+    }
+    size_t done = 0, failed = 0, pending = 0, stale = 0;
+    for (size_t i = 0; i < list.count; i++) {
+        const td_scene *s = &list.items[i];
+        enum td_marker_state st = TD_MARKER_NONE;
+        char why[TD_ERROR_MSG_MAX + 64] = "";
+        if (td_marker_check(s, task, &st, why, sizeof why, &err) != TD_OK) {
+            st = TD_MARKER_STALE;
+            snprintf(why, sizeof why, "%s", err.msg);
+        }
+        switch (st) {
+        case TD_MARKER_DONE: done++; break;
+        case TD_MARKER_FAILED: {
+            failed++;
+            td_failed_info info;
+            if (td_marker_read_failed(s, task, &info, &err) == TD_OK) {
+                printf("failed   %s: %s [%s, %d attempt%s, %s]\n", s->rel, info.reason, info.kind,
+                       info.attempts, info.attempts == 1 ? "" : "s", info.time);
+                td_failed_info_release(&info);
+            } else {
+                printf("failed   %s: %s\n", s->rel, why);
+            }
+            break;
+        }
+        case TD_MARKER_STALE:
+            stale++;
+            pending++;
+            if (verbose)
+                printf("pending  %s (marker does not count: %s)\n", s->rel, why);
+            break;
+        default:
+            pending++;
+            if (verbose)
+                printf("pending  %s\n", s->rel);
+        }
+    }
+    printf("%s: %zu scenes | task %s: done %zu | failed %zu | pending %zu", archive, list.count, task, done,
+           failed, pending);
+    if (stale)
+        printf(" (%zu with an outdated marker)", stale);
+    printf("\n");
+    td_scene_list_release(&list);
+    return EXIT_ALL_DONE;
+}
+
+/* ---- devices ----------------------------------------------------------- */
+
+static int cmd_devices(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"devices", required_argument, 0, OPT_DEVICES},
+        {"workers", required_argument, 0, OPT_WORKERS},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *which = "auto";
+    long workers = 0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_DEVICES: which = optarg; break;
+        case OPT_WORKERS:
+            if (parse_long(optarg, 1, TD_MAX_DEVICES, &workers))
+                return usage_error("--workers needs a number from 1 to 64, not '%s'", optarg);
+            break;
+        case 'h': usage_devices(stdout); return EXIT_ALL_DONE;
+        default: return usage_error("%s", "bad option");
+        }
+    }
+    td_device_list list;
+    td_error err = {0};
+    if (td_devices_detect(&list, &err) != TD_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return EXIT_USAGE;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("CPU: %ld core(s)\n", ncpu);
+    printf("GPUs: %zu\n", list.count);
+    for (size_t i = 0; i < list.count; i++) {
+        const td_device *d = &list.items[i];
+        char mem[64] = "memory unknown";
+        if (d->mem_total > 0)
+            snprintf(mem, sizeof mem, "%.1f GiB total, %.1f GiB free", d->mem_total / 1073741824.0,
+                     d->mem_free >= 0 ? d->mem_free / 1073741824.0 : -1.0);
+        printf("  [%zu] %s %s  PCI %s  %s%s%s  (%s; via %s)\n", i, d->vendor, d->name, d->pci,
+               d->uuid[0] ? "UUID " : "", d->uuid, d->uuid[0] ? "" : "", mem, d->source);
+    }
+    if (list.notes[0])
+        printf("Notes: %s\n", list.notes);
+    /* The plan, as `run` would make it (engine and scenes aside). */
+    td_run_opts o;
+    td_run_opts_default(&o);
+    o.devices = which;
+    o.workers = (int)workers;
+    printf("Worker plan (--devices %s):\n", which);
+    if (strcmp(which, "cpu") != 0 && list.count > 0) {
+        for (size_t i = 0; i < list.count; i++) {
+            const td_device *d = &list.items[i];
+            if (strcmp(which, "auto") != 0) {
+                /* a list: show only matching entries */
+                char needle[128];
+                snprintf(needle, sizeof needle, ",%s,", which);
+                char idx[16], pci[48], uuid[112];
+                snprintf(idx, sizeof idx, ",%zu,", i);
+                snprintf(pci, sizeof pci, ",%s,", d->pci);
+                snprintf(uuid, sizeof uuid, ",%s,", d->uuid);
+                if (!strstr(needle, idx) && !strstr(needle, pci) && !(d->uuid[0] && strstr(needle, uuid)))
+                    continue;
+            }
+            printf("  worker on %s %s: %s=%s%s%s%s\n", d->vendor, d->pci, d->affinity_var, d->affinity_value,
+                   d->order_var[0] ? " " : "", d->order_var, d->order_var[0] ? "=" : "");
+            if (d->order_var[0])
+                printf("      (%s=%s)\n", d->order_var, d->order_value);
+        }
+    } else {
+        long n = workers > 0 ? workers : ncpu;
+        printf("  %ld CPU worker(s)\n", n);
+    }
+    return EXIT_ALL_DONE;
+}
+
+/* ---- worker (internal) ------------------------------------------------- */
+
+static int cmd_worker(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"slot", required_argument, 0, OPT_SLOT},
+        {"archive", required_argument, 0, OPT_ARCHIVE},
+        {"task", required_argument, 0, OPT_TASK},
+        {"engine", required_argument, 0, OPT_ENGINE},
+        {"model", required_argument, 0, OPT_MODEL},
+        {"language", required_argument, 0, OPT_LANGUAGE},
+        {"formats", required_argument, 0, OPT_FORMATS},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"log-level", required_argument, 0, OPT_LOG_LEVEL},
+        {"vendor", required_argument, 0, OPT_VENDOR},
+        {"pci", required_argument, 0, OPT_PCI},
+        {0, 0, 0, 0},
+    };
+    td_worker_opts o = {.task = "subtitles", .engine = "auto", .formats = "srt"};
+    long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_SLOT: o.index = parse_long(optarg, 0, 1000, &v) ? 0 : (int)v; break;
+        case OPT_ARCHIVE: o.archive = optarg; break;
+        case OPT_TASK: o.task = optarg; break;
+        case OPT_ENGINE: o.engine = optarg; break;
+        case OPT_MODEL: o.model = optarg; break;
+        case OPT_LANGUAGE: o.language = optarg; break;
+        case OPT_FORMATS: o.formats = optarg; break;
+        case OPT_THREADS: o.threads = parse_long(optarg, 0, 1024, &v) ? 0 : (int)v; break;
+        case OPT_LOG_LEVEL: td_log_set_level(parse_long(optarg, 0, 4, &v) ? TD_LOG_INFO : (int)v); break;
+        case OPT_VENDOR: o.vendor = optarg; break;
+        case OPT_PCI: o.pci = optarg; break;
+        default: return EXIT_USAGE;
+        }
+    }
+    return td_worker_main(&o);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage_main(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("tapedeck %s\n", TAPEDECK_VERSION);
+        return EXIT_ALL_DONE;
+    }
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
+        usage_main(stdout);
+        return EXIT_ALL_DONE;
+    }
+    if (strcmp(cmd, "help") == 0) {
+        const char *topic = argc > 2 ? argv[2] : "";
+        if (strcmp(topic, "run") == 0)
+            usage_run(stdout);
+        else if (strcmp(topic, "status") == 0)
+            usage_status(stdout);
+        else if (strcmp(topic, "devices") == 0)
+            usage_devices(stdout);
+        else
+            usage_main(stdout);
+        return EXIT_ALL_DONE;
+    }
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0)
+        return cmd_status(argc - 1, argv + 1);
+    if (strcmp(cmd, "devices") == 0)
+        return cmd_devices(argc - 1, argv + 1);
+    if (strcmp(cmd, "worker") == 0)
+        return cmd_worker(argc - 1, argv + 1);
+    return usage_error("unknown command '%s'", cmd);
+}

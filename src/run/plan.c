@@ -1,0 +1,181 @@
+/* plan.c: what a run will do: scenes to take, engine, workers (see run.h). */
+#include "run/run.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "archive/marker.h"
+#include "asr/engine.h"
+#include "out/formats.h"
+
+void td_run_opts_default(td_run_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->task = "subtitles";
+    o->limit = -1;
+    o->retries = 2;
+    o->devices = "auto";
+    o->engine = "auto";
+    o->formats = "srt";
+    o->stall_timeout = 300.0;
+    o->verbosity = 2;
+}
+
+static int choose_devices(const td_run_opts *o, td_plan *p, td_error *err)
+{
+    int rc = td_devices_detect(&p->devices, err);
+    if (rc)
+        return rc;
+    const td_device *chosen[TD_MAX_DEVICES];
+    size_t n_chosen = 0;
+    if (strcmp(o->devices, "cpu") == 0) {
+        /* none */
+    } else if (strcmp(o->devices, "auto") == 0) {
+        for (size_t i = 0; i < p->devices.count; i++)
+            chosen[n_chosen++] = &p->devices.items[i];
+    } else {
+        char copy[1024];
+        snprintf(copy, sizeof copy, "%s", o->devices);
+        char *save = NULL;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            const td_device *match = NULL;
+            char *end;
+            long idx = strtol(tok, &end, 10);
+            if (*end == '\0' && idx >= 0 && (size_t)idx < p->devices.count)
+                match = &p->devices.items[idx];
+            for (size_t i = 0; !match && i < p->devices.count; i++)
+                if (strcasecmp(tok, p->devices.items[i].pci) == 0 ||
+                    strcasecmp(tok, p->devices.items[i].uuid) == 0)
+                    match = &p->devices.items[i];
+            if (!match)
+                return td_error_set(err, TD_EINVAL,
+                                    "--devices: no device '%s' (see `tapedeck devices`; %zu found)",
+                                    tok, p->devices.count);
+            for (size_t i = 0; i < n_chosen; i++)
+                if (chosen[i] == match)
+                    return td_error_set(err, TD_EINVAL, "--devices: '%s' given twice", tok);
+            chosen[n_chosen++] = match;
+        }
+    }
+    if (n_chosen > 0) {
+        /* One worker per GPU: a card shared by two workers was the seed
+         * pipeline's failure. */
+        for (size_t i = 0; i < n_chosen; i++)
+            p->workers[p->n_workers++] = (td_plan_worker){.slot = (int)i, .device = chosen[i]};
+        snprintf(p->device_note, sizeof p->device_note, "%zu GPU worker(s), one per card", n_chosen);
+        return TD_OK;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1)
+        ncpu = 1;
+    long n = o->workers > 0 ? o->workers : ncpu;
+    if (n > TD_MAX_DEVICES)
+        n = TD_MAX_DEVICES;
+    for (long i = 0; i < n; i++)
+        p->workers[p->n_workers++] = (td_plan_worker){.slot = (int)i, .device = NULL};
+    snprintf(p->device_note, sizeof p->device_note, "%ld CPU worker(s)%s", n,
+             o->workers > 0 ? "" : " (one per core)");
+    return TD_OK;
+}
+
+static int set_why(td_plan *p, size_t i, const char *why)
+{
+    p->why[i] = strdup(why);
+    return p->why[i] ? TD_OK : TD_ENOMEM;
+}
+
+int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
+{
+    memset(p, 0, sizeof *p);
+    if (strcmp(o->task, "subtitles") != 0)
+        return td_error_set(err, TD_EINVAL, "unknown task '%s' (available: subtitles)", o->task);
+    unsigned formats;
+    int rc = td_formats_parse(o->formats, &formats, err);
+    if (rc)
+        return rc;
+
+    td_engine_config cfg = {.language = o->language, .model = o->model, .device = "cpu",
+                            .threads = o->threads};
+    const td_engine_ops *ops = NULL;
+    rc = td_engine_select(o->engine, &cfg, &ops, err);
+    if (rc)
+        return rc;
+    p->engine = ops->name;
+    if (strcmp(o->engine, "auto") == 0)
+        snprintf(p->engine_note, sizeof p->engine_note, "%s (auto: %s)", ops->name,
+                 "no Whisper model installed; using the embedded engine");
+    else
+        snprintf(p->engine_note, sizeof p->engine_note, "%s (asked for)", ops->name);
+
+    rc = choose_devices(o, p, err);
+    if (rc)
+        return rc;
+
+    rc = td_scan_archive(o->archive, &p->scenes, err);
+    if (rc)
+        return rc;
+    size_t n = p->scenes.count;
+    p->state = calloc(n ? n : 1, sizeof *p->state);
+    p->why = calloc(n ? n : 1, sizeof *p->why);
+    p->queue = calloc(n ? n : 1, sizeof *p->queue);
+    if (!p->state || !p->why || !p->queue)
+        return td_error_set(err, TD_ENOMEM, "out of memory planning %zu scenes", n);
+
+    long taken = 0;
+    for (size_t i = 0; i < n; i++) {
+        const td_scene *s = &p->scenes.items[i];
+        if (s->clash_with >= 0) {
+            p->state[i] = TD_PLAN_REFUSE;
+            char why[512];
+            snprintf(why, sizeof why, "outputs would overwrite those of %s",
+                     p->scenes.items[s->clash_with].name);
+            if (set_why(p, i, why))
+                return td_error_set(err, TD_ENOMEM, "out of memory");
+            p->n_refused++;
+            continue;
+        }
+        enum td_marker_state ms = TD_MARKER_NONE;
+        char why[TD_ERROR_MSG_MAX + 64] = "";
+        td_error merr = {0};
+        if (td_marker_check(s, o->task, &ms, why, sizeof why, &merr) != TD_OK) {
+            ms = TD_MARKER_STALE;
+            snprintf(why, sizeof why, "%s", merr.msg);
+        }
+        if (ms == TD_MARKER_DONE && !o->force) {
+            p->state[i] = TD_PLAN_SKIP;
+            p->n_done++;
+            continue;
+        }
+        if (o->limit >= 0 && taken >= o->limit) {
+            p->state[i] = TD_PLAN_LATER;
+            continue;
+        }
+        if (ms == TD_MARKER_NONE) {
+            p->state[i] = TD_PLAN_NEW;
+        } else {
+            p->state[i] = TD_PLAN_REDO;
+            const char *what = ms == TD_MARKER_DONE ? "forced" : ms == TD_MARKER_FAILED ? "failed before" : "stale";
+            char text[TD_ERROR_MSG_MAX + 160];
+            snprintf(text, sizeof text, "%s%s%s", what, why[0] ? ": " : "", why);
+            if (set_why(p, i, text))
+                return td_error_set(err, TD_ENOMEM, "out of memory");
+        }
+        p->queue[p->n_queue++] = i;
+        taken++;
+    }
+    return TD_OK;
+}
+
+void td_plan_release(td_plan *p)
+{
+    if (p->why)
+        for (size_t i = 0; i < p->scenes.count; i++)
+            free(p->why[i]);
+    free(p->why);
+    free(p->state);
+    free(p->queue);
+    td_scene_list_release(&p->scenes);
+    memset(p, 0, sizeof *p);
+}

@@ -1,0 +1,95 @@
+/*
+ * run.h: a whole run over an archive: plan, supervise workers, report.
+ *
+ *   scan archive -> check markers -> plan (devices x workers, engine)
+ *     -> supervisor: start workers (fork+exec, affinity env before exec),
+ *        hand out scenes from one queue as workers ask, watch heartbeats,
+ *        restart dead workers, requeue or fail their scenes, write .failed
+ *     -> summary
+ *
+ * The supervisor never loads a GPU runtime or a speech model; it only
+ * probes the engine (cheap) so a run without a usable engine stops before
+ * starting anything.
+ */
+#ifndef TD_RUN_RUN_H
+#define TD_RUN_RUN_H
+
+#include <stddef.h>
+
+#include "archive/scan.h"
+#include "device/devices.h"
+#include "util/error.h"
+
+typedef struct td_run_opts {
+    const char *archive;
+    const char *task;          /* "subtitles" */
+    long limit;                /* pending scenes to take; -1 for all */
+    int dry_run;
+    int force;                 /* redo scenes already done */
+    int retries;               /* extra attempts after a crash/transient error */
+    int workers;               /* CPU workers; 0 = automatic */
+    const char *devices;       /* "auto", "cpu", or a list "0,1" / PCI addresses */
+    const char *engine;        /* "auto" or a name */
+    const char *model;
+    const char *language;
+    const char *formats;       /* "srt,vtt,json" */
+    int threads;
+    double stall_timeout;      /* seconds without a heartbeat before a kill */
+    int progress;              /* draw the terminal progress display */
+    const char *self_exe;      /* path of the tapedeck binary, for exec */
+    int verbosity;             /* passed to workers: 0 quiet .. 4 debug */
+} td_run_opts;
+
+void td_run_opts_default(td_run_opts *o);
+
+typedef struct td_run_summary {
+    size_t scenes_total;       /* in the archive */
+    size_t scenes_planned;     /* taken in this run */
+    size_t processed;
+    size_t skipped;            /* already done (valid marker) */
+    size_t failed;
+    size_t left;               /* planned but not finished (interrupted) */
+    double audio_seconds;
+    double wall_seconds;
+    int interrupted;           /* stopped by a signal */
+} td_run_summary;
+
+/* One worker the plan will start. */
+typedef struct td_plan_worker {
+    int slot;
+    const td_device *device;   /* NULL for a CPU worker */
+} td_plan_worker;
+
+enum td_scene_plan {
+    TD_PLAN_SKIP = 0,          /* done: skip */
+    TD_PLAN_NEW,               /* never done */
+    TD_PLAN_REDO,              /* stale marker, failed before, or --force */
+    TD_PLAN_REFUSE,            /* cannot be processed (name clash) */
+    TD_PLAN_LATER,             /* pending but beyond --limit */
+};
+
+typedef struct td_plan {
+    td_scene_list scenes;
+    enum td_scene_plan *state; /* per scene */
+    char **why;                /* per scene, reason text or NULL */
+    size_t *queue;             /* scene indices to process, in order */
+    size_t n_queue;
+    size_t n_done;             /* skipped as done */
+    size_t n_refused;
+    td_device_list devices;
+    td_plan_worker workers[TD_MAX_DEVICES];
+    size_t n_workers;
+    const char *engine;        /* chosen engine name */
+    char engine_note[256];     /* why it was chosen */
+    char device_note[256];
+} td_plan;
+
+/* Scan, check markers, choose engine and workers. Writes nothing. */
+int td_plan_build(const td_run_opts *o, td_plan *plan, td_error *err);
+void td_plan_release(td_plan *plan);
+
+/* Run the plan (not for dry runs). Fills sum. Returns TD_OK when the run
+ * completed (even with failed scenes) or an error that stopped it. */
+int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_error *err);
+
+#endif

@@ -1,0 +1,964 @@
+/*
+ * supervisor.c: starting workers, handing out scenes, surviving crashes.
+ *
+ * State of a worker slot:
+ *
+ *   OFF --start--> STARTING --READY--> IDLE --SCENE--> BUSY --DONE/FAIL/SKIP--> IDLE
+ *    ^                |                  |               |
+ *    |                +------ pipe EOF (process ended) --+--> reaped --> OFF
+ *    +-- restarted unless the run is stopping, the slot failed to start
+ *        three times in a row, or the worker said FATAL (slot DEAD)
+ *
+ * A scene is QUEUED, RUNNING on one worker, or finished (DONE, SKIPPED,
+ * FAILED). When its worker ends while RUNNING (signal, OOM kill, abort,
+ * stall kill), the scene costs an attempt and goes back to the queue, or
+ * fails with a .failed marker once its attempts exceed --retries. A
+ * worker-reported error of kind "input" (bad file) fails it at once:
+ * retrying cannot help.
+ *
+ * The loop is single-threaded around poll(): workers' control and log
+ * pipes plus a self-pipe that turns SIGINT/SIGTERM into events.
+ */
+#include "run/run.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "archive/marker.h"
+#include "out/formats.h"
+#include "run/progress.h"
+#include "run/protocol.h"
+#include "util/atomic.h"
+#include "util/log.h"
+
+extern char **environ;
+
+#define RING_LINES 20
+#define RING_LINE_MAX 400
+#define MAX_START_FAILURES 3
+#define STOP_GRACE_SECONDS 5.0
+
+enum worker_state { W_OFF, W_STARTING, W_IDLE, W_BUSY, W_QUITTING, W_DEAD };
+enum scene_state { S_QUEUED, S_RUNNING, S_DONE, S_SKIPPED, S_FAILED, S_LEFT };
+
+typedef struct worker {
+    int slot;
+    const td_device *device;
+    enum worker_state state;
+    pid_t pid;
+    int cmd_fd, ctl_fd, log_fd;
+    int ctl_eof, log_eof;
+    td_linebuf ctl, log;
+    long scene;                 /* index into plan->queue, or -1 */
+    double started_at, last_beat, scene_seconds;
+    int start_failures;
+    unsigned processed, skipped, failed; /* this process */
+    char ring[RING_LINES][RING_LINE_MAX];
+    int ring_count, ring_next;
+    char fatal[TD_ERROR_MSG_MAX];
+    char kill_reason[128];      /* why we killed it, if we did */
+    int term_sent;
+} worker;
+
+typedef struct supervisor {
+    const td_run_opts *o;
+    td_plan *plan;
+    td_run_summary *sum;
+    worker workers[TD_MAX_DEVICES];
+    size_t n_workers;
+    enum scene_state *scene_state; /* per queue position */
+    int *attempts;
+    size_t *fifo;                  /* queue positions waiting */
+    size_t fifo_head, fifo_len;
+    size_t finished;
+    int64_t bytes_total, bytes_finished;
+    int stopping, stop_now;
+    double stop_now_at;
+    double t0;
+    td_progress *progress;
+} supervisor;
+
+static int g_signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char c = (unsigned char)sig;
+    if (write(g_signal_pipe[1], &c, 1) < 0) {
+        /* nothing to do: the pipe is full, the signal is already noted */
+    }
+    errno = saved;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static const td_scene *scene_at(supervisor *sv, size_t qpos)
+{
+    return &sv->plan->scenes.items[sv->plan->queue[qpos]];
+}
+
+/* A display-safe copy of a name: control bytes become '?'. */
+static void display_name(const char *in, char *out, size_t len)
+{
+    size_t j = 0;
+    for (size_t i = 0; in[i] && j + 1 < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        out[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    out[j] = '\0';
+}
+
+/* ---- the queue -------------------------------------------------------- */
+
+static void fifo_push(supervisor *sv, size_t qpos)
+{
+    size_t cap = sv->plan->n_queue;
+    sv->fifo[(sv->fifo_head + sv->fifo_len) % cap] = qpos;
+    sv->fifo_len++;
+    sv->scene_state[qpos] = S_QUEUED;
+}
+
+static int fifo_pop(supervisor *sv, size_t *qpos)
+{
+    if (sv->fifo_len == 0)
+        return 0;
+    *qpos = sv->fifo[sv->fifo_head];
+    sv->fifo_head = (sv->fifo_head + 1) % sv->plan->n_queue;
+    sv->fifo_len--;
+    return 1;
+}
+
+/* ---- progress ---------------------------------------------------------- */
+
+static void update_progress(supervisor *sv, int finished)
+{
+    if (!sv->progress)
+        return;
+    td_progress_state st;
+    memset(&st, 0, sizeof st);
+    st.scenes_total = sv->plan->n_queue;
+    st.scenes_finished = sv->finished;
+    st.failed = sv->sum->failed;
+    st.audio_seconds = sv->sum->audio_seconds;
+    st.bytes_total = sv->bytes_total;
+    st.bytes_finished = sv->bytes_finished;
+    st.elapsed = now_s() - sv->t0;
+    st.stopping = sv->stopping;
+    st.n_workers = sv->n_workers < TD_PROGRESS_MAX_WORKERS ? sv->n_workers : TD_PROGRESS_MAX_WORKERS;
+    static const char *names[] = {"off", "starting", "idle", "busy", "quitting", "stopped"};
+    for (size_t i = 0; i < st.n_workers; i++) {
+        worker *w = &sv->workers[i];
+        td_progress_worker *pw = &st.workers[i];
+        pw->pid = (int)w->pid;
+        snprintf(pw->device, sizeof pw->device, "%s", w->device ? w->device->pci : "cpu");
+        pw->state = names[w->state];
+        if (w->state == W_BUSY && w->scene >= 0) {
+            display_name(scene_at(sv, (size_t)w->scene)->rel, pw->scene, sizeof pw->scene);
+            pw->scene_seconds = w->scene_seconds;
+        }
+    }
+    td_progress_update(sv->progress, &st, finished);
+}
+
+/* ---- finishing scenes ------------------------------------------------ */
+
+static void ring_add(worker *w, const char *line)
+{
+    snprintf(w->ring[w->ring_next], RING_LINE_MAX, "%s", line);
+    w->ring_next = (w->ring_next + 1) % RING_LINES;
+    if (w->ring_count < RING_LINES)
+        w->ring_count++;
+}
+
+static void scene_finished(supervisor *sv, size_t qpos, enum scene_state st)
+{
+    sv->scene_state[qpos] = st;
+    sv->finished++;
+    sv->bytes_finished += scene_at(sv, qpos)->size;
+    update_progress(sv, 1);
+}
+
+static void fail_scene(supervisor *sv, worker *w, size_t qpos, const char *kind, const char *reason)
+{
+    const td_scene *s = scene_at(sv, qpos);
+    const char *lines[RING_LINES];
+    size_t n = 0;
+    if (w) {
+        for (int i = 0; i < w->ring_count; i++)
+            lines[n++] = w->ring[(w->ring_next - w->ring_count + i + RING_LINES) % RING_LINES];
+    }
+    char name[256];
+    display_name(s->rel, name, sizeof name);
+    td_error err = {0};
+    if (td_marker_write_failed(s, sv->o->task, kind, reason, sv->attempts[qpos], lines, n, &err) != TD_OK)
+        td_error_log("[failed] %s: cannot write .failed marker: %s", name, err.msg);
+    td_error_log("[failed] %s: %s (after %d attempt%s)", name, reason, sv->attempts[qpos],
+                 sv->attempts[qpos] == 1 ? "" : "s");
+    sv->sum->failed++;
+    if (w)
+        w->failed++;
+    scene_finished(sv, qpos, S_FAILED);
+}
+
+/* The scene's attempt ended badly: retry it or give up. */
+static void attempt_failed(supervisor *sv, worker *w, size_t qpos, const char *kind, const char *reason,
+                           int permanent)
+{
+    sv->attempts[qpos]++;
+    char name[256];
+    display_name(scene_at(sv, qpos)->rel, name, sizeof name);
+    if (permanent || sv->attempts[qpos] > sv->o->retries) {
+        fail_scene(sv, w, qpos, kind, reason);
+        return;
+    }
+    td_warn("[retry] %s: %s; requeued (attempt %d of %d)", name, reason, sv->attempts[qpos] + 1,
+            sv->o->retries + 1);
+    fifo_push(sv, qpos);
+}
+
+/* ---- starting workers ------------------------------------------------- */
+
+static int add_env(char ***env, size_t *n, size_t *cap, const char *name, const char *value)
+{
+    if (*n + 2 > *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        char **e = realloc(*env, nc * sizeof *e);
+        if (!e)
+            return -1;
+        *env = e;
+        *cap = nc;
+    }
+    size_t len = strlen(name) + strlen(value) + 2;
+    char *kv = malloc(len);
+    if (!kv)
+        return -1;
+    snprintf(kv, len, "%s=%s", name, value);
+    (*env)[(*n)++] = kv;
+    (*env)[*n] = NULL;
+    return 0;
+}
+
+static int env_overridden(const char *kv, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]);
+        if (strncmp(kv, names[i], len) == 0 && kv[len] == '=')
+            return 1;
+    }
+    return 0;
+}
+
+static void free_env(char **env)
+{
+    if (!env)
+        return;
+    for (char **e = env; *e; e++)
+        free(*e);
+    free(env);
+}
+
+/* The environment of a worker: ours, with the affinity variables set.
+ * Built before fork so the child only dup2s and execs. */
+static char **worker_env(const worker *w)
+{
+    static const char *const ours[] = {
+        "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ZE_AFFINITY_MASK",
+        "ZE_ENABLE_PCI_ID_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES", "TAPEDECK_CONTROL_FD",
+    };
+    char **env = NULL;
+    size_t n = 0, cap = 0;
+    for (char **e = environ; *e; e++) {
+        if (env_overridden(*e, ours, sizeof ours / sizeof ours[0]))
+            continue;
+        if (add_env(&env, &n, &cap, "", "") != 0)
+            goto fail;
+        free(env[n - 1]);
+        env[n - 1] = strdup(*e);
+        if (!env[n - 1])
+            goto fail;
+    }
+    if (add_env(&env, &n, &cap, "TAPEDECK_CONTROL_FD", "3") != 0)
+        goto fail;
+    if (w->device) {
+        if (add_env(&env, &n, &cap, w->device->affinity_var, w->device->affinity_value) != 0)
+            goto fail;
+        if (w->device->order_var[0] &&
+            add_env(&env, &n, &cap, w->device->order_var, w->device->order_value) != 0)
+            goto fail;
+    }
+    if (!env && add_env(&env, &n, &cap, "TAPEDECK_CONTROL_FD", "3") != 0)
+        goto fail;
+    return env;
+fail:
+    free_env(env);
+    return NULL;
+}
+
+#define MAX_ARGS 40
+
+static void worker_argv(const supervisor *sv, const worker *w, const char **argv, char *slot,
+                        char *level)
+{
+    const td_run_opts *o = sv->o;
+    size_t n = 0;
+    argv[n++] = o->self_exe;
+    argv[n++] = "worker";
+    snprintf(slot, 16, "%d", w->slot);
+    argv[n++] = "--slot";
+    argv[n++] = slot;
+    argv[n++] = "--archive";
+    argv[n++] = o->archive;
+    argv[n++] = "--task";
+    argv[n++] = o->task;
+    argv[n++] = "--engine";
+    argv[n++] = sv->plan->engine;
+    argv[n++] = "--formats";
+    argv[n++] = o->formats;
+    snprintf(level, 16, "%d", o->verbosity);
+    argv[n++] = "--log-level";
+    argv[n++] = level;
+    if (o->model) {
+        argv[n++] = "--model";
+        argv[n++] = o->model;
+    }
+    if (o->language) {
+        argv[n++] = "--language";
+        argv[n++] = o->language;
+    }
+    if (w->device) {
+        argv[n++] = "--vendor";
+        argv[n++] = w->device->vendor;
+        argv[n++] = "--pci";
+        argv[n++] = w->device->pci;
+    }
+    argv[n] = NULL;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static int start_worker(supervisor *sv, worker *w)
+{
+    int cmd[2] = {-1, -1}, ctl[2] = {-1, -1}, logp[2] = {-1, -1};
+    char **env = worker_env(w);
+    if (!env) {
+        td_error_log("[worker-start] out of memory");
+        return -1;
+    }
+    const char *argv[MAX_ARGS];
+    char slot[16], level[16];
+    worker_argv(sv, w, argv, slot, level);
+    if (pipe2(cmd, O_CLOEXEC) != 0 || pipe2(ctl, O_CLOEXEC) != 0 || pipe2(logp, O_CLOEXEC) != 0) {
+        td_error_log("[worker-start] pipe: %s", strerror(errno));
+        goto fail;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        td_error_log("[worker-start] fork: %s", strerror(errno));
+        goto fail;
+    }
+    if (pid == 0) {
+        /* Child: only async-signal-safe calls until exec. The worker dies
+         * with the supervisor (SIGTERM lets it finish a write cleanly). */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+            _exit(127);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        if (dup2(cmd[0], 0) < 0 || dup2(logp[1], 1) < 0 || dup2(logp[1], 2) < 0 || dup2(ctl[1], 3) < 0)
+            _exit(127);
+        execve(argv[0], (char *const *)argv, env);
+        static const char msg[] = "tapedeck: cannot exec the worker\n";
+        if (write(2, msg, sizeof msg - 1) < 0)
+            _exit(127);
+        _exit(127);
+    }
+    close(cmd[0]);
+    close(ctl[1]);
+    close(logp[1]);
+    free_env(env);
+    fcntl(ctl[0], F_SETFL, O_NONBLOCK);
+    fcntl(logp[0], F_SETFL, O_NONBLOCK);
+    w->pid = pid;
+    w->cmd_fd = cmd[1];
+    w->ctl_fd = ctl[0];
+    w->log_fd = logp[0];
+    w->ctl_eof = w->log_eof = 0;
+    td_linebuf_init(&w->ctl, TD_PROTO_MAX_LINE);
+    td_linebuf_init(&w->log, 8192);
+    w->state = W_STARTING;
+    w->scene = -1;
+    w->started_at = w->last_beat = now_s();
+    w->processed = w->skipped = w->failed = 0;
+    w->term_sent = 0;
+    w->kill_reason[0] = '\0';
+    if (w->device)
+        td_info("[worker-start] PID=%d | device_idx=%d | %s=%s | %s %s (%s)", (int)pid, w->slot,
+                w->device->affinity_var, w->device->affinity_value, w->device->vendor,
+                w->device->pci, w->device->name);
+    else
+        td_info("[worker-start] PID=%d | device_idx=cpu%d | CPU worker", (int)pid, w->slot);
+    return 0;
+fail:
+    free_env(env);
+    close_fd(&cmd[0]);
+    close_fd(&cmd[1]);
+    close_fd(&ctl[0]);
+    close_fd(&ctl[1]);
+    close_fd(&logp[0]);
+    close_fd(&logp[1]);
+    return -1;
+}
+
+/* ---- talking to workers ----------------------------------------------- */
+
+static int send_cmd(worker *w, const char *line, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(w->cmd_fd, line, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1; /* EPIPE: it died; its EOF will be seen */
+        }
+        line += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void send_quit(worker *w)
+{
+    if (w->cmd_fd >= 0) {
+        send_cmd(w, "QUIT\n", 5);
+        close_fd(&w->cmd_fd);
+    }
+    if (w->state == W_IDLE || w->state == W_STARTING)
+        w->state = W_QUITTING;
+}
+
+static void dispatch(supervisor *sv, worker *w)
+{
+    size_t qpos;
+    if (sv->stopping || !fifo_pop(sv, &qpos))
+        return;
+    const td_scene *s = scene_at(sv, qpos);
+    td_buf line;
+    td_buf_init(&line, 0);
+    td_buf_printf(&line, "SCENE %zu ", qpos);
+    td_hex_encode(s->path, strlen(s->path), &line);
+    td_buf_putc(&line, '\n');
+    w->state = W_BUSY;
+    w->scene = (long)qpos;
+    w->last_beat = now_s();
+    w->scene_seconds = 0;
+    w->ring_count = w->ring_next = 0;
+    sv->scene_state[qpos] = S_RUNNING;
+    char name[256];
+    display_name(s->rel, name, sizeof name);
+    td_verbose("[dispatch] %s -> worker PID=%d", name, (int)w->pid);
+    if (send_cmd(w, line.data, line.len) != 0)
+        td_debug("worker PID=%d is gone; its scene will be requeued", (int)w->pid);
+    td_buf_release(&line);
+}
+
+static long parse_seq(const char *s, const worker *w)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || (*end && *end != ' ') || v != w->scene)
+        return -1;
+    return v;
+}
+
+static void handle_ctl_line(supervisor *sv, worker *w, char *line)
+{
+    char verb[16] = "";
+    sscanf(line, "%15s", verb);
+    const char *rest = line + strlen(verb);
+    while (*rest == ' ')
+        rest++;
+    if (strcmp(verb, "READY") == 0) {
+        if (w->state == W_STARTING)
+            w->state = W_IDLE;
+        w->start_failures = 0;
+        td_verbose("[worker-ready] PID=%d", (int)w->pid);
+        return;
+    }
+    if (strcmp(verb, "FATAL") == 0) {
+        char *msg = td_hex_decode(rest, NULL);
+        snprintf(w->fatal, sizeof w->fatal, "%s", msg ? msg : "(unreadable message)");
+        free(msg);
+        td_error_log("[worker-fatal] PID=%d: %s", (int)w->pid, w->fatal);
+        return;
+    }
+    if (w->state != W_BUSY || w->scene < 0) {
+        td_debug("worker PID=%d: unexpected '%s' while not busy", (int)w->pid, verb);
+        return;
+    }
+    size_t qpos = (size_t)w->scene;
+    if (strcmp(verb, "START") == 0 || strcmp(verb, "BEAT") == 0) {
+        if (parse_seq(rest, w) < 0)
+            return;
+        w->last_beat = now_s();
+        if (verb[0] == 'B') {
+            const char *sp = strchr(rest, ' ');
+            if (sp)
+                w->scene_seconds = strtod(sp + 1, NULL);
+            update_progress(sv, 0);
+        }
+        return;
+    }
+    if (parse_seq(rest, w) < 0) {
+        td_warn("worker PID=%d: message for another scene ignored: %s", (int)w->pid, verb);
+        return;
+    }
+    const char *args = strchr(rest, ' ');
+    args = args ? args + 1 : "";
+    w->state = W_IDLE;
+    w->scene = -1;
+    if (strcmp(verb, "DONE") == 0) {
+        double audio = strtod(args, NULL);
+        sv->sum->processed++;
+        sv->sum->audio_seconds += audio;
+        w->processed++;
+        scene_finished(sv, qpos, S_DONE);
+    } else if (strcmp(verb, "SKIP") == 0) {
+        sv->sum->skipped++;
+        w->skipped++;
+        scene_finished(sv, qpos, S_SKIPPED);
+    } else if (strcmp(verb, "FAIL") == 0) {
+        char kind[32] = "unknown";
+        char hex[TD_PROTO_MAX_LINE];
+        hex[0] = '\0';
+        sscanf(args, "%31s %65535s", kind, hex);
+        if (strcmp(kind, "aborted") == 0 && sv->stopping) {
+            /* We asked it to stop: the scene is left for the next run,
+             * not charged an attempt. */
+            sv->scene_state[qpos] = S_LEFT;
+            return;
+        }
+        char *msg = td_hex_decode(hex, NULL);
+        /* A bad input fails at once; anything else may be transient. */
+        attempt_failed(sv, w, qpos, kind, msg ? msg : "(unreadable message)", strcmp(kind, "input") == 0);
+        free(msg);
+    }
+}
+
+static void describe_exit(int status, char *out, size_t len)
+{
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        snprintf(out, len, "worker killed by signal %d (%s)%s", sig, strsignal(sig),
+                 sig == SIGKILL ? ", e.g. by the out-of-memory killer" : "");
+    } else if (WIFEXITED(status)) {
+        snprintf(out, len, "worker exited with status %d", WEXITSTATUS(status));
+    } else {
+        snprintf(out, len, "worker ended (status 0x%x)", status);
+    }
+}
+
+/* Called once both pipes reached EOF: the process has ended. */
+static void reap_worker(supervisor *sv, worker *w)
+{
+    int status = 0;
+    while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    char how[256];
+    describe_exit(status, how, sizeof how);
+    /* It may have died in the middle of an atomic write: its temporary
+     * file is an orphan now. */
+    if (w->scene >= 0) {
+        td_error err = {0};
+        td_atomic_sweep_orphans(scene_at(sv, (size_t)w->scene)->dir, &err);
+    }
+    td_info("[worker-done] PID=%d | Processed: %u | Skipped: %u | Failed: %u", (int)w->pid, w->processed,
+            w->skipped, w->failed);
+    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!clean && w->state != W_QUITTING)
+        td_warn("[worker-exit] PID=%d: %s", (int)w->pid, how);
+
+    if (w->state == W_STARTING) {
+        w->start_failures++;
+    }
+    if (w->scene >= 0) {
+        size_t qpos = (size_t)w->scene;
+        w->scene = -1;
+        if (sv->stop_now) {
+            sv->scene_state[qpos] = S_LEFT;
+        } else {
+            char reason[512];
+            if (w->kill_reason[0])
+                snprintf(reason, sizeof reason, "%s (worker killed)", w->kill_reason);
+            else
+                snprintf(reason, sizeof reason, "%s during the scene", how);
+            attempt_failed(sv, w, qpos, w->kill_reason[0] ? "stall" : WIFSIGNALED(status) ? "crash" : "exit",
+                           reason, 0);
+        }
+    }
+    close_fd(&w->cmd_fd);
+    close_fd(&w->ctl_fd);
+    close_fd(&w->log_fd);
+    td_linebuf_release(&w->ctl);
+    td_linebuf_release(&w->log);
+    w->pid = 0;
+    if (w->fatal[0] || w->start_failures >= MAX_START_FAILURES) {
+        if (!w->fatal[0])
+            snprintf(w->fatal, sizeof w->fatal, "failed to start %d times: %s", w->start_failures, how);
+        td_error_log("[worker-slot] slot %d disabled: %s", w->slot, w->fatal);
+        w->state = W_DEAD;
+    } else {
+        w->state = W_OFF;
+    }
+}
+
+static void read_pipes(supervisor *sv, worker *w, int ctl_ready, int log_ready)
+{
+    char *line;
+    if (log_ready && !w->log_eof) {
+        for (;;) {
+            long n = td_linebuf_fill(&w->log, w->log_fd);
+            if (n == 0 || n == -1) {
+                w->log_eof = 1;
+                break;
+            }
+            if (n == -2)
+                break;
+        }
+        while (td_linebuf_next(&w->log, &line, w->log_eof)) {
+            if (!*line)
+                continue;
+            ring_add(w, line);
+            td_log_raw(TD_LOG_ERROR, line); /* the worker filtered by level already */
+        }
+    }
+    if (ctl_ready && !w->ctl_eof) {
+        for (;;) {
+            long n = td_linebuf_fill(&w->ctl, w->ctl_fd);
+            if (n == 0 || n == -1) {
+                w->ctl_eof = 1;
+                break;
+            }
+            if (n == -2)
+                break;
+        }
+        while (td_linebuf_next(&w->ctl, &line, 0))
+            handle_ctl_line(sv, w, line);
+    }
+}
+
+static void check_stalls(supervisor *sv)
+{
+    double t = now_s();
+    for (size_t i = 0; i < sv->n_workers; i++) {
+        worker *w = &sv->workers[i];
+        if (w->pid <= 0 || w->term_sent)
+            continue;
+        int busy = w->state == W_BUSY, starting = w->state == W_STARTING;
+        if ((busy || starting) && t - w->last_beat > sv->o->stall_timeout) {
+            td_warn("[stall] PID=%d: no heartbeat for %.0f s %s; killing it", (int)w->pid,
+                    t - w->last_beat, busy ? "during a scene" : "while starting");
+            kill(w->pid, SIGKILL);
+            w->term_sent = 1;
+            snprintf(w->kill_reason, sizeof w->kill_reason, "stalled: no heartbeat for %.0f s",
+                     sv->o->stall_timeout);
+        }
+    }
+}
+
+/* ---- the loop --------------------------------------------------------- */
+
+static int live_workers(const supervisor *sv)
+{
+    int n = 0;
+    for (size_t i = 0; i < sv->n_workers; i++)
+        if (sv->workers[i].pid > 0)
+            n++;
+    return n;
+}
+
+static int usable_slots(const supervisor *sv)
+{
+    int n = 0;
+    for (size_t i = 0; i < sv->n_workers; i++)
+        if (sv->workers[i].state != W_DEAD)
+            n++;
+    return n;
+}
+
+static void handle_signals(supervisor *sv)
+{
+    unsigned char sigs[64];
+    ssize_t n;
+    while ((n = read(g_signal_pipe[0], sigs, sizeof sigs)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            sv->sum->interrupted = 1;
+            if (!sv->stopping) {
+                sv->stopping = 1;
+                size_t busy = 0;
+                for (size_t k = 0; k < sv->n_workers; k++)
+                    busy += sv->workers[k].state == W_BUSY;
+                td_warn("[interrupt] %s: no new scenes; finishing %zu in flight. Again to stop now.",
+                        strsignal(sigs[i]), busy);
+                for (size_t k = 0; k < sv->n_workers; k++)
+                    if (sv->workers[k].state != W_BUSY && sv->workers[k].pid > 0)
+                        send_quit(&sv->workers[k]);
+            } else if (!sv->stop_now) {
+                sv->stop_now = 1;
+                sv->stop_now_at = now_s();
+                td_warn("[interrupt] stopping now; scenes in flight are abandoned (no partial output)");
+                for (size_t k = 0; k < sv->n_workers; k++)
+                    if (sv->workers[k].pid > 0) {
+                        kill(sv->workers[k].pid, SIGTERM);
+                        close_fd(&sv->workers[k].cmd_fd);
+                    }
+            }
+        }
+    }
+}
+
+static int setup_signals(struct sigaction *old_int, struct sigaction *old_term)
+{
+    if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        return -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, old_int);
+    sigaction(SIGTERM, &sa, old_term);
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static void restore_signals(const struct sigaction *old_int, const struct sigaction *old_term)
+{
+    sigaction(SIGINT, old_int, NULL);
+    sigaction(SIGTERM, old_term, NULL);
+    close_fd(&g_signal_pipe[0]);
+    close_fd(&g_signal_pipe[1]);
+}
+
+static void sweep_dirs(supervisor *sv)
+{
+    /* Orphaned temporary files from a run that was killed: remove them
+     * (their writer is dead) so nothing half-written lingers. */
+    const char *last = NULL;
+    for (size_t i = 0; i < sv->plan->scenes.count; i++) {
+        const char *dir = sv->plan->scenes.items[i].dir;
+        if (last && strcmp(last, dir) == 0)
+            continue;
+        last = dir;
+        td_error err = {0};
+        int n = td_atomic_sweep_orphans(dir, &err);
+        if (n > 0)
+            td_info("[cleanup] removed %d orphaned temporary file(s) in %s", n, dir);
+    }
+}
+
+static void refuse_scenes(supervisor *sv)
+{
+    td_plan *p = sv->plan;
+    for (size_t i = 0; i < p->scenes.count; i++) {
+        if (p->state[i] != TD_PLAN_REFUSE)
+            continue;
+        const td_scene *s = &p->scenes.items[i];
+        td_error err = {0};
+        char name[256];
+        display_name(s->rel, name, sizeof name);
+        if (td_marker_write_failed(s, sv->o->task, "input", p->why[i], 0, NULL, 0, &err) != TD_OK)
+            td_error_log("[failed] %s: cannot write .failed marker: %s", name, err.msg);
+        td_error_log("[failed] %s: %s", name, p->why[i]);
+        sv->sum->failed++;
+    }
+}
+
+int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_error *err)
+{
+    supervisor sv;
+    memset(&sv, 0, sizeof sv);
+    sv.o = o;
+    sv.plan = plan;
+    sv.sum = sum;
+    sv.t0 = now_s();
+    memset(sum, 0, sizeof *sum);
+    sum->scenes_total = plan->scenes.count;
+    sum->scenes_planned = plan->n_queue;
+    sum->skipped = plan->n_done;
+
+    size_t nq = plan->n_queue ? plan->n_queue : 1;
+    sv.scene_state = calloc(nq, sizeof *sv.scene_state);
+    sv.attempts = calloc(nq, sizeof *sv.attempts);
+    sv.fifo = calloc(nq, sizeof *sv.fifo);
+    if (!sv.scene_state || !sv.attempts || !sv.fifo) {
+        free(sv.scene_state);
+        free(sv.attempts);
+        free(sv.fifo);
+        return td_error_set(err, TD_ENOMEM, "out of memory for %zu scenes", plan->n_queue);
+    }
+    for (size_t i = 0; i < plan->n_queue; i++) {
+        fifo_push(&sv, i);
+        sv.bytes_total += scene_at(&sv, i)->size;
+    }
+
+    sweep_dirs(&sv);
+    refuse_scenes(&sv);
+
+    struct sigaction old_int, old_term;
+    if (setup_signals(&old_int, &old_term) != 0) {
+        free(sv.scene_state);
+        free(sv.attempts);
+        free(sv.fifo);
+        return td_error_errno(err, TD_EIO, errno, "cannot set up signal handling");
+    }
+
+    sv.n_workers = plan->n_workers;
+    if (sv.n_workers > plan->n_queue)
+        sv.n_workers = plan->n_queue; /* no idle workers for nothing */
+    for (size_t i = 0; i < sv.n_workers; i++) {
+        worker *w = &sv.workers[i];
+        w->slot = plan->workers[i].slot;
+        w->device = plan->workers[i].device;
+        w->cmd_fd = w->ctl_fd = w->log_fd = -1;
+        w->scene = -1;
+    }
+    if (o->progress && plan->n_queue > 0)
+        sv.progress = td_progress_create(1);
+    else if (plan->n_queue > 0)
+        sv.progress = td_progress_create(0);
+
+    int rc = TD_OK;
+    for (;;) {
+        handle_signals(&sv);
+        int all_done = sv.finished == plan->n_queue;
+        /* Start or restart workers while there is work. */
+        if (!sv.stopping && !all_done) {
+            size_t waiting = 0; /* workers that will ask for a scene soon */
+            for (size_t i = 0; i < sv.n_workers; i++)
+                waiting += sv.workers[i].state == W_STARTING || sv.workers[i].state == W_IDLE;
+            for (size_t i = 0; i < sv.n_workers; i++) {
+                worker *w = &sv.workers[i];
+                if (w->state == W_OFF && sv.fifo_len > waiting) {
+                    waiting++;
+                    if (start_worker(&sv, w) != 0) {
+                        w->state = W_DEAD;
+                        snprintf(w->fatal, sizeof w->fatal, "could not start");
+                    }
+                }
+            }
+        }
+        /* Hand out work; tell idle workers to go home when there is none left. */
+        for (size_t i = 0; i < sv.n_workers; i++) {
+            worker *w = &sv.workers[i];
+            if (w->state == W_IDLE) {
+                if (!sv.stopping && sv.fifo_len > 0)
+                    dispatch(&sv, w);
+                else if (sv.stopping || all_done)
+                    send_quit(w);
+            }
+        }
+        if (live_workers(&sv) == 0) {
+            if (all_done || sv.stopping)
+                break;
+            if (usable_slots(&sv) == 0) {
+                rc = td_error_set(err, TD_EUNAVAILABLE, "no worker could run: %s",
+                                  sv.n_workers ? sv.workers[0].fatal : "no workers planned");
+                break;
+            }
+        }
+        if (sv.stop_now && now_s() - sv.stop_now_at > STOP_GRACE_SECONDS) {
+            for (size_t i = 0; i < sv.n_workers; i++)
+                if (sv.workers[i].pid > 0 && sv.workers[i].term_sent < 2) {
+                    kill(sv.workers[i].pid, SIGKILL);
+                    sv.workers[i].term_sent = 2;
+                }
+        }
+
+        struct pollfd fds[1 + 2 * TD_MAX_DEVICES];
+        worker *owner[1 + 2 * TD_MAX_DEVICES];
+        int is_ctl[1 + 2 * TD_MAX_DEVICES];
+        nfds_t nfds = 0;
+        fds[nfds] = (struct pollfd){.fd = g_signal_pipe[0], .events = POLLIN};
+        owner[nfds++] = NULL;
+        for (size_t i = 0; i < sv.n_workers; i++) {
+            worker *w = &sv.workers[i];
+            if (w->pid <= 0)
+                continue;
+            if (!w->ctl_eof) {
+                fds[nfds] = (struct pollfd){.fd = w->ctl_fd, .events = POLLIN};
+                owner[nfds] = w;
+                is_ctl[nfds++] = 1;
+            }
+            if (!w->log_eof) {
+                fds[nfds] = (struct pollfd){.fd = w->log_fd, .events = POLLIN};
+                owner[nfds] = w;
+                is_ctl[nfds++] = 0;
+            }
+        }
+        int pr = poll(fds, nfds, 250);
+        if (pr < 0 && errno != EINTR) {
+            rc = td_error_errno(err, TD_EIO, errno, "poll");
+            break;
+        }
+        for (nfds_t i = 1; pr > 0 && i < nfds; i++) {
+            if (!fds[i].revents)
+                continue;
+            read_pipes(&sv, owner[i], is_ctl[i], !is_ctl[i]);
+        }
+        for (size_t i = 0; i < sv.n_workers; i++) {
+            worker *w = &sv.workers[i];
+            if (w->pid > 0 && w->ctl_eof && w->log_eof)
+                reap_worker(&sv, w);
+        }
+        check_stalls(&sv);
+        update_progress(&sv, 0);
+    }
+
+    /* Whatever is still queued or running was not finished. */
+    for (size_t i = 0; i < plan->n_queue; i++)
+        if (sv.scene_state[i] == S_QUEUED || sv.scene_state[i] == S_RUNNING || sv.scene_state[i] == S_LEFT)
+            sum->left++;
+    for (size_t i = 0; i < sv.n_workers; i++) {
+        worker *w = &sv.workers[i];
+        if (w->pid > 0) {
+            kill(w->pid, SIGKILL);
+            while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            close_fd(&w->cmd_fd);
+            close_fd(&w->ctl_fd);
+            close_fd(&w->log_fd);
+            td_linebuf_release(&w->ctl);
+            td_linebuf_release(&w->log);
+        }
+    }
+    if (sum->interrupted)
+        sweep_dirs(&sv);
+    td_progress_free(&sv.progress);
+    restore_signals(&old_int, &old_term);
+    sum->wall_seconds = now_s() - sv.t0;
+    free(sv.scene_state);
+    free(sv.attempts);
+    free(sv.fifo);
+    return rc;
+}

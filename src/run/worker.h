@@ -1,0 +1,36 @@
+/*
+ * worker.h: the worker process ("tapedeck worker", started by the
+ * supervisor with fork+exec; not for users).
+ *
+ * Life cycle:
+ *   exec -> verify GPU affinity (if pinned) -> open engine -> READY
+ *   -> loop { wait for SCENE | QUIT; run the task; DONE | FAIL | SKIP }
+ *   -> exit 0 on QUIT or when stdin closes (the supervisor died).
+ * The worker ignores SIGINT (the supervisor decides what a Ctrl-C means);
+ * SIGTERM makes it abandon the scene in flight at the next progress point
+ * and exit. It dies with its parent (PR_SET_PDEATHSIG, set before exec).
+ * It writes its own outputs and .done markers; the supervisor writes
+ * .failed markers.
+ */
+#ifndef TD_RUN_WORKER_H
+#define TD_RUN_WORKER_H
+
+typedef struct td_worker_opts {
+    const char *archive;      /* archive root (for relative names) */
+    const char *task;         /* "subtitles" */
+    const char *engine;       /* engine name (already chosen by the supervisor) */
+    const char *model;        /* may be NULL */
+    const char *language;     /* may be NULL */
+    const char *formats;      /* "srt,vtt,json" */
+    const char *vendor;       /* GPU vendor, or NULL for a CPU worker */
+    const char *pci;          /* planned PCI address, or NULL */
+    int index;                /* worker slot, for log prefixes */
+    int threads;
+} td_worker_opts;
+
+/* Runs until QUIT; returns the process exit code. */
+int td_worker_main(const td_worker_opts *opts);
+
+#define TD_WORKER_EXIT_FATAL 3  /* cannot work at all (engine, affinity) */
+
+#endif
