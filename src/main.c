@@ -486,6 +486,7 @@ static int cmd_worker(int argc, char **argv)
         {"log-level", required_argument, 0, OPT_LOG_LEVEL},
         {"vendor", required_argument, 0, OPT_VENDOR},
         {"pci", required_argument, 0, OPT_PCI},
+        {"force", no_argument, 0, OPT_FORCE},
         {0, 0, 0, 0},
     };
     td_worker_opts o = {.task = "subtitles", .engine = "auto", .formats = "srt"};
@@ -505,6 +506,7 @@ static int cmd_worker(int argc, char **argv)
         case OPT_LOG_LEVEL: td_log_set_level(parse_long(optarg, 0, 4, &v) ? TD_LOG_INFO : (int)v); break;
         case OPT_VENDOR: o.vendor = optarg; break;
         case OPT_PCI: o.pci = optarg; break;
+        case OPT_FORCE: o.force = 1; break;
         default: return EXIT_USAGE;
         }
     }

@@ -5,11 +5,31 @@
  * max_line_chars characters (counted in UTF-8 code points), shown for at
  * most max_duration seconds. Words are grouped greedily in time order; a
  * new cue starts at a pause of at least pause_split seconds, at a segment
- * boundary followed by a pause, or when adding the next word would break a
- * limit. Lines are broken at spaces, balanced when two lines are needed. A
- * single word longer than a line is kept whole on its own line.
+ * boundary followed by a pause of at least pause_split / 2, or when adding
+ * the next word would break a limit. Lines are broken at spaces: the fewest
+ * lines that fit, then the break that makes the longest line shortest, with
+ * the spare room on the top line. A single word longer than a line is kept
+ * whole on its own line; one lasting longer than max_duration is shown for
+ * max_duration.
  *
- * Ownership: td_cues_build fills *out; td_cue_list_release frees it.
+ * Input clean-up: word text is sanitised (td_utf8_sanitize) and split at
+ * whitespace (a "word" holding a newline or several words becomes several,
+ * their time shared evenly); empty words are skipped; a word made only of
+ * closing punctuation (",", "?", ...) is attached to the word before it. A
+ * segment with no usable words has its text spread evenly over its span.
+ * Times that are NaN, negative or go backwards are clamped so that they
+ * never decrease.
+ *
+ * Guarantees: start < end <= next start for every cue (cues strictly
+ * ordered, never overlapping). A cue shorter than min_duration is extended
+ * up to min_duration, never past the next cue's start.
+ *
+ * Rules: max_line_chars and max_lines in 1..10000, max_duration and
+ * pause_split positive and finite, min_duration in 0..max_duration (0
+ * turns the extension off); otherwise TD_EINVAL.
+ *
+ * Ownership: td_cues_build overwrites *out (it does not free what was
+ * there) and leaves it empty on error; td_cue_list_release frees it.
  */
 #ifndef TD_OUT_CUES_H
 #define TD_OUT_CUES_H

@@ -340,6 +340,8 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
         argv[n++] = "--language";
         argv[n++] = o->language;
     }
+    if (o->force)
+        argv[n++] = "--force";
     if (w->device) {
         argv[n++] = "--vendor";
         argv[n++] = w->device->vendor;

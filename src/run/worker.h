@@ -25,6 +25,7 @@ typedef struct td_worker_opts {
     const char *vendor;       /* GPU vendor, or NULL for a CPU worker */
     const char *pci;          /* planned PCI address, or NULL */
     int index;                /* worker slot, for log prefixes */
+    int force;                /* redo scenes even with a valid .done */
     int threads;
 } td_worker_opts;
 

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,10 +115,16 @@ bool td_atomic_is_temp_name(const char *name, pid_t *pid)
     size_t plen = strlen(TD_TEMP_PREFIX);
     if (strncmp(name, TD_TEMP_PREFIX, plen) != 0)
         return false;
+    /* Digits only: strtol alone would also take " 12" or "+12", and a value
+     * past INT_MAX would wrap into pid 0 or -1, which kill() reads as
+     * "process group" or "every process". */
+    const char *digits = name + plen;
+    if (*digits < '0' || *digits > '9')
+        return false;
     char *end;
     errno = 0;
-    long v = strtol(name + plen, &end, 10);
-    if (errno || end == name + plen || *end != '.' || v <= 0)
+    long v = strtol(digits, &end, 10);
+    if (errno || *end != '.' || v <= 0 || v > INT_MAX)
         return false;
     if (pid)
         *pid = (pid_t)v;

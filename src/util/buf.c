@@ -45,6 +45,9 @@ static int grow(td_buf *b, size_t extra)
 {
     if (extra > b->limit || b->len > b->limit - extra)
         return TD_ENOMEM;
+    /* With limit SIZE_MAX the +1 for the NUL below would wrap to 0. */
+    if (b->len + extra == (size_t)-1)
+        return TD_ENOMEM;
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return TD_OK;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+__attribute__((format(printf, 2, 0)))
 static void set_vmsg(td_error *err, const char *fmt, va_list ap)
 {
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);

@@ -10,8 +10,8 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/tapedeck-e2e.XXXXXX")
 cleanup() {
     # kill anything this test left running, then remove its files
     if [ -n "${BG_PID:-}" ]; then kill -9 "$BG_PID" 2>/dev/null; fi
-    chmod -R u+rwX "$T" 2>/dev/null
-    rm -rf "$T"
+    chmod -R u+rwX "$T" ${EXTRA_CLEAN:-} 2>/dev/null
+    rm -rf "$T" ${EXTRA_CLEAN:-}
 }
 trap cleanup EXIT
 

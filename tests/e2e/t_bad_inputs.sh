@@ -1,7 +1,15 @@
 # t_bad_inputs: every kind of bad file fails clearly; odd names work; the batch finishes.
 . "$(dirname "$0")/lib.sh"
 
-a="$T/a"
+if [ "$(id -u)" -eq 0 ]; then
+    # Root reads anything, so the run happens as nobody for the permission
+    # error to be real; it needs a folder nobody can reach.
+    command -v setpriv >/dev/null || skip "setpriv missing (util-linux)"
+    a=$(mktemp -d /var/tmp/tapedeck-e2e.XXXXXX)
+    EXTRA_CLEAN=$a
+else
+    a="$T/a"
+fi
 mkdir -p "$a"
 speech_scene "$a/good.mp4" "This one is fine."
 : >"$a/zero.mp4"
@@ -22,9 +30,8 @@ line.mp4"
 cp "$a/good.mp4" "$(printf "$a/bad\377utf8.mp4")"
 
 if [ "$(id -u)" -eq 0 ]; then
-    # root reads anything: run as nobody so the permission error is real
-    command -v setpriv >/dev/null || skip "setpriv missing"
-    chown -R nobody "$T"
+    chmod 755 "$a"
+    chown -R nobody "$a"
     chown root "$a/unreadable.mp4"
     run() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
 else
