@@ -627,6 +627,26 @@ out_free:
     return ok;
 }
 
+/* Marker names come from the stem, so a.mp4 and a.mkv share them. The
+ * "scene" field says whose a marker is: true if it is this scene's (by base
+ * name, so a root given another way still matches). *base_out (may be NULL)
+ * gets the marker's base name, malloc'ed, or NULL if the field is bad. */
+static bool marker_for_scene(json_t *j, const td_scene *scene, char **base_out)
+{
+    if (base_out)
+        *base_out = NULL;
+    char *rel = get_raw_name(j, "scene", "scene_hex");
+    if (!rel)
+        return false;
+    const char *slash = strrchr(rel, '/');
+    const char *base = slash ? slash + 1 : rel;
+    bool same = strcmp(base, scene->name) == 0;
+    if (base_out)
+        *base_out = strdup(base);
+    free(rel);
+    return same;
+}
+
 /* Does a parsed .done still hold for the scene as it is now? */
 static bool done_holds(const td_scene *scene, const char *task, json_t *j, char *why,
                        size_t why_len)
@@ -636,21 +656,17 @@ static bool done_holds(const td_scene *scene, const char *task, json_t *j, char 
         say(why, why_len, "marker unreadable: task does not match");
         return false;
     }
-    /* The marker's name comes from the stem: a.mkv must not inherit the
-     * marker of a vanished a.mp4. */
-    char *rel = get_raw_name(j, "scene", "scene_hex");
-    if (!rel) {
-        say(why, why_len, "marker unreadable: bad scene field");
+    /* a.mkv must not inherit the marker of a vanished a.mp4. */
+    char *base = NULL;
+    if (!marker_for_scene(j, scene, &base)) {
+        if (base)
+            say(why, why_len, "marker is for another scene (%s)", base);
+        else
+            say(why, why_len, "marker unreadable: bad scene field");
+        free(base);
         return false;
     }
-    const char *slash = strrchr(rel, '/');
-    const char *base = slash ? slash + 1 : rel;
-    bool same_scene = strcmp(base, scene->name) == 0;
-    if (!same_scene)
-        say(why, why_len, "marker is for another scene (%s)", base);
-    free(rel);
-    if (!same_scene)
-        return false;
+    free(base);
 
     json_t *input = json_object_get(j, "input");
     int64_t size, mtime;
@@ -721,6 +737,14 @@ int td_marker_check(const td_scene *scene, const char *task, enum td_marker_stat
     char failed_why[TD_ERROR_MSG_MAX] = "";
     json_t *f = NULL;
     lr = load_marker(failed_path, &f, failed_why, sizeof failed_why, &errnum);
+    if (lr == LOAD_OK && !marker_for_scene(f, scene, NULL)) {
+        /* Another scene's failure under the shared name (a refused clash,
+         * say): not this scene's business. An unreadable .failed, whose
+         * owner we cannot tell, still counts. */
+        json_decref(f);
+        f = NULL;
+        lr = LOAD_ABSENT;
+    }
     if (lr != LOAD_ABSENT) {
         *state = TD_MARKER_FAILED;
         if (lr == LOAD_OK) {
@@ -783,6 +807,10 @@ int td_marker_read_failed(const td_scene *scene, const char *task, td_failed_inf
     const char *kind = json_string_value(json_object_get(j, "kind"));
     const char *tm = json_string_value(json_object_get(j, "time"));
     int64_t attempts;
+    if (!marker_for_scene(j, scene, NULL)) {
+        rc = td_error_set(err, TD_EINPUT, "%s: marker is for another scene", path);
+        goto out_free;
+    }
     if (!mtask || strcmp(mtask, task) != 0 || !reason || !kind || !tm ||
         !get_int(j, "attempts", &attempts) || attempts < 0 || attempts > INT32_MAX) {
         rc = td_error_set(err, TD_EINPUT, "%s: marker unreadable: missing or bad fields", path);

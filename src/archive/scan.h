@@ -43,6 +43,8 @@ typedef struct td_scene_list {
  * memory (an error names it when exceeded). */
 #define TD_SCAN_MAX_SCENES 1000000
 
+/* Fails (naming it) if root is not a readable directory, or on a limit;
+ * an unreadable subdirectory is skipped. See scan.c for the exact rules. */
 int td_scan_archive(const char *root, td_scene_list *out, td_error *err);
 void td_scene_list_release(td_scene_list *list);
 
@@ -55,7 +57,8 @@ int td_natural_cmp(const char *a, const char *b);
 bool td_is_media_name(const char *name);
 
 /* True for names tapedeck writes beside scenes (e.g. "x.restored.mp4"),
- * which must never be taken as scenes. */
+ * which must never be taken as scenes: any name containing ".restored." or
+ * ".tapedeck." (case-sensitive). Media outputs must use one of them. */
 bool td_is_own_output_name(const char *name);
 
 /* Fill one scene from a path (used by the worker, which receives paths).
