@@ -156,7 +156,7 @@ static int cmp_pci(const void *a, const void *b)
     return strcmp(((const td_device *)a)->pci, ((const td_device *)b)->pci);
 }
 
-static void detect_sysfs(td_device_list *list, const char *drm_root)
+void td_devices_detect_sysfs(td_device_list *list, const char *drm_root)
 {
     DIR *d = opendir(drm_root);
     if (!d)
@@ -276,6 +276,6 @@ int td_devices_detect(td_device_list *out, td_error *err)
         return td_devices_parse_spec(spec, out, err);
     memset(out, 0, sizeof *out);
     detect_nvidia(out);
-    detect_sysfs(out, "/sys/class/drm");
+    td_devices_detect_sysfs(out, "/sys/class/drm");
     return TD_OK;
 }

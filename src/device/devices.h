@@ -55,6 +55,10 @@ typedef struct td_device_list {
 
 int td_devices_detect(td_device_list *out, td_error *err);
 
+/* Add the Intel and AMD GPUs found under a sysfs DRM directory
+ * ("/sys/class/drm"; exposed so tests can point it at a made-up tree). */
+void td_devices_detect_sysfs(td_device_list *list, const char *drm_root);
+
 /* Parse a TAPEDECK_DEVICES-style specification (exposed for tests). */
 int td_devices_parse_spec(const char *spec, td_device_list *out, td_error *err);
 

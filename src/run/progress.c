@@ -54,17 +54,12 @@ static void summary_text(const td_progress_state *st, char *out, size_t len)
     td_format_hms(eta_seconds(st), eta, sizeof eta);
     td_format_hms(st->elapsed, el, sizeof el);
     double speed = st->elapsed > 0 ? st->audio_seconds / st->elapsed : 0;
-    snprintf(out, len, "%zu/%zu scenes | %.2f h audio | %.1fx real time | %s elapsed | ETA %s%s%s",
-             st->scenes_finished, st->scenes_total, st->audio_seconds / 3600.0, speed, el, eta,
-             st->failed ? " | failed " : "", st->failed ? "" : "");
-    if (st->failed) {
-        size_t used = strlen(out);
-        snprintf(out + used, len - used, "%zu", st->failed);
-    }
-    if (st->stopping) {
-        size_t used = strlen(out);
-        snprintf(out + used, len - used, " | stopping");
-    }
+    int n = snprintf(out, len, "%zu/%zu scenes | %.2f h audio | %.1fx real time | %s elapsed | ETA %s",
+                     st->scenes_finished, st->scenes_total, st->audio_seconds / 3600.0, speed, el, eta);
+    if (n > 0 && (size_t)n < len && st->failed)
+        n += snprintf(out + n, len - (size_t)n, " | failed %zu", st->failed);
+    if (n > 0 && (size_t)n < len && st->stopping)
+        snprintf(out + n, len - (size_t)n, " | stopping");
 }
 
 static void erase(td_progress *p)
