@@ -9,6 +9,7 @@
 #   make demo       setup, build, make a small demo archive, run the job on it
 #   make unit       unit tests only (no setup)
 #   make e2e        end-to-end tests only (no setup)
+#   make asan-e2e   the quicker end-to-end tests with the sanitizer build
 #   make clean
 #
 # Knobs:
@@ -64,7 +65,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 
-.PHONY: all setup check unit e2e demo clean asan-unit
+.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e
 all: $(O)/tapedeck $(UNIT_BINS)
 
 $(O)/%.o: %.c
@@ -98,11 +99,19 @@ asan-unit:
 e2e: $(O)/tapedeck
 	TAPEDECK_BIN=$(abspath $(O)/tapedeck) ./tests/e2e/run-all.sh
 
+# The quicker end-to-end tests again with the sanitizer build: supervisor
+# and workers under AddressSanitizer+UBSan; any report fails the test.
+ASAN_E2E ?= cli dry_run run_basic bad_inputs always_crash devices
+asan-e2e:
+	$(MAKE) SANITIZE=1 O=$(O)-asan $(O)-asan/tapedeck
+	TAPEDECK_BIN=$(abspath $(O)-asan/tapedeck) E2E_ONLY="$(ASAN_E2E)" ./tests/e2e/run-all.sh
+
 check: setup
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) asan-unit
 	$(MAKE) e2e
+	$(MAKE) asan-e2e
 
 demo: setup
 	$(MAKE) $(O)/tapedeck

@@ -7,11 +7,24 @@
 set -u
 TD=${TAPEDECK_BIN:?TAPEDECK_BIN must point at the tapedeck binary}
 T=$(mktemp -d "${TMPDIR:-/tmp}/tapedeck-e2e.XXXXXX")
+# With a sanitizer build, every report (from the supervisor or any worker)
+# lands in a file, and any report fails the test even if the run recovered.
+mkdir -p "$T/.sanitizer"
+chmod 1777 "$T/.sanitizer"
+export ASAN_OPTIONS="log_path=$T/.sanitizer/asan:detect_leaks=1"
+export UBSAN_OPTIONS="log_path=$T/.sanitizer/ubsan:print_stacktrace=1"
 cleanup() {
+    rc=$?
     # kill anything this test left running, then remove its files
     if [ -n "${BG_PID:-}" ]; then kill -9 "$BG_PID" 2>/dev/null; fi
+    if [ -n "$(ls -A "$T/.sanitizer" 2>/dev/null)" ]; then
+        echo "FAIL: sanitizer reports:" >&2
+        cat "$T/.sanitizer"/* | head -n 60 >&2
+        rc=1
+    fi
     chmod -R u+rwX "$T" ${EXTRA_CLEAN:-} 2>/dev/null
     rm -rf "$T" ${EXTRA_CLEAN:-}
+    exit $rc
 }
 trap cleanup EXIT
 
