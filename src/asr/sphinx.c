@@ -23,6 +23,15 @@
  * estimate from scene to scene: home video changes microphone and room with
  * every cut.
  *
+ * Search settings, measured on the five LibriVox utterances of
+ * pocketsphinx-testdata (24.7 s, 71 words; CPU seconds on a 2-core
+ * machine shared with other work, so +-20%): the defaults gave WER 0.282 at
+ * 4.0x real time, and 0.915 at 1.2x with white noise added at -34 dBFS.
+ * Without the second (flat-lexicon) pass and with at most 5000 active HMMs
+ * per frame: 0.268 at 6.5x clean, 0.930 at 4.1x noisy. The HMM cap matters
+ * most on noisy audio (wind, music), where the search otherwise fans out
+ * to near real time for nothing.
+ *
  * Model: dir/en-us (acoustic model), dir/en-us.lm.bin, dir/cmudict-en-us.dict
  * with dir = cfg->model when it names a directory, else
  * $TAPEDECK_SPHINX_MODEL_DIR, else /usr/share/pocketsphinx/model/en-us.
@@ -81,11 +90,13 @@
 #define UTT_MAX_SAMPLES ((size_t)30 * RATE)
 
 /* Resident memory one instance needs. Measured on Debian 12 (x86-64) with
- * the en-us model: RSS grew by 93.8 MB across cmd_ln_init + ps_init (96.7 MB
- * resident after, from 2.9 MB); decoding a 30 s utterance of continuous
- * speech raised the peak by about 20 MB more (backpointer tables and the
- * lattice); our own buffers are 1 MB. Rounded up. */
-#define MEMORY_NEED ((int64_t)128 << 20)
+ * the en-us model: RSS grew by 93.8 MB across cmd_ln_init + ps_init (2.9 MB
+ * before, 96.7 MB after). Decoding then raises it: 10 minutes of dense
+ * speech (three LibriVox voices mixed, 143 utterances up to 12 s) levelled
+ * off at 125 MB after 3 minutes and stayed there; a 60 s file of separate
+ * sentences peaked at 106 MB. Our own buffers are 1 MB. 160 MiB leaves room
+ * for a 30 s utterance and the transcript of a long scene. */
+#define MEMORY_NEED ((int64_t)160 << 20)
 
 struct td_engine {
     cmd_ln_t *config;
@@ -222,16 +233,22 @@ static int check_language(const td_engine_config *cfg, td_error *err)
 
 /* ---- engine table entries ---------------------------------------------- */
 
-static int sphinx_probe(const td_engine_config *cfg, td_error *err)
+/* Everything probe checks, leaving the model's paths in mp for open. */
+static int locate_model(const td_engine_config *cfg, model_paths *mp, td_error *err)
 {
-    model_paths mp;
     int rc = check_language(cfg, err);
     if (rc)
         return rc;
-    rc = find_model(cfg, &mp, err);
+    rc = find_model(cfg, mp, err);
     if (rc)
         return rc;
-    return check_model_files(&mp, err);
+    return check_model_files(mp, err);
+}
+
+static int sphinx_probe(const td_engine_config *cfg, td_error *err)
+{
+    model_paths mp;
+    return locate_model(cfg, &mp, err);
 }
 
 static int64_t sphinx_memory_need(const td_engine_config *cfg)
@@ -258,10 +275,7 @@ static int sphinx_open(const td_engine_config *cfg, td_engine **out, td_error *e
 {
     *out = NULL;
     model_paths mp;
-    int rc = sphinx_probe(cfg, err);
-    if (rc)
-        return rc;
-    rc = find_model(cfg, &mp, err);
+    int rc = locate_model(cfg, &mp, err);
     if (rc)
         return rc;
 
@@ -280,16 +294,18 @@ static int sphinx_open(const td_engine_config *cfg, td_engine **out, td_error *e
     snprintf(e->model_name, sizeof e->model_name, "%s", mp.name);
 
     /* PocketSphinx logs every step of loading and decoding to stderr by
-     * default. Switch its (process-wide) log off before anything can log,
-     * and point -logfn at /dev/null too, because ps_init re-opens the log
-     * when that option is set and leaves it alone otherwise. */
+     * default. Switch its (process-wide) log off before anything can log.
+     * Not "-logfn /dev/null": ps_init would fopen it and sphinxbase never
+     * closes it once the log is switched off again, one descriptor lost
+     * per open (measured). */
     err_set_logfp(NULL);
     e->config = cmd_ln_init(NULL, ps_args(), TRUE,
                             "-hmm", mp.hmm,
                             "-lm", mp.lm,
                             "-dict", mp.dict,
                             "-remove_silence", "no",
-                            "-logfn", "/dev/null",
+                            "-fwdflat", "no",
+                            "-maxhmmpf", "5000",
                             NULL);
     if (!e->config) {
         rc = td_error_set(err, TD_EENGINE, "sphinx: %s: cannot build the decoder configuration",
