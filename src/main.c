@@ -458,10 +458,8 @@ static int cmd_devices(int argc, char **argv)
                 if (!strstr(needle, idx) && !strstr(needle, pci) && !(d->uuid[0] && strstr(needle, uuid)))
                     continue;
             }
-            printf("  worker on %s %s: %s=%s%s%s%s\n", d->vendor, d->pci, d->affinity_var, d->affinity_value,
-                   d->order_var[0] ? " " : "", d->order_var, d->order_var[0] ? "=" : "");
-            if (d->order_var[0])
-                printf("      (%s=%s)\n", d->order_var, d->order_value);
+            printf("  worker on %s %s: %s=%s%s%s%s%s\n", d->vendor, d->pci, d->affinity_var, d->affinity_value,
+                   d->order_var[0] ? " " : "", d->order_var, d->order_var[0] ? "=" : "", d->order_value);
         }
     } else {
         long n = workers > 0 ? workers : ncpu;

@@ -31,6 +31,10 @@ cp "$a/good.mp4" "$(printf "$a/bad\377utf8.mp4")"
 
 if [ "$(id -u)" -eq 0 ]; then
     chmod 755 "$a"
+    # nobody may not be able to reach the build tree (a 0700 /tmp): run a copy
+    mkdir -p "$a.bin" && cp "$TD" "$a.bin/tapedeck" && chmod 755 "$a.bin" "$a.bin/tapedeck"
+    TD="$a.bin/tapedeck"
+    EXTRA_CLEAN="$a $a.bin"
     chown -R nobody "$a"
     chown root "$a/unreadable.mp4"
     run() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
