@@ -22,6 +22,7 @@
 #include "archive/scan.h"
 #include "asr/engine.h"
 #include "device/devices.h"
+#include "run/options.h"
 #include "run/progress.h"
 #include "run/run.h"
 #include "run/worker.h"
@@ -116,16 +117,6 @@ static void usage_devices(FILE *f)
             "discovery (see README).\n");
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
 {
@@ -150,10 +141,10 @@ static char *self_exe(void)
 
 /* ---- run -------------------------------------------------------------- */
 
+/* Options of the commands parsed here (run's are in run/options.c). */
 enum {
-    OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE,
-    OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
-    OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
+    OPT_TASK = 256, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE, OPT_MODEL, OPT_LANGUAGE,
+    OPT_FORMATS, OPT_THREADS, OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
 };
 
 static void print_plan(const td_run_opts *o, const td_plan *p)
@@ -192,82 +183,17 @@ static void print_plan(const td_run_opts *o, const td_plan *p)
 
 static int cmd_run(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"task", required_argument, 0, OPT_TASK},
-        {"limit", required_argument, 0, OPT_LIMIT},
-        {"dry-run", no_argument, 0, OPT_DRY_RUN},
-        {"force", no_argument, 0, OPT_FORCE},
-        {"devices", required_argument, 0, OPT_DEVICES},
-        {"workers", required_argument, 0, OPT_WORKERS},
-        {"engine", required_argument, 0, OPT_ENGINE},
-        {"model", required_argument, 0, OPT_MODEL},
-        {"language", required_argument, 0, OPT_LANGUAGE},
-        {"formats", required_argument, 0, OPT_FORMATS},
-        {"threads", required_argument, 0, OPT_THREADS},
-        {"retries", required_argument, 0, OPT_RETRIES},
-        {"stall-timeout", required_argument, 0, OPT_STALL},
-        {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
-        {"verbose", no_argument, 0, 'v'},
-        {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
-    };
     td_run_opts o;
-    td_run_opts_default(&o);
-    int verbosity = TD_LOG_INFO, no_progress = 0;
-    long v;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "vqh", longopts, NULL)) != -1) {
-        switch (c) {
-        case OPT_TASK: o.task = optarg; break;
-        case OPT_LIMIT:
-            if (parse_long(optarg, 0, LONG_MAX, &v))
-                return usage_error("--limit needs a number >= 0, not '%s'", optarg);
-            o.limit = v;
-            break;
-        case OPT_DRY_RUN: o.dry_run = 1; break;
-        case OPT_FORCE: o.force = 1; break;
-        case OPT_DEVICES: o.devices = optarg; break;
-        case OPT_WORKERS:
-            if (parse_long(optarg, 1, TD_MAX_DEVICES, &v))
-                return usage_error("--workers needs a number from 1 to 64, not '%s'", optarg);
-            o.workers = (int)v;
-            break;
-        case OPT_ENGINE: o.engine = optarg; break;
-        case OPT_MODEL: o.model = optarg; break;
-        case OPT_LANGUAGE: o.language = optarg; break;
-        case OPT_FORMATS: o.formats = optarg; break;
-        case OPT_THREADS:
-            if (parse_long(optarg, 0, 1024, &v))
-                return usage_error("--threads needs a number from 0 to 1024, not '%s'", optarg);
-            o.threads = (int)v;
-            break;
-        case OPT_RETRIES:
-            if (parse_long(optarg, 0, 100, &v))
-                return usage_error("--retries needs a number from 0 to 100, not '%s'", optarg);
-            o.retries = (int)v;
-            break;
-        case OPT_STALL:
-            if (parse_long(optarg, 1, 86400, &v))
-                return usage_error("--stall-timeout needs seconds from 1 to 86400, not '%s'", optarg);
-            o.stall_timeout = (double)v;
-            break;
-        case OPT_NO_PROGRESS: no_progress = 1; break;
-        case 'v': verbosity++; break;
-        case 'q': verbosity = TD_LOG_WARN; break;
-        case 'h': usage_run(stdout); return EXIT_ALL_DONE;
-        default: return usage_error("%s", "bad option");
-        }
+    td_error err = {0};
+    int prc = td_run_opts_parse(argc, argv, &o, &err);
+    if (prc == TD_OPTS_HELP) {
+        usage_run(stdout);
+        return EXIT_ALL_DONE;
     }
-    if (optind != argc - 1)
-        return usage_error("%s", optind >= argc ? "run needs an ARCHIVE directory" : "run takes one ARCHIVE");
-    o.archive = argv[optind];
-    if (verbosity > TD_LOG_DEBUG)
-        verbosity = TD_LOG_DEBUG;
-    td_log_set_level(verbosity);
-    o.verbosity = verbosity;
-    o.progress = !no_progress && isatty(STDERR_FILENO) && verbosity >= TD_LOG_INFO;
+    if (prc != TD_OK)
+        return usage_error("%s", err.msg);
+    td_log_set_level(o.verbosity);
+    o.progress = o.progress && isatty(STDERR_FILENO);
     o.self_exe = self_exe();
     if (!o.self_exe) {
         fprintf(stderr, "%s: cannot find my own executable (/proc/self/exe)\n", prog);
@@ -275,7 +201,6 @@ static int cmd_run(int argc, char **argv)
     }
 
     td_plan plan;
-    td_error err = {0};
     int rc = td_plan_build(&o, &plan, &err);
     if (rc) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
@@ -411,7 +336,7 @@ static int cmd_devices(int argc, char **argv)
         switch (c) {
         case OPT_DEVICES: which = optarg; break;
         case OPT_WORKERS:
-            if (parse_long(optarg, 1, TD_MAX_DEVICES, &workers))
+            if (td_parse_long(optarg, 1, TD_MAX_DEVICES, &workers))
                 return usage_error("--workers needs a number from 1 to 64, not '%s'", optarg);
             break;
         case 'h': usage_devices(stdout); return EXIT_ALL_DONE;
@@ -493,15 +418,15 @@ static int cmd_worker(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_SLOT: o.index = parse_long(optarg, 0, 1000, &v) ? 0 : (int)v; break;
+        case OPT_SLOT: o.index = td_parse_long(optarg, 0, 1000, &v) ? 0 : (int)v; break;
         case OPT_ARCHIVE: o.archive = optarg; break;
         case OPT_TASK: o.task = optarg; break;
         case OPT_ENGINE: o.engine = optarg; break;
         case OPT_MODEL: o.model = optarg; break;
         case OPT_LANGUAGE: o.language = optarg; break;
         case OPT_FORMATS: o.formats = optarg; break;
-        case OPT_THREADS: o.threads = parse_long(optarg, 0, 1024, &v) ? 0 : (int)v; break;
-        case OPT_LOG_LEVEL: td_log_set_level(parse_long(optarg, 0, 4, &v) ? TD_LOG_INFO : (int)v); break;
+        case OPT_THREADS: o.threads = td_parse_long(optarg, 0, 1024, &v) ? 0 : (int)v; break;
+        case OPT_LOG_LEVEL: td_log_set_level(td_parse_long(optarg, 0, 4, &v) ? TD_LOG_INFO : (int)v); break;
         case OPT_VENDOR: o.vendor = optarg; break;
         case OPT_PCI: o.pci = optarg; break;
         case OPT_FORCE: o.force = 1; break;

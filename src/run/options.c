@@ -1,0 +1,113 @@
+/* options.c: `tapedeck run` argument parsing (see options.h). */
+#include "run/options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+
+#include "device/devices.h"
+#include "util/log.h"
+
+int td_parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+enum {
+    OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE,
+    OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
+};
+
+int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
+{
+    static const struct option longopts[] = {
+        {"task", required_argument, 0, OPT_TASK},
+        {"limit", required_argument, 0, OPT_LIMIT},
+        {"dry-run", no_argument, 0, OPT_DRY_RUN},
+        {"force", no_argument, 0, OPT_FORCE},
+        {"devices", required_argument, 0, OPT_DEVICES},
+        {"workers", required_argument, 0, OPT_WORKERS},
+        {"engine", required_argument, 0, OPT_ENGINE},
+        {"model", required_argument, 0, OPT_MODEL},
+        {"language", required_argument, 0, OPT_LANGUAGE},
+        {"formats", required_argument, 0, OPT_FORMATS},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"retries", required_argument, 0, OPT_RETRIES},
+        {"stall-timeout", required_argument, 0, OPT_STALL},
+        {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
+        {"verbose", no_argument, 0, 'v'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    td_run_opts_default(o);
+    int verbosity = TD_LOG_INFO, quiet = 0, no_progress = 0;
+    long v;
+    int c;
+    optind = 0; /* full getopt reset: tests parse several argument lists */
+    opterr = 0; /* we say what was wrong ourselves */
+    while ((c = getopt_long(argc, argv, ":vqh", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_TASK: o->task = optarg; break;
+        case OPT_LIMIT:
+            if (td_parse_long(optarg, 0, LONG_MAX, &v))
+                return td_error_set(err, TD_EINVAL, "--limit needs a number >= 0, not '%s'", optarg);
+            o->limit = v;
+            break;
+        case OPT_DRY_RUN: o->dry_run = 1; break;
+        case OPT_FORCE: o->force = 1; break;
+        case OPT_DEVICES: o->devices = optarg; break;
+        case OPT_WORKERS:
+            if (td_parse_long(optarg, 1, TD_MAX_DEVICES, &v))
+                return td_error_set(err, TD_EINVAL, "--workers needs a number from 1 to %d, not '%s'",
+                                    TD_MAX_DEVICES, optarg);
+            o->workers = (int)v;
+            break;
+        case OPT_ENGINE: o->engine = optarg; break;
+        case OPT_MODEL: o->model = optarg; break;
+        case OPT_LANGUAGE: o->language = optarg; break;
+        case OPT_FORMATS: o->formats = optarg; break;
+        case OPT_THREADS:
+            if (td_parse_long(optarg, 0, 1024, &v))
+                return td_error_set(err, TD_EINVAL, "--threads needs a number from 0 to 1024, not '%s'", optarg);
+            o->threads = (int)v;
+            break;
+        case OPT_RETRIES:
+            if (td_parse_long(optarg, 0, 100, &v))
+                return td_error_set(err, TD_EINVAL, "--retries needs a number from 0 to 100, not '%s'", optarg);
+            o->retries = (int)v;
+            break;
+        case OPT_STALL:
+            if (td_parse_long(optarg, 1, 86400, &v))
+                return td_error_set(err, TD_EINVAL, "--stall-timeout needs seconds from 1 to 86400, not '%s'",
+                                    optarg);
+            o->stall_timeout = (double)v;
+            break;
+        case OPT_NO_PROGRESS: no_progress = 1; break;
+        case 'v': verbosity++; break;
+        case 'q': quiet = 1; break;
+        case 'h': return TD_OPTS_HELP;
+        case ':':
+            return td_error_set(err, TD_EINVAL, "option '%s' needs a value", argv[optind - 1]);
+        default:
+            return td_error_set(err, TD_EINVAL, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return td_error_set(err, TD_EINVAL, "run needs an ARCHIVE directory");
+    if (optind != argc - 1)
+        return td_error_set(err, TD_EINVAL, "run takes one ARCHIVE, not also '%s'", argv[optind + 1]);
+    o->archive = argv[optind];
+    if (quiet)
+        verbosity = TD_LOG_WARN;
+    o->verbosity = verbosity > TD_LOG_DEBUG ? TD_LOG_DEBUG : verbosity;
+    o->progress = !no_progress && !quiet;
+    return TD_OK;
+}
