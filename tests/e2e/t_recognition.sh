@@ -5,9 +5,11 @@
 
 src=/usr/share/pocketsphinx/test/data/librivox
 [ -f "$src/transcription" ] || skip "pocketsphinx-testdata not installed"
-# Measured with the sphinx engine on Debian 12's en-us model: see README
-# (Accuracy). The bound leaves room for small numeric differences.
-BOUND=${WER_BOUND:-0.30}
+# Measured through the whole path (AAC in mp4, libav* decode, resample,
+# sphinx with Debian 12's en-us model, cues, SRT): 0.282 over the 71 words
+# (20 errors); README, Accuracy. The bound allows two more errors, for
+# small numeric differences between machines and library builds.
+BOUND=${WER_BOUND:-0.31}
 
 mkdir -p "$T/a"
 for wav in "$src"/*.wav; do
