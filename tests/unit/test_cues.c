@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "asr/transcript.h"
 #include "out/cues.h"
 
@@ -35,14 +37,6 @@ static void add_seg(td_transcript *t, const tw *ws, size_t n, const char *text, 
     assert_int_equal(td_transcript_add(t, s, e, text ? text : "", words, n, &err), TD_OK);
 }
 
-static size_t cps(const char *s, size_t len)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++)
-        if (((unsigned char)s[i] & 0xC0) != 0x80)
-            n++;
-    return n;
-}
 
 static int count_char(const char *s, char c)
 {

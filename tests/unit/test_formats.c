@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "asr/transcript.h"
 #include "out/cues.h"
 #include "out/formats.h"
@@ -19,14 +21,6 @@
 
 /* ---- helpers -------------------------------------------------------- */
 
-static size_t cps(const char *s, size_t len)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++)
-        if (((unsigned char)s[i] & 0xC0) != 0x80)
-            n++;
-    return n;
-}
 
 /* Independent check: is s valid UTF-8 without C0 controls (except '\n')? */
 static int valid_clean_utf8(const char *s, size_t len)
