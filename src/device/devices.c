@@ -257,7 +257,7 @@ int td_devices_parse_spec(const char *spec, td_device_list *out, td_error *err)
         snprintf(d->uuid, sizeof d->uuid, "%s", strcmp(fields[2], "-") == 0 ? "" : fields[2]);
         char *end;
         long long mib = strtoll(fields[3], &end, 10);
-        if (*end || mib < 0)
+        if (*end || mib < 0 || mib > INT64_MAX / (1024 * 1024))
             return td_error_set(err, TD_EINVAL, "TAPEDECK_DEVICES: bad memory '%s'", fields[3]);
         d->mem_total = d->mem_free = mib * 1024 * 1024;
         snprintf(d->name, sizeof d->name, "%s", nf > 4 ? fields[4] : "GPU");

@@ -67,6 +67,7 @@ typedef struct worker {
     int ring_count, ring_next;
     char fatal[TD_ERROR_MSG_MAX];
     char kill_reason[128];      /* why we killed it, if we did */
+    double quit_at;             /* when it was told to quit */
     int term_sent;
 } worker;
 
@@ -312,7 +313,7 @@ fail:
 #define MAX_ARGS 40
 
 static void worker_argv(const supervisor *sv, const worker *w, const char **argv, char *slot,
-                        char *level)
+                        char *level, char *threads)
 {
     const td_run_opts *o = sv->o;
     size_t n = 0;
@@ -339,6 +340,11 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
     if (o->language) {
         argv[n++] = "--language";
         argv[n++] = o->language;
+    }
+    if (o->threads > 0) {
+        snprintf(threads, 16, "%d", o->threads);
+        argv[n++] = "--threads";
+        argv[n++] = threads;
     }
     if (o->force)
         argv[n++] = "--force";
@@ -367,22 +373,38 @@ static int start_worker(supervisor *sv, worker *w)
         return -1;
     }
     const char *argv[MAX_ARGS];
-    char slot[16], level[16];
-    worker_argv(sv, w, argv, slot, level);
+    char slot[16], level[16], threads[16];
+    worker_argv(sv, w, argv, slot, level, threads);
     if (pipe2(cmd, O_CLOEXEC) != 0 || pipe2(ctl, O_CLOEXEC) != 0 || pipe2(logp, O_CLOEXEC) != 0) {
         td_error_log("[worker-start] pipe: %s", strerror(errno));
         goto fail;
     }
     pid_t parent = getpid();
+    /* Until exec the child would run our handler and write to our signal
+     * pipe: one Ctrl-C to the process group would count twice (stop now).
+     * Block SIGINT/SIGTERM across fork; the child ignores them first. */
+    sigset_t stop_sigs, old_mask;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGINT);
+    sigaddset(&stop_sigs, SIGTERM);
+    sigprocmask(SIG_BLOCK, &stop_sigs, &old_mask);
     pid_t pid = fork();
+    if (pid != 0)
+        sigprocmask(SIG_SETMASK, &old_mask, NULL);
     if (pid < 0) {
         td_error_log("[worker-start] fork: %s", strerror(errno));
         goto fail;
     }
     if (pid == 0) {
-        /* Child: only async-signal-safe calls until exec. The worker dies
-         * with the supervisor (SIGTERM lets it finish a write cleanly). */
-        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+        /* Child: only async-signal-safe calls until exec. SIGINT and
+         * SIGTERM stay ignored across exec: a Ctrl-C, `timeout` or a
+         * service stop signals the whole process group, and what that means
+         * (finish the scenes in flight) is the supervisor's decision, not
+         * each worker's. SIGUSR1 is the supervisor's "abandon the scene
+         * now", and the worker gets it too when the supervisor dies. */
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+        if (prctl(PR_SET_PDEATHSIG, SIGUSR1) != 0 || getppid() != parent)
             _exit(127);
         sigset_t none;
         sigemptyset(&none);
@@ -452,6 +474,7 @@ static int send_cmd(worker *w, const char *line, size_t len)
 
 static void send_quit(worker *w)
 {
+    w->quit_at = now_s();
     if (w->cmd_fd >= 0) {
         send_cmd(w, "QUIT\n", 5);
         close_fd(&w->cmd_fd);
@@ -463,8 +486,8 @@ static void send_quit(worker *w)
 static void dispatch(supervisor *sv, worker *w)
 {
     size_t qpos;
-    if (sv->stopping || !fifo_pop(sv, &qpos))
-        return;
+    if (sv->stopping || w->term_sent || !fifo_pop(sv, &qpos))
+        return; /* a worker we killed may still say DONE: give it nothing */
     const td_scene *s = scene_at(sv, qpos);
     td_buf line;
     td_buf_init(&line, 0);
@@ -480,8 +503,15 @@ static void dispatch(supervisor *sv, worker *w)
     char name[256];
     display_name(s->rel, name, sizeof name);
     td_verbose("[dispatch] %s -> worker PID=%d", name, (int)w->pid);
-    if (send_cmd(w, line.data, line.len) != 0)
-        td_debug("worker PID=%d is gone; its scene will be requeued", (int)w->pid);
+    if (send_cmd(w, line.data, line.len) != 0) {
+        /* It never got the scene, so the scene is not charged for its
+         * death: back to the queue, and nothing more for this worker. */
+        td_warn("[worker-exit] PID=%d is gone before taking %s; requeued", (int)w->pid, name);
+        w->state = W_QUITTING;
+        w->quit_at = now_s();
+        w->scene = -1;
+        fifo_push(sv, qpos);
+    }
     td_buf_release(&line);
 }
 
@@ -536,6 +566,11 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
         td_warn("worker PID=%d: message for another scene ignored: %s", (int)w->pid, verb);
         return;
     }
+    if (strcmp(verb, "DONE") != 0 && strcmp(verb, "SKIP") != 0 && strcmp(verb, "FAIL") != 0) {
+        /* Not an end of the scene: it must stay RUNNING on this worker. */
+        td_warn("worker PID=%d: unknown message ignored: %s", (int)w->pid, verb);
+        return;
+    }
     const char *args = strchr(rest, ' ');
     args = args ? args + 1 : "";
     w->state = W_IDLE;
@@ -555,6 +590,12 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
         char hex[TD_PROTO_MAX_LINE];
         hex[0] = '\0';
         sscanf(args, "%31s %65535s", kind, hex);
+        /* A worker that aborted got SIGUSR1 and exits now: it must not be
+         * handed another scene (that scene would be charged its exit). */
+        if (strcmp(kind, "aborted") == 0) {
+            w->state = W_QUITTING;
+            w->quit_at = now_s();
+        }
         if (strcmp(kind, "aborted") == 0 && sv->stopping) {
             /* We asked it to stop: the scene is left for the next run,
              * not charged an attempt. */
@@ -635,40 +676,32 @@ static void reap_worker(supervisor *sv, worker *w)
     }
 }
 
-static void read_pipes(supervisor *sv, worker *w, int ctl_ready, int log_ready)
+/* Read what a pipe holds, taking lines out after each read so that a
+ * burst longer than the line buffer loses nothing. */
+static void drain_pipe(supervisor *sv, worker *w, int is_ctl)
 {
-    char *line;
-    if (log_ready && !w->log_eof) {
-        for (;;) {
-            long n = td_linebuf_fill(&w->log, w->log_fd);
-            if (n == 0 || n == -1) {
-                w->log_eof = 1;
-                break;
+    td_linebuf *lb = is_ctl ? &w->ctl : &w->log;
+    int *eof = is_ctl ? &w->ctl_eof : &w->log_eof;
+    int fd = is_ctl ? w->ctl_fd : w->log_fd;
+    while (!*eof) {
+        long n = td_linebuf_fill(lb, fd);
+        if (n == 0 || n == -1)
+            *eof = 1;
+        char *line;
+        while (td_linebuf_next(lb, &line, is_ctl ? 0 : *eof)) {
+            if (is_ctl) {
+                handle_ctl_line(sv, w, line);
+            } else if (*line) {
+                ring_add(w, line);
+                td_log_raw(TD_LOG_ERROR, line); /* the worker filtered by level already */
             }
-            if (n == -2)
-                break;
         }
-        while (td_linebuf_next(&w->log, &line, w->log_eof)) {
-            if (!*line)
-                continue;
-            ring_add(w, line);
-            td_log_raw(TD_LOG_ERROR, line); /* the worker filtered by level already */
-        }
-    }
-    if (ctl_ready && !w->ctl_eof) {
-        for (;;) {
-            long n = td_linebuf_fill(&w->ctl, w->ctl_fd);
-            if (n == 0 || n == -1) {
-                w->ctl_eof = 1;
-                break;
-            }
-            if (n == -2)
-                break;
-        }
-        while (td_linebuf_next(&w->ctl, &line, 0))
-            handle_ctl_line(sv, w, line);
+        if (n == -2)
+            break;
     }
 }
+
+#define QUIT_GRACE_SECONDS 30.0
 
 static void check_stalls(supervisor *sv)
 {
@@ -677,6 +710,14 @@ static void check_stalls(supervisor *sv)
         worker *w = &sv->workers[i];
         if (w->pid <= 0 || w->term_sent)
             continue;
+        if (w->state == W_QUITTING && t - w->quit_at > QUIT_GRACE_SECONDS) {
+            /* Told to quit with no scene: hung in shutdown (engine close). */
+            td_warn("[stall] PID=%d: still running %.0f s after being told to quit; killing it", (int)w->pid,
+                    t - w->quit_at);
+            kill(w->pid, SIGKILL);
+            w->term_sent = 1;
+            continue;
+        }
         int busy = w->state == W_BUSY, starting = w->state == W_STARTING;
         if ((busy || starting) && t - w->last_beat > sv->o->stall_timeout) {
             td_warn("[stall] PID=%d: no heartbeat for %.0f s %s; killing it", (int)w->pid,
@@ -732,7 +773,7 @@ static void handle_signals(supervisor *sv)
                 td_warn("[interrupt] stopping now; scenes in flight are abandoned (no partial output)");
                 for (size_t k = 0; k < sv->n_workers; k++)
                     if (sv->workers[k].pid > 0) {
-                        kill(sv->workers[k].pid, SIGTERM);
+                        kill(sv->workers[k].pid, SIGUSR1);
                         close_fd(&sv->workers[k].cmd_fd);
                     }
             }
@@ -751,6 +792,9 @@ static int setup_signals(struct sigaction *old_int, struct sigaction *old_term)
     sigaction(SIGINT, &sa, old_int);
     sigaction(SIGTERM, &sa, old_term);
     signal(SIGPIPE, SIG_IGN);
+    /* An ignored SIGCHLD (inherited from whoever started us) would reap
+     * workers for us: waitpid would fail and every death look clean. */
+    signal(SIGCHLD, SIG_DFL);
     return 0;
 }
 
@@ -926,7 +970,7 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
         for (nfds_t i = 1; pr > 0 && i < nfds; i++) {
             if (!fds[i].revents)
                 continue;
-            read_pipes(&sv, owner[i], is_ctl[i], !is_ctl[i]);
+            drain_pipe(&sv, owner[i], is_ctl[i]);
         }
         for (size_t i = 0; i < sv.n_workers; i++) {
             worker *w = &sv.workers[i];

@@ -24,10 +24,17 @@
 static volatile sig_atomic_t g_terminate;
 static int g_ctl_fd = -1;
 
-static void on_sigterm(int sig)
+/* SIGUSR1: the supervisor says "abandon the scene now", or has died
+ * (PR_SET_PDEATHSIG). The scene stops at the next progress point; should
+ * the worker be stuck elsewhere (opening the engine, a hung read), the
+ * alarm's default action ends it anyway. */
+#define ABANDON_GRACE_SECONDS 10
+
+static void on_abandon(int sig)
 {
     (void)sig;
     g_terminate = 1;
+    alarm(ABANDON_GRACE_SECONDS);
 }
 
 static double now_s(void)
@@ -169,12 +176,17 @@ int td_worker_main(const td_worker_opts *o)
     snprintf(prefix, sizeof prefix, "[w%d]", o->index);
     td_log_set_prefix(prefix);
 
+    /* Group signals (Ctrl-C, `timeout`, a service stop) are for the
+     * supervisor to interpret: it lets scenes in flight finish. */
     signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigterm;
-    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_abandon;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR1, &sa, NULL) != 0)
+        return fatal("cannot install the SIGUSR1 handler");
 
     const char *device = "cpu";
     if (o->vendor && o->pci) {

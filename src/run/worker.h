@@ -6,9 +6,12 @@
  *   exec -> verify GPU affinity (if pinned) -> open engine -> READY
  *   -> loop { wait for SCENE | QUIT; run the task; DONE | FAIL | SKIP }
  *   -> exit 0 on QUIT or when stdin closes (the supervisor died).
- * The worker ignores SIGINT (the supervisor decides what a Ctrl-C means);
- * SIGTERM makes it abandon the scene in flight at the next progress point
- * and exit. It dies with its parent (PR_SET_PDEATHSIG, set before exec).
+ * The worker ignores SIGINT and SIGTERM: they reach the whole process group
+ * (Ctrl-C, `timeout`, a service stop) and the supervisor decides what they
+ * mean. SIGUSR1 makes it abandon the scene in flight at the next progress
+ * point and exit (within 10 s, by alarm, wherever it is stuck); it is what
+ * the supervisor sends to stop now, and what the worker gets when the
+ * supervisor dies (PR_SET_PDEATHSIG, set before exec).
  * It writes its own outputs and .done markers; the supervisor writes
  * .failed markers.
  */
