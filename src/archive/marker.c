@@ -41,6 +41,7 @@
 #include "archive/marker.h"
 #include "util/atomic.h"
 #include "util/hash.h"
+#include "util/hex.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -202,25 +203,13 @@ static int put_raw_name(json_t *obj, const char *key, const char *hex_key, const
         return -1;
     if (utf8_valid(bytes, n))
         return 0;
-    char *hex = malloc(2 * n + 1);
-    if (!hex)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)bytes[i]);
-    int rc = json_object_set_new(obj, hex_key, json_stringn(hex, 2 * n));
-    free(hex);
+    td_buf hex;
+    td_buf_init(&hex, 0);
+    int rc = td_hex_append(&hex, bytes, n) == TD_OK
+                 ? json_object_set_new(obj, hex_key, json_stringn(hex.data, hex.len))
+                 : -1;
+    td_buf_release(&hex);
     return rc;
-}
-
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* The raw bytes of a name written by put_raw_name (malloc'ed), or NULL if
@@ -233,18 +222,12 @@ static char *get_raw_name(json_t *obj, const char *key, const char *hex_key)
         size_t hn = hs ? json_string_length(h) : 0;
         if (!hs || hn == 0 || hn % 2 || hn / 2 > MARKER_MAX_NAME_BYTES)
             return NULL;
-        char *out = malloc(hn / 2 + 1);
-        if (!out)
+        size_t n = 0;
+        char *out = td_hex_to_bytes(hs, hn, &n);
+        if (out && memchr(out, '\0', n)) { /* a NUL cannot be in a file name */
+            free(out);
             return NULL;
-        for (size_t i = 0; i < hn / 2; i++) {
-            int a = hex_val(hs[2 * i]), b = hex_val(hs[2 * i + 1]);
-            if (a < 0 || b < 0 || (a == 0 && b == 0)) {
-                free(out);
-                return NULL;
-            }
-            out[i] = (char)(a * 16 + b);
         }
-        out[hn / 2] = '\0';
         return out;
     }
     json_t *v = json_object_get(obj, key);

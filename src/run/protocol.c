@@ -6,30 +6,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/hex.h"
+
 int td_hex_encode(const void *data, size_t len, td_buf *out)
 {
-    static const char digits[] = "0123456789abcdef";
-    const unsigned char *p = data;
     if (len == 0)
-        return td_buf_putc(out, '-'); /* empty strings still take a field */
-    for (size_t i = 0; i < len; i++) {
-        char pair[2] = {digits[p[i] >> 4], digits[p[i] & 15]};
-        int rc = td_buf_append(out, pair, 2);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+        return td_buf_putc(out, '-'); /* an empty string still takes a field */
+    return td_hex_append(out, data, len);
 }
 
 char *td_hex_decode(const char *hex, size_t *len)
@@ -39,24 +22,7 @@ char *td_hex_decode(const char *hex, size_t *len)
             *len = 0;
         return calloc(1, 1);
     }
-    size_t n = strlen(hex);
-    if (n % 2)
-        return NULL;
-    char *out = malloc(n / 2 + 1);
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            free(out);
-            return NULL;
-        }
-        out[i] = (char)(hi << 4 | lo);
-    }
-    out[n / 2] = '\0';
-    if (len)
-        *len = n / 2;
-    return out;
+    return td_hex_to_bytes(hex, strlen(hex), len);
 }
 
 void td_linebuf_init(td_linebuf *lb, size_t limit)
