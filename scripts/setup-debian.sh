@@ -12,7 +12,8 @@ libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us pocketsphinx-testdata
 espeak-ng
 libjansson-dev
 libcmocka-dev
-zlib1g-dev python3
+zlib1g-dev
+python3 procps util-linux
 clang libclang-rt-14-dev
 "
 
