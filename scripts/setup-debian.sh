@@ -14,7 +14,6 @@ libjansson-dev
 libcmocka-dev
 zlib1g-dev
 python3 procps util-linux
-clang libclang-rt-14-dev
 "
 
 missing=""
