@@ -208,7 +208,12 @@ static void fail_scene(supervisor *sv, worker *w, size_t qpos, const char *kind,
     td_error err = {0};
     if (td_marker_write_failed(s, sv->o->task, kind, reason, sv->attempts[qpos], lines, n, &err) != TD_OK)
         td_error_log("[failed] %s: cannot write .failed marker: %s", name, err.msg);
-    td_error_log("[failed] %s: %s (after %d attempt%s)", name, reason, sv->attempts[qpos],
+    /* The log line names the scene already; the marker keeps the full text. */
+    const char *shown = reason;
+    size_t plen = strlen(s->path);
+    if (strncmp(reason, s->path, plen) == 0 && reason[plen] == ':' && reason[plen + 1] == ' ')
+        shown = reason + plen + 2;
+    td_error_log("[failed] %s: %s (after %d attempt%s)", name, shown, sv->attempts[qpos],
                  sv->attempts[qpos] == 1 ? "" : "s");
     sv->sum->failed++;
     if (w)
