@@ -9,6 +9,11 @@
  *    +-- restarted unless the run is stopping, the slot failed to start
  *        three times in a row, or the worker said FATAL (slot DEAD)
  *
+ *   IDLE or STARTING --QUIT--> QUITTING --EOF--> reaped; a worker that
+ *   reported "aborted", or whose stdin is gone, is QUITTING too and gets
+ *   no scene. Timers: BUSY or STARTING without a heartbeat for
+ *   --stall-timeout, or QUITTING for 30 s, and the worker is SIGKILLed.
+ *
  * A scene is QUEUED, RUNNING on one worker, or finished (DONE, SKIPPED,
  * FAILED). When its worker ends while RUNNING (signal, OOM kill, abort,
  * stall kill), the scene costs an attempt and goes back to the queue, or
@@ -17,7 +22,9 @@
  * retrying cannot help.
  *
  * The loop is single-threaded around poll(): workers' control and log
- * pipes plus a self-pipe that turns SIGINT/SIGTERM into events.
+ * pipes plus a self-pipe that turns SIGINT/SIGTERM into events. The first
+ * such signal stops the hand-out and lets scenes in flight finish; the
+ * second sends the workers SIGUSR1 (abandon now), then SIGKILL after 5 s.
  */
 #include "run/run.h"
 
