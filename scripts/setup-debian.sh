@@ -5,7 +5,7 @@
 set -eu
 
 PACKAGES="
-build-essential pkg-config
+build-essential make pkg-config ca-certificates
 libavformat-dev libavcodec-dev libavutil-dev libswresample-dev
 ffmpeg
 libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us pocketsphinx-testdata
