@@ -51,6 +51,7 @@ awk -v s="$start" -v e="$end" -v n="$scenes" -v d="$secs" -v c="$cores" -v cpu="
 # long capture, one worker, peak RSS sampled from /proc
 mkdir -p "$work/long"
 make_scene "$work/long/capture.mp4" $((long_min * 60))
+: >"$work/long.log"
 "$bin" run "$work/long" --workers 1 --no-progress >"$work/long.log" 2>&1 &
 sup=$!
 peak=0
