@@ -667,7 +667,10 @@ static bool done_holds(const td_scene *scene, const char *task, json_t *j, char 
         say(why, why_len, "input changed (size)");
         return false;
     }
-    if ((int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != mtime) {
+    /* Computed as scan.c's mtime_ns_of does: unsigned, so that an mtime past
+     * 2262 wraps instead of overflowing. */
+    if ((int64_t)((uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec) !=
+        mtime) {
         say(why, why_len, "input changed (mtime)");
         return false;
     }

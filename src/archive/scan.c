@@ -192,9 +192,12 @@ void td_scene_list_release(td_scene_list *list)
     list->count = 0;
 }
 
+/* In unsigned arithmetic: an mtime past 2262 does not fit int64 ns, and a
+ * signed overflow would be undefined. Wrapping keeps distinct times distinct
+ * (within 584 years); marker.c computes the same value to compare. */
 static int64_t mtime_ns_of(const struct stat *st)
 {
-    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    return (int64_t)((uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec);
 }
 
 /* "a.b.mp4" -> "a.b"; a name without a dot (or only a leading one) is its

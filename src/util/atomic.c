@@ -68,8 +68,14 @@ int td_atomic_write(const char *path, const void *data, size_t len, td_error *er
     if (split_path(path, dir, sizeof dir, &base) != 0 || !*base)
         return td_error_set(err, TD_EINVAL, "%s: not a file path", path);
 
+    /* The prefix, pid and suffix add ~20 bytes to the final name: cut the
+     * copy of it in the temporary name so that any final name the file
+     * system takes still gets a temporary file (only the pid is parsed). */
+    int fixed = snprintf(NULL, 0, TD_TEMP_PREFIX "%ld..XXXXXX", (long)getpid());
+    int room = fixed > 0 && fixed < NAME_MAX ? NAME_MAX - fixed : 0;
     char tmp[PATH_MAX];
-    int n = snprintf(tmp, sizeof tmp, "%s/" TD_TEMP_PREFIX "%ld.%s.XXXXXX", dir, (long)getpid(), base);
+    int n = snprintf(tmp, sizeof tmp, "%s/" TD_TEMP_PREFIX "%ld.%.*s.XXXXXX", dir, (long)getpid(),
+                     room, base);
     if (n < 0 || (size_t)n >= sizeof tmp)
         return td_error_set(err, TD_EINVAL, "%s: path too long", path);
 

@@ -6,7 +6,8 @@
  * cross file systems), is fsynced, renamed over the final name, and the
  * directory is fsynced so the rename itself survives a power cut.
  *
- * Temporary files are named ".tdtmp.<pid>.<final name>.<random>". The name
+ * Temporary files are named ".tdtmp.<pid>.<final name>.<random>" (the final
+ * name cut short if the whole would pass NAME_MAX). The name
  * starts with a dot (scans skip it) and carries the writer's pid, so a
  * later run can tell an orphan (its writer is dead) from a live write and
  * remove it: td_atomic_sweep_orphans.

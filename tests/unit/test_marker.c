@@ -276,6 +276,28 @@ static void test_stale_input_mtime(void **state)
     expect_state(fx, TD_MARKER_DONE, "");
 }
 
+/* An mtime past 2262 (a camera with a broken clock, a restored backup) does
+ * not fit int64 nanoseconds: scanning and checking such a scene must not
+ * overflow (undefined behaviour; the sanitizer build aborts) and must still
+ * tell one such mtime from another. */
+static void test_far_future_mtime(void **state)
+{
+    struct fixture *fx = *state;
+    struct timespec ts[2] = { { 0, UTIME_OMIT }, { (time_t)10413792000LL, 5 } }; /* 2300 */
+    assert_int_equal(utimensat(AT_FDCWD, fx->scene_path, ts, 0), 0);
+    td_scene_release(&fx->scene);
+    td_error err;
+    assert_int_equal(td_scene_from_path(fx->dir, fx->scene_path, &fx->scene, &err), TD_OK);
+    write_done(fx);
+    expect_state(fx, TD_MARKER_DONE, "");
+    ts[1].tv_sec += 86400;
+    assert_int_equal(utimensat(AT_FDCWD, fx->scene_path, ts, 0), 0);
+    expect_state(fx, TD_MARKER_STALE, "input changed (mtime)");
+    ts[1].tv_sec -= 86400;
+    assert_int_equal(utimensat(AT_FDCWD, fx->scene_path, ts, 0), 0);
+    expect_state(fx, TD_MARKER_DONE, "");
+}
+
 static void test_stale_output_removed(void **state)
 {
     struct fixture *fx = *state;
@@ -619,6 +641,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_done_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_input_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_input_mtime, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_far_future_mtime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_output_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_output_edited_same_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_other_scene, setup, teardown),

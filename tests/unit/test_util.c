@@ -235,6 +235,36 @@ static void test_atomic_write(void **state)
     free(path);
 }
 
+/* A final name that fits the file system must be writable even though the
+ * temporary name adds a prefix, the pid and a suffix to it: a scene named
+ * with ~80 CJK characters has outputs and markers of 230+ bytes. */
+static void test_atomic_write_long_name(void **state)
+{
+    const char *dir = *state;
+    char base[NAME_MAX + 1];
+    memset(base, 'x', NAME_MAX - 4);
+    memcpy(base + NAME_MAX - 4, ".srt", 5); /* exactly NAME_MAX bytes */
+    char *path = pathf("%s/%s", dir, base);
+    td_error err = {0};
+    assert_int_equal(td_atomic_write(path, "long", 4, &err), TD_OK);
+    size_t len;
+    char *got = slurp(path, &len);
+    assert_non_null(got);
+    assert_int_equal(len, 4);
+    assert_memory_equal(got, "long", 4);
+    free(got);
+    assert_int_equal(count_temp_files(dir), 0);
+
+    /* A name the file system refuses still fails, naming the path, and
+     * leaves no temporary file behind. */
+    char *too_long = pathf("%sx", path);
+    assert_int_equal(td_atomic_write(too_long, "x", 1, &err), TD_EIO);
+    assert_non_null(strstr(err.msg, "too long"));
+    assert_int_equal(count_temp_files(dir), 0);
+    free(too_long);
+    free(path);
+}
+
 static void test_atomic_temp_names(void **state)
 {
     (void)state;
@@ -506,6 +536,7 @@ int main(void)
         cmocka_unit_test(test_buf_cap),
         cmocka_unit_test(test_buf_printf_growth),
         cmocka_unit_test_setup_teardown(test_atomic_write, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_atomic_write_long_name, setup_dir, teardown_dir),
         cmocka_unit_test(test_atomic_temp_names),
         cmocka_unit_test_setup_teardown(test_atomic_sweep, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_atomic_killed_writer, setup_dir, teardown_dir),
