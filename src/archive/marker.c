@@ -631,8 +631,23 @@ static bool marker_for_scene(json_t *j, const td_scene *scene, char **base_out)
 }
 
 /* Does a parsed .done still hold for the scene as it is now? */
-static bool done_holds(const td_scene *scene, const char *task, json_t *j, char *why,
-                       size_t why_len)
+/* Does the marker's outputs array list this base name? */
+static bool lists_output(json_t *outputs, const char *name)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(outputs, i, o) {
+        char *listed = json_is_object(o) ? get_raw_name(o, "name", "name_hex") : NULL;
+        bool same = listed && strcmp(listed, name) == 0;
+        free(listed);
+        if (same)
+            return true;
+    }
+    return false;
+}
+
+static bool done_holds(const td_scene *scene, const char *task, json_t *j,
+                       const char *const *required, size_t n_required, char *why, size_t why_len)
 {
     const char *mtask = json_string_value(json_object_get(j, "task"));
     if (!mtask || strcmp(mtask, task) != 0) {
@@ -686,11 +701,24 @@ static bool done_holds(const td_scene *scene, const char *task, json_t *j, char 
         if (!check_output(scene, o, why, why_len))
             return false;
     }
+    for (size_t r = 0; r < n_required; r++) {
+        if (!lists_output(outputs, required[r])) {
+            say(why, why_len, "no %s yet", required[r]);
+            return false;
+        }
+    }
     return true;
 }
 
 int td_marker_check(const td_scene *scene, const char *task, enum td_marker_state *state,
                     char *why, size_t why_len, td_error *err)
+{
+    return td_marker_check_outputs(scene, task, NULL, 0, state, why, why_len, err);
+}
+
+int td_marker_check_outputs(const td_scene *scene, const char *task, const char *const *required,
+                            size_t n_required, enum td_marker_state *state, char *why,
+                            size_t why_len, td_error *err)
 {
     *state = TD_MARKER_NONE;
     if (why && why_len)
@@ -713,7 +741,7 @@ int td_marker_check(const td_scene *scene, const char *task, enum td_marker_stat
     enum load_result lr = load_marker(done_path, &j, stale, sizeof stale, &errnum);
     if (lr != LOAD_ABSENT) {
         have_done = true;
-        if (lr == LOAD_OK && done_holds(scene, task, j, stale, sizeof stale)) {
+        if (lr == LOAD_OK && done_holds(scene, task, j, required, n_required, stale, sizeof stale)) {
             *state = TD_MARKER_DONE;
             goto out_free;
         }

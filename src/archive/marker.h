@@ -57,6 +57,13 @@ enum td_marker_state {
 int td_marker_check(const td_scene *scene, const char *task, enum td_marker_state *state,
                     char *why, size_t why_len, td_error *err);
 
+/* td_marker_check, where a .done also has to list each of the n_required
+ * base names in required ("a.vtt"): a scene done before --formats asked
+ * for VTT is STALE ("no a.vtt yet"), so the next run adds it. */
+int td_marker_check_outputs(const td_scene *scene, const char *task, const char *const *required,
+                            size_t n_required, enum td_marker_state *state, char *why,
+                            size_t why_len, td_error *err);
+
 typedef struct td_failed_info {
     char *reason;      /* the error message */
     char *kind;        /* td_rc_name of the error, or "crash", "stall" */

@@ -9,6 +9,7 @@
 #include "archive/marker.h"
 #include "asr/engine.h"
 #include "out/formats.h"
+#include "task/subtitles.h"
 
 void td_run_opts_default(td_run_opts *o)
 {
@@ -139,7 +140,7 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
         enum td_marker_state ms = TD_MARKER_NONE;
         char why[TD_ERROR_MSG_MAX + 64] = "";
         td_error merr = {0};
-        if (td_marker_check(s, o->task, &ms, why, sizeof why, &merr) != TD_OK) {
+        if (td_subtitles_check(s, formats, &ms, why, sizeof why, &merr) != TD_OK) {
             ms = TD_MARKER_STALE;
             snprintf(why, sizeof why, "%s", merr.msg);
         }

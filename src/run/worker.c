@@ -122,7 +122,8 @@ static void run_scene(const td_worker_opts *o, const td_engine_ops *ops, td_engi
 
     /* Another process may have finished it since the plan was made. */
     enum td_marker_state state = TD_MARKER_NONE;
-    if (!o->force && td_marker_check(&scene, o->task, &state, NULL, 0, &err) == TD_OK && state == TD_MARKER_DONE) {
+    if (!o->force && td_subtitles_check(&scene, formats, &state, NULL, 0, &err) == TD_OK &&
+        state == TD_MARKER_DONE) {
         td_info("[skip] Already processed: %s (task=%s)", scene.rel, o->task);
         send_fmt("SKIP %ld", seq);
         td_scene_release(&scene);

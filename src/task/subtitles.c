@@ -29,6 +29,41 @@ static const output_spec output_specs[] = {
 };
 #define N_OUTPUTS (sizeof output_specs / sizeof output_specs[0])
 
+size_t td_subtitles_output_names(const td_scene *scene, unsigned formats,
+                                 char *names[TD_SUBTITLE_MAX_OUTPUTS])
+{
+    size_t n = 0;
+    formats |= TD_FORMAT_SRT;
+    for (size_t i = 0; i < N_OUTPUTS; i++) {
+        if (!(formats & output_specs[i].format))
+            continue;
+        size_t len = strlen(scene->stem) + strlen(output_specs[i].suffix) + 1;
+        names[n] = malloc(len);
+        if (!names[n]) {
+            while (n > 0)
+                free(names[--n]);
+            return 0;
+        }
+        snprintf(names[n], len, "%s%s", scene->stem, output_specs[i].suffix);
+        n++;
+    }
+    return n;
+}
+
+int td_subtitles_check(const td_scene *scene, unsigned formats, enum td_marker_state *state,
+                       char *why, size_t why_len, td_error *err)
+{
+    char *names[TD_SUBTITLE_MAX_OUTPUTS];
+    size_t n = td_subtitles_output_names(scene, formats, names);
+    if (n == 0)
+        return td_error_set(err, TD_ENOMEM, "%s: out of memory", scene->path);
+    int rc = td_marker_check_outputs(scene, TD_TASK_SUBTITLES, (const char *const *)names, n, state,
+                                     why, why_len, err);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    return rc;
+}
+
 static int render(unsigned format, const td_transcript *t, const td_cue_list *cues,
                   const td_json_meta *meta, td_buf *out, td_error *err)
 {

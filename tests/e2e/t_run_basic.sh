@@ -53,4 +53,15 @@ grep -q edited "$T/a/tape1/tape1_scene_0001.srt" && fail "edited SRT was not red
 "$TD" run "$T/a" --force --limit 1 >"$T/log4" 2>&1 || fail "--force --limit exit $?"
 grep -q '\[summary\] processed: 1 |' "$T/log4" || fail "--force --limit 1: $(grep summary "$T/log4")"
 "$TD" status "$T/a" | grep -q "done 4 | failed 0 | pending 0" || fail "final status"
+
+# formats asked for later are added; asking for fewer redoes nothing
+mkdir -p "$T/b"
+cp "$T/a/tape1/tape1_scene_0001.mp4" "$T/b/one.mp4"
+"$TD" run "$T/b" -q || fail "srt-only run"
+[ -e "$T/b/one.json" ] && fail "json written without --formats json"
+"$TD" run "$T/b" --formats srt,json >"$T/log5" 2>&1 || fail "srt,json run"
+grep -q '\[summary\] processed: 1 |' "$T/log5" || fail "new format did not redo the scene: $(grep summary "$T/log5")"
+python3 -m json.tool "$T/b/one.json" >/dev/null || fail "json missing after --formats srt,json"
+"$TD" run "$T/b" --formats srt >"$T/log6" 2>&1 || fail "srt run"
+grep -q '\[summary\] processed: 0 | skipped: 1 |' "$T/log6" || fail "fewer formats redid the scene"
 exit 0

@@ -152,6 +152,32 @@ static void test_paths(void **state)
     free(srt_want);
 }
 
+static void test_required_outputs(void **state)
+{
+    struct fixture *fx = *state;
+    write_done(fx); /* lists a.srt and a.vtt */
+    enum td_marker_state st;
+    char why[256];
+    td_error err;
+    const char *have[] = {"a.srt", "a.vtt"};
+    assert_int_equal(td_marker_check_outputs(&fx->scene, "subtitles", have, 2, &st, why, sizeof why, &err),
+                     TD_OK);
+    assert_int_equal(st, TD_MARKER_DONE);
+    /* --formats now also asks for JSON: done before, stale now */
+    const char *more[] = {"a.srt", "a.json"};
+    assert_int_equal(td_marker_check_outputs(&fx->scene, "subtitles", more, 2, &st, why, sizeof why, &err),
+                     TD_OK);
+    assert_int_equal(st, TD_MARKER_STALE);
+    assert_string_equal(why, "no a.json yet");
+    /* a file lying there is not enough: the marker must list it */
+    char *json = pathf("%s/a.json", fx->dir);
+    write_text(json, "{}");
+    assert_int_equal(td_marker_check_outputs(&fx->scene, "subtitles", more, 2, &st, why, sizeof why, &err),
+                     TD_OK);
+    assert_int_equal(st, TD_MARKER_STALE);
+    free(json);
+}
+
 static void test_none_when_nothing(void **state)
 {
     struct fixture *fx = *state;
@@ -638,6 +664,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_none_when_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_required_outputs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_input_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_input_mtime, setup, teardown),
