@@ -20,7 +20,9 @@
  * Why the checks are strict: a scene whose audio ends early would otherwise
  * be subtitled as if it were complete, and the subtitles would look finished.
  * So a read error is never taken for the end, and a stream that ends well
- * before the duration its container declares is reported as truncated.
+ * before the duration its container declares is reported as truncated,
+ * unless another stream of the file (the picture) reaches that far: audio
+ * that stops before the picture does is a whole file.
  *
  * FFmpeg's own log goes to a callback that prints nothing and keeps the last
  * error line per thread, so that the reason ("moov atom not found") ends up
@@ -359,6 +361,7 @@ int td_audio_open(const char *path, td_audio_reader **out, td_error *err)
         goto out_free_reader;
     }
     r->duration = declared_duration(r->fmt, r->fmt->streams[r->stream_index]);
+
     r->state = ST_READING;
     *out = r;
     /* Tests make a worker die here, as if the decoder had crashed. */
@@ -524,6 +527,36 @@ static void decode_error_note(const td_audio_reader *r, char *buf, size_t size)
         buf[0] = '\0';
 }
 
+/* Does any stream of the file (the picture, usually) have data at or past
+ * `seconds`? Audio may simply stop before the picture does, and the
+ * duration FFmpeg gives the audio stream is often the whole file's
+ * (Matroska has none per track): such a file is whole, while a file cut
+ * short stops early in every stream. Only asked when the audio came up
+ * short, so the usual path keeps skipping the other streams' data. */
+static int file_reaches(td_audio_reader *r, double seconds_wanted)
+{
+    for (unsigned i = 0; i < r->fmt->nb_streams; i++)
+        r->fmt->streams[i]->discard = AVDISCARD_DEFAULT;
+    int64_t start = r->fmt->start_time != AV_NOPTS_VALUE ? r->fmt->start_time : 0;
+    int64_t target = start + (int64_t)(seconds_wanted * AV_TIME_BASE);
+    if (avformat_seek_file(r->fmt, -1, INT64_MIN, target, INT64_MAX, 0) < 0)
+        return 0; /* no index to seek with: the cut took it */
+    for (int n = 0; n < 256; n++) {
+        if (av_read_frame(r->fmt, r->pkt) < 0)
+            return 0;
+        const AVStream *st = r->fmt->streams[r->pkt->stream_index];
+        int64_t ts = r->pkt->pts != AV_NOPTS_VALUE ? r->pkt->pts : r->pkt->dts;
+        int64_t dur = r->pkt->duration > 0 ? r->pkt->duration : 0;
+        av_packet_unref(r->pkt);
+        if (ts == AV_NOPTS_VALUE || st->time_base.num <= 0 || st->time_base.den <= 0)
+            continue;
+        double end = (double)(ts + dur) * av_q2d(st->time_base) - (double)start / AV_TIME_BASE;
+        if (end >= seconds_wanted)
+            return 1;
+    }
+    return 0;
+}
+
 /* Decoding ended cleanly: flush the resampler, then hold what we got
  * against what the container promised. */
 static int finish(td_audio_reader *r, td_error *err)
@@ -536,7 +569,8 @@ static int finish(td_audio_reader *r, td_error *err)
     if (r->produced == 0 && r->decode_errors > 0)
         return fail(r, err, TD_EINPUT, "%s: undecodable audio: %s", r->path, r->last_decode_err);
     double got = seconds(r->produced);
-    if (r->duration > 0 && got < TRUNCATED_SHARE * r->duration - TRUNCATED_SLACK_S)
+    double expected = TRUNCATED_SHARE * r->duration - TRUNCATED_SLACK_S;
+    if (r->duration > 0 && got < expected && !file_reaches(r, expected))
         return fail(r, err, TD_EINPUT, "%s: truncated: audio ends at %.1f s of %.1f s%s",
                     r->path, got, r->duration, note);
     r->state = ST_DONE;

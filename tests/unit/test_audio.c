@@ -270,6 +270,16 @@ static int make_media(void)
         return -1;
     if (ffmpeg("-f lavfi -i '" SINE_05 "' -c:a aac sine.m4a") != 0)
         return -1;
+    /* Matroska declares one duration for the whole file: here 1 s of audio
+     * beside 3 s of picture (a whole file), and a 3 s file cut in half. */
+    if (ffmpeg("-f lavfi -i 'aevalsrc=0.5*sin(2*PI*440*t):s=44100:d=1' "
+               "-f lavfi -i 'testsrc=size=64x64:rate=10:d=3' -c:a flac -c:v mpeg4 short_audio.mkv") != 0)
+        return -1;
+    if (ffmpeg("-f lavfi -i 'aevalsrc=0.5*sin(2*PI*440*t)+0.1*(random(0)-0.5):s=44100:d=3' "
+               "-f lavfi -i 'testsrc=size=64x64:rate=10:d=3' -c:a flac -c:v mpeg4 whole.mkv") != 0)
+        return -1;
+    if (cut_file("whole.mkv", "cut.mkv", file_size("whole.mkv") / 2) != 0)
+        return -1;
     /* Cut in the middle: with the index at the end it is lost; with the
      * index in front it promises samples that are not there. */
     if (cut_file("av.mp4", "cut_moov_end.mp4", file_size("av.mp4") / 2) != 0 ||
@@ -576,6 +586,32 @@ static int damage_file(const char *from, const char *to, long offset, long n, in
     return fclose(out) == 0 ? 0 : -1;
 }
 
+static void test_mkv_audio_shorter_than_picture(void **state)
+{
+    SKIP_WITHOUT_FFMPEG();
+    size_t n = 0;
+    int rc = 0;
+    td_error err = {0};
+    float *s = read_all("short_audio.mkv", 4096, &n, &rc, &err);
+    if (rc != TD_OK)
+        fail_msg("a whole file whose audio stops before its picture was refused: %s", err.msg);
+    assert_true(labs((long)n - 16000) < 400); /* its 1 s of audio, all of it */
+    free(s);
+}
+
+static void test_mkv_cut_in_half(void **state)
+{
+    SKIP_WITHOUT_FFMPEG();
+    size_t n = 0;
+    int rc = 0;
+    td_error err = {0};
+    float *s = read_all("cut.mkv", 4096, &n, &rc, &err);
+    free(s);
+    if (rc != TD_EINPUT)
+        fail_msg("a cut Matroska file read as rc %d after %zu samples (%s)", rc, n, err.msg);
+    assert_non_null(strstr(err.msg, "cut.mkv"));
+}
+
 static void test_corrupt_middle_is_an_error(void **state)
 {
     SKIP_WITHOUT_FFMPEG();
@@ -700,6 +736,8 @@ int main(void)
         cmocka_unit_test(test_undecodable_codec),
         cmocka_unit_test(test_truncated_moov_at_end),
         cmocka_unit_test(test_truncated_faststart),
+        cmocka_unit_test(test_mkv_audio_shorter_than_picture),
+        cmocka_unit_test(test_mkv_cut_in_half),
         cmocka_unit_test(test_corrupt_middle_is_an_error),
         cmocka_unit_test(test_garbage_audio_data),
         cmocka_unit_test(test_directory_and_missing),
