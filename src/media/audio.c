@@ -378,8 +378,11 @@ out_free_reader:
 /* Make room for n more samples after fifo_len, within FIFO_MAX_SAMPLES. */
 static int fifo_reserve(td_audio_reader *r, size_t n, td_error *err)
 {
+    /* Only a file can ask for this much (a frame that a bogus sample rate
+     * blows up at 16 kHz): a bad input, not a transient shortage. */
     if (n > FIFO_MAX_SAMPLES - r->fifo_len)
-        return fail(r, err, TD_ENOMEM, "%s: audio frame too large (%zu samples)", r->path, n);
+        return fail(r, err, TD_EINPUT, "%s: audio frame too large after resampling (%zu samples; "
+                    "is the sample rate right?)", r->path, n);
     size_t need = r->fifo_len + n;
     if (need <= r->fifo_cap)
         return TD_OK;
