@@ -213,6 +213,24 @@ static int push_text(token_list *tl, const char *text, double start, double end,
     return TD_OK;
 }
 
+
+/* Push text timed start..end after everything pushed so far: times are
+ * clamped so they never run backwards, and *prev_end follows the last
+ * token (a glued punctuation mark may have moved its end). */
+static int push_in_order(token_list *tl, const char *text, double start, double end, size_t si,
+                         td_buf *tmp, double *prev_end)
+{
+    double s = clamp_time(start, *prev_end);
+    double e = clamp_time(end, s);
+    if (s < *prev_end)
+        s = *prev_end;
+    if (e < s)
+        e = s;
+    int rc = push_text(tl, text, s, e, si, tmp);
+    if (rc == TD_OK && tl->count > 0)
+        *prev_end = tl->items[tl->count - 1].end;
+    return rc;
+}
 /* Times are made monotonic here: each token starts no earlier than the
  * one before it ended. Cues built from such tokens cannot overlap. */
 static int flatten(const td_transcript *t, token_list *tl, td_buf *tmp)
@@ -225,33 +243,16 @@ static int flatten(const td_transcript *t, token_list *tl, td_buf *tmp)
             const td_word *w = &seg->words[wi];
             if (!w->text || !w->text[0])
                 continue;
-            double s = clamp_time(w->start, prev_end);
-            double e = clamp_time(w->end, s);
-            if (s < prev_end)
-                s = prev_end;
-            if (e < s)
-                e = s;
-            int rc = push_text(tl, w->text, s, e, si, tmp);
+            int rc = push_in_order(tl, w->text, w->start, w->end, si, tmp, &prev_end);
             if (rc)
                 return rc;
-            /* The last token ends latest (a glued mark may have moved it). */
-            if (tl->count > 0)
-                prev_end = tl->items[tl->count - 1].end;
         }
         /* No usable words (an engine with segment times only, or words that
          * were all blank): the segment's text stands in for them. */
         if (tl->count == before && seg->text && seg->text[0]) {
-            double s = clamp_time(seg->start, prev_end);
-            double e = clamp_time(seg->end, s);
-            if (s < prev_end)
-                s = prev_end;
-            if (e < s)
-                e = s;
-            int rc = push_text(tl, seg->text, s, e, si, tmp);
+            int rc = push_in_order(tl, seg->text, seg->start, seg->end, si, tmp, &prev_end);
             if (rc)
                 return rc;
-            if (tl->count > 0)
-                prev_end = tl->items[tl->count - 1].end;
         }
     }
     return TD_OK;
