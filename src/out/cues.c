@@ -213,7 +213,6 @@ static int push_text(token_list *tl, const char *text, double start, double end,
     return TD_OK;
 }
 
-
 /* Push text timed start..end after everything pushed so far: times are
  * clamped so they never run backwards, and *prev_end follows the last
  * token (a glued punctuation mark may have moved its end). */
@@ -231,6 +230,7 @@ static int push_in_order(token_list *tl, const char *text, double start, double 
         *prev_end = tl->items[tl->count - 1].end;
     return rc;
 }
+
 /* Times are made monotonic here: each token starts no earlier than the
  * one before it ended. Cues built from such tokens cannot overlap. */
 static int flatten(const td_transcript *t, token_list *tl, td_buf *tmp)
