@@ -105,8 +105,8 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
         return rc;
     p->engine = ops->name;
     if (strcmp(o->engine, "auto") == 0)
-        snprintf(p->engine_note, sizeof p->engine_note, "%s (auto: %s)", ops->name,
-                 "no Whisper model installed; using the embedded engine");
+        snprintf(p->engine_note, sizeof p->engine_note,
+                 "%s (auto: the first built-in engine that can run here)", ops->name);
     else
         snprintf(p->engine_note, sizeof p->engine_note, "%s (asked for)", ops->name);
 
