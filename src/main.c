@@ -176,7 +176,9 @@ static void print_plan(const td_run_opts *o, const td_plan *p)
         }
         if (!tag)
             continue;
-        printf("    %-6s %s%s%s%s\n", tag, p->scenes.items[i].rel, p->why[i] ? "  (" : "",
+        char name[512];
+        printf("    %-6s %s%s%s%s\n", tag, td_printable(p->scenes.items[i].rel, name, sizeof name),
+               p->why[i] ? "  (" : "",
                p->why[i] ? p->why[i] : "", p->why[i] ? ")" : "");
     }
 }
@@ -216,9 +218,13 @@ static int cmd_run(int argc, char **argv)
             plan.engine_note, plan.device_note);
     td_info("Total scenes: %zu | to process: %zu | already done: %zu%s", plan.scenes.count, plan.n_queue,
             plan.n_done, o.limit >= 0 ? " | --limit applied" : "");
-    for (size_t i = 0; i < plan.scenes.count; i++)
-        if (plan.state[i] == TD_PLAN_SKIP)
-            td_info("[skip] Already processed: %s (task=%s)", plan.scenes.items[i].rel, o.task);
+    for (size_t i = 0; i < plan.scenes.count; i++) {
+        if (plan.state[i] == TD_PLAN_SKIP) {
+            char name[512];
+            td_info("[skip] Already processed: %s (task=%s)",
+                    td_printable(plan.scenes.items[i].rel, name, sizeof name), o.task);
+        }
+    }
 
     td_run_summary sum;
     rc = td_run_execute(&o, &plan, &sum, &err);
@@ -279,6 +285,7 @@ static int cmd_status(int argc, char **argv)
         const td_scene *s = &list.items[i];
         enum td_marker_state st = TD_MARKER_NONE;
         char why[TD_ERROR_MSG_MAX + 64] = "";
+        char name[512];
         if (td_marker_check(s, task, &st, why, sizeof why, &err) != TD_OK) {
             st = TD_MARKER_STALE;
             snprintf(why, sizeof why, "%s", err.msg);
@@ -289,11 +296,12 @@ static int cmd_status(int argc, char **argv)
             failed++;
             td_failed_info info;
             if (td_marker_read_failed(s, task, &info, &err) == TD_OK) {
-                printf("failed   %s: %s [%s, %d attempt%s, %s]\n", s->rel, info.reason, info.kind,
+                printf("failed   %s: %s [%s, %d attempt%s, %s]\n", td_printable(s->rel, name, sizeof name),
+                       info.reason, info.kind,
                        info.attempts, info.attempts == 1 ? "" : "s", info.time);
                 td_failed_info_release(&info);
             } else {
-                printf("failed   %s: %s\n", s->rel, why);
+                printf("failed   %s: %s\n", td_printable(s->rel, name, sizeof name), why);
             }
             break;
         }
@@ -301,12 +309,13 @@ static int cmd_status(int argc, char **argv)
             stale++;
             pending++;
             if (verbose)
-                printf("pending  %s (marker does not count: %s)\n", s->rel, why);
+                printf("pending  %s (marker does not count: %s)\n", td_printable(s->rel, name, sizeof name),
+                       why);
             break;
         default:
             pending++;
             if (verbose)
-                printf("pending  %s\n", s->rel);
+                printf("pending  %s\n", td_printable(s->rel, name, sizeof name));
         }
     }
     printf("%s: %zu scenes | task %s: done %zu | failed %zu | pending %zu", archive, list.count, task, done,

@@ -120,17 +120,6 @@ static const td_scene *scene_at(supervisor *sv, size_t qpos)
     return &sv->plan->scenes.items[sv->plan->queue[qpos]];
 }
 
-/* A display-safe copy of a name: control bytes become '?'. */
-static void display_name(const char *in, char *out, size_t len)
-{
-    size_t j = 0;
-    for (size_t i = 0; in[i] && j + 1 < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        out[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-    }
-    out[j] = '\0';
-}
-
 /* ---- the queue -------------------------------------------------------- */
 
 static void fifo_push(supervisor *sv, size_t qpos)
@@ -176,7 +165,7 @@ static void update_progress(supervisor *sv, int finished)
         snprintf(pw->device, sizeof pw->device, "%s", w->device ? w->device->pci : "cpu");
         pw->state = names[w->state];
         if (w->state == W_BUSY && w->scene >= 0) {
-            display_name(scene_at(sv, (size_t)w->scene)->rel, pw->scene, sizeof pw->scene);
+            td_printable(scene_at(sv, (size_t)w->scene)->rel, pw->scene, sizeof pw->scene);
             pw->scene_seconds = w->scene_seconds;
         }
     }
@@ -211,7 +200,7 @@ static void fail_scene(supervisor *sv, worker *w, size_t qpos, const char *kind,
             lines[n++] = w->ring[(w->ring_next - w->ring_count + i + RING_LINES) % RING_LINES];
     }
     char name[256];
-    display_name(s->rel, name, sizeof name);
+    td_printable(s->rel, name, sizeof name);
     td_error err = {0};
     if (td_marker_write_failed(s, sv->o->task, kind, reason, sv->attempts[qpos], lines, n, &err) != TD_OK)
         td_error_log("[failed] %s: cannot write .failed marker: %s", name, err.msg);
@@ -234,7 +223,7 @@ static void attempt_failed(supervisor *sv, worker *w, size_t qpos, const char *k
 {
     sv->attempts[qpos]++;
     char name[256];
-    display_name(scene_at(sv, qpos)->rel, name, sizeof name);
+    td_printable(scene_at(sv, qpos)->rel, name, sizeof name);
     if (permanent || sv->attempts[qpos] > sv->o->retries) {
         fail_scene(sv, w, qpos, kind, reason);
         return;
@@ -513,7 +502,7 @@ static void dispatch(supervisor *sv, worker *w)
     w->ring_count = w->ring_next = 0;
     sv->scene_state[qpos] = S_RUNNING;
     char name[256];
-    display_name(s->rel, name, sizeof name);
+    td_printable(s->rel, name, sizeof name);
     td_verbose("[dispatch] %s -> worker PID=%d", name, (int)w->pid);
     if (send_cmd(w, line.data, line.len) != 0) {
         /* It never got the scene, so the scene is not charged for its
@@ -844,7 +833,7 @@ static void refuse_scenes(supervisor *sv)
         const td_scene *s = &p->scenes.items[i];
         td_error err = {0};
         char name[256];
-        display_name(s->rel, name, sizeof name);
+        td_printable(s->rel, name, sizeof name);
         if (td_marker_write_failed(s, sv->o->task, "input", p->why[i], 0, NULL, 0, &err) != TD_OK)
             td_error_log("[failed] %s: cannot write .failed marker: %s", name, err.msg);
         td_error_log("[failed] %s: %s", name, p->why[i]);

@@ -124,7 +124,9 @@ static void run_scene(const td_worker_opts *o, const td_engine_ops *ops, td_engi
     enum td_marker_state state = TD_MARKER_NONE;
     if (!o->force && td_subtitles_check(&scene, formats, &state, NULL, 0, &err) == TD_OK &&
         state == TD_MARKER_DONE) {
-        td_info("[skip] Already processed: %s (task=%s)", scene.rel, o->task);
+        char name[512];
+        td_info("[skip] Already processed: %s (task=%s)", td_printable(scene.rel, name, sizeof name),
+                o->task);
         send_fmt("SKIP %ld", seq);
         td_scene_release(&scene);
         return;
@@ -138,7 +140,9 @@ static void run_scene(const td_worker_opts *o, const td_engine_ops *ops, td_engi
     int rc = td_subtitles_run(&scene, ops, eng, &sopts, on_progress, &prog, &res, &err);
     if (rc == TD_OK) {
         double wall = now_s() - t0;
-        td_info("[checkpoint] %s | %.1f s audio | %zu cues | %.1fx real time", scene.rel,
+        char name[512];
+        td_info("[checkpoint] %s | %.1f s audio | %zu cues | %.1fx real time",
+                td_printable(scene.rel, name, sizeof name),
                 res.audio_seconds, res.n_cues, wall > 0 ? res.audio_seconds / wall : 0.0);
         td_buf line;
         td_buf_init(&line, 0);

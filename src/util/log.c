@@ -78,3 +78,15 @@ void td_log_raw(int level, const char *line)
     if (g_hook)
         g_hook(g_hook_user, 0);
 }
+
+char *td_printable(const char *in, char *out, size_t len)
+{
+    size_t j = 0;
+    for (size_t i = 0; in[i] && j + 1 < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        out[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    if (len)
+        out[j] = '\0';
+    return out;
+}

@@ -38,6 +38,10 @@ void td_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* Print a line verbatim (already formatted, e.g. relayed from a worker). */
 void td_log_raw(int level, const char *line);
 
+/* A copy of a name fit for one log or status line: control bytes
+ * (a newline in a file name, say) become '?'. Returns out. */
+char *td_printable(const char *in, char *out, size_t len);
+
 #define td_error_log(...) td_log(TD_LOG_ERROR, __VA_ARGS__)
 #define td_warn(...) td_log(TD_LOG_WARN, __VA_ARGS__)
 #define td_info(...) td_log(TD_LOG_INFO, __VA_ARGS__)

@@ -49,6 +49,8 @@ for n in good "with space's \"quotes\"" "new
 line" "$(printf 'bad\377utf8')"; do
     assert_done "$a/$n.mp4"
 done
+# a newline in a name does not break a log line or a status line
+grep -q '\[checkpoint\] new?line.mp4 |' "$T/log" || fail "newline name not shown on one log line"
 expect() { # NAME REGEX: the failed marker and the log give the reason
     m=$(failed_marker "$a/$1.mp4")
     [ -f "$m" ] || fail "$1: no .failed marker"
