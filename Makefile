@@ -41,7 +41,7 @@ SANFLAGS :=
 OPT := -O2 -g
 endif
 
-PKGS := libavformat libavcodec libavutil libswresample pocketsphinx jansson
+PKGS := libavformat libavcodec libavutil libswresample pocketsphinx jansson openblas
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -61,12 +61,14 @@ LDFLAGS  += $(SANFLAGS)
 LDLIBS   += $(PKG_LIBS) -lz -lm -ldl -lpthread
 
 LIB_SRCS  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+TOOL_SRCS := $(sort $(wildcard tools/*.c))
+TOOL_BINS := $(TOOL_SRCS:tools/%.c=$(O)/tapedeck-%)
 LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 
-.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e
-all: $(O)/tapedeck $(UNIT_BINS)
+.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz
+all: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -82,6 +84,11 @@ $(O)/tapedeck: $(O)/src/main.o $(O)/libtapedeck.a
 	$(say) LINK $@
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# Stand-alone tools (tools/NAME.c -> tapedeck-NAME), e.g. tapedeck-mkmodel.
+$(O)/tapedeck-%: $(O)/tools/%.o $(O)/libtapedeck.a
+	$(say) LINK $@
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(O)/tests/%: $(O)/tests/unit/%.o $(O)/libtapedeck.a
 	@mkdir -p $(dir $@)
 	$(say) LINK $@
@@ -90,8 +97,9 @@ $(O)/tests/%: $(O)/tests/unit/%.o $(O)/libtapedeck.a
 setup:
 	./scripts/setup-debian.sh
 
-unit: $(O)/tapedeck $(UNIT_BINS)
-	TAPEDECK_BIN=$(abspath $(O)/tapedeck) ./tests/run-unit.sh $(UNIT_BINS)
+unit: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS)
+	TAPEDECK_BIN=$(abspath $(O)/tapedeck) TAPEDECK_MKMODEL=$(abspath $(O)/tapedeck-mkmodel) \
+	  ./tests/run-unit.sh $(UNIT_BINS)
 
 asan-unit:
 	$(MAKE) SANITIZE=1 unit
@@ -106,9 +114,23 @@ asan-e2e:
 	$(MAKE) SANITIZE=1 O=$(O)-asan $(O)-asan/tapedeck
 	TAPEDECK_BIN=$(abspath $(O)-asan/tapedeck) E2E_ONLY="$(ASAN_E2E)" ./tests/e2e/run-all.sh
 
+# libFuzzer over the model-file parser (clang): a short bounded run, on a
+# seed corpus of small generated models; FUZZ_TIME seconds (default 30).
+FUZZ_CC   ?= clang
+FUZZ_TIME ?= 30
+FUZZ_SRCS := tests/fuzz/fuzz_model.c src/whisper/model.c src/util/error.c
+fuzz: $(O)/tapedeck-mkmodel
+	@mkdir -p $(O)/fuzz
+	$(say) FUZZCC $(O)/fuzz/fuzz_model
+	$(Q)$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=all $(FUZZ_SRCS) -o $(O)/fuzz/fuzz_model -lm
+	MKMODEL=$(abspath $(O)/tapedeck-mkmodel) FUZZ_TIME=$(FUZZ_TIME) \
+	  ./tests/fuzz/run-fuzz.sh $(abspath $(O)/fuzz/fuzz_model) $(abspath $(O)/fuzz)
+
 check: setup
 	$(MAKE) all
 	$(MAKE) unit
+	$(MAKE) fuzz
 	$(MAKE) asan-unit
 	$(MAKE) e2e
 	$(MAKE) asan-e2e

@@ -12,6 +12,8 @@ libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us pocketsphinx-testdata
 espeak-ng
 libjansson-dev
 libcmocka-dev
+libopenblas-dev
+clang
 zlib1g-dev
 python3 procps util-linux
 "

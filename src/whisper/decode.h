@@ -1,0 +1,110 @@
+/*
+ * decode.h: openai-whisper's transcribe loop over a backend.
+ *
+ * Given the normalized log-mel of a stretch of audio (padded with 30 s of
+ * silence as openai-whisper pads it), this walks it window by window as
+ * whisper/transcribe.py does: SOT sequence and optional language
+ * detection, suppress-blank and the suppressed tokens, the timestamp
+ * rules, greedy / beam search (beam_size) at T = 0 and best-of sampling at
+ * T > 0, temperature fallback on compression ratio and average
+ * log-probability, the no-speech skip, conditioning on the previous text
+ * (last 223 tokens), and the seek advance. It yields segments with start
+ * and end times and word times (a segment's duration shared among its
+ * words by their length in characters).
+ *
+ * Home-video differences from openai-whisper, on by default: text decoded
+ * after a fallback is not used as the next window's prompt (so a
+ * hallucination does not feed the next window), and the prompt is reset
+ * after a window judged silent.
+ *
+ * Ownership: the caller owns the model, backend context and mel; segments
+ * are appended to the caller's td_transcript.
+ */
+#ifndef TD_WHISPER_DECODE_H
+#define TD_WHISPER_DECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "asr/transcript.h"
+#include "util/error.h"
+#include "whisper/backend.h"
+#include "whisper/model.h"
+
+#define TD_WDEC_MAX_TEMPS 8
+
+typedef struct td_wdecode_opts {
+    int language;                 /* language index (td_wlang_index), -1 = detect */
+    int translate;                /* task: translate to English */
+    int timestamps;               /* 1 (default): timestamp tokens, segments */
+    int beam_size;                /* at T = 0; 1 = greedy (default 5) */
+    int best_of;                  /* samples at T > 0 (default 5) */
+    float temperatures[TD_WDEC_MAX_TEMPS]; /* default 0, .2, .4, .6, .8, 1 */
+    int n_temperatures;
+    float compression_ratio_threshold; /* 2.4; <= 0 disables */
+    float logprob_threshold;      /* -1.0; NaN disables */
+    float no_speech_threshold;    /* 0.6; NaN disables */
+    int condition_on_previous;    /* 1 */
+    int condition_after_fallback; /* 0: home-video default (see above) */
+    float prompt_reset_on_temperature; /* 0.5 */
+    int max_tokens;               /* sampled tokens per window; 0 = n_text_ctx / 2 (224) */
+    uint64_t seed;                /* sampling at T > 0 */
+} td_wdecode_opts;
+
+void td_wdecode_opts_default(td_wdecode_opts *o);
+
+/* Result of one window's decode, exposed for tests. */
+typedef struct td_wwindow_result {
+    int32_t *tokens;              /* sampled tokens (no prompt), owned */
+    int n_tokens;
+    double avg_logprob;
+    double no_speech_prob;
+    double compression_ratio;
+    float temperature;
+} td_wwindow_result;
+
+/* Progress: seconds of mel consumed so far. Nonzero return stops the
+ * transcription (TD_EABORT). */
+typedef int (*td_wdecode_progress)(void *user, double seconds_done);
+
+typedef struct td_wdecoder td_wdecoder;
+
+/* opts is copied. The backend context must have been opened with
+ * max_seq >= max(beam_size, best_of). */
+int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend *b,
+                    const td_wdecode_opts *opts, td_wdecoder **out, td_error *err);
+void td_wdecoder_free(td_wdecoder *d);
+
+/* Detect the language of one 30-s window (mel [n_mels][3000]): runs the
+ * encoder and one decoder step on [sot]. Returns the language index, and
+ * its probability in *prob if prob is not NULL. English-only models give
+ * "en" at once. */
+int td_wdecoder_detect_language(td_wdecoder *d, const float *mel_window, float *prob,
+                                td_error *err);
+
+/* Decode one window (mel [n_mels][3000]) with the given prompt tokens
+ * (previous text, may be empty), at one temperature, without fallback. */
+int td_wdecoder_decode_window(td_wdecoder *d, const float *mel_window, const int32_t *prompt,
+                              int n_prompt, float temperature, td_wwindow_result *res,
+                              td_error *err);
+void td_wwindow_result_free(td_wwindow_result *res);
+
+/* The whole loop over mel ([n_mels][n_frames], normalized, with at least
+ * 3000 frames of padding after the content_frames of real audio).
+ * Segments are appended to out with times offset by time_offset seconds.
+ * The detected (or given) language index is stored in *language. */
+int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
+                           size_t content_frames, double time_offset, td_transcript *out,
+                           int *language, td_wdecode_progress progress, void *user,
+                           td_error *err);
+
+/* Tokens suppressed at every step (openai's "-1": non-speech symbols,
+ * plus the task and special tokens), computed from the vocabulary. Fills
+ * ids (sorted ascending), returns the count. The array holds at most
+ * n_vocab entries. */
+int td_wsuppress_tokens(const td_wmodel *m, int32_t *ids, int cap);
+
+/* len(text) / len(zlib(text)) as openai-whisper computes it. */
+double td_wcompression_ratio(const uint8_t *text, size_t len);
+
+#endif
