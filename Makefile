@@ -7,6 +7,8 @@
 #                   same unit tests under AddressSanitizer+UBSan, end-to-end
 #                   tests (crashes, bad inputs, recognition accuracy)
 #   make demo       setup, build, make a small demo archive, run the job on it
+#   make fuzz       a short libFuzzer run over the model-file parser (clang)
+#   make bench      Whisper CPU benchmarks (bench/RESULTS.md)
 #   make unit       unit tests only (no setup)
 #   make e2e        end-to-end tests only (no setup)
 #   make asan-e2e   the quicker end-to-end tests with the sanitizer build
@@ -63,12 +65,14 @@ LDLIBS   += $(PKG_LIBS) -lz -lm -ldl -lpthread
 LIB_SRCS  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
 TOOL_BINS := $(TOOL_SRCS:tools/%.c=$(O)/tapedeck-%)
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(O)/benchbin/%)
 LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 
-.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz
-all: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS)
+.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz bench
+all: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS) $(BENCH_BINS)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -86,6 +90,12 @@ $(O)/tapedeck: $(O)/src/main.o $(O)/libtapedeck.a
 
 # Stand-alone tools (tools/NAME.c -> tapedeck-NAME), e.g. tapedeck-mkmodel.
 $(O)/tapedeck-%: $(O)/tools/%.o $(O)/libtapedeck.a
+	$(say) LINK $@
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Benchmarks (bench/NAME.c -> $(O)/benchbin/NAME); run them with `make bench`.
+$(O)/benchbin/%: $(O)/bench/%.o $(O)/libtapedeck.a
+	@mkdir -p $(dir $@)
 	$(say) LINK $@
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -126,6 +136,11 @@ fuzz: $(O)/tapedeck-mkmodel
 	  -fno-sanitize-recover=all $(FUZZ_SRCS) -o $(O)/fuzz/fuzz_model -lm
 	MKMODEL=$(abspath $(O)/tapedeck-mkmodel) FUZZ_TIME=$(FUZZ_TIME) \
 	  ./tests/fuzz/run-fuzz.sh $(abspath $(O)/fuzz/fuzz_model) $(abspath $(O)/fuzz)
+
+# Whisper CPU speed (random-weight models of the standard sizes): prints
+# the rows bench/RESULTS.md records.
+bench: $(BENCH_BINS)
+	BENCH_BIN=$(abspath $(O)/benchbin/whisper-bench) ./bench/whisper-cpu.sh
 
 check: setup
 	$(MAKE) all

@@ -8,8 +8,9 @@
  * transcribes scene after scene with it. The subtitle task does not care
  * which engine it talks to.
  *
- * Engines: "sphinx" (PocketSphinx, Debian's en-us model; CPU, English).
- * The Whisper engine plugs in here later.
+ * Engines, in the order "auto" tries them: "whisper" (tapedeck's own
+ * Whisper implementation; needs a ggml model file installed) and "sphinx"
+ * (PocketSphinx, Debian's en-us model; CPU, English; always there).
  *
  * Ownership: open allocates the instance; close frees it. The transcript
  * passed to transcribe is initialised by the caller and filled by the
@@ -43,6 +44,9 @@ typedef struct td_engine_config {
     const char *model;     /* engine-specific model name or path, or NULL */
     const char *device;    /* "cpu" or a device id from the planner */
     int threads;           /* 0: engine's choice */
+    const char *models_dir; /* where to look for models first, or NULL */
+    int beam_size;         /* 0: engine's default; 1: greedy */
+    int translate;         /* translate into English (engines that can) */
 } td_engine_config;
 
 typedef struct td_engine td_engine; /* an open instance, engine-private */
@@ -83,6 +87,7 @@ const td_engine_ops *td_engine_find(const char *name);
 int td_engine_select(const char *name, const td_engine_config *cfg,
                      const td_engine_ops **out, td_error *err);
 
+extern const td_engine_ops td_engine_whisper; /* LEAD-TODO registered once its parts land */
 extern const td_engine_ops td_engine_sphinx;
 
 #endif

@@ -23,6 +23,7 @@ int td_parse_long(const char *s, long lo, long hi, long *out)
 enum {
     OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE,
     OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
+    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_TRANSLATE,
 };
 
 int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
@@ -39,6 +40,9 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         {"language", required_argument, 0, OPT_LANGUAGE},
         {"formats", required_argument, 0, OPT_FORMATS},
         {"threads", required_argument, 0, OPT_THREADS},
+        {"models-dir", required_argument, 0, OPT_MODELS_DIR},
+        {"beam-size", required_argument, 0, OPT_BEAM_SIZE},
+        {"translate", no_argument, 0, OPT_TRANSLATE},
         {"retries", required_argument, 0, OPT_RETRIES},
         {"stall-timeout", required_argument, 0, OPT_STALL},
         {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
@@ -79,6 +83,13 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
                 return td_error_set(err, TD_EINVAL, "--threads needs a number from 0 to 1024, not '%s'", optarg);
             o->threads = (int)v;
             break;
+        case OPT_MODELS_DIR: o->models_dir = optarg; break;
+        case OPT_BEAM_SIZE:
+            if (td_parse_long(optarg, 1, 16, &v))
+                return td_error_set(err, TD_EINVAL, "--beam-size needs a number from 1 to 16, not '%s'", optarg);
+            o->beam_size = (int)v;
+            break;
+        case OPT_TRANSLATE: o->translate = 1; break;
         case OPT_RETRIES:
             if (td_parse_long(optarg, 0, 100, &v))
                 return td_error_set(err, TD_EINVAL, "--retries needs a number from 0 to 100, not '%s'", optarg);

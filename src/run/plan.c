@@ -8,6 +8,7 @@
 
 #include "archive/marker.h"
 #include "asr/engine.h"
+#include "whisper/models.h"
 #include "out/formats.h"
 #include "task/subtitles.h"
 
@@ -23,6 +24,13 @@ void td_run_opts_default(td_run_opts *o)
     o->stall_timeout = 300.0;
     o->verbosity = 2;
 }
+
+/* Whisper on CPUs: a few workers with several threads each rather than
+ * one single-threaded worker per core, so that a model is loaded a few
+ * times, not once per core (a medium model is 1.5 GB), and a scene is
+ * done in minutes rather than hours. The matrix products scale well to 8
+ * threads; beyond that a second worker is the better use of cores. */
+#define WHISPER_THREADS_PER_WORKER 8
 
 static int choose_devices(const td_run_opts *o, td_plan *p, td_error *err)
 {
@@ -62,22 +70,32 @@ static int choose_devices(const td_run_opts *o, td_plan *p, td_error *err)
     }
     if (n_chosen > 0) {
         /* One worker per GPU: a card shared by two workers was the seed
-         * pipeline's failure. */
+         * pipeline's failure. Host threads are shared among them. */
         for (size_t i = 0; i < n_chosen; i++)
             p->workers[p->n_workers++] = (td_plan_worker){.slot = (int)i, .device = chosen[i]};
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        p->threads = cores > (long)n_chosen ? (int)(cores / (long)n_chosen) : 1;
         snprintf(p->device_note, sizeof p->device_note, "%zu GPU worker(s), one per card", n_chosen);
         return TD_OK;
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1)
         ncpu = 1;
-    long n = o->workers > 0 ? o->workers : ncpu;
+    int whisper = strcmp(p->engine, "whisper") == 0;
+    long per = ncpu < WHISPER_THREADS_PER_WORKER ? ncpu : WHISPER_THREADS_PER_WORKER;
+    long n = o->workers > 0 ? o->workers : whisper ? ncpu / per : ncpu;
     if (n > TD_MAX_DEVICES)
         n = TD_MAX_DEVICES;
     for (long i = 0; i < n; i++)
         p->workers[p->n_workers++] = (td_plan_worker){.slot = (int)i, .device = NULL};
-    snprintf(p->device_note, sizeof p->device_note, "%ld CPU worker(s)%s", n,
-             o->workers > 0 ? "" : " (one per core)");
+    if (whisper) {
+        p->threads = (int)(ncpu / n > 0 ? ncpu / n : 1);
+        snprintf(p->device_note, sizeof p->device_note, "%ld CPU worker(s) x %d threads", n,
+                 o->threads > 0 ? o->threads : p->threads);
+    } else {
+        snprintf(p->device_note, sizeof p->device_note, "%ld CPU worker(s)%s", n,
+                 o->workers > 0 ? "" : " (one per core)");
+    }
     return TD_OK;
 }
 
@@ -98,17 +116,35 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
         return rc;
 
     td_engine_config cfg = {.language = o->language, .model = o->model, .device = "cpu",
-                            .threads = o->threads};
+                            .threads = o->threads, .models_dir = o->models_dir,
+                            .beam_size = o->beam_size, .translate = o->translate};
     const td_engine_ops *ops = NULL;
     rc = td_engine_select(o->engine, &cfg, &ops, err);
     if (rc)
         return rc;
     p->engine = ops->name;
-    if (strcmp(o->engine, "auto") == 0)
-        snprintf(p->engine_note, sizeof p->engine_note,
-                 "%s (auto: the first built-in engine that can run here)", ops->name);
-    else
-        snprintf(p->engine_note, sizeof p->engine_note, "%s (asked for)", ops->name);
+    char model[64] = "";
+    if (strcmp(ops->name, "whisper") == 0) {
+        /* Say which model: the worker resolves the same name the same way. */
+        td_wmodels_path sp;
+        char path[PATH_MAX], name[NAME_MAX + 1];
+        td_error merr = {0};
+        td_wmodels_search_path(o->models_dir, &sp);
+        if (td_wmodels_resolve(&sp, o->model, o->language, path, sizeof path, &merr) == TD_OK) {
+            td_wmodels_name_of(path, name, sizeof name);
+            snprintf(model, sizeof model, ", model %s", name);
+        }
+    }
+    if (strcmp(o->engine, "auto") == 0 && strcmp(ops->name, "whisper") == 0) {
+        snprintf(p->engine_note, sizeof p->engine_note, "whisper%s (auto: a Whisper model is installed)",
+                 model);
+    } else if (strcmp(o->engine, "auto") == 0) {
+        td_error why = {0};
+        /* LEAD-TODO: td_engine_whisper.probe(&cfg, &why); */
+        snprintf(p->engine_note, sizeof p->engine_note, "%s (auto: whisper cannot run: %s)",
+                 ops->name, why.msg);
+    } else
+        snprintf(p->engine_note, sizeof p->engine_note, "%s%s (asked for)", ops->name, model);
 
     rc = choose_devices(o, p, err);
     if (rc)

@@ -34,6 +34,9 @@ typedef struct td_run_opts {
     const char *language;
     const char *formats;       /* "srt,vtt,json" */
     int threads;
+    const char *models_dir;    /* --models-dir, or NULL */
+    int beam_size;             /* 0: engine default */
+    int translate;
     double stall_timeout;      /* seconds without a heartbeat before a kill */
     int progress;              /* draw the terminal progress display */
     const char *self_exe;      /* path of the tapedeck binary, for exec */
@@ -82,6 +85,7 @@ typedef struct td_plan {
     const char *engine;        /* chosen engine name */
     char engine_note[256];     /* why it was chosen */
     char device_note[256];
+    int threads;               /* per worker when --threads is not given; 0 = engine's choice */
 } td_plan;
 
 /* Scan, check markers, choose engine and workers. Writes nothing. */

@@ -314,7 +314,7 @@ fail:
 #define MAX_ARGS 40
 
 static void worker_argv(const supervisor *sv, const worker *w, const char **argv, char *slot,
-                        char *level, char *threads)
+                        char *level, char *threads, char *beam)
 {
     const td_run_opts *o = sv->o;
     size_t n = 0;
@@ -342,11 +342,22 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
         argv[n++] = "--language";
         argv[n++] = o->language;
     }
-    if (o->threads > 0) {
-        snprintf(threads, 16, "%d", o->threads);
+    if (o->threads > 0 || sv->plan->threads > 0) {
+        snprintf(threads, 16, "%d", o->threads > 0 ? o->threads : sv->plan->threads);
         argv[n++] = "--threads";
         argv[n++] = threads;
     }
+    if (o->models_dir) {
+        argv[n++] = "--models-dir";
+        argv[n++] = o->models_dir;
+    }
+    if (o->beam_size > 0) {
+        snprintf(beam, 16, "%d", o->beam_size);
+        argv[n++] = "--beam-size";
+        argv[n++] = beam;
+    }
+    if (o->translate)
+        argv[n++] = "--translate";
     if (o->force)
         argv[n++] = "--force";
     if (w->device) {
@@ -374,8 +385,8 @@ static int start_worker(supervisor *sv, worker *w)
         return -1;
     }
     const char *argv[MAX_ARGS];
-    char slot[16], level[16], threads[16];
-    worker_argv(sv, w, argv, slot, level, threads);
+    char slot[16], level[16], threads[16], beam[16];
+    worker_argv(sv, w, argv, slot, level, threads, beam);
     if (pipe2(cmd, O_CLOEXEC) != 0 || pipe2(ctl, O_CLOEXEC) != 0 || pipe2(logp, O_CLOEXEC) != 0) {
         td_error_log("[worker-start] pipe: %s", strerror(errno));
         goto fail;

@@ -221,7 +221,8 @@ int td_worker_main(const td_worker_opts *o)
         return fatal("%s", err.msg);
 
     td_engine_config cfg = {.language = o->language, .model = o->model, .device = device,
-                            .threads = o->threads};
+                            .threads = o->threads, .models_dir = o->models_dir,
+                            .beam_size = o->beam_size, .translate = o->translate};
     const td_engine_ops *ops = NULL;
     if (td_engine_select(o->engine, &cfg, &ops, &err) != TD_OK)
         return fatal("%s", err.msg);

@@ -30,6 +30,9 @@ typedef struct td_worker_opts {
     int index;                /* worker slot, for log prefixes */
     int force;                /* redo scenes even with a valid .done */
     int threads;
+    const char *models_dir;   /* may be NULL */
+    int beam_size;            /* 0: engine default */
+    int translate;
 } td_worker_opts;
 
 /* Runs until QUIT; returns the process exit code. */
