@@ -69,6 +69,7 @@ void td_wmodels_search_path(const char *models_dir, td_wmodels_path *p)
             if (*s == ':')
                 s++;
         }
+        return; /* the variable replaces the default folders */
     }
     const char *xdg = getenv("XDG_DATA_HOME");
     const char *home = getenv("HOME");

@@ -4,7 +4,9 @@
  * Models are whisper.cpp's files, named ggml-NAME.bin (ggml-base.en.bin,
  * ggml-large-v3.bin, ...). They are looked for in, in order:
  *   1. the folder given with --models-dir;
- *   2. each folder of $TAPEDECK_MODELS_DIR (colon-separated);
+ *   2. each folder of $TAPEDECK_MODELS_DIR (colon-separated), when it is
+ *      set, and then nothing else (so a setup can be made hermetic);
+ *      otherwise:
  *   3. $XDG_DATA_HOME/tapedeck/models (default ~/.local/share/tapedeck/models);
  *   4. /usr/local/share/tapedeck/models;
  *   5. /usr/share/tapedeck/models.

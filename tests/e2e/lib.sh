@@ -13,6 +13,10 @@ mkdir -p "$T/.sanitizer"
 chmod 1777 "$T/.sanitizer"
 export ASAN_OPTIONS="log_path=$T/.sanitizer/asan:detect_leaks=1"
 export UBSAN_OPTIONS="log_path=$T/.sanitizer/ubsan:print_stacktrace=1"
+# Hermetic engine choice: Whisper models installed on this machine are not
+# seen (tests that want Whisper make their own model and point here).
+mkdir -p "$T/.models"
+export TAPEDECK_MODELS_DIR="$T/.models"
 cleanup() {
     rc=$?
     # kill anything this test left running, then remove its files
