@@ -26,6 +26,10 @@ typedef struct td_wmk_spec {
     enum td_wtype wtype;       /* type of the 2-D weights: F16 (as released) or F32 */
     uint64_t seed;
     const char *header_path;   /* NULL: synthetic vocabulary and computed filterbank */
+    int32_t vocab_count;       /* synthetic vocabulary only: tokens spelled out in the
+                                * file, 1 .. the real count; 0 = the real count
+                                * (50256 English-only, 50257 otherwise). Smaller
+                                * counts make small files for fuzz seeds. */
 } td_wmk_spec;
 
 /* Standard dimensions by name: tiny, base, small, medium, large-v2,

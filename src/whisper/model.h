@@ -66,7 +66,8 @@ typedef struct td_wtensor {
     enum td_wtype type;
     int n_dims;
     int64_t ne[4];
-    const void *data;      /* into the mapping; F16 data is IEEE half */
+    const void *data;      /* into the mapping; F16 data is IEEE half. Not aligned in
+                            * general (the format has no padding): use memcpy */
     size_t nbytes;
 } td_wtensor;
 
