@@ -6,11 +6,12 @@
  * but always installable, so a fresh machine still subtitles its archive.
  *
  * Streaming and timing. Samples are pulled from the source half a second
- * at a time and cut into utterances by an energy voice-activity detector of
- * our own (10 ms frames against an adaptive noise floor, with an onset run,
- * a pre-roll and a hangover). Each utterance is collected in a buffer of at
- * most UTT_MAX_SAMPLES and decoded in one piece, so memory stays bounded on
- * a 3-hour file and the decoder sees utterance-sized inputs, which it was
+ * at a time and cut into utterances by tapedeck's energy voice-activity
+ * detector (asr/vad.h: 10 ms frames against an adaptive noise floor, with
+ * an onset run, a pre-roll and a hangover), with its sphinx caps of 20 s
+ * (soft) and 30 s. Each utterance is converted into a buffer of at most
+ * UTT_MAX_SAMPLES and decoded in one piece, so memory stays bounded on a
+ * 3-hour file and the decoder sees utterance-sized inputs, which it was
  * trained on. We decode with "-remove_silence no": the decoder's own VAD
  * would drop frames and ps_seg_frames would then no longer count from the
  * utterance's first sample (measured: with it on, every word of a LibriVox
@@ -55,6 +56,7 @@
 #include <pocketsphinx.h>
 #include <sphinxbase/err.h>
 
+#include "asr/vad.h"
 #include "util/buf.h"
 
 #define DEFAULT_MODEL_DIR "/usr/share/pocketsphinx/model/en-us"
@@ -62,40 +64,18 @@
 
 #define RATE 16000                    /* the model's sample rate, and ours */
 #define CHUNK_SAMPLES (RATE / 2)      /* pulled from the source per read */
-#define FRAME 160                     /* VAD frame: 10 ms */
-
-/* Voice activity. A frame is speech when its energy is REL_DB above the
- * noise floor and above ABS_DB (so that near-digital silence, where the
- * floor sinks to -100 dB, does not turn dither into speech). The floor
- * follows quieter frames fast and louder ones slowly: pauses between words
- * pull it down within a few frames, while a noise that starts and stays
- * (a fan, wind) is absorbed after a few seconds. It starts low (a quiet
- * room), because scenes are often cut in the middle of a sentence and a
- * high start would lose the first words. LibriVox recordings have their
- * floor at -48..-55 dBFS and speech at -30..-15 dBFS. */
-#define REL_DB 12.0
-#define ABS_DB (-60.0)
-#define FLOOR_INIT_DB (-70.0)
-#define FLOOR_MIN_DB (-100.0)
-#define FLOOR_DOWN 0.2                /* per frame, towards a quieter frame */
-#define FLOOR_UP (1.0 / 400)          /* per frame: a 4 s time constant */
-#define ONSET_FRAMES 5                /* speech frames in a row start an utterance */
-#define PREROLL_FRAMES 30             /* and 0.3 s before them is kept */
-#define HANGOVER_FRAMES 50            /* 0.5 s without speech ends it */
-#define RING_FRAMES (ONSET_FRAMES + PREROLL_FRAMES)
-/* Utterances are kept short enough for the decoder's per-utterance tables:
- * past UTT_SOFT_SAMPLES the first non-speech frame ends one; at
- * UTT_MAX_SAMPLES it ends whatever is going on. */
-#define UTT_SOFT_SAMPLES ((size_t)20 * RATE)
-#define UTT_MAX_SAMPLES ((size_t)30 * RATE)
+/* The longest utterance the detector hands over: short enough for the
+ * decoder's per-utterance tables. */
+#define UTT_MAX_SAMPLES (td_vad_sphinx_defaults.max_samples)
 
 /* Resident memory one instance needs. Measured on Debian 12 (x86-64) with
  * the en-us model: RSS grew by 93.8 MB across cmd_ln_init + ps_init (2.9 MB
  * before, 96.7 MB after). Decoding then raises it: 10 minutes of dense
  * speech (three LibriVox voices mixed, 143 utterances up to 12 s) levelled
  * off at 125 MB after 3 minutes and stayed there; a 60 s file of separate
- * sentences peaked at 106 MB. Our own buffers are 1 MB. 160 MiB leaves room
- * for a 30 s utterance and the transcript of a long scene. */
+ * sentences peaked at 106 MB. Our own buffers are 1 MB, and the
+ * voice-activity detector's up to 4 MB. 160 MiB leaves room for a 30 s
+ * utterance and the transcript of a long scene. */
 #define MEMORY_NEED ((int64_t)160 << 20)
 
 struct td_engine {
@@ -104,27 +84,13 @@ struct td_engine {
     double frate;                       /* decoder frames per second */
     char model_name[NAME_MAX + 1];
     float *chunk;                       /* CHUNK_SAMPLES from the source */
-    int16_t *utt;                       /* the utterance being collected */
+    td_vad *vad;                        /* cuts the source into utterances */
+    int16_t *utt;                       /* the utterance being decoded */
     size_t utt_len;
     td_word *words;                     /* one utterance's words, reused */
     size_t words_cap;
     td_buf text;                        /* one utterance's text, reused */
 };
-
-/* The voice-activity detector's state across one transcribe call. */
-typedef struct vad_state {
-    double floor_db;
-    int in_utt;
-    int speech_run;                     /* speech frames in a row, idle */
-    int quiet_run;                      /* non-speech frames in a row, in an utterance */
-    uint64_t frame_no;                  /* frames seen so far */
-    uint64_t utt_start;                 /* sample index of utt[0] */
-    int16_t ring[RING_FRAMES][FRAME];   /* the latest frames while idle */
-    size_t ring_head;                   /* slot of the oldest frame */
-    size_t ring_count;
-    int16_t frame[FRAME];               /* the frame being filled */
-    size_t frame_fill;
-} vad_state;
 
 /* ---- model location ---------------------------------------------------- */
 
@@ -266,6 +232,7 @@ static void sphinx_close(td_engine *e)
         cmd_ln_free_r(e->config);
     td_buf_release(&e->text);
     free(e->words);
+    td_vad_free(e->vad);
     free(e->utt);
     free(e->chunk);
     free(e);
@@ -284,11 +251,14 @@ static int sphinx_open(const td_engine_config *cfg, td_engine **out, td_error *e
         return td_error_set(err, TD_ENOMEM, "sphinx: out of memory");
     td_buf_init(&e->text, (size_t)1 << 20);
     e->chunk = malloc(CHUNK_SAMPLES * sizeof *e->chunk);
-    /* + FRAME: whole frames are appended before the length is checked,
-     * and a partial last frame may follow at the end of the source. */
-    e->utt = malloc((UTT_MAX_SAMPLES + FRAME) * sizeof *e->utt);
+    e->utt = malloc(UTT_MAX_SAMPLES * sizeof *e->utt);
     if (!e->chunk || !e->utt) {
         rc = td_error_set(err, TD_ENOMEM, "sphinx: out of memory");
+        goto out_close;
+    }
+    rc = td_vad_new(&td_vad_sphinx_defaults, &e->vad, err);
+    if (rc) {
+        td_error_prefix(err, "sphinx");
         goto out_close;
     }
     snprintf(e->model_name, sizeof e->model_name, "%s", mp.name);
@@ -456,73 +426,21 @@ static int16_t to_s16(float x)
     return (int16_t)lrintf(v);
 }
 
-static double frame_db(const int16_t *s)
+/* Decode every utterance the detector has completed. */
+static int decode_ready(td_engine *e, td_transcript *out, td_error *err)
 {
-    double sum = 0;
-    for (int i = 0; i < FRAME; i++) {
-        double x = s[i] / 32768.0;
-        sum += x * x;
-    }
-    double db = 10.0 * log10(sum / FRAME + 1e-12);
-    return db < FLOOR_MIN_DB ? FLOOR_MIN_DB : db;
-}
-
-static void utt_append(td_engine *e, const int16_t *s, size_t n)
-{
-    memcpy(e->utt + e->utt_len, s, n * sizeof *s);
-    e->utt_len += n;
-}
-
-/* Classify one complete frame (v->frame) and move it into the utterance
- * or the pre-roll ring; decode an utterance when it ends. */
-static int vad_frame(td_engine *e, vad_state *v, td_transcript *out, td_error *err)
-{
-    double db = frame_db(v->frame);
-    double thresh = v->floor_db + REL_DB;
-    int speech = db > (thresh > ABS_DB ? thresh : ABS_DB);
-    v->floor_db += (db - v->floor_db) * (db < v->floor_db ? FLOOR_DOWN : FLOOR_UP);
-    uint64_t frame_no = v->frame_no++;
-
-    if (!v->in_utt) {
-        size_t slot;
-        if (v->ring_count < RING_FRAMES) {
-            slot = (v->ring_head + v->ring_count) % RING_FRAMES;
-            v->ring_count++;
-        } else {
-            slot = v->ring_head;
-            v->ring_head = (v->ring_head + 1) % RING_FRAMES;
-        }
-        memcpy(v->ring[slot], v->frame, sizeof v->ring[slot]);
-        v->speech_run = speech ? v->speech_run + 1 : 0;
-        if (v->speech_run < ONSET_FRAMES)
-            return TD_OK;
-        /* Onset: the utterance starts PREROLL_FRAMES before the run, or at
-         * the oldest frame kept (never before the previous utterance's
-         * end, since the ring is emptied then). */
-        size_t keep = ONSET_FRAMES + PREROLL_FRAMES;
-        if (keep > v->ring_count)
-            keep = v->ring_count;
-        size_t skip = v->ring_count - keep;
+    td_vad_utterance u;
+    while (td_vad_next(e->vad, &u)) {
+        if (u.n_samples > UTT_MAX_SAMPLES)
+            return td_error_set(err, TD_EENGINE, "sphinx: the detector handed over %zu samples, "
+                                "more than its cap", u.n_samples);
+        for (size_t i = 0; i < u.n_samples; i++)
+            e->utt[i] = to_s16(u.samples[i]);
+        e->utt_len = u.n_samples;
+        int rc = decode_utterance(e, u.start, out, err);
         e->utt_len = 0;
-        for (size_t i = skip; i < v->ring_count; i++)
-            utt_append(e, v->ring[(v->ring_head + i) % RING_FRAMES], FRAME);
-        v->utt_start = (frame_no + 1 - keep) * FRAME;
-        v->in_utt = 1;
-        v->quiet_run = 0;
-        v->ring_count = 0;
-        v->ring_head = 0;
-        v->speech_run = 0;
-        return TD_OK;
-    }
-
-    utt_append(e, v->frame, FRAME);
-    v->quiet_run = speech ? 0 : v->quiet_run + 1;
-    if (v->quiet_run >= HANGOVER_FRAMES || e->utt_len >= UTT_MAX_SAMPLES ||
-        (e->utt_len >= UTT_SOFT_SAMPLES && !speech)) {
-        v->in_utt = 0;
-        int rc = decode_utterance(e, v->utt_start, out, err);
-        e->utt_len = 0;
-        return rc;
+        if (rc)
+            return rc;
     }
     return TD_OK;
 }
@@ -530,10 +448,7 @@ static int vad_frame(td_engine *e, vad_state *v, td_transcript *out, td_error *e
 static int sphinx_transcribe(td_engine *e, const td_pcm_source *src, td_transcript *out,
                              td_progress_fn progress, void *user, td_error *err)
 {
-    vad_state *v = calloc(1, sizeof *v);
-    if (!v)
-        return td_error_set(err, TD_ENOMEM, "sphinx: out of memory");
-    v->floor_db = FLOOR_INIT_DB;
+    td_vad_reset(e->vad);
     e->utt_len = 0;
     snprintf(out->language, sizeof out->language, "en");
 
@@ -543,41 +458,33 @@ static int sphinx_transcribe(td_engine *e, const td_pcm_source *src, td_transcri
         long got = src->read(src->ctx, e->chunk, CHUNK_SAMPLES, err);
         if (got < 0) {
             rc = (int)got;
-            goto out_free_vad;
+            goto out_reset_vad;
         }
-        if (got == 0)
-            break;
         if ((size_t)got > CHUNK_SAMPLES) {
             rc = td_error_set(err, TD_EINVAL, "sphinx: the source returned %ld samples, "
                               "more than the %d asked for", got, CHUNK_SAMPLES);
-            goto out_free_vad;
+            goto out_reset_vad;
         }
-        for (long i = 0; i < got; i++) {
-            v->frame[v->frame_fill++] = to_s16(e->chunk[i]);
-            if (v->frame_fill == FRAME) {
-                v->frame_fill = 0;
-                rc = vad_frame(e, v, out, err);
-                if (rc)
-                    goto out_free_vad;
-            }
+        /* got == 0 ends the stream: an utterance still open is decoded
+         * with the last partial frame. */
+        if (td_vad_feed(e->vad, e->chunk, (size_t)got, got == 0)) {
+            rc = td_error_set(err, TD_ENOMEM, "sphinx: out of memory");
+            goto out_reset_vad;
         }
+        rc = decode_ready(e, out, err);
+        if (rc || got == 0)
+            goto out_reset_vad;
         done += (uint64_t)got;
         if (progress && progress(user, (double)done / RATE)) {
             rc = td_error_set(err, TD_EABORT, "sphinx: stopped on request at %.1f s",
                               (double)done / RATE);
-            goto out_free_vad;
+            goto out_reset_vad;
         }
     }
-    if (v->in_utt) {
-        /* The source ended inside an utterance: decode it with the last
-         * partial frame. */
-        utt_append(e, v->frame, v->frame_fill);
-        rc = decode_utterance(e, v->utt_start, out, err);
-    }
 
-out_free_vad:
-    e->utt_len = 0;
-    free(v);
+out_reset_vad:
+    /* Leave no utterance behind for the next scene. */
+    td_vad_reset(e->vad);
     return rc;
 }
 
