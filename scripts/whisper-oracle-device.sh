@@ -1,0 +1,74 @@
+#!/bin/bash
+# whisper-oracle-device.sh: regenerate the Whisper golden fixtures
+# (tests/fixtures/whisper/) on a machine that has python3 with torch and
+# transformers (the device machine; never CI). From the repo root:
+#
+#   OUT=/some/dir scripts/whisper-oracle-device.sh
+#
+# It builds tapedeck-mkmodel alone with cc (no media libraries there),
+# writes the deterministic test audio, generates each model with seeded
+# random weights, runs scripts/whisper-oracle.py on it, and leaves
+# $OUT/fixtures.tar (whisper/...: copy its files into tests/fixtures/whisper/)
+# and $OUT/oracle.log. One model failing does not stop the others.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+work=$(mktemp -d)
+fix=$work/whisper
+mkdir -p "$fix"
+exec > >(tee "$OUT/oracle.log") 2>&1
+export PYTHONUNBUFFERED=1
+
+echo "== versions"
+uname -m; cc --version | head -1
+python3 -c 'import sys, numpy, torch, transformers; print(sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "transformers", transformers.__version__)' || exit 1
+
+echo "== build tapedeck-mkmodel"
+cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" "$root/tools/mkmodel.c" "$root/src/whisper/mkmodel.c" \
+    "$root/src/util/error.c" -lm -o "$work/tapedeck-mkmodel" || exit 1
+
+echo "== audio"
+python3 "$root/scripts/whisper-oracle.py" audio "$fix/audio.s16" || exit 1
+sha256sum "$fix/audio.s16"
+
+failed=0
+# one NAME SEED ENC_ROW_STEP MKMODEL_ARGS...
+one() {
+    local name=$1 seed=$2 step=$3
+    shift 3
+    local args="$* --seed $seed"
+    echo "== $name: tapedeck-mkmodel $args"
+    local t0=$SECONDS
+    # shellcheck disable=SC2086  # args is a flat option list
+    if ! "$work/tapedeck-mkmodel" $args --out "$work/$name.bin"; then
+        echo "FAILED: $name: mkmodel"
+        failed=$((failed + 1))
+        return
+    fi
+    sha256sum "$work/$name.bin"
+    if ! timeout 240 python3 "$root/scripts/whisper-oracle.py" oracle --model "$work/$name.bin" \
+        --audio "$fix/audio.s16" --out "$fix" --name "$name" --seed "$seed" \
+        --mkmodel-argv "$args" --enc-row-step "$step" --max-new 48; then
+        echo "FAILED: $name: oracle"
+        failed=$((failed + 1))
+    fi
+    rm -f "$work/$name.bin"
+    echo "== $name took $((SECONDS - t0)) s"
+}
+
+# (A) small custom shape, English-only, F32.
+one en-d64-f32 1 1 --dims tiny.en --n-audio-state 64 --n-text-state 64 --n-audio-head 4 \
+    --n-text-head 4 --n-audio-layer 2 --n-text-layer 2 --ftype f32
+# (B) the real tiny shape, multilingual, F16 weights (as released).
+one tiny-f16 2 5 --dims tiny --ftype f16
+# (C) the real tiny shape, multilingual, F32.
+one tiny-f32 3 5 --dims tiny --ftype f32
+
+echo "== fixtures"
+ls -l "$fix"
+du -sh "$fix"
+tar -C "$work" -cf "$OUT/fixtures.tar" whisper
+echo "failed: $failed"
+rm -rf "$work"
+exit $((failed > 0))

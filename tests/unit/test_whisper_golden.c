@@ -1,0 +1,733 @@
+/*
+ * test_whisper_golden.c: tapedeck's own C Whisper (mel, CPU backend,
+ * decoding rules) against an independent reference, HF transformers'
+ * WhisperForConditionalGeneration run in float64, whose outputs are
+ * committed in tests/fixtures/whisper/ (made by scripts/whisper-oracle.py
+ * through scripts/whisper-oracle-device.sh; the fixtures' README says how).
+ *
+ * For each fixture set (a model shape, weight type and seed): the model is
+ * regenerated with td_wmk_write from the recorded spec and must hash to the
+ * recorded SHA-256 (so the weights are those the reference saw); then the
+ * encoder output, the decoder logits under teacher forcing, the greedy
+ * token sequence with timestamps and the suppressed-token list are compared.
+ * The log-mel of the committed audio is compared once. Every test feeds the
+ * fixture mel to the network, so each comparison measures one stage only.
+ * With ../shared/whisper present (skipped otherwise), td_wsuppress_tokens
+ * on the real tiny and tiny.en vocabularies must give HF's
+ * NON_SPEECH_TOKENS lists plus translate and transcribe.
+ *
+ * The bounds are 15 to 20 times what float32 arithmetic in HF itself gives
+ * against the float64 reference (recorded in each meta JSON as
+ * hf_f32_vs_f64 and printed beside our numbers): rel L2 3.5e-7 .. 6.2e-7,
+ * max abs 1.9e-6 .. 3.2e-6 for the encoder; rel L2 3.5e-7 .. 5.8e-7, max
+ * abs 6.4e-6 .. 1.4e-5 for the logits; 1.3e-7 / 7e-6 for HF's float32
+ * feature extractor. F16 models get the same bounds: both sides compute
+ * in float32 or better from the same F16-rounded weights. Measured when
+ * written (cpu.c, 2 threads): log-mel 8.7e-8 / 1.2e-7; encoder rel L2
+ * 7.4e-7 .. 1.1e-6, max abs 4.3e-6 .. 5.3e-6; logits rel L2 6.2e-7 ..
+ * 9.6e-7, max abs 8.8e-6 .. 1.4e-5; all greedy sequences identical.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/error.h"
+#include "util/hash.h"
+#include "whisper/backend.h"
+#include "whisper/decode.h"
+#include "whisper/mel.h"
+#include "whisper/mkmodel.h"
+#include "whisper/model.h"
+
+/* Bounds: relative L2 (||ours - ref|| / ||ref||) and max abs difference. */
+#define MEL_REL_L2 1e-6      /* HF's float32 feature extractor: 1.3e-7 */
+#define MEL_MAX_ABS 2e-5     /* 7e-6 there (ours: 1.2e-7) */
+#define ENC_REL_L2 1e-5      /* HF float32: <= 6.2e-7 */
+#define ENC_MAX_ABS 5e-5     /* HF float32: <= 3.2e-6 (values up to ~4.4) */
+#define LOGIT_REL_L2 1e-5    /* HF float32: <= 5.8e-7 */
+#define LOGIT_MAX_ABS 2e-4   /* HF float32: <= 1.4e-5 (logits up to ~14) */
+
+#define N_THREADS 2
+
+/* The fixture sets (tests/fixtures/whisper/NAME.json): a small English-only
+ * F32 shape, and the real tiny shape (multilingual) with F16 and F32. */
+#define SET_NAME_0 "en-d64-f32"
+#define SET_NAME_1 "tiny-f16"
+#define SET_NAME_2 "tiny-f32"
+static const char *const SETS[] = {SET_NAME_0, SET_NAME_1, SET_NAME_2};
+#define N_SETS (sizeof SETS / sizeof SETS[0])
+
+/* One fixture set, prepared on first use and kept for the others. */
+typedef struct golden {
+    const char *name;
+    int ready;             /* 1 prepared, -1 preparation failed */
+    json_t *meta;
+    char *model_path;
+    td_wmodel *m;
+    td_wbackend *b;
+    int encoded;
+} golden;
+
+static golden sets[N_SETS];
+static char *fix_dir;      /* tests/fixtures/whisper */
+static char *tmp_dir;      /* regenerated models */
+static float *fix_mel;     /* [80][3000] */
+
+/* ------------------------------------------------------------ helpers */
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The fixture folder: $TAPEDECK_FIXTURES, ./tests/fixtures/whisper (make
+ * runs tests from the repo root), or beside the binary (O/tests/..). */
+static char *find_fixtures(void)
+{
+    const char *env = getenv("TAPEDECK_FIXTURES");
+    if (env && *env)
+        return pathf("%s/whisper", env);
+    if (is_dir("tests/fixtures/whisper"))
+        return realpath("tests/fixtures/whisper", NULL);
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = 0;
+        char *p = pathf("%s/../../tests/fixtures/whisper", exe);
+        char *r = realpath(p, NULL);
+        free(p);
+        if (r && is_dir(r))
+            return r;
+        free(r);
+    }
+    return NULL;
+}
+
+static void *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    void *buf = NULL;
+    long sz;
+    if (fseek(f, 0, SEEK_END) != 0 || (sz = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
+        goto out_close;
+    buf = malloc(sz > 0 ? (size_t)sz : 1);
+    if (buf && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
+        free(buf);
+        buf = NULL;
+    }
+    *len = (size_t)sz;
+out_close:
+    fclose(f);
+    return buf;
+}
+
+/* A fixture float32 file that must hold exactly count values. */
+static float *read_f32(const char *name, size_t count)
+{
+    char *p = pathf("%s/%s", fix_dir, name);
+    size_t len = 0;
+    float *v = read_file(p, &len);
+    if (!v)
+        fail_msg("%s: cannot read", p);
+    if (len != count * sizeof(float))
+        fail_msg("%s: %zu bytes, expected %zu", p, len, count * sizeof(float));
+    free(p);
+    return v;
+}
+
+static json_t *jget(json_t *o, const char *path)
+{
+    /* "a.b.c" */
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *cur = o;
+    for (char *save = NULL, *k = strtok_r(buf, ".", &save); k; k = strtok_r(NULL, ".", &save)) {
+        cur = json_object_get(cur, k);
+        if (!cur)
+            fail_msg("meta: no '%s'", path);
+    }
+    return cur;
+}
+
+static long long jint(json_t *o, const char *path)
+{
+    json_t *v = jget(o, path);
+    assert_true(json_is_integer(v));
+    return json_integer_value(v);
+}
+
+static double jnum(json_t *o, const char *path)
+{
+    json_t *v = jget(o, path);
+    assert_true(json_is_number(v));
+    return json_number_value(v);
+}
+
+static const char *jstr(json_t *o, const char *path)
+{
+    json_t *v = jget(o, path);
+    assert_true(json_is_string(v));
+    return json_string_value(v);
+}
+
+typedef struct stats {
+    double rel_l2, max_abs;
+} stats;
+
+static void acc(double *num, double *den, double *mx, double a, double ref)
+{
+    double d = a - ref;
+    *num += d * d;
+    *den += ref * ref;
+    if (fabs(d) > *mx || d != d)
+        *mx = d != d ? INFINITY : fabs(d);
+}
+
+static stats finish(double num, double den, double mx)
+{
+    stats s = {den > 0 ? sqrt(num / den) : sqrt(num), mx};
+    return s;
+}
+
+static void check(const char *set, const char *what, stats s, double rel_bound, double abs_bound,
+                  json_t *hf32)
+{
+    if (hf32)
+        print_message("  %s %s: rel L2 %.3g, max abs %.3g (bounds %.0e, %.0e; HF float32: "
+                      "rel L2 %.3g, max abs %.3g)\n",
+                      set, what, s.rel_l2, s.max_abs, rel_bound, abs_bound,
+                      jnum(hf32, "rel_l2"), jnum(hf32, "max_abs"));
+    else
+        print_message("  %s %s: rel L2 %.3g, max abs %.3g (bounds %.0e, %.0e)\n", set, what,
+                      s.rel_l2, s.max_abs, rel_bound, abs_bound);
+    if (!(s.rel_l2 < rel_bound) || !(s.max_abs < abs_bound))
+        fail_msg("%s %s: rel L2 %.3g (bound %.0e), max abs %.3g (bound %.0e)", set, what,
+                 s.rel_l2, rel_bound, s.max_abs, abs_bound);
+}
+
+/* ------------------------------------------------------------ setup */
+
+static int setup_all(void **state)
+{
+    (void)state;
+    fix_dir = find_fixtures();
+    if (!fix_dir) {
+        fprintf(stderr, "test_whisper_golden: tests/fixtures/whisper not found (run from the "
+                        "repo root or set TAPEDECK_FIXTURES)\n");
+        return -1;
+    }
+    char tmpl[] = "/tmp/td-golden-XXXXXX";
+    if (!mkdtemp(tmpl))
+        return -1;
+    tmp_dir = strdup(tmpl);
+    for (size_t i = 0; i < N_SETS; i++)
+        sets[i].name = SETS[i];
+    return tmp_dir ? 0 : -1;
+}
+
+static void release(golden *g)
+{
+    if (g->b)
+        td_wbackend_cpu.close(g->b);
+    if (g->m)
+        td_wmodel_close(g->m);
+    if (g->model_path)
+        unlink(g->model_path);
+    json_decref(g->meta);
+    free(g->model_path);
+    const char *name = g->name;
+    memset(g, 0, sizeof *g);
+    g->name = name;
+}
+
+/* After a set's last test: one model in memory at a time. */
+static int release_set(void **state)
+{
+    release(&sets[(size_t)(uintptr_t)*state]);
+    return 0;
+}
+
+static int teardown_all(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N_SETS; i++)
+        release(&sets[i]);
+    if (tmp_dir)
+        rm_tree(tmp_dir);
+    free(tmp_dir);
+    free(fix_dir);
+    free(fix_mel);
+    tmp_dir = fix_dir = NULL;
+    fix_mel = NULL;
+    return 0;
+}
+
+static const float *mel_fixture(void)
+{
+    if (!fix_mel)
+        fix_mel = read_f32("mel80.f32", (size_t)80 * TD_WMEL_WINDOW_FRAMES);
+    return fix_mel;
+}
+
+/* Regenerate the set's model from its recorded spec, check its hash, open
+ * it and a CPU backend context. */
+static golden *prepare(size_t k)
+{
+    golden *g = &sets[k];
+    if (g->ready > 0)
+        return g;
+    if (g->ready < 0)
+        fail_msg("%s: preparation failed earlier", g->name);
+    g->ready = -1;
+
+    char *mp = pathf("%s/%s.json", fix_dir, g->name);
+    json_error_t jerr;
+    g->meta = json_load_file(mp, 0, &jerr);
+    if (!g->meta)
+        fail_msg("%s: %s (line %d)", mp, jerr.text, jerr.line);
+    free(mp);
+
+    td_wmk_spec spec;
+    memset(&spec, 0, sizeof spec);
+    json_t *hp = jget(g->meta, "mkmodel.hparams");
+    spec.hp.n_vocab = (int32_t)jint(hp, "n_vocab");
+    spec.hp.n_audio_ctx = (int32_t)jint(hp, "n_audio_ctx");
+    spec.hp.n_audio_state = (int32_t)jint(hp, "n_audio_state");
+    spec.hp.n_audio_head = (int32_t)jint(hp, "n_audio_head");
+    spec.hp.n_audio_layer = (int32_t)jint(hp, "n_audio_layer");
+    spec.hp.n_text_ctx = (int32_t)jint(hp, "n_text_ctx");
+    spec.hp.n_text_state = (int32_t)jint(hp, "n_text_state");
+    spec.hp.n_text_head = (int32_t)jint(hp, "n_text_head");
+    spec.hp.n_text_layer = (int32_t)jint(hp, "n_text_layer");
+    spec.hp.n_mels = (int32_t)jint(hp, "n_mels");
+    spec.hp.ftype = (int32_t)jint(hp, "ftype");
+    const char *wt = jstr(g->meta, "mkmodel.wtype");
+    assert_true(strcmp(wt, "f16") == 0 || strcmp(wt, "f32") == 0);
+    spec.wtype = strcmp(wt, "f16") == 0 ? TD_WT_F16 : TD_WT_F32;
+    spec.seed = (uint64_t)jint(g->meta, "mkmodel.seed");
+    spec.header_path = NULL;
+    assert_string_equal(jstr(g->meta, "mkmodel.vocab"), "synthetic");
+
+    g->model_path = pathf("%s/%s.bin", tmp_dir, g->name);
+    td_error err = {0};
+    int rc = td_wmk_write(&spec, g->model_path, &err);
+    if (rc != TD_OK)
+        fail_msg("%s: td_wmk_write: %s", g->name, err.msg);
+    char hex[TD_SHA256_HEX_LEN + 1];
+    int64_t size = 0;
+    assert_int_equal(td_sha256_file(g->model_path, hex, &size, &err), TD_OK);
+    const char *want = jstr(g->meta, "model_sha256");
+    if (strcmp(hex, want) != 0)
+        fail_msg("%s: regenerated model (tapedeck-mkmodel %s) hashes to %s, the fixtures were "
+                 "made from %s: mkmodel's output changed; rerun "
+                 "scripts/whisper-oracle-device.sh to remake them",
+                 g->name, jstr(g->meta, "mkmodel.argv"), hex, want);
+    assert_int_equal(size, jint(g->meta, "model_bytes"));
+
+    if (td_wmodel_open(g->model_path, &g->m, &err) != TD_OK)
+        fail_msg("%s: td_wmodel_open: %s", g->name, err.msg);
+    /* the special ids the reference used are the loader's */
+    json_t *sp = jget(g->meta, "special");
+    assert_int_equal(g->m->sp.eot, jint(sp, "eot"));
+    assert_int_equal(g->m->sp.sot, jint(sp, "sot"));
+    assert_int_equal(g->m->sp.transcribe, jint(sp, "transcribe"));
+    assert_int_equal(g->m->sp.notimestamps, jint(sp, "notimestamps"));
+    assert_int_equal(g->m->sp.ts_begin, jint(sp, "ts_begin"));
+    assert_int_equal(g->m->sp.blank, jint(sp, "blank"));
+    assert_int_equal(g->m->multilingual, json_is_true(jget(g->meta, "multilingual")));
+
+    td_wconfig cfg = {.n_threads = N_THREADS, .max_seq = 1, .max_tokens = 0,
+                      .max_batch_tokens = 0};
+    if (td_wbackend_cpu.open(g->m, &cfg, &g->b, &err) != TD_OK)
+        fail_msg("%s: cpu backend open: %s", g->name, err.msg);
+    g->ready = 1;
+    return g;
+}
+
+/* The backend context holding the encoder output of the fixture mel. */
+static golden *prepare_encoded(size_t k)
+{
+    golden *g = prepare(k);
+    if (!g->encoded) {
+        td_error err = {0};
+        if (td_wbackend_cpu.encode(g->b, mel_fixture(), &err) != TD_OK)
+            fail_msg("%s: encode: %s", g->name, err.msg);
+        g->encoded = 1;
+    }
+    return g;
+}
+
+/* ------------------------------------------------------------ tests */
+
+/* The committed audio is what the reference read. */
+static void test_audio_fixture(void **state)
+{
+    (void)state;
+    golden *g = prepare(0);
+    char *p = pathf("%s/audio.s16", fix_dir);
+    size_t len = 0;
+    void *pcm = read_file(p, &len);
+    assert_non_null(pcm);
+    assert_int_equal(len, 2 * jint(g->meta, "audio.samples"));
+    char hex[TD_SHA256_HEX_LEN + 1];
+    td_error err = {0};
+    assert_int_equal(td_sha256_buf(pcm, len, hex, &err), TD_OK);
+    assert_string_equal(hex, jstr(g->meta, "audio.sha256"));
+    free(pcm);
+    free(p);
+}
+
+/* Log-mel of the audio zero-padded to 30 s, against the float64 one. */
+static void test_mel(void **state)
+{
+    (void)state;
+    golden *g = prepare(0);
+    const int n_mels = 80;
+    assert_int_equal(g->m->hp.n_mels, n_mels);
+    /* the filterbank the reference used is the file's, which is mkmodel's */
+    float *filt = malloc((size_t)n_mels * TD_WMEL_BINS * sizeof *filt);
+    assert_non_null(filt);
+    td_wmk_mel_filters(n_mels, filt);
+    assert_memory_equal(filt, g->m->mel_filters, (size_t)n_mels * TD_WMEL_BINS * sizeof *filt);
+    print_message("  filterbank vs HF's Slaney filters: max abs %.3g\n",
+                  jnum(g->meta, "mel.hf_filters_vs_file.max_abs"));
+
+    char *p = pathf("%s/audio.s16", fix_dir);
+    size_t len = 0;
+    int16_t *s16 = read_file(p, &len);
+    assert_non_null(s16);
+    size_t n = len / 2;
+    assert_true(n <= TD_WMEL_WINDOW_SAMPLES);
+    float *pcm = calloc(TD_WMEL_WINDOW_SAMPLES, sizeof *pcm);
+    assert_non_null(pcm);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t u = (uint16_t)((const uint8_t *)s16)[2 * i] |
+                     (uint16_t)(((const uint8_t *)s16)[2 * i + 1] << 8);
+        pcm[i] = (float)(int16_t)u / 32768.0f;
+    }
+    assert_int_equal(td_wmel_frames(TD_WMEL_WINDOW_SAMPLES), TD_WMEL_WINDOW_FRAMES);
+    size_t count = (size_t)n_mels * TD_WMEL_WINDOW_FRAMES;
+    float *mel = malloc(count * sizeof *mel);
+    assert_non_null(mel);
+    td_error err = {0};
+    if (td_wmel_log(pcm, TD_WMEL_WINDOW_SAMPLES, filt, n_mels, mel, N_THREADS, &err) != TD_OK)
+        fail_msg("td_wmel_log: %s", err.msg);
+    td_wmel_normalize(mel, count);
+
+    const float *ref = mel_fixture();
+    double num = 0, den = 0, mx = 0;
+    for (size_t i = 0; i < count; i++)
+        acc(&num, &den, &mx, mel[i], ref[i]);
+    check("audio", "log-mel", finish(num, den, mx), MEL_REL_L2, MEL_MAX_ABS,
+          jget(g->meta, "mel.hf_feature_extractor_vs_ref"));
+    free(mel);
+    free(pcm);
+    free(s16);
+    free(p);
+    free(filt);
+}
+
+static void test_model_file(void **state)
+{
+    size_t k = (size_t)(uintptr_t)*state;
+    golden *g = prepare(k);
+    print_message("  %s: %s, sha256 %.16s...\n", g->name, jstr(g->meta, "mkmodel.argv"),
+                  jstr(g->meta, "model_sha256"));
+}
+
+static void test_encoder(void **state)
+{
+    size_t k = (size_t)(uintptr_t)*state;
+    golden *g = prepare_encoded(k);
+    int n_ctx = g->m->hp.n_audio_ctx, d = g->m->hp.n_audio_state;
+    int step = (int)jint(g->meta, "encoder.row_step");
+    int rows = (int)jint(g->meta, "encoder.rows");
+    assert_true(step >= 1);
+    assert_int_equal(rows, (n_ctx + step - 1) / step);
+    json_t *shape = jget(g->meta, "encoder.shape");
+    assert_int_equal(json_integer_value(json_array_get(shape, 0)), rows);
+    assert_int_equal(json_integer_value(json_array_get(shape, 1)), d);
+    float *ref = read_f32(jstr(g->meta, "encoder.file"), (size_t)rows * (size_t)d);
+    float *out = malloc((size_t)n_ctx * (size_t)d * sizeof *out);
+    assert_non_null(out);
+    td_error err = {0};
+    if (td_wbackend_cpu.encoder_output(g->b, out, &err) != TD_OK)
+        fail_msg("%s: encoder_output: %s", g->name, err.msg);
+    double num = 0, den = 0, mx = 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < d; c++)
+            acc(&num, &den, &mx, out[(size_t)r * (size_t)step * (size_t)d + (size_t)c],
+                ref[(size_t)r * (size_t)d + (size_t)c]);
+    check(g->name, "encoder", finish(num, den, mx), ENC_REL_L2, ENC_MAX_ABS,
+          jget(g->meta, "hf_f32_vs_f64.encoder"));
+    free(out);
+    free(ref);
+}
+
+static void test_logits(void **state)
+{
+    size_t k = (size_t)(uintptr_t)*state;
+    golden *g = prepare_encoded(k);
+    int nv = g->m->hp.n_vocab;
+    json_t *jt = jget(g->meta, "logits.tokens");
+    int T = (int)json_array_size(jt);
+    assert_true(T >= 2 && T <= 64);
+    int32_t tok[64];
+    for (int t = 0; t < T; t++)
+        tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
+    /* the stored columns: every col_step-th id, and every id from col_from */
+    int col_step = (int)jint(g->meta, "logits.col_step");
+    int col_from = (int)jint(g->meta, "logits.col_from");
+    assert_int_equal(col_from, g->m->sp.eot);
+    assert_true(col_step >= 1);
+    int *cols = malloc((size_t)nv * sizeof *cols);
+    assert_non_null(cols);
+    int nc = 0;
+    for (int c = 0; c < nv; c++)
+        if (c % col_step == 0 || c >= col_from)
+            cols[nc++] = c;
+    assert_int_equal(nc, jint(g->meta, "logits.n_columns"));
+    float *ref = read_f32(jstr(g->meta, "logits.file"), (size_t)T * (size_t)nc);
+
+    float *lg = malloc((size_t)T * (size_t)nv * sizeof *lg);
+    assert_non_null(lg);
+    td_error err = {0};
+    if (td_wbackend_cpu.decode(g->b, 1, T, tok, 0, 1, lg, &err) != TD_OK)
+        fail_msg("%s: decode: %s", g->name, err.msg);
+    double num = 0, den = 0, mx = 0;
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < nc; j++)
+            acc(&num, &den, &mx, lg[(size_t)t * (size_t)nv + (size_t)cols[j]],
+                ref[(size_t)t * (size_t)nc + (size_t)j]);
+    check(g->name, "logits", finish(num, den, mx), LOGIT_REL_L2, LOGIT_MAX_ABS,
+          jget(g->meta, "hf_f32_vs_f64.logits_stored_columns"));
+    free(lg);
+    free(ref);
+    free(cols);
+}
+
+static void print_tokens(const char *what, const int32_t *t, int n)
+{
+    char line[512];
+    size_t o = 0;
+    for (int i = 0; i < n && o < sizeof line - 16; i++)
+        o += (size_t)snprintf(line + o, sizeof line - o, "%s%d", i ? " " : "", (int)t[i]);
+    print_message("  %s (%d): %s\n", what, n, line);
+}
+
+/* Greedy decoding with timestamps at T = 0 gives HF's token sequence. */
+static void test_greedy(void **state)
+{
+    size_t k = (size_t)(uintptr_t)*state;
+    golden *g = prepare(k);
+    json_t *gj = jget(g->meta, "greedy");
+    json_t *jt = jget(gj, "tokens");
+    int n_ref = (int)json_array_size(jt);
+    int max_new = (int)jint(gj, "max_new_tokens");
+    assert_true(n_ref <= max_new);
+    /* HF's own generate() agreed with the openai-rules loop of the oracle */
+    assert_true(json_is_true(jget(gj, "hf_generate_agrees")));
+
+    td_wdecode_opts o;
+    td_wdecode_opts_default(&o);
+    o.language = td_wlang_index("en");
+    o.translate = 0;
+    o.timestamps = 1;
+    o.beam_size = 1;
+    o.best_of = 1;
+    o.temperatures[0] = 0.0f;
+    o.n_temperatures = 1;
+    o.max_tokens = max_new;
+    td_wdecoder *d = NULL;
+    td_error err = {0};
+    if (td_wdecoder_new(g->m, &td_wbackend_cpu, g->b, &o, &d, &err) != TD_OK)
+        fail_msg("%s: td_wdecoder_new: %s", g->name, err.msg);
+    td_wwindow_result res;
+    memset(&res, 0, sizeof res);
+    if (td_wdecoder_decode_window(d, mel_fixture(), NULL, 0, 0.0f, &res, &err) != TD_OK)
+        fail_msg("%s: decode_window: %s", g->name, err.msg);
+    /* decode_window ran the encoder on the fixture mel: the encoder and
+     * logits tests that follow reuse it (logits decode from n_past 0) */
+    g->encoded = 1;
+    int n = res.n_tokens;
+    if (n > 0 && res.tokens[n - 1] == g->m->sp.eot)
+        n--; /* the reference lists tokens without eot */
+    int32_t *want = malloc((size_t)(n_ref > 0 ? n_ref : 1) * sizeof *want);
+    assert_non_null(want);
+    for (int i = 0; i < n_ref; i++)
+        want[i] = (int32_t)json_integer_value(json_array_get(jt, (size_t)i));
+    print_message("  %s greedy: smallest argmax margin in the reference %.3g, timestamp-rule "
+                  "margin %.3g\n",
+                  g->name, jnum(gj, "min_argmax_gap"), jnum(gj, "min_timestamp_rule_gap"));
+    int same = n == n_ref && memcmp(res.tokens, want, (size_t)n * sizeof *want) == 0;
+    if (!same) {
+        print_tokens("ours", res.tokens, n);
+        print_tokens("HF  ", want, n_ref);
+        fail_msg("%s greedy: our tokens differ from HF's (printed above)", g->name);
+    } else {
+        print_message("  %s greedy: %d tokens identical (first %d, eot %s)\n", g->name, n,
+                      n ? (int)want[0] : -1,
+                      json_is_true(jget(gj, "ended_with_eot")) ? "yes" : "no");
+    }
+    td_wwindow_result_free(&res);
+    td_wdecoder_free(d);
+    free(want);
+}
+
+static void test_suppress(void **state)
+{
+    size_t k = (size_t)(uintptr_t)*state;
+    golden *g = prepare(k);
+    int nv = g->m->hp.n_vocab;
+    int32_t *ids = malloc((size_t)nv * sizeof *ids);
+    assert_non_null(ids);
+    int n = td_wsuppress_tokens(g->m, ids, nv);
+    json_t *jt = jget(g->meta, "suppress_tokens");
+    int n_ref = (int)json_array_size(jt);
+    int same = n == n_ref;
+    for (int i = 0; same && i < n; i++)
+        same = ids[i] == (int32_t)json_integer_value(json_array_get(jt, (size_t)i));
+    if (!same) {
+        int32_t want[256];
+        for (int i = 0; i < n_ref && i < 256; i++)
+            want[i] = (int32_t)json_integer_value(json_array_get(jt, (size_t)i));
+        print_tokens("ours", ids, n);
+        print_tokens("ref ", want, n_ref < 256 ? n_ref : 256);
+        fail_msg("%s: td_wsuppress_tokens differs from the reference list (printed above)",
+                 g->name);
+    }
+    free(ids);
+}
+
+/* HF's NON_SPEECH_TOKENS (English-only) and NON_SPEECH_TOKENS_MULTI from
+ * transformers' configuration_whisper.py: openai's suppress_tokens "-1"
+ * for the real vocabularies, less translate and transcribe. */
+static const int32_t hf_ns_en[] = {
+    1, 2, 7, 8, 9, 10, 14, 25, 26, 27, 28, 29, 31, 58, 59, 60, 61, 62, 63, 90, 91, 92, 93,
+    357, 366, 438, 532, 685, 705, 796, 930, 1058, 1220, 1267, 1279, 1303, 1343, 1377, 1391,
+    1635, 1782, 1875, 2162, 2361, 2488, 3467, 4008, 4211, 4600, 4808, 5299, 5855, 6329, 7203,
+    9609, 9959, 10563, 10786, 11420, 11709, 11907, 13163, 13697, 13700, 14808, 15306, 16410,
+    16791, 17992, 19203, 19510, 20724, 22305, 22935, 27007, 30109, 30420, 33409, 34949, 40283,
+    40493, 40549, 47282, 49146, 50257, 50359, 50360, 50361,
+};
+static const int32_t hf_ns_multi[] = {
+    1, 2, 7, 8, 9, 10, 14, 25, 26, 27, 28, 29, 31, 58, 59, 60, 61, 62, 63, 90, 91, 92, 93,
+    359, 503, 522, 542, 873, 893, 902, 918, 922, 931, 1350, 1853, 1982, 2460, 2627, 3246,
+    3253, 3268, 3536, 3846, 3961, 4183, 4667, 6585, 6647, 7273, 9061, 9383, 10428, 10929,
+    11938, 12033, 12331, 12562, 13793, 14157, 14635, 15265, 15618, 16553, 16604, 18362, 18956,
+    20075, 21675, 22520, 26130, 26161, 26435, 28279, 29464, 31650, 32302, 32470, 36865, 42863,
+    47425, 49870, 50254, 50258, 50360, 50361, 50362,
+};
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void suppress_real(const char *header, const char *dims, const int32_t *hf, size_t n_hf)
+{
+    if (!fix_dir)
+        skip();
+    char *h = pathf("%s/../../../../shared/whisper/%s", fix_dir, header);
+    if (access(h, R_OK) != 0) {
+        print_message("  skipped: %s absent (the Whisper reference data in ../shared)\n", h);
+        free(h);
+        skip();
+    }
+    td_wmk_spec spec;
+    memset(&spec, 0, sizeof spec);
+    td_error err = {0};
+    assert_int_equal(td_wmk_dims(dims, &spec.hp, &err), TD_OK);
+    /* only the vocabulary matters: keep the network small */
+    spec.hp.n_audio_state = spec.hp.n_text_state = 64;
+    spec.hp.n_audio_head = spec.hp.n_text_head = 1;
+    spec.hp.n_audio_layer = spec.hp.n_text_layer = 1;
+    spec.wtype = TD_WT_F16;
+    spec.header_path = h;
+    char *path = pathf("%s/real-%s.bin", tmp_dir, dims);
+    if (td_wmk_write(&spec, path, &err) != TD_OK)
+        fail_msg("%s: %s", header, err.msg);
+    td_wmodel *m = NULL;
+    if (td_wmodel_open(path, &m, &err) != TD_OK)
+        fail_msg("%s: %s", path, err.msg);
+    int32_t want[128];
+    assert_true(n_hf + 2 <= 128);
+    memcpy(want, hf, n_hf * sizeof *hf);
+    want[n_hf] = m->sp.translate;
+    want[n_hf + 1] = m->sp.transcribe;
+    qsort(want, n_hf + 2, sizeof *want, cmp_i32);
+    int nv = m->hp.n_vocab;
+    int32_t *ids = malloc((size_t)nv * sizeof *ids);
+    assert_non_null(ids);
+    int n = td_wsuppress_tokens(m, ids, nv);
+    int same = n == (int)(n_hf + 2) && memcmp(ids, want, (size_t)n * sizeof *ids) == 0;
+    if (!same) {
+        print_tokens("ours", ids, n);
+        print_tokens("HF  ", want, (int)(n_hf + 2));
+        fail_msg("%s: td_wsuppress_tokens differs from HF's list (printed above)", header);
+    }
+    print_message("  %s: the %d suppressed tokens are HF's list plus translate/transcribe\n",
+                  header, n);
+    free(ids);
+    td_wmodel_close(m);
+    unlink(path);
+    free(path);
+    free(h);
+}
+
+static void test_suppress_real_en(void **state)
+{
+    (void)state;
+    suppress_real("tiny.en.header.bin", "tiny.en", hf_ns_en, sizeof hf_ns_en / sizeof *hf_ns_en);
+}
+
+static void test_suppress_real_multi(void **state)
+{
+    (void)state;
+    suppress_real("tiny.header.bin", "tiny", hf_ns_multi,
+                  sizeof hf_ns_multi / sizeof *hf_ns_multi);
+}
+
+/* Named per set, so that a failure says which model it was. */
+#define SET_TEST(k, what, fn) {SET_NAME_##k " " what, fn, NULL, NULL, (void *)(uintptr_t)(k)}
+#define SET_LAST(k, what, fn)                                                              \
+    {SET_NAME_##k " " what, fn, NULL, release_set, (void *)(uintptr_t)(k)}
+#define SET_TESTS(k)                                                                      \
+    SET_TEST(k, "model file", test_model_file), SET_TEST(k, "greedy", test_greedy),     \
+        SET_TEST(k, "encoder", test_encoder), SET_TEST(k, "logits", test_logits),       \
+        SET_LAST(k, "suppress", test_suppress)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_audio_fixture),
+        cmocka_unit_test(test_mel),
+        SET_TESTS(0),
+        SET_TESTS(1),
+        SET_TESTS(2),
+        cmocka_unit_test(test_suppress_real_en),
+        cmocka_unit_test(test_suppress_real_multi),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
