@@ -5,6 +5,7 @@
  *   tapedeck run ARCHIVE [options]     subtitle every scene (the main job)
  *   tapedeck status ARCHIVE            done / failed / pending per task
  *   tapedeck devices                   detected GPUs and the worker plan
+ *   tapedeck models                    installed Whisper models
  *   tapedeck worker ...                internal: a worker process
  *
  * Exit codes: 0 all scenes done (or skipped), 1 some scenes failed,
@@ -27,6 +28,8 @@
 #include "run/run.h"
 #include "run/worker.h"
 #include "util/log.h"
+#include "whisper/model.h"
+#include "whisper/models.h"
 
 enum {
     EXIT_ALL_DONE = 0,
@@ -48,6 +51,7 @@ static void usage_main(FILE *f)
             "  tapedeck run ARCHIVE [options]   process every scene of ARCHIVE\n"
             "  tapedeck status ARCHIVE          what is done, failed and pending\n"
             "  tapedeck devices                 GPUs found and the worker plan\n"
+            "  tapedeck models                  Whisper models installed, and where\n"
             "  tapedeck help [COMMAND]          help on a command\n"
             "  tapedeck --version\n"
             "\n"
@@ -77,9 +81,18 @@ static void usage_run(FILE *f)
             "                        device numbers / PCI addresses / UUIDs from\n"
             "                        `tapedeck devices`, e.g. 0,1\n"
             "  --workers N           CPU workers when no GPU is used (default: one per core)\n"
-            "  --engine NAME         auto (default) or sphinx\n"
-            "  --model NAME          engine model (sphinx: a model directory)\n"
-            "  --language CODE       spoken language, e.g. en (sphinx: English only)\n"
+            "  --engine NAME         auto (default: whisper when a Whisper model is\n"
+            "                        installed, else sphinx), whisper or sphinx\n"
+            "  --model NAME|PATH     whisper: a model name (tiny, base.en, small, medium,\n"
+            "                        large-v3, ...) looked up as ggml-NAME.bin in the\n"
+            "                        model folders (see `tapedeck models`), or a file;\n"
+            "                        default: the largest installed. sphinx: a model folder\n"
+            "  --models-dir DIR      look for Whisper models here first\n"
+            "  --language CODE       spoken language, e.g. en, de; auto (whisper default)\n"
+            "                        detects it per scene (sphinx: English only)\n"
+            "  --beam-size N         whisper: beam width at temperature 0 (default 5;\n"
+            "                        1 = greedy, faster)\n"
+            "  --translate           whisper: subtitles in English, whatever is spoken\n"
             "  --formats LIST        srt,vtt,json (default: srt; srt is always written)\n"
             "  --threads N           threads per worker (engine-specific; default: auto)\n"
             "  --retries N           retries of a scene whose worker crashed or stalled\n"
@@ -117,6 +130,21 @@ static void usage_devices(FILE *f)
             "discovery (see README).\n");
 }
 
+static void usage_models(FILE *f)
+{
+    fprintf(f,
+            "Usage: tapedeck models [--models-dir DIR] [--beam-size N]\n"
+            "\n"
+            "Lists the Whisper models found (whisper.cpp's ggml-NAME.bin files) with their\n"
+            "size, type, dimensions and the memory a worker needs for them, and the folders\n"
+            "searched, in order:\n"
+            "  --models-dir DIR, then each folder of $TAPEDECK_MODELS_DIR (colon-separated),\n"
+            "  $XDG_DATA_HOME/tapedeck/models (~/.local/share/tapedeck/models),\n"
+            "  /usr/local/share/tapedeck/models, /usr/share/tapedeck/models.\n"
+            "`tapedeck run --model NAME` takes the first ggml-NAME.bin found; without\n"
+            "--model it takes the default marked here (the largest).\n");
+}
+
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
 {
@@ -145,6 +173,7 @@ static char *self_exe(void)
 enum {
     OPT_TASK = 256, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE, OPT_MODEL, OPT_LANGUAGE,
     OPT_FORMATS, OPT_THREADS, OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
+    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_TRANSLATE,
 };
 
 static void print_plan(const td_run_opts *o, const td_plan *p)
@@ -402,6 +431,110 @@ static int cmd_devices(int argc, char **argv)
     return EXIT_ALL_DONE;
 }
 
+/* ---- models ------------------------------------------------------------ */
+
+/* "tiny", "base", ... when the dimensions are a released size, else "custom". */
+static const char *size_name(const td_whparams *hp)
+{
+    static const struct {
+        const char *name;
+        int state, layers;
+    } sizes[] = {{"tiny", 384, 4}, {"base", 512, 6}, {"small", 768, 12}, {"medium", 1024, 24},
+                 {"large", 1280, 32}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (hp->n_audio_state == sizes[i].state && hp->n_audio_layer == sizes[i].layers)
+            return hp->n_text_layer == 4 && sizes[i].state == 1280 ? "large-turbo" : sizes[i].name;
+    return "custom";
+}
+
+static int cmd_models(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"models-dir", required_argument, 0, OPT_MODELS_DIR},
+        {"beam-size", required_argument, 0, OPT_BEAM_SIZE},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *models_dir = NULL;
+    long beam = 5;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_MODELS_DIR: models_dir = optarg; break;
+        case OPT_BEAM_SIZE:
+            if (td_parse_long(optarg, 1, 16, &beam))
+                return usage_error("--beam-size needs a number from 1 to 16, not '%s'", optarg);
+            break;
+        case 'h': usage_models(stdout); return EXIT_ALL_DONE;
+        default: return usage_error("%s", "bad option");
+        }
+    }
+    if (optind < argc)
+        return usage_error("models takes no argument ('%s')", argv[optind]);
+
+    td_wmodels_path sp;
+    td_wmodels_search_path(models_dir, &sp);
+    printf("Folders searched, in order:\n");
+    for (int i = 0; i < sp.n; i++)
+        printf("  %s%s\n", sp.dirs[i], access(sp.dirs[i], R_OK | X_OK) == 0 ? "" : "  (absent)");
+
+    td_wmodel_entry *v = NULL;
+    size_t n = 0;
+    td_error err = {0};
+    if (td_wmodels_list(&sp, &v, &n, &err) != TD_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return EXIT_CANNOT_RUN;
+    }
+    char best[PATH_MAX] = "";
+    td_error berr = {0};
+    if (td_wmodels_resolve(&sp, NULL, NULL, best, sizeof best, &berr) != TD_OK)
+        best[0] = '\0';
+    if (n == 0) {
+        printf("No Whisper model installed: `tapedeck run` uses the embedded PocketSphinx engine.\n"
+               "Put whisper.cpp's ggml-NAME.bin files (e.g. ggml-base.en.bin) in one of the\n"
+               "folders above; see README, \"Whisper models\".\n");
+        free(v);
+        return EXIT_ALL_DONE;
+    }
+    printf("\n  %-16s %9s %4s %-12s %-13s %12s  %s\n", "NAME", "SIZE", "TYPE", "DIMS", "LANGUAGES",
+           "MEMORY", "PATH");
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        td_wmodel *m = NULL;
+        td_error merr = {0};
+        const char *mark = strcmp(v[i].path, best) == 0 ? "*" : " ";
+        if (td_wmodel_open(v[i].path, &m, &merr) != TD_OK) {
+            printf("%s %-16s %8.1fM  --  unusable: %s\n", mark, v[i].name, v[i].size / 1048576.0,
+                   merr.msg);
+            bad++;
+            continue;
+        }
+        td_engine_config cfg = {.model = v[i].path, .beam_size = (int)beam};
+        int64_t need = td_engine_whisper.memory_need(&cfg);
+        char dims[32], langs[24], memory[24];
+        snprintf(dims, sizeof dims, "%s %dx%d", size_name(&m->hp), m->hp.n_audio_state,
+                 m->hp.n_audio_layer);
+        if (m->multilingual)
+            snprintf(langs, sizeof langs, "%d languages", m->sp.n_langs);
+        else
+            snprintf(langs, sizeof langs, "English only");
+        if (need > 0)
+            snprintf(memory, sizeof memory, "%.0f MiB", need / 1048576.0);
+        else
+            snprintf(memory, sizeof memory, "?");
+        printf("%s %-16s %8.1fM %4s %-12s %-13s %12s  %s%s\n", mark, v[i].name,
+               v[i].size / 1048576.0, m->wtype == TD_WT_F16 ? "F16" : "F32", dims, langs, memory,
+               v[i].path, v[i].shadowed ? "  (shadowed by an earlier one)" : "");
+        td_wmodel_close(m);
+    }
+    printf("\n* the default (the largest; with --language en an English-only model of the same size\n"
+           "  is preferred). MEMORY: what one CPU worker holds with --beam-size %ld.\n",
+           beam);
+    free(v);
+    return bad ? EXIT_SOME_FAILED : EXIT_ALL_DONE;
+}
+
 /* ---- worker (internal) ------------------------------------------------- */
 
 static int cmd_worker(int argc, char **argv)
@@ -415,6 +548,9 @@ static int cmd_worker(int argc, char **argv)
         {"language", required_argument, 0, OPT_LANGUAGE},
         {"formats", required_argument, 0, OPT_FORMATS},
         {"threads", required_argument, 0, OPT_THREADS},
+        {"models-dir", required_argument, 0, OPT_MODELS_DIR},
+        {"beam-size", required_argument, 0, OPT_BEAM_SIZE},
+        {"translate", no_argument, 0, OPT_TRANSLATE},
         {"log-level", required_argument, 0, OPT_LOG_LEVEL},
         {"vendor", required_argument, 0, OPT_VENDOR},
         {"pci", required_argument, 0, OPT_PCI},
@@ -439,6 +575,9 @@ static int cmd_worker(int argc, char **argv)
         case OPT_VENDOR: o.vendor = optarg; break;
         case OPT_PCI: o.pci = optarg; break;
         case OPT_FORCE: o.force = 1; break;
+        case OPT_MODELS_DIR: o.models_dir = optarg; break;
+        case OPT_BEAM_SIZE: o.beam_size = td_parse_long(optarg, 1, 16, &v) ? 0 : (int)v; break;
+        case OPT_TRANSLATE: o.translate = 1; break;
         default: return EXIT_USAGE;
         }
     }
@@ -468,6 +607,8 @@ int main(int argc, char **argv)
             usage_status(stdout);
         else if (strcmp(topic, "devices") == 0)
             usage_devices(stdout);
+        else if (strcmp(topic, "models") == 0)
+            usage_models(stdout);
         else
             usage_main(stdout);
         return EXIT_ALL_DONE;
@@ -478,6 +619,8 @@ int main(int argc, char **argv)
         return cmd_status(argc - 1, argv + 1);
     if (strcmp(cmd, "devices") == 0)
         return cmd_devices(argc - 1, argv + 1);
+    if (strcmp(cmd, "models") == 0)
+        return cmd_models(argc - 1, argv + 1);
     if (strcmp(cmd, "worker") == 0)
         return cmd_worker(argc - 1, argv + 1);
     return usage_error("unknown command '%s'", cmd);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 static const td_engine_ops *const engines[] = {
+    &td_engine_whisper,
     &td_engine_sphinx,
 };
 

@@ -87,7 +87,7 @@ const td_engine_ops *td_engine_find(const char *name);
 int td_engine_select(const char *name, const td_engine_config *cfg,
                      const td_engine_ops **out, td_error *err);
 
-extern const td_engine_ops td_engine_whisper; /* LEAD-TODO registered once its parts land */
+extern const td_engine_ops td_engine_whisper;
 extern const td_engine_ops td_engine_sphinx;
 
 #endif

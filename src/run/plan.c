@@ -140,7 +140,7 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
                  model);
     } else if (strcmp(o->engine, "auto") == 0) {
         td_error why = {0};
-        /* LEAD-TODO: td_engine_whisper.probe(&cfg, &why); */
+        td_engine_whisper.probe(&cfg, &why);
         snprintf(p->engine_note, sizeof p->engine_note, "%s (auto: whisper cannot run: %s)",
                  ops->name, why.msg);
     } else

@@ -1,0 +1,490 @@
+/*
+ * whisper.c: the "whisper" speech engine: tapedeck's own Whisper
+ * implementation (src/whisper/) behind the engine table.
+ *
+ * A scene's audio streams through a voice-activity detector; only the
+ * stretches with speech are kept, joined end to end into a batch, and
+ * decoded as openai-whisper's transcribe does (decode.h). Segment and word
+ * times are then mapped back from the joined speech to the scene's own
+ * clock. Skipping silence, music and wind before the model sees them is
+ * what keeps Whisper from inventing lines there ("Thank you for
+ * watching"), and it saves the time those windows would take.
+ *
+ * A batch holds at most BATCH_MAX_SECONDS of speech, so memory stays
+ * bounded whatever the scene's length; a longer scene is decoded batch by
+ * batch, each cut at an utterance boundary.
+ */
+#include "asr/engine.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "asr/vad.h"
+#include "whisper/backend.h"
+#include "whisper/decode.h"
+#include "whisper/mel.h"
+#include "whisper/model.h"
+#include "whisper/models.h"
+
+#define RATE TD_WMEL_RATE
+#define READ_SAMPLES (RATE / 2)              /* pulled from the source per read */
+#define BATCH_MAX_SECONDS 600                /* speech decoded per batch */
+#define BATCH_MAX_SAMPLES ((size_t)BATCH_MAX_SECONDS * RATE)
+#define PAD_SAMPLES ((size_t)TD_WMEL_WINDOW_SAMPLES) /* openai pads 30 s of silence */
+#define DEFAULT_BEAM 5
+#define DEFAULT_BEST_OF 5
+
+/* A stretch of the batch: speech samples [at, at + n) came from source
+ * samples [src, src + n). */
+typedef struct span {
+    size_t at;
+    uint64_t src;
+    size_t n;
+} span;
+
+/* The backend as the decoder sees it: every call goes through to the real
+ * backend, then reports progress, so that the worker keeps sending its
+ * heartbeat (and notices a stop request) inside a long window: a large
+ * model on a slow CPU can spend minutes on one window's fallbacks. */
+typedef struct beat_proxy {
+    const td_wbackend_ops *real;
+    td_wbackend *ctx;
+    td_progress_fn fn;
+    void *user;
+    double seconds;               /* progress to report: the window's start */
+} beat_proxy;
+
+struct td_engine {
+    beat_proxy proxy;
+    td_wmodel *model;
+    const td_wbackend_ops *bops;
+    td_wbackend *backend;
+    td_wdecode_opts opts;
+    int threads;
+    char model_name[NAME_MAX + 1];
+    float *batch;                 /* speech, then PAD_SAMPLES of zeros */
+    size_t batch_len;
+    span *spans;
+    size_t n_spans, cap_spans;
+    float *mel;                   /* [n_mels][frames] for one batch */
+    float *chunk;                 /* READ_SAMPLES from the source */
+    int language;                 /* fixed, or -1: detect per scene */
+    int scene_language;           /* detected for the scene being decoded */
+};
+
+/* ---- configuration ------------------------------------------------------ */
+
+static int resolve_model(const td_engine_config *cfg, char *path, size_t cap, td_error *err)
+{
+    td_wmodels_path sp;
+    td_wmodels_search_path(cfg->models_dir, &sp);
+    return td_wmodels_resolve(&sp, cfg->model, cfg->language, path, cap, err);
+}
+
+/* The language index asked for (-1: detect), checked against the model. */
+static int language_of(const td_engine_config *cfg, const td_wmodel *m, const char *name,
+                       int *out, td_error *err)
+{
+    const char *lang = cfg->language;
+    *out = -1;
+    if (!lang || !*lang || strcmp(lang, "auto") == 0) {
+        if (!m || !m->multilingual)
+            *out = td_wlang_index("en");
+        return TD_OK;
+    }
+    int idx = td_wlang_index(lang);
+    if (idx < 0)
+        return td_error_set(err, TD_EINVAL, "whisper does not know the language '%s'", lang);
+    if (m && !m->multilingual && idx != td_wlang_index("en"))
+        return td_error_set(err, TD_EINVAL,
+                            "whisper model %s is English-only; use a multilingual model for '%s'",
+                            name, lang);
+    if (m && idx >= m->sp.n_langs && m->multilingual)
+        return td_error_set(err, TD_EINVAL, "whisper model %s does not know the language '%s'",
+                            name, lang);
+    if (m && cfg->translate && !m->multilingual)
+        return td_error_set(err, TD_EINVAL, "whisper model %s is English-only: it cannot translate",
+                            name);
+    *out = idx;
+    return TD_OK;
+}
+
+static void decode_opts(const td_engine_config *cfg, td_wdecode_opts *o)
+{
+    td_wdecode_opts_default(o);
+    o->beam_size = cfg->beam_size > 0 ? cfg->beam_size : DEFAULT_BEAM;
+    o->best_of = DEFAULT_BEST_OF;
+    o->translate = cfg->translate;
+}
+
+static void backend_config(const td_engine_config *cfg, td_wconfig *bc)
+{
+    td_wdecode_opts o;
+    decode_opts(cfg, &o);
+    memset(bc, 0, sizeof *bc);
+    bc->n_threads = cfg->threads;
+    bc->max_seq = o.beam_size > o.best_of ? o.beam_size : o.best_of;
+}
+
+static int whisper_probe(const td_engine_config *cfg, td_error *err)
+{
+    char path[PATH_MAX];
+    int rc = resolve_model(cfg, path, sizeof path, err);
+    if (rc)
+        return rc;
+    td_wmodel *m = NULL;
+    rc = td_wmodel_open(path, &m, err);
+    if (rc)
+        return rc == TD_EINPUT ? TD_EUNAVAILABLE : rc;
+    int lang;
+    char name[NAME_MAX + 1];
+    td_wmodels_name_of(path, name, sizeof name);
+    rc = language_of(cfg, m, name, &lang, err);
+    td_wmodel_close(m);
+    return rc;
+}
+
+/* Our own buffers for one batch, on top of the backend's. */
+static int64_t batch_bytes(int n_mels)
+{
+    size_t samples = BATCH_MAX_SAMPLES + PAD_SAMPLES;
+    return (int64_t)(samples * sizeof(float)) +
+           (int64_t)td_wmel_frames(samples) * n_mels * (int64_t)sizeof(float) +
+           (int64_t)READ_SAMPLES * (int64_t)sizeof(float);
+}
+
+static int64_t whisper_memory_need(const td_engine_config *cfg)
+{
+    char path[PATH_MAX];
+    td_error err = {0};
+    if (resolve_model(cfg, path, sizeof path, &err) != TD_OK)
+        return -1;
+    td_wmodel *m = NULL;
+    if (td_wmodel_open(path, &m, &err) != TD_OK)
+        return -1;
+    td_wconfig bc;
+    backend_config(cfg, &bc);
+    int64_t need = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &bc) + batch_bytes(m->hp.n_mels);
+    td_wmodel_close(m);
+    return need;
+}
+
+/* ---- open / close ------------------------------------------------------- */
+
+static void whisper_close(td_engine *e)
+{
+    if (!e)
+        return;
+    if (e->backend)
+        e->bops->close(e->backend);
+    td_wmodel_close(e->model);
+    free(e->batch);
+    free(e->spans);
+    free(e->mel);
+    free(e->chunk);
+    free(e);
+}
+
+static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *err)
+{
+    char path[PATH_MAX];
+    *out = NULL;
+    int rc = resolve_model(cfg, path, sizeof path, err);
+    if (rc)
+        return rc;
+    td_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return td_error_set(err, TD_ENOMEM, "out of memory");
+    td_wmodels_name_of(path, e->model_name, sizeof e->model_name);
+    rc = td_wmodel_open(path, &e->model, err);
+    if (rc)
+        goto fail;
+    rc = language_of(cfg, e->model, e->model_name, &e->language, err);
+    if (rc)
+        goto fail;
+    decode_opts(cfg, &e->opts);
+    e->threads = cfg->threads;
+
+    /* The CPU backend; GPU backends plug in through the same table. */
+    e->bops = &td_wbackend_cpu;
+    td_wconfig bc;
+    backend_config(cfg, &bc);
+    rc = e->bops->open(e->model, &bc, &e->backend, err);
+    if (rc)
+        goto fail;
+
+    size_t samples = BATCH_MAX_SAMPLES + PAD_SAMPLES;
+    e->batch = calloc(samples, sizeof *e->batch);
+    e->mel = malloc(td_wmel_frames(samples) * (size_t)e->model->hp.n_mels * sizeof *e->mel);
+    e->chunk = malloc(READ_SAMPLES * sizeof *e->chunk);
+    if (!e->batch || !e->mel || !e->chunk) {
+        rc = td_error_set(err, TD_ENOMEM, "out of memory for the audio batch");
+        goto fail;
+    }
+    *out = e;
+    return TD_OK;
+fail:
+    whisper_close(e);
+    return rc;
+}
+
+static const char *whisper_model_name(const td_engine *e)
+{
+    return e->model_name;
+}
+
+/* ---- the heartbeat proxy ------------------------------------------------ */
+
+static int proxy_beat(beat_proxy *p, int rc, td_error *err)
+{
+    if (rc == TD_OK && p->fn && p->fn(p->user, p->seconds))
+        return td_error_set(err, TD_EABORT, "stopped");
+    return rc;
+}
+
+static int proxy_encode(td_wbackend *b, const float *mel, td_error *err)
+{
+    beat_proxy *p = (beat_proxy *)b;
+    return proxy_beat(p, p->real->encode(p->ctx, mel, err), err);
+}
+
+static int proxy_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *tokens, int n_past,
+                        int all_logits, float *logits, td_error *err)
+{
+    beat_proxy *p = (beat_proxy *)b;
+    return proxy_beat(p, p->real->decode(p->ctx, n_seq, n_tokens, tokens, n_past, all_logits,
+                                         logits, err), err);
+}
+
+static int proxy_kv_copy(td_wbackend *b, const int *src, int n_seq, int n_past, td_error *err)
+{
+    beat_proxy *p = (beat_proxy *)b;
+    return p->real->kv_copy(p->ctx, src, n_seq, n_past, err);
+}
+
+static int proxy_encoder_output(td_wbackend *b, float *out, td_error *err)
+{
+    beat_proxy *p = (beat_proxy *)b;
+    return p->real->encoder_output(p->ctx, out, err);
+}
+
+static const td_wbackend_ops proxy_ops = {
+    .api_version = TD_WBACKEND_API_VERSION,
+    .name = "heartbeat",
+    .encode = proxy_encode,
+    .decode = proxy_decode,
+    .kv_copy = proxy_kv_copy,
+    .encoder_output = proxy_encoder_output,
+};
+
+/* ---- decoding a batch -------------------------------------------------- */
+
+/* Map a time in the joined speech (seconds) back to the scene's clock. A
+ * time exactly at a junction belongs to the later span for starts and to
+ * the earlier one for ends. */
+static double map_time(const td_engine *e, double t, int is_end)
+{
+    if (e->n_spans == 0)
+        return t;
+    double pos = t * RATE;
+    if (pos < 0)
+        pos = 0;
+    const span *s = &e->spans[0];
+    for (size_t i = 0; i < e->n_spans; i++) {
+        const span *c = &e->spans[i];
+        double end = (double)(c->at + c->n);
+        if (pos < end || (is_end && pos <= end) || i + 1 == e->n_spans) {
+            s = c;
+            break;
+        }
+    }
+    double off = pos - (double)s->at;
+    if (off < 0)
+        off = 0;
+    if (off > (double)s->n)
+        off = (double)s->n;
+    return ((double)s->src + off) / RATE;
+}
+
+typedef struct progress_ctx {
+    td_engine *e;
+    td_progress_fn fn;
+    void *user;
+} progress_ctx;
+
+static int on_window(void *user, double seconds_done)
+{
+    progress_ctx *p = user;
+    p->e->proxy.seconds = map_time(p->e, seconds_done, 1);
+    if (!p->fn)
+        return 0;
+    return p->fn(p->user, p->e->proxy.seconds);
+}
+
+static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progress, void *user,
+                        td_error *err)
+{
+    if (e->batch_len == 0)
+        return TD_OK;
+    const td_wmodel *m = e->model;
+    int n_mels = m->hp.n_mels;
+    size_t total = e->batch_len + PAD_SAMPLES;
+    memset(e->batch + e->batch_len, 0, PAD_SAMPLES * sizeof *e->batch);
+    size_t frames = td_wmel_frames(total);
+    int rc = td_wmel_log(e->batch, total, m->mel_filters, n_mels, e->mel, e->threads, err);
+    if (rc)
+        return rc;
+    td_wmel_normalize(e->mel, frames * (size_t)n_mels);
+
+    td_wdecode_opts o = e->opts;
+    o.language = e->language >= 0 ? e->language : e->scene_language;
+    td_wdecoder *d = NULL;
+    e->proxy = (beat_proxy){.real = e->bops, .ctx = e->backend, .fn = progress, .user = user,
+                            .seconds = map_time(e, 0, 0)};
+    rc = td_wdecoder_new(m, &proxy_ops, (td_wbackend *)&e->proxy, &o, &d, err);
+    if (rc)
+        return rc;
+    td_transcript part;
+    td_transcript_init(&part);
+    int lang = o.language;
+    progress_ctx pc = {e, progress, user};
+    rc = td_wdecoder_transcribe(d, e->mel, frames, td_wmel_frames(e->batch_len), 0.0, &part,
+                                &lang, on_window, &pc, err);
+    td_wdecoder_free(d);
+    if (rc)
+        goto out;
+    if (e->language < 0 && lang >= 0)
+        e->scene_language = lang; /* later batches of the scene keep it */
+
+    for (size_t i = 0; i < part.n_segs; i++) {
+        td_segment *s = &part.segs[i];
+        for (size_t w = 0; w < s->n_words; w++) {
+            s->words[w].start = map_time(e, s->words[w].start, 0);
+            s->words[w].end = map_time(e, s->words[w].end, 1);
+        }
+        rc = td_transcript_add(out, map_time(e, s->start, 0), map_time(e, s->end, 1), s->text,
+                               s->words, s->n_words, err);
+        if (rc)
+            goto out;
+    }
+out:
+    td_transcript_release(&part);
+    e->batch_len = 0;
+    e->n_spans = 0;
+    return rc;
+}
+
+/* Append an utterance's samples (which began at source sample src) to the
+ * batch, decoding the batch first when it would overflow. */
+static int add_speech(td_engine *e, const float *s, size_t n, uint64_t src, td_transcript *out,
+                      td_progress_fn progress, void *user, td_error *err)
+{
+    while (n > 0) {
+        if (e->batch_len == BATCH_MAX_SAMPLES) {
+            int rc = decode_batch(e, out, progress, user, err);
+            if (rc)
+                return rc;
+        }
+        size_t take = BATCH_MAX_SAMPLES - e->batch_len;
+        if (take > n)
+            take = n;
+        if (e->n_spans > 0) {
+            span *last = &e->spans[e->n_spans - 1];
+            if (last->src + last->n == src && last->at + last->n == e->batch_len) {
+                last->n += take; /* continues the previous stretch */
+                goto copy;
+            }
+        }
+        if (e->n_spans == e->cap_spans) {
+            size_t ncap = e->cap_spans ? e->cap_spans * 2 : 64;
+            span *ns = realloc(e->spans, ncap * sizeof *ns);
+            if (!ns)
+                return td_error_set(err, TD_ENOMEM, "out of memory");
+            e->spans = ns;
+            e->cap_spans = ncap;
+        }
+        e->spans[e->n_spans++] = (span){.at = e->batch_len, .src = src, .n = take};
+copy:
+        memcpy(e->batch + e->batch_len, s, take * sizeof *s);
+        e->batch_len += take;
+        s += take;
+        n -= take;
+        src += take;
+    }
+    return TD_OK;
+}
+
+typedef struct utt_ctx {
+    td_engine *e;
+    td_transcript *out;
+    td_progress_fn progress;
+    void *user;
+    td_error *err;
+} utt_ctx;
+
+static int whisper_transcribe(td_engine *e, const td_pcm_source *src, td_transcript *out,
+                              td_progress_fn progress, void *user, td_error *err)
+{
+    e->batch_len = 0;
+    e->n_spans = 0;
+    e->scene_language = -1;
+    int rc = TD_OK;
+    td_vad *vad = NULL;
+    rc = td_vad_new(&td_vad_whisper_defaults, &vad, err);
+    if (rc)
+        return rc;
+    uint64_t consumed = 0;
+    for (;;) {
+        long got = src->read(src->ctx, e->chunk, READ_SAMPLES, err);
+        if (got < 0) {
+            rc = (int)got;
+            goto out;
+        }
+        int last = got == 0;
+        rc = td_vad_feed(vad, e->chunk, (size_t)got, last);
+        if (rc) {
+            rc = td_error_set(err, rc, "voice activity detector: out of memory");
+            goto out;
+        }
+        td_vad_utterance u;
+        while (td_vad_next(vad, &u)) {
+            rc = add_speech(e, u.samples, u.n_samples, u.start, out, progress, user, err);
+            if (rc)
+                goto out;
+        }
+        consumed += (uint64_t)got;
+        if (last)
+            break;
+        /* Silence is progress too: report it when no batch is pending. */
+        if (progress && e->batch_len == 0 && progress(user, (double)consumed / RATE)) {
+            rc = td_error_set(err, TD_EABORT, "stopped");
+            goto out;
+        }
+    }
+    rc = decode_batch(e, out, progress, user, err);
+    if (rc)
+        goto out;
+    int lang = e->language >= 0 ? e->language : e->scene_language;
+    const char *code = lang >= 0 ? td_wlang_code(lang) : NULL;
+    if (code)
+        snprintf(out->language, sizeof out->language, "%s", code);
+out:
+    td_vad_free(vad);
+    return rc;
+}
+
+const td_engine_ops td_engine_whisper = {
+    .api_version = TD_ENGINE_API_VERSION,
+    .name = "whisper",
+    .description = "tapedeck's own Whisper (ggml model files; CPU backend)",
+    .probe = whisper_probe,
+    .memory_need = whisper_memory_need,
+    .open = whisper_open,
+    .transcribe = whisper_transcribe,
+    .model_name = whisper_model_name,
+    .close = whisper_close,
+};
