@@ -1,0 +1,788 @@
+/*
+ * cpu.c: the CPU compute backend of the Whisper network (backend.h), the
+ * numerical reference the GPU backends are tested against.
+ *
+ * The network is openai-whisper's model.py: encoder = two GELU
+ * convolutions (kernel 3, padding 1, strides 1 and 2), positional
+ * embedding, pre-LayerNorm residual blocks (self-attention, GELU MLP) and
+ * ln_post; decoder = token + positional embedding, blocks of causal
+ * self-attention with a KV cache, cross-attention against the encoder's
+ * keys and values (computed once per window in encode()), MLP, a final
+ * LayerNorm, and logits against the token embedding (tied). LayerNorm eps
+ * 1e-5; GELU is the exact erf form.
+ *
+ * Weights are read where the model maps them (F16 stays F16): the big
+ * products pack panels of them on the fly (kernels.h), the decoder's
+ * few-row products stream them through SIMD conversion. Only the small
+ * F32 vectors (biases, LayerNorm parameters, positional embeddings) are
+ * copied at open, because the file leaves tensor data unaligned.
+ *
+ * Memory: everything open() holds besides the mapped weights lives in one
+ * arena whose layout layout_compute() derives from the hyper-parameters
+ * and the configuration alone, so memory_need() and open() cannot
+ * disagree (test_cpu_backend checks it). Regions, in floats:
+ *   params   copies of biases, LayerNorm weights, positional embeddings
+ *   enc_out  [n_audio_ctx][n_audio_state]          ln_post output (kept)
+ *   cross    [text layer][head] packed K/V over n_audio_ctx keys
+ *   kv       [text layer][slot][head] packed K/V over max_tokens positions
+ *   work     encoder and decoder activations (one reused region)
+ *   scratch  per thread: GEMM packing, attention blocks
+ *   wconv    BLAS only: an F16 -> F32 slab
+ * Not counted: this struct, the per-layer pointer tables (a few KB), and
+ * the worker threads' stacks (virtual, 8 MB each by default).
+ *
+ * Sequences: the KV cache has max_seq physical slots; slot[s] maps a
+ * sequence to its slot, so kv_copy() remaps instead of copying whenever a
+ * source sequence is used once, and copies only for extra forks.
+ */
+#include "whisper/backend.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "whisper/kernels.h"
+
+#define MAX_SEQ 64
+#define MAX_THREADS 256
+#define ALIGN_F 16 /* floats: 64 bytes */
+
+static size_t al(size_t n)
+{
+    return (n + ALIGN_F - 1) / ALIGN_F * ALIGN_F;
+}
+
+static size_t rnd(size_t x, size_t to)
+{
+    return (x + to - 1) / to * to;
+}
+
+/* ------------------------------------------------------------------ */
+/* Arena layout                                                         */
+
+typedef struct layout {
+    /* resolved configuration */
+    int n_threads, max_seq, max_tokens, max_batch;
+    int blas;
+    /* shapes */
+    int C, na, nt, nm, nha, nht, da, dt, cap_c, cap_s, R;
+    size_t kvf_c, kvf_s;     /* floats per packed head */
+    size_t scratch_floats;   /* per thread */
+    size_t wconv_floats;
+    size_t params_floats;
+    /* offsets in floats from the arena start */
+    size_t o_params, o_enc_out, o_cross, o_kv, o_work, o_scratch, o_wconv;
+    /* offsets inside work: encoder */
+    size_t ex, mel_t, x1p, convw, eh, eq, ek, ev, eka, evta, eff;
+    /* offsets inside work: decoder */
+    size_t dx, dh, dq, dk, dv, da_, dff;
+    size_t work_floats;
+    size_t total_floats;
+} layout;
+
+/* Floats of the copied small parameters (see params_take's order). */
+static size_t params_size(const td_whparams *hp)
+{
+    size_t na = (size_t)hp->n_audio_state, nt = (size_t)hp->n_text_state;
+    size_t e = al((size_t)hp->n_audio_ctx * na) + 2 * al(na) + 2 * al(na) /* pos, conv b, ln_post */;
+    size_t el = 2 * al(na) + 3 * al(na) + 2 * al(na) + al(4 * na) + al(na);
+    size_t d = al((size_t)hp->n_text_ctx * nt) + 2 * al(nt);
+    size_t dl = 2 * al(nt) + 3 * al(nt) + 2 * al(nt) + 3 * al(nt) + 2 * al(nt) + al(4 * nt) + al(nt);
+    return e + (size_t)hp->n_audio_layer * el + d + (size_t)hp->n_text_layer * dl;
+}
+
+static int hp_valid(const td_whparams *hp)
+{
+    return hp->n_vocab > 0 && hp->n_vocab <= TD_WMAX_VOCAB && hp->n_audio_ctx > 0 &&
+           hp->n_audio_ctx <= TD_WMAX_AUDIO_CTX && hp->n_audio_state > 0 &&
+           hp->n_audio_state <= TD_WMAX_STATE && hp->n_audio_head > 0 &&
+           hp->n_audio_head <= TD_WMAX_HEADS && hp->n_audio_state % hp->n_audio_head == 0 &&
+           hp->n_audio_layer > 0 && hp->n_audio_layer <= TD_WMAX_LAYERS && hp->n_text_ctx > 0 &&
+           hp->n_text_ctx <= TD_WMAX_TEXT_CTX && hp->n_text_state > 0 &&
+           hp->n_text_state <= TD_WMAX_STATE && hp->n_text_head > 0 &&
+           hp->n_text_head <= TD_WMAX_HEADS && hp->n_text_state % hp->n_text_head == 0 &&
+           hp->n_text_layer > 0 && hp->n_text_layer <= TD_WMAX_LAYERS && hp->n_mels > 0 &&
+           hp->n_mels <= TD_WMAX_MELS;
+}
+
+static int resolve_threads(int n)
+{
+    if (n <= 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c > 0 ? (int)c : 1;
+    }
+    return n > MAX_THREADS ? MAX_THREADS : n;
+}
+
+/* The arena for hp under cfg; 0, or -1 with the reason in err. */
+static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *L, td_error *err)
+{
+    memset(L, 0, sizeof *L);
+    if (!hp_valid(hp))
+        return td_error_set(err, TD_EINVAL, "cpu backend: hyper-parameters out of bounds"), -1;
+    L->max_tokens = cfg->max_tokens > 0 ? cfg->max_tokens : hp->n_text_ctx;
+    L->max_batch = cfg->max_batch_tokens > 0 ? cfg->max_batch_tokens : L->max_tokens;
+    L->max_seq = cfg->max_seq;
+    if (L->max_seq < 1 || L->max_seq > MAX_SEQ)
+        return td_error_set(err, TD_EINVAL, "cpu backend: max_seq %d not in 1..%d", cfg->max_seq,
+                            MAX_SEQ), -1;
+    if (L->max_tokens > hp->n_text_ctx || cfg->max_tokens < 0)
+        return td_error_set(err, TD_EINVAL, "cpu backend: max_tokens %d not in 1..%d",
+                            cfg->max_tokens, hp->n_text_ctx), -1;
+    if (L->max_batch > L->max_tokens || cfg->max_batch_tokens < 0)
+        return td_error_set(err, TD_EINVAL, "cpu backend: max_batch_tokens %d not in 1..%d",
+                            cfg->max_batch_tokens, L->max_tokens), -1;
+    L->n_threads = resolve_threads(cfg->n_threads);
+    L->blas = td_wk_get_gemm_impl() == TD_WK_GEMM_BLAS;
+
+    L->C = hp->n_audio_ctx;
+    L->na = hp->n_audio_state;
+    L->nt = hp->n_text_state;
+    L->nm = hp->n_mels;
+    L->nha = hp->n_audio_head;
+    L->nht = hp->n_text_head;
+    L->da = L->na / L->nha;
+    L->dt = L->nt / L->nht;
+    L->cap_c = (int)rnd((size_t)L->C, TD_WK_NR);
+    L->cap_s = (int)rnd((size_t)L->max_tokens, TD_WK_NR);
+    L->R = L->max_seq * L->max_batch;
+    L->kvf_c = td_wk_kv_head_floats(L->cap_c, L->dt);
+    L->kvf_s = td_wk_kv_head_floats(L->cap_s, L->dt);
+    int max_keys = L->cap_c > L->cap_s ? L->cap_c : L->cap_s;
+    L->scratch_floats = td_wk_scratch_floats(L->C, max_keys, L->da > L->dt ? L->da : L->dt);
+    if (L->blas) {
+        size_t a = 4 * (size_t)L->na * L->na, b = 4 * (size_t)L->nt * L->nt,
+               c = (size_t)L->na * L->nt;
+        L->wconv_floats = a > b ? a : b;
+        L->wconv_floats = L->wconv_floats > c ? L->wconv_floats : c;
+    }
+    L->params_floats = params_size(hp);
+
+    size_t C = (size_t)L->C, na = (size_t)L->na, nt = (size_t)L->nt, nm = (size_t)L->nm;
+    size_t nsm = na > nt ? na : nt;
+    size_t T2 = 2 * C;
+    /* encoder: ex, then either the convolution buffers or the block ones */
+    size_t o = 0;
+    L->ex = o;
+    o += al(C * na);
+    size_t phase = o;
+    L->mel_t = o;
+    o += al((T2 + 2) * nm);
+    L->x1p = o;
+    o += al((T2 + 2) * na);
+    L->convw = o;
+    o += al(na * 3 * (nm > na ? nm : na));
+    size_t conv_end = o;
+    o = phase;
+    L->eh = o;
+    o += al(C * nsm);
+    L->eq = o;
+    o += al(C * nsm);
+    L->ek = o;
+    o += al(C * nsm);
+    L->ev = o;
+    o += al(C * nsm);
+    size_t af = al(td_wk_enc_attn_floats(L->C, L->na, L->nha));
+    L->eka = o;
+    o += af;
+    L->evta = o;
+    o += af;
+    L->eff = o;
+    o += al(C * 4 * na);
+    size_t enc_end = o > conv_end ? o : conv_end;
+    /* decoder: its own use of the same region */
+    size_t R = (size_t)L->R;
+    o = 0;
+    L->dx = o;
+    o += al(R * nt);
+    L->dh = o;
+    o += al(R * nt);
+    L->dq = o;
+    o += al(R * nt);
+    L->dk = o;
+    o += al(R * nt);
+    L->dv = o;
+    o += al(R * nt);
+    L->da_ = o;
+    o += al(R * nt);
+    L->dff = o;
+    o += al(R * 4 * nt);
+    L->work_floats = enc_end > o ? enc_end : o;
+
+    o = 0;
+    L->o_params = o;
+    o += L->params_floats;
+    L->o_enc_out = o;
+    o += al(C * na);
+    L->o_cross = o;
+    o += (size_t)hp->n_text_layer * (size_t)L->nht * L->kvf_c;
+    L->o_kv = o;
+    o += (size_t)hp->n_text_layer * (size_t)L->max_seq * (size_t)L->nht * L->kvf_s;
+    L->o_work = o;
+    o += L->work_floats;
+    L->o_scratch = o;
+    o += (size_t)L->n_threads * L->scratch_floats;
+    L->o_wconv = o;
+    o += al(L->wconv_floats);
+    L->total_floats = o;
+    return 0;
+}
+
+int64_t td_wcpu_weight_bytes(const td_whparams *hp, enum td_wtype wtype)
+{
+    int64_t ws = wtype == TD_WT_F16 ? 2 : 4;
+    int64_t na = hp->n_audio_state, nt = hp->n_text_state, C = hp->n_audio_ctx;
+    int64_t e = 4 * C * na                         /* positional embedding */
+                + ws * 3 * hp->n_mels * na + 4 * na /* conv1 */
+                + ws * 3 * na * na + 4 * na         /* conv2 */
+                + 4 * 2 * na;                       /* ln_post */
+    int64_t el = 4 * 4 * na                         /* attn_ln, mlp_ln */
+                 + ws * 4 * na * na + 4 * 3 * na    /* q, k, v, out (k without bias) */
+                 + ws * 8 * na * na + 4 * 5 * na;   /* mlp.0, mlp.2 */
+    int64_t d = 4 * (int64_t)hp->n_text_ctx * nt   /* positional embedding */
+                + ws * (int64_t)hp->n_vocab * nt    /* token embedding */
+                + 4 * 2 * nt;                       /* ln */
+    int64_t dl = 4 * 6 * nt                         /* attn_ln, cross_attn_ln, mlp_ln */
+                 + ws * 4 * nt * nt + 4 * 3 * nt    /* self-attention */
+                 + ws * 2 * nt * nt + ws * 2 * na * nt + 4 * 3 * nt /* cross: q, out; k, v */
+                 + ws * 8 * nt * nt + 4 * 5 * nt;   /* mlp */
+    return e + hp->n_audio_layer * el + d + hp->n_text_layer * dl;
+}
+
+int64_t td_wcpu_arena_bytes(const td_whparams *hp, const td_wconfig *cfg)
+{
+    layout L;
+    if (layout_compute(hp, cfg, &L, NULL) != 0)
+        return -1;
+    return (int64_t)(L.total_floats * sizeof(float));
+}
+
+static int64_t cpu_memory_need(const td_whparams *hp, enum td_wtype wtype, const td_wconfig *cfg)
+{
+    int64_t arena = td_wcpu_arena_bytes(hp, cfg);
+    if (arena < 0)
+        return -1;
+    return td_wcpu_weight_bytes(hp, wtype) + arena;
+}
+
+/* ------------------------------------------------------------------ */
+/* Context                                                              */
+
+typedef struct enc_lp {
+    const float *attn_ln_w, *attn_ln_b, *q_b, *v_b, *o_b, *mlp_ln_w, *mlp_ln_b, *mlp0_b, *mlp2_b;
+} enc_lp;
+
+typedef struct dec_lp {
+    const float *attn_ln_w, *attn_ln_b, *q_b, *v_b, *o_b;
+    const float *cross_ln_w, *cross_ln_b, *cq_b, *cv_b, *co_b;
+    const float *mlp_ln_w, *mlp_ln_b, *mlp0_b, *mlp2_b;
+} dec_lp;
+
+struct td_wbackend {
+    const td_wmodel *m;
+    layout L;
+    td_wk_ctx kc;
+    float *arena;
+    size_t arena_bytes;
+    /* copied parameters */
+    const float *enc_pos, *conv1_b, *conv2_b, *ln_post_w, *ln_post_b;
+    const float *dec_pos, *dec_ln_w, *dec_ln_b;
+    enc_lp *elp;
+    dec_lp *dlp;
+    int encoded;
+    int slot[MAX_SEQ];
+};
+
+/* Copy one F32 vector (n floats, checked against the tensor) into the
+ * params region; a tensor of another type or size is refused. */
+static const float *params_take(float **cur, const td_wtensor *t, size_t n, int *bad)
+{
+    float *p = *cur;
+    *cur += al(n);
+    if (!t || t->type != TD_WT_F32 || t->nbytes != n * sizeof(float)) {
+        *bad = 1;
+        return p;
+    }
+    memcpy(p, t->data, n * sizeof(float));
+    return p;
+}
+
+static int params_copy(td_wbackend *b)
+{
+    const td_wmodel *m = b->m;
+    const td_whparams *hp = &m->hp;
+    size_t na = (size_t)hp->n_audio_state, nt = (size_t)hp->n_text_state;
+    float *cur = b->arena + b->L.o_params;
+    int bad = 0;
+    b->enc_pos = params_take(&cur, m->enc.pos, (size_t)hp->n_audio_ctx * na, &bad);
+    b->conv1_b = params_take(&cur, m->enc.conv1_b, na, &bad);
+    b->conv2_b = params_take(&cur, m->enc.conv2_b, na, &bad);
+    b->ln_post_w = params_take(&cur, m->enc.ln_post.w, na, &bad);
+    b->ln_post_b = params_take(&cur, m->enc.ln_post.b, na, &bad);
+    for (int l = 0; l < hp->n_audio_layer; l++) {
+        const td_wenc_layer *el = &m->enc.layers[l];
+        enc_lp *p = &b->elp[l];
+        p->attn_ln_w = params_take(&cur, el->attn_ln.w, na, &bad);
+        p->attn_ln_b = params_take(&cur, el->attn_ln.b, na, &bad);
+        p->q_b = params_take(&cur, el->attn.q.b, na, &bad);
+        p->v_b = params_take(&cur, el->attn.v.b, na, &bad);
+        p->o_b = params_take(&cur, el->attn.o.b, na, &bad);
+        p->mlp_ln_w = params_take(&cur, el->mlp_ln.w, na, &bad);
+        p->mlp_ln_b = params_take(&cur, el->mlp_ln.b, na, &bad);
+        p->mlp0_b = params_take(&cur, el->mlp0.b, 4 * na, &bad);
+        p->mlp2_b = params_take(&cur, el->mlp2.b, na, &bad);
+    }
+    b->dec_pos = params_take(&cur, m->dec.pos, (size_t)hp->n_text_ctx * nt, &bad);
+    b->dec_ln_w = params_take(&cur, m->dec.ln.w, nt, &bad);
+    b->dec_ln_b = params_take(&cur, m->dec.ln.b, nt, &bad);
+    for (int l = 0; l < hp->n_text_layer; l++) {
+        const td_wdec_layer *dl = &m->dec.layers[l];
+        dec_lp *p = &b->dlp[l];
+        p->attn_ln_w = params_take(&cur, dl->attn_ln.w, nt, &bad);
+        p->attn_ln_b = params_take(&cur, dl->attn_ln.b, nt, &bad);
+        p->q_b = params_take(&cur, dl->attn.q.b, nt, &bad);
+        p->v_b = params_take(&cur, dl->attn.v.b, nt, &bad);
+        p->o_b = params_take(&cur, dl->attn.o.b, nt, &bad);
+        p->cross_ln_w = params_take(&cur, dl->cross_ln.w, nt, &bad);
+        p->cross_ln_b = params_take(&cur, dl->cross_ln.b, nt, &bad);
+        p->cq_b = params_take(&cur, dl->cross.q.b, nt, &bad);
+        p->cv_b = params_take(&cur, dl->cross.v.b, nt, &bad);
+        p->co_b = params_take(&cur, dl->cross.o.b, nt, &bad);
+        p->mlp_ln_w = params_take(&cur, dl->mlp_ln.w, nt, &bad);
+        p->mlp_ln_b = params_take(&cur, dl->mlp_ln.b, nt, &bad);
+        p->mlp0_b = params_take(&cur, dl->mlp0.b, 4 * nt, &bad);
+        p->mlp2_b = params_take(&cur, dl->mlp2.b, nt, &bad);
+    }
+    /* the order above must match params_size() */
+    if ((size_t)(cur - (b->arena + b->L.o_params)) != b->L.params_floats)
+        bad = 1;
+    return bad ? -1 : 0;
+}
+
+/* A weight matrix must be [n_out][n_in] of the model's weight type (the
+ * products of one layer share a type). */
+static int mat_ok(const td_wtensor *t, int64_t n_in, int64_t n_out, enum td_wtype wt)
+{
+    return t && t->type == wt && (wt == TD_WT_F16 || wt == TD_WT_F32) && t->ne[0] == n_in &&
+           t->ne[1] == n_out && t->data;
+}
+
+static int weights_ok(const td_wmodel *m)
+{
+    const td_whparams *hp = &m->hp;
+    enum td_wtype wt = m->wtype;
+    int64_t na = hp->n_audio_state, nt = hp->n_text_state;
+    if (!m->enc.conv1_w || m->enc.conv1_w->ne[0] != 3 || m->enc.conv1_w->ne[1] != hp->n_mels ||
+        m->enc.conv1_w->ne[2] != na || !m->enc.conv2_w || m->enc.conv2_w->ne[0] != 3 ||
+        m->enc.conv2_w->ne[1] != na || m->enc.conv2_w->ne[2] != na)
+        return 0;
+    if (m->enc.conv1_w->type != TD_WT_F16 && m->enc.conv1_w->type != TD_WT_F32)
+        return 0;
+    if (m->enc.conv2_w->type != TD_WT_F16 && m->enc.conv2_w->type != TD_WT_F32)
+        return 0;
+    for (int l = 0; l < hp->n_audio_layer; l++) {
+        const td_wenc_layer *e = &m->enc.layers[l];
+        if (!mat_ok(e->attn.q.w, na, na, wt) || !mat_ok(e->attn.k.w, na, na, wt) ||
+            !mat_ok(e->attn.v.w, na, na, wt) || !mat_ok(e->attn.o.w, na, na, wt) ||
+            !mat_ok(e->mlp0.w, na, 4 * na, wt) || !mat_ok(e->mlp2.w, 4 * na, na, wt))
+            return 0;
+    }
+    for (int l = 0; l < hp->n_text_layer; l++) {
+        const td_wdec_layer *d = &m->dec.layers[l];
+        if (!mat_ok(d->attn.q.w, nt, nt, wt) || !mat_ok(d->attn.k.w, nt, nt, wt) ||
+            !mat_ok(d->attn.v.w, nt, nt, wt) || !mat_ok(d->attn.o.w, nt, nt, wt) ||
+            !mat_ok(d->cross.q.w, nt, nt, wt) || !mat_ok(d->cross.k.w, na, nt, wt) ||
+            !mat_ok(d->cross.v.w, na, nt, wt) || !mat_ok(d->cross.o.w, nt, nt, wt) ||
+            !mat_ok(d->mlp0.w, nt, 4 * nt, wt) || !mat_ok(d->mlp2.w, 4 * nt, nt, wt))
+            return 0;
+    }
+    return mat_ok(m->dec.tok, nt, hp->n_vocab, wt);
+}
+
+static int cpu_probe(td_error *err)
+{
+    (void)err;
+    return TD_OK;
+}
+
+static void cpu_close(td_wbackend *b)
+{
+    if (!b)
+        return;
+    td_wk_pool_free(b->kc.pool);
+    if (b->arena)
+        munmap(b->arena, b->arena_bytes);
+    free(b->elp);
+    free(b->dlp);
+    free(b);
+}
+
+static int cpu_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out, td_error *err)
+{
+    *out = NULL;
+    if (!m || !cfg)
+        return td_error_set(err, TD_EINVAL, "cpu backend: no model or configuration");
+    td_wbackend *b = calloc(1, sizeof *b);
+    if (!b)
+        return td_error_set(err, TD_ENOMEM, "cpu backend: out of memory");
+    b->m = m;
+    int rc = TD_OK;
+    if (layout_compute(&m->hp, cfg, &b->L, err) != 0) {
+        rc = TD_EINVAL;
+        goto fail;
+    }
+    if (!weights_ok(m)) {
+        rc = td_error_set(err, TD_EINPUT, "%s: weight shapes or types the cpu backend cannot use",
+                          m->path ? m->path : "model");
+        goto fail;
+    }
+    b->elp = calloc((size_t)m->hp.n_audio_layer, sizeof *b->elp);
+    b->dlp = calloc((size_t)m->hp.n_text_layer, sizeof *b->dlp);
+    if (!b->elp || !b->dlp) {
+        rc = td_error_set(err, TD_ENOMEM, "cpu backend: out of memory");
+        goto fail;
+    }
+    b->arena_bytes = b->L.total_floats * sizeof(float);
+    void *p = mmap(NULL, b->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        rc = td_error_errno(err, TD_ENOMEM, errno, "cpu backend: %zu MB of buffers",
+                            b->arena_bytes >> 20);
+        goto fail;
+    }
+    b->arena = p;
+    if (params_copy(b) != 0) {
+        rc = td_error_set(err, TD_EINPUT, "%s: bias, norm or embedding tensors not F32 of the right size",
+                          m->path ? m->path : "model");
+        goto fail;
+    }
+    rc = td_wk_pool_create(b->L.n_threads, &b->kc.pool, err);
+    if (rc != TD_OK)
+        goto fail;
+    b->kc.ops = td_wk_ops_best();
+    b->kc.impl = b->L.blas ? TD_WK_GEMM_BLAS : TD_WK_GEMM_OWN;
+    b->kc.scratch = b->arena + b->L.o_scratch;
+    b->kc.scratch_floats = b->L.scratch_floats;
+    if (b->L.blas) {
+        b->kc.wconv = b->arena + b->L.o_wconv;
+        b->kc.wconv_floats = b->L.wconv_floats;
+        td_wk_blas_threads(b->L.n_threads);
+    }
+    for (int s = 0; s < MAX_SEQ; s++)
+        b->slot[s] = s;
+    *out = b;
+    return TD_OK;
+fail:
+    cpu_close(b);
+    return rc;
+}
+
+size_t td_wcpu_arena_size(const td_wbackend *b)
+{
+    return b->arena_bytes;
+}
+
+const char *td_wcpu_isa_name(const td_wbackend *b)
+{
+    return b->kc.ops->name;
+}
+
+void td_wcpu_use_ops(td_wbackend *b, const td_wk_ops *ops)
+{
+    if (ops)
+        b->kc.ops = ops;
+}
+
+/* ------------------------------------------------------------------ */
+/* Encoder                                                              */
+
+static inline float *W(td_wbackend *b, size_t off)
+{
+    return b->arena + b->L.o_work + off;
+}
+
+typedef struct cross_pack {
+    td_wbackend *b;
+    int layer;
+    const float *k, *v;
+} cross_pack;
+
+static void cross_pack_task(void *arg, int ith, int nth)
+{
+    cross_pack *c = arg;
+    const layout *L = &c->b->L;
+    float *base = c->b->arena + L->o_cross + (size_t)c->layer * L->nht * L->kvf_c;
+    for (int h = ith; h < L->nht; h += nth)
+        td_wk_kv_pack(base + (size_t)h * L->kvf_c, L->cap_c, L->dt, L->C, c->k, c->v,
+                      (size_t)L->nt, h * L->dt);
+}
+
+static int cpu_encode(td_wbackend *b, const float *mel, td_error *err)
+{
+    if (!mel)
+        return td_error_set(err, TD_EINVAL, "cpu backend: no mel");
+    const td_wmodel *m = b->m;
+    const layout *L = &b->L;
+    td_wk_ctx *kc = &b->kc;
+    size_t C = (size_t)L->C, na = (size_t)L->na, nt = (size_t)L->nt, nm = (size_t)L->nm;
+    size_t T2 = 2 * C;
+    float *ex = W(b, L->ex), *mel_t = W(b, L->mel_t), *x1p = W(b, L->x1p), *convw = W(b, L->convw);
+
+    /* mel [n_mels][T2] -> time-major rows with a zero row on each side */
+    memset(mel_t, 0, nm * sizeof(float));
+    memset(mel_t + (T2 + 1) * nm, 0, nm * sizeof(float));
+    for (size_t t0 = 0; t0 < T2; t0 += 64) {
+        size_t t1 = t0 + 64 < T2 ? t0 + 64 : T2;
+        for (size_t i = 0; i < nm; i++)
+            for (size_t t = t0; t < t1; t++)
+                mel_t[(t + 1) * nm + i] = mel[i * T2 + t];
+    }
+    /* conv1 (stride 1) into x1p rows 1..T2, GELU; rows 0 and T2+1 are the padding */
+    memset(x1p, 0, na * sizeof(float));
+    memset(x1p + (T2 + 1) * na, 0, na * sizeof(float));
+    td_wk_conv3(kc, (int)T2, 1, L->nm, L->na, mel_t, m->enc.conv1_w->data, m->enc.conv1_w->type,
+                b->conv1_b, convw, x1p + na, na);
+    td_wk_gelu_add(kc, x1p + na, T2 * na, NULL);
+    /* conv2 (stride 2), GELU, + positional embedding */
+    td_wk_conv3(kc, L->C, 2, L->na, L->na, x1p, m->enc.conv2_w->data, m->enc.conv2_w->type,
+                b->conv2_b, convw, ex, na);
+    td_wk_gelu_add(kc, ex, C * na, b->enc_pos);
+
+    float *eh = W(b, L->eh), *eq = W(b, L->eq), *ek = W(b, L->ek), *ev = W(b, L->ev);
+    float *eka = W(b, L->eka), *evta = W(b, L->evta), *eff = W(b, L->eff);
+    enum td_wtype wt = m->wtype;
+    for (int l = 0; l < m->hp.n_audio_layer; l++) {
+        const td_wenc_layer *el = &m->enc.layers[l];
+        const enc_lp *p = &b->elp[l];
+        /* x += attn(ln(x)) */
+        td_wk_layernorm_rows(kc, L->C, L->na, ex, na, p->attn_ln_w, p->attn_ln_b, eh, na);
+        td_wk_gemm_job qkv[3] = {
+            {L->na, el->attn.q.w->data, na, p->q_b, eq, na},
+            {L->na, el->attn.k.w->data, na, NULL, ek, na},
+            {L->na, el->attn.v.w->data, na, p->v_b, ev, na},
+        };
+        td_wk_gemm_multi(kc, L->C, L->na, eh, na, wt, 3, qkv, 0);
+        td_wk_enc_attn(kc, L->C, L->na, L->nha, eq, ek, ev, eka, evta, eh);
+        td_wk_gemm(kc, L->C, L->na, L->na, eh, na, el->attn.o.w->data, wt, na, p->o_b, ex, na, 1);
+        /* x += mlp(ln(x)) */
+        td_wk_layernorm_rows(kc, L->C, L->na, ex, na, p->mlp_ln_w, p->mlp_ln_b, eh, na);
+        td_wk_gemm(kc, L->C, 4 * L->na, L->na, eh, na, el->mlp0.w->data, wt, na, p->mlp0_b, eff,
+                   4 * na, 0);
+        td_wk_gelu_add(kc, eff, C * 4 * na, NULL);
+        td_wk_gemm(kc, L->C, L->na, 4 * L->na, eff, 4 * na, el->mlp2.w->data, wt, 4 * na,
+                   p->mlp2_b, ex, na, 1);
+    }
+    float *enc_out = b->arena + L->o_enc_out;
+    td_wk_layernorm_rows(kc, L->C, L->na, ex, na, b->ln_post_w, b->ln_post_b, enc_out, na);
+
+    /* every decoder layer's cross-attention keys and values, packed */
+    for (int l = 0; l < m->hp.n_text_layer; l++) {
+        const td_wdec_layer *dl = &m->dec.layers[l];
+        td_wk_gemm_job kv[2] = {
+            {L->nt, dl->cross.k.w->data, na, NULL, eq, nt},
+            {L->nt, dl->cross.v.w->data, na, b->dlp[l].cv_b, ek, nt},
+        };
+        td_wk_gemm_multi(kc, L->C, L->na, enc_out, na, wt, 2, kv, 0);
+        cross_pack cp = {b, l, eq, ek};
+        td_wk_pool_run(kc->pool, cross_pack_task, &cp);
+    }
+    for (int s = 0; s < MAX_SEQ; s++)
+        b->slot[s] = s;
+    b->encoded = 1;
+    return TD_OK;
+}
+
+static int cpu_encoder_output(td_wbackend *b, float *out, td_error *err)
+{
+    if (!b->encoded)
+        return td_error_set(err, TD_EINVAL, "cpu backend: encoder_output before encode");
+    memcpy(out, b->arena + b->L.o_enc_out, (size_t)b->L.C * b->L.na * sizeof(float));
+    return TD_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoder                                                              */
+
+static float *kv_layer_slot(td_wbackend *b, int layer, int slot)
+{
+    const layout *L = &b->L;
+    return b->arena + L->o_kv +
+           ((size_t)layer * L->max_seq + (size_t)slot) * (size_t)L->nht * L->kvf_s;
+}
+
+static int cpu_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *tokens, int n_past,
+                      int all_logits, float *logits, td_error *err)
+{
+    const td_wmodel *m = b->m;
+    const layout *L = &b->L;
+    td_wk_ctx *kc = &b->kc;
+    if (!b->encoded)
+        return td_error_set(err, TD_EINVAL, "cpu backend: decode before encode");
+    if (n_seq < 1 || n_seq > L->max_seq)
+        return td_error_set(err, TD_EINVAL, "cpu backend: %d sequences, at most %d", n_seq,
+                            L->max_seq);
+    if (n_tokens < 1 || n_tokens > L->max_batch)
+        return td_error_set(err, TD_EINVAL, "cpu backend: %d tokens in one call, at most %d",
+                            n_tokens, L->max_batch);
+    if (n_past < 0 || n_past + n_tokens > L->max_tokens)
+        return td_error_set(err, TD_EINVAL, "cpu backend: positions %d..%d past the cache (%d)",
+                            n_past, n_past + n_tokens - 1, L->max_tokens);
+    if (!tokens || !logits)
+        return td_error_set(err, TD_EINVAL, "cpu backend: no tokens or logits buffer");
+    int R = n_seq * n_tokens;
+    for (int r = 0; r < R; r++)
+        if (tokens[r] < 0 || tokens[r] >= m->hp.n_vocab)
+            return td_error_set(err, TD_EINVAL, "cpu backend: token %d out of range", (int)tokens[r]);
+
+    size_t nt = (size_t)L->nt, d = (size_t)L->dt;
+    float *dx = W(b, L->dx), *dh = W(b, L->dh), *dq = W(b, L->dq), *dk = W(b, L->dk);
+    float *dv = W(b, L->dv), *da = W(b, L->da_), *dff = W(b, L->dff);
+    const td_wtensor *tok = m->dec.tok;
+
+    /* x = token_embedding[tokens] + positional_embedding[n_past + t] */
+    for (int r = 0; r < R; r++) {
+        int t = r % n_tokens;
+        float *x = dx + (size_t)r * nt;
+        if (tok->type == TD_WT_F16)
+            kc->ops->f16_to_f32((const uint16_t *)tok->data + (size_t)tokens[r] * nt, x, nt);
+        else
+            memcpy(x, (const float *)tok->data + (size_t)tokens[r] * nt, nt * sizeof(float));
+        const float *pos = b->dec_pos + (size_t)(n_past + t) * nt;
+        for (size_t i = 0; i < nt; i++)
+            x[i] += pos[i];
+    }
+
+    enum td_wtype wt = m->wtype;
+    float *kvp[MAX_SEQ];
+    for (int l = 0; l < m->hp.n_text_layer; l++) {
+        const td_wdec_layer *dl = &m->dec.layers[l];
+        const dec_lp *p = &b->dlp[l];
+        /* x += self_attn(ln(x)), causal, through the KV cache */
+        td_wk_layernorm_rows(kc, R, L->nt, dx, nt, p->attn_ln_w, p->attn_ln_b, dh, nt);
+        td_wk_gemm_job qkv[3] = {
+            {L->nt, dl->attn.q.w->data, nt, p->q_b, dq, nt},
+            {L->nt, dl->attn.k.w->data, nt, NULL, dk, nt},
+            {L->nt, dl->attn.v.w->data, nt, p->v_b, dv, nt},
+        };
+        td_wk_gemm_multi(kc, R, L->nt, dh, nt, wt, 3, qkv, 0);
+        for (int s = 0; s < n_seq; s++)
+            kvp[s] = kv_layer_slot(b, l, b->slot[s]);
+        for (int r = 0; r < R; r++) {
+            int s = r / n_tokens, t = r % n_tokens;
+            for (int h = 0; h < L->nht; h++)
+                td_wk_kv_put(kvp[s] + (size_t)h * L->kvf_s, L->cap_s, L->dt, n_past + t,
+                             dk + (size_t)r * nt + (size_t)h * d, dv + (size_t)r * nt + (size_t)h * d);
+        }
+        td_wk_dec_attn_args sa = {n_seq, n_tokens, L->nht, L->dt, L->cap_s, 1, n_past,
+                                  kvp,   dq,       da,     nt};
+        td_wk_dec_attn(kc, &sa);
+        td_wk_gemm(kc, R, L->nt, L->nt, da, nt, dl->attn.o.w->data, wt, nt, p->o_b, dx, nt, 1);
+
+        /* x += cross_attn(ln(x), encoder output): all rows share the keys */
+        td_wk_layernorm_rows(kc, R, L->nt, dx, nt, p->cross_ln_w, p->cross_ln_b, dh, nt);
+        td_wk_gemm(kc, R, L->nt, L->nt, dh, nt, dl->cross.q.w->data, wt, nt, p->cq_b, dq, nt, 0);
+        float *cross = b->arena + L->o_cross + (size_t)l * L->nht * L->kvf_c;
+        td_wk_dec_attn_args ca = {1, R, L->nht, L->dt, L->cap_c, 0, L->C, &cross, dq, da, nt};
+        td_wk_dec_attn(kc, &ca);
+        td_wk_gemm(kc, R, L->nt, L->nt, da, nt, dl->cross.o.w->data, wt, nt, p->co_b, dx, nt, 1);
+
+        /* x += mlp(ln(x)) */
+        td_wk_layernorm_rows(kc, R, L->nt, dx, nt, p->mlp_ln_w, p->mlp_ln_b, dh, nt);
+        td_wk_gemm(kc, R, 4 * L->nt, L->nt, dh, nt, dl->mlp0.w->data, wt, nt, p->mlp0_b, dff,
+                   4 * nt, 0);
+        td_wk_gelu_add(kc, dff, (size_t)R * 4 * nt, NULL);
+        td_wk_gemm(kc, R, L->nt, 4 * L->nt, dff, 4 * nt, dl->mlp2.w->data, wt, 4 * nt, p->mlp2_b,
+                   dx, nt, 1);
+    }
+
+    /* final LayerNorm of the rows that get logits, then x . token_embedding^T */
+    int rows;
+    if (all_logits) {
+        rows = R;
+        td_wk_layernorm_rows(kc, R, L->nt, dx, nt, b->dec_ln_w, b->dec_ln_b, dh, nt);
+    } else {
+        rows = n_seq;
+        for (int s = 0; s < n_seq; s++)
+            kc->ops->layernorm(L->nt, dx + ((size_t)s * n_tokens + (size_t)n_tokens - 1) * nt,
+                               b->dec_ln_w, b->dec_ln_b, 1e-5f, dh + (size_t)s * nt);
+    }
+    td_wk_gemm(kc, rows, m->hp.n_vocab, L->nt, dh, nt, tok->data, tok->type, nt, NULL, logits,
+               (size_t)m->hp.n_vocab, 0);
+    return TD_OK;
+}
+
+/* Copy positions [0, n_past) of every layer's cache from slot from to slot to. */
+static void kv_slot_copy(td_wbackend *b, int from, int to, int n_past)
+{
+    const layout *L = &b->L;
+    size_t d = (size_t)L->dt, kpanels = rnd((size_t)n_past, TD_WK_NR);
+    for (int l = 0; l < b->m->hp.n_text_layer; l++) {
+        float *src = kv_layer_slot(b, l, from), *dst = kv_layer_slot(b, l, to);
+        for (int h = 0; h < L->nht; h++) {
+            float *sh = src + (size_t)h * L->kvf_s, *dh = dst + (size_t)h * L->kvf_s;
+            /* K panels holding positions < n_past */
+            memcpy(dh, sh, kpanels * d * sizeof(float));
+            /* V: rows < n_past of each column panel */
+            for (size_t dp = 0; dp < d; dp += TD_WK_NR) {
+                size_t off = (size_t)L->cap_s * d + dp * (size_t)L->cap_s;
+                memcpy(dh + off, sh + off, (size_t)n_past * TD_WK_NR * sizeof(float));
+            }
+        }
+    }
+}
+
+static int cpu_kv_copy(td_wbackend *b, const int *src, int n_seq, int n_past, td_error *err)
+{
+    const layout *L = &b->L;
+    if (n_seq < 1 || n_seq > L->max_seq || n_past < 0 || n_past > L->max_tokens || !src)
+        return td_error_set(err, TD_EINVAL, "cpu backend: kv_copy of %d sequences, %d positions",
+                            n_seq, n_past);
+    for (int s = 0; s < n_seq; s++)
+        if (src[s] < 0 || src[s] >= L->max_seq)
+            return td_error_set(err, TD_EINVAL, "cpu backend: kv_copy source %d", src[s]);
+    /* Sequences below n_seq are rewritten; the others keep their slots.
+     * A source below n_seq hands its slot to the first sequence that takes
+     * it; every other taker gets a copy in a slot nobody keeps. */
+    int new_slot[MAX_SEQ], kept[MAX_SEQ] = {0}, need_copy[MAX_SEQ] = {0};
+    memcpy(new_slot, b->slot, sizeof new_slot);
+    for (int d = 0; d < n_seq; d++) {
+        int s = src[d];
+        if (s < n_seq && !kept[s]) {
+            kept[s] = 1;
+            new_slot[d] = b->slot[s];
+        } else {
+            need_copy[d] = 1;
+        }
+    }
+    int free_slots[MAX_SEQ], n_free = 0;
+    for (int d = 0; d < n_seq; d++)
+        if (!kept[d])
+            free_slots[n_free++] = b->slot[d];
+    for (int d = 0; d < n_seq; d++) {
+        if (!need_copy[d])
+            continue;
+        if (n_free == 0) /* cannot happen: counted above */
+            return td_error_set(err, TD_EINVAL, "cpu backend: kv_copy out of slots");
+        int to = free_slots[--n_free];
+        if (n_past > 0)
+            kv_slot_copy(b, b->slot[src[d]], to, n_past);
+        new_slot[d] = to;
+    }
+    memcpy(b->slot, new_slot, sizeof new_slot);
+    return TD_OK;
+}
+
+const td_wbackend_ops td_wbackend_cpu = {
+    .api_version = TD_WBACKEND_API_VERSION,
+    .name = "cpu",
+    .probe = cpu_probe,
+    .memory_need = cpu_memory_need,
+    .open = cpu_open,
+    .encode = cpu_encode,
+    .decode = cpu_decode,
+    .kv_copy = cpu_kv_copy,
+    .encoder_output = cpu_encoder_output,
+    .close = cpu_close,
+};
