@@ -155,7 +155,8 @@ int td_wmodels_list(const td_wmodels_path *p, td_wmodel_entry **out, size_t *n, 
             free(v);
             return td_error_errno(err, TD_EIO, errno, "%s", p->dirs[d]);
         }
-        qsort(v + first, count - first, sizeof *v, cmp_entry_name);
+        if (count > first)
+            qsort(v + first, count - first, sizeof *v, cmp_entry_name);
     }
     *out = v;
     *n = count;
