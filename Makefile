@@ -119,9 +119,9 @@ e2e: $(O)/tapedeck
 
 # The quicker end-to-end tests again with the sanitizer build: supervisor
 # and workers under AddressSanitizer+UBSan; any report fails the test.
-ASAN_E2E ?= cli dry_run run_basic bad_inputs always_crash devices
+ASAN_E2E ?= cli dry_run run_basic bad_inputs always_crash devices whisper
 asan-e2e:
-	$(MAKE) SANITIZE=1 O=$(O)-asan $(O)-asan/tapedeck
+	$(MAKE) SANITIZE=1 O=$(O)-asan $(O)-asan/tapedeck $(O)-asan/tapedeck-mkmodel
 	TAPEDECK_BIN=$(abspath $(O)-asan/tapedeck) E2E_ONLY="$(ASAN_E2E)" ./tests/e2e/run-all.sh
 
 # libFuzzer over the model-file parser (clang): a short bounded run, on a
