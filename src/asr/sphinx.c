@@ -414,18 +414,6 @@ out_free_words:
 
 /* ---- segmentation ------------------------------------------------------ */
 
-static int16_t to_s16(float x)
-{
-    if (!(x == x))
-        return 0; /* NaN */
-    float v = x * 32768.0f;
-    if (v >= 32767.0f)
-        return 32767;
-    if (v <= -32768.0f)
-        return -32768;
-    return (int16_t)lrintf(v);
-}
-
 /* Decode every utterance the detector has completed. */
 static int decode_ready(td_engine *e, td_transcript *out, td_error *err)
 {
@@ -435,7 +423,7 @@ static int decode_ready(td_engine *e, td_transcript *out, td_error *err)
             return td_error_set(err, TD_EENGINE, "sphinx: the detector handed over %zu samples, "
                                 "more than its cap", u.n_samples);
         for (size_t i = 0; i < u.n_samples; i++)
-            e->utt[i] = to_s16(u.samples[i]);
+            e->utt[i] = td_pcm_to_s16(u.samples[i]);
         e->utt_len = u.n_samples;
         int rc = decode_utterance(e, u.start, out, err);
         e->utt_len = 0;

@@ -95,26 +95,16 @@ struct td_vad {
 
 /* ---- frames ------------------------------------------------------------- */
 
-/* The 16-bit value a sample rounds to, as a decoder fed s16 would see it:
- * sub-LSB noise from a float source then counts as the silence it is, and
- * the decision is the same whether the source was float or 16-bit. */
-static int16_t to_s16(float x)
-{
-    if (!(x == x))
-        return 0; /* NaN */
-    float v = x * 32768.0f;
-    if (v >= 32767.0f)
-        return 32767;
-    if (v <= -32768.0f)
-        return -32768;
-    return (int16_t)lrintf(v);
-}
+/* Energy is measured on the 16-bit value a sample rounds to
+ * (td_pcm_to_s16), as a decoder fed s16 would see it: sub-LSB noise from a
+ * float source then counts as the silence it is, and the decision is the
+ * same whether the source was float or 16-bit. */
 
 static double frame_db(const float *s)
 {
     double sum = 0;
     for (int i = 0; i < FRAME; i++) {
-        double x = to_s16(s[i]) / 32768.0;
+        double x = td_pcm_to_s16(s[i]) / 32768.0;
         sum += x * x;
     }
     double db = 10.0 * log10(sum / FRAME + 1e-12);

@@ -32,6 +32,7 @@
 #ifndef TD_ASR_VAD_H
 #define TD_ASR_VAD_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +73,20 @@ typedef struct td_vad_utterance {
     size_t n_samples;       /* it ends at start + n_samples (exclusive) */
     td_vad_end reason;
 } td_vad_utterance;
+
+/* The 16-bit value a float sample rounds to (clipped; NaN as 0): what the
+ * detector measures energy on, and what PocketSphinx is fed. */
+static inline int16_t td_pcm_to_s16(float x)
+{
+    if (!(x == x))
+        return 0; /* NaN */
+    float v = x * 32768.0f;
+    if (v >= 32767.0f)
+        return 32767;
+    if (v <= -32768.0f)
+        return -32768;
+    return (int16_t)lrintf(v);
+}
 
 typedef struct td_vad td_vad;
 

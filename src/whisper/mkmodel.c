@@ -88,36 +88,7 @@ int td_wmk_dims(const char *name, td_whparams *hp, td_error *err)
 /* The loader's bounds (model.h), so that every file written here loads. */
 static int check_dims(const td_whparams *hp, td_error *err)
 {
-    struct {
-        const char *name;
-        int32_t v, lo, hi;
-    } r[] = {
-        {"n_audio_ctx", hp->n_audio_ctx, 1, TD_WMAX_AUDIO_CTX},
-        {"n_audio_state", hp->n_audio_state, 1, TD_WMAX_STATE},
-        {"n_audio_head", hp->n_audio_head, 1, TD_WMAX_HEADS},
-        {"n_audio_layer", hp->n_audio_layer, 1, TD_WMAX_LAYERS},
-        {"n_text_ctx", hp->n_text_ctx, 1, TD_WMAX_TEXT_CTX},
-        {"n_text_state", hp->n_text_state, 1, TD_WMAX_STATE},
-        {"n_text_head", hp->n_text_head, 1, TD_WMAX_HEADS},
-        {"n_text_layer", hp->n_text_layer, 1, TD_WMAX_LAYERS},
-        {"n_mels", hp->n_mels, 1, TD_WMAX_MELS},
-    };
-    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
-        if (r[i].v < r[i].lo || r[i].v > r[i].hi)
-            return td_error_set(err, TD_EINVAL, "%s %d is out of range (%d..%d)", r[i].name,
-                                (int)r[i].v, (int)r[i].lo, (int)r[i].hi);
-    if (hp->n_audio_state % hp->n_audio_head != 0)
-        return td_error_set(err, TD_EINVAL, "n_audio_head %d does not divide n_audio_state %d",
-                            (int)hp->n_audio_head, (int)hp->n_audio_state);
-    if (hp->n_text_state % hp->n_text_head != 0)
-        return td_error_set(err, TD_EINVAL, "n_text_head %d does not divide n_text_state %d",
-                            (int)hp->n_text_head, (int)hp->n_text_state);
-    if (hp->n_vocab != 51864 && hp->n_vocab != 51865 && hp->n_vocab != 51866)
-        return td_error_set(err, TD_EINVAL,
-                            "n_vocab %d is not a Whisper vocabulary (51864 English-only, "
-                            "51865 multilingual, 51866 large-v3)",
-                            (int)hp->n_vocab);
-    return TD_OK;
+    return td_whparams_check(hp, err);
 }
 
 /* ------------------------------------------------------------------ */

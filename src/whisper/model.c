@@ -137,37 +137,9 @@ static void show_name(const uint8_t *s, size_t n, char *out, size_t cap)
 
 static int check_hparams(reader *r, const td_whparams *hp)
 {
-    const struct {
-        const char *name;
-        int32_t v, lo, hi;
-    } b[] = {
-        {"n_audio_ctx", hp->n_audio_ctx, 1, TD_WMAX_AUDIO_CTX},
-        {"n_audio_state", hp->n_audio_state, 1, TD_WMAX_STATE},
-        {"n_audio_head", hp->n_audio_head, 1, TD_WMAX_HEADS},
-        {"n_audio_layer", hp->n_audio_layer, 1, TD_WMAX_LAYERS},
-        {"n_text_ctx", hp->n_text_ctx, 1, TD_WMAX_TEXT_CTX},
-        {"n_text_state", hp->n_text_state, 1, TD_WMAX_STATE},
-        {"n_text_head", hp->n_text_head, 1, TD_WMAX_HEADS},
-        {"n_text_layer", hp->n_text_layer, 1, TD_WMAX_LAYERS},
-        {"n_mels", hp->n_mels, 1, TD_WMAX_MELS},
-    };
-    /* The special tokens' ids follow from n_vocab; only Whisper's three
-     * vocabularies are known to lay them out as DESIGN.md item 7 says. */
-    if (hp->n_vocab != 51864 && hp->n_vocab != 51865 && hp->n_vocab != 51866)
-        return bad(r,
-                   "n_vocab %d is not a Whisper vocabulary (51864 English-only, 51865 "
-                   "multilingual, 51866 large-v3)",
-                   (int)hp->n_vocab);
-    for (size_t i = 0; i < N_ELEMS(b); i++)
-        if (b[i].v < b[i].lo || b[i].v > b[i].hi)
-            return bad(r, "%s %d is out of range (%d..%d)", b[i].name, (int)b[i].v,
-                       (int)b[i].lo, (int)b[i].hi);
-    if (hp->n_audio_state % hp->n_audio_head != 0)
-        return bad(r, "n_audio_head %d does not divide n_audio_state %d", (int)hp->n_audio_head,
-                   (int)hp->n_audio_state);
-    if (hp->n_text_state % hp->n_text_head != 0)
-        return bad(r, "n_text_head %d does not divide n_text_state %d", (int)hp->n_text_head,
-                   (int)hp->n_text_state);
+    td_error e = {0};
+    if (td_whparams_check(hp, &e) != TD_OK)
+        return bad(r, "%s", e.msg);
     if (hp->ftype < 0)
         return bad(r, "ftype %d is invalid", (int)hp->ftype);
     int ft = hp->ftype % 1000;

@@ -148,6 +148,45 @@ typedef struct td_wmodel {
     size_t map_size;
 } td_wmodel;
 
+/* TD_OK when the hyper-parameters are within the loader's bounds (those
+ * above), the heads divide the widths and n_vocab is one of Whisper's
+ * three vocabularies (the special tokens' ids follow from it); else
+ * TD_EINVAL with what is wrong. Inline so that the model generator, which
+ * must build without the loader, applies the very same rules. */
+static inline int td_whparams_check(const td_whparams *hp, td_error *err)
+{
+    const struct {
+        const char *name;
+        int32_t v, hi;
+    } b[] = {
+        {"n_audio_ctx", hp->n_audio_ctx, TD_WMAX_AUDIO_CTX},
+        {"n_audio_state", hp->n_audio_state, TD_WMAX_STATE},
+        {"n_audio_head", hp->n_audio_head, TD_WMAX_HEADS},
+        {"n_audio_layer", hp->n_audio_layer, TD_WMAX_LAYERS},
+        {"n_text_ctx", hp->n_text_ctx, TD_WMAX_TEXT_CTX},
+        {"n_text_state", hp->n_text_state, TD_WMAX_STATE},
+        {"n_text_head", hp->n_text_head, TD_WMAX_HEADS},
+        {"n_text_layer", hp->n_text_layer, TD_WMAX_LAYERS},
+        {"n_mels", hp->n_mels, TD_WMAX_MELS},
+    };
+    if (hp->n_vocab != 51864 && hp->n_vocab != 51865 && hp->n_vocab != 51866)
+        return td_error_set(err, TD_EINVAL,
+                            "n_vocab %d is not a Whisper vocabulary (51864 English-only, 51865 "
+                            "multilingual, 51866 large-v3)",
+                            (int)hp->n_vocab);
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
+        if (b[i].v < 1 || b[i].v > b[i].hi)
+            return td_error_set(err, TD_EINVAL, "%s %d is out of range (1..%d)", b[i].name,
+                                (int)b[i].v, (int)b[i].hi);
+    if (hp->n_audio_state % hp->n_audio_head != 0)
+        return td_error_set(err, TD_EINVAL, "n_audio_head %d does not divide n_audio_state %d",
+                            (int)hp->n_audio_head, (int)hp->n_audio_state);
+    if (hp->n_text_state % hp->n_text_head != 0)
+        return td_error_set(err, TD_EINVAL, "n_text_head %d does not divide n_text_state %d",
+                            (int)hp->n_text_head, (int)hp->n_text_state);
+    return TD_OK;
+}
+
 /* Open, map and validate path. TD_EINPUT for a malformed or unsupported
  * file ("ggml-x.bin: tensor 'encoder.conv1.weight': 12 bytes left, needs
  * 92160"), TD_EIO for I/O errors. */
