@@ -13,7 +13,7 @@ espeak-ng
 libjansson-dev
 libcmocka-dev
 libopenblas-dev
-clang
+clang libclang-rt-14-dev
 zlib1g-dev
 python3 procps util-linux
 "
