@@ -13,6 +13,11 @@
  * A batch holds at most BATCH_MAX_SECONDS of speech, so memory stays
  * bounded whatever the scene's length; a longer scene is decoded batch by
  * batch, each cut at an utterance boundary.
+ *
+ * Progress never goes backwards: the seconds reported are a high-water
+ * mark over what was read (silence) and what was decoded (speech, mapped
+ * back to the scene's clock), so a batch decoded after the reader has
+ * moved on does not make the heartbeat step back.
  */
 #include "asr/engine.h"
 
@@ -55,7 +60,7 @@ typedef struct beat_proxy {
     td_wbackend *ctx;
     td_progress_fn fn;
     void *user;
-    double seconds;               /* progress to report: the window's start */
+    double *reported;             /* the engine's high-water mark (see report) */
 } beat_proxy;
 
 struct td_engine {
@@ -74,7 +79,16 @@ struct td_engine {
     float *chunk;                 /* READ_SAMPLES from the source */
     int language;                 /* fixed, or -1: detect per scene */
     int scene_language;           /* detected for the scene being decoded */
+    double reported;              /* progress reported so far in this scene (seconds) */
 };
+
+/* Report progress, never less than already reported. Nonzero: stop. */
+static int report(double *reported, td_progress_fn fn, void *user, double seconds)
+{
+    if (seconds > *reported)
+        *reported = seconds;
+    return fn ? fn(user, *reported) : 0;
+}
 
 /* ---- configuration ------------------------------------------------------ */
 
@@ -91,6 +105,9 @@ static int language_of(const td_engine_config *cfg, const td_wmodel *m, const ch
 {
     const char *lang = cfg->language;
     *out = -1;
+    if (m && cfg->translate && !m->multilingual)
+        return td_error_set(err, TD_EINVAL, "whisper model %s is English-only: it cannot translate",
+                            name);
     if (!lang || !*lang || strcmp(lang, "auto") == 0) {
         if (!m || !m->multilingual)
             *out = td_wlang_index("en");
@@ -106,9 +123,6 @@ static int language_of(const td_engine_config *cfg, const td_wmodel *m, const ch
     if (m && idx >= m->sp.n_langs && m->multilingual)
         return td_error_set(err, TD_EINVAL, "whisper model %s does not know the language '%s'",
                             name, lang);
-    if (m && cfg->translate && !m->multilingual)
-        return td_error_set(err, TD_EINVAL, "whisper model %s is English-only: it cannot translate",
-                            name);
     *out = idx;
     return TD_OK;
 }
@@ -141,20 +155,25 @@ static int whisper_probe(const td_engine_config *cfg, td_error *err)
     if (rc)
         return rc == TD_EINPUT ? TD_EUNAVAILABLE : rc;
     int lang;
-    char name[NAME_MAX + 1];
-    td_wmodels_name_of(path, name, sizeof name);
-    rc = language_of(cfg, m, name, &lang, err);
+    rc = language_of(cfg, m, path, &lang, err); /* messages name the file */
     td_wmodel_close(m);
     return rc;
 }
 
-/* Our own buffers for one batch, on top of the backend's. */
-static int64_t batch_bytes(int n_mels)
+/* Our own buffers, on top of the backend's: those open() allocates for
+ * one batch, and (bounded from above) what each scene adds while it is
+ * transcribed: the VAD's open utterance plus those completed from one
+ * read, and the decoder's largest tables (logits per sequence, a mel
+ * window). */
+static int64_t batch_bytes(const td_whparams *hp, const td_wconfig *bc)
 {
     size_t samples = BATCH_MAX_SAMPLES + PAD_SAMPLES;
-    return (int64_t)(samples * sizeof(float)) +
-           (int64_t)td_wmel_frames(samples) * n_mels * (int64_t)sizeof(float) +
-           (int64_t)READ_SAMPLES * (int64_t)sizeof(float);
+    int64_t f = (int64_t)sizeof(float);
+    int64_t vad = ((int64_t)td_vad_whisper_defaults.max_samples + READ_SAMPLES) * 2 * f;
+    int64_t decoder = (int64_t)bc->max_seq * hp->n_vocab * f * 2 +
+                      (int64_t)hp->n_mels * TD_WMEL_WINDOW_FRAMES * f;
+    return (int64_t)samples * f + (int64_t)td_wmel_frames(samples) * hp->n_mels * f +
+           (int64_t)READ_SAMPLES * f + vad + decoder;
 }
 
 static int64_t whisper_memory_need(const td_engine_config *cfg)
@@ -168,7 +187,9 @@ static int64_t whisper_memory_need(const td_engine_config *cfg)
         return -1;
     td_wconfig bc;
     backend_config(cfg, &bc);
-    int64_t need = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &bc) + batch_bytes(m->hp.n_mels);
+    int64_t need = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &bc);
+    if (need >= 0)
+        need += batch_bytes(&m->hp, &bc);
     td_wmodel_close(m);
     return need;
 }
@@ -203,11 +224,16 @@ static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *
     rc = td_wmodel_open(path, &e->model, err);
     if (rc)
         goto fail;
-    rc = language_of(cfg, e->model, e->model_name, &e->language, err);
+    rc = language_of(cfg, e->model, path, &e->language, err);
     if (rc)
         goto fail;
     decode_opts(cfg, &e->opts);
+    /* 0 is "engine's choice" here but "calling thread only" to the mel */
     e->threads = cfg->threads;
+    if (e->threads <= 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        e->threads = nc > 0 && nc < 256 ? (int)nc : 1;
+    }
 
     /* The CPU backend; GPU backends plug in through the same table. */
     e->bops = &td_wbackend_cpu;
@@ -239,10 +265,11 @@ static const char *whisper_model_name(const td_engine *e)
 
 /* ---- the heartbeat proxy ------------------------------------------------ */
 
+/* Inside a window the seconds stay where the last window left them. */
 static int proxy_beat(beat_proxy *p, int rc, td_error *err)
 {
-    if (rc == TD_OK && p->fn && p->fn(p->user, p->seconds))
-        return td_error_set(err, TD_EABORT, "stopped");
+    if (rc == TD_OK && p->fn && report(p->reported, p->fn, p->user, *p->reported))
+        return td_error_set(err, TD_EABORT, "whisper transcription stopped");
     return rc;
 }
 
@@ -310,6 +337,17 @@ static double map_time(const td_engine *e, double t, int is_end)
     return ((double)s->src + off) / RATE;
 }
 
+/* Map [start, end] of the joined speech. A stretch of zero length at a
+ * junction would map to the later span's start and the earlier one's end,
+ * that is backwards: it is kept at the start. */
+static void map_range(const td_engine *e, double start, double end, double *ms, double *me)
+{
+    *ms = map_time(e, start, 0);
+    *me = map_time(e, end, 1);
+    if (*me < *ms)
+        *me = *ms;
+}
+
 typedef struct progress_ctx {
     td_engine *e;
     td_progress_fn fn;
@@ -319,12 +357,10 @@ typedef struct progress_ctx {
 static int on_window(void *user, double seconds_done)
 {
     progress_ctx *p = user;
-    p->e->proxy.seconds = map_time(p->e, seconds_done, 1);
-    if (!p->fn)
-        return 0;
-    return p->fn(p->user, p->e->proxy.seconds);
+    return report(&p->e->reported, p->fn, p->user, map_time(p->e, seconds_done, 1));
 }
 
+/* Decode the batch and empty it, whatever the outcome. */
 static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progress, void *user,
                         td_error *err)
 {
@@ -333,23 +369,24 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     const td_wmodel *m = e->model;
     int n_mels = m->hp.n_mels;
     size_t total = e->batch_len + PAD_SAMPLES;
+    double content_end = (double)e->batch_len / RATE;
     memset(e->batch + e->batch_len, 0, PAD_SAMPLES * sizeof *e->batch);
     size_t frames = td_wmel_frames(total);
+    td_transcript part;
+    td_transcript_init(&part);
     int rc = td_wmel_log(e->batch, total, m->mel_filters, n_mels, e->mel, e->threads, err);
     if (rc)
-        return rc;
+        goto out;
     td_wmel_normalize(e->mel, frames * (size_t)n_mels);
 
     td_wdecode_opts o = e->opts;
     o.language = e->language >= 0 ? e->language : e->scene_language;
     td_wdecoder *d = NULL;
     e->proxy = (beat_proxy){.real = e->bops, .ctx = e->backend, .fn = progress, .user = user,
-                            .seconds = map_time(e, 0, 0)};
+                            .reported = &e->reported};
     rc = td_wdecoder_new(m, &proxy_ops, (td_wbackend *)&e->proxy, &o, &d, err);
     if (rc)
-        return rc;
-    td_transcript part;
-    td_transcript_init(&part);
+        goto out;
     int lang = o.language;
     progress_ctx pc = {e, progress, user};
     rc = td_wdecoder_transcribe(d, e->mel, frames, td_wmel_frames(e->batch_len), 0.0, &part,
@@ -362,12 +399,16 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
 
     for (size_t i = 0; i < part.n_segs; i++) {
         td_segment *s = &part.segs[i];
-        for (size_t w = 0; w < s->n_words; w++) {
-            s->words[w].start = map_time(e, s->words[w].start, 0);
-            s->words[w].end = map_time(e, s->words[w].end, 1);
-        }
-        rc = td_transcript_add(out, map_time(e, s->start, 0), map_time(e, s->end, 1), s->text,
-                               s->words, s->n_words, err);
+        /* Wholly in the padding after the speech (the decoder clamps such
+         * a segment to the content's end): nothing was said there. */
+        if (s->start >= content_end)
+            continue;
+        for (size_t w = 0; w < s->n_words; w++)
+            map_range(e, s->words[w].start, s->words[w].end, &s->words[w].start,
+                      &s->words[w].end);
+        double start, end;
+        map_range(e, s->start, s->end, &start, &end);
+        rc = td_transcript_add(out, start, end, s->text, s->words, s->n_words, err);
         if (rc)
             goto out;
     }
@@ -383,6 +424,13 @@ out:
 static int add_speech(td_engine *e, const float *s, size_t n, uint64_t src, td_transcript *out,
                       td_progress_fn progress, void *user, td_error *err)
 {
+    /* An utterance (at most the VAD's 30 s) that does not fit goes whole
+     * into the next batch rather than being cut mid-word. */
+    if (e->batch_len > 0 && n > BATCH_MAX_SAMPLES - e->batch_len) {
+        int rc = decode_batch(e, out, progress, user, err);
+        if (rc)
+            return rc;
+    }
     while (n > 0) {
         if (e->batch_len == BATCH_MAX_SAMPLES) {
             int rc = decode_batch(e, out, progress, user, err);
@@ -432,6 +480,7 @@ static int whisper_transcribe(td_engine *e, const td_pcm_source *src, td_transcr
     e->batch_len = 0;
     e->n_spans = 0;
     e->scene_language = -1;
+    e->reported = 0;
     int rc = TD_OK;
     td_vad *vad = NULL;
     rc = td_vad_new(&td_vad_whisper_defaults, &vad, err);
@@ -459,21 +508,31 @@ static int whisper_transcribe(td_engine *e, const td_pcm_source *src, td_transcr
         consumed += (uint64_t)got;
         if (last)
             break;
-        /* Silence is progress too: report it when no batch is pending. */
-        if (progress && e->batch_len == 0 && progress(user, (double)consumed / RATE)) {
-            rc = td_error_set(err, TD_EABORT, "stopped");
+        /* Silence is progress too when no batch is pending; while one is,
+         * the seconds stay put but the heartbeat (and a stop) still gets
+         * through on a long stretch without speech. */
+        if (report(&e->reported, progress, user,
+                   e->batch_len == 0 ? (double)consumed / RATE : e->reported)) {
+            rc = td_error_set(err, TD_EABORT, "whisper transcription stopped");
             goto out;
         }
     }
     rc = decode_batch(e, out, progress, user, err);
     if (rc)
         goto out;
+    /* Everything is read and decoded: the whole scene is done. */
+    if (report(&e->reported, progress, user, (double)consumed / RATE)) {
+        rc = td_error_set(err, TD_EABORT, "whisper transcription stopped");
+        goto out;
+    }
     int lang = e->language >= 0 ? e->language : e->scene_language;
     const char *code = lang >= 0 ? td_wlang_code(lang) : NULL;
     if (code)
         snprintf(out->language, sizeof out->language, "%s", code);
 out:
     td_vad_free(vad);
+    e->batch_len = 0; /* nothing of this scene is left for the next */
+    e->n_spans = 0;
     return rc;
 }
 

@@ -166,7 +166,7 @@ int td_wmodels_list(const td_wmodels_path *p, td_wmodel_entry **out, size_t *n, 
 static void searched_dirs(const td_wmodels_path *p, char *buf, size_t cap)
 {
     size_t used = 0;
-    buf[0] = '\0';
+    snprintf(buf, cap, "%s", p->n ? "" : "no folder");
     for (int i = 0; i < p->n; i++) {
         int k = snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", p->dirs[i]);
         if (k < 0 || (size_t)k >= cap - used)
@@ -181,7 +181,8 @@ int td_wmodels_resolve(const td_wmodels_path *p, const char *model, const char *
     struct stat st;
     char dirs[2048];
     if (model && *model) {
-        if (strchr(model, '/') || stat(model, &st) == 0) {
+        /* a folder of the same name in the working directory is no model */
+        if (strchr(model, '/') || (stat(model, &st) == 0 && S_ISREG(st.st_mode))) {
             if (stat(model, &st) != 0)
                 return td_error_errno(err, TD_EUNAVAILABLE, errno, "whisper model %s", model);
             if (!S_ISREG(st.st_mode))
@@ -190,6 +191,14 @@ int td_wmodels_resolve(const td_wmodels_path *p, const char *model, const char *
                 return td_error_set(err, TD_EINVAL, "whisper model path too long");
             memcpy(path, model, strlen(model) + 1);
             return TD_OK;
+        }
+        /* "ggml-base.en.bin" names the same file as "base.en" */
+        char name[NAME_MAX + 1];
+        size_t mlen = strlen(model);
+        if (mlen > 9 && mlen <= NAME_MAX && strncmp(model, "ggml-", 5) == 0 &&
+            strcmp(model + mlen - 4, ".bin") == 0) {
+            td_wmodels_name_of(model, name, sizeof name);
+            model = name;
         }
         for (int i = 0; i < p->n; i++) {
             int k = snprintf(path, cap, "%s/ggml-%s.bin", p->dirs[i], model);
