@@ -1,11 +1,12 @@
 # tapedeck: build, test and demo.
 #
 # Targets:
-#   make            build build/tapedeck
+#   make            build build/tapedeck, build/tapedeck-mkmodel, tests, benchmarks
 #   make setup      install the Debian packages (scripts/setup-debian.sh)
-#   make check      setup, build with warnings as errors, unit tests, the
-#                   same unit tests under AddressSanitizer+UBSan, end-to-end
-#                   tests (crashes, bad inputs, recognition accuracy)
+#   make check      setup, build with warnings as errors, unit tests (incl. the
+#                   Whisper reference comparison), 30 s of fuzzing, the same
+#                   unit tests under AddressSanitizer+UBSan, end-to-end tests
+#                   (crashes, bad inputs, recognition, the whisper engine)
 #   make demo       setup, build, make a small demo archive, run the job on it
 #   make fuzz       a short libFuzzer run over the model-file parser (clang)
 #   make bench      Whisper CPU benchmarks (bench/RESULTS.md)
