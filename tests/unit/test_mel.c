@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "testutil.h"
 #include "whisper/mel.h"
 
 #define SHARED "../shared/whisper"
@@ -437,67 +438,10 @@ static void test_speed(void **state)
 
 /* ---- jfk.wav ------------------------------------------------------------- */
 
-static uint32_t rd32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint16_t rd16(const unsigned char *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-/* A 16 kHz mono 16-bit PCM WAV file as floats in [-1, 1); 0 when absent.
- * Walks the RIFF chunks (fmt, data; others skipped). */
-static size_t read_wav(const char *path, float **out)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return 0;
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long size = ftell(f);
-    assert_true(size > 12 && size < (16L << 20));
-    rewind(f);
-    unsigned char *d = malloc((size_t)size);
-    assert_non_null(d);
-    assert_int_equal(fread(d, 1, (size_t)size, f), (size_t)size);
-    fclose(f);
-    assert_memory_equal(d, "RIFF", 4);
-    assert_memory_equal(d + 8, "WAVE", 4);
-    int have_fmt = 0;
-    size_t n = 0;
-    for (size_t off = 12; off + 8 <= (size_t)size;) {
-        uint32_t len = rd32(d + off + 4);
-        const unsigned char *body = d + off + 8;
-        assert_true(len <= (size_t)size - off - 8);
-        if (!memcmp(d + off, "fmt ", 4)) {
-            assert_true(len >= 16);
-            assert_int_equal(rd16(body), 1);      /* PCM */
-            assert_int_equal(rd16(body + 2), 1);  /* mono */
-            assert_int_equal(rd32(body + 4), RATE);
-            assert_int_equal(rd16(body + 14), 16);
-            have_fmt = 1;
-        } else if (!memcmp(d + off, "data", 4)) {
-            assert_true(have_fmt);
-            n = len / 2;
-            *out = malloc(n * sizeof **out + 1);
-            assert_non_null(*out);
-            for (size_t i = 0; i < n; i++)
-                (*out)[i] = (int16_t)rd16(body + 2 * i) / 32768.0f;
-            break;
-        }
-        off += 8 + len + (len & 1);
-    }
-    free(d);
-    assert_true(n > 0);
-    return n;
-}
-
 static void test_jfk(void **state)
 {
     float *s = NULL;
-    size_t n = read_wav(SHARED "/jfk.wav", &s);
+    size_t n = read_wav_16k(SHARED "/jfk.wav", &s);
     float *wf = whisper_filters();
     if (!n || !wf) {
         free(s);

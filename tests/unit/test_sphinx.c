@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testutil.h"
 #include "asr/engine.h"
 
 #define LIBRIVOX "/usr/share/pocketsphinx/test/data/librivox"
@@ -51,61 +52,12 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static uint32_t rd32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint16_t rd16(const unsigned char *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-/* Read a 16 kHz mono s16 WAV file into floats, walking the RIFF chunks.
- * Returns the sample count; fails the test on anything else. */
+/* A WAV the test needs: its absence is a failure. */
 static size_t read_wav(const char *path, float **out)
 {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long size = ftell(f);
-    assert_true(size > 12 && size < (64L << 20));
-    rewind(f);
-    unsigned char *d = malloc((size_t)size);
-    assert_non_null(d);
-    assert_int_equal(fread(d, 1, (size_t)size, f), (size_t)size);
-    fclose(f);
-    assert_memory_equal(d, "RIFF", 4);
-    assert_memory_equal(d + 8, "WAVE", 4);
-    int have_fmt = 0;
-    size_t n = 0;
-    *out = NULL;
-    for (size_t pos = 12; pos + 8 <= (size_t)size;) {
-        uint32_t len = rd32(d + pos + 4);
-        const unsigned char *body = d + pos + 8;
-        size_t avail = (size_t)size - pos - 8;
-        if (len > avail)
-            len = (uint32_t)avail; /* a truncated last chunk: take what is there */
-        if (memcmp(d + pos, "fmt ", 4) == 0) {
-            assert_true(len >= 16);
-            assert_int_equal(rd16(body), 1);       /* PCM */
-            assert_int_equal(rd16(body + 2), 1);   /* mono */
-            assert_int_equal(rd32(body + 4), RATE);
-            assert_int_equal(rd16(body + 14), 16); /* bits */
-            have_fmt = 1;
-        } else if (memcmp(d + pos, "data", 4) == 0) {
-            assert_true(have_fmt);
-            n = len / 2;
-            *out = malloc((n ? n : 1) * sizeof **out);
-            assert_non_null(*out);
-            for (size_t i = 0; i < n; i++)
-                (*out)[i] = (int16_t)rd16(body + 2 * i) / 32768.0f;
-            break;
-        }
-        pos += 8 + (size_t)len + (len & 1); /* chunks are padded to even */
-    }
-    free(d);
-    assert_non_null(*out);
+    size_t n = read_wav_16k(path, out);
+    if (!*out)
+        fail_msg("%s: cannot open", path);
     return n;
 }
 

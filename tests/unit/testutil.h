@@ -7,6 +7,7 @@
 
 #include <ftw.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,68 @@ static inline size_t cps(const char *s, size_t len)
     for (size_t i = 0; i < len; i++)
         if (((unsigned char)s[i] & 0xC0) != 0x80)
             n++;
+    return n;
+}
+
+static inline uint32_t tu_rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint16_t tu_rd16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+/* Read a 16 kHz mono s16 WAV file into floats in [-1, 1), walking the RIFF
+ * chunks (others skipped; a truncated last chunk gives what is there).
+ * Returns the sample count, or 0 with *out NULL when the file cannot be
+ * opened (tests of optional data skip then); fails the test on a file that
+ * is not such a WAV. The caller frees *out. */
+static inline size_t read_wav_16k(const char *path, float **out)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long size = ftell(f);
+    assert_true(size > 12 && size < (64L << 20));
+    rewind(f);
+    unsigned char *d = malloc((size_t)size);
+    assert_non_null(d);
+    assert_int_equal(fread(d, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    assert_memory_equal(d, "RIFF", 4);
+    assert_memory_equal(d + 8, "WAVE", 4);
+    int have_fmt = 0;
+    size_t n = 0;
+    for (size_t pos = 12; pos + 8 <= (size_t)size;) {
+        uint32_t len = tu_rd32(d + pos + 4);
+        const unsigned char *body = d + pos + 8;
+        size_t avail = (size_t)size - pos - 8;
+        if (len > avail)
+            len = (uint32_t)avail;
+        if (memcmp(d + pos, "fmt ", 4) == 0) {
+            assert_true(len >= 16);
+            assert_int_equal(tu_rd16(body), 1);       /* PCM */
+            assert_int_equal(tu_rd16(body + 2), 1);   /* mono */
+            assert_int_equal(tu_rd32(body + 4), 16000);
+            assert_int_equal(tu_rd16(body + 14), 16); /* bits */
+            have_fmt = 1;
+        } else if (memcmp(d + pos, "data", 4) == 0) {
+            assert_true(have_fmt);
+            n = len / 2;
+            *out = malloc((n ? n : 1) * sizeof **out);
+            assert_non_null(*out);
+            for (size_t i = 0; i < n; i++)
+                (*out)[i] = (int16_t)tu_rd16(body + 2 * i) / 32768.0f;
+            break;
+        }
+        pos += 8 + (size_t)len + (len & 1); /* chunks are padded to even */
+    }
+    free(d);
+    assert_non_null(*out);
     return n;
 }
 
