@@ -154,28 +154,7 @@ TGT static INL void mk_t(const int MRV, int kc, const float *ap, const float *bp
 TGT static void mk_avx2(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr,
                         int nr, int load, const float *bias)
 {
-    switch (mr) {
-    case 6:
-        mk_t(6, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 5:
-        mk_t(5, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 4:
-        mk_t(4, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 3:
-        mk_t(3, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 2:
-        mk_t(2, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 1:
-        mk_t(1, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    default:
-        break;
-    }
+    TD_WK_MK_DISPATCH(mk_t, mr, kc, ap, bp, c, ldc, nr, load, bias);
 }
 
 /* ------------------------------------------------------------------ */

@@ -121,28 +121,7 @@ TGT static INL void mk_t(const int MRV, int kc, const float *ap, const float *bp
 TGT static void mk_avx512(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr,
                           int nr, int load, const float *bias)
 {
-    switch (mr) {
-    case 6:
-        mk_t(6, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 5:
-        mk_t(5, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 4:
-        mk_t(4, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 3:
-        mk_t(3, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 2:
-        mk_t(2, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    case 1:
-        mk_t(1, kc, ap, bp, c, ldc, nr, load, bias);
-        break;
-    default:
-        break;
-    }
+    TD_WK_MK_DISPATCH(mk_t, mr, kc, ap, bp, c, ldc, nr, load, bias);
 }
 
 /* ------------------------------------------------------------------ */
@@ -279,6 +258,22 @@ TGT static INL void gemv_tail(const int M, const int F16, int j, int n, int k, c
     }
 }
 
+/* The end of a four-column GEMV step: reduce each row's four accumulators,
+ * add the bias (and C when load), store C[i][j..j+3]. */
+TGT static INL void store4(const int M, __m512 acc[4][TD_WK_GEMV_ROWS], const float *bias, int j,
+                           float *c, size_t ldc, int load)
+{
+    __m128 bv = bias ? _mm_loadu_ps(bias + j) : _mm_setzero_ps();
+#pragma GCC unroll 6
+    for (int i = 0; i < M; i++) {
+        __m128 s = _mm_add_ps(reduce4(acc[0][i], acc[1][i], acc[2][i], acc[3][i]), bv);
+        float *ci = c + (size_t)i * ldc + j;
+        if (load)
+            s = _mm_add_ps(s, _mm_loadu_ps(ci));
+        _mm_storeu_ps(ci, s);
+    }
+}
+
 /* Four outputs at a time, but their weight rows are read one after the
  * other: the access stays a single sequential stream, which the hardware
  * prefetcher follows at full memory bandwidth (interleaving the four rows
@@ -326,15 +321,7 @@ TGT static INL void gemv_seq_t(const int M, const int F16, int n, int k, const f
             for (int i = 0; i < M; i++)
                 acc[q][i] = p0[i];
         }
-        __m128 bv = bias ? _mm_loadu_ps(bias + j) : _mm_setzero_ps();
-#pragma GCC unroll 6
-        for (int i = 0; i < M; i++) {
-            __m128 s = _mm_add_ps(reduce4(acc[0][i], acc[1][i], acc[2][i], acc[3][i]), bv);
-            float *ci = c + (size_t)i * ldc + j;
-            if (load)
-                s = _mm_add_ps(s, _mm_loadu_ps(ci));
-            _mm_storeu_ps(ci, s);
-        }
+        store4(M, acc, bias, j, c, ldc, load);
     }
     gemv_tail(M, F16, j, n, k, a, lda, w, ldw, bias, c, ldc, load);
 }
@@ -393,15 +380,7 @@ TGT static INL void gemv_il_t(const int M, const int F16, int n, int k, const fl
                 acc[3][i] = _mm512_fmadd_ps(w3, x, acc[3][i]);
             }
         }
-        __m128 bv = bias ? _mm_loadu_ps(bias + j) : _mm_setzero_ps();
-#pragma GCC unroll 6
-        for (int i = 0; i < M; i++) {
-            __m128 s = _mm_add_ps(reduce4(acc[0][i], acc[1][i], acc[2][i], acc[3][i]), bv);
-            float *ci = c + (size_t)i * ldc + j;
-            if (load)
-                s = _mm_add_ps(s, _mm_loadu_ps(ci));
-            _mm_storeu_ps(ci, s);
-        }
+        store4(M, acc, bias, j, c, ldc, load);
     }
     gemv_tail(M, F16, j, n, k, a, lda, w, ldw, bias, c, ldc, load);
 }

@@ -15,6 +15,21 @@
 #define TD_WK_X86 0
 #endif
 
+/* A micro-kernel's entry: mr (1..TD_WK_MR) is turned into a compile-time
+ * constant, so that each variant's mk_t is unrolled for that many rows. */
+#define TD_WK_MK_DISPATCH(mk_t, mr, kc, ap, bp, c, ldc, nr, load, bias) \
+    do {                                                                \
+        switch (mr) {                                                   \
+        case 6: mk_t(6, kc, ap, bp, c, ldc, nr, load, bias); break;     \
+        case 5: mk_t(5, kc, ap, bp, c, ldc, nr, load, bias); break;     \
+        case 4: mk_t(4, kc, ap, bp, c, ldc, nr, load, bias); break;     \
+        case 3: mk_t(3, kc, ap, bp, c, ldc, nr, load, bias); break;     \
+        case 2: mk_t(2, kc, ap, bp, c, ldc, nr, load, bias); break;     \
+        case 1: mk_t(1, kc, ap, bp, c, ldc, nr, load, bias); break;     \
+        default: break;                                                 \
+        }                                                               \
+    } while (0)
+
 #if TD_WK_X86
 extern const td_wk_ops td_wk_ops_avx2;
 extern const td_wk_ops td_wk_ops_avx512;
