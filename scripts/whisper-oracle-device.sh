@@ -25,7 +25,7 @@ uname -m; cc --version | head -1
 python3 -c 'import sys, numpy, torch, transformers; print(sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "transformers", transformers.__version__)' || exit 1
 
 echo "== build tapedeck-mkmodel"
-cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" "$root/tools/mkmodel.c" "$root/src/whisper/mkmodel.c" \
+cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" "$root/tools/mkmodel.c" "$root/src/whisper/mkmodel.c" "$root/src/whisper/ggml_writer.c" \
     "$root/src/util/error.c" -lm -o "$work/tapedeck-mkmodel" || exit 1
 
 echo "== audio"

@@ -10,25 +10,23 @@
  * needs log and exp: those are computed here too, with series that use
  * basic operations only, so that it does not depend on the libm either.
  *
- * The file is streamed (large-v3 is 3 GB of F16), to a temporary file in
- * the target's directory that is fsynced and renamed into place.
+ * The file is streamed (large-v3 is 3 GB of F16) through ggml_writer.h:
+ * a temporary file beside the target, fsynced and renamed into place.
  *
- * Builds without the rest of tapedeck: this file, tools/mkmodel.c and
- * src/util/error.c, with libm only.
+ * Builds without the rest of tapedeck: this file, ggml_writer.c,
+ * tools/mkmodel.c and src/util/error.c, with libm only.
  */
 #include "whisper/mkmodel.h"
+#include "whisper/ggml_writer.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 /* Contracting a*b+c into an FMA changes roundings; clang does it by default
  * on FMA targets. GCC in ISO mode (-std=c11) does not, and warns about the
@@ -272,32 +270,6 @@ static uint16_t f32_to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
-/* ------------------------------------------------------------------ */
-/* Output: a buffered stream to a temporary file                        */
-
-typedef struct writer {
-    const char *path; /* final name, for messages */
-    FILE *f;
-    int failed_errno;
-    uint64_t bytes;
-} writer;
-
-static void w_bytes(writer *w, const void *p, size_t n)
-{
-    if (w->failed_errno || n == 0)
-        return;
-    if (fwrite(p, 1, n, w->f) != n)
-        w->failed_errno = errno ? errno : EIO;
-    w->bytes += n;
-}
-
-static void w_i32(writer *w, int32_t v)
-{
-    uint32_t u = (uint32_t)v;
-    uint8_t b[4] = {(uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16), (uint8_t)(u >> 24)};
-    w_bytes(w, b, 4);
-}
-
 /* How the elements of a tensor are drawn: offset + uniform in [-a, a]. */
 typedef struct dist {
     double offset, a;
@@ -319,19 +291,13 @@ static dist dist_const(double offset, double std)
 
 #define CHUNK 16384
 
-static void w_tensor(writer *w, rng *r, const char *name, int n_dims, const int64_t *ne,
+static void w_tensor(td_ggml_writer *w, rng *r, const char *name, int n_dims, const int64_t *ne,
                      enum td_wtype type, dist d)
 {
-    size_t name_len = strlen(name);
-    w_i32(w, n_dims);
-    w_i32(w, (int32_t)name_len);
-    w_i32(w, type == TD_WT_F16 ? 1 : 0);
     uint64_t n = 1;
-    for (int i = 0; i < n_dims; i++) {
-        w_i32(w, (int32_t)ne[i]);
+    for (int i = 0; i < n_dims; i++)
         n *= (uint64_t)ne[i];
-    }
-    w_bytes(w, name, name_len);
+    td_ggml_write_tensor_head(w, name, n_dims, ne, type);
 
     uint8_t buf[CHUNK * 4];
     size_t fill = 0;
@@ -353,26 +319,26 @@ static void w_tensor(writer *w, rng *r, const char *name, int n_dims, const int6
             buf[fill++] = (uint8_t)(u >> 24);
         }
         if (fill == sizeof buf) {
-            w_bytes(w, buf, fill);
+            td_ggml_write_bytes(w, buf, fill);
             fill = 0;
             if (w->failed_errno)
                 return;
         }
     }
-    w_bytes(w, buf, fill);
+    td_ggml_write_bytes(w, buf, fill);
 }
 
 /* ------------------------------------------------------------------ */
 /* Tensors, in file order                                               */
 
-static void w_vec(writer *w, rng *r, const char *name, int64_t n, dist d)
+static void w_vec(td_ggml_writer *w, rng *r, const char *name, int64_t n, dist d)
 {
     int64_t ne[1] = {n};
     w_tensor(w, r, name, 1, ne, TD_WT_F32, d);
 }
 
 /* LayerNorm: weight 1 + U(std 0.1), bias U(std 0.02). */
-static void w_norm(writer *w, rng *r, const char *prefix, int64_t n)
+static void w_norm(td_ggml_writer *w, rng *r, const char *prefix, int64_t n)
 {
     char name[128];
     snprintf(name, sizeof name, "%s.weight", prefix);
@@ -382,7 +348,7 @@ static void w_norm(writer *w, rng *r, const char *prefix, int64_t n)
 }
 
 /* Linear n_in -> n_out: weight ne = {n_in, n_out}, std 1/sqrt(n_in). */
-static void w_linear(writer *w, rng *r, const char *prefix, int64_t n_in, int64_t n_out,
+static void w_linear(td_ggml_writer *w, rng *r, const char *prefix, int64_t n_in, int64_t n_out,
                      enum td_wtype wt, int bias)
 {
     char name[128];
@@ -397,7 +363,7 @@ static void w_linear(writer *w, rng *r, const char *prefix, int64_t n_in, int64_
 
 /* Self- or cross-attention: key has no bias. For cross-attention key and
  * value read the encoder's output, n_kv_in wide. */
-static void w_attn(writer *w, rng *r, const char *prefix, int64_t n_state, int64_t n_kv_in,
+static void w_attn(td_ggml_writer *w, rng *r, const char *prefix, int64_t n_state, int64_t n_kv_in,
                    enum td_wtype wt)
 {
     char name[128];
@@ -411,7 +377,7 @@ static void w_attn(writer *w, rng *r, const char *prefix, int64_t n_state, int64
     w_linear(w, r, name, n_state, n_state, wt, 1);
 }
 
-static void w_mlp(writer *w, rng *r, const char *prefix, int64_t n, enum td_wtype wt)
+static void w_mlp(td_ggml_writer *w, rng *r, const char *prefix, int64_t n, enum td_wtype wt)
 {
     char name[128];
     snprintf(name, sizeof name, "%s.mlp.0", prefix);
@@ -420,7 +386,7 @@ static void w_mlp(writer *w, rng *r, const char *prefix, int64_t n, enum td_wtyp
     w_linear(w, r, name, 4 * n, n, wt, 1);
 }
 
-static void w_tensors(writer *w, const td_whparams *hp, enum td_wtype wt, uint64_t seed)
+static void w_tensors(td_ggml_writer *w, const td_whparams *hp, enum td_wtype wt, uint64_t seed)
 {
     rng r;
     rng_seed(&r, seed);
@@ -521,7 +487,7 @@ static size_t synth_token(uint32_t i, char *out)
     return base26(i, out);
 }
 
-static void w_synth_front(writer *w, const td_whparams *hp, int32_t count)
+static void w_synth_front(td_ggml_writer *w, const td_whparams *hp, int32_t count)
 {
     float *filt = malloc((size_t)hp->n_mels * N_FFT_BINS * sizeof *filt);
     if (!filt) {
@@ -529,21 +495,21 @@ static void w_synth_front(writer *w, const td_whparams *hp, int32_t count)
         return;
     }
     td_wmk_mel_filters(hp->n_mels, filt);
-    w_i32(w, hp->n_mels);
-    w_i32(w, N_FFT_BINS);
+    td_ggml_write_i32(w, hp->n_mels);
+    td_ggml_write_i32(w, N_FFT_BINS);
     for (size_t i = 0; i < (size_t)hp->n_mels * N_FFT_BINS; i++) {
         uint32_t u;
         memcpy(&u, &filt[i], sizeof u);
-        w_i32(w, (int32_t)u);
+        td_ggml_write_i32(w, (int32_t)u);
     }
     free(filt);
 
-    w_i32(w, count);
+    td_ggml_write_i32(w, count);
     for (int32_t i = 0; i < count; i++) {
         char tok[32];
         size_t n = synth_token((uint32_t)i, tok);
-        w_i32(w, (int32_t)n);
-        w_bytes(w, tok, n);
+        td_ggml_write_i32(w, (int32_t)n);
+        td_ggml_write_bytes(w, tok, n);
     }
 }
 
@@ -655,38 +621,6 @@ out_close:
 /* ------------------------------------------------------------------ */
 /* The file                                                             */
 
-/* Split path into its directory and base name (dir "." when none). */
-static int split_path(const char *path, char *dir, size_t dir_len, const char **base)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        snprintf(dir, dir_len, ".");
-        *base = path;
-        return 0;
-    }
-    size_t n = (size_t)(slash - path);
-    if (n == 0)
-        n = 1;
-    if (n >= dir_len)
-        return -1;
-    memcpy(dir, path, n);
-    dir[n] = '\0';
-    *base = slash + 1;
-    return 0;
-}
-
-static int fsync_dir(const char *dir, td_error *err)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return td_error_errno(err, TD_EIO, errno, "%s: cannot open directory", dir);
-    int rc = TD_OK;
-    if (fsync(fd) != 0 && errno != EINVAL)
-        rc = td_error_errno(err, TD_EIO, errno, "%s: fsync of directory failed", dir);
-    close(fd);
-    return rc;
-}
-
 int td_wmk_write(const td_wmk_spec *spec, const char *path, td_error *err)
 {
     td_whparams hp = spec->hp;
@@ -712,75 +646,17 @@ int td_wmk_write(const td_wmk_spec *spec, const char *path, td_error *err)
             return rc;
     }
 
-    /* Temporary file beside the target, named as util/atomic.h names its
-     * own (".tdtmp.<pid>.<name>.XXXXXX"), so orphan sweeps recognise it. */
-    char dir[PATH_MAX], tmp[PATH_MAX];
-    const char *base;
-    if (split_path(path, dir, sizeof dir, &base) != 0 || !*base) {
-        rc = td_error_set(err, TD_EINVAL, "%s: not a file path", path);
+    td_ggml_writer w;
+    if ((rc = td_ggml_writer_open(&w, path, err)) != TD_OK)
         goto out_front;
-    }
-    int fixed = snprintf(NULL, 0, ".tdtmp.%ld..XXXXXX", (long)getpid());
-    int room = fixed > 0 && fixed < NAME_MAX ? NAME_MAX - fixed : 0;
-    int n = snprintf(tmp, sizeof tmp, "%s/.tdtmp.%ld.%.*s.XXXXXX", dir, (long)getpid(), room,
-                     base);
-    if (n < 0 || (size_t)n >= sizeof tmp) {
-        rc = td_error_set(err, TD_EINVAL, "%s: path too long", path);
-        goto out_front;
-    }
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        rc = td_error_errno(err, TD_EIO, errno, "%s: cannot create temporary file", path);
-        goto out_front;
-    }
-    if (fchmod(fd, 0644) != 0) {
-        rc = td_error_errno(err, TD_EIO, errno, "%s: chmod of temporary file", path);
-        close(fd);
-        goto out_unlink;
-    }
-    writer w = {path, fdopen(fd, "wb"), 0, 0};
-    if (!w.f) {
-        rc = td_error_errno(err, TD_EIO, errno, "%s: fdopen", path);
-        close(fd);
-        goto out_unlink;
-    }
-    char *iobuf = malloc(1 << 20); /* big writes; without it stdio's default is fine */
-    if (iobuf)
-        setvbuf(w.f, iobuf, _IOFBF, 1 << 20);
-
-    w_i32(&w, (int32_t)TD_GGML_MAGIC);
-    const int32_t h[11] = {hp.n_vocab,      hp.n_audio_ctx,  hp.n_audio_state, hp.n_audio_head,
-                           hp.n_audio_layer, hp.n_text_ctx,  hp.n_text_state,  hp.n_text_head,
-                           hp.n_text_layer,  hp.n_mels,       hp.ftype};
-    for (int i = 0; i < 11; i++)
-        w_i32(&w, h[i]);
+    td_ggml_write_hparams(&w, &hp);
     if (front)
-        w_bytes(&w, front, front_len);
+        td_ggml_write_bytes(&w, front, front_len);
     else
         w_synth_front(&w, &hp, count);
     w_tensors(&w, &hp, spec->wtype, spec->seed);
+    rc = td_ggml_writer_commit(&w, err);
 
-    if (!w.failed_errno && fflush(w.f) != 0)
-        w.failed_errno = errno ? errno : EIO;
-    if (!w.failed_errno && fsync(fileno(w.f)) != 0)
-        w.failed_errno = errno ? errno : EIO;
-    if (fclose(w.f) != 0 && !w.failed_errno)
-        w.failed_errno = errno ? errno : EIO;
-    free(iobuf);
-    if (w.failed_errno) {
-        rc = td_error_errno(err, w.failed_errno == ENOMEM ? TD_ENOMEM : TD_EIO, w.failed_errno,
-                            "%s: write failed", path);
-        goto out_unlink;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = td_error_errno(err, TD_EIO, errno, "%s: rename into place failed", path);
-        goto out_unlink;
-    }
-    free(front);
-    return fsync_dir(dir, err);
-
-out_unlink:
-    unlink(tmp);
 out_front:
     free(front);
     return rc;
