@@ -6,6 +6,7 @@
  *   tapedeck status ARCHIVE            done / failed / pending per task
  *   tapedeck devices                   detected GPUs and the worker plan
  *   tapedeck models                    installed Whisper models
+ *   tapedeck models import DIR         convert a faster-whisper model into one
  *   tapedeck worker ...                internal: a worker process
  *
  * Exit codes: 0 all scenes done (or skipped), 1 some scenes failed,
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "archive/marker.h"
@@ -29,7 +32,10 @@
 #include "run/worker.h"
 #include "util/log.h"
 #include "whisper/model.h"
+#include "whisper/ct2.h"
 #include "whisper/models.h"
+#include "util/atomic.h"
+#include "util/hash.h"
 
 enum {
     EXIT_ALL_DONE = 0,
@@ -134,6 +140,8 @@ static void usage_models(FILE *f)
 {
     fprintf(f,
             "Usage: tapedeck models [--models-dir DIR] [--beam-size N]\n"
+            "       tapedeck models import CT2_DIR [--name NAME] [--models-dir DIR]\n"
+            "                                      [--type f16|f32] [--note TEXT] [--force]\n"
             "\n"
             "Lists the Whisper models found (whisper.cpp's ggml-NAME.bin files) with their\n"
             "size, type, dimensions and the memory a worker needs for them, and the folders\n"
@@ -142,7 +150,18 @@ static void usage_models(FILE *f)
             "  $XDG_DATA_HOME/tapedeck/models (~/.local/share/tapedeck/models),\n"
             "  /usr/local/share/tapedeck/models, /usr/share/tapedeck/models.\n"
             "`tapedeck run --model NAME` takes the first ggml-NAME.bin found; without\n"
-            "--model it takes the default marked here (the largest).\n");
+            "--model it takes the default marked here (the largest). Each model's line\n"
+            "says where it came from, when `models import` recorded it.\n"
+            "\n"
+            "`models import` converts a CTranslate2 Whisper model (faster-whisper's format: a\n"
+            "folder with model.bin, vocabulary.json or .txt, config.json) into\n"
+            "ggml-NAME.bin in the first folder above (or --models-dir), and records where it\n"
+            "came from beside it (ggml-NAME.bin.origin.json).\n"
+            "  --name NAME     the model's name (default: its size, e.g. base.en; needed when\n"
+            "                  the dimensions are not a released size)\n"
+            "  --type f16|f32  the weights' type in the file (default f16, as whisper.cpp's)\n"
+            "  --note TEXT     free text for the origin record (e.g. the package it came in)\n"
+            "  --force         replace an installed model of that name\n");
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -447,8 +466,130 @@ static const char *size_name(const td_whparams *hp)
     return "custom";
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* `tapedeck models import DIR`: CTranslate2 folder -> ggml-NAME.bin. */
+static int cmd_models_import(int argc, char **argv)
+{
+    enum { OPT_NAME = 512, OPT_TYPE, OPT_NOTE, OPT_FORCE_IMPORT };
+    static const struct option longopts[] = {
+        {"models-dir", required_argument, 0, OPT_MODELS_DIR},
+        {"name", required_argument, 0, OPT_NAME},
+        {"type", required_argument, 0, OPT_TYPE},
+        {"note", required_argument, 0, OPT_NOTE},
+        {"force", no_argument, 0, OPT_FORCE_IMPORT},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *models_dir = NULL, *name = NULL, *note = NULL;
+    enum td_wtype wtype = TD_WT_F16;
+    int force = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_MODELS_DIR: models_dir = optarg; break;
+        case OPT_NAME: name = optarg; break;
+        case OPT_NOTE: note = optarg; break;
+        case OPT_FORCE_IMPORT: force = 1; break;
+        case OPT_TYPE:
+            if (strcmp(optarg, "f16") == 0)
+                wtype = TD_WT_F16;
+            else if (strcmp(optarg, "f32") == 0)
+                wtype = TD_WT_F32;
+            else
+                return usage_error("--type is f16 or f32, not '%s'", optarg);
+            break;
+        case 'h': usage_models(stdout); return EXIT_ALL_DONE;
+        default: return usage_error("%s", "bad option");
+        }
+    }
+    if (optind != argc - 1)
+        return usage_error("%s", "models import takes one folder: a CTranslate2 Whisper model");
+    const char *src = argv[optind];
+    if (name && (!*name || strchr(name, '/') || name[0] == '.' || strlen(name) > 64))
+        return usage_error("--name '%s' is not a model name (like base.en)", name);
+
+    double t0 = now_s();
+    td_error err = {0};
+    td_ct2_model *m = NULL;
+    if (td_ct2_open(src, &m, &err) != TD_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return EXIT_CANNOT_RUN;
+    }
+    const char *size = td_ct2_size_name(m);
+    if (!name && !size) {
+        fprintf(stderr,
+                "%s: %s: dimensions %dx%d (%d+%d layers) are not a released Whisper size; "
+                "name the model with --name\n",
+                prog, src, m->hp.n_audio_state, m->hp.n_text_state, m->hp.n_audio_layer,
+                m->hp.n_text_layer);
+        td_ct2_close(m);
+        return EXIT_USAGE;
+    }
+    if (!name)
+        name = size;
+
+    td_wmodels_path sp;
+    td_wmodels_search_path(models_dir, &sp);
+    char path[PATH_MAX], dir[PATH_MAX];
+    int rc = EXIT_CANNOT_RUN;
+    if (sp.n == 0 || snprintf(dir, sizeof dir, "%s", sp.dirs[0]) >= (int)sizeof dir ||
+        snprintf(path, sizeof path, "%s/ggml-%s.bin", dir, name) >= (int)sizeof path) {
+        fprintf(stderr, "%s: no folder to install models in\n", prog);
+        goto out;
+    }
+    if (td_mkdir_p(dir, &err) != TD_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        goto out;
+    }
+    if (!force && access(path, F_OK) == 0) {
+        fprintf(stderr, "%s: %s is installed already (--force replaces it)\n", prog, path);
+        goto out;
+    }
+    printf("importing %s: CTranslate2 %s, %s, %dx%d, %d+%d layers, %s\n", src,
+           td_ct2_dtype_name(m->wdtype), size ? size : "custom dims", m->hp.n_audio_state,
+           m->hp.n_text_state, m->hp.n_audio_layer, m->hp.n_text_layer,
+           m->hp.n_vocab == 51864 ? "English only" : "multilingual");
+    if (td_ct2_write_ggml(m, path, wtype, &err) != TD_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        goto out;
+    }
+    /* The loader validates every field: a file it refuses is not left
+     * installed. */
+    td_wmodel *check = NULL;
+    if (td_wmodel_open(path, &check, &err) != TD_OK) {
+        fprintf(stderr, "%s: the imported file does not load, removed: %s\n", prog, err.msg);
+        unlink(path);
+        goto out;
+    }
+    td_wmodel_close(check);
+    char src_bin[PATH_MAX], sha[TD_SHA256_HEX_LEN + 1] = "", format[64], abs_src[PATH_MAX];
+    snprintf(src_bin, sizeof src_bin, "%s/model.bin", src);
+    if (td_sha256_file(src_bin, sha, NULL, &err) != TD_OK)
+        sha[0] = '\0'; /* the model is in place; the record is a courtesy */
+    snprintf(format, sizeof format, "CTranslate2 %s", td_ct2_dtype_name(m->wdtype));
+    td_wmodel_origin o = {realpath(src, abs_src) ? abs_src : src, format, sha, note};
+    if (td_wmodels_write_origin(path, &o, &err) != TD_OK)
+        fprintf(stderr, "%s: warning: %s\n", prog, err.msg);
+    struct stat st;
+    printf("installed %s as %s (%.1f MB, %s) in %.1f s\n", name, path,
+           stat(path, &st) == 0 ? st.st_size / 1e6 : 0.0, wtype == TD_WT_F16 ? "F16" : "F32",
+           now_s() - t0);
+    rc = EXIT_ALL_DONE;
+out:
+    td_ct2_close(m);
+    return rc;
+}
+
 static int cmd_models(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "import") == 0)
+        return cmd_models_import(argc - 1, argv + 1);
     static const struct option longopts[] = {
         {"models-dir", required_argument, 0, OPT_MODELS_DIR},
         {"beam-size", required_argument, 0, OPT_BEAM_SIZE},
@@ -526,6 +667,9 @@ static int cmd_models(int argc, char **argv)
         printf("%s %-16s %8.1fM %4s %-12s %-13s %12s  %s%s\n", mark, v[i].name,
                v[i].size / 1048576.0, m->wtype == TD_WT_F16 ? "F16" : "F32", dims, langs, memory,
                v[i].path, v[i].shadowed ? "  (shadowed by an earlier one)" : "");
+        char origin[PATH_MAX + 256];
+        td_wmodels_describe_origin(v[i].path, origin, sizeof origin);
+        printf("    from: %s\n", origin[0] ? origin : "not recorded (put there by hand)");
         td_wmodel_close(m);
     }
     printf("\n* the default (the largest; with --language en an English-only model of the same size\n"

@@ -33,6 +33,28 @@ static int split_path(const char *path, char *dir, size_t dir_len, const char **
     return 0;
 }
 
+int td_mkdir_p(const char *dir, td_error *err)
+{
+    char path[PATH_MAX];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof path)
+        return td_error_set(err, TD_EINVAL, "'%s': not a folder path", dir);
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char c = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return td_error_errno(err, TD_EIO, errno, "%s: cannot create folder", path);
+        path[i] = c;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return td_error_set(err, TD_EIO, "%s: not a folder", dir);
+    return TD_OK;
+}
+
 int td_fsync_dir(const char *dir, td_error *err)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -33,6 +33,9 @@ bool td_atomic_is_temp_name(const char *name, pid_t *pid);
  * Returns the number removed (>= 0) or a td_rc. */
 int td_atomic_sweep_orphans(const char *dir, td_error *err);
 
+/* Create dir and any missing parents (mode 0755); an existing folder is fine. */
+int td_mkdir_p(const char *dir, td_error *err);
+
 /* fsync a directory by path. */
 int td_fsync_dir(const char *dir, td_error *err);
 

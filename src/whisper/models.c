@@ -7,6 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "util/atomic.h"
 
 /* Preference among the released models: bigger is better. An English-only
  * model ranks just above the multilingual one of its size, which matters
@@ -248,4 +253,80 @@ int td_wmodels_resolve(const td_wmodels_path *p, const char *model, const char *
     memcpy(path, best->path, len + 1);
     free(v);
     return TD_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Origin records                                                       */
+
+#define ORIGIN_SUFFIX ".origin.json"
+#define ORIGIN_MAX_BYTES 65536
+
+static int origin_path(const char *model_path, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s" ORIGIN_SUFFIX, model_path);
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+int td_wmodels_write_origin(const char *model_path, const td_wmodel_origin *o, td_error *err)
+{
+    char path[PATH_MAX];
+    if (origin_path(model_path, path, sizeof path) != 0)
+        return td_error_set(err, TD_EINVAL, "%s: path too long", model_path);
+    char when[32] = "";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm))
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    json_t *j = json_object();
+    int bad = !j;
+    const struct {
+        const char *key, *val;
+    } f[] = {{"source", o->source},   {"format", o->format},   {"sha256", o->sha256},
+             {"note", o->note},       {"imported", when},      {"tapedeck", TAPEDECK_VERSION}};
+    for (size_t i = 0; !bad && i < sizeof f / sizeof f[0]; i++)
+        if (f[i].val && *f[i].val)
+            bad = json_object_set_new(j, f[i].key, json_string(f[i].val)) != 0;
+    char *text = bad ? NULL : json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    if (!text)
+        return td_error_set(err, TD_ENOMEM, "%s: cannot build the origin record", path);
+    size_t len = strlen(text);
+    char *line = realloc(text, len + 2);
+    if (!line) {
+        free(text);
+        return td_error_set(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    int rc = td_atomic_write(path, line, len + 1, err);
+    free(line);
+    return rc;
+}
+
+void td_wmodels_describe_origin(const char *model_path, char *out, size_t cap)
+{
+    char path[PATH_MAX];
+    out[0] = '\0';
+    struct stat st;
+    if (origin_path(model_path, path, sizeof path) != 0 || stat(path, &st) != 0)
+        return;
+    json_error_t je;
+    json_t *j = st.st_size <= ORIGIN_MAX_BYTES ? json_load_file(path, 0, &je) : NULL;
+    if (!j || !json_is_object(j)) {
+        snprintf(out, cap, "origin record %s is damaged", path);
+        json_decref(j);
+        return;
+    }
+    const char *source = json_string_value(json_object_get(j, "source"));
+    const char *format = json_string_value(json_object_get(j, "format"));
+    const char *note = json_string_value(json_object_get(j, "note"));
+    const char *when = json_string_value(json_object_get(j, "imported"));
+    snprintf(out, cap, "imported from %s%s%s%s%s%s%s", format ? "a " : "", format ? format : "",
+             format ? " model in " : "", source ? source : "an unknown folder", note ? " (" : "",
+             note ? note : "", note ? ")" : "");
+    if (when) {
+        size_t n = strlen(out);
+        snprintf(out + n, cap - n, " on %.10s", when);
+    }
+    json_decref(j);
 }

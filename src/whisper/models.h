@@ -60,4 +60,22 @@ int td_wmodels_resolve(const td_wmodels_path *p, const char *model, const char *
  * folder and a ".bin" suffix. */
 void td_wmodels_name_of(const char *path, char *name, size_t cap);
 
+/* Where an installed model came from: a small JSON file beside it,
+ * PATH.origin.json (ggml-tiny.en.bin.origin.json), written by
+ * `tapedeck models import`. Fields: "source" (the folder imported),
+ * "format" ("CTranslate2 float16"), "sha256" (of the source model.bin),
+ * "note" (free text, e.g. the package it came in), "imported" (UTC time),
+ * "tapedeck" (version). A model without one was put there by hand. */
+typedef struct td_wmodel_origin {
+    const char *source, *format, *sha256, *note;
+} td_wmodel_origin;
+
+/* Write model_path's origin record (atomically), adding the time and
+ * tapedeck's version. */
+int td_wmodels_write_origin(const char *model_path, const td_wmodel_origin *o, td_error *err);
+
+/* One line saying where model_path came from, into out ("" when it has no
+ * origin record; a damaged record says so). */
+void td_wmodels_describe_origin(const char *model_path, char *out, size_t cap);
+
 #endif
