@@ -4,11 +4,11 @@
 #   make            build build/tapedeck, build/tapedeck-mkmodel, tests, benchmarks
 #   make setup      install the Debian packages (scripts/setup-debian.sh)
 #   make check      setup, build with warnings as errors, unit tests (incl. the
-#                   Whisper reference comparison), 30 s of fuzzing, the same
+#                   Whisper reference comparison), 50 s of fuzzing, the same
 #                   unit tests under AddressSanitizer+UBSan, end-to-end tests
 #                   (crashes, bad inputs, recognition, the whisper engine)
 #   make demo       setup, build, make a small demo archive, run the job on it
-#   make fuzz       a short libFuzzer run over the model-file parser (clang)
+#   make fuzz       short libFuzzer runs over the model-file parsers (clang)
 #   make bench      Whisper CPU benchmarks (bench/RESULTS.md)
 #   make unit       unit tests only (no setup)
 #   make e2e        end-to-end tests only (no setup)
@@ -125,18 +125,29 @@ asan-e2e:
 	$(MAKE) SANITIZE=1 O=$(O)-asan $(O)-asan/tapedeck $(O)-asan/tapedeck-mkmodel
 	TAPEDECK_BIN=$(abspath $(O)-asan/tapedeck) E2E_ONLY="$(ASAN_E2E)" ./tests/e2e/run-all.sh
 
-# libFuzzer over the model-file parser (clang): a short bounded run, on a
-# seed corpus of small generated models; FUZZ_TIME seconds (default 30).
+# libFuzzer over the parsers of model files (clang): short bounded runs on
+# seed corpora of small generated models: the ggml loader for FUZZ_TIME
+# seconds (default 30), the CTranslate2 parser for FUZZ_CT2_TIME (20).
 FUZZ_CC   ?= clang
 FUZZ_TIME ?= 30
+FUZZ_CT2_TIME ?= 20
 FUZZ_SRCS := tests/fuzz/fuzz_model.c src/whisper/model.c src/util/error.c
+FUZZ_CT2_SRCS := tests/fuzz/fuzz_ct2.c src/whisper/ct2.c src/whisper/mkmodel.c \
+	src/whisper/ggml_writer.c src/whisper/kernels.c src/whisper/k_avx2.c \
+	src/whisper/k_avx512.c src/util/error.c
+FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all
 fuzz: $(O)/tapedeck-mkmodel
-	@mkdir -p $(O)/fuzz
+	@mkdir -p $(O)/fuzz $(O)/fuzz-ct2
 	$(say) FUZZCC $(O)/fuzz/fuzz_model
-	$(Q)$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=all $(FUZZ_SRCS) -o $(O)/fuzz/fuzz_model -lm
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_SRCS) -o $(O)/fuzz/fuzz_model -lm
+	$(say) FUZZCC $(O)/fuzz-ct2/fuzz_ct2
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_CT2_SRCS) -o $(O)/fuzz-ct2/fuzz_ct2 \
+	  $(shell pkg-config --cflags --libs jansson openblas) -lm -lpthread
 	MKMODEL=$(abspath $(O)/tapedeck-mkmodel) FUZZ_TIME=$(FUZZ_TIME) \
-	  ./tests/fuzz/run-fuzz.sh $(abspath $(O)/fuzz/fuzz_model) $(abspath $(O)/fuzz)
+	  ./tests/fuzz/run-fuzz.sh model $(abspath $(O)/fuzz/fuzz_model) $(abspath $(O)/fuzz)
+	FUZZ_TIME=$(FUZZ_CT2_TIME) \
+	  ./tests/fuzz/run-fuzz.sh ct2 $(abspath $(O)/fuzz-ct2/fuzz_ct2) $(abspath $(O)/fuzz-ct2)
 
 # Whisper CPU speed (random-weight models of the standard sizes): prints
 # the rows bench/RESULTS.md records.

@@ -1,7 +1,10 @@
 #!/bin/sh
-# run-fuzz.sh FUZZER WORKDIR: a bounded libFuzzer run over the model loader.
+# run-fuzz.sh KIND FUZZER WORKDIR: a bounded libFuzzer run over a parser of
+# outside data. KIND is `model` (the ggml model loader) or `ct2` (the
+# CTranslate2 model.bin parser `tapedeck models import` reads; seeds from
+# tests/fuzz/ct2_seeds.py, a dictionary of its variable names).
 #
-# Makes a seed corpus in WORKDIR/corpus with $MKMODEL (tapedeck-mkmodel):
+# For `model` it makes a seed corpus in WORKDIR/corpus with $MKMODEL (tapedeck-mkmodel):
 # models of every vocabulary kind (English-only, multilingual, large-v3),
 # F16 and F32, with the smallest dims the loader takes (1 wide, 1 head,
 # contexts of 1, few mels) and a short synthetic vocabulary
@@ -14,13 +17,36 @@
 # WORKDIR/artifacts). New inputs found accumulate in WORKDIR/corpus.
 set -u
 
-if [ $# -ne 2 ]; then
-    echo "usage: MKMODEL=path/tapedeck-mkmodel $0 FUZZER WORKDIR" >&2
+if [ $# -ne 3 ]; then
+    echo "usage: MKMODEL=path/tapedeck-mkmodel $0 model|ct2 FUZZER WORKDIR" >&2
     exit 2
 fi
-fuzzer=$1
-work=$2
+kind=$1
+fuzzer=$2
+work=$3
 time_s=${FUZZ_TIME:-30}
+corpus=$work/corpus
+art=$work/artifacts
+log=$work/fuzz.log
+dict=$work/$kind.dict
+mkdir -p "$corpus" "$art" || exit 1
+case $kind in
+model) what="model loader" ;;
+ct2)
+    what="CTranslate2 parser"
+    python3 "$(dirname "$0")/ct2_seeds.py" "$corpus" || exit 1
+    {
+        for s in WhisperSpec decoder/ encoder/ layer_0/ layer_1/ self_attention/ attention/ \
+            ffn/ linear_0 linear_1 linear_2 layer_norm /gamma /beta /weight /bias weight_scale \
+            embeddings/weight position_encodings/encodings conv1/ conv2/ num_heads activation \
+            pre_norm alibi scale_embeddings projection/weight; do
+            printf '"%s"\n' "$s"
+        done
+    } >"$dict"
+    ;;
+*) echo "run-fuzz: unknown kind '$kind' (model, ct2)" >&2; exit 2 ;;
+esac
+if [ "$kind" = model ]; then
 if [ -z "${MKMODEL:-}" ] || [ ! -x "$MKMODEL" ]; then
     echo "run-fuzz: MKMODEL must name the tapedeck-mkmodel binary" >&2
     exit 2
@@ -52,7 +78,6 @@ for n in 60 1000 2000; do
     head -c "$n" "$corpus/seed-ml-f16.bin" >"$corpus/seed-prefix-$n.bin" || exit 1
 done
 
-dict=$work/model.dict
 {
     for s in encoder.positional_embedding encoder.conv1.weight encoder.conv1.bias \
         encoder.conv2.weight encoder.conv2.bias encoder.ln_post.weight encoder.ln_post.bias \
@@ -66,6 +91,7 @@ dict=$work/model.dict
     printf '"\\x98\\xca\\x00\\x00"\n"\\x99\\xca\\x00\\x00"\n"\\x9a\\xca\\x00\\x00"\n'
     printf '"\\xc9\\x00\\x00\\x00"\n"\\x50\\x00\\x00\\x00"\n"\\x80\\x00\\x00\\x00"\n'
 } >"$dict"
+fi
 
 start=$(date +%s)
 "$fuzzer" -max_total_time="$time_s" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
@@ -75,12 +101,12 @@ end=$(date +%s)
 execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9][0-9]*\).*/\1/p' "$log" | tail -n 1)
 if [ "$rc" -ne 0 ]; then
     tail -n 60 "$log"
-    echo "fuzz: model loader: FAILED (exit $rc) after $((end - start)) s; inputs in $art, log $log"
+    echo "fuzz: $what: FAILED (exit $rc) after $((end - start)) s; inputs in $art, log $log"
     exit 1
 fi
 if [ -z "$execs" ]; then
     tail -n 20 "$log"
-    echo "fuzz: model loader: no statistics in $log"
+    echo "fuzz: $what: no statistics in $log"
     exit 1
 fi
-echo "fuzz: model loader: $execs executions in $((end - start)) s, no crashes"
+echo "fuzz: $what: $execs executions in $((end - start)) s, no crashes"
