@@ -19,31 +19,6 @@ for wav in "$src"/*.wav; do
         -c:a aac -b:a 64k "$T/a/$id.mp4" || fail "mux $id"
 done
 "$TD" run "$T/a" --engine sphinx >"$T/log" 2>&1 || fail "run exit $?: $(tail "$T/log")"
-python3 - "$T/a" "$src/transcription" "$BOUND" <<'PY' || fail "word error rate above bound"
-import re, sys, os
-archive, trans, bound = sys.argv[1], sys.argv[2], float(sys.argv[3])
-def words(s):
-    return re.sub(r"[^a-z' ]", " ", s.lower()).split()
-def distance(r, h):
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-            prev, d[j] = d[j], cur
-    return d[len(h)]
-errors = total = 0
-for line in open(trans):
-    m = re.match(r"<s> (.*) </s> \((.*)\)", line.strip())
-    ref, uid = words(m.group(1)), m.group(2)
-    srt = open(os.path.join(archive, uid + ".srt"), encoding="utf-8").read()
-    text = " ".join(l for l in srt.splitlines() if l and not l.isdigit() and "-->" not in l)
-    hyp = words(text)
-    e = distance(ref, hyp)
-    errors += e; total += len(ref)
-    print(f"  {uid}: WER {e/len(ref):.3f}  hyp: {' '.join(hyp)}")
-wer = errors / total
-print(f"  overall WER {wer:.3f} over {total} words (bound {bound})")
-sys.exit(0 if wer <= bound else 1)
-PY
+python3 "$(dirname "$0")/wer.py" "$T/a" "$src/transcription" "$BOUND" "sphinx" ||
+    fail "word error rate above bound"
 exit 0
