@@ -10,6 +10,15 @@
 # random weights, runs scripts/whisper-oracle.py on it, and leaves
 # $OUT/fixtures.tar (whisper/...: copy its files into tests/fixtures/whisper/)
 # and $OUT/oracle.log. One model failing does not stop the others.
+#
+# A real model instead (no recipe to regenerate it from, so the file is
+# brought along and its SHA-256 recorded; the test re-imports it):
+#
+#   OUT=/some/dir scripts/whisper-oracle-device.sh --real MODEL.bin AUDIO.wav NAME SOURCE [SHA256]
+#
+# runs the oracle once on MODEL.bin (checked against SHA256 when given) with
+# the WAV, teacher-forcing the logits on the greedy transcript, and leaves
+# NAME.json, NAME.enc.f32, NAME.logits.f32 and NAME.mel80.f32 in the tar.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$(mktemp -d)}
@@ -23,6 +32,30 @@ export PYTHONUNBUFFERED=1
 echo "== versions"
 uname -m; cc --version | head -1
 python3 -c 'import sys, numpy, torch, transformers; print(sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "transformers", transformers.__version__)' || exit 1
+
+if [ "${1:-}" = --real ]; then
+    [ $# -ge 5 ] || { echo "usage: $0 --real MODEL.bin AUDIO.wav NAME SOURCE [SHA256]"; exit 2; }
+    model=$2 wav=$3 name=$4 source=$5 want=${6:-}
+    have=$(sha256sum "$model" | cut -d' ' -f1)
+    echo "== $name: $model sha256 $have"
+    if [ -n "$want" ] && [ "$have" != "$want" ]; then
+        echo "FAILED: $model hashes to $have, expected $want"
+        exit 1
+    fi
+    sha256sum "$wav"
+    t0=$SECONDS
+    # Rows and columns subsampled as for the random sets (every 5th encoder
+    # row; every 8th logit column below eot, all from eot): a few MB.
+    timeout 500 python3 "$root/scripts/whisper-oracle.py" oracle --model "$model" --audio "$wav" \
+        --out "$fix" --name "$name" --real "$source" --mel-name "$name.mel80.f32" \
+        --teacher greedy --enc-row-step 5 --logit-col-step 8 --max-new 96
+    rc=$?
+    echo "== $name took $((SECONDS - t0)) s, rc $rc"
+    ls -l "$fix"
+    tar -C "$work" -cf "$OUT/fixtures.tar" whisper
+    rm -rf "$work"
+    exit $rc
+fi
 
 echo "== build tapedeck-mkmodel"
 cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" "$root/tools/mkmodel.c" "$root/src/whisper/mkmodel.c" "$root/src/whisper/ggml_writer.c" \

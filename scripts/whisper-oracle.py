@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """whisper-oracle.py: reference outputs of HF transformers' Whisper for a
-tapedeck-mkmodel model file, written as the golden fixtures that
+tapedeck-mkmodel model file, or for a real model imported by `tapedeck
+models import`, written as the golden fixtures that
 tests/unit/test_whisper_golden.c compares tapedeck's own C Whisper with.
 
 Never run in CI: it needs torch and transformers, which only the device
@@ -22,6 +23,13 @@ Subcommands:
   oracle --model M --audio A --out DIR --name NAME --seed N --mkmodel-argv S
                                     write NAME.json, NAME.enc.f32,
                                     NAME.logits.f32 and melN.f32 into DIR
+  oracle --model M --audio A.wav --out DIR --name NAME --real SOURCE
+         [--mel-name F] [--teacher greedy] [--logit-col-step K]
+                                    the same for a real model (no recipe: the
+                                    meta records SOURCE and the file's SHA-256)
+                                    and a 16 kHz mono s16 WAV; with --teacher
+                                    greedy the logits are those of the greedy
+                                    transcript, teacher-forced
   npcheck --model M --fixtures DIR --name NAME
                                     recompute a fixture set with a numpy-only
                                     float64 forward pass (openai's model.py
@@ -266,6 +274,23 @@ def make_audio():
     return np.clip(np.round(x * 32767), -32768, 32767).astype("<i2")
 
 
+def read_audio(path):
+    """s16 samples and the file's SHA-256: a 16 kHz mono 16-bit WAV (by its
+    RIFF header), else raw s16le as audio.s16 is."""
+    import wave
+
+    raw = open(path, "rb").read()
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WAVE":
+        with wave.open(path, "rb") as w:
+            if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (RATE, 1, 2):
+                raise ValueError(f"{path}: {w.getframerate()} Hz, {w.getnchannels()} channels, "
+                                 f"{8 * w.getsampwidth()} bits; 16 kHz mono s16 wanted")
+            pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").copy()
+        return pcm, "WAV, 16 kHz mono s16", hashlib.sha256(raw).hexdigest()
+    pcm = np.frombuffer(raw, "<i2").copy()
+    return pcm, "raw s16le 16 kHz mono", hashlib.sha256(raw).hexdigest()
+
+
 def pcm_float(samples_i16):
     return samples_i16.astype(np.float64) / 32768.0
 
@@ -423,8 +448,10 @@ def greedy_openai(model, torch, enc, m, prompt, max_new, sup):
     """Greedy decoding with openai-whisper's logit filters (SuppressBlank,
     SuppressTokens, ApplyTimestampRules with max_initial_timestamp 1.0),
     recomputing the decoder over the whole sequence each step (no cache).
-    Returns tokens (no prompt, no eot), whether eot ended it, and the
-    smallest decision margins seen (argmax gap, timestamp-rule gap)."""
+    Returns tokens (no prompt, no eot), whether eot ended it, the smallest
+    decision margins seen (argmax gap, timestamp-rule gap), and per step
+    the chosen token, the runner-up and the gap between their logits (so
+    that a disagreement can be told from a near-tie)."""
     sp = m.special
     eot, tsb, blank = sp["eot"], sp["ts_begin"], m.blank
     sample_begin = len(prompt)
@@ -432,6 +459,7 @@ def greedy_openai(model, torch, enc, m, prompt, max_new, sup):
     min_gap = float("inf")
     min_ts_gap = float("inf")
     ended = False
+    steps = []
     for _ in range(max_new):
         logits = decoder_logits(model, torch, enc, seq)[-1].to(torch.float64).clone()
         neg = -float("inf")
@@ -463,15 +491,18 @@ def greedy_openai(model, torch, enc, m, prompt, max_new, sup):
             min_ts_gap = min(min_ts_gap, abs(ts_lp - text_max))
         if ts_lp > text_max:
             logits[:tsb] = neg
-        top2 = torch.topk(logits, 2).values
-        if torch.isfinite(top2[1]):
-            min_gap = min(min_gap, (top2[0] - top2[1]).item())
+        top2 = torch.topk(logits, 2)
+        v2, i2 = top2.values, top2.indices
+        step_gap = (v2[0] - v2[1]).item() if torch.isfinite(v2[1]) else None
+        if step_gap is not None:
+            min_gap = min(min_gap, step_gap)
         nxt = int(torch.argmax(logits).item())
+        steps.append([nxt, int(i2[1].item()), step_gap])
         if nxt == eot:
             ended = True
             break
         seq.append(nxt)
-    return seq[sample_begin:], ended, min_gap, min_ts_gap
+    return seq[sample_begin:], ended, min_gap, min_ts_gap, steps
 
 
 def greedy_hf_generate(model, torch, mel, m, max_new, sup):
@@ -533,26 +564,40 @@ def run_oracle(a):
                 "for a tapedeck-mkmodel model; see scripts/whisper-oracle.py",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": np.__version__, "python": sys.version.split()[0]},
-        "mkmodel": {"argv": a.mkmodel_argv, "seed": a.seed, "vocab": "synthetic",
-                    "wtype": "f16" if hp["ftype"] % 1000 == 1 else "f32", "hparams": hp},
         "model_sha256": m.sha256,
         "model_bytes": m.size,
         "multilingual": m.multilingual,
         "special": dict(sp, blank=m.blank),
         "errors": [],
     }
+    wtype = "f16" if hp["ftype"] % 1000 == 1 else "f32"
+    if a.real:
+        # A real model has no recipe: the test re-imports it and checks the
+        # hash, so the meta says where it came from and what it holds.
+        meta["what"] = ("HF transformers WhisperForConditionalGeneration reference (float64, "
+                        "CPU) for a real Whisper model; see scripts/whisper-oracle.py")
+        meta["real"] = {"source": a.real, "wtype": wtype, "hparams": hp,
+                        "file_tokens": m.n_file_tokens}
+    else:
+        if a.seed is None or a.mkmodel_argv is None:
+            raise SystemExit("oracle: --seed and --mkmodel-argv, or --real")
+        meta["mkmodel"] = {"argv": a.mkmodel_argv, "seed": a.seed, "vocab": "synthetic",
+                           "wtype": wtype, "hparams": hp}
     os.makedirs(a.out, exist_ok=True)
 
     # Audio and mel: the reference mel is float64 with the file's filters.
-    pcm_i16 = np.fromfile(a.audio, "<i2")
+    pcm_i16, audio_format, file_sha = read_audio(a.audio)
+    if len(pcm_i16) > WINDOW_SAMPLES:
+        raise SystemExit(f"{a.audio}: longer than one 30-s window")
     pcm = pcm_float(pcm_i16)
     mel64 = log_mel_f64(pcm, m.filters)
     mel32 = mel64.astype("<f4")
-    mel_name = f"mel{hp['n_mels']}.f32"
+    mel_name = a.mel_name or f"mel{hp['n_mels']}.f32"
     mel32.tofile(os.path.join(a.out, mel_name))
     meta["audio"] = {"file": os.path.basename(a.audio), "samples": int(len(pcm_i16)),
-                     "format": "s16le 16 kHz mono; float = s16 / 32768",
-                     "sha256": hashlib.sha256(pcm_i16.tobytes()).hexdigest()}
+                     "format": f"{audio_format}; float = s16 / 32768",
+                     "sha256": hashlib.sha256(pcm_i16.tobytes()).hexdigest(),
+                     "file_sha256": file_sha}
     mel_meta = {"file": mel_name, "shape": [hp["n_mels"], WINDOW_FRAMES],
                 "how": "float64 numpy log-mel of the audio zero-padded to 480000 samples, "
                        "with the model file's filterbank, rounded to float32"}
@@ -596,33 +641,22 @@ def run_oracle(a):
                        "how": "encoder last_hidden_state (after ln_post) rows 0, step, 2*step, ... "
                               "for the fixture mel as input"}
 
-    # Teacher-forced logits.
-    if m.multilingual:
-        toks = [sp["sot"], sp["lang_begin"], sp["transcribe"], sp["ts_begin"], 1000, 2001, 314,
-                220, 532, 10000, 40001, sp["ts_begin"] + 37]
-    else:
-        toks = [sp["sot"], sp["ts_begin"], 1000, 2001, 314, 220, 532, 10000, 40001, 705, 5,
-                sp["ts_begin"] + 37]
-    cols = np.array([c for c in range(hp["n_vocab"]) if c % 4 == 0 or c >= sp["eot"]])
-    lg64 = decoder_logits(model64, torch, enc64, toks).numpy()
-    lg64[:, cols].astype("<f4").tofile(os.path.join(a.out, f"{a.name}.logits.f32"))
-    meta["logits"] = {"file": f"{a.name}.logits.f32", "tokens": toks,
-                      "columns": "c % 4 == 0 or c >= eot", "col_step": 4, "col_from": sp["eot"],
-                      "n_columns": int(len(cols)), "shape": [len(toks), int(len(cols))],
-                      "how": "decoder logits at every position of tokens (teacher forcing), "
-                             "the listed columns only"}
-    log(f"logits {lg64.shape}, max |logit| {np.abs(lg64).max():.3f}")
-
-    # Greedy decoding: openai's rules over HF's forward, and HF's generate.
+    # Greedy decoding first: with --teacher greedy its transcript is what
+    # the logits are teacher-forced on (a real model's own text, rather
+    # than arbitrary ids).
     g = {"max_new_tokens": a.max_new, "prompt": [sp["sot"]] + (
         [sp["lang_begin"], sp["transcribe"]] if m.multilingual else []),
         "rules": "greedy T=0, suppress blank+eot at the first step, suppress_tokens, "
                  "timestamp rules, max_initial_timestamp 1.0 s (index 50)"}
     t1 = time.time()
-    gt, ended, gap, tsgap = greedy_openai(model64, torch, enc64, m, g["prompt"], a.max_new, sup)
+    gt, ended, gap, tsgap, steps = greedy_openai(model64, torch, enc64, m, g["prompt"],
+                                                 a.max_new, sup)
     g.update(tokens=gt, ended_with_eot=ended, min_argmax_gap=gap, min_timestamp_rule_gap=tsgap)
+    if a.real:
+        g["text"] = b"".join(m.vocab[t] for t in gt if t < sp["eot"]).decode("utf-8", "replace")
+        g["steps"] = steps
     log(f"greedy (openai rules) {time.time() - t1:.1f}s: {gt} eot={ended} gap={gap:.3g} "
-        f"tsgap={tsgap:.3g}")
+        f"tsgap={tsgap:.3g}" + (f" text={g['text']!r}" if a.real else ""))
     try:
         t1 = time.time()
         ht, hended, raw = greedy_hf_generate(model64, torch, mel_in64, m, a.max_new, sup)
@@ -635,12 +669,37 @@ def run_oracle(a):
         meta["errors"].append(f"HF generate: {e!r}")
     meta["greedy"] = g
 
+    # Teacher-forced logits.
+    if a.teacher == "greedy":
+        toks = g["prompt"] + gt + ([sp["eot"]] if ended else [])
+        toks = toks[:64]
+    elif m.multilingual:
+        toks = [sp["sot"], sp["lang_begin"], sp["transcribe"], sp["ts_begin"], 1000, 2001, 314,
+                220, 532, 10000, 40001, sp["ts_begin"] + 37]
+    else:
+        toks = [sp["sot"], sp["ts_begin"], 1000, 2001, 314, 220, 532, 10000, 40001, 705, 5,
+                sp["ts_begin"] + 37]
+    cs = a.logit_col_step
+    cols = np.array([c for c in range(hp["n_vocab"]) if c % cs == 0 or c >= sp["eot"]])
+    lg64 = decoder_logits(model64, torch, enc64, toks).numpy()
+    lg64[:, cols].astype("<f4").tofile(os.path.join(a.out, f"{a.name}.logits.f32"))
+    meta["logits"] = {"file": f"{a.name}.logits.f32", "tokens": toks,
+                      "columns": f"c % {cs} == 0 or c >= eot", "col_step": cs,
+                      "col_from": sp["eot"],
+                      "n_columns": int(len(cols)), "shape": [len(toks), int(len(cols))],
+                      "how": "decoder logits at every position of tokens (teacher forcing), "
+                             "the listed columns only"
+                             + ("; tokens: the prompt and the greedy transcript"
+                                if a.teacher == "greedy" else "")}
+    log(f"logits {lg64.shape}, max |logit| {np.abs(lg64).max():.3f}")
+
     # What float32 itself gives: the same HF model in float32.
     try:
         model32, _ = build_hf(m, torch, torch.float32)
         enc32 = encode(model32, torch, torch.from_numpy(mel32)[None])
         lg32 = decoder_logits(model32, torch, enc32, toks).numpy()
-        g32, e32, _, _ = greedy_openai(model32, torch, enc32, m, g["prompt"], a.max_new, sup)
+        g32, e32, _, _, _ = greedy_openai(model32, torch, enc32, m, g["prompt"], a.max_new,
+                                          sup)
         meta["hf_f32_vs_f64"] = {
             "encoder": diff_stats(enc32[0].numpy(), enc_np),
             "logits": diff_stats(lg32, lg64),
@@ -759,8 +818,14 @@ def main():
     s.add_argument("--audio", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--name", required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--mkmodel-argv", required=True)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--mkmodel-argv")
+    s.add_argument("--real", metavar="SOURCE",
+                   help="a real model: where it came from (recorded instead of a recipe)")
+    s.add_argument("--mel-name", help="the mel fixture's file name (default melN.f32)")
+    s.add_argument("--teacher", choices=("fixed", "greedy"), default="fixed",
+                   help="teacher-forced tokens: a fixed list, or the greedy transcript")
+    s.add_argument("--logit-col-step", type=int, default=4)
     s.add_argument("--max-new", type=int, default=48)
     s.add_argument("--enc-row-step", type=int, default=1)
     s = sub.add_parser("npcheck")
