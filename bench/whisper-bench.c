@@ -6,7 +6,7 @@
  *
  *   whisper-bench [--dims tiny|base|small|...] [--model PATH] [--threads N]
  *                 [--runs N] [--tokens N] [--beam N] [--gemm own|blas|both]
- *                 [--header]
+ *                 [--only enc|dec] [--header]
  *
  * Generates an F16 model of the given dimensions in a temporary folder
  * (td_wmk_write, seed 1) unless --model names one, then measures:
@@ -84,7 +84,8 @@ static int argmax(const float *x, int n)
 static void usage(void)
 {
     fprintf(stderr, "usage: whisper-bench [--dims NAME] [--model PATH] [--threads N] [--runs N]\n"
-                    "                     [--tokens N] [--beam N] [--gemm own|blas|both] [--header]\n");
+                    "                     [--tokens N] [--beam N] [--gemm own|blas|both]\n"
+                    "                     [--only enc|dec] [--header]\n");
 }
 
 /* Encoder ms (median of runs) with the given GEMM implementation. */
@@ -117,7 +118,7 @@ static int time_encoder(const td_wmodel *m, const td_wconfig *cfg, enum td_wk_ge
 
 int main(int argc, char **argv)
 {
-    const char *dims = "tiny", *model_path = NULL, *gemm = "both";
+    const char *dims = "tiny", *model_path = NULL, *gemm = "both", *only = "";
     int threads = 2, runs = 5, n_tokens = 64, beam = 5, header = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -144,6 +145,8 @@ int main(int argc, char **argv)
             beam = atoi(v);
         else if (strcmp(a, "--gemm") == 0)
             gemm = v;
+        else if (strcmp(a, "--only") == 0)
+            only = v;
         else {
             usage();
             return 2;
@@ -213,10 +216,11 @@ int main(int argc, char **argv)
     /* encoder, with each GEMM */
     double enc_own = 0, enc_blas = 0;
     const char *isa = "?";
-    if (strcmp(gemm, "blas") != 0 &&
+    int do_enc = strcmp(only, "dec") != 0, do_dec = strcmp(only, "enc") != 0;
+    if (do_enc && strcmp(gemm, "blas") != 0 &&
         time_encoder(m, &cfg, TD_WK_GEMM_OWN, mel, runs, &enc_own, &isa, &err) != TD_OK)
         goto fail;
-    if (strcmp(gemm, "own") != 0 &&
+    if (do_enc && strcmp(gemm, "own") != 0 &&
         time_encoder(m, &cfg, TD_WK_GEMM_BLAS, mel, runs, &enc_blas, &isa, &err) != TD_OK)
         goto fail;
 
@@ -238,7 +242,7 @@ int main(int argc, char **argv)
         goto fail;
     }
     int rc = TD_OK;
-    for (int run = 0; run < runs && rc == TD_OK; run++) {
+    for (int run = 0; run < runs && rc == TD_OK && do_dec; run++) {
         /* greedy: the prompt, then n_tokens single-token steps */
         rc = td_wbackend_cpu.decode(b, 1, 4, prompt, 0, 0, logits, &err);
         double t0 = now_ms();

@@ -102,6 +102,16 @@ TGT static void f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n)
         dst[i] = td_wk_w_at(src, TD_WT_F16, i);
 }
 
+TGT static void f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        dst[i] = td_wk_f32_to_f16(src[i]);
+}
+
 /* ------------------------------------------------------------------ */
 /* Micro-kernel: one 6 x 16 quarter                                      */
 
@@ -450,6 +460,7 @@ const td_wk_ops td_wk_ops_avx2 = {
     .name = "avx2",
     .isa = TD_WK_AVX2,
     .f16_to_f32 = f16_to_f32_avx2,
+    .f32_to_f16 = f32_to_f16_avx2,
     .mk = mk_avx2,
     .pack_b = pack_b_avx2,
     .gemv = gemv_avx2,

@@ -61,6 +61,20 @@ TGT static void f16_to_f32_avx512(const uint16_t *src, float *dst, size_t n)
     }
 }
 
+TGT static void f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        __mmask16 m = tail_mask((int)(n - i));
+        _mm256_mask_storeu_epi16(dst + i, m,
+                                 _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i),
+                                                 _MM_FROUND_TO_NEAREST_INT));
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* Micro-kernel                                                          */
 
@@ -68,6 +82,20 @@ TGT static INL void mk_t(const int MRV, int kc, const float *ap, const float *bp
                          size_t ldc, int nr, int load, const float *bias)
 {
     __m512 acc[TD_WK_MR][4];
+    /* C's tile is touched only after the K loop; in a real product its
+     * rows are far apart (ldc) and out of cache, so the loads (or the
+     * stores' read-for-ownership) would stall the end of every call.
+     * Fetching the tile now overlaps that with the FMAs (Ice Lake, one
+     * core, 1500-row F16 products: the packed GEMM went from 78-96 to
+     * 98-101 GFLOP/s; the kernel alone on cached data runs at 172). */
+#pragma GCC unroll 6
+    for (int i = 0; i < MRV; i++) {
+        const char *ci = (const char *)(c + (size_t)i * ldc);
+        _mm_prefetch(ci, _MM_HINT_T0);
+        _mm_prefetch(ci + 64, _MM_HINT_T0);
+        _mm_prefetch(ci + 128, _MM_HINT_T0);
+        _mm_prefetch(ci + 192, _MM_HINT_T0);
+    }
 #pragma GCC unroll 6
     for (int i = 0; i < MRV; i++) {
         acc[i][0] = _mm512_setzero_ps();
@@ -571,6 +599,7 @@ const td_wk_ops td_wk_ops_avx512 = {
     .isa = TD_WK_AVX512,
     .gemv_many_rows = 1,
     .f16_to_f32 = f16_to_f32_avx512,
+    .f32_to_f16 = f32_to_f16_avx512,
     .mk = mk_avx512,
     .pack_b = pack_b_avx512,
     .gemv = gemv_avx512,

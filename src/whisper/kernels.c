@@ -99,6 +99,12 @@ static void f16_to_f32_scalar(const uint16_t *src, float *dst, size_t n)
         dst[i] = td_wk_w_at(src, TD_WT_F16, i);
 }
 
+static void f32_to_f16_scalar(const float *src, uint16_t *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = td_wk_f32_to_f16(src[i]);
+}
+
 static void mk_scalar(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr, int nr,
                       int load, const float *bias)
 {
@@ -230,6 +236,7 @@ static const td_wk_ops ops_scalar = {
     .name = "scalar",
     .isa = TD_WK_SCALAR,
     .f16_to_f32 = f16_to_f32_scalar,
+    .f32_to_f16 = f32_to_f16_scalar,
     .mk = mk_scalar,
     .pack_b = pack_b_scalar,
     .gemv = gemv_scalar,
@@ -345,6 +352,25 @@ enum td_wk_gemm_impl td_wk_get_gemm_impl(void)
     if (atomic_load(&gemm_impl) < 0)
         gemm_impl_init();
     return (enum td_wk_gemm_impl)atomic_load(&gemm_impl);
+}
+
+static _Atomic int cross_f16 = -1;
+
+int td_wk_get_cross_f16(void)
+{
+    int v = atomic_load(&cross_f16);
+    if (v < 0) {
+        const char *env = getenv("TD_WHISPER_CROSS");
+        int want = env && strcmp(env, "f16") == 0;
+        atomic_compare_exchange_strong(&cross_f16, &v, want);
+        v = atomic_load(&cross_f16);
+    }
+    return v;
+}
+
+void td_wk_set_cross_f16(int on)
+{
+    atomic_store(&cross_f16, on ? 1 : 0);
 }
 
 void td_wk_blas_threads(int n)
@@ -596,7 +622,8 @@ size_t td_wk_scratch_floats(int n_ctx, int n_keys, int d)
                 round_up(round_up((size_t)n_ctx, TD_WK_MR) * TD_WK_NR, SCRATCH_ALIGN) +
                 round_up(round_up((size_t)d, TD_WK_MR) * TD_WK_NR, SCRATCH_ALIGN) + TD_WK_NR;
     size_t kp = round_up((size_t)n_keys, TD_WK_NR);
-    size_t da = round_up((size_t)TD_WK_ATT_QB * d, SCRATCH_ALIGN) + 2 * (size_t)TD_WK_ATT_QB * kp;
+    size_t da = round_up((size_t)TD_WK_ATT_QB * d, SCRATCH_ALIGN) + 2 * (size_t)TD_WK_ATT_QB * kp +
+                td_wk_kv_tmp_floats(d);
     size_t mx = g > ea ? g : ea;
     mx = mx > da ? mx : da;
     return round_up(mx, SCRATCH_ALIGN);
@@ -1035,6 +1062,48 @@ void td_wk_kv_pack(float *head, int cap, int d, int n, const float *k, const flo
     }
 }
 
+size_t td_wk_kv_tmp_floats(int d)
+{
+    size_t dd = round_up((size_t)d, TD_WK_NR);
+    return round_up(dd * TD_WK_NR, SCRATCH_ALIGN);
+}
+
+void td_wk_kv_pack_f16(const td_wk_ops *ops, uint16_t *head, int cap, int d, int n,
+                       const float *k, const float *v, size_t ld, int col0, float *tmp)
+{
+    /* one K panel (d x NR) or one V chunk (NR keys x NR) at a time through tmp */
+    for (int jp = 0; jp < cap; jp += TD_WK_NR) {
+        for (int c = 0; c < TD_WK_NR; c++) {
+            if (jp + c < n) {
+                const float *row = k + (size_t)(jp + c) * ld + (size_t)col0;
+                for (int dd = 0; dd < d; dd++)
+                    tmp[(size_t)dd * TD_WK_NR + c] = row[dd];
+            } else {
+                for (int dd = 0; dd < d; dd++)
+                    tmp[(size_t)dd * TD_WK_NR + c] = 0.0f;
+            }
+        }
+        ops->f32_to_f16(tmp, head + (size_t)jp * d, (size_t)d * TD_WK_NR);
+    }
+    uint16_t *vbase = head + (size_t)cap * d;
+    for (int dp = 0; dp < d; dp += TD_WK_NR) {
+        int w = d - dp < TD_WK_NR ? d - dp : TD_WK_NR;
+        for (int j0 = 0; j0 < cap; j0 += TD_WK_NR) {
+            for (int j = j0; j < j0 + TD_WK_NR; j++) {
+                float *vp = tmp + (size_t)(j - j0) * TD_WK_NR;
+                if (j < n) {
+                    memcpy(vp, v + (size_t)j * ld + (size_t)col0 + (size_t)dp, (size_t)w * sizeof(float));
+                    memset(vp + w, 0, (size_t)(TD_WK_NR - w) * sizeof(float));
+                } else {
+                    memset(vp, 0, TD_WK_NR * sizeof(float));
+                }
+            }
+            ops->f32_to_f16(tmp, vbase + (size_t)dp * cap + (size_t)j0 * TD_WK_NR,
+                            (size_t)TD_WK_NR * TD_WK_NR);
+        }
+    }
+}
+
 typedef struct dec_attn {
     td_wk_ctx *ctx;
     const td_wk_dec_attn_args *a;
@@ -1058,6 +1127,7 @@ static void dec_attn_task(void *arg, int ith, int nth)
     int max_keys = a->causal ? a->n_keys0 + a->rows_per_group : a->n_keys0;
     size_t lds = round_up((size_t)max_keys, TD_WK_NR);
     float *pa = s + (size_t)TD_WK_ATT_QB * lds;
+    float *wide = pa + (size_t)TD_WK_ATT_QB * lds; /* halves widened: one panel or chunk */
     for (;;) {
         int t = atomic_fetch_add(&e->next, 1);
         if (t >= e->n_tasks)
@@ -1068,9 +1138,15 @@ static void dec_attn_task(void *arg, int ith, int nth)
         int t0 = qb * TD_WK_ATT_QB;
         int nq = a->rows_per_group - t0 < TD_WK_ATT_QB ? a->rows_per_group - t0 : TD_WK_ATT_QB;
         size_t row0 = (size_t)g * a->rows_per_group + (size_t)t0;
-        const float *head = a->kv[g] + (size_t)h * e->head_floats;
-        const float *kh = head;
-        const float *vh = head + (size_t)cap * d;
+        const float *kh = NULL, *vh = NULL;
+        const uint16_t *kh16 = NULL, *vh16 = NULL;
+        if (a->kvh) {
+            kh16 = a->kvh[g] + (size_t)h * e->head_floats;
+            vh16 = kh16 + (size_t)cap * d;
+        } else {
+            kh = a->kv[g] + (size_t)h * e->head_floats;
+            vh = kh + (size_t)cap * d;
+        }
         int nk_max = a->causal ? a->n_keys0 + t0 + nq : a->n_keys0;
         /* Q rows as A-panels, scaled */
         for (int ip = 0; ip < nq; ip += TD_WK_MR) {
@@ -1089,10 +1165,12 @@ static void dec_attn_task(void *arg, int ith, int nth)
         /* S = Q K^T over key panels */
         for (int jp = 0; jp < nk_max; jp += TD_WK_NR) {
             int nr = nk_max - jp < TD_WK_NR ? nk_max - jp : TD_WK_NR;
+            const float *kp = kh ? kh + (size_t)jp * d : wide;
+            if (!kh)
+                ops->f16_to_f32(kh16 + (size_t)jp * d, wide, (size_t)d * TD_WK_NR);
             for (int ip = 0; ip < nq; ip += TD_WK_MR) {
                 int mr = nq - ip < TD_WK_MR ? nq - ip : TD_WK_MR;
-                ops->mk(d, qa + (size_t)ip * d, kh + (size_t)jp * d, s + (size_t)ip * lds + jp, lds,
-                        mr, nr, 0, NULL);
+                ops->mk(d, qa + (size_t)ip * d, kp, s + (size_t)ip * lds + jp, lds, mr, nr, 0, NULL);
             }
         }
         for (int i = 0; i < nq; i++) {
@@ -1116,11 +1194,26 @@ static void dec_attn_task(void *arg, int ith, int nth)
         /* O = P V */
         for (int dp = 0; dp < d; dp += TD_WK_NR) {
             int nr = d - dp < TD_WK_NR ? d - dp : TD_WK_NR;
-            for (int ip = 0; ip < nq; ip += TD_WK_MR) {
-                int mr = nq - ip < TD_WK_MR ? nq - ip : TD_WK_MR;
-                ops->mk(nk_max, pa + (size_t)ip * nk_max, vh + (size_t)dp * cap,
-                        a->out + (row0 + (size_t)ip) * a->ld + (size_t)h * d + (size_t)dp, a->ld,
-                        mr, nr, 0, NULL);
+            if (vh) {
+                for (int ip = 0; ip < nq; ip += TD_WK_MR) {
+                    int mr = nq - ip < TD_WK_MR ? nq - ip : TD_WK_MR;
+                    ops->mk(nk_max, pa + (size_t)ip * nk_max, vh + (size_t)dp * cap,
+                            a->out + (row0 + (size_t)ip) * a->ld + (size_t)h * d + (size_t)dp,
+                            a->ld, mr, nr, 0, NULL);
+                }
+                continue;
+            }
+            /* halves: NR keys at a time widened, the products summed into out */
+            for (int j0 = 0; j0 < nk_max; j0 += TD_WK_NR) {
+                int nj = nk_max - j0 < TD_WK_NR ? nk_max - j0 : TD_WK_NR;
+                ops->f16_to_f32(vh16 + (size_t)dp * cap + (size_t)j0 * TD_WK_NR, wide,
+                                (size_t)nj * TD_WK_NR);
+                for (int ip = 0; ip < nq; ip += TD_WK_MR) {
+                    int mr = nq - ip < TD_WK_MR ? nq - ip : TD_WK_MR;
+                    ops->mk(nj, pa + (size_t)ip * nk_max + (size_t)j0 * TD_WK_MR, wide,
+                            a->out + (row0 + (size_t)ip) * a->ld + (size_t)h * d + (size_t)dp,
+                            a->ld, mr, nr, j0 > 0, NULL);
+                }
             }
         }
     }

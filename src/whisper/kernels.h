@@ -98,6 +98,8 @@ typedef struct td_wk_ops {
 
     /* dst[i] = half src[i] as float, i < n (src need not be aligned). */
     void (*f16_to_f32)(const uint16_t *src, float *dst, size_t n);
+    /* dst[i] = src[i] rounded to half (nearest even, as td_wk_f32_to_f16). */
+    void (*f32_to_f16)(const float *src, uint16_t *dst, size_t n);
 
     /* Micro-kernel: C[mr][nr] (ldc) = (load ? C : 0) + (bias ? bias[j] : 0)
      * + sum_k ap[k][i] * bp[k][j], for i < mr <= MR, j < nr <= NR.
@@ -236,6 +238,15 @@ void td_wk_kv_put(float *head, int cap, int d, int pos, const float *krow, const
 void td_wk_kv_pack(float *head, int cap, int d, int n, const float *k, const float *v, size_t ld,
                    int col0);
 
+/* The same block stored as halves (td_wk_kv_head_floats(cap, d) halves,
+ * same layout): the cross-attention K/V, which every decoder step streams
+ * from memory whole, so half the bytes is a third off a token (see
+ * td_wk_set_cross_f16). tmp is per-thread scratch of td_wk_kv_tmp_floats(d)
+ * floats. */
+size_t td_wk_kv_tmp_floats(int d);
+void td_wk_kv_pack_f16(const td_wk_ops *ops, uint16_t *head, int cap, int d, int n,
+                       const float *k, const float *v, size_t ld, int col0, float *tmp);
+
 /* Decoder attention. Rows come in groups that share keys: group g owns
  * rows [g * rows_per_group, +rows_per_group) of q and out ([.][ld]) and
  * the packed K/V at kv[g] (n_head head blocks, head h at kv[g] + h *
@@ -248,6 +259,8 @@ typedef struct td_wk_dec_attn_args {
     const float *q;
     float *out;
     size_t ld;             /* row stride of q and out (n_state) */
+    const uint16_t *const *kvh; /* instead of kv when not NULL: blocks of halves
+                                 * (td_wk_kv_pack_f16) */
 } td_wk_dec_attn_args;
 void td_wk_dec_attn(td_wk_ctx *ctx, const td_wk_dec_attn_args *a);
 
@@ -262,6 +275,18 @@ enum td_wk_gemm_impl td_wk_get_gemm_impl(void);
  * the environment sets the initial value. Tests use it to reach both. */
 void td_wk_set_direct_rows(int max_rows);
 int td_wk_get_direct_rows(void);
+
+/* Cross-attention K/V stored as F32 (default: the reference) or F16 (as
+ * whisper.cpp stores them), for contexts opened from now on. F16 makes a
+ * decoder step read half the bytes of the encoder-side keys and values
+ * (tiny: 72 -> 63 MB a token), but its rounding (2^-11 relative) moves
+ * the logits away from HF's float64: 5e-6 relative L2 on random weights
+ * (bound 1e-5), 6.7e-5 on the real tiny.en weights, whose peaked
+ * attention passes the rounding of a few values straight through (bound
+ * 2e-5, HF float32 1e-6). So it is opt-in: TD_WHISPER_CROSS=f16 in the
+ * environment, or td_wk_set_cross_f16(1). */
+void td_wk_set_cross_f16(int on);
+int td_wk_get_cross_f16(void);
 
 /* Cap the BLAS library's threads (no-op without BLAS). */
 void td_wk_blas_threads(int n);

@@ -123,6 +123,8 @@ typedef struct ref {
     const td_wmodel *m;
     double *enc;              /* [C][na] after ln_post */
     double **ck, **cv;        /* per decoder layer [C][nt] */
+    double **ckh, **cvh;      /* the same rounded to F16, as the backend stores them
+                               * when asked to (td_wk_set_cross_f16) */
 } ref;
 
 static void ref_encode(ref *rf, const td_wmodel *m, const float *mel)
@@ -181,11 +183,19 @@ static void ref_encode(ref *rf, const td_wmodel *m, const float *mel)
     int nt = hp->n_text_state;
     rf->ck = calloc((size_t)hp->n_text_layer, sizeof *rf->ck);
     rf->cv = calloc((size_t)hp->n_text_layer, sizeof *rf->cv);
+    rf->ckh = calloc((size_t)hp->n_text_layer, sizeof *rf->ckh);
+    rf->cvh = calloc((size_t)hp->n_text_layer, sizeof *rf->cvh);
     for (int l = 0; l < hp->n_text_layer; l++) {
         rf->ck[l] = malloc((size_t)C * nt * sizeof(double));
         rf->cv[l] = malloc((size_t)C * nt * sizeof(double));
+        rf->ckh[l] = malloc((size_t)C * nt * sizeof(double));
+        rf->cvh[l] = malloc((size_t)C * nt * sizeof(double));
         ref_linear(rf->enc, C, na, &m->dec.layers[l].cross.k, nt, rf->ck[l]);
         ref_linear(rf->enc, C, na, &m->dec.layers[l].cross.v, nt, rf->cv[l]);
+        for (size_t i = 0; i < (size_t)C * nt; i++) {
+            rf->ckh[l][i] = td_wk_f16_to_f32(td_wk_f32_to_f16((float)rf->ck[l][i]));
+            rf->cvh[l][i] = td_wk_f16_to_f32(td_wk_f32_to_f16((float)rf->cv[l][i]));
+        }
     }
     free(x1);
     free(x);
@@ -205,16 +215,20 @@ static void ref_free(ref *rf)
     for (int l = 0; l < rf->m->hp.n_text_layer; l++) {
         free(rf->ck[l]);
         free(rf->cv[l]);
+        free(rf->ckh[l]);
+        free(rf->cvh[l]);
     }
     free(rf->ck);
     free(rf->cv);
+    free(rf->ckh);
+    free(rf->cvh);
     free(rf->enc);
     memset(rf, 0, sizeof *rf);
 }
 
 /* Logits of every position of tokens[0..n) (a whole sequence, no cache):
- * out is [n][n_vocab]. */
-static void ref_decode(const ref *rf, const int32_t *tokens, int n, double *out)
+ * out is [n][n_vocab]. half: against cross K/V rounded to F16. */
+static void ref_decode(const ref *rf, const int32_t *tokens, int n, int half, double *out)
 {
     const td_wmodel *m = rf->m;
     const td_whparams *hp = &m->hp;
@@ -239,7 +253,8 @@ static void ref_decode(const ref *rf, const int32_t *tokens, int n, double *out)
             x[i] += y[i];
         ref_ln(x, n, nt, &L->cross_ln, h);
         ref_linear(h, n, nt, &L->cross.q, nt, q);
-        ref_attn(q, n, rf->ck[l], rf->cv[l], C, nt, hp->n_text_head, 0, 0, a);
+        ref_attn(q, n, half ? rf->ckh[l] : rf->ck[l], half ? rf->cvh[l] : rf->cv[l], C, nt,
+                 hp->n_text_head, 0, 0, a);
         ref_linear(a, n, nt, &L->cross.o, nt, y);
         for (size_t i = 0; i < sz; i++)
             x[i] += y[i];
@@ -410,7 +425,7 @@ static void check_against_ref(fixture *fx, td_wbackend *b, const char *what)
     float *lg = malloc((size_t)n * nv * sizeof *lg);
     double *rl = malloc((size_t)n * nv * sizeof *rl);
     decode_ok(b, 1, n, seq_a, 0, 1, lg);
-    ref_decode(&fx->rf, seq_a, n, rl);
+    ref_decode(&fx->rf, seq_a, n, td_wk_get_cross_f16(), rl);
     double e_lg = rel_l2_fd(lg, rl, (size_t)n * nv);
     print_message("    %s: encoder rel L2 %.2e, logits rel L2 %.2e\n", what, e_enc, e_lg);
     assert_true(e_enc < 1e-5);
@@ -437,6 +452,23 @@ static void test_forward_f32(void **state)
     td_wbackend *b = open_cfg(f32fx.m, 2, 1, 0, 0);
     check_against_ref(&f32fx, b, td_wcpu_isa_name(b));
     td_wbackend_cpu.close(b);
+}
+
+/* F16 cross K/V (TD_WHISPER_CROSS=f16) against the reference whose cross
+ * K/V are rounded the same way: the same bound as F32 against the exact
+ * one, so everything but that rounding is checked as tightly. */
+static void test_forward_cross_f16(void **state)
+{
+    (void)state;
+    int saved = td_wk_get_cross_f16();
+    td_wk_set_cross_f16(1);
+    fixture *fxs[2] = {&f32fx, &f16fx};
+    for (int f = 0; f < 2; f++) {
+        td_wbackend *b = open_cfg(fxs[f]->m, 2, 1, 0, 0);
+        check_against_ref(fxs[f], b, f ? "F16 cross K/V, F16" : "F16 cross K/V, F32");
+        td_wbackend_cpu.close(b);
+    }
+    td_wk_set_cross_f16(saved);
 }
 
 static void test_forward_variants(void **state)
@@ -578,7 +610,7 @@ static void test_kv_copy(void **state)
         memcpy(t5, seqs[s], 4 * sizeof *t5);
         t5[4] = X;
         double *r = malloc((size_t)5 * nv * sizeof *r);
-        ref_decode(&f16fx.rf, t5, 5, r);
+        ref_decode(&f16fx.rf, t5, 5, td_wk_get_cross_f16(), r);
         want[s] = malloc((size_t)nv * sizeof(double));
         memcpy(want[s], r + (size_t)4 * nv, (size_t)nv * sizeof(double));
         free(r);
@@ -768,7 +800,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),        cmocka_unit_test(test_forward_f16),
-        cmocka_unit_test(test_forward_f32),  cmocka_unit_test(test_forward_variants),
+        cmocka_unit_test(test_forward_f32),  cmocka_unit_test(test_forward_cross_f16),
+        cmocka_unit_test(test_forward_variants),
         cmocka_unit_test(test_forward_blas), cmocka_unit_test(test_forward_packed),
         cmocka_unit_test(test_incremental),
         cmocka_unit_test(test_multi_seq),    cmocka_unit_test(test_kv_copy),

@@ -228,6 +228,51 @@ static void test_f16_variants(void **state)
     free(dst);
 }
 
+/* f32_to_f16 of every variant rounds as the scalar reference does: every
+ * tail length, then floats around every half (ties, midpoints, subnormal
+ * halves, overflow, NaN). */
+static void test_f32_to_f16_variants(void **state)
+{
+    (void)state;
+    const td_wk_ops *ops[TD_WK_N_ISA];
+    int nv = variants(ops);
+    size_t n = 65536 * 4;
+    float *src = malloc(n * sizeof *src);
+    uint16_t *dst = malloc((n + 64) * sizeof *dst);
+    assert_non_null(src);
+    assert_non_null(dst);
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = td_wk_f16_to_f32((uint16_t)h);
+        uint32_t b;
+        memcpy(&b, &f, sizeof b);
+        uint32_t bits[4] = {b, b + 0x1000u, b + 0x0fffu, b + 0x1001u}; /* tie, below, above */
+        for (int j = 0; j < 4; j++)
+            memcpy(&src[h * 4 + (uint32_t)j], &bits[j], sizeof(float));
+    }
+    for (int v = 0; v < nv; v++) {
+        for (size_t len = 0; len < 40; len++) {
+            memset(dst, 0x55, 64 * sizeof *dst);
+            ops[v]->f32_to_f16(src + 4 * 15360, dst, len);
+            for (size_t i = 0; i < len; i++)
+                assert_int_equal(dst[i], td_wk_f32_to_f16(src[4 * 15360 + i]));
+            assert_int_equal(dst[len], 0x5555u);
+        }
+        ops[v]->f32_to_f16(src, dst, n);
+        for (size_t i = 0; i < n; i++) {
+            uint16_t ref = td_wk_f32_to_f16(src[i]);
+            if (isnan(src[i]))
+                assert_true((dst[i] & 0x7c00u) == 0x7c00u && (dst[i] & 0x3ffu) != 0);
+            else if (dst[i] != ref) {
+                print_error("%s f32_to_f16(%a) = %04x, scalar %04x\n", ops[v]->name,
+                            (double)src[i], dst[i], ref);
+                fail();
+            }
+        }
+    }
+    free(src);
+    free(dst);
+}
+
 /* ------------------------------------------------------------------ */
 /* Micro-kernel, packing, few-row product                               */
 
@@ -796,7 +841,12 @@ static void test_dec_attn(void **state)
     static const int cfg[][6] = {{3, 1, 2, 32, 9, 1},  {1, 5, 3, 64, 70, 0}, {2, 50, 2, 40, 0, 1},
                                  {1, 7, 1, 80, 130, 1}, {4, 2, 2, 16, 1, 0}};
     for (int v = 0; v < nv; v++) {
-        for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        for (size_t cc = 0; cc < 2 * (sizeof cfg / sizeof cfg[0]); cc++) {
+            /* each configuration with F32 K/V, then the non-causal ones with F16 */
+            size_t c = cc % (sizeof cfg / sizeof cfg[0]);
+            int half = cc >= sizeof cfg / sizeof cfg[0];
+            if (half && cfg[c][5])
+                continue;
             int ng = cfg[c][0], rpg = cfg[c][1], nh = cfg[c][2], d = cfg[c][3], nk0 = cfg[c][4];
             int causal = cfg[c][5], ns = nh * d;
             int nk_total = causal ? nk0 + rpg : nk0;
@@ -826,7 +876,25 @@ static void test_dec_attn(void **state)
             size_t ld = (size_t)ns + 3;
             float *q = frand((size_t)ng * rpg * ld, 2.0);
             float *out = malloc((size_t)ng * rpg * ld * sizeof *out);
-            td_wk_dec_attn_args a = {ng, rpg, nh, d, cap, causal, nk0, kv, q, out, ld};
+            td_wk_dec_attn_args a = {ng, rpg, nh, d, cap, causal, nk0, kv, q, out, ld, NULL};
+            uint16_t **kvh = NULL;
+            if (half) { /* the cross-attention layout: keys and values rounded to F16 */
+                kvh = malloc((size_t)ng * sizeof *kvh);
+                float *tmp = malloc(td_wk_kv_tmp_floats(d) * sizeof *tmp);
+                for (int g = 0; g < ng; g++) {
+                    kvh[g] = malloc((size_t)nh * hf * sizeof(uint16_t));
+                    for (size_t i = 0; i < (size_t)nk_total * ns; i++) {
+                        keys[g][i] = td_wk_f16_to_f32(td_wk_f32_to_f16(keys[g][i]));
+                        vals[g][i] = td_wk_f16_to_f32(td_wk_f32_to_f16(vals[g][i]));
+                    }
+                    for (int hh = 0; hh < nh; hh++)
+                        td_wk_kv_pack_f16(ops[v], kvh[g] + (size_t)hh * hf, cap, d, nk_total,
+                                          keys[g], vals[g], (size_t)ns, hh * d, tmp);
+                }
+                free(tmp);
+                a.kv = NULL;
+                a.kvh = (const uint16_t *const *)kvh;
+            }
             td_wk_dec_attn(&h.ctx, &a);
             double ref[128];
             for (int g = 0; g < ng; g++)
@@ -839,8 +907,9 @@ static void test_dec_attn(void **state)
                         for (int dd = 0; dd < d; dd++) {
                             double got = out[((size_t)g * rpg + t) * ld + hh * d + dd];
                             if (!(fabs(got - ref[dd]) <= 1e-5)) {
-                                print_error("%s dec_attn cfg %zu g %d t %d h %d [%d]: %g vs %g\n",
-                                            ops[v]->name, c, g, t, hh, dd, got, ref[dd]);
+                                print_error("%s dec_attn cfg %zu%s g %d t %d h %d [%d]: %g vs %g\n",
+                                            ops[v]->name, c, half ? " (F16 K/V)" : "", g, t, hh,
+                                            dd, got, ref[dd]);
                                 fail();
                             }
                         }
@@ -849,7 +918,10 @@ static void test_dec_attn(void **state)
                 free(kv[g]);
                 free(keys[g]);
                 free(vals[g]);
+                if (kvh)
+                    free(kvh[g]);
             }
+            free(kvh);
             free(kv);
             free(keys);
             free(vals);
@@ -912,7 +984,8 @@ int main(void)
     printf(" (best: %s)\n", td_wk_ops_best()->name);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_all_values), cmocka_unit_test(test_f16_rounding),
-        cmocka_unit_test(test_f16_variants),   cmocka_unit_test(test_mk),
+        cmocka_unit_test(test_f16_variants),   cmocka_unit_test(test_f32_to_f16_variants),
+        cmocka_unit_test(test_mk),
         cmocka_unit_test(test_pack_b),         cmocka_unit_test(test_gemv),
         cmocka_unit_test(test_layernorm),      cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_softmax),        cmocka_unit_test(test_colexp_dot),
