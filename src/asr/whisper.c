@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "asr/vad.h"
+#include "util/log.h"
 #include "whisper/backend.h"
 #include "whisper/decode.h"
 #include "whisper/mel.h"
@@ -391,7 +392,14 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     progress_ctx pc = {e, progress, user};
     rc = td_wdecoder_transcribe(d, e->mel, frames, td_wmel_frames(e->batch_len), 0.0, &part,
                                 &lang, on_window, &pc, err);
+    td_wdecode_stats st;
+    td_wdecoder_stats(d, &st);
     td_wdecoder_free(d);
+    td_log(TD_LOG_DEBUG,
+           "whisper: %.1f s of speech: %ld window(s), %ld fallback(s), %ld silent, %ld tokens; "
+           "encoder %ld run(s) %.2f s, decoder %ld call(s) %.2f s",
+           content_end, st.windows, st.fallbacks, st.silent, st.tokens, st.encoder_runs,
+           st.encoder_s, st.decoder_calls, st.decoder_s);
     if (rc)
         goto out;
     if (e->language < 0 && lang >= 0)

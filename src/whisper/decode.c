@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zlib.h>
 
 #include "util/buf.h"
@@ -115,6 +116,7 @@ struct td_wdecoder {
     int32_t *init;                /* [n_ctx]: initial tokens of the window */
     float *win;                   /* [n_mels][win_frames]: one window of mel */
     wres res;
+    td_wdecode_stats stats;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -681,9 +683,24 @@ int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend 
 
 /* ---- backend calls ---------------------------------------------------- */
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void td_wdecoder_stats(const td_wdecoder *d, td_wdecode_stats *out)
+{
+    *out = d->stats;
+}
+
 static int be_encode(td_wdecoder *d, const float *mel, td_error *err)
 {
+    double t0 = mono_s();
     int rc = d->ops->encode(d->b, mel, err);
+    d->stats.encoder_runs++;
+    d->stats.encoder_s += mono_s() - t0;
     if (rc)
         td_error_prefix(err, "whisper %s encoder", d->ops->name ? d->ops->name : "backend");
     return rc;
@@ -695,7 +712,10 @@ static int be_decode(td_wdecoder *d, int n_seq, int n_tokens, const int32_t *tok
     if (n_past + n_tokens > d->n_ctx)
         return td_error_set(err, TD_EINVAL, "whisper decoder: %d tokens exceed the text "
                             "context (%d)", n_past + n_tokens, d->n_ctx);
+    double t0 = mono_s();
     int rc = d->ops->decode(d->b, n_seq, n_tokens, tokens, n_past, 0, logits, err);
+    d->stats.decoder_calls++;
+    d->stats.decoder_s += mono_s() - t0;
     if (rc)
         td_error_prefix(err, "whisper %s decoder", d->ops->name ? d->ops->name : "backend");
     return rc;
@@ -1403,16 +1423,20 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
                 goto out;
             if (!needs_fallback(o, &d->res))
                 break;
+            if (ti + 1 < o->n_temperatures)
+                d->stats.fallbacks++;
         }
         const wres *r = &d->res;
         const int32_t *tok = r->tok;
         int n = r->n;
+        d->stats.windows++;
 
         if (!isnan(o->no_speech_threshold)) {
             int skip = r->no_speech_prob > o->no_speech_threshold;
             if (!isnan(o->logprob_threshold) && r->avg_logprob > o->logprob_threshold)
                 skip = 0; /* probable enough to keep despite no_speech_prob */
             if (skip) {
+                d->stats.silent++;
                 seek += size;
                 if (!o->condition_after_fallback)
                     pb->reset_since = pb->n; /* home video: no prompt across silence */
@@ -1424,6 +1448,7 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
             }
         }
 
+        d->stats.tokens += n;
         /* segments: split at consecutive timestamps */
         size_t previous_seek = seek;
         int32_t tsb = sp->ts_begin;

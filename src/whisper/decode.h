@@ -98,6 +98,19 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
                            int *language, td_wdecode_progress progress, void *user,
                            td_error *err);
 
+/* Where a decoder's time went, summed over its life (callers take
+ * differences). For -vv logs and benchmarks. */
+typedef struct td_wdecode_stats {
+    long windows;          /* 30-s windows decoded (language detection not counted) */
+    long fallbacks;        /* windows decoded again at a higher temperature */
+    long silent;           /* windows skipped as no speech */
+    long tokens;           /* tokens kept from the windows' final decodes */
+    long encoder_runs, decoder_calls;
+    double encoder_s, decoder_s; /* wall time inside the backend */
+} td_wdecode_stats;
+
+void td_wdecoder_stats(const td_wdecoder *d, td_wdecode_stats *out);
+
 /* Tokens suppressed at every step (openai's "-1": non-speech symbols,
  * plus the task and special tokens), computed from the vocabulary. Fills
  * ids (sorted ascending), returns the count. The array holds at most
