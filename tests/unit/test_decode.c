@@ -1162,10 +1162,20 @@ static void test_fallback_on_repetition(void **state)
 
     f->be.n_runs = 0;
     td_transcript t;
+    td_wdecode_stats st0, st;
+    td_wdecoder_stats(f->d, &st0);
     transcribe(f, 1000, 0, &t, NULL);
     assert_int_equal(f->be.n_runs, 2); /* T = 0, then T = 0.2 */
     assert_int_equal(t.n_segs, 1);
     expect_seg(&t, 0, 0, 2.0, "Hello world");
+    /* The statistics count it: one window, one fallback, the final 4 tokens. */
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.windows - st0.windows, 1);
+    assert_int_equal(st.fallbacks - st0.fallbacks, 1);
+    assert_int_equal(st.silent - st0.silent, 0);
+    assert_int_equal(st.tokens - st0.tokens, 4);
+    assert_true(st.encoder_runs > st0.encoder_runs && st.decoder_calls > st0.decoder_calls);
+    assert_true(st.decoder_s >= st0.decoder_s && st.encoder_s >= st0.encoder_s);
     td_transcript_release(&t);
     fix_free(f);
 }
@@ -1213,6 +1223,11 @@ static void test_no_speech_skip(void **state)
     assert_int_equal(f->be.encodes[0], 0);
     assert_int_equal(f->be.encodes[1], 3000); /* advanced by the whole window */
     assert_int_equal(f->be.n_runs, 2);        /* no fallback on silence */
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.silent, 1);
+    assert_int_equal(st.fallbacks, 0);
+    assert_int_equal(st.windows, 2);
     assert_int_equal(t.n_segs, 1);
     expect_seg(&t, 0, 30.0, 31.0, "Hello");
     td_transcript_release(&t);
