@@ -663,11 +663,41 @@ void td_wk_set_direct_rows(int max_rows)
     atomic_store(&direct_rows, max_rows);
 }
 
+/* Rows up to which the direct GEMM runs on a CPU whose F16 conversion
+ * competes with its FMAs. On Intel cores (Ice Lake measured) a 512-bit
+ * vcvtph2ps issues on ports 0 and 5, the two 512-bit FMA ports, so the
+ * direct GEMM's in-loop conversion (4 per 24 FMAs) costs a third of its
+ * FMA slots; packing converts each weight once per band of rows. 2
+ * threads, F16, 1500 rows, GFLOP/s direct/packed: 384x384 155/189,
+ * 1536x384 162/189, 384x1536 170/174; 1 thread 79/96, 75/86, 77/78. On
+ * AMD (Zen 4) the conversion runs beside the FMAs, and direct wins (see
+ * above). */
+#define DIRECT_ROWS_INTEL 48
+
+static int cpu_is_amd(void)
+{
+#if TD_WK_X86
+    static _Atomic int amd = -1;
+    int v = atomic_load(&amd);
+    if (v < 0) {
+        unsigned a, b, c, d;
+        v = __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u /* "Auth" */ &&
+            d == 0x69746e65u /* "enti" */ && c == 0x444d4163u /* "cAMD" */;
+        atomic_store(&amd, v);
+    }
+    return v;
+#else
+    return 0;
+#endif
+}
+
 static int use_direct(const td_wk_ops *ops, int m, size_t n, int k, enum td_wtype wt)
 {
     if (m <= TD_WK_GEMV_ROWS)
         return 1;
     if (!ops->gemv_many_rows) /* scalar converts halves in software; AVX2 is load-bound */
+        return 0;
+    if (!cpu_is_amd() && m > DIRECT_ROWS_INTEL && wt == TD_WT_F16)
         return 0;
     size_t wbytes = n * (size_t)k * (wt == TD_WT_F16 ? 2 : 4);
     return m <= td_wk_get_direct_rows() && wbytes <= GEMV_CHUNKED_BYTES;
@@ -750,7 +780,26 @@ typedef struct gemm_multi {
     int acc;
     int split_m;
     int n_total;
+    int chunk;          /* > 0: columns handed out in chunks from next */
+    _Atomic int next;
 } gemm_multi;
+
+/* Columns [lo, hi) of all jobs laid end to end. */
+static void gemm_multi_cols(gemm_multi *g, float *scr, int lo, int hi)
+{
+    const td_wk_ops *ops = g->ctx->ops;
+    int base = 0;
+    for (int j = 0; j < g->n_jobs && base < hi; j++) {
+        const td_wk_gemm_job *jb = &g->jobs[j];
+        int a0 = lo > base ? lo - base : 0;
+        int a1 = hi - base < jb->n ? hi - base : jb->n;
+        if (a1 > a0)
+            gemm_block(ops, scr, g->m, a1 - a0, g->k, g->a, g->lda,
+                       w_offset(jb->w, g->wt, (size_t)a0 * jb->ldw), g->wt, jb->ldw,
+                       jb->bias ? jb->bias + a0 : NULL, jb->c + a0, jb->ldc, g->acc);
+        base += jb->n;
+    }
+}
 
 static void gemm_multi_task(void *arg, int ith, int nth)
 {
@@ -767,21 +816,19 @@ static void gemm_multi_task(void *arg, int ith, int nth)
         }
         return;
     }
+    if (g->chunk > 0) {
+        for (;;) {
+            int lo = atomic_fetch_add(&g->next, 1) * g->chunk;
+            if (lo >= g->n_total)
+                return;
+            gemm_multi_cols(g, scr, lo, lo + g->chunk < g->n_total ? lo + g->chunk : g->n_total);
+        }
+    }
     /* Columns of all jobs laid end to end, split evenly. */
     int align = g->m <= TD_WK_GEMV_ROWS ? 16 : TD_WK_NR;
     int lo, hi;
     split_range(g->n_total, align, ith, nth, &lo, &hi);
-    int base = 0;
-    for (int j = 0; j < g->n_jobs && base < hi; j++) {
-        const td_wk_gemm_job *jb = &g->jobs[j];
-        int a0 = lo > base ? lo - base : 0;
-        int a1 = hi - base < jb->n ? hi - base : jb->n;
-        if (a1 > a0)
-            gemm_block(ops, scr, g->m, a1 - a0, g->k, g->a, g->lda,
-                       w_offset(jb->w, g->wt, (size_t)a0 * jb->ldw), g->wt, jb->ldw,
-                       jb->bias ? jb->bias + a0 : NULL, jb->c + a0, jb->ldc, g->acc);
-        base += jb->n;
-    }
+    gemm_multi_cols(g, scr, lo, hi);
 }
 
 /* BLAS path: F16 weights (and F32 ones that the file left unaligned) go
@@ -849,9 +896,22 @@ void td_wk_gemm_multi(td_wk_ctx *ctx, int m, int k, const float *a, size_t lda, 
         return;
     }
     int nth = td_wk_pool_size(ctx->pool);
-    gemm_multi g = {ctx, m, k, a, lda, wt, n_jobs, jobs, accumulate, 0, 0};
+    gemm_multi g = {ctx, m, k, a, lda, wt, n_jobs, jobs, accumulate, 0, 0, 0, 0};
     for (int j = 0; j < n_jobs; j++)
         g.n_total += jobs[j].n;
+    /* Few rows (a decoder step): the product streams the weights from
+     * memory, and two threads' streams do not keep the same pace (shared
+     * bandwidth, a busy VM), so an even split left one thread waiting at
+     * the end of every product: in a tiny decoder step both threads spun
+     * about a fifth of the time. Chunks of columns from a counter (4 per
+     * thread, 64 to 2048 columns each: smaller ones cost more in calls and
+     * shorter streams than they save) end them closer together. */
+    if (m <= TD_WK_GEMV_ROWS && nth > 1) {
+        int c = (g.n_total + nth * 4 - 1) / (nth * 4);
+        c = (c + 15) / 16 * 16;
+        g.chunk = c < 64 ? 64 : c > 2048 ? 2048 : c;
+        atomic_store(&g.next, 0);
+    }
     /* Packed products with many rows: each thread takes a band of rows and
      * all columns (packing B per thread costs 1/rows of the work). The
      * rest split columns: each thread streams its share of the weights. */
