@@ -1,6 +1,7 @@
 /* atomic.c: temp file + fsync + rename + directory fsync (see atomic.h). */
 #include "util/atomic.h"
 #include "util/fault.h"
+#include "util/path.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -12,26 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Split path into its directory ("." when none) and base name. */
-static int split_path(const char *path, char *dir, size_t dir_len, const char **base)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        snprintf(dir, dir_len, ".");
-        *base = path;
-        return 0;
-    }
-    size_t n = (size_t)(slash - path);
-    if (n == 0)
-        n = 1; /* "/file" lives in "/" */
-    if (n >= dir_len)
-        return -1;
-    memcpy(dir, path, n);
-    dir[n] = '\0';
-    *base = slash + 1;
-    return 0;
-}
 
 int td_mkdir_p(const char *dir, td_error *err)
 {
@@ -87,7 +68,7 @@ int td_atomic_write(const char *path, const void *data, size_t len, td_error *er
 {
     char dir[PATH_MAX];
     const char *base;
-    if (split_path(path, dir, sizeof dir, &base) != 0 || !*base)
+    if (td_split_path(path, dir, sizeof dir, &base) != 0 || !*base)
         return td_error_set(err, TD_EINVAL, "%s: not a file path", path);
 
     /* The prefix, pid and suffix add ~20 bytes to the final name: cut the

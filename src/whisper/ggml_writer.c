@@ -1,6 +1,7 @@
 /* ggml_writer.c: a model file streamed to a temporary file, fsynced and
  * renamed into place (see ggml_writer.h). */
 #include "whisper/ggml_writer.h"
+#include "util/path.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,33 +12,12 @@
 
 #define IOBUF_BYTES (1 << 20) /* large-v3 is 3 GB: big writes */
 
-/* Split path into its directory ("." when none) and base name. The same
- * rule as util/atomic.c, which this module cannot link (see the header). */
-static int split_path(const char *path, char *dir, size_t dir_len, const char **base)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        snprintf(dir, dir_len, ".");
-        *base = path;
-        return 0;
-    }
-    size_t n = (size_t)(slash - path);
-    if (n == 0)
-        n = 1; /* "/file" lives in "/" */
-    if (n >= dir_len)
-        return -1;
-    memcpy(dir, path, n);
-    dir[n] = '\0';
-    *base = slash + 1;
-    return 0;
-}
-
 int td_ggml_writer_open(td_ggml_writer *w, const char *path, td_error *err)
 {
     memset(w, 0, sizeof *w);
     w->path = path;
     const char *base;
-    if (split_path(path, w->dir, sizeof w->dir, &base) != 0 || !*base)
+    if (td_split_path(path, w->dir, sizeof w->dir, &base) != 0 || !*base)
         return td_error_set(err, TD_EINVAL, "%s: not a file path", path);
     /* The final name is cut short in the temporary one so that any name
      * the file system takes still gets a temporary file. */

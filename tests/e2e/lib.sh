@@ -48,6 +48,21 @@ speech_scene() {
     rm -f "$T/.speech.wav"
 }
 
+# LibriVox utterances of pocketsphinx-testdata (71 words, transcribed in
+# $LIBRIVOX/transcription), muxed into video with AAC audio as scenes are.
+LIBRIVOX=/usr/share/pocketsphinx/test/data/librivox
+
+# librivox_archive DIR: DIR/<utterance-id>.mp4 for each utterance
+librivox_archive() {
+    mkdir -p "$1"
+    for wav in "$LIBRIVOX"/*.wav; do
+        id=$(basename "$wav" .wav)
+        ffmpeg -nostdin -loglevel error -y -f lavfi -i "testsrc2=size=160x120:rate=10" -i "$wav" \
+            -map 0:v -map 1:a -shortest -c:v libx264 -preset ultrafast -pix_fmt yuv420p \
+            -c:a aac -b:a 64k "$1/$id.mp4" || fail "mux $id"
+    done
+}
+
 # silent_scene OUT SECONDS
 silent_scene() {
     ffmpeg -nostdin -loglevel error -y -f lavfi -i "testsrc=size=160x120:rate=10" \

@@ -60,23 +60,16 @@ else
     note "jfk.wav part skipped: no $shared"
 fi
 
-src=/usr/share/pocketsphinx/test/data/librivox
-if [ -f "$src/transcription" ]; then
-    mkdir -p "$T/lv"
-    for wav in "$src"/*.wav; do
-        id=$(basename "$wav" .wav)
-        ffmpeg -nostdin -loglevel error -y -f lavfi -i "testsrc2=size=160x120:rate=10" -i "$wav" \
-            -map 0:v -map 1:a -shortest -c:v libx264 -preset ultrafast -pix_fmt yuv420p \
-            -c:a aac -b:a 64k "$T/lv/$id.mp4" || fail "mux $id"
-    done
+if [ -f "$LIBRIVOX/transcription" ]; then
+    librivox_archive "$T/lv"
     for m in $models; do
         "$TD" run "$T/lv" --engine whisper --model "$m" --language en --force >"$T/log" 2>&1 ||
             fail "librivox with $m: exit $?: $(tail "$T/log")"
-        python3 "$(dirname "$0")/wer.py" "$T/lv" "$src/transcription" "$(bound_of "$m")" \
+        python3 "$(dirname "$0")/wer.py" "$T/lv" "$LIBRIVOX/transcription" "$(bound_of "$m")" \
             "whisper $m" || fail "word error rate of $m above its bound"
     done
     "$TD" run "$T/lv" --engine sphinx --force >"$T/log" 2>&1 || fail "librivox with sphinx: exit $?"
-    python3 "$(dirname "$0")/wer.py" "$T/lv" "$src/transcription" 1 "sphinx (for comparison)" ||
+    python3 "$(dirname "$0")/wer.py" "$T/lv" "$LIBRIVOX/transcription" 1 "sphinx (for comparison)" ||
         fail "sphinx word error rate"
 else
     note "LibriVox part skipped: pocketsphinx-testdata not installed"
