@@ -899,14 +899,17 @@ void td_wk_gemm_multi(td_wk_ctx *ctx, int m, int k, const float *a, size_t lda, 
     gemm_multi g = {ctx, m, k, a, lda, wt, n_jobs, jobs, accumulate, 0, 0, 0, 0};
     for (int j = 0; j < n_jobs; j++)
         g.n_total += jobs[j].n;
-    /* Few rows (a decoder step): the product streams the weights from
-     * memory, and two threads' streams do not keep the same pace (shared
-     * bandwidth, a busy VM), so an even split left one thread waiting at
-     * the end of every product: in a tiny decoder step both threads spun
-     * about a fifth of the time. Chunks of columns from a counter (4 per
-     * thread, 64 to 2048 columns each: smaller ones cost more in calls and
-     * shorter streams than they save) end them closer together. */
-    if (m <= TD_WK_GEMV_ROWS && nth > 1) {
+    /* One or two rows (a greedy decoder step): the product streams the
+     * weights from memory, and two threads' streams do not keep the same
+     * pace (shared bandwidth, a busy VM), so an even split left one thread
+     * waiting at the end of every product: in a tiny decoder step both
+     * threads spun about a fifth of the time. Chunks of columns from a
+     * counter (4 per thread, 64 to 2048 columns each: smaller ones cost
+     * more in calls and shorter streams than they save) end them closer
+     * together. Beam steps (3-6 rows, gemv_il_t, whose prefetch runs
+     * ahead in one range) measured slower with chunks (small: 30-31 ->
+     * 32-34 ms a step) and keep the even split. */
+    if (m <= 2 && nth > 1) {
         int c = (g.n_total + nth * 4 - 1) / (nth * 4);
         c = (c + 15) / 16 * 16;
         g.chunk = c < 64 ? 64 : c > 2048 ? 2048 : c;
