@@ -57,6 +57,7 @@ for m in $models; do
     for beam in $beams; do
         rm -f "$work"/scene/*.srt "$work"/scene/.*.done "$work"/scene/.*.failed
         log="$work/run-$m-$beam.log"
+        : >"$log" # exists before the run starts writing it (the sampler reads it)
         start=$(date +%s.%N)
         TD_WHISPER_BENCH_TOKENS=$tokens "$bin" run "$work/scene" --engine whisper --model "$m" \
             --models-dir "$work/models" --threads 2 --workers 1 --devices cpu \

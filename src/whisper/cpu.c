@@ -535,9 +535,10 @@ static void cross_pack_task(void *arg, int ith, int nth)
         return;
     }
     float *base = c->b->arena + L->o_cross + (size_t)c->layer * L->nht * L->kvf_c;
+    float *tmp = c->b->kc.scratch + (size_t)ith * c->b->kc.scratch_floats;
     for (int h = ith; h < L->nht; h += nth)
         td_wk_kv_pack(base + (size_t)h * L->kvf_c, L->cap_c, L->dt, L->C, c->k, c->v,
-                      (size_t)L->nt, h * L->dt);
+                      (size_t)L->nt, h * L->dt, tmp);
 }
 
 static int cpu_encode(td_wbackend *b, const float *mel, td_error *err)

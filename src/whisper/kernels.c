@@ -622,8 +622,7 @@ size_t td_wk_scratch_floats(int n_ctx, int n_keys, int d)
                 round_up(round_up((size_t)n_ctx, TD_WK_MR) * TD_WK_NR, SCRATCH_ALIGN) +
                 round_up(round_up((size_t)d, TD_WK_MR) * TD_WK_NR, SCRATCH_ALIGN) + TD_WK_NR;
     size_t kp = round_up((size_t)n_keys, TD_WK_NR);
-    size_t da = round_up((size_t)TD_WK_ATT_QB * d, SCRATCH_ALIGN) + 2 * (size_t)TD_WK_ATT_QB * kp +
-                td_wk_kv_tmp_floats(d);
+    size_t da = round_up((size_t)TD_WK_ATT_QB * d, SCRATCH_ALIGN) + 2 * (size_t)TD_WK_ATT_QB * kp;
     size_t mx = g > ea ? g : ea;
     mx = mx > da ? mx : da;
     return round_up(mx, SCRATCH_ALIGN);
@@ -1095,75 +1094,40 @@ void td_wk_kv_put(float *head, int cap, int d, int pos, const float *krow, const
 }
 
 void td_wk_kv_pack(float *head, int cap, int d, int n, const float *k, const float *v, size_t ld,
-                   int col0)
+                   int col0, float *tmp)
 {
-    for (int jp = 0; jp < cap; jp += TD_WK_NR) {
-        float *kp = head + (size_t)jp * d;
-        for (int c = 0; c < TD_WK_NR; c++) {
-            if (jp + c < n) {
-                const float *row = k + (size_t)(jp + c) * ld + (size_t)col0;
-                for (int dd = 0; dd < d; dd++)
-                    kp[(size_t)dd * TD_WK_NR + c] = row[dd];
-            } else {
-                for (int dd = 0; dd < d; dd++)
-                    kp[(size_t)dd * TD_WK_NR + c] = 0.0f;
-            }
-        }
+    (void)tmp;
+    for (int j = 0; j < cap; j++) {
+        float *kr = head + (size_t)j * d;
+        if (j < n)
+            memcpy(kr, k + (size_t)j * ld + (size_t)col0, (size_t)d * sizeof(float));
+        else
+            memset(kr, 0, (size_t)d * sizeof(float));
     }
-    float *vbase = head + (size_t)cap * d;
-    for (int dp = 0; dp < d; dp += TD_WK_NR) {
-        int w = d - dp < TD_WK_NR ? d - dp : TD_WK_NR;
-        for (int j = 0; j < cap; j++) {
-            float *vp = vbase + (size_t)dp * cap + (size_t)j * TD_WK_NR;
-            if (j < n) {
-                memcpy(vp, v + (size_t)j * ld + (size_t)col0 + (size_t)dp, (size_t)w * sizeof(float));
-                memset(vp + w, 0, (size_t)(TD_WK_NR - w) * sizeof(float));
-            } else {
-                memset(vp, 0, TD_WK_NR * sizeof(float));
-            }
-        }
+    float *vt = head + (size_t)cap * d;
+    for (int j0 = 0; j0 < cap; j0 += 16) { /* 16 keys at a time: whole lines of each row */
+        int j1 = j0 + 16 < cap ? j0 + 16 : cap;
+        for (int dd = 0; dd < d; dd++)
+            for (int j = j0; j < j1; j++)
+                vt[(size_t)dd * cap + (size_t)j] = j < n ? v[(size_t)j * ld + (size_t)col0 + (size_t)dd] : 0.0f;
     }
-}
-
-size_t td_wk_kv_tmp_floats(int d)
-{
-    size_t dd = round_up((size_t)d, TD_WK_NR);
-    return round_up(dd * TD_WK_NR, SCRATCH_ALIGN);
 }
 
 void td_wk_kv_pack_f16(const td_wk_ops *ops, uint16_t *head, int cap, int d, int n,
                        const float *k, const float *v, size_t ld, int col0, float *tmp)
 {
-    /* one K panel (d x NR) or one V chunk (NR keys x NR) at a time through tmp */
-    for (int jp = 0; jp < cap; jp += TD_WK_NR) {
-        for (int c = 0; c < TD_WK_NR; c++) {
-            if (jp + c < n) {
-                const float *row = k + (size_t)(jp + c) * ld + (size_t)col0;
-                for (int dd = 0; dd < d; dd++)
-                    tmp[(size_t)dd * TD_WK_NR + c] = row[dd];
-            } else {
-                for (int dd = 0; dd < d; dd++)
-                    tmp[(size_t)dd * TD_WK_NR + c] = 0.0f;
-            }
-        }
-        ops->f32_to_f16(tmp, head + (size_t)jp * d, (size_t)d * TD_WK_NR);
+    for (int j = 0; j < cap; j++) {
+        uint16_t *kr = head + (size_t)j * d;
+        if (j < n)
+            ops->f32_to_f16(k + (size_t)j * ld + (size_t)col0, kr, (size_t)d);
+        else
+            memset(kr, 0, (size_t)d * sizeof(uint16_t));
     }
-    uint16_t *vbase = head + (size_t)cap * d;
-    for (int dp = 0; dp < d; dp += TD_WK_NR) {
-        int w = d - dp < TD_WK_NR ? d - dp : TD_WK_NR;
-        for (int j0 = 0; j0 < cap; j0 += TD_WK_NR) {
-            for (int j = j0; j < j0 + TD_WK_NR; j++) {
-                float *vp = tmp + (size_t)(j - j0) * TD_WK_NR;
-                if (j < n) {
-                    memcpy(vp, v + (size_t)j * ld + (size_t)col0 + (size_t)dp, (size_t)w * sizeof(float));
-                    memset(vp + w, 0, (size_t)(TD_WK_NR - w) * sizeof(float));
-                } else {
-                    memset(vp, 0, TD_WK_NR * sizeof(float));
-                }
-            }
-            ops->f32_to_f16(tmp, vbase + (size_t)dp * cap + (size_t)j0 * TD_WK_NR,
-                            (size_t)TD_WK_NR * TD_WK_NR);
-        }
+    uint16_t *vt = head + (size_t)cap * d;
+    for (int dd = 0; dd < d; dd++) { /* one row of V^T at a time through tmp */
+        for (int j = 0; j < cap; j++)
+            tmp[j] = j < n ? v[(size_t)j * ld + (size_t)col0 + (size_t)dd] : 0.0f;
+        ops->f32_to_f16(tmp, vt + (size_t)dd * cap, (size_t)cap);
     }
 }
 
@@ -1175,6 +1139,36 @@ typedef struct dec_attn {
     int n_tasks;
     _Atomic int next;
 } dec_attn;
+
+/* Non-causal rows (cross-attention) over a row-layout block (td_wk_kv_pack):
+ * S = (Q / sqrt d) K^T and O = P V as GEMVs of up to TD_WK_GEMV_ROWS rows,
+ * K's rows and V^T's rows read whole, several streams at once. */
+static void cross_attn_rows(const td_wk_ops *ops, const td_wk_dec_attn_args *a, const void *head,
+                            enum td_wtype wt, size_t row0, int nq, int h, float *qs, float *s,
+                            size_t lds)
+{
+    int d = a->d, cap = a->cap, nk = a->n_keys0;
+    float scale = 1.0f / sqrtf((float)d);
+    for (int i = 0; i < nq; i++) {
+        const float *row = a->q + (row0 + (size_t)i) * a->ld + (size_t)h * d;
+        for (int dd = 0; dd < d; dd++)
+            qs[(size_t)i * d + dd] = row[dd] * scale;
+    }
+    const void *vt = wt == TD_WT_F16 ? (const void *)((const uint16_t *)head + (size_t)cap * d)
+                                     : (const void *)((const float *)head + (size_t)cap * d);
+    for (int i = 0; i < nq; i += TD_WK_GEMV_ROWS) {
+        int m = nq - i < TD_WK_GEMV_ROWS ? nq - i : TD_WK_GEMV_ROWS;
+        ops->gemv(m, nk, d, qs + (size_t)i * d, (size_t)d, head, wt, (size_t)d, NULL,
+                  s + (size_t)i * lds, lds, 0);
+    }
+    for (int i = 0; i < nq; i++)
+        ops->softmax(s + (size_t)i * lds, nk, nk);
+    for (int i = 0; i < nq; i += TD_WK_GEMV_ROWS) {
+        int m = nq - i < TD_WK_GEMV_ROWS ? nq - i : TD_WK_GEMV_ROWS;
+        ops->gemv(m, d, nk, s + (size_t)i * lds, lds, vt, wt, (size_t)cap, NULL,
+                  a->out + (row0 + (size_t)i) * a->ld + (size_t)h * d, a->ld, 0);
+    }
+}
 
 static void dec_attn_task(void *arg, int ith, int nth)
 {
@@ -1190,7 +1184,6 @@ static void dec_attn_task(void *arg, int ith, int nth)
     int max_keys = a->causal ? a->n_keys0 + a->rows_per_group : a->n_keys0;
     size_t lds = round_up((size_t)max_keys, TD_WK_NR);
     float *pa = s + (size_t)TD_WK_ATT_QB * lds;
-    float *wide = pa + (size_t)TD_WK_ATT_QB * lds; /* halves widened: one panel or chunk */
     for (;;) {
         int t = atomic_fetch_add(&e->next, 1);
         if (t >= e->n_tasks)
@@ -1201,16 +1194,18 @@ static void dec_attn_task(void *arg, int ith, int nth)
         int t0 = qb * TD_WK_ATT_QB;
         int nq = a->rows_per_group - t0 < TD_WK_ATT_QB ? a->rows_per_group - t0 : TD_WK_ATT_QB;
         size_t row0 = (size_t)g * a->rows_per_group + (size_t)t0;
-        const float *kh = NULL, *vh = NULL;
-        const uint16_t *kh16 = NULL, *vh16 = NULL;
-        if (a->kvh) {
-            kh16 = a->kvh[g] + (size_t)h * e->head_floats;
-            vh16 = kh16 + (size_t)cap * d;
-        } else {
-            kh = a->kv[g] + (size_t)h * e->head_floats;
-            vh = kh + (size_t)cap * d;
+        if (!a->causal) {
+            if (a->kvh)
+                cross_attn_rows(ops, a, a->kvh[g] + (size_t)h * e->head_floats, TD_WT_F16, row0,
+                                nq, h, qa, s, lds);
+            else
+                cross_attn_rows(ops, a, a->kv[g] + (size_t)h * e->head_floats, TD_WT_F32, row0,
+                                nq, h, qa, s, lds);
+            continue;
         }
-        int nk_max = a->causal ? a->n_keys0 + t0 + nq : a->n_keys0;
+        const float *kh = a->kv[g] + (size_t)h * e->head_floats;
+        const float *vh = kh + (size_t)cap * d;
+        int nk_max = a->n_keys0 + t0 + nq;
         /* Q rows as A-panels, scaled */
         for (int ip = 0; ip < nq; ip += TD_WK_MR) {
             float *dst = qa + (size_t)ip * d;
@@ -1228,16 +1223,14 @@ static void dec_attn_task(void *arg, int ith, int nth)
         /* S = Q K^T over key panels */
         for (int jp = 0; jp < nk_max; jp += TD_WK_NR) {
             int nr = nk_max - jp < TD_WK_NR ? nk_max - jp : TD_WK_NR;
-            const float *kp = kh ? kh + (size_t)jp * d : wide;
-            if (!kh)
-                ops->f16_to_f32(kh16 + (size_t)jp * d, wide, (size_t)d * TD_WK_NR);
             for (int ip = 0; ip < nq; ip += TD_WK_MR) {
                 int mr = nq - ip < TD_WK_MR ? nq - ip : TD_WK_MR;
-                ops->mk(d, qa + (size_t)ip * d, kp, s + (size_t)ip * lds + jp, lds, mr, nr, 0, NULL);
+                ops->mk(d, qa + (size_t)ip * d, kh + (size_t)jp * d, s + (size_t)ip * lds + jp,
+                        lds, mr, nr, 0, NULL);
             }
         }
         for (int i = 0; i < nq; i++) {
-            int nk = a->causal ? a->n_keys0 + t0 + i + 1 : a->n_keys0;
+            int nk = a->n_keys0 + t0 + i + 1;
             ops->softmax(s + (size_t)i * lds, nk, nk_max);
         }
         /* P as A-panels over keys */
@@ -1257,26 +1250,11 @@ static void dec_attn_task(void *arg, int ith, int nth)
         /* O = P V */
         for (int dp = 0; dp < d; dp += TD_WK_NR) {
             int nr = d - dp < TD_WK_NR ? d - dp : TD_WK_NR;
-            if (vh) {
-                for (int ip = 0; ip < nq; ip += TD_WK_MR) {
-                    int mr = nq - ip < TD_WK_MR ? nq - ip : TD_WK_MR;
-                    ops->mk(nk_max, pa + (size_t)ip * nk_max, vh + (size_t)dp * cap,
-                            a->out + (row0 + (size_t)ip) * a->ld + (size_t)h * d + (size_t)dp,
-                            a->ld, mr, nr, 0, NULL);
-                }
-                continue;
-            }
-            /* halves: NR keys at a time widened, the products summed into out */
-            for (int j0 = 0; j0 < nk_max; j0 += TD_WK_NR) {
-                int nj = nk_max - j0 < TD_WK_NR ? nk_max - j0 : TD_WK_NR;
-                ops->f16_to_f32(vh16 + (size_t)dp * cap + (size_t)j0 * TD_WK_NR, wide,
-                                (size_t)nj * TD_WK_NR);
-                for (int ip = 0; ip < nq; ip += TD_WK_MR) {
-                    int mr = nq - ip < TD_WK_MR ? nq - ip : TD_WK_MR;
-                    ops->mk(nj, pa + (size_t)ip * nk_max + (size_t)j0 * TD_WK_MR, wide,
-                            a->out + (row0 + (size_t)ip) * a->ld + (size_t)h * d + (size_t)dp,
-                            a->ld, mr, nr, j0 > 0, NULL);
-                }
+            for (int ip = 0; ip < nq; ip += TD_WK_MR) {
+                int mr = nq - ip < TD_WK_MR ? nq - ip : TD_WK_MR;
+                ops->mk(nk_max, pa + (size_t)ip * nk_max, vh + (size_t)dp * cap,
+                        a->out + (row0 + (size_t)ip) * a->ld + (size_t)h * d + (size_t)dp, a->ld,
+                        mr, nr, 0, NULL);
             }
         }
     }

@@ -15,9 +15,11 @@
  * C = A . W^T + bias. Two GEMMs of our own do it:
  *   - direct (ops->gemv): W read where it is mapped, F16 converted in
  *     registers, TD_WK_GEMV_ROWS rows of A per pass. For few rows (decoder
- *     tokens) it streams the weights once at memory speed; with AVX-512 it
- *     is blocked 4 weight rows x 6 A rows and also wins for many rows
- *     whenever a thread's share of W stays in cache (see kernels.c);
+ *     tokens) it streams the weights once at memory speed (four streams
+ *     at once for one or two rows); with AVX-512 it is blocked 4 weight
+ *     rows x 6 A rows and also wins for many rows on AMD whenever a
+ *     thread's share of W stays in cache (see kernels.c; on Intel, F16
+ *     products of more than 48 rows pack);
  *   - packed, BLIS-style: A-panels (rows in groups of TD_WK_MR, [k][MR])
  *     and B-panels (columns in groups of TD_WK_NR, [k][NR], F16 converted
  *     while packing), zero-padded, so that one micro-kernel (mk) computes
@@ -233,17 +235,20 @@ void td_wk_enc_attn(td_wk_ctx *ctx, int n, int n_state, int n_head, const float 
 size_t td_wk_kv_head_floats(int cap, int d);
 /* Store one position's key and value (the head's d floats each). */
 void td_wk_kv_put(float *head, int cap, int d, int pos, const float *krow, const float *vrow);
-/* Pack positions [0, n) from K and V rows ([n][ld], the head's slice
- * starting at column col0); positions [n, cap) become zero. */
+/* The cross-attention keys and values of one head (what the decoder's
+ * queries attend to without a causal mask), in the same
+ * td_wk_kv_head_floats(cap, d) block but laid out for few-row products:
+ * K as rows [cap][d], then V transposed, rows [d][cap]; positions past n
+ * zero. Scores and the weighted sum are then GEMVs (ops->gemv) over whole
+ * rows, which read the block as several streams at once (one core keeps
+ * more misses in flight with several; see k_avx512.c's gemv_q4_t).
+ * Packed from K and V rows ([n][ld], the head's slice starting at column
+ * col0). tmp: scratch of cap floats. */
 void td_wk_kv_pack(float *head, int cap, int d, int n, const float *k, const float *v, size_t ld,
-                   int col0);
+                   int col0, float *tmp);
 
 /* The same block stored as halves (td_wk_kv_head_floats(cap, d) halves,
- * same layout): the cross-attention K/V, which every decoder step streams
- * from memory whole, so half the bytes is a third off a token (see
- * td_wk_set_cross_f16). tmp is per-thread scratch of td_wk_kv_tmp_floats(d)
- * floats. */
-size_t td_wk_kv_tmp_floats(int d);
+ * same layout), for td_wk_set_cross_f16. tmp: scratch of cap floats. */
 void td_wk_kv_pack_f16(const td_wk_ops *ops, uint16_t *head, int cap, int d, int n,
                        const float *k, const float *v, size_t ld, int col0, float *tmp);
 
@@ -251,7 +256,8 @@ void td_wk_kv_pack_f16(const td_wk_ops *ops, uint16_t *head, int cap, int d, int
  * rows [g * rows_per_group, +rows_per_group) of q and out ([.][ld]) and
  * the packed K/V at kv[g] (n_head head blocks, head h at kv[g] + h *
  * td_wk_kv_head_floats(cap, d)). Row t of a group attends to keys
- * [0, n_keys0 + t + 1) when causal, else [0, n_keys0). */
+ * [0, n_keys0 + t + 1) when causal (blocks from td_wk_kv_put), else
+ * [0, n_keys0) (blocks from td_wk_kv_pack or td_wk_kv_pack_f16). */
 typedef struct td_wk_dec_attn_args {
     int n_groups, rows_per_group, n_head, d, cap;
     int causal, n_keys0;

@@ -854,6 +854,7 @@ static void test_dec_attn(void **state)
             ctx_holder h;
             ctx_open(&h, ops[v], 1 + (int)(c % 2), 16, nk_total, d, TD_WK_GEMM_OWN, 0);
             size_t hf = td_wk_kv_head_floats(cap, d);
+            float *ptmp = malloc((size_t)cap * sizeof *ptmp);
             float **kv = malloc((size_t)ng * sizeof *kv);
             float **keys = malloc((size_t)ng * sizeof *keys), **vals = malloc((size_t)ng * sizeof *vals);
             for (int g = 0; g < ng; g++) {
@@ -869,7 +870,8 @@ static void test_dec_attn(void **state)
                             td_wk_kv_put(head, cap, d, p, keys[g] + (size_t)p * ns + hh * d,
                                          vals[g] + (size_t)p * ns + hh * d);
                     } else {
-                        td_wk_kv_pack(head, cap, d, nk_total, keys[g], vals[g], (size_t)ns, hh * d);
+                        td_wk_kv_pack(head, cap, d, nk_total, keys[g], vals[g], (size_t)ns, hh * d,
+                                      ptmp);
                     }
                 }
             }
@@ -880,7 +882,7 @@ static void test_dec_attn(void **state)
             uint16_t **kvh = NULL;
             if (half) { /* the cross-attention layout: keys and values rounded to F16 */
                 kvh = malloc((size_t)ng * sizeof *kvh);
-                float *tmp = malloc(td_wk_kv_tmp_floats(d) * sizeof *tmp);
+                float *tmp = malloc((size_t)cap * sizeof *tmp);
                 for (int g = 0; g < ng; g++) {
                     kvh[g] = malloc((size_t)nh * hf * sizeof(uint16_t));
                     for (size_t i = 0; i < (size_t)nk_total * ns; i++) {
@@ -923,6 +925,7 @@ static void test_dec_attn(void **state)
             }
             free(kvh);
             free(kv);
+            free(ptmp);
             free(keys);
             free(vals);
             free(q);
