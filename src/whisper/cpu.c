@@ -23,7 +23,8 @@
  * disagree (test_cpu_backend checks it). Regions, in floats:
  *   params   copies of biases, LayerNorm weights, positional embeddings
  *   enc_out  [n_audio_ctx][n_audio_state]          ln_post output (kept)
- *   cross    [text layer][head] packed K/V over n_audio_ctx keys
+ *   cross    [text layer][head] K rows, V^T rows over n_audio_ctx keys (F32;
+ *            halves with td_wk_set_cross_f16, in half the space)
  *   kv       [text layer][slot][head] packed K/V over max_tokens positions
  *   work     encoder and decoder activations (one reused region)
  *   scratch  per thread: GEMM packing, attention blocks
