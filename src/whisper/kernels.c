@@ -679,7 +679,7 @@ static int cpu_is_amd(void)
     static _Atomic int amd = -1;
     int v = atomic_load(&amd);
     if (v < 0) {
-        unsigned a, b, c, d;
+        unsigned a = 0, b = 0, c = 0, d = 0; /* unset when the leaf is missing */
         v = __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u /* "Auth" */ &&
             d == 0x69746e65u /* "enti" */ && c == 0x444d4163u /* "cAMD" */;
         atomic_store(&amd, v);
