@@ -302,6 +302,56 @@ TGT static INL void store4(const int M, __m512 acc[4][TD_WK_GEMV_ROWS], const fl
     }
 }
 
+/* acc[q][i] += the 16-lane partial dot products of A's row i with the
+ * weight row starting at element o_q, over all k (the tail masked). The
+ * two GEMV shapes below differ only in which four rows they read and how
+ * they store; PF (a constant) adds the linear prefetch of `ahead`. */
+TGT static INL void dot4(const int M, const int F16, const int PF, int k, const float *a,
+                         size_t lda, const void *w, size_t o0, size_t o1, size_t o2, size_t o3,
+                         const char *ahead, __m512 acc[4][TD_WK_GEMV_ROWS])
+{
+    const size_t esz = F16 ? 2 : 4;
+    int k16 = k & ~15;
+    __mmask16 km = tail_mask(k - k16);
+    for (int kk = 0; kk < k16; kk += 16) {
+        if (PF) {
+            const char *pf = ahead + (size_t)4 * kk * esz;
+            _mm_prefetch(pf, _MM_HINT_T0);
+            _mm_prefetch(pf + 64, _MM_HINT_T0);
+            if (!F16) {
+                _mm_prefetch(pf + 128, _MM_HINT_T0);
+                _mm_prefetch(pf + 192, _MM_HINT_T0);
+            }
+        }
+        __m512 w0 = load_w(w, F16, o0 + (size_t)kk);
+        __m512 w1 = load_w(w, F16, o1 + (size_t)kk);
+        __m512 w2 = load_w(w, F16, o2 + (size_t)kk);
+        __m512 w3 = load_w(w, F16, o3 + (size_t)kk);
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) {
+            __m512 x = _mm512_loadu_ps(a + (size_t)i * lda + (size_t)kk);
+            acc[0][i] = _mm512_fmadd_ps(w0, x, acc[0][i]);
+            acc[1][i] = _mm512_fmadd_ps(w1, x, acc[1][i]);
+            acc[2][i] = _mm512_fmadd_ps(w2, x, acc[2][i]);
+            acc[3][i] = _mm512_fmadd_ps(w3, x, acc[3][i]);
+        }
+    }
+    if (km) {
+        __m512 w0 = load_w_mask(w, F16, o0 + (size_t)k16, km);
+        __m512 w1 = load_w_mask(w, F16, o1 + (size_t)k16, km);
+        __m512 w2 = load_w_mask(w, F16, o2 + (size_t)k16, km);
+        __m512 w3 = load_w_mask(w, F16, o3 + (size_t)k16, km);
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) {
+            __m512 x = _mm512_maskz_loadu_ps(km, a + (size_t)i * lda + (size_t)k16);
+            acc[0][i] = _mm512_fmadd_ps(w0, x, acc[0][i]);
+            acc[1][i] = _mm512_fmadd_ps(w1, x, acc[1][i]);
+            acc[2][i] = _mm512_fmadd_ps(w2, x, acc[2][i]);
+            acc[3][i] = _mm512_fmadd_ps(w3, x, acc[3][i]);
+        }
+    }
+}
+
 /* With 3 or more rows of A the product is bound by loads, not memory:
  * four weight rows are read side by side so that each A vector feeds four
  * FMAs. Four interleaved streams defeat the hardware prefetcher, so the
@@ -310,8 +360,6 @@ TGT static INL void gemv_il_t(const int M, const int F16, int n, int k, const fl
                               const void *w, size_t ldw, const float *bias, float *c, size_t ldc,
                               int load)
 {
-    int k16 = k & ~15;
-    __mmask16 km = tail_mask(k - k16);
     const size_t esz = F16 ? 2 : 4;
     int j = 0;
     for (; j + 4 <= n; j += 4) {
@@ -321,41 +369,7 @@ TGT static INL void gemv_il_t(const int M, const int F16, int n, int k, const fl
             acc[0][i] = acc[1][i] = acc[2][i] = acc[3][i] = _mm512_setzero_ps();
         size_t o0 = (size_t)j * ldw, o1 = o0 + ldw, o2 = o1 + ldw, o3 = o2 + ldw;
         const char *ahead = (const char *)w + (o0 + 8 * ldw) * esz;
-        for (int kk = 0; kk < k16; kk += 16) {
-            const char *pf = ahead + (size_t)4 * kk * esz;
-            _mm_prefetch(pf, _MM_HINT_T0);
-            _mm_prefetch(pf + 64, _MM_HINT_T0);
-            if (!F16) {
-                _mm_prefetch(pf + 128, _MM_HINT_T0);
-                _mm_prefetch(pf + 192, _MM_HINT_T0);
-            }
-            __m512 w0 = load_w(w, F16, o0 + (size_t)kk);
-            __m512 w1 = load_w(w, F16, o1 + (size_t)kk);
-            __m512 w2 = load_w(w, F16, o2 + (size_t)kk);
-            __m512 w3 = load_w(w, F16, o3 + (size_t)kk);
-#pragma GCC unroll 6
-            for (int i = 0; i < M; i++) {
-                __m512 x = _mm512_loadu_ps(a + (size_t)i * lda + (size_t)kk);
-                acc[0][i] = _mm512_fmadd_ps(w0, x, acc[0][i]);
-                acc[1][i] = _mm512_fmadd_ps(w1, x, acc[1][i]);
-                acc[2][i] = _mm512_fmadd_ps(w2, x, acc[2][i]);
-                acc[3][i] = _mm512_fmadd_ps(w3, x, acc[3][i]);
-            }
-        }
-        if (km) {
-            __m512 w0 = load_w_mask(w, F16, o0 + (size_t)k16, km);
-            __m512 w1 = load_w_mask(w, F16, o1 + (size_t)k16, km);
-            __m512 w2 = load_w_mask(w, F16, o2 + (size_t)k16, km);
-            __m512 w3 = load_w_mask(w, F16, o3 + (size_t)k16, km);
-#pragma GCC unroll 6
-            for (int i = 0; i < M; i++) {
-                __m512 x = _mm512_maskz_loadu_ps(km, a + (size_t)i * lda + (size_t)k16);
-                acc[0][i] = _mm512_fmadd_ps(w0, x, acc[0][i]);
-                acc[1][i] = _mm512_fmadd_ps(w1, x, acc[1][i]);
-                acc[2][i] = _mm512_fmadd_ps(w2, x, acc[2][i]);
-                acc[3][i] = _mm512_fmadd_ps(w3, x, acc[3][i]);
-            }
-        }
+        dot4(M, F16, 1, k, a, lda, w, o0, o1, o2, o3, ahead, acc);
         store4(M, acc, bias, j, c, ldc, load);
     }
     gemv_tail(M, F16, j, n, k, a, lda, w, ldw, bias, c, ldc, load);
@@ -375,8 +389,6 @@ TGT static INL void gemv_q4_t(const int M, const int F16, int n, int k, const fl
                               int load)
 {
     int n4 = n / 4;
-    int k16 = k & ~15;
-    __mmask16 km = tail_mask(k - k16);
     for (int j = 0; j < n4; j++) {
         __m512 acc[4][TD_WK_GEMV_ROWS];
 #pragma GCC unroll 6
@@ -384,34 +396,7 @@ TGT static INL void gemv_q4_t(const int M, const int F16, int n, int k, const fl
             acc[0][i] = acc[1][i] = acc[2][i] = acc[3][i] = _mm512_setzero_ps();
         size_t o0 = (size_t)j * ldw, o1 = o0 + (size_t)n4 * ldw, o2 = o1 + (size_t)n4 * ldw,
                o3 = o2 + (size_t)n4 * ldw;
-        for (int kk = 0; kk < k16; kk += 16) {
-            __m512 w0 = load_w(w, F16, o0 + (size_t)kk);
-            __m512 w1 = load_w(w, F16, o1 + (size_t)kk);
-            __m512 w2 = load_w(w, F16, o2 + (size_t)kk);
-            __m512 w3 = load_w(w, F16, o3 + (size_t)kk);
-#pragma GCC unroll 6
-            for (int i = 0; i < M; i++) {
-                __m512 x = _mm512_loadu_ps(a + (size_t)i * lda + (size_t)kk);
-                acc[0][i] = _mm512_fmadd_ps(w0, x, acc[0][i]);
-                acc[1][i] = _mm512_fmadd_ps(w1, x, acc[1][i]);
-                acc[2][i] = _mm512_fmadd_ps(w2, x, acc[2][i]);
-                acc[3][i] = _mm512_fmadd_ps(w3, x, acc[3][i]);
-            }
-        }
-        if (km) {
-            __m512 w0 = load_w_mask(w, F16, o0 + (size_t)k16, km);
-            __m512 w1 = load_w_mask(w, F16, o1 + (size_t)k16, km);
-            __m512 w2 = load_w_mask(w, F16, o2 + (size_t)k16, km);
-            __m512 w3 = load_w_mask(w, F16, o3 + (size_t)k16, km);
-#pragma GCC unroll 6
-            for (int i = 0; i < M; i++) {
-                __m512 x = _mm512_maskz_loadu_ps(km, a + (size_t)i * lda + (size_t)k16);
-                acc[0][i] = _mm512_fmadd_ps(w0, x, acc[0][i]);
-                acc[1][i] = _mm512_fmadd_ps(w1, x, acc[1][i]);
-                acc[2][i] = _mm512_fmadd_ps(w2, x, acc[2][i]);
-                acc[3][i] = _mm512_fmadd_ps(w3, x, acc[3][i]);
-            }
-        }
+        dot4(M, F16, 0, k, a, lda, w, o0, o1, o2, o3, NULL, acc);
 #pragma GCC unroll 6
         for (int i = 0; i < M; i++) {
             float s[4];
