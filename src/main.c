@@ -58,6 +58,7 @@ static void usage_main(FILE *f)
             "  tapedeck status ARCHIVE          what is done, failed and pending\n"
             "  tapedeck devices                 GPUs found and the worker plan\n"
             "  tapedeck models                  Whisper models installed, and where\n"
+            "  tapedeck models import DIR       convert a faster-whisper model and install it\n"
             "  tapedeck help [COMMAND]          help on a command\n"
             "  tapedeck --version\n"
             "\n"

@@ -583,8 +583,13 @@ td_rc td_ct2_open(const char *dir, td_ct2_model **out, td_error *err)
                             "%s: not a folder (a CTranslate2 model is a folder with model.bin)",
                             dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return td_error_set(err, TD_EINPUT,
+                            "%s: no model.bin: not a CTranslate2 model folder (model.bin, "
+                            "vocabulary.json or .txt, config.json)",
+                            dir);
     if (fd < 0)
-        return td_error_errno(err, errno == ENOENT ? TD_EINPUT : TD_EIO, errno, "%s", path);
+        return td_error_errno(err, TD_EIO, errno, "%s", path);
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
         close(fd);
         return td_error_set(err, TD_EINPUT, "%s: not a regular, non-empty file", path);
