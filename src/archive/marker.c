@@ -271,20 +271,7 @@ static int put_common(json_t *obj, const td_scene *scene, const char *task)
 /* Serialise obj and write it atomically to path. */
 static int write_json(const char *path, json_t *obj, td_error *err)
 {
-    char *text = json_dumps(obj, JSON_INDENT(2));
-    if (!text)
-        return td_error_set(err, TD_ENOMEM, "%s: cannot serialise marker", path);
-    size_t n = strlen(text);
-    char *line = realloc(text, n + 2);
-    if (!line) {
-        free(text);
-        return td_error_set(err, TD_ENOMEM, "%s: out of memory", path);
-    }
-    line[n] = '\n';
-    line[n + 1] = '\0';
-    int rc = td_atomic_write(path, line, n + 1, err);
-    free(line);
-    return rc;
+    return td_atomic_write_json(path, obj, JSON_INDENT(2), err);
 }
 
 /* One entry of "outputs": checksummed now, and required to lie beside the

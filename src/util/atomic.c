@@ -4,6 +4,7 @@
 #include "util/path.h"
 
 #include <dirent.h>
+#include <jansson.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -117,6 +118,24 @@ int td_atomic_write(const char *path, const void *data, size_t len, td_error *er
         return td_error_errno(err, TD_EIO, e, "%s: rename into place failed", path);
     }
     return td_fsync_dir(dir, err);
+}
+
+int td_atomic_write_json(const char *path, const json_t *value, size_t flags, td_error *err)
+{
+    char *text = json_dumps(value, flags);
+    if (!text)
+        return td_error_set(err, TD_ENOMEM, "%s: cannot serialise JSON", path);
+    size_t n = strlen(text);
+    char *line = realloc(text, n + 2);
+    if (!line) {
+        free(text);
+        return td_error_set(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    line[n] = '\n';
+    line[n + 1] = '\0';
+    int rc = td_atomic_write(path, line, n + 1, err);
+    free(line);
+    return rc;
 }
 
 bool td_atomic_is_temp_name(const char *name, pid_t *pid)

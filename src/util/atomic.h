@@ -26,6 +26,13 @@
 /* Write len bytes to path atomically (mode 0644). */
 int td_atomic_write(const char *path, const void *data, size_t len, td_error *err);
 
+/* Serialise a JSON value (jansson's json_dumps flags) with a final newline
+ * and write it to path atomically. Declared with an opaque type so that
+ * callers without JSON need not include jansson. */
+struct json_t;
+int td_atomic_write_json(const char *path, const struct json_t *value, size_t flags,
+                         td_error *err);
+
 /* True if a base name is one of our temporary files; *pid gets its writer. */
 bool td_atomic_is_temp_name(const char *name, pid_t *pid);
 

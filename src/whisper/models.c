@@ -286,20 +286,9 @@ int td_wmodels_write_origin(const char *model_path, const td_wmodel_origin *o, t
     for (size_t i = 0; !bad && i < sizeof f / sizeof f[0]; i++)
         if (f[i].val && *f[i].val)
             bad = json_object_set_new(j, f[i].key, json_string(f[i].val)) != 0;
-    char *text = bad ? NULL : json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    int rc = bad ? td_error_set(err, TD_ENOMEM, "%s: cannot build the origin record", path)
+                 : td_atomic_write_json(path, j, JSON_INDENT(2) | JSON_SORT_KEYS, err);
     json_decref(j);
-    if (!text)
-        return td_error_set(err, TD_ENOMEM, "%s: cannot build the origin record", path);
-    size_t len = strlen(text);
-    char *line = realloc(text, len + 2);
-    if (!line) {
-        free(text);
-        return td_error_set(err, TD_ENOMEM, "%s: out of memory", path);
-    }
-    line[len] = '\n';
-    line[len + 1] = '\0';
-    int rc = td_atomic_write(path, line, len + 1, err);
-    free(line);
     return rc;
 }
 
