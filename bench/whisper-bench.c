@@ -85,7 +85,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: whisper-bench [--dims NAME] [--model PATH] [--threads N] [--runs N]\n"
                     "                     [--tokens N] [--beam N] [--gemm own|blas|both]\n"
-                    "                     [--only enc|dec] [--header]\n");
+                    "                     [--only enc|dec] [--compute f32|int8|auto] [--header]\n");
 }
 
 /* Encoder ms (median of runs) with the given GEMM implementation. */
@@ -119,7 +119,7 @@ static int time_encoder(const td_wmodel *m, const td_wconfig *cfg, enum td_wk_ge
 int main(int argc, char **argv)
 {
     const char *dims = "tiny", *model_path = NULL, *gemm = "both", *only = "";
-    int threads = 2, runs = 5, n_tokens = 64, beam = 5, header = 0;
+    int threads = 2, runs = 5, n_tokens = 64, beam = 5, header = 0, compute = TD_WCOMPUTE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -147,13 +147,15 @@ int main(int argc, char **argv)
             gemm = v;
         else if (strcmp(a, "--only") == 0)
             only = v;
+        else if (strcmp(a, "--compute") == 0)
+            compute = td_wcompute_parse(v);
         else {
             usage();
             return 2;
         }
         i++;
     }
-    if (threads < 1 || runs < 1 || n_tokens < 1 || beam < 1 || beam > 64 ||
+    if (threads < 1 || runs < 1 || compute < 0 || n_tokens < 1 || beam < 1 || beam > 64 ||
         (strcmp(gemm, "own") && strcmp(gemm, "blas") && strcmp(gemm, "both"))) {
         usage();
         return 2;
@@ -206,7 +208,9 @@ int main(int argc, char **argv)
         r = r * 6364136223846793005ull + 1442695040888963407ull;
         mel[i] = (float)((double)(r >> 11) / (double)(1ull << 53) * 3.0 - 1.5);
     }
-    td_wconfig cfg = {.n_threads = threads, .max_seq = beam, .max_tokens = 0, .max_batch_tokens = 0};
+    td_wconfig cfg = {.n_threads = threads, .max_seq = beam, .max_tokens = 0, .max_batch_tokens = 0,
+                      .compute = compute};
+    const char *compute_name = td_wcompute_name(td_wcompute_resolve((enum td_wcompute)compute));
     if (4 + n_tokens > hp->n_text_ctx) {
         fprintf(stderr, "whisper-bench: --tokens %d does not fit %d positions\n", n_tokens,
                 hp->n_text_ctx);
@@ -294,8 +298,8 @@ int main(int argc, char **argv)
     char own_s[32], blas_s[32];
     snprintf(own_s, sizeof own_s, enc_own > 0 ? "%.0f" : "-", enc_own);
     snprintf(blas_s, sizeof blas_s, enc_blas > 0 ? "%.0f" : "-", enc_blas);
-    printf("| %s (random F16) | %d | %s | %s | %.1f | %.0f | %s | %.2f | %.2f | %.2f | %.0f |\n",
-           model_path == path ? dims : model_path, threads, isa, own_s, flops / 1e9,
+    printf("| %s (random F16, %s) | %d | %s | %s | %.1f | %.0f | %s | %.2f | %.2f | %.2f | %.0f |\n",
+           model_path == path ? dims : model_path, compute_name, threads, isa, own_s, flops / 1e9,
            flops / (enc * 1e6), blas_s, greedy, beam_step, beam_step / beam, ru.ru_maxrss / 1024.0);
     fflush(stdout);
     status = 0;

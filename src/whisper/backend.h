@@ -29,13 +29,32 @@
 
 #define TD_WBACKEND_API_VERSION 1
 
+/* How the linear layers compute (the CPU backend; others use their own).
+ * F32 is the numerical reference: F16 weights widened, F32 products. INT8
+ * quantizes the weights once at open and the activations row by row
+ * (whisper/q8.h): about 2x faster, with results within the quantization's
+ * error of F32's. AUTO is INT8 where the CPU has the fast int8
+ * instructions (AVX-512 VNNI), else F32. */
+enum td_wcompute {
+    TD_WCOMPUTE_AUTO = 0,
+    TD_WCOMPUTE_F32 = 1,
+    TD_WCOMPUTE_INT8 = 2,
+};
+
 typedef struct td_wconfig {
     int n_threads;         /* CPU threads; 0 = one per online core */
     int max_seq;           /* sequences decoded together (beam size, best-of); >= 1 */
     int max_tokens;        /* KV cache length per sequence; 0 = n_text_ctx */
     int max_batch_tokens;  /* most tokens one decode call may carry per sequence
                             * (the prompt); 0 = max_tokens */
+    int compute;           /* enum td_wcompute */
 } td_wconfig;
+
+/* The compute type AUTO resolves to on this machine, and names. */
+enum td_wcompute td_wcompute_resolve(enum td_wcompute c);
+const char *td_wcompute_name(enum td_wcompute c); /* "auto", "f32", "int8" */
+/* TD_WCOMPUTE_* for "auto", "f32", "int8"; -1 for anything else. */
+int td_wcompute_parse(const char *s);
 
 typedef struct td_wbackend td_wbackend; /* an open context, backend-private */
 

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "whisper/kernels.h"
+#include "whisper/q8.h"
 
 #define MAX_SEQ 64
 #define MAX_THREADS 256
@@ -70,6 +71,7 @@ typedef struct layout {
     int n_threads, max_seq, max_tokens, max_batch;
     int blas;
     int cross_f16;           /* cross K/V stored as halves (kernels.h) */
+    int q8;                  /* linear layers in int8 (q8.h) */
     /* shapes */
     int C, na, nt, nm, nha, nht, da, dt, cap_c, cap_s, R;
     size_t kvf_c, kvf_s;     /* floats per packed head */
@@ -77,7 +79,8 @@ typedef struct layout {
     size_t wconv_floats;
     size_t params_floats;
     /* offsets in floats from the arena start */
-    size_t o_params, o_enc_out, o_cross, o_kv, o_work, o_scratch, o_wconv;
+    size_t o_params, o_enc_out, o_cross, o_kv, o_work, o_scratch, o_wconv, o_q8w, o_q8act;
+    size_t q8w_bytes, q8act_bytes;
     /* offsets inside work: encoder */
     size_t ex, mel_t, x1p, convw, eh, eq, ek, ev, eka, evta, eff;
     /* offsets inside work: decoder */
@@ -120,6 +123,19 @@ static int resolve_threads(int n)
     return n > MAX_THREADS ? MAX_THREADS : n;
 }
 
+/* Bytes of every linear layer's int8 weights (q8.h), in the order
+ * q8_init() carves them. */
+static size_t q8_weight_bytes(const td_whparams *hp)
+{
+    int na = hp->n_audio_state, nt = hp->n_text_state;
+    size_t e = 4 * td_q8_weight_bytes(na, na) + td_q8_weight_bytes(4 * na, na) +
+               td_q8_weight_bytes(na, 4 * na);
+    size_t d = 6 * td_q8_weight_bytes(nt, nt) + 2 * td_q8_weight_bytes(nt, na) +
+               td_q8_weight_bytes(4 * nt, nt) + td_q8_weight_bytes(nt, 4 * nt);
+    return (size_t)hp->n_audio_layer * e + (size_t)hp->n_text_layer * d +
+           td_q8_weight_bytes(hp->n_vocab, nt);
+}
+
 /* The arena for hp under cfg; 0, or -1 with the reason in err. */
 static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *L, td_error *err)
 {
@@ -140,7 +156,15 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
                             cfg->max_batch_tokens, L->max_tokens), -1;
     L->n_threads = resolve_threads(cfg->n_threads);
     L->blas = td_wk_get_gemm_impl() == TD_WK_GEMM_BLAS;
-    L->cross_f16 = td_wk_get_cross_f16();
+    if (cfg->compute < TD_WCOMPUTE_AUTO || cfg->compute > TD_WCOMPUTE_INT8)
+        return td_error_set(err, TD_EINVAL, "cpu backend: unknown compute type %d", cfg->compute), -1;
+    L->q8 = td_wcompute_resolve((enum td_wcompute)cfg->compute) == TD_WCOMPUTE_INT8;
+    if (L->q8 && (hp->n_audio_state % 4 || hp->n_text_state % 4))
+        return td_error_set(err, TD_EINVAL, "cpu backend: int8 needs widths divisible by 4"), -1;
+    /* With int8 products the cross K/V's F16 rounding (2^-11) is far below
+     * the quantization's (2^-8 of a row's largest value), and halves cut
+     * a decoder step's bytes (base: 134 -> 67 MB with int8 weights). */
+    L->cross_f16 = td_wk_get_cross_f16() || L->q8;
 
     L->C = hp->n_audio_ctx;
     L->na = hp->n_audio_state;
@@ -232,6 +256,15 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
     o += (size_t)L->n_threads * L->scratch_floats;
     L->o_wconv = o;
     o += al(L->wconv_floats);
+    if (L->q8) {
+        L->q8w_bytes = q8_weight_bytes(hp);
+        int rows = L->C > L->R ? L->C : L->R;
+        L->q8act_bytes = td_q8_act_bytes(rows, 4 * (int)nsm);
+    }
+    L->o_q8w = o;
+    o += al(L->q8w_bytes / sizeof(float) + 1);
+    L->o_q8act = o;
+    o += al(L->q8act_bytes / sizeof(float) + 1);
     L->total_floats = o;
     return 0;
 }
@@ -286,10 +319,23 @@ typedef struct dec_lp {
     const float *mlp_ln_w, *mlp_ln_b, *mlp0_b, *mlp2_b;
 } dec_lp;
 
+/* A layer's linear weights in int8 (q8.h), when the context computes so. */
+typedef struct enc_q8 {
+    td_q8_weight q, k, v, o, mlp0, mlp2;
+} enc_q8;
+
+typedef struct dec_q8 {
+    td_q8_weight q, k, v, o, cq, ck, cv, co, mlp0, mlp2;
+} dec_q8;
+
 struct td_wbackend {
     const td_wmodel *m;
     layout L;
     td_wk_ctx kc;
+    const td_q8_ops *q8ops; /* NULL: F32 products */
+    enc_q8 *eq8;
+    dec_q8 *dq8;
+    td_q8_weight tok_q8;
     float *arena;
     size_t arena_bytes;
     /* copied parameters */
@@ -429,7 +475,58 @@ static void cpu_close(td_wbackend *b)
         munmap(b->arena, b->arena_bytes);
     free(b->elp);
     free(b->dlp);
+    free(b->eq8);
+    free(b->dq8);
     free(b);
+}
+
+/* Quantize every linear layer into the arena's int8 region, in
+ * q8_weight_bytes()'s order. */
+static void q8_take(td_wbackend *b, unsigned char **cur, const td_wtensor *t, int n, int k,
+                    td_q8_weight *dst)
+{
+    td_q8_weight_init(&b->kc, t->data, t->type, (size_t)k, n, k, *cur, dst);
+    *cur += td_q8_weight_bytes(n, k);
+}
+
+static int q8_init(td_wbackend *b, td_error *err)
+{
+    const td_wmodel *m = b->m;
+    int na = m->hp.n_audio_state, nt = m->hp.n_text_state;
+    b->eq8 = calloc((size_t)m->hp.n_audio_layer, sizeof *b->eq8);
+    b->dq8 = calloc((size_t)m->hp.n_text_layer, sizeof *b->dq8);
+    if (!b->eq8 || !b->dq8)
+        return td_error_set(err, TD_ENOMEM, "cpu backend: out of memory");
+    unsigned char *base = (unsigned char *)(b->arena + b->L.o_q8w), *cur = base;
+    for (int l = 0; l < m->hp.n_audio_layer; l++) {
+        const td_wenc_layer *el = &m->enc.layers[l];
+        enc_q8 *q = &b->eq8[l];
+        q8_take(b, &cur, el->attn.q.w, na, na, &q->q);
+        q8_take(b, &cur, el->attn.k.w, na, na, &q->k);
+        q8_take(b, &cur, el->attn.v.w, na, na, &q->v);
+        q8_take(b, &cur, el->attn.o.w, na, na, &q->o);
+        q8_take(b, &cur, el->mlp0.w, 4 * na, na, &q->mlp0);
+        q8_take(b, &cur, el->mlp2.w, na, 4 * na, &q->mlp2);
+    }
+    for (int l = 0; l < m->hp.n_text_layer; l++) {
+        const td_wdec_layer *dl = &m->dec.layers[l];
+        dec_q8 *q = &b->dq8[l];
+        q8_take(b, &cur, dl->attn.q.w, nt, nt, &q->q);
+        q8_take(b, &cur, dl->attn.k.w, nt, nt, &q->k);
+        q8_take(b, &cur, dl->attn.v.w, nt, nt, &q->v);
+        q8_take(b, &cur, dl->attn.o.w, nt, nt, &q->o);
+        q8_take(b, &cur, dl->cross.q.w, nt, nt, &q->cq);
+        q8_take(b, &cur, dl->cross.k.w, nt, na, &q->ck);
+        q8_take(b, &cur, dl->cross.v.w, nt, na, &q->cv);
+        q8_take(b, &cur, dl->cross.o.w, nt, nt, &q->co);
+        q8_take(b, &cur, dl->mlp0.w, 4 * nt, nt, &q->mlp0);
+        q8_take(b, &cur, dl->mlp2.w, nt, 4 * nt, &q->mlp2);
+    }
+    q8_take(b, &cur, m->dec.tok, m->hp.n_vocab, nt, &b->tok_q8);
+    if ((size_t)(cur - base) != b->L.q8w_bytes) /* the order must match q8_weight_bytes() */
+        return td_error_set(err, TD_EINVAL, "cpu backend: int8 weight layout mismatch");
+    b->q8ops = td_q8_ops_best();
+    return TD_OK;
 }
 
 static int cpu_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out, td_error *err)
@@ -484,6 +581,11 @@ static int cpu_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out
         b->kc.wconv_floats = b->L.wconv_floats;
         td_wk_blas_threads(b->L.n_threads);
     }
+    if (b->L.q8) {
+        rc = q8_init(b, err);
+        if (rc != TD_OK)
+            goto fail;
+    }
     for (int s = 0; s < MAX_SEQ; s++)
         b->slot[s] = s;
     *out = b;
@@ -515,6 +617,43 @@ void td_wcpu_use_ops(td_wbackend *b, const td_wk_ops *ops)
 static inline float *W(td_wbackend *b, size_t off)
 {
     return b->arena + b->L.o_work + off;
+}
+
+/* A linear layer's product for the context's compute type: job i computes
+ * c_i (+)= A (m x k) . W_i^T + bias_i, from the mapped weights (F32
+ * products) or their int8 copies (q8). */
+typedef struct lin_job {
+    const td_wtensor *w;
+    const td_q8_weight *wq;
+    const float *bias;
+    float *c;
+    size_t ldc;
+} lin_job;
+
+static void linear(td_wbackend *b, int m, int k, const float *a, size_t lda, int n_jobs,
+                   const lin_job *jobs, int accumulate)
+{
+    if (b->q8ops) {
+        td_q8_job qj[4];
+        for (int j = 0; j < n_jobs; j++)
+            qj[j] = (td_q8_job){jobs[j].wq, jobs[j].bias, jobs[j].c, jobs[j].ldc};
+        td_q8_gemm(&b->kc, b->q8ops, m, k, a, lda, b->arena + b->L.o_q8act, n_jobs, qj,
+                   accumulate);
+        return;
+    }
+    td_wk_gemm_job gj[4];
+    for (int j = 0; j < n_jobs; j++)
+        gj[j] = (td_wk_gemm_job){(int)jobs[j].w->ne[1], jobs[j].w->data, (size_t)k, jobs[j].bias,
+                                 jobs[j].c, jobs[j].ldc};
+    td_wk_gemm_multi(&b->kc, m, k, a, lda, jobs[0].w->type, n_jobs, gj, accumulate);
+}
+
+static void linear1(td_wbackend *b, int m, int k, const float *a, size_t lda,
+                    const td_wtensor *w, const td_q8_weight *wq, const float *bias, float *c,
+                    size_t ldc, int accumulate)
+{
+    lin_job j = {w, wq, bias, c, ldc};
+    linear(b, m, k, a, lda, 1, &j, accumulate);
 }
 
 typedef struct cross_pack {
@@ -575,27 +714,27 @@ static int cpu_encode(td_wbackend *b, const float *mel, td_error *err)
 
     float *eh = W(b, L->eh), *eq = W(b, L->eq), *ek = W(b, L->ek), *ev = W(b, L->ev);
     float *eka = W(b, L->eka), *evta = W(b, L->evta), *eff = W(b, L->eff);
-    enum td_wtype wt = m->wtype;
     for (int l = 0; l < m->hp.n_audio_layer; l++) {
         const td_wenc_layer *el = &m->enc.layers[l];
         const enc_lp *p = &b->elp[l];
         /* x += attn(ln(x)) */
         td_wk_layernorm_rows(kc, L->C, L->na, ex, na, p->attn_ln_w, p->attn_ln_b, eh, na);
-        td_wk_gemm_job qkv[3] = {
-            {L->na, el->attn.q.w->data, na, p->q_b, eq, na},
-            {L->na, el->attn.k.w->data, na, NULL, ek, na},
-            {L->na, el->attn.v.w->data, na, p->v_b, ev, na},
+        const enc_q8 *q = b->eq8 ? &b->eq8[l] : NULL;
+        lin_job qkv[3] = {
+            {el->attn.q.w, q ? &q->q : NULL, p->q_b, eq, na},
+            {el->attn.k.w, q ? &q->k : NULL, NULL, ek, na},
+            {el->attn.v.w, q ? &q->v : NULL, p->v_b, ev, na},
         };
-        td_wk_gemm_multi(kc, L->C, L->na, eh, na, wt, 3, qkv, 0);
+        linear(b, L->C, L->na, eh, na, 3, qkv, 0);
         td_wk_enc_attn(kc, L->C, L->na, L->nha, eq, ek, ev, eka, evta, eh);
-        td_wk_gemm(kc, L->C, L->na, L->na, eh, na, el->attn.o.w->data, wt, na, p->o_b, ex, na, 1);
+        linear1(b, L->C, L->na, eh, na, el->attn.o.w, q ? &q->o : NULL, p->o_b, ex, na, 1);
         /* x += mlp(ln(x)) */
         td_wk_layernorm_rows(kc, L->C, L->na, ex, na, p->mlp_ln_w, p->mlp_ln_b, eh, na);
-        td_wk_gemm(kc, L->C, 4 * L->na, L->na, eh, na, el->mlp0.w->data, wt, na, p->mlp0_b, eff,
-                   4 * na, 0);
+        linear1(b, L->C, L->na, eh, na, el->mlp0.w, q ? &q->mlp0 : NULL, p->mlp0_b, eff, 4 * na,
+                0);
         td_wk_gelu_add(kc, eff, C * 4 * na, NULL);
-        td_wk_gemm(kc, L->C, L->na, 4 * L->na, eff, 4 * na, el->mlp2.w->data, wt, 4 * na,
-                   p->mlp2_b, ex, na, 1);
+        linear1(b, L->C, 4 * L->na, eff, 4 * na, el->mlp2.w, q ? &q->mlp2 : NULL, p->mlp2_b, ex,
+                na, 1);
     }
     float *enc_out = b->arena + L->o_enc_out;
     td_wk_layernorm_rows(kc, L->C, L->na, ex, na, b->ln_post_w, b->ln_post_b, enc_out, na);
@@ -603,11 +742,12 @@ static int cpu_encode(td_wbackend *b, const float *mel, td_error *err)
     /* every decoder layer's cross-attention keys and values, packed */
     for (int l = 0; l < m->hp.n_text_layer; l++) {
         const td_wdec_layer *dl = &m->dec.layers[l];
-        td_wk_gemm_job kv[2] = {
-            {L->nt, dl->cross.k.w->data, na, NULL, eq, nt},
-            {L->nt, dl->cross.v.w->data, na, b->dlp[l].cv_b, ek, nt},
+        const dec_q8 *q = b->dq8 ? &b->dq8[l] : NULL;
+        lin_job kv[2] = {
+            {dl->cross.k.w, q ? &q->ck : NULL, NULL, eq, nt},
+            {dl->cross.v.w, q ? &q->cv : NULL, b->dlp[l].cv_b, ek, nt},
         };
-        td_wk_gemm_multi(kc, L->C, L->na, enc_out, na, wt, 2, kv, 0);
+        linear(b, L->C, L->na, enc_out, na, 2, kv, 0);
         cross_pack cp = {b, l, eq, ek};
         td_wk_pool_run(kc->pool, cross_pack_task, &cp);
     }
@@ -718,19 +858,19 @@ static int cpu_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *to
             x[i] += pos[i];
     }
 
-    enum td_wtype wt = m->wtype;
     float *kvp[MAX_SEQ];
     for (int l = 0; l < m->hp.n_text_layer; l++) {
         const td_wdec_layer *dl = &m->dec.layers[l];
         const dec_lp *p = &b->dlp[l];
         /* x += self_attn(ln(x)), causal, through the KV cache */
         td_wk_layernorm_rows(kc, R, L->nt, dx, nt, p->attn_ln_w, p->attn_ln_b, dh, nt);
-        td_wk_gemm_job qkv[3] = {
-            {L->nt, dl->attn.q.w->data, nt, p->q_b, dq, nt},
-            {L->nt, dl->attn.k.w->data, nt, NULL, dk, nt},
-            {L->nt, dl->attn.v.w->data, nt, p->v_b, dv, nt},
+        const dec_q8 *q = b->dq8 ? &b->dq8[l] : NULL;
+        lin_job qkv[3] = {
+            {dl->attn.q.w, q ? &q->q : NULL, p->q_b, dq, nt},
+            {dl->attn.k.w, q ? &q->k : NULL, NULL, dk, nt},
+            {dl->attn.v.w, q ? &q->v : NULL, p->v_b, dv, nt},
         };
-        td_wk_gemm_multi(kc, R, L->nt, dh, nt, wt, 3, qkv, 0);
+        linear(b, R, L->nt, dh, nt, 3, qkv, 0);
         for (int s = 0; s < n_seq; s++)
             kvp[s] = kv_layer_slot(b, l, b->slot[s]);
         for (int r = 0; r < R; r++) {
@@ -743,11 +883,11 @@ static int cpu_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *to
                                   .d = L->dt, .cap = L->cap_s, .causal = 1, .n_keys0 = n_past,
                                   .kv = kvp, .kvh = NULL, .q = dq, .out = da, .ld = nt};
         td_wk_dec_attn(kc, &sa);
-        td_wk_gemm(kc, R, L->nt, L->nt, da, nt, dl->attn.o.w->data, wt, nt, p->o_b, dx, nt, 1);
+        linear1(b, R, L->nt, da, nt, dl->attn.o.w, q ? &q->o : NULL, p->o_b, dx, nt, 1);
 
         /* x += cross_attn(ln(x), encoder output): all rows share the keys */
         td_wk_layernorm_rows(kc, R, L->nt, dx, nt, p->cross_ln_w, p->cross_ln_b, dh, nt);
-        td_wk_gemm(kc, R, L->nt, L->nt, dh, nt, dl->cross.q.w->data, wt, nt, p->cq_b, dq, nt, 0);
+        linear1(b, R, L->nt, dh, nt, dl->cross.q.w, q ? &q->cq : NULL, p->cq_b, dq, nt, 0);
         float *cross = b->arena + L->o_cross + (size_t)l * L->nht * L->kvf_c;
         const uint16_t *cross16 =
             (const uint16_t *)(b->arena + L->o_cross) + (size_t)l * L->nht * L->kvf_c;
@@ -756,15 +896,14 @@ static int cpu_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *to
                                   .kv = &cross, .kvh = L->cross_f16 ? &cross16 : NULL, .q = dq,
                                   .out = da, .ld = nt};
         td_wk_dec_attn(kc, &ca);
-        td_wk_gemm(kc, R, L->nt, L->nt, da, nt, dl->cross.o.w->data, wt, nt, p->co_b, dx, nt, 1);
+        linear1(b, R, L->nt, da, nt, dl->cross.o.w, q ? &q->co : NULL, p->co_b, dx, nt, 1);
 
         /* x += mlp(ln(x)) */
         td_wk_layernorm_rows(kc, R, L->nt, dx, nt, p->mlp_ln_w, p->mlp_ln_b, dh, nt);
-        td_wk_gemm(kc, R, 4 * L->nt, L->nt, dh, nt, dl->mlp0.w->data, wt, nt, p->mlp0_b, dff,
-                   4 * nt, 0);
+        linear1(b, R, L->nt, dh, nt, dl->mlp0.w, q ? &q->mlp0 : NULL, p->mlp0_b, dff, 4 * nt, 0);
         td_wk_gelu_add(kc, dff, (size_t)R * 4 * nt, NULL);
-        td_wk_gemm(kc, R, L->nt, 4 * L->nt, dff, 4 * nt, dl->mlp2.w->data, wt, 4 * nt, p->mlp2_b,
-                   dx, nt, 1);
+        linear1(b, R, 4 * L->nt, dff, 4 * nt, dl->mlp2.w, q ? &q->mlp2 : NULL, p->mlp2_b, dx, nt,
+                1);
     }
 
     /* final LayerNorm of the rows that get logits, then x . token_embedding^T */
@@ -778,8 +917,8 @@ static int cpu_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *to
             kc->ops->layernorm(L->nt, dx + ((size_t)s * n_tokens + (size_t)n_tokens - 1) * nt,
                                b->dec_ln_w, b->dec_ln_b, 1e-5f, dh + (size_t)s * nt);
     }
-    td_wk_gemm(kc, rows, m->hp.n_vocab, L->nt, dh, nt, tok->data, tok->type, nt, NULL, logits,
-               (size_t)m->hp.n_vocab, 0);
+    linear1(b, rows, L->nt, dh, nt, tok, b->q8ops ? &b->tok_q8 : NULL, NULL, logits,
+            (size_t)m->hp.n_vocab, 0);
     if (b->bench_tokens > 0)
         bench_script(b, n_seq, n_tokens, n_past, all_logits, logits);
     return TD_OK;

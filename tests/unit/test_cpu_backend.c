@@ -384,7 +384,7 @@ static int teardown(void **state)
 static td_wbackend *open_cfg(const td_wmodel *m, int threads, int max_seq, int max_tokens,
                              int max_batch)
 {
-    td_wconfig cfg = {threads, max_seq, max_tokens, max_batch};
+    td_wconfig cfg = {threads, max_seq, max_tokens, max_batch, TD_WCOMPUTE_F32};
     td_wbackend *b = NULL;
     td_error err;
     if (td_wbackend_cpu.open(m, &cfg, &b, &err) != TD_OK)
@@ -503,7 +503,7 @@ static void test_forward_blas(void **state)
     for (int f = 0; f < 2; f++) {
         td_wbackend *b = open_cfg(fxs[f]->m, 2, 1, 0, 0);
         /* the BLAS slab is part of the arena, and memory_need knows it */
-        td_wconfig cfg = {2, 1, 0, 0};
+        td_wconfig cfg = {2, 1, 0, 0, TD_WCOMPUTE_F32};
         assert_int_equal(td_wbackend_cpu.memory_need(&fxs[f]->m->hp, fxs[f]->m->wtype, &cfg) -
                              (int64_t)fxs[f]->m->weight_bytes,
                          (int64_t)td_wcpu_arena_size(b));
@@ -701,7 +701,7 @@ static void test_memory_need(void **state)
         /* weight bytes as the file holds them, computed from hparams alone */
         assert_int_equal(td_wcpu_weight_bytes(&m->hp, m->wtype), (int64_t)m->weight_bytes);
         for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++) {
-            td_wconfig cfg = {cfgs[c][0], cfgs[c][1], cfgs[c][2], cfgs[c][3]};
+            td_wconfig cfg = {cfgs[c][0], cfgs[c][1], cfgs[c][2], cfgs[c][3], TD_WCOMPUTE_F32};
             int64_t need = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &cfg);
             td_wbackend *b = open_cfg(m, cfg.n_threads, cfg.max_seq, cfg.max_tokens,
                                       cfg.max_batch_tokens);
@@ -710,7 +710,7 @@ static void test_memory_need(void **state)
             td_wbackend_cpu.close(b);
         }
         /* the KV cache grows with sequences and length */
-        td_wconfig c1 = {2, 1, 0, 0}, c5 = {2, 5, 0, 0}, c5s = {2, 5, 64, 0};
+        td_wconfig c1 = {2, 1, 0, 0, TD_WCOMPUTE_F32}, c5 = {2, 5, 0, 0, TD_WCOMPUTE_F32}, c5s = {2, 5, 64, 0, TD_WCOMPUTE_F32};
         int64_t n1 = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &c1);
         int64_t n5 = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &c5);
         int64_t n5s = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &c5s);
@@ -722,7 +722,7 @@ static void test_memory_need(void **state)
     td_whparams hp;
     td_error err;
     assert_int_equal(td_wmk_dims("tiny", &hp, &err), TD_OK);
-    td_wconfig cfg = {2, 5, 0, 0};
+    td_wconfig cfg = {2, 5, 0, 0, TD_WCOMPUTE_F32};
     int64_t need = td_wbackend_cpu.memory_need(&hp, TD_WT_F16, &cfg);
     print_message("    tiny F16, 2 threads, 5 sequences: memory_need %.1f MB (weights %.1f MB)\n",
                   need / 1e6, td_wcpu_weight_bytes(&hp, TD_WT_F16) / 1e6);
@@ -732,7 +732,7 @@ static void test_memory_need(void **state)
     static const int bad[][4] = {{2, 0, 0, 0}, {2, 65, 0, 0}, {2, 1, 449, 0}, {2, 1, 10, 11},
                                  {2, 1, -1, 0}};
     for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
-        td_wconfig bc = {bad[c][0], bad[c][1], bad[c][2], bad[c][3]};
+        td_wconfig bc = {bad[c][0], bad[c][1], bad[c][2], bad[c][3], TD_WCOMPUTE_F32};
         assert_int_equal(td_wbackend_cpu.memory_need(&m->hp, m->wtype, &bc), -1);
         td_wbackend *b = (td_wbackend *)&bc;
         assert_int_equal(td_wbackend_cpu.open(m, &bc, &b, &err), TD_EINVAL);

@@ -61,6 +61,7 @@
 #include "whisper/mel.h"
 #include "whisper/mkmodel.h"
 #include "whisper/model.h"
+#include "whisper/q8.h"
 
 /* Bounds: relative L2 (||ours - ref|| / ||ref||) and max abs difference. */
 #define MEL_REL_L2 1e-6      /* HF's float32 feature extractor: 1.3e-7 */
@@ -88,6 +89,23 @@
 #define REAL_ENC_MAX_ABS 3e-4
 #define REAL_LOGIT_REL_L2 2e-5
 #define REAL_LOGIT_MAX_ABS 5e-4
+
+/* int8 products (q8.h): the quantization's own error, which dwarfs the
+ * arithmetic's. Measured when written (2 threads, AVX-512 VNNI), rel L2 /
+ * max abs: random sets encoder 1.1e-2-1.5e-2 / 0.06-0.08, logits
+ * 1.4e-2-1.8e-2 / 0.19-0.25; real tiny.en encoder 3.2e-2 / 0.46, logits
+ * 5.4e-2 / 2.6 (real activations have outlier channels, which a row's
+ * single scale serves badly), with the greedy tokens on the real speech
+ * still HF's. Bounds about twice that: a wrong scale, a lost bias or a
+ * transposed panel gives errors of order 1. */
+#define INT8_ENC_REL_L2 3e-2
+#define INT8_ENC_MAX_ABS 0.15
+#define INT8_LOGIT_REL_L2 4e-2
+#define INT8_LOGIT_MAX_ABS 0.5
+#define REAL_INT8_ENC_REL_L2 6.5e-2
+#define REAL_INT8_ENC_MAX_ABS 1.0
+#define REAL_INT8_LOGIT_REL_L2 0.11
+#define REAL_INT8_LOGIT_MAX_ABS 5.0
 
 #define N_THREADS 2
 
@@ -498,7 +516,7 @@ static golden *prepare(size_t k)
     assert_int_equal(g->m->multilingual, json_is_true(jget(g->meta, "multilingual")));
 
     td_wconfig cfg = {.n_threads = N_THREADS, .max_seq = 1, .max_tokens = 0,
-                      .max_batch_tokens = 0};
+                      .max_batch_tokens = 0, .compute = TD_WCOMPUTE_F32};
     if (td_wbackend_cpu.open(g->m, &cfg, &g->b, &err) != TD_OK)
         fail_msg("%s: cpu backend open: %s", g->name, err.msg);
     g->ready = 1;
@@ -725,6 +743,111 @@ static void test_logits(void **state)
     free(cols);
 }
 
+/* The int8 products (q8.h) against the same float64 reference: the
+ * quantization's error, bounded, and for the real weights on real speech
+ * the same greedy tokens. Needs the fast int8 kernels (the scalar ones
+ * are checked against exact references in test_q8, and would take minutes
+ * over a whole network here). */
+static void test_int8(void **state)
+{
+    size_t k = (size_t)(uintptr_t)*state;
+    if (!td_q8_fast()) {
+        print_message("  skipped: this CPU has no AVX-512 VNNI (int8 products)\n");
+        skip();
+    }
+    golden *g = prepare(k);
+    td_wconfig cfg = {.n_threads = N_THREADS, .max_seq = 1, .max_tokens = 0,
+                      .max_batch_tokens = 0, .compute = TD_WCOMPUTE_INT8};
+    td_wbackend *b = NULL;
+    td_error err = {0};
+    if (td_wbackend_cpu.open(g->m, &cfg, &b, &err) != TD_OK)
+        fail_msg("%s: cpu backend open (int8): %s", g->name, err.msg);
+    if (td_wbackend_cpu.encode(b, set_mel(g), &err) != TD_OK)
+        fail_msg("%s: encode (int8): %s", g->name, err.msg);
+    int n_ctx = g->m->hp.n_audio_ctx, d = g->m->hp.n_audio_state, nv = g->m->hp.n_vocab;
+    int step = (int)jint(g->meta, "encoder.row_step");
+    int rows = (int)jint(g->meta, "encoder.rows");
+    float *ref = read_f32(jstr(g->meta, "encoder.file"), (size_t)rows * (size_t)d);
+    float *out = malloc((size_t)n_ctx * (size_t)d * sizeof *out);
+    assert_non_null(out);
+    if (td_wbackend_cpu.encoder_output(b, out, &err) != TD_OK)
+        fail_msg("%s: encoder_output: %s", g->name, err.msg);
+    double num = 0, den = 0, mx = 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < d; c++)
+            acc(&num, &den, &mx, out[(size_t)r * (size_t)step * (size_t)d + (size_t)c],
+                ref[(size_t)r * (size_t)d + (size_t)c]);
+    int real = k == REAL_SET;
+    check(g->name, "int8 encoder", finish(num, den, mx),
+          real ? REAL_INT8_ENC_REL_L2 : INT8_ENC_REL_L2,
+          real ? REAL_INT8_ENC_MAX_ABS : INT8_ENC_MAX_ABS, NULL);
+    free(out);
+    free(ref);
+
+    json_t *jt = jget(g->meta, "logits.tokens");
+    int T = (int)json_array_size(jt);
+    int32_t tok[64];
+    assert_true(T >= 2 && T <= 64);
+    for (int t = 0; t < T; t++)
+        tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
+    int col_step = (int)jint(g->meta, "logits.col_step");
+    int col_from = (int)jint(g->meta, "logits.col_from");
+    int nc = (int)jint(g->meta, "logits.n_columns");
+    float *lref = read_f32(jstr(g->meta, "logits.file"), (size_t)T * (size_t)nc);
+    float *lg = malloc((size_t)T * (size_t)nv * sizeof *lg);
+    assert_non_null(lg);
+    if (td_wbackend_cpu.decode(b, 1, T, tok, 0, 1, lg, &err) != TD_OK)
+        fail_msg("%s: decode (int8): %s", g->name, err.msg);
+    num = den = mx = 0;
+    for (int t = 0; t < T; t++) {
+        int j = 0;
+        for (int c = 0; c < nv; c++)
+            if (c % col_step == 0 || c >= col_from)
+                acc(&num, &den, &mx, lg[(size_t)t * (size_t)nv + (size_t)c],
+                    lref[(size_t)t * (size_t)nc + (size_t)j++]);
+        assert_int_equal(j, nc);
+    }
+    check(g->name, "int8 logits", finish(num, den, mx),
+          real ? REAL_INT8_LOGIT_REL_L2 : INT8_LOGIT_REL_L2,
+          real ? REAL_INT8_LOGIT_MAX_ABS : INT8_LOGIT_MAX_ABS, NULL);
+    free(lg);
+    free(lref);
+
+    if (real) { /* the real speech's greedy tokens, as HF's */
+        json_t *gj = jget(g->meta, "greedy");
+        json_t *gt = jget(gj, "tokens");
+        int n_ref = (int)json_array_size(gt);
+        td_wdecode_opts o;
+        td_wdecode_opts_default(&o);
+        o.language = td_wlang_index("en");
+        o.timestamps = 1;
+        o.beam_size = 1;
+        o.best_of = 1;
+        o.temperatures[0] = 0.0f;
+        o.n_temperatures = 1;
+        o.max_tokens = (int)jint(gj, "max_new_tokens");
+        td_wdecoder *dec = NULL;
+        if (td_wdecoder_new(g->m, &td_wbackend_cpu, b, &o, &dec, &err) != TD_OK)
+            fail_msg("%s: td_wdecoder_new: %s", g->name, err.msg);
+        td_wwindow_result res;
+        memset(&res, 0, sizeof res);
+        if (td_wdecoder_decode_window(dec, set_mel(g), NULL, 0, 0.0f, &res, &err) != TD_OK)
+            fail_msg("%s: decode_window (int8): %s", g->name, err.msg);
+        int n = res.n_tokens;
+        if (n > 0 && res.tokens[n - 1] == g->m->sp.eot)
+            n--;
+        int same = n == n_ref;
+        for (int i = 0; same && i < n; i++)
+            same = res.tokens[i] == (int32_t)json_integer_value(json_array_get(gt, (size_t)i));
+        print_message("  %s int8 greedy: %d tokens, %s HF's\n", g->name, n,
+                      same ? "identical to" : "DIFFERENT from");
+        td_wwindow_result_free(&res);
+        td_wdecoder_free(dec);
+        assert_true(same);
+    }
+    td_wbackend_cpu.close(b);
+}
+
 static void print_tokens(const char *what, const int32_t *t, int n)
 {
     char line[512];
@@ -931,7 +1054,7 @@ static void test_suppress_real_multi(void **state)
 #define SET_TESTS(k)                                                                      \
     SET_TEST(k, "model file", test_model_file), SET_TEST(k, "greedy", test_greedy),     \
         SET_TEST(k, "encoder", test_encoder), SET_TEST(k, "logits", test_logits),       \
-        SET_LAST(k, "suppress", test_suppress)
+        SET_TEST(k, "int8", test_int8), SET_LAST(k, "suppress", test_suppress)
 
 int main(void)
 {
