@@ -164,7 +164,7 @@ TGT static float quant_row_vnni(const float *x, int k, uint8_t *dst)
         mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + t)));
     }
     float amax = _mm512_reduce_max_ps(mx);
-    if (!(amax > 0.0f) || !isfinite(amax)) {
+    if (!(amax >= TD_Q8_TINY) || !isfinite(amax)) {
         memset(dst, 128, (size_t)k);
         return 0.0f;
     }

@@ -87,7 +87,7 @@ static float quant_row_scalar(const float *x, int k, uint8_t *dst)
         float v = fabsf(x[t]);
         amax = v > amax ? v : amax;
     }
-    if (!(amax > 0.0f) || !isfinite(amax)) {
+    if (!(amax >= TD_Q8_TINY) || !isfinite(amax)) {
         memset(dst, 128, (size_t)k);
         return 0.0f;
     }
@@ -214,6 +214,8 @@ static void winit_task(void *arg, int ith, int nth)
                 float v = fabsf(row[t]);
                 amax = v > amax ? v : amax;
             }
+            if (!(amax >= TD_Q8_TINY) || !isfinite(amax))
+                amax = 0.0f; /* counts as zeros (q8.h) */
             float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
             int32_t sum = 0;
             for (int t = 0; t < k; t++) {

@@ -18,7 +18,9 @@
  *   sb[j] = max_k |W[j][k]| / 127,  wq[j][k] = round(W[j][k] / sb[j])  in [-127, 127]
  *   sa[i] = max_k |A[i][k]| / 127,  aq[i][k] = round(A[i][k] / sa[i]) in [-127, 127]
  *   C[i][j] = sa[i] sb[j] sum_k aq[i][k] wq[j][k] + bias[j]
- * (a row of zeros has scale 0 and quantizes to zeros). vpdpbusd multiplies
+ * (in float, as x * (127 / max |x|)). A row whose largest magnitude is below
+ * TD_Q8_TINY, or not finite, counts as zeros: scale 0, all values 0
+ * (127 / max would overflow; such a row's products are below 1e-58). vpdpbusd multiplies
  * unsigned by signed bytes, so activations are stored as aq + 128 (1..255)
  * and the product is corrected by 128 * sum_k wq[j][k], kept per row j.
  * Sums stay below 2^31 for k up to 66000.
@@ -41,6 +43,7 @@
 #define TD_Q8_MR 6      /* activation rows per micro-tile */
 #define TD_Q8_NR 64     /* weight rows (outputs) per panel */
 #define TD_Q8_KC 512    /* k per block: a weight panel's block is 32 KB (L1) */
+#define TD_Q8_TINY 1e-30f
 
 /* ------------------------------------------------------------------ */
 /* Kernels (scalar reference; AVX-512 VNNI where the CPU has it).       */
@@ -67,8 +70,9 @@ typedef struct td_q8_ops {
     void (*mk1x4)(int kq, const uint8_t *ap, const int8_t *bp, size_t pstride, float *c,
                   int load, float sa, const float *sb, const int32_t *bsum, const float *bias);
 
-    /* Quantize one row of k floats: dst[t] = round(x[t] / s) + 128 with s =
-     * max |x| / 127 (all 128 and s = 0 for a row of zeros); returns s. */
+    /* Quantize one row of k floats: dst[t] = round(x[t] * (127 / max |x|))
+     * + 128; returns s = max |x| / 127 (all 128 and s = 0 for a row that
+     * counts as zeros, above). */
     float (*quant_row)(const float *x, int k, uint8_t *dst);
 } td_q8_ops;
 
