@@ -709,6 +709,24 @@ static void test_memory_need(void **state)
             assert_int_equal(td_wcpu_arena_bytes(&m->hp, &cfg), (int64_t)td_wcpu_arena_size(b));
             td_wbackend_cpu.close(b);
         }
+        /* int8 (q8.h) holds an int8 copy of every linear layer on top, and
+         * memory_need still matches what open() holds */
+        td_wconfig c8 = {2, 5, 0, 0, TD_WCOMPUTE_INT8}, c32 = {2, 5, 0, 0, TD_WCOMPUTE_F32};
+        td_wbackend *b8 = NULL;
+        td_error err8 = {0};
+        assert_int_equal(td_wbackend_cpu.open(m, &c8, &b8, &err8), TD_OK);
+        int64_t need8 = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &c8);
+        assert_int_equal(need8 - (int64_t)m->weight_bytes, (int64_t)td_wcpu_arena_size(b8));
+        td_wbackend_cpu.close(b8);
+        int64_t need32 = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &c32);
+        int64_t linear_params = (int64_t)m->hp.n_audio_layer * 12 * m->hp.n_audio_state *
+                                    m->hp.n_audio_state +
+                                (int64_t)m->hp.n_text_layer * 14 * m->hp.n_text_state *
+                                    m->hp.n_text_state +
+                                (int64_t)m->hp.n_vocab * m->hp.n_text_state;
+        assert_true(need8 - need32 >= linear_params / 2); /* cross K/V halves give some back */
+        td_wconfig cbad = {2, 1, 0, 0, 7};
+        assert_int_equal(td_wbackend_cpu.memory_need(&m->hp, m->wtype, &cbad), -1);
         /* the KV cache grows with sequences and length */
         td_wconfig c1 = {2, 1, 0, 0, TD_WCOMPUTE_F32}, c5 = {2, 5, 0, 0, TD_WCOMPUTE_F32}, c5s = {2, 5, 64, 0, TD_WCOMPUTE_F32};
         int64_t n1 = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &c1);
