@@ -46,6 +46,7 @@ typedef struct td_engine_config {
     int threads;           /* 0: engine's choice */
     const char *models_dir; /* where to look for models first, or NULL */
     int beam_size;         /* 0: engine's default; 1: greedy */
+    int compute;           /* whisper on the CPU: enum td_wcompute (0 = auto) */
     int translate;         /* translate into English (engines that can) */
 } td_engine_config;
 

@@ -143,6 +143,7 @@ static void backend_config(const td_engine_config *cfg, td_wconfig *bc)
     memset(bc, 0, sizeof *bc);
     bc->n_threads = cfg->threads;
     bc->max_seq = o.beam_size > o.best_of ? o.beam_size : o.best_of;
+    bc->compute = cfg->compute;
 }
 
 static int whisper_probe(const td_engine_config *cfg, td_error *err)

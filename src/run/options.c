@@ -8,6 +8,7 @@
 
 #include "device/devices.h"
 #include "util/log.h"
+#include "whisper/backend.h"
 
 int td_parse_long(const char *s, long lo, long hi, long *out)
 {
@@ -23,7 +24,7 @@ int td_parse_long(const char *s, long lo, long hi, long *out)
 enum {
     OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE,
     OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
-    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_TRANSLATE,
+    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE,
 };
 
 int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
@@ -42,6 +43,7 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         {"threads", required_argument, 0, OPT_THREADS},
         {"models-dir", required_argument, 0, OPT_MODELS_DIR},
         {"beam-size", required_argument, 0, OPT_BEAM_SIZE},
+        {"compute", required_argument, 0, OPT_COMPUTE},
         {"translate", no_argument, 0, OPT_TRANSLATE},
         {"retries", required_argument, 0, OPT_RETRIES},
         {"stall-timeout", required_argument, 0, OPT_STALL},
@@ -89,6 +91,13 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
                 return td_error_set(err, TD_EINVAL, "--beam-size needs a number from 1 to 16, not '%s'", optarg);
             o->beam_size = (int)v;
             break;
+        case OPT_COMPUTE: {
+            int ct = td_wcompute_parse(optarg);
+            if (ct < 0)
+                return td_error_set(err, TD_EINVAL, "--compute needs auto, f32 or int8, not '%s'", optarg);
+            o->compute = ct;
+            break;
+        }
         case OPT_TRANSLATE: o->translate = 1; break;
         case OPT_RETRIES:
             if (td_parse_long(optarg, 0, 100, &v))

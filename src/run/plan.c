@@ -8,6 +8,7 @@
 
 #include "archive/marker.h"
 #include "asr/engine.h"
+#include "whisper/backend.h"
 #include "whisper/models.h"
 #include "out/formats.h"
 #include "task/subtitles.h"
@@ -117,13 +118,14 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
 
     td_engine_config cfg = {.language = o->language, .model = o->model, .device = "cpu",
                             .threads = o->threads, .models_dir = o->models_dir,
-                            .beam_size = o->beam_size, .translate = o->translate};
+                            .beam_size = o->beam_size, .compute = o->compute,
+                            .translate = o->translate};
     const td_engine_ops *ops = NULL;
     rc = td_engine_select(o->engine, &cfg, &ops, err);
     if (rc)
         return rc;
     p->engine = ops->name;
-    char model[64] = "";
+    char model[64] = "", compute[32] = "";
     if (strcmp(ops->name, "whisper") == 0) {
         /* Say which model: the worker resolves the same name the same way. */
         td_wmodels_path sp;
@@ -134,17 +136,21 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
             td_wmodels_name_of(path, name, sizeof name);
             snprintf(model, sizeof model, ", model %s", name);
         }
+        /* The linear layers' compute type: AUTO resolves on this CPU, the
+         * same one the workers run on. */
+        snprintf(compute, sizeof compute, ", compute %s",
+                 td_wcompute_name(td_wcompute_resolve((enum td_wcompute)cfg.compute)));
     }
     if (strcmp(o->engine, "auto") == 0 && strcmp(ops->name, "whisper") == 0) {
-        snprintf(p->engine_note, sizeof p->engine_note, "whisper%s (auto: a Whisper model is installed)",
-                 model);
+        snprintf(p->engine_note, sizeof p->engine_note, "whisper%s (auto: a Whisper model is installed)%s",
+                 model, compute);
     } else if (strcmp(o->engine, "auto") == 0) {
         td_error why = {0};
         td_engine_whisper.probe(&cfg, &why);
         snprintf(p->engine_note, sizeof p->engine_note, "%s (auto: whisper cannot run: %s)",
                  ops->name, why.msg);
     } else
-        snprintf(p->engine_note, sizeof p->engine_note, "%s%s (asked for)", ops->name, model);
+        snprintf(p->engine_note, sizeof p->engine_note, "%s%s (asked for)%s", ops->name, model, compute);
 
     rc = choose_devices(o, p, err);
     if (rc)

@@ -36,6 +36,7 @@ typedef struct td_run_opts {
     int threads;
     const char *models_dir;    /* --models-dir, or NULL */
     int beam_size;             /* 0: engine default */
+    int compute;               /* whisper: enum td_wcompute (0 = auto) */
     int translate;
     double stall_timeout;      /* seconds without a heartbeat before a kill */
     int progress;              /* draw the terminal progress display */

@@ -47,6 +47,7 @@
 #include "run/protocol.h"
 #include "util/atomic.h"
 #include "util/log.h"
+#include "whisper/backend.h"
 
 extern char **environ;
 
@@ -355,6 +356,10 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
         snprintf(beam, 16, "%d", o->beam_size);
         argv[n++] = "--beam-size";
         argv[n++] = beam;
+    }
+    if (o->compute != TD_WCOMPUTE_AUTO) {
+        argv[n++] = "--compute";
+        argv[n++] = td_wcompute_name((enum td_wcompute)o->compute);
     }
     if (o->translate)
         argv[n++] = "--translate";

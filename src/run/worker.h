@@ -32,6 +32,7 @@ typedef struct td_worker_opts {
     int threads;
     const char *models_dir;   /* may be NULL */
     int beam_size;            /* 0: engine default */
+    int compute;              /* whisper: enum td_wcompute (0 = auto) */
     int translate;
 } td_worker_opts;
 

@@ -9,6 +9,7 @@
 
 #include "run/options.h"
 #include "util/log.h"
+#include "whisper/backend.h"
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])) - 1)
 
@@ -31,6 +32,9 @@ static void test_defaults(void **state)
     assert_int_equal(o.force, 0);
     assert_int_equal(o.verbosity, TD_LOG_INFO);
     assert_int_equal(o.progress, 1);
+    assert_int_equal(o.beam_size, 0);
+    assert_int_equal(o.compute, 0); /* TD_WCOMPUTE_AUTO */
+    assert_int_equal(TD_WCOMPUTE_AUTO, 0);
 }
 
 static void test_all_options(void **state)
@@ -39,7 +43,7 @@ static void test_all_options(void **state)
     char *argv[] = {"run", "--limit", "5", "--dry-run", "--force", "--devices", "0,1", "--workers", "3",
                     "--engine", "sphinx", "--language", "en", "--formats", "srt,vtt", "--retries", "0",
                     "--stall-timeout", "30", "--threads", "4", "--model", "m", "--task", "subtitles",
-                    "-vv", "--no-progress", "arch", NULL};
+                    "-vv", "--no-progress", "--beam-size", "3", "--compute", "int8", "arch", NULL};
     td_run_opts o;
     td_error err = {0};
     assert_int_equal(td_run_opts_parse(ARGC(argv), argv, &o, &err), TD_OK);
@@ -57,7 +61,34 @@ static void test_all_options(void **state)
     assert_string_equal(o.model, "m");
     assert_int_equal(o.verbosity, TD_LOG_DEBUG);
     assert_int_equal(o.progress, 0);
+    assert_int_equal(o.beam_size, 3);
+    assert_int_equal(o.compute, TD_WCOMPUTE_INT8);
     assert_string_equal(o.archive, "arch");
+}
+
+static void test_compute(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *arg;
+        int want;
+    } cases[] = {
+        {"auto", TD_WCOMPUTE_AUTO},
+        {"f32", TD_WCOMPUTE_F32},
+        {"int8", TD_WCOMPUTE_INT8},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *argv[] = {"run", "--compute", (char *)cases[i].arg, "arch", NULL};
+        td_run_opts o;
+        td_error err = {0};
+        assert_int_equal(td_run_opts_parse(ARGC(argv), argv, &o, &err), TD_OK);
+        assert_int_equal(o.compute, cases[i].want);
+    }
+    char *eq[] = {"run", "arch", "--compute=f32", NULL};
+    td_run_opts o;
+    td_error err = {0};
+    assert_int_equal(td_run_opts_parse(ARGC(eq), eq, &o, &err), TD_OK);
+    assert_int_equal(o.compute, TD_WCOMPUTE_F32);
 }
 
 static void test_options_after_archive_and_quiet(void **state)
@@ -107,6 +138,14 @@ static void test_errors_name_the_problem(void **state)
     expect_error(a10, ARGC(a10), "needs a value");
     char *a11[] = {"run", "--limit", "99999999999999999999999", "arch", NULL};
     expect_error(a11, ARGC(a11), "--limit");
+    char *a12[] = {"run", "--compute", "fp16", "arch", NULL};
+    expect_error(a12, ARGC(a12), "--compute needs auto, f32 or int8, not 'fp16'");
+    char *a13[] = {"run", "--compute", "", "arch", NULL};
+    expect_error(a13, ARGC(a13), "not ''");
+    char *a14[] = {"run", "--compute", "INT8", "arch", NULL}; /* names are lower case */
+    expect_error(a14, ARGC(a14), "'INT8'");
+    char *a15[] = {"run", "arch", "--compute", NULL};
+    expect_error(a15, ARGC(a15), "needs a value");
 }
 
 static void test_help(void **state)
@@ -123,6 +162,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_all_options),
+        cmocka_unit_test(test_compute),
         cmocka_unit_test(test_options_after_archive_and_quiet),
         cmocka_unit_test(test_errors_name_the_problem),
         cmocka_unit_test(test_help),
