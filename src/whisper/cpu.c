@@ -72,6 +72,7 @@ typedef struct layout {
     int blas;
     int cross_f16;           /* cross K/V stored as halves (kernels.h) */
     int q8;                  /* linear layers in int8 (q8.h) */
+    int q8_attn;             /* and the encoder's attention products */
     /* shapes */
     int C, na, nt, nm, nha, nht, da, dt, cap_c, cap_s, R;
     size_t kvf_c, kvf_s;     /* floats per packed head */
@@ -165,6 +166,12 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
      * the quantization's (2^-8 of a row's largest value), and halves cut
      * a decoder step's bytes (base: 134 -> 67 MB with int8 weights). */
     L->cross_f16 = td_wk_get_cross_f16() || L->q8;
+    /* TD_WHISPER_INT8_ATTN=0 keeps the encoder's attention in F32 under
+     * int8 (for comparisons) */
+    const char *ia = getenv("TD_WHISPER_INT8_ATTN");
+    L->q8_attn = L->q8 && !(ia && strcmp(ia, "0") == 0) &&
+                 hp->n_audio_state / hp->n_audio_head <= TD_Q8_NR &&
+                 (hp->n_audio_state / hp->n_audio_head) % 4 == 0;
 
     L->C = hp->n_audio_ctx;
     L->na = hp->n_audio_state;
@@ -181,6 +188,8 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
     L->kvf_s = td_wk_kv_head_floats(L->cap_s, L->dt);
     int max_keys = L->cap_c > L->cap_s ? L->cap_c : L->cap_s;
     L->scratch_floats = td_wk_scratch_floats(L->C, max_keys, L->da > L->dt ? L->da : L->dt);
+    if (L->q8_attn && L->scratch_floats < td_q8_enc_attn_scratch_floats(L->C))
+        L->scratch_floats = rnd(td_q8_enc_attn_scratch_floats(L->C), ALIGN_F);
     if (L->blas) {
         size_t a = 4 * (size_t)L->na * L->na, b = 4 * (size_t)L->nt * L->nt,
                c = (size_t)L->na * L->nt;
@@ -214,6 +223,10 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
     L->ev = o;
     o += al(C * nsm);
     size_t af = al(td_wk_enc_attn_floats(L->C, L->na, L->nha));
+    if (L->q8_attn) { /* the int8 attention's work area is eka and evta together */
+        size_t need = td_q8_enc_attn_bytes(L->C, L->na, L->nha) / sizeof(float) / 2 + 1;
+        af = af > al(need) ? af : al(need);
+    }
     L->eka = o;
     o += af;
     L->evta = o;
@@ -726,7 +739,9 @@ static int cpu_encode(td_wbackend *b, const float *mel, td_error *err)
             {el->attn.v.w, q ? &q->v : NULL, p->v_b, ev, na},
         };
         linear(b, L->C, L->na, eh, na, 3, qkv, 0);
-        td_wk_enc_attn(kc, L->C, L->na, L->nha, eq, ek, ev, eka, evta, eh);
+        if (!L->q8_attn ||
+            !td_q8_enc_attn(kc, b->q8ops, L->C, L->na, L->nha, eq, ek, ev, eka, eh))
+            td_wk_enc_attn(kc, L->C, L->na, L->nha, eq, ek, ev, eka, evta, eh);
         linear1(b, L->C, L->na, eh, na, el->attn.o.w, q ? &q->o : NULL, p->o_b, ex, na, 1);
         /* x += mlp(ln(x)) */
         td_wk_layernorm_rows(kc, L->C, L->na, ex, na, p->mlp_ln_w, p->mlp_ln_b, eh, na);

@@ -17,6 +17,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "whisper/k_avx512_math.h"
+
 #define TGT __attribute__((target("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma")))
 #define INL __attribute__((always_inline)) inline
 
@@ -180,10 +182,58 @@ TGT static float quant_row_vnni(const float *x, int k, uint8_t *dst)
     return amax / 127.0f;
 }
 
+TGT static float quant_row_u8_vnni(const float *x, int k, uint8_t *dst)
+{
+    __m512 mx = _mm512_setzero_ps();
+    for (int t = 0; t < k; t += 16) {
+        __mmask16 m = tail_mask(k - t);
+        mx = _mm512_max_ps(mx, _mm512_maskz_loadu_ps(m, x + t));
+    }
+    float amax = _mm512_reduce_max_ps(mx);
+    if (!(amax >= TD_Q8_TINY) || !isfinite(amax)) {
+        memset(dst, 0, (size_t)k);
+        return 0.0f;
+    }
+    __m512 inv = _mm512_set1_ps(255.0f / amax);
+    __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
+    for (int t = 0; t < k; t += 16) {
+        __mmask16 m = tail_mask(k - t);
+        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + t), inv));
+        q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+        _mm512_mask_cvtepi32_storeu_epi8(dst + t, m, q);
+    }
+    return amax / 255.0f;
+}
+
+TGT static float softmax_u8_vnni(float *x, int n, int n4, uint8_t *dst)
+{
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 m = tail_mask(n - t);
+        mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, x + t));
+    }
+    __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps(), k255 = _mm512_set1_ps(255.0f);
+    __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 m = tail_mask(n - t);
+        __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + t), vmax)));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_mask_storeu_ps(x + t, m, e);
+        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(e, k255));
+        q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+        _mm512_mask_cvtepi32_storeu_epi8(dst + t, m, q);
+    }
+    memset(dst + n, 0, (size_t)(n4 - n));
+    return 1.0f / (255.0f * _mm512_reduce_add_ps(sum));
+}
+
 const td_q8_ops td_q8_ops_vnni = {
     .name = "avx512-vnni",
     .mk = mk_vnni,
     .mk1x4 = mk1x4_vnni,
+    .quant_row_u8 = quant_row_u8_vnni,
+    .softmax_u8 = softmax_u8_vnni,
     .quant_row = quant_row_vnni,
 };
 

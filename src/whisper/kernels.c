@@ -1133,6 +1133,24 @@ void td_wk_kv_pack_f16(const td_wk_ops *ops, uint16_t *head, int cap, int d, int
             memset(kr, 0, (size_t)d * sizeof(uint16_t));
     }
     uint16_t *vt = head + (size_t)cap * d;
+    if (d <= TD_WK_NR) {
+        /* NR keys at a time transposed in registers (pack_b gives [d][NR]),
+         * each row of the block converted into its row of V^T; the strided
+         * gather this replaced took 3.5 % of an int8 base encoder */
+        float blk[TD_WK_NR * TD_WK_NR];
+        for (int j0 = 0; j0 < cap; j0 += TD_WK_NR) {
+            int nn = n - j0 < 0 ? 0 : n - j0 < TD_WK_NR ? n - j0 : TD_WK_NR;
+            int w = cap - j0 < TD_WK_NR ? cap - j0 : TD_WK_NR;
+            if (nn > 0)
+                ops->pack_b(v + (size_t)j0 * ld + (size_t)col0, TD_WT_F32, ld, nn, d, blk);
+            else
+                memset(blk, 0, sizeof blk);
+            for (int dd = 0; dd < d; dd++)
+                ops->f32_to_f16(blk + (size_t)dd * TD_WK_NR, vt + (size_t)dd * cap + (size_t)j0,
+                                (size_t)w);
+        }
+        return;
+    }
     for (int dd = 0; dd < d; dd++) { /* one row of V^T at a time through tmp */
         for (int j = 0; j < cap; j++)
             tmp[j] = j < n ? v[(size_t)j * ld + (size_t)col0 + (size_t)dd] : 0.0f;

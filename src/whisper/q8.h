@@ -70,6 +70,18 @@ typedef struct td_q8_ops {
     void (*mk1x4)(int kq, const uint8_t *ap, const int8_t *bp, size_t pstride, float *c,
                   int load, float sa, const float *sb, const int32_t *bsum, const float *bias);
 
+    /* Quantize one row of k floats that are all >= 0 (probabilities) to
+     * the whole unsigned range, no offset: dst[t] = round(x[t] * (255 /
+     * max x)); returns max x / 255 (0, all zeros, for a row that counts as
+     * zeros). Products with these take bsum NULL. */
+    float (*quant_row_u8)(const float *x, int k, uint8_t *dst);
+
+    /* A softmax row straight to bytes: e[t] = exp(x[t] - max x) for t < n
+     * (written back to x), dst[t] = round(255 e[t]) (the largest is 255),
+     * dst[n .. n4) = 0; returns 1 / (255 sum e), the scale that makes
+     * dst the probabilities. For P V with bsum NULL. */
+    float (*softmax_u8)(float *x, int n, int n4, uint8_t *dst);
+
     /* Quantize one row of k floats: dst[t] = round(x[t] * (127 / max |x|))
      * + 128; returns s = max |x| / 127 (all 128 and s = 0 for a row that
      * counts as zeros, above). */
@@ -126,5 +138,21 @@ typedef struct td_q8_job {
  * all of ctx's. */
 void td_q8_gemm(td_wk_ctx *ctx, const td_q8_ops *ops, int m, int k, const float *a, size_t lda,
                 void *act, int n_jobs, const td_q8_job *jobs, int accumulate);
+
+/* ------------------------------------------------------------------ */
+/* Encoder self-attention                                               */
+
+/* The same contract as td_wk_enc_attn (kernels.h): out[i][h*d..] =
+ * softmax(q_h k_h^T / sqrt(d)) v_h for every head, q, k, v and out
+ * [n][n_state]; but both products in int8: per head, K's rows and V^T's
+ * rows (one per output dimension) quantized as weights, Q's rows as
+ * activations, the probabilities (softmax in F32) as unsigned bytes with
+ * one scale per query. work: td_q8_enc_attn_bytes() bytes, 64-byte
+ * aligned. Per-thread scratch of ctx: td_q8_enc_attn_scratch_floats(n)
+ * floats; 0 returned when ctx has less (nothing done: use the F32 one). */
+size_t td_q8_enc_attn_bytes(int n, int n_state, int n_head);
+size_t td_q8_enc_attn_scratch_floats(int n);
+int td_q8_enc_attn(td_wk_ctx *ctx, const td_q8_ops *ops, int n, int n_state, int n_head,
+                   const float *q, const float *k, const float *v, void *work, float *out);
 
 #endif
