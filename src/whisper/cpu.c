@@ -133,8 +133,9 @@ static size_t q8_weight_bytes(const td_whparams *hp)
                td_q8_weight_bytes(na, 4 * na);
     size_t d = 6 * td_q8_weight_bytes(nt, nt) + 2 * td_q8_weight_bytes(nt, na) +
                td_q8_weight_bytes(4 * nt, nt) + td_q8_weight_bytes(nt, 4 * nt);
+    size_t conv = td_q8_weight_bytes(na, 3 * hp->n_mels) + td_q8_weight_bytes(na, 3 * na);
     return (size_t)hp->n_audio_layer * e + (size_t)hp->n_text_layer * d +
-           td_q8_weight_bytes(hp->n_vocab, nt);
+           td_q8_weight_bytes(hp->n_vocab, nt) + conv;
 }
 
 /* The arena for hp under cfg; 0, or -1 with the reason in err. */
@@ -160,7 +161,7 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
     if (cfg->compute < TD_WCOMPUTE_AUTO || cfg->compute > TD_WCOMPUTE_INT8)
         return td_error_set(err, TD_EINVAL, "cpu backend: unknown compute type %d", cfg->compute), -1;
     L->q8 = td_wcompute_resolve((enum td_wcompute)cfg->compute) == TD_WCOMPUTE_INT8;
-    if (L->q8 && (hp->n_audio_state % 4 || hp->n_text_state % 4))
+    if (L->q8 && (hp->n_audio_state % 4 || hp->n_text_state % 4 || hp->n_mels % 4))
         return td_error_set(err, TD_EINVAL, "cpu backend: int8 needs widths divisible by 4"), -1;
     /* With int8 products the cross K/V's F16 rounding (2^-11) is far below
      * the quantization's (2^-8 of a row's largest value), and halves cut
@@ -272,7 +273,10 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
     if (L->q8) {
         L->q8w_bytes = q8_weight_bytes(hp);
         int rows = L->C > L->R ? L->C : L->R;
-        L->q8act_bytes = td_q8_act_bytes(rows, 4 * (int)nsm);
+        size_t lin = td_q8_act_bytes(rows, 4 * (int)nsm);
+        size_t conv1 = td_q8_act_bytes(2 * L->C, 3 * L->nm), conv2 = td_q8_act_bytes(L->C, 3 * L->na);
+        L->q8act_bytes = lin > conv1 ? lin : conv1;
+        L->q8act_bytes = L->q8act_bytes > conv2 ? L->q8act_bytes : conv2;
     }
     L->o_q8w = o;
     o += al(L->q8w_bytes / sizeof(float) + 1);
@@ -349,6 +353,7 @@ struct td_wbackend {
     enc_q8 *eq8;
     dec_q8 *dq8;
     td_q8_weight tok_q8;
+    td_q8_weight conv1_q8, conv2_q8; /* over rows of 3 * c_in inputs (td_wk_conv3_perm) */
     float *arena;
     size_t arena_bytes;
     /* copied parameters */
@@ -536,6 +541,15 @@ static int q8_init(td_wbackend *b, td_error *err)
         q8_take(b, &cur, dl->mlp2.w, nt, 4 * nt, &q->mlp2);
     }
     q8_take(b, &cur, m->dec.tok, m->hp.n_vocab, nt, &b->tok_q8);
+    /* the convolutions, reordered into the work region first (free now) */
+    float *wperm = b->arena + b->L.o_work + b->L.convw;
+    int nm = m->hp.n_mels;
+    td_wk_conv3_perm(&b->kc, nm, na, m->enc.conv1_w->data, m->enc.conv1_w->type, wperm);
+    td_q8_weight_init(&b->kc, wperm, TD_WT_F32, (size_t)3 * nm, na, 3 * nm, cur, &b->conv1_q8);
+    cur += td_q8_weight_bytes(na, 3 * nm);
+    td_wk_conv3_perm(&b->kc, na, na, m->enc.conv2_w->data, m->enc.conv2_w->type, wperm);
+    td_q8_weight_init(&b->kc, wperm, TD_WT_F32, (size_t)3 * na, na, 3 * na, cur, &b->conv2_q8);
+    cur += td_q8_weight_bytes(na, 3 * na);
     if ((size_t)(cur - base) != b->L.q8w_bytes) /* the order must match q8_weight_bytes() */
         return td_error_set(err, TD_EINVAL, "cpu backend: int8 weight layout mismatch");
     b->q8ops = td_q8_ops_best();
@@ -717,12 +731,22 @@ static int cpu_encode(td_wbackend *b, const float *mel, td_error *err)
     /* conv1 (stride 1) into x1p rows 1..T2, GELU; rows 0 and T2+1 are the padding */
     memset(x1p, 0, na * sizeof(float));
     memset(x1p + (T2 + 1) * na, 0, na * sizeof(float));
-    td_wk_conv3(kc, (int)T2, 1, L->nm, L->na, mel_t, m->enc.conv1_w->data, m->enc.conv1_w->type,
-                b->conv1_b, convw, x1p + na, na);
+    if (b->q8ops) { /* A row t: input rows t .. t+2 (lda c_in) */
+        td_q8_job j1 = {&b->conv1_q8, b->conv1_b, x1p + na, na};
+        td_q8_gemm(kc, b->q8ops, (int)T2, 3 * L->nm, mel_t, nm, b->arena + L->o_q8act, 1, &j1, 0);
+    } else {
+        td_wk_conv3(kc, (int)T2, 1, L->nm, L->na, mel_t, m->enc.conv1_w->data,
+                    m->enc.conv1_w->type, b->conv1_b, convw, x1p + na, na);
+    }
     td_wk_gelu_add(kc, x1p + na, T2 * na, NULL);
     /* conv2 (stride 2), GELU, + positional embedding */
-    td_wk_conv3(kc, L->C, 2, L->na, L->na, x1p, m->enc.conv2_w->data, m->enc.conv2_w->type,
-                b->conv2_b, convw, ex, na);
+    if (b->q8ops) { /* A row t: input rows 2t .. 2t+2 (lda 2 c_in) */
+        td_q8_job j2 = {&b->conv2_q8, b->conv2_b, ex, na};
+        td_q8_gemm(kc, b->q8ops, L->C, 3 * L->na, x1p, 2 * na, b->arena + L->o_q8act, 1, &j2, 0);
+    } else {
+        td_wk_conv3(kc, L->C, 2, L->na, L->na, x1p, m->enc.conv2_w->data, m->enc.conv2_w->type,
+                    b->conv2_b, convw, ex, na);
+    }
     td_wk_gelu_add(kc, ex, C * na, b->enc_pos);
 
     float *eh = W(b, L->eh), *eq = W(b, L->eq), *ek = W(b, L->ek), *ev = W(b, L->ev);

@@ -1332,12 +1332,18 @@ static void conv_perm_task(void *arg, int ith, int nth)
     }
 }
 
+void td_wk_conv3_perm(td_wk_ctx *ctx, int c_in, int c_out, const void *w, enum td_wtype wt,
+                      float *wperm)
+{
+    conv_perm cp = {ctx->ops, w, wt, c_in, c_out, wperm};
+    td_wk_pool_run(ctx->pool, conv_perm_task, &cp);
+}
+
 void td_wk_conv3(td_wk_ctx *ctx, int n_out, int stride, int c_in, int c_out, const float *xp,
                  const void *w, enum td_wtype wt, const float *bias, float *wperm, float *out,
                  size_t ldo)
 {
-    conv_perm cp = {ctx->ops, w, wt, c_in, c_out, wperm};
-    td_wk_pool_run(ctx->pool, conv_perm_task, &cp);
+    td_wk_conv3_perm(ctx, c_in, c_out, w, wt, wperm);
     if (ctx->impl == TD_WK_GEMM_BLAS) {
         /* BLAS wants lda >= K: one product per kernel tap, accumulated */
         for (int k = 0; k < 3; k++)

@@ -214,6 +214,12 @@ void td_wk_conv3(td_wk_ctx *ctx, int n_out, int stride, int c_in, int c_out, con
                  const void *w, enum td_wtype wt, const float *bias, float *wperm, float *out,
                  size_t ldo);
 
+/* The reordering td_wk_conv3 does first: wperm[o][k][i] = W[o][i][k]
+ * (3 * c_in * c_out floats), so that the convolution is a product with
+ * rows of 3 * c_in inputs (the int8 path quantizes it once at open). */
+void td_wk_conv3_perm(td_wk_ctx *ctx, int c_in, int c_out, const void *w, enum td_wtype wt,
+                      float *wperm);
+
 /* Parallel row operations over the pool. */
 void td_wk_layernorm_rows(td_wk_ctx *ctx, int rows, int n, const float *x, size_t ldx,
                           const float *w, const float *b, float *y, size_t ldy);

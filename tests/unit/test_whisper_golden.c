@@ -91,20 +91,21 @@
 #define REAL_LOGIT_MAX_ABS 5e-4
 
 /* int8 products (q8.h): the quantization's own error, which dwarfs the
- * arithmetic's. Measured when written (2 threads, AVX-512 VNNI), rel L2 /
- * max abs: random sets encoder 1.1e-2-1.5e-2 / 0.06-0.08, logits
- * 1.4e-2-1.8e-2 / 0.19-0.25; real tiny.en encoder 3.2e-2 / 0.46, logits
- * 5.4e-2 / 2.6 (real activations have outlier channels, which a row's
- * single scale serves badly), with the greedy tokens on the real speech
- * still HF's. Bounds about twice that: a wrong scale, a lost bias or a
- * transposed panel gives errors of order 1. */
-#define INT8_ENC_REL_L2 3e-2
-#define INT8_ENC_MAX_ABS 0.15
-#define INT8_LOGIT_REL_L2 4e-2
-#define INT8_LOGIT_MAX_ABS 0.5
-#define REAL_INT8_ENC_REL_L2 6.5e-2
+ * arithmetic's. Measured when written (2 threads, AVX-512 VNNI; linear
+ * layers, convolutions and encoder attention in int8), rel L2 / max abs:
+ * random sets encoder 1.2e-2-2.5e-2 / 0.07-0.11, logits 1.5e-2-2.4e-2 /
+ * 0.22-0.33; real tiny.en encoder 4.1e-2 / 0.47, logits 5.8e-2 / 2.1
+ * (real activations have outlier channels, which a row's single scale
+ * serves badly), with the greedy tokens on the real speech still HF's.
+ * Bounds about twice that: a wrong scale, a lost bias or a transposed
+ * panel gives errors of order 1. */
+#define INT8_ENC_REL_L2 5e-2
+#define INT8_ENC_MAX_ABS 0.25
+#define INT8_LOGIT_REL_L2 5e-2
+#define INT8_LOGIT_MAX_ABS 0.7
+#define REAL_INT8_ENC_REL_L2 8e-2
 #define REAL_INT8_ENC_MAX_ABS 1.0
-#define REAL_INT8_LOGIT_REL_L2 0.11
+#define REAL_INT8_LOGIT_REL_L2 0.12
 #define REAL_INT8_LOGIT_MAX_ABS 5.0
 
 #define N_THREADS 2
