@@ -6,6 +6,9 @@
 #  - pocketsphinx-testdata's LibriVox utterances (muxed into video, as the
 #    sphinx recognition test does) have a word error rate below a measured
 #    bound, and the sphinx engine's on the same clips is printed beside it.
+# Both with --compute f32 (the reference) and int8 (the default where the
+# CPU has AVX-512 VNNI; elsewhere int8 runs the scalar kernels, too slowly
+# for a test, and that part is skipped).
 # Skips (one line) when no weights were fetched; each part skips alone
 # when ../shared or pocketsphinx-testdata is absent.
 . "$(dirname "$0")/lib.sh"
@@ -28,6 +31,12 @@ bound_of() {
     base) echo 0.043 ;;
     esac
 }
+computes=f32
+if grep -qw avx512_vnni /proc/cpuinfo 2>/dev/null; then
+    computes="f32 int8"
+else
+    note "int8 part skipped: this CPU has no AVX-512 VNNI"
+fi
 JFK="and so my fellow americans ask not what your country can do for you ask what you can do for your country"
 
 for m in $models; do
@@ -48,13 +57,16 @@ done
 shared=$(dirname "$0")/../../../shared/whisper
 if [ -f "$shared/jfk.wav" ]; then
     for m in $models; do
-        mkdir -p "$T/jfk-$m"
-        cp "$shared/jfk.wav" "$T/jfk-$m/"
-        "$TD" run "$T/jfk-$m" --engine whisper --model "$m" --formats srt,json >"$T/log" 2>&1 ||
-            fail "jfk with $m: exit $?: $(tail "$T/log")"
-        got=$(python3 -c "import re,sys,json; t=' '.join(c['text'] for c in json.load(open(sys.argv[1]))['cues']); print(' '.join(re.sub(r\"[^a-z' ]\", ' ', t.lower()).split()))" "$T/jfk-$m/jfk.json")
-        [ "$got" = "$JFK" ] || fail "jfk.wav with $m: '$got'"
-        note "jfk.wav with $m: '$got'"
+        for c in $computes; do
+            mkdir -p "$T/jfk-$m-$c"
+            cp "$shared/jfk.wav" "$T/jfk-$m-$c/"
+            "$TD" run "$T/jfk-$m-$c" --engine whisper --model "$m" --compute "$c" \
+                --formats srt,json >"$T/log" 2>&1 ||
+                fail "jfk with $m ($c): exit $?: $(tail "$T/log")"
+            got=$(python3 -c "import re,sys,json; t=' '.join(c['text'] for c in json.load(open(sys.argv[1]))['cues']); print(' '.join(re.sub(r\"[^a-z' ]\", ' ', t.lower()).split()))" "$T/jfk-$m-$c/jfk.json")
+            [ "$got" = "$JFK" ] || fail "jfk.wav with $m ($c): '$got'"
+            note "jfk.wav with $m ($c): '$got'"
+        done
     done
 else
     note "jfk.wav part skipped: no $shared"
@@ -63,10 +75,12 @@ fi
 if [ -f "$LIBRIVOX/transcription" ]; then
     librivox_archive "$T/lv"
     for m in $models; do
-        "$TD" run "$T/lv" --engine whisper --model "$m" --language en --force >"$T/log" 2>&1 ||
-            fail "librivox with $m: exit $?: $(tail "$T/log")"
-        python3 "$(dirname "$0")/wer.py" "$T/lv" "$LIBRIVOX/transcription" "$(bound_of "$m")" \
-            "whisper $m" || fail "word error rate of $m above its bound"
+        for c in $computes; do
+            "$TD" run "$T/lv" --engine whisper --model "$m" --compute "$c" --language en \
+                --force >"$T/log" 2>&1 || fail "librivox with $m ($c): exit $?: $(tail "$T/log")"
+            python3 "$(dirname "$0")/wer.py" "$T/lv" "$LIBRIVOX/transcription" "$(bound_of "$m")" \
+                "whisper $m, $c" || fail "word error rate of $m ($c) above its bound"
+        done
     done
     "$TD" run "$T/lv" --engine sphinx --force >"$T/log" 2>&1 || fail "librivox with sphinx: exit $?"
     python3 "$(dirname "$0")/wer.py" "$T/lv" "$LIBRIVOX/transcription" 1 "sphinx (for comparison)" ||
