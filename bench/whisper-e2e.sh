@@ -2,13 +2,13 @@
 # whisper-e2e.sh: end-to-end real-time factor of a Whisper subtitle run on
 # the CPU, for tiny, base and small.
 #
-#   bench/whisper-e2e.sh [MINUTES] [TOKENS] [MODELS] [BEAMS]
-#       (defaults: 10, 64, "tiny base small", "5 1")
+#   bench/whisper-e2e.sh [MINUTES] [TOKENS] [MODELS] [BEAMS] [COMPUTES]
+#       (defaults: 10, 64, "tiny base small", "5 1", "int8 f32")
 #
 # One scene of MINUTES of real speech (pocketsphinx-testdata's LibriVox
 # utterances looped, AAC, under generated 160x120 H.264 video in mp4) is
 # run through the whole job: `tapedeck run DIR --engine whisper --model M
-# --threads 2 --devices cpu --workers 1 --beam-size B` (media decode,
+# --threads 2 --devices cpu --workers 1 --beam-size B --compute C` (media decode,
 # voice-activity detector, log-mel, language detection, encoder, decoder,
 # subtitle files), with random-weight F16 models of the standard sizes
 # written by tapedeck-mkmodel.
@@ -32,6 +32,7 @@ minutes=${1:-10}
 tokens=${2:-64}
 models=${3:-tiny base small}
 beams=${4:-5 1}
+computes=${5:-int8 f32}
 src=/usr/share/pocketsphinx/test/data/librivox
 [ -d "$src" ] || { echo "whisper-e2e.sh: needs pocketsphinx-testdata" >&2; exit 1; }
 [ -x "$bin" ] && [ -x "$mk" ] || { echo "whisper-e2e.sh: build first (make)" >&2; exit 1; }
@@ -50,10 +51,11 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
 echo "machine: $(nproc) CPUs, $cpu; $(date +%Y-%m-%d)"
 echo "scene: $minutes min of looped LibriVox speech (mp4, AAC); $tokens scripted tokens per window"
 echo
-echo "| model | beam | wall s | real-time factor | worker peak RSS MiB | encoder windows | decode calls | tokens (rows) |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| model | compute | beam | wall s | real-time factor | worker peak RSS MiB | encoder windows | decode calls | tokens (rows) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for m in $models; do
     "$mk" --dims "$m" --seed 1 --out "$work/models/ggml-$m.bin" >/dev/null
+    for c in $computes; do
     for beam in $beams; do
         rm -f "$work"/scene/*.srt "$work"/scene/.*.done "$work"/scene/.*.failed
         log="$work/run-$m-$beam.log"
@@ -61,7 +63,7 @@ for m in $models; do
         start=$(date +%s.%N)
         TD_WHISPER_BENCH_TOKENS=$tokens "$bin" run "$work/scene" --engine whisper --model "$m" \
             --models-dir "$work/models" --threads 2 --workers 1 --devices cpu \
-            --beam-size "$beam" --no-progress -v >"$log" 2>&1 &
+            --beam-size "$beam" --compute "$c" --no-progress -v >"$log" 2>&1 &
         sup=$!
         peak=0
         wpid=""
@@ -85,10 +87,11 @@ for m in $models; do
         enc=$(echo "$hook" | sed -n 's/.*encodes=\([0-9]*\).*/\1/p')
         calls=$(echo "$hook" | sed -n 's/.*decode_calls=\([0-9]*\).*/\1/p')
         toks=$(echo "$hook" | sed -n 's/.*tokens=\([0-9]*\).*/\1/p')
-        awk -v s="$start" -v e="$end" -v d="$secs" -v m="$m" -v b="$beam" -v p="$peak" \
-            -v en="${enc:-?}" -v c="${calls:-?}" -v t="${toks:-?}" 'BEGIN {
+        awk -v s="$start" -v e="$end" -v d="$secs" -v m="$m" -v c="$c" -v b="$beam" -v p="$peak" \
+            -v en="${enc:-?}" -v calls="${calls:-?}" -v t="${toks:-?}" 'BEGIN {
             w = e - s
-            printf "| %s (random F16) | %d | %.1f | %.1fx | %d | %s | %s | %s |\n",
-                m, b, w, d / w, p / 1024, en, c, t }'
+            printf "| %s (random F16) | %s | %d | %.1f | %.1fx | %d | %s | %s | %s |\n",
+                m, c, b, w, d / w, p / 1024, en, calls, t }'
+    done
     done
 done

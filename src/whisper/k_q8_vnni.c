@@ -161,12 +161,15 @@ TGT static void mk1x4_vnni(int kq, const uint8_t *ap, const int8_t *bp, size_t p
 TGT static float quant_row_vnni(const float *x, int k, uint8_t *dst)
 {
     __m512 mx = _mm512_setzero_ps();
+    __mmask16 nan = 0; /* a NaN anywhere makes the row zeros, as in the scalar kernel */
     for (int t = 0; t < k; t += 16) {
         __mmask16 m = tail_mask(k - t);
-        mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + t)));
+        __m512 v = _mm512_maskz_loadu_ps(m, x + t);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
     }
     float amax = _mm512_reduce_max_ps(mx);
-    if (!(amax >= TD_Q8_TINY) || !isfinite(amax)) {
+    if (nan || !(amax >= TD_Q8_TINY) || !isfinite(amax)) {
         memset(dst, 128, (size_t)k);
         return 0.0f;
     }
@@ -185,12 +188,15 @@ TGT static float quant_row_vnni(const float *x, int k, uint8_t *dst)
 TGT static float quant_row_u8_vnni(const float *x, int k, uint8_t *dst)
 {
     __m512 mx = _mm512_setzero_ps();
+    __mmask16 nan = 0;
     for (int t = 0; t < k; t += 16) {
         __mmask16 m = tail_mask(k - t);
-        mx = _mm512_max_ps(mx, _mm512_maskz_loadu_ps(m, x + t));
+        __m512 v = _mm512_maskz_loadu_ps(m, x + t);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        mx = _mm512_max_ps(mx, v);
     }
     float amax = _mm512_reduce_max_ps(mx);
-    if (!(amax >= TD_Q8_TINY) || !isfinite(amax)) {
+    if (nan || !(amax >= TD_Q8_TINY) || !isfinite(amax)) {
         memset(dst, 0, (size_t)k);
         return 0.0f;
     }

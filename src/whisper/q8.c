@@ -83,11 +83,13 @@ static int32_t quant_one(float x)
 static float quant_row_scalar(const float *x, int k, uint8_t *dst)
 {
     float amax = 0.0f;
+    int nan = 0; /* a NaN anywhere makes the row zeros (q8.h) */
     for (int t = 0; t < k; t++) {
         float v = fabsf(x[t]);
+        nan |= v != v;
         amax = v > amax ? v : amax;
     }
-    if (!(amax >= TD_Q8_TINY) || !isfinite(amax)) {
+    if (nan || !(amax >= TD_Q8_TINY) || !isfinite(amax)) {
         memset(dst, 128, (size_t)k);
         return 0.0f;
     }
@@ -102,9 +104,12 @@ static float quant_row_scalar(const float *x, int k, uint8_t *dst)
 static float quant_row_u8_scalar(const float *x, int k, uint8_t *dst)
 {
     float amax = 0.0f;
-    for (int t = 0; t < k; t++)
+    int nan = 0;
+    for (int t = 0; t < k; t++) {
+        nan |= x[t] != x[t];
         amax = x[t] > amax ? x[t] : amax;
-    if (!(amax >= TD_Q8_TINY) || !isfinite(amax)) {
+    }
+    if (nan || !(amax >= TD_Q8_TINY) || !isfinite(amax)) {
         memset(dst, 0, (size_t)k);
         return 0.0f;
     }

@@ -19,7 +19,7 @@
  *   sa[i] = max_k |A[i][k]| / 127,  aq[i][k] = round(A[i][k] / sa[i]) in [-127, 127]
  *   C[i][j] = sa[i] sb[j] sum_k aq[i][k] wq[j][k] + bias[j]
  * (in float, as x * (127 / max |x|)). A row whose largest magnitude is below
- * TD_Q8_TINY, or not finite, counts as zeros: scale 0, all values 0
+ * TD_Q8_TINY, or not finite, or holding a NaN, counts as zeros: scale 0, all values 0
  * (127 / max would overflow; such a row's products are below 1e-58). vpdpbusd multiplies
  * unsigned by signed bytes, so activations are stored as aq + 128 (1..255)
  * and the product is corrected by 128 * sum_k wq[j][k], kept per row j.

@@ -741,15 +741,11 @@ static void test_quant_row_u8(void **state)
  * i.e. -127), and best and scalar agreeing. q8.h: "a row whose largest
  * magnitude is ... not finite counts as zeros".
  *
- * KNOWN DISCREPANCY (found by this test): the scalar kernels skip NaN when
- * taking the max (x > amax is false), while the VNNI ones' vmaxps /
- * _mm512_reduce_max_ps keep or drop it by lane position: NaN in the last
- * 16-wide block reaches the reduction and the row counts as zeros (scale
- * 0), NaN in an earlier block can replace a lane's max with a later value
- * (k 16, NaN at 7: max 0.64 where the rest's is 0.65). Until the kernels
- * agree, Q8_NAN_STRICT 0 only prints the disagreement; set it to 1 to
- * fail on it. */
-#define Q8_NAN_STRICT 0
+ * The test found the kernels disagreeing (the scalar ones skipped NaN
+ * when taking the max, the VNNI ones' vmaxps kept or dropped it by lane);
+ * now a NaN anywhere makes the row zeros in both (q8.h), and
+ * Q8_NAN_STRICT fails on any disagreement (0 would only print them). */
+#define Q8_NAN_STRICT 1
 
 static void test_quant_row_nan(void **state)
 {
@@ -787,9 +783,8 @@ static void test_quant_row_nan(void **state)
         }
     }
     if (disagree)
-        print_message("quant rows with NaN: best and scalar differ on %d of %d (known, see "
-                      "test_quant_row_nan)\n",
-                      disagree, rows);
+        print_message("quant rows with NaN: best and scalar differ on %d of %d\n", disagree,
+                      rows);
     if (Q8_NAN_STRICT)
         assert_int_equal(disagree, 0);
 }
