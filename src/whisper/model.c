@@ -753,6 +753,24 @@ void td_wmodel_close(td_wmodel *m)
     free(m);
 }
 
+int td_wmodel_release_pages(const td_wmodel *m, const void *data, size_t nbytes)
+{
+    if (!m || !m->map || !data)
+        return 0;
+    uintptr_t base = (uintptr_t)m->map, lo = (uintptr_t)data, hi = lo + nbytes;
+    if (lo < base || hi > base + m->map_size || hi < lo)
+        return 0;
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t page = pg > 0 ? (uintptr_t)pg : 4096u;
+    lo = (lo + page - 1) / page * page;
+    hi = hi / page * page;
+    if (hi <= lo)
+        return 0;
+    /* a private read-only file mapping: its pages are clean, so dropping
+     * them loses nothing */
+    return madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 const td_wtensor *td_wmodel_tensor(const td_wmodel *m, const char *name)
 {
     if (!m || !name)

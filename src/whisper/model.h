@@ -199,6 +199,15 @@ td_rc td_wmodel_open_memory(const void *data, size_t size, const char *name, td_
 
 void td_wmodel_close(td_wmodel *m);
 
+/* Hint that the mapped file's pages holding [data, data + nbytes) (a
+ * tensor's data) need not stay resident: a backend that made its own copy
+ * of a tensor (int8) calls it so that the pages it read do not count
+ * twice in the process's memory. Only whole pages inside the range are
+ * released; pages read later come back from the page cache. A range
+ * outside the mapping (or a model opened from memory) is left alone. 0,
+ * or -1 with errno (the hint is optional: callers may ignore a failure). */
+int td_wmodel_release_pages(const td_wmodel *m, const void *data, size_t nbytes);
+
 /* The tensor called name, or NULL. */
 const td_wtensor *td_wmodel_tensor(const td_wmodel *m, const char *name);
 

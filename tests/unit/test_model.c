@@ -399,6 +399,36 @@ static void test_load_english_only(void **state)
     free(p);
 }
 
+/* td_wmodel_release_pages drops whole pages of the mapping and nothing
+ * else: the tensor's bytes read the same afterwards (they come back from
+ * the file), and ranges outside the mapping or a model in memory are left
+ * alone. */
+static void test_release_pages(void **state)
+{
+    fixture *f = *state;
+    td_wmk_spec s = spec_small(51864, 80, TD_WT_F16);
+    char *p = gen(f, "release.bin", &s);
+    td_wmodel *m;
+    td_error err = {0};
+    assert_int_equal(td_wmodel_open(p, &m, &err), TD_OK);
+    const td_wtensor *t = m->dec.tok; /* the largest: many whole pages */
+    assert_non_null(t);
+    unsigned char *copy = malloc(t->nbytes);
+    assert_non_null(copy);
+    memcpy(copy, t->data, t->nbytes);
+    assert_int_equal(td_wmodel_release_pages(m, t->data, t->nbytes), 0);
+    assert_memory_equal(copy, t->data, t->nbytes);
+    /* a range of one byte (no whole page), NULL, and one outside */
+    assert_int_equal(td_wmodel_release_pages(m, t->data, 1), 0);
+    assert_int_equal(td_wmodel_release_pages(m, NULL, 10), 0);
+    assert_int_equal(td_wmodel_release_pages(m, copy, t->nbytes), 0);
+    assert_int_equal(td_wmodel_release_pages(NULL, copy, 1), 0);
+    check_tensors(m);
+    free(copy);
+    td_wmodel_close(m);
+    free(p);
+}
+
 static void test_load_v3(void **state)
 {
     fixture *f = *state;
@@ -921,6 +951,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_multilingual, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_load_english_only, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_load_v3, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_release_pages, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_extra_token_names, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_record_order_free, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_real_headers, setup_dir, teardown_dir),
