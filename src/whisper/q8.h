@@ -1,29 +1,34 @@
 /*
- * q8.h: the CPU backend's int8 path: linear layers whose weights are
- * quantized to int8 once at open, multiplied by activations quantized to
- * int8 row by row, with 32-bit integer accumulation (AVX-512 VNNI's
- * vpdpbusd: 64 multiply-adds per instruction, four times the float FMA's
- * 16). Internal to the Whisper CPU backend (cpu.c) and its tests.
+ * q8.h: the CPU backend's int8 path (--compute int8): linear layers,
+ * convolutions and the encoder's attention products computed int8 by
+ * int8 with 32-bit integer sums (AVX-512 VNNI's vpdpbusd: 64
+ * multiply-adds per instruction, where an FMA does 16). Weights are
+ * quantized once at open, activations row by row as they are used.
+ * Internal to the Whisper CPU backend (cpu.c) and its tests.
  *
- * Why: the encoder's products are bound by the FMA rate (kernels.h), and
- * the decoder's by the bytes of weights it reads per token; int8 weights
- * are half of F16's bytes and vpdpbusd does four times the work per
- * instruction. The numerics are CTranslate2's int8 (what faster-whisper
- * runs on CPUs): symmetric per-output-row weight scales, symmetric
- * per-input-row activation scales, round to nearest even. The attention
- * products, LayerNorm, GELU, softmax and the convolutions stay F32, and
- * the F32 path stays the numerical reference (test_whisper_golden).
+ * Why: in F32 the encoder's products are bound by the FMA rate
+ * (kernels.h) and the decoder's by the bytes of weights it reads per
+ * token; int8 weights are half of F16's bytes and vpdpbusd did 3.3-3.5x
+ * the arithmetic per second of the FMA on the Ice Lake VM
+ * (bench/RESULTS.md). The numerics are CTranslate2's int8 (what
+ * faster-whisper runs on CPUs): symmetric per-output-row weight scales,
+ * symmetric per-input-row activation scales, round to nearest even. The
+ * attention's probabilities are unsigned bytes with one scale per query.
+ * LayerNorm, GELU, softmax and the decoder's own attention stay F32, and
+ * the F32 path stays the numerical reference (test_whisper_golden bounds
+ * both).
  *
  * Quantization, for a weight row j (an output) and an activation row i:
  *   sb[j] = max_k |W[j][k]| / 127,  wq[j][k] = round(W[j][k] / sb[j])  in [-127, 127]
  *   sa[i] = max_k |A[i][k]| / 127,  aq[i][k] = round(A[i][k] / sa[i]) in [-127, 127]
  *   C[i][j] = sa[i] sb[j] sum_k aq[i][k] wq[j][k] + bias[j]
- * (in float, as x * (127 / max |x|)). A row whose largest magnitude is below
- * TD_Q8_TINY, or not finite, or holding a NaN, counts as zeros: scale 0, all values 0
- * (127 / max would overflow; such a row's products are below 1e-58). vpdpbusd multiplies
- * unsigned by signed bytes, so activations are stored as aq + 128 (1..255)
- * and the product is corrected by 128 * sum_k wq[j][k], kept per row j.
- * Sums stay below 2^31 for k up to 66000.
+ * (in float, as x * (127 / max |x|)). A row whose largest magnitude is
+ * below TD_Q8_TINY, or not finite, or holding a NaN, counts as zeros:
+ * scale 0, all values 0 (127 / max would overflow; such a row's products
+ * are below 1e-58). vpdpbusd multiplies unsigned by signed bytes, so
+ * activations are stored as aq + 128 (1..255) and the product is
+ * corrected by 128 * sum_k wq[j][k], kept per row j. Sums stay below 2^31
+ * for k up to 66000.
  *
  * Layouts (k a multiple of 4, as in every Whisper dimension):
  *   weights:     panels of NR outputs, [n_panels][k / 4][NR][4] bytes:
@@ -31,6 +36,9 @@
  *                so one 64-byte load feeds 16 outputs x 4 k;
  *   activations: panels of MR rows, [rows / MR][k / 4][MR][4] bytes, so
  *                that a row's four k are one 32-bit broadcast.
+ * The micro-kernels read whole panels of sb and bsum (padded with zeros
+ * past n). Per-thread scratch of ctx: td_q8_weight_init needs k floats
+ * and k bytes, td_q8_gemm k bytes, td_q8_enc_attn its own figure below.
  */
 #ifndef TD_WHISPER_Q8_H
 #define TD_WHISPER_Q8_H
