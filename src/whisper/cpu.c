@@ -13,7 +13,10 @@
  *
  * Weights are read where the model maps them (F16 stays F16): the big
  * products pack panels of them on the fly (kernels.h), the decoder's
- * few-row products stream them through SIMD conversion. Only the small
+ * few-row products stream them through SIMD conversion. With int8
+ * compute (td_wconfig.compute) the products run on int8 copies made at
+ * open instead (q8.h), the encoder's attention too, and the cross K/V
+ * are stored as halves. Only the small
  * F32 vectors (biases, LayerNorm parameters, positional embeddings) are
  * copied at open, because the file leaves tensor data unaligned.
  *
@@ -29,6 +32,9 @@
  *   work     encoder and decoder activations (one reused region)
  *   scratch  per thread: GEMM packing, attention blocks
  *   wconv    BLAS only: an F16 -> F32 slab
+ *   q8w      int8 only: every linear layer's and convolution's int8 copy
+ *            (q8.h; the F16 pages each was made from are released)
+ *   q8act    int8 only: the quantized activations of one product
  * Not counted: this struct, the per-layer pointer tables (a few KB), and
  * the worker threads' stacks (virtual, 8 MB each by default).
  *

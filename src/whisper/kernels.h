@@ -295,8 +295,9 @@ int td_wk_get_direct_rows(void);
  * the logits away from HF's float64: 5e-6 relative L2 on random weights
  * (bound 1e-5), 6.7e-5 on the real tiny.en weights, whose peaked
  * attention passes the rounding of a few values straight through (bound
- * 2e-5, HF float32 1e-6). So it is opt-in: TD_WHISPER_CROSS=f16 in the
- * environment, or td_wk_set_cross_f16(1). */
+ * 2e-5, HF float32 1e-6). So it is opt-in for F32 compute:
+ * TD_WHISPER_CROSS=f16 in the environment, or td_wk_set_cross_f16(1).
+ * int8 compute (q8.h) always stores halves: its own error is far larger. */
 void td_wk_set_cross_f16(int on);
 int td_wk_get_cross_f16(void);
 
