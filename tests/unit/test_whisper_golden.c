@@ -670,10 +670,10 @@ static void test_model_file(void **state)
                   jstr(g->meta, "model_sha256"));
 }
 
-static void test_encoder(void **state)
+/* Relative L2 and max abs of a backend's last encoder output against the
+ * set's reference rows. */
+static stats encoder_stats(golden *g, td_wbackend *b)
 {
-    size_t k = (size_t)(uintptr_t)*state;
-    golden *g = prepare_encoded(k);
     int n_ctx = g->m->hp.n_audio_ctx, d = g->m->hp.n_audio_state;
     int step = (int)jint(g->meta, "encoder.row_step");
     int rows = (int)jint(g->meta, "encoder.rows");
@@ -686,24 +686,22 @@ static void test_encoder(void **state)
     float *out = malloc((size_t)n_ctx * (size_t)d * sizeof *out);
     assert_non_null(out);
     td_error err = {0};
-    if (td_wbackend_cpu.encoder_output(g->b, out, &err) != TD_OK)
+    if (td_wbackend_cpu.encoder_output(b, out, &err) != TD_OK)
         fail_msg("%s: encoder_output: %s", g->name, err.msg);
     double num = 0, den = 0, mx = 0;
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < d; c++)
             acc(&num, &den, &mx, out[(size_t)r * (size_t)step * (size_t)d + (size_t)c],
                 ref[(size_t)r * (size_t)d + (size_t)c]);
-    int real = k == REAL_SET;
-    check(g->name, "encoder", finish(num, den, mx), real ? REAL_ENC_REL_L2 : ENC_REL_L2,
-          real ? REAL_ENC_MAX_ABS : ENC_MAX_ABS, jget(g->meta, "hf_f32_vs_f64.encoder"));
     free(out);
     free(ref);
+    return finish(num, den, mx);
 }
 
-static void test_logits(void **state)
+/* The same for the logits teacher-forced on the set's tokens (from an
+ * empty cache: the backend must have encoded the set's mel). */
+static stats logits_stats(golden *g, td_wbackend *b)
 {
-    size_t k = (size_t)(uintptr_t)*state;
-    golden *g = prepare_encoded(k);
     int nv = g->m->hp.n_vocab;
     json_t *jt = jget(g->meta, "logits.tokens");
     int T = (int)json_array_size(jt);
@@ -724,24 +722,54 @@ static void test_logits(void **state)
             cols[nc++] = c;
     assert_int_equal(nc, jint(g->meta, "logits.n_columns"));
     float *ref = read_f32(jstr(g->meta, "logits.file"), (size_t)T * (size_t)nc);
-
     float *lg = malloc((size_t)T * (size_t)nv * sizeof *lg);
     assert_non_null(lg);
     td_error err = {0};
-    if (td_wbackend_cpu.decode(g->b, 1, T, tok, 0, 1, lg, &err) != TD_OK)
+    if (td_wbackend_cpu.decode(b, 1, T, tok, 0, 1, lg, &err) != TD_OK)
         fail_msg("%s: decode: %s", g->name, err.msg);
     double num = 0, den = 0, mx = 0;
     for (int t = 0; t < T; t++)
         for (int j = 0; j < nc; j++)
             acc(&num, &den, &mx, lg[(size_t)t * (size_t)nv + (size_t)cols[j]],
                 ref[(size_t)t * (size_t)nc + (size_t)j]);
-    int real = k == REAL_SET;
-    check(g->name, "logits", finish(num, den, mx), real ? REAL_LOGIT_REL_L2 : LOGIT_REL_L2,
-          real ? REAL_LOGIT_MAX_ABS : LOGIT_MAX_ABS,
-          jget(g->meta, "hf_f32_vs_f64.logits_stored_columns"));
     free(lg);
     free(ref);
     free(cols);
+    return finish(num, den, mx);
+}
+
+static void test_encoder(void **state)
+{
+    size_t k = (size_t)(uintptr_t)*state;
+    golden *g = prepare_encoded(k);
+    int real = k == REAL_SET;
+    check(g->name, "encoder", encoder_stats(g, g->b), real ? REAL_ENC_REL_L2 : ENC_REL_L2,
+          real ? REAL_ENC_MAX_ABS : ENC_MAX_ABS, jget(g->meta, "hf_f32_vs_f64.encoder"));
+}
+
+static void test_logits(void **state)
+{
+    size_t k = (size_t)(uintptr_t)*state;
+    golden *g = prepare_encoded(k);
+    int real = k == REAL_SET;
+    check(g->name, "logits", logits_stats(g, g->b), real ? REAL_LOGIT_REL_L2 : LOGIT_REL_L2,
+          real ? REAL_LOGIT_MAX_ABS : LOGIT_MAX_ABS,
+          jget(g->meta, "hf_f32_vs_f64.logits_stored_columns"));
+}
+
+/* Greedy decoding at T = 0 with timestamps, English, at most max_new
+ * tokens: the reference's settings. */
+static void greedy_opts(td_wdecode_opts *o, int max_new)
+{
+    td_wdecode_opts_default(o);
+    o->language = td_wlang_index("en");
+    o->translate = 0;
+    o->timestamps = 1;
+    o->beam_size = 1;
+    o->best_of = 1;
+    o->temperatures[0] = 0.0f;
+    o->n_temperatures = 1;
+    o->max_tokens = max_new;
 }
 
 /* The int8 products (q8.h) against the same float64 reference: the
@@ -765,68 +793,20 @@ static void test_int8(void **state)
         fail_msg("%s: cpu backend open (int8): %s", g->name, err.msg);
     if (td_wbackend_cpu.encode(b, set_mel(g), &err) != TD_OK)
         fail_msg("%s: encode (int8): %s", g->name, err.msg);
-    int n_ctx = g->m->hp.n_audio_ctx, d = g->m->hp.n_audio_state, nv = g->m->hp.n_vocab;
-    int step = (int)jint(g->meta, "encoder.row_step");
-    int rows = (int)jint(g->meta, "encoder.rows");
-    float *ref = read_f32(jstr(g->meta, "encoder.file"), (size_t)rows * (size_t)d);
-    float *out = malloc((size_t)n_ctx * (size_t)d * sizeof *out);
-    assert_non_null(out);
-    if (td_wbackend_cpu.encoder_output(b, out, &err) != TD_OK)
-        fail_msg("%s: encoder_output: %s", g->name, err.msg);
-    double num = 0, den = 0, mx = 0;
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < d; c++)
-            acc(&num, &den, &mx, out[(size_t)r * (size_t)step * (size_t)d + (size_t)c],
-                ref[(size_t)r * (size_t)d + (size_t)c]);
     int real = k == REAL_SET;
-    check(g->name, "int8 encoder", finish(num, den, mx),
+    check(g->name, "int8 encoder", encoder_stats(g, b),
           real ? REAL_INT8_ENC_REL_L2 : INT8_ENC_REL_L2,
           real ? REAL_INT8_ENC_MAX_ABS : INT8_ENC_MAX_ABS, NULL);
-    free(out);
-    free(ref);
-
-    json_t *jt = jget(g->meta, "logits.tokens");
-    int T = (int)json_array_size(jt);
-    int32_t tok[64];
-    assert_true(T >= 2 && T <= 64);
-    for (int t = 0; t < T; t++)
-        tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
-    int col_step = (int)jint(g->meta, "logits.col_step");
-    int col_from = (int)jint(g->meta, "logits.col_from");
-    int nc = (int)jint(g->meta, "logits.n_columns");
-    float *lref = read_f32(jstr(g->meta, "logits.file"), (size_t)T * (size_t)nc);
-    float *lg = malloc((size_t)T * (size_t)nv * sizeof *lg);
-    assert_non_null(lg);
-    if (td_wbackend_cpu.decode(b, 1, T, tok, 0, 1, lg, &err) != TD_OK)
-        fail_msg("%s: decode (int8): %s", g->name, err.msg);
-    num = den = mx = 0;
-    for (int t = 0; t < T; t++) {
-        int j = 0;
-        for (int c = 0; c < nv; c++)
-            if (c % col_step == 0 || c >= col_from)
-                acc(&num, &den, &mx, lg[(size_t)t * (size_t)nv + (size_t)c],
-                    lref[(size_t)t * (size_t)nc + (size_t)j++]);
-        assert_int_equal(j, nc);
-    }
-    check(g->name, "int8 logits", finish(num, den, mx),
+    check(g->name, "int8 logits", logits_stats(g, b),
           real ? REAL_INT8_LOGIT_REL_L2 : INT8_LOGIT_REL_L2,
           real ? REAL_INT8_LOGIT_MAX_ABS : INT8_LOGIT_MAX_ABS, NULL);
-    free(lg);
-    free(lref);
 
     if (real) { /* the real speech's greedy tokens, as HF's */
         json_t *gj = jget(g->meta, "greedy");
         json_t *gt = jget(gj, "tokens");
         int n_ref = (int)json_array_size(gt);
         td_wdecode_opts o;
-        td_wdecode_opts_default(&o);
-        o.language = td_wlang_index("en");
-        o.timestamps = 1;
-        o.beam_size = 1;
-        o.best_of = 1;
-        o.temperatures[0] = 0.0f;
-        o.n_temperatures = 1;
-        o.max_tokens = (int)jint(gj, "max_new_tokens");
+        greedy_opts(&o, (int)jint(gj, "max_new_tokens"));
         td_wdecoder *dec = NULL;
         if (td_wdecoder_new(g->m, &td_wbackend_cpu, b, &o, &dec, &err) != TD_OK)
             fail_msg("%s: td_wdecoder_new: %s", g->name, err.msg);
@@ -872,15 +852,7 @@ static void test_greedy(void **state)
     assert_true(json_is_true(jget(gj, "hf_generate_agrees")));
 
     td_wdecode_opts o;
-    td_wdecode_opts_default(&o);
-    o.language = td_wlang_index("en");
-    o.translate = 0;
-    o.timestamps = 1;
-    o.beam_size = 1;
-    o.best_of = 1;
-    o.temperatures[0] = 0.0f;
-    o.n_temperatures = 1;
-    o.max_tokens = max_new;
+    greedy_opts(&o, max_new);
     td_wdecoder *d = NULL;
     td_error err = {0};
     if (td_wdecoder_new(g->m, &td_wbackend_cpu, g->b, &o, &d, &err) != TD_OK)
