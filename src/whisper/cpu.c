@@ -321,12 +321,29 @@ int64_t td_wcpu_arena_bytes(const td_whparams *hp, const td_wconfig *cfg)
     return (int64_t)(L.total_floats * sizeof(float));
 }
 
+int64_t td_wcpu_mapped_bytes(const td_whparams *hp, enum td_wtype wtype, const td_wconfig *cfg)
+{
+    int64_t all = td_wcpu_weight_bytes(hp, wtype);
+    if (td_wcompute_resolve((enum td_wcompute)cfg->compute) != TD_WCOMPUTE_INT8)
+        return all;
+    /* int8 releases each linear layer's and convolution's pages once it
+     * has their int8 copy (q8_take); what stays is the F32 vectors and the
+     * token embedding, whose rows decoding reads (and which, the largest
+     * tensor, also bounds the moment of quantizing one) */
+    int64_t ws = wtype == TD_WT_F16 ? 2 : 4;
+    int64_t na = hp->n_audio_state, nt = hp->n_text_state;
+    int64_t released = hp->n_audio_layer * 12 * na * na +
+                       hp->n_text_layer * (14 * nt * nt + 2 * na * nt) +
+                       3 * (int64_t)hp->n_mels * na + 3 * na * na;
+    return all - ws * released;
+}
+
 static int64_t cpu_memory_need(const td_whparams *hp, enum td_wtype wtype, const td_wconfig *cfg)
 {
     int64_t arena = td_wcpu_arena_bytes(hp, cfg);
     if (arena < 0)
         return -1;
-    return td_wcpu_weight_bytes(hp, wtype) + arena;
+    return td_wcpu_mapped_bytes(hp, wtype, cfg) + arena;
 }
 
 /* ------------------------------------------------------------------ */

@@ -311,8 +311,13 @@ void td_wk_blas_threads(int n);
  * (what td_wmodel's weight_bytes sums). */
 int64_t td_wcpu_weight_bytes(const td_whparams *hp, enum td_wtype wtype);
 /* Bytes of the one arena open() allocates for hp/cfg (memory_need is this
- * plus td_wcpu_weight_bytes); -1 for an invalid configuration. */
+ * plus td_wcpu_mapped_bytes); -1 for an invalid configuration. */
 int64_t td_wcpu_arena_bytes(const td_whparams *hp, const td_wconfig *cfg);
+/* Bytes of the mapped model that stay resident under cfg: all of
+ * td_wcpu_weight_bytes, but with int8 compute only the F32 vectors and the
+ * token embedding (the rest is released once copied). memory_need is this
+ * plus td_wcpu_arena_bytes. */
+int64_t td_wcpu_mapped_bytes(const td_whparams *hp, enum td_wtype wtype, const td_wconfig *cfg);
 /* The arena size an open context actually allocated. */
 size_t td_wcpu_arena_size(const td_wbackend *b);
 /* The kernels variant an open context uses, and a switch to another one
