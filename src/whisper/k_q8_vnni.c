@@ -39,15 +39,7 @@ TGT static INL void mk_t(const int MRV, int kq, const uint8_t *ap, const int8_t 
                          const int32_t *bsum, const float *bias)
 {
     __m512i acc[TD_Q8_MR][4];
-    /* fetch C's tile while the sums run (see k_avx512.c's mk_t) */
-#pragma GCC unroll 6
-    for (int i = 0; i < MRV; i++) {
-        const char *ci = (const char *)(c + (size_t)i * ldc);
-        _mm_prefetch(ci, _MM_HINT_T0);
-        _mm_prefetch(ci + 64, _MM_HINT_T0);
-        _mm_prefetch(ci + 128, _MM_HINT_T0);
-        _mm_prefetch(ci + 192, _MM_HINT_T0);
-    }
+    prefetch_c_tile(c, ldc, MRV);
 #pragma GCC unroll 6
     for (int i = 0; i < MRV; i++)
         acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = _mm512_setzero_si512();
