@@ -177,6 +177,15 @@ TGT static float quant_row_vnni(const float *x, int k, uint8_t *dst)
     return amax / 127.0f;
 }
 
+/* dst[0..16) (masked) = x * scale rounded (nearest even) and clamped to
+ * 0..255: the unsigned bytes of probabilities. */
+TGT static INL void store_u8(uint8_t *dst, __mmask16 m, __m512 x, __m512 scale)
+{
+    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(x, scale));
+    q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+    _mm512_mask_cvtepi32_storeu_epi8(dst, m, q);
+}
+
 TGT static float quant_row_u8_vnni(const float *x, int k, uint8_t *dst)
 {
     __m512 mx = _mm512_setzero_ps();
@@ -193,12 +202,9 @@ TGT static float quant_row_u8_vnni(const float *x, int k, uint8_t *dst)
         return 0.0f;
     }
     __m512 inv = _mm512_set1_ps(255.0f / amax);
-    __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
     for (int t = 0; t < k; t += 16) {
         __mmask16 m = tail_mask(k - t);
-        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + t), inv));
-        q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
-        _mm512_mask_cvtepi32_storeu_epi8(dst + t, m, q);
+        store_u8(dst + t, m, _mm512_maskz_loadu_ps(m, x + t), inv);
     }
     return amax / 255.0f;
 }
@@ -212,15 +218,12 @@ TGT static float softmax_u8_vnni(float *x, int n, int n4, uint8_t *dst)
     }
     __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
     __m512 sum = _mm512_setzero_ps(), k255 = _mm512_set1_ps(255.0f);
-    __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
     for (int t = 0; t < n; t += 16) {
         __mmask16 m = tail_mask(n - t);
         __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + t), vmax)));
         sum = _mm512_add_ps(sum, e);
         _mm512_mask_storeu_ps(x + t, m, e);
-        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(e, k255));
-        q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
-        _mm512_mask_cvtepi32_storeu_epi8(dst + t, m, q);
+        store_u8(dst + t, m, e, k255);
     }
     memset(dst + n, 0, (size_t)(n4 - n));
     return 1.0f / (255.0f * _mm512_reduce_add_ps(sum));

@@ -80,6 +80,17 @@ static int32_t quant_one(float x)
     return round_even(x);
 }
 
+/* x rounded and clamped to 0..255 (NaN gives 0, as the SIMD conversion's
+ * "integer indefinite" does after its clamp). */
+static uint8_t quant_u8_one(float x)
+{
+    if (!(x >= 0.0f))
+        return 0;
+    if (x > 255.0f)
+        return 255;
+    return (uint8_t)round_even(x);
+}
+
 static float quant_row_scalar(const float *x, int k, uint8_t *dst)
 {
     float amax = 0.0f;
@@ -116,7 +127,7 @@ static float quant_row_u8_scalar(const float *x, int k, uint8_t *dst)
     float inv = 255.0f / amax;
     for (int t = 0; t < k; t++) {
         float v = x[t] * inv;
-        dst[t] = (uint8_t)(!(v >= 0.0f) ? 0 : v > 255.0f ? 255 : round_even(v));
+        dst[t] = quant_u8_one(v);
     }
     return amax / 255.0f;
 }
@@ -131,7 +142,7 @@ static float softmax_u8_scalar(float *x, int n, int n4, uint8_t *dst)
         x[t] = expf(x[t] - mx);
         sum += x[t];
         float v = x[t] * 255.0f;
-        dst[t] = (uint8_t)(!(v >= 0.0f) ? 0 : v > 255.0f ? 255 : round_even(v));
+        dst[t] = quant_u8_one(v);
     }
     memset(dst + n, 0, (size_t)(n4 - n));
     return 1.0f / (255.0f * sum);
