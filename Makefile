@@ -140,8 +140,8 @@ FUZZ_TIME ?= 30
 FUZZ_CT2_TIME ?= 20
 FUZZ_SRCS := tests/fuzz/fuzz_model.c src/whisper/model.c src/util/error.c
 FUZZ_CT2_SRCS := tests/fuzz/fuzz_ct2.c src/whisper/ct2.c src/whisper/mkmodel.c \
-	src/whisper/ggml_writer.c src/whisper/kernels.c src/whisper/k_avx2.c \
-	src/whisper/k_avx512.c src/util/error.c
+	src/whisper/ggml_writer.c src/whisper/backend/cpu/kernels.c src/whisper/backend/cpu/k_avx2.c \
+	src/whisper/backend/cpu/k_avx512.c src/util/error.c
 FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all
 fuzz: $(O)/tapedeck-mkmodel

@@ -32,7 +32,7 @@
 /* How the linear layers compute (the CPU backend; others use their own).
  * F32 is the numerical reference: F16 weights widened, F32 products. INT8
  * quantizes the weights once at open and the activations row by row
- * (whisper/q8.h): about 2x faster, with results within the quantization's
+ * (whisper/backend/cpu/q8.h): about 2x faster, with results within the quantization's
  * error of F32's. AUTO is INT8 where the CPU has the fast int8
  * instructions (AVX-512 VNNI), else F32. */
 enum td_wcompute {

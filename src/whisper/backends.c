@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "whisper/q8.h"
+#include "whisper/backend/cpu/q8.h"
 
 static const td_wbackend_ops *const backends[] = {
     &td_wbackend_cpu,

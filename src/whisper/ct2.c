@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "whisper/ggml_writer.h"
-#include "whisper/kernels.h"
+#include "whisper/backend/cpu/kernels.h"
 #include "whisper/mkmodel.h"
 
 #define N_FFT_BINS 201

@@ -1,5 +1,5 @@
 /*
- * test_cpu_backend.c: the Whisper CPU backend (src/whisper/cpu.c) against
+ * test_cpu_backend.c: the Whisper CPU backend (src/whisper/backend/cpu/cpu.c) against
  * a straightforward forward pass written here in double precision, on
  * small random-weight models generated at test time (td_wmk_write):
  *   - encoder output and logits within 1e-5 relative L2 error, F16 and
@@ -28,7 +28,7 @@
 
 #include "testutil.h"
 #include "whisper/backend.h"
-#include "whisper/kernels.h"
+#include "whisper/backend/cpu/kernels.h"
 #include "whisper/mkmodel.h"
 #include "whisper/model.h"
 

@@ -34,7 +34,7 @@
 
 #include "util/error.h"
 #include "whisper/ct2.h"
-#include "whisper/kernels.h"
+#include "whisper/backend/cpu/kernels.h"
 #include "whisper/mkmodel.h"
 #include "whisper/model.h"
 

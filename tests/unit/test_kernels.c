@@ -1,5 +1,5 @@
 /*
- * test_kernels.c: the Whisper CPU kernels (src/whisper/kernels.h) against
+ * test_kernels.c: the Whisper CPU kernels (src/whisper/backend/cpu/kernels.h) against
  * naive double-precision references, for every SIMD variant this CPU
  * runs (scalar always; AVX2 and AVX-512 where supported), plus the
  * drivers (GEMM through the packed kernels and through BLAS, convolution,
@@ -20,7 +20,7 @@
 #include <time.h>
 
 #include "testutil.h"
-#include "whisper/kernels.h"
+#include "whisper/backend/cpu/kernels.h"
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                              */

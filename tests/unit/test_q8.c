@@ -1,5 +1,5 @@
 /*
- * test_q8.c: the Whisper CPU backend's int8 path (src/whisper/q8.h):
+ * test_q8.c: the Whisper CPU backend's int8 path (src/whisper/backend/cpu/q8.h):
  *   - weight quantization (td_q8_weight_init) from F16 and F32 weights,
  *     unaligned and with ldw > k, read back through the documented panel
  *     layout: range, rounding error, scales, the bsum correction, zeroed
@@ -45,8 +45,8 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "whisper/kernels.h"
-#include "whisper/q8.h"
+#include "whisper/backend/cpu/kernels.h"
+#include "whisper/backend/cpu/q8.h"
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                              */

@@ -61,7 +61,7 @@
 #include "whisper/mel.h"
 #include "whisper/mkmodel.h"
 #include "whisper/model.h"
-#include "whisper/q8.h"
+#include "whisper/backend/cpu/q8.h"
 
 /* Bounds: relative L2 (||ours - ref|| / ||ref||) and max abs difference. */
 #define MEL_REL_L2 1e-6      /* HF's float32 feature extractor: 1.3e-7 */

@@ -5,7 +5,7 @@
 #ifndef TD_WHISPER_K_SIMD_H
 #define TD_WHISPER_K_SIMD_H
 
-#include "whisper/kernels.h"
+#include "whisper/backend/cpu/kernels.h"
 
 /* The SIMD variants are built with GCC/clang target attributes on x86-64;
  * elsewhere only the scalar kernels exist. */

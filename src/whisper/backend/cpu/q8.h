@@ -46,7 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "whisper/kernels.h"
+#include "whisper/backend/cpu/kernels.h"
 
 #define TD_Q8_MR 6      /* activation rows per micro-tile */
 #define TD_Q8_NR 64     /* weight rows (outputs) per panel */

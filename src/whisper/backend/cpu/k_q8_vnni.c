@@ -8,8 +8,8 @@
  * weight panel and 6 broadcasts of the activation panel feeding 24
  * vpdpbusd, each 64 multiply-adds (16 outputs x 4 k) where an FMA does 16.
  */
-#include "whisper/k_simd.h"
-#include "whisper/q8.h"
+#include "whisper/backend/cpu/k_simd.h"
+#include "whisper/backend/cpu/q8.h"
 
 #if TD_WK_X86
 
@@ -17,7 +17,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "whisper/k_avx512_math.h"
+#include "whisper/backend/cpu/k_avx512_math.h"
 
 #define TGT __attribute__((target("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma")))
 #define INL __attribute__((always_inline)) inline

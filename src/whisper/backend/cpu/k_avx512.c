@@ -12,7 +12,7 @@
  * 16 halves per instruction (vcvtph2ps), so a decoder token streams each
  * weight once from memory for all its sequences.
  */
-#include "whisper/k_simd.h"
+#include "whisper/backend/cpu/k_simd.h"
 
 #if TD_WK_X86
 
@@ -20,7 +20,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "whisper/k_avx512_math.h"
+#include "whisper/backend/cpu/k_avx512_math.h"
 
 #define TGT __attribute__((target("avx512f,avx512vl,avx512bw,avx2,fma,f16c")))
 #define INL __attribute__((always_inline)) inline

@@ -52,8 +52,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "whisper/kernels.h"
-#include "whisper/q8.h"
+#include "whisper/backend/cpu/kernels.h"
+#include "whisper/backend/cpu/q8.h"
 
 #define MAX_SEQ 64
 #define MAX_THREADS 256

@@ -8,7 +8,7 @@
  * quarters (12 accumulators, 2 B loads and 6 broadcasts per k), each
  * sweeping the same A-panel, which stays in L1.
  */
-#include "whisper/k_simd.h"
+#include "whisper/backend/cpu/k_simd.h"
 
 #if TD_WK_X86
 

@@ -4,7 +4,7 @@
  * quantizes activations and splits the work over the pool (see q8.h).
  * The AVX-512 VNNI kernels live in k_q8_vnni.c.
  */
-#include "whisper/q8.h"
+#include "whisper/backend/cpu/q8.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "whisper/k_simd.h"
+#include "whisper/backend/cpu/k_simd.h"
 
 #if TD_WK_X86
 extern const td_q8_ops td_q8_ops_vnni;

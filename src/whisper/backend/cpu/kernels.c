@@ -4,7 +4,7 @@
  * threads (see kernels.h). The AVX2 and AVX-512 kernels live in
  * k_avx2.c and k_avx512.c.
  */
-#include "whisper/kernels.h"
+#include "whisper/backend/cpu/kernels.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -24,7 +24,7 @@
 
 #include <cblas.h>
 
-#include "whisper/k_simd.h"
+#include "whisper/backend/cpu/k_simd.h"
 
 #if TD_WK_X86
 #include <cpuid.h>
