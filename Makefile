@@ -28,6 +28,9 @@
 #   CC=clang        another compiler
 #   O=DIR           build directory (default build, or build-asan with SANITIZE=1)
 #   V=1             show the full compiler command lines
+#   VULKAN=0        leave the Vulkan backend out (default: built when the Vulkan
+#                   headers, pkg-config's `vulkan`, and glslc are found)
+#   GLSLC=PATH      the GLSL compiler for its shaders (default glslc)
 
 CC      ?= cc
 V       ?= 0
@@ -75,7 +78,34 @@ TOOL_SRCS := $(sort $(wildcard tools/*.c))
 TOOL_BINS := $(TOOL_SRCS:tools/%.c=$(O)/tapedeck-%)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(O)/benchbin/%)
-LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o)
+
+# The Vulkan backend (src/whisper/backend/vulkan/): optional. Its shaders
+# are compiled by glslc and embedded as C arrays ($(O)/vkgen/); the loader
+# is opened at run time, so the program needs no libvulkan to start.
+VULKAN ?= 1
+GLSLC  ?= glslc
+VK_SHADERS := $(wildcard src/whisper/backend/vulkan/shaders/*)
+ifeq ($(VULKAN),1)
+VK_WHY := $(if $(shell pkg-config --exists vulkan && echo y),,no Vulkan headers (libvulkan-dev))
+VK_WHY := $(VK_WHY)$(if $(shell command -v $(GLSLC) 2>/dev/null),,$(if $(VK_WHY),; ,)no $(GLSLC))
+else
+VK_WHY := VULKAN=0
+endif
+ifeq ($(VK_WHY),)
+CPPFLAGS += -DTD_HAVE_VULKAN $(shell pkg-config --cflags vulkan)
+VK_GEN_OBJ := $(O)/vkgen/vk_shaders.o
+ifeq ($(MAKELEVEL),0)
+$(info vulkan: backend built (Vulkan headers $(shell pkg-config --modversion vulkan), $(GLSLC)))
+endif
+else
+LIB_SRCS := $(filter-out src/whisper/backend/vulkan/%,$(LIB_SRCS))
+VK_GEN_OBJ :=
+ifeq ($(MAKELEVEL),0)
+$(info vulkan: backend left out: $(VK_WHY))
+endif
+endif
+
+LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o) $(VK_GEN_OBJ)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 
@@ -86,6 +116,15 @@ $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(say) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(O)/vkgen/vk_shaders.c: $(VK_SHADERS) scripts/embed-spirv.sh
+	@mkdir -p $(dir $@)
+	$(say) GLSLC $@
+	$(Q)GLSLC=$(GLSLC) ./scripts/embed-spirv.sh $@ src/whisper/backend/vulkan/shaders
+
+$(O)/vkgen/%.o: $(O)/vkgen/%.c
+	$(say) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(O)/libtapedeck.a: $(LIB_OBJS)
 	@rm -f $@

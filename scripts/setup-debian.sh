@@ -15,6 +15,7 @@ libcmocka-dev
 libopenblas-dev
 clang libclang-rt-14-dev
 zlib1g-dev
+libvulkan-dev glslc spirv-tools mesa-vulkan-drivers
 python3 python3-pip procps util-linux
 "
 

@@ -1,0 +1,27 @@
+/*
+ * shaders.h: the Vulkan backend's compute shaders as SPIR-V words,
+ * compiled from shaders/NAME.comp at build time and embedded by
+ * scripts/embed-spirv.sh (the Makefile's optional Vulkan part).
+ */
+#ifndef TD_WHISPER_VK_SHADERS_H
+#define TD_WHISPER_VK_SHADERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TD_VK_SHADERS(X) \
+    X(matmul)            \
+    X(matvec)            \
+    X(layernorm)         \
+    X(enc_attn)          \
+    X(dec_attn)          \
+    X(embed)             \
+    X(kv_put)
+
+#define TD_VK_SHADER_DECL(name)            \
+    extern const uint32_t td_vks_##name[]; \
+    extern const size_t td_vks_##name##_words;
+TD_VK_SHADERS(TD_VK_SHADER_DECL)
+#undef TD_VK_SHADER_DECL
+
+#endif

@@ -1,0 +1,103 @@
+// matmul.comp: C (M x N, ldc) = epilogue(A (M x K, lda, f32) . W^T + bias),
+// W [N][K] (ldw) as halves (WF16, read in pairs from 32-bit words: ldw and
+// every row's start even) or floats, with f32 accumulation. The tiled
+// path for products of many rows: a 64 x 64 tile per workgroup of 256
+// threads, 4 x 4 outputs each, K in steps of 16 through shared memory.
+// Epilogue, in the CPU backend's order: + bias, GELU (F_GELU), + add[m][n]
+// (F_ADD, ldadd; the encoder's positional embedding), + C (F_ACC: the
+// residual stream).
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(constant_id = 0) const uint WF16 = 1;
+layout(local_size_x = 256) in;
+
+layout(push_constant) uniform P {
+    F32 a; U32 w; F32 bias; F32 add; F32 c;
+    uint M, N, K, lda, ldw, ldc, ldadd, flags;
+} p;
+
+const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8;
+const uint BM = 64, BN = 64, BK = 16;
+
+shared float As[BK][BM + 1];
+shared float Ws[BK][BN + 1];
+
+void main()
+{
+    uint tid = gl_LocalInvocationID.x;
+    uint tx = tid % 16, ty = tid / 16;
+    uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
+    float acc[4][4];
+    for (uint i = 0; i < 4; i++)
+        for (uint j = 0; j < 4; j++)
+            acc[i][j] = 0.0;
+
+    for (uint k0 = 0; k0 < p.K; k0 += BK) {
+        for (uint i = 0; i < 4; i++) {
+            uint idx = tid + 256 * i;
+            uint m = idx / BK, k = idx % BK;
+            float v = 0.0;
+            if (m0 + m < p.M && k0 + k < p.K)
+                v = p.a.v[(m0 + m) * p.lda + k0 + k];
+            As[k][m] = v;
+        }
+        if (WF16 != 0) {
+            for (uint i = 0; i < 2; i++) {
+                uint idx = tid + 256 * i;
+                uint n = idx / (BK / 2), k = (idx % (BK / 2)) * 2;
+                vec2 v = vec2(0.0);
+                if (n0 + n < p.N && k0 + k < p.K) {
+                    v = unpackHalf2x16(p.w.v[((n0 + n) * p.ldw + k0 + k) >> 1]);
+                    if (k0 + k + 1 >= p.K)
+                        v.y = 0.0;
+                }
+                Ws[k][n] = v.x;
+                Ws[k + 1][n] = v.y;
+            }
+        } else {
+            for (uint i = 0; i < 4; i++) {
+                uint idx = tid + 256 * i;
+                uint n = idx / BK, k = idx % BK;
+                float v = 0.0;
+                if (n0 + n < p.N && k0 + k < p.K)
+                    v = uintBitsToFloat(p.w.v[(n0 + n) * p.ldw + k0 + k]);
+                Ws[k][n] = v;
+            }
+        }
+        barrier();
+        for (uint k = 0; k < BK; k++) {
+            float av[4], bv[4];
+            for (uint i = 0; i < 4; i++)
+                av[i] = As[k][ty + 16 * i];
+            for (uint j = 0; j < 4; j++)
+                bv[j] = Ws[k][tx + 16 * j];
+            for (uint i = 0; i < 4; i++)
+                for (uint j = 0; j < 4; j++)
+                    acc[i][j] += av[i] * bv[j];
+        }
+        barrier();
+    }
+
+    for (uint i = 0; i < 4; i++) {
+        uint m = m0 + ty + 16 * i;
+        if (m >= p.M)
+            continue;
+        for (uint j = 0; j < 4; j++) {
+            uint n = n0 + tx + 16 * j;
+            if (n >= p.N)
+                continue;
+            float v = acc[i][j];
+            if ((p.flags & F_BIAS) != 0)
+                v += p.bias.v[n];
+            if ((p.flags & F_GELU) != 0)
+                v = gelu_f(v);
+            if ((p.flags & F_ADD) != 0)
+                v += p.add.v[m * p.ldadd + n];
+            if ((p.flags & F_ACC) != 0)
+                v += p.c.v[m * p.ldc + n];
+            p.c.v[m * p.ldc + n] = v;
+        }
+    }
+}

@@ -1,0 +1,1179 @@
+/*
+ * vk.c: the Vulkan device layer (vk.h): loader, device choice, memory,
+ * pipelines, one command buffer at a time, timestamps, fault injection.
+ */
+#include "whisper/backend/vulkan/vk.h"
+
+#include <ctype.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STAGING_BYTES (16u << 20)
+#define MAX_QUERIES 8192
+#define MAX_PROF 64
+#define WAIT_NS (120ull * 1000 * 1000 * 1000) /* a step that takes 2 minutes is a hung device */
+
+/* ------------------------------------------------------------------ */
+/* Fault injection and live counts (process-wide; tests only set them). */
+
+static long g_fail_at;  /* allocations until the failing one; 0 = none */
+static long g_live;
+
+void td_vk_fail_alloc(long n)
+{
+    g_fail_at = n;
+}
+
+long td_vk_live(void)
+{
+    return g_live;
+}
+
+/* 1 when this allocation is the one to fail. */
+static int inject(void)
+{
+    if (g_fail_at <= 0)
+        return 0;
+    return --g_fail_at == 0;
+}
+
+void *td_vk_malloc(size_t n)
+{
+    if (inject())
+        return NULL;
+    void *p = malloc(n ? n : 1);
+    if (p)
+        g_live++;
+    return p;
+}
+
+void *td_vk_calloc(size_t n, size_t size)
+{
+    if (inject())
+        return NULL;
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p)
+        g_live++;
+    return p;
+}
+
+void td_vk_free(void *p)
+{
+    if (p) {
+        free(p);
+        g_live--;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Loader                                                               */
+
+#define GLOBAL_FNS(X) \
+    X(vkCreateInstance) \
+    X(vkEnumerateInstanceVersion)
+
+#define INSTANCE_FNS(X) \
+    X(vkDestroyInstance) \
+    X(vkEnumeratePhysicalDevices) \
+    X(vkGetPhysicalDeviceProperties) \
+    X(vkGetPhysicalDeviceProperties2) \
+    X(vkGetPhysicalDeviceFeatures2) \
+    X(vkGetPhysicalDeviceQueueFamilyProperties) \
+    X(vkGetPhysicalDeviceMemoryProperties) \
+    X(vkGetPhysicalDeviceMemoryProperties2) \
+    X(vkEnumerateDeviceExtensionProperties) \
+    X(vkCreateDevice) \
+    X(vkGetDeviceProcAddr)
+
+#define DEVICE_FNS(X) \
+    X(vkDestroyDevice) \
+    X(vkGetDeviceQueue) \
+    X(vkCreateBuffer) \
+    X(vkDestroyBuffer) \
+    X(vkGetBufferMemoryRequirements) \
+    X(vkAllocateMemory) \
+    X(vkFreeMemory) \
+    X(vkBindBufferMemory) \
+    X(vkMapMemory) \
+    X(vkUnmapMemory) \
+    X(vkInvalidateMappedMemoryRanges) \
+    X(vkGetBufferDeviceAddress) \
+    X(vkCreateShaderModule) \
+    X(vkDestroyShaderModule) \
+    X(vkCreatePipelineLayout) \
+    X(vkDestroyPipelineLayout) \
+    X(vkCreateComputePipelines) \
+    X(vkDestroyPipeline) \
+    X(vkCreateCommandPool) \
+    X(vkDestroyCommandPool) \
+    X(vkAllocateCommandBuffers) \
+    X(vkBeginCommandBuffer) \
+    X(vkEndCommandBuffer) \
+    X(vkResetCommandBuffer) \
+    X(vkCmdBindPipeline) \
+    X(vkCmdPushConstants) \
+    X(vkCmdDispatch) \
+    X(vkCmdPipelineBarrier) \
+    X(vkCmdCopyBuffer) \
+    X(vkCmdFillBuffer) \
+    X(vkCreateFence) \
+    X(vkDestroyFence) \
+    X(vkResetFences) \
+    X(vkWaitForFences) \
+    X(vkQueueSubmit) \
+    X(vkCreateQueryPool) \
+    X(vkDestroyQueryPool) \
+    X(vkCmdResetQueryPool) \
+    X(vkCmdWriteTimestamp) \
+    X(vkGetQueryPoolResults)
+
+#define DECL(f) static PFN_##f p_##f;
+GLOBAL_FNS(DECL)
+INSTANCE_FNS(DECL)
+#undef DECL
+
+typedef struct dev_fns {
+#define DECL(f) PFN_##f f;
+    DEVICE_FNS(DECL)
+#undef DECL
+} dev_fns;
+
+static void *g_lib;
+static PFN_vkGetInstanceProcAddr p_vkGetInstanceProcAddr;
+static int g_loaded;          /* 1 loaded, -1 failed (reason kept) */
+static char g_load_reason[256];
+
+/* Load the loader and its global entry points, once. */
+static int load_loader(td_error *err)
+{
+    if (g_loaded == 0) {
+        const char *names[] = {"libvulkan.so.1", "libvulkan.so"};
+        for (size_t i = 0; i < 2 && !g_lib; i++)
+            g_lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (!g_lib) {
+            const char *e = dlerror();
+            snprintf(g_load_reason, sizeof g_load_reason, "no Vulkan loader (libvulkan.so.1): %s",
+                     e ? e : "not found");
+            g_loaded = -1;
+        } else {
+            p_vkGetInstanceProcAddr = (PFN_vkGetInstanceProcAddr)(uintptr_t)dlsym(
+                g_lib, "vkGetInstanceProcAddr");
+            if (!p_vkGetInstanceProcAddr) {
+                snprintf(g_load_reason, sizeof g_load_reason,
+                         "the Vulkan loader has no vkGetInstanceProcAddr");
+                g_loaded = -1;
+            } else {
+                g_loaded = 1;
+#define LOAD(f) p_##f = (PFN_##f)p_vkGetInstanceProcAddr(NULL, #f);
+                GLOBAL_FNS(LOAD)
+#undef LOAD
+                if (!p_vkCreateInstance) {
+                    snprintf(g_load_reason, sizeof g_load_reason,
+                             "the Vulkan loader gives no vkCreateInstance");
+                    g_loaded = -1;
+                }
+            }
+        }
+    }
+    if (g_loaded < 0)
+        return td_error_set(err, TD_EUNAVAILABLE, "vulkan: %s", g_load_reason);
+    return TD_OK;
+}
+
+static int vk_rc(VkResult r)
+{
+    switch (r) {
+    case VK_ERROR_OUT_OF_HOST_MEMORY:
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+    case VK_ERROR_OUT_OF_POOL_MEMORY:
+    case VK_ERROR_FRAGMENTED_POOL:
+        return TD_ENOMEM;
+    case VK_ERROR_INCOMPATIBLE_DRIVER:
+    case VK_ERROR_INITIALIZATION_FAILED:
+    case VK_ERROR_EXTENSION_NOT_PRESENT:
+    case VK_ERROR_FEATURE_NOT_PRESENT:
+    case VK_ERROR_LAYER_NOT_PRESENT:
+        return TD_EUNAVAILABLE;
+    default:
+        return TD_EENGINE;
+    }
+}
+
+static const char *vk_str(VkResult r)
+{
+    switch (r) {
+    case VK_ERROR_OUT_OF_HOST_MEMORY: return "out of host memory";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "out of device memory";
+    case VK_ERROR_OUT_OF_POOL_MEMORY: return "out of pool memory";
+    case VK_ERROR_INITIALIZATION_FAILED: return "initialization failed";
+    case VK_ERROR_DEVICE_LOST: return "device lost";
+    case VK_ERROR_INCOMPATIBLE_DRIVER: return "no compatible driver (ICD)";
+    case VK_ERROR_EXTENSION_NOT_PRESENT: return "extension not present";
+    case VK_ERROR_FEATURE_NOT_PRESENT: return "feature not present";
+    case VK_ERROR_TOO_MANY_OBJECTS: return "too many objects";
+    case VK_TIMEOUT: return "timeout";
+    default: return "error";
+    }
+}
+
+#define VKFAIL(err, r, what) \
+    td_error_set(err, vk_rc(r), "vulkan: %s: %s (VkResult %d)", what, vk_str(r), (int)(r))
+
+/* An instance of API 1.2 or later. */
+static int instance_create(VkInstance *out, td_error *err)
+{
+    int rc = load_loader(err);
+    if (rc)
+        return rc;
+    uint32_t ver = VK_API_VERSION_1_0;
+    if (p_vkEnumerateInstanceVersion && p_vkEnumerateInstanceVersion(&ver) != VK_SUCCESS)
+        ver = VK_API_VERSION_1_0;
+    if (ver < VK_API_VERSION_1_2)
+        return td_error_set(err, TD_EUNAVAILABLE,
+                            "vulkan: the loader offers API %u.%u, the backend needs 1.2",
+                            VK_API_VERSION_MAJOR(ver), VK_API_VERSION_MINOR(ver));
+    VkApplicationInfo app = {
+        .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+        .pApplicationName = "tapedeck",
+        .pEngineName = "tapedeck-whisper",
+        .apiVersion = VK_API_VERSION_1_3,
+    };
+    VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                               .pApplicationInfo = &app};
+    if (inject())
+        return td_error_set(err, TD_ENOMEM, "vulkan: vkCreateInstance: out of host memory (injected)");
+    VkResult r = p_vkCreateInstance(&ci, NULL, out);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkCreateInstance");
+    g_live++;
+#define LOAD(f) p_##f = (PFN_##f)p_vkGetInstanceProcAddr(*out, #f);
+    INSTANCE_FNS(LOAD)
+#undef LOAD
+    if (!p_vkDestroyInstance || !p_vkEnumeratePhysicalDevices || !p_vkGetPhysicalDeviceProperties2 ||
+        !p_vkGetPhysicalDeviceFeatures2 || !p_vkCreateDevice || !p_vkGetDeviceProcAddr ||
+        !p_vkGetPhysicalDeviceMemoryProperties2 || !p_vkEnumerateDeviceExtensionProperties ||
+        !p_vkGetPhysicalDeviceQueueFamilyProperties || !p_vkGetPhysicalDeviceMemoryProperties ||
+        !p_vkGetPhysicalDeviceProperties) {
+        if (p_vkDestroyInstance) {
+            p_vkDestroyInstance(*out, NULL);
+            g_live--;
+        }
+        return td_error_set(err, TD_EUNAVAILABLE, "vulkan: the loader lacks instance functions");
+    }
+    return TD_OK;
+}
+
+static void instance_destroy(VkInstance inst)
+{
+    if (inst) {
+        p_vkDestroyInstance(inst, NULL);
+        g_live--;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Device facts                                                         */
+
+typedef struct pdev_facts {
+    td_vk_info info;
+    int has_pci_ext, has_budget_ext;
+    int queue_family;      /* a compute queue family, -1 none */
+    uint32_t ts_bits;      /* timestamp valid bits of that family */
+    float ts_period;       /* ns per tick */
+    uint32_t max_push;
+    uint64_t max_alloc;
+} pdev_facts;
+
+static int has_ext(const VkExtensionProperties *e, uint32_t n, const char *name)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(e[i].extensionName, name) == 0)
+            return 1;
+    return 0;
+}
+
+#ifndef VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME
+#define VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME "VK_KHR_cooperative_matrix"
+#endif
+
+/* Everything the backend asks of pd, and whether it has it. */
+static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
+{
+    memset(f, 0, sizeof *f);
+    f->queue_family = -1;
+    td_vk_info *in = &f->info;
+    in->free_bytes = -1;
+
+    uint32_t n_ext = 0;
+    VkResult r = p_vkEnumerateDeviceExtensionProperties(pd, NULL, &n_ext, NULL);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkEnumerateDeviceExtensionProperties");
+    VkExtensionProperties *ext = td_vk_calloc(n_ext, sizeof *ext);
+    if (!ext)
+        return td_error_set(err, TD_ENOMEM, "vulkan: out of memory listing extensions");
+    r = p_vkEnumerateDeviceExtensionProperties(pd, NULL, &n_ext, ext);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
+        td_vk_free(ext);
+        return VKFAIL(err, r, "vkEnumerateDeviceExtensionProperties");
+    }
+    f->has_pci_ext = has_ext(ext, n_ext, VK_EXT_PCI_BUS_INFO_EXTENSION_NAME);
+    f->has_budget_ext = has_ext(ext, n_ext, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+    in->has_coopmat = has_ext(ext, n_ext, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    td_vk_free(ext);
+
+    VkPhysicalDevicePCIBusInfoPropertiesEXT pci = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PCI_BUS_INFO_PROPERTIES_EXT};
+    VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+    VkPhysicalDeviceIDProperties id = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES,
+                                       .pNext = &drv};
+    VkPhysicalDeviceSubgroupProperties sg = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES,
+                                             .pNext = &id};
+    VkPhysicalDeviceMaintenance3Properties m3 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES, .pNext = &sg};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                      .pNext = &m3};
+    VkPhysicalDeviceProperties p1;
+    p_vkGetPhysicalDeviceProperties(pd, &p1);
+    if (p1.apiVersion >= VK_API_VERSION_1_2) {
+        drv.pNext = f->has_pci_ext ? &pci : NULL;
+        p_vkGetPhysicalDeviceProperties2(pd, &p2);
+    } else {
+        p2.properties = p1;
+    }
+    const VkPhysicalDeviceProperties *p = &p2.properties;
+    snprintf(in->name, sizeof in->name, "%s", p->deviceName);
+    in->api_version = p->apiVersion;
+    in->driver_version = p->driverVersion;
+    in->vendor_id = p->vendorID;
+    in->device_id = p->deviceID;
+    in->device_type = (int)p->deviceType;
+    in->max_shared = p->limits.maxComputeSharedMemorySize;
+    f->max_push = p->limits.maxPushConstantsSize;
+    f->ts_period = p->limits.timestampPeriod;
+    if (p1.apiVersion >= VK_API_VERSION_1_2) {
+        in->subgroup_size = (int)sg.subgroupSize;
+        f->max_alloc = m3.maxMemoryAllocationSize;
+        const uint8_t *u = id.deviceUUID;
+        snprintf(in->uuid, sizeof in->uuid,
+                 "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+                 u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+                 u[14], u[15]);
+        snprintf(in->driver, sizeof in->driver, "%s %s", drv.driverName, drv.driverInfo);
+        if (f->has_pci_ext)
+            snprintf(in->pci, sizeof in->pci, "%04x:%02x:%02x.%x", pci.pciDomain & 0xffff,
+                     pci.pciBus & 0xff, pci.pciDevice & 0x1f, pci.pciFunction & 0x7);
+    }
+
+    /* memory: device-local heaps, and what the budget says is free */
+    VkPhysicalDeviceMemoryBudgetPropertiesEXT bud = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+    VkPhysicalDeviceMemoryProperties2 mp = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2,
+                                            .pNext = f->has_budget_ext ? &bud : NULL};
+    p_vkGetPhysicalDeviceMemoryProperties2(pd, &mp);
+    int64_t freeb = 0;
+    for (uint32_t h = 0; h < mp.memoryProperties.memoryHeapCount; h++) {
+        if (!(mp.memoryProperties.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT))
+            continue;
+        in->local_bytes += (int64_t)mp.memoryProperties.memoryHeaps[h].size;
+        if (f->has_budget_ext && bud.heapBudget[h] > bud.heapUsage[h])
+            freeb += (int64_t)(bud.heapBudget[h] - bud.heapUsage[h]);
+    }
+    if (f->has_budget_ext)
+        in->free_bytes = freeb;
+
+    /* a compute queue */
+    uint32_t nq = 0;
+    p_vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, NULL);
+    VkQueueFamilyProperties qf[32];
+    if (nq > 32)
+        nq = 32;
+    p_vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, qf);
+    for (uint32_t i = 0; i < nq; i++)
+        if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) {
+            f->queue_family = (int)i;
+            f->ts_bits = qf[i].timestampValidBits;
+            break;
+        }
+
+    /* what the backend needs */
+    const char *why = NULL;
+    if (p1.apiVersion < VK_API_VERSION_1_2) {
+        why = "Vulkan 1.2 needed";
+    } else if (f->queue_family < 0) {
+        why = "no compute queue";
+    } else if (f->max_push < 128) {
+        why = "push constants under 128 bytes";
+    } else if (in->max_shared < 16384) {
+        why = "under 16 KiB of shared memory";
+    } else {
+        VkPhysicalDeviceVulkan12Features f12 = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+        VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                        .pNext = &f12};
+        p_vkGetPhysicalDeviceFeatures2(pd, &f2);
+        if (!f12.bufferDeviceAddress)
+            why = "no buffer device address";
+    }
+    in->usable = why == NULL;
+    snprintf(in->reason, sizeof in->reason, "%s", why ? why : "");
+    return TD_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Probe and list                                                       */
+
+static int devices_get(VkInstance inst, VkPhysicalDevice **pds, uint32_t *n, td_error *err)
+{
+    *pds = NULL;
+    *n = 0;
+    VkResult r = p_vkEnumeratePhysicalDevices(inst, n, NULL);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkEnumeratePhysicalDevices");
+    if (*n == 0)
+        return td_error_set(err, TD_EUNAVAILABLE, "vulkan: no device (no ICD found by the loader)");
+    *pds = td_vk_calloc(*n, sizeof **pds);
+    if (!*pds)
+        return td_error_set(err, TD_ENOMEM, "vulkan: out of memory listing devices");
+    r = p_vkEnumeratePhysicalDevices(inst, n, *pds);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
+        td_vk_free(*pds);
+        *pds = NULL;
+        return VKFAIL(err, r, "vkEnumeratePhysicalDevices");
+    }
+    return TD_OK;
+}
+
+int td_vk_list(td_vk_info *out, int max, int *n_out, td_error *err)
+{
+    *n_out = 0;
+    VkInstance inst;
+    int rc = instance_create(&inst, err);
+    if (rc)
+        return rc;
+    VkPhysicalDevice *pds;
+    uint32_t n;
+    rc = devices_get(inst, &pds, &n, err);
+    if (rc)
+        goto out_inst;
+    for (uint32_t i = 0; i < n && (int)i < max; i++) {
+        pdev_facts f;
+        rc = facts_read(pds[i], &f, err);
+        if (rc)
+            break;
+        out[i] = f.info;
+        *n_out = (int)i + 1;
+    }
+    td_vk_free(pds);
+out_inst:
+    instance_destroy(inst);
+    return rc;
+}
+
+int td_vk_probe(td_error *err)
+{
+    td_vk_info info[16];
+    int n = 0;
+    int rc = td_vk_list(info, 16, &n, err);
+    if (rc)
+        return rc;
+    char why[512] = "";
+    size_t o = 0;
+    for (int i = 0; i < n; i++) {
+        if (info[i].usable)
+            return TD_OK;
+        o += (size_t)snprintf(why + o, o < sizeof why ? sizeof why - o : 0, "%s%s: %s",
+                              i ? "; " : "", info[i].name, info[i].reason);
+    }
+    return td_error_set(err, TD_EUNAVAILABLE, "vulkan: no usable device (%s)", why);
+}
+
+/* ------------------------------------------------------------------ */
+/* The device                                                           */
+
+struct td_vk_pipe {
+    VkPipeline pipe;
+    VkPipelineLayout layout;
+    uint32_t push_bytes;
+    char name[32];
+    int prof;              /* index in the profile table, -1 none yet */
+};
+
+struct td_vk {
+    VkInstance inst;
+    VkPhysicalDevice pd;
+    VkDevice dev;
+    VkQueue queue;
+    dev_fns f;
+    pdev_facts facts;
+    VkPhysicalDeviceMemoryProperties mem;
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    td_vk_buf staging;
+    VkQueryPool qpool;     /* VK_NULL_HANDLE when timestamps are unsupported */
+    int recording;
+    int concurrent;
+    int pending;           /* a command recorded since the last barrier */
+    int profiling;
+    int n_queries;
+    int query_pipe[MAX_QUERIES / 2];
+    td_vk_prof prof[MAX_PROF];
+    int n_prof;
+};
+
+const td_vk_info *td_vk_device_info(const td_vk *vk)
+{
+    return &vk->facts.info;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* 1 when want names this device (PCI address or UUID). */
+static int device_matches(const td_vk_info *in, const char *want)
+{
+    if (strchr(want, ':')) {
+        if (!in->pci[0])
+            return 0;
+        size_t lw = strlen(want), lp = strlen(in->pci);
+        /* "00:06.0" is "0000:00:06.0" */
+        const char *p = in->pci;
+        if (lw == lp - 5 && strncmp(in->pci, "0000:", 5) == 0)
+            p = in->pci + 5;
+        return strcasecmp(p, want) == 0;
+    }
+    const char *w = want;
+    if (strncasecmp(w, "GPU-", 4) == 0)
+        w += 4;
+    const char *u = in->uuid + 4;
+    int nd = 0;
+    while (*w || *u) {
+        if (*w == '-') {
+            w++;
+            continue;
+        }
+        if (*u == '-') {
+            u++;
+            continue;
+        }
+        if (!*w || !*u || hexval(*w) < 0 || hexval(*w) != hexval(*u))
+            return 0;
+        w++;
+        u++;
+        nd++;
+    }
+    return nd == 32;
+}
+
+static int find_mem_type(const td_vk *vk, uint32_t bits, VkMemoryPropertyFlags want)
+{
+    for (uint32_t i = 0; i < vk->mem.memoryTypeCount; i++)
+        if ((bits & (1u << i)) && (vk->mem.memoryTypes[i].propertyFlags & want) == want)
+            return (int)i;
+    return -1;
+}
+
+int td_vk_open(const char *want, td_vk **out, td_error *err)
+{
+    *out = NULL;
+    td_vk *vk = td_vk_calloc(1, sizeof *vk);
+    if (!vk)
+        return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
+    int rc = instance_create(&vk->inst, err);
+    if (rc)
+        goto out_free;
+
+    VkPhysicalDevice *pds;
+    uint32_t n;
+    rc = devices_get(vk->inst, &pds, &n, err);
+    if (rc)
+        goto out_inst;
+    int pick = -1, pick_rank = -1;
+    char seen[512] = "";
+    size_t so = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        pdev_facts f;
+        rc = facts_read(pds[i], &f, err);
+        if (rc) {
+            td_vk_free(pds);
+            goto out_inst;
+        }
+        so += (size_t)snprintf(seen + so, so < sizeof seen ? sizeof seen - so : 0, "%s%s [%s %s]%s%s",
+                               i ? ", " : "", f.info.name, f.info.pci[0] ? f.info.pci : "no PCI",
+                               f.info.uuid, f.info.usable ? "" : ": ", f.info.reason);
+        if (want && *want) {
+            if (device_matches(&f.info, want)) {
+                if (!f.info.usable) {
+                    td_vk_free(pds);
+                    rc = td_error_set(err, TD_EUNAVAILABLE, "vulkan: %s (%s): unavailable: %s",
+                                      want, f.info.name, f.info.reason);
+                    goto out_inst;
+                }
+                pick = (int)i;
+                vk->facts = f;
+                break;
+            }
+            continue;
+        }
+        int rank = !f.info.usable ? -1
+                   : f.info.device_type == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU ? 3
+                   : f.info.device_type == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU ? 2
+                   : 1;
+        if (rank > pick_rank) {
+            pick_rank = rank;
+            pick = rank >= 0 ? (int)i : -1;
+            if (pick >= 0)
+                vk->facts = f;
+        }
+    }
+    if (pick < 0) {
+        td_vk_free(pds);
+        rc = want && *want
+                 ? td_error_set(err, TD_EUNAVAILABLE, "vulkan: no device %s (seen: %s)", want, seen)
+                 : td_error_set(err, TD_EUNAVAILABLE, "vulkan: no usable device (seen: %s)", seen);
+        goto out_inst;
+    }
+    vk->pd = pds[pick];
+    td_vk_free(pds);
+    p_vkGetPhysicalDeviceMemoryProperties(vk->pd, &vk->mem);
+
+    /* the device, with buffer device addresses (and the budget extension) */
+    float prio = 1.0f;
+    VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                   .queueFamilyIndex = (uint32_t)vk->facts.queue_family,
+                                   .queueCount = 1,
+                                   .pQueuePriorities = &prio};
+    VkPhysicalDeviceVulkan12Features f12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+                                            .bufferDeviceAddress = VK_TRUE};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                    .pNext = &f12};
+    const char *exts[2];
+    uint32_t n_exts = 0;
+    if (vk->facts.has_budget_ext)
+        exts[n_exts++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
+    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                              .pNext = &f2,
+                              .queueCreateInfoCount = 1,
+                              .pQueueCreateInfos = &qci,
+                              .enabledExtensionCount = n_exts,
+                              .ppEnabledExtensionNames = exts};
+    if (inject()) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan: vkCreateDevice: out of host memory (injected)");
+        goto out_inst;
+    }
+    VkResult r = p_vkCreateDevice(vk->pd, &dci, NULL, &vk->dev);
+    if (r != VK_SUCCESS) {
+        rc = VKFAIL(err, r, "vkCreateDevice");
+        goto out_inst;
+    }
+    g_live++;
+#define LOAD(fn) vk->f.fn = (PFN_##fn)p_vkGetDeviceProcAddr(vk->dev, #fn);
+    DEVICE_FNS(LOAD)
+#undef LOAD
+#define CHECK(fn) if (!vk->f.fn) { rc = td_error_set(err, TD_EUNAVAILABLE, "vulkan: driver lacks " #fn); goto out_dev; }
+    DEVICE_FNS(CHECK)
+#undef CHECK
+    vk->f.vkGetDeviceQueue(vk->dev, (uint32_t)vk->facts.queue_family, 0, &vk->queue);
+
+    VkCommandPoolCreateInfo pci = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                   .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                   .queueFamilyIndex = (uint32_t)vk->facts.queue_family};
+    if (inject()) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan: vkCreateCommandPool: out of memory (injected)");
+        goto out_dev;
+    }
+    r = vk->f.vkCreateCommandPool(vk->dev, &pci, NULL, &vk->pool);
+    if (r != VK_SUCCESS) {
+        rc = VKFAIL(err, r, "vkCreateCommandPool");
+        goto out_dev;
+    }
+    VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                       .commandPool = vk->pool,
+                                       .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                       .commandBufferCount = 1};
+    r = vk->f.vkAllocateCommandBuffers(vk->dev, &cai, &vk->cmd);
+    if (r != VK_SUCCESS) {
+        rc = VKFAIL(err, r, "vkAllocateCommandBuffers");
+        goto out_pool;
+    }
+    VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    if (inject()) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan: vkCreateFence: out of memory (injected)");
+        goto out_pool;
+    }
+    r = vk->f.vkCreateFence(vk->dev, &fci, NULL, &vk->fence);
+    if (r != VK_SUCCESS) {
+        rc = VKFAIL(err, r, "vkCreateFence");
+        goto out_pool;
+    }
+    if (vk->facts.ts_bits > 0) {
+        VkQueryPoolCreateInfo qpi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                     .queryType = VK_QUERY_TYPE_TIMESTAMP,
+                                     .queryCount = MAX_QUERIES};
+        if (inject()) {
+            rc = td_error_set(err, TD_ENOMEM, "vulkan: vkCreateQueryPool: out of memory (injected)");
+            goto out_fence;
+        }
+        r = vk->f.vkCreateQueryPool(vk->dev, &qpi, NULL, &vk->qpool);
+        if (r != VK_SUCCESS) {
+            rc = VKFAIL(err, r, "vkCreateQueryPool");
+            goto out_fence;
+        }
+    }
+    rc = td_vk_buf_create(vk, STAGING_BYTES, TD_VK_MEM_HOST, &vk->staging, err);
+    if (rc)
+        goto out_query;
+    *out = vk;
+    return TD_OK;
+
+out_query:
+    if (vk->qpool)
+        vk->f.vkDestroyQueryPool(vk->dev, vk->qpool, NULL);
+out_fence:
+    vk->f.vkDestroyFence(vk->dev, vk->fence, NULL);
+out_pool:
+    vk->f.vkDestroyCommandPool(vk->dev, vk->pool, NULL);
+out_dev:
+    vk->f.vkDestroyDevice(vk->dev, NULL);
+    g_live--;
+out_inst:
+    instance_destroy(vk->inst);
+out_free:
+    td_vk_free(vk);
+    return rc;
+}
+
+void td_vk_close(td_vk *vk)
+{
+    if (!vk)
+        return;
+    td_vk_buf_destroy(vk, &vk->staging);
+    if (vk->qpool)
+        vk->f.vkDestroyQueryPool(vk->dev, vk->qpool, NULL);
+    vk->f.vkDestroyFence(vk->dev, vk->fence, NULL);
+    vk->f.vkDestroyCommandPool(vk->dev, vk->pool, NULL);
+    vk->f.vkDestroyDevice(vk->dev, NULL);
+    g_live--;
+    instance_destroy(vk->inst);
+    td_vk_free(vk);
+}
+
+/* ------------------------------------------------------------------ */
+/* Buffers                                                              */
+
+int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b, td_error *err)
+{
+    memset(b, 0, sizeof *b);
+    if (size == 0)
+        size = 4;
+    if (vk->facts.max_alloc && size > vk->facts.max_alloc)
+        return td_error_set(err, TD_ENOMEM,
+                            "vulkan: a buffer of %llu bytes is over the device's %llu per allocation",
+                            (unsigned long long)size, (unsigned long long)vk->facts.max_alloc);
+    VkBufferCreateInfo bci = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                              .size = size,
+                              .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+                                       VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                       VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                                       VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT,
+                              .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    if (inject())
+        return td_error_set(err, TD_ENOMEM, "vulkan: vkCreateBuffer: out of memory (injected)");
+    VkResult r = vk->f.vkCreateBuffer(vk->dev, &bci, NULL, &b->buf);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkCreateBuffer");
+    g_live++;
+    VkMemoryRequirements req;
+    vk->f.vkGetBufferMemoryRequirements(vk->dev, b->buf, &req);
+    int type = -1;
+    switch (kind) {
+    case TD_VK_MEM_DEVICE:
+        type = find_mem_type(vk, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+        if (type < 0)
+            type = find_mem_type(vk, req.memoryTypeBits, 0);
+        break;
+    case TD_VK_MEM_HOST:
+        type = find_mem_type(vk, req.memoryTypeBits,
+                             VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+        break;
+    case TD_VK_MEM_READBACK:
+        type = find_mem_type(vk, req.memoryTypeBits,
+                             VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT |
+                                 VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
+        if (type < 0)
+            type = find_mem_type(vk, req.memoryTypeBits,
+                                 VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+        break;
+    }
+    int rc;
+    if (type < 0) {
+        rc = td_error_set(err, TD_EUNAVAILABLE, "vulkan: no memory type for a buffer of kind %d",
+                          (int)kind);
+        goto out_buf;
+    }
+    VkMemoryAllocateFlagsInfo fl = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO,
+                                    .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT};
+    VkMemoryAllocateInfo mai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                                .pNext = &fl,
+                                .allocationSize = req.size,
+                                .memoryTypeIndex = (uint32_t)type};
+    if (inject()) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan: vkAllocateMemory: out of device memory (injected)");
+        goto out_buf;
+    }
+    r = vk->f.vkAllocateMemory(vk->dev, &mai, NULL, &b->mem);
+    if (r != VK_SUCCESS) {
+        rc = td_error_set(err, vk_rc(r), "vulkan: allocating %llu bytes: %s",
+                          (unsigned long long)req.size, vk_str(r));
+        b->mem = VK_NULL_HANDLE;
+        goto out_buf;
+    }
+    g_live++;
+    r = vk->f.vkBindBufferMemory(vk->dev, b->buf, b->mem, 0);
+    if (r != VK_SUCCESS) {
+        rc = VKFAIL(err, r, "vkBindBufferMemory");
+        goto out_mem;
+    }
+    if (kind != TD_VK_MEM_DEVICE) {
+        r = vk->f.vkMapMemory(vk->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map);
+        if (r != VK_SUCCESS) {
+            rc = VKFAIL(err, r, "vkMapMemory");
+            goto out_mem;
+        }
+    }
+    VkBufferDeviceAddressInfo ai = {.sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO,
+                                    .buffer = b->buf};
+    b->addr = vk->f.vkGetBufferDeviceAddress(vk->dev, &ai);
+    b->size = size;
+    return TD_OK;
+
+out_mem:
+    vk->f.vkFreeMemory(vk->dev, b->mem, NULL);
+    g_live--;
+out_buf:
+    vk->f.vkDestroyBuffer(vk->dev, b->buf, NULL);
+    g_live--;
+    memset(b, 0, sizeof *b);
+    return rc;
+}
+
+void td_vk_buf_destroy(td_vk *vk, td_vk_buf *b)
+{
+    if (!b || !b->buf)
+        return;
+    vk->f.vkDestroyBuffer(vk->dev, b->buf, NULL);
+    g_live--;
+    if (b->mem) {
+        if (b->map)
+            vk->f.vkUnmapMemory(vk->dev, b->mem);
+        vk->f.vkFreeMemory(vk->dev, b->mem, NULL);
+        g_live--;
+    }
+    memset(b, 0, sizeof *b);
+}
+
+/* ------------------------------------------------------------------ */
+/* Recording                                                            */
+
+int td_vk_begin(td_vk *vk, td_error *err)
+{
+    if (vk->recording)
+        return td_error_set(err, TD_EINVAL, "vulkan: begin while recording");
+    VkResult r = vk->f.vkResetCommandBuffer(vk->cmd, 0);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkResetCommandBuffer");
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    r = vk->f.vkBeginCommandBuffer(vk->cmd, &bi);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkBeginCommandBuffer");
+    vk->recording = 1;
+    vk->pending = 0;
+    vk->concurrent = 0;
+    vk->n_queries = 0;
+    if (vk->profiling && vk->qpool)
+        vk->f.vkCmdResetQueryPool(vk->cmd, vk->qpool, 0, MAX_QUERIES);
+    return TD_OK;
+}
+
+static void barrier(td_vk *vk)
+{
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                          .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                          .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                                           VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
+    VkPipelineStageFlags st = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    vk->f.vkCmdPipelineBarrier(vk->cmd, st, st, 0, 1, &mb, 0, NULL, 0, NULL);
+    vk->pending = 0;
+}
+
+void td_vk_concurrent(td_vk *vk, int on)
+{
+    vk->concurrent = on;
+}
+
+static int prof_index(td_vk *vk, td_vk_pipe *p)
+{
+    if (p->prof >= 0 && p->prof < vk->n_prof && vk->prof[p->prof].name == p->name)
+        return p->prof;
+    for (int i = 0; i < vk->n_prof; i++)
+        if (vk->prof[i].name == p->name)
+            return p->prof = i;
+    if (vk->n_prof >= MAX_PROF)
+        return -1;
+    vk->prof[vk->n_prof] = (td_vk_prof){p->name, 0, 0};
+    return p->prof = vk->n_prof++;
+}
+
+void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uint32_t gy,
+                    uint32_t gz)
+{
+    if (vk->pending && !vk->concurrent)
+        barrier(vk);
+    int timed = vk->profiling && vk->qpool && vk->n_queries + 2 <= MAX_QUERIES;
+    if (timed)
+        vk->f.vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->qpool,
+                                  (uint32_t)vk->n_queries);
+    vk->f.vkCmdBindPipeline(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->pipe);
+    if (p->push_bytes)
+        vk->f.vkCmdPushConstants(vk->cmd, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p->push_bytes,
+                                 push);
+    vk->f.vkCmdDispatch(vk->cmd, gx, gy, gz);
+    if (timed) {
+        vk->f.vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->qpool,
+                                  (uint32_t)vk->n_queries + 1);
+        vk->query_pipe[vk->n_queries / 2] = prof_index(vk, p);
+        vk->n_queries += 2;
+    }
+    vk->pending = 1;
+}
+
+void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_buf *dst,
+                uint64_t dst_off, uint64_t n)
+{
+    if (vk->pending && !vk->concurrent)
+        barrier(vk);
+    VkBufferCopy c = {.srcOffset = src_off, .dstOffset = dst_off, .size = n};
+    vk->f.vkCmdCopyBuffer(vk->cmd, src->buf, dst->buf, 1, &c);
+    vk->pending = 1;
+}
+
+int td_vk_submit(td_vk *vk, td_error *err)
+{
+    if (!vk->recording)
+        return td_error_set(err, TD_EINVAL, "vulkan: submit without begin");
+    if (vk->pending)
+        barrier(vk); /* host reads after this see the results */
+    vk->recording = 0;
+    VkResult r = vk->f.vkEndCommandBuffer(vk->cmd);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkEndCommandBuffer");
+    r = vk->f.vkResetFences(vk->dev, 1, &vk->fence);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkResetFences");
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                       .commandBufferCount = 1,
+                       .pCommandBuffers = &vk->cmd};
+    r = vk->f.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkQueueSubmit");
+    r = vk->f.vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, WAIT_NS);
+    if (r != VK_SUCCESS)
+        return VKFAIL(err, r, "vkWaitForFences");
+    if (vk->n_queries > 0) {
+        uint64_t ts[MAX_QUERIES];
+        r = vk->f.vkGetQueryPoolResults(vk->dev, vk->qpool, 0, (uint32_t)vk->n_queries,
+                                        sizeof ts, ts, sizeof ts[0],
+                                        VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        if (r != VK_SUCCESS)
+            return VKFAIL(err, r, "vkGetQueryPoolResults");
+        uint64_t mask = vk->facts.ts_bits >= 64 ? ~0ull : (1ull << vk->facts.ts_bits) - 1;
+        for (int q = 0; q + 1 < vk->n_queries; q += 2) {
+            int i = vk->query_pipe[q / 2];
+            if (i < 0)
+                continue;
+            uint64_t d = (ts[q + 1] - ts[q]) & mask;
+            vk->prof[i].ms += (double)d * vk->facts.ts_period * 1e-6;
+            vk->prof[i].count++;
+        }
+        vk->n_queries = 0;
+    }
+    return TD_OK;
+}
+
+void td_vk_profile(td_vk *vk, int on)
+{
+    vk->profiling = on;
+}
+
+int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset)
+{
+    int n = vk->n_prof < max ? vk->n_prof : max;
+    td_vk_prof tmp[MAX_PROF];
+    memcpy(tmp, vk->prof, (size_t)vk->n_prof * sizeof tmp[0]);
+    /* largest first (a few dozen entries: insertion sort) */
+    for (int i = 1; i < vk->n_prof; i++)
+        for (int j = i; j > 0 && tmp[j].ms > tmp[j - 1].ms; j--) {
+            td_vk_prof t = tmp[j];
+            tmp[j] = tmp[j - 1];
+            tmp[j - 1] = t;
+        }
+    memcpy(out, tmp, (size_t)n * sizeof out[0]);
+    if (reset)
+        for (int i = 0; i < vk->n_prof; i++) {
+            vk->prof[i].ms = 0;
+            vk->prof[i].count = 0;
+        }
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Transfers through the staging buffer                                 */
+
+int td_vk_upload(td_vk *vk, const td_vk_buf *dst, uint64_t off, const void *src, uint64_t n,
+                 td_error *err)
+{
+    if (off + n > dst->size)
+        return td_error_set(err, TD_EINVAL, "vulkan: upload past a buffer's end");
+    const unsigned char *s = src;
+    while (n > 0) {
+        uint64_t c = n < STAGING_BYTES ? n : STAGING_BYTES;
+        memcpy(vk->staging.map, s, c);
+        int rc = td_vk_begin(vk, err);
+        if (rc)
+            return rc;
+        td_vk_copy(vk, &vk->staging, 0, dst, off, c);
+        rc = td_vk_submit(vk, err);
+        if (rc)
+            return rc;
+        s += c;
+        off += c;
+        n -= c;
+    }
+    return TD_OK;
+}
+
+int td_vk_download(td_vk *vk, const td_vk_buf *src, uint64_t off, void *dst, uint64_t n,
+                   td_error *err)
+{
+    if (off + n > src->size)
+        return td_error_set(err, TD_EINVAL, "vulkan: download past a buffer's end");
+    unsigned char *d = dst;
+    while (n > 0) {
+        uint64_t c = n < STAGING_BYTES ? n : STAGING_BYTES;
+        int rc = td_vk_begin(vk, err);
+        if (rc)
+            return rc;
+        td_vk_copy(vk, src, off, &vk->staging, 0, c);
+        rc = td_vk_submit(vk, err);
+        if (rc)
+            return rc;
+        memcpy(d, vk->staging.map, c);
+        d += c;
+        off += c;
+        n -= c;
+    }
+    return TD_OK;
+}
+
+int td_vk_fill0(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n, td_error *err)
+{
+    int rc = td_vk_begin(vk, err);
+    if (rc)
+        return rc;
+    vk->f.vkCmdFillBuffer(vk->cmd, dst->buf, off, n, 0);
+    vk->pending = 1;
+    return td_vk_submit(vk, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* Pipelines                                                            */
+
+int td_vk_pipe_create(td_vk *vk, const char *name, const uint32_t *spv, size_t n_words,
+                      uint32_t push_bytes, const uint32_t *spec, int n_spec, td_vk_pipe **out,
+                      td_error *err)
+{
+    *out = NULL;
+    if (push_bytes > vk->facts.max_push)
+        return td_error_set(err, TD_EUNAVAILABLE, "vulkan: %s needs %u bytes of push constants",
+                            name, push_bytes);
+    td_vk_pipe *p = td_vk_calloc(1, sizeof *p);
+    if (!p)
+        return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->push_bytes = push_bytes;
+    p->prof = -1;
+    int rc;
+    VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+                                    .codeSize = n_words * 4,
+                                    .pCode = spv};
+    VkShaderModule sm;
+    if (inject()) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan: vkCreateShaderModule: out of memory (injected)");
+        goto out_free;
+    }
+    VkResult r = vk->f.vkCreateShaderModule(vk->dev, &smi, NULL, &sm);
+    if (r != VK_SUCCESS) {
+        rc = VKFAIL(err, r, "vkCreateShaderModule");
+        goto out_free;
+    }
+    VkPushConstantRange pr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = push_bytes};
+    VkPipelineLayoutCreateInfo pli = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                                      .pushConstantRangeCount = push_bytes ? 1 : 0,
+                                      .pPushConstantRanges = &pr};
+    r = vk->f.vkCreatePipelineLayout(vk->dev, &pli, NULL, &p->layout);
+    if (r != VK_SUCCESS) {
+        rc = VKFAIL(err, r, "vkCreatePipelineLayout");
+        goto out_sm;
+    }
+    VkSpecializationMapEntry me[16];
+    if (n_spec > 16)
+        n_spec = 16;
+    for (int i = 0; i < n_spec; i++)
+        me[i] = (VkSpecializationMapEntry){(uint32_t)i, (uint32_t)i * 4, 4};
+    VkSpecializationInfo si = {(uint32_t)n_spec, me, (size_t)n_spec * 4, spec};
+    VkComputePipelineCreateInfo cpi = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                  .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                  .module = sm,
+                  .pName = "main",
+                  .pSpecializationInfo = n_spec ? &si : NULL},
+        .layout = p->layout,
+    };
+    r = vk->f.vkCreateComputePipelines(vk->dev, VK_NULL_HANDLE, 1, &cpi, NULL, &p->pipe);
+    if (r != VK_SUCCESS) {
+        rc = td_error_set(err, vk_rc(r), "vulkan: pipeline %s: %s", name, vk_str(r));
+        goto out_layout;
+    }
+    vk->f.vkDestroyShaderModule(vk->dev, sm, NULL);
+    g_live++;
+    *out = p;
+    return TD_OK;
+
+out_layout:
+    vk->f.vkDestroyPipelineLayout(vk->dev, p->layout, NULL);
+out_sm:
+    vk->f.vkDestroyShaderModule(vk->dev, sm, NULL);
+out_free:
+    td_vk_free(p);
+    return rc;
+}
+
+void td_vk_pipe_destroy(td_vk *vk, td_vk_pipe *p)
+{
+    if (!p)
+        return;
+    vk->f.vkDestroyPipeline(vk->dev, p->pipe, NULL);
+    vk->f.vkDestroyPipelineLayout(vk->dev, p->layout, NULL);
+    g_live--;
+    td_vk_free(p);
+}

@@ -1,0 +1,158 @@
+/*
+ * vk.h: the Vulkan device layer under the Whisper Vulkan backend: loading
+ * the loader, choosing and opening one device, memory and buffers,
+ * compute pipelines, and recording, submitting and timing one command
+ * buffer at a time. Internal to backend/vulkan/ and its tests.
+ *
+ * Why this shape:
+ *   - The loader is opened with dlopen (libvulkan.so.1), so a machine
+ *     without it gets TD_EUNAVAILABLE with the reason, never a failed
+ *     start of the whole program; the supervisor never calls in here.
+ *   - Shaders reach their data through buffer device addresses (Vulkan
+ *     1.2's bufferDeviceAddress, in every driver the backend targets:
+ *     NVIDIA, RADV, ANV, lavapipe) passed in push constants, so no
+ *     descriptor sets exist: a dispatch is a pipeline, a few pointers and
+ *     sizes. A pointer is td_vk_buf.addr plus a byte offset.
+ *   - F16 data are read as pairs of halves from 32-bit words
+ *     (unpackHalf2x16), so the backend needs no 16-bit storage feature.
+ *   - A device is chosen by PCI address (VK_EXT_pci_bus_info), else by
+ *     UUID, never by index, and reports what it opened (the worker checks
+ *     it against the plan).
+ *
+ * Errors: every function that can fail returns TD_OK or a td_rc with the
+ * reason in err: TD_ENOMEM for host or device memory, TD_EUNAVAILABLE for
+ * a missing loader, driver or feature, TD_EENGINE for a lost device or any
+ * other driver failure. Nothing aborts.
+ *
+ * Fault injection (tests): td_vk_fail_alloc(n) makes the n-th allocation
+ * from now (host memory through td_vk_malloc, device memory, buffers,
+ * pipelines) fail as out of memory; td_vk_live() counts what is alive, so
+ * a test can prove that a failed open left nothing behind.
+ *
+ * Ownership: td_vk_open returns a device the caller frees with
+ * td_vk_close after destroying every buffer and pipeline made on it.
+ * One thread uses a device at a time.
+ */
+#ifndef TD_WHISPER_VK_H
+#define TD_WHISPER_VK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VK_NO_PROTOTYPES
+#include <vulkan/vulkan.h>
+
+#include "util/error.h"
+
+typedef struct td_vk td_vk;
+
+/* What a device is; filled by td_vk_list and td_vk_open. */
+typedef struct td_vk_info {
+    char name[VK_MAX_PHYSICAL_DEVICE_NAME_SIZE];
+    char pci[16];          /* "0000:00:06.0"; "" without VK_EXT_pci_bus_info */
+    char uuid[48];         /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (NVIDIA's form) */
+    char driver[VK_MAX_DRIVER_NAME_SIZE + VK_MAX_DRIVER_INFO_SIZE + 2];
+    uint32_t api_version, driver_version, vendor_id, device_id;
+    int device_type;       /* VkPhysicalDeviceType */
+    int subgroup_size;
+    uint32_t max_shared;   /* bytes of shared memory per workgroup */
+    int64_t local_bytes;   /* size of the device-local heaps */
+    int64_t free_bytes;    /* VK_EXT_memory_budget: budget - usage; -1 unknown */
+    int has_coopmat;       /* VK_KHR_cooperative_matrix advertised */
+    int usable;            /* has what the backend needs (else reason says why) */
+    char reason[128];
+} td_vk_info;
+
+/* TD_OK when the loader loads and at least one device is usable. */
+int td_vk_probe(td_error *err);
+
+/* Devices the loader sees, at most max of them into out; *n gets the count. */
+int td_vk_list(td_vk_info *out, int max, int *n, td_error *err);
+
+/* Open the device named by want: a PCI address ("0000:00:06.0", or
+ * "00:06.0" within domain 0), a UUID (with or without "GPU-", dashes
+ * optional), or NULL / "" for the first usable device (discrete first). */
+int td_vk_open(const char *want, td_vk **out, td_error *err);
+const td_vk_info *td_vk_device_info(const td_vk *vk);
+void td_vk_close(td_vk *vk);
+
+/* ------------------------------------------------------------ memory */
+
+enum td_vk_mem {
+    TD_VK_MEM_DEVICE = 0,  /* device-local; reached by copies and shaders */
+    TD_VK_MEM_HOST = 1,    /* host-visible, coherent, mapped: small per-call inputs */
+    TD_VK_MEM_READBACK = 2 /* host-visible, cached if the device has it: outputs */
+};
+
+typedef struct td_vk_buf {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    uint64_t size;
+    uint64_t addr;         /* device address of byte 0 */
+    void *map;             /* host pointer for HOST and READBACK, else NULL */
+} td_vk_buf;
+
+int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b, td_error *err);
+/* Safe on a zeroed or already destroyed td_vk_buf. */
+void td_vk_buf_destroy(td_vk *vk, td_vk_buf *b);
+
+/* Host <-> device copies through the device's staging buffer; each waits. */
+int td_vk_upload(td_vk *vk, const td_vk_buf *dst, uint64_t off, const void *src, uint64_t n,
+                 td_error *err);
+int td_vk_download(td_vk *vk, const td_vk_buf *src, uint64_t off, void *dst, uint64_t n,
+                   td_error *err);
+/* dst[off .. off+n) = 0 (n a multiple of 4); waits. */
+int td_vk_fill0(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n, td_error *err);
+
+/* Host memory counted by the fault injection and td_vk_live. */
+void *td_vk_malloc(size_t n);
+void *td_vk_calloc(size_t n, size_t size);
+void td_vk_free(void *p);
+
+/* --------------------------------------------------------- pipelines */
+
+typedef struct td_vk_pipe td_vk_pipe;
+
+/* A compute pipeline from SPIR-V words, taking push_bytes of push
+ * constants, with n_spec 32-bit specialization constants (ids 0..). */
+int td_vk_pipe_create(td_vk *vk, const char *name, const uint32_t *spv, size_t n_words,
+                      uint32_t push_bytes, const uint32_t *spec, int n_spec, td_vk_pipe **out,
+                      td_error *err);
+void td_vk_pipe_destroy(td_vk *vk, td_vk_pipe *p);
+
+/* --------------------------------------------------------- recording */
+
+/* Start recording (one command buffer per device). */
+int td_vk_begin(td_vk *vk, td_error *err);
+/* A dispatch. Unless td_vk_concurrent(vk, 1) is in effect, a barrier
+ * orders it after everything recorded before (shaders and copies). */
+void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uint32_t gy,
+                    uint32_t gz);
+/* on: dispatches recorded from now on may run together (independent
+ * products of one input); off: the next one waits for all of them. */
+void td_vk_concurrent(td_vk *vk, int on);
+void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_buf *dst,
+                uint64_t dst_off, uint64_t n);
+/* Submit and wait. */
+int td_vk_submit(td_vk *vk, td_error *err);
+
+/* Per-dispatch timestamps (profiling). While on, each dispatch is timed
+ * and td_vk_submit adds its time to its pipeline's total. */
+void td_vk_profile(td_vk *vk, int on);
+typedef struct td_vk_prof {
+    const char *name;
+    double ms;
+    long count;
+} td_vk_prof;
+/* The totals per pipeline since the last reset, largest first; returns
+ * the count written (at most max). */
+int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset);
+
+/* ------------------------------------------------------------- tests */
+
+/* The n-th allocation from now fails (1 = the next one); 0 = none. */
+void td_vk_fail_alloc(long n);
+/* Allocations and Vulkan objects alive, over every device. */
+long td_vk_live(void);
+
+#endif

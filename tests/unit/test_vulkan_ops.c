@@ -1,0 +1,673 @@
+/*
+ * test_vulkan_ops.c: the Vulkan backend's device layer (vk.h) and each of
+ * its operations (ops.h) on whatever Vulkan device is here (Mesa's
+ * lavapipe in CI), against plain double-precision references in this
+ * file, on awkward shapes: sizes that are no multiple of any tile, K
+ * tails, single rows, odd head counts. Every output buffer is surrounded
+ * by guard values (before, after, and in the unused columns of each row)
+ * that must come back untouched. Bounds are on the normalized error
+ * (||got - ref|| / ||ref||) and the largest absolute error.
+ *
+ * Also: the device is found again by its UUID (and PCI address where the
+ * driver reports one), a device that is not there is "unavailable", and
+ * an allocation failure injected at each allocation of opening the device
+ * and its pipelines comes back as TD_ENOMEM with nothing left alive.
+ *
+ * Without a usable Vulkan device (no loader, no ICD) the tests skip,
+ * saying why; without the Vulkan build the file is one skipped test.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef TD_HAVE_VULKAN
+
+#include "whisper/backend/cpu/kernels.h"
+#include "whisper/backend/vulkan/ops.h"
+#include "whisper/backend/vulkan/vk.h"
+
+#define GUARD 64               /* guard floats before and after each output */
+#define GUARD_VAL 12345.678f
+
+static td_vk *vk;
+static td_vko *ops;
+static char skip_reason[TD_ERROR_MSG_MAX];
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    td_error err = {0};
+    int rc = td_vk_open(NULL, &vk, &err);
+    if (rc) {
+        snprintf(skip_reason, sizeof skip_reason, "%s", err.msg);
+        vk = NULL;
+        return 0;
+    }
+    const td_vk_info *in = td_vk_device_info(vk);
+    printf("# device: %s, driver %s, PCI %s, %s, subgroup %d, free %lld MiB\n", in->name,
+           in->driver, in->pci[0] ? in->pci : "(none)", in->uuid, in->subgroup_size,
+           in->free_bytes < 0 ? -1LL : (long long)(in->free_bytes >> 20));
+    rc = td_vko_create(vk, 16, 64, &ops, &err);
+    if (rc)
+        fail_msg("td_vko_create: %s", err.msg);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    td_vko_free(ops);
+    td_vk_close(vk);
+    assert_int_equal(td_vk_live(), 0);
+    return 0;
+}
+
+#define NEED_DEVICE()                                          \
+    do {                                                       \
+        if (!vk) {                                             \
+            printf("# skipped: %s\n", skip_reason);            \
+            skip();                                            \
+        }                                                      \
+    } while (0)
+
+/* A device buffer holding n bytes of host data (or zeros). */
+static td_vk_buf dbuf(const void *data, size_t n)
+{
+    td_vk_buf b;
+    td_error err = {0};
+    if (td_vk_buf_create(vk, n, TD_VK_MEM_DEVICE, &b, &err))
+        fail_msg("%s", err.msg);
+    if (data && td_vk_upload(vk, &b, 0, data, n, &err))
+        fail_msg("%s", err.msg);
+    return b;
+}
+
+/* An output buffer of rows x ld floats with GUARD floats each side, all
+ * set to the guard value (or to init where given, for accumulation). */
+typedef struct outbuf {
+    td_vk_buf b;
+    size_t n;              /* floats inside the guards */
+} outbuf;
+
+static outbuf obuf(size_t n, const float *init)
+{
+    float *h = malloc((n + 2 * GUARD) * sizeof *h);
+    assert_non_null(h);
+    for (size_t i = 0; i < n + 2 * GUARD; i++)
+        h[i] = GUARD_VAL;
+    if (init)
+        memcpy(h + GUARD, init, n * sizeof *h);
+    outbuf o = {dbuf(h, (n + 2 * GUARD) * sizeof *h), n};
+    free(h);
+    return o;
+}
+
+static uint64_t oaddr(const outbuf *o)
+{
+    return o->b.addr + GUARD * sizeof(float);
+}
+
+/* Read o back; the guards, and columns [cols, ld) of each row, must hold
+ * the guard value. Returns the inside (caller frees). */
+static float *oread(outbuf *o, int rows, int cols, int ld)
+{
+    float *h = malloc((o->n + 2 * GUARD) * sizeof *h);
+    assert_non_null(h);
+    td_error err = {0};
+    if (td_vk_download(vk, &o->b, 0, h, (o->n + 2 * GUARD) * sizeof *h, &err))
+        fail_msg("%s", err.msg);
+    for (int i = 0; i < GUARD; i++) {
+        if (h[i] != GUARD_VAL || h[GUARD + o->n + (size_t)i] != GUARD_VAL)
+            fail_msg("guard %d around the output overwritten", i);
+    }
+    for (int r = 0; r < rows; r++)
+        for (int c = cols; c < ld; c++)
+            if (h[GUARD + (size_t)r * ld + c] != GUARD_VAL)
+                fail_msg("row %d column %d (past %d) overwritten", r, c, cols);
+    float *in = malloc(o->n * sizeof *in + 1);
+    assert_non_null(in);
+    memcpy(in, h + GUARD, o->n * sizeof *in);
+    free(h);
+    td_vk_buf_destroy(vk, &o->b);
+    return in;
+}
+
+/* Normalized L2 error and max abs error of got against ref, over rows x
+ * cols (ld apart), checked against bounds. */
+static void compare(const char *what, const float *got, const double *ref, int rows, int cols,
+                    int ld, double rel_bound, double abs_bound)
+{
+    double num = 0, den = 0, mx = 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            double g = got[(size_t)r * ld + c], e = ref[(size_t)r * cols + c];
+            if (isnan(g))
+                fail_msg("%s: NaN at [%d][%d]", what, r, c);
+            num += (g - e) * (g - e);
+            den += e * e;
+            if (fabs(g - e) > mx)
+                mx = fabs(g - e);
+        }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    printf("# %-40s rel L2 %.2e  max abs %.2e\n", what, rel, mx);
+    if (!(rel <= rel_bound) || !(mx <= abs_bound))
+        fail_msg("%s: rel L2 %.3e (bound %.1e), max abs %.3e (bound %.1e)", what, rel, rel_bound,
+                 mx, abs_bound);
+}
+
+static int submit_ok(void)
+{
+    td_error err = {0};
+    int rc = td_vk_submit(vk, &err);
+    if (rc)
+        fail_msg("submit: %s", err.msg);
+    return rc;
+}
+
+static void begin_ok(void)
+{
+    td_error err = {0};
+    if (td_vk_begin(vk, &err))
+        fail_msg("begin: %s", err.msg);
+}
+
+/* ---------------------------------------------------------- device */
+
+static void test_device_choice(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const td_vk_info *in = td_vk_device_info(vk);
+    td_error err = {0};
+    td_vk *again = NULL;
+    /* by UUID, with and without the GPU- prefix and dashes */
+    assert_int_equal(td_vk_open(in->uuid, &again, &err), TD_OK);
+    assert_string_equal(td_vk_device_info(again)->uuid, in->uuid);
+    td_vk_close(again);
+    char bare[48];
+    size_t o = 0;
+    for (const char *p = in->uuid + 4; *p; p++)
+        if (*p != '-')
+            bare[o++] = *p;
+    bare[o] = 0;
+    assert_int_equal(td_vk_open(bare, &again, &err), TD_OK);
+    td_vk_close(again);
+    if (in->pci[0]) {
+        assert_int_equal(td_vk_open(in->pci, &again, &err), TD_OK);
+        assert_string_equal(td_vk_device_info(again)->pci, in->pci);
+        td_vk_close(again);
+    } else {
+        printf("# no VK_EXT_pci_bus_info here: PCI choice not exercised\n");
+    }
+    /* a device that is not there */
+    assert_int_equal(td_vk_open("0000:ff:1f.7", &again, &err), TD_EUNAVAILABLE);
+    assert_null(again);
+    assert_non_null(strstr(err.msg, "no device 0000:ff:1f.7"));
+    assert_int_equal(td_vk_open("GPU-00000000-0000-0000-0000-000000000001", &again, &err),
+                     TD_EUNAVAILABLE);
+    /* the list agrees */
+    td_vk_info list[8];
+    int n = 0;
+    assert_int_equal(td_vk_list(list, 8, &n, &err), TD_OK);
+    assert_true(n >= 1);
+    int found = 0;
+    for (int i = 0; i < n; i++)
+        found += strcmp(list[i].uuid, in->uuid) == 0;
+    assert_int_equal(found, 1);
+    assert_int_equal(td_vk_probe(&err), TD_OK);
+}
+
+/* Every allocation of opening a device and its pipelines, failed in turn:
+ * TD_ENOMEM each time, nothing alive afterwards. */
+static void test_alloc_failures(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    long base = td_vk_live();
+    int n;
+    for (n = 1; n < 200; n++) {
+        td_error err = {0};
+        td_vk *v = NULL;
+        td_vko *o = NULL;
+        td_vk_fail_alloc(n);
+        int rc = td_vk_open(NULL, &v, &err);
+        if (rc == TD_OK) {
+            rc = td_vko_create(v, 64, 64, &o, &err);
+            if (rc == TD_OK) {
+                td_vk_buf b;
+                rc = td_vk_buf_create(v, 4096, TD_VK_MEM_READBACK, &b, &err);
+                if (rc == TD_OK)
+                    td_vk_buf_destroy(v, &b);
+            }
+            td_vko_free(o);
+            td_vk_close(v);
+        }
+        td_vk_fail_alloc(0);
+        assert_int_equal(td_vk_live(), base);
+        if (rc == TD_OK)
+            break;
+        if (rc != TD_ENOMEM)
+            fail_msg("allocation %d: code %d (%s), expected TD_ENOMEM", n, rc, err.msg);
+    }
+    printf("# %d allocations failed in turn, each TD_ENOMEM, nothing leaked\n", n - 1);
+    assert_true(n > 10 && n < 200);
+}
+
+/* ---------------------------------------------------------- products */
+
+static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int force)
+{
+    int ldw = w_f16 && (k % 2) ? k + 1 : k + (k % 3 == 0 ? 2 : 0);
+    int lda = k + 3, ldc = n + 5, ldadd = n + 1;
+    float *a = malloc((size_t)m * lda * sizeof *a), *bias = malloc((size_t)n * sizeof *bias);
+    float *add = malloc((size_t)m * ldadd * sizeof *add), *c0 = malloc((size_t)m * ldc * sizeof *c0);
+    float *wf = malloc((size_t)n * ldw * sizeof *wf);
+    uint16_t *wh = malloc((size_t)n * ldw * sizeof *wh);
+    double *ref = malloc((size_t)m * n * sizeof *ref);
+    assert_true(a && bias && add && c0 && wf && wh && ref);
+    for (size_t i = 0; i < (size_t)m * lda; i++)
+        a[i] = frand();
+    for (int i = 0; i < n; i++)
+        bias[i] = frand();
+    for (size_t i = 0; i < (size_t)m * ldadd; i++)
+        add[i] = frand();
+    for (int r = 0; r < m; r++)
+        for (int c = 0; c < ldc; c++)
+            c0[(size_t)r * ldc + c] = c < n ? frand() : GUARD_VAL;
+    for (size_t i = 0; i < (size_t)n * ldw; i++) {
+        float v = frand() * 0.5f;
+        wh[i] = td_wk_f32_to_f16(v);
+        wf[i] = w_f16 ? td_wk_f16_to_f32(wh[i]) : v;
+    }
+    for (int r = 0; r < m; r++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int i = 0; i < k; i++)
+                s += (double)a[(size_t)r * lda + i] * wf[(size_t)j * ldw + i];
+            if (flags & TD_VKO_BIAS)
+                s += bias[j];
+            if (flags & TD_VKO_GELU)
+                s = 0.5 * s * (1 + erf(s / sqrt(2.0)));
+            if (flags & TD_VKO_ADD)
+                s += add[(size_t)r * ldadd + j];
+            if (flags & TD_VKO_ACC)
+                s += c0[(size_t)r * ldc + j];
+            ref[(size_t)r * n + j] = s;
+        }
+    td_vk_buf ba = dbuf(a, (size_t)m * lda * 4), bb = dbuf(bias, (size_t)n * 4);
+    td_vk_buf bd = dbuf(add, (size_t)m * ldadd * 4);
+    td_vk_buf bw = w_f16 ? dbuf(wh, (size_t)n * ldw * 2) : dbuf(wf, (size_t)n * ldw * 4);
+    outbuf oc = obuf((size_t)m * ldc, c0);
+    if (force >= 0)
+        td_vko_set_matvec_rows(ops, force);
+    begin_ok();
+    td_vko_linear(ops, m, n, k, ba.addr, lda, bw.addr, w_f16, ldw, bb.addr, bd.addr, ldadd,
+                  oaddr(&oc), ldc, flags);
+    submit_ok();
+    td_vko_set_matvec_rows(ops, TD_VKO_MATVEC_ROWS);
+    float *got = oread(&oc, m, n, ldc);
+    char what[96];
+    snprintf(what, sizeof what, "linear %dx%dx%d %s flags %u %s", m, n, k, w_f16 ? "f16" : "f32",
+             flags, force == 0 ? "tiled" : force > 0 ? "matvec" : "auto");
+    compare(what, got, ref, m, n, ldc, 2e-6, 2e-5 * sqrt((double)k));
+    free(got);
+    td_vk_buf_destroy(vk, &ba);
+    td_vk_buf_destroy(vk, &bb);
+    td_vk_buf_destroy(vk, &bd);
+    td_vk_buf_destroy(vk, &bw);
+    free(a);
+    free(bias);
+    free(add);
+    free(c0);
+    free(wf);
+    free(wh);
+    free(ref);
+}
+
+static void test_linear(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC;
+    static const int shapes[][3] = {{1, 7, 10},   {3, 33, 66},  {8, 65, 130}, {9, 64, 64},
+                                    {70, 129, 47}, {65, 3, 200}, {1, 200, 1},  {130, 70, 17}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        for (int f16 = 0; f16 <= 1; f16++) {
+            linear_case(m, n, k, f16, 0, -1);
+            linear_case(m, n, k, f16, B | G | A, 0);     /* tiled */
+            linear_case(m, n, k, f16, B | C, 1 << 20);   /* matvec, however many rows */
+        }
+    }
+}
+
+/* ---------------------------------------------------------- layernorm */
+
+static void test_layernorm(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    static const int ns[] = {1, 7, 64, 257, 1280};
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        int n = ns[t], rows = 5, ldx = n + 2, ldy = n + 3;
+        float *x = malloc((size_t)rows * ldx * sizeof *x), *w = malloc((size_t)n * 4),
+              *b = malloc((size_t)n * 4);
+        double *ref = malloc((size_t)3 * n * sizeof *ref);
+        assert_true(x && w && b && ref);
+        for (size_t i = 0; i < (size_t)rows * ldx; i++)
+            x[i] = frand() * 3 + 1.5f; /* an offset the mean must remove */
+        for (int i = 0; i < n; i++) {
+            w[i] = frand();
+            b[i] = frand();
+        }
+        int idx[3] = {4, 0, 2}; /* gathered rows */
+        for (int r = 0; r < 3; r++) {
+            const float *xr = x + (size_t)idx[r] * ldx;
+            double mean = 0, var = 0;
+            for (int i = 0; i < n; i++)
+                mean += xr[i];
+            mean /= n;
+            for (int i = 0; i < n; i++)
+                var += (xr[i] - mean) * (xr[i] - mean);
+            var /= n;
+            for (int i = 0; i < n; i++)
+                ref[(size_t)r * n + i] = (xr[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
+        }
+        td_vk_buf bx = dbuf(x, (size_t)rows * ldx * 4), bw = dbuf(w, (size_t)n * 4),
+                  bb = dbuf(b, (size_t)n * 4), bi = dbuf(idx, sizeof idx);
+        outbuf oy = obuf((size_t)3 * ldy, NULL);
+        begin_ok();
+        td_vko_layernorm(ops, 3, n, bx.addr, ldx, bw.addr, bb.addr, oaddr(&oy), ldy, bi.addr);
+        submit_ok();
+        float *got = oread(&oy, 3, n, ldy);
+        char what[64];
+        snprintf(what, sizeof what, "layernorm n %d (gathered rows)", n);
+        compare(what, got, ref, 3, n, ldy, 1e-6, 1e-5);
+        free(got);
+        td_vk_buf_destroy(vk, &bx);
+        td_vk_buf_destroy(vk, &bw);
+        td_vk_buf_destroy(vk, &bb);
+        td_vk_buf_destroy(vk, &bi);
+        free(x);
+        free(w);
+        free(b);
+        free(ref);
+    }
+}
+
+/* ---------------------------------------------------------- attention */
+
+/* out[r] = softmax(q[r] . k[j]^T / sqrt(d), j < nk) v over one head. */
+static void attn_ref(int d, int nk, const float *q, const float *k, const float *v, int ld,
+                     double *out)
+{
+    double *s = malloc((size_t)nk * sizeof *s), mx = -INFINITY, sum = 0;
+    assert_non_null(s);
+    for (int j = 0; j < nk; j++) {
+        double t = 0;
+        for (int i = 0; i < d; i++)
+            t += (double)q[i] * k[(size_t)j * ld + i];
+        s[j] = t / sqrt((double)d);
+        if (s[j] > mx)
+            mx = s[j];
+    }
+    for (int j = 0; j < nk; j++)
+        sum += s[j] = exp(s[j] - mx);
+    for (int i = 0; i < d; i++) {
+        double a = 0;
+        for (int j = 0; j < nk; j++)
+            a += s[j] * v[(size_t)j * ld + i];
+        out[i] = a / sum;
+    }
+    free(s);
+}
+
+static void enc_attn_case(int n, int n_head, int d)
+{
+    int ld = n_head * d;
+    size_t sz = (size_t)n * ld;
+    float *q = malloc(sz * 4), *k = malloc(sz * 4), *v = malloc(sz * 4);
+    double *ref = malloc(sz * sizeof *ref);
+    assert_true(q && k && v && ref);
+    for (size_t i = 0; i < sz; i++) {
+        q[i] = frand() * 2;
+        k[i] = frand() * 2;
+        v[i] = frand();
+    }
+    for (int r = 0; r < n; r++)
+        for (int h = 0; h < n_head; h++)
+            attn_ref(d, n, q + (size_t)r * ld + h * d, k + h * d, v + h * d, ld,
+                     ref + (size_t)r * ld + h * d);
+    td_vk_buf bq = dbuf(q, sz * 4), bk = dbuf(k, sz * 4), bv = dbuf(v, sz * 4);
+    outbuf oo = obuf(sz, NULL);
+    td_vko *o = ops;
+    td_vko *o64 = NULL;
+    if (d != 16) {
+        td_error err = {0};
+        if (td_vko_create(vk, d, d, &o64, &err))
+            fail_msg("%s", err.msg);
+        o = o64;
+    }
+    begin_ok();
+    td_vko_enc_attn(o, n, n_head, ld, bq.addr, bk.addr, bv.addr, oaddr(&oo));
+    submit_ok();
+    td_vko_free(o64);
+    float *got = oread(&oo, n, ld, ld);
+    char what[64];
+    snprintf(what, sizeof what, "enc_attn n %d heads %d d %d", n, n_head, d);
+    compare(what, got, ref, n, ld, ld, 2e-6, 1e-5);
+    free(got);
+    td_vk_buf_destroy(vk, &bq);
+    td_vk_buf_destroy(vk, &bk);
+    td_vk_buf_destroy(vk, &bv);
+    free(q);
+    free(k);
+    free(v);
+    free(ref);
+}
+
+static void test_enc_attn(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    enc_attn_case(1, 1, 16);
+    enc_attn_case(37, 3, 16);
+    enc_attn_case(130, 2, 64);
+    enc_attn_case(300, 4, 16);
+}
+
+/* Decoder attention: rows with their own key offsets and counts, keys
+ * from one pool (a KV cache or cross K/V). */
+static void test_dec_attn(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const int n_head = 3, d = 64, ld = n_head * d, pool_rows = 1500 + 40;
+    static const int rows_info[][2] = {{0, 1}, {5, 4}, {40, 1500}, {7, 37}, {100, 448}, {3, 129}};
+    const int rows = sizeof rows_info / sizeof rows_info[0];
+    size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld;
+    float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4);
+    double *ref = malloc(qsz * sizeof *ref);
+    int info[2 * 6];
+    assert_true(k && v && q && ref);
+    for (size_t i = 0; i < psz; i++) {
+        k[i] = frand() * 2;
+        v[i] = frand();
+    }
+    for (size_t i = 0; i < qsz; i++)
+        q[i] = frand() * 2;
+    for (int r = 0; r < rows; r++) {
+        info[2 * r] = rows_info[r][0] * ld;
+        info[2 * r + 1] = rows_info[r][1];
+        for (int h = 0; h < n_head; h++)
+            attn_ref(d, rows_info[r][1], q + (size_t)r * ld + h * d,
+                     k + (size_t)rows_info[r][0] * ld + h * d,
+                     v + (size_t)rows_info[r][0] * ld + h * d, ld, ref + (size_t)r * ld + h * d);
+    }
+    td_vk_buf bq = dbuf(q, qsz * 4), bk = dbuf(k, psz * 4), bv = dbuf(v, psz * 4),
+              bi = dbuf(info, sizeof info);
+    outbuf oo = obuf(qsz, NULL);
+    begin_ok();
+    td_vko_dec_attn(ops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr);
+    submit_ok();
+    float *got = oread(&oo, rows, ld, ld);
+    compare("dec_attn ragged rows, 1..1500 keys", got, ref, rows, ld, ld, 2e-6, 1e-5);
+    free(got);
+    td_vk_buf_destroy(vk, &bq);
+    td_vk_buf_destroy(vk, &bk);
+    td_vk_buf_destroy(vk, &bv);
+    td_vk_buf_destroy(vk, &bi);
+    free(q);
+    free(k);
+    free(v);
+    free(ref);
+}
+
+/* ---------------------------------------------------------- embed, kv */
+
+static void test_embed_kv(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const int n = 66, vocab = 1000, ctx = 20, rows = 5;
+    uint16_t *tokh = malloc((size_t)vocab * n * 2);
+    float *tokf = malloc((size_t)vocab * n * 4), *pos = malloc((size_t)ctx * n * 4);
+    assert_true(tokh && tokf && pos);
+    for (size_t i = 0; i < (size_t)vocab * n; i++) {
+        tokh[i] = td_wk_f32_to_f16(frand());
+        tokf[i] = td_wk_f16_to_f32(tokh[i]);
+    }
+    for (size_t i = 0; i < (size_t)ctx * n; i++)
+        pos[i] = frand();
+    int tp[2 * 5] = {999, 0, 0, 19, 517, 3, 1, 1, 998, 7};
+    double ref[5 * 66];
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++)
+            ref[r * n + i] = (double)(tokf[(size_t)tp[2 * r] * n + i] + pos[(size_t)tp[2 * r + 1] * n + i]);
+    td_vk_buf bh = dbuf(tokh, (size_t)vocab * n * 2), bf = dbuf(tokf, (size_t)vocab * n * 4),
+              bp = dbuf(pos, (size_t)ctx * n * 4), bt = dbuf(tp, sizeof tp);
+    for (int f16 = 0; f16 <= 1; f16++) {
+        outbuf ox = obuf((size_t)rows * n, NULL);
+        begin_ok();
+        td_vko_embed(ops, rows, n, f16 ? bh.addr : bf.addr, f16, bp.addr, bt.addr, oaddr(&ox));
+        submit_ok();
+        float *got = oread(&ox, rows, n, n);
+        compare(f16 ? "embed f16" : "embed f32", got, ref, rows, n, n, 0, 0);
+        free(got);
+    }
+    /* kv_put: rows to scattered positions of a cache of 12 rows */
+    float src_k[5 * 66], src_v[5 * 66];
+    for (int i = 0; i < rows * n; i++) {
+        src_k[i] = frand();
+        src_v[i] = frand();
+    }
+    int dst[5] = {11 * n, 0, 4 * n, 5 * n, 9 * n};
+    td_vk_buf bk = dbuf(src_k, sizeof src_k), bv = dbuf(src_v, sizeof src_v),
+              bd = dbuf(dst, sizeof dst);
+    outbuf kc = obuf((size_t)12 * n, NULL), vc = obuf((size_t)12 * n, NULL);
+    begin_ok();
+    td_vko_kv_put(ops, rows, n, bk.addr, bv.addr, oaddr(&kc), oaddr(&vc), bd.addr);
+    submit_ok();
+    float *gk = oread(&kc, 0, 0, 0), *gv = oread(&vc, 0, 0, 0);
+    for (int r = 0; r < 12; r++) {
+        int from = -1;
+        for (int s = 0; s < rows; s++)
+            if (dst[s] == r * n)
+                from = s;
+        for (int i = 0; i < n; i++) {
+            float ek = from < 0 ? GUARD_VAL : src_k[from * n + i];
+            float ev = from < 0 ? GUARD_VAL : src_v[from * n + i];
+            if (gk[r * n + i] != ek || gv[r * n + i] != ev)
+                fail_msg("kv_put: cache row %d element %d", r, i);
+        }
+    }
+    free(gk);
+    free(gv);
+    td_vk_buf_destroy(vk, &bh);
+    td_vk_buf_destroy(vk, &bf);
+    td_vk_buf_destroy(vk, &bp);
+    td_vk_buf_destroy(vk, &bt);
+    td_vk_buf_destroy(vk, &bk);
+    td_vk_buf_destroy(vk, &bv);
+    td_vk_buf_destroy(vk, &bd);
+    free(tokh);
+    free(tokf);
+    free(pos);
+}
+
+/* ---------------------------------------------------------- timing */
+
+static void test_profile(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    td_vk_profile(vk, 1);
+    float x[64 * 64];
+    for (int i = 0; i < 64 * 64; i++)
+        x[i] = frand();
+    td_vk_buf b = dbuf(x, sizeof x), w = dbuf(x, sizeof x);
+    outbuf y = obuf(64 * 64, NULL);
+    begin_ok();
+    for (int i = 0; i < 3; i++)
+        td_vko_linear(ops, 64, 64, 64, b.addr, 64, w.addr, 0, 64, 0, 0, 0, oaddr(&y), 64, 0);
+    submit_ok();
+    td_vk_profile(vk, 0);
+    td_vk_prof pr[8];
+    int n = td_vk_profile_read(vk, pr, 8, 1);
+    if (!td_vk_device_info(vk)->name[0] || n == 0) {
+        printf("# no timestamps on this queue\n");
+    } else {
+        assert_string_equal(pr[0].name, "matmul_f32");
+        assert_int_equal(pr[0].count, 3);
+        assert_true(pr[0].ms > 0);
+        printf("# 3 matmuls 64^3: %.3f ms by timestamps\n", pr[0].ms);
+    }
+    free(oread(&y, 0, 0, 0));
+    td_vk_buf_destroy(vk, &b);
+    td_vk_buf_destroy(vk, &w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_linear),        cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_dec_attn),
+        cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
+
+#else /* !TD_HAVE_VULKAN */
+
+static void test_not_built(void **state)
+{
+    (void)state;
+    printf("# skipped: tapedeck was built without the Vulkan backend\n");
+    skip();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_not_built)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#endif
