@@ -19,6 +19,15 @@
 # runs the oracle once on MODEL.bin (checked against SHA256 when given) with
 # the WAV, teacher-forcing the logits on the greedy transcript, and leaves
 # NAME.json, NAME.enc.f32, NAME.logits.f32 and NAME.mel80.f32 in the tar.
+#
+# Word alignment fixtures (issue 13) for existing sets instead:
+#
+#   OUT=/some/dir scripts/whisper-oracle-device.sh --align [PRUNED.bin.gz]
+#
+# rebuilds tiny-f16 from its recipe and writes tiny-f16.align.{f32,json}
+# (teacher-forced tokens, tiny's heads); with PRUNED.bin.gz (`whisper-oracle.py
+# prune` of the real tiny.en model, gzipped to fit the carry) also
+# tiny.en-real.align.{f32,json} (its greedy transcript, tiny.en's heads).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$(mktemp -d)}
@@ -32,6 +41,33 @@ export PYTHONUNBUFFERED=1
 echo "== versions"
 uname -m; cc --version | head -1
 python3 -c 'import sys, numpy, torch, transformers; print(sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "transformers", transformers.__version__)' || exit 1
+
+if [ "${1:-}" = --align ]; then
+    fx=$root/tests/fixtures/whisper
+    failed=0
+    echo "== build tapedeck-mkmodel"
+    cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" "$root/tools/mkmodel.c" "$root/src/whisper/mkmodel.c" \
+        "$root/src/whisper/ggml_writer.c" "$root/src/util/error.c" -lm -o "$work/tapedeck-mkmodel" || exit 1
+    args=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mkmodel"]["argv"])' "$fx/tiny-f16.json")
+    echo "== tiny-f16: tapedeck-mkmodel $args"
+    # shellcheck disable=SC2086  # args is a flat option list
+    "$work/tapedeck-mkmodel" $args --out "$work/tiny-f16.bin" || exit 1
+    timeout 200 python3 "$root/scripts/whisper-oracle.py" align --model "$work/tiny-f16.bin" \
+        --fixtures "$fx" --name tiny-f16 --heads tiny --tokens teacher --out "$fix" || failed=$((failed + 1))
+    if [ -n "${2:-}" ]; then
+        echo "== tiny.en-real (pruned copy)"
+        gunzip -c "$2" > "$work/tiny.en-pruned.bin" || exit 1
+        sha=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["model_sha256"])' "$fx/tiny.en-real.json")
+        timeout 200 python3 "$root/scripts/whisper-oracle.py" align --model "$work/tiny.en-pruned.bin" \
+            --fixtures "$fx" --name tiny.en-real --heads tiny.en --tokens greedy --pruned-from "$sha" \
+            --out "$fix" || failed=$((failed + 1))
+    fi
+    ls -l "$fix"
+    tar -C "$work" -cf "$OUT/fixtures.tar" whisper
+    rm -rf "$work"
+    echo "failed: $failed"
+    exit $((failed > 0))
+fi
 
 if [ "${1:-}" = --real ]; then
     [ $# -ge 5 ] || { echo "usage: $0 --real MODEL.bin AUDIO.wav NAME SOURCE [SHA256]"; exit 2; }

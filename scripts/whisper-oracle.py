@@ -35,6 +35,25 @@ Subcommands:
                                     float64 forward pass (openai's model.py
                                     written out) and print the differences:
                                     checks the HF name mapping without torch
+  align --model M --fixtures DIR --name NAME --heads MODEL --out DIR
+        [--tokens greedy|teacher] [--pruned-from SHA256]
+                                    word alignment (issue 13): the alignment
+                                    heads' cross-attention over [sot sequence,
+                                    notimestamps, text, eot] for set NAME's mel
+                                    and text, and HF's own token and word
+                                    timestamps from it: NAME.align.f32 and
+                                    NAME.align.json
+  npalign --model M --fixtures DIR --name NAME --heads MODEL --out DIR
+        [--tokens greedy|teacher]
+                                    the same cross-attention from the
+                                    numpy-only forward pass (no torch, no HF
+                                    timestamps): the backend test's reference
+  prune --model M --keep-json F --out OUT
+                                    a copy of M whose token-embedding rows are
+                                    zero except for the tokens of set F's
+                                    alignment sequence (cross-attention of
+                                    those tokens is unchanged; the copy
+                                    compresses to fit the device's carry)
 
 Fixture files are raw little-endian float32, row-major; the meta JSON says
 their shapes and how rows and columns were subsampled.
@@ -725,7 +744,9 @@ def run_oracle(a):
 # written out), to check the HF name mapping and the fixtures without torch
 
 
-def np_forward(m, mel, tokens):
+def np_forward(m, mel, tokens, cross_probs=None):
+    """Encoder output and logits; with a dict cross_probs, also every
+    decoder layer's cross-attention probabilities, [head][row][frame]."""
     from math import erf
 
     t = {k: np.asarray(v, np.float64) for k, v in m.tensors.items()}
@@ -749,17 +770,22 @@ def np_forward(m, mel, tokens):
         y = x @ t[p + ".weight"].T
         return y + t[p + ".bias"] if bias else y
 
-    def attn(x, kv, p, n_head, causal):
+    def attn(x, kv, p, n_head, causal, keep=None):
         q, k, v = lin(x, p + ".query"), lin(kv, p + ".key", False), lin(kv, p + ".value")
         dh = q.shape[1] // n_head
         out = np.empty_like(q)
+        probs = []
         for h in range(n_head):
             sl = slice(h * dh, (h + 1) * dh)
             s = q[:, sl] @ k[:, sl].T / np.sqrt(dh)
             if causal:
                 s = s + np.triu(np.full(s.shape, -np.inf), 1)
             s = np.exp(s - s.max(1, keepdims=True))
-            out[:, sl] = (s / s.sum(1, keepdims=True)) @ v[:, sl]
+            pr = s / s.sum(1, keepdims=True)
+            probs.append(pr)
+            out[:, sl] = pr @ v[:, sl]
+        if keep is not None:
+            keep.append(np.stack(probs))
         return lin(out, p + ".out")
 
     hp = m.hp
@@ -778,8 +804,11 @@ def np_forward(m, mel, tokens):
         b = f"decoder.blocks.{i}"
         y = y + attn(ln(y, b + ".attn_ln"), ln(y, b + ".attn_ln"), b + ".attn",
                      hp["n_text_head"], True)
+        keep = [] if cross_probs is not None else None
         y = y + attn(ln(y, b + ".cross_attn_ln"), enc, b + ".cross_attn", hp["n_text_head"],
-                     False)
+                     False, keep)
+        if keep:
+            cross_probs[i] = keep[0]
         y = y + lin(gelu(lin(ln(y, b + ".mlp_ln"), b + ".mlp.0")), b + ".mlp.2")
     return enc, ln(y, "decoder.ln") @ emb.T
 
@@ -802,6 +831,223 @@ def np_check(a):
     cols = [c for c in range(hp["n_vocab"]) if c % lg["col_step"] == 0 or c >= lg["col_from"]]
     ref = np.fromfile(os.path.join(a.fixtures, lg["file"]), "<f4").reshape(lg["shape"])
     print(a.name, "logits", diff_stats(logits[:, cols], ref), f"({time.time() - t0:.1f} s)")
+
+
+# --------------------------------------------------------------------------
+# Word alignment (issue 13): HF's cross-attention and token timestamps
+
+# openai-whisper's published alignment heads (whisper/__init__.py): base85 of
+# a gzipped boolean [n_text_layer][n_text_head] array, per model. Decoded
+# here with the standard library, independently of tapedeck's C table.
+ALIGNMENT_HEADS_B85 = {
+    "tiny.en": b"ABzY8J1N>@0{>%R00Bk>$p{7v037`oCl~+#00",
+    "tiny": b"ABzY8bu8Lr0{>%RKn9Fp%m@SkK7Kt=7ytkO",
+    "base.en": b"ABzY8;40c<0{>%RzzG;p*o+Vo09|#PsxSZm00",
+    "base": b"ABzY8KQ!870{>%RzyTQH3`Q^yNP!>##QT-<FaQ7m",
+}
+
+
+def alignment_heads(name, n_layer, n_head):
+    import base64
+    import gzip
+
+    mask = gzip.decompress(base64.b85decode(ALIGNMENT_HEADS_B85[name]))
+    if len(mask) != n_layer * n_head:
+        raise ValueError(f"{name}: heads mask has {len(mask)} entries, model {n_layer}x{n_head}")
+    return [[i // n_head, i % n_head] for i, v in enumerate(mask) if v]
+
+
+def align_sequence(meta, which):
+    """[sot sequence, notimestamps, text tokens, eot] of a fixture set."""
+    sp = meta["special"]
+    src = meta["greedy"]["tokens"] if which == "greedy" else meta["logits"]["tokens"]
+    text = [t for t in src if t < sp["eot"]]
+    sot_seq = [sp["sot"]] + ([sp["lang_begin"], sp["transcribe"]] if meta["multilingual"] else [])
+    return sot_seq, text, sot_seq + [sp["notimestamps"]] + text + [sp["eot"]]
+
+
+class _GenOut(dict):
+    """What _extract_token_timestamps reads of generate()'s output."""
+    __getattr__ = dict.__getitem__
+
+
+class _ByteTokenizer:
+    """The little of a Whisper tokenizer that HF's word grouping uses,
+    over the model file's own token bytes (the synthetic vocabularies of
+    the random sets have no tokenizer files)."""
+
+    def __init__(self, m):
+        self.m = m
+        self.eos_token_id = m.special["eot"]
+        self.language = None
+
+    def decode(self, tokens, **kw):
+        b = b"".join(token_bytes(self.m, int(t)) or b"" for t in tokens
+                     if int(t) < self.eos_token_id)
+        return b.decode("utf-8", errors="replace")
+
+
+def run_align(a):
+    import torch
+    import transformers
+    from transformers.models.whisper import tokenization_whisper as tw
+
+    torch.set_num_threads(max(1, min(16, os.cpu_count() or 1)))
+    t0 = time.time()
+    meta_in = json.load(open(os.path.join(a.fixtures, f"{a.name}.json")))
+    m = parse_ggml(a.model)
+    hp, sp = m.hp, m.special
+    want = a.pruned_from or meta_in["model_sha256"]
+    if a.pruned_from:
+        if a.pruned_from != meta_in["model_sha256"]:
+            raise SystemExit(f"{a.name}: --pruned-from {a.pruned_from} is not the set's model")
+    elif m.sha256 != want:
+        raise SystemExit(f"{a.model}: SHA-256 {m.sha256}, the set's model is {want}")
+    sot_seq, text, seq = align_sequence(meta_in, a.tokens)
+    heads = alignment_heads(a.heads, hp["n_text_layer"], hp["n_text_head"])
+    mel = np.fromfile(os.path.join(a.fixtures, meta_in["mel"]["file"]), "<f4")
+    mel = mel.reshape(hp["n_mels"], WINDOW_FRAMES)
+    content_frames = min(WINDOW_FRAMES, meta_in["audio"]["samples"] // HOP)
+    log(a.name, "heads", a.heads, heads, "sequence", len(seq), "content frames", content_frames)
+
+    model, _ = build_hf(m, torch, torch.float64)
+    enc = encode(model, torch, torch.from_numpy(mel.astype(np.float64))[None])
+    ids = torch.tensor([seq], dtype=torch.long)
+    with torch.no_grad():
+        out = model(encoder_outputs=(enc,), decoder_input_ids=ids, use_cache=False,
+                    output_attentions=True)
+    ca = out.cross_attentions  # per layer: (1, heads, rows, n_audio_ctx), softmax'd
+    w = np.stack([ca[l][0, h].numpy() for l, h in heads])
+    w.astype("<f4").tofile(os.path.join(a.out, f"{a.name}.align.f32"))
+    res = {
+        "name": a.name,
+        "what": "cross-attention probabilities of the alignment heads (HF eager attention, "
+                "float64, stored float32) over the sequence, and HF's own token and word "
+                "timestamps from them; see scripts/whisper-oracle.py align",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "numpy": np.__version__},
+        "model_sha256": meta_in["model_sha256"],
+        "model_pruned": bool(a.pruned_from),
+        "heads_of": a.heads, "heads": heads,
+        "sot_sequence": sot_seq, "sequence": seq, "text_tokens": text,
+        "content_frames": content_frames,
+        "file": f"{a.name}.align.f32", "shape": list(w.shape),
+        "row_sums_max_dev": float(np.abs(w.sum(-1) - 1).max()),
+        "text_token_bytes": [(token_bytes(m, t) or b"").hex() for t in text],
+        "errors": [],
+    }
+    gen = _GenOut(sequences=ids, cross_attentions=(tuple(ca),))
+    tok = _ByteTokenizer(m)
+    # HF's defaults: all n_audio_ctx frames (no num_frames, as generate()
+    # and the pipeline do for a short clip); and cropped to the content as
+    # generate(num_frames=...) does (cropped, not renormalised).
+    for variant, nf in (("full", None), ("cropped", 2 * (content_frames // 2))):
+        try:
+            ts = model._extract_token_timestamps(gen, heads, num_frames=nf)[0].tolist()
+            res[f"hf_token_timestamps_{variant}"] = ts
+            # token i of the sequence (i >= 1) is given ts[i]; a text token
+            # spans (ts[i], ts[i + 1]) as the pipeline pairs them
+            base = len(sot_seq) + 1
+            pairs = [(round(ts[base + k], 2), round(ts[base + k + 1], 2))
+                     for k in range(len(text))]
+            try:
+                words = tw._collate_word_timestamps(tok, text, pairs, "english", False)
+            except TypeError:  # before return_language was added
+                words = tw._collate_word_timestamps(tok, text, pairs, "english")
+            _, _, idx = tw._combine_tokens_into_words(tok, text, "english")
+            res[f"hf_words_{variant}"] = [
+                {"text": x["text"], "start": x["timestamp"][0], "end": x["timestamp"][1],
+                 "tokens": list(ix)}
+                for x, ix in zip(words, idx)]
+            log(variant, json.dumps(res[f"hf_words_{variant}"]))
+        except Exception as e:  # noqa: BLE001 - record what HF's API did instead
+            res["errors"].append(f"{variant}: {type(e).__name__}: {e}")
+            traceback.print_exc()
+    res["seconds"] = round(time.time() - t0, 1)
+    with open(os.path.join(a.out, f"{a.name}.align.json"), "w") as f:
+        json.dump(res, f, indent=1, sort_keys=True)
+    log(a.name, "align done", res["seconds"], "s, errors", res["errors"])
+    if res["errors"]:
+        raise SystemExit(1)
+
+
+def run_npalign(a):
+    """The alignment heads' cross-attention from the numpy-only float64
+    forward pass (no torch): the same files as `align` without HF's
+    timestamps, for the backend test's reference."""
+    t0 = time.time()
+    meta_in = json.load(open(os.path.join(a.fixtures, f"{a.name}.json")))
+    m = parse_ggml(a.model)
+    hp = m.hp
+    if m.sha256 != meta_in["model_sha256"]:
+        raise SystemExit(f"{a.model}: SHA-256 {m.sha256}, the set's model is "
+                         f"{meta_in['model_sha256']}")
+    sot_seq, text, seq = align_sequence(meta_in, a.tokens)
+    heads = alignment_heads(a.heads, hp["n_text_layer"], hp["n_text_head"])
+    mel = np.fromfile(os.path.join(a.fixtures, meta_in["mel"]["file"]), "<f4")
+    mel = mel.reshape(hp["n_mels"], WINDOW_FRAMES).astype(np.float64)
+    probs = {}
+    np_forward(m, mel, seq, probs)
+    w = np.stack([probs[l][h] for l, h in heads])
+    w.astype("<f4").tofile(os.path.join(a.out, f"{a.name}.align.f32"))
+    res = {
+        "name": a.name,
+        "what": "cross-attention probabilities of the alignment heads over the sequence, from "
+                "the numpy-only float64 forward pass (openai's model.py written out; "
+                "scripts/whisper-oracle.py npalign), stored float32",
+        "versions": {"numpy": np.__version__, "python": sys.version.split()[0]},
+        "model_sha256": meta_in["model_sha256"],
+        "heads_of": a.heads, "heads": heads,
+        "sot_sequence": sot_seq, "sequence": seq, "text_tokens": text,
+        "content_frames": min(WINDOW_FRAMES, meta_in["audio"]["samples"] // HOP),
+        "file": f"{a.name}.align.f32", "shape": list(w.shape),
+        "row_sums_max_dev": float(np.abs(w.sum(-1) - 1).max()),
+        "text_token_bytes": [(token_bytes(m, t) or b"").hex() for t in text],
+        "errors": [],
+        "seconds": round(time.time() - t0, 1),
+    }
+    with open(os.path.join(a.out, f"{a.name}.align.json"), "w") as f:
+        json.dump(res, f, indent=1, sort_keys=True)
+    log(a.name, "npalign done", res["seconds"], "s; shape", res["shape"])
+
+
+def run_prune(a):
+    """Zero the token-embedding rows outside the alignment sequence."""
+    meta_in = json.load(open(a.keep_json))
+    _, _, seq = align_sequence(meta_in, "greedy" if meta_in.get("real") else "teacher")
+    data = bytearray(open(a.model, "rb").read())
+    off = 4 + 11 * 4
+    n_mel, n_fft = struct.unpack_from("<ii", data, off)
+    off += 8 + n_mel * n_fft * 4
+    (count,) = struct.unpack_from("<i", data, off)
+    off += 4
+    for _ in range(count):
+        (n,) = struct.unpack_from("<I", data, off)
+        off += 4 + n
+    done = False
+    while off < len(data):
+        n_dims, name_len, ttype = struct.unpack_from("<iii", data, off)
+        off += 12
+        ne = struct.unpack_from(f"<{n_dims}i", data, off)
+        off += 4 * n_dims
+        name = data[off:off + name_len].decode()
+        off += name_len
+        esz = 4 if ttype == 0 else 2
+        n = 1
+        for d in ne:
+            n *= d
+        if name == "decoder.token_embedding.weight":
+            row = ne[0] * esz
+            keep = set(seq)
+            for r in range(ne[1]):
+                if r not in keep:
+                    data[off + r * row:off + (r + 1) * row] = bytes(row)
+            done = True
+        off += n * esz
+    if not done:
+        raise SystemExit(f"{a.model}: no decoder.token_embedding.weight")
+    open(a.out, "wb").write(data)
+    log("pruned", a.model, "->", a.out, "kept", len(set(seq)), "rows")
 
 
 def main():
@@ -832,6 +1078,26 @@ def main():
     s.add_argument("--model", required=True)
     s.add_argument("--fixtures", required=True)
     s.add_argument("--name", required=True)
+    s = sub.add_parser("align")
+    s.add_argument("--model", required=True)
+    s.add_argument("--fixtures", required=True)
+    s.add_argument("--name", required=True)
+    s.add_argument("--heads", required=True, choices=sorted(ALIGNMENT_HEADS_B85))
+    s.add_argument("--out", required=True)
+    s.add_argument("--tokens", choices=("greedy", "teacher"), default="greedy")
+    s.add_argument("--pruned-from", metavar="SHA256",
+                   help="the model is `prune`'s copy of the set's model, which has this hash")
+    s = sub.add_parser("npalign")
+    s.add_argument("--model", required=True)
+    s.add_argument("--fixtures", required=True)
+    s.add_argument("--name", required=True)
+    s.add_argument("--heads", required=True, choices=sorted(ALIGNMENT_HEADS_B85))
+    s.add_argument("--out", required=True)
+    s.add_argument("--tokens", choices=("greedy", "teacher"), default="greedy")
+    s = sub.add_parser("prune")
+    s.add_argument("--model", required=True)
+    s.add_argument("--keep-json", required=True)
+    s.add_argument("--out", required=True)
     a = p.parse_args()
     if a.cmd == "audio":
         make_audio().tofile(a.out)
@@ -845,6 +1111,12 @@ def main():
         print(suppress_tokens(m))
     elif a.cmd == "npcheck":
         np_check(a)
+    elif a.cmd == "align":
+        run_align(a)
+    elif a.cmd == "npalign":
+        run_npalign(a)
+    elif a.cmd == "prune":
+        run_prune(a)
     else:
         run_oracle(a)
 

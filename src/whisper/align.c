@@ -282,6 +282,37 @@ int td_align_dtw(const float *cost, int n, int m, int *rows, int *cols, int *len
     return TD_OK;
 }
 
+int td_align_jumps(const float *matrix, int n_rows, int n_frames, double *jump, td_error *err)
+{
+    if (n_rows < 1 || n_frames < 1 || n_rows > 4 * TD_WMAX_TEXT_CTX ||
+        n_frames > TD_WMAX_AUDIO_CTX)
+        return td_error_set(err, TD_EINVAL, "dtw: size %d x %d out of range", n_rows, n_frames);
+    size_t nm = (size_t)n_rows * (size_t)n_frames;
+    float *cost = malloc(nm * sizeof *cost);
+    int *rows = malloc(((size_t)n_rows + (size_t)n_frames) * sizeof *rows);
+    int *cols = malloc(((size_t)n_rows + (size_t)n_frames) * sizeof *cols);
+    int rc = TD_OK, len = 0;
+    if (!cost || !rows || !cols) {
+        rc = td_error_set(err, TD_ENOMEM, "dtw: out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nm; i++)
+        cost[i] = -matrix[i];
+    rc = td_align_dtw(cost, n_rows, n_frames, rows, cols, &len, err);
+    if (rc)
+        goto out;
+    /* The path is monotone and moves at most one row a step, so it enters
+     * every row exactly once. */
+    for (int p = 0, r = 0; p < len && r < n_rows; p++)
+        if (p == 0 || rows[p] != rows[p - 1])
+            jump[r++] = cols[p] / (double)TD_ALIGN_FRAMES_PER_SECOND;
+out:
+    free(cost);
+    free(rows);
+    free(cols);
+    return rc;
+}
+
 /* ---- text -------------------------------------------------------------- */
 
 #define REPLACEMENT 0xFFFDu
@@ -683,13 +714,11 @@ int td_align_window(const td_align_vocab *voc, const td_align_window_in *in, td_
     float *mat = malloc((size_t)in->n_rows * (size_t)(in->n_frames > 0 ? in->n_frames : 1) *
                         sizeof *mat);
     int N = n_text + 1, M = in->n_frames;
-    int *prow = malloc(((size_t)N + (size_t)(M > 0 ? M : 1)) * sizeof *prow);
-    int *pcol = malloc(((size_t)N + (size_t)(M > 0 ? M : 1)) * sizeof *pcol);
     double *jump = malloc((size_t)N * sizeof *jump);
     double *dur = NULL;
     td_align_word *w = NULL;
     size_t nw = 0;
-    if (!text || !mat || !prow || !pcol || !jump) {
+    if (!text || !mat || !jump) {
         rc = td_error_set(err, TD_ENOMEM, "align: out of memory");
         goto out;
     }
@@ -706,19 +735,11 @@ int td_align_window(const td_align_vocab *voc, const td_align_window_in *in, td_
                              mat, err);
         if (rc)
             goto out;
-        /* Rows notimestamps .. last text token, negated: DTW minimises. */
-        float *cost = mat + (size_t)in->n_sot * M;
-        for (size_t i = 0; i < (size_t)N * M; i++)
-            cost[i] = -cost[i];
-        int len = 0;
-        rc = td_align_dtw(cost, N, M, prow, pcol, &len, err);
+        /* Rows notimestamps .. last text token (the sot sequence and eot
+         * rows only took part in the standardisation). */
+        rc = td_align_jumps(mat + (size_t)in->n_sot * M, N, M, jump, err);
         if (rc)
             goto out;
-        /* jump[r]: the first frame of row r on the path, in seconds */
-        int r = 0;
-        for (int p = 0; p < len && r < N; p++)
-            if (p == 0 || prow[p] != prow[p - 1])
-                jump[r++] = pcol[p] / (double)TD_ALIGN_FRAMES_PER_SECOND;
 
         int by_unicode = td_align_lang_splits_unicode(in->language ? in->language : "en");
         rc = td_align_split(voc, text, n_text, by_unicode, &w, &nw, err);
@@ -849,8 +870,6 @@ out:
     td_align_words_free(w, nw);
     free(text);
     free(mat);
-    free(prow);
-    free(pcol);
     free(jump);
     free(dur);
     return rc;

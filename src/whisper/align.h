@@ -111,6 +111,12 @@ int td_align_matrix(const float *weights, int n_heads, int n_rows, int n_ctx, in
 int td_align_dtw(const float *cost, int n, int m, int *rows, int *cols, int *len,
                  td_error *err);
 
+/* DTW over -matrix[n_rows][n_frames] (td_align_matrix's output, or rows
+ * of it) and the time each row is entered: jump[r] = first frame of row
+ * r on the path / 50, in seconds (jump[0] is 0). TD_EINVAL, TD_ENOMEM as
+ * td_align_dtw. */
+int td_align_jumps(const float *matrix, int n_rows, int n_frames, double *jump, td_error *err);
+
 /* The text of a token: its bytes (not NUL-terminated, may be partial
  * UTF-8), or NULL for an unknown id. Ids >= eot are never asked for. */
 typedef struct td_align_vocab {

@@ -1,0 +1,374 @@
+/*
+ * test_align_golden.c: word alignment (src/whisper/align.c) on real
+ * cross-attention: the alignment heads' weights of the golden sets
+ * (tests/fixtures/whisper/NAME.align.{json,f32}, made by
+ * scripts/whisper-oracle.py: `npalign` from its numpy-only float64
+ * forward pass, or `align` from HF transformers, which adds HF's own
+ * token and word timestamps).
+ *
+ * Checked on every set: the heads the oracle decoded from openai's
+ * published strings are tapedeck's table's; the weights are
+ * probabilities. On tiny.en-real (OpenAI's tiny.en on jfk.wav): the
+ * words of the transcript come out in order, inside the speech, each
+ * with a plausible length. Where the set holds HF's timestamps: the same
+ * algorithm as HF's (DTW over every row, all 1500 frames) gives HF's
+ * token timestamps within one frame (20 ms), and openai's own variant
+ * (content frames only, rows notimestamps..text) is compared with HF's
+ * words and the differences printed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "whisper/align.h"
+
+static char *fix_dir;
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* $TAPEDECK_FIXTURES/whisper, ./tests/fixtures/whisper, or beside the binary. */
+static char *find_fixtures(void)
+{
+    const char *env = getenv("TAPEDECK_FIXTURES");
+    if (env && *env)
+        return pathf("%s/whisper", env);
+    if (is_dir("tests/fixtures/whisper"))
+        return realpath("tests/fixtures/whisper", NULL);
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = 0;
+        char *p = pathf("%s/../../tests/fixtures/whisper", exe);
+        char *r = realpath(p, NULL);
+        free(p);
+        if (r && is_dir(r))
+            return r;
+        free(r);
+    }
+    return NULL;
+}
+
+/* ---- one set ------------------------------------------------------------ */
+
+typedef struct aset {
+    json_t *meta;        /* NAME.align.json */
+    json_t *set;         /* NAME.json */
+    float *w;            /* [H][T][C] */
+    int H, T, C;
+    int n_sot, n_text;
+    int32_t *seq;        /* T tokens */
+    /* vocab from the meta's text_token_bytes */
+    uint8_t **bytes;
+    size_t *len;
+    int32_t eot;
+} aset;
+
+static const uint8_t *set_token(void *user, int32_t id, size_t *len)
+{
+    const aset *s = user;
+    /* text token k of the sequence is looked up by id: find its position */
+    for (int k = 0; k < s->n_text; k++)
+        if (s->seq[s->n_sot + 1 + k] == id) {
+            *len = s->len[k];
+            return s->bytes[k];
+        }
+    return NULL;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* 0 and the set, or 1 when its files are absent (the test skips). */
+static int load_set(const char *name, aset *s)
+{
+    memset(s, 0, sizeof *s);
+    char *mp = pathf("%s/%s.align.json", fix_dir, name);
+    char *sp = pathf("%s/%s.json", fix_dir, name);
+    json_error_t jerr;
+    s->meta = json_load_file(mp, 0, &jerr);
+    free(mp);
+    if (!s->meta) {
+        free(sp);
+        return 1;
+    }
+    s->set = json_load_file(sp, 0, &jerr);
+    free(sp);
+    assert_non_null(s->set);
+    json_t *shape = json_object_get(s->meta, "shape");
+    assert_int_equal(json_array_size(shape), 3);
+    s->H = (int)json_integer_value(json_array_get(shape, 0));
+    s->T = (int)json_integer_value(json_array_get(shape, 1));
+    s->C = (int)json_integer_value(json_array_get(shape, 2));
+    assert_true(s->H > 0 && s->T > 2 && s->C == 1500);
+    size_t n = (size_t)s->H * s->T * s->C;
+    s->w = malloc(n * sizeof *s->w);
+    assert_non_null(s->w);
+    char *fp = pathf("%s/%s", fix_dir, json_string_value(json_object_get(s->meta, "file")));
+    FILE *f = fopen(fp, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(s->w, sizeof *s->w, n, f), n);
+    fclose(f);
+    free(fp);
+    json_t *seq = json_object_get(s->meta, "sequence");
+    assert_int_equal((int)json_array_size(seq), s->T);
+    s->seq = malloc((size_t)s->T * sizeof *s->seq);
+    assert_non_null(s->seq);
+    for (int i = 0; i < s->T; i++)
+        s->seq[i] = (int32_t)json_integer_value(json_array_get(seq, (size_t)i));
+    s->n_sot = (int)json_array_size(json_object_get(s->meta, "sot_sequence"));
+    s->n_text = s->T - s->n_sot - 2;
+    s->eot = (int32_t)json_integer_value(
+        json_object_get(json_object_get(s->set, "special"), "eot"));
+    assert_int_equal(s->seq[s->T - 1], s->eot);
+    json_t *tb = json_object_get(s->meta, "text_token_bytes");
+    assert_int_equal((int)json_array_size(tb), s->n_text);
+    s->bytes = calloc((size_t)s->n_text + 1, sizeof *s->bytes);
+    s->len = calloc((size_t)s->n_text + 1, sizeof *s->len);
+    assert_true(s->bytes && s->len);
+    for (int k = 0; k < s->n_text; k++) {
+        const char *hx = json_string_value(json_array_get(tb, (size_t)k));
+        size_t l = strlen(hx) / 2;
+        s->bytes[k] = malloc(l + 1);
+        assert_non_null(s->bytes[k]);
+        for (size_t i = 0; i < l; i++)
+            s->bytes[k][i] = (uint8_t)(hexval(hx[2 * i]) * 16 + hexval(hx[2 * i + 1]));
+        s->len[k] = l;
+    }
+    return 0;
+}
+
+static void free_set(aset *s)
+{
+    json_decref(s->meta);
+    json_decref(s->set);
+    free(s->w);
+    free(s->seq);
+    for (int k = 0; k < s->n_text; k++)
+        free(s->bytes[k]);
+    free(s->bytes);
+    free(s->len);
+}
+
+/* ---- checks --------------------------------------------------------------- */
+
+static void check_heads_and_weights(const aset *s)
+{
+    size_t n;
+    const td_align_heads *all = td_align_heads_all(&n);
+    const char *of = json_string_value(json_object_get(s->meta, "heads_of"));
+    const td_align_heads *h = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(all[i].name, of) == 0)
+            h = &all[i];
+    assert_non_null(h);
+    json_t *heads = json_object_get(s->meta, "heads");
+    assert_int_equal((int)json_array_size(heads), h->n_heads);
+    assert_int_equal(s->H, h->n_heads);
+    for (int i = 0; i < h->n_heads; i++) {
+        json_t *p = json_array_get(heads, (size_t)i);
+        assert_int_equal(json_integer_value(json_array_get(p, 0)), h->lh[i][0]);
+        assert_int_equal(json_integer_value(json_array_get(p, 1)), h->lh[i][1]);
+    }
+    for (int r = 0; r < s->H * s->T; r++) {
+        double sum = 0;
+        for (int c = 0; c < s->C; c++)
+            sum += s->w[(size_t)r * s->C + c];
+        assert_true(fabs(sum - 1) < 1e-4);
+    }
+}
+
+/* HF's variant: every row and all 1500 frames; HF gives sequence token
+ * i (i >= 1) the time the path enters row i - 1. */
+static void check_hf_tokens(const aset *s)
+{
+    json_t *ts = json_object_get(s->meta, "hf_token_timestamps_full");
+    if (!ts)
+        return;
+    float *mat = malloc((size_t)s->T * s->C * sizeof *mat);
+    double *jump = malloc((size_t)s->T * sizeof *jump);
+    assert_true(mat && jump);
+    td_error err;
+    assert_int_equal(td_align_matrix(s->w, s->H, s->T, s->C, s->C, 7, mat, &err), TD_OK);
+    assert_int_equal(td_align_jumps(mat, s->T, s->C, jump, &err), TD_OK);
+    double worst = 0;
+    for (int i = 1; i < s->T && i < (int)json_array_size(ts); i++) {
+        double d = fabs(jump[i - 1] - json_real_value(json_array_get(ts, (size_t)i)));
+        if (d > worst)
+            worst = d;
+    }
+    printf("  HF token timestamps (all rows, all frames): largest difference %.3f s over %d "
+           "tokens\n",
+           worst, s->T - 1);
+    assert_true(worst <= 0.02 + 1e-6);
+    free(mat);
+    free(jump);
+}
+
+/* The set's transcript as segments: text between timestamp tokens. */
+typedef struct segs {
+    td_align_seg s[16];
+    int32_t tok[16][64];
+    size_t n;
+} segs;
+
+static void transcript_segments(const aset *s, segs *out)
+{
+    memset(out, 0, sizeof *out);
+    json_t *g = json_object_get(json_object_get(s->set, "greedy"), "tokens");
+    int32_t tsb = (int32_t)json_integer_value(
+        json_object_get(json_object_get(s->set, "special"), "ts_begin"));
+    size_t n = json_array_size(g);
+    int open = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t t = (int32_t)json_integer_value(json_array_get(g, i));
+        if (t >= tsb) {
+            double sec = (t - tsb) * 0.02;
+            if (!open) {
+                assert_true(out->n < 16);
+                out->s[out->n].start = sec;
+                out->s[out->n].tokens = out->tok[out->n];
+                open = 1;
+            } else {
+                out->s[out->n].end = sec;
+                out->n++;
+                open = 0;
+            }
+        } else {
+            assert_true(open);
+            td_align_seg *sg = &out->s[out->n];
+            assert_true(sg->n_tokens < 64);
+            out->tok[out->n][sg->n_tokens++] = t;
+        }
+    }
+}
+
+static void test_tiny_en_real(void **state)
+{
+    (void)state;
+    aset s;
+    if (load_set("tiny.en-real", &s)) {
+        printf("  skipped: tests/fixtures/whisper/tiny.en-real.align.json absent\n");
+        skip();
+    }
+    check_heads_and_weights(&s);
+    check_hf_tokens(&s);
+    segs sg;
+    transcript_segments(&s, &sg);
+    assert_int_equal(sg.n, 2);
+    td_align_vocab voc = {set_token, &s, s.eot};
+    td_align_window_in in = {0};
+    in.weights = s.w;
+    in.n_heads = s.H;
+    in.n_rows = s.T;
+    in.n_ctx = s.C;
+    in.n_sot = s.n_sot;
+    in.n_frames = (int)json_integer_value(json_object_get(s.meta, "content_frames")) / 2;
+    in.language = "en";
+    double last = 0;
+    td_error err;
+    assert_int_equal(td_align_window(&voc, &in, sg.s, sg.n, &last, &err), TD_OK);
+    /* "And so my fellow Americans ask not what your country can do for
+     * you" / "ask what you can do for your country.": 22 words, in order,
+     * inside the 11 s of audio, none longer than 1.4 s (twice the 0.7 s
+     * cap on the median), none ending before it starts. */
+    size_t total = 0;
+    double prev_end = 0;
+    printf("  words (openai's rules):");
+    for (size_t i = 0; i < sg.n; i++)
+        for (size_t k = 0; k < sg.s[i].n_words; k++) {
+            const td_word *w = &sg.s[i].words[k];
+            printf(" %s %.2f-%.2f", w->text, w->start, w->end);
+            assert_true(w->start >= prev_end - 1e-9);
+            assert_true(w->end >= w->start);
+            assert_true(w->end <= 11.0 + 1e-9);
+            prev_end = w->end;
+            total++;
+        }
+    printf("\n");
+    assert_int_equal(total, 22);
+    assert_string_equal(sg.s[0].words[0].text, "And");
+    assert_string_equal(sg.s[1].words[sg.s[1].n_words - 1].text, "country.");
+
+    /* Against HF's own word timestamps, where the set has them. */
+    json_t *hw = json_object_get(s.meta, "hf_words_full");
+    if (hw) {
+        double worst = 0;
+        size_t k = 0;
+        for (size_t i = 0; i < sg.n; i++)
+            for (size_t j = 0; j < sg.s[i].n_words && k < json_array_size(hw); j++, k++) {
+                json_t *o = json_array_get(hw, k);
+                double ds = fabs(sg.s[i].words[j].start - json_real_value(json_object_get(o, "start")));
+                double de = fabs(sg.s[i].words[j].end - json_real_value(json_object_get(o, "end")));
+                worst = fmax(worst, fmax(ds, de));
+            }
+        printf("  against HF's words: %zu of %zu words, largest difference %.2f s\n", k,
+               json_array_size(hw), worst);
+        assert_int_equal(k, json_array_size(hw));
+    }
+    for (size_t i = 0; i < sg.n; i++)
+        td_align_seg_release(&sg.s[i]);
+    free_set(&s);
+}
+
+static void test_tiny_f16(void **state)
+{
+    (void)state;
+    aset s;
+    if (load_set("tiny-f16", &s)) {
+        printf("  skipped: tests/fixtures/whisper/tiny-f16.align.json absent\n");
+        skip();
+    }
+    check_heads_and_weights(&s);
+    check_hf_tokens(&s);
+    free_set(&s);
+}
+
+static int setup_all(void **state)
+{
+    (void)state;
+    fix_dir = find_fixtures();
+    if (!fix_dir) {
+        fprintf(stderr, "test_align_golden: tests/fixtures/whisper not found (run from the repo "
+                        "root or set TAPEDECK_FIXTURES)\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown_all(void **state)
+{
+    (void)state;
+    free(fix_dir);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tiny_f16),
+        cmocka_unit_test(test_tiny_en_real),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
