@@ -107,6 +107,51 @@ int td_align_heads_find(const td_whparams *hp, const char *name_hint, const td_a
     return TD_ALIGN_MATCH_GUESS;
 }
 
+void td_align_heads_flat(const td_align_heads *h, int *out)
+{
+    for (int i = 0; i < h->n_heads; i++) {
+        out[2 * i] = h->lh[i][0];
+        out[2 * i + 1] = h->lh[i][1];
+    }
+}
+
+int td_align_sequence(const td_wmodel *m, int language, int translate, const int32_t *text,
+                      int n_text, int32_t *out, int cap, int *n_sot)
+{
+    const td_wspecial *sp = &m->sp;
+    int32_t head[3];
+    int nh = 0;
+    if (sp->sot < 0 || sp->notimestamps < 0 || sp->eot < 0)
+        return -1;
+    head[nh++] = sp->sot;
+    if (m->multilingual) {
+        if (language < 0 || language >= sp->n_langs)
+            return -1;
+        int32_t task = translate ? sp->translate : sp->transcribe;
+        if (task < 0)
+            return -1;
+        head[nh++] = sp->lang_begin + language;
+        head[nh++] = task;
+    }
+    *n_sot = nh;
+    int n = 0;
+#define PUT(t)                                                                                   \
+    do {                                                                                         \
+        if (n < cap)                                                                             \
+            out[n] = (t);                                                                        \
+        n++;                                                                                     \
+    } while (0)
+    for (int i = 0; i < nh; i++)
+        PUT(head[i]);
+    PUT(sp->notimestamps);
+    for (int i = 0; i < n_text; i++)
+        if (text[i] >= 0 && text[i] < sp->eot)
+            PUT(text[i]);
+    PUT(sp->eot);
+#undef PUT
+    return n;
+}
+
 /* ---- the matrix -------------------------------------------------------- */
 
 static int cmp_float(const void *a, const void *b)

@@ -86,6 +86,21 @@ int td_align_heads_find(const td_whparams *hp, const char *name_hint,
 /* Every table entry (for tests and `tapedeck models`). */
 const td_align_heads *td_align_heads_all(size_t *count);
 
+/* The heads as align_weights() takes them: out[2i] = layer, out[2i+1] =
+ * head, for i < h->n_heads (out has room for 2 * n_heads ints). */
+void td_align_heads_flat(const td_align_heads *h, int *out);
+
+/* The token sequence to re-run for alignment, as openai builds it: the
+ * sot sequence ([sot], or [sot, language, task] for multilingual models),
+ * notimestamps, the text tokens (ids >= eot among them are left out),
+ * eot. language: index as td_wlang_index gives (ignored by English-only
+ * models); translate: the task token. Writes at most cap tokens to out;
+ * returns the sequence's length (more than cap: nothing usable was
+ * written) and its sot sequence's length in *n_sot. -1 when the model
+ * lacks a token the sequence needs or language is out of range. */
+int td_align_sequence(const td_wmodel *m, int language, int translate, const int32_t *text,
+                      int n_text, int32_t *out, int cap, int *n_sot);
+
 /* ---- the steps ----------------------------------------------------- */
 
 /* weights: [n_heads][n_rows][n_ctx] cross-attention probabilities, each

@@ -155,6 +155,50 @@ static void test_heads_find(void **state)
     assert_int_equal(td_align_heads_find(&hp, "tiny.en", &h), TD_ALIGN_MATCH_NONE);
 }
 
+static void test_heads_flat_and_sequence(void **state)
+{
+    (void)state;
+    td_whparams hp = dims(51864, 384, 6, 4, 4, 80);
+    const td_align_heads *h;
+    assert_int_equal(td_align_heads_find(&hp, NULL, &h), TD_ALIGN_MATCH_EXACT);
+    int flat[16];
+    td_align_heads_flat(h, flat);
+    assert_int_equal(flat[0], 1); /* tiny.en: (1,0) (2,0) (2,5) ... */
+    assert_int_equal(flat[1], 0);
+    assert_int_equal(flat[4], 2);
+    assert_int_equal(flat[5], 5);
+
+    /* Multilingual: [sot, language, task, notimestamps, text, eot];
+     * timestamps among the text are left out. */
+    td_wmodel m;
+    memset(&m, 0, sizeof m);
+    m.multilingual = 1;
+    m.sp.eot = 50257, m.sp.sot = 50258, m.sp.lang_begin = 50259, m.sp.n_langs = 99;
+    m.sp.translate = 50358, m.sp.transcribe = 50359, m.sp.notimestamps = 50363;
+    const int32_t text[] = {50364, 400, 401, 50400, 402};
+    int32_t seq[16];
+    int n_sot = 0;
+    assert_int_equal(td_align_sequence(&m, 2, 0, text, 5, seq, 16, &n_sot), 8);
+    assert_int_equal(n_sot, 3);
+    const int32_t want[] = {50258, 50261, 50359, 50363, 400, 401, 402, 50257};
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(seq[i], want[i]);
+    assert_int_equal(td_align_sequence(&m, 1, 1, text, 5, seq, 16, &n_sot), 8);
+    assert_int_equal(seq[2], 50358);
+    /* too small a buffer: the length still comes back */
+    assert_int_equal(td_align_sequence(&m, 2, 0, text, 5, seq, 4, &n_sot), 8);
+    assert_int_equal(td_align_sequence(&m, 99, 0, text, 5, seq, 16, &n_sot), -1);
+    /* English-only: [sot, notimestamps, text, eot], the language ignored */
+    m.multilingual = 0;
+    m.sp.eot = 50256, m.sp.sot = 50257, m.sp.notimestamps = 50362, m.sp.n_langs = 0;
+    assert_int_equal(td_align_sequence(&m, -1, 0, text, 3, seq, 16, &n_sot), 5);
+    assert_int_equal(n_sot, 1);
+    assert_int_equal(seq[0], 50257);
+    assert_int_equal(seq[1], 50362);
+    assert_int_equal(seq[2], 400);
+    assert_int_equal(seq[4], 50256);
+}
+
 /* ---- DTW ---------------------------------------------------------------- */
 
 static void test_dtw_hand_worked(void **state)
@@ -607,6 +651,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_heads_match_published),
         cmocka_unit_test(test_heads_find),
+        cmocka_unit_test(test_heads_flat_and_sequence),
         cmocka_unit_test(test_dtw_hand_worked),
         cmocka_unit_test(test_matrix_standardise),
         cmocka_unit_test(test_matrix_renormalise_and_filter),
