@@ -32,6 +32,7 @@
 #include "run/worker.h"
 #include "util/log.h"
 #include "whisper/backend.h"
+#include "whisper/decode.h"
 #include "whisper/model.h"
 #include "whisper/ct2.h"
 #include "whisper/models.h"
@@ -201,7 +202,7 @@ static char *self_exe(void)
 enum {
     OPT_TASK = 256, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE, OPT_MODEL, OPT_LANGUAGE,
     OPT_FORMATS, OPT_THREADS, OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
-    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE,
+    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH,
 };
 
 static void print_plan(const td_run_opts *o, const td_plan *p)
@@ -711,6 +712,8 @@ static int cmd_worker(int argc, char **argv)
         {"models-dir", required_argument, 0, OPT_MODELS_DIR},
         {"beam-size", required_argument, 0, OPT_BEAM_SIZE},
         {"compute", required_argument, 0, OPT_COMPUTE},
+        {"decode", required_argument, 0, OPT_DECODE},
+        {"batch", required_argument, 0, OPT_BATCH},
         {"translate", no_argument, 0, OPT_TRANSLATE},
         {"log-level", required_argument, 0, OPT_LOG_LEVEL},
         {"vendor", required_argument, 0, OPT_VENDOR},
@@ -739,6 +742,8 @@ static int cmd_worker(int argc, char **argv)
         case OPT_MODELS_DIR: o.models_dir = optarg; break;
         case OPT_BEAM_SIZE: o.beam_size = td_parse_long(optarg, 1, 16, &v) ? 0 : (int)v; break;
         case OPT_COMPUTE: o.compute = td_wcompute_parse(optarg); o.compute = o.compute < 0 ? 0 : o.compute; break;
+        case OPT_DECODE: o.decode = td_wdecode_mode_parse(optarg); o.decode = o.decode < 0 ? 0 : o.decode; break;
+        case OPT_BATCH: o.batch = td_parse_long(optarg, 1, TD_WDEC_MAX_BATCH, &v) ? 0 : (int)v; break;
         case OPT_TRANSLATE: o.translate = 1; break;
         default: return EXIT_USAGE;
         }

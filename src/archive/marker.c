@@ -349,6 +349,14 @@ int td_marker_write_done(const td_scene *scene, const td_done_info *info, td_err
     bad |= json_object_set_new(obj, "device", json_text(info->device, SMALL_TEXT_MAX_BYTES));
     bad |= json_object_set_new(obj, "engine", json_text(info->engine, SMALL_TEXT_MAX_BYTES));
     bad |= json_object_set_new(obj, "model", json_text_or_null(info->model));
+    if (info->backend)
+        bad |= json_object_set_new(obj, "backend", json_text(info->backend, SMALL_TEXT_MAX_BYTES));
+    if (info->compute)
+        bad |= json_object_set_new(obj, "compute", json_text(info->compute, SMALL_TEXT_MAX_BYTES));
+    if (info->decode)
+        bad |= json_object_set_new(obj, "decode", json_text(info->decode, SMALL_TEXT_MAX_BYTES));
+    if (info->batch > 0)
+        bad |= json_object_set_new(obj, "batch", json_integer(info->batch));
     bad |= json_object_set_new(obj, "language", json_text_or_null(info->language));
     bad |= json_object_set_new(obj, "tapedeck_version", json_string(TAPEDECK_VERSION));
     bad |= json_object_set_new(input, "size", json_integer((json_int_t)scene->size));

@@ -39,6 +39,11 @@ typedef struct td_done_info {
     double audio_seconds;
     const char *const *outputs; /* full paths of the outputs written */
     size_t n_outputs;
+    /* how the engine ran (each may be NULL / 0: not recorded) */
+    const char *backend;     /* "cpu", "vulkan" */
+    const char *compute;     /* "int8", "f32" */
+    const char *decode;      /* "batched", "sequential" */
+    int batch;               /* windows decoded together */
 } td_done_info;
 
 /* Checksums the outputs as they are on disk now and writes the marker

@@ -57,3 +57,26 @@ int td_engine_select(const char *name, const td_engine_config *cfg,
     }
     return td_error_set(err, TD_EUNAVAILABLE, "no speech engine can run here (%s)", reasons);
 }
+
+/* The default decoding mode: batched, which the accuracy figures in
+ * README.md ("Batched decoding") support. */
+static int wdecode_resolve(int mode)
+{
+    return mode == TD_WDECODE_SEQUENTIAL ? TD_WDECODE_SEQUENTIAL : TD_WDECODE_BATCHED;
+}
+
+const char *td_wdecode_mode_name(int mode)
+{
+    return wdecode_resolve(mode) == TD_WDECODE_SEQUENTIAL ? "sequential" : "batched";
+}
+
+int td_wdecode_mode_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    if (strcmp(s, "batched") == 0)
+        return TD_WDECODE_BATCHED;
+    if (strcmp(s, "sequential") == 0)
+        return TD_WDECODE_SEQUENTIAL;
+    return -1;
+}

@@ -48,9 +48,31 @@ typedef struct td_engine_config {
     int beam_size;         /* 0: engine's default; 1: greedy */
     int compute;           /* whisper on the CPU: enum td_wcompute (0 = auto) */
     int translate;         /* translate into English (engines that can) */
+    int decode;            /* whisper: enum td_wdecode_mode (0 = the default) */
+    int batch;             /* whisper, batched decoding: windows at once; 0 = default */
 } td_engine_config;
 
+/* How the whisper engine walks a scene's speech. SEQUENTIAL is
+ * openai-whisper's transcribe loop (one window at a time, each conditioned
+ * on the text before it); BATCHED cuts the speech into chunks of at most
+ * 30 s at pauses and decodes many at once. */
+enum td_wdecode_mode {
+    TD_WDECODE_DEFAULT = 0,
+    TD_WDECODE_BATCHED = 1,
+    TD_WDECODE_SEQUENTIAL = 2,
+};
+const char *td_wdecode_mode_name(int mode);  /* "batched", "sequential" (the default's) */
+int td_wdecode_mode_parse(const char *s);   /* TD_WDECODE_*, -1 for anything else */
+
 typedef struct td_engine td_engine; /* an open instance, engine-private */
+
+/* How an open whisper instance computes (strings are static). */
+typedef struct td_engine_settings {
+    const char *backend;   /* "cpu" */
+    const char *compute;   /* "int8", "f32" */
+    const char *decode;    /* "batched", "sequential" */
+    int batch;             /* windows decoded together */
+} td_engine_settings;
 
 typedef struct td_engine_ops {
     int api_version;       /* TD_ENGINE_API_VERSION */
@@ -77,6 +99,9 @@ typedef struct td_engine_ops {
     const char *(*model_name)(const td_engine *eng);
 
     void (*close)(td_engine *eng);
+
+    /* Optional: how an open instance computes, for logs and markers. */
+    void (*settings)(const td_engine *eng, td_engine_settings *out);
 } td_engine_ops;
 
 /* All engines built in, in preference order for "auto". */
@@ -89,6 +114,10 @@ int td_engine_select(const char *name, const td_engine_config *cfg,
                      const td_engine_ops **out, td_error *err);
 
 extern const td_engine_ops td_engine_whisper;
+/* Whisper's batched decoding: the largest batch of windows, at most cap
+ * (and a CPU's useful most), whose memory_need fits budget bytes; 1 if
+ * none larger does. */
+int td_whisper_pick_batch(const td_engine_config *cfg, int64_t budget, int cap);
 extern const td_engine_ops td_engine_sphinx;
 
 #endif

@@ -14,6 +14,16 @@
  * bounded whatever the scene's length; a longer scene is decoded batch by
  * batch, each cut at an utterance boundary.
  *
+ * Two ways to decode a batch (enum td_wdecode_mode):
+ *   sequential  openai-whisper's transcribe loop over the joined speech:
+ *               one 30-s window at a time, seeking to the last timestamp,
+ *               each window conditioned on the text before it;
+ *   batched     the utterances are packed into chunks of at most 30 s,
+ *               cut only between utterances (at pauses), each chunk one
+ *               window decoded on its own, and `batch` windows go through
+ *               the network together (decode.h, transcribe_chunks): the
+ *               decoder's weights are read once per step for all of them.
+ *
  * Progress never goes backwards: the seconds reported are a high-water
  * mark over what was read (silence) and what was decoded (speech, mapped
  * back to the scene's clock), so a batch decoded after the reader has
@@ -43,6 +53,11 @@
 #define PAD_SAMPLES ((size_t)TD_WMEL_WINDOW_SAMPLES) /* openai pads 30 s of silence */
 #define DEFAULT_BEAM 5
 #define DEFAULT_BEST_OF 5
+#define CHUNK_SAMPLES ((size_t)TD_WMEL_WINDOW_SAMPLES) /* a batched chunk: 30 s at most */
+/* Chunks a batch can make: two neighbours together are longer than a
+ * chunk, or they would be one. */
+#define MAX_CHUNKS ((int)(2 * (BATCH_MAX_SAMPLES / CHUNK_SAMPLES) + 2))
+#define CPU_MAX_BATCH 16   /* windows: past this a CPU gains nothing (bench/RESULTS.md) */
 
 /* A stretch of the batch: speech samples [at, at + n) came from source
  * samples [src, src + n). */
@@ -66,17 +81,24 @@ typedef struct beat_proxy {
 
 struct td_engine {
     beat_proxy proxy;
+    td_wbackend_ops proxy_ops;    /* the table the decoder calls: proxy_* below */
     td_wmodel *model;
     const td_wbackend_ops *bops;
     td_wbackend *backend;
     td_wdecode_opts opts;
     int threads;
     char model_name[NAME_MAX + 1];
-    float *batch;                 /* speech, then PAD_SAMPLES of zeros */
+    float *audio;                 /* the batch: speech, then PAD_SAMPLES of zeros */
     size_t batch_len;
     span *spans;
     size_t n_spans, cap_spans;
-    float *mel;                   /* [n_mels][frames] for one batch */
+    float *mel;                   /* sequential: [n_mels][frames] for one batch;
+                                   * batched: MAX_CHUNKS windows [n_mels][3000] */
+    size_t *cuts;                 /* batched: utterance starts in the batch (samples) */
+    size_t n_cuts, cap_cuts;
+    int mode;                     /* enum td_wdecode_mode, resolved */
+    int compute;                  /* enum td_wcompute, as asked */
+    int batch;                    /* batched: windows decoded together */
     float *chunk;                 /* READ_SAMPLES from the source */
     int language;                 /* fixed, or -1: detect per scene */
     int scene_language;           /* detected for the scene being decoded */
@@ -128,22 +150,31 @@ static int language_of(const td_engine_config *cfg, const td_wmodel *m, const ch
     return TD_OK;
 }
 
+static int batched(const td_engine_config *cfg)
+{
+    return strcmp(td_wdecode_mode_name(cfg->decode), "batched") == 0;
+}
+
 static void decode_opts(const td_engine_config *cfg, td_wdecode_opts *o)
 {
     td_wdecode_opts_default(o);
     o->beam_size = cfg->beam_size > 0 ? cfg->beam_size : DEFAULT_BEAM;
     o->best_of = DEFAULT_BEST_OF;
     o->translate = cfg->translate;
+    if (batched(cfg)) {
+        o->batch = cfg->batch > 0 ? cfg->batch : 1;
+        o->condition_on_previous = 0; /* chunks are decoded independently */
+    }
 }
 
-static void backend_config(const td_engine_config *cfg, td_wconfig *bc)
+static int backend_config(const td_engine_config *cfg, const td_whparams *hp, td_wconfig *bc)
 {
     td_wdecode_opts o;
     decode_opts(cfg, &o);
     memset(bc, 0, sizeof *bc);
     bc->n_threads = cfg->threads;
-    bc->max_seq = o.beam_size > o.best_of ? o.beam_size : o.best_of;
     bc->compute = cfg->compute;
+    return td_wdecode_backend_config(hp, &o, bc);
 }
 
 static int whisper_probe(const td_engine_config *cfg, td_error *err)
@@ -167,15 +198,16 @@ static int whisper_probe(const td_engine_config *cfg, td_error *err)
  * transcribed: the VAD's open utterance plus those completed from one
  * read, and the decoder's largest tables (logits per sequence, a mel
  * window). */
-static int64_t batch_bytes(const td_whparams *hp, const td_wconfig *bc)
+static int64_t batch_bytes(const td_whparams *hp, const td_wconfig *bc, int is_batched)
 {
     size_t samples = BATCH_MAX_SAMPLES + PAD_SAMPLES;
     int64_t f = (int64_t)sizeof(float);
     int64_t vad = ((int64_t)td_vad_whisper_defaults.max_samples + READ_SAMPLES) * 2 * f;
     int64_t decoder = (int64_t)bc->max_seq * hp->n_vocab * f * 2 +
                       (int64_t)hp->n_mels * TD_WMEL_WINDOW_FRAMES * f;
-    return (int64_t)samples * f + (int64_t)td_wmel_frames(samples) * hp->n_mels * f +
-           (int64_t)READ_SAMPLES * f + vad + decoder;
+    int64_t mel = is_batched ? (int64_t)MAX_CHUNKS * hp->n_mels * TD_WMEL_WINDOW_FRAMES * f
+                             : (int64_t)td_wmel_frames(samples) * hp->n_mels * f;
+    return (int64_t)samples * f + mel + (int64_t)READ_SAMPLES * f + vad + decoder;
 }
 
 static int64_t whisper_memory_need(const td_engine_config *cfg)
@@ -188,12 +220,29 @@ static int64_t whisper_memory_need(const td_engine_config *cfg)
     if (td_wmodel_open(path, &m, &err) != TD_OK)
         return -1;
     td_wconfig bc;
-    backend_config(cfg, &bc);
-    int64_t need = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &bc);
+    int64_t need = -1;
+    if (backend_config(cfg, &m->hp, &bc) == TD_OK)
+        need = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &bc);
     if (need >= 0)
-        need += batch_bytes(&m->hp, &bc);
+        need += batch_bytes(&m->hp, &bc, batched(cfg));
     td_wmodel_close(m);
     return need;
+}
+
+int td_whisper_pick_batch(const td_engine_config *cfg, int64_t budget, int cap)
+{
+    if (cap > CPU_MAX_BATCH)
+        cap = CPU_MAX_BATCH;
+    td_engine_config c = *cfg;
+    c.decode = TD_WDECODE_BATCHED;
+    /* memory grows with the batch: the largest that fits, halving down */
+    for (int b = cap; b > 1; b /= 2) {
+        c.batch = b;
+        int64_t need = whisper_memory_need(&c);
+        if (need >= 0 && need <= budget)
+            return b;
+    }
+    return 1;
 }
 
 /* ---- open / close ------------------------------------------------------- */
@@ -205,9 +254,10 @@ static void whisper_close(td_engine *e)
     if (e->backend)
         e->bops->close(e->backend);
     td_wmodel_close(e->model);
-    free(e->batch);
+    free(e->audio);
     free(e->spans);
     free(e->mel);
+    free(e->cuts);
     free(e->chunk);
     free(e);
 }
@@ -237,19 +287,30 @@ static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *
         e->threads = nc > 0 && nc < 256 ? (int)nc : 1;
     }
 
+    e->mode = batched(cfg) ? TD_WDECODE_BATCHED : TD_WDECODE_SEQUENTIAL;
+    e->compute = cfg->compute;
+    e->batch = e->opts.batch > 0 ? e->opts.batch : 1;
     /* The CPU backend; GPU backends plug in through the same table. */
     e->bops = &td_wbackend_cpu;
     td_wconfig bc;
-    backend_config(cfg, &bc);
+    rc = backend_config(cfg, &e->model->hp, &bc);
+    if (rc) {
+        rc = td_error_set(err, TD_EINVAL, "whisper: batch %d or beam %d out of range", cfg->batch,
+                          e->opts.beam_size);
+        goto fail;
+    }
     rc = e->bops->open(e->model, &bc, &e->backend, err);
     if (rc)
         goto fail;
 
     size_t samples = BATCH_MAX_SAMPLES + PAD_SAMPLES;
-    e->batch = calloc(samples, sizeof *e->batch);
-    e->mel = malloc(td_wmel_frames(samples) * (size_t)e->model->hp.n_mels * sizeof *e->mel);
+    size_t mel_floats = e->mode == TD_WDECODE_BATCHED
+                            ? (size_t)MAX_CHUNKS * TD_WMEL_WINDOW_FRAMES
+                            : td_wmel_frames(samples);
+    e->audio = calloc(samples, sizeof *e->audio);
+    e->mel = malloc(mel_floats * (size_t)e->model->hp.n_mels * sizeof *e->mel);
     e->chunk = malloc(READ_SAMPLES * sizeof *e->chunk);
-    if (!e->batch || !e->mel || !e->chunk) {
+    if (!e->audio || !e->mel || !e->chunk) {
         rc = td_error_set(err, TD_ENOMEM, "out of memory for the audio batch");
         goto fail;
     }
@@ -265,6 +326,14 @@ static const char *whisper_model_name(const td_engine *e)
     return e->model_name;
 }
 
+static void whisper_settings(const td_engine *e, td_engine_settings *out)
+{
+    out->backend = e->bops->name;
+    out->compute = td_wcompute_name(td_wcompute_resolve((enum td_wcompute)e->compute));
+    out->decode = e->mode == TD_WDECODE_BATCHED ? "batched" : "sequential";
+    out->batch = e->mode == TD_WDECODE_BATCHED ? e->batch : 1;
+}
+
 /* ---- the heartbeat proxy ------------------------------------------------ */
 
 /* Inside a window the seconds stay where the last window left them. */
@@ -275,40 +344,54 @@ static int proxy_beat(beat_proxy *p, int rc, td_error *err)
     return rc;
 }
 
-static int proxy_encode(td_wbackend *b, const float *mel, td_error *err)
+static int proxy_encode(td_wbackend *b, int n_win, const int *windows, const float *const *mels,
+                        td_error *err)
 {
     beat_proxy *p = (beat_proxy *)b;
-    return proxy_beat(p, p->real->encode(p->ctx, mel, err), err);
+    return proxy_beat(p, p->real->encode(p->ctx, n_win, windows, mels, err), err);
 }
 
-static int proxy_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *tokens, int n_past,
+static int proxy_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
                         int all_logits, float *logits, td_error *err)
 {
     beat_proxy *p = (beat_proxy *)b;
-    return proxy_beat(p, p->real->decode(p->ctx, n_seq, n_tokens, tokens, n_past, all_logits,
-                                         logits, err), err);
+    return proxy_beat(p, p->real->decode(p->ctx, n_seq, seqs, tokens, all_logits, logits, err),
+                      err);
 }
 
-static int proxy_kv_copy(td_wbackend *b, const int *src, int n_seq, int n_past, td_error *err)
+static int proxy_kv_copy(td_wbackend *b, int n, const td_wkv_copy *pairs, td_error *err)
 {
     beat_proxy *p = (beat_proxy *)b;
-    return p->real->kv_copy(p->ctx, src, n_seq, n_past, err);
+    return p->real->kv_copy(p->ctx, n, pairs, err);
 }
 
-static int proxy_encoder_output(td_wbackend *b, float *out, td_error *err)
+static int proxy_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_wsample_in *in,
+                        td_wsample_out *out, td_error *err)
 {
     beat_proxy *p = (beat_proxy *)b;
-    return p->real->encoder_output(p->ctx, out, err);
+    return p->real->sample(p->ctx, sp, n, in, out, err);
 }
 
-static const td_wbackend_ops proxy_ops = {
-    .api_version = TD_WBACKEND_API_VERSION,
-    .name = "heartbeat",
-    .encode = proxy_encode,
-    .decode = proxy_decode,
-    .kv_copy = proxy_kv_copy,
-    .encoder_output = proxy_encoder_output,
-};
+static int proxy_encoder_output(td_wbackend *b, int window, float *out, td_error *err)
+{
+    beat_proxy *p = (beat_proxy *)b;
+    return p->real->encoder_output(p->ctx, window, out, err);
+}
+
+/* The proxy's table: the real backend's optional entries only where it
+ * has them. */
+static void proxy_table(const td_wbackend_ops *real, td_wbackend_ops *t)
+{
+    *t = (td_wbackend_ops){
+        .api_version = TD_WBACKEND_API_VERSION,
+        .name = real->name,
+        .encode = proxy_encode,
+        .decode = proxy_decode,
+        .kv_copy = proxy_kv_copy,
+        .sample = real->sample ? proxy_sample : NULL,
+        .encoder_output = proxy_encoder_output,
+    };
+}
 
 /* ---- decoding a batch -------------------------------------------------- */
 
@@ -362,6 +445,65 @@ static int on_window(void *user, double seconds_done)
     return report(&p->e->reported, p->fn, p->user, map_time(p->e, seconds_done, 1));
 }
 
+/* Batched mode: cut the batch into chunks of at most CHUNK_SAMPLES at
+ * utterance starts (e->cuts), greedily, and compute each chunk's window of
+ * log-mel: its samples padded with silence to 30 s, normalized, frames
+ * past its audio zeroed (openai's pad_or_trim). */
+static int make_chunks(td_engine *e, td_wchunk *chunks, int *n_chunks, td_error *err)
+{
+    const td_wmodel *m = e->model;
+    size_t W = TD_WMEL_WINDOW_FRAMES, n_mels = (size_t)m->hp.n_mels;
+    int n = 0;
+    size_t zero = 0;
+    const size_t *cuts = e->n_cuts > 0 ? e->cuts : &zero;
+    size_t n_cuts = e->n_cuts > 0 ? e->n_cuts : 1;
+    size_t start = cuts[0], last = start;
+    size_t ranges[MAX_CHUNKS][2];
+    for (size_t k = 1; k <= n_cuts; k++) {
+        size_t b = k < n_cuts ? cuts[k] : e->batch_len;
+        while (b - start > CHUNK_SAMPLES && n < MAX_CHUNKS) {
+            if (last > start) { /* close the chunk at the last pause */
+                ranges[n][0] = start;
+                ranges[n++][1] = last;
+                start = last;
+            } else {            /* one utterance longer than a window: cut it */
+                ranges[n][0] = start;
+                ranges[n++][1] = start + CHUNK_SAMPLES;
+                start += CHUNK_SAMPLES;
+                last = start;
+            }
+        }
+        last = b;
+    }
+    if (last > start && n < MAX_CHUNKS) {
+        ranges[n][0] = start;
+        ranges[n++][1] = last;
+    }
+    /* the window's samples go after the batch's own padding, which is
+     * free while chunks are made */
+    float *pcm = e->audio + e->batch_len;
+    for (int c = 0; c < n; c++) {
+        size_t len = ranges[c][1] - ranges[c][0];
+        memcpy(pcm, e->audio + ranges[c][0], len * sizeof *pcm);
+        memset(pcm + len, 0, (CHUNK_SAMPLES - len) * sizeof *pcm);
+        float *mel = e->mel + (size_t)c * n_mels * W;
+        int rc = td_wmel_log(pcm, CHUNK_SAMPLES, m->mel_filters, (int)n_mels, mel, e->threads,
+                             err);
+        if (rc)
+            return rc;
+        td_wmel_normalize(mel, n_mels * W);
+        size_t content = td_wmel_frames(len);
+        if (content > W)
+            content = W;
+        for (size_t b = 0; b < n_mels; b++)
+            memset(mel + b * W + content, 0, (W - content) * sizeof *mel);
+        chunks[c] = (td_wchunk){.mel = mel, .content_frames = content,
+                                .offset = (double)ranges[c][0] / RATE};
+    }
+    *n_chunks = n;
+    return TD_OK;
+}
+
 /* Decode the batch and empty it, whatever the outcome. */
 static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progress, void *user,
                         td_error *err)
@@ -372,34 +514,47 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     int n_mels = m->hp.n_mels;
     size_t total = e->batch_len + PAD_SAMPLES;
     double content_end = (double)e->batch_len / RATE;
-    memset(e->batch + e->batch_len, 0, PAD_SAMPLES * sizeof *e->batch);
+    memset(e->audio + e->batch_len, 0, PAD_SAMPLES * sizeof *e->audio);
     size_t frames = td_wmel_frames(total);
     td_transcript part;
     td_transcript_init(&part);
-    int rc = td_wmel_log(e->batch, total, m->mel_filters, n_mels, e->mel, e->threads, err);
+    td_wchunk chunks[MAX_CHUNKS];
+    int n_chunks = 0, rc;
+    if (e->mode == TD_WDECODE_BATCHED) {
+        rc = make_chunks(e, chunks, &n_chunks, err);
+    } else {
+        rc = td_wmel_log(e->audio, total, m->mel_filters, n_mels, e->mel, e->threads, err);
+        if (!rc)
+            td_wmel_normalize(e->mel, frames * (size_t)n_mels);
+    }
     if (rc)
         goto out;
-    td_wmel_normalize(e->mel, frames * (size_t)n_mels);
 
     td_wdecode_opts o = e->opts;
     o.language = e->language >= 0 ? e->language : e->scene_language;
     td_wdecoder *d = NULL;
     e->proxy = (beat_proxy){.real = e->bops, .ctx = e->backend, .fn = progress, .user = user,
                             .reported = &e->reported};
-    rc = td_wdecoder_new(m, &proxy_ops, (td_wbackend *)&e->proxy, &o, &d, err);
+    proxy_table(e->bops, &e->proxy_ops);
+    rc = td_wdecoder_new(m, &e->proxy_ops, (td_wbackend *)&e->proxy, &o, &d, err);
     if (rc)
         goto out;
     int lang = o.language;
     progress_ctx pc = {e, progress, user};
-    rc = td_wdecoder_transcribe(d, e->mel, frames, td_wmel_frames(e->batch_len), 0.0, &part,
-                                &lang, on_window, &pc, err);
+    if (e->mode == TD_WDECODE_BATCHED)
+        rc = td_wdecoder_transcribe_chunks(d, chunks, n_chunks, &part, &lang, on_window, &pc,
+                                           err);
+    else
+        rc = td_wdecoder_transcribe(d, e->mel, frames, td_wmel_frames(e->batch_len), 0.0, &part,
+                                    &lang, on_window, &pc, err);
     td_wdecode_stats st;
     td_wdecoder_stats(d, &st);
     td_wdecoder_free(d);
     td_log(TD_LOG_DEBUG,
-           "whisper: %.1f s of speech: %ld window(s), %ld fallback(s), %ld silent, %ld tokens; "
-           "encoder %ld run(s) %.2f s, decoder %ld call(s) %.2f s",
-           content_end, st.windows, st.fallbacks, st.silent, st.tokens, st.encoder_runs,
+           "whisper: %.1f s of speech, %s%s: %ld window(s), %ld fallback(s), %ld silent, "
+           "%ld tokens; encoder %ld run(s) %.2f s, decoder %ld call(s) %.2f s",
+           content_end, e->mode == TD_WDECODE_BATCHED ? "batched" : "sequential",
+           e->mode == TD_WDECODE_BATCHED ? "" : "", st.windows, st.fallbacks, st.silent, st.tokens, st.encoder_runs,
            st.encoder_s, st.decoder_calls, st.decoder_s);
     if (rc)
         goto out;
@@ -425,6 +580,7 @@ out:
     td_transcript_release(&part);
     e->batch_len = 0;
     e->n_spans = 0;
+    e->n_cuts = 0;
     return rc;
 }
 
@@ -439,6 +595,17 @@ static int add_speech(td_engine *e, const float *s, size_t n, uint64_t src, td_t
         int rc = decode_batch(e, out, progress, user, err);
         if (rc)
             return rc;
+    }
+    if (e->mode == TD_WDECODE_BATCHED) { /* an utterance starts here */
+        if (e->n_cuts == e->cap_cuts) {
+            size_t ncap = e->cap_cuts ? e->cap_cuts * 2 : 64;
+            size_t *nc = realloc(e->cuts, ncap * sizeof *nc);
+            if (!nc)
+                return td_error_set(err, TD_ENOMEM, "out of memory");
+            e->cuts = nc;
+            e->cap_cuts = ncap;
+        }
+        e->cuts[e->n_cuts++] = e->batch_len;
     }
     while (n > 0) {
         if (e->batch_len == BATCH_MAX_SAMPLES) {
@@ -466,7 +633,7 @@ static int add_speech(td_engine *e, const float *s, size_t n, uint64_t src, td_t
         }
         e->spans[e->n_spans++] = (span){.at = e->batch_len, .src = src, .n = take};
 copy:
-        memcpy(e->batch + e->batch_len, s, take * sizeof *s);
+        memcpy(e->audio + e->batch_len, s, take * sizeof *s);
         e->batch_len += take;
         s += take;
         n -= take;
@@ -488,6 +655,7 @@ static int whisper_transcribe(td_engine *e, const td_pcm_source *src, td_transcr
 {
     e->batch_len = 0;
     e->n_spans = 0;
+    e->n_cuts = 0;
     e->scene_language = -1;
     e->reported = 0;
     int rc = TD_OK;
@@ -542,6 +710,7 @@ out:
     td_vad_free(vad);
     e->batch_len = 0; /* nothing of this scene is left for the next */
     e->n_spans = 0;
+    e->n_cuts = 0;
     return rc;
 }
 
@@ -555,4 +724,5 @@ const td_engine_ops td_engine_whisper = {
     .transcribe = whisper_transcribe,
     .model_name = whisper_model_name,
     .close = whisper_close,
+    .settings = whisper_settings,
 };

@@ -6,9 +6,11 @@
 #include <limits.h>
 #include <stdlib.h>
 
+#include "asr/engine.h"
 #include "device/devices.h"
 #include "util/log.h"
 #include "whisper/backend.h"
+#include "whisper/decode.h"
 
 int td_parse_long(const char *s, long lo, long hi, long *out)
 {
@@ -24,7 +26,7 @@ int td_parse_long(const char *s, long lo, long hi, long *out)
 enum {
     OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE,
     OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
-    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE,
+    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH,
 };
 
 int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
@@ -44,6 +46,8 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         {"models-dir", required_argument, 0, OPT_MODELS_DIR},
         {"beam-size", required_argument, 0, OPT_BEAM_SIZE},
         {"compute", required_argument, 0, OPT_COMPUTE},
+        {"decode", required_argument, 0, OPT_DECODE},
+        {"batch", required_argument, 0, OPT_BATCH},
         {"translate", no_argument, 0, OPT_TRANSLATE},
         {"retries", required_argument, 0, OPT_RETRIES},
         {"stall-timeout", required_argument, 0, OPT_STALL},
@@ -98,6 +102,20 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
             o->compute = ct;
             break;
         }
+        case OPT_DECODE: {
+            int dm = td_wdecode_mode_parse(optarg);
+            if (dm < 0)
+                return td_error_set(err, TD_EINVAL, "--decode needs batched or sequential, not '%s'",
+                                    optarg);
+            o->decode = dm;
+            break;
+        }
+        case OPT_BATCH:
+            if (td_parse_long(optarg, 1, TD_WDEC_MAX_BATCH, &v))
+                return td_error_set(err, TD_EINVAL, "--batch needs a number from 1 to %d, not '%s'",
+                                    TD_WDEC_MAX_BATCH, optarg);
+            o->batch = (int)v;
+            break;
         case OPT_TRANSLATE: o->translate = 1; break;
         case OPT_RETRIES:
             if (td_parse_long(optarg, 0, 100, &v))

@@ -9,6 +9,7 @@
 #include "archive/marker.h"
 #include "asr/engine.h"
 #include "whisper/backend.h"
+#include "whisper/decode.h"
 #include "whisper/models.h"
 #include "out/formats.h"
 #include "task/subtitles.h"
@@ -100,6 +101,45 @@ static int choose_devices(const td_run_opts *o, td_plan *p, td_error *err)
     return TD_OK;
 }
 
+/* Bytes of memory available now (MemAvailable), or -1 when unknown. */
+static int64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb > 0 ? (int64_t)kb * 1024 : -1;
+}
+
+/* Whisper's batched decoding: --batch, or the largest batch whose memory
+ * need fits each worker's share of the memory available now (three
+ * quarters of it, split among the workers), with its reason in note. */
+static void choose_batch(const td_run_opts *o, const td_engine_config *cfg, td_plan *p,
+                         char *note, size_t cap)
+{
+    if (o->batch > 0) {
+        p->batch = o->batch;
+        snprintf(note, cap, ", batch %d (asked for)", p->batch);
+        return;
+    }
+    int64_t avail = mem_available();
+    size_t workers = p->n_workers > 0 ? p->n_workers : 1;
+    if (avail <= 0) {
+        p->batch = 1;
+        snprintf(note, cap, ", batch 1 (memory available unknown)");
+        return;
+    }
+    int64_t budget = avail / 4 * 3 / (int64_t)workers;
+    p->batch = td_whisper_pick_batch(cfg, budget, TD_WDEC_MAX_BATCH);
+    snprintf(note, cap, ", batch %d (fits %lld MB per worker)", p->batch,
+             (long long)(budget >> 20));
+}
+
 static int set_why(td_plan *p, size_t i, const char *why)
 {
     p->why[i] = strdup(why);
@@ -119,7 +159,7 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
     td_engine_config cfg = {.language = o->language, .model = o->model, .device = "cpu",
                             .threads = o->threads, .models_dir = o->models_dir,
                             .beam_size = o->beam_size, .compute = o->compute,
-                            .translate = o->translate};
+                            .translate = o->translate, .decode = o->decode, .batch = o->batch};
     const td_engine_ops *ops = NULL;
     rc = td_engine_select(o->engine, &cfg, &ops, err);
     if (rc)
@@ -155,6 +195,16 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
     rc = choose_devices(o, p, err);
     if (rc)
         return rc;
+    if (strcmp(ops->name, "whisper") == 0) {
+        /* how the scenes' speech is decoded: shown in the plan, passed to
+         * the workers, recorded in the markers */
+        char batch[96] = "";
+        if (strcmp(td_wdecode_mode_name(o->decode), "batched") == 0)
+            choose_batch(o, &cfg, p, batch, sizeof batch);
+        size_t len = strlen(p->engine_note);
+        snprintf(p->engine_note + len, sizeof p->engine_note - len, ", decode %s%s",
+                 td_wdecode_mode_name(o->decode), batch);
+    }
 
     rc = td_scan_archive(o->archive, &p->scenes, err);
     if (rc)

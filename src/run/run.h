@@ -37,6 +37,8 @@ typedef struct td_run_opts {
     const char *models_dir;    /* --models-dir, or NULL */
     int beam_size;             /* 0: engine default */
     int compute;               /* whisper: enum td_wcompute (0 = auto) */
+    int decode;                /* whisper: enum td_wdecode_mode (0 = default) */
+    int batch;                 /* whisper, batched: windows at once; 0 = what fits */
     int translate;
     double stall_timeout;      /* seconds without a heartbeat before a kill */
     int progress;              /* draw the terminal progress display */
@@ -87,6 +89,7 @@ typedef struct td_plan {
     char engine_note[256];     /* why it was chosen */
     char device_note[256];
     int threads;               /* per worker when --threads is not given; 0 = engine's choice */
+    int batch;                 /* whisper, batched decoding: windows per worker; 0 = n/a */
 } td_plan;
 
 /* Scan, check markers, choose engine and workers. Writes nothing. */

@@ -41,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "asr/engine.h"
 #include "archive/marker.h"
 #include "out/formats.h"
 #include "run/progress.h"
@@ -315,7 +316,7 @@ fail:
 #define MAX_ARGS 40
 
 static void worker_argv(const supervisor *sv, const worker *w, const char **argv, char *slot,
-                        char *level, char *threads, char *beam)
+                        char *level, char *threads, char *beam, char *batch)
 {
     const td_run_opts *o = sv->o;
     size_t n = 0;
@@ -361,6 +362,15 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
         argv[n++] = "--compute";
         argv[n++] = td_wcompute_name((enum td_wcompute)o->compute);
     }
+    if (strcmp(sv->plan->engine, "whisper") == 0) {
+        argv[n++] = "--decode";
+        argv[n++] = td_wdecode_mode_name(o->decode);
+        if (sv->plan->batch > 0) {
+            snprintf(batch, 16, "%d", sv->plan->batch);
+            argv[n++] = "--batch";
+            argv[n++] = batch;
+        }
+    }
     if (o->translate)
         argv[n++] = "--translate";
     if (o->force)
@@ -390,8 +400,8 @@ static int start_worker(supervisor *sv, worker *w)
         return -1;
     }
     const char *argv[MAX_ARGS];
-    char slot[16], level[16], threads[16], beam[16];
-    worker_argv(sv, w, argv, slot, level, threads, beam);
+    char slot[16], level[16], threads[16], beam[16], batch[16];
+    worker_argv(sv, w, argv, slot, level, threads, beam, batch);
     if (pipe2(cmd, O_CLOEXEC) != 0 || pipe2(ctl, O_CLOEXEC) != 0 || pipe2(logp, O_CLOEXEC) != 0) {
         td_error_log("[worker-start] pipe: %s", strerror(errno));
         goto fail;

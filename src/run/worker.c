@@ -223,6 +223,7 @@ int td_worker_main(const td_worker_opts *o)
     td_engine_config cfg = {.language = o->language, .model = o->model, .device = device,
                             .threads = o->threads, .models_dir = o->models_dir,
                             .beam_size = o->beam_size, .compute = o->compute,
+                            .decode = o->decode, .batch = o->batch,
                             .translate = o->translate};
     const td_engine_ops *ops = NULL;
     if (td_engine_select(o->engine, &cfg, &ops, &err) != TD_OK)

@@ -33,6 +33,8 @@ typedef struct td_worker_opts {
     const char *models_dir;   /* may be NULL */
     int beam_size;            /* 0: engine default */
     int compute;              /* whisper: enum td_wcompute (0 = auto) */
+    int decode;               /* whisper: enum td_wdecode_mode (0 = default) */
+    int batch;                /* whisper, batched: windows at once (0 = 1) */
     int translate;
 } td_worker_opts;
 

@@ -132,8 +132,15 @@ int td_subtitles_run(const td_scene *scene, const td_engine_ops *ops, td_engine 
         written[n_written++] = paths[i];
     }
 
+    td_engine_settings es = {0};
+    if (ops->settings)
+        ops->settings(eng, &es);
     td_done_info info = {
         .task = TD_TASK_SUBTITLES,
+        .backend = es.backend,
+        .compute = es.compute,
+        .decode = es.decode,
+        .batch = es.batch,
         .engine = ops->name,
         .model = ops->model_name(eng),
         .device = opts->device ? opts->device : "cpu",

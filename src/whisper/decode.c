@@ -50,6 +50,7 @@
 #include <zlib.h>
 
 #include "util/buf.h"
+#include "whisper/sample.h"
 
 #define HOP_LENGTH 160
 #define SAMPLE_RATE 16000
@@ -87,6 +88,48 @@ typedef struct wres {
     float temperature;
 } wres;
 
+/* One window's decode at one temperature (a "job"): DecodingTask.run as a
+ * state machine that steps together with other jobs, so that a batch of
+ * windows shares every decoder call.
+ *
+ *   PRE   init[0 .. n_pre) is decoded into slot[0], in at most two pieces:
+ *         up to the sot token when sot is not last (its row gives
+ *         no_speech_prob), then the rest; n_pre = n_init - 1
+ *   (fork) slot[0]'s n_pre positions are copied into slot[1 .. g)
+ *   STEP  each live sequence feeds its last token (the first step: the
+ *         last initial token, so every sequence gets its own row of
+ *         logits) and one token is chosen per sequence (greedy, sampling
+ *         or beam search), until every sequence ended, sample_len steps,
+ *         or the text context is full
+ *   DONE  the candidates are ranked into res
+ */
+enum job_phase { JOB_PRE, JOB_STEP, JOB_DONE };
+
+typedef struct wjob {
+    int window;                   /* window slot */
+    int chunk;                    /* batched mode: the chunk it decodes; -1 = none */
+    int temp_index;               /* index into the options' temperatures */
+    float temp;
+    int beam, g;                  /* beam search (T = 0, beam_size > 1); sequences */
+    int phase;
+    int n_init, sot_index, n_pre, pre_done;
+    int cur;                      /* tokens in every sequence */
+    int steps;                    /* tokens chosen so far */
+    int slot[MAX_GROUP];          /* KV slot of each sequence */
+    int row[MAX_GROUP];           /* its row in the current call, -1 = none */
+    int32_t *init;                /* [cap]: initial tokens */
+    int32_t *tok, *tok2;          /* [g][cap]: full histories, and scratch */
+    float *tlp, *tlp2;            /* [g][cap]: log-prob of each token */
+    double *sum, *sum2;           /* [g] */
+    int *src;                     /* [g] beam sources of a step */
+    cand *cands;                  /* [g * (g + 1)] */
+    int *order;                   /* same size: sort scratch */
+    fin_seq *fin;                 /* [g] */
+    int n_fin;
+    double no_speech_prob;
+    wres res;
+} wjob;
+
 struct td_wdecoder {
     const td_wmodel *m;
     const td_wbackend_ops *ops;
@@ -98,24 +141,26 @@ struct td_wdecoder {
     int sample_len;               /* most sampled tokens per window */
     int max_initial_ts;           /* timestamp index: round(1.0 s / 0.02 s) = 50 */
     int max_group;
+    int n_jobs;                   /* windows decoded together (opts.batch) */
+    int max_rows;                 /* most tokens in one decode call */
     int language;                 /* resolved language index, -1 = not yet */
     uint64_t rng;
+    int cap;                      /* tokens per sequence: n_ctx + 2 */
 
     int32_t *sup;                 /* tokens suppressed at every step */
     int n_sup;
-    float *logits;                /* [max_group][n_vocab] */
-    int cap;                      /* tokens per sequence: n_ctx + 2 */
-    int32_t *tok, *tok2;          /* [max_group][cap]: full histories, and scratch */
-    float *tlp, *tlp2;            /* [max_group][cap]: log-prob of each token */
-    double *sum, *sum2;           /* [max_group] */
-    int *src;                     /* [max_group] kv_copy sources */
-    cand *cands;                  /* [max_group * (max_group + 1)] */
-    int *order;                   /* same size: sort scratch */
-    fin_seq *fin;                 /* [max_group] */
-    int n_fin;
-    int32_t *init;                /* [n_ctx]: initial tokens of the window */
+    td_wsampler sampler;
+    wjob *jobs;                   /* [n_jobs] */
+    int *free_slots;              /* KV slots not held by a job */
+    int n_free;
+    /* one decode call */
+    td_wseq *seqs;                /* [n_jobs * max_group] */
+    int32_t *call_tok;            /* [max_rows] */
+    td_wsample_in *s_in;          /* [n_jobs * max_group] */
+    td_wsample_out *s_out;
+    td_wkv_copy *pairs;           /* [n_jobs * max_group] */
+    float *logits;                /* [n_jobs * max_group][n_vocab], without sample() */
     float *win;                   /* [n_mels][win_frames]: one window of mel */
-    wres res;
     td_wdecode_stats stats;
 };
 
@@ -155,41 +200,6 @@ static uint64_t rng_next(uint64_t *s)
 static double rng_uniform(uint64_t *s)
 {
     return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0); /* [0, 1) */
-}
-
-/* log(sum(exp(x))) of a row, in double; -inf when every entry is -inf.
- * Returns -1 if the row holds a NaN (a broken backend). */
-static int row_lse(const float *x, int n, double *lse)
-{
-    double mx = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        if (isnan(x[i]))
-            return -1;
-        if (x[i] > mx)
-            mx = x[i];
-    }
-    if (mx == -INFINITY) {
-        *lse = -INFINITY;
-        return 0;
-    }
-    double s = 0;
-    for (int i = 0; i < n; i++)
-        s += exp((double)x[i] - mx);
-    *lse = mx + log(s);
-    return 0;
-}
-
-/* log_softmax(x)[i] given the row's log-sum-exp; -inf when the whole
- * row is masked (rather than NaN). */
-static double logprob(const float *x, int i, double lse)
-{
-    return lse == -INFINITY ? -INFINITY : (double)x[i] - lse;
-}
-
-static void mask_range(float *x, int from, int to)
-{
-    for (int i = from; i < to; i++)
-        x[i] = -INFINITY;
 }
 
 /* Python's str.isspace() for one code point (what str.strip() removes). */
@@ -545,32 +555,99 @@ static void wres_reset(wres *r)
     r->temperature = 0;
 }
 
+static void job_release(wjob *j, int g)
+{
+    free(j->init);
+    free(j->tok);
+    free(j->tok2);
+    free(j->tlp);
+    free(j->tlp2);
+    free(j->sum);
+    free(j->sum2);
+    free(j->src);
+    free(j->cands);
+    free(j->order);
+    if (j->fin)
+        for (int i = 0; i < g; i++) {
+            free(j->fin[i].tok);
+            free(j->fin[i].lp);
+        }
+    free(j->fin);
+    free(j->res.tok);
+    free(j->res.lp);
+}
+
+/* A job's tables for up to g sequences of cap tokens; 0 or TD_ENOMEM. */
+static int job_alloc(wjob *j, int g, int cap)
+{
+    size_t G = (size_t)g, C = (size_t)cap;
+    j->init = malloc(C * sizeof *j->init);
+    j->tok = malloc(G * C * sizeof *j->tok);
+    j->tok2 = malloc(G * C * sizeof *j->tok2);
+    j->tlp = malloc(G * C * sizeof *j->tlp);
+    j->tlp2 = malloc(G * C * sizeof *j->tlp2);
+    j->sum = malloc(G * sizeof *j->sum);
+    j->sum2 = malloc(G * sizeof *j->sum2);
+    j->src = malloc(G * sizeof *j->src);
+    j->cands = malloc(G * (G + 1) * sizeof *j->cands);
+    j->order = malloc(G * (G + 1) * sizeof *j->order);
+    j->fin = calloc(G, sizeof *j->fin);
+    j->res.tok = malloc(C * sizeof *j->res.tok);
+    j->res.lp = malloc(C * sizeof *j->res.lp);
+    int ok = j->init && j->tok && j->tok2 && j->tlp && j->tlp2 && j->sum && j->sum2 && j->src &&
+             j->cands && j->order && j->fin && j->res.tok && j->res.lp;
+    for (size_t i = 0; ok && i < G; i++) {
+        j->fin[i].tok = malloc(C * sizeof *j->fin[i].tok);
+        j->fin[i].lp = malloc(C * sizeof *j->fin[i].lp);
+        ok = j->fin[i].tok && j->fin[i].lp;
+    }
+    j->phase = JOB_DONE;
+    j->chunk = -1;
+    wres_reset(&j->res);
+    return ok ? TD_OK : TD_ENOMEM;
+}
+
 void td_wdecoder_free(td_wdecoder *d)
 {
     if (!d)
         return;
+    if (d->jobs)
+        for (int i = 0; i < d->n_jobs; i++)
+            job_release(&d->jobs[i], d->max_group);
+    free(d->jobs);
     free(d->sup);
+    free(d->free_slots);
+    free(d->seqs);
+    free(d->call_tok);
+    free(d->s_in);
+    free(d->s_out);
+    free(d->pairs);
     free(d->logits);
-    free(d->tok);
-    free(d->tok2);
-    free(d->tlp);
-    free(d->tlp2);
-    free(d->sum);
-    free(d->sum2);
-    free(d->src);
-    free(d->cands);
-    free(d->order);
-    if (d->fin)
-        for (int i = 0; i < d->max_group; i++) {
-            free(d->fin[i].tok);
-            free(d->fin[i].lp);
-        }
-    free(d->fin);
-    free(d->init);
     free(d->win);
-    free(d->res.tok);
-    free(d->res.lp);
     free(d);
+}
+
+/* Longest initial token sequence: [prev] + 223 prompt tokens + sot,
+ * language, task, notimestamps. */
+static int max_init(const td_whparams *hp)
+{
+    return hp->n_text_ctx / 2 + 4;
+}
+
+int td_wdecode_backend_config(const td_whparams *hp, const td_wdecode_opts *o, td_wconfig *cfg)
+{
+    int g = o->beam_size > o->best_of ? o->beam_size : o->best_of;
+    int batch = o->batch > 0 ? o->batch : 1;
+    if (g < 1 || g > MAX_GROUP || batch > TD_WDEC_MAX_BATCH || hp->n_text_ctx < 8)
+        return TD_EINVAL;
+    cfg->max_seq = batch * g;
+    cfg->max_windows = batch;
+    cfg->max_tokens = 0;
+    /* a prompt goes in one piece; one call carries every job's rows */
+    cfg->max_batch_tokens = max_init(hp);
+    int rows = batch * g;
+    cfg->max_rows = rows > cfg->max_batch_tokens ? rows : cfg->max_batch_tokens;
+    return TD_OK;
 }
 
 int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend *b,
@@ -600,6 +677,9 @@ int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend 
         o->best_of > MAX_GROUP)
         return td_error_set(err, TD_EINVAL, "whisper decoder: beam size %d / best of %d not in "
                             "1..%d", o->beam_size, o->best_of, MAX_GROUP);
+    if (o->batch < 0 || o->batch > TD_WDEC_MAX_BATCH)
+        return td_error_set(err, TD_EINVAL, "whisper decoder: batch %d not in 1..%d", o->batch,
+                            TD_WDEC_MAX_BATCH);
     if (o->n_temperatures < 0 || o->n_temperatures > TD_WDEC_MAX_TEMPS)
         return td_error_set(err, TD_EINVAL, "whisper decoder: %d temperatures (at most %d)",
                             o->n_temperatures, TD_WDEC_MAX_TEMPS);
@@ -636,47 +716,47 @@ int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend 
     /* precision = 30 s / n_audio_ctx = 0.02 s per timestamp step */
     d->max_initial_ts = (int)lround(MAX_INITIAL_TS / (30.0 / 1500.0));
     d->max_group = o->beam_size > o->best_of ? o->beam_size : o->best_of;
+    d->n_jobs = o->batch > 0 ? o->batch : 1;
+    td_wconfig need = {0};
+    td_wdecode_backend_config(hp, &d->o, &need);
+    d->max_rows = need.max_rows;
     d->language = m->multilingual ? o->language : td_wlang_index("en");
     d->rng = o->seed;
     d->cap = d->n_ctx + 2;
 
-    size_t g = (size_t)d->max_group, nv = (size_t)d->n_vocab, cap = (size_t)d->cap;
+    size_t nv = (size_t)d->n_vocab, seqs = (size_t)d->n_jobs * (size_t)d->max_group;
     uint8_t *set = malloc(nv);
-    d->sup = malloc(nv * sizeof *d->sup);
-    d->logits = malloc(g * nv * sizeof *d->logits);
-    d->tok = malloc(g * cap * sizeof *d->tok);
-    d->tok2 = malloc(g * cap * sizeof *d->tok2);
-    d->tlp = malloc(g * cap * sizeof *d->tlp);
-    d->tlp2 = malloc(g * cap * sizeof *d->tlp2);
-    d->sum = malloc(g * sizeof *d->sum);
-    d->sum2 = malloc(g * sizeof *d->sum2);
-    d->src = malloc(g * sizeof *d->src);
-    d->cands = malloc(g * (g + 1) * sizeof *d->cands);
-    d->order = malloc(g * (g + 1) * sizeof *d->order);
-    d->fin = calloc(g, sizeof *d->fin);
-    d->init = malloc(cap * sizeof *d->init);
+    d->sup = malloc((nv + 1) * sizeof *d->sup);
+    d->jobs = calloc((size_t)d->n_jobs, sizeof *d->jobs);
+    d->free_slots = malloc(seqs * sizeof *d->free_slots);
+    d->seqs = malloc(seqs * sizeof *d->seqs);
+    d->call_tok = malloc((size_t)d->max_rows * sizeof *d->call_tok);
+    d->s_in = malloc(seqs * sizeof *d->s_in);
+    d->s_out = malloc(seqs * sizeof *d->s_out);
+    d->pairs = malloc(seqs * sizeof *d->pairs);
+    d->logits = ops->sample ? NULL : malloc(seqs * nv * sizeof *d->logits);
     d->win = malloc((size_t)d->n_mels * (size_t)d->win_frames * sizeof *d->win);
-    d->res.tok = malloc(cap * sizeof *d->res.tok);
-    d->res.lp = malloc(cap * sizeof *d->res.lp);
-    int ok = set && d->sup && d->logits && d->tok && d->tok2 && d->tlp && d->tlp2 && d->sum &&
-             d->sum2 && d->src && d->cands && d->order && d->fin && d->init && d->win &&
-             d->res.tok && d->res.lp;
-    for (size_t i = 0; ok && i < g; i++) {
-        d->fin[i].tok = malloc(cap * sizeof *d->fin[i].tok);
-        d->fin[i].lp = malloc(cap * sizeof *d->fin[i].lp);
-        ok = d->fin[i].tok && d->fin[i].lp;
-    }
+    int ok = set && d->sup && d->jobs && d->free_slots && d->seqs && d->call_tok && d->s_in &&
+             d->s_out && d->pairs && (ops->sample || d->logits) && d->win;
+    for (int i = 0; ok && i < d->n_jobs; i++)
+        ok = job_alloc(&d->jobs[i], d->max_group, d->cap) == TD_OK;
     if (!ok) {
         free(set);
         td_wdecoder_free(d);
         return td_error_set(err, TD_ENOMEM, "out of memory for the whisper decoder");
     }
+    for (int i = 0; i < (int)seqs; i++)
+        d->free_slots[d->n_free++] = (int)seqs - 1 - i; /* slot 0 handed out first */
     suppress_set(m, set);
+    if (d->o.timestamps)
+        set[sp->notimestamps] = 1; /* ApplyTimestampRules, always */
     for (int i = 0; i < d->n_vocab; i++)
         if (set[i])
             d->sup[d->n_sup++] = i;
     free(set);
-    wres_reset(&d->res);
+    d->sampler = (td_wsampler){.suppress = d->sup, .n_suppress = d->n_sup, .eot = sp->eot,
+                               .blank = sp->blank, .ts_begin = d->o.timestamps ? sp->ts_begin : -1,
+                               .nospeech = sp->nospeech, .k = d->max_group + 1};
     *out = d;
     return TD_OK;
 }
@@ -695,52 +775,85 @@ void td_wdecoder_stats(const td_wdecoder *d, td_wdecode_stats *out)
     *out = d->stats;
 }
 
-static int be_encode(td_wdecoder *d, const float *mel, td_error *err)
+static int be_encode(td_wdecoder *d, int n, const int *windows, const float *const *mels,
+                     td_error *err)
 {
     double t0 = mono_s();
-    int rc = d->ops->encode(d->b, mel, err);
-    d->stats.encoder_runs++;
+    int rc = d->ops->encode(d->b, n, windows, mels, err);
+    d->stats.encoder_runs += n;
     d->stats.encoder_s += mono_s() - t0;
     if (rc)
         td_error_prefix(err, "whisper %s encoder", d->ops->name ? d->ops->name : "backend");
     return rc;
 }
 
-static int be_decode(td_wdecoder *d, int n_seq, int n_tokens, const int32_t *tokens, int n_past,
-                     float *logits, td_error *err)
+/* One decode call over n sequences (tokens one sequence after another);
+ * then n_s sampling rows in[] -> out[], on the backend when it samples,
+ * else here on the logits it returns. */
+static int be_step(td_wdecoder *d, int n, const td_wseq *seqs, const int32_t *tokens, int n_s,
+                   const td_wsample_in *in, td_wsample_out *out, td_error *err)
 {
-    if (n_past + n_tokens > d->n_ctx)
-        return td_error_set(err, TD_EINVAL, "whisper decoder: %d tokens exceed the text "
-                            "context (%d)", n_past + n_tokens, d->n_ctx);
+    for (int s = 0; s < n; s++)
+        if (seqs[s].n_past + seqs[s].n_tokens > d->n_ctx)
+            return td_error_set(err, TD_EINVAL, "whisper decoder: %d tokens exceed the text "
+                                "context (%d)", seqs[s].n_past + seqs[s].n_tokens, d->n_ctx);
     double t0 = mono_s();
-    int rc = d->ops->decode(d->b, n_seq, n_tokens, tokens, n_past, 0, logits, err);
+    int rc = d->ops->decode(d->b, n, seqs, tokens, 0, d->logits, err);
     d->stats.decoder_calls++;
-    d->stats.decoder_s += mono_s() - t0;
-    if (rc)
+    if (rc) {
         td_error_prefix(err, "whisper %s decoder", d->ops->name ? d->ops->name : "backend");
+        return rc;
+    }
+    if (d->ops->sample && n_s > 0) {
+        rc = d->ops->sample(d->b, &d->sampler, n_s, in, out, err);
+        if (rc)
+            td_error_prefix(err, "whisper %s sample", d->ops->name ? d->ops->name : "backend");
+    } else {
+        for (int i = 0; i < n_s; i++)
+            td_wsample_row(&d->sampler, d->n_vocab, d->logits + (size_t)in[i].row * d->n_vocab,
+                           &in[i], &out[i]);
+    }
+    d->stats.decoder_s += mono_s() - t0;
+    for (int i = 0; rc == TD_OK && i < n_s; i++)
+        if (out[i].has_nan)
+            rc = td_error_set(err, TD_EENGINE, "whisper decoder: the backend gave NaN logits");
     return rc;
 }
 
-/* Language of the encoded window: one decoder step on [sot], softmax over
- * the language tokens only, argmax (openai's detect_language). */
-static int detect_encoded(td_wdecoder *d, int *lang, float *prob, td_error *err)
+static int be_kv_copy(td_wdecoder *d, int n, const td_wkv_copy *pairs, td_error *err)
+{
+    if (n == 0)
+        return TD_OK;
+    int rc = d->ops->kv_copy(d->b, n, pairs, err);
+    if (rc)
+        td_error_prefix(err, "whisper %s kv_copy", d->ops->name ? d->ops->name : "backend");
+    return rc;
+}
+
+/* Language of window slot w (encoded): one decoder step on [sot] in KV
+ * slot 0 (no job holds it then), softmax over the language tokens only,
+ * argmax (openai's detect_language). */
+static int detect_encoded(td_wdecoder *d, int w, int *lang, float *prob, td_error *err)
 {
     const td_wspecial *sp = &d->m->sp;
     int32_t sot = sp->sot;
-    int rc = be_decode(d, 1, 1, &sot, 0, d->logits, err);
+    td_wseq q = {.slot = d->free_slots[d->n_free - 1], .window = w, .n_past = 0, .n_tokens = 1};
+    /* all but the language tokens masked: the top token is the language */
+    td_wsample_in in = {.row = 0, .n_ranges = 2,
+                        .ranges = {{0, sp->lang_begin}, {sp->lang_begin + sp->n_langs, d->n_vocab}}};
+    td_wsampler smp = {.eot = -1, .blank = -1, .ts_begin = -1, .nospeech = -1, .k = 1};
+    td_wsampler keep = d->sampler;
+    d->sampler = smp;
+    td_wsample_out out;
+    int rc = be_step(d, 1, &q, &sot, 1, &in, &out, err);
+    d->sampler = keep;
     if (rc)
         return rc;
-    const float *x = d->logits + sp->lang_begin;
-    double lse;
-    if (row_lse(x, sp->n_langs, &lse))
-        return td_error_set(err, TD_EENGINE, "whisper decoder: the backend gave NaN logits");
-    int best = 0;
-    for (int i = 1; i < sp->n_langs; i++)
-        if (x[i] > x[best])
-            best = i;
-    *lang = best;
+    *lang = out.top[0] - sp->lang_begin;
+    if (*lang < 0 || *lang >= sp->n_langs)
+        *lang = 0;
     if (prob)
-        *prob = (float)exp((double)x[best] - lse);
+        *prob = (float)exp(out.top_lp[0]);
     return TD_OK;
 }
 
@@ -752,90 +865,16 @@ int td_wdecoder_detect_language(td_wdecoder *d, const float *mel_window, float *
             *prob = 1.0f;
         return td_wlang_index("en");
     }
-    int rc = be_encode(d, mel_window, err);
+    int w = 0;
+    int rc = be_encode(d, 1, &w, &mel_window, err);
     if (rc)
         return rc;
     int lang = -1;
-    rc = detect_encoded(d, &lang, prob, err);
+    rc = detect_encoded(d, 0, &lang, prob, err);
     return rc ? rc : lang;
 }
 
-/* ---- one window ------------------------------------------------------- */
-
-/* SuppressBlank, SuppressTokens and ApplyTimestampRules on one sequence's
- * logits, in openai's order; samp/ns are its sampled tokens so far. */
-static void apply_filters(const td_wdecoder *d, float *x, const int32_t *samp, int ns)
-{
-    const td_wspecial *sp = &d->m->sp;
-    int nv = d->n_vocab, tsb = sp->ts_begin;
-    if (ns == 0) {
-        if (sp->blank >= 0)
-            x[sp->blank] = -INFINITY;
-        x[sp->eot] = -INFINITY;
-    }
-    for (int i = 0; i < d->n_sup; i++)
-        x[d->sup[i]] = -INFINITY;
-    if (!d->o.timestamps)
-        return;
-
-    x[sp->notimestamps] = -INFINITY;
-    /* timestamps come in pairs, except directly before eot */
-    int last_ts = ns >= 1 && samp[ns - 1] >= tsb;
-    int penult_ts = ns < 2 || samp[ns - 2] >= tsb;
-    if (last_ts) {
-        if (penult_ts)
-            mask_range(x, tsb, nv);        /* after a pair: text */
-        else
-            mask_range(x, 0, sp->eot);     /* after a lone one: a timestamp or eot */
-    }
-    /* timestamps never decrease; after text or a pair they must grow, so
-     * that every segment has a nonzero length */
-    int32_t last = -1;
-    for (int i = ns - 1; i >= 0; i--)
-        if (samp[i] >= tsb) {
-            last = samp[i];
-            break;
-        }
-    if (last >= 0) {
-        int32_t upto = last_ts && !penult_ts ? last : last + 1;
-        mask_range(x, tsb, upto < nv ? upto : nv);
-    }
-    if (ns == 0) {
-        mask_range(x, 0, tsb);             /* the first token is a timestamp */
-        int allowed = tsb + d->max_initial_ts;
-        if (allowed + 1 < nv)
-            mask_range(x, allowed + 1, nv);
-    }
-    /* when the timestamps together outweigh every text token, take one:
-     * logsumexp(logprobs[ts:]) > max(logprobs[:ts]) compares the same as
-     * the raw logits, the normalizer cancelling */
-    double ts_lse, mx = -INFINITY;
-    if (row_lse(x + tsb, nv - tsb, &ts_lse))
-        return;
-    for (int i = 0; i < tsb; i++)
-        if (x[i] > mx)
-            mx = x[i];
-    if (ts_lse > mx)
-        mask_range(x, 0, tsb);
-}
-
-/* Indices of the k largest entries of x (k <= n), largest first, ties to
- * the lower index (torch.topk leaves ties unspecified). */
-static void topk(const float *x, int n, int k, int *idx)
-{
-    int have = 0;
-    for (int i = 0; i < n; i++) {
-        float v = x[i];
-        if (have == k && !(v > x[idx[k - 1]]))
-            continue;
-        int j = have < k ? have++ : k - 1;
-        while (j > 0 && v > x[idx[j - 1]]) {
-            idx[j] = idx[j - 1];
-            j--;
-        }
-        idx[j] = i;
-    }
-}
+/* ---- one window, as a job --------------------------------------------- */
 
 static int32_t *seq_tok(const td_wdecoder *d, int32_t *base, int s)
 {
@@ -847,162 +886,69 @@ static float *seq_lp(const td_wdecoder *d, float *base, int s)
     return base + (size_t)s * (size_t)d->cap;
 }
 
-/* Greedy (T = 0) or sampling (T > 0) step for every sequence: openai's
- * GreedyDecoder.update. Returns 1 when every sequence has ended. */
-static int step_greedy(td_wdecoder *d, int g, int cur, float temp, double *lse_row)
+/* The masks of openai's logit filters for one sequence whose sampled
+ * tokens so far are samp[0..ns): SuppressBlank on the first token, the
+ * timestamp rules' ranges (SuppressTokens is the sampler's fixed list). */
+static void filters_in(const td_wdecoder *d, const int32_t *samp, int ns, td_wsample_in *in)
 {
-    int32_t eot = d->m->sp.eot;
-    int done = 1;
-    for (int s = 0; s < g; s++) {
-        int32_t *t = seq_tok(d, d->tok, s);
-        float *lp = seq_lp(d, d->tlp, s);
-        if (t[cur - 1] == eot) {
-            t[cur] = eot;
-            lp[cur] = 0;
-            continue;
-        }
-        const float *x = d->logits + (size_t)s * (size_t)d->n_vocab;
-        double lse = lse_row[s];
-        int32_t next = 0;
-        if (temp == 0) {
-            for (int i = 1; i < d->n_vocab; i++)
-                if (x[i] > x[next])
-                    next = i;
-        } else {
-            /* Categorical(logits / T): softmax at temperature T */
-            double mx = -INFINITY, tot = 0;
-            for (int i = 0; i < d->n_vocab; i++)
-                if (x[i] > mx)
-                    mx = x[i];
-            for (int i = 0; i < d->n_vocab; i++)
-                tot += exp(((double)x[i] - mx) / temp);
-            double u = rng_uniform(&d->rng) * tot, acc = 0;
-            next = -1;
-            for (int i = 0; i < d->n_vocab; i++) {
-                if (x[i] == -INFINITY)
-                    continue;
-                acc += exp(((double)x[i] - mx) / temp);
-                next = i;
-                if (acc > u)
-                    break;
-            }
-            if (next < 0)
-                next = eot;
-        }
-        double l = logprob(x, next, lse);
-        d->sum[s] += l;
-        t[cur] = next;
-        lp[cur] = (float)l;
-        if (next != eot)
-            done = 0;
+    const td_wspecial *sp = &d->m->sp;
+    int nv = d->n_vocab, tsb = sp->ts_begin;
+    in->flags = ns == 0 ? TD_WSAMPLE_BLANK : 0;
+    in->n_ranges = 0;
+    if (!d->o.timestamps)
+        return;
+    in->flags |= TD_WSAMPLE_TS_RULE;
+    /* timestamps come in pairs, except directly before eot */
+    int last_ts = ns >= 1 && samp[ns - 1] >= tsb;
+    int penult_ts = ns < 2 || samp[ns - 2] >= tsb;
+    if (last_ts) {
+        in->ranges[in->n_ranges][0] = penult_ts ? tsb : 0; /* after a pair: text */
+        in->ranges[in->n_ranges][1] = penult_ts ? nv : sp->eot; /* after a lone one: ts or eot */
+        in->n_ranges++;
     }
-    return done;
+    /* timestamps never decrease; after text or a pair they must grow, so
+     * that every segment has a nonzero length */
+    int32_t last = -1;
+    for (int i = ns - 1; i >= 0; i--)
+        if (samp[i] >= tsb) {
+            last = samp[i];
+            break;
+        }
+    if (last >= 0) {
+        int32_t upto = last_ts && !penult_ts ? last : last + 1;
+        in->ranges[in->n_ranges][0] = tsb;
+        in->ranges[in->n_ranges][1] = upto < nv ? upto : nv;
+        in->n_ranges++;
+    }
+    if (ns == 0) {
+        in->ranges[in->n_ranges][0] = 0; /* the first token is a timestamp */
+        in->ranges[in->n_ranges][1] = tsb;
+        in->n_ranges++;
+        int allowed = tsb + d->max_initial_ts;
+        if (allowed + 1 < nv) {
+            in->ranges[in->n_ranges][0] = allowed + 1;
+            in->ranges[in->n_ranges][1] = nv;
+            in->n_ranges++;
+        }
+    }
 }
 
-static int seq_equal(const td_wdecoder *d, int a, int b, int len)
-{
-    return memcmp(seq_tok(d, d->tok, a), seq_tok(d, d->tok, b), (size_t)len * sizeof(int32_t))
-           == 0;
-}
-
-/* Beam search step (openai's BeamSearchDecoder.update, patience 1):
- * extends every beam by its beam_size + 1 best tokens, keeps the best
- * beam_size unfinished candidates, collects finished ones, and makes the
- * KV caches follow. Returns 1 when beam_size candidates have finished,
- * or a negative td_rc. */
-static int step_beam(td_wdecoder *d, int g, int cur, int n_init, const double *lse_row,
+/* Start job j on window slot w at temperature index ti with the given
+ * prompt (previous text): initial tokens and KV slots. */
+static int job_start(td_wdecoder *d, wjob *j, int w, int ti, const int32_t *prompt, int n_prompt,
                      td_error *err)
-{
-    int32_t eot = d->m->sp.eot;
-    int nc = 0, idx[MAX_GROUP + 1];
-    for (int j = 0; j < g; j++) {
-        const float *x = d->logits + (size_t)j * (size_t)d->n_vocab;
-        topk(x, d->n_vocab, g + 1, idx);
-        for (int k = 0; k < g + 1; k++) {
-            double l = logprob(x, idx[k], lse_row[j]);
-            double score = d->sum[j] + l;
-            /* the same sequence from an identical beam (all beams are
-             * copies of the prompt at first) replaces the earlier entry
-             * in place, as a Python dict does */
-            int dup = -1;
-            for (int c = 0; c < nc && dup < 0; c++)
-                if (d->cands[c].tok == idx[k] && seq_equal(d, d->cands[c].src, j, cur))
-                    dup = c;
-            cand cd = {score, (float)l, j, idx[k]};
-            if (dup >= 0)
-                d->cands[dup] = cd;
-            else
-                d->cands[nc++] = cd;
-        }
-    }
-    /* stable sort by score, best first (Python's sorted(reverse=True)) */
-    for (int c = 0; c < nc; c++) {
-        int j = c;
-        while (j > 0 && d->cands[c].score > d->cands[d->order[j - 1]].score) {
-            d->order[j] = d->order[j - 1];
-            j--;
-        }
-        d->order[j] = c;
-    }
-    int saved = 0, identity = 1;
-    for (int oi = 0; oi < nc && saved < g; oi++) {
-        const cand *c = &d->cands[d->order[oi]];
-        const int32_t *t = seq_tok(d, d->tok, c->src);
-        const float *lp = seq_lp(d, d->tlp, c->src);
-        if (c->tok == eot) {
-            /* newly finished, in score order; kept while there is room */
-            if (d->n_fin < g) {
-                fin_seq *f = &d->fin[d->n_fin++];
-                f->n = cur - n_init;
-                memcpy(f->tok, t + n_init, (size_t)f->n * sizeof *f->tok);
-                memcpy(f->lp, lp + n_init, (size_t)f->n * sizeof *f->lp);
-                f->sum = c->score;
-            }
-            continue;
-        }
-        int32_t *t2 = seq_tok(d, d->tok2, saved);
-        float *lp2 = seq_lp(d, d->tlp2, saved);
-        memcpy(t2, t, (size_t)cur * sizeof *t2);
-        memcpy(lp2, lp, (size_t)cur * sizeof *lp2);
-        t2[cur] = c->tok;
-        lp2[cur] = c->lp;
-        d->sum2[saved] = c->score;
-        d->src[saved] = c->src;
-        identity &= c->src == saved;
-        saved++;
-    }
-    if (saved < g) /* cannot happen: each beam offers g + 1 distinct tokens */
-        return td_error_set(err, TD_EENGINE, "whisper beam search: %d beams left of %d", saved,
-                            g);
-    int32_t *tt = d->tok;
-    d->tok = d->tok2;
-    d->tok2 = tt;
-    float *tl = d->tlp;
-    d->tlp = d->tlp2;
-    d->tlp2 = tl;
-    memcpy(d->sum, d->sum2, (size_t)g * sizeof *d->sum);
-    if (!identity) {
-        int rc = d->ops->kv_copy(d->b, d->src, g, cur, err);
-        if (rc) {
-            td_error_prefix(err, "whisper %s kv_copy", d->ops->name ? d->ops->name : "backend");
-            return rc;
-        }
-    }
-    return d->n_fin >= g;
-}
-
-/* Decode the encoded window at temperature temp into d->res. */
-static int run_window(td_wdecoder *d, const int32_t *prompt, int n_prompt, float temp,
-                      td_error *err)
 {
     const td_wmodel *m = d->m;
     const td_wspecial *sp = &m->sp;
-    int nv = d->n_vocab, rc;
-    int beam = temp == 0 && d->o.beam_size > 1;
-    int g = temp == 0 ? (beam ? d->o.beam_size : 1) : d->o.best_of;
-    wres *r = &d->res;
-    wres_reset(r);
-    r->temperature = temp;
+    float temp = d->o.temperatures[ti];
+    j->window = w;
+    j->temp_index = ti;
+    j->temp = temp;
+    j->beam = temp == 0 && d->o.beam_size > 1;
+    j->g = temp == 0 ? (j->beam ? d->o.beam_size : 1) : d->o.best_of;
+    wres_reset(&j->res);
+    j->res.temperature = temp;
+    j->no_speech_prob = NAN;
 
     /* initial tokens: [prev] + prompt[-(n_ctx/2 - 1):] + SOT sequence */
     int n_init = 0;
@@ -1012,140 +958,290 @@ static int run_window(td_wdecoder *d, const int32_t *prompt, int n_prompt, float
             prompt += n_prompt - keep;
             n_prompt = keep;
         }
-        d->init[n_init++] = sp->prev;
+        j->init[n_init++] = sp->prev;
         for (int i = 0; i < n_prompt; i++) {
-            if (prompt[i] < 0 || prompt[i] >= nv)
+            if (prompt[i] < 0 || prompt[i] >= d->n_vocab)
                 return td_error_set(err, TD_EINVAL, "whisper decoder: prompt token %d out of "
                                     "range", (int)prompt[i]);
-            d->init[n_init++] = prompt[i];
+            j->init[n_init++] = prompt[i];
         }
     }
-    int sot_index = n_init;
-    d->init[n_init++] = sp->sot;
+    j->sot_index = n_init;
+    j->init[n_init++] = sp->sot;
     if (m->multilingual) {
-        int lang = d->language;
-        if (lang < 0) {
-            rc = detect_encoded(d, &lang, NULL, err);
-            if (rc)
-                return rc;
-        }
-        d->init[n_init++] = sp->lang_begin + lang;
-        d->init[n_init++] = d->o.translate ? sp->translate : sp->transcribe;
+        j->init[n_init++] = sp->lang_begin + d->language;
+        j->init[n_init++] = d->o.translate ? sp->translate : sp->transcribe;
     }
     if (!d->o.timestamps)
-        d->init[n_init++] = sp->notimestamps;
+        j->init[n_init++] = sp->notimestamps;
+    j->n_init = n_init;
+    j->n_pre = n_init - 1;
+    j->pre_done = 0;
+    if (d->n_free < j->g) /* cannot happen: n_jobs * max_group slots */
+        return td_error_set(err, TD_EINVAL, "whisper decoder: out of KV slots");
+    for (int s = 0; s < j->g; s++)
+        j->slot[s] = d->free_slots[--d->n_free];
+    for (int s = 0; s < j->g; s++) {
+        memcpy(seq_tok(d, j->tok, s), j->init, (size_t)n_init * sizeof(int32_t));
+        j->sum[s] = 0;
+    }
+    j->n_fin = 0;
+    j->cur = n_init;
+    j->steps = 0;
+    j->phase = j->n_pre > 0 ? JOB_PRE : JOB_STEP;
+    return TD_OK;
+}
 
-    /* the prompt, once, for sequence 0: up to sot (no_speech_prob is read
-     * at the sot position), then the rest of the SOT sequence */
-    rc = be_decode(d, 1, sot_index + 1, d->init, 0, d->logits, err);
-    if (rc)
-        return rc;
-    if (sp->nospeech >= 0) {
-        double lse;
-        if (row_lse(d->logits, nv, &lse))
-            return td_error_set(err, TD_EENGINE, "whisper decoder: the backend gave NaN logits");
-        r->no_speech_prob = exp((double)d->logits[sp->nospeech] - lse);
-    }
-    if (n_init > sot_index + 1) {
-        rc = be_decode(d, 1, n_init - sot_index - 1, d->init + sot_index + 1, sot_index + 1,
-                       d->logits, err);
-        if (rc)
-            return rc;
-    }
-    if (g > 1) {
-        for (int s = 0; s < g; s++)
-            d->src[s] = 0;
-        rc = d->ops->kv_copy(d->b, d->src, g, n_init, err);
-        if (rc) {
-            td_error_prefix(err, "whisper %s kv_copy", d->ops->name ? d->ops->name : "backend");
-            return rc;
-        }
-        for (int s = 1; s < g; s++)
-            memcpy(d->logits + (size_t)s * (size_t)nv, d->logits, (size_t)nv * sizeof(float));
-    }
-    for (int s = 0; s < g; s++) {
-        memcpy(seq_tok(d, d->tok, s), d->init, (size_t)n_init * sizeof(int32_t));
-        d->sum[s] = 0;
-    }
-    d->n_fin = 0;
+static void job_free_slots(td_wdecoder *d, wjob *j)
+{
+    for (int s = 0; s < j->g; s++)
+        d->free_slots[d->n_free++] = j->slot[s];
+    j->g = 0;
+}
 
-    double lse_row[MAX_GROUP];
-    int32_t last[MAX_GROUP];
-    int cur = n_init; /* tokens in every sequence */
-    for (int i = 0; i < d->sample_len; i++) {
-        if (i > 0) {
-            for (int s = 0; s < g; s++)
-                last[s] = seq_tok(d, d->tok, s)[cur - 1];
-            rc = be_decode(d, g, 1, last, cur - 1, d->logits, err);
-            if (rc)
-                return rc;
+/* The tokens of job j in the next call: appends its sequences to d->seqs
+ * and its sampling rows to d->s_in; returns the rows it adds, or 0 when it
+ * has nothing to decode (DONE). row_budget: rows left in the call. */
+static int job_collect(td_wdecoder *d, wjob *j, int *n_seq, int *n_rows, int *n_s)
+{
+    const int32_t eot = d->m->sp.eot;
+    for (int s = 0; s < MAX_GROUP; s++)
+        j->row[s] = -1;
+    if (j->phase == JOB_PRE) {
+        /* up to sot when it is not the last of the pre-fork tokens, else all */
+        int end = j->pre_done <= j->sot_index && j->sot_index < j->n_pre ? j->sot_index + 1
+                                                                          : j->n_pre;
+        int n = end - j->pre_done;
+        if (*n_rows + n > d->max_rows)
+            return 0;
+        d->seqs[*n_seq] = (td_wseq){.slot = j->slot[0], .window = j->window,
+                                    .n_past = j->pre_done, .n_tokens = n};
+        memcpy(d->call_tok + *n_rows, j->init + j->pre_done, (size_t)n * sizeof(int32_t));
+        if (end == j->sot_index + 1) { /* the sot row: no_speech_prob */
+            j->row[0] = *n_s;
+            d->s_in[*n_s] = (td_wsample_in){.row = *n_seq, .flags = TD_WSAMPLE_NOSPEECH};
+            (*n_s)++;
         }
-        for (int s = 0; s < g; s++) {
-            int32_t *t = seq_tok(d, d->tok, s);
-            float *x = d->logits + (size_t)s * (size_t)nv;
-            if (!beam && t[cur - 1] == sp->eot)
-                continue; /* ended: its next token is eot whatever the logits */
-            apply_filters(d, x, t + n_init, cur - n_init);
-            if (row_lse(x, nv, &lse_row[s]))
-                return td_error_set(err, TD_EENGINE, "whisper decoder: the backend gave NaN "
-                                    "logits");
+        (*n_seq)++;
+        *n_rows += n;
+        return n;
+    }
+    if (j->phase != JOB_STEP)
+        return 0;
+    int live = 0;
+    for (int s = 0; s < j->g; s++)
+        live += j->beam || seq_tok(d, j->tok, s)[j->cur - 1] != eot;
+    if (*n_rows + live > d->max_rows)
+        return 0;
+    for (int s = 0; s < j->g; s++) {
+        int32_t *t = seq_tok(d, j->tok, s);
+        if (!j->beam && t[j->cur - 1] == eot)
+            continue; /* ended: its next token is eot whatever the logits */
+        d->seqs[*n_seq] = (td_wseq){.slot = j->slot[s], .window = j->window,
+                                    .n_past = j->cur - 1, .n_tokens = 1};
+        d->call_tok[*n_rows] = t[j->cur - 1];
+        td_wsample_in *in = &d->s_in[*n_s];
+        memset(in, 0, sizeof *in);
+        in->row = *n_seq;
+        filters_in(d, t + j->n_init, j->cur - j->n_init, in);
+        if (j->steps == 0 && s == 0 && j->sot_index == j->n_init - 1)
+            in->flags |= TD_WSAMPLE_NOSPEECH; /* the first step's row is sot's */
+        if (j->temp > 0) {
+            in->temperature = j->temp;
+            in->u = rng_uniform(&d->rng);
         }
-        int done;
-        if (beam) {
-            done = step_beam(d, g, cur, n_init, lse_row, err);
-            if (done < 0)
-                return done;
+        j->row[s] = *n_s;
+        (*n_s)++;
+        (*n_seq)++;
+        (*n_rows)++;
+    }
+    return live;
+}
+
+static int seq_equal(const td_wdecoder *d, const wjob *j, int a, int b, int len)
+{
+    return memcmp(seq_tok(d, j->tok, a), seq_tok(d, j->tok, b), (size_t)len * sizeof(int32_t)) ==
+           0;
+}
+
+/* Greedy (T = 0) or sampling (T > 0) step: openai's GreedyDecoder.update.
+ * Returns 1 when every sequence has ended. */
+static int step_greedy(td_wdecoder *d, wjob *j)
+{
+    int32_t eot = d->m->sp.eot;
+    int cur = j->cur, done = 1;
+    for (int s = 0; s < j->g; s++) {
+        int32_t *t = seq_tok(d, j->tok, s);
+        float *lp = seq_lp(d, j->tlp, s);
+        if (t[cur - 1] == eot) {
+            t[cur] = eot;
+            lp[cur] = 0;
+            continue;
+        }
+        const td_wsample_out *o = &d->s_out[j->row[s]];
+        int32_t next = j->temp == 0 ? o->top[0] : o->sampled;
+        double l = j->temp == 0 ? o->top_lp[0] : o->sampled_lp;
+        j->sum[s] += l;
+        t[cur] = next;
+        lp[cur] = (float)l;
+        if (next != eot)
+            done = 0;
+    }
+    return done;
+}
+
+/* Beam search step (openai's BeamSearchDecoder.update, patience 1):
+ * extends every beam by its beam_size + 1 best tokens, keeps the best
+ * beam_size unfinished candidates, collects finished ones, and makes the
+ * KV slots follow (a kept source keeps its slot; extra forks are copied
+ * into the slots no candidate kept, as pairs for one kv_copy call).
+ * Returns 1 when beam_size candidates have finished, 0 to go on, or a
+ * negative td_rc. */
+static int step_beam(td_wdecoder *d, wjob *j, int *n_pairs, td_error *err)
+{
+    int32_t eot = d->m->sp.eot;
+    int g = j->g, cur = j->cur, n_init = j->n_init;
+    int nc = 0;
+    for (int b = 0; b < g; b++) {
+        const td_wsample_out *o = &d->s_out[j->row[b]];
+        for (int k = 0; k < g + 1; k++) {
+            double l = o->top_lp[k];
+            double score = j->sum[b] + l;
+            /* the same sequence from an identical beam (all beams are
+             * copies of the prompt at first) replaces the earlier entry
+             * in place, as a Python dict does */
+            int dup = -1;
+            for (int c = 0; c < nc && dup < 0; c++)
+                if (j->cands[c].tok == o->top[k] && seq_equal(d, j, j->cands[c].src, b, cur))
+                    dup = c;
+            cand cd = {score, (float)l, b, o->top[k]};
+            if (dup >= 0)
+                j->cands[dup] = cd;
+            else
+                j->cands[nc++] = cd;
+        }
+    }
+    /* stable sort by score, best first (Python's sorted(reverse=True)) */
+    for (int c = 0; c < nc; c++) {
+        int k = c;
+        while (k > 0 && j->cands[c].score > j->cands[j->order[k - 1]].score) {
+            j->order[k] = j->order[k - 1];
+            k--;
+        }
+        j->order[k] = c;
+    }
+    int saved = 0;
+    for (int oi = 0; oi < nc && saved < g; oi++) {
+        const cand *c = &j->cands[j->order[oi]];
+        const int32_t *t = seq_tok(d, j->tok, c->src);
+        const float *lp = seq_lp(d, j->tlp, c->src);
+        if (c->tok == eot) {
+            /* newly finished, in score order; kept while there is room */
+            if (j->n_fin < g) {
+                fin_seq *f = &j->fin[j->n_fin++];
+                f->n = cur - n_init;
+                memcpy(f->tok, t + n_init, (size_t)f->n * sizeof *f->tok);
+                memcpy(f->lp, lp + n_init, (size_t)f->n * sizeof *f->lp);
+                f->sum = c->score;
+            }
+            continue;
+        }
+        int32_t *t2 = seq_tok(d, j->tok2, saved);
+        float *lp2 = seq_lp(d, j->tlp2, saved);
+        memcpy(t2, t, (size_t)cur * sizeof *t2);
+        memcpy(lp2, lp, (size_t)cur * sizeof *lp2);
+        t2[cur] = c->tok;
+        lp2[cur] = c->lp;
+        j->sum2[saved] = c->score;
+        j->src[saved] = c->src;
+        saved++;
+    }
+    if (saved < g) /* cannot happen: each beam offers g + 1 distinct tokens */
+        return td_error_set(err, TD_EENGINE, "whisper beam search: %d beams left of %d", saved,
+                            g);
+    int32_t *tt = j->tok;
+    j->tok = j->tok2;
+    j->tok2 = tt;
+    float *tl = j->tlp;
+    j->tlp = j->tlp2;
+    j->tlp2 = tl;
+    memcpy(j->sum, j->sum2, (size_t)g * sizeof *j->sum);
+    /* slots: beam b takes the slot of its source when it is the first to
+     * take it; the others get copies in the slots nobody kept */
+    int new_slot[MAX_GROUP], kept[MAX_GROUP] = {0}, copy[MAX_GROUP] = {0};
+    for (int b = 0; b < g; b++) {
+        int s = j->src[b];
+        if (!kept[s]) {
+            kept[s] = 1;
+            new_slot[b] = j->slot[s];
         } else {
-            done = step_greedy(d, g, cur, temp, lse_row);
+            copy[b] = 1;
         }
-        cur++;
-        if (done || cur > d->n_ctx)
-            break;
     }
+    int spare[MAX_GROUP], n_spare = 0;
+    for (int b = 0; b < g; b++)
+        if (!kept[b])
+            spare[n_spare++] = j->slot[b];
+    for (int b = 0; b < g; b++) {
+        if (!copy[b])
+            continue;
+        int to = spare[--n_spare]; /* as many spares as copies */
+        d->pairs[(*n_pairs)++] = (td_wkv_copy){.src = j->slot[j->src[b]], .dst = to,
+                                               .n_pos = cur};
+        new_slot[b] = to;
+    }
+    memcpy(j->slot, new_slot, (size_t)g * sizeof *new_slot);
+    return j->n_fin >= g;
+}
 
-    /* finalize: the candidates, each cut at its first eot */
-    if (beam) {
-        if (d->n_fin < g) {
+/* Rank the candidates into j->res: each cut at its first eot, by sum
+ * logprob / length (length_penalty None). */
+static int job_finish(td_wdecoder *d, wjob *j)
+{
+    const td_wmodel *m = d->m;
+    const td_wspecial *sp = &m->sp;
+    int g = j->g, cur = j->cur, n_init = j->n_init;
+    if (j->beam) {
+        if (j->n_fin < g) {
             /* not enough finished: add the beams, best first (numpy's
              * argsort reversed: ties go to the higher index) */
             int ord[MAX_GROUP];
             for (int s = 0; s < g; s++) {
-                int j = s;
-                while (j > 0 && d->sum[s] >= d->sum[ord[j - 1]]) {
-                    ord[j] = ord[j - 1];
-                    j--;
+                int k = s;
+                while (k > 0 && j->sum[s] >= j->sum[ord[k - 1]]) {
+                    ord[k] = ord[k - 1];
+                    k--;
                 }
-                ord[j] = s;
+                ord[k] = s;
             }
-            for (int k = 0; k < g && d->n_fin < g; k++) {
-                fin_seq *f = &d->fin[d->n_fin++];
+            for (int k = 0; k < g && j->n_fin < g; k++) {
+                fin_seq *f = &j->fin[j->n_fin++];
                 f->n = cur - n_init;
-                memcpy(f->tok, seq_tok(d, d->tok, ord[k]) + n_init,
+                memcpy(f->tok, seq_tok(d, j->tok, ord[k]) + n_init,
                        (size_t)f->n * sizeof *f->tok);
-                memcpy(f->lp, seq_lp(d, d->tlp, ord[k]) + n_init,
+                memcpy(f->lp, seq_lp(d, j->tlp, ord[k]) + n_init,
                        (size_t)f->n * sizeof *f->lp);
-                f->sum = d->sum[ord[k]];
+                f->sum = j->sum[ord[k]];
             }
         }
     } else {
-        d->n_fin = 0;
+        j->n_fin = 0;
         for (int s = 0; s < g; s++) {
-            fin_seq *f = &d->fin[d->n_fin++];
+            fin_seq *f = &j->fin[j->n_fin++];
             f->n = cur - n_init;
-            memcpy(f->tok, seq_tok(d, d->tok, s) + n_init, (size_t)f->n * sizeof *f->tok);
-            memcpy(f->lp, seq_lp(d, d->tlp, s) + n_init, (size_t)f->n * sizeof *f->lp);
-            f->sum = d->sum[s];
+            memcpy(f->tok, seq_tok(d, j->tok, s) + n_init, (size_t)f->n * sizeof *f->tok);
+            memcpy(f->lp, seq_lp(d, j->tlp, s) + n_init, (size_t)f->n * sizeof *f->lp);
+            f->sum = j->sum[s];
         }
     }
-    /* rank by sum logprob / length (length_penalty None); a length of 0,
-     * which openai would divide by, counts as 1 */
+    /* a length of 0, which openai would divide by, counts as 1 */
     int best = -1;
     double best_score = 0;
-    for (int k = 0; k < d->n_fin; k++) {
-        fin_seq *f = &d->fin[k];
-        for (int j = 0; j < f->n; j++)
-            if (f->tok[j] == sp->eot) {
-                f->n = j;
+    for (int k = 0; k < j->n_fin; k++) {
+        fin_seq *f = &j->fin[k];
+        for (int i = 0; i < f->n; i++)
+            if (f->tok[i] == sp->eot) {
+                f->n = i;
                 break;
             }
         double score = f->sum / (f->n > 0 ? f->n : 1);
@@ -1154,22 +1250,106 @@ static int run_window(td_wdecoder *d, const int32_t *prompt, int n_prompt, float
             best_score = score;
         }
     }
-    const fin_seq *f = &d->fin[best];
+    wres *r = &j->res;
+    const fin_seq *f = &j->fin[best];
     memcpy(r->tok, f->tok, (size_t)f->n * sizeof *r->tok);
     memcpy(r->lp, f->lp, (size_t)f->n * sizeof *r->lp);
     r->n = f->n;
     r->sum_logprob = f->sum;
     r->avg_logprob = f->sum / (f->n + 1);
+    r->no_speech_prob = j->no_speech_prob;
+    r->temperature = j->temp;
 
     td_buf text;
     td_buf_init(&text, TEXT_LIMIT);
-    rc = tokens_text(m, r->tok, r->n, sp->ts_begin, 1, &text);
+    int rc = tokens_text(m, r->tok, r->n, sp->ts_begin, 1, &text);
     if (!rc)
         r->compression_ratio = td_wcompression_ratio((const uint8_t *)text.data, text.len);
     td_buf_release(&text);
+    job_free_slots(d, j);
+    j->phase = JOB_DONE;
+    return rc;
+}
+
+/* One decoder call for every job that is not done: each job's prompt
+ * piece or step, then the choice of the next tokens, the forks, and the
+ * jobs that finished. Returns TD_OK; *active counts the jobs still going. */
+static int jobs_step(td_wdecoder *d, wjob **jobs, int n_jobs, int *active, td_error *err)
+{
+    int n_seq = 0, n_rows = 0, n_s = 0, rc;
+    int took[TD_WDEC_MAX_BATCH];
+    for (int i = 0; i < n_jobs; i++)
+        took[i] = job_collect(d, jobs[i], &n_seq, &n_rows, &n_s) > 0;
+    if (n_seq == 0) {
+        *active = 0;
+        return TD_OK;
+    }
+    rc = be_step(d, n_seq, d->seqs, d->call_tok, n_s, d->s_in, d->s_out, err);
     if (rc)
-        return td_error_set(err, rc, "whisper decoder: out of memory for text");
-    return TD_OK;
+        return rc;
+    int n_pairs = 0;
+    *active = 0;
+    for (int i = 0; i < n_jobs; i++) {
+        wjob *j = jobs[i];
+        if (!took[i]) {
+            *active += j->phase != JOB_DONE;
+            continue;
+        }
+        if (j->phase == JOB_PRE) {
+            const td_wseq *q = NULL;
+            for (int s = 0; s < n_seq && !q; s++)
+                if (d->seqs[s].slot == j->slot[0])
+                    q = &d->seqs[s];
+            if (j->row[0] >= 0)
+                j->no_speech_prob = d->s_out[j->row[0]].no_speech_prob;
+            j->pre_done += q->n_tokens;
+            if (j->pre_done == j->n_pre) { /* fork the prompt into the group */
+                for (int s = 1; s < j->g; s++)
+                    d->pairs[n_pairs++] = (td_wkv_copy){.src = j->slot[0], .dst = j->slot[s],
+                                                        .n_pos = j->n_pre};
+                j->phase = JOB_STEP;
+            }
+            (*active)++;
+            continue;
+        }
+        if (j->steps == 0 && j->row[0] >= 0 && j->sot_index == j->n_init - 1)
+            j->no_speech_prob = d->s_out[j->row[0]].no_speech_prob;
+        int done;
+        if (j->beam) {
+            done = step_beam(d, j, &n_pairs, err);
+            if (done < 0)
+                return done;
+        } else {
+            done = step_greedy(d, j);
+        }
+        j->cur++;
+        j->steps++;
+        if (done || j->steps >= d->sample_len || j->cur > d->n_ctx) {
+            rc = job_finish(d, j);
+            if (rc)
+                return td_error_set(err, rc, "whisper decoder: out of memory for text");
+        } else {
+            (*active)++;
+        }
+    }
+    return be_kv_copy(d, n_pairs, d->pairs, err);
+}
+
+/* Decode the encoded window slot 0 at temperature index ti with job 0. */
+static int run_window(td_wdecoder *d, const int32_t *prompt, int n_prompt, int ti, td_error *err)
+{
+    wjob *j = &d->jobs[0];
+    int rc = job_start(d, j, 0, ti, prompt, n_prompt, err);
+    if (rc)
+        return rc;
+    int active = 1;
+    while (active && rc == TD_OK)
+        rc = jobs_step(d, &j, 1, &active, err);
+    if (rc && j->phase != JOB_DONE) {
+        job_free_slots(d, j);
+        j->phase = JOB_DONE;
+    }
+    return rc;
 }
 
 int td_wdecoder_decode_window(td_wdecoder *d, const float *mel_window, const int32_t *prompt,
@@ -1179,13 +1359,24 @@ int td_wdecoder_decode_window(td_wdecoder *d, const float *mel_window, const int
     memset(res, 0, sizeof *res);
     if (!(temperature >= 0) || n_prompt < 0 || (n_prompt > 0 && !prompt))
         return td_error_set(err, TD_EINVAL, "whisper decoder: bad temperature or prompt");
-    int rc = be_encode(d, mel_window, err);
+    int w = 0;
+    int rc = be_encode(d, 1, &w, &mel_window, err);
     if (rc)
         return rc;
-    rc = run_window(d, prompt, n_prompt, temperature, err);
+    if (d->language < 0) {
+        rc = detect_encoded(d, 0, &d->language, NULL, err);
+        if (rc)
+            return rc;
+    }
+    /* the temperature as a one-entry schedule */
+    td_wdecode_opts keep = d->o;
+    d->o.temperatures[0] = temperature;
+    d->o.n_temperatures = 1;
+    rc = run_window(d, prompt, n_prompt, 0, err);
+    d->o = keep;
     if (rc)
         return rc;
-    const wres *r = &d->res;
+    const wres *r = &d->jobs[0].res;
     res->tokens = malloc((size_t)(r->n > 0 ? r->n : 1) * sizeof *res->tokens);
     if (!res->tokens)
         return td_error_set(err, TD_ENOMEM, "out of memory for a window's tokens");
@@ -1384,11 +1575,13 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
     int encoded0 = 0;
     if (d->language < 0 && content_frames > 0) {
         copy_window(d, mel, n_frames, 0, n_frames < W ? n_frames : W);
-        rc = be_encode(d, d->win, err);
+        int w0 = 0;
+        const float *win = d->win;
+        rc = be_encode(d, 1, &w0, &win, err);
         if (rc)
             return rc;
         int lang = -1;
-        rc = detect_encoded(d, &lang, NULL, err);
+        rc = detect_encoded(d, 0, &lang, NULL, err);
         if (rc)
             return rc;
         d->language = lang;
@@ -1410,7 +1603,9 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
         double seg_duration = (double)size * HOP_LENGTH / SAMPLE_RATE;
         if (!(seek == 0 && encoded0)) {
             copy_window(d, mel, n_frames, seek, size);
-            rc = be_encode(d, d->win, err);
+            int w0 = 0;
+            const float *win = d->win;
+            rc = be_encode(d, 1, &w0, &win, err);
             if (rc)
                 goto out;
         }
@@ -1418,15 +1613,15 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
         const int32_t *prompt = pb->tok + pb->reset_since;
         int n_prompt = pb->n - pb->reset_since;
         for (int ti = 0; ti < o->n_temperatures; ti++) {
-            rc = run_window(d, prompt, n_prompt, o->temperatures[ti], err);
+            rc = run_window(d, prompt, n_prompt, ti, err);
             if (rc)
                 goto out;
-            if (!needs_fallback(o, &d->res))
+            if (!needs_fallback(o, &d->jobs[0].res))
                 break;
             if (ti + 1 < o->n_temperatures)
                 d->stats.fallbacks++;
         }
-        const wres *r = &d->res;
+        const wres *r = &d->jobs[0].res;
         const int32_t *tok = r->tok;
         int n = r->n;
         d->stats.windows++;
@@ -1516,5 +1711,206 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
     }
 out:
     free(pb);
+    return rc;
+}
+
+/* ---- batched transcription --------------------------------------------- */
+
+/* Abandon every job (after an error): their slots go back to the pool. */
+static void jobs_reset(td_wdecoder *d)
+{
+    for (int i = 0; i < d->n_jobs; i++) {
+        wjob *j = &d->jobs[i];
+        if (j->phase != JOB_DONE) {
+            job_free_slots(d, j);
+            j->phase = JOB_DONE;
+        }
+        j->chunk = -1;
+    }
+}
+
+/* The segments of one chunk's final decode, into part: openai's split at
+ * consecutive timestamps, but a chunk is one window with no seek walk, so
+ * text after the last pair (the segment the sequential loop would decode
+ * again from its start) becomes a segment that runs to its own last
+ * timestamp, or to the chunk's end. */
+static int chunk_segments(td_wdecoder *d, const wres *r, const td_wchunk *c, td_transcript *part,
+                          td_error *err)
+{
+    const td_wdecode_opts *o = &d->o;
+    const int32_t *tok = r->tok;
+    int n = r->n, rc, added;
+    int32_t tsb = d->m->sp.ts_begin;
+    const double precision = (double)(INPUT_STRIDE * HOP_LENGTH) / SAMPLE_RATE;
+    double content_s = (double)c->content_frames * HOP_LENGTH / SAMPLE_RATE;
+    double content_end = c->offset + content_s;
+
+    if (!isnan(o->no_speech_threshold)) {
+        int skip = r->no_speech_prob > o->no_speech_threshold;
+        if (!isnan(o->logprob_threshold) && r->avg_logprob > o->logprob_threshold)
+            skip = 0; /* probable enough to keep despite no_speech_prob */
+        if (skip) {
+            d->stats.silent++;
+            return TD_OK;
+        }
+    }
+    d->stats.tokens += n;
+    int last_slice = 0;
+    if (d->o.timestamps) {
+        for (int i = 0; i + 1 < n; i++) {
+            if (!(tok[i] >= tsb && tok[i + 1] >= tsb))
+                continue;
+            const int32_t *st = tok + last_slice;
+            int sn = i + 1 - last_slice;
+            double start = (double)(st[0] - tsb) * precision;
+            double end = (double)(st[sn - 1] - tsb) * precision;
+            rc = add_segment(d, part, st, r->lp + last_slice, sn, c->offset + start,
+                             c->offset + end, content_end, &added, err);
+            if (rc)
+                return rc;
+            last_slice = i + 1;
+        }
+    }
+    if (last_slice >= n)
+        return TD_OK;
+    /* the rest: from its first timestamp (or the chunk's start) to its
+     * last one when that is later, else to the chunk's end */
+    const int32_t *st = tok + last_slice;
+    int sn = n - last_slice;
+    double start = st[0] >= tsb && d->o.timestamps ? (double)(st[0] - tsb) * precision : 0;
+    double end = content_s;
+    if (d->o.timestamps && sn >= 2 && st[sn - 1] >= tsb &&
+        (double)(st[sn - 1] - tsb) * precision > start)
+        end = (double)(st[sn - 1] - tsb) * precision;
+    return add_segment(d, part, st, r->lp + last_slice, sn, c->offset + start, c->offset + end,
+                       content_end, &added, err);
+}
+
+int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n,
+                                  td_transcript *out, int *language,
+                                  td_wdecode_progress progress, void *user, td_error *err)
+{
+    if (n < 0 || (n > 0 && !chunks))
+        return td_error_set(err, TD_EINVAL, "whisper decoder: %d chunks", n);
+    for (int i = 0; i < n; i++)
+        if (!chunks[i].mel || chunks[i].content_frames > (size_t)d->win_frames)
+            return td_error_set(err, TD_EINVAL, "whisper decoder: chunk %d: no mel, or more "
+                                "than one window", i);
+    if (n == 0) {
+        if (language)
+            *language = d->language;
+        return TD_OK;
+    }
+    int rc = TD_OK;
+    td_transcript *parts = calloc((size_t)n, sizeof *parts);
+    unsigned char *done = calloc((size_t)n, 1);
+    if (!parts || !done) {
+        free(parts);
+        free(done);
+        return td_error_set(err, TD_ENOMEM, "out of memory for the whisper chunks");
+    }
+    for (int i = 0; i < n; i++)
+        td_transcript_init(&parts[i]);
+
+    /* language: detected once, on the first chunk, whose encoding window
+     * slot 0 then keeps */
+    int encoded0 = 0;
+    if (d->language < 0) {
+        int w0 = 0;
+        rc = be_encode(d, 1, &w0, &chunks[0].mel, err);
+        if (!rc)
+            rc = detect_encoded(d, 0, &d->language, NULL, err);
+        if (rc)
+            goto out;
+        encoded0 = 1;
+    }
+    if (language)
+        *language = d->language;
+    if (!out->language[0] && td_wlang_code(d->language))
+        snprintf(out->language, sizeof out->language, "%s", td_wlang_code(d->language));
+
+    int next = 0, n_done = 0, emitted = 0;
+    int win_free[TD_WDEC_MAX_BATCH], n_win_free = 0;
+    for (int w = d->n_jobs - 1; w >= 0; w--)
+        win_free[n_win_free++] = w; /* slot 0 first */
+    wjob *act[TD_WDEC_MAX_BATCH];
+    while (n_done < n) {
+        /* admit chunks into idle jobs; their windows encoded together */
+        int enc_w[TD_WDEC_MAX_BATCH], n_enc = 0;
+        const float *enc_mel[TD_WDEC_MAX_BATCH];
+        for (int i = 0; i < d->n_jobs && next < n; i++) {
+            wjob *j = &d->jobs[i];
+            if (j->chunk >= 0)
+                continue;
+            int w = win_free[--n_win_free];
+            j->chunk = next;
+            if (!(next == 0 && encoded0 && w == 0)) {
+                enc_w[n_enc] = w;
+                enc_mel[n_enc++] = chunks[next].mel;
+            }
+            rc = job_start(d, j, w, 0, NULL, 0, err);
+            if (rc)
+                goto out;
+            next++;
+        }
+        if (n_enc > 0 && (rc = be_encode(d, n_enc, enc_w, enc_mel, err)) != TD_OK)
+            goto out;
+        int n_act = 0;
+        for (int i = 0; i < d->n_jobs; i++)
+            if (d->jobs[i].phase != JOB_DONE)
+                act[n_act++] = &d->jobs[i];
+        int active;
+        rc = jobs_step(d, act, n_act, &active, err);
+        if (rc)
+            goto out;
+        /* jobs that finished: fall back (again in a later step) or done */
+        for (int i = 0; i < d->n_jobs; i++) {
+            wjob *j = &d->jobs[i];
+            if (j->chunk < 0 || j->phase != JOB_DONE)
+                continue;
+            if (needs_fallback(&d->o, &j->res) && j->temp_index + 1 < d->o.n_temperatures) {
+                d->stats.fallbacks++;
+                rc = job_start(d, j, j->window, j->temp_index + 1, NULL, 0, err);
+                if (rc)
+                    goto out;
+                continue;
+            }
+            d->stats.windows++;
+            rc = chunk_segments(d, &j->res, &chunks[j->chunk], &parts[j->chunk], err);
+            if (rc)
+                goto out;
+            done[j->chunk] = 1;
+            n_done++;
+            win_free[n_win_free++] = j->window;
+            j->chunk = -1;
+        }
+        /* segments in chunk order, as soon as every earlier chunk is done */
+        int moved = 0;
+        while (emitted < n && done[emitted]) {
+            td_transcript *p = &parts[emitted];
+            for (size_t k = 0; k < p->n_segs && rc == TD_OK; k++)
+                rc = td_transcript_add(out, p->segs[k].start, p->segs[k].end, p->segs[k].text,
+                                       p->segs[k].words, p->segs[k].n_words, err);
+            if (rc)
+                goto out;
+            td_transcript_release(p);
+            emitted++;
+            moved = 1;
+        }
+        if (moved && progress) {
+            const td_wchunk *c = &chunks[emitted - 1];
+            double t = c->offset + (double)c->content_frames * HOP_LENGTH / SAMPLE_RATE;
+            if (progress(user, t)) {
+                rc = td_error_set(err, TD_EABORT, "whisper transcription stopped");
+                goto out;
+            }
+        }
+    }
+out:
+    jobs_reset(d);
+    for (int i = 0; i < n; i++)
+        td_transcript_release(&parts[i]);
+    free(parts);
+    free(done);
     return rc;
 }

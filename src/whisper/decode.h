@@ -32,6 +32,7 @@
 #include "whisper/model.h"
 
 #define TD_WDEC_MAX_TEMPS 8
+#define TD_WDEC_MAX_BATCH 64  /* windows decoded together */
 
 typedef struct td_wdecode_opts {
     int language;                 /* language index (td_wlang_index), -1 = detect */
@@ -49,9 +50,17 @@ typedef struct td_wdecode_opts {
     float prompt_reset_on_temperature; /* 0.5 */
     int max_tokens;               /* sampled tokens per window; 0 = n_text_ctx / 2 (224) */
     uint64_t seed;                /* sampling at T > 0 */
+    int batch;                    /* windows decoded together (transcribe_chunks);
+                                   * 0 = 1 */
 } td_wdecode_opts;
 
 void td_wdecode_opts_default(td_wdecode_opts *o);
+
+/* The backend sizes a decoder with these options needs: fills max_seq,
+ * max_windows, max_tokens, max_batch_tokens and max_rows of cfg (the
+ * caller sets threads and compute). TD_OK, or TD_EINVAL for options
+ * td_wdecoder_new would refuse. */
+int td_wdecode_backend_config(const td_whparams *hp, const td_wdecode_opts *o, td_wconfig *cfg);
 
 /* Result of one window's decode, exposed for tests. */
 typedef struct td_wwindow_result {
@@ -69,8 +78,8 @@ typedef int (*td_wdecode_progress)(void *user, double seconds_done);
 
 typedef struct td_wdecoder td_wdecoder;
 
-/* opts is copied. The backend context must have been opened with
- * max_seq >= max(beam_size, best_of). */
+/* opts is copied. The backend context must have been opened with at
+ * least the sizes td_wdecode_backend_config gives for opts. */
 int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend *b,
                     const td_wdecode_opts *opts, td_wdecoder **out, td_error *err);
 void td_wdecoder_free(td_wdecoder *d);
@@ -97,6 +106,30 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
                            size_t content_frames, double time_offset, td_transcript *out,
                            int *language, td_wdecode_progress progress, void *user,
                            td_error *err);
+
+/* One chunk of speech for td_wdecoder_transcribe_chunks: at most one
+ * window of normalized log-mel, [n_mels][2 * n_audio_ctx] (3000 frames),
+ * whose frames past content_frames are 0 (openai's pad_or_trim). */
+typedef struct td_wchunk {
+    const float *mel;            /* borrowed */
+    size_t content_frames;       /* frames of audio in it, <= 3000 */
+    double offset;               /* seconds added to its segments' times */
+} td_wchunk;
+
+/* Batched mode: decode n chunks independently, opts.batch windows at a
+ * time with every decoder step shared among them (continuous batching: a
+ * finished chunk's window and KV slots take the next chunk at once). All
+ * of openai's rules hold within a chunk (SOT sequence, suppressions,
+ * timestamp rules, beam search or sampling, the no-speech skip, the
+ * temperature fallback, for which a chunk is decoded again in later steps
+ * at the next temperature); there is no text prompt across chunks and no
+ * seek walk (text after the last timestamp pair is a segment to the
+ * chunk's end). Segments are appended to out in chunk order. The language
+ * is the options' or is detected on the first chunk; *language gets it.
+ * progress gets the end of the last chunk finished in order. */
+int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n,
+                                  td_transcript *out, int *language,
+                                  td_wdecode_progress progress, void *user, td_error *err);
 
 /* Where a decoder's time went, summed over its life (callers take
  * differences). For -vv logs and benchmarks. */

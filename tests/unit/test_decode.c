@@ -29,7 +29,7 @@
 #define NV_EN 51864
 #define N_MELS 80
 #define WIN 3000
-#define MAXS 8
+#define MAXS 32
 #define HCAP 512
 #define BASE (-30.0f) /* logit of every token a script does not mention */
 
@@ -192,19 +192,24 @@ typedef struct run_rec {
     int n_init;
 } run_rec;
 
+#define MAXW 8                    /* window slots */
+
 struct td_wbackend {
     const td_wmodel *m;
     int sot_len;                  /* tokens of the SOT sequence */
     script_fn script;
     void *user;
-    int seek;                     /* of the last encode */
+    int seek;                     /* window of the sequence being scripted */
     int n_encode, n_decode, n_kv_copy;
-    int run;                      /* runs in the current window, less one */
-    int32_t hist[MAXS][HCAP];
+    int run;                      /* runs in that window, less one */
+    int wseek[MAXW];              /* seek of the window in each slot */
+    int wrun[MAXW];               /* runs in each slot's window, less one */
+    int32_t hist[MAXS][HCAP];     /* per KV slot */
     int hlen[MAXS];
     run_rec runs[64];
     int n_runs;
     int encodes[64];              /* seek of each encode */
+    int max_rows_seen;            /* most sequences in one decode call */
     int lang_top;                 /* language index with the top logit at [sot] */
     float ns_logit;               /* nospeech logit at the sot position */
     int hello_trap;               /* a huge non-language logit at [sot] */
@@ -244,65 +249,83 @@ static void fill_logits(struct td_wbackend *be, int s, int len, float *x)
     be->script(be, s, h + st, len - st, x);
 }
 
-static int fb_encode(struct td_wbackend *be, const float *mel, td_error *err)
+/* The mel's first value says the window's seek (plus one). */
+static int fb_encode(struct td_wbackend *be, int n_win, const int *windows,
+                     const float *const *mels, td_error *err)
 {
     (void)err;
-    be->seek = (int)lroundf(mel[0]) - 1;
-    assert_true(be->n_encode < 64);
-    be->encodes[be->n_encode++] = be->seek;
-    be->run = -1;
-    for (int s = 0; s < MAXS; s++)
-        be->hlen[s] = 0;
+    for (int i = 0; i < n_win; i++) {
+        int w = windows[i];
+        assert_true(w >= 0 && w < MAXW);
+        be->wseek[w] = (int)lroundf(mels[i][0]) - 1;
+        be->wrun[w] = -1;
+        assert_true(be->n_encode < 64);
+        be->encodes[be->n_encode++] = be->wseek[w];
+    }
     return TD_OK;
 }
 
-static int fb_decode(struct td_wbackend *be, int n_seq, int n_tokens, const int32_t *tokens,
-                     int n_past, int all_logits, float *logits, td_error *err)
+static int fb_decode(struct td_wbackend *be, int n_seq, const td_wseq *seqs,
+                     const int32_t *tokens, int all_logits, float *logits, td_error *err)
 {
     (void)err;
     assert_true(n_seq >= 1 && n_seq <= MAXS);
     assert_int_equal(all_logits, 0);
-    assert_true(n_past + n_tokens <= be->m->hp.n_text_ctx);
+    assert_non_null(logits); /* no sample(): the decoder samples itself */
     be->n_decode++;
+    if (n_seq > be->max_rows_seen)
+        be->max_rows_seen = n_seq;
+    int started[MAXW] = {0};
+    const int32_t *tk = tokens;
     for (int s = 0; s < n_seq; s++) {
-        if (n_past == 0)
-            be->hlen[s] = 0; /* a new run over the same encoding */
-        assert_int_equal(be->hlen[s], n_past); /* the decoder's n_past is right */
-        for (int t = 0; t < n_tokens; t++) {
-            int32_t tok = tokens[s * n_tokens + t];
+        const td_wseq *q = &seqs[s];
+        assert_true(q->slot >= 0 && q->slot < MAXS && q->window >= 0 && q->window < MAXW);
+        assert_true(q->n_past + q->n_tokens <= be->m->hp.n_text_ctx);
+        for (int k = 0; k < s; k++)
+            assert_int_not_equal(seqs[k].slot, q->slot);
+        if (q->n_past == 0)
+            be->hlen[q->slot] = 0; /* a new run in this slot */
+        assert_int_equal(be->hlen[q->slot], q->n_past); /* the decoder's n_past is right */
+        for (int t = 0; t < q->n_tokens; t++) {
+            int32_t tok = *tk++;
             assert_true(tok >= 0 && tok < be->m->hp.n_vocab);
-            be->hist[s][be->hlen[s]++] = tok;
+            be->hist[q->slot][be->hlen[q->slot]++] = tok;
+        }
+        /* a new run of the window when its sequences first complete
+         * their SOT sequence (all of them in the same call) */
+        int len = be->hlen[q->slot];
+        if (samp_start(be, be->hist[q->slot], len) == len && !started[q->window]) {
+            started[q->window] = 1;
+            be->wrun[q->window]++;
+            assert_true(be->n_runs < 64);
+            run_rec *r = &be->runs[be->n_runs++];
+            r->seek = be->wseek[q->window];
+            r->n_init = len;
+            memcpy(r->init, be->hist[q->slot], (size_t)len * sizeof(int32_t));
         }
     }
-    /* a new run when sequence 0 has just completed its SOT sequence */
-    int len0 = be->hlen[0];
-    if (n_seq == 1 && samp_start(be, be->hist[0], len0) == len0) {
-        be->run++;
-        assert_true(be->n_runs < 64);
-        run_rec *r = &be->runs[be->n_runs++];
-        r->seek = be->seek;
-        r->n_init = len0;
-        memcpy(r->init, be->hist[0], (size_t)len0 * sizeof(int32_t));
+    for (int s = 0; s < n_seq; s++) {
+        be->seek = be->wseek[seqs[s].window];
+        be->run = be->wrun[seqs[s].window];
+        fill_logits(be, seqs[s].slot, be->hlen[seqs[s].slot],
+                    logits + (size_t)s * (size_t)be->m->hp.n_vocab);
     }
-    for (int s = 0; s < n_seq; s++)
-        fill_logits(be, s, be->hlen[s], logits + (size_t)s * (size_t)be->m->hp.n_vocab);
     return TD_OK;
 }
 
-static int fb_kv_copy(struct td_wbackend *be, const int *src, int n_seq, int n_past, td_error *err)
+static int fb_kv_copy(struct td_wbackend *be, int n, const td_wkv_copy *pairs, td_error *err)
 {
     (void)err;
-    static int32_t tmp[MAXS][HCAP];
-    assert_true(n_seq <= MAXS);
     be->n_kv_copy++;
-    for (int d = 0; d < n_seq; d++) {
-        assert_true(src[d] >= 0 && src[d] < MAXS);
-        assert_true(be->hlen[src[d]] >= n_past);
-        memcpy(tmp[d], be->hist[src[d]], (size_t)n_past * sizeof(int32_t));
-    }
-    for (int d = 0; d < n_seq; d++) {
-        memcpy(be->hist[d], tmp[d], (size_t)n_past * sizeof(int32_t));
-        be->hlen[d] = n_past;
+    assert_true(n >= 1);
+    for (int i = 0; i < n; i++) {
+        const td_wkv_copy *c = &pairs[i];
+        assert_true(c->src >= 0 && c->src < MAXS && c->dst >= 0 && c->dst < MAXS);
+        assert_true(be->hlen[c->src] >= c->n_pos);
+        for (int k = 0; k < n; k++)
+            assert_int_not_equal(pairs[k].src, c->dst); /* no destination is a source */
+        memcpy(be->hist[c->dst], be->hist[c->src], (size_t)c->n_pos * sizeof(int32_t));
+        be->hlen[c->dst] = c->n_pos;
     }
     return TD_OK;
 }
@@ -865,9 +888,10 @@ static void test_greedy_stops_at_eot(void **state)
     /* step 2 wants eot (the script's default) */
     fix_open(f);
     EXPECT(f, 0, T_HELLO, T_WORLD);
-    /* prompt: [sot] then [lang, task, notimestamps]; then one decode per
-     * sampled token (hello -> world, world -> eot): nothing after eot */
-    assert_int_equal(f->be.n_decode, 2 + 2);
+    /* prompt: [sot] then [lang, task]; then one decode per sampled token
+     * ([notimestamps] -> hello, hello -> world, world -> eot): nothing
+     * after eot */
+    assert_int_equal(f->be.n_decode, 2 + 3);
     assert_int_equal(f->be.n_encode, 1);
     assert_int_equal(f->be.n_kv_copy, 0);
     fix_free(f);

@@ -3,7 +3,8 @@
  * naive double-precision references, for every SIMD variant this CPU
  * runs (scalar always; AVX2 and AVX-512 where supported), plus the
  * drivers (GEMM through the packed kernels and through BLAS, convolution,
- * encoder and decoder attention) with 1 and 2 threads, and the pool.
+ * encoder and decoder attention, the latter with uniform and ragged
+ * groups) with 1 and 2 threads, and the pool.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -832,14 +833,134 @@ static void test_enc_attn(void **state)
     }
 }
 
+/* One td_wk_dec_attn call against attn_ref: ng groups, group g with
+ * rows[g] query rows and keys0[g] keys before its first row (causal) or in
+ * all (cross). ragged: through the g_row0/g_rows/g_keys0 arrays (rows of
+ * the groups packed one after another, as the CPU backend lays out a
+ * ragged batch), else the uniform fields (all rows[] and keys0[] equal). */
+static void dec_attn_case(const td_wk_ops *ops, int threads, int ng, const int *rows,
+                          const int *keys0, int nh, int d, int causal, int half, int ragged,
+                          const char *what)
+{
+    int ns = nh * d, max_total = 1, n_rows = 0;
+    int row0[8];
+    assert_true(ng <= 8);
+    for (int g = 0; g < ng; g++) {
+        int tot = causal ? keys0[g] + rows[g] : keys0[g];
+        max_total = tot > max_total ? tot : max_total;
+        row0[g] = n_rows;
+        n_rows += rows[g];
+    }
+    int cap = (max_total + TD_WK_NR - 1) / TD_WK_NR * TD_WK_NR;
+    ctx_holder h;
+    ctx_open(&h, ops, threads, 16, max_total, d, TD_WK_GEMM_OWN, 0);
+    size_t hf = td_wk_kv_head_floats(cap, d);
+    float *ptmp = malloc((size_t)cap * sizeof *ptmp);
+    float **kv = malloc((size_t)ng * sizeof *kv);
+    float **keys = malloc((size_t)ng * sizeof *keys), **vals = malloc((size_t)ng * sizeof *vals);
+    for (int g = 0; g < ng; g++) {
+        int nk_total = causal ? keys0[g] + rows[g] : keys0[g];
+        kv[g] = malloc((size_t)nh * hf * sizeof(float));
+        for (size_t i = 0; i < (size_t)nh * hf; i++)
+            kv[g][i] = NAN; /* unwritten positions must never be read */
+        keys[g] = frand((size_t)(nk_total ? nk_total : 1) * ns, 2.0);
+        vals[g] = frand((size_t)(nk_total ? nk_total : 1) * ns, 1.0);
+        for (int hh = 0; hh < nh; hh++) {
+            float *head = kv[g] + (size_t)hh * hf;
+            if (causal) { /* a cache filled position by position */
+                for (int p = 0; p < nk_total; p++)
+                    td_wk_kv_put(head, cap, d, p, keys[g] + (size_t)p * ns + hh * d,
+                                 vals[g] + (size_t)p * ns + hh * d);
+            } else {
+                td_wk_kv_pack(head, cap, d, nk_total, keys[g], vals[g], (size_t)ns, hh * d, ptmp);
+            }
+        }
+    }
+    size_t ld = (size_t)ns + 3;
+    float *q = frand((size_t)n_rows * ld, 2.0);
+    float *out = malloc((size_t)n_rows * ld * sizeof *out);
+    td_wk_dec_attn_args a = {.n_groups = ng, .rows_per_group = rows[0], .n_head = nh, .d = d,
+                             .cap = cap, .causal = causal, .n_keys0 = keys0[0], .kv = kv,
+                             .q = q, .out = out, .ld = ld, .kvh = NULL};
+    if (ragged) {
+        a.g_row0 = row0;
+        a.g_rows = rows;
+        a.g_keys0 = keys0;
+        a.rows_per_group = -1; /* ignored with the arrays: a use would show */
+        a.n_keys0 = -1;
+    }
+    uint16_t **kvh = NULL;
+    if (half) { /* the cross-attention layout: keys and values rounded to F16 */
+        kvh = malloc((size_t)ng * sizeof *kvh);
+        float *tmp = malloc((size_t)cap * sizeof *tmp);
+        for (int g = 0; g < ng; g++) {
+            int nk_total = keys0[g];
+            kvh[g] = malloc((size_t)nh * hf * sizeof(uint16_t));
+            for (size_t i = 0; i < (size_t)nk_total * ns; i++) {
+                keys[g][i] = td_wk_f16_to_f32(td_wk_f32_to_f16(keys[g][i]));
+                vals[g][i] = td_wk_f16_to_f32(td_wk_f32_to_f16(vals[g][i]));
+            }
+            for (int hh = 0; hh < nh; hh++)
+                td_wk_kv_pack_f16(ops, kvh[g] + (size_t)hh * hf, cap, d, nk_total, keys[g],
+                                  vals[g], (size_t)ns, hh * d, tmp);
+        }
+        free(tmp);
+        a.kv = NULL;
+        a.kvh = (const uint16_t *const *)kvh;
+    }
+    td_wk_dec_attn(&h.ctx, &a);
+    double ref[128];
+    for (int g = 0; g < ng; g++)
+        for (int t = 0; t < rows[g]; t++)
+            for (int hh = 0; hh < nh; hh++) {
+                int nk = causal ? keys0[g] + t + 1 : keys0[g];
+                const float *qr = q + ((size_t)row0[g] + t) * ld;
+                /* reference over unpadded rows [nk][ns] */
+                attn_ref(qr, keys[g], vals[g], (size_t)ns, hh * d, d, nk, ref);
+                for (int dd = 0; dd < d; dd++) {
+                    double got = out[((size_t)row0[g] + t) * ld + hh * d + dd];
+                    if (!(fabs(got - ref[dd]) <= 1e-5)) {
+                        print_error("%s dec_attn %s%s g %d t %d h %d [%d]: %g vs %g\n", ops->name,
+                                    what, half ? " (F16 K/V)" : "", g, t, hh, dd, got, ref[dd]);
+                        fail();
+                    }
+                }
+            }
+    for (int g = 0; g < ng; g++) {
+        free(kv[g]);
+        free(keys[g]);
+        free(vals[g]);
+        if (kvh)
+            free(kvh[g]);
+    }
+    free(kvh);
+    free(kv);
+    free(ptmp);
+    free(keys);
+    free(vals);
+    free(q);
+    free(out);
+    ctx_close(&h);
+}
+
 static void test_dec_attn(void **state)
 {
     (void)state;
     const td_wk_ops *ops[TD_WK_N_ISA];
     int nv = variants(ops);
-    /* groups, rows per group, heads, d, n_keys0, causal */
+    /* uniform groups: groups, rows per group, heads, d, n_keys0, causal */
     static const int cfg[][6] = {{3, 1, 2, 32, 9, 1},  {1, 5, 3, 64, 70, 0}, {2, 50, 2, 40, 0, 1},
                                  {1, 7, 1, 80, 130, 1}, {4, 2, 2, 16, 1, 0}};
+    /* ragged groups (a batch of sequences at their own positions, or of
+     * windows' cross K/V): rows and keys0 per group, heads, d, causal */
+    static const struct {
+        int ng, rows[5], keys0[5], nh, d, causal;
+    } rg[] = {
+        {4, {1, 5, 1, 18}, {9, 0, 40, 3}, 2, 32, 1},  /* steps, a prompt, a long query block */
+        {3, {2, 1, 7}, {70, 33, 130}, 3, 24, 0},       /* cross-attention, windows of other lengths */
+        {5, {1, 1, 1, 1, 1}, {0, 17, 5, 64, 16}, 1, 64, 1}, /* beams at ragged positions */
+        {2, {3, 40}, {200, 1}, 2, 16, 0},
+    };
     for (int v = 0; v < nv; v++) {
         for (size_t cc = 0; cc < 2 * (sizeof cfg / sizeof cfg[0]); cc++) {
             /* each configuration with F32 K/V, then the non-causal ones with F16 */
@@ -847,90 +968,29 @@ static void test_dec_attn(void **state)
             int half = cc >= sizeof cfg / sizeof cfg[0];
             if (half && cfg[c][5])
                 continue;
-            int ng = cfg[c][0], rpg = cfg[c][1], nh = cfg[c][2], d = cfg[c][3], nk0 = cfg[c][4];
-            int causal = cfg[c][5], ns = nh * d;
-            int nk_total = causal ? nk0 + rpg : nk0;
-            int cap = (nk_total + TD_WK_NR - 1) / TD_WK_NR * TD_WK_NR;
-            ctx_holder h;
-            ctx_open(&h, ops[v], 1 + (int)(c % 2), 16, nk_total, d, TD_WK_GEMM_OWN, 0);
-            size_t hf = td_wk_kv_head_floats(cap, d);
-            float *ptmp = malloc((size_t)cap * sizeof *ptmp);
-            float **kv = malloc((size_t)ng * sizeof *kv);
-            float **keys = malloc((size_t)ng * sizeof *keys), **vals = malloc((size_t)ng * sizeof *vals);
+            int ng = cfg[c][0], rows[8], keys0[8];
             for (int g = 0; g < ng; g++) {
-                kv[g] = malloc((size_t)nh * hf * sizeof(float));
-                for (size_t i = 0; i < (size_t)nh * hf; i++)
-                    kv[g][i] = NAN; /* unwritten positions must never be read */
-                keys[g] = frand((size_t)nk_total * ns, 2.0);
-                vals[g] = frand((size_t)nk_total * ns, 1.0);
-                for (int hh = 0; hh < nh; hh++) {
-                    float *head = kv[g] + (size_t)hh * hf;
-                    if (causal) { /* a cache filled position by position */
-                        for (int p = 0; p < nk_total; p++)
-                            td_wk_kv_put(head, cap, d, p, keys[g] + (size_t)p * ns + hh * d,
-                                         vals[g] + (size_t)p * ns + hh * d);
-                    } else {
-                        td_wk_kv_pack(head, cap, d, nk_total, keys[g], vals[g], (size_t)ns, hh * d,
-                                      ptmp);
-                    }
-                }
+                rows[g] = cfg[c][1];
+                keys0[g] = cfg[c][4];
             }
-            size_t ld = (size_t)ns + 3;
-            float *q = frand((size_t)ng * rpg * ld, 2.0);
-            float *out = malloc((size_t)ng * rpg * ld * sizeof *out);
-            td_wk_dec_attn_args a = {ng, rpg, nh, d, cap, causal, nk0, kv, q, out, ld, NULL};
-            uint16_t **kvh = NULL;
-            if (half) { /* the cross-attention layout: keys and values rounded to F16 */
-                kvh = malloc((size_t)ng * sizeof *kvh);
-                float *tmp = malloc((size_t)cap * sizeof *tmp);
-                for (int g = 0; g < ng; g++) {
-                    kvh[g] = malloc((size_t)nh * hf * sizeof(uint16_t));
-                    for (size_t i = 0; i < (size_t)nk_total * ns; i++) {
-                        keys[g][i] = td_wk_f16_to_f32(td_wk_f32_to_f16(keys[g][i]));
-                        vals[g][i] = td_wk_f16_to_f32(td_wk_f32_to_f16(vals[g][i]));
-                    }
-                    for (int hh = 0; hh < nh; hh++)
-                        td_wk_kv_pack_f16(ops[v], kvh[g] + (size_t)hh * hf, cap, d, nk_total,
-                                          keys[g], vals[g], (size_t)ns, hh * d, tmp);
-                }
-                free(tmp);
-                a.kv = NULL;
-                a.kvh = (const uint16_t *const *)kvh;
-            }
-            td_wk_dec_attn(&h.ctx, &a);
-            double ref[128];
-            for (int g = 0; g < ng; g++)
-                for (int t = 0; t < rpg; t++)
-                    for (int hh = 0; hh < nh; hh++) {
-                        int nk = causal ? nk0 + t + 1 : nk0;
-                        const float *qr = q + ((size_t)g * rpg + t) * ld;
-                        /* reference over unpadded rows [nk][ns] */
-                        attn_ref(qr, keys[g], vals[g], (size_t)ns, hh * d, d, nk, ref);
-                        for (int dd = 0; dd < d; dd++) {
-                            double got = out[((size_t)g * rpg + t) * ld + hh * d + dd];
-                            if (!(fabs(got - ref[dd]) <= 1e-5)) {
-                                print_error("%s dec_attn cfg %zu%s g %d t %d h %d [%d]: %g vs %g\n",
-                                            ops[v]->name, c, half ? " (F16 K/V)" : "", g, t, hh,
-                                            dd, got, ref[dd]);
-                                fail();
-                            }
-                        }
-                    }
-            for (int g = 0; g < ng; g++) {
-                free(kv[g]);
-                free(keys[g]);
-                free(vals[g]);
-                if (kvh)
-                    free(kvh[g]);
-            }
-            free(kvh);
-            free(kv);
-            free(ptmp);
-            free(keys);
-            free(vals);
-            free(q);
-            free(out);
-            ctx_close(&h);
+            char what[32];
+            snprintf(what, sizeof what, "cfg %zu", c);
+            dec_attn_case(ops[v], 1 + (int)(c % 2), ng, rows, keys0, cfg[c][2], cfg[c][3],
+                          cfg[c][5], half, 0, what);
+            /* the same through the ragged arrays */
+            snprintf(what, sizeof what, "cfg %zu as ragged", c);
+            dec_attn_case(ops[v], 1 + (int)(c % 2), ng, rows, keys0, cfg[c][2], cfg[c][3],
+                          cfg[c][5], half, 1, what);
+        }
+        for (size_t cc = 0; cc < 2 * (sizeof rg / sizeof rg[0]); cc++) {
+            size_t c = cc % (sizeof rg / sizeof rg[0]);
+            int half = cc >= sizeof rg / sizeof rg[0];
+            if (half && rg[c].causal)
+                continue;
+            char what[32];
+            snprintf(what, sizeof what, "ragged %zu", c);
+            dec_attn_case(ops[v], 1 + (int)(c % 2), rg[c].ng, rg[c].rows, rg[c].keys0, rg[c].nh,
+                          rg[c].d, rg[c].causal, half, 1, what);
         }
     }
 }

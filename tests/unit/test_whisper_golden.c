@@ -524,13 +524,20 @@ static golden *prepare(size_t k)
     return g;
 }
 
+/* Encode one window into window slot 0. */
+static int encode1(td_wbackend *b, const float *mel, td_error *err)
+{
+    int w = 0;
+    return td_wbackend_cpu.encode(b, 1, &w, &mel, err);
+}
+
 /* The backend context holding the encoder output of the fixture mel. */
 static golden *prepare_encoded(size_t k)
 {
     golden *g = prepare(k);
     if (!g->encoded) {
         td_error err = {0};
-        if (td_wbackend_cpu.encode(g->b, set_mel(g), &err) != TD_OK)
+        if (encode1(g->b, set_mel(g), &err) != TD_OK)
             fail_msg("%s: encode: %s", g->name, err.msg);
         g->encoded = 1;
     }
@@ -686,7 +693,7 @@ static stats encoder_stats(golden *g, td_wbackend *b)
     float *out = malloc((size_t)n_ctx * (size_t)d * sizeof *out);
     assert_non_null(out);
     td_error err = {0};
-    if (td_wbackend_cpu.encoder_output(b, out, &err) != TD_OK)
+    if (td_wbackend_cpu.encoder_output(b, 0, out, &err) != TD_OK)
         fail_msg("%s: encoder_output: %s", g->name, err.msg);
     double num = 0, den = 0, mx = 0;
     for (int r = 0; r < rows; r++)
@@ -725,7 +732,8 @@ static stats logits_stats(golden *g, td_wbackend *b)
     float *lg = malloc((size_t)T * (size_t)nv * sizeof *lg);
     assert_non_null(lg);
     td_error err = {0};
-    if (td_wbackend_cpu.decode(b, 1, T, tok, 0, 1, lg, &err) != TD_OK)
+    td_wseq q = {.slot = 0, .window = 0, .n_past = 0, .n_tokens = T};
+    if (td_wbackend_cpu.decode(b, 1, &q, tok, 1, lg, &err) != TD_OK)
         fail_msg("%s: decode: %s", g->name, err.msg);
     double num = 0, den = 0, mx = 0;
     for (int t = 0; t < T; t++)
@@ -791,7 +799,7 @@ static void test_int8(void **state)
     td_error err = {0};
     if (td_wbackend_cpu.open(g->m, &cfg, &b, &err) != TD_OK)
         fail_msg("%s: cpu backend open (int8): %s", g->name, err.msg);
-    if (td_wbackend_cpu.encode(b, set_mel(g), &err) != TD_OK)
+    if (encode1(b, set_mel(g), &err) != TD_OK)
         fail_msg("%s: encode (int8): %s", g->name, err.msg);
     int real = k == REAL_SET;
     check(g->name, "int8 encoder", encoder_stats(g, b),

@@ -25,10 +25,11 @@
  * and the configuration alone, so memory_need() and open() cannot
  * disagree (test_cpu_backend checks it). Regions, in floats:
  *   params   copies of biases, LayerNorm weights, positional embeddings
- *   enc_out  [n_audio_ctx][n_audio_state]          ln_post output (kept)
- *   cross    [text layer][head] K rows, V^T rows over n_audio_ctx keys (F32;
- *            halves with td_wk_set_cross_f16, in half the space)
+ *   enc_out  [n_audio_ctx][n_audio_state]          the last encode's ln_post output
+ *   cross    [window slot][text layer][head] K rows, V^T rows over n_audio_ctx
+ *            keys (F32; halves with td_wk_set_cross_f16, in half the space)
  *   kv       [text layer][slot][head] packed K/V over max_tokens positions
+ *   logits   [max_seq][n_vocab]: a decode's last-token rows kept for sample()
  *   work     encoder and decoder activations (one reused region)
  *   scratch  per thread: GEMM packing, attention blocks
  *   wconv    BLAS only: an F16 -> F32 slab
@@ -38,9 +39,15 @@
  * Not counted: this struct, the per-layer pointer tables (a few KB), and
  * the worker threads' stacks (virtual, 8 MB each by default).
  *
- * Sequences: the KV cache has max_seq physical slots; slot[s] maps a
- * sequence to its slot, so kv_copy() remaps instead of copying whenever a
- * source sequence is used once, and copies only for extra forks.
+ * Batches (backend.h, API version 2): encode() runs the windows of a batch
+ * one after another (the encoder's products are large enough to keep every
+ * core busy one window at a time) into their window slots; decode() runs
+ * every row of every sequence through each weight matrix at once, which is
+ * where batching pays on a CPU: the decoder's weights are read once per
+ * step for all sequences instead of once per sequence. Self-attention
+ * takes each sequence's own KV slot and length; cross-attention takes each
+ * run of consecutive sequences on one window as one group, so a window's
+ * beams read its cross K/V once.
  */
 #include "whisper/backend.h"
 
@@ -54,8 +61,10 @@
 
 #include "whisper/backend/cpu/kernels.h"
 #include "whisper/backend/cpu/q8.h"
+#include "whisper/sample.h"
 
-#define MAX_SEQ 64
+#define MAX_SEQ 256     /* KV slots */
+#define MAX_WINDOWS 64  /* window slots */
 #define MAX_THREADS 256
 #define ALIGN_F 16 /* floats: 64 bytes */
 
@@ -74,7 +83,7 @@ static size_t rnd(size_t x, size_t to)
 
 typedef struct layout {
     /* resolved configuration */
-    int n_threads, max_seq, max_tokens, max_batch;
+    int n_threads, max_seq, max_tokens, max_batch, max_windows, max_rows;
     int blas;
     int cross_f16;           /* cross K/V stored as halves (kernels.h) */
     int q8;                  /* linear layers in int8 (q8.h) */
@@ -86,7 +95,9 @@ typedef struct layout {
     size_t wconv_floats;
     size_t params_floats;
     /* offsets in floats from the arena start */
-    size_t o_params, o_enc_out, o_cross, o_kv, o_work, o_scratch, o_wconv, o_q8w, o_q8act;
+    size_t o_params, o_enc_out, o_cross, o_kv, o_logits, o_work, o_scratch, o_wconv, o_q8w,
+        o_q8act;
+    size_t cross_floats;     /* one window slot's cross K/V, all layers */
     size_t q8w_bytes, q8act_bytes;
     /* offsets inside work: encoder */
     size_t ex, mel_t, x1p, convw, eh, eq, ek, ev, eka, evta, eff;
@@ -156,6 +167,10 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
     if (L->max_seq < 1 || L->max_seq > MAX_SEQ)
         return td_error_set(err, TD_EINVAL, "cpu backend: max_seq %d not in 1..%d", cfg->max_seq,
                             MAX_SEQ), -1;
+    L->max_windows = cfg->max_windows > 0 ? cfg->max_windows : 1;
+    if (L->max_windows > MAX_WINDOWS || cfg->max_windows < 0)
+        return td_error_set(err, TD_EINVAL, "cpu backend: max_windows %d not in 1..%d",
+                            cfg->max_windows, MAX_WINDOWS), -1;
     if (L->max_tokens > hp->n_text_ctx || cfg->max_tokens < 0)
         return td_error_set(err, TD_EINVAL, "cpu backend: max_tokens %d not in 1..%d",
                             cfg->max_tokens, hp->n_text_ctx), -1;
@@ -190,7 +205,11 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
     L->dt = L->nt / L->nht;
     L->cap_c = (int)rnd((size_t)L->C, TD_WK_NR);
     L->cap_s = (int)rnd((size_t)L->max_tokens, TD_WK_NR);
-    L->R = L->max_seq * L->max_batch;
+    L->max_rows = cfg->max_rows > 0 ? cfg->max_rows : L->max_seq * L->max_batch;
+    if (cfg->max_rows < 0 || L->max_rows > L->max_seq * L->max_tokens)
+        return td_error_set(err, TD_EINVAL, "cpu backend: max_rows %d not in 1..%d", cfg->max_rows,
+                            L->max_seq * L->max_tokens), -1;
+    L->R = L->max_rows;
     L->kvf_c = td_wk_kv_head_floats(L->cap_c, L->dt);
     L->kvf_s = td_wk_kv_head_floats(L->cap_s, L->dt);
     int max_keys = L->cap_c > L->cap_s ? L->cap_c : L->cap_s;
@@ -267,9 +286,12 @@ static int layout_compute(const td_whparams *hp, const td_wconfig *cfg, layout *
     o += al(C * na);
     L->o_cross = o;
     /* kvf_c is a multiple of 16, so halves fill whole floats */
-    o += (size_t)hp->n_text_layer * (size_t)L->nht * L->kvf_c / (L->cross_f16 ? 2 : 1);
+    L->cross_floats = (size_t)hp->n_text_layer * (size_t)L->nht * L->kvf_c / (L->cross_f16 ? 2 : 1);
+    o += (size_t)L->max_windows * L->cross_floats;
     L->o_kv = o;
     o += (size_t)hp->n_text_layer * (size_t)L->max_seq * (size_t)L->nht * L->kvf_s;
+    L->o_logits = o; /* the last-token rows of a decode kept for sample() */
+    o += al((size_t)L->max_seq * (size_t)hp->n_vocab);
     L->o_work = o;
     o += L->work_floats;
     L->o_scratch = o;
@@ -384,11 +406,15 @@ struct td_wbackend {
     const float *dec_pos, *dec_ln_w, *dec_ln_b;
     enc_lp *elp;
     dec_lp *dlp;
-    int encoded;
-    int slot[MAX_SEQ];
+    int last_window;         /* window slot of the last encode (enc_out), -1 = none */
+    unsigned char encoded[MAX_WINDOWS]; /* window slots that hold an encoding */
+    int kept_rows;           /* last-token rows in the logits region, 0 = none */
+    /* per-call group tables for the attention kernels */
+    float *g_kv[MAX_SEQ];
+    int g_row0[MAX_SEQ], g_rows[MAX_SEQ], g_keys0[MAX_SEQ];
     /* benchmark hook (bench_script below); 0 = off */
     int bench_tokens;
-    int bench_prompt_end;
+    int bench_prompt_end[MAX_SEQ];
     long bench_encodes, bench_calls, bench_rows;
 };
 
@@ -644,8 +670,7 @@ static int cpu_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out
         if (rc != TD_OK)
             goto fail;
     }
-    for (int s = 0; s < MAX_SEQ; s++)
-        b->slot[s] = s;
+    b->last_window = -1;
     *out = b;
     return TD_OK;
 fail:
@@ -716,33 +741,42 @@ static void linear1(td_wbackend *b, int m, int k, const float *a, size_t lda,
 
 typedef struct cross_pack {
     td_wbackend *b;
-    int layer;
+    int window, layer;
     const float *k, *v;
 } cross_pack;
+
+/* Window slot w's cross K/V of one layer (F32 or halves). */
+static float *cross_layer(td_wbackend *b, int w, int layer)
+{
+    const layout *L = &b->L;
+    float *base = b->arena + L->o_cross + (size_t)w * L->cross_floats;
+    if (L->cross_f16)
+        return (float *)((uint16_t *)base + (size_t)layer * L->nht * L->kvf_c);
+    return base + (size_t)layer * L->nht * L->kvf_c;
+}
 
 static void cross_pack_task(void *arg, int ith, int nth)
 {
     cross_pack *c = arg;
     const layout *L = &c->b->L;
     if (L->cross_f16) {
-        uint16_t *base = (uint16_t *)(c->b->arena + L->o_cross) + (size_t)c->layer * L->nht * L->kvf_c;
+        uint16_t *base = (uint16_t *)cross_layer(c->b, c->window, c->layer);
         float *tmp = c->b->kc.scratch + (size_t)ith * c->b->kc.scratch_floats;
         for (int h = ith; h < L->nht; h += nth)
             td_wk_kv_pack_f16(c->b->kc.ops, base + (size_t)h * L->kvf_c, L->cap_c, L->dt, L->C,
                               c->k, c->v, (size_t)L->nt, h * L->dt, tmp);
         return;
     }
-    float *base = c->b->arena + L->o_cross + (size_t)c->layer * L->nht * L->kvf_c;
+    float *base = cross_layer(c->b, c->window, c->layer);
     float *tmp = c->b->kc.scratch + (size_t)ith * c->b->kc.scratch_floats;
     for (int h = ith; h < L->nht; h += nth)
         td_wk_kv_pack(base + (size_t)h * L->kvf_c, L->cap_c, L->dt, L->C, c->k, c->v,
                       (size_t)L->nt, h * L->dt, tmp);
 }
 
-static int cpu_encode(td_wbackend *b, const float *mel, td_error *err)
+/* The encoder over one window into window slot w. */
+static void encode_one(td_wbackend *b, int w, const float *mel)
 {
-    if (!mel)
-        return td_error_set(err, TD_EINVAL, "cpu backend: no mel");
     const td_wmodel *m = b->m;
     const layout *L = &b->L;
     td_wk_ctx *kc = &b->kc;
@@ -818,20 +852,42 @@ static int cpu_encode(td_wbackend *b, const float *mel, td_error *err)
             {dl->cross.v.w, q ? &q->cv : NULL, b->dlp[l].cv_b, ek, nt},
         };
         linear(b, L->C, L->na, enc_out, na, 2, kv, 0);
-        cross_pack cp = {b, l, eq, ek};
+        cross_pack cp = {b, w, l, eq, ek};
         td_wk_pool_run(kc->pool, cross_pack_task, &cp);
     }
-    for (int s = 0; s < MAX_SEQ; s++)
-        b->slot[s] = s;
-    b->encoded = 1;
+    b->encoded[w] = 1;
+    b->last_window = w;
     b->bench_encodes++;
+}
+
+static int cpu_encode(td_wbackend *b, int n_win, const int *windows, const float *const *mels,
+                      td_error *err)
+{
+    if (n_win < 1 || n_win > b->L.max_windows || !windows || !mels)
+        return td_error_set(err, TD_EINVAL, "cpu backend: encode of %d windows (at most %d)",
+                            n_win, b->L.max_windows);
+    for (int i = 0; i < n_win; i++) {
+        if (windows[i] < 0 || windows[i] >= b->L.max_windows || !mels[i])
+            return td_error_set(err, TD_EINVAL, "cpu backend: window slot %d not in 0..%d, or no mel",
+                                windows[i], b->L.max_windows - 1);
+        for (int j = 0; j < i; j++)
+            if (windows[j] == windows[i])
+                return td_error_set(err, TD_EINVAL, "cpu backend: window slot %d twice in one encode",
+                                    windows[i]);
+    }
+    for (int i = 0; i < n_win; i++)
+        encode_one(b, windows[i], mels[i]);
     return TD_OK;
 }
 
-static int cpu_encoder_output(td_wbackend *b, float *out, td_error *err)
+/* Only the last window encoded keeps its encoder output (the others keep
+ * their cross K/V, which is all decoding needs): tests read it right
+ * after encoding. */
+static int cpu_encoder_output(td_wbackend *b, int window, float *out, td_error *err)
 {
-    if (!b->encoded)
-        return td_error_set(err, TD_EINVAL, "cpu backend: encoder_output before encode");
+    if (window < 0 || window != b->last_window)
+        return td_error_set(err, TD_EINVAL, "cpu backend: encoder output of window slot %d: "
+                            "only the last one encoded (%d) is kept", window, b->last_window);
     memcpy(out, b->arena + b->L.o_enc_out, (size_t)b->L.C * b->L.na * sizeof(float));
     return TD_OK;
 }
@@ -861,78 +917,128 @@ static float *kv_layer_slot(td_wbackend *b, int layer, int slot)
  * prints the counts (encoder windows, decode calls, token rows) to stderr
  * so that the benchmark can report what it timed.
  */
-static void bench_script(td_wbackend *b, int n_seq, int n_tokens, int n_past, int all_logits,
+static void bench_script(td_wbackend *b, int n_seq, const td_wseq *seqs, int all_logits,
                          float *logits)
 {
     const td_wmodel *m = b->m;
     int nv = m->hp.n_vocab;
-    if (n_tokens > 1 || n_past == 0)
-        b->bench_prompt_end = n_past + n_tokens;
-    b->bench_calls++;
-    b->bench_rows += (long)n_seq * n_tokens;
-    int per_seq = all_logits ? n_tokens : 1;
-    for (int s = 0; s < n_seq; s++)
-        for (int j = 0; j < per_seq; j++) {
-            int t = all_logits ? j : n_tokens - 1;
-            int pos = n_past + t; /* predicts position pos + 1 */
-            int i = pos + 1 - b->bench_prompt_end; /* tokens sampled before it */
+    size_t row = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const td_wseq *q = &seqs[s];
+        if (q->n_tokens > 1 || q->n_past == 0)
+            b->bench_prompt_end[q->slot] = q->n_past + q->n_tokens;
+        b->bench_rows += q->n_tokens;
+        for (int t = all_logits ? 0 : q->n_tokens - 1; t < q->n_tokens; t++) {
+            int pos = q->n_past + t; /* predicts position pos + 1 */
+            int i = pos + 1 - b->bench_prompt_end[q->slot]; /* tokens sampled before it */
             int target = i >= b->bench_tokens ? m->sp.eot
                                               : 1000 + (int)(((unsigned)pos * 7919u + 13u) % 29000u);
             if (target >= nv)
                 target = m->sp.eot;
-            float *row = logits + ((size_t)s * per_seq + (size_t)j) * (size_t)nv;
-            memset(row, 0, (size_t)nv * sizeof *row);
-            row[target] = 30.0f;
+            float *r = logits + row++ * (size_t)nv;
+            memset(r, 0, (size_t)nv * sizeof *r);
+            r[target] = 30.0f;
         }
+    }
+    b->bench_calls++;
 }
 
-static int cpu_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *tokens, int n_past,
+/* Check a decode call's sequences; the number of rows in *rows. */
+static int seqs_check(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
+                      int *rows, td_error *err)
+{
+    const layout *L = &b->L;
+    if (n_seq < 1 || n_seq > L->max_seq || !seqs || !tokens)
+        return td_error_set(err, TD_EINVAL, "cpu backend: %d sequences, at most %d", n_seq,
+                            L->max_seq);
+    unsigned char used[MAX_SEQ] = {0};
+    int R = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const td_wseq *q = &seqs[s];
+        if (q->slot < 0 || q->slot >= L->max_seq || used[q->slot])
+            return td_error_set(err, TD_EINVAL, "cpu backend: KV slot %d out of range or twice",
+                                q->slot);
+        used[q->slot] = 1;
+        if (q->window < 0 || q->window >= L->max_windows || !b->encoded[q->window])
+            return td_error_set(err, TD_EINVAL, "cpu backend: window slot %d is not encoded",
+                                q->window);
+        if (q->n_tokens < 1 || q->n_tokens > L->max_batch)
+            return td_error_set(err, TD_EINVAL, "cpu backend: %d tokens in one call, at most %d",
+                                q->n_tokens, L->max_batch);
+        if (q->n_past < 0 || q->n_past + q->n_tokens > L->max_tokens)
+            return td_error_set(err, TD_EINVAL, "cpu backend: positions %d..%d past the cache (%d)",
+                                q->n_past, q->n_past + q->n_tokens - 1, L->max_tokens);
+        if (R > L->R - q->n_tokens)
+            return td_error_set(err, TD_EINVAL, "cpu backend: more than %d tokens in one call",
+                                L->R);
+        R += q->n_tokens;
+    }
+    for (int r = 0; r < R; r++)
+        if (tokens[r] < 0 || tokens[r] >= b->m->hp.n_vocab)
+            return td_error_set(err, TD_EINVAL, "cpu backend: token %d out of range", (int)tokens[r]);
+    *rows = R;
+    return TD_OK;
+}
+
+static int cpu_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
                       int all_logits, float *logits, td_error *err)
 {
     const td_wmodel *m = b->m;
     const layout *L = &b->L;
     td_wk_ctx *kc = &b->kc;
-    if (!b->encoded)
-        return td_error_set(err, TD_EINVAL, "cpu backend: decode before encode");
-    if (n_seq < 1 || n_seq > L->max_seq)
-        return td_error_set(err, TD_EINVAL, "cpu backend: %d sequences, at most %d", n_seq,
-                            L->max_seq);
-    if (n_tokens < 1 || n_tokens > L->max_batch)
-        return td_error_set(err, TD_EINVAL, "cpu backend: %d tokens in one call, at most %d",
-                            n_tokens, L->max_batch);
-    if (n_past < 0 || n_past + n_tokens > L->max_tokens)
-        return td_error_set(err, TD_EINVAL, "cpu backend: positions %d..%d past the cache (%d)",
-                            n_past, n_past + n_tokens - 1, L->max_tokens);
-    if (!tokens || !logits)
-        return td_error_set(err, TD_EINVAL, "cpu backend: no tokens or logits buffer");
-    int R = n_seq * n_tokens;
-    for (int r = 0; r < R; r++)
-        if (tokens[r] < 0 || tokens[r] >= m->hp.n_vocab)
-            return td_error_set(err, TD_EINVAL, "cpu backend: token %d out of range", (int)tokens[r]);
+    int R = 0, rc;
+    b->kept_rows = 0;
+    if ((rc = seqs_check(b, n_seq, seqs, tokens, &R, err)) != TD_OK)
+        return rc;
+    if (!logits && all_logits)
+        return td_error_set(err, TD_EINVAL, "cpu backend: all_logits needs a logits buffer");
 
     size_t nt = (size_t)L->nt, d = (size_t)L->dt;
     float *dx = W(b, L->dx), *dh = W(b, L->dh), *dq = W(b, L->dq), *dk = W(b, L->dk);
     float *dv = W(b, L->dv), *da = W(b, L->da_), *dff = W(b, L->dff);
     const td_wtensor *tok = m->dec.tok;
 
-    /* x = token_embedding[tokens] + positional_embedding[n_past + t] */
-    for (int r = 0; r < R; r++) {
-        int t = r % n_tokens;
-        float *x = dx + (size_t)r * nt;
-        if (tok->type == TD_WT_F16)
-            kc->ops->f16_to_f32((const uint16_t *)tok->data + (size_t)tokens[r] * nt, x, nt);
-        else
-            memcpy(x, (const float *)tok->data + (size_t)tokens[r] * nt, nt * sizeof(float));
-        const float *pos = b->dec_pos + (size_t)(n_past + t) * nt;
-        for (size_t i = 0; i < nt; i++)
-            x[i] += pos[i];
+    /* x = token_embedding[tokens] + positional_embedding[n_past + t];
+     * group tables: each sequence's rows */
+    for (int s = 0, r = 0; s < n_seq; s++) {
+        const td_wseq *q = &seqs[s];
+        b->g_row0[s] = r;
+        b->g_rows[s] = q->n_tokens;
+        b->g_keys0[s] = q->n_past;
+        for (int t = 0; t < q->n_tokens; t++, r++) {
+            float *x = dx + (size_t)r * nt;
+            if (tok->type == TD_WT_F16)
+                kc->ops->f16_to_f32((const uint16_t *)tok->data + (size_t)tokens[r] * nt, x, nt);
+            else
+                memcpy(x, (const float *)tok->data + (size_t)tokens[r] * nt, nt * sizeof(float));
+            const float *pos = b->dec_pos + (size_t)(q->n_past + t) * nt;
+            for (size_t i = 0; i < nt; i++)
+                x[i] += pos[i];
+        }
     }
+    /* cross-attention groups: runs of consecutive sequences on one window */
+    int n_cg = 0;
+    int c_row0[MAX_SEQ], c_rows[MAX_SEQ], c_win[MAX_SEQ];
+    for (int s = 0; s < n_seq; s++) {
+        if (n_cg > 0 && c_win[n_cg - 1] == seqs[s].window) {
+            c_rows[n_cg - 1] += seqs[s].n_tokens;
+            continue;
+        }
+        c_win[n_cg] = seqs[s].window;
+        c_row0[n_cg] = b->g_row0[s];
+        c_rows[n_cg] = seqs[s].n_tokens;
+        n_cg++;
+    }
+    int c_keys0[MAX_SEQ];
+    for (int g = 0; g < n_cg; g++)
+        c_keys0[g] = L->C;
 
-    float *kvp[MAX_SEQ];
+    float *cross[MAX_SEQ];
+    const uint16_t *cross16[MAX_SEQ];
     for (int l = 0; l < m->hp.n_text_layer; l++) {
         const td_wdec_layer *dl = &m->dec.layers[l];
         const dec_lp *p = &b->dlp[l];
-        /* x += self_attn(ln(x)), causal, through the KV cache */
+        /* x += self_attn(ln(x)), causal, through each sequence's KV slot */
         td_wk_layernorm_rows(kc, R, L->nt, dx, nt, p->attn_ln_w, p->attn_ln_b, dh, nt);
         const dec_q8 *q = b->dq8 ? &b->dq8[l] : NULL;
         lin_job qkv[3] = {
@@ -941,30 +1047,35 @@ static int cpu_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *to
             {dl->attn.v.w, q ? &q->v : NULL, p->v_b, dv, nt},
         };
         linear(b, R, L->nt, dh, nt, 3, qkv, 0);
-        for (int s = 0; s < n_seq; s++)
-            kvp[s] = kv_layer_slot(b, l, b->slot[s]);
-        for (int r = 0; r < R; r++) {
-            int s = r / n_tokens, t = r % n_tokens;
-            for (int h = 0; h < L->nht; h++)
-                td_wk_kv_put(kvp[s] + (size_t)h * L->kvf_s, L->cap_s, L->dt, n_past + t,
-                             dk + (size_t)r * nt + (size_t)h * d, dv + (size_t)r * nt + (size_t)h * d);
+        for (int s = 0; s < n_seq; s++) {
+            float *kvp = kv_layer_slot(b, l, seqs[s].slot);
+            b->g_kv[s] = kvp;
+            for (int t = 0; t < seqs[s].n_tokens; t++) {
+                size_t r = (size_t)b->g_row0[s] + (size_t)t;
+                for (int h = 0; h < L->nht; h++)
+                    td_wk_kv_put(kvp + (size_t)h * L->kvf_s, L->cap_s, L->dt, seqs[s].n_past + t,
+                                 dk + r * nt + (size_t)h * d, dv + r * nt + (size_t)h * d);
+            }
         }
-        td_wk_dec_attn_args sa = {.n_groups = n_seq, .rows_per_group = n_tokens, .n_head = L->nht,
-                                  .d = L->dt, .cap = L->cap_s, .causal = 1, .n_keys0 = n_past,
-                                  .kv = kvp, .kvh = NULL, .q = dq, .out = da, .ld = nt};
+        td_wk_dec_attn_args sa = {.n_groups = n_seq, .n_head = L->nht, .d = L->dt,
+                                  .cap = L->cap_s, .causal = 1, .kv = b->g_kv, .kvh = NULL,
+                                  .q = dq, .out = da, .ld = nt, .g_row0 = b->g_row0,
+                                  .g_rows = b->g_rows, .g_keys0 = b->g_keys0};
         td_wk_dec_attn(kc, &sa);
         linear1(b, R, L->nt, da, nt, dl->attn.o.w, q ? &q->o : NULL, p->o_b, dx, nt, 1);
 
-        /* x += cross_attn(ln(x), encoder output): all rows share the keys */
+        /* x += cross_attn(ln(x), encoder output of the sequence's window) */
         td_wk_layernorm_rows(kc, R, L->nt, dx, nt, p->cross_ln_w, p->cross_ln_b, dh, nt);
         linear1(b, R, L->nt, dh, nt, dl->cross.q.w, q ? &q->cq : NULL, p->cq_b, dq, nt, 0);
-        float *cross = b->arena + L->o_cross + (size_t)l * L->nht * L->kvf_c;
-        const uint16_t *cross16 =
-            (const uint16_t *)(b->arena + L->o_cross) + (size_t)l * L->nht * L->kvf_c;
-        td_wk_dec_attn_args ca = {.n_groups = 1, .rows_per_group = R, .n_head = L->nht,
-                                  .d = L->dt, .cap = L->cap_c, .causal = 0, .n_keys0 = L->C,
-                                  .kv = &cross, .kvh = L->cross_f16 ? &cross16 : NULL, .q = dq,
-                                  .out = da, .ld = nt};
+        for (int g = 0; g < n_cg; g++) {
+            cross[g] = cross_layer(b, c_win[g], l);
+            cross16[g] = (const uint16_t *)cross[g];
+        }
+        td_wk_dec_attn_args ca = {.n_groups = n_cg, .n_head = L->nht, .d = L->dt,
+                                  .cap = L->cap_c, .causal = 0, .kv = cross,
+                                  .kvh = L->cross_f16 ? cross16 : NULL,
+                                  .q = dq, .out = da, .ld = nt, .g_row0 = c_row0,
+                                  .g_rows = c_rows, .g_keys0 = c_keys0};
         td_wk_dec_attn(kc, &ca);
         linear1(b, R, L->nt, da, nt, dl->cross.o.w, q ? &q->co : NULL, p->co_b, dx, nt, 1);
 
@@ -984,13 +1095,39 @@ static int cpu_decode(td_wbackend *b, int n_seq, int n_tokens, const int32_t *to
     } else {
         rows = n_seq;
         for (int s = 0; s < n_seq; s++)
-            kc->ops->layernorm(L->nt, dx + ((size_t)s * n_tokens + (size_t)n_tokens - 1) * nt,
+            kc->ops->layernorm(L->nt, dx + ((size_t)b->g_row0[s] + (size_t)seqs[s].n_tokens - 1) * nt,
                                b->dec_ln_w, b->dec_ln_b, 1e-5f, dh + (size_t)s * nt);
     }
-    linear1(b, rows, L->nt, dh, nt, tok, b->q8ops ? &b->tok_q8 : NULL, NULL, logits,
+    float *dst = logits ? logits : b->arena + L->o_logits;
+    linear1(b, rows, L->nt, dh, nt, tok, b->q8ops ? &b->tok_q8 : NULL, NULL, dst,
             (size_t)m->hp.n_vocab, 0);
     if (b->bench_tokens > 0)
-        bench_script(b, n_seq, n_tokens, n_past, all_logits, logits);
+        bench_script(b, n_seq, seqs, all_logits, dst);
+    if (!logits)
+        b->kept_rows = rows;
+    return TD_OK;
+}
+
+static int cpu_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_wsample_in *in,
+                      td_wsample_out *out, td_error *err)
+{
+    int nv = b->m->hp.n_vocab;
+    if (n < 0 || (n > 0 && (!in || !out)) || !sp || (sp->n_suppress > 0 && !sp->suppress))
+        return td_error_set(err, TD_EINVAL, "cpu backend: sample of %d rows", n);
+    for (int i = 0; i < n; i++) {
+        if (in[i].row < 0 || in[i].row >= b->kept_rows)
+            return td_error_set(err, TD_EINVAL, "cpu backend: sample row %d of %d kept", in[i].row,
+                                b->kept_rows);
+        for (int j = 0; j < i; j++)
+            if (in[j].row == in[i].row)
+                return td_error_set(err, TD_EINVAL, "cpu backend: sample row %d twice",
+                                    in[i].row);
+    }
+    /* rows are masked in place: each is sampled once */
+    for (int i = 0; i < n; i++)
+        td_wsample_row(sp, nv, b->arena + b->L.o_logits + (size_t)in[i].row * (size_t)nv, &in[i],
+                       &out[i]);
+    b->kept_rows = 0;
     return TD_OK;
 }
 
@@ -1014,44 +1151,31 @@ static void kv_slot_copy(td_wbackend *b, int from, int to, int n_past)
     }
 }
 
-static int cpu_kv_copy(td_wbackend *b, const int *src, int n_seq, int n_past, td_error *err)
+static int cpu_kv_copy(td_wbackend *b, int n, const td_wkv_copy *pairs, td_error *err)
 {
     const layout *L = &b->L;
-    if (n_seq < 1 || n_seq > L->max_seq || n_past < 0 || n_past > L->max_tokens || !src)
-        return td_error_set(err, TD_EINVAL, "cpu backend: kv_copy of %d sequences, %d positions",
-                            n_seq, n_past);
-    for (int s = 0; s < n_seq; s++)
-        if (src[s] < 0 || src[s] >= L->max_seq)
-            return td_error_set(err, TD_EINVAL, "cpu backend: kv_copy source %d", src[s]);
-    /* Sequences below n_seq are rewritten; the others keep their slots.
-     * A source below n_seq hands its slot to the first sequence that takes
-     * it; every other taker gets a copy in a slot nobody keeps. */
-    int new_slot[MAX_SEQ], kept[MAX_SEQ] = {0}, need_copy[MAX_SEQ] = {0};
-    memcpy(new_slot, b->slot, sizeof new_slot);
-    for (int d = 0; d < n_seq; d++) {
-        int s = src[d];
-        if (s < n_seq && !kept[s]) {
-            kept[s] = 1;
-            new_slot[d] = b->slot[s];
-        } else {
-            need_copy[d] = 1;
-        }
+    if (n < 0 || (n > 0 && !pairs))
+        return td_error_set(err, TD_EINVAL, "cpu backend: kv_copy of %d pairs", n);
+    unsigned char dst[MAX_SEQ] = {0}, src[MAX_SEQ] = {0};
+    for (int i = 0; i < n; i++) {
+        const td_wkv_copy *c = &pairs[i];
+        if (c->src < 0 || c->src >= L->max_seq || c->dst < 0 || c->dst >= L->max_seq ||
+            c->n_pos < 0 || c->n_pos > L->max_tokens || dst[c->dst])
+            return td_error_set(err, TD_EINVAL, "cpu backend: kv_copy %d -> %d of %d positions",
+                                c->src, c->dst, c->n_pos);
+        dst[c->dst] = 1;
+        src[c->src] = 1;
     }
-    int free_slots[MAX_SEQ], n_free = 0;
-    for (int d = 0; d < n_seq; d++)
-        if (!kept[d])
-            free_slots[n_free++] = b->slot[d];
-    for (int d = 0; d < n_seq; d++) {
-        if (!need_copy[d])
-            continue;
-        if (n_free == 0) /* cannot happen: counted above */
-            return td_error_set(err, TD_EINVAL, "cpu backend: kv_copy out of slots");
-        int to = free_slots[--n_free];
-        if (n_past > 0)
-            kv_slot_copy(b, b->slot[src[d]], to, n_past);
-        new_slot[d] = to;
+    for (int i = 0; i < n; i++)
+        if (src[pairs[i].dst])
+            return td_error_set(err, TD_EINVAL, "cpu backend: kv_copy into slot %d, also a source",
+                                pairs[i].dst);
+    for (int i = 0; i < n; i++) {
+        if (pairs[i].n_pos > 0 && pairs[i].src != pairs[i].dst)
+            kv_slot_copy(b, pairs[i].src, pairs[i].dst, pairs[i].n_pos);
+        if (b->bench_tokens > 0)
+            b->bench_prompt_end[pairs[i].dst] = b->bench_prompt_end[pairs[i].src];
     }
-    memcpy(b->slot, new_slot, sizeof new_slot);
     return TD_OK;
 }
 
@@ -1064,6 +1188,7 @@ const td_wbackend_ops td_wbackend_cpu = {
     .encode = cpu_encode,
     .decode = cpu_decode,
     .kv_copy = cpu_kv_copy,
+    .sample = cpu_sample,
     .encoder_output = cpu_encoder_output,
     .close = cpu_close,
 };

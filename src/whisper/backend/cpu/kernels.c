@@ -1162,19 +1162,35 @@ typedef struct dec_attn {
     td_wk_ctx *ctx;
     const td_wk_dec_attn_args *a;
     size_t head_floats;
-    int n_qb;
+    int n_qb;              /* uniform groups: query blocks per group */
     int n_tasks;
+    int *task0;            /* ragged groups: first task of each group, and n_tasks */
+    size_t lds;            /* score row stride: the most keys any row sees */
     _Atomic int next;
 } dec_attn;
+
+/* Group g's rows, first row and keys (uniform or ragged groups). */
+static void group_shape(const td_wk_dec_attn_args *a, int g, int *rows, size_t *row0, int *keys0)
+{
+    if (a->g_rows) {
+        *rows = a->g_rows[g];
+        *row0 = (size_t)a->g_row0[g];
+        *keys0 = a->g_keys0[g];
+    } else {
+        *rows = a->rows_per_group;
+        *row0 = (size_t)g * (size_t)a->rows_per_group;
+        *keys0 = a->n_keys0;
+    }
+}
 
 /* Non-causal rows (cross-attention) over a row-layout block (td_wk_kv_pack):
  * S = (Q / sqrt d) K^T and O = P V as GEMVs of up to TD_WK_GEMV_ROWS rows,
  * K's rows and V^T's rows read whole, several streams at once. */
 static void cross_attn_rows(const td_wk_ops *ops, const td_wk_dec_attn_args *a, const void *head,
-                            enum td_wtype wt, size_t row0, int nq, int h, float *qs, float *s,
-                            size_t lds)
+                            enum td_wtype wt, size_t row0, int nq, int nk, int h, float *qs,
+                            float *s, size_t lds)
 {
-    int d = a->d, cap = a->cap, nk = a->n_keys0;
+    int d = a->d, cap = a->cap;
     float scale = 1.0f / sqrtf((float)d);
     for (int i = 0; i < nq; i++) {
         const float *row = a->q + (row0 + (size_t)i) * a->ld + (size_t)h * d;
@@ -1208,31 +1224,50 @@ static void dec_attn_task(void *arg, int ith, int nth)
     float *scr = thread_scratch(e->ctx, ith);
     float *qa = scr;
     float *s = qa + round_up((size_t)TD_WK_ATT_QB * d, SCRATCH_ALIGN);
-    int max_keys = a->causal ? a->n_keys0 + a->rows_per_group : a->n_keys0;
-    size_t lds = round_up((size_t)max_keys, TD_WK_NR);
+    size_t lds = e->lds;
     float *pa = s + (size_t)TD_WK_ATT_QB * lds;
     for (;;) {
         int t = atomic_fetch_add(&e->next, 1);
         if (t >= e->n_tasks)
             break;
-        int qb = t % e->n_qb;
-        int h = (t / e->n_qb) % a->n_head;
-        int g = t / (e->n_qb * a->n_head);
+        int g, n_qb;
+        if (e->task0) { /* the group whose tasks hold t */
+            int lo = 0, hi = a->n_groups - 1;
+            while (lo < hi) {
+                int mid = (lo + hi + 1) / 2;
+                if (e->task0[mid] <= t)
+                    lo = mid;
+                else
+                    hi = mid - 1;
+            }
+            g = lo;
+            n_qb = (e->task0[g + 1] - e->task0[g]) / a->n_head;
+            t -= e->task0[g];
+        } else {
+            n_qb = e->n_qb;
+            g = t / (n_qb * a->n_head);
+            t -= g * n_qb * a->n_head;
+        }
+        int qb = t % n_qb;
+        int h = t / n_qb;
+        int g_rows, keys0;
+        size_t g_row0;
+        group_shape(a, g, &g_rows, &g_row0, &keys0);
         int t0 = qb * TD_WK_ATT_QB;
-        int nq = a->rows_per_group - t0 < TD_WK_ATT_QB ? a->rows_per_group - t0 : TD_WK_ATT_QB;
-        size_t row0 = (size_t)g * a->rows_per_group + (size_t)t0;
+        int nq = g_rows - t0 < TD_WK_ATT_QB ? g_rows - t0 : TD_WK_ATT_QB;
+        size_t row0 = g_row0 + (size_t)t0;
         if (!a->causal) {
             if (a->kvh)
                 cross_attn_rows(ops, a, a->kvh[g] + (size_t)h * e->head_floats, TD_WT_F16, row0,
-                                nq, h, qa, s, lds);
+                                nq, keys0, h, qa, s, lds);
             else
                 cross_attn_rows(ops, a, a->kv[g] + (size_t)h * e->head_floats, TD_WT_F32, row0,
-                                nq, h, qa, s, lds);
+                                nq, keys0, h, qa, s, lds);
             continue;
         }
         const float *kh = a->kv[g] + (size_t)h * e->head_floats;
         const float *vh = kh + (size_t)cap * d;
-        int nk_max = a->n_keys0 + t0 + nq;
+        int nk_max = keys0 + t0 + nq;
         /* Q rows as A-panels, scaled */
         for (int ip = 0; ip < nq; ip += TD_WK_MR) {
             float *dst = qa + (size_t)ip * d;
@@ -1257,7 +1292,7 @@ static void dec_attn_task(void *arg, int ith, int nth)
             }
         }
         for (int i = 0; i < nq; i++) {
-            int nk = a->n_keys0 + t0 + i + 1;
+            int nk = keys0 + t0 + i + 1;
             ops->softmax(s + (size_t)i * lds, nk, nk_max);
         }
         /* P as A-panels over keys */
@@ -1287,12 +1322,34 @@ static void dec_attn_task(void *arg, int ith, int nth)
     }
 }
 
+/* Most groups a ragged call may have (cpu.c's KV slots). */
+#define DEC_ATTN_MAX_GROUPS 256
+
 void td_wk_dec_attn(td_wk_ctx *ctx, const td_wk_dec_attn_args *a)
 {
     dec_attn e = {.ctx = ctx, .a = a};
+    int task0[DEC_ATTN_MAX_GROUPS + 1];
     e.head_floats = td_wk_kv_head_floats(a->cap, a->d);
-    e.n_qb = (a->rows_per_group + TD_WK_ATT_QB - 1) / TD_WK_ATT_QB;
-    e.n_tasks = a->n_groups * a->n_head * e.n_qb;
+    int max_keys = 0;
+    if (a->g_rows) {
+        if (a->n_groups > DEC_ATTN_MAX_GROUPS)
+            return; /* cannot happen: the CPU backend has at most that many slots */
+        task0[0] = 0;
+        for (int g = 0; g < a->n_groups; g++) {
+            int qbs = (a->g_rows[g] + TD_WK_ATT_QB - 1) / TD_WK_ATT_QB;
+            task0[g + 1] = task0[g] + qbs * a->n_head;
+            int k = a->causal ? a->g_keys0[g] + a->g_rows[g] : a->g_keys0[g];
+            if (k > max_keys)
+                max_keys = k;
+        }
+        e.task0 = task0;
+        e.n_tasks = task0[a->n_groups];
+    } else {
+        e.n_qb = (a->rows_per_group + TD_WK_ATT_QB - 1) / TD_WK_ATT_QB;
+        e.n_tasks = a->n_groups * a->n_head * e.n_qb;
+        max_keys = a->causal ? a->n_keys0 + a->rows_per_group : a->n_keys0;
+    }
+    e.lds = round_up((size_t)max_keys, TD_WK_NR);
     atomic_store(&e.next, 0);
     td_wk_pool_run(ctx->pool, dec_attn_task, &e);
 }

@@ -268,6 +268,11 @@ typedef struct td_wk_dec_attn_args {
     int n_groups, rows_per_group, n_head, d, cap;
     int causal, n_keys0;
     float *const *kv;      /* [n_groups] */
+    /* Ragged groups (all three or none): group g's rows start at q row
+     * g_row0[g], it has g_rows[g] of them, and g_keys0[g] keys before its
+     * first row (causal) or in all (cross); rows_per_group and n_keys0
+     * are then ignored. */
+    const int *g_row0, *g_rows, *g_keys0;
     const float *q;
     float *out;
     size_t ld;             /* row stride of q and out (n_state) */
