@@ -36,8 +36,10 @@
  *   q8w      int8 only: every linear layer's and convolution's int8 copy
  *            (q8.h; the F16 pages each was made from are released)
  *   q8act    int8 only: the quantized activations of one product
- * Not counted: this struct, the per-layer pointer tables (a few KB), and
- * the worker threads' stacks (virtual, 8 MB each by default).
+ * Not counted: this struct, the per-layer pointer tables (a few KB), the
+ * worker threads' stacks (virtual, 8 MB each by default), and, during an
+ * align_weights() call with halved cross K/V, one head's keys widened
+ * (n_audio_ctx x head width floats: 384 KB).
  *
  * Batches (backend.h, API version 2): encode() runs the windows of a batch
  * one after another (the encoder's products are large enough to keep every
@@ -48,6 +50,12 @@
  * takes each sequence's own KV slot and length; cross-attention takes each
  * run of consecutive sequences on one window as one group, so a window's
  * beams read its cross K/V once.
+ *
+ * Word alignment (align_weights, openai's timing.py): the sequence is
+ * decoded in its KV slot as usual, and at each layer that has alignment
+ * heads their cross-attention probabilities are computed once more from
+ * the query rows and the window's keys (align_probs), since the fused
+ * attention kernel never holds a whole row of them.
  */
 #include "whisper/backend.h"
 
@@ -412,6 +420,12 @@ struct td_wbackend {
     /* per-call group tables for the attention kernels */
     float *g_kv[MAX_SEQ];
     int g_row0[MAX_SEQ], g_rows[MAX_SEQ], g_keys0[MAX_SEQ];
+    /* align_weights' hook into decode: the heads (layer, head pairs) whose
+     * cross-attention probabilities go to al_out, rows al_row0.. of
+     * al_rows; NULL = off. al_k: one head's keys widened from halves. */
+    const int *al_heads;
+    int al_n, al_rows, al_row0;
+    float *al_out, *al_k;
     /* benchmark hook (bench_script below); 0 = off */
     int bench_tokens;
     int bench_prompt_end[MAX_SEQ];
@@ -980,6 +994,54 @@ static int seqs_check(td_wbackend *b, int n_seq, const td_wseq *seqs, const int3
     return TD_OK;
 }
 
+/* align_weights: softmax(q . K^T / sqrt(d)) over the window's frames, for
+ * the asked heads of layer l and the call's R rows (one sequence); q is
+ * the cross-attention query dq. Written for clarity, not speed: a 30-s
+ * window's alignment is R x n_audio_ctx x d per head, a few tens of
+ * millions of multiply-adds. */
+static void align_probs(td_wbackend *b, int l, int window, const float *dq, int R)
+{
+    const layout *L = &b->L;
+    const float scale = 1.0f / sqrtf((float)L->dt);
+    const size_t d = (size_t)L->dt;
+    for (int i = 0; i < b->al_n; i++) {
+        if (b->al_heads[2 * i] != l)
+            continue;
+        int h = b->al_heads[2 * i + 1];
+        /* K rows [C][d] open the head's packed block (td_wk_kv_pack) */
+        const float *k;
+        if (L->cross_f16) {
+            const uint16_t *k16 = (const uint16_t *)cross_layer(b, window, l) + (size_t)h * L->kvf_c;
+            b->kc.ops->f16_to_f32(k16, b->al_k, (size_t)L->C * d);
+            k = b->al_k;
+        } else {
+            k = cross_layer(b, window, l) + (size_t)h * L->kvf_c;
+        }
+        for (int r = 0; r < R; r++) {
+            const float *q = dq + (size_t)r * L->nt + (size_t)h * d;
+            float *o = b->al_out + ((size_t)i * b->al_rows + (size_t)(b->al_row0 + r)) * L->C;
+            float mx = -INFINITY;
+            for (int j = 0; j < L->C; j++) {
+                const float *kj = k + (size_t)j * d;
+                float acc = 0;
+                for (size_t e = 0; e < d; e++)
+                    acc += q[e] * kj[e];
+                o[j] = acc * scale;
+                if (o[j] > mx)
+                    mx = o[j];
+            }
+            double sum = 0;
+            for (int j = 0; j < L->C; j++) {
+                o[j] = expf(o[j] - mx);
+                sum += o[j];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j < L->C; j++)
+                o[j] *= inv;
+        }
+    }
+}
+
 static int cpu_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
                       int all_logits, float *logits, td_error *err)
 {
@@ -1067,6 +1129,8 @@ static int cpu_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int3
         /* x += cross_attn(ln(x), encoder output of the sequence's window) */
         td_wk_layernorm_rows(kc, R, L->nt, dx, nt, p->cross_ln_w, p->cross_ln_b, dh, nt);
         linear1(b, R, L->nt, dh, nt, dl->cross.q.w, q ? &q->cq : NULL, p->cq_b, dq, nt, 0);
+        if (b->al_out)
+            align_probs(b, l, seqs[0].window, dq, R);
         for (int g = 0; g < n_cg; g++) {
             cross[g] = cross_layer(b, c_win[g], l);
             cross16[g] = (const uint16_t *)cross[g];
@@ -1179,6 +1243,50 @@ static int cpu_kv_copy(td_wbackend *b, int n, const td_wkv_copy *pairs, td_error
     return TD_OK;
 }
 
+/* Decode the sequence from position 0 in chunks the context takes (its
+ * KV slot carries the chunks' context), with align_probs hooked in. */
+static int cpu_align_weights(td_wbackend *b, int slot, int window, int n_tokens,
+                             const int32_t *tokens, int n_heads, const int *heads, float *out,
+                             td_error *err)
+{
+    const layout *L = &b->L;
+    if (n_heads < 1 || !heads || !out || !tokens)
+        return td_error_set(err, TD_EINVAL, "cpu backend: align_weights of %d heads", n_heads);
+    for (int i = 0; i < n_heads; i++)
+        if (heads[2 * i] < 0 || heads[2 * i] >= b->m->hp.n_text_layer || heads[2 * i + 1] < 0 ||
+            heads[2 * i + 1] >= L->nht)
+            return td_error_set(err, TD_EINVAL, "cpu backend: no decoder head (%d, %d)",
+                                heads[2 * i], heads[2 * i + 1]);
+    if (n_tokens < 1 || n_tokens > L->max_tokens)
+        return td_error_set(err, TD_EINVAL, "cpu backend: align_weights of %d tokens, at most %d",
+                            n_tokens, L->max_tokens);
+    if (window < 0 || window >= L->max_windows || !b->encoded[window])
+        return td_error_set(err, TD_EINVAL, "cpu backend: window slot %d holds no encoding",
+                            window);
+    if (L->cross_f16) {
+        b->al_k = malloc((size_t)L->C * (size_t)L->dt * sizeof *b->al_k);
+        if (!b->al_k)
+            return td_error_set(err, TD_ENOMEM, "cpu backend: align_weights: out of memory");
+    }
+    b->al_heads = heads;
+    b->al_n = n_heads;
+    b->al_rows = n_tokens;
+    b->al_out = out;
+    int step = L->max_batch < L->max_rows ? L->max_batch : L->max_rows;
+    int rc = TD_OK;
+    for (int t0 = 0; t0 < n_tokens && rc == TD_OK; t0 += step) {
+        td_wseq q = {.slot = slot, .window = window, .n_past = t0,
+                     .n_tokens = n_tokens - t0 < step ? n_tokens - t0 : step};
+        b->al_row0 = t0;
+        rc = cpu_decode(b, 1, &q, tokens + t0, 0, NULL, err);
+    }
+    b->al_out = NULL;
+    b->kept_rows = 0; /* the logits of this pass are nobody's to sample */
+    free(b->al_k);
+    b->al_k = NULL;
+    return rc;
+}
+
 const td_wbackend_ops td_wbackend_cpu = {
     .api_version = TD_WBACKEND_API_VERSION,
     .name = "cpu",
@@ -1191,4 +1299,5 @@ const td_wbackend_ops td_wbackend_cpu = {
     .sample = cpu_sample,
     .encoder_output = cpu_encoder_output,
     .close = cpu_close,
+    .align_weights = cpu_align_weights,
 };
