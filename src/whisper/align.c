@@ -919,3 +919,75 @@ out:
     free(dur);
     return rc;
 }
+
+/* ---- with a backend ---------------------------------------------------- */
+
+int td_align_run(const td_wbackend_ops *ops, td_wbackend *b, const td_wmodel *m,
+                 const td_align_run_in *in, td_align_seg *segs, size_t n_segs,
+                 double *last_speech, td_error *err)
+{
+    if (!ops->align_weights)
+        return td_error_set(err, TD_EUNAVAILABLE, "backend %s has no word alignment",
+                            ops->name);
+    if (!in->heads || in->heads->n_heads < 1 || in->heads->n_heads > TD_WMAX_LAYERS * TD_WMAX_HEADS)
+        return td_error_set(err, TD_EINVAL, "align: no alignment heads");
+    int n_text = 0;
+    for (size_t s = 0; s < n_segs; s++) {
+        if (segs[s].n_tokens < 0 || segs[s].n_tokens > TD_WMAX_TEXT_CTX)
+            return td_error_set(err, TD_EINVAL, "align: segment %zu has %d tokens", s,
+                                segs[s].n_tokens);
+        n_text += segs[s].n_tokens;
+    }
+    int cap = n_text + 5, n_sot = 0;
+    int32_t *text = malloc(((size_t)n_text + 1) * sizeof *text);
+    int32_t *seq = malloc((size_t)cap * sizeof *seq);
+    int *heads = malloc(2 * (size_t)in->heads->n_heads * sizeof *heads);
+    float *w = NULL;
+    int rc = TD_OK;
+    if (!text || !seq || !heads) {
+        rc = td_error_set(err, TD_ENOMEM, "align: out of memory");
+        goto out;
+    }
+    int k = 0;
+    for (size_t s = 0; s < n_segs; s++)
+        for (int t = 0; t < segs[s].n_tokens; t++)
+            text[k++] = segs[s].tokens[t];
+    int n = td_align_sequence(m, in->language, in->translate, text, k, seq, cap, &n_sot);
+    if (n < 0 || n > cap) {
+        rc = td_error_set(err, TD_EINVAL, "align: no alignment sequence for language %d",
+                          in->language);
+        goto out;
+    }
+    if (n - n_sot - 2 == 0) {
+        /* no text: nothing to run, but the segments' bookkeeping stays */
+        td_align_window_in wi = {.weights = NULL, .n_heads = in->heads->n_heads, .n_rows = n,
+                                 .n_ctx = m->hp.n_audio_ctx, .n_sot = n_sot,
+                                 .n_frames = in->n_frames, .time_offset = in->time_offset,
+                                 .language = in->language_code};
+        td_align_vocab voc = td_align_vocab_of(m);
+        rc = td_align_window(&voc, &wi, segs, n_segs, last_speech, err);
+        goto out;
+    }
+    td_align_heads_flat(in->heads, heads);
+    size_t nw = (size_t)in->heads->n_heads * (size_t)n * (size_t)m->hp.n_audio_ctx;
+    w = malloc(nw * sizeof *w);
+    if (!w) {
+        rc = td_error_set(err, TD_ENOMEM, "align: out of memory");
+        goto out;
+    }
+    rc = ops->align_weights(b, in->slot, in->window, n, seq, in->heads->n_heads, heads, w, err);
+    if (rc)
+        goto out;
+    td_align_window_in wi = {.weights = w, .n_heads = in->heads->n_heads, .n_rows = n,
+                             .n_ctx = m->hp.n_audio_ctx, .n_sot = n_sot,
+                             .n_frames = in->n_frames, .token_probs = in->token_probs,
+                             .time_offset = in->time_offset, .language = in->language_code};
+    td_align_vocab voc = td_align_vocab_of(m);
+    rc = td_align_window(&voc, &wi, segs, n_segs, last_speech, err);
+out:
+    free(text);
+    free(seq);
+    free(heads);
+    free(w);
+    return rc;
+}

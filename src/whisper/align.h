@@ -10,7 +10,10 @@
  * through it, and the frame where the path enters a token's row is when
  * that token is spoken. The pieces, in the order the caller uses them:
  *
+ * td_align_run does it all for one decoded window (the decoder's one call):
+ *
  *   td_align_heads_find   the model's heads, matched by dimensions and vocabulary
+ *   td_align_sequence     [sot sequence, notimestamps, text tokens, eot]
  *   (backend)             align_weights(): softmax'd cross-attention of those
  *                         heads, [n_heads][n_rows][n_audio_ctx] (backend.h, v2)
  *   td_align_window       everything below, for one window's segments:
@@ -53,6 +56,7 @@
 
 #include "asr/transcript.h"
 #include "util/error.h"
+#include "whisper/backend.h"
 #include "whisper/model.h"
 
 #define TD_ALIGN_FRAMES_PER_SECOND 50  /* encoder frames: 20 ms each */
@@ -219,5 +223,28 @@ typedef struct td_align_window_in {
  * segment's end. On error no segment holds words. */
 int td_align_window(const td_align_vocab *voc, const td_align_window_in *in, td_align_seg *segs,
                     size_t n_segs, double *last_speech, td_error *err);
+
+/* ---- with a backend --------------------------------------------------- */
+
+typedef struct td_align_run_in {
+    const td_align_heads *heads;  /* td_align_heads_find's */
+    int slot;                     /* a free KV slot (its cache is overwritten) */
+    int window;                   /* the window slot holding the encoded window */
+    int language;                 /* language index (td_wlang_index); multilingual models */
+    int translate;                /* the task the window was decoded with */
+    const char *language_code;    /* "en", "ja", ... (the split rule); NULL = "en" */
+    int n_frames;                 /* encoder frames of content (mel frames / 2) */
+    double time_offset;           /* the window's start on the scene clock */
+    const float *token_probs;     /* per text token, or NULL */
+} td_align_run_in;
+
+/* One window's word times with a backend: builds the sequence from the
+ * segments' text tokens (td_align_sequence), runs ops->align_weights and
+ * td_align_window on its result. TD_EUNAVAILABLE when the backend has no
+ * align_weights (the caller keeps character-count times); the backend's
+ * errors; td_align_window's. */
+int td_align_run(const td_wbackend_ops *ops, td_wbackend *b, const td_wmodel *m,
+                 const td_align_run_in *in, td_align_seg *segs, size_t n_segs,
+                 double *last_speech, td_error *err);
 
 #endif

@@ -546,6 +546,46 @@ static void test_cpu_align_real(void **state)
         segs_release(&got);
         free(w);
     }
+    /* The one-call path (td_align_run) on a fresh F32 context gives the
+     * same words and segment times as the reference's weights. */
+    {
+        td_wconfig cfg = {.n_threads = 2, .max_seq = 1, .compute = TD_WCOMPUTE_F32};
+        td_wbackend *b = NULL;
+        if (td_wbackend_cpu.open(m, &cfg, &b, &err) != TD_OK)
+            fail_msg("open: %s", err.msg);
+        int win = 0;
+        const float *mels[1] = {mel};
+        assert_int_equal(td_wbackend_cpu.encode(b, 1, &win, mels, &err), TD_OK);
+        td_whparams hp = m->hp;
+        td_align_run_in ri = {0};
+        assert_int_equal(td_align_heads_find(&hp, "tiny.en", &ri.heads), TD_ALIGN_MATCH_EXACT);
+        ri.language = -1;
+        ri.language_code = "en";
+        ri.n_frames = (int)json_integer_value(json_object_get(s.meta, "content_frames")) / 2;
+        segs got;
+        transcript_segments(&s, &got);
+        double last = 0;
+        if (td_align_run(&td_wbackend_cpu, b, m, &ri, got.s, got.n, &last, &err) != TD_OK)
+            fail_msg("td_align_run: %s", err.msg);
+        for (size_t i = 0; i < ref.n; i++) {
+            assert_int_equal(got.s[i].n_words, ref.s[i].n_words);
+            assert_true(fabs(got.s[i].start - ref.s[i].start) <= 0.02 + 1e-9);
+            assert_true(fabs(got.s[i].end - ref.s[i].end) <= 0.02 + 1e-9);
+            for (size_t k = 0; k < ref.s[i].n_words; k++) {
+                assert_string_equal(got.s[i].words[k].text, ref.s[i].words[k].text);
+                assert_true(fabs(got.s[i].words[k].start - ref.s[i].words[k].start) <= 0.02 + 1e-9);
+                assert_true(fabs(got.s[i].words[k].end - ref.s[i].words[k].end) <= 0.02 + 1e-9);
+            }
+        }
+        segs_release(&got);
+        /* a backend without the entry says so */
+        td_wbackend_ops none = td_wbackend_cpu;
+        none.align_weights = NULL;
+        transcript_segments(&s, &got);
+        assert_int_equal(td_align_run(&none, b, m, &ri, got.s, got.n, &last, &err),
+                         TD_EUNAVAILABLE);
+        td_wbackend_cpu.close(b);
+    }
     segs_release(&ref);
     free(mel);
     td_wmodel_close(m);
@@ -579,6 +619,19 @@ static void test_cpu_align_weights(void **state)
     backend_weights(&s, m, mel, TD_WCOMPUTE_F32, 5, &mx5, &rl5, &w5);
     for (size_t i = 0; i < (size_t)s.H * s.T * s.C; i++)
         assert_true(fabsf(w5[i] - w[i]) < 1e-6f);
+    /* td_align_run on a backend without the entry: unavailable, so the
+     * caller keeps character-count times */
+    {
+        td_wbackend_ops none = td_wbackend_cpu;
+        none.align_weights = NULL;
+        td_align_run_in ri = {0};
+        td_whparams hp = m->hp;
+        assert_int_equal(td_align_heads_find(&hp, NULL, &ri.heads), TD_ALIGN_MATCH_EXACT);
+        double last = 0;
+        td_error err;
+        assert_int_equal(td_align_run(&none, NULL, m, &ri, NULL, 0, &last, &err),
+                         TD_EUNAVAILABLE);
+    }
     /* int8 products and half cross K/V: within their rounding */
     backend_weights(&s, m, mel, TD_WCOMPUTE_INT8, 0, &mx, &rl, NULL);
     printf("  int8: max abs %.3g, rel L2 %.3g\n", mx, rl);
