@@ -161,10 +161,8 @@ static void decode_opts(const td_engine_config *cfg, td_wdecode_opts *o)
     o->beam_size = cfg->beam_size > 0 ? cfg->beam_size : DEFAULT_BEAM;
     o->best_of = DEFAULT_BEST_OF;
     o->translate = cfg->translate;
-    if (batched(cfg)) {
+    if (batched(cfg))
         o->batch = cfg->batch > 0 ? cfg->batch : 1;
-        o->condition_on_previous = 0; /* chunks are decoded independently */
-    }
 }
 
 static int backend_config(const td_engine_config *cfg, const td_whparams *hp, td_wconfig *bc)

@@ -125,8 +125,8 @@ enum {
 
 /* ... and per row. */
 typedef struct td_wsample_in {
-    int32_t row;             /* logits row of the last decode() (its sequence index,
-                              * or row index with all_logits) */
+    int32_t row;             /* logits row of the last decode(): its sequence index
+                              * (a decode with all_logits keeps none) */
     int32_t flags;           /* TD_WSAMPLE_* */
     float temperature;       /* > 0: also draw from softmax(masked / T) with u */
     double u;                /* uniform in [0, 1) for that draw */
@@ -175,7 +175,8 @@ typedef struct td_wbackend_ops {
      * holds them one sequence after another (sum of n_tokens <= max_rows).
      * Writes the logits of each sequence's last new token to
      * logits[s * n_vocab], or, when all_logits is set, of every new token,
-     * rows in the order of tokens. logits NULL: keep them for sample(). */
+     * rows in the order of tokens. logits NULL (without all_logits): keep
+     * the last-token rows on the backend for sample(). */
     int (*decode)(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
                   int all_logits, float *logits, td_error *err);
 

@@ -161,6 +161,7 @@ struct td_wdecoder {
     td_wkv_copy *pairs;           /* [n_jobs * max_group] */
     float *logits;                /* [n_jobs * max_group][n_vocab], without sample() */
     float *win;                   /* [n_mels][win_frames]: one window of mel */
+    float *jwin;                  /* batched: [n_jobs][n_mels][win_frames], a chunk's rest */
     td_wdecode_stats stats;
 };
 
@@ -624,6 +625,7 @@ void td_wdecoder_free(td_wdecoder *d)
     free(d->pairs);
     free(d->logits);
     free(d->win);
+    free(d->jwin);
     free(d);
 }
 
@@ -645,8 +647,9 @@ int td_wdecode_backend_config(const td_whparams *hp, const td_wdecode_opts *o, t
     cfg->max_tokens = 0;
     /* a prompt goes in one piece; one call carries every job's rows */
     cfg->max_batch_tokens = max_init(hp);
-    int rows = batch * g;
-    cfg->max_rows = rows > cfg->max_batch_tokens ? rows : cfg->max_batch_tokens;
+    /* every job's step, and one prompt beside them, so that a prompt is
+     * never starved by the others' steps */
+    cfg->max_rows = batch * g + cfg->max_batch_tokens;
     return TD_OK;
 }
 
@@ -1539,6 +1542,86 @@ out:
     return rc;
 }
 
+/* The segments of one window's final decode (openai's split at
+ * consecutive timestamps) appended to out, and the seek advance: to the
+ * last timestamp when the window ends inside a segment (which is then
+ * decoded again from its start), else by the whole window. The window
+ * starts at frame *seek and holds size frames of audio; times are offset
+ * by time_offset and clamped to content_end. Text kept for the prompt goes
+ * to pb unless it is NULL. */
+static int window_segments(td_wdecoder *d, const wres *r, size_t *seekp, size_t size,
+                           double time_offset, double content_end, td_transcript *out,
+                           prompt_buf *pb, td_error *err)
+{
+    const td_wdecode_opts *o = &d->o;
+    const td_wspecial *sp = &d->m->sp;
+    const int32_t *tok = r->tok;
+    int n = r->n, rc;
+    size_t seek = *seekp;
+    const double precision = (double)(INPUT_STRIDE * HOP_LENGTH) / SAMPLE_RATE;
+    double window_offset = (double)seek * HOP_LENGTH / SAMPLE_RATE;
+    double seg_duration = (double)size * HOP_LENGTH / SAMPLE_RATE;
+    d->stats.tokens += n;
+    /* segments: split at consecutive timestamps */
+    size_t previous_seek = seek;
+    int32_t tsb = sp->ts_begin;
+    int single_end = n >= 2 && tok[n - 2] < tsb && tok[n - 1] >= tsb;
+    int keep_text = o->condition_after_fallback || r->temperature == 0;
+    int n_cons = 0;
+    for (int i = 0; i + 1 < n; i++)
+        n_cons += tok[i] >= tsb && tok[i + 1] >= tsb;
+    if (n_cons > 0) {
+        int last_slice = 0;
+        for (int i = 0; i + 1 <= n; i++) {
+            int cur_slice;
+            if (i + 1 < n && tok[i] >= tsb && tok[i + 1] >= tsb)
+                cur_slice = i + 1;
+            else if (i + 1 == n && single_end)
+                cur_slice = n;
+            else
+                continue;
+            const int32_t *st = tok + last_slice;
+            int sn = cur_slice - last_slice;
+            double start = window_offset + (double)(st[0] - tsb) * precision;
+            double end = window_offset + (double)(st[sn - 1] - tsb) * precision;
+            int added = 0;
+            rc = add_segment(d, out, st, r->lp + last_slice, sn, time_offset + start,
+                             time_offset + end, content_end, &added, err);
+            if (rc)
+                return rc;
+            if (added && keep_text && pb)
+                prompt_add(pb, st, sn);
+            last_slice = cur_slice;
+        }
+        if (single_end) {
+            seek += size; /* no speech after the last timestamp */
+        } else {
+            /* the unfinished segment is decoded again from its start */
+            seek += (size_t)(tok[last_slice - 1] - tsb) * INPUT_STRIDE;
+        }
+    } else {
+        double duration = seg_duration;
+        int32_t last_ts = -1;
+        for (int i = 0; i < n; i++)
+            if (tok[i] >= tsb)
+                last_ts = tok[i];
+        if (last_ts >= 0 && last_ts != tsb)
+            duration = (double)(last_ts - tsb) * precision;
+        int added = 0;
+        rc = add_segment(d, out, tok, r->lp, n, time_offset + window_offset,
+                         time_offset + window_offset + duration, content_end, &added, err);
+        if (rc)
+            return rc;
+        if (added && keep_text && pb)
+            prompt_add(pb, tok, n);
+        seek += size;
+    }
+    if (seek <= previous_seek) /* cannot happen under the timestamp rules */
+        seek = previous_seek + size;
+    *seekp = seek;
+    return TD_OK;
+}
+
 /* Copy mel[:, seek:seek+size] into the window buffer, zero after it
  * (openai's pad_or_trim pads with 0). */
 static void copy_window(td_wdecoder *d, const float *mel, size_t n_frames, size_t seek,
@@ -1558,8 +1641,6 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
                            int *language, td_wdecode_progress progress, void *user,
                            td_error *err)
 {
-    const td_wmodel *m = d->m;
-    const td_wspecial *sp = &m->sp;
     const td_wdecode_opts *o = &d->o;
     if (!mel || content_frames > n_frames)
         return td_error_set(err, TD_EINVAL, "whisper decoder: %zu content frames of %zu",
@@ -1568,7 +1649,6 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
     int rc;
     /* time per mel frame and per timestamp step, as openai computes them */
     const double frame_s = (double)HOP_LENGTH / SAMPLE_RATE;
-    const double precision = (double)(INPUT_STRIDE * HOP_LENGTH) / SAMPLE_RATE;
     const double content_end = time_offset + (double)content_frames * HOP_LENGTH / SAMPLE_RATE;
 
     /* language: detected once, on the first 30 s (padding included) */
@@ -1598,9 +1678,7 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
     rc = TD_OK;
     size_t seek = 0;
     while (seek < content_frames) {
-        double window_offset = (double)seek * HOP_LENGTH / SAMPLE_RATE;
         size_t size = content_frames - seek < W ? content_frames - seek : W;
-        double seg_duration = (double)size * HOP_LENGTH / SAMPLE_RATE;
         if (!(seek == 0 && encoded0)) {
             copy_window(d, mel, n_frames, seek, size);
             int w0 = 0;
@@ -1622,8 +1700,6 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
                 d->stats.fallbacks++;
         }
         const wres *r = &d->jobs[0].res;
-        const int32_t *tok = r->tok;
-        int n = r->n;
         d->stats.windows++;
 
         if (!isnan(o->no_speech_threshold)) {
@@ -1643,63 +1719,9 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
             }
         }
 
-        d->stats.tokens += n;
-        /* segments: split at consecutive timestamps */
-        size_t previous_seek = seek;
-        int32_t tsb = sp->ts_begin;
-        int single_end = n >= 2 && tok[n - 2] < tsb && tok[n - 1] >= tsb;
-        int keep_text = o->condition_after_fallback || r->temperature == 0;
-        int n_cons = 0;
-        for (int i = 0; i + 1 < n; i++)
-            n_cons += tok[i] >= tsb && tok[i + 1] >= tsb;
-        if (n_cons > 0) {
-            int last_slice = 0;
-            for (int i = 0; i + 1 <= n; i++) {
-                int cur_slice;
-                if (i + 1 < n && tok[i] >= tsb && tok[i + 1] >= tsb)
-                    cur_slice = i + 1;
-                else if (i + 1 == n && single_end)
-                    cur_slice = n;
-                else
-                    continue;
-                const int32_t *st = tok + last_slice;
-                int sn = cur_slice - last_slice;
-                double start = window_offset + (double)(st[0] - tsb) * precision;
-                double end = window_offset + (double)(st[sn - 1] - tsb) * precision;
-                int added = 0;
-                rc = add_segment(d, out, st, r->lp + last_slice, sn, time_offset + start,
-                                 time_offset + end, content_end, &added, err);
-                if (rc)
-                    goto out;
-                if (added && keep_text)
-                    prompt_add(pb, st, sn);
-                last_slice = cur_slice;
-            }
-            if (single_end) {
-                seek += size; /* no speech after the last timestamp */
-            } else {
-                /* the unfinished segment is decoded again from its start */
-                seek += (size_t)(tok[last_slice - 1] - tsb) * INPUT_STRIDE;
-            }
-        } else {
-            double duration = seg_duration;
-            int32_t last_ts = -1;
-            for (int i = 0; i < n; i++)
-                if (tok[i] >= tsb)
-                    last_ts = tok[i];
-            if (last_ts >= 0 && last_ts != tsb)
-                duration = (double)(last_ts - tsb) * precision;
-            int added = 0;
-            rc = add_segment(d, out, tok, r->lp, n, time_offset + window_offset,
-                             time_offset + window_offset + duration, content_end, &added, err);
-            if (rc)
-                goto out;
-            if (added && keep_text)
-                prompt_add(pb, tok, n);
-            seek += size;
-        }
-        if (seek <= previous_seek) /* cannot happen under the timestamp rules */
-            seek = previous_seek + size;
+        rc = window_segments(d, r, &seek, size, time_offset, content_end, out, pb, err);
+        if (rc)
+            goto out;
 
         if (!o->condition_on_previous || r->temperature > o->prompt_reset_on_temperature)
             pb->reset_since = pb->n; /* no prompt after a high temperature */
@@ -1729,71 +1751,16 @@ static void jobs_reset(td_wdecoder *d)
     }
 }
 
-/* The segments of one chunk's final decode, into part: openai's split at
- * consecutive timestamps, but a chunk is one window with no seek walk, so
- * text after the last pair (the segment the sequential loop would decode
- * again from its start) becomes a segment that runs to its own last
- * timestamp, or to the chunk's end. */
-static int chunk_segments(td_wdecoder *d, const wres *r, const td_wchunk *c, td_transcript *part,
-                          td_error *err)
-{
-    const td_wdecode_opts *o = &d->o;
-    const int32_t *tok = r->tok;
-    int n = r->n, rc, added;
-    int32_t tsb = d->m->sp.ts_begin;
-    const double precision = (double)(INPUT_STRIDE * HOP_LENGTH) / SAMPLE_RATE;
-    double content_s = (double)c->content_frames * HOP_LENGTH / SAMPLE_RATE;
-    double content_end = c->offset + content_s;
-
-    if (!isnan(o->no_speech_threshold)) {
-        int skip = r->no_speech_prob > o->no_speech_threshold;
-        if (!isnan(o->logprob_threshold) && r->avg_logprob > o->logprob_threshold)
-            skip = 0; /* probable enough to keep despite no_speech_prob */
-        if (skip) {
-            d->stats.silent++;
-            return TD_OK;
-        }
-    }
-    d->stats.tokens += n;
-    int last_slice = 0;
-    if (d->o.timestamps) {
-        for (int i = 0; i + 1 < n; i++) {
-            if (!(tok[i] >= tsb && tok[i + 1] >= tsb))
-                continue;
-            const int32_t *st = tok + last_slice;
-            int sn = i + 1 - last_slice;
-            double start = (double)(st[0] - tsb) * precision;
-            double end = (double)(st[sn - 1] - tsb) * precision;
-            rc = add_segment(d, part, st, r->lp + last_slice, sn, c->offset + start,
-                             c->offset + end, content_end, &added, err);
-            if (rc)
-                return rc;
-            last_slice = i + 1;
-        }
-    }
-    if (last_slice >= n)
-        return TD_OK;
-    /* the rest: from its first timestamp (or the chunk's start) to its
-     * last one when that is later, else to the chunk's end */
-    const int32_t *st = tok + last_slice;
-    int sn = n - last_slice;
-    double start = st[0] >= tsb && d->o.timestamps ? (double)(st[0] - tsb) * precision : 0;
-    double end = content_s;
-    if (d->o.timestamps && sn >= 2 && st[sn - 1] >= tsb &&
-        (double)(st[sn - 1] - tsb) * precision > start)
-        end = (double)(st[sn - 1] - tsb) * precision;
-    return add_segment(d, part, st, r->lp + last_slice, sn, c->offset + start, c->offset + end,
-                       content_end, &added, err);
-}
-
 int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n,
                                   td_transcript *out, int *language,
                                   td_wdecode_progress progress, void *user, td_error *err)
 {
+    const td_wdecode_opts *o = &d->o;
+    size_t W = (size_t)d->win_frames, n_mels = (size_t)d->n_mels;
     if (n < 0 || (n > 0 && !chunks))
         return td_error_set(err, TD_EINVAL, "whisper decoder: %d chunks", n);
     for (int i = 0; i < n; i++)
-        if (!chunks[i].mel || chunks[i].content_frames > (size_t)d->win_frames)
+        if (!chunks[i].mel || chunks[i].content_frames > W)
             return td_error_set(err, TD_EINVAL, "whisper decoder: chunk %d: no mel, or more "
                                 "than one window", i);
     if (n == 0) {
@@ -1801,12 +1768,21 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             *language = d->language;
         return TD_OK;
     }
+    if (!d->jwin) {
+        d->jwin = malloc((size_t)d->n_jobs * n_mels * W * sizeof *d->jwin);
+        if (!d->jwin)
+            return td_error_set(err, TD_ENOMEM, "out of memory for the whisper windows");
+    }
     int rc = TD_OK;
     td_transcript *parts = calloc((size_t)n, sizeof *parts);
     unsigned char *done = calloc((size_t)n, 1);
-    if (!parts || !done) {
+    size_t *seek = calloc((size_t)n, sizeof *seek);
+    prompt_buf *pbs = calloc((size_t)d->n_jobs, sizeof *pbs); /* each job's chunk text */
+    if (!parts || !done || !seek || !pbs) {
         free(parts);
         free(done);
+        free(seek);
+        free(pbs);
         return td_error_set(err, TD_ENOMEM, "out of memory for the whisper chunks");
     }
     for (int i = 0; i < n; i++)
@@ -1831,30 +1807,51 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
 
     int next = 0, n_done = 0, emitted = 0;
     int win_free[TD_WDEC_MAX_BATCH], n_win_free = 0;
+    unsigned char again[TD_WDEC_MAX_BATCH] = {0}; /* job's chunk goes on from its seek */
     for (int w = d->n_jobs - 1; w >= 0; w--)
         win_free[n_win_free++] = w; /* slot 0 first */
     wjob *act[TD_WDEC_MAX_BATCH];
     while (n_done < n) {
-        /* admit chunks into idle jobs; their windows encoded together */
-        int enc_w[TD_WDEC_MAX_BATCH], n_enc = 0;
+        /* windows to encode, together: new chunks in idle jobs, and
+         * chunks that go on from where their last window stopped */
+        int enc_w[TD_WDEC_MAX_BATCH], enc_job[TD_WDEC_MAX_BATCH], n_enc = 0;
         const float *enc_mel[TD_WDEC_MAX_BATCH];
-        for (int i = 0; i < d->n_jobs && next < n; i++) {
+        for (int i = 0; i < d->n_jobs; i++) {
             wjob *j = &d->jobs[i];
-            if (j->chunk >= 0)
+            if (j->chunk >= 0 && again[i]) {
+                enc_w[n_enc] = j->window;
+                enc_job[n_enc] = i;
+                enc_mel[n_enc++] = d->jwin + (size_t)i * n_mels * W;
+                again[i] = 0;
+                continue;
+            }
+            if (j->chunk >= 0 || next >= n)
                 continue;
             int w = win_free[--n_win_free];
             j->chunk = next;
+            j->window = w;
+            pbs[i].n = pbs[i].reset_since = 0; /* no text across chunks */
             if (!(next == 0 && encoded0 && w == 0)) {
                 enc_w[n_enc] = w;
+                enc_job[n_enc] = i;
                 enc_mel[n_enc++] = chunks[next].mel;
+            } else {
+                rc = job_start(d, j, w, 0, NULL, 0, err);
+                if (rc)
+                    goto out;
             }
-            rc = job_start(d, j, w, 0, NULL, 0, err);
-            if (rc)
-                goto out;
             next++;
         }
         if (n_enc > 0 && (rc = be_encode(d, n_enc, enc_w, enc_mel, err)) != TD_OK)
             goto out;
+        for (int e = 0; e < n_enc; e++) {
+            wjob *j = &d->jobs[enc_job[e]];
+            const prompt_buf *pb = &pbs[enc_job[e]];
+            rc = job_start(d, j, j->window, 0, pb->tok + pb->reset_since, pb->n - pb->reset_since,
+                           err);
+            if (rc)
+                goto out;
+        }
         int n_act = 0;
         for (int i = 0; i < d->n_jobs; i++)
             if (d->jobs[i].phase != JOB_DONE)
@@ -1863,22 +1860,58 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
         rc = jobs_step(d, act, n_act, &active, err);
         if (rc)
             goto out;
-        /* jobs that finished: fall back (again in a later step) or done */
+        /* jobs that finished: fall back (in later steps), go on in the
+         * chunk from the new seek, or the chunk is done */
         for (int i = 0; i < d->n_jobs; i++) {
             wjob *j = &d->jobs[i];
-            if (j->chunk < 0 || j->phase != JOB_DONE)
+            if (j->chunk < 0 || j->phase != JOB_DONE || again[i])
                 continue;
-            if (needs_fallback(&d->o, &j->res) && j->temp_index + 1 < d->o.n_temperatures) {
+            prompt_buf *pb = &pbs[i];
+            if (needs_fallback(o, &j->res) && j->temp_index + 1 < o->n_temperatures) {
                 d->stats.fallbacks++;
-                rc = job_start(d, j, j->window, j->temp_index + 1, NULL, 0, err);
+                rc = job_start(d, j, j->window, j->temp_index + 1, pb->tok + pb->reset_since,
+                               pb->n - pb->reset_since, err);
                 if (rc)
                     goto out;
                 continue;
             }
+            const td_wchunk *c = &chunks[j->chunk];
+            size_t *sk = &seek[j->chunk];
+            size_t size = c->content_frames - *sk < W ? c->content_frames - *sk : W;
             d->stats.windows++;
-            rc = chunk_segments(d, &j->res, &chunks[j->chunk], &parts[j->chunk], err);
-            if (rc)
-                goto out;
+            int skip = 0;
+            if (!isnan(o->no_speech_threshold)) {
+                skip = j->res.no_speech_prob > o->no_speech_threshold;
+                if (!isnan(o->logprob_threshold) && j->res.avg_logprob > o->logprob_threshold)
+                    skip = 0; /* probable enough to keep despite no_speech_prob */
+            }
+            if (skip) {
+                d->stats.silent++;
+                *sk += size;
+                if (!o->condition_after_fallback)
+                    pb->reset_since = pb->n; /* home video: no prompt across silence */
+            } else {
+                double content_end =
+                    c->offset + (double)c->content_frames * HOP_LENGTH / SAMPLE_RATE;
+                rc = window_segments(d, &j->res, sk, size, c->offset, content_end,
+                                     &parts[j->chunk], pb, err);
+                if (rc)
+                    goto out;
+                if (!o->condition_on_previous ||
+                    j->res.temperature > o->prompt_reset_on_temperature)
+                    pb->reset_since = pb->n; /* no prompt after a high temperature */
+            }
+            if (*sk < c->content_frames) {
+                /* the rest of the chunk, from the new seek, as a window */
+                float *win = d->jwin + (size_t)i * n_mels * W;
+                size_t left = c->content_frames - *sk;
+                for (size_t b = 0; b < n_mels; b++) {
+                    memcpy(win + b * W, c->mel + b * W + *sk, left * sizeof *win);
+                    memset(win + b * W + left, 0, (W - left) * sizeof *win);
+                }
+                again[i] = 1;
+                continue;
+            }
             done[j->chunk] = 1;
             n_done++;
             win_free[n_win_free++] = j->window;
@@ -1912,5 +1945,7 @@ out:
         td_transcript_release(&parts[i]);
     free(parts);
     free(done);
+    free(seek);
+    free(pbs);
     return rc;
 }

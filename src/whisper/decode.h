@@ -118,15 +118,16 @@ typedef struct td_wchunk {
 
 /* Batched mode: decode n chunks independently, opts.batch windows at a
  * time with every decoder step shared among them (continuous batching: a
- * finished chunk's window and KV slots take the next chunk at once). All
- * of openai's rules hold within a chunk (SOT sequence, suppressions,
+ * finished window's slots take the next window at once). Within a chunk
+ * every rule of the transcribe loop holds (SOT sequence, suppressions,
  * timestamp rules, beam search or sampling, the no-speech skip, the
- * temperature fallback, for which a chunk is decoded again in later steps
- * at the next temperature); there is no text prompt across chunks and no
- * seek walk (text after the last timestamp pair is a segment to the
- * chunk's end). Segments are appended to out in chunk order. The language
- * is the options' or is detected on the first chunk; *language gets it.
- * progress gets the end of the last chunk finished in order. */
+ * temperature fallback, for which a window is decoded again in later
+ * steps at the next temperature, the seek to the last timestamp and the
+ * window that goes on from there, conditioned on the chunk's text so far);
+ * nothing crosses chunks: no text prompt, no seek. Segments are appended
+ * to out in chunk order. The language is the options' or is detected on
+ * the first chunk; *language gets it. progress gets the end of the last
+ * chunk finished in order. */
 int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n,
                                   td_transcript *out, int *language,
                                   td_wdecode_progress progress, void *user, td_error *err);

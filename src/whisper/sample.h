@@ -20,7 +20,7 @@
 #include "whisper/backend.h"
 
 /* Sample row x (n_vocab floats, modified) under sp and in; fills out.
- * A row holding a NaN gives out->all_masked = 1 and no tokens. */
+ * A row holding a NaN gives out->has_nan = 1 and nothing else. */
 void td_wsample_row(const td_wsampler *sp, int n_vocab, float *x, const td_wsample_in *in,
                     td_wsample_out *out);
 

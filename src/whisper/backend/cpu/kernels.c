@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <assert.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1332,8 +1333,9 @@ void td_wk_dec_attn(td_wk_ctx *ctx, const td_wk_dec_attn_args *a)
     e.head_floats = td_wk_kv_head_floats(a->cap, a->d);
     int max_keys = 0;
     if (a->g_rows) {
-        if (a->n_groups > DEC_ATTN_MAX_GROUPS)
-            return; /* cannot happen: the CPU backend has at most that many slots */
+        /* the CPU backend has at most DEC_ATTN_MAX_GROUPS KV slots, and
+         * a call at most one group per slot */
+        assert(a->n_groups <= DEC_ATTN_MAX_GROUPS);
         task0[0] = 0;
         for (int g = 0; g < a->n_groups; g++) {
             int qbs = (a->g_rows[g] + TD_WK_ATT_QB - 1) / TD_WK_ATT_QB;
