@@ -356,7 +356,7 @@ typedef struct plan {
 } plan;
 
 typedef struct plans {
-    plan p[8];
+    plan p[16];
     int n;
 } plans;
 
@@ -398,7 +398,7 @@ static void plan_script(struct td_wbackend *be, int seq, const int32_t *samp, in
 
 static void add_plan(plans *ps, int seek, int run, int flat, const int32_t *tok, int n)
 {
-    assert_true(ps->n < 8 && n <= 300);
+    assert_true(ps->n < 16 && n <= 300);
     plan *p = &ps->p[ps->n++];
     p->seek = seek;
     p->run = run;
@@ -1512,6 +1512,227 @@ static void test_bad_options(void **state)
     fix_free(f);
 }
 
+
+/* ---- batched mode (transcribe_chunks) ----------------------------------- */
+
+/* Chunk k's window of mel: bin 0 of frame i holds 10000 k + i + 1, so the
+ * scripted backend sees window k's seek as 10000 k + the frame it starts
+ * at (a window that goes on from a seek starts there). */
+static float *chunk_mel(int k)
+{
+    float *mel = calloc((size_t)N_MELS * WIN, sizeof *mel);
+    assert_non_null(mel);
+    for (size_t i = 0; i < WIN; i++)
+        mel[i] = (float)(10000 * k + (int)i + 1);
+    return mel;
+}
+
+typedef struct chunk_set {
+    td_wchunk c[8];
+    float *mel[8];
+    int n;
+} chunk_set;
+
+static void chunks_make(chunk_set *cs, int n, size_t content, double spacing)
+{
+    assert_true(n <= 8);
+    cs->n = n;
+    for (int k = 0; k < n; k++) {
+        cs->mel[k] = chunk_mel(k);
+        cs->c[k] = (td_wchunk){.mel = cs->mel[k], .content_frames = content,
+                               .offset = spacing * k};
+    }
+}
+
+static void chunks_free(chunk_set *cs)
+{
+    for (int k = 0; k < cs->n; k++)
+        free(cs->mel[k]);
+}
+
+static int chunks_run(fix *f, chunk_set *cs, td_transcript *t, td_wdecode_progress pr,
+                      void *user, td_error *err)
+{
+    td_transcript_init(t);
+    return td_wdecoder_transcribe_chunks(f->d, cs->c, cs->n, t, NULL, pr, user, err);
+}
+
+/* Four chunks two at a time: each decoded on its own (its own window,
+ * no prompt), segments in chunk order on the chunks' clocks, and the two
+ * windows of a batch share decoder calls. */
+static void test_batched_order(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->o.batch = 2;
+    const int32_t word[4] = {T_HELLO, T_WORLD, T_THE, T_CAT};
+    for (int k = 0; k < 4; k++)
+        PLAN(f, 10000 * k, 0, 0, TS(f, 0), word[k], TS(f, 50 + 10 * k));
+    fix_open(f);
+    chunk_set cs;
+    chunks_make(&cs, 4, 800, 40.0);
+    td_transcript t;
+    td_error err = {0};
+    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+    assert_int_equal(t.n_segs, 4);
+    expect_seg(&t, 0, 0.0, 1.0, "Hello");
+    expect_seg(&t, 1, 40.0, 41.2, "world");
+    expect_seg(&t, 2, 80.0, 81.4, "the");
+    expect_seg(&t, 3, 120.0, 121.6, "cat");
+    assert_int_equal(f->be.n_encode, 4);
+    assert_int_equal(f->be.max_rows_seen, 2); /* two windows in one call */
+    /* no window saw another's text as a prompt */
+    for (int r = 0; r < f->be.n_runs; r++)
+        assert_int_not_equal(f->be.runs[r].init[0], f->fm.m.sp.prev);
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.windows, 4);
+    td_transcript_release(&t);
+    chunks_free(&cs);
+    fix_free(f);
+}
+
+/* A chunk whose first decode repeats itself falls back to the next
+ * temperature in later steps while the other chunks go on; its final
+ * text is the fallback's, and the order holds. */
+static void test_batched_fallback(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->o.batch = 3;
+    int32_t rep[64];
+    int n = 0;
+    rep[n++] = TS(f, 0);
+    for (int i = 0; i < 30; i++) {
+        rep[n++] = T_THE;
+        rep[n++] = T_CAT;
+    }
+    rep[n++] = TS(f, 300);
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, TS(f, 50));
+    add_plan(&f->ps, 10000, 0, 0, rep, n);                    /* chunk 1 at T = 0 */
+    PLAN(f, 10000, 1, 0, TS(f, 0), T_SAT, TS(f, 70));         /* at T = 0.2 */
+    PLAN(f, 20000, 0, 0, TS(f, 0), T_WORLD, TS(f, 60));
+    fix_open(f);
+    chunk_set cs;
+    chunks_make(&cs, 3, 1000, 30.0);
+    td_transcript t;
+    td_error err = {0};
+    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+    assert_int_equal(t.n_segs, 3);
+    expect_seg(&t, 0, 0.0, 1.0, "Hello");
+    expect_seg(&t, 1, 30.0, 31.4, "sat");
+    expect_seg(&t, 2, 60.0, 61.2, "world");
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.fallbacks, 1);
+    assert_int_equal(f->be.n_encode, 3); /* the fallback reuses the encoding */
+    td_transcript_release(&t);
+    chunks_free(&cs);
+    fix_free(f);
+}
+
+/* A window that ends inside a segment goes on from its last timestamp: a
+ * new window of the same chunk from there (encoded again), conditioned on
+ * the chunk's text so far; the other chunk is not held up. */
+static void test_batched_seek_within_chunk(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->o.batch = 2;
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, TS(f, 100), TS(f, 100), T_WORLD);
+    PLAN(f, 200, 0, 0, TS(f, 0), T_THE, TS(f, 50));
+    PLAN(f, 10000, 0, 0, TS(f, 0), T_CAT, TS(f, 80));
+    fix_open(f);
+    chunk_set cs;
+    chunks_make(&cs, 2, 2500, 100.0);
+    td_transcript t;
+    td_error err = {0};
+    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+    assert_int_equal(t.n_segs, 3);
+    expect_seg(&t, 0, 0.0, 2.0, "Hello");
+    expect_seg(&t, 1, 2.0, 3.0, "the");
+    expect_seg(&t, 2, 100.0, 101.6, "cat");
+    assert_int_equal(f->be.n_encode, 3);
+    int seen = 0;
+    for (int r = 0; r < f->be.n_runs; r++)
+        if (f->be.runs[r].seek == 200) {
+            seen = 1; /* [prev, ts0, hello, ts100, sot, ...] */
+            assert_int_equal(f->be.runs[r].init[0], f->fm.m.sp.prev);
+            assert_int_equal(f->be.runs[r].init[2], T_HELLO);
+        }
+    assert_true(seen);
+    td_transcript_release(&t);
+    chunks_free(&cs);
+    fix_free(f);
+}
+
+static int stop_now(void *user, double seconds)
+{
+    (void)seconds;
+    int *calls = user;
+    return ++*calls >= 1;
+}
+
+/* A stop asked for mid-batch ends the call with TD_EABORT; the decoder
+ * gave every slot back and decodes the same chunks again in full. */
+static void test_batched_abort(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->o.batch = 2;
+    f->o.beam_size = 3;
+    const int32_t word[3] = {T_HELLO, T_WORLD, T_THE};
+    for (int k = 0; k < 3; k++)
+        PLAN(f, 10000 * k, 0, 0, TS(f, 0), word[k], TS(f, 50));
+    fix_open(f);
+    chunk_set cs;
+    chunks_make(&cs, 3, 800, 40.0);
+    td_transcript t;
+    td_error err = {0};
+    int calls = 0;
+    assert_int_equal(chunks_run(f, &cs, &t, stop_now, &calls, &err), TD_EABORT);
+    assert_true(t.n_segs < 3);
+    td_transcript_release(&t);
+    err = (td_error){0};
+    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks after a stop: %s", err.msg);
+    assert_int_equal(t.n_segs, 3);
+    expect_seg(&t, 2, 80.0, 81.0, "the");
+    td_transcript_release(&t);
+    chunks_free(&cs);
+    fix_free(f);
+}
+
+/* Batched mode with beams: every window's beams and forks stay in their
+ * own KV slots (the scripted backend checks each slot's history). */
+static void test_batched_beams(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->be.script = beam_script;
+    f->o.timestamps = 0;
+    f->o.beam_size = 5;
+    f->o.batch = 3;
+    fix_open(f);
+    chunk_set cs;
+    chunks_make(&cs, 5, 1000, 30.0);
+    td_transcript t;
+    td_error err = {0};
+    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+    assert_int_equal(t.n_segs, 5);
+    for (int k = 0; k < 5; k++)
+        assert_string_equal(t.segs[k].text, "world cat"); /* beam search's answer */
+    assert_true(f->be.n_kv_copy >= 3);
+    assert_true(f->be.max_rows_seen > 5);
+    td_transcript_release(&t);
+    chunks_free(&cs);
+    fix_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1546,6 +1767,11 @@ int main(void)
         cmocka_unit_test(test_prompt_reset_on_temperature),
         cmocka_unit_test(test_progress_and_abort),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_batched_order),
+        cmocka_unit_test(test_batched_fallback),
+        cmocka_unit_test(test_batched_seek_within_chunk),
+        cmocka_unit_test(test_batched_abort),
+        cmocka_unit_test(test_batched_beams),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
