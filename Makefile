@@ -54,7 +54,7 @@ SANFLAGS :=
 OPT := -O2 -g
 endif
 
-PKGS := libavformat libavcodec libavutil libswresample pocketsphinx jansson openblas
+PKGS := libavformat libavcodec libavutil libswresample libavfilter libswscale pocketsphinx jansson openblas
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -6,7 +6,7 @@ set -eu
 
 PACKAGES="
 build-essential make pkg-config ca-certificates
-libavformat-dev libavcodec-dev libavutil-dev libswresample-dev
+libavformat-dev libavcodec-dev libavutil-dev libswresample-dev libavfilter-dev libswscale-dev
 ffmpeg
 libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us pocketsphinx-testdata
 espeak-ng

@@ -82,7 +82,17 @@ static void usage_run(FILE *f)
             ".SCENE.subtitles.failed marker with the reason; the others go on.\n"
             "\n"
             "Options:\n"
-            "  --task NAME           task to run (default: subtitles)\n"
+            "  --task NAME           subtitles (default), restore (alias enhance), or\n"
+            "                        subtitles,restore (the restored file gets the\n"
+            "                        subtitles as a soft track)\n"
+            "  --restore-preset P    auto (default), vhs, hi8, dv: strengths and steps;\n"
+            "                        field order always comes from the analysis\n"
+            "  --restore-quality Q   fast (default: hqdn3d) or high (nlmeans)\n"
+            "  --restore-format F    view (default: H.264 CRF 18 in SCENE.restored.mp4),\n"
+            "                        archive (FFV1 in .restored.mkv), edit (ProRes, .mov)\n"
+            "  --restore-size S      sd (default: 704 wide, SAR 10:11 / 12:11) or hd\n"
+            "                        (1440x1080, BT.709)\n"
+            "  --restore-codec C     view: h264 (default) or hevc\n"
             "  --limit N             process at most N pending scenes\n"
             "  --dry-run             print the plan and write nothing\n"
             "  --force               redo scenes that are already done\n"
@@ -203,6 +213,7 @@ enum {
     OPT_TASK = 256, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE, OPT_MODEL, OPT_LANGUAGE,
     OPT_FORMATS, OPT_THREADS, OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH,
+    OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
 };
 
 static void print_plan(const td_run_opts *o, const td_plan *p)
@@ -288,10 +299,14 @@ static int cmd_run(int argc, char **argv)
     rc = td_run_execute(&o, &plan, &sum, &err);
     char wall[32];
     td_format_hms(sum.wall_seconds, wall, sizeof wall);
+    char frames[96] = "";
+    if (sum.frames > 0)
+        snprintf(frames, sizeof frames, " | %lld frames, %.1f fps", sum.frames,
+                 sum.wall_seconds > 0 ? (double)sum.frames / sum.wall_seconds : 0.0);
     td_info("[summary] processed: %zu | skipped: %zu | failed: %zu | left: %zu | audio: %.1f s in %s wall "
-            "| %.2f audio s per wall s",
+            "| %.2f audio s per wall s%s",
             sum.processed, sum.skipped, sum.failed, sum.left, sum.audio_seconds, wall,
-            sum.wall_seconds > 0 ? sum.audio_seconds / sum.wall_seconds : 0.0);
+            sum.wall_seconds > 0 ? sum.audio_seconds / sum.wall_seconds : 0.0, frames);
     td_plan_release(&plan);
     if (rc) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
@@ -719,6 +734,11 @@ static int cmd_worker(int argc, char **argv)
         {"vendor", required_argument, 0, OPT_VENDOR},
         {"pci", required_argument, 0, OPT_PCI},
         {"force", no_argument, 0, OPT_FORCE},
+        {"restore-preset", required_argument, 0, OPT_RESTORE_PRESET},
+        {"restore-quality", required_argument, 0, OPT_RESTORE_QUALITY},
+        {"restore-format", required_argument, 0, OPT_RESTORE_FORMAT},
+        {"restore-size", required_argument, 0, OPT_RESTORE_SIZE},
+        {"restore-codec", required_argument, 0, OPT_RESTORE_CODEC},
         {0, 0, 0, 0},
     };
     td_worker_opts o = {.task = "subtitles", .engine = "auto", .formats = "srt"};
@@ -745,6 +765,11 @@ static int cmd_worker(int argc, char **argv)
         case OPT_DECODE: o.decode = td_wdecode_mode_parse(optarg); o.decode = o.decode < 0 ? 0 : o.decode; break;
         case OPT_BATCH: o.batch = td_parse_long(optarg, 1, TD_WDEC_MAX_BATCH, &v) ? 0 : (int)v; break;
         case OPT_TRANSLATE: o.translate = 1; break;
+        case OPT_RESTORE_PRESET: o.restore_preset = optarg; break;
+        case OPT_RESTORE_QUALITY: o.restore_quality = optarg; break;
+        case OPT_RESTORE_FORMAT: o.restore_format = optarg; break;
+        case OPT_RESTORE_SIZE: o.restore_size = optarg; break;
+        case OPT_RESTORE_CODEC: o.restore_codec = optarg; break;
         default: return EXIT_USAGE;
         }
     }

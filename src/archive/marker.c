@@ -369,6 +369,8 @@ int td_marker_write_done(const td_scene *scene, const td_done_info *info, td_err
                                                          : json_null());
     bad |= json_object_set_new(obj, "outputs", outputs);
     outputs = NULL;
+    if (info->settings)
+        bad |= json_object_set_new(obj, "settings", json_text(info->settings, FAILED_MAX_REASON_BYTES));
     if (bad) {
         rc = td_error_set(err, TD_ENOMEM, "%s: out of memory building marker", scene->path);
         goto out_free;
@@ -715,6 +717,13 @@ int td_marker_check_outputs(const td_scene *scene, const char *task, const char 
                             size_t n_required, enum td_marker_state *state, char *why,
                             size_t why_len, td_error *err)
 {
+    return td_marker_check_settings(scene, task, required, n_required, NULL, state, why, why_len, err);
+}
+
+int td_marker_check_settings(const td_scene *scene, const char *task, const char *const *required,
+                             size_t n_required, const char *settings, enum td_marker_state *state,
+                             char *why, size_t why_len, td_error *err)
+{
     *state = TD_MARKER_NONE;
     if (why && why_len)
         why[0] = '\0';
@@ -737,8 +746,12 @@ int td_marker_check_outputs(const td_scene *scene, const char *task, const char 
     if (lr != LOAD_ABSENT) {
         have_done = true;
         if (lr == LOAD_OK && done_holds(scene, task, j, required, n_required, stale, sizeof stale)) {
-            *state = TD_MARKER_DONE;
-            goto out_free;
+            const char *had = json_string_value(json_object_get(j, "settings"));
+            if (!settings || (had && strcmp(had, settings) == 0)) {
+                *state = TD_MARKER_DONE;
+                goto out_free;
+            }
+            say(stale, sizeof stale, "settings changed (were %s)", had ? had : "not recorded");
         }
     }
 

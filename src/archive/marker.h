@@ -44,6 +44,7 @@ typedef struct td_done_info {
     const char *compute;     /* "int8", "f32" */
     const char *decode;      /* "batched", "sequential" */
     int batch;               /* windows decoded together */
+    const char *settings;    /* may be NULL: a task's settings fingerprint */
 } td_done_info;
 
 /* Checksums the outputs as they are on disk now and writes the marker
@@ -68,6 +69,13 @@ int td_marker_check(const td_scene *scene, const char *task, enum td_marker_stat
 int td_marker_check_outputs(const td_scene *scene, const char *task, const char *const *required,
                             size_t n_required, enum td_marker_state *state, char *why,
                             size_t why_len, td_error *err);
+
+/* td_marker_check_outputs, where a .done also has to record exactly these
+ * settings (NULL: not checked): a scene done with other settings is STALE
+ * ("settings changed"), so changing a preset redoes it. */
+int td_marker_check_settings(const td_scene *scene, const char *task, const char *const *required,
+                             size_t n_required, const char *settings, enum td_marker_state *state,
+                             char *why, size_t why_len, td_error *err);
 
 typedef struct td_failed_info {
     char *reason;      /* the error message */

@@ -27,6 +27,7 @@ enum {
     OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE,
     OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH,
+    OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
 };
 
 int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
@@ -49,6 +50,11 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         {"decode", required_argument, 0, OPT_DECODE},
         {"batch", required_argument, 0, OPT_BATCH},
         {"translate", no_argument, 0, OPT_TRANSLATE},
+        {"restore-preset", required_argument, 0, OPT_RESTORE_PRESET},
+        {"restore-quality", required_argument, 0, OPT_RESTORE_QUALITY},
+        {"restore-format", required_argument, 0, OPT_RESTORE_FORMAT},
+        {"restore-size", required_argument, 0, OPT_RESTORE_SIZE},
+        {"restore-codec", required_argument, 0, OPT_RESTORE_CODEC},
         {"retries", required_argument, 0, OPT_RETRIES},
         {"stall-timeout", required_argument, 0, OPT_STALL},
         {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
@@ -117,6 +123,11 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
             o->batch = (int)v;
             break;
         case OPT_TRANSLATE: o->translate = 1; break;
+        case OPT_RESTORE_PRESET: o->restore_preset = optarg; break;
+        case OPT_RESTORE_QUALITY: o->restore_quality = optarg; break;
+        case OPT_RESTORE_FORMAT: o->restore_format = optarg; break;
+        case OPT_RESTORE_SIZE: o->restore_size = optarg; break;
+        case OPT_RESTORE_CODEC: o->restore_codec = optarg; break;
         case OPT_RETRIES:
             if (td_parse_long(optarg, 0, 100, &v))
                 return td_error_set(err, TD_EINVAL, "--retries needs a number from 0 to 100, not '%s'", optarg);
@@ -143,6 +154,17 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
     if (optind != argc - 1)
         return td_error_set(err, TD_EINVAL, "run takes one ARCHIVE, not also '%s'", argv[optind + 1]);
     o->archive = argv[optind];
+    /* The task list and the restore values are checked here, so a typo is
+     * a usage error (exit 2) before anything is scanned. */
+    const td_task_ops *tasks[TD_MAX_TASKS];
+    size_t n_tasks;
+    if (td_task_list_parse(o->task, tasks, &n_tasks, err) != TD_OK)
+        return TD_EINVAL;
+    td_restore_args ra = {o->restore_preset, o->restore_quality, o->restore_format, o->restore_size,
+                          o->restore_codec};
+    td_restore_settings rs;
+    if (td_restore_args_parse(&ra, &rs, err) != TD_OK)
+        return TD_EINVAL;
     if (quiet)
         verbosity = TD_LOG_WARN;
     o->verbosity = verbosity > TD_LOG_DEBUG ? TD_LOG_DEBUG : verbosity;

@@ -83,7 +83,9 @@ static int choose_devices(const td_run_opts *o, td_plan *p, td_error *err)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1)
         ncpu = 1;
-    int whisper = strcmp(p->engine, "whisper") == 0;
+    /* Whisper, and restore alone (codecs and filters thread well), get a
+     * few workers with several threads each. */
+    int whisper = strcmp(p->engine, "whisper") == 0 || strcmp(p->engine, "none") == 0;
     long per = ncpu < WHISPER_THREADS_PER_WORKER ? ncpu : WHISPER_THREADS_PER_WORKER;
     long n = o->workers > 0 ? o->workers : whisper ? ncpu / per : ncpu;
     if (n > TD_MAX_DEVICES)
@@ -149,12 +151,24 @@ static int set_why(td_plan *p, size_t i, const char *why)
 int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
 {
     memset(p, 0, sizeof *p);
-    if (strcmp(o->task, "subtitles") != 0)
-        return td_error_set(err, TD_EINVAL, "unknown task '%s' (available: subtitles)", o->task);
-    unsigned formats;
-    int rc = td_formats_parse(o->formats, &formats, err);
+    int rc = td_task_list_parse(o->task, p->tasks, &p->n_tasks, err);
     if (rc)
         return rc;
+    td_restore_args ra = {o->restore_preset, o->restore_quality, o->restore_format, o->restore_size,
+                          o->restore_codec};
+    td_task_config tcfg;
+    rc = td_task_config_build(p->tasks, p->n_tasks, o->formats, &ra, "cpu", o->threads, &tcfg, err);
+    if (rc)
+        return rc;
+    if (!td_task_list_needs_engine(p->tasks, p->n_tasks)) {
+        /* Restore alone: no speech engine is probed, opened or needed. */
+        p->engine = "none";
+        snprintf(p->engine_note, sizeof p->engine_note, "none (task %s needs no speech engine)", o->task);
+        rc = choose_devices(o, p, err);
+        if (rc)
+            return rc;
+        goto scan;
+    }
 
     td_engine_config cfg = {.language = o->language, .model = o->model, .device = "cpu",
                             .threads = o->threads, .models_dir = o->models_dir,
@@ -206,6 +220,7 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
                  td_wdecode_mode_name(o->decode), batch);
     }
 
+scan:
     rc = td_scan_archive(o->archive, &p->scenes, err);
     if (rc)
         return rc;
@@ -229,12 +244,21 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
             p->n_refused++;
             continue;
         }
-        enum td_marker_state ms = TD_MARKER_NONE;
+        /* Done only when every task of the list is; otherwise the first
+         * task that is not says why. */
+        enum td_marker_state ms = TD_MARKER_DONE;
         char why[TD_ERROR_MSG_MAX + 64] = "";
-        td_error merr = {0};
-        if (td_subtitles_check(s, formats, &ms, why, sizeof why, &merr) != TD_OK) {
-            ms = TD_MARKER_STALE;
-            snprintf(why, sizeof why, "%s", merr.msg);
+        for (size_t t = 0; t < p->n_tasks && ms == TD_MARKER_DONE; t++) {
+            td_error merr = {0};
+            if (p->tasks[t]->check(s, &tcfg, &ms, why, sizeof why, &merr) != TD_OK) {
+                ms = TD_MARKER_STALE;
+                snprintf(why, sizeof why, "%s", merr.msg);
+            }
+            if (ms != TD_MARKER_DONE && p->n_tasks > 1 && why[0]) {
+                char tagged[sizeof why];
+                snprintf(tagged, sizeof tagged, "%s: %s", p->tasks[t]->name, why);
+                snprintf(why, sizeof why, "%s", tagged);
+            }
         }
         if (ms == TD_MARKER_DONE && !o->force) {
             p->state[i] = TD_PLAN_SKIP;

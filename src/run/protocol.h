@@ -13,7 +13,7 @@
  *   READY <hex engine> <hex model> <hex device>
  *   START <seq> <duration s or -1> <bytes>
  *   BEAT <seq> <seconds done>     heartbeat with progress
- *   DONE <seq> <audio s> <hex language>
+ *   DONE <seq> <audio s> <video frames written> <hex language>
  *   SKIP <seq>                    a valid .done appeared meanwhile
  *   FAIL <seq> <kind> <hex message>   kind: td_rc_name of the error
  *   FATAL <hex message>           the worker cannot work at all

@@ -18,11 +18,12 @@
 
 #include "archive/scan.h"
 #include "device/devices.h"
+#include "task/task.h"
 #include "util/error.h"
 
 typedef struct td_run_opts {
     const char *archive;
-    const char *task;          /* "subtitles" */
+    const char *task;          /* "subtitles", "restore", or a list "subtitles,restore" */
     long limit;                /* pending scenes to take; -1 for all */
     int dry_run;
     int force;                 /* redo scenes already done */
@@ -44,6 +45,9 @@ typedef struct td_run_opts {
     int progress;              /* draw the terminal progress display */
     const char *self_exe;      /* path of the tapedeck binary, for exec */
     int verbosity;             /* passed to workers: 0 quiet .. 4 debug */
+    /* restore: --restore-preset/-quality/-format/-size/-codec (validated
+     * names, NULL for the default) */
+    const char *restore_preset, *restore_quality, *restore_format, *restore_size, *restore_codec;
 } td_run_opts;
 
 void td_run_opts_default(td_run_opts *o);
@@ -57,6 +61,7 @@ typedef struct td_run_summary {
     size_t left;               /* planned but not finished (interrupted) */
     double audio_seconds;
     double wall_seconds;
+    long long frames;          /* video frames written (restore) */
     int interrupted;           /* stopped by a signal */
 } td_run_summary;
 
@@ -90,6 +95,8 @@ typedef struct td_plan {
     char device_note[256];
     int threads;               /* per worker when --threads is not given; 0 = engine's choice */
     int batch;                 /* whisper, batched decoding: windows per worker; 0 = n/a */
+    const td_task_ops *tasks[TD_MAX_TASKS]; /* --task, in dependency order */
+    size_t n_tasks;
 } td_plan;
 
 /* Scan, check markers, choose engine and workers. Writes nothing. */

@@ -204,8 +204,11 @@ static void fail_scene(supervisor *sv, worker *w, size_t qpos, const char *kind,
     char name[256];
     td_printable(s->rel, name, sizeof name);
     td_error err = {0};
-    if (td_marker_write_failed(s, sv->o->task, kind, reason, sv->attempts[qpos], lines, n, &err) != TD_OK)
-        td_error_log("[failed] %s: cannot write .failed marker: %s", name, err.msg);
+    /* One .failed per task of the list; a task's valid .done outranks it. */
+    for (size_t t = 0; t < sv->plan->n_tasks; t++)
+        if (td_marker_write_failed(s, sv->plan->tasks[t]->name, kind, reason, sv->attempts[qpos], lines, n,
+                                   &err) != TD_OK)
+            td_error_log("[failed] %s: cannot write .failed marker: %s", name, err.msg);
     /* The log line names the scene already; the marker keeps the full text. */
     const char *shown = reason;
     size_t plen = strlen(s->path);
@@ -313,7 +316,7 @@ fail:
     return NULL;
 }
 
-#define MAX_ARGS 40
+#define MAX_ARGS 64
 
 static void worker_argv(const supervisor *sv, const worker *w, const char **argv, char *slot,
                         char *level, char *threads, char *beam, char *batch)
@@ -375,6 +378,15 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
         argv[n++] = "--translate";
     if (o->force)
         argv[n++] = "--force";
+    const char *restore_args[][2] = {{"--restore-preset", o->restore_preset}, {"--restore-quality", o->restore_quality},
+                                     {"--restore-format", o->restore_format}, {"--restore-size", o->restore_size},
+                                     {"--restore-codec", o->restore_codec}};
+    for (size_t i = 0; i < sizeof restore_args / sizeof restore_args[0]; i++) {
+        if (restore_args[i][1]) {
+            argv[n++] = restore_args[i][0];
+            argv[n++] = restore_args[i][1];
+        }
+    }
     if (w->device) {
         argv[n++] = "--vendor";
         argv[n++] = w->device->vendor;
@@ -603,9 +615,12 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
     w->state = W_IDLE;
     w->scene = -1;
     if (strcmp(verb, "DONE") == 0) {
-        double audio = strtod(args, NULL);
+        char *end;
+        double audio = strtod(args, &end);
+        long long frames = strtoll(end, NULL, 10);
         sv->sum->processed++;
         sv->sum->audio_seconds += audio;
+        sv->sum->frames += frames > 0 ? frames : 0;
         w->processed++;
         scene_finished(sv, qpos, S_DONE);
     } else if (strcmp(verb, "SKIP") == 0) {
@@ -860,8 +875,9 @@ static void refuse_scenes(supervisor *sv)
         td_error err = {0};
         char name[256];
         td_printable(s->rel, name, sizeof name);
-        if (td_marker_write_failed(s, sv->o->task, "input", p->why[i], 0, NULL, 0, &err) != TD_OK)
-            td_error_log("[failed] %s: cannot write .failed marker: %s", name, err.msg);
+        for (size_t t = 0; t < p->n_tasks; t++)
+            if (td_marker_write_failed(s, p->tasks[t]->name, "input", p->why[i], 0, NULL, 0, &err) != TD_OK)
+                td_error_log("[failed] %s: cannot write .failed marker: %s", name, err.msg);
         td_error_log("[failed] %s: %s", name, p->why[i]);
         sv->sum->failed++;
     }

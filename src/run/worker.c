@@ -16,7 +16,7 @@
 #include "device/affinity.h"
 #include "out/formats.h"
 #include "run/protocol.h"
-#include "task/subtitles.h"
+#include "task/task.h"
 #include "util/buf.h"
 #include "util/fault.h"
 #include "util/log.h"
@@ -107,8 +107,8 @@ static int on_progress(void *user, double seconds_done)
     return g_terminate ? 1 : 0;
 }
 
-static void run_scene(const td_worker_opts *o, const td_engine_ops *ops, td_engine *eng,
-                      unsigned formats, const char *device, long seq, const char *path)
+static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, size_t n_tasks,
+                      const td_task_config *cfg, const td_task_env *env, long seq, const char *path)
 {
     td_error err = {0};
     td_scene scene;
@@ -119,14 +119,21 @@ static void run_scene(const td_worker_opts *o, const td_engine_ops *ops, td_engi
         return;
     }
     td_fault_point("scene", scene.path);
+    char name[512];
+    td_printable(scene.rel, name, sizeof name);
 
-    /* Another process may have finished it since the plan was made. */
-    enum td_marker_state state = TD_MARKER_NONE;
-    if (!o->force && td_subtitles_check(&scene, formats, &state, NULL, 0, &err) == TD_OK &&
-        state == TD_MARKER_DONE) {
-        char name[512];
-        td_info("[skip] Already processed: %s (task=%s)", td_printable(scene.rel, name, sizeof name),
-                o->task);
+    /* Another process may have finished it since the plan was made; and
+     * of several tasks, those already done are not redone. */
+    int todo[TD_MAX_TASKS] = {0}, n_todo = 0;
+    for (size_t t = 0; t < n_tasks; t++) {
+        enum td_marker_state state = TD_MARKER_NONE;
+        td_error cerr = {0};
+        todo[t] = o->force || tasks[t]->check(&scene, cfg, &state, NULL, 0, &cerr) != TD_OK ||
+                  state != TD_MARKER_DONE;
+        n_todo += todo[t];
+    }
+    if (n_todo == 0) {
+        td_info("[skip] Already processed: %s (task=%s)", name, o->task);
         send_fmt("SKIP %ld", seq);
         td_scene_release(&scene);
         return;
@@ -134,20 +141,39 @@ static void run_scene(const td_worker_opts *o, const td_engine_ops *ops, td_engi
 
     send_fmt("START %ld %.0f %lld", seq, -1.0, (long long)scene.size);
     scene_progress prog = {.seq = seq, .last_beat = now_s()};
-    td_subtitle_opts sopts = {.formats = formats, .device = device};
-    td_subtitle_result res;
+    td_task_result total;
+    memset(&total, 0, sizeof total);
+    int rc = TD_OK;
     double t0 = now_s();
-    int rc = td_subtitles_run(&scene, ops, eng, &sopts, on_progress, &prog, &res, &err);
+    for (size_t t = 0; t < n_tasks && rc == TD_OK; t++) {
+        if (!todo[t])
+            continue;
+        td_task_result res;
+        memset(&res, 0, sizeof res);
+        double ts = now_s();
+        rc = tasks[t]->run(&scene, cfg, env, on_progress, &prog, &res, &err);
+        if (rc != TD_OK)
+            break;
+        double wall = now_s() - ts;
+        if (tasks[t]->needs_engine) {
+            td_info("[checkpoint] %s | %.1f s audio | %zu cues | %.1fx real time", name, res.audio_seconds,
+                    res.n_cues, wall > 0 ? res.audio_seconds / wall : 0.0);
+            total.audio_seconds = res.audio_seconds;
+            snprintf(total.language, sizeof total.language, "%s", res.language);
+        } else {
+            td_info("[checkpoint] %s | task %s | %.1f s video | %lld frames | %.1f fps", name, tasks[t]->name,
+                    res.media_seconds, (long long)res.frames, wall > 0 ? (double)res.frames / wall : 0.0);
+            total.frames += res.frames;
+            if (total.audio_seconds == 0)
+                total.audio_seconds = res.media_seconds;
+        }
+    }
+    (void)t0;
     if (rc == TD_OK) {
-        double wall = now_s() - t0;
-        char name[512];
-        td_info("[checkpoint] %s | %.1f s audio | %zu cues | %.1fx real time",
-                td_printable(scene.rel, name, sizeof name),
-                res.audio_seconds, res.n_cues, wall > 0 ? res.audio_seconds / wall : 0.0);
         td_buf line;
         td_buf_init(&line, 0);
-        td_buf_printf(&line, "DONE %ld %.3f ", seq, res.audio_seconds);
-        td_hex_encode(res.language, strlen(res.language), &line);
+        td_buf_printf(&line, "DONE %ld %.3f %lld ", seq, total.audio_seconds, (long long)total.frames);
+        td_hex_encode(total.language, strlen(total.language), &line);
         send_line(&line);
         td_buf_release(&line);
     } else {
@@ -215,29 +241,38 @@ int td_worker_main(const td_worker_opts *o)
         device = o->pci;
     }
 
-    unsigned formats = 0;
     td_error err = {0};
-    if (td_formats_parse(o->formats ? o->formats : "srt", &formats, &err) != TD_OK)
+    const td_task_ops *tasks[TD_MAX_TASKS];
+    size_t n_tasks = 0;
+    if (td_task_list_parse(o->task ? o->task : "subtitles", tasks, &n_tasks, &err) != TD_OK)
+        return fatal("%s", err.msg);
+    td_restore_args ra = {o->restore_preset, o->restore_quality, o->restore_format, o->restore_size,
+                          o->restore_codec};
+    td_task_config tcfg;
+    if (td_task_config_build(tasks, n_tasks, o->formats, &ra, device, o->threads, &tcfg, &err) != TD_OK)
         return fatal("%s", err.msg);
 
+    td_task_env env = {0};
     td_engine_config cfg = {.language = o->language, .model = o->model, .device = device,
                             .threads = o->threads, .models_dir = o->models_dir,
                             .beam_size = o->beam_size, .compute = o->compute,
                             .decode = o->decode, .batch = o->batch,
                             .translate = o->translate};
-    const td_engine_ops *ops = NULL;
-    if (td_engine_select(o->engine, &cfg, &ops, &err) != TD_OK)
-        return fatal("%s", err.msg);
-    td_engine *eng = NULL;
-    if (ops->open(&cfg, &eng, &err) != TD_OK)
-        return fatal("engine %s: %s", ops->name, err.msg);
+    const char *engine_name = "none", *model = "-";
+    if (td_task_list_needs_engine(tasks, n_tasks)) {
+        if (td_engine_select(o->engine, &cfg, &env.ops, &err) != TD_OK)
+            return fatal("%s", err.msg);
+        if (env.ops->open(&cfg, &env.eng, &err) != TD_OK)
+            return fatal("engine %s: %s", env.ops->name, err.msg);
+        engine_name = env.ops->name;
+        model = env.ops->model_name(env.eng);
+    }
 
     td_buf ready;
     td_buf_init(&ready, 0);
     td_buf_puts(&ready, "READY ");
-    td_hex_encode(ops->name, strlen(ops->name), &ready);
+    td_hex_encode(engine_name, strlen(engine_name), &ready);
     td_buf_putc(&ready, ' ');
-    const char *model = ops->model_name(eng);
     td_hex_encode(model, strlen(model), &ready);
     td_buf_putc(&ready, ' ');
     td_hex_encode(device, strlen(device), &ready);
@@ -269,13 +304,14 @@ int td_worker_main(const td_worker_opts *o)
                 send_with_hex("FATAL", "malformed SCENE line from supervisor");
                 break;
             }
-            run_scene(o, ops, eng, formats, device, seq, path);
+            run_scene(o, tasks, n_tasks, &tcfg, &env, seq, path);
             free(path);
         } else {
             td_warn("ignoring unknown command from supervisor");
         }
     }
     td_linebuf_release(&in);
-    ops->close(eng);
+    if (env.ops)
+        env.ops->close(env.eng);
     return 0;
 }

@@ -20,7 +20,7 @@
 
 typedef struct td_worker_opts {
     const char *archive;      /* archive root (for relative names) */
-    const char *task;         /* "subtitles" */
+    const char *task;         /* "subtitles", "restore" or "subtitles,restore" */
     const char *engine;       /* engine name (already chosen by the supervisor) */
     const char *model;        /* may be NULL */
     const char *language;     /* may be NULL */
@@ -36,6 +36,8 @@ typedef struct td_worker_opts {
     int decode;               /* whisper: enum td_wdecode_mode (0 = default) */
     int batch;                /* whisper, batched: windows at once (0 = 1) */
     int translate;
+    /* restore settings as given on the command line (NULL: default) */
+    const char *restore_preset, *restore_quality, *restore_format, *restore_size, *restore_codec;
 } td_worker_opts;
 
 /* Runs until QUIT; returns the process exit code. */

@@ -48,11 +48,13 @@ static void act(const char *action, const char *point, const char *subject)
     }
 }
 
-void td_fault_point(const char *point, const char *subject)
+/* Acts out every rule matching point and subject (want NULL), or says
+ * whether one of them is the action want. */
+static int each_rule(const char *point, const char *subject, const char *want)
 {
     const char *spec = getenv("TAPEDECK_FAULT");
     if (!spec || !*spec || !subject)
-        return;
+        return 0;
     char copy[1024];
     snprintf(copy, sizeof copy, "%s", spec);
     char *save = NULL;
@@ -65,7 +67,22 @@ void td_fault_point(const char *point, const char *subject)
         if (!p2)
             continue;
         *p2++ = '\0';
-        if (strcmp(p1, point) == 0 && strstr(subject, p2))
+        if (strcmp(p1, point) != 0 || !strstr(subject, p2))
+            continue;
+        if (!want)
             act(rule, point, subject);
+        else if (strcmp(rule, want) == 0)
+            return 1;
     }
+    return 0;
+}
+
+int td_fault_wants(const char *action, const char *point, const char *subject)
+{
+    return each_rule(point, subject, action);
+}
+
+void td_fault_point(const char *point, const char *subject)
+{
+    each_rule(point, subject, NULL);
 }

@@ -1,0 +1,263 @@
+/* video_chain.c: restore decisions and their filter chain (see
+ * video_chain.h). The numbers here are the presets' strengths; each is
+ * bounded so that a bad measurement can only do a little harm. */
+#include "media/video_chain.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <libavutil/pixdesc.h>
+
+void td_restore_settings_default(td_restore_settings *s)
+{
+    memset(s, 0, sizeof *s);
+}
+
+static int lookup(const char *s, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static const char *const preset_names[] = {"auto", "vhs", "hi8", "dv"};
+static const char *const quality_names[] = {"fast", "high"};
+static const char *const format_names[] = {"view", "archive", "edit"};
+static const char *const size_names[] = {"sd", "hd"};
+static const char *const codec_names[] = {"h264", "hevc"};
+
+#define PARSER(fn, type, names)                                                                    \
+    int fn(const char *s, type *out)                                                              \
+    {                                                                                              \
+        int i = lookup(s, names, (int)(sizeof names / sizeof names[0]));                           \
+        if (i < 0)                                                                                 \
+            return -1;                                                                             \
+        *out = (type)i;                                                                            \
+        return 0;                                                                                  \
+    }
+PARSER(td_restore_parse_preset, enum td_restore_preset, preset_names)
+PARSER(td_restore_parse_quality, enum td_restore_quality, quality_names)
+PARSER(td_restore_parse_format, enum td_restore_format, format_names)
+PARSER(td_restore_parse_size, enum td_restore_size, size_names)
+PARSER(td_restore_parse_codec, enum td_restore_codec, codec_names)
+
+const char *td_restore_preset_name(enum td_restore_preset p) { return preset_names[p]; }
+const char *td_restore_quality_name(enum td_restore_quality q) { return quality_names[q]; }
+const char *td_restore_format_name(enum td_restore_format f) { return format_names[f]; }
+const char *td_restore_size_name(enum td_restore_size s) { return size_names[s]; }
+const char *td_restore_codec_name(enum td_restore_codec c) { return codec_names[c]; }
+
+/* Bump when the chain or the encoders' settings change in a way that
+ * changes outputs: every scene is then redone. */
+#define CHAIN_VERSION 1
+
+void td_restore_settings_text(const td_restore_settings *s, char *out, size_t len)
+{
+    snprintf(out, len, "restore v%d preset=%s quality=%s format=%s size=%s codec=%s crf=%d subtitles=%d",
+             CHAIN_VERSION, preset_names[s->preset], quality_names[s->quality], format_names[s->format],
+             size_names[s->size], s->format == TD_RFORMAT_VIEW ? codec_names[s->codec] : "-", s->crf,
+             s->subtitles);
+}
+
+static double clampd(double v, double lo, double hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Per preset: how hard to denoise relative to the measured noise, and
+ * which analog fixes apply. DV is digital from the head on: no chroma
+ * delay, no head-switching band; its field order still comes from the
+ * analysis. */
+typedef struct preset_params {
+    double denoise;      /* multiplier of the measured sigma */
+    double chroma;       /* chroma denoise relative to luma */
+    int analog;          /* chroma delay and head-switching fixes */
+    double cas;
+} preset_params;
+
+static const preset_params presets[] = {
+    [TD_PRESET_AUTO] = {1.0, 1.2, 1, 0.35},
+    [TD_PRESET_VHS] = {1.2, 1.5, 1, 0.40},
+    [TD_PRESET_HI8] = {1.0, 1.2, 1, 0.35},
+    [TD_PRESET_DV] = {0.6, 1.0, 0, 0.25},
+};
+
+/* Temporal filters need a few frames each side; shorter scenes get the
+ * spatial parts only (and never a filter that waits for a window). */
+#define MIN_TEMPORAL_FRAMES 8
+
+void td_restore_decide(const td_restore_settings *s, const td_vanalysis *a, long frames,
+                       td_restore_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    const preset_params *pp = &presets[s->preset];
+    p->deinterlace = a->interlaced;
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(av_get_pix_fmt(a->pix_fmt));
+    p->chroma_log2_w = d ? d->log2_chroma_w : 1;
+    p->tff = a->tff;
+    if (pp->analog) {
+        p->head_switch_lines = a->head_switch_lines;
+        /* A weak correlation peak means no usable edges: leave chroma be.
+         * Less than a quarter pixel is below what matters. */
+        if (a->chroma_peak >= 0.2 && fabs(a->chroma_delay) >= 0.25)
+            p->chroma_shift = clampd(a->chroma_delay, -TD_CHROMA_MAX_SHIFT, TD_CHROMA_MAX_SHIFT);
+    }
+    p->temporal = frames >= MIN_TEMPORAL_FRAMES;
+
+    /* Levels: map the robust range (0.5 % - 99.5 %) to 16-235 when it is
+     * clearly compressed (washed out, dark) or past the legal range; the
+     * gain is bounded to 0.8 - 2.0. */
+    p->level_gain = 1;
+    p->level_offset = 0;
+    double lo = a->y_p005, hi = a->y_p995;
+    if (hi - lo >= 40 && (lo > 24 || hi < 227 || lo < 12 || hi > 240)) {
+        double gain = clampd(219.0 / (hi - lo), 0.8, 2.0);
+        /* Y' = (Y - 16) * gain + 16 + offset maps lo to 16. */
+        p->level_gain = gain;
+        p->level_offset = -(lo - 16) * gain;
+    }
+    /* White balance from near-grey samples, only with enough of them, at
+     * most 10 steps each way. */
+    if (a->grey_fraction >= 0.02) {
+        if (fabs(a->grey_u) >= 1.5)
+            p->u_shift = clampd(-a->grey_u, -10, 10);
+        if (fabs(a->grey_v) >= 1.5)
+            p->v_shift = clampd(-a->grey_v, -10, 10);
+    }
+    /* Denoise for the noise as it will be seen: after the level stretch
+     * (which amplifies it by the gain). Sharpen only what is clean enough
+     * not to sharpen the noise left over. */
+    double sigma = clampd(a->noise_sigma * p->level_gain, 0, 20) * pp->denoise;
+    p->luma_spatial = clampd(1.4 * sigma, 0.01, 10);
+    p->luma_temporal = p->temporal ? clampd(1.2 * sigma, 0.01, 12) : 0.01;
+    p->chroma_spatial = clampd(p->luma_spatial * pp->chroma, 0.01, 12);
+    p->chroma_temporal = p->temporal ? clampd(p->luma_temporal * pp->chroma, 0.01, 18) : 0.01;
+    if (s->quality == TD_QUALITY_HIGH && sigma >= 0.5)
+        p->nlmeans_s = clampd(0.75 * sigma, 1, 12);
+    p->cas = clampd(pp->cas * (1 - sigma / 4), 0, 1);
+
+    int w = a->width;
+    p->crop_w = w == 720 ? 704 : w;
+    int lines = a->height;
+    if (lines == 480 || lines == 486) {
+        p->sar_num = 10;
+        p->sar_den = 11;
+    } else if (lines == 576) {
+        p->sar_num = 12;
+        p->sar_den = 11;
+    } else {
+        p->sar_num = a->sar_num;
+        p->sar_den = a->sar_den;
+    }
+    p->hd = s->size == TD_RSIZE_HD;
+    p->out_w = p->hd ? 1440 : p->crop_w;
+    p->out_h = p->hd ? 1080 : a->height;
+    switch (s->format) {
+    case TD_RFORMAT_EDIT: snprintf(p->pix_fmt, sizeof p->pix_fmt, "yuv422p10le"); break;
+    case TD_RFORMAT_ARCHIVE:
+        /* FFV1 keeps whatever subsampling came in (DV's 4:1:1 too). */
+        snprintf(p->pix_fmt, sizeof p->pix_fmt, "%s",
+                 strncmp(a->pix_fmt, "yuvj", 4) == 0 ? "yuv422p" : a->pix_fmt);
+        break;
+    default: snprintf(p->pix_fmt, sizeof p->pix_fmt, "yuv420p"); break;
+    }
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t len, used;
+    int overflow;
+} sbuf;
+
+static void add(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (b->used && b->used < b->len)
+        b->p[b->used++] = ',';
+    int n = b->used < b->len ? vsnprintf(b->p + b->used, b->len - b->used, fmt, ap) : -1;
+    va_end(ap);
+    if (n < 0 || (size_t)n >= b->len - b->used)
+        b->overflow = 1;
+    else
+        b->used += (size_t)n;
+}
+
+/* A 1-D kernel that moves a chroma row left by d chroma samples (linear
+ * interpolation in eighths): out[x] = in[x + d]. */
+static void shift_kernel(double d, char *out, size_t len)
+{
+    const int R = 8; /* 17 taps: up to 8 chroma samples (16 luma px) */
+    int w[17] = {0};
+    double e = round(d * 8) / 8;
+    int i0 = (int)floor(e);
+    int frac = (int)round((e - i0) * 8);
+    if (i0 + R >= 0 && i0 + R <= 16)
+        w[i0 + R] = 8 - frac;
+    if (frac && i0 + 1 + R >= 0 && i0 + 1 + R <= 16)
+        w[i0 + 1 + R] = frac;
+    size_t used = 0;
+    for (int k = 0; k < 17 && used < len; k++)
+        used += (size_t)snprintf(out + used, len - used, "%s%d", k ? " " : "", w[k]);
+}
+
+int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, td_error *err)
+{
+    sbuf b = {out, len, 0, 0};
+    if (len)
+        out[0] = '\0';
+    if (p->deinterlace)
+        add(&b, "setfield=%s", p->tff ? "tff" : "bff");
+    if (p->head_switch_lines > 0)
+        add(&b, "fillborders=bottom=%d:mode=fixed:color=black", p->head_switch_lines);
+    if (p->chroma_shift != 0) {
+        /* The kernel works in chroma samples: half as many across as
+         * luma in 4:2:0 and 4:2:2, a quarter in 4:1:1. */
+        char k[128];
+        shift_kernel(p->chroma_shift / (double)(1 << p->chroma_log2_w), k, sizeof k);
+        add(&b, "convolution=0m='0 0 0 0 1 0 0 0 0':1m='%s':1rdiv=0.125:1mode=row:2m='%s':2rdiv=0.125:2mode=row",
+            k, k);
+    }
+    if (p->deinterlace)
+        add(&b, "bwdif=mode=send_field:parity=%s:deint=all", p->tff ? "tff" : "bff");
+    if (p->nlmeans_s > 0) {
+        add(&b, "nlmeans=s=%.2f:p=7:r=9", p->nlmeans_s);
+        add(&b, "hqdn3d=luma_spatial=0.01:chroma_spatial=%.2f:luma_tmp=0.01:chroma_tmp=%.2f",
+            p->chroma_spatial, p->chroma_temporal);
+    } else {
+        add(&b, "hqdn3d=luma_spatial=%.2f:chroma_spatial=%.2f:luma_tmp=%.2f:chroma_tmp=%.2f", p->luma_spatial,
+            p->chroma_spatial, p->luma_temporal, p->chroma_temporal);
+    }
+    if (p->level_gain != 1 || p->level_offset != 0 || p->u_shift != 0 || p->v_shift != 0) {
+        add(&b, "lutyuv=y='clip((val-16)*%.4f+16+%.2f,0,255)':u='clip(val+%.2f,0,255)':v='clip(val+%.2f,0,255)'",
+            p->level_gain, p->level_offset, p->u_shift, p->v_shift);
+    }
+    if (p->cas > 0)
+        add(&b, "cas=strength=%.2f:planes=1", p->cas);
+    if (p->crop_w != 0)
+        add(&b, "crop=%d:ih:(iw-%d)/2:0", p->crop_w, p->crop_w);
+    if (p->hd) {
+        add(&b, "scale=%d:%d:in_color_matrix=bt601:out_color_matrix=bt709:flags=lanczos", p->out_w, p->out_h);
+        add(&b, "setsar=1");
+    } else {
+        add(&b, "setsar=%d/%d", p->sar_num, p->sar_den);
+    }
+    add(&b, "limiter=min=16:max=235:planes=1");
+    add(&b, "limiter=min=16:max=240:planes=6");
+    if (p->hd)
+        add(&b, "setparams=field_mode=prog:range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709");
+    else if (ntsc)
+        add(&b, "setparams=field_mode=prog:range=tv:color_primaries=smpte170m:color_trc=smpte170m:"
+                "colorspace=smpte170m");
+    else
+        add(&b, "setparams=field_mode=prog:range=tv:color_primaries=bt470bg:color_trc=gamma28:"
+                "colorspace=bt470bg");
+    add(&b, "format=%s", p->pix_fmt);
+    if (b.overflow)
+        return td_error_set(err, TD_EINVAL, "filter chain longer than %zu bytes", len);
+    return TD_OK;
+}

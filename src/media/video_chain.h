@@ -1,0 +1,95 @@
+/*
+ * video_chain.h: restore settings, and the filter chain they and a scene's
+ * analysis make.
+ *
+ * The chain, in this order (each step only where the preset and the
+ * measurements call for it; YUV throughout, no RGB round trip):
+ *   setfield (the field order the analysis found)
+ *   fillborders (head-switching lines, an even count, black)
+ *   convolution (chroma shifted back by the measured delay, 1/8 px)
+ *   bwdif (double rate)
+ *   hqdn3d (fast) or nlmeans + hqdn3d chroma (high): temporal, chroma noise
+ *   lutyuv (levels stretched and white balance, both bounded)
+ *   cas (light sharpening)
+ *   crop to 704 wide + setsar 10:11 (480 lines) or 12:11 (576 lines)
+ *   scale to 1440x1080 BT.601 -> BT.709 (--restore-size hd)
+ *   limiter (legal luma 16-235, chroma 16-240), setparams (colour tags),
+ *   format (what the encoder takes)
+ * Temporal filters are left out for scenes too short for their window.
+ */
+#ifndef TD_MEDIA_VIDEO_CHAIN_H
+#define TD_MEDIA_VIDEO_CHAIN_H
+
+#include <stddef.h>
+
+#include "media/video_analyze.h"
+#include "util/error.h"
+
+enum td_restore_preset { TD_PRESET_AUTO = 0, TD_PRESET_VHS, TD_PRESET_HI8, TD_PRESET_DV };
+enum td_restore_quality { TD_QUALITY_FAST = 0, TD_QUALITY_HIGH };
+enum td_restore_format { TD_RFORMAT_VIEW = 0, TD_RFORMAT_ARCHIVE, TD_RFORMAT_EDIT };
+enum td_restore_size { TD_RSIZE_SD = 0, TD_RSIZE_HD };
+enum td_restore_codec { TD_RCODEC_H264 = 0, TD_RCODEC_HEVC };
+
+typedef struct td_restore_settings {
+    enum td_restore_preset preset;
+    enum td_restore_quality quality;
+    enum td_restore_format format;
+    enum td_restore_size size;
+    enum td_restore_codec codec;     /* view only */
+    int crf;                          /* view: 0 = 18 (H.264) / 20 (HEVC) */
+    int subtitles;                    /* mux the scene's SRT in (set by the task) */
+} td_restore_settings;
+
+void td_restore_settings_default(td_restore_settings *s);
+
+/* Parse one setting's value (the --restore-* options); 0 or -1. */
+int td_restore_parse_preset(const char *s, enum td_restore_preset *out);
+int td_restore_parse_quality(const char *s, enum td_restore_quality *out);
+int td_restore_parse_format(const char *s, enum td_restore_format *out);
+int td_restore_parse_size(const char *s, enum td_restore_size *out);
+int td_restore_parse_codec(const char *s, enum td_restore_codec *out);
+
+const char *td_restore_preset_name(enum td_restore_preset p);
+const char *td_restore_quality_name(enum td_restore_quality q);
+const char *td_restore_format_name(enum td_restore_format f);
+const char *td_restore_size_name(enum td_restore_size s);
+const char *td_restore_codec_name(enum td_restore_codec c);
+
+/* A canonical text of everything that changes the output ("v1 preset=vhs
+ * ..."), the settings fingerprint's input; into out[len]. */
+void td_restore_settings_text(const td_restore_settings *s, char *out, size_t len);
+
+/* What the chain does, decided from settings and analysis (kept for the
+ * scene's restore.json). */
+typedef struct td_restore_plan {
+    int deinterlace;          /* bwdif at double rate */
+    int tff;
+    int head_switch_lines;    /* filled */
+    double chroma_shift;      /* luma px moved left (the measured delay), 0 none */
+    int chroma_log2_w;        /* the input's horizontal chroma subsampling */
+    int temporal;             /* temporal denoise allowed (scene long enough) */
+    double luma_spatial, luma_temporal, chroma_spatial, chroma_temporal; /* hqdn3d */
+    double nlmeans_s;         /* > 0: nlmeans strength (high quality) */
+    double level_gain, level_offset; /* Y' = (Y - 16) * gain + 16 + offset */
+    double u_shift, v_shift;  /* added to U, V */
+    double cas;               /* sharpening strength, 0 none */
+    int crop_w;               /* 704 or the width kept */
+    int sar_num, sar_den;
+    int out_w, out_h;
+    int hd;
+    char pix_fmt[24];         /* the encoder's format */
+} td_restore_plan;
+
+/* Decide from the analysis. frames: the scene's frame count estimate
+ * (temporal filters need a few). */
+void td_restore_decide(const td_restore_settings *s, const td_vanalysis *a, long frames,
+                       td_restore_plan *p);
+
+/* The libavfilter description of the plan into out[len]; TD_EINVAL if it
+ * does not fit. */
+int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, td_error *err);
+
+#define TD_RESTORE_MAX_CHAIN 2048
+
+#endif

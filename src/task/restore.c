@@ -1,0 +1,289 @@
+/* restore.c: the restore task's table entry: one scene analysed, restored,
+ * checked and committed (see restore.h). */
+#include "task/restore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "archive/marker.h"
+#include "media/video_analyze.h"
+#include "media/video_chain.h"
+#include "media/video_restore.h"
+#include "task/task.h"
+#include "util/atomic.h"
+#include "util/fault.h"
+
+static const char *media_suffix(enum td_restore_format f)
+{
+    switch (f) {
+    case TD_RFORMAT_ARCHIVE: return ".restored.mkv";
+    case TD_RFORMAT_EDIT: return ".restored.mov";
+    default: return ".restored.mp4";
+    }
+}
+
+static const char *muxer_of(enum td_restore_format f)
+{
+    switch (f) {
+    case TD_RFORMAT_ARCHIVE: return "matroska";
+    case TD_RFORMAT_EDIT: return "mov";
+    default: return "mp4";
+    }
+}
+
+size_t td_restore_output_names(const td_scene *scene, const td_restore_settings *s, char *names[2])
+{
+    const char *suffix[2] = {media_suffix(s->format), ".restore.json"};
+    for (size_t i = 0; i < 2; i++) {
+        size_t len = strlen(scene->stem) + strlen(suffix[i]) + 1;
+        names[i] = malloc(len);
+        if (!names[i]) {
+            if (i)
+                free(names[0]);
+            return 0;
+        }
+        snprintf(names[i], len, "%s%s", scene->stem, suffix[i]);
+    }
+    return 2;
+}
+
+static int restore_check(const td_scene *scene, const td_task_config *cfg, enum td_marker_state *state,
+                         char *why, size_t why_len, td_error *err)
+{
+    char *names[2];
+    if (td_restore_output_names(scene, &cfg->restore, names) != 2)
+        return td_error_set(err, TD_ENOMEM, "%s: out of memory", scene->path);
+    char settings[256];
+    td_restore_settings_text(&cfg->restore, settings, sizeof settings);
+    int rc = td_marker_check_settings(scene, TD_TASK_RESTORE, (const char *const *)names, 2, settings, state,
+                                      why, why_len, err);
+    free(names[0]);
+    free(names[1]);
+    return rc;
+}
+
+/* Progress in seconds of the scene for the worker's heartbeat: each frame
+ * decoded is a beat, so a filter that hangs becomes a stall the
+ * supervisor retries. */
+typedef struct beat {
+    td_progress_fn fn;
+    void *user;
+    double fps;
+    double offset;   /* analysis frames count as a share of the work */
+} beat;
+
+static int on_frames(void *user, int64_t frames)
+{
+    beat *b = user;
+    if (!b->fn)
+        return 0;
+    return b->fn(b->user, b->offset + (double)frames / (b->fps > 0 ? b->fps : 25.0));
+}
+
+/* A temporary name in the scene's folder, in the form td_atomic_sweep_orphans
+ * removes if we die: ".tdtmp.<pid>.<final>.XXXXXX". */
+static int make_temp(const char *final_path, char *tmp, size_t len, td_error *err)
+{
+    const char *slash = strrchr(final_path, '/');
+    const char *base = slash ? slash + 1 : final_path;
+    int dirlen = slash ? (int)(slash - final_path) : 1;
+    const char *dir = slash ? final_path : ".";
+    int n = snprintf(tmp, len, "%.*s/" TD_TEMP_PREFIX "%ld.%.150s.XXXXXX", dirlen, dir, (long)getpid(), base);
+    if (n < 0 || (size_t)n >= len)
+        return td_error_set(err, TD_EINVAL, "%s: path too long", final_path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return td_error_errno(err, TD_EIO, errno, "%s: cannot create a temporary file", final_path);
+    int rc = TD_OK;
+    if (fchmod(fd, 0644) != 0)
+        rc = td_error_errno(err, TD_EIO, errno, "%s: chmod of temporary file", final_path);
+    close(fd);
+    if (rc)
+        unlink(tmp);
+    return rc;
+}
+
+static int commit(const char *tmp, const char *final_path, const char *dir, td_error *err)
+{
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return td_error_errno(err, TD_EIO, errno, "%s: cannot reopen", tmp);
+    int rc = TD_OK;
+    if (fsync(fd) != 0)
+        rc = td_error_errno(err, TD_EIO, errno, "%s: fsync failed", final_path);
+    close(fd);
+    if (rc)
+        return rc;
+    td_fault_point("write", final_path);
+    if (rename(tmp, final_path) != 0)
+        return td_error_errno(err, TD_EIO, errno, "%s: rename into place failed", final_path);
+    return td_fsync_dir(dir, err);
+}
+
+static json_t *analysis_json(const td_vanalysis *a)
+{
+    return json_pack(
+        "{s:{s:i,s:i,s:s,s:s,s:f,s:s,s:f,s:I},"
+        "s:{s:s,s:{s:I,s:I,s:I,s:I},s:{s:f,s:f,s:i},s:b,s:s,s:s},"
+        "s:{s:i,s:f},s:{s:i,s:i,s:i,s:i},s:{s:f,s:f},"
+        "s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f},s:{s:f}}",
+        "stream", "width", a->width, "height", a->height, "pix_fmt", a->pix_fmt, "codec", a->codec, "fps",
+        a->fps, "sar", a->sar_num == a->sar_den ? "1:1" : (a->sar_num == 10 && a->sar_den == 11) ? "10:11" : "other",
+        "duration", a->duration, "frames_analyzed", (json_int_t)a->frames_analyzed,
+        "interlace", "flagged", a->flagged_order, "idet", "tff", (json_int_t)a->idet_tff, "bff",
+        (json_int_t)a->idet_bff, "progressive", (json_int_t)a->idet_progressive, "undetermined",
+        (json_int_t)a->idet_undetermined, "parity_trial", "tff_motion", a->trial_tff, "bff_motion", a->trial_bff,
+        "frames", a->trial_frames, "interlaced", a->interlaced, "field_order", a->interlaced ? (a->tff ? "tff" : "bff") : "progressive",
+        "decided_by", a->order_source,
+        "head_switching", "lines", a->head_switch_lines, "ratio", a->head_switch_ratio,
+        "cropdetect", "x", a->crop_x, "y", a->crop_y, "w", a->crop_w, "h", a->crop_h,
+        "chroma_delay", "pixels", a->chroma_delay, "correlation", a->chroma_peak,
+        "levels", "ymin", a->ymin, "ylow", a->ylow, "yavg", a->yavg, "yhigh", a->yhigh, "ymax", a->ymax, "uavg",
+        a->uavg, "vavg", a->vavg, "satavg", a->satavg, "y_p0.5", a->y_p005, "y_p99.5", a->y_p995, "grey_u",
+        a->grey_u, "grey_v", a->grey_v, "grey_fraction", a->grey_fraction,
+        "noise", "sigma", a->noise_sigma);
+}
+
+static json_t *plan_json(const td_restore_plan *p, const char *chain)
+{
+    return json_pack("{s:b,s:s,s:i,s:f,s:b,s:{s:f,s:f,s:f,s:f,s:f},s:{s:f,s:f,s:f,s:f},s:f,s:i,s:s,s:s,s:s}",
+                     "deinterlace", p->deinterlace, "field_order", p->tff ? "tff" : "bff", "head_switch_fill",
+                     p->head_switch_lines, "chroma_shift", p->chroma_shift, "temporal_denoise", p->temporal,
+                     "denoise", "luma_spatial", p->luma_spatial, "luma_temporal", p->luma_temporal, "chroma_spatial",
+                     p->chroma_spatial, "chroma_temporal", p->chroma_temporal, "nlmeans", p->nlmeans_s, "levels",
+                     "gain", p->level_gain, "offset", p->level_offset, "u_shift", p->u_shift, "v_shift", p->v_shift,
+                     "sharpen", p->cas, "crop_width", p->crop_w, "sar",
+                     p->hd ? "1:1" : (p->sar_num == 10 ? "10:11" : p->sar_num == 12 ? "12:11" : "source"),
+                     "size", p->hd ? "1440x1080" : "sd", "filter_chain", chain);
+}
+
+static int restore_run(const td_scene *scene, const td_task_config *cfg, const td_task_env *env,
+                       td_progress_fn progress, void *user, td_task_result *res, td_error *err)
+{
+    (void)env;
+    memset(res, 0, sizeof *res);
+    const td_restore_settings *s = &cfg->restore;
+    char *media = td_output_path(scene, media_suffix(s->format));
+    char *report = td_output_path(scene, ".restore.json");
+    char *srt = s->subtitles ? td_output_path(scene, ".srt") : NULL;
+    char tmp[PATH_MAX] = "";
+    json_t *doc = NULL;
+    int rc = TD_OK;
+    if (!media || !report || (s->subtitles && !srt)) {
+        rc = td_error_set(err, TD_ENOMEM, "out of memory");
+        goto out;
+    }
+    beat b = {.fn = progress, .user = user, .fps = 25.0};
+    td_vanalysis a;
+    rc = td_video_analyze(scene->path, cfg->threads, &a, on_frames, &b, err);
+    if (rc)
+        goto out;
+    b.fps = a.fps;
+    long frames = a.frames_analyzed < TD_VANALYZE_MAX_FRAMES ? (long)a.frames_analyzed
+                  : a.duration > 0 && a.fps > 0 ? (long)(a.duration * a.fps) : (long)a.frames_analyzed;
+    td_restore_plan plan;
+    td_restore_decide(s, &a, frames, &plan);
+    char chain[TD_RESTORE_MAX_CHAIN];
+    int ntsc = a.height == 480 || a.height == 486;
+    rc = td_restore_chain(&plan, ntsc, chain, sizeof chain, err);
+    if (rc)
+        goto out;
+    if (srt && access(srt, R_OK) != 0) {
+        rc = td_error_errno(err, TD_EIO, errno, "%s: no subtitles to mux in", srt);
+        goto out;
+    }
+    rc = make_temp(media, tmp, sizeof tmp, err);
+    if (rc) {
+        tmp[0] = '\0';
+        goto out;
+    }
+    td_restore_job job = {
+        .in_path = scene->path, .out_path = tmp, .muxer = muxer_of(s->format), .chain = chain, .settings = s,
+        .plan = &plan, .srt_path = srt, .threads = cfg->threads,
+        .desync_ms = td_fault_wants("desync", "restore-mux", scene->path) ? 200 : 0,
+        .progress = on_frames, .user = &b,
+    };
+    td_restore_stats st;
+    rc = td_restore_transcode(&job, &st, err);
+    if (rc)
+        goto out;
+    td_selfcheck chk;
+    rc = td_restore_selfcheck(scene->path, tmp, &chk, err);
+    if (rc)
+        goto out;
+    if (!chk.ok) {
+        rc = td_error_set(err, TD_EINPUT, "self-check failed: %s", chk.why);
+        goto out;
+    }
+    rc = commit(tmp, media, scene->dir, err);
+    if (rc)
+        goto out;
+    tmp[0] = '\0';
+
+    char settings[256];
+    td_restore_settings_text(s, settings, sizeof settings);
+    doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:b},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
+                    "s:{s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:s,s:s}}",
+                    "version", 1, "scene", scene->name, "settings", settings, "analysis", analysis_json(&a),
+                    "decisions", plan_json(&plan, chain),
+                    "output", "file", strrchr(media, '/') ? strrchr(media, '/') + 1 : media, "encoder", st.encoder,
+                    "audio", st.audio_mode, "subtitles", srt != NULL,
+                    "speed", "frames_in", (json_int_t)st.frames_in, "frames_out", (json_int_t)st.frames_out,
+                    "seconds", st.seconds_total, "decode_s", st.seconds_decode, "filter_s", st.seconds_filter,
+                    "encode_s", st.seconds_encode, "fps", st.seconds_total > 0 ? st.frames_out / st.seconds_total : 0.0,
+                    "self_check", "ok", chk.ok, "source_duration", chk.src_duration, "output_duration",
+                    chk.out_duration, "source_av_offset", chk.src_offset, "output_av_offset", chk.out_offset,
+                    "frame_seconds", chk.frame_seconds, "source_samples", (json_int_t)chk.src_samples,
+                    "output_samples", (json_int_t)chk.out_samples, "source_audio_sha256", chk.src_audio_sha,
+                    "output_audio_sha256", chk.out_audio_sha);
+    if (!doc) {
+        rc = td_error_set(err, TD_ENOMEM, "%s: cannot build the report", report);
+        goto out;
+    }
+    rc = td_atomic_write_json(report, doc, JSON_INDENT(2), err);
+    if (rc)
+        goto out;
+    const char *outputs[2] = {media, report};
+    td_done_info info = {
+        .task = TD_TASK_RESTORE,
+        .engine = "libav",
+        .model = td_restore_preset_name(s->preset),
+        .device = cfg->device ? cfg->device : "cpu",
+        .audio_seconds = chk.src_duration,
+        .outputs = outputs,
+        .n_outputs = 2,
+        .settings = settings,
+    };
+    rc = td_marker_write_done(scene, &info, err);
+    if (rc)
+        goto out;
+    res->frames = st.frames_out;
+    res->media_seconds = chk.src_duration;
+    res->fps = st.seconds_total > 0 ? st.frames_out / st.seconds_total : 0;
+
+out:
+    if (tmp[0])
+        unlink(tmp);
+    if (rc && err && strstr(err->msg, scene->rel) == NULL && strstr(err->msg, scene->path) == NULL)
+        td_error_prefix(err, "%s", scene->rel);
+    json_decref(doc);
+    free(media);
+    free(report);
+    free(srt);
+    return rc;
+}
+
+const td_task_ops td_task_restore = {
+    .name = TD_TASK_RESTORE,
+    .needs_engine = 0,
+    .check = restore_check,
+    .run = restore_run,
+};
