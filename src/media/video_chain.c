@@ -254,7 +254,7 @@ int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, 
         add(&b, "setparams=field_mode=prog:range=tv:color_primaries=smpte170m:color_trc=smpte170m:"
                 "colorspace=smpte170m");
     else
-        add(&b, "setparams=field_mode=prog:range=tv:color_primaries=bt470bg:color_trc=gamma28:"
+        add(&b, "setparams=field_mode=prog:range=tv:color_primaries=bt470bg:color_trc=bt470bg:"
                 "colorspace=bt470bg");
     add(&b, "format=%s", p->pix_fmt);
     if (b.overflow)

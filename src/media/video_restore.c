@@ -63,6 +63,7 @@ typedef struct ctx {
     osub sub;
     AVPacket *pkt;
     AVFrame *frame, *filtered, *aframe;
+    int64_t last_pts;  /* of the last frame sent to the encoder */
     int64_t desync_ticks_ms;
     char e[128];
 } ctx;
@@ -562,6 +563,17 @@ static int filter_and_encode(ctx *c, AVFrame *f, td_error *err)
             return r;
         if (r != 1)
             return TD_OK;
+        /* bwdif gives the second field of a scene's last frame the
+         * first's timestamp when it has no next frame to measure the
+         * field duration by: place it half a frame on, as it would be. */
+        AVFrame *out = c->filtered;
+        if (out->pts != AV_NOPTS_VALUE && c->last_pts != AV_NOPTS_VALUE && out->pts <= c->last_pts) {
+            AVRational fr = c->venc->framerate;
+            int64_t d = fr.num > 0 ? av_rescale_q(1, av_inv_q(fr), c->venc->time_base) : 1;
+            out->pts = c->last_pts + (d > 0 ? d : 1);
+        }
+        if (out->pts != AV_NOPTS_VALUE)
+            c->last_pts = out->pts;
         rc = video_encode(c, c->filtered, err);
         av_frame_unref(c->filtered);
         if (rc)
@@ -578,6 +590,7 @@ int td_restore_transcode(const td_restore_job *job, td_restore_stats *st, td_err
     c.job = job;
     c.st = st;
     c.desync_ticks_ms = job->desync_ms;
+    c.last_pts = AV_NOPTS_VALUE;
     for (int i = 0; i < 64; i++)
         c.map[i] = -1;
     double t_start = mono_s();

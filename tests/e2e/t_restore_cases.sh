@@ -1,0 +1,90 @@
+#!/bin/sh
+# t_restore_cases.sh: the restore task across the cases users meet, in one
+# run over one archive (default output: H.264 in MP4):
+#   - field order found from the pictures whatever the file claims: TFF
+#     flagged BFF, BFF flagged TFF, PAL BFF (704x576, SAR 12:11), and an
+#     interlaced H.264 MP4 with AAC audio (copied bit-exact);
+#   - scenes of 1, 3 and 5 frames finish;
+#   - a video stream corrupt mid-file fails that scene with the reason;
+#   - an output whose audio was shifted on purpose (TAPEDECK_FAULT
+#     desync) is caught by the self-check and fails its scene, leaving
+#     no output behind;
+#   - every other scene is done, with the self-check's figures recorded.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/restore-media.sh"
+command -v ffmpeg >/dev/null || skip "no ffmpeg"
+command -v python3 >/dev/null || skip "no python3"
+
+A="$T/archive"
+mkdir -p "$A/ntsc" "$A/pal" "$A/short" "$A/bad"
+rm_clean "$T/c480.mkv" 24 720x480
+rm_clean "$T/c576.mkv" 24 720x576
+rm_degrade "$T/c480.mkv" "$A/ntsc/tff_as_bff.mkv" tff 2 bff 6
+rm_degrade "$T/c480.mkv" "$A/ntsc/bff_as_tff.mkv" bff 0 tff 0
+rm_degrade "$T/c576.mkv" "$A/pal/bff.mkv" bff 4 bff 0
+rm_degrade "$T/c480.mkv" "$T/tff.mkv" tff 0 tff 0 aac
+ffmpeg -nostdin -v error -y -i "$T/tff.mkv" -c:v libx264 -preset ultrafast -flags +ildct+ilme -x264-params tff=1 \
+    -c:a copy "$A/ntsc/h264_aac.mp4" || fail "ffmpeg could not make the MP4"
+for n in 1 3 5; do
+    ffmpeg -nostdin -v error -y -i "$T/tff.mkv" -frames:v $n -c:v ffv1 -field_order tt -c:a pcm_s16le \
+        "$A/short/frames_$n.mkv" || fail "ffmpeg could not cut $n frames"
+done
+cp "$A/ntsc/bff_as_tff.mkv" "$A/bad/desync_me.mkv"
+ffmpeg -nostdin -v error -y -i "$T/c480.mkv" -an -c:v libx264 -preset ultrafast -g 6 -pix_fmt yuv420p \
+    "$T/good.mp4" || fail "ffmpeg could not make the file to corrupt"
+python3 - "$T/good.mp4" "$A/bad/corrupt.mp4" <<'EOF'
+import sys
+b = bytearray(open(sys.argv[1], 'rb').read())
+m = len(b) // 2
+for i in range(m, m + 3000):
+    b[i] = (b[i] * 7 + 13) & 255
+open(sys.argv[2], 'wb').write(b)
+EOF
+
+TAPEDECK_FAULT="desync:restore-mux:desync_me" "$TD" run "$A" --task restore --retries 0 --no-progress \
+    >"$T/log" 2>&1
+rc=$?
+[ "$rc" -eq 1 ] || { cat "$T/log"; fail "exit code $rc, expected 1 (two scenes fail)"; }
+grep -q 'processed: 7 | skipped: 0 | failed: 2' "$T/log" || { cat "$T/log"; fail "wrong counts"; }
+
+check_order() { # SCENE_JSON EXPECTED
+    got=$(json_get "$1" "d['analysis']['interlace']['field_order'] + ' ' + d['analysis']['interlace']['decided_by']")
+    note "$(basename "$1"): $got"
+    case "$got" in "$2 "*) ;; *) fail "$1: field order $got, expected $2" ;; esac
+}
+check_order "$A/ntsc/tff_as_bff.restore.json" tff
+check_order "$A/ntsc/bff_as_tff.restore.json" bff
+check_order "$A/pal/bff.restore.json" bff
+check_order "$A/ntsc/h264_aac.restore.json" tff
+d=$(json_get "$A/ntsc/tff_as_bff.restore.json" "d['analysis']['chroma_delay']['pixels']")
+awk "BEGIN{exit !($d > 1.5 && $d < 2.5)}" || fail "tff_as_bff: chroma delay $d, made 2"
+d=$(json_get "$A/pal/bff.restore.json" "d['analysis']['chroma_delay']['pixels']")
+awk "BEGIN{exit !($d > 3.5 && $d < 4.5)}" || fail "pal: chroma delay $d, made 4"
+hs=$(json_get "$A/ntsc/tff_as_bff.restore.json" "d['analysis']['head_switching']['lines']")
+[ "$hs" = 6 ] || fail "tff_as_bff: head-switching lines $hs, made 6"
+hs=$(json_get "$A/ntsc/bff_as_tff.restore.json" "d['analysis']['head_switching']['lines']")
+[ "$hs" = 0 ] || fail "bff_as_tff: head-switching lines $hs, made none"
+
+pal=$(ffprobe -v error -select_streams v:0 -show_entries stream=width,height,sample_aspect_ratio,codec_name \
+    -of csv=p=0 "$A/pal/bff.restored.mp4")
+[ "$pal" = "h264,704,576,12:11" ] || fail "PAL output: $pal, expected h264,704,576,12:11"
+audio=$(json_get "$A/ntsc/h264_aac.restore.json" "d['output']['audio']")
+[ "$audio" = "copy aac" ] || fail "AAC audio: '$audio', expected a copy"
+audio=$(json_get "$A/pal/bff.restore.json" "d['output']['audio']")
+case "$audio" in alac*) ;; *) fail "PCM audio in MP4: '$audio', expected ALAC" ;; esac
+for j in "$A"/ntsc/*.restore.json "$A"/pal/*.restore.json "$A"/short/*.restore.json; do
+    json_get "$j" "d['self_check']['ok'] and d['self_check']['source_audio_sha256'] == d['self_check']['output_audio_sha256']" |
+        grep -q True || fail "$j: self-check not passed with identical audio"
+done
+for n in 1 3 5; do
+    [ -f "$A/short/frames_$n.restored.mp4" ] || fail "the $n-frame scene was not restored"
+    out=$(json_get "$A/short/frames_$n.restore.json" "d['speed']['frames_out']")
+    note "$n-frame scene: $out frames out"
+done
+
+grep -q 'corrupt.mp4.*video stream corrupt' "$T/log" || fail "no clear reason for corrupt.mp4: $(grep corrupt "$T/log")"
+grep -q 'desync_me.mkv.*self-check failed: audio-video offset changed' "$T/log" ||
+    fail "self-check did not catch the desync: $(grep desync "$T/log")"
+ls -a "$A/bad" | grep -q 'restored\|tdtmp' && fail "a failed scene left output: $(ls -a "$A/bad")"
+[ -f "$A/bad/.desync_me.restore.failed" ] || fail "no .failed marker for the desynced scene"
+echo "ok"
