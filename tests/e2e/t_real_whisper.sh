@@ -8,7 +8,8 @@
 #    bound, and the sphinx engine's on the same clips is printed beside it.
 # Both with --compute f32 (the reference) and int8 (the default where the
 # CPU has AVX-512 VNNI; elsewhere int8 runs the scalar kernels, too slowly
-# for a test, and that part is skipped).
+# for a test, and that part is skipped), and each in both decoding modes
+# (--decode sequential and batched, two windows at a time).
 # Skips (one line) when no weights were fetched; each part skips alone
 # when ../shared or pocketsphinx-testdata is absent.
 . "$(dirname "$0")/lib.sh"
@@ -58,14 +59,18 @@ shared=$(dirname "$0")/../../../shared/whisper
 if [ -f "$shared/jfk.wav" ]; then
     for m in $models; do
         for c in $computes; do
-            mkdir -p "$T/jfk-$m-$c"
-            cp "$shared/jfk.wav" "$T/jfk-$m-$c/"
-            "$TD" run "$T/jfk-$m-$c" --engine whisper --model "$m" --compute "$c" \
-                --formats srt,json >"$T/log" 2>&1 ||
-                fail "jfk with $m ($c): exit $?: $(tail "$T/log")"
-            got=$(python3 -c "import re,sys,json; t=' '.join(c['text'] for c in json.load(open(sys.argv[1]))['cues']); print(' '.join(re.sub(r\"[^a-z' ]\", ' ', t.lower()).split()))" "$T/jfk-$m-$c/jfk.json")
-            [ "$got" = "$JFK" ] || fail "jfk.wav with $m ($c): '$got'"
-            note "jfk.wav with $m ($c): '$got'"
+            for d in sequential batched; do
+                mkdir -p "$T/jfk-$m-$c-$d"
+                cp "$shared/jfk.wav" "$T/jfk-$m-$c-$d/"
+                "$TD" run "$T/jfk-$m-$c-$d" --engine whisper --model "$m" --compute "$c" \
+                    --decode "$d" --batch 2 --formats srt,json >"$T/log" 2>&1 ||
+                    fail "jfk with $m ($c, $d): exit $?: $(tail "$T/log")"
+                got=$(python3 -c "import re,sys,json; t=' '.join(c['text'] for c in json.load(open(sys.argv[1]))['cues']); print(' '.join(re.sub(r\"[^a-z' ]\", ' ', t.lower()).split()))" "$T/jfk-$m-$c-$d/jfk.json")
+                [ "$got" = "$JFK" ] || fail "jfk.wav with $m ($c, $d): '$got'"
+                grep -q "\"decode\": \"$d\"" "$T/jfk-$m-$c-$d/.jfk.subtitles.done" ||
+                    fail "the marker does not say decode $d"
+                note "jfk.wav with $m ($c, $d): '$got'"
+            done
         done
     done
 else
@@ -76,10 +81,14 @@ if [ -f "$LIBRIVOX/transcription" ]; then
     librivox_archive "$T/lv"
     for m in $models; do
         for c in $computes; do
-            "$TD" run "$T/lv" --engine whisper --model "$m" --compute "$c" --language en \
-                --force >"$T/log" 2>&1 || fail "librivox with $m ($c): exit $?: $(tail "$T/log")"
-            python3 "$(dirname "$0")/wer.py" "$T/lv" "$LIBRIVOX/transcription" "$(bound_of "$m")" \
-                "whisper $m, $c" || fail "word error rate of $m ($c) above its bound"
+            for d in sequential batched; do
+                "$TD" run "$T/lv" --engine whisper --model "$m" --compute "$c" --language en \
+                    --decode "$d" --batch 2 --force >"$T/log" 2>&1 ||
+                    fail "librivox with $m ($c, $d): exit $?: $(tail "$T/log")"
+                python3 "$(dirname "$0")/wer.py" "$T/lv" "$LIBRIVOX/transcription" \
+                    "$(bound_of "$m")" "whisper $m, $c, $d" ||
+                    fail "word error rate of $m ($c, $d) above its bound"
+            done
         done
     done
     "$TD" run "$T/lv" --engine sphinx --force >"$T/log" 2>&1 || fail "librivox with sphinx: exit $?"
