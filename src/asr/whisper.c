@@ -203,7 +203,10 @@ static int64_t batch_bytes(const td_whparams *hp, const td_wconfig *bc, int is_b
     int64_t vad = ((int64_t)td_vad_whisper_defaults.max_samples + READ_SAMPLES) * 2 * f;
     int64_t decoder = (int64_t)bc->max_seq * hp->n_vocab * f * 2 +
                       (int64_t)hp->n_mels * TD_WMEL_WINDOW_FRAMES * f;
-    int64_t mel = is_batched ? (int64_t)MAX_CHUNKS * hp->n_mels * TD_WMEL_WINDOW_FRAMES * f
+    /* batched: every chunk's window, and the decoder's window per job for
+     * the rest of a chunk after a seek */
+    int64_t mel = is_batched ? (int64_t)(MAX_CHUNKS + bc->max_windows) * hp->n_mels *
+                                   TD_WMEL_WINDOW_FRAMES * f
                              : (int64_t)td_wmel_frames(samples) * hp->n_mels * f;
     return (int64_t)samples * f + mel + (int64_t)READ_SAMPLES * f + vad + decoder;
 }

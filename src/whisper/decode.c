@@ -1004,7 +1004,8 @@ static void job_free_slots(td_wdecoder *d, wjob *j)
 
 /* The tokens of job j in the next call: appends its sequences to d->seqs
  * and its sampling rows to d->s_in; returns the rows it adds, or 0 when it
- * has nothing to decode (DONE). row_budget: rows left in the call. */
+ * has nothing to decode (DONE) or its rows would pass max_rows (it waits
+ * for the next call; the first job of a call always fits). */
 static int job_collect(td_wdecoder *d, wjob *j, int *n_seq, int *n_rows, int *n_s)
 {
     const int32_t eot = d->m->sp.eot;
@@ -1285,6 +1286,9 @@ static int jobs_step(td_wdecoder *d, wjob **jobs, int n_jobs, int *active, td_er
         took[i] = job_collect(d, jobs[i], &n_seq, &n_rows, &n_s) > 0;
     if (n_seq == 0) {
         *active = 0;
+        for (int i = 0; i < n_jobs; i++)
+            if (jobs[i]->phase != JOB_DONE) /* cannot happen: see job_collect */
+                return td_error_set(err, TD_EINVAL, "whisper decoder: a job fits no call");
         return TD_OK;
     }
     rc = be_step(d, n_seq, d->seqs, d->call_tok, n_s, d->s_in, d->s_out, err);

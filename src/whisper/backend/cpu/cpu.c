@@ -931,16 +931,23 @@ static float *kv_layer_slot(td_wbackend *b, int layer, int slot)
  * prints the counts (encoder windows, decode calls, token rows) to stderr
  * so that the benchmark can report what it timed.
  */
-static void bench_script(td_wbackend *b, int n_seq, const td_wseq *seqs, int all_logits,
-                         float *logits)
+static void bench_script(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
+                         int all_logits, float *logits)
 {
     const td_wmodel *m = b->m;
     int nv = m->hp.n_vocab;
     size_t row = 0;
     for (int s = 0; s < n_seq; s++) {
         const td_wseq *q = &seqs[s];
-        if (q->n_tokens > 1 || q->n_past == 0)
-            b->bench_prompt_end[q->slot] = q->n_past + q->n_tokens;
+        /* the prompt ends after its last special token (sot, language,
+         * task, notimestamps): sampled tokens are text, timestamps, eot */
+        for (int t = 0; t < q->n_tokens; t++) {
+            int32_t tk = *tokens++;
+            if (t == 0 && q->n_past == 0)
+                b->bench_prompt_end[q->slot] = 0;
+            if (tk > m->sp.eot && tk < m->sp.ts_begin)
+                b->bench_prompt_end[q->slot] = q->n_past + t + 1;
+        }
         b->bench_rows += q->n_tokens;
         for (int t = all_logits ? 0 : q->n_tokens - 1; t < q->n_tokens; t++) {
             int pos = q->n_past + t; /* predicts position pos + 1 */
@@ -1166,7 +1173,7 @@ static int cpu_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int3
     linear1(b, rows, L->nt, dh, nt, tok, b->q8ops ? &b->tok_q8 : NULL, NULL, dst,
             (size_t)m->hp.n_vocab, 0);
     if (b->bench_tokens > 0)
-        bench_script(b, n_seq, seqs, all_logits, dst);
+        bench_script(b, n_seq, seqs, tokens, all_logits, dst);
     if (!logits)
         b->kept_rows = rows;
     return TD_OK;

@@ -1,0 +1,104 @@
+#!/bin/sh
+# batched-e2e.sh: whole-process speed of tapedeck's sequential and batched
+# decoding, beside faster-whisper's, on real speech (bench/RESULTS.md,
+# "Batched decoding: speed").
+#
+#   TAPEDECK_BIN=build/tapedeck FW_PYTHON=/path/to/venv/bin/python \
+#       bench/batched-e2e.sh [ROUNDS] [THREADS]
+#
+# Inputs: the 10-minute scene of tests/e2e/longscene.py (seed 1: 64 real
+# utterances, 1-3 s pauses, tones, hiss and hum between some), and an
+# archive of twenty one-minute scenes cut from a 20-minute one (seed 2).
+# Model: base, int8, the same CTranslate2 weights for all (tapedeck imports
+# them; faster-whisper reads them); beam 5 and greedy; THREADS threads
+# (default 2); language en; rounds interleaved (default 3), the median
+# reported. faster-whisper (1.2, in a throwaway virtual environment: never a
+# dependency of tapedeck) is skipped when FW_PYTHON is unset.
+# small: no complete real weights exist on the package index, so it runs
+# with random weights of small's dimensions and 64 scripted tokens per
+# window (the CPU backend's TD_WHISPER_BENCH_TOKENS hook), tapedeck only.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+TD=${TAPEDECK_BIN:-$here/../build/tapedeck}
+MK=${MKMODEL_BIN:-$(dirname "$TD")/tapedeck-mkmodel}
+rounds=${1:-3}
+threads=${2:-2}
+cache=${TAPEDECK_WEIGHTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tapedeck/weights}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export TAPEDECK_MODELS_DIR="$work/models"
+mkdir -p "$TAPEDECK_MODELS_DIR"
+[ -f "$cache/ct2/base/model.bin" ] || { echo "batched-e2e: no base weights in $cache"; exit 1; }
+"$TD" models import "$cache/ct2/base" >/dev/null
+
+python3 "$here/../tests/e2e/longscene.py" make "$work/scene10.wav" 600 1 >/dev/null
+python3 "$here/../tests/e2e/longscene.py" make "$work/scene20.wav" 1200 2 >/dev/null
+mkdir -p "$work/long" "$work/short"
+cp "$work/scene10.wav" "$work/long/"
+for i in $(seq 0 19); do
+    ffmpeg -nostdin -loglevel error -y -ss $((i * 60)) -t 60 -i "$work/scene20.wav" \
+        "$work/short/scene_$(printf %02d "$i").wav"
+done
+short_files=$(ls "$work"/short/*.wav)
+
+now() { python3 -c 'import time; print(time.monotonic())'; }
+# time_it LABEL COMMAND...: seconds of the whole command, into $work/t.LABEL
+time_it() {
+    label=$1
+    shift
+    t0=$(now)
+    "$@" >"$work/out.$label" 2>&1 || { echo "$label failed: $(tail -n 3 "$work/out.$label")"; return 0; }
+    t1=$(now)
+    python3 -c "print(f'{$t1 - $t0:.2f}')" >>"$work/t.$label"
+}
+
+for r in $(seq 1 "$rounds"); do
+    for beam in 5 1; do
+        for input in long short; do
+            for mode in sequential batched; do
+                time_it "$input-b$beam-td-$mode" "$TD" run "$work/$input" --model base --compute int8 \
+                    --decode "$mode" --beam-size "$beam" --threads "$threads" --workers 1 \
+                    --language en --force --no-progress -q
+            done
+            if [ -n "${FW_PYTHON:-}" ]; then
+                files=$work/scene10.wav
+                [ "$input" = short ] && files=$short_files
+                # shellcheck disable=SC2086
+                time_it "$input-b$beam-fw-batched" "$FW_PYTHON" "$here/fw-run.py" "$cache/ct2/base" \
+                    "$threads" "$beam" batched $files
+            fi
+        done
+    done
+done
+
+# small, random weights of its dimensions, scripted 64 tokens per window
+"$MK" --dims small --out "$TAPEDECK_MODELS_DIR/ggml-small.bin" >/dev/null
+for r in $(seq 1 "$rounds"); do
+    for beam in 5 1; do
+        for mode in sequential batched; do
+            TD_WHISPER_BENCH_TOKENS=64 time_it "long-b$beam-small-$mode" "$TD" run "$work/long" \
+                --model small --compute int8 --decode "$mode" --beam-size "$beam" \
+                --threads "$threads" --workers 1 --language en --force --no-progress -q
+        done
+    done
+done
+
+median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "| input | model | beam | tapedeck sequential | tapedeck batched | batched speed-up | faster-whisper batched |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+for input in long short; do
+    for beam in 5 1; do
+        s=$(median "$work/t.$input-b$beam-td-sequential")
+        b=$(median "$work/t.$input-b$beam-td-batched")
+        f="-"
+        [ -f "$work/t.$input-b$beam-fw-batched" ] && f="$(median "$work/t.$input-b$beam-fw-batched") s"
+        name="10-min scene"
+        [ "$input" = short ] && name="20 one-minute scenes"
+        echo "| $name | base (real) | $beam | $s s | $b s | $(python3 -c "print(f'{$s / $b:.2f}x')") | $f |"
+    done
+done
+for beam in 5 1; do
+    s=$(median "$work/t.long-b$beam-small-sequential")
+    b=$(median "$work/t.long-b$beam-small-batched")
+    echo "| 10-min scene | small (random, 64 tokens/window) | $beam | $s s | $b s | $(python3 -c "print(f'{$s / $b:.2f}x')") | - |"
+done
