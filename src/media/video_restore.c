@@ -214,9 +214,44 @@ static enum AVCodecID lossless_for(const char *muxer, enum AVSampleFormat fmt)
 {
     if (strcmp(muxer, "mp4") == 0)
         return AV_CODEC_ID_ALAC;
+    /* Decoders of lossy codecs give floats: stored as floats they are the
+     * very samples the source decodes to. */
+    if (fmt == AV_SAMPLE_FMT_FLT || fmt == AV_SAMPLE_FMT_FLTP)
+        return strcmp(muxer, "mp4") == 0 ? AV_CODEC_ID_NONE : AV_CODEC_ID_PCM_F32LE;
     if (strcmp(muxer, "matroska") == 0)
-        return AV_CODEC_ID_FLAC;
+        return av_get_bytes_per_sample(fmt) > 2 ? AV_CODEC_ID_PCM_S32LE : AV_CODEC_ID_FLAC;
     return av_get_bytes_per_sample(fmt) > 2 ? AV_CODEC_ID_PCM_S24LE : AV_CODEC_ID_PCM_S16LE;
+}
+
+/* Samples the source's demuxer drops at the start of a stream (an MP4 edit
+ * list hiding AAC's encoder delay arrives as skip-samples side data on
+ * the first packet). Matroska as Debian's FFmpeg 5.1 writes it keeps no
+ * such trim for AAC: a copy would play the priming samples (the
+ * self-check caught 1024 extra), so such a stream is stored decoded
+ * instead. 0 if none. */
+static int start_skip(const char *path, int index)
+{
+    AVFormatContext *fmt = NULL;
+    AVPacket *pkt = av_packet_alloc();
+    int skip = 0;
+    if (!pkt || avformat_open_input(&fmt, path, NULL, NULL) < 0)
+        goto out;
+    for (int n = 0; n < 4096 && av_read_frame(fmt, pkt) >= 0; n++) {
+        int mine = pkt->stream_index == index;
+        if (mine) {
+            size_t size = 0;
+            const uint8_t *sd = av_packet_get_side_data(pkt, AV_PKT_DATA_SKIP_SAMPLES, &size);
+            if (sd && size >= 4)
+                skip = (int)(sd[0] | sd[1] << 8 | sd[2] << 16 | (uint32_t)sd[3] << 24);
+        }
+        av_packet_unref(pkt);
+        if (mine)
+            break;
+    }
+out:
+    avformat_close_input(&fmt);
+    av_packet_free(&pkt);
+    return skip > 0 && skip < 1 << 20 ? skip : 0;
 }
 
 static int audio_add(ctx *c, int index, td_error *err)
@@ -232,6 +267,8 @@ static int audio_add(ctx *c, int index, td_error *err)
     a->ost->disposition = ist->disposition;
     int ret;
     a->copy = avformat_query_codec(c->out->oformat, ist->codecpar->codec_id, FF_COMPLIANCE_NORMAL) == 1;
+    if (a->copy && strcmp(c->job->muxer, "matroska") == 0 && start_skip(c->job->in_path, index) > 0)
+        a->copy = 0;
     if (a->copy) {
         if ((ret = avcodec_parameters_copy(a->ost->codecpar, ist->codecpar)) < 0)
             return averr(err, ret, "audio parameters", c->job->out_path);
@@ -253,6 +290,9 @@ static int audio_add(ctx *c, int index, td_error *err)
         return td_error_set(err, TD_EINPUT, "%s: cannot open the audio decoder: %s", c->job->in_path,
                             td_averr(ret, c->e, sizeof c->e));
     enum AVCodecID eid = lossless_for(c->job->muxer, a->dec->sample_fmt);
+    if (eid == AV_CODEC_ID_NONE)
+        return td_error_set(err, TD_EINPUT, "%s: %s audio cannot go into MP4 unchanged (try --restore-format "
+                            "archive or edit)", c->job->in_path, avcodec_get_name(ist->codecpar->codec_id));
     const AVCodec *ec = avcodec_find_encoder(eid);
     if (!ec)
         return td_error_set(err, TD_EUNAVAILABLE, "no %s encoder in libavcodec", avcodec_get_name(eid));

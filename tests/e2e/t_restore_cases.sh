@@ -9,7 +9,10 @@
 #   - an output whose audio was shifted on purpose (TAPEDECK_FAULT
 #     desync) is caught by the self-check and fails its scene, leaving
 #     no output behind;
-#   - every other scene is done, with the self-check's figures recorded.
+#   - every other scene is done, with the self-check's figures recorded;
+#   - --task subtitles,restore: the restored file carries the SRT as a soft
+#     track (mov_text in MP4, SubRip in MKV); an MP4's AAC, whose encoder
+#     delay MKV cannot carry, goes into the MKV as the decoded samples.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/restore-media.sh"
 command -v ffmpeg >/dev/null || skip "no ffmpeg"
@@ -87,4 +90,20 @@ grep -q 'desync_me.mkv.*self-check failed: audio-video offset changed' "$T/log" 
     fail "self-check did not catch the desync: $(grep desync "$T/log")"
 ls -a "$A/bad" | grep -q 'restored\|tdtmp' && fail "a failed scene left output: $(ls -a "$A/bad")"
 [ -f "$A/bad/.desync_me.restore.failed" ] || fail "no .failed marker for the desynced scene"
+
+# Both tasks in one visit (PocketSphinx: the models folder is empty).
+command -v espeak-ng >/dev/null || skip "no espeak-ng for the subtitles part"
+S="$T/speech"
+mkdir -p "$S"
+speech_scene "$S/talk.mp4" "Hello there. This scene gets subtitles and a restored copy."
+"$TD" run "$S" --task subtitles,restore --no-progress >"$T/log2" 2>&1 || { cat "$T/log2"; fail "subtitles,restore failed"; }
+[ -f "$S/.talk.subtitles.done" ] && [ -f "$S/.talk.restore.done" ] || fail "markers missing: $(ls -a "$S")"
+streams=$(ffprobe -v error -show_entries stream=codec_name -of csv=p=0 "$S/talk.restored.mp4" | tr '\n' ' ')
+[ "$streams" = "h264 aac mov_text " ] || fail "restored MP4 streams: $streams"
+cues=$(ffmpeg -nostdin -v error -i "$S/talk.restored.mp4" -map 0:s -f srt - | grep -c -- '-->')
+[ "$cues" -ge 1 ] && [ "$cues" = "$(grep -c -- '-->' "$S/talk.srt")" ] || fail "soft track has $cues cues"
+"$TD" run "$S" --task subtitles,restore --restore-format archive --no-progress >"$T/log3" 2>&1 ||
+    { cat "$T/log3"; fail "archive with subtitles failed"; }
+streams=$(ffprobe -v error -show_entries stream=codec_name -of csv=p=0 "$S/talk.restored.mkv" | tr '\n' ' ')
+[ "$streams" = "ffv1 pcm_f32le subrip " ] || fail "restored MKV streams: $streams"
 echo "ok"
