@@ -56,6 +56,9 @@ static void summary_text(const td_progress_state *st, char *out, size_t len)
     double speed = st->elapsed > 0 ? st->audio_seconds / st->elapsed : 0;
     int n = snprintf(out, len, "%zu/%zu scenes | %.2f h audio | %.1fx real time | %s elapsed | ETA %s",
                      st->scenes_finished, st->scenes_total, st->audio_seconds / 3600.0, speed, el, eta);
+    if (n > 0 && (size_t)n < len && st->frames > 0)
+        n += snprintf(out + n, len - (size_t)n, " | %lld frames, %.1f fps", st->frames,
+                      st->elapsed > 0 ? (double)st->frames / st->elapsed : 0.0);
     if (n > 0 && (size_t)n < len && st->failed)
         n += snprintf(out + n, len - (size_t)n, " | failed %zu", st->failed);
     if (n > 0 && (size_t)n < len && st->stopping)
@@ -95,11 +98,23 @@ static void draw(td_progress *p)
     p->lines_drawn = 1;
     for (size_t i = 0; i < st->n_workers; i++) {
         const td_progress_worker *w = &st->workers[i];
-        char scene_time[32] = "";
-        if (w->scene[0])
+        char scene_time[64] = "";
+        if (w->scene[0] && w->frames_done > 0) {
+            /* video: frames of the scene, speed and what is left of it */
+            char eta[32] = "--:--";
+            if (w->fps > 0 && w->frames_total > w->frames_done)
+                td_format_hms((double)(w->frames_total - w->frames_done) / w->fps, eta, sizeof eta);
+            if (w->frames_total > 0)
+                snprintf(scene_time, sizeof scene_time, "%lld/%lld frames, %.1f fps, ETA %s", w->frames_done,
+                         w->frames_total, w->fps, eta);
+            else
+                snprintf(scene_time, sizeof scene_time, "%lld frames, %.1f fps", w->frames_done, w->fps);
+        } else if (w->scene[0]) {
             td_format_hms(w->scene_seconds, scene_time, sizeof scene_time);
+            strncat(scene_time, " audio", sizeof scene_time - strlen(scene_time) - 1);
+        }
         snprintf(line, sizeof line, "  w%zu %-12s pid %-7d %-8s %s%s%s%s", i, w->device, w->pid, w->state,
-                 w->scene, w->scene[0] ? " (" : "", scene_time, w->scene[0] ? " audio)" : "");
+                 w->scene, w->scene[0] ? " (" : "", scene_time, w->scene[0] ? ")" : "");
         line[width - 1 < (int)sizeof line ? width - 1 : (int)sizeof line - 1] = '\0';
         fprintf(stderr, "\n%s", line);
         p->lines_drawn++;

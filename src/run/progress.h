@@ -21,6 +21,9 @@ typedef struct td_progress_worker {
     char scene[96];          /* current scene (display-safe), "" when idle */
     double scene_seconds;    /* audio seconds done in the current scene */
     const char *state;       /* "starting", "idle", "busy", "stopped" */
+    long long frames_done;   /* video tasks: frames of the scene done, 0 otherwise */
+    long long frames_total;  /* the scene's frames (estimate), 0 unknown */
+    double fps;              /* frames per second on this scene */
 } td_progress_worker;
 
 typedef struct td_progress_state {
@@ -28,6 +31,7 @@ typedef struct td_progress_state {
     size_t scenes_finished;  /* done + failed + skipped */
     size_t failed;
     double audio_seconds;    /* finished scenes' audio */
+    long long frames;        /* video frames written by finished scenes */
     int64_t bytes_total;
     int64_t bytes_finished;
     double elapsed;          /* wall seconds since start */

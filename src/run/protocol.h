@@ -12,7 +12,8 @@
  * worker -> supervisor (the control fd, TAPEDECK_CONTROL_FD):
  *   READY <hex engine> <hex model> <hex device>
  *   START <seq> <duration s or -1> <bytes>
- *   BEAT <seq> <seconds done>     heartbeat with progress
+ *   BEAT <seq> <seconds done> [<frames done> <frames total> <fps>]
+ *                                 heartbeat with progress (frames: video tasks)
  *   DONE <seq> <audio s> <video frames written> <hex language>
  *   SKIP <seq>                    a valid .done appeared meanwhile
  *   FAIL <seq> <kind> <hex message>   kind: td_rc_name of the error

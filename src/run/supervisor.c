@@ -70,6 +70,8 @@ typedef struct worker {
     td_linebuf ctl, log;
     long scene;                 /* index into plan->queue, or -1 */
     double started_at, last_beat, scene_seconds;
+    long long frames_done, frames_total;  /* video tasks, from BEAT */
+    double fps;
     int start_failures;
     unsigned processed, skipped, failed; /* this process */
     char ring[RING_LINES][RING_LINE_MAX];
@@ -154,6 +156,7 @@ static void update_progress(supervisor *sv, int finished)
     st.scenes_finished = sv->finished;
     st.failed = sv->sum->failed;
     st.audio_seconds = sv->sum->audio_seconds;
+    st.frames = sv->sum->frames;
     st.bytes_total = sv->bytes_total;
     st.bytes_finished = sv->bytes_finished;
     st.elapsed = now_s() - sv->t0;
@@ -169,6 +172,9 @@ static void update_progress(supervisor *sv, int finished)
         if (w->state == W_BUSY && w->scene >= 0) {
             td_printable(scene_at(sv, (size_t)w->scene)->rel, pw->scene, sizeof pw->scene);
             pw->scene_seconds = w->scene_seconds;
+            pw->frames_done = w->frames_done;
+            pw->frames_total = w->frames_total;
+            pw->fps = w->fps;
         }
     }
     td_progress_update(sv->progress, &st, finished);
@@ -537,6 +543,8 @@ static void dispatch(supervisor *sv, worker *w)
     w->scene = (long)qpos;
     w->last_beat = now_s();
     w->scene_seconds = 0;
+    w->frames_done = w->frames_total = 0;
+    w->fps = 0;
     w->ring_count = w->ring_next = 0;
     sv->scene_state[qpos] = S_RUNNING;
     char name[256];
@@ -595,8 +603,18 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
         w->last_beat = now_s();
         if (verb[0] == 'B') {
             const char *sp = strchr(rest, ' ');
-            if (sp)
-                w->scene_seconds = strtod(sp + 1, NULL);
+            if (sp) {
+                /* BEAT <seq> <seconds> [<frames done> <frames total> <fps>] */
+                char *end;
+                w->scene_seconds = strtod(sp + 1, &end);
+                long long done = 0, total = 0;
+                double fps = 0;
+                if (sscanf(end, "%lld %lld %lf", &done, &total, &fps) == 3) {
+                    w->frames_done = done;
+                    w->frames_total = total;
+                    w->fps = fps;
+                }
+            }
             update_progress(sv, 0);
         }
         return;

@@ -94,14 +94,27 @@ static void send_with_hex(const char *head, const char *text)
 typedef struct scene_progress {
     long seq;
     double last_beat;
+    long long frames_done, frames_total;
+    double fps;
 } scene_progress;
+
+static void on_frames(void *user, long long done, long long total, double fps)
+{
+    scene_progress *p = user;
+    p->frames_done = done;
+    p->frames_total = total;
+    p->fps = fps;
+}
 
 static int on_progress(void *user, double seconds_done)
 {
     scene_progress *p = user;
     double t = now_s();
     if (t - p->last_beat >= 1.0) {
-        send_fmt("BEAT %ld %.2f", p->seq, seconds_done);
+        if (p->frames_done > 0)
+            send_fmt("BEAT %ld %.2f %lld %lld %.2f", p->seq, seconds_done, p->frames_done, p->frames_total, p->fps);
+        else
+            send_fmt("BEAT %ld %.2f", p->seq, seconds_done);
         p->last_beat = t;
     }
     return g_terminate ? 1 : 0;
@@ -141,6 +154,9 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
 
     send_fmt("START %ld %.0f %lld", seq, -1.0, (long long)scene.size);
     scene_progress prog = {.seq = seq, .last_beat = now_s()};
+    td_task_env scene_env = *env;
+    scene_env.frames = on_frames;
+    scene_env.frames_user = &prog;
     td_task_result total;
     memset(&total, 0, sizeof total);
     int rc = TD_OK;
@@ -151,7 +167,7 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
         td_task_result res;
         memset(&res, 0, sizeof res);
         double ts = now_s();
-        rc = tasks[t]->run(&scene, cfg, env, on_progress, &prog, &res, &err);
+        rc = tasks[t]->run(&scene, cfg, &scene_env, on_progress, &prog, &res, &err);
         if (rc != TD_OK)
             break;
         double wall = now_s() - ts;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "archive/marker.h"
@@ -76,16 +77,29 @@ static int restore_check(const td_scene *scene, const td_task_config *cfg, enum 
 typedef struct beat {
     td_progress_fn fn;
     void *user;
-    double fps;
-    double offset;   /* analysis frames count as a share of the work */
+    const td_task_env *env;
+    double fps;          /* the input's */
+    long long total;     /* the scene's frames, estimated; 0 while analysing */
+    double t0;           /* when the transcode started */
 } beat;
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static int on_frames(void *user, int64_t frames)
 {
     beat *b = user;
+    if (b->total > 0 && b->env && b->env->frames) {
+        double t = mono_now() - b->t0;
+        b->env->frames(b->env->frames_user, (long long)frames, b->total, t > 0 ? (double)frames / t : 0);
+    }
     if (!b->fn)
         return 0;
-    return b->fn(b->user, b->offset + (double)frames / (b->fps > 0 ? b->fps : 25.0));
+    return b->fn(b->user, (double)frames / (b->fps > 0 ? b->fps : 25.0));
 }
 
 /* A temporary name in the scene's folder, in the form td_atomic_sweep_orphans
@@ -168,7 +182,6 @@ static json_t *plan_json(const td_restore_plan *p, const char *chain)
 static int restore_run(const td_scene *scene, const td_task_config *cfg, const td_task_env *env,
                        td_progress_fn progress, void *user, td_task_result *res, td_error *err)
 {
-    (void)env;
     memset(res, 0, sizeof *res);
     const td_restore_settings *s = &cfg->restore;
     char *media = td_output_path(scene, media_suffix(s->format));
@@ -181,7 +194,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
         rc = td_error_set(err, TD_ENOMEM, "out of memory");
         goto out;
     }
-    beat b = {.fn = progress, .user = user, .fps = 25.0};
+    beat b = {.fn = progress, .user = user, .env = env, .fps = 25.0};
     td_vanalysis a;
     rc = td_video_analyze(scene->path, cfg->threads, &a, on_frames, &b, err);
     if (rc)
@@ -212,6 +225,8 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
         .progress = on_frames, .user = &b,
     };
     td_restore_stats st;
+    b.total = frames > 0 ? frames : 1;
+    b.t0 = mono_now();
     rc = td_restore_transcode(&job, &st, err);
     if (rc)
         goto out;

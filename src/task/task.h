@@ -32,6 +32,11 @@ typedef struct td_task_config {
 typedef struct td_task_env {
     const td_engine_ops *ops;       /* NULL unless a task needs_engine */
     td_engine *eng;
+    /* Video tasks report frames through this before each progress call
+     * (may be NULL): frames done, the scene's total (estimate, 0 unknown),
+     * frames per second. */
+    void (*frames)(void *user, long long done, long long total, double fps);
+    void *frames_user;
 } td_task_env;
 
 typedef struct td_task_result {
