@@ -288,7 +288,11 @@ static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *
         e->threads = nc > 0 && nc < 256 ? (int)nc : 1;
     }
 
-    e->mode = batched(cfg) ? TD_WDECODE_BATCHED : TD_WDECODE_SEQUENTIAL;
+    /* batched chunks are laid out as 30-s windows: a model of another
+     * window length decodes sequentially */
+    e->mode = batched(cfg) && 2 * e->model->hp.n_audio_ctx == TD_WMEL_WINDOW_FRAMES
+                  ? TD_WDECODE_BATCHED
+                  : TD_WDECODE_SEQUENTIAL;
     e->compute = cfg->compute;
     e->batch = e->opts.batch > 0 ? e->opts.batch : 1;
     /* The CPU backend; GPU backends plug in through the same table. */
@@ -345,11 +349,21 @@ static int proxy_beat(beat_proxy *p, int rc, td_error *err)
     return rc;
 }
 
+/* A batch of windows is encoded one window per call, with a heartbeat
+ * after each: sixteen windows of a large model on a slow CPU would
+ * otherwise outlast the stall timeout in one call. (A GPU backend that
+ * gains from encoding windows together would want them in one call; its
+ * heartbeat then needs a shorter batch.) */
 static int proxy_encode(td_wbackend *b, int n_win, const int *windows, const float *const *mels,
                         td_error *err)
 {
     beat_proxy *p = (beat_proxy *)b;
-    return proxy_beat(p, p->real->encode(p->ctx, n_win, windows, mels, err), err);
+    for (int i = 0; i < n_win; i++) {
+        int rc = proxy_beat(p, p->real->encode(p->ctx, 1, windows + i, mels + i, err), err);
+        if (rc)
+            return rc;
+    }
+    return TD_OK;
 }
 
 static int proxy_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
@@ -458,11 +472,14 @@ static int make_chunks(td_engine *e, td_wchunk *chunks, int *n_chunks, td_error 
     size_t zero = 0;
     const size_t *cuts = e->n_cuts > 0 ? e->cuts : &zero;
     size_t n_cuts = e->n_cuts > 0 ? e->n_cuts : 1;
-    size_t start = cuts[0], last = start;
+    size_t start = 0, last = start; /* the batch's first samples belong to a chunk too */
     size_t ranges[MAX_CHUNKS][2];
     for (size_t k = 1; k <= n_cuts; k++) {
         size_t b = k < n_cuts ? cuts[k] : e->batch_len;
-        while (b - start > CHUNK_SAMPLES && n < MAX_CHUNKS) {
+        while (b - start > CHUNK_SAMPLES) {
+            if (n == MAX_CHUNKS) /* cannot happen: see MAX_CHUNKS */
+                return td_error_set(err, TD_EINVAL, "whisper: more than %d chunks in one batch",
+                                    MAX_CHUNKS);
             if (last > start) { /* close the chunk at the last pause */
                 ranges[n][0] = start;
                 ranges[n++][1] = last;
@@ -476,7 +493,10 @@ static int make_chunks(td_engine *e, td_wchunk *chunks, int *n_chunks, td_error 
         }
         last = b;
     }
-    if (last > start && n < MAX_CHUNKS) {
+    if (last > start) {
+        if (n == MAX_CHUNKS)
+            return td_error_set(err, TD_EINVAL, "whisper: more than %d chunks in one batch",
+                                MAX_CHUNKS);
         ranges[n][0] = start;
         ranges[n++][1] = last;
     }

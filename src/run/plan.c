@@ -121,25 +121,32 @@ static int64_t mem_available(void)
 /* Whisper's batched decoding: --batch, or the largest batch whose memory
  * need fits each worker's share of the memory available now (three
  * quarters of it, split among the workers), with its reason in note. */
-static void choose_batch(const td_run_opts *o, const td_engine_config *cfg, td_plan *p,
-                         char *note, size_t cap)
+static int choose_batch(const td_run_opts *o, const td_engine_config *cfg, td_plan *p,
+                        char *note, size_t cap, td_error *err)
 {
     if (o->batch > 0) {
+        /* the engine must be able to open with it: sequences (batch x
+         * beam) within the decoder's and the backend's limits */
+        if (td_engine_whisper.memory_need(cfg) < 0)
+            return td_error_set(err, TD_EINVAL, "--batch %d with beam size %d: more than %d "
+                                "sequences at once, or a model that cannot batch", o->batch,
+                                o->beam_size > 0 ? o->beam_size : 5, TD_WDEC_MAX_SEQS);
         p->batch = o->batch;
         snprintf(note, cap, ", batch %d (asked for)", p->batch);
-        return;
+        return TD_OK;
     }
     int64_t avail = mem_available();
     size_t workers = p->n_workers > 0 ? p->n_workers : 1;
     if (avail <= 0) {
         p->batch = 1;
         snprintf(note, cap, ", batch 1 (memory available unknown)");
-        return;
+        return TD_OK;
     }
     int64_t budget = avail / 4 * 3 / (int64_t)workers;
     p->batch = td_whisper_pick_batch(cfg, budget, TD_WDEC_MAX_BATCH);
     snprintf(note, cap, ", batch %d (fits %lld MB per worker)", p->batch,
              (long long)(budget >> 20));
+    return TD_OK;
 }
 
 static int set_why(td_plan *p, size_t i, const char *why)
@@ -213,8 +220,9 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
         /* how the scenes' speech is decoded: shown in the plan, passed to
          * the workers, recorded in the markers */
         char batch[96] = "";
-        if (strcmp(td_wdecode_mode_name(o->decode), "batched") == 0)
-            choose_batch(o, &cfg, p, batch, sizeof batch);
+        if (strcmp(td_wdecode_mode_name(o->decode), "batched") == 0 &&
+            (rc = choose_batch(o, &cfg, p, batch, sizeof batch, err)) != TD_OK)
+            return rc;
         size_t len = strlen(p->engine_note);
         snprintf(p->engine_note + len, sizeof p->engine_note - len, ", decode %s%s",
                  td_wdecode_mode_name(o->decode), batch);

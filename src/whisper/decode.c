@@ -640,7 +640,8 @@ int td_wdecode_backend_config(const td_whparams *hp, const td_wdecode_opts *o, t
 {
     int g = o->beam_size > o->best_of ? o->beam_size : o->best_of;
     int batch = o->batch > 0 ? o->batch : 1;
-    if (g < 1 || g > MAX_GROUP || batch > TD_WDEC_MAX_BATCH || hp->n_text_ctx < 8)
+    if (g < 1 || g > MAX_GROUP || batch > TD_WDEC_MAX_BATCH || batch * g > TD_WDEC_MAX_SEQS ||
+        hp->n_text_ctx < 8)
         return TD_EINVAL;
     cfg->max_seq = batch * g;
     cfg->max_windows = batch;
@@ -683,6 +684,12 @@ int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend 
     if (o->batch < 0 || o->batch > TD_WDEC_MAX_BATCH)
         return td_error_set(err, TD_EINVAL, "whisper decoder: batch %d not in 1..%d", o->batch,
                             TD_WDEC_MAX_BATCH);
+    if ((o->batch > 0 ? o->batch : 1) * (o->beam_size > o->best_of ? o->beam_size : o->best_of) >
+        TD_WDEC_MAX_SEQS)
+        return td_error_set(err, TD_EINVAL, "whisper decoder: batch %d x %d sequences is more "
+                            "than %d", o->batch, o->beam_size > o->best_of ? o->beam_size
+                                                                           : o->best_of,
+                            TD_WDEC_MAX_SEQS);
     if (o->n_temperatures < 0 || o->n_temperatures > TD_WDEC_MAX_TEMPS)
         return td_error_set(err, TD_EINVAL, "whisper decoder: %d temperatures (at most %d)",
                             o->n_temperatures, TD_WDEC_MAX_TEMPS);
@@ -1764,9 +1771,9 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
     if (n < 0 || (n > 0 && !chunks))
         return td_error_set(err, TD_EINVAL, "whisper decoder: %d chunks", n);
     for (int i = 0; i < n; i++)
-        if (!chunks[i].mel || chunks[i].content_frames > W)
-            return td_error_set(err, TD_EINVAL, "whisper decoder: chunk %d: no mel, or more "
-                                "than one window", i);
+        if (!chunks[i].mel || chunks[i].content_frames > W || chunks[i].content_frames == 0)
+            return td_error_set(err, TD_EINVAL, "whisper decoder: chunk %d: no mel, no audio, "
+                                "or more than one window", i);
     if (n == 0) {
         if (language)
             *language = d->language;

@@ -33,6 +33,7 @@
 
 #define TD_WDEC_MAX_TEMPS 8
 #define TD_WDEC_MAX_BATCH 64  /* windows decoded together */
+#define TD_WDEC_MAX_SEQS 256  /* sequences alive at once: batch x max(beam, best of) */
 
 typedef struct td_wdecode_opts {
     int language;                 /* language index (td_wlang_index), -1 = detect */
