@@ -11,6 +11,7 @@ ffmpeg
 libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us pocketsphinx-testdata
 espeak-ng
 libjansson-dev
+pocl-opencl-icd clinfo
 libcmocka-dev
 libopenblas-dev
 clang libclang-rt-14-dev

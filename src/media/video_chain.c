@@ -28,6 +28,7 @@ static const char *const quality_names[] = {"fast", "high"};
 static const char *const format_names[] = {"view", "archive", "edit"};
 static const char *const size_names[] = {"sd", "hd"};
 static const char *const codec_names[] = {"h264", "hevc"};
+static const char *const opencl_names[] = {"auto", "on", "off"};
 
 #define PARSER(fn, type, names)                                                                    \
     int fn(const char *s, type *out)                                                              \
@@ -43,6 +44,7 @@ PARSER(td_restore_parse_quality, enum td_restore_quality, quality_names)
 PARSER(td_restore_parse_format, enum td_restore_format, format_names)
 PARSER(td_restore_parse_size, enum td_restore_size, size_names)
 PARSER(td_restore_parse_codec, enum td_restore_codec, codec_names)
+PARSER(td_restore_parse_opencl, enum td_restore_opencl, opencl_names)
 
 const char *td_restore_preset_name(enum td_restore_preset p) { return preset_names[p]; }
 const char *td_restore_quality_name(enum td_restore_quality q) { return quality_names[q]; }
@@ -224,7 +226,13 @@ int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, 
     }
     if (p->deinterlace)
         add(&b, "bwdif=mode=send_field:parity=%s:deint=all", p->tff ? "tff" : "bff");
-    if (p->nlmeans_s > 0) {
+    if (p->nlmeans_s > 0 && p->opencl) {
+        /* nlmeans_opencl takes 4:2:0 and 4:4:4, not 4:2:2: go through
+         * 4:4:4 (YUV still; the final format brings the target back). */
+        add(&b, "format=yuv444p,hwupload,nlmeans_opencl=s=%.2f:p=7:r=9,hwdownload,format=yuv444p", p->nlmeans_s);
+        add(&b, "hqdn3d=luma_spatial=0.01:chroma_spatial=%.2f:luma_tmp=0.01:chroma_tmp=%.2f",
+            p->chroma_spatial, p->chroma_temporal);
+    } else if (p->nlmeans_s > 0) {
         add(&b, "nlmeans=s=%.2f:p=7:r=9", p->nlmeans_s);
         add(&b, "hqdn3d=luma_spatial=0.01:chroma_spatial=%.2f:luma_tmp=0.01:chroma_tmp=%.2f",
             p->chroma_spatial, p->chroma_temporal);

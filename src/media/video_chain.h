@@ -30,6 +30,9 @@ enum td_restore_quality { TD_QUALITY_FAST = 0, TD_QUALITY_HIGH };
 enum td_restore_format { TD_RFORMAT_VIEW = 0, TD_RFORMAT_ARCHIVE, TD_RFORMAT_EDIT };
 enum td_restore_size { TD_RSIZE_SD = 0, TD_RSIZE_HD };
 enum td_restore_codec { TD_RCODEC_H264 = 0, TD_RCODEC_HEVC };
+/* nlmeans through OpenCL: auto = on GPU workers, on = on any worker that
+ * finds an OpenCL device (PoCL on a CPU), off = never. */
+enum td_restore_opencl { TD_ROPENCL_AUTO = 0, TD_ROPENCL_ON, TD_ROPENCL_OFF };
 
 typedef struct td_restore_settings {
     enum td_restore_preset preset;
@@ -39,6 +42,8 @@ typedef struct td_restore_settings {
     enum td_restore_codec codec;     /* view only */
     int crf;                          /* view: 0 = 18 (H.264) / 20 (HEVC) */
     int subtitles;                    /* mux the scene's SRT in (set by the task) */
+    enum td_restore_opencl opencl;    /* where nlmeans runs (not in the fingerprint:
+                                       * the same filter on other hardware) */
 } td_restore_settings;
 
 void td_restore_settings_default(td_restore_settings *s);
@@ -49,6 +54,7 @@ int td_restore_parse_quality(const char *s, enum td_restore_quality *out);
 int td_restore_parse_format(const char *s, enum td_restore_format *out);
 int td_restore_parse_size(const char *s, enum td_restore_size *out);
 int td_restore_parse_codec(const char *s, enum td_restore_codec *out);
+int td_restore_parse_opencl(const char *s, enum td_restore_opencl *out);
 
 const char *td_restore_preset_name(enum td_restore_preset p);
 const char *td_restore_quality_name(enum td_restore_quality q);
@@ -71,6 +77,7 @@ typedef struct td_restore_plan {
     int temporal;             /* temporal denoise allowed (scene long enough) */
     double luma_spatial, luma_temporal, chroma_spatial, chroma_temporal; /* hqdn3d */
     double nlmeans_s;         /* > 0: nlmeans strength (high quality) */
+    int opencl;               /* nlmeans through OpenCL (nlmeans_opencl); set by the caller */
     double level_gain, level_offset; /* Y' = (Y - 16) * gain + 16 + offset */
     double u_shift, v_shift;  /* added to U, V */
     double cas;               /* sharpening strength, 0 none */

@@ -218,6 +218,12 @@ struct td_vgraph {
 int td_vgraph_create(const td_vinput *in, const char *desc, int threads, td_vgraph **out,
                      td_error *err)
 {
+    return td_vgraph_create_hw(in, desc, threads, NULL, out, err);
+}
+
+int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, AVBufferRef *hw_device,
+                        td_vgraph **out, td_error *err)
+{
     char e[128];
     *out = NULL;
     td_vgraph *g = calloc(1, sizeof *g);
@@ -269,6 +275,11 @@ int td_vgraph_create(const td_vinput *in, const char *desc, int threads, td_vgra
     inputs->name = av_strdup("out");
     inputs->filter_ctx = g->sink;
     ret = avfilter_graph_parse_ptr(g->graph, desc, &inputs, &outputs, NULL);
+    for (unsigned i = 0; ret >= 0 && hw_device && i < g->graph->nb_filters; i++) {
+        g->graph->filters[i]->hw_device_ctx = av_buffer_ref(hw_device);
+        if (!g->graph->filters[i]->hw_device_ctx)
+            ret = AVERROR(ENOMEM);
+    }
     if (ret >= 0)
         ret = avfilter_graph_config(g->graph, NULL);
     if (ret < 0) {

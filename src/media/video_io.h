@@ -63,6 +63,11 @@ typedef struct td_vgraph td_vgraph;
  * ("null" for none). threads: filter threads (0 = automatic). */
 int td_vgraph_create(const td_vinput *in, const char *desc, int threads, td_vgraph **out,
                      td_error *err);
+/* The same, with a hardware device (an AVBufferRef of an AVHWDeviceContext,
+ * borrowed: each filter takes its own reference) for hwupload and the
+ * *_opencl / *_cuda filters. */
+int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, struct AVBufferRef *hw_device,
+                        td_vgraph **out, td_error *err);
 void td_vgraph_free(td_vgraph **g);
 
 /* Push one frame (NULL: end of stream). */

@@ -35,6 +35,7 @@ typedef struct td_restore_job {
     const char *language;        /* subtitle language (ISO 639), may be NULL */
     int threads;                 /* 0: automatic */
     int desync_ms;               /* tests only: shift the audio by this much */
+    struct AVBufferRef *hw_device; /* borrowed; for the chain's hwupload/_opencl filters, or NULL */
     td_vprogress_fn progress;    /* frames decoded; non-zero stops */
     void *user;
 } td_restore_job;

@@ -177,6 +177,8 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
             total.audio_seconds = res.audio_seconds;
             snprintf(total.language, sizeof total.language, "%s", res.language);
         } else {
+            if (res.note[0])
+                td_warn("[%s] %s: %s", tasks[t]->name, name, res.note);
             td_info("[checkpoint] %s | task %s | %.1f s video | %lld frames | %.1f fps", name, tasks[t]->name,
                     res.media_seconds, (long long)res.frames, wall > 0 ? (double)res.frames / wall : 0.0);
             total.frames += res.frames;
@@ -263,7 +265,7 @@ int td_worker_main(const td_worker_opts *o)
     if (td_task_list_parse(o->task ? o->task : "subtitles", tasks, &n_tasks, &err) != TD_OK)
         return fatal("%s", err.msg);
     td_restore_args ra = {o->restore_preset, o->restore_quality, o->restore_format, o->restore_size,
-                          o->restore_codec};
+                          o->restore_codec, o->restore_opencl};
     td_task_config tcfg;
     if (td_task_config_build(tasks, n_tasks, o->formats, &ra, device, o->threads, &tcfg, &err) != TD_OK)
         return fatal("%s", err.msg);

@@ -14,9 +14,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libavutil/hwcontext.h>
+
 #include "archive/marker.h"
 #include "media/video_analyze.h"
 #include "media/video_chain.h"
+#include "media/video_io.h"
 #include "media/video_restore.h"
 #include "task/task.h"
 #include "util/atomic.h"
@@ -189,6 +192,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     char *srt = s->subtitles ? td_output_path(scene, ".srt") : NULL;
     char tmp[PATH_MAX] = "";
     json_t *doc = NULL;
+    AVBufferRef *hw = NULL;
     int rc = TD_OK;
     if (!media || !report || (s->subtitles && !srt)) {
         rc = td_error_set(err, TD_ENOMEM, "out of memory");
@@ -224,10 +228,40 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
         .desync_ms = td_fault_wants("desync", "restore-mux", scene->path) ? 200 : 0,
         .progress = on_frames, .user = &b,
     };
+    /* nlmeans on the worker's OpenCL device when there is one (a GPU
+     * worker sees only its own card); the CPU filter is the reference and
+     * the fallback, and the reason goes in the log and the report. */
+    char denoise_on[300] = "cpu";
+    int gpu_worker = cfg->device && strcmp(cfg->device, "cpu") != 0;
+    if (plan.nlmeans_s > 0 && (s->opencl == TD_ROPENCL_ON || (s->opencl == TD_ROPENCL_AUTO && gpu_worker))) {
+        int ret = av_hwdevice_ctx_create(&hw, AV_HWDEVICE_TYPE_OPENCL, NULL, NULL, 0);
+        if (ret < 0) {
+            char e[128];
+            snprintf(res->note, sizeof res->note, "OpenCL unavailable (%s): nlmeans on the CPU",
+                     td_averr(ret, e, sizeof e));
+            snprintf(denoise_on, sizeof denoise_on, "cpu (%s)", res->note);
+        } else {
+            plan.opencl = 1;
+            snprintf(denoise_on, sizeof denoise_on, "opencl");
+            if ((rc = td_restore_chain(&plan, ntsc, chain, sizeof chain, err)))
+                goto out;
+            job.hw_device = hw;
+        }
+    }
     td_restore_stats st;
     b.total = frames > 0 ? frames : 1;
     b.t0 = mono_now();
     rc = td_restore_transcode(&job, &st, err);
+    if (rc == TD_EINVAL && plan.opencl) {
+        /* The OpenCL graph would not configure: once more on the CPU. */
+        snprintf(res->note, sizeof res->note, "OpenCL nlmeans failed (%.180s): nlmeans on the CPU", err->msg);
+        snprintf(denoise_on, sizeof denoise_on, "cpu (%s)", res->note);
+        plan.opencl = 0;
+        job.hw_device = NULL;
+        if ((rc = td_restore_chain(&plan, ntsc, chain, sizeof chain, err)))
+            goto out;
+        rc = td_restore_transcode(&job, &st, err);
+    }
     if (rc)
         goto out;
     td_selfcheck chk;
@@ -245,12 +279,12 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
 
     char settings[256];
     td_restore_settings_text(s, settings, sizeof settings);
-    doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:b},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
+    doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:b,s:s},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
                     "s:{s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:s,s:s}}",
                     "version", 1, "scene", scene->name, "settings", settings, "analysis", analysis_json(&a),
                     "decisions", plan_json(&plan, chain),
                     "output", "file", strrchr(media, '/') ? strrchr(media, '/') + 1 : media, "encoder", st.encoder,
-                    "audio", st.audio_mode, "subtitles", srt != NULL,
+                    "audio", st.audio_mode, "subtitles", srt != NULL, "denoise_on", denoise_on,
                     "speed", "frames_in", (json_int_t)st.frames_in, "frames_out", (json_int_t)st.frames_out,
                     "seconds", st.seconds_total, "decode_s", st.seconds_decode, "filter_s", st.seconds_filter,
                     "encode_s", st.seconds_encode, "fps", st.seconds_total > 0 ? st.frames_out / st.seconds_total : 0.0,
@@ -290,6 +324,7 @@ out:
     if (rc && err && strstr(err->msg, scene->rel) == NULL && strstr(err->msg, scene->path) == NULL)
         td_error_prefix(err, "%s", scene->rel);
     json_decref(doc);
+    av_buffer_unref(&hw);
     free(media);
     free(report);
     free(srt);

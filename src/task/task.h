@@ -46,6 +46,7 @@ typedef struct td_task_result {
     int64_t frames;                 /* restore: frames written */
     double media_seconds;           /* restore: the scene's duration */
     double fps;                     /* restore: frames written per wall second */
+    char note[256];                 /* something the log should say (a fallback), or "" */
 } td_task_result;
 
 typedef struct td_task_ops {
@@ -74,6 +75,7 @@ int td_task_list_needs_engine(const td_task_ops *const *tasks, size_t n);
  * the bad one. */
 typedef struct td_restore_args {
     const char *preset, *quality, *format, *size, *codec;
+    const char *opencl;   /* appended: --restore-opencl */
 } td_restore_args;
 int td_restore_args_parse(const td_restore_args *a, td_restore_settings *s, td_error *err);
 

@@ -317,6 +317,14 @@ static void test_decide_presets_and_guards(void **state)
     assert_true(p.nlmeans_s >= 1);
     assert_int_equal(td_restore_chain(&p, 1, chain, sizeof chain, &err), TD_OK);
     assert_non_null(strstr(chain, "nlmeans=s="));
+    p.opencl = 1;
+    assert_int_equal(td_restore_chain(&p, 1, chain, sizeof chain, &err), TD_OK);
+    assert_non_null(strstr(chain, "hwupload,nlmeans_opencl=s="));
+    assert_non_null(strstr(chain, "hwdownload,format=yuv444p"));
+    assert_null(strstr(chain, "nlmeans=s="));
+    assert_chain_parses(chain);
+    p.opencl = 0;
+    assert_int_equal(td_restore_chain(&p, 1, chain, sizeof chain, &err), TD_OK);
     assert_non_null(strstr(chain, "scale=1440:1080:in_color_matrix=bt601:out_color_matrix=bt709"));
     assert_non_null(strstr(chain, "setsar=1"));
     assert_non_null(strstr(chain, "colorspace=bt709"));
@@ -404,7 +412,7 @@ static void test_task_lists(void **state)
     assert_int_equal(td_task_list_parse(",", t, &n, &err), TD_EINVAL);
 
     td_task_config cfg;
-    td_restore_args ra = {"vhs", "high", "archive", "hd", NULL};
+    td_restore_args ra = {"vhs", "high", "archive", "hd", NULL, NULL};
     const td_task_ops *both[2] = {&td_task_subtitles, &td_task_restore};
     assert_int_equal(td_task_config_build(both, 2, "srt,vtt", &ra, "cpu", 2, &cfg, &err), TD_OK);
     assert_int_equal(cfg.restore.preset, TD_PRESET_VHS);
@@ -414,7 +422,13 @@ static void test_task_lists(void **state)
     assert_true(cfg.restore.subtitles);
     assert_int_equal(td_task_config_build(both + 1, 1, NULL, &ra, "cpu", 2, &cfg, &err), TD_OK);
     assert_false(cfg.restore.subtitles);
-    td_restore_args bad = {NULL, NULL, "dvd", NULL, NULL};
+    td_restore_args ocl = {NULL, NULL, NULL, NULL, NULL, "on"};
+    assert_int_equal(td_task_config_build(both, 2, NULL, &ocl, "cpu", 0, &cfg, &err), TD_OK);
+    assert_int_equal(cfg.restore.opencl, TD_ROPENCL_ON);
+    ocl.opencl = "cuda";
+    assert_int_equal(td_task_config_build(both, 2, NULL, &ocl, "cpu", 0, &cfg, &err), TD_EINVAL);
+    assert_non_null(strstr(err.msg, "--restore-opencl"));
+    td_restore_args bad = {NULL, NULL, "dvd", NULL, NULL, NULL};
     assert_int_equal(td_task_config_build(both, 2, NULL, &bad, "cpu", 0, &cfg, &err), TD_EINVAL);
     assert_non_null(strstr(err.msg, "--restore-format"));
 }
