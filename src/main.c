@@ -95,6 +95,8 @@ static void usage_run(FILE *f)
             "  --restore-codec C     view: h264 (default) or hevc\n"
             "  --restore-opencl W    nlmeans (quality high) through OpenCL: auto (default:\n"
             "                        on GPU workers), on (any OpenCL device, PoCL too), off\n"
+            "  --restore-cuda W      deinterlace with yadif_cuda: auto (default: on NVIDIA\n"
+            "                        GPU workers), on (any worker that finds CUDA), off\n"
             "  --limit N             process at most N pending scenes\n"
             "  --dry-run             print the plan and write nothing\n"
             "  --force               redo scenes that are already done\n"
@@ -225,7 +227,7 @@ enum {
     OPT_FORMATS, OPT_THREADS, OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
-    OPT_RESTORE_OPENCL,
+    OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA,
 };
 
 static void print_plan(const td_run_opts *o, const td_plan *p)
@@ -752,6 +754,7 @@ static int cmd_worker(int argc, char **argv)
         {"restore-size", required_argument, 0, OPT_RESTORE_SIZE},
         {"restore-codec", required_argument, 0, OPT_RESTORE_CODEC},
         {"restore-opencl", required_argument, 0, OPT_RESTORE_OPENCL},
+        {"restore-cuda", required_argument, 0, OPT_RESTORE_CUDA},
         {0, 0, 0, 0},
     };
     td_worker_opts o = {.task = "subtitles", .engine = "auto", .formats = "srt"};
@@ -784,6 +787,7 @@ static int cmd_worker(int argc, char **argv)
         case OPT_RESTORE_SIZE: o.restore_size = optarg; break;
         case OPT_RESTORE_CODEC: o.restore_codec = optarg; break;
         case OPT_RESTORE_OPENCL: o.restore_opencl = optarg; break;
+        case OPT_RESTORE_CUDA: o.restore_cuda = optarg; break;
         default: return EXIT_USAGE;
         }
     }

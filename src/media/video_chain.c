@@ -99,6 +99,7 @@ void td_restore_decide(const td_restore_settings *s, const td_vanalysis *a, long
     p->deinterlace = a->interlaced;
     const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(av_get_pix_fmt(a->pix_fmt));
     p->chroma_log2_w = d ? d->log2_chroma_w : 1;
+    p->chroma_log2_h = d ? d->log2_chroma_h : 1;
     p->tff = a->tff;
     if (pp->analog) {
         p->head_switch_lines = a->head_switch_lines;
@@ -224,7 +225,13 @@ int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, 
         add(&b, "convolution=0m='0 0 0 0 1 0 0 0 0':1m='%s':1rdiv=0.125:1mode=row:2m='%s':2rdiv=0.125:2mode=row",
             k, k);
     }
-    if (p->deinterlace)
+    if (p->deinterlace && p->cuda) {
+        /* yadif_cuda takes 4:2:0 and 4:4:4; 4:2:2 and 4:1:1 go up to
+         * 4:4:4 (in YUV), the final format brings the target back. */
+        const char *f = p->chroma_log2_w == 1 && p->chroma_log2_h == 1 ? "yuv420p" : "yuv444p";
+        add(&b, "format=%s,hwupload,yadif_cuda=mode=send_field:parity=%s:deint=all,hwdownload,format=%s", f,
+            p->tff ? "tff" : "bff", f);
+    } else if (p->deinterlace)
         add(&b, "bwdif=mode=send_field:parity=%s:deint=all", p->tff ? "tff" : "bff");
     if (p->nlmeans_s > 0 && p->opencl) {
         /* nlmeans_opencl takes 4:2:0 and 4:4:4, not 4:2:2: go through

@@ -31,7 +31,8 @@ enum td_restore_format { TD_RFORMAT_VIEW = 0, TD_RFORMAT_ARCHIVE, TD_RFORMAT_EDI
 enum td_restore_size { TD_RSIZE_SD = 0, TD_RSIZE_HD };
 enum td_restore_codec { TD_RCODEC_H264 = 0, TD_RCODEC_HEVC };
 /* nlmeans through OpenCL: auto = on GPU workers, on = on any worker that
- * finds an OpenCL device (PoCL on a CPU), off = never. */
+ * finds an OpenCL device (PoCL on a CPU), off = never. The same values
+ * say where yadif_cuda deinterlaces (auto: NVIDIA GPU workers). */
 enum td_restore_opencl { TD_ROPENCL_AUTO = 0, TD_ROPENCL_ON, TD_ROPENCL_OFF };
 
 typedef struct td_restore_settings {
@@ -44,6 +45,8 @@ typedef struct td_restore_settings {
     int subtitles;                    /* mux the scene's SRT in (set by the task) */
     enum td_restore_opencl opencl;    /* where nlmeans runs (not in the fingerprint:
                                        * the same filter on other hardware) */
+    enum td_restore_opencl cuda;      /* appended: where yadif_cuda replaces bwdif (not
+                                       * in the fingerprint either) */
 } td_restore_settings;
 
 void td_restore_settings_default(td_restore_settings *s);
@@ -74,10 +77,12 @@ typedef struct td_restore_plan {
     int head_switch_lines;    /* filled */
     double chroma_shift;      /* luma px moved left (the measured delay), 0 none */
     int chroma_log2_w;        /* the input's horizontal chroma subsampling */
+    int chroma_log2_h;        /* and vertical */
     int temporal;             /* temporal denoise allowed (scene long enough) */
     double luma_spatial, luma_temporal, chroma_spatial, chroma_temporal; /* hqdn3d */
     double nlmeans_s;         /* > 0: nlmeans strength (high quality) */
     int opencl;               /* nlmeans through OpenCL (nlmeans_opencl); set by the caller */
+    int cuda;                 /* deinterlace with yadif_cuda on a CUDA device; set by the caller */
     double level_gain, level_offset; /* Y' = (Y - 16) * gain + 16 + offset */
     double u_shift, v_shift;  /* added to U, V */
     double cas;               /* sharpening strength, 0 none */

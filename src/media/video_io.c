@@ -221,7 +221,18 @@ int td_vgraph_create(const td_vinput *in, const char *desc, int threads, td_vgra
     return td_vgraph_create_hw(in, desc, threads, NULL, out, err);
 }
 
-int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, AVBufferRef *hw_device,
+/* The device a filter wants by its name: NULL for software filters. */
+static AVBufferRef *device_for(const char *name, const td_hwdevs *hw)
+{
+    size_t n = strlen(name);
+    if (n > 7 && strcmp(name + n - 7, "_opencl") == 0)
+        return hw->opencl;
+    if (n > 5 && strcmp(name + n - 5, "_cuda") == 0)
+        return hw->cuda;
+    return NULL;
+}
+
+int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, const td_hwdevs *hw,
                         td_vgraph **out, td_error *err)
 {
     char e[128];
@@ -275,8 +286,16 @@ int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, AVBu
     inputs->name = av_strdup("out");
     inputs->filter_ctx = g->sink;
     ret = avfilter_graph_parse_ptr(g->graph, desc, &inputs, &outputs, NULL);
-    for (unsigned i = 0; ret >= 0 && hw_device && i < g->graph->nb_filters; i++) {
-        g->graph->filters[i]->hw_device_ctx = av_buffer_ref(hw_device);
+    /* Filters are created in the chain's order, so the hardware filter
+     * after an hwupload is the next one with a device. */
+    for (unsigned i = 0; ret >= 0 && hw && i < g->graph->nb_filters; i++) {
+        const char *name = g->graph->filters[i]->filter->name;
+        AVBufferRef *dev = device_for(name, hw);
+        for (unsigned j = i + 1; !dev && strcmp(name, "hwupload") == 0 && j < g->graph->nb_filters; j++)
+            dev = device_for(g->graph->filters[j]->filter->name, hw);
+        if (!dev)
+            continue;
+        g->graph->filters[i]->hw_device_ctx = av_buffer_ref(dev);
         if (!g->graph->filters[i]->hw_device_ctx)
             ret = AVERROR(ENOMEM);
     }

@@ -63,10 +63,17 @@ typedef struct td_vgraph td_vgraph;
  * ("null" for none). threads: filter threads (0 = automatic). */
 int td_vgraph_create(const td_vinput *in, const char *desc, int threads, td_vgraph **out,
                      td_error *err);
-/* The same, with a hardware device (an AVBufferRef of an AVHWDeviceContext,
- * borrowed: each filter takes its own reference) for hwupload and the
- * *_opencl / *_cuda filters. */
-int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, struct AVBufferRef *hw_device,
+/* Hardware devices for a graph (AVBufferRefs of AVHWDeviceContexts,
+ * borrowed: each filter takes its own reference): *_opencl filters get
+ * opencl, *_cuda filters cuda, and each hwupload the device of the next
+ * hardware filter in the chain. */
+typedef struct td_hwdevs {
+    struct AVBufferRef *opencl;
+    struct AVBufferRef *cuda;
+} td_hwdevs;
+
+/* td_vgraph_create with hardware devices (hw may be NULL). */
+int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, const td_hwdevs *hw,
                         td_vgraph **out, td_error *err);
 void td_vgraph_free(td_vgraph **g);
 

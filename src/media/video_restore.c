@@ -646,7 +646,7 @@ int td_restore_transcode(const td_restore_job *job, td_restore_stats *st, td_err
     if ((rc = td_vinput_open(job->in_path, job->threads, &c.in, err)))
         goto out;
     c.in->want_other = 1;
-    if ((rc = td_vgraph_create_hw(c.in, job->chain, job->threads, job->hw_device, &c.g, err)))
+    if ((rc = td_vgraph_create_hw(c.in, job->chain, job->threads, &job->hw, &c.g, err)))
         goto out;
     ret = avformat_alloc_output_context2(&c.out, NULL, job->muxer, job->out_path);
     if (ret < 0 || !c.out) {

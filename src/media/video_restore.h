@@ -22,6 +22,7 @@
 
 #include "media/video_analyze.h"
 #include "media/video_chain.h"
+#include "media/video_io.h"
 #include "util/error.h"
 
 typedef struct td_restore_job {
@@ -35,7 +36,7 @@ typedef struct td_restore_job {
     const char *language;        /* subtitle language (ISO 639), may be NULL */
     int threads;                 /* 0: automatic */
     int desync_ms;               /* tests only: shift the audio by this much */
-    struct AVBufferRef *hw_device; /* borrowed; for the chain's hwupload/_opencl filters, or NULL */
+    td_hwdevs hw;                /* borrowed devices for the chain's hardware filters */
     td_vprogress_fn progress;    /* frames decoded; non-zero stops */
     void *user;
 } td_restore_job;

@@ -192,7 +192,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     char *srt = s->subtitles ? td_output_path(scene, ".srt") : NULL;
     char tmp[PATH_MAX] = "";
     json_t *doc = NULL;
-    AVBufferRef *hw = NULL;
+    AVBufferRef *hw = NULL, *cuda = NULL;
     int rc = TD_OK;
     if (!media || !report || (s->subtitles && !srt)) {
         rc = td_error_set(err, TD_ENOMEM, "out of memory");
@@ -231,33 +231,50 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     /* nlmeans on the worker's OpenCL device when there is one (a GPU
      * worker sees only its own card); the CPU filter is the reference and
      * the fallback, and the reason goes in the log and the report. */
-    char denoise_on[300] = "cpu";
+    char denoise_on[300] = "cpu", deinterlace_on[300] = "cpu";
     int gpu_worker = cfg->device && strcmp(cfg->device, "cpu") != 0;
+    int nvidia = cfg->vendor && strcmp(cfg->vendor, "nvidia") == 0;
+    if (plan.deinterlace && (s->cuda == TD_ROPENCL_ON || (s->cuda == TD_ROPENCL_AUTO && nvidia))) {
+        int ret = av_hwdevice_ctx_create(&cuda, AV_HWDEVICE_TYPE_CUDA, NULL, NULL, 0);
+        if (ret < 0) {
+            char e[128];
+            snprintf(res->note, sizeof res->note, "CUDA unavailable (%s): bwdif on the CPU", td_averr(ret, e, sizeof e));
+            snprintf(deinterlace_on, sizeof deinterlace_on, "cpu (%s)", res->note);
+        } else {
+            plan.cuda = 1;
+            snprintf(deinterlace_on, sizeof deinterlace_on, "cuda (yadif_cuda)");
+            job.hw.cuda = cuda;
+        }
+    }
     if (plan.nlmeans_s > 0 && (s->opencl == TD_ROPENCL_ON || (s->opencl == TD_ROPENCL_AUTO && gpu_worker))) {
         int ret = av_hwdevice_ctx_create(&hw, AV_HWDEVICE_TYPE_OPENCL, NULL, NULL, 0);
         if (ret < 0) {
             char e[128];
-            snprintf(res->note, sizeof res->note, "OpenCL unavailable (%s): nlmeans on the CPU",
-                     td_averr(ret, e, sizeof e));
-            snprintf(denoise_on, sizeof denoise_on, "cpu (%s)", res->note);
+            size_t used = strlen(res->note);
+            snprintf(res->note + used, sizeof res->note - used, "%sOpenCL unavailable (%s): nlmeans on the CPU",
+                     used ? "; " : "", td_averr(ret, e, sizeof e));
+            snprintf(denoise_on, sizeof denoise_on, "cpu (%s)", res->note + used + (used ? 2 : 0));
         } else {
             plan.opencl = 1;
             snprintf(denoise_on, sizeof denoise_on, "opencl");
-            if ((rc = td_restore_chain(&plan, ntsc, chain, sizeof chain, err)))
-                goto out;
-            job.hw_device = hw;
+            job.hw.opencl = hw;
         }
     }
+    if ((plan.opencl || plan.cuda) && (rc = td_restore_chain(&plan, ntsc, chain, sizeof chain, err)))
+        goto out;
     td_restore_stats st;
     b.total = frames > 0 ? frames : 1;
     b.t0 = mono_now();
     rc = td_restore_transcode(&job, &st, err);
-    if (rc == TD_EINVAL && plan.opencl) {
-        /* The OpenCL graph would not configure: once more on the CPU. */
-        snprintf(res->note, sizeof res->note, "OpenCL nlmeans failed (%.180s): nlmeans on the CPU", err->msg);
-        snprintf(denoise_on, sizeof denoise_on, "cpu (%s)", res->note);
-        plan.opencl = 0;
-        job.hw_device = NULL;
+    if (rc == TD_EINVAL && (plan.opencl || plan.cuda)) {
+        /* The hardware graph would not configure: once more on the CPU. */
+        snprintf(res->note, sizeof res->note, "GPU filters failed (%.180s): CPU filters instead", err->msg);
+        if (plan.opencl)
+            snprintf(denoise_on, sizeof denoise_on, "cpu (%s)", res->note);
+        if (plan.cuda)
+            snprintf(deinterlace_on, sizeof deinterlace_on, "cpu (%s)", res->note);
+        plan.opencl = plan.cuda = 0;
+        job.hw.opencl = job.hw.cuda = NULL;
         if ((rc = td_restore_chain(&plan, ntsc, chain, sizeof chain, err)))
             goto out;
         rc = td_restore_transcode(&job, &st, err);
@@ -279,12 +296,13 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
 
     char settings[256];
     td_restore_settings_text(s, settings, sizeof settings);
-    doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:b,s:s},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
+    doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:b,s:s,s:s},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
                     "s:{s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:s,s:s}}",
                     "version", 1, "scene", scene->name, "settings", settings, "analysis", analysis_json(&a),
                     "decisions", plan_json(&plan, chain),
                     "output", "file", strrchr(media, '/') ? strrchr(media, '/') + 1 : media, "encoder", st.encoder,
                     "audio", st.audio_mode, "subtitles", srt != NULL, "denoise_on", denoise_on,
+                    "deinterlace_on", deinterlace_on,
                     "speed", "frames_in", (json_int_t)st.frames_in, "frames_out", (json_int_t)st.frames_out,
                     "seconds", st.seconds_total, "decode_s", st.seconds_decode, "filter_s", st.seconds_filter,
                     "encode_s", st.seconds_encode, "fps", st.seconds_total > 0 ? st.frames_out / st.seconds_total : 0.0,
@@ -325,6 +343,7 @@ out:
         td_error_prefix(err, "%s", scene->rel);
     json_decref(doc);
     av_buffer_unref(&hw);
+    av_buffer_unref(&cuda);
     free(media);
     free(report);
     free(srt);

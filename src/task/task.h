@@ -26,6 +26,7 @@ typedef struct td_task_config {
     td_restore_settings restore;    /* restore */
     const char *device;             /* "cpu" or a PCI address, for markers */
     int threads;                    /* restore: codec and filter threads (0 auto) */
+    const char *vendor;             /* the worker's GPU vendor ("nvidia", ...), NULL on a CPU */
 } td_task_config;
 
 /* What the worker holds for the tasks. */
@@ -76,6 +77,7 @@ int td_task_list_needs_engine(const td_task_ops *const *tasks, size_t n);
 typedef struct td_restore_args {
     const char *preset, *quality, *format, *size, *codec;
     const char *opencl;   /* appended: --restore-opencl */
+    const char *cuda;     /* appended: --restore-cuda */
 } td_restore_args;
 int td_restore_args_parse(const td_restore_args *a, td_restore_settings *s, td_error *err);
 

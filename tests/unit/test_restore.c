@@ -271,6 +271,13 @@ static void test_decide_auto(void **state)
     assert_non_null(strstr(chain, "1m='0 0 0 0 0 0 0 0 0 4 4 0 0 0 0 0 0'"));
     assert_null(strstr(chain, "nlmeans"));
     assert_chain_parses(chain);
+    /* On a CUDA device: yadif_cuda in place of bwdif, 4:2:2 through 4:4:4 */
+    p.cuda = 1;
+    assert_int_equal(td_restore_chain(&p, 1, chain, sizeof chain, &err), TD_OK);
+    assert_non_null(strstr(chain, "format=yuv444p,hwupload,yadif_cuda=mode=send_field:parity=tff:deint=all,"
+                                  "hwdownload,format=yuv444p"));
+    assert_null(strstr(chain, "bwdif"));
+    assert_chain_parses(chain);
 }
 
 static void test_decide_presets_and_guards(void **state)
@@ -412,7 +419,7 @@ static void test_task_lists(void **state)
     assert_int_equal(td_task_list_parse(",", t, &n, &err), TD_EINVAL);
 
     td_task_config cfg;
-    td_restore_args ra = {"vhs", "high", "archive", "hd", NULL, NULL};
+    td_restore_args ra = {.preset = "vhs", .quality = "high", .format = "archive", .size = "hd"};
     const td_task_ops *both[2] = {&td_task_subtitles, &td_task_restore};
     assert_int_equal(td_task_config_build(both, 2, "srt,vtt", &ra, "cpu", 2, &cfg, &err), TD_OK);
     assert_int_equal(cfg.restore.preset, TD_PRESET_VHS);
@@ -422,13 +429,14 @@ static void test_task_lists(void **state)
     assert_true(cfg.restore.subtitles);
     assert_int_equal(td_task_config_build(both + 1, 1, NULL, &ra, "cpu", 2, &cfg, &err), TD_OK);
     assert_false(cfg.restore.subtitles);
-    td_restore_args ocl = {NULL, NULL, NULL, NULL, NULL, "on"};
+    td_restore_args ocl = {.opencl = "on", .cuda = "off"};
     assert_int_equal(td_task_config_build(both, 2, NULL, &ocl, "cpu", 0, &cfg, &err), TD_OK);
     assert_int_equal(cfg.restore.opencl, TD_ROPENCL_ON);
+    assert_int_equal(cfg.restore.cuda, TD_ROPENCL_OFF);
     ocl.opencl = "cuda";
     assert_int_equal(td_task_config_build(both, 2, NULL, &ocl, "cpu", 0, &cfg, &err), TD_EINVAL);
     assert_non_null(strstr(err.msg, "--restore-opencl"));
-    td_restore_args bad = {NULL, NULL, "dvd", NULL, NULL, NULL};
+    td_restore_args bad = {.format = "dvd"};
     assert_int_equal(td_task_config_build(both, 2, NULL, &bad, "cpu", 0, &cfg, &err), TD_EINVAL);
     assert_non_null(strstr(err.msg, "--restore-format"));
 }
