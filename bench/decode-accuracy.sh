@@ -37,7 +37,7 @@ for m in $models; do
                 --language en --formats json --no-progress -q ||
                 { echo "$tag: run failed"; continue; }
             python3 "$here/../tests/e2e/longscene.py" score "$work/scene10.wav.json" \
-                "$d/scene10.json" "10-min scene, $tag" | head -n 1
+                "$d/scene10.json" "10-min scene, $tag" | sed -n 1p
             # the LibriVox clips and jfk.wav
             if [ -d "$LV" ]; then
                 d="$work/lv-$m-$c-$mode"
