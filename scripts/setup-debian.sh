@@ -17,6 +17,7 @@ libopenblas-dev
 clang libclang-rt-14-dev
 zlib1g-dev
 libvulkan-dev glslc spirv-tools mesa-vulkan-drivers
+libze-dev
 python3 python3-pip procps util-linux
 "
 

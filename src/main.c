@@ -25,6 +25,7 @@
 #include "archive/marker.h"
 #include "archive/scan.h"
 #include "asr/engine.h"
+#include "device/affinity.h"
 #include "device/devices.h"
 #include "run/options.h"
 #include "run/progress.h"
@@ -102,10 +103,12 @@ static void usage_run(FILE *f)
             "  --force               redo scenes that are already done\n"
             "  --devices WHICH       auto (default: every GPU, else CPUs), cpu, or a list of\n"
             "                        device numbers / PCI addresses / UUIDs from\n"
-            "                        `tapedeck devices`, e.g. 0,1\n"
+            "                        `tapedeck devices`, e.g. 0,1 or pci:0000:03:00.0\n"
             "  --workers N           CPU workers when no GPU is used (default: whisper and\n"
             "                        restore, one per 8 cores with 8 threads each;\n"
-            "                        sphinx, one per core)\n"
+            "                        sphinx, one per core)\n"            "  --cpu-workers N       CPU workers beside GPU workers (default: none while\n"
+            "                        the GPU workers compute on the CPU; else the cores\n"
+            "                        left after 2 feeding threads per GPU worker, 8 each)\n"
             "  --engine NAME         auto (default: whisper when a Whisper model is\n"
             "                        installed, else sphinx), whisper or sphinx\n"
             "  --model NAME|PATH     whisper: a model name (tiny, base.en, small, medium,\n"
@@ -159,12 +162,13 @@ static void usage_status(FILE *f)
 static void usage_devices(FILE *f)
 {
     fprintf(f,
-            "Usage: tapedeck devices [--devices WHICH] [--workers N]\n"
+            "Usage: tapedeck devices [--devices WHICH] [--workers N] [--cpu-workers N]\n"
             "\n"
-            "Lists the GPUs found (NVIDIA through NVML, Intel and AMD through sysfs; no GPU\n"
-            "runtime is started) and the workers `tapedeck run` would start, with the\n"
-            "affinity variable that pins each to its card. TAPEDECK_DEVICES overrides\n"
-            "discovery (see README).\n");
+            "Lists the GPUs found (NVIDIA through NVML, Intel through Level Zero Sysman or\n"
+            "sysfs, AMD through sysfs; no GPU runtime is started) with their memory, NUMA\n"
+            "node and local CPUs, and the workers `tapedeck run` would start: the card,\n"
+            "the variables that pin each to it, its CPUs and threads, and why.\n"
+            "TAPEDECK_DEVICES overrides discovery (see README).\n");
 }
 
 static void usage_models(FILE *f)
@@ -223,7 +227,7 @@ static char *self_exe(void)
 
 /* Options of the commands parsed here (run's are in run/options.c). */
 enum {
-    OPT_TASK = 256, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE, OPT_MODEL, OPT_LANGUAGE,
+    OPT_TASK = 256, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_CPU_WORKERS, OPT_ENGINE, OPT_MODEL, OPT_LANGUAGE,
     OPT_FORMATS, OPT_THREADS, OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
@@ -299,8 +303,12 @@ static int cmd_run(int argc, char **argv)
     }
     td_info("tapedeck %s | archive %s | task %s | engine %s | %s", TAPEDECK_VERSION, o.archive, o.task,
             plan.engine_note, plan.device_note);
-    td_info("Total scenes: %zu | to process: %zu | already done: %zu%s", plan.scenes.count, plan.n_queue,
-            plan.n_done, o.limit >= 0 ? " | --limit applied" : "");
+    char hw[1024], wk[1024];
+    td_plan_describe_hardware(&plan, sysconf(_SC_NPROCESSORS_ONLN), hw, sizeof hw);
+    td_plan_describe_workers(&plan, wk, sizeof wk);
+    td_info("Hardware detected: %s", hw);
+    td_info("Total scenes: %zu | workers: %s | to process: %zu | already done: %zu%s", plan.scenes.count, wk,
+            plan.n_queue, plan.n_done, o.limit >= 0 ? " | --limit applied" : "");
     for (size_t i = 0; i < plan.scenes.count; i++) {
         if (plan.state[i] == TD_PLAN_SKIP) {
             char name[512];
@@ -421,70 +429,84 @@ static int cmd_devices(int argc, char **argv)
     static const struct option longopts[] = {
         {"devices", required_argument, 0, OPT_DEVICES},
         {"workers", required_argument, 0, OPT_WORKERS},
+        {"cpu-workers", required_argument, 0, OPT_CPU_WORKERS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *which = "auto";
-    long workers = 0;
+    td_run_opts o;
+    td_run_opts_default(&o);
+    long v = 0;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_DEVICES: which = optarg; break;
+        case OPT_DEVICES: o.devices = optarg; break;
         case OPT_WORKERS:
-            if (td_parse_long(optarg, 1, TD_MAX_DEVICES, &workers))
+            if (td_parse_long(optarg, 1, TD_MAX_DEVICES, &v))
                 return usage_error("--workers needs a number from 1 to 64, not '%s'", optarg);
+            o.workers = (int)v;
+            break;
+        case OPT_CPU_WORKERS:
+            if (td_parse_long(optarg, 0, TD_MAX_DEVICES, &v))
+                return usage_error("--cpu-workers needs a number from 0 to 64, not '%s'", optarg);
+            o.cpu_workers = (int)v;
             break;
         case 'h': usage_devices(stdout); return EXIT_ALL_DONE;
         default: return usage_error("%s", "bad option");
         }
     }
-    td_device_list list;
+    /* The devices part of `run`'s plan, for the whisper engine (the
+     * default); no engine is probed and no scene scanned. */
+    static td_plan plan; /* large: keep it off the stack */
+    memset(&plan, 0, sizeof plan);
+    plan.engine = "whisper";
+    snprintf(plan.backend, sizeof plan.backend, "%s", td_wbackend_cpu.name);
     td_error err = {0};
-    if (td_devices_detect(&list, &err) != TD_OK) {
+    if (td_plan_devices(&o, &plan, &err) != TD_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return EXIT_USAGE;
     }
+    const td_device_list *list = &plan.devices;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    char hw[1024];
+    td_plan_describe_hardware(&plan, ncpu, hw, sizeof hw);
+    printf("Hardware detected: %s\n", hw);
     printf("CPU: %ld core(s)\n", ncpu);
-    printf("GPUs: %zu\n", list.count);
-    for (size_t i = 0; i < list.count; i++) {
-        const td_device *d = &list.items[i];
-        char mem[64] = "memory unknown";
-        if (d->mem_total > 0)
-            snprintf(mem, sizeof mem, "%.1f GiB total, %.1f GiB free", d->mem_total / 1073741824.0,
-                     d->mem_free >= 0 ? d->mem_free / 1073741824.0 : -1.0);
-        printf("  [%zu] %s %s  PCI %s  %s%s%s  (%s; via %s)\n", i, d->vendor, d->name, d->pci,
-               d->uuid[0] ? "UUID " : "", d->uuid, d->uuid[0] ? "" : "", mem, d->source);
+    printf("GPUs: %zu\n", list->count);
+    if (list->count)
+        printf("  %-3s %-7s %-13s %-28s %-11s %-11s %-4s %-12s %-18s %s\n", "#", "vendor", "PCI", "name",
+               "total GiB", "free GiB", "NUMA", "local CPUs", "source", "UUID");
+    for (size_t i = 0; i < list->count; i++) {
+        const td_device *d = &list->items[i];
+        char total[32] = "?", free_b[32] = "?", numa[16] = "-";
+        if (d->mem_total >= 0)
+            snprintf(total, sizeof total, "%.1f", (double)d->mem_total / 1073741824.0);
+        if (d->mem_free >= 0)
+            snprintf(free_b, sizeof free_b, "%.1f", (double)d->mem_free / 1073741824.0);
+        if (d->numa_node >= 0)
+            snprintf(numa, sizeof numa, "%d", d->numa_node);
+        printf("  %-3zu %-7s %-13s %-28s %-11s %-11s %-4s %-12s %-18s %s\n", i, d->vendor, d->pci, d->name,
+               total, free_b, numa, d->local_cpus[0] ? d->local_cpus : "-", d->source,
+               d->uuid[0] ? d->uuid : "-");
     }
-    if (list.notes[0])
-        printf("Notes: %s\n", list.notes);
-    /* The plan, as `run` would make it (engine and scenes aside). */
-    td_run_opts o;
-    td_run_opts_default(&o);
-    o.devices = which;
-    o.workers = (int)workers;
-    printf("Worker plan (--devices %s):\n", which);
-    if (strcmp(which, "cpu") != 0 && list.count > 0) {
-        for (size_t i = 0; i < list.count; i++) {
-            const td_device *d = &list.items[i];
-            if (strcmp(which, "auto") != 0) {
-                /* a list: show only matching entries */
-                char needle[128];
-                snprintf(needle, sizeof needle, ",%s,", which);
-                char idx[16], pci[48], uuid[112];
-                snprintf(idx, sizeof idx, ",%zu,", i);
-                snprintf(pci, sizeof pci, ",%s,", d->pci);
-                snprintf(uuid, sizeof uuid, ",%s,", d->uuid);
-                if (!strstr(needle, idx) && !strstr(needle, pci) && !(d->uuid[0] && strstr(needle, uuid)))
-                    continue;
-            }
-            printf("  worker on %s %s: %s=%s%s%s%s%s\n", d->vendor, d->pci, d->affinity_var, d->affinity_value,
-                   d->order_var[0] ? " " : "", d->order_var, d->order_var[0] ? "=" : "", d->order_value);
+    if (list->notes[0])
+        printf("Notes: %s\n", list->notes);
+    printf("Worker plan (--devices %s): %s\n", o.devices, plan.device_note);
+    for (size_t i = 0; i < plan.n_workers; i++) {
+        const td_plan_worker *w = &plan.workers[i];
+        int threads = w->threads > 0 ? w->threads : plan.threads;
+        const td_device *d = w->device;
+        if (!d) {
+            printf("  worker %d: cpu, backend %s, %d thread(s)\n", w->slot, plan.backend, threads);
+            continue;
         }
-    } else {
-        long n = workers > 0 ? workers : ncpu;
-        printf("  %ld CPU worker(s)\n", n);
+        const char *pairs[2][2];
+        size_t np = td_affinity_env(d, pairs);
+        printf("  worker %d: %s %s (%s), backend %s, %d thread(s), CPUs %s |", w->slot, d->vendor, d->pci,
+               d->name, plan.backend, threads, d->local_cpus[0] ? d->local_cpus : "all");
+        for (size_t k = 0; k < np; k++)
+            printf(" %s=%s", pairs[k][0], pairs[k][1]);
+        printf("\n");
     }
     return EXIT_ALL_DONE;
 }

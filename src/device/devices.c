@@ -1,5 +1,7 @@
-/* devices.c: GPU discovery through NVML and sysfs, no GPU context (see devices.h). */
+/* devices.c: GPU discovery through NVML, Level Zero Sysman and sysfs, no GPU context (see devices.h). */
 #include "device/devices.h"
+
+#include <errno.h>
 
 #include <ctype.h>
 #include <dirent.h>
@@ -8,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "device/discover.h"
 
 /* ---- PCI address normalisation ------------------------------------- */
 
@@ -49,86 +53,189 @@ static void set_affinity(td_device *d)
     }
 }
 
-/* ---- NVIDIA: NVML through dlopen ------------------------------------ */
+/* ---- merging ------------------------------------------------------- */
 
-typedef struct nvml_pci_info { /* nvmlPciInfo_t as of NVML v3 */
-    char bus_id_legacy[16];
-    unsigned domain, bus, device, pci_device_id, pci_subsystem_id;
-    char bus_id[32];
-} nvml_pci_info;
-
-typedef struct nvml_memory { unsigned long long total, free, used; } nvml_memory;
-
-typedef int (*nvml_void_fn)(void);
-typedef int (*nvml_count_fn)(unsigned *);
-typedef int (*nvml_handle_fn)(unsigned, void **);
-typedef int (*nvml_str_fn)(void *, char *, unsigned);
-typedef int (*nvml_pci_fn)(void *, nvml_pci_info *);
-typedef int (*nvml_mem_fn)(void *, nvml_memory *);
-
-static void detect_nvidia(td_device_list *list)
+static void init_device(td_device *d, const char *vendor, const char *source)
 {
-    void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        add_note(list, "nvidia: NVML not found (no NVIDIA driver)");
+    memset(d, 0, sizeof *d);
+    snprintf(d->vendor, sizeof d->vendor, "%s", vendor);
+    snprintf(d->source, sizeof d->source, "%s", source);
+    d->mem_total = d->mem_free = -1;
+    d->numa_node = -1;
+}
+
+/* A generic name a later source may replace with a real one. */
+static int generic_name(const char *name)
+{
+    return name[0] == '\0' || strstr(name, " GPU 0x") != NULL;
+}
+
+/* Add d, or fill the gaps of the entry with the same PCI address (one
+ * card seen by two sources). Entries without a PCI address cannot be
+ * matched and are added as they are. */
+static void add_or_merge(td_device_list *list, const td_device *d)
+{
+    for (size_t i = 0; d->pci[0] && i < list->count; i++) {
+        td_device *e = &list->items[i];
+        if (strcmp(e->pci, d->pci) != 0)
+            continue;
+        if (generic_name(e->name) && !generic_name(d->name))
+            snprintf(e->name, sizeof e->name, "%s", d->name);
+        if (!e->uuid[0])
+            snprintf(e->uuid, sizeof e->uuid, "%s", d->uuid);
+        if (e->mem_total < 0 && d->mem_total >= 0)
+            e->mem_total = d->mem_total;
+        if (e->mem_free < 0 && d->mem_free >= 0)
+            e->mem_free = d->mem_free;
+        if (!strstr(e->source, d->source)) {
+            size_t used = strlen(e->source);
+            snprintf(e->source + used, sizeof e->source - used, "+%s", d->source);
+        }
         return;
     }
-    nvml_void_fn init = (nvml_void_fn)dlsym(lib, "nvmlInit_v2");
-    nvml_void_fn shutdown = (nvml_void_fn)dlsym(lib, "nvmlShutdown");
-    nvml_count_fn count = (nvml_count_fn)dlsym(lib, "nvmlDeviceGetCount_v2");
-    nvml_handle_fn handle = (nvml_handle_fn)dlsym(lib, "nvmlDeviceGetHandleByIndex_v2");
-    nvml_str_fn get_name = (nvml_str_fn)dlsym(lib, "nvmlDeviceGetName");
-    nvml_str_fn get_uuid = (nvml_str_fn)dlsym(lib, "nvmlDeviceGetUUID");
-    nvml_pci_fn get_pci = (nvml_pci_fn)dlsym(lib, "nvmlDeviceGetPciInfo_v3");
-    nvml_mem_fn get_mem = (nvml_mem_fn)dlsym(lib, "nvmlDeviceGetMemoryInfo");
-    if (!init || !shutdown || !count || !handle || !get_name || !get_uuid || !get_pci || !get_mem) {
-        add_note(list, "nvidia: NVML too old (missing functions)");
-        dlclose(lib);
-        return;
-    }
-    if (init() != 0) {
+    if (list->count < TD_MAX_DEVICES)
+        list->items[list->count++] = *d;
+}
+
+/* ---- NVIDIA: NVML ------------------------------------------------------ */
+
+static void discover_nvml(const td_nvml_api *api, td_device_list *list)
+{
+    if (api->init() != 0) {
         add_note(list, "nvidia: nvmlInit failed (driver not loaded?)");
-        dlclose(lib);
         return;
     }
     unsigned n = 0;
-    if (count(&n) != 0)
+    if (api->count(&n) != 0) {
+        add_note(list, "nvidia: nvmlDeviceGetCount failed");
         n = 0;
-    int vendor_index = 0;
-    for (unsigned i = 0; i < n && list->count < TD_MAX_DEVICES; i++) {
-        void *h = NULL;
-        if (handle(i, &h) != 0)
-            continue;
-        td_device *d = &list->items[list->count];
-        memset(d, 0, sizeof *d);
-        snprintf(d->vendor, sizeof d->vendor, "nvidia");
-        snprintf(d->source, sizeof d->source, "nvml");
-        if (get_name(h, d->name, sizeof d->name) != 0)
-            snprintf(d->name, sizeof d->name, "NVIDIA GPU");
-        if (get_uuid(h, d->uuid, sizeof d->uuid) != 0)
-            d->uuid[0] = '\0';
-        nvml_pci_info pci;
-        memset(&pci, 0, sizeof pci);
-        if (get_pci(h, &pci) != 0 || normalise_pci(pci.bus_id, d->pci, sizeof d->pci) != 0)
-            d->pci[0] = '\0';
-        nvml_memory mem;
-        if (get_mem(h, &mem) == 0) {
-            d->mem_total = (int64_t)mem.total;
-            d->mem_free = (int64_t)mem.free;
-        } else {
-            d->mem_total = d->mem_free = -1;
-        }
-        d->index = vendor_index++;
-        set_affinity(d);
-        list->count++;
-    }
-    shutdown();
-    dlclose(lib);
-    if (n == 0)
+    } else if (n == 0) {
         add_note(list, "nvidia: NVML reports no devices");
+    }
+    for (unsigned i = 0; i < n && i < TD_MAX_DEVICES; i++) {
+        void *h = NULL;
+        if (api->handle(i, &h) != 0)
+            continue;
+        td_device d;
+        init_device(&d, "nvidia", "nvml");
+        if (api->name(h, d.name, sizeof d.name) != 0)
+            snprintf(d.name, sizeof d.name, "NVIDIA GPU");
+        d.name[sizeof d.name - 1] = '\0';
+        if (api->uuid(h, d.uuid, sizeof d.uuid) != 0)
+            d.uuid[0] = '\0';
+        d.uuid[sizeof d.uuid - 1] = '\0';
+        td_nvml_pci_info pci;
+        memset(&pci, 0, sizeof pci);
+        pci.bus_id[sizeof pci.bus_id - 1] = '\0';
+        if (api->pci(h, &pci) != 0 || normalise_pci(pci.bus_id, d.pci, sizeof d.pci) != 0)
+            d.pci[0] = '\0';
+        td_nvml_memory mem;
+        if (api->memory(h, &mem) == 0 && mem.total <= INT64_MAX && mem.free <= mem.total) {
+            d.mem_total = (int64_t)mem.total;
+            d.mem_free = (int64_t)mem.free;
+        }
+        add_or_merge(list, &d);
+    }
+    api->shutdown();
 }
 
-/* ---- Intel and AMD: sysfs ------------------------------------------- */
+/* ---- Intel: Level Zero Sysman ------------------------------------------ */
+
+#define ZE_MAX_HANDLES 64
+
+static void discover_ze(const td_ze_api *api, td_device_list *list)
+{
+    ze_result_t r = api->init(0);
+    if (r != ZE_RESULT_SUCCESS) {
+        char note[96];
+        snprintf(note, sizeof note, "level-zero: zesInit failed (0x%x; no Intel GPU driver?)", (unsigned)r);
+        add_note(list, note);
+        return;
+    }
+    uint32_t n_drv = 0;
+    if (api->driver_get(&n_drv, NULL) != ZE_RESULT_SUCCESS || n_drv == 0) {
+        add_note(list, "level-zero: no Sysman driver");
+        return;
+    }
+    zes_driver_handle_t drivers[ZE_MAX_HANDLES];
+    if (n_drv > ZE_MAX_HANDLES)
+        n_drv = ZE_MAX_HANDLES;
+    if (api->driver_get(&n_drv, drivers) != ZE_RESULT_SUCCESS)
+        return;
+    size_t found = 0;
+    for (uint32_t di = 0; di < n_drv; di++) {
+        uint32_t n_dev = 0;
+        if (api->device_get(drivers[di], &n_dev, NULL) != ZE_RESULT_SUCCESS || n_dev == 0)
+            continue;
+        zes_device_handle_t devs[ZE_MAX_HANDLES];
+        if (n_dev > ZE_MAX_HANDLES)
+            n_dev = ZE_MAX_HANDLES;
+        if (api->device_get(drivers[di], &n_dev, devs) != ZE_RESULT_SUCCESS)
+            continue;
+        for (uint32_t i = 0; i < n_dev; i++) {
+            zes_pci_properties_t pp;
+            memset(&pp, 0, sizeof pp);
+            pp.stype = ZES_STRUCTURE_TYPE_PCI_PROPERTIES;
+            if (api->pci(devs[i], &pp) != ZE_RESULT_SUCCESS)
+                continue; /* no address: could not be matched or pinned */
+            td_device d;
+            init_device(&d, "intel", "level-zero");
+            snprintf(d.pci, sizeof d.pci, "%04x:%02x:%02x.%x", pp.address.domain & 0xffff,
+                     pp.address.bus & 0xff, pp.address.device & 0x1f, pp.address.function & 0x7);
+            zes_device_properties_t props;
+            memset(&props, 0, sizeof props);
+            props.stype = ZES_STRUCTURE_TYPE_DEVICE_PROPERTIES;
+            if (api->properties(devs[i], &props) == ZE_RESULT_SUCCESS) {
+                props.core.name[sizeof props.core.name - 1] = '\0';
+                snprintf(d.name, sizeof d.name, "%s", props.core.name);
+                const uint8_t *u = props.core.uuid.id;
+                snprintf(d.uuid, sizeof d.uuid,
+                         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+                         u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+                         u[15]);
+            }
+            /* Device-local memory: the sum over its modules (one per
+             * tile on multi-tile cards). */
+            uint32_t n_mem = 0;
+            zes_mem_handle_t mems[ZE_MAX_HANDLES];
+            if (api->memory_modules(devs[i], &n_mem, NULL) == ZE_RESULT_SUCCESS && n_mem > 0) {
+                if (n_mem > ZE_MAX_HANDLES)
+                    n_mem = ZE_MAX_HANDLES;
+                if (api->memory_modules(devs[i], &n_mem, mems) != ZE_RESULT_SUCCESS)
+                    n_mem = 0;
+                uint64_t total = 0, free_b = 0;
+                int any = 0;
+                for (uint32_t m = 0; m < n_mem; m++) {
+                    zes_mem_properties_t mp;
+                    memset(&mp, 0, sizeof mp);
+                    mp.stype = ZES_STRUCTURE_TYPE_MEM_PROPERTIES;
+                    if (api->memory_properties(mems[m], &mp) != ZE_RESULT_SUCCESS ||
+                        mp.location != ZES_MEM_LOC_DEVICE)
+                        continue;
+                    zes_mem_state_t ms;
+                    memset(&ms, 0, sizeof ms);
+                    ms.stype = ZES_STRUCTURE_TYPE_MEM_STATE;
+                    if (api->memory_state(mems[m], &ms) != ZE_RESULT_SUCCESS || ms.free > ms.size ||
+                        ms.size > (uint64_t)INT64_MAX - total)
+                        continue;
+                    total += ms.size;
+                    free_b += ms.free;
+                    any = 1;
+                }
+                if (any) {
+                    d.mem_total = (int64_t)total;
+                    d.mem_free = (int64_t)free_b;
+                }
+            }
+            add_or_merge(list, &d);
+            found++;
+        }
+    }
+    if (found == 0)
+        add_note(list, "level-zero: Sysman reports no devices");
+}
+
+/* ---- sysfs: DRM cards (Intel, AMD, NVIDIA without NVML) ----------------- */
 
 static int read_sysfs_line(const char *path, char *out, size_t len)
 {
@@ -143,12 +250,116 @@ static int read_sysfs_line(const char *path, char *out, size_t len)
     return 0;
 }
 
+/* A non-negative integer file (decimal or 0x hex); -1 when absent or bad. */
 static int64_t read_sysfs_int(const char *path)
 {
     char line[64];
     if (read_sysfs_line(path, line, sizeof line) != 0)
         return -1;
-    return strtoll(line, NULL, 0);
+    char *end;
+    errno = 0;
+    long long v = strtoll(line, &end, 0);
+    if (errno || end == line || v < 0)
+        return -1;
+    return v;
+}
+
+static void discover_sysfs(const char *sysfs, td_device_list *list)
+{
+    char drm[512];
+    snprintf(drm, sizeof drm, "%s/class/drm", sysfs);
+    DIR *dir = opendir(drm);
+    if (!dir) {
+        add_note(list, "sysfs: no class/drm (no GPU driver loaded)");
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        /* cardN only (not cardN-DP-1 connectors, not renderD*) */
+        if (strncmp(de->d_name, "card", 4) != 0 || !isdigit((unsigned char)de->d_name[4]) ||
+            strchr(de->d_name, '-') || strlen(de->d_name) > 32)
+            continue;
+        char card[600], path[700], vendor[32], class_id[32], link[512];
+        snprintf(card, sizeof card, "%s/%s", drm, de->d_name);
+        snprintf(path, sizeof path, "%s/device/vendor", card);
+        if (read_sysfs_line(path, vendor, sizeof vendor) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/device/class", card);
+        if (read_sysfs_line(path, class_id, sizeof class_id) != 0 || strncmp(class_id, "0x03", 4) != 0)
+            continue; /* display controllers only */
+        const char *v = strcmp(vendor, "0x8086") == 0   ? "intel"
+                        : strcmp(vendor, "0x1002") == 0 ? "amd"
+                        : strcmp(vendor, "0x10de") == 0 ? "nvidia"
+                                                        : NULL;
+        if (!v)
+            continue;
+        td_device d;
+        init_device(&d, v, "sysfs");
+        snprintf(path, sizeof path, "%s/device", card);
+        ssize_t ln = readlink(path, link, sizeof link - 1);
+        if (ln <= 0)
+            continue; /* no PCI address: cannot be pinned or merged */
+        link[ln] = '\0';
+        const char *base = strrchr(link, '/');
+        if (normalise_pci(base ? base + 1 : link, d.pci, sizeof d.pci) != 0)
+            continue;
+        char device_id[32] = "";
+        snprintf(path, sizeof path, "%s/device/device", card);
+        if (read_sysfs_line(path, device_id, sizeof device_id) != 0)
+            snprintf(device_id, sizeof device_id, "?");
+        snprintf(path, sizeof path, "%s/device/product_name", card); /* amdgpu, some boards */
+        if (read_sysfs_line(path, d.name, sizeof d.name) != 0 || d.name[0] == '\0')
+            snprintf(d.name, sizeof d.name, "%s GPU %s",
+                     v[0] == 'i' ? "Intel" : v[0] == 'a' ? "AMD" : "NVIDIA", device_id);
+        if (strcmp(v, "amd") == 0) {
+            snprintf(path, sizeof path, "%s/device/mem_info_vram_total", card);
+            d.mem_total = read_sysfs_int(path);
+            snprintf(path, sizeof path, "%s/device/mem_info_vram_used", card);
+            int64_t used = read_sysfs_int(path);
+            if (d.mem_total > 0 && used >= 0 && used <= d.mem_total)
+                d.mem_free = d.mem_total - used;
+            /* the 64-bit ID ROCm shows as the UUID's digits */
+            char uid[32];
+            snprintf(path, sizeof path, "%s/device/unique_id", card);
+            if (read_sysfs_line(path, uid, sizeof uid) == 0 && uid[0])
+                snprintf(d.uuid, sizeof d.uuid, "GPU-%s", uid);
+        } else if (strcmp(v, "intel") == 0) {
+            /* i915 with local memory (DG2/Arc, out-of-tree and recent
+             * kernels): lmem_total_bytes, lmem_avail_bytes. xe: the size
+             * only, per tile. */
+            snprintf(path, sizeof path, "%s/lmem_total_bytes", card);
+            d.mem_total = read_sysfs_int(path);
+            if (d.mem_total > 0) {
+                snprintf(path, sizeof path, "%s/lmem_avail_bytes", card);
+                int64_t avail = read_sysfs_int(path);
+                if (avail >= 0 && avail <= d.mem_total)
+                    d.mem_free = avail;
+            } else {
+                snprintf(path, sizeof path, "%s/device/tile0/physical_vram_size_bytes", card);
+                d.mem_total = read_sysfs_int(path);
+            }
+        }
+        add_or_merge(list, &d);
+    }
+    closedir(dir);
+}
+
+/* NUMA node and local CPUs of a PCI device. */
+static void fill_locality(const char *sysfs, td_device *d)
+{
+    if (!d->pci[0])
+        return;
+    char path[600];
+    snprintf(path, sizeof path, "%s/bus/pci/devices/%s/numa_node", sysfs, d->pci);
+    char line[sizeof d->local_cpus];
+    if (read_sysfs_line(path, line, sizeof line) == 0) {
+        char *end;
+        long node = strtol(line, &end, 10);
+        d->numa_node = end != line && node >= 0 && node < 4096 ? (int)node : -1;
+    }
+    snprintf(path, sizeof path, "%s/bus/pci/devices/%s/local_cpulist", sysfs, d->pci);
+    if (read_sysfs_line(path, line, sizeof line) == 0)
+        snprintf(d->local_cpus, sizeof d->local_cpus, "%s", line);
 }
 
 static int cmp_pci(const void *a, const void *b)
@@ -156,64 +367,86 @@ static int cmp_pci(const void *a, const void *b)
     return strcmp(((const td_device *)a)->pci, ((const td_device *)b)->pci);
 }
 
-void td_devices_detect_sysfs(td_device_list *list, const char *drm_root)
+/* PCI order, indices per vendor, affinity variables. */
+static void finish_list(td_device_list *list)
 {
-    DIR *d = opendir(drm_root);
-    if (!d)
-        return;
-    td_device found[TD_MAX_DEVICES];
-    size_t n_found = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL && n_found < TD_MAX_DEVICES) {
-        /* cardN only (not cardN-DP-1 connectors, not renderD*) */
-        if (strncmp(de->d_name, "card", 4) != 0 || !isdigit((unsigned char)de->d_name[4]) ||
-            strchr(de->d_name, '-'))
-            continue;
-        char path[512], vendor[32], class_id[32], link[512];
-        snprintf(path, sizeof path, "%s/%s/device/vendor", drm_root, de->d_name);
-        if (read_sysfs_line(path, vendor, sizeof vendor) != 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s/device/class", drm_root, de->d_name);
-        if (read_sysfs_line(path, class_id, sizeof class_id) != 0 || strncmp(class_id, "0x03", 4) != 0)
-            continue; /* display controllers only */
-        const char *v = strcmp(vendor, "0x8086") == 0 ? "intel" : strcmp(vendor, "0x1002") == 0 ? "amd" : NULL;
-        if (!v)
-            continue; /* NVIDIA comes from NVML */
-        td_device *dev = &found[n_found];
-        memset(dev, 0, sizeof *dev);
-        snprintf(dev->vendor, sizeof dev->vendor, "%s", v);
-        snprintf(dev->source, sizeof dev->source, "sysfs");
-        snprintf(path, sizeof path, "%s/%s/device", drm_root, de->d_name);
-        ssize_t ln = readlink(path, link, sizeof link - 1);
-        if (ln > 0) {
-            link[ln] = '\0';
-            const char *base = strrchr(link, '/');
-            normalise_pci(base ? base + 1 : link, dev->pci, sizeof dev->pci);
-        }
-        char device_id[32] = "";
-        snprintf(path, sizeof path, "%s/%s/device/device", drm_root, de->d_name);
-        read_sysfs_line(path, device_id, sizeof device_id);
-        snprintf(dev->name, sizeof dev->name, "%s GPU %s (%s)", strcmp(v, "intel") == 0 ? "Intel" : "AMD",
-                 device_id, de->d_name);
-        dev->mem_total = dev->mem_free = -1;
-        if (strcmp(v, "amd") == 0) {
-            snprintf(path, sizeof path, "%s/%s/device/mem_info_vram_total", drm_root, de->d_name);
-            dev->mem_total = read_sysfs_int(path);
-            snprintf(path, sizeof path, "%s/%s/device/mem_info_vram_used", drm_root, de->d_name);
-            int64_t used = read_sysfs_int(path);
-            if (dev->mem_total > 0 && used >= 0)
-                dev->mem_free = dev->mem_total - used;
-        }
-        n_found++;
+    qsort(list->items, list->count, sizeof list->items[0], cmp_pci);
+    int index_of[3] = {0, 0, 0};
+    for (size_t i = 0; i < list->count; i++) {
+        td_device *d = &list->items[i];
+        int vi = strcmp(d->vendor, "nvidia") == 0 ? 0 : strcmp(d->vendor, "intel") == 0 ? 1 : 2;
+        d->index = index_of[vi]++;
+        set_affinity(d);
     }
-    closedir(d);
-    qsort(found, n_found, sizeof found[0], cmp_pci);
-    int intel_index = 0, amd_index = 0;
-    for (size_t i = 0; i < n_found && list->count < TD_MAX_DEVICES; i++) {
-        found[i].index = strcmp(found[i].vendor, "intel") == 0 ? intel_index++ : amd_index++;
-        set_affinity(&found[i]);
-        list->items[list->count++] = found[i];
+}
+
+void td_devices_discover(const td_discovery *src, td_device_list *out)
+{
+    memset(out, 0, sizeof *out);
+    if (src->nvml)
+        discover_nvml(src->nvml, out);
+    else if (src->nvml_note)
+        add_note(out, src->nvml_note);
+    if (src->ze)
+        discover_ze(src->ze, out);
+    else if (src->ze_note)
+        add_note(out, src->ze_note);
+    if (src->sysfs)
+        discover_sysfs(src->sysfs, out);
+    for (size_t i = 0; i < out->count; i++)
+        fill_locality(src->sysfs ? src->sysfs : "/sys", &out->items[i]);
+    finish_list(out);
+}
+
+/* ---- the real libraries, through dlopen ---------------------------------- */
+
+#define LOAD(lib, field, symbol) (*(void **)(&(field)) = dlsym((lib), (symbol)))
+
+static void *load_nvml(td_nvml_api *api, const char **note)
+{
+    void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        *note = "nvidia: NVML not found (no NVIDIA driver)";
+        return NULL;
     }
+    if (!LOAD(lib, api->init, "nvmlInit_v2") || !LOAD(lib, api->shutdown, "nvmlShutdown") ||
+        !LOAD(lib, api->count, "nvmlDeviceGetCount_v2") ||
+        !LOAD(lib, api->handle, "nvmlDeviceGetHandleByIndex_v2") ||
+        !LOAD(lib, api->name, "nvmlDeviceGetName") || !LOAD(lib, api->uuid, "nvmlDeviceGetUUID") ||
+        !LOAD(lib, api->pci, "nvmlDeviceGetPciInfo_v3") ||
+        !LOAD(lib, api->memory, "nvmlDeviceGetMemoryInfo")) {
+        *note = "nvidia: NVML too old (missing functions)";
+        dlclose(lib);
+        return NULL;
+    }
+    return lib;
+}
+
+static void *load_ze(td_ze_api *api, const char **note)
+{
+    void *lib = dlopen("libze_loader.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        *note = "level-zero: libze_loader.so.1 not found";
+        return NULL;
+    }
+    if (!LOAD(lib, api->init, "zesInit") || !LOAD(lib, api->driver_get, "zesDriverGet") ||
+        !LOAD(lib, api->device_get, "zesDeviceGet")) {
+        /* zeInit with ZES_ENABLE_SYSMAN would work on such a loader but
+         * creates a core context in the supervisor: not allowed. */
+        *note = "level-zero: loader predates zesInit (spec 1.5); Intel cards read from sysfs";
+        dlclose(lib);
+        return NULL;
+    }
+    if (!LOAD(lib, api->properties, "zesDeviceGetProperties") ||
+        !LOAD(lib, api->pci, "zesDevicePciGetProperties") ||
+        !LOAD(lib, api->memory_modules, "zesDeviceEnumMemoryModules") ||
+        !LOAD(lib, api->memory_properties, "zesMemoryGetProperties") ||
+        !LOAD(lib, api->memory_state, "zesMemoryGetState")) {
+        *note = "level-zero: loader lacks Sysman functions";
+        dlclose(lib);
+        return NULL;
+    }
+    return lib;
 }
 
 /* ---- TAPEDECK_DEVICES ------------------------------------------------ */
@@ -262,6 +495,7 @@ int td_devices_parse_spec(const char *spec, td_device_list *out, td_error *err)
         d->mem_total = d->mem_free = mib * 1024 * 1024;
         snprintf(d->name, sizeof d->name, "%s", nf > 4 ? fields[4] : "GPU");
         snprintf(d->source, sizeof d->source, "env");
+        d->numa_node = -1;
         d->index = index_of[vi]++;
         set_affinity(d);
         out->count++;
@@ -274,8 +508,17 @@ int td_devices_detect(td_device_list *out, td_error *err)
     const char *spec = getenv("TAPEDECK_DEVICES");
     if (spec)
         return td_devices_parse_spec(spec, out, err);
-    memset(out, 0, sizeof *out);
-    detect_nvidia(out);
-    td_devices_detect_sysfs(out, "/sys/class/drm");
+    td_nvml_api nvml;
+    td_ze_api ze;
+    td_discovery src = {.sysfs = "/sys"};
+    void *nvml_lib = load_nvml(&nvml, &src.nvml_note);
+    void *ze_lib = load_ze(&ze, &src.ze_note);
+    src.nvml = nvml_lib ? &nvml : NULL;
+    src.ze = ze_lib ? &ze : NULL;
+    td_devices_discover(&src, out);
+    if (nvml_lib)
+        dlclose(nvml_lib); /* NVML was shut down; it holds no context */
+    /* The Level Zero loader stays loaded: Sysman has no shutdown call in
+     * the 1.x API and unloading it under its own handles is not safe. */
     return TD_OK;
 }

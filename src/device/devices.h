@@ -1,24 +1,38 @@
 /*
  * devices.h: finding the machine's GPUs without creating a GPU context.
  *
- * The supervisor must never initialise CUDA, OpenCL or Level Zero (a
- * forked child of such a process is unusable), so discovery uses what needs
- * no context:
- *   NVIDIA  NVML, loaded with dlopen (libnvidia-ml.so.1): name, UUID, PCI
- *           bus id, total and free memory.
- *   Intel   sysfs /sys/class/drm/cardN/device (vendor 0x8086, display
- *           class), in PCI order; memory is not known without Sysman.
- *   AMD     sysfs, vendor 0x1002, mem_info_vram_{total,used}.
- * Each device carries the affinity variable that pins a worker to it:
+ * The supervisor must never initialise CUDA, OpenCL or Level Zero's core
+ * (a forked child of such a process is unusable), so discovery asks only
+ * what needs no context, each source loaded with dlopen and skipped with a
+ * note when it is missing (never linked, never fatal):
+ *   NVIDIA  NVML (libnvidia-ml.so.1): name, UUID, PCI address, memory.
+ *   Intel   Level Zero Sysman (libze_loader.so.1, zesInit): name, UUID,
+ *           PCI address, device memory modules' size and free bytes;
+ *           else sysfs /sys/class/drm/cardN/device (vendor 0x8086) with
+ *           memory from i915's lmem_{total,avail}_bytes or xe's
+ *           tile0/physical_vram_size_bytes where present.
+ *   AMD     amdgpu sysfs: mem_info_vram_{total,used}, product_name,
+ *           unique_id.
+ *   any     sysfs also lists NVIDIA cards (nvidia-drm), so a card whose
+ *           NVML is missing is still seen (without UUID or memory).
+ * One card seen by two sources is one device: entries merge by PCI
+ * address, the first source's answers kept and the gaps filled by the
+ * next (NVML, then Level Zero, then sysfs). Every device gets its NUMA
+ * node and local CPUs from /sys/bus/pci/devices/ADDR/{numa_node,
+ * local_cpulist}. The list is in PCI order.
+ *
+ * Each device carries the affinity variables that pin a worker to it:
  *   NVIDIA  CUDA_VISIBLE_DEVICES=GPU-<uuid> (with CUDA_DEVICE_ORDER=PCI_BUS_ID)
- *   Intel   ZE_AFFINITY_MASK=<card index> (with ZE_ENABLE_PCI_ID_DEVICE_ORDER=1)
- *   AMD     ROCR_VISIBLE_DEVICES=<index>
+ *   Intel   ZE_AFFINITY_MASK=<card index among Intel cards in PCI order>
+ *           (with ZE_ENABLE_PCI_ID_DEVICE_ORDER=1, which makes Level Zero
+ *           number cards in that same order; a whole card, never "0.N")
+ *   AMD     ROCR_VISIBLE_DEVICES=<index among AMD cards in PCI order>
  *
  * TAPEDECK_DEVICES overrides discovery, for tests on machines without
  * GPUs and for users who want to name devices: a comma-separated list of
- * VENDOR:PCI:UUID:TOTAL_MIB:NAME (e.g. "nvidia:0000:01:00.0:GPU-1234:81920:H100"
- * with the PCI address's colons kept; see devices.c for the exact grammar),
- * or "none" for no GPUs.
+ * VENDOR/PCI/UUID/TOTAL_MIB[/NAME] (e.g.
+ * "nvidia/0000:01:00.0/GPU-1234/81920/H100"; UUID "-" for none), or
+ * "none" for no GPUs.
  *
  * Ownership: td_devices_detect fills a caller-owned list (fixed array).
  */
@@ -44,20 +58,21 @@ typedef struct td_device {
     char affinity_value[96];
     char order_var[40];     /* e.g. "CUDA_DEVICE_ORDER" */
     char order_value[16];   /* e.g. "PCI_BUS_ID" */
-    char source[16];        /* "nvml", "sysfs", "env" */
+    char source[40];        /* "nvml", "level-zero", "sysfs", "env", or
+                             * several joined by '+' after a merge */
+    int numa_node;          /* -1 unknown or no NUMA */
+    char local_cpus[256];   /* local_cpulist, e.g. "0-15,32-47"; "" unknown */
 } td_device;
 
 typedef struct td_device_list {
     td_device items[TD_MAX_DEVICES];
     size_t count;
-    char notes[512];        /* what was tried and not found, for `devices` */
+    char notes[1024];      /* what was tried and not found, for `devices` */
 } td_device_list;
 
 int td_devices_detect(td_device_list *out, td_error *err);
 
-/* Add the Intel and AMD GPUs found under a sysfs DRM directory
- * ("/sys/class/drm"; exposed so tests can point it at a made-up tree). */
-void td_devices_detect_sysfs(td_device_list *list, const char *drm_root);
+/* td_devices_discover (discover.h) takes the sources as tables, for tests. */
 
 /* Parse a TAPEDECK_DEVICES-style specification (exposed for tests). */
 int td_devices_parse_spec(const char *spec, td_device_list *out, td_error *err);

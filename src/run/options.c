@@ -24,7 +24,7 @@ int td_parse_long(const char *s, long lo, long hi, long *out)
 }
 
 enum {
-    OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_ENGINE,
+    OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_CPU_WORKERS, OPT_ENGINE,
     OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
@@ -40,6 +40,7 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         {"force", no_argument, 0, OPT_FORCE},
         {"devices", required_argument, 0, OPT_DEVICES},
         {"workers", required_argument, 0, OPT_WORKERS},
+        {"cpu-workers", required_argument, 0, OPT_CPU_WORKERS},
         {"engine", required_argument, 0, OPT_ENGINE},
         {"model", required_argument, 0, OPT_MODEL},
         {"language", required_argument, 0, OPT_LANGUAGE},
@@ -88,6 +89,12 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
                 return td_error_set(err, TD_EINVAL, "--workers needs a number from 1 to %d, not '%s'",
                                     TD_MAX_DEVICES, optarg);
             o->workers = (int)v;
+            break;
+        case OPT_CPU_WORKERS:
+            if (td_parse_long(optarg, 0, TD_MAX_DEVICES, &v))
+                return td_error_set(err, TD_EINVAL, "--cpu-workers needs a number from 0 to %d, not '%s'",
+                                    TD_MAX_DEVICES, optarg);
+            o->cpu_workers = (int)v;
             break;
         case OPT_ENGINE: o->engine = optarg; break;
         case OPT_MODEL: o->model = optarg; break;

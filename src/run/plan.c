@@ -1,6 +1,7 @@
 /* plan.c: what a run will do: scenes to take, engine, workers (see run.h). */
 #include "run/run.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 
 #include "archive/marker.h"
 #include "asr/engine.h"
+#include "device/affinity.h"
 #include "whisper/backend.h"
 #include "whisper/decode.h"
 #include "whisper/models.h"
@@ -21,6 +23,7 @@ void td_run_opts_default(td_run_opts *o)
     o->limit = -1;
     o->retries = 2;
     o->devices = "auto";
+    o->cpu_workers = -1;
     o->engine = "auto";
     o->formats = "srt";
     o->stall_timeout = 300.0;
@@ -34,11 +37,38 @@ void td_run_opts_default(td_run_opts *o)
  * threads; beyond that a second worker is the better use of cores. */
 #define WHISPER_THREADS_PER_WORKER 8
 
-static int choose_devices(const td_run_opts *o, td_plan *p, td_error *err)
+int td_plan_default_cpu_workers(long ncpu, size_t n_gpu, int gpu_computes)
+{
+    if (!gpu_computes || ncpu < 1)
+        return 0;
+    long spare = ncpu - (long)n_gpu * TD_GPU_FEED_THREADS;
+    long n = spare >= WHISPER_THREADS_PER_WORKER ? spare / WHISPER_THREADS_PER_WORKER : 0;
+    return n > TD_MAX_DEVICES ? TD_MAX_DEVICES : (int)n;
+}
+
+/* One --devices entry: an index into the table, "pci:ADDR", a bare PCI
+ * address (any domain width) or a UUID. */
+static const td_device *match_device(const td_device_list *l, const char *tok)
+{
+    char *end;
+    long idx = strtol(tok, &end, 10);
+    if (end != tok && *end == '\0')
+        return idx >= 0 && (size_t)idx < l->count ? &l->items[idx] : NULL;
+    if (strncasecmp(tok, "pci:", 4) == 0)
+        tok += 4;
+    for (size_t i = 0; i < l->count; i++)
+        if (td_affinity_same_pci(tok, l->items[i].pci) ||
+            (l->items[i].uuid[0] && strcasecmp(tok, l->items[i].uuid) == 0))
+            return &l->items[i];
+    return NULL;
+}
+
+int td_plan_devices(const td_run_opts *o, td_plan *p, td_error *err)
 {
     int rc = td_devices_detect(&p->devices, err);
     if (rc)
         return rc;
+    p->n_workers = 0;
     const td_device *chosen[TD_MAX_DEVICES];
     size_t n_chosen = 0;
     if (strcmp(o->devices, "cpu") == 0) {
@@ -48,18 +78,12 @@ static int choose_devices(const td_run_opts *o, td_plan *p, td_error *err)
             chosen[n_chosen++] = &p->devices.items[i];
     } else {
         char copy[1024];
+        if (strlen(o->devices) >= sizeof copy)
+            return td_error_set(err, TD_EINVAL, "--devices: list too long");
         snprintf(copy, sizeof copy, "%s", o->devices);
         char *save = NULL;
         for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-            const td_device *match = NULL;
-            char *end;
-            long idx = strtol(tok, &end, 10);
-            if (*end == '\0' && idx >= 0 && (size_t)idx < p->devices.count)
-                match = &p->devices.items[idx];
-            for (size_t i = 0; !match && i < p->devices.count; i++)
-                if (strcasecmp(tok, p->devices.items[i].pci) == 0 ||
-                    strcasecmp(tok, p->devices.items[i].uuid) == 0)
-                    match = &p->devices.items[i];
+            const td_device *match = match_device(&p->devices, tok);
             if (!match)
                 return td_error_set(err, TD_EINVAL,
                                     "--devices: no device '%s' (see `tapedeck devices`; %zu found)",
@@ -70,24 +94,45 @@ static int choose_devices(const td_run_opts *o, td_plan *p, td_error *err)
             chosen[n_chosen++] = match;
         }
     }
-    if (n_chosen > 0) {
-        /* One worker per GPU: a card shared by two workers was the seed
-         * pipeline's failure. Host threads are shared among them. */
-        for (size_t i = 0; i < n_chosen; i++)
-            p->workers[p->n_workers++] = (td_plan_worker){.slot = (int)i, .device = chosen[i]};
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        p->threads = cores > (long)n_chosen ? (int)(cores / (long)n_chosen) : 1;
-        snprintf(p->device_note, sizeof p->device_note, "%zu GPU worker(s), one per card", n_chosen);
-        return TD_OK;
-    }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1)
         ncpu = 1;
+    if (n_chosen > 0) {
+        /* One worker per GPU: a card shared by two workers was the seed
+         * pipeline's failure. */
+        for (size_t i = 0; i < n_chosen; i++)
+            p->workers[p->n_workers++] = (td_plan_worker){.slot = (int)i, .device = chosen[i]};
+        int gpu_computes = p->backend[0] && strcmp(p->backend, "cpu") != 0 && strcmp(p->backend, "none") != 0;
+        int auto_cpu = o->cpu_workers < 0;
+        long n_cpu = auto_cpu ? td_plan_default_cpu_workers(ncpu, n_chosen, gpu_computes) : o->cpu_workers;
+        if (n_cpu > TD_MAX_DEVICES - (long)n_chosen)
+            n_cpu = TD_MAX_DEVICES - (long)n_chosen;
+        if (gpu_computes) {
+            /* the cards do the model's work: GPU workers keep their
+             * feeding threads, CPU workers share the rest */
+            long rest = ncpu - (long)n_chosen * TD_GPU_FEED_THREADS;
+            for (size_t i = 0; i < n_chosen; i++)
+                p->workers[i].threads = TD_GPU_FEED_THREADS;
+            p->threads = n_cpu > 0 && rest / n_cpu > 0 ? (int)(rest / n_cpu) : 1;
+        } else {
+            /* every worker computes on the CPU: they share the cores */
+            long all = (long)n_chosen + n_cpu;
+            p->threads = ncpu > all ? (int)(ncpu / all) : 1;
+        }
+        for (long i = 0; i < n_cpu; i++)
+            p->workers[p->n_workers++] = (td_plan_worker){.slot = (int)(n_chosen + (size_t)i), .device = NULL};
+        snprintf(p->device_note, sizeof p->device_note, "%zu GPU worker(s), one per card%s%ld CPU worker(s) %s",
+                 n_chosen, n_cpu || !auto_cpu ? " + " : "; ", n_cpu,
+                 !auto_cpu ? "(--cpu-workers)"
+                 : gpu_computes ? "on the cores the GPU workers' feeding threads leave"
+                                : "beside them: the GPU workers compute on the CPU cores themselves");
+        return TD_OK;
+    }
     /* Whisper, and restore alone (codecs and filters thread well), get a
      * few workers with several threads each. */
-    int whisper = strcmp(p->engine, "whisper") == 0 || strcmp(p->engine, "none") == 0;
+    int whisper = p->engine && (strcmp(p->engine, "whisper") == 0 || strcmp(p->engine, "none") == 0);
     long per = ncpu < WHISPER_THREADS_PER_WORKER ? ncpu : WHISPER_THREADS_PER_WORKER;
-    long n = o->workers > 0 ? o->workers : whisper ? ncpu / per : ncpu;
+    long n = o->workers > 0 ? o->workers : o->cpu_workers > 0 ? o->cpu_workers : whisper ? ncpu / per : ncpu;
     if (n > TD_MAX_DEVICES)
         n = TD_MAX_DEVICES;
     for (long i = 0; i < n; i++)
@@ -98,9 +143,48 @@ static int choose_devices(const td_run_opts *o, td_plan *p, td_error *err)
                  o->threads > 0 ? o->threads : p->threads);
     } else {
         snprintf(p->device_note, sizeof p->device_note, "%ld CPU worker(s)%s", n,
-                 o->workers > 0 ? "" : " (one per core)");
+                 o->workers > 0 || o->cpu_workers > 0 ? "" : " (one per core)");
     }
     return TD_OK;
+}
+
+static void append(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char *out, size_t cap, const char *fmt, ...)
+{
+    size_t used = strlen(out);
+    if (used >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out + used, cap - used, fmt, ap);
+    va_end(ap);
+}
+
+void td_plan_describe_hardware(const td_plan *p, long ncpu, char *out, size_t cap)
+{
+    out[0] = '\0';
+    append(out, cap, "CPU %ld | GPUs [", ncpu);
+    for (size_t i = 0; i < p->devices.count; i++) {
+        const td_device *d = &p->devices.items[i];
+        append(out, cap, "%s%s %s %s", i ? ", " : "", d->vendor, d->pci, d->name);
+        if (d->mem_total > 0)
+            append(out, cap, " %.1f GiB", (double)d->mem_total / 1073741824.0);
+    }
+    append(out, cap, "] | backend=%s", p->backend[0] ? p->backend : "cpu");
+}
+
+void td_plan_describe_workers(const td_plan *p, char *out, size_t cap)
+{
+    out[0] = '\0';
+    append(out, cap, "[");
+    for (size_t i = 0; i < p->n_workers; i++) {
+        const td_plan_worker *w = &p->workers[i];
+        if (w->device)
+            append(out, cap, "%sgpu%d %s", i ? ", " : "", w->slot, w->device->pci);
+        else
+            append(out, cap, "%scpu%d", i ? ", " : "", w->slot);
+    }
+    append(out, cap, "]");
 }
 
 /* Bytes of memory available now (MemAvailable), or -1 when unknown. */
@@ -171,7 +255,8 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
         /* Restore alone: no speech engine is probed, opened or needed. */
         p->engine = "none";
         snprintf(p->engine_note, sizeof p->engine_note, "none (task %s needs no speech engine)", o->task);
-        rc = choose_devices(o, p, err);
+        snprintf(p->backend, sizeof p->backend, "none");
+        rc = td_plan_devices(o, p, err);
         if (rc)
             return rc;
         goto scan;
@@ -213,7 +298,13 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
     } else
         snprintf(p->engine_note, sizeof p->engine_note, "%s%s (asked for)%s", ops->name, model, compute);
 
-    rc = choose_devices(o, p, err);
+    /* Where the engine computes. The whisper engine opens the CPU
+     * backend on every worker (asr/whisper.c); when it opens a GPU
+     * backend on GPU workers, this says that backend's name and CPU
+     * workers beside the GPU workers get cores by default. */
+    snprintf(p->backend, sizeof p->backend, "%s",
+             strcmp(ops->name, "whisper") == 0 ? td_wbackend_cpu.name : "cpu");
+    rc = td_plan_devices(o, p, err);
     if (rc)
         return rc;
     if (strcmp(ops->name, "whisper") == 0) {

@@ -10,7 +10,9 @@
  *   SCENE <seq> <hex path>        process this scene
  *   QUIT                          finish and exit
  * worker -> supervisor (the control fd, TAPEDECK_CONTROL_FD):
- *   READY <hex engine> <hex model> <hex device>
+ *   READY <hex engine> <hex model> <hex device> <hex pci> <hex uuid>
+ *                                 pci, uuid: what the GPU runtime says it
+ *                                 opened, "-" when it says nothing
  *   START <seq> <duration s or -1> <bytes>
  *   BEAT <seq> <seconds done> [<frames done> <frames total> <fps>]
  *                                 heartbeat with progress (frames: video tasks)

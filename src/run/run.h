@@ -29,7 +29,9 @@ typedef struct td_run_opts {
     int force;                 /* redo scenes already done */
     int retries;               /* extra attempts after a crash/transient error */
     int workers;               /* CPU workers; 0 = automatic */
-    const char *devices;       /* "auto", "cpu", or a list "0,1" / PCI addresses */
+    int cpu_workers;           /* CPU workers beside GPU workers; -1 = automatic */
+    const char *devices;       /* "auto", "cpu", or a list: "0,1", PCI addresses
+                                * ("pci:0000:03:00.0" or bare), UUIDs */
     const char *engine;        /* "auto" or a name */
     const char *model;
     const char *language;
@@ -70,6 +72,7 @@ typedef struct td_run_summary {
 typedef struct td_plan_worker {
     int slot;
     const td_device *device;   /* NULL for a CPU worker */
+    int threads;               /* host threads; 0 = td_plan.threads */
 } td_plan_worker;
 
 enum td_scene_plan {
@@ -94,6 +97,7 @@ typedef struct td_plan {
     const char *engine;        /* chosen engine name */
     char engine_note[256];     /* why it was chosen */
     char device_note[256];
+    char backend[16];          /* where the engine computes: "cpu", "none", ... */
     int threads;               /* per worker when --threads is not given; 0 = engine's choice */
     int batch;                 /* whisper, batched decoding: windows per worker; 0 = n/a */
     const td_task_ops *tasks[TD_MAX_TASKS]; /* --task, in dependency order */
@@ -103,6 +107,29 @@ typedef struct td_plan {
 /* Scan, check markers, choose engine and workers. Writes nothing. */
 int td_plan_build(const td_run_opts *o, td_plan *plan, td_error *err);
 void td_plan_release(td_plan *plan);
+
+/* Only the devices and workers part of the plan (what `tapedeck devices`
+ * shows): detects devices into plan->devices, fills workers, threads,
+ * device_note. plan->engine and plan->backend must be set (backend "cpu"
+ * when unsure). */
+int td_plan_devices(const td_run_opts *o, td_plan *plan, td_error *err);
+
+/* Host threads each GPU worker keeps for feeding its card (decoding the
+ * audio, the mel spectrogram) when the card does the model's work. */
+#define TD_GPU_FEED_THREADS 2
+
+/* CPU workers beside n_gpu GPU workers when --cpu-workers is not given:
+ * none while the GPU workers compute on the CPU themselves (gpu_computes
+ * 0: another worker would only take their cores); otherwise the cores
+ * left after each GPU worker's feeding threads, in whole Whisper CPU
+ * workers. */
+int td_plan_default_cpu_workers(long ncpu, size_t n_gpu, int gpu_computes);
+
+/* The seed's log lines, without their prefixes:
+ * "CPU 16 | GPUs [nvidia 0000:17:00.0 H100 79.6 GiB] | backend=cpu" and
+ * "[gpu0 0000:17:00.0, cpu1]". */
+void td_plan_describe_hardware(const td_plan *plan, long ncpu, char *out, size_t cap);
+void td_plan_describe_workers(const td_plan *plan, char *out, size_t cap);
 
 /* Run the plan (not for dry runs). Fills sum. Returns TD_OK when the run
  * completed (even with failed scenes) or an error that stopped it. */

@@ -43,6 +43,7 @@
 
 #include "asr/engine.h"
 #include "archive/marker.h"
+#include "device/affinity.h"
 #include "out/formats.h"
 #include "run/progress.h"
 #include "run/protocol.h"
@@ -63,6 +64,7 @@ enum scene_state { S_QUEUED, S_RUNNING, S_DONE, S_SKIPPED, S_FAILED, S_LEFT };
 typedef struct worker {
     int slot;
     const td_device *device;
+    int threads;                /* from the plan; 0: plan->threads */
     enum worker_state state;
     pid_t pid;
     int cmd_fd, ctl_fd, log_fd;
@@ -78,6 +80,7 @@ typedef struct worker {
     int ring_count, ring_next;
     char fatal[TD_ERROR_MSG_MAX];
     char kill_reason[128];      /* why we killed it, if we did */
+    td_device_identity seen;    /* the card its runtime reported (READY) */
     double quit_at;             /* when it was told to quit */
     int term_sent;
 } worker;
@@ -308,11 +311,11 @@ static char **worker_env(const worker *w)
     if (add_env(&env, &n, &cap, "TAPEDECK_CONTROL_FD", "3") != 0)
         goto fail;
     if (w->device) {
-        if (add_env(&env, &n, &cap, w->device->affinity_var, w->device->affinity_value) != 0)
-            goto fail;
-        if (w->device->order_var[0] &&
-            add_env(&env, &n, &cap, w->device->order_var, w->device->order_value) != 0)
-            goto fail;
+        const char *pairs[2][2];
+        size_t np = td_affinity_env(w->device, pairs);
+        for (size_t i = 0; i < np; i++)
+            if (add_env(&env, &n, &cap, pairs[i][0], pairs[i][1]) != 0)
+                goto fail;
     }
     if (!env && add_env(&env, &n, &cap, "TAPEDECK_CONTROL_FD", "3") != 0)
         goto fail;
@@ -353,8 +356,8 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
         argv[n++] = "--language";
         argv[n++] = o->language;
     }
-    if (o->threads > 0 || sv->plan->threads > 0) {
-        snprintf(threads, 16, "%d", o->threads > 0 ? o->threads : sv->plan->threads);
+    if (o->threads > 0 || w->threads > 0 || sv->plan->threads > 0) {
+        snprintf(threads, 16, "%d", o->threads > 0 ? o->threads : w->threads > 0 ? w->threads : sv->plan->threads);
         argv[n++] = "--threads";
         argv[n++] = threads;
     }
@@ -425,6 +428,26 @@ static int start_worker(supervisor *sv, worker *w)
         td_error_log("[worker-start] pipe: %s", strerror(errno));
         goto fail;
     }
+    /* A GPU worker runs on its card's local CPUs (the NUMA node its PCI
+     * slot hangs off), within the CPUs we may use ourselves. Computed
+     * here; the child only calls sched_setaffinity. */
+    cpu_set_t pin;
+    int pin_count = 0;
+    if (w->device && w->device->local_cpus[0]) {
+        cpu_set_t allowed;
+        if (td_cpulist_parse(w->device->local_cpus, &pin) <= 0)
+            td_warn("[worker-start] slot %d: unreadable local CPU list '%s'; not pinned", w->slot,
+                    w->device->local_cpus);
+        else if (sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+            td_warn("[worker-start] slot %d: sched_getaffinity: %s; not pinned", w->slot, strerror(errno));
+        else {
+            CPU_AND(&pin, &pin, &allowed);
+            pin_count = CPU_COUNT(&pin);
+            if (pin_count == 0)
+                td_warn("[worker-start] slot %d: none of the card's CPUs (%s) is allowed to us; not pinned",
+                        w->slot, w->device->local_cpus);
+        }
+    }
     pid_t parent = getpid();
     /* Until exec the child would run our handler and write to our signal
      * pipe: one Ctrl-C to the process group would count twice (stop now).
@@ -458,6 +481,12 @@ static int start_worker(supervisor *sv, worker *w)
         signal(SIGPIPE, SIG_DFL);
         if (dup2(cmd[0], 0) < 0 || dup2(logp[1], 1) < 0 || dup2(logp[1], 2) < 0 || dup2(ctl[1], 3) < 0)
             _exit(127);
+        if (pin_count > 0 && sched_setaffinity(0, sizeof pin, &pin) != 0) {
+            static const char pin_msg[] = "tapedeck worker: cannot pin to the card's local CPUs; running unpinned\n";
+            if (write(2, pin_msg, sizeof pin_msg - 1) < 0) {
+                /* the log pipe is gone: nothing else to tell */
+            }
+        }
         execve(argv[0], (char *const *)argv, env);
         static const char msg[] = "tapedeck: cannot exec the worker\n";
         if (write(2, msg, sizeof msg - 1) < 0)
@@ -483,10 +512,11 @@ static int start_worker(supervisor *sv, worker *w)
     w->processed = w->skipped = w->failed = 0;
     w->term_sent = 0;
     w->kill_reason[0] = '\0';
+    memset(&w->seen, 0, sizeof w->seen);
     if (w->device)
-        td_info("[worker-start] PID=%d | device_idx=%d | %s=%s | %s %s (%s)", (int)pid, w->slot,
+        td_info("[worker-start] PID=%d | device_idx=%d | %s=%s | %s %s (%s) | cpus=%s", (int)pid, w->slot,
                 w->device->affinity_var, w->device->affinity_value, w->device->vendor,
-                w->device->pci, w->device->name);
+                w->device->pci, w->device->name, pin_count > 0 ? w->device->local_cpus : "all");
     else
         td_info("[worker-start] PID=%d | device_idx=cpu%d | CPU worker", (int)pid, w->slot);
     return 0;
@@ -572,6 +602,51 @@ static long parse_seq(const char *s, const worker *w)
     return v;
 }
 
+/* [affinity-verify], supervisor side: READY's last two fields are the PCI
+ * address and UUID the worker's runtime opened ("-": not reported). A
+ * worker on the wrong card, or on a card another worker reported, is told
+ * to quit and its slot disabled (w->fatal). */
+static void check_affinity_report(supervisor *sv, worker *w, const char *rest)
+{
+    char f[5][256] = {{0}};
+    int n = sscanf(rest, "%255s %255s %255s %255s %255s", f[0], f[1], f[2], f[3], f[4]);
+    memset(&w->seen, 0, sizeof w->seen);
+    for (int i = 3; i < n && i < 5; i++) {
+        if (strcmp(f[i], "-") == 0)
+            continue;
+        char *v = td_hex_decode(f[i], NULL);
+        if (v) {
+            if (i == 3)
+                snprintf(w->seen.pci, sizeof w->seen.pci, "%s", v);
+            else
+                snprintf(w->seen.uuid, sizeof w->seen.uuid, "%s", v);
+        }
+        free(v);
+    }
+    char detail[320];
+    enum td_affinity_result r = td_affinity_check_report(w->device, &w->seen, detail, sizeof detail);
+    if (r == TD_AFFINITY_UNVERIFIED) {
+        td_debug("[affinity-verify] PID=%d: %s", (int)w->pid, detail);
+        return;
+    }
+    for (size_t i = 0; r == TD_AFFINITY_OK && i < sv->n_workers; i++) {
+        const worker *o = &sv->workers[i];
+        if (o != w && o->pid > 0 && o->seen.pci[0] && w->seen.pci[0] &&
+            td_affinity_same_pci(o->seen.pci, w->seen.pci)) {
+            snprintf(detail, sizeof detail, "card %s is already used by worker PID=%d (slot %d)", w->seen.pci,
+                     (int)o->pid, o->slot);
+            r = TD_AFFINITY_MISMATCH;
+        }
+    }
+    if (r == TD_AFFINITY_OK) {
+        td_info("[affinity-verify] PID=%d | slot %d | %s | OK", (int)w->pid, w->slot, detail);
+        return;
+    }
+    snprintf(w->fatal, sizeof w->fatal, "affinity check failed: %s", detail);
+    td_error_log("[affinity-verify] PID=%d | slot %d | %s | worker stopped", (int)w->pid, w->slot, detail);
+    send_quit(w);
+}
+
 static void handle_ctl_line(supervisor *sv, worker *w, char *line)
 {
     char verb[16] = "";
@@ -584,6 +659,7 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
             w->state = W_IDLE;
         w->start_failures = 0;
         td_verbose("[worker-ready] PID=%d", (int)w->pid);
+        check_affinity_report(sv, w, rest);
         return;
     }
     if (strcmp(verb, "FATAL") == 0) {
@@ -948,6 +1024,7 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
         worker *w = &sv.workers[i];
         w->slot = plan->workers[i].slot;
         w->device = plan->workers[i].device;
+        w->threads = plan->workers[i].threads;
         w->cmd_fd = w->ctl_fd = w->log_fd = -1;
         w->scene = -1;
     }

@@ -238,21 +238,22 @@ int td_worker_main(const td_worker_opts *o)
         return fatal("cannot install the SIGUSR1 handler");
 
     const char *device = "cpu";
+    td_device_identity seen = {{0}, {0}}; /* what the runtime gave us, for [affinity-verify] */
     if (o->vendor && o->pci) {
         char detail[256];
-        enum td_affinity_result ar = td_affinity_verify(o->vendor, o->pci, detail, sizeof detail);
+        enum td_affinity_result ar = td_affinity_verify(o->vendor, o->pci, &seen, detail, sizeof detail);
         /* Echo the variables as this process received them: proof that
          * the supervisor set them before exec, whatever the runtime says. */
         const char *vars[] = {"CUDA_VISIBLE_DEVICES", "ZE_AFFINITY_MASK", "ROCR_VISIBLE_DEVICES"};
-        char seen[256] = "";
+        char vals[256] = "";
         for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
             const char *v = getenv(vars[i]);
             if (v) {
-                size_t used = strlen(seen);
-                snprintf(seen + used, sizeof seen - used, "%s%s=%s", used ? " " : "", vars[i], v);
+                size_t used = strlen(vals);
+                snprintf(vals + used, sizeof vals - used, "%s%s=%s", used ? " " : "", vars[i], v);
             }
         }
-        td_info("[affinity-verify] PID=%d | %s | expected PCI=%s | %s | %s", (int)getpid(), seen, o->pci,
+        td_info("[affinity-verify] PID=%d | %s | expected PCI=%s | %s | %s", (int)getpid(), vals, o->pci,
                 detail, ar == TD_AFFINITY_OK ? "OK" : ar == TD_AFFINITY_MISMATCH ? "FAILED" : "unverified");
         if (ar == TD_AFFINITY_MISMATCH)
             return fatal("GPU affinity check failed: %s", detail);
@@ -287,6 +288,15 @@ int td_worker_main(const td_worker_opts *o)
         model = env.ops->model_name(env.eng);
     }
 
+    /* [affinity-verify] hook: the backend that computes on a GPU says
+     * which card its runtime opened. The CPU backend opens none, so only
+     * the CUDA check above can have filled seen. The Vulkan backend fills
+     * it here from VkPhysicalDevicePCIBusInfoPropertiesEXT and
+     * VkPhysicalDeviceIDProperties::deviceUUID once the engine uses it. */
+    if (seen.pci[0] || seen.uuid[0])
+        td_info("[affinity-verify] PID=%d | runtime reports PCI=%s UUID=%s", (int)getpid(),
+                seen.pci[0] ? seen.pci : "-", seen.uuid[0] ? seen.uuid : "-");
+
     td_buf ready;
     td_buf_init(&ready, 0);
     td_buf_puts(&ready, "READY ");
@@ -295,6 +305,14 @@ int td_worker_main(const td_worker_opts *o)
     td_hex_encode(model, strlen(model), &ready);
     td_buf_putc(&ready, ' ');
     td_hex_encode(device, strlen(device), &ready);
+    const char *ids[2] = {seen.pci, seen.uuid};
+    for (size_t i = 0; i < 2; i++) {
+        td_buf_putc(&ready, ' ');
+        if (ids[i][0])
+            td_hex_encode(ids[i], strlen(ids[i]), &ready);
+        else
+            td_buf_putc(&ready, '-');
+    }
     send_line(&ready);
     td_buf_release(&ready);
 
