@@ -184,3 +184,24 @@ int td_cpulist_parse(const char *list, cpu_set_t *set)
     }
     return count;
 }
+
+void td_cpulist_format(const cpu_set_t *set, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    out[0] = '\0';
+    size_t used = 0;
+    for (int c = 0; c < CPU_SETSIZE && used < cap; c++) {
+        if (!CPU_ISSET(c, set))
+            continue;
+        int end = c;
+        while (end + 1 < CPU_SETSIZE && CPU_ISSET(end + 1, set))
+            end++;
+        int n = end > c ? snprintf(out + used, cap - used, "%s%d-%d", used ? "," : "", c, end)
+                        : snprintf(out + used, cap - used, "%s%d", used ? "," : "", c);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+        c = end;
+    }
+}

@@ -66,4 +66,7 @@ size_t td_affinity_env(const td_device *d, const char *pairs[2][2]);
  * CPU_SETSIZE. */
 int td_cpulist_parse(const char *list, cpu_set_t *set);
 
+/* The reverse: set as "0-3,8" into out (truncated to cap). */
+void td_cpulist_format(const cpu_set_t *set, char *out, size_t cap);
+
 #endif

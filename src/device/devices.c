@@ -465,11 +465,12 @@ int td_devices_parse_spec(const char *spec, td_device_list *out, td_error *err)
     for (char *entry = strtok_r(copy, ",", &save); entry; entry = strtok_r(NULL, ",", &save)) {
         if (out->count >= TD_MAX_DEVICES)
             return td_error_set(err, TD_EINVAL, "TAPEDECK_DEVICES: more than %d devices", TD_MAX_DEVICES);
-        /* VENDOR/PCI/UUID/TOTAL_MIB/NAME */
-        char *fields[5] = {0};
+        /* VENDOR/PCI/UUID/TOTAL_MIB/NAME/CPUS (CPUS: a CPU list with '+'
+         * for ',', since ',' separates entries) */
+        char *fields[6] = {0};
         int nf = 0;
         char *save2 = NULL;
-        for (char *f = strtok_r(entry, "/", &save2); f && nf < 5; f = strtok_r(NULL, "/", &save2))
+        for (char *f = strtok_r(entry, "/", &save2); f && nf < 6; f = strtok_r(NULL, "/", &save2))
             fields[nf++] = f;
         if (nf < 4)
             return td_error_set(err, TD_EINVAL,
@@ -496,6 +497,14 @@ int td_devices_parse_spec(const char *spec, td_device_list *out, td_error *err)
         snprintf(d->name, sizeof d->name, "%s", nf > 4 ? fields[4] : "GPU");
         snprintf(d->source, sizeof d->source, "env");
         d->numa_node = -1;
+        if (nf > 5) {
+            if (strlen(fields[5]) >= sizeof d->local_cpus)
+                return td_error_set(err, TD_EINVAL, "TAPEDECK_DEVICES: CPU list too long");
+            snprintf(d->local_cpus, sizeof d->local_cpus, "%s", fields[5]);
+            for (char *c = d->local_cpus; *c; c++)
+                if (*c == '+')
+                    *c = ',';
+        }
         d->index = index_of[vi]++;
         set_affinity(d);
         out->count++;

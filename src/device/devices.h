@@ -30,7 +30,8 @@
  *
  * TAPEDECK_DEVICES overrides discovery, for tests on machines without
  * GPUs and for users who want to name devices: a comma-separated list of
- * VENDOR/PCI/UUID/TOTAL_MIB[/NAME] (e.g.
+ * VENDOR/PCI/UUID/TOTAL_MIB[/NAME[/CPUS]] (CPUS: the local CPU list with
+ * "+" for ","; e.g.
  * "nvidia/0000:01:00.0/GPU-1234/81920/H100"; UUID "-" for none), or
  * "none" for no GPUs.
  *

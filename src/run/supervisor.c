@@ -629,13 +629,20 @@ static void check_affinity_report(supervisor *sv, worker *w, const char *rest)
         td_debug("[affinity-verify] PID=%d: %s", (int)w->pid, detail);
         return;
     }
-    for (size_t i = 0; r == TD_AFFINITY_OK && i < sv->n_workers; i++) {
+    /* Another live worker on the same card is the seed's failure: said
+     * first, as it names the real problem better than the plan does. */
+    for (size_t i = 0; i < sv->n_workers; i++) {
         const worker *o = &sv->workers[i];
-        if (o != w && o->pid > 0 && o->seen.pci[0] && w->seen.pci[0] &&
-            td_affinity_same_pci(o->seen.pci, w->seen.pci)) {
-            snprintf(detail, sizeof detail, "card %s is already used by worker PID=%d (slot %d)", w->seen.pci,
-                     (int)o->pid, o->slot);
+        if (o == w || o->pid <= 0 || o->fatal[0])
+            continue;
+        int same = (o->seen.pci[0] && w->seen.pci[0] && td_affinity_same_pci(o->seen.pci, w->seen.pci)) ||
+                   (o->seen.uuid[0] && w->seen.uuid[0] && strcasecmp(o->seen.uuid, w->seen.uuid) == 0);
+        if (same) {
+            snprintf(detail, sizeof detail, "its card (%s%s%s) is already used by worker PID=%d (slot %d)",
+                     w->seen.pci, w->seen.pci[0] && w->seen.uuid[0] ? " " : "", w->seen.uuid, (int)o->pid,
+                     o->slot);
             r = TD_AFFINITY_MISMATCH;
+            break;
         }
     }
     if (r == TD_AFFINITY_OK) {

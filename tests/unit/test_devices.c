@@ -459,6 +459,20 @@ static void test_cpulist_parse(void **state)
     assert_int_equal(td_cpulist_parse("a", &set), -1);
     assert_int_equal(td_cpulist_parse("0;1", &set), -1);
     assert_int_equal(td_cpulist_parse("99999999", &set), -1); /* beyond CPU_SETSIZE */
+    char out[64];
+    assert_int_equal(td_cpulist_parse("0-7,16-23,30", &set), 17);
+    td_cpulist_format(&set, out, sizeof out);
+    assert_string_equal(out, "0-7,16-23,30");
+    CPU_ZERO(&set);
+    td_cpulist_format(&set, out, sizeof out);
+    assert_string_equal(out, "");
+
+    /* TAPEDECK_DEVICES's CPU list field ('+' for ',') */
+    td_device_list l;
+    td_error err = {0};
+    assert_int_equal(td_devices_parse_spec("intel/0000:03:00.0/-/16384/A770/0-3+8", &l, &err), TD_OK);
+    assert_string_equal(l.items[0].local_cpus, "0-3,8");
+    assert_string_equal(l.items[0].name, "A770");
 }
 
 static void test_affinity_report_checks(void **state)
