@@ -101,6 +101,25 @@ static void uuid_digits(const char *in, char *out, size_t cap)
     out[n] = '\0';
 }
 
+static int same_uuid(const char *a, const char *b)
+{
+    char x[96], y[96];
+    uuid_digits(a, x, sizeof x);
+    uuid_digits(b, y, sizeof y);
+    return x[0] && strcmp(x, y) == 0;
+}
+
+long td_affinity_same_card(const td_device_identity *mine, const td_device_identity *others, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const td_device_identity *o = &others[i];
+        if ((mine->pci[0] && o->pci[0] && td_affinity_same_pci(mine->pci, o->pci)) ||
+            (mine->uuid[0] && o->uuid[0] && same_uuid(mine->uuid, o->uuid)))
+            return (long)i;
+    }
+    return -1;
+}
+
 enum td_affinity_result td_affinity_check_report(const td_device *planned, const td_device_identity *seen,
                                                  char *detail, size_t detail_len)
 {
@@ -118,10 +137,7 @@ enum td_affinity_result td_affinity_check_report(const td_device *planned, const
         return TD_AFFINITY_MISMATCH;
     }
     if (seen->uuid[0] && planned->uuid[0]) {
-        char a[96], b[96];
-        uuid_digits(seen->uuid, a, sizeof a);
-        uuid_digits(planned->uuid, b, sizeof b);
-        if (strcmp(a, b) != 0) {
+        if (!same_uuid(seen->uuid, planned->uuid)) {
             snprintf(detail, detail_len, "runtime opened UUID %s, plan says %s", seen->uuid, planned->uuid);
             return TD_AFFINITY_MISMATCH;
         }

@@ -54,6 +54,11 @@ enum td_affinity_result td_affinity_verify(const char *vendor, const char *expec
 enum td_affinity_result td_affinity_check_report(const td_device *planned, const td_device_identity *seen,
                                                  char *detail, size_t detail_len);
 
+/* In the supervisor: the index among others[0..n) of a report naming the
+ * same card as mine (same PCI address, or same UUID by its hex digits), or
+ * -1. Empty reports match nothing. */
+long td_affinity_same_card(const td_device_identity *mine, const td_device_identity *others, size_t n);
+
 /* Same PCI address, whatever the domain's width or the case. */
 int td_affinity_same_pci(const char *a, const char *b);
 

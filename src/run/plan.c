@@ -15,6 +15,7 @@
 #include "whisper/models.h"
 #include "out/formats.h"
 #include "task/subtitles.h"
+#include "util/log.h"
 
 void td_run_opts_default(td_run_opts *o)
 {
@@ -68,6 +69,9 @@ int td_plan_devices(const td_run_opts *o, td_plan *p, td_error *err)
     int rc = td_devices_detect(&p->devices, err);
     if (rc)
         return rc;
+    /* sources that did not answer (no library, no driver): not errors */
+    if (p->devices.notes[0])
+        td_debug("[devices] %s", p->devices.notes);
     p->n_workers = 0;
     const td_device *chosen[TD_MAX_DEVICES];
     size_t n_chosen = 0;

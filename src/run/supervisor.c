@@ -635,9 +635,7 @@ static void check_affinity_report(supervisor *sv, worker *w, const char *rest)
         const worker *o = &sv->workers[i];
         if (o == w || o->pid <= 0 || o->fatal[0])
             continue;
-        int same = (o->seen.pci[0] && w->seen.pci[0] && td_affinity_same_pci(o->seen.pci, w->seen.pci)) ||
-                   (o->seen.uuid[0] && w->seen.uuid[0] && strcasecmp(o->seen.uuid, w->seen.uuid) == 0);
-        if (same) {
+        if (td_affinity_same_card(&w->seen, &o->seen, 1) == 0) {
             snprintf(detail, sizeof detail, "its card (%s%s%s) is already used by worker PID=%d (slot %d)",
                      w->seen.pci, w->seen.pci[0] && w->seen.uuid[0] ? " " : "", w->seen.uuid, (int)o->pid,
                      o->slot);

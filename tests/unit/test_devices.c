@@ -502,6 +502,16 @@ static void test_affinity_report_checks(void **state)
     assert_non_null(strstr(detail, "UUID"));
     /* a CPU worker must not report a GPU */
     assert_int_equal(td_affinity_check_report(NULL, &seen, detail, sizeof detail), TD_AFFINITY_MISMATCH);
+    /* two workers on one card: by address, or by UUID alone */
+    td_device_identity others[3] = {{"0000:17:00.0", ""}, {"", "GPU-3f1c6a2e-8d4b-11ee-9c2a-0242ac120002"}, {"", ""}};
+    td_device_identity mine = {"00000000:17:00.0", ""};
+    assert_int_equal(td_affinity_same_card(&mine, others, 3), 0);
+    mine = (td_device_identity){"", "3f1c6a2e8d4b11ee9c2a0242ac120002"};
+    assert_int_equal(td_affinity_same_card(&mine, others, 3), 1);
+    mine = (td_device_identity){"0000:65:00.0", "GPU-ffff"};
+    assert_int_equal(td_affinity_same_card(&mine, others, 3), -1);
+    mine = (td_device_identity){"", ""};
+    assert_int_equal(td_affinity_same_card(&mine, others, 3), -1); /* empty matches nothing */
     assert_true(td_affinity_same_pci("0000:0A:00.0", "00000000:0a:00.0"));
     assert_false(td_affinity_same_pci("0000:0a:00.0", "0000:0a:00.1"));
     assert_false(td_affinity_same_pci("bogus", "bogus"));
