@@ -289,6 +289,7 @@ static int cmd_run(int argc, char **argv)
         return EXIT_CANNOT_RUN;
     }
 
+    td_devices_set_probe_exe(o.self_exe);
     td_plan plan;
     int rc = td_plan_build(&o, &plan, &err);
     if (rc) {
@@ -455,6 +456,7 @@ static int cmd_devices(int argc, char **argv)
         default: return usage_error("%s", "bad option");
         }
     }
+    td_devices_set_probe_exe(self_exe()); /* NULL: no Level Zero probe child */
     /* The devices part of `run`'s plan, for the whisper engine (the
      * default); no engine is probed and no scene scanned. */
     static td_plan plan; /* large: keep it off the stack */
@@ -509,6 +511,22 @@ static int cmd_devices(int argc, char **argv)
         printf("\n");
     }
     return EXIT_ALL_DONE;
+}
+
+/* `tapedeck probe-level-zero` (not for users): the Level Zero child of
+ * device discovery (devices.h); its answer on stdout. */
+static int cmd_probe_level_zero(void)
+{
+    static td_device_list list; /* large */
+    td_devices_probe_level_zero(&list);
+    size_t need = td_devices_format_probe(&list, NULL, 0);
+    char *text = malloc(need + 1);
+    if (!text)
+        return EXIT_CANNOT_RUN;
+    td_devices_format_probe(&list, text, need + 1);
+    int ok = fputs(text, stdout) >= 0 && fflush(stdout) == 0;
+    free(text);
+    return ok ? EXIT_ALL_DONE : EXIT_CANNOT_RUN;
 }
 
 /* ---- models ------------------------------------------------------------ */
@@ -855,5 +873,7 @@ int main(int argc, char **argv)
         return cmd_models(argc - 1, argv + 1);
     if (strcmp(cmd, "worker") == 0)
         return cmd_worker(argc - 1, argv + 1);
+    if (strcmp(cmd, "probe-level-zero") == 0)
+        return cmd_probe_level_zero();
     return usage_error("unknown command '%s'", cmd);
 }

@@ -6,12 +6,20 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "device/discover.h"
+
+extern char **environ;
 
 /* ---- PCI address normalisation ------------------------------------- */
 
@@ -148,7 +156,7 @@ static void discover_ze(const td_ze_api *api, td_device_list *list)
     ze_result_t r = api->init(0);
     if (r != ZE_RESULT_SUCCESS) {
         char note[96];
-        snprintf(note, sizeof note, "level-zero: zesInit failed (0x%x; no Intel GPU driver?)", (unsigned)r);
+        snprintf(note, sizeof note, "level-zero: init failed (0x%x; no Intel GPU driver?)", (unsigned)r);
         add_note(list, note);
         return;
     }
@@ -391,6 +399,15 @@ void td_devices_discover(const td_discovery *src, td_device_list *out)
         discover_ze(src->ze, out);
     else if (src->ze_note)
         add_note(out, src->ze_note);
+    if (src->ze_probe) {
+        for (size_t i = 0; i < src->ze_probe->count; i++)
+            add_or_merge(out, &src->ze_probe->items[i]);
+        if (src->ze_probe->notes[0]) {
+            char note[sizeof src->ze_probe->notes + 32];
+            snprintf(note, sizeof note, "(probe child, zeInit) %s", src->ze_probe->notes);
+            add_note(out, note);
+        }
+    }
     if (src->sysfs)
         discover_sysfs(src->sysfs, out);
     for (size_t i = 0; i < out->count; i++)
@@ -433,7 +450,7 @@ static void *load_ze(td_ze_api *api, const char **note)
         !LOAD(lib, api->device_get, "zesDeviceGet")) {
         /* zeInit with ZES_ENABLE_SYSMAN would work on such a loader but
          * creates a core context in the supervisor: not allowed. */
-        *note = "level-zero: loader predates zesInit (spec 1.5); Intel cards read from sysfs";
+        *note = "level-zero: loader predates zesInit (spec 1.5)";
         dlclose(lib);
         return NULL;
     }
@@ -512,6 +529,212 @@ int td_devices_parse_spec(const char *spec, td_device_list *out, td_error *err)
     return TD_OK;
 }
 
+/* ---- Level Zero through a probe child ------------------------------------ */
+
+static const char *g_probe_exe;
+
+void td_devices_set_probe_exe(const char *path)
+{
+    g_probe_exe = path;
+}
+
+void td_devices_probe_level_zero(td_device_list *out)
+{
+    memset(out, 0, sizeof *out);
+    /* Sysman through the core API: this variable must be set before zeInit. */
+    if (setenv("ZES_ENABLE_SYSMAN", "1", 1) != 0) {
+        add_note(out, "cannot set ZES_ENABLE_SYSMAN");
+        return;
+    }
+    void *lib = dlopen("libze_loader.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        add_note(out, "libze_loader.so.1 not found");
+        return;
+    }
+    td_ze_api api;
+    /* zeInit, zeDriverGet and zeDeviceGet have the signatures of their
+     * zes* successors, and with ZES_ENABLE_SYSMAN=1 a core device handle
+     * is a Sysman handle. */
+    if (!LOAD(lib, api.init, "zeInit") || !LOAD(lib, api.driver_get, "zeDriverGet") ||
+        !LOAD(lib, api.device_get, "zeDeviceGet") || !LOAD(lib, api.properties, "zesDeviceGetProperties") ||
+        !LOAD(lib, api.pci, "zesDevicePciGetProperties") ||
+        !LOAD(lib, api.memory_modules, "zesDeviceEnumMemoryModules") ||
+        !LOAD(lib, api.memory_properties, "zesMemoryGetProperties") ||
+        !LOAD(lib, api.memory_state, "zesMemoryGetState")) {
+        add_note(out, "loader lacks the Level Zero functions");
+        dlclose(lib);
+        return;
+    }
+    discover_ze(&api, out);
+    /* the process exits next: the loader stays loaded */
+}
+
+size_t td_devices_format_probe(const td_device_list *l, char *out, size_t cap)
+{
+    size_t need = 0;
+    char line[1024];
+    for (size_t i = 0; i < l->count; i++) {
+        const td_device *d = &l->items[i];
+        char hex[2 * sizeof d->name + 1];
+        size_t n = 0;
+        for (const unsigned char *c = (const unsigned char *)d->name; *c && n + 2 < sizeof hex; c++, n += 2)
+            snprintf(hex + n, 3, "%02x", *c);
+        hex[n] = '\0';
+        int len = snprintf(line, sizeof line, "ze %s %s %lld %lld %s\n", d->pci[0] ? d->pci : "-",
+                           d->uuid[0] ? d->uuid : "-", (long long)d->mem_total, (long long)d->mem_free,
+                           n ? hex : "-");
+        if (len > 0) {
+            if (need < cap)
+                snprintf(out + need, cap - need, "%s", line);
+            need += (size_t)len;
+        }
+    }
+    if (l->notes[0]) {
+        int len = snprintf(line, sizeof line, "note %s\n", l->notes);
+        if (len > 0) {
+            if (need < cap)
+                snprintf(out + need, cap - need, "%s", line);
+            need += (size_t)len;
+        }
+    }
+    if (cap && need >= cap)
+        out[cap - 1] = '\0';
+    return need;
+}
+
+static int unhex(const char *in, char *out, size_t cap)
+{
+    size_t n = 0, len = strlen(in);
+    if (len % 2 || len / 2 >= cap)
+        return -1;
+    for (size_t i = 0; i < len; i += 2) {
+        unsigned v;
+        if (!isxdigit((unsigned char)in[i]) || !isxdigit((unsigned char)in[i + 1]) ||
+            sscanf(in + i, "%2x", &v) != 1 || v == 0)
+            return -1;
+        out[n++] = (char)v;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+void td_devices_parse_probe(const char *text, td_device_list *out)
+{
+    const char *p = text;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        char line[1024];
+        if (len < sizeof line) {
+            memcpy(line, p, len);
+            line[len] = '\0';
+            char pci[64], uuid[128], name[300];
+            long long total, free_b;
+            td_device d;
+            if (strncmp(line, "note ", 5) == 0) {
+                add_note(out, line + 5);
+            } else if (sscanf(line, "ze %63s %127s %lld %lld %299s", pci, uuid, &total, &free_b, name) == 5) {
+                init_device(&d, "intel", "level-zero");
+                if (normalise_pci(pci, d.pci, sizeof d.pci) == 0 && strlen(uuid) < sizeof d.uuid &&
+                    total >= -1 && free_b >= -1 && (total < 0 || free_b <= total)) {
+                    if (strcmp(uuid, "-") != 0)
+                        snprintf(d.uuid, sizeof d.uuid, "%s", uuid);
+                    d.mem_total = total;
+                    d.mem_free = total < 0 ? -1 : free_b;
+                    if (strcmp(name, "-") == 0 || unhex(name, d.name, sizeof d.name) != 0)
+                        snprintf(d.name, sizeof d.name, "Intel GPU");
+                    if (out->count < TD_MAX_DEVICES)
+                        out->items[out->count++] = d;
+                }
+            }
+        }
+        p += len;
+        if (*p == '\n')
+            p++;
+    }
+}
+
+/* Run the probe child with a time limit and read its answer into probe;
+ * 0 when it answered. */
+static int run_ze_probe(const char *exe, td_device_list *probe, char *why, size_t why_len)
+{
+    memset(probe, 0, sizeof *probe);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        snprintf(why, why_len, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    posix_spawn_file_actions_t fa;
+    if (posix_spawn_file_actions_init(&fa) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        snprintf(why, why_len, "posix_spawn_file_actions_init failed");
+        return -1;
+    }
+    int rc = posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    if (rc == 0)
+        rc = posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid = -1;
+    char *const argv[] = {(char *)exe, (char *)"probe-level-zero", NULL};
+    if (rc == 0)
+        rc = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rc != 0) {
+        close(fds[0]);
+        snprintf(why, why_len, "cannot start %s: %s", exe, strerror(rc));
+        return -1;
+    }
+    /* A driver that hangs must not hang the run: 10 s, then kill. */
+    char buf[16384];
+    size_t used = 0;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int timed_out = 0;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left_ms = 10000 - ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left_ms <= 0) {
+            timed_out = 1;
+            break;
+        }
+        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+        int pr = poll(&pfd, 1, (int)left_ms);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0) {
+            timed_out = pr == 0;
+            break;
+        }
+        if (used + 1 >= sizeof buf)
+            break; /* more than any answer: keep what came */
+        ssize_t n = read(fds[0], buf + used, sizeof buf - 1 - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+    }
+    close(fds[0]);
+    buf[used] = '\0';
+    if (timed_out)
+        kill(pid, SIGKILL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (timed_out) {
+        snprintf(why, why_len, "no answer in 10 s (killed)");
+        return -1;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        snprintf(why, why_len, "probe failed (%s %d)", WIFEXITED(status) ? "exit" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        return -1;
+    }
+    td_devices_parse_probe(buf, probe);
+    return 0;
+}
+
 int td_devices_detect(td_device_list *out, td_error *err)
 {
     const char *spec = getenv("TAPEDECK_DEVICES");
@@ -524,6 +747,18 @@ int td_devices_detect(td_device_list *out, td_error *err)
     void *ze_lib = load_ze(&ze, &src.ze_note);
     src.nvml = nvml_lib ? &nvml : NULL;
     src.ze = ze_lib ? &ze : NULL;
+    static td_device_list probe; /* large; detection is not reentrant anyway */
+    char probe_note[320];
+    if (!ze_lib && g_probe_exe && src.ze_note && strstr(src.ze_note, "predates zesInit")) {
+        char why[256];
+        if (run_ze_probe(g_probe_exe, &probe, why, sizeof why) == 0) {
+            src.ze_probe = &probe;
+            src.ze_note = NULL; /* the probe answered instead */
+        } else {
+            snprintf(probe_note, sizeof probe_note, "%s; probe child: %s", src.ze_note, why);
+            src.ze_note = probe_note;
+        }
+    }
     td_devices_discover(&src, out);
     if (nvml_lib)
         dlclose(nvml_lib); /* NVML was shut down; it holds no context */

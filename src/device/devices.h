@@ -7,8 +7,9 @@
  * note when it is missing (never linked, never fatal):
  *   NVIDIA  NVML (libnvidia-ml.so.1): name, UUID, PCI address, memory.
  *   Intel   Level Zero Sysman (libze_loader.so.1, zesInit): name, UUID,
- *           PCI address, device memory modules' size and free bytes;
- *           else sysfs /sys/class/drm/cardN/device (vendor 0x8086) with
+ *           PCI address, device memory modules' size and free bytes (a
+ *           loader without zesInit: the same asked by a probe child, see
+ *           td_devices_set_probe_exe); else sysfs /sys/class/drm/cardN/device (vendor 0x8086) with
  *           memory from i915's lmem_{total,avail}_bytes or xe's
  *           tile0/physical_vram_size_bytes where present.
  *   AMD     amdgpu sysfs: mem_info_vram_{total,used}, product_name,
@@ -74,6 +75,26 @@ typedef struct td_device_list {
 int td_devices_detect(td_device_list *out, td_error *err);
 
 /* td_devices_discover (discover.h) takes the sources as tables, for tests. */
+
+/* Intel cards behind a Level Zero loader without zesInit (Debian 12's):
+ * td_devices_detect runs a short-lived child, PATH probe-level-zero,
+ * that asks the older way (zeInit with ZES_ENABLE_SYSMAN=1: a driver
+ * context, in the child only) and prints its answer; the supervisor reads
+ * it. The CLI sets PATH to its own executable; NULL (the default, e.g. in
+ * tests) leaves that source out. path must outlive the detections. */
+void td_devices_set_probe_exe(const char *path);
+
+/* The child's side: Level Zero Sysman through zeInit, into out (notes
+ * say what did not answer). Call only in a process that forks nothing. */
+void td_devices_probe_level_zero(td_device_list *out);
+
+/* The probe's answer as text, one line per device ("ze PCI UUID|- TOTAL
+ * FREE HEXNAME", bytes, -1 unknown) and per note ("note TEXT"); and back.
+ * format returns the length it needed (truncated to cap, like snprintf);
+ * parse adds the devices (source "level-zero") and notes it understands to
+ * out and ignores other lines. */
+size_t td_devices_format_probe(const td_device_list *l, char *out, size_t cap);
+void td_devices_parse_probe(const char *text, td_device_list *out);
 
 /* Parse a TAPEDECK_DEVICES-style specification (exposed for tests). */
 int td_devices_parse_spec(const char *spec, td_device_list *out, td_error *err);

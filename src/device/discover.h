@@ -66,6 +66,7 @@ typedef struct td_discovery {
     const char *sysfs;        /* root holding class/drm and bus/pci/devices: "/sys" */
     const char *nvml_note;    /* why nvml is NULL, for the notes */
     const char *ze_note;      /* why ze is NULL */
+    const td_device_list *ze_probe; /* the probe child's answer, or NULL */
 } td_discovery;
 
 /* Ask every source, merge cards seen twice (same PCI address), order by

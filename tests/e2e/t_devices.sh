@@ -9,6 +9,8 @@
 grep -q '^GPUs: ' "$T/real" || fail "devices output: $(cat "$T/real")"
 grep -q '^Hardware detected: CPU [0-9]* | GPUs \[.*\] | backend=' "$T/real" || fail "hardware line: $(cat "$T/real")"
 grep -q '^Worker plan' "$T/real" || fail "devices shows no plan"
+grep -q "level-zero" "$T/real" || fail "devices says nothing of Level Zero: $(cat "$T/real")"
+"$TD" probe-level-zero >"$T/probe" || fail "probe-level-zero exit"
 
 export TAPEDECK_DEVICES="nvidia/0000:17:00.0/GPU-aaaa1111/81559/H100,nvidia/0000:65:00.0/GPU-bbbb2222/81559/H100"
 "$TD" devices >"$T/out" || fail "devices with override"

@@ -380,7 +380,57 @@ static void test_level_zero_merges_with_sysfs(void **state)
     ze_init_result = ZE_RESULT_SUCCESS;
     assert_int_equal(l.count, 2);
     assert_string_equal(l.items[0].source, "sysfs");
-    assert_non_null(strstr(l.notes, "zesInit failed"));
+    assert_non_null(strstr(l.notes, "level-zero: init failed"));
+}
+
+/* The probe child's answer (Level Zero through zeInit, for loaders
+ * without zesInit) travels as text: what Sysman said must come back. */
+static void test_level_zero_probe_round_trip(void **state)
+{
+    (void)state;
+    td_device_list sysman;
+    td_discovery src = {.ze = &ze_two_a770};
+    td_devices_discover(&src, &sysman);
+    assert_int_equal(sysman.count, 2);
+    char text[4096];
+    size_t need = td_devices_format_probe(&sysman, text, sizeof text);
+    assert_true(need > 0 && need < sizeof text);
+    assert_int_equal(td_devices_format_probe(&sysman, NULL, 0), need);
+    char small[20];
+    assert_int_equal(td_devices_format_probe(&sysman, small, sizeof small), need); /* truncated, NUL-ended */
+    assert_int_equal(strlen(small), sizeof small - 1);
+
+    td_device_list back;
+    memset(&back, 0, sizeof back);
+    td_devices_parse_probe(text, &back);
+    assert_int_equal(back.count, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(back.items[i].pci, sysman.items[i].pci);
+        assert_string_equal(back.items[i].uuid, sysman.items[i].uuid);
+        assert_string_equal(back.items[i].name, "Intel(R) Arc(TM) A770 Graphics"); /* spaces survive */
+        assert_int_equal(back.items[i].mem_total, sysman.items[i].mem_total);
+        assert_int_equal(back.items[i].mem_free, sysman.items[i].mem_free);
+        assert_string_equal(back.items[i].source, "level-zero");
+    }
+    /* merged with the sysfs tree like a direct Sysman answer */
+    td_device_list merged;
+    td_discovery with_probe = {.ze_probe = &back, .sysfs = FIX "two-a770/sys"};
+    td_devices_discover(&with_probe, &merged);
+    assert_int_equal(merged.count, 2);
+    assert_string_equal(merged.items[0].source, "level-zero+sysfs");
+    assert_int_equal(merged.items[0].mem_free, 2 * GIB);
+    assert_int_equal(merged.items[1].numa_node, 1);
+
+    /* junk and broken lines are ignored, notes kept */
+    memset(&back, 0, sizeof back);
+    td_devices_parse_probe("garbage\nze 0000:03:00.0 - 100 200 41\nze bogus - 1 1 41\n"
+                           "ze 0000:04:00.0 - 100 50 4g\nze 0000:05:00.0 - -1 -1 -\nnote init failed\n",
+                           &back);
+    assert_int_equal(back.count, 2); /* free > total rejected; bad address rejected */
+    assert_string_equal(back.items[0].pci, "0000:04:00.0");
+    assert_string_equal(back.items[0].name, "Intel GPU"); /* bad hex name */
+    assert_int_equal(back.items[1].mem_total, -1);
+    assert_string_equal(back.notes, "init failed");
 }
 
 static void test_real_discovery_without_gpu_does_not_fail(void **state)
@@ -594,6 +644,7 @@ int main(void)
         cmocka_unit_test(test_fixture_no_gpu),
         cmocka_unit_test(test_nvml_merges_with_sysfs_and_amd),
         cmocka_unit_test(test_level_zero_merges_with_sysfs),
+        cmocka_unit_test(test_level_zero_probe_round_trip),
         cmocka_unit_test(test_real_discovery_without_gpu_does_not_fail),
         cmocka_unit_test(test_detect_honours_override),
         cmocka_unit_test(test_affinity_other_vendors_unverified),
