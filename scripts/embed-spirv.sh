@@ -7,7 +7,9 @@
 #
 # gives, for each SHADER_DIR/NAME.comp, `const uint32_t td_vks_NAME[]` and
 # `const size_t td_vks_NAME_words` (declared in
-# src/whisper/backend/vulkan/shaders.h). GLSLC and SPIRV_VAL in the
+# src/whisper/backend/vulkan/shaders.h). A shader with a line
+# `// @variants MACRO V1 V2 ...` is compiled once per value with
+# -DMACRO=V, as td_vks_NAME_MACROV. GLSLC and SPIRV_VAL in the
 # environment name other tools; SPIRV_VAL=none skips validation.
 set -eu
 out=${1:?usage: embed-spirv.sh OUT.c SHADER_DIR}
@@ -25,16 +27,34 @@ trap 'rm -rf "$tmp"' EXIT
     echo "#include <stdint.h>"
     echo "#include \"whisper/backend/vulkan/shaders.h\""
     for src in "$dir"/*.comp; do
-        name=$(basename "$src" .comp)
-        "$glslc" --target-env=vulkan1.2 -O -I "$dir" -o "$tmp/$name.spv" "$src"
-        if [ "$val" != none ]; then
-            "$val" --target-env vulkan1.2 "$tmp/$name.spv"
+        base=$(basename "$src" .comp)
+        # "// @variants MACRO V1 V2 ...": one compilation per value, named
+        # NAME_MACROVALUE (enc_attn_HEAD_D64); else one, named NAME
+        variants=$(sed -n 's|^// @variants \([A-Z_]*\) \(.*\)$|\1 \2|p' "$src")
+        if [ -n "$variants" ]; then
+            macro=${variants%% *}
+            set -- ${variants#* }
+        else
+            macro=
+            set -- ""
         fi
-        words=$(($(wc -c <"$tmp/$name.spv") / 4))
-        echo "const uint32_t td_vks_$name[] = {"
-        od -An -v -tx4 "$tmp/$name.spv" | sed 's/ *\([0-9a-f]\{8\}\)/0x\1,/g; s/^/   /'
-        echo "};"
-        echo "const size_t td_vks_${name}_words = $words;"
+        for value in "$@"; do
+            name=$base
+            def=
+            if [ -n "$macro" ]; then
+                name=${base}_$macro$value
+                def=-D$macro=$value
+            fi
+            "$glslc" --target-env=vulkan1.2 -O -I "$dir" $def -o "$tmp/$name.spv" "$src"
+            if [ "$val" != none ]; then
+                "$val" --target-env vulkan1.2 "$tmp/$name.spv"
+            fi
+            words=$(($(wc -c <"$tmp/$name.spv") / 4))
+            echo "const uint32_t td_vks_$name[] = {"
+            od -An -v -tx4 "$tmp/$name.spv" | sed 's/ *\([0-9a-f]\{8\}\)/0x\1,/g; s/^/   /'
+            echo "};"
+            echo "const size_t td_vks_${name}_words = $words;"
+        done
     done
 } >"$tmp/out.c"
 mv "$tmp/out.c" "$out"

@@ -66,9 +66,11 @@ void td_vko_free(td_vko *o)
 int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *err)
 {
     *out = NULL;
-    if (d_audio < 1 || d_audio > 128 || d_text < 1 || d_text > 128)
+    if ((d_audio != 16 && d_audio != 32 && d_audio != 64 && d_audio != 128) || d_text < 1 ||
+        d_text > 128)
         return td_error_set(err, TD_EUNAVAILABLE,
-                            "vulkan: heads of %d and %d floats (the shaders take up to 128)",
+                            "vulkan: heads of %d and %d floats (the shaders take 16, 32, 64 or "
+                            "128 in the encoder, up to 128 in the decoder)",
                             d_audio, d_text);
     td_vko *o = td_vk_calloc(1, sizeof *o);
     if (!o)
@@ -77,7 +79,7 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     o->matvec_rows = TD_VKO_MATVEC_ROWS;
     o->d_audio = d_audio;
     o->d_text = d_text;
-    uint32_t f32 = 0, f16 = 1, da = (uint32_t)d_audio, dt = (uint32_t)d_text;
+    uint32_t f32 = 0, f16 = 1, dt = (uint32_t)d_text;
     int rc;
 #define PIPE(dst, nm, label, pushT, spec, nspec)                                                      \
     do {                                                                                     \
@@ -91,7 +93,12 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     PIPE(o->matvec[0], matvec, "matvec_f32", lin_push, &f32, 1);
     PIPE(o->matvec[1], matvec, "matvec_f16", lin_push, &f16, 1);
     PIPE(o->layernorm, layernorm, "layernorm", ln_push, NULL, 0);
-    PIPE(o->enc_attn, enc_attn, "enc_attn", ea_push, &da, 1);
+    switch (d_audio) { /* compiled per width: see enc_attn.comp */
+    case 16: PIPE(o->enc_attn, enc_attn_HEAD_D16, "enc_attn", ea_push, NULL, 0); break;
+    case 32: PIPE(o->enc_attn, enc_attn_HEAD_D32, "enc_attn", ea_push, NULL, 0); break;
+    case 64: PIPE(o->enc_attn, enc_attn_HEAD_D64, "enc_attn", ea_push, NULL, 0); break;
+    case 128: PIPE(o->enc_attn, enc_attn_HEAD_D128, "enc_attn", ea_push, NULL, 0); break;
+    }
     PIPE(o->dec_attn, dec_attn, "dec_attn", da_push, &dt, 1);
     PIPE(o->embed, embed, "embed", emb_push, NULL, 0);
     PIPE(o->kv_put, kv_put, "kv_put", kv_push, NULL, 0);

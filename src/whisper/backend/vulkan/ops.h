@@ -33,7 +33,8 @@ enum {
 
 typedef struct td_vko td_vko;
 
-/* Pipelines for heads of d_audio and d_text floats (each at most 128). */
+/* Pipelines for heads of d_audio (16, 32, 64 or 128: Whisper has 64) and
+ * d_text (up to 128) floats. */
 int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *err);
 void td_vko_free(td_vko *o);
 void td_vko_set_matvec_rows(td_vko *o, int rows);

@@ -13,7 +13,10 @@
     X(matmul)            \
     X(matvec)            \
     X(layernorm)         \
-    X(enc_attn)          \
+    X(enc_attn_HEAD_D16) \
+    X(enc_attn_HEAD_D32) \
+    X(enc_attn_HEAD_D64) \
+    X(enc_attn_HEAD_D128) \
     X(dec_attn)          \
     X(embed)             \
     X(kv_put)

@@ -970,8 +970,21 @@ int td_vk_submit(td_vk *vk, td_error *err)
 {
     if (!vk->recording)
         return td_error_set(err, TD_EINVAL, "vulkan: submit without begin");
-    if (vk->pending)
-        barrier(vk); /* host reads after this see the results */
+    if (vk->pending) {
+        /* everything written is visible to the host after the fence, and
+         * to the next command buffer */
+        VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                              .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                              .dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT |
+                                               VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                                               VK_ACCESS_TRANSFER_WRITE_BIT};
+        vk->f.vkCmdPipelineBarrier(vk->cmd,
+                                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                   VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
+                                       VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                   0, 1, &mb, 0, NULL, 0, NULL);
+        vk->pending = 0;
+    }
     vk->recording = 0;
     VkResult r = vk->f.vkEndCommandBuffer(vk->cmd);
     if (r != VK_SUCCESS)

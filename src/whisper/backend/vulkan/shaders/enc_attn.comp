@@ -6,9 +6,18 @@
 // memory, with the running maximum and sum rescaled per block.
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-layout(constant_id = 0) const uint D = 64;   // head width
+// @variants HEAD_D 16 32 64 128
+// The head width is a compile-time constant (one variant per width) so
+// that the loops over it unroll: lavapipe's JIT stops any loop after 65535
+// iterations in all (a guard against hangs), which a spec-constant loop
+// over 64 floats reaches for 512 keys.
+#ifndef HEAD_D
+#define HEAD_D 64
+#endif
+const uint D = HEAD_D;
 layout(local_size_x = 64) in;
 
 layout(push_constant) uniform P {
@@ -28,7 +37,7 @@ void main()
     uint h0 = gl_WorkGroupID.y * D;
     bool live = row < p.n;
     float qv[D], acc[D];
-    for (uint i = 0; i < D; i++) {
+    [[unroll]] for (uint i = 0; i < D; i++) {
         qv[i] = live ? p.q.v[row * p.ld + h0 + i] * p.scale : 0.0;
         acc[i] = 0.0;
     }
@@ -42,34 +51,27 @@ void main()
         }
         barrier();
         uint nb = min(BK, p.n - j0);
-        float s[BK];
-        float mb = m;
-        for (uint j = 0; j < BK; j++) {
+        for (uint j = 0; j < nb; j++) {
             float d = 0.0;
-            for (uint i = 0; i < D; i++)
+            [[unroll]] for (uint i = 0; i < D; i++)
                 d += qv[i] * Ks[j][i];
-            s[j] = d;
-            if (j < nb)
-                mb = max(mb, d);
-        }
-        float corr = exp(m - mb);
-        l *= corr;
-        for (uint i = 0; i < D; i++)
-            acc[i] *= corr;
-        for (uint j = 0; j < BK; j++) {
-            if (j < nb) {
-                float e = exp(s[j] - mb);
-                l += e;
-                for (uint i = 0; i < D; i++)
-                    acc[i] += e * Vs[j][i];
+            if (d > m) {
+                float corr = exp(m - d);
+                l *= corr;
+                [[unroll]] for (uint i = 0; i < D; i++)
+                    acc[i] *= corr;
+                m = d;
             }
+            float e = exp(d - m);
+            l += e;
+            [[unroll]] for (uint i = 0; i < D; i++)
+                acc[i] += e * Vs[j][i];
         }
-        m = mb;
         barrier();
     }
     if (live) {
         float inv = 1.0 / l;
-        for (uint i = 0; i < D; i++)
+        [[unroll]] for (uint i = 0; i < D; i++)
             p.o.v[row * p.ld + h0 + i] = acc[i] * inv;
     }
 }

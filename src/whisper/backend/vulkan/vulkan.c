@@ -1,0 +1,844 @@
+/*
+ * vulkan.c: the Whisper network on a Vulkan device (backend.h, API
+ * version 2), the same network as the CPU backend (backend/cpu/cpu.c):
+ * two GELU convolutions as products, positional embedding, pre-LN
+ * encoder blocks, ln_post; decoder with token + positional embedding,
+ * causal self-attention over per-slot KV caches, cross-attention over
+ * each window's K/V, MLP, final LN, logits against the token embedding.
+ *
+ * Weights are uploaded once at open, F16 kept F16 (the products convert
+ * in registers and accumulate in F32); the convolutions' weights are
+ * reordered to [out][tap][in] on the way, so a convolution is a product
+ * whose A rows are three consecutive time-major input rows (cpu.c's
+ * td_wk_conv3 does the same).
+ *
+ * Device memory, all sized by plan() from the hyper-parameters and the
+ * configuration alone, so memory_need() and open() cannot disagree:
+ *   weights    every tensor, in chunks of at most CHUNK bytes
+ *   enc_out    [window][n_audio_ctx][n_audio_state]   ln_post output per window slot
+ *   cross      per decoder layer, K and V: [window][n_audio_ctx][n_text_state]
+ *   kv         per decoder layer, K and V: [slot][max_tokens][n_text_state]
+ *   work       encoder activations of one window, or the decoder's of
+ *              max_rows rows (one region, they never overlap in time)
+ *   logits     [max_rows][n_vocab] on the device, and as much host-visible
+ *              memory to read them back
+ *   io         host-visible: per call, each row's token and position, KV
+ *              store offsets and attention ranges
+ * plus the device layer's 16 MiB staging buffer.
+ *
+ * A call records one command buffer and submits it once (encode: one per
+ * window, after the window's mel is uploaded): one host wait per decode
+ * step. Not done yet: recording once per shape and replaying, the
+ * sampling entry on the device (sample() is NULL, so the rules read full
+ * logits), cooperative-matrix products, per-device kernel trials.
+ */
+#include "whisper/backend/vulkan/vulkan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "whisper/backend/vulkan/ops.h"
+
+/* Built against the table's version 2 (batched windows, ragged sequences);
+ * with an older backend.h this file is empty. */
+#if TD_WBACKEND_API_VERSION >= 2
+
+#define CHUNK (512ull << 20)
+#define ALIGN 256ull
+#define MAX_SEQ_LIMIT 1024
+#define MAX_WINDOWS_LIMIT 256
+
+static uint64_t al(uint64_t n)
+{
+    return (n + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+/* ------------------------------------------------------------------ */
+/* Plan                                                                 */
+
+typedef struct plan {
+    int C, na, nt, nm, nv, nha, nht, nla, nlt, T2;
+    int max_seq, max_tokens, max_batch, max_windows, max_rows;
+    uint64_t weight_bytes;   /* chunks together */
+    int n_chunks;
+    uint64_t chunk_size[64];
+    uint64_t enc_out, cross, kv, work, logits, io;
+    /* work offsets (bytes): encoder */
+    uint64_t e_x, e_h, e_q, e_k, e_v, e_a, e_ff, e_mel, e_x1p;
+    /* decoder */
+    uint64_t d_x, d_h, d_q, d_k, d_v, d_a, d_ff;
+    /* io offsets (bytes) */
+    uint64_t io_tp, io_kvdst, io_self, io_cross, io_last;
+    uint64_t total;
+} plan;
+
+/* Sizes in order of upload; visit gets each tensor's byte size. */
+typedef struct wvisit {
+    plan *P;
+    uint64_t cur;            /* bytes used in the current chunk */
+} wvisit;
+
+static void place(wvisit *v, uint64_t bytes, int *chunk, uint64_t *off)
+{
+    plan *P = v->P;
+    bytes = al(bytes);
+    if (P->n_chunks == 0 || v->cur + bytes > CHUNK) {
+        P->n_chunks++;
+        P->chunk_size[P->n_chunks - 1] = 0;
+        v->cur = 0;
+    }
+    *chunk = P->n_chunks - 1;
+    *off = v->cur;
+    v->cur += bytes;
+    P->chunk_size[P->n_chunks - 1] = v->cur;
+}
+
+static int hp_ok(const td_whparams *hp, td_error *err)
+{
+    if (td_whparams_check(hp, err))
+        return -1;
+    int da = hp->n_audio_state / hp->n_audio_head, dt = hp->n_text_state / hp->n_text_head;
+    if (da > 128 || dt > 128 || hp->n_audio_state % 2 || hp->n_text_state % 2 || hp->n_mels % 2) {
+        td_error_set(err, TD_EINVAL,
+                     "vulkan backend: needs even widths and heads of at most 128 floats");
+        return -1;
+    }
+    return 0;
+}
+
+/* A tensor's element count by its role, for plan() (open() checks the
+ * model's own against them as it uploads). */
+typedef struct tdesc {
+    uint64_t n;
+    int big;                 /* a 2-D (or conv) weight: stored in the model's wtype */
+} tdesc;
+
+/* The tensors in upload order; returns the count, fills d if not NULL. */
+static int tensor_list(const td_whparams *hp, tdesc *d)
+{
+    uint64_t C = (uint64_t)hp->n_audio_ctx, na = (uint64_t)hp->n_audio_state,
+             nt = (uint64_t)hp->n_text_state, nm = (uint64_t)hp->n_mels,
+             nv = (uint64_t)hp->n_vocab, tc = (uint64_t)hp->n_text_ctx;
+    int n = 0;
+#define T(cnt, b)                           \
+    do {                                    \
+        if (d)                              \
+            d[n] = (tdesc){(cnt), (b)};     \
+        n++;                                \
+    } while (0)
+    T(C * na, 0);
+    T(3 * nm * na, 1);
+    T(na, 0);
+    T(3 * na * na, 1);
+    T(na, 0);
+    T(na, 0);
+    T(na, 0);
+    for (int l = 0; l < hp->n_audio_layer; l++) {
+        T(na, 0); T(na, 0);                       /* attn_ln */
+        T(na * na, 1); T(na, 0);                  /* q */
+        T(na * na, 1);                            /* k */
+        T(na * na, 1); T(na, 0);                  /* v */
+        T(na * na, 1); T(na, 0);                  /* o */
+        T(na, 0); T(na, 0);                       /* mlp_ln */
+        T(4 * na * na, 1); T(4 * na, 0);          /* mlp0 */
+        T(4 * na * na, 1); T(na, 0);              /* mlp2 */
+    }
+    T(tc * nt, 0);
+    T(nv * nt, 1);
+    T(nt, 0);
+    T(nt, 0);
+    for (int l = 0; l < hp->n_text_layer; l++) {
+        T(nt, 0); T(nt, 0);                       /* attn_ln */
+        T(nt * nt, 1); T(nt, 0);                  /* q */
+        T(nt * nt, 1);                            /* k */
+        T(nt * nt, 1); T(nt, 0);                  /* v */
+        T(nt * nt, 1); T(nt, 0);                  /* o */
+        T(nt, 0); T(nt, 0);                       /* cross_ln */
+        T(nt * nt, 1); T(nt, 0);                  /* cross q */
+        T(nt * na, 1);                            /* cross k */
+        T(nt * na, 1); T(nt, 0);                  /* cross v */
+        T(nt * nt, 1); T(nt, 0);                  /* cross o */
+        T(nt, 0); T(nt, 0);                       /* mlp_ln */
+        T(4 * nt * nt, 1); T(4 * nt, 0);          /* mlp0 */
+        T(4 * nt * nt, 1); T(nt, 0);              /* mlp2 */
+    }
+#undef T
+    return n;
+}
+
+static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wconfig *cfg,
+                        plan *P, int *chunk_of, uint64_t *off_of, td_error *err)
+{
+    memset(P, 0, sizeof *P);
+    if (hp_ok(hp, err))
+        return -1;
+    P->C = hp->n_audio_ctx;
+    P->T2 = 2 * P->C;
+    P->na = hp->n_audio_state;
+    P->nt = hp->n_text_state;
+    P->nm = hp->n_mels;
+    P->nv = hp->n_vocab;
+    P->nha = hp->n_audio_head;
+    P->nht = hp->n_text_head;
+    P->nla = hp->n_audio_layer;
+    P->nlt = hp->n_text_layer;
+    P->max_seq = cfg->max_seq;
+    P->max_tokens = cfg->max_tokens > 0 ? cfg->max_tokens : hp->n_text_ctx;
+    P->max_batch = cfg->max_batch_tokens > 0 ? cfg->max_batch_tokens : P->max_tokens;
+    P->max_windows = cfg->max_windows > 0 ? cfg->max_windows : 1;
+    if (P->max_seq < 1 || P->max_seq > MAX_SEQ_LIMIT)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: max_seq %d not in 1..%d",
+                            cfg->max_seq, MAX_SEQ_LIMIT), -1;
+    if (cfg->max_tokens < 0 || P->max_tokens > hp->n_text_ctx)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: max_tokens %d not in 1..%d",
+                            cfg->max_tokens, hp->n_text_ctx), -1;
+    if (cfg->max_batch_tokens < 0 || P->max_batch > P->max_tokens)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: max_batch_tokens %d not in 1..%d",
+                            cfg->max_batch_tokens, P->max_tokens), -1;
+    if (cfg->max_windows < 0 || P->max_windows > MAX_WINDOWS_LIMIT)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: max_windows %d not in 1..%d",
+                            cfg->max_windows, MAX_WINDOWS_LIMIT), -1;
+    int64_t rows_all = (int64_t)P->max_seq * P->max_batch;
+    if (cfg->max_rows < 0 || cfg->max_rows > rows_all)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: max_rows %d not in 1..%lld",
+                            cfg->max_rows, (long long)rows_all), -1;
+    P->max_rows = cfg->max_rows > 0 ? cfg->max_rows : (int)rows_all;
+    if (cfg->compute < TD_WCOMPUTE_AUTO || cfg->compute > TD_WCOMPUTE_INT8)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: unknown compute type %d",
+                            cfg->compute), -1;
+
+    /* weights */
+    int n = tensor_list(hp, NULL);
+    tdesc *d = td_vk_calloc((size_t)n, sizeof *d);
+    if (!d)
+        return td_error_set(err, TD_ENOMEM, "vulkan backend: out of memory"), -1;
+    tensor_list(hp, d);
+    wvisit v = {P, 0};
+    uint64_t ws = wtype == TD_WT_F16 ? 2 : 4;
+    for (int i = 0; i < n; i++) {
+        int c;
+        uint64_t o;
+        place(&v, d[i].n * (d[i].big ? ws : 4), &c, &o);
+        if (P->n_chunks > 64) {
+            td_vk_free(d);
+            return td_error_set(err, TD_EINVAL, "vulkan backend: model too large"), -1;
+        }
+        if (chunk_of)
+            chunk_of[i] = c;
+        if (off_of)
+            off_of[i] = o;
+    }
+    td_vk_free(d);
+    for (int c = 0; c < P->n_chunks; c++)
+        P->weight_bytes += P->chunk_size[c];
+
+    uint64_t C = (uint64_t)P->C, na = (uint64_t)P->na, nt = (uint64_t)P->nt, nm = (uint64_t)P->nm;
+    uint64_t W = (uint64_t)P->max_windows, R = (uint64_t)P->max_rows;
+    P->enc_out = al(W * C * na * 4);
+    P->cross = al(W * C * nt * 4);
+    P->kv = al((uint64_t)P->max_seq * (uint64_t)P->max_tokens * nt * 4);
+    uint64_t o = 0;
+#define R_(field, bytes) do { P->field = o; o += al(bytes); } while (0)
+    R_(e_x, C * na * 4);
+    R_(e_h, C * na * 4);
+    R_(e_q, C * na * 4);
+    R_(e_k, C * na * 4);
+    R_(e_v, C * na * 4);
+    R_(e_a, C * na * 4);
+    R_(e_ff, C * 4 * na * 4);
+    R_(e_mel, ((uint64_t)P->T2 + 2) * nm * 4);
+    R_(e_x1p, ((uint64_t)P->T2 + 2) * na * 4);
+    uint64_t enc_end = o;
+    o = 0;
+    R_(d_x, R * nt * 4);
+    R_(d_h, R * nt * 4);
+    R_(d_q, R * nt * 4);
+    R_(d_k, R * nt * 4);
+    R_(d_v, R * nt * 4);
+    R_(d_a, R * nt * 4);
+    R_(d_ff, R * 4 * nt * 4);
+    P->work = enc_end > o ? enc_end : o;
+    o = 0;
+    R_(io_tp, R * 2 * 4);
+    R_(io_kvdst, R * 4);
+    R_(io_self, R * 2 * 4);
+    R_(io_cross, R * 2 * 4);
+    R_(io_last, R * 4);
+    P->io = o;
+#undef R_
+    P->logits = al(R * (uint64_t)P->nv * 4);
+    P->total = P->weight_bytes + P->enc_out + 2 * (uint64_t)P->nlt * (P->cross + P->kv) + P->work +
+               2 * P->logits + P->io + (16ull << 20);
+    return 0;
+}
+
+static int64_t vk_memory_need(const td_whparams *hp, enum td_wtype wtype, const td_wconfig *cfg)
+{
+    plan P;
+    if (plan_compute(hp, wtype, cfg, &P, NULL, NULL, NULL) != 0)
+        return -1;
+    return (int64_t)P.total;
+}
+
+/* ------------------------------------------------------------------ */
+/* Context                                                              */
+
+typedef struct wref {
+    uint64_t a;              /* device address */
+    int f16;
+} wref;
+
+typedef struct enc_l {
+    uint64_t attn_ln_w, attn_ln_b, q_b, v_b, o_b, mlp_ln_w, mlp_ln_b, mlp0_b, mlp2_b;
+    wref q, k, v, o, mlp0, mlp2;
+} enc_l;
+
+typedef struct dec_l {
+    uint64_t attn_ln_w, attn_ln_b, q_b, v_b, o_b, cross_ln_w, cross_ln_b, cq_b, cv_b, co_b;
+    uint64_t mlp_ln_w, mlp_ln_b, mlp0_b, mlp2_b;
+    wref q, k, v, o, cq, ck, cv, co, mlp0, mlp2;
+} dec_l;
+
+struct td_wbackend {
+    const td_wmodel *m;
+    plan P;
+    td_vk *vk;
+    td_vko *ops;
+    td_vk_buf chunks[64];
+    td_vk_buf enc_out, work, logits, readback, io;
+    td_vk_buf *cross_k, *cross_v, *kv_k, *kv_v; /* [n_text_layer] */
+    enc_l *el;
+    dec_l *dl;
+    uint64_t enc_pos, conv1_b, conv2_b, ln_post_w, ln_post_b, dec_pos, dec_ln_w, dec_ln_b;
+    wref conv1, conv2, tok;
+    unsigned char *encoded; /* [max_windows] */
+    int last_rows;          /* logits rows the last decode kept */
+    float *mel_t;           /* host: one window's time-major, padded mel */
+};
+
+const td_vk_info *td_wvk_device(const td_wbackend *b)
+{
+    return td_vk_device_info(b->vk);
+}
+
+void td_wvk_profile(td_wbackend *b, int on)
+{
+    td_vk_profile(b->vk, on);
+}
+
+int td_wvk_profile_read(td_wbackend *b, td_vk_prof *out, int max, int reset)
+{
+    return td_vk_profile_read(b->vk, out, max, reset);
+}
+
+static int vk_probe(td_error *err)
+{
+    return td_vk_probe(err);
+}
+
+static void vk_close(td_wbackend *b)
+{
+    if (!b)
+        return;
+    if (b->vk) {
+        for (int i = 0; i < 64; i++)
+            td_vk_buf_destroy(b->vk, &b->chunks[i]);
+        td_vk_buf_destroy(b->vk, &b->enc_out);
+        td_vk_buf_destroy(b->vk, &b->work);
+        td_vk_buf_destroy(b->vk, &b->logits);
+        td_vk_buf_destroy(b->vk, &b->readback);
+        td_vk_buf_destroy(b->vk, &b->io);
+        for (int l = 0; l < b->P.nlt; l++) {
+            if (b->cross_k)
+                td_vk_buf_destroy(b->vk, &b->cross_k[l]);
+            if (b->cross_v)
+                td_vk_buf_destroy(b->vk, &b->cross_v[l]);
+            if (b->kv_k)
+                td_vk_buf_destroy(b->vk, &b->kv_k[l]);
+            if (b->kv_v)
+                td_vk_buf_destroy(b->vk, &b->kv_v[l]);
+        }
+        td_vko_free(b->ops);
+        td_vk_close(b->vk);
+    }
+    td_vk_free(b->cross_k);
+    td_vk_free(b->cross_v);
+    td_vk_free(b->kv_k);
+    td_vk_free(b->kv_v);
+    td_vk_free(b->el);
+    td_vk_free(b->dl);
+    td_vk_free(b->encoded);
+    td_vk_free(b->mel_t);
+    td_vk_free(b);
+}
+
+/* Upload state: walks the tensors in tensor_list's order. */
+typedef struct uploader {
+    td_wbackend *b;
+    const tdesc *d;
+    const int *chunk_of;
+    const uint64_t *off_of;
+    int i, n;
+    td_error *err;
+    int rc;
+} uploader;
+
+/* Upload tensor t (the next in order) and return its address; conv
+ * weights (perm) are reordered [o][i][k] -> [o][k][i] first. */
+static uint64_t up(uploader *u, const td_wtensor *t, int *f16, int perm_cin)
+{
+    if (u->rc)
+        return 0;
+    if (u->i >= u->n) {
+        u->rc = td_error_set(u->err, TD_EINVAL, "vulkan backend: tensor order");
+        return 0;
+    }
+    const tdesc *d = &u->d[u->i];
+    uint64_t elems = 1;
+    for (int k = 0; k < t->n_dims; k++)
+        elems *= (uint64_t)t->ne[k];
+    size_t es = t->type == TD_WT_F16 ? 2 : 4;
+    if (elems != d->n || (!d->big && t->type != TD_WT_F32) ||
+        (d->big && t->type != u->b->m->wtype) || t->nbytes != elems * es) {
+        u->rc = td_error_set(u->err, TD_EINPUT, "vulkan backend: tensor %s has an unexpected shape or type",
+                             t->name);
+        return 0;
+    }
+    td_vk_buf *c = &u->b->chunks[u->chunk_of[u->i]];
+    uint64_t off = u->off_of[u->i];
+    u->i++;
+    if (f16)
+        *f16 = t->type == TD_WT_F16;
+    if (perm_cin > 0) {
+        /* W[o][i][k] (k of 3) -> [o][k][i] */
+        size_t c_in = (size_t)perm_cin, c_out = (size_t)(elems / 3 / c_in);
+        unsigned char *tmp = td_vk_malloc(elems * es);
+        if (!tmp) {
+            u->rc = td_error_set(u->err, TD_ENOMEM, "vulkan backend: out of memory");
+            return 0;
+        }
+        const unsigned char *src = t->data;
+        for (size_t o = 0; o < c_out; o++)
+            for (size_t i = 0; i < c_in; i++)
+                for (size_t k = 0; k < 3; k++)
+                    memcpy(tmp + ((o * 3 + k) * c_in + i) * es, src + ((o * c_in + i) * 3 + k) * es, es);
+        u->rc = td_vk_upload(u->b->vk, c, off, tmp, elems * es, u->err);
+        td_vk_free(tmp);
+    } else {
+        u->rc = td_vk_upload(u->b->vk, c, off, t->data, elems * es, u->err);
+    }
+    return c->addr + off;
+}
+
+static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out, td_error *err)
+{
+    *out = NULL;
+    const td_whparams *hp = &m->hp;
+    int n_t = tensor_list(hp, NULL);
+    int *chunk_of = td_vk_calloc((size_t)n_t, sizeof *chunk_of);
+    uint64_t *off_of = td_vk_calloc((size_t)n_t, sizeof *off_of);
+    tdesc *d = td_vk_calloc((size_t)n_t, sizeof *d);
+    td_wbackend *b = td_vk_calloc(1, sizeof *b);
+    int rc;
+    if (!chunk_of || !off_of || !d || !b) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan backend: out of memory");
+        goto out;
+    }
+    tensor_list(hp, d);
+    b->m = m;
+    if (plan_compute(hp, m->wtype, cfg, &b->P, chunk_of, off_of, err) != 0) {
+        rc = err ? err->code : TD_EINVAL;
+        goto out;
+    }
+    plan *P = &b->P;
+    rc = td_vk_open(getenv("TD_VULKAN_DEVICE"), &b->vk, err);
+    if (rc)
+        goto out;
+    const char *prof = getenv("TD_VULKAN_PROFILE");
+    if (prof && strcmp(prof, "1") == 0)
+        td_vk_profile(b->vk, 1);
+    rc = td_vko_create(b->vk, P->na / P->nha, P->nt / P->nht, &b->ops, err);
+    if (rc)
+        goto out;
+
+    b->el = td_vk_calloc((size_t)P->nla, sizeof *b->el);
+    b->dl = td_vk_calloc((size_t)P->nlt, sizeof *b->dl);
+    b->cross_k = td_vk_calloc((size_t)P->nlt, sizeof *b->cross_k);
+    b->cross_v = td_vk_calloc((size_t)P->nlt, sizeof *b->cross_v);
+    b->kv_k = td_vk_calloc((size_t)P->nlt, sizeof *b->kv_k);
+    b->kv_v = td_vk_calloc((size_t)P->nlt, sizeof *b->kv_v);
+    b->encoded = td_vk_calloc((size_t)P->max_windows, 1);
+    b->mel_t = td_vk_malloc(((size_t)P->T2 + 2) * (size_t)P->nm * sizeof(float));
+    if (!b->el || !b->dl || !b->cross_k || !b->cross_v || !b->kv_k || !b->kv_v || !b->encoded ||
+        !b->mel_t) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan backend: out of memory");
+        goto out;
+    }
+    for (int c = 0; c < P->n_chunks; c++)
+        if ((rc = td_vk_buf_create(b->vk, P->chunk_size[c], TD_VK_MEM_DEVICE, &b->chunks[c], err)))
+            goto out;
+    if ((rc = td_vk_buf_create(b->vk, P->enc_out, TD_VK_MEM_DEVICE, &b->enc_out, err)) ||
+        (rc = td_vk_buf_create(b->vk, P->work, TD_VK_MEM_DEVICE, &b->work, err)) ||
+        (rc = td_vk_buf_create(b->vk, P->logits, TD_VK_MEM_DEVICE, &b->logits, err)) ||
+        (rc = td_vk_buf_create(b->vk, P->logits, TD_VK_MEM_READBACK, &b->readback, err)) ||
+        (rc = td_vk_buf_create(b->vk, P->io, TD_VK_MEM_HOST, &b->io, err)))
+        goto out;
+    for (int l = 0; l < P->nlt; l++)
+        if ((rc = td_vk_buf_create(b->vk, P->cross, TD_VK_MEM_DEVICE, &b->cross_k[l], err)) ||
+            (rc = td_vk_buf_create(b->vk, P->cross, TD_VK_MEM_DEVICE, &b->cross_v[l], err)) ||
+            (rc = td_vk_buf_create(b->vk, P->kv, TD_VK_MEM_DEVICE, &b->kv_k[l], err)) ||
+            (rc = td_vk_buf_create(b->vk, P->kv, TD_VK_MEM_DEVICE, &b->kv_v[l], err)))
+            goto out;
+    /* the convolution's padding rows are never written: zero them once
+     * (and the rest, so that nothing uninitialized is ever read) */
+    if ((rc = td_vk_fill0(b->vk, &b->work, 0, b->work.size / 4 * 4, err)))
+        goto out;
+
+    /* weights, in tensor_list's order */
+    uploader u = {b, d, chunk_of, off_of, 0, n_t, err, 0};
+    const td_wenc *e = &m->enc;
+    b->enc_pos = up(&u, e->pos, NULL, 0);
+    b->conv1.a = up(&u, e->conv1_w, &b->conv1.f16, P->nm);
+    b->conv1_b = up(&u, e->conv1_b, NULL, 0);
+    b->conv2.a = up(&u, e->conv2_w, &b->conv2.f16, P->na);
+    b->conv2_b = up(&u, e->conv2_b, NULL, 0);
+    b->ln_post_w = up(&u, e->ln_post.w, NULL, 0);
+    b->ln_post_b = up(&u, e->ln_post.b, NULL, 0);
+    for (int l = 0; l < P->nla; l++) {
+        const td_wenc_layer *s = &e->layers[l];
+        enc_l *t = &b->el[l];
+        t->attn_ln_w = up(&u, s->attn_ln.w, NULL, 0);
+        t->attn_ln_b = up(&u, s->attn_ln.b, NULL, 0);
+        t->q.a = up(&u, s->attn.q.w, &t->q.f16, 0);
+        t->q_b = up(&u, s->attn.q.b, NULL, 0);
+        t->k.a = up(&u, s->attn.k.w, &t->k.f16, 0);
+        t->v.a = up(&u, s->attn.v.w, &t->v.f16, 0);
+        t->v_b = up(&u, s->attn.v.b, NULL, 0);
+        t->o.a = up(&u, s->attn.o.w, &t->o.f16, 0);
+        t->o_b = up(&u, s->attn.o.b, NULL, 0);
+        t->mlp_ln_w = up(&u, s->mlp_ln.w, NULL, 0);
+        t->mlp_ln_b = up(&u, s->mlp_ln.b, NULL, 0);
+        t->mlp0.a = up(&u, s->mlp0.w, &t->mlp0.f16, 0);
+        t->mlp0_b = up(&u, s->mlp0.b, NULL, 0);
+        t->mlp2.a = up(&u, s->mlp2.w, &t->mlp2.f16, 0);
+        t->mlp2_b = up(&u, s->mlp2.b, NULL, 0);
+    }
+    const td_wdec *dd = &m->dec;
+    b->dec_pos = up(&u, dd->pos, NULL, 0);
+    b->tok.a = up(&u, dd->tok, &b->tok.f16, 0);
+    b->dec_ln_w = up(&u, dd->ln.w, NULL, 0);
+    b->dec_ln_b = up(&u, dd->ln.b, NULL, 0);
+    for (int l = 0; l < P->nlt; l++) {
+        const td_wdec_layer *s = &dd->layers[l];
+        dec_l *t = &b->dl[l];
+        t->attn_ln_w = up(&u, s->attn_ln.w, NULL, 0);
+        t->attn_ln_b = up(&u, s->attn_ln.b, NULL, 0);
+        t->q.a = up(&u, s->attn.q.w, &t->q.f16, 0);
+        t->q_b = up(&u, s->attn.q.b, NULL, 0);
+        t->k.a = up(&u, s->attn.k.w, &t->k.f16, 0);
+        t->v.a = up(&u, s->attn.v.w, &t->v.f16, 0);
+        t->v_b = up(&u, s->attn.v.b, NULL, 0);
+        t->o.a = up(&u, s->attn.o.w, &t->o.f16, 0);
+        t->o_b = up(&u, s->attn.o.b, NULL, 0);
+        t->cross_ln_w = up(&u, s->cross_ln.w, NULL, 0);
+        t->cross_ln_b = up(&u, s->cross_ln.b, NULL, 0);
+        t->cq.a = up(&u, s->cross.q.w, &t->cq.f16, 0);
+        t->cq_b = up(&u, s->cross.q.b, NULL, 0);
+        t->ck.a = up(&u, s->cross.k.w, &t->ck.f16, 0);
+        t->cv.a = up(&u, s->cross.v.w, &t->cv.f16, 0);
+        t->cv_b = up(&u, s->cross.v.b, NULL, 0);
+        t->co.a = up(&u, s->cross.o.w, &t->co.f16, 0);
+        t->co_b = up(&u, s->cross.o.b, NULL, 0);
+        t->mlp_ln_w = up(&u, s->mlp_ln.w, NULL, 0);
+        t->mlp_ln_b = up(&u, s->mlp_ln.b, NULL, 0);
+        t->mlp0.a = up(&u, s->mlp0.w, &t->mlp0.f16, 0);
+        t->mlp0_b = up(&u, s->mlp0.b, NULL, 0);
+        t->mlp2.a = up(&u, s->mlp2.w, &t->mlp2.f16, 0);
+        t->mlp2_b = up(&u, s->mlp2.b, NULL, 0);
+    }
+    if ((rc = u.rc))
+        goto out;
+    if (u.i != n_t) {
+        rc = td_error_set(err, TD_EINVAL, "vulkan backend: %d of %d tensors uploaded", u.i, n_t);
+        goto out;
+    }
+    *out = b;
+    b = NULL;
+    rc = TD_OK;
+out:
+    vk_close(b);
+    td_vk_free(chunk_of);
+    td_vk_free(off_of);
+    td_vk_free(d);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Encoder                                                              */
+
+static uint64_t WK(const td_wbackend *b, uint64_t off)
+{
+    return b->work.addr + off;
+}
+
+static void lin(td_wbackend *b, int m, int n, int k, uint64_t a, int lda, wref w, uint64_t bias,
+                uint64_t c, int ldc, unsigned flags)
+{
+    td_vko_linear(b->ops, m, n, k, a, lda, w.a, w.f16, k, bias, 0, 0, c, ldc,
+                  flags | (bias ? TD_VKO_BIAS : 0));
+}
+
+static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float *const *mels,
+                     td_error *err)
+{
+    plan *P = &b->P;
+    if (n_win < 1 || !windows || !mels)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: encode of %d windows", n_win);
+    for (int i = 0; i < n_win; i++) {
+        if (windows[i] < 0 || windows[i] >= P->max_windows)
+            return td_error_set(err, TD_EINVAL, "vulkan backend: window slot %d not in 0..%d",
+                                windows[i], P->max_windows - 1);
+        for (int j = 0; j < i; j++)
+            if (windows[j] == windows[i])
+                return td_error_set(err, TD_EINVAL, "vulkan backend: window slot %d twice",
+                                    windows[i]);
+        if (!mels[i])
+            return td_error_set(err, TD_EINVAL, "vulkan backend: no mel for window %d", i);
+    }
+    int C = P->C, na = P->na, nt = P->nt, nm = P->nm, T2 = P->T2;
+    for (int wi = 0; wi < n_win; wi++) {
+        int w = windows[wi];
+        b->encoded[w] = 0;
+        /* mel [nm][T2] -> time-major rows 1..T2 of [(T2 + 2)][nm] (rows 0, T2+1 zero) */
+        float *mt = b->mel_t;
+        memset(mt, 0, (size_t)nm * sizeof *mt);
+        memset(mt + (size_t)(T2 + 1) * nm, 0, (size_t)nm * sizeof *mt);
+        const float *mel = mels[wi];
+        for (int t0 = 0; t0 < T2; t0 += 64) {
+            int t1 = t0 + 64 < T2 ? t0 + 64 : T2;
+            for (int i = 0; i < nm; i++)
+                for (int t = t0; t < t1; t++)
+                    mt[(size_t)(t + 1) * nm + i] = mel[(size_t)i * T2 + t];
+        }
+        int rc = td_vk_upload(b->vk, &b->work, P->e_mel, mt, (uint64_t)(T2 + 2) * nm * 4, err);
+        if (rc)
+            return rc;
+        rc = td_vk_begin(b->vk, err);
+        if (rc)
+            return rc;
+        td_vko *o = b->ops;
+        uint64_t ex = WK(b, P->e_x), eh = WK(b, P->e_h), eq = WK(b, P->e_q), ek = WK(b, P->e_k),
+                 ev = WK(b, P->e_v), ea = WK(b, P->e_a), eff = WK(b, P->e_ff);
+        uint64_t x1p = WK(b, P->e_x1p);
+        /* conv1 (stride 1): A row t = mel_t rows t .. t+2; GELU -> x1p rows 1..T2 */
+        td_vko_linear(o, T2, na, 3 * nm, WK(b, P->e_mel), nm, b->conv1.a, b->conv1.f16, 3 * nm,
+                      b->conv1_b, 0, 0, x1p + (uint64_t)na * 4, na, TD_VKO_BIAS | TD_VKO_GELU);
+        /* conv2 (stride 2), GELU, + positional embedding */
+        td_vko_linear(o, C, na, 3 * na, x1p, 2 * na, b->conv2.a, b->conv2.f16, 3 * na, b->conv2_b,
+                      b->enc_pos, na, ex, na, TD_VKO_BIAS | TD_VKO_GELU | TD_VKO_ADD);
+        for (int l = 0; l < P->nla; l++) {
+            const enc_l *L = &b->el[l];
+            td_vko_layernorm(o, C, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na, 0);
+            lin(b, C, na, na, eh, na, L->q, L->q_b, eq, na, 0);
+            td_vk_concurrent(b->vk, 1);
+            lin(b, C, na, na, eh, na, L->k, 0, ek, na, 0);
+            lin(b, C, na, na, eh, na, L->v, L->v_b, ev, na, 0);
+            td_vk_concurrent(b->vk, 0);
+            td_vko_enc_attn(o, C, P->nha, na, eq, ek, ev, ea);
+            lin(b, C, na, na, ea, na, L->o, L->o_b, ex, na, TD_VKO_ACC);
+            td_vko_layernorm(o, C, na, ex, na, L->mlp_ln_w, L->mlp_ln_b, eh, na, 0);
+            lin(b, C, 4 * na, na, eh, na, L->mlp0, L->mlp0_b, eff, 4 * na, TD_VKO_GELU);
+            lin(b, C, na, 4 * na, eff, 4 * na, L->mlp2, L->mlp2_b, ex, na, TD_VKO_ACC);
+        }
+        uint64_t eo = b->enc_out.addr + (uint64_t)w * C * na * 4;
+        td_vko_layernorm(o, C, na, ex, na, b->ln_post_w, b->ln_post_b, eo, na, 0);
+        /* every decoder layer's cross-attention K and V of this window */
+        uint64_t cofs = (uint64_t)w * C * nt * 4;
+        for (int l = 0; l < P->nlt; l++) {
+            const dec_l *L = &b->dl[l];
+            if (l == 0)
+                lin(b, C, nt, na, eo, na, L->ck, 0, b->cross_k[l].addr + cofs, nt, 0);
+            td_vk_concurrent(b->vk, 1);
+            if (l > 0)
+                lin(b, C, nt, na, eo, na, L->ck, 0, b->cross_k[l].addr + cofs, nt, 0);
+            lin(b, C, nt, na, eo, na, L->cv, L->cv_b, b->cross_v[l].addr + cofs, nt, 0);
+        }
+        td_vk_concurrent(b->vk, 0);
+        rc = td_vk_submit(b->vk, err);
+        if (rc)
+            return rc;
+        b->encoded[w] = 1;
+    }
+    return TD_OK;
+}
+
+static int vk_encoder_output(td_wbackend *b, int window, float *out, td_error *err)
+{
+    plan *P = &b->P;
+    if (window < 0 || window >= P->max_windows || !b->encoded[window])
+        return td_error_set(err, TD_EINVAL, "vulkan backend: window slot %d not encoded", window);
+    uint64_t n = (uint64_t)P->C * P->na * 4;
+    return td_vk_download(b->vk, &b->enc_out, (uint64_t)window * n, out, n, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoder                                                              */
+
+static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
+                     int all_logits, float *logits, td_error *err)
+{
+    plan *P = &b->P;
+    b->last_rows = 0;
+    if (n_seq < 1 || n_seq > P->max_seq || !seqs || !tokens)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: decode of %d sequences (1..%d)", n_seq,
+                            P->max_seq);
+    int R = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const td_wseq *q = &seqs[s];
+        if (q->slot < 0 || q->slot >= P->max_seq)
+            return td_error_set(err, TD_EINVAL, "vulkan backend: KV slot %d not in 0..%d",
+                                (int)q->slot, P->max_seq - 1);
+        for (int t = 0; t < s; t++)
+            if (seqs[t].slot == q->slot)
+                return td_error_set(err, TD_EINVAL, "vulkan backend: KV slot %d twice in a call",
+                                    (int)q->slot);
+        if (q->window < 0 || q->window >= P->max_windows || !b->encoded[q->window])
+            return td_error_set(err, TD_EINVAL, "vulkan backend: window slot %d not encoded",
+                                (int)q->window);
+        if (q->n_tokens < 1 || q->n_tokens > P->max_batch)
+            return td_error_set(err, TD_EINVAL, "vulkan backend: %d tokens for one sequence (1..%d)",
+                                (int)q->n_tokens, P->max_batch);
+        if (q->n_past < 0 || q->n_past + q->n_tokens > P->max_tokens)
+            return td_error_set(err, TD_EINVAL, "vulkan backend: positions %d..%d past the cache (%d)",
+                                (int)q->n_past, (int)(q->n_past + q->n_tokens - 1), P->max_tokens);
+        R += q->n_tokens;
+        if (R > P->max_rows)
+            return td_error_set(err, TD_EINVAL, "vulkan backend: more than %d rows in one call",
+                                P->max_rows);
+    }
+    for (int r = 0; r < R; r++)
+        if (tokens[r] < 0 || tokens[r] >= P->nv)
+            return td_error_set(err, TD_EINVAL, "vulkan backend: token %d out of range",
+                                (int)tokens[r]);
+
+    int nt = P->nt, C = P->C;
+    unsigned char *io = b->io.map;
+    int32_t *tp = (int32_t *)(io + P->io_tp), *kvdst = (int32_t *)(io + P->io_kvdst);
+    int32_t *self = (int32_t *)(io + P->io_self), *cross = (int32_t *)(io + P->io_cross);
+    int32_t *last = (int32_t *)(io + P->io_last);
+    int r = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const td_wseq *q = &seqs[s];
+        int32_t slot0 = q->slot * P->max_tokens * nt;
+        for (int t = 0; t < q->n_tokens; t++, r++) {
+            int pos = q->n_past + t;
+            tp[2 * r] = tokens[r];
+            tp[2 * r + 1] = pos;
+            kvdst[r] = slot0 + pos * nt;
+            self[2 * r] = slot0;
+            self[2 * r + 1] = pos + 1;
+            cross[2 * r] = q->window * C * nt;
+            cross[2 * r + 1] = C;
+        }
+        last[s] = r - 1;
+    }
+    int rows_out = all_logits ? R : n_seq;
+
+    int rc = td_vk_begin(b->vk, err);
+    if (rc)
+        return rc;
+    td_vko *o = b->ops;
+    uint64_t dx = WK(b, P->d_x), dh = WK(b, P->d_h), dq = WK(b, P->d_q), dk = WK(b, P->d_k),
+             dv = WK(b, P->d_v), da = WK(b, P->d_a), dff = WK(b, P->d_ff);
+    uint64_t ioa = b->io.addr;
+    td_vko_embed(o, R, nt, b->tok.a, b->tok.f16, b->dec_pos, ioa + P->io_tp, dx);
+    for (int l = 0; l < P->nlt; l++) {
+        const dec_l *L = &b->dl[l];
+        td_vko_layernorm(o, R, nt, dx, nt, L->attn_ln_w, L->attn_ln_b, dh, nt, 0);
+        lin(b, R, nt, nt, dh, nt, L->q, L->q_b, dq, nt, 0);
+        td_vk_concurrent(b->vk, 1);
+        lin(b, R, nt, nt, dh, nt, L->k, 0, dk, nt, 0);
+        lin(b, R, nt, nt, dh, nt, L->v, L->v_b, dv, nt, 0);
+        td_vk_concurrent(b->vk, 0);
+        td_vko_kv_put(o, R, nt, dk, dv, b->kv_k[l].addr, b->kv_v[l].addr, ioa + P->io_kvdst);
+        td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->kv_k[l].addr, b->kv_v[l].addr,
+                        ioa + P->io_self);
+        lin(b, R, nt, nt, da, nt, L->o, L->o_b, dx, nt, TD_VKO_ACC);
+        td_vko_layernorm(o, R, nt, dx, nt, L->cross_ln_w, L->cross_ln_b, dh, nt, 0);
+        lin(b, R, nt, nt, dh, nt, L->cq, L->cq_b, dq, nt, 0);
+        td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
+                        ioa + P->io_cross);
+        lin(b, R, nt, nt, da, nt, L->co, L->co_b, dx, nt, TD_VKO_ACC);
+        td_vko_layernorm(o, R, nt, dx, nt, L->mlp_ln_w, L->mlp_ln_b, dh, nt, 0);
+        lin(b, R, 4 * nt, nt, dh, nt, L->mlp0, L->mlp0_b, dff, 4 * nt, TD_VKO_GELU);
+        lin(b, R, nt, 4 * nt, dff, 4 * nt, L->mlp2, L->mlp2_b, dx, nt, TD_VKO_ACC);
+    }
+    td_vko_layernorm(o, rows_out, nt, dx, nt, b->dec_ln_w, b->dec_ln_b, dh, nt,
+                     all_logits ? 0 : ioa + P->io_last);
+    lin(b, rows_out, P->nv, nt, dh, nt, b->tok, 0, b->logits.addr, P->nv, 0);
+    uint64_t lbytes = (uint64_t)rows_out * P->nv * 4;
+    if (logits)
+        td_vk_copy(b->vk, &b->logits, 0, &b->readback, 0, lbytes);
+    rc = td_vk_submit(b->vk, err);
+    if (rc)
+        return rc;
+    if (logits)
+        memcpy(logits, b->readback.map, lbytes);
+    b->last_rows = rows_out;
+    return TD_OK;
+}
+
+static int vk_kv_copy(td_wbackend *b, int n, const td_wkv_copy *pairs, td_error *err)
+{
+    plan *P = &b->P;
+    if (n < 0 || (n > 0 && !pairs))
+        return td_error_set(err, TD_EINVAL, "vulkan backend: kv_copy of %d pairs", n);
+    for (int i = 0; i < n; i++) {
+        const td_wkv_copy *c = &pairs[i];
+        if (c->src < 0 || c->src >= P->max_seq || c->dst < 0 || c->dst >= P->max_seq ||
+            c->n_pos < 0 || c->n_pos > P->max_tokens)
+            return td_error_set(err, TD_EINVAL, "vulkan backend: kv_copy %d -> %d of %d positions",
+                                (int)c->src, (int)c->dst, (int)c->n_pos);
+        for (int j = 0; j < n; j++)
+            if ((j < i && pairs[j].dst == c->dst) || pairs[j].src == c->dst)
+                return td_error_set(err, TD_EINVAL,
+                                    "vulkan backend: kv_copy destination %d repeated or a source",
+                                    (int)c->dst);
+    }
+    if (n == 0)
+        return TD_OK;
+    int rc = td_vk_begin(b->vk, err);
+    if (rc)
+        return rc;
+    uint64_t slot = (uint64_t)P->max_tokens * P->nt * 4, row = (uint64_t)P->nt * 4;
+    td_vk_concurrent(b->vk, 1);
+    for (int i = 0; i < n; i++) {
+        if (pairs[i].n_pos == 0)
+            continue;
+        uint64_t bytes = (uint64_t)pairs[i].n_pos * row;
+        for (int l = 0; l < P->nlt; l++) {
+            td_vk_copy(b->vk, &b->kv_k[l], pairs[i].src * slot, &b->kv_k[l], pairs[i].dst * slot, bytes);
+            td_vk_copy(b->vk, &b->kv_v[l], pairs[i].src * slot, &b->kv_v[l], pairs[i].dst * slot, bytes);
+        }
+    }
+    td_vk_concurrent(b->vk, 0);
+    return td_vk_submit(b->vk, err);
+}
+
+const td_wbackend_ops td_wbackend_vulkan = {
+    .api_version = TD_WBACKEND_API_VERSION,
+    .name = "vulkan",
+    .probe = vk_probe,
+    .memory_need = vk_memory_need,
+    .open = vk_open,
+    .encode = vk_encode,
+    .decode = vk_decode,
+    .kv_copy = vk_kv_copy,
+    .sample = NULL,
+    .encoder_output = vk_encoder_output,
+    .close = vk_close,
+    .align_weights = NULL,
+};
+
+#endif /* TD_WBACKEND_API_VERSION >= 2 */

@@ -1,0 +1,687 @@
+/*
+ * test_vulkan_backend.c: the Whisper Vulkan backend (backend/vulkan/)
+ * end to end on whatever Vulkan device is here (lavapipe in CI):
+ *   - the golden fixtures (tests/fixtures/whisper, HF transformers in
+ *     float64; see test_whisper_golden.c): encoder output and the
+ *     teacher-forced logits of each random-weight set within the bounds
+ *     the CPU backend meets, and the real tiny.en set on real speech when
+ *     the weights are cached (tiny-f32 is left out for time: en-d64-f32
+ *     covers F32 weights, tiny-f16 the real shape; lavapipe runs the tiny
+ *     encoder in about 20 s on two cores);
+ *   - the CPU backend (the reference), where both are built on table
+ *     version 2: greedy (argmax) token sequences identical, logits within
+ *     1e-5 relative L2;
+ *   - batching: the logits of every sequence in a ragged batch (two
+ *     windows, mixed positions and prompt lengths, a forked slot, a slot
+ *     reused for another window) equal those of the same sequence run
+ *     alone, and a kv_copy() fork continues as its source would;
+ *   - arguments out of range are refused, memory_need() is -1 exactly
+ *     for what open() refuses;
+ *   - an allocation failure injected at each allocation of open() comes
+ *     back as TD_ENOMEM with nothing left alive (vk.h's counters).
+ * Without a usable Vulkan device the tests skip, saying why.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "whisper/backend.h"
+
+#if defined(TD_HAVE_VULKAN) && TD_WBACKEND_API_VERSION >= 2
+
+#include "util/hash.h"
+#include "whisper/backend/vulkan/vulkan.h"
+#include "whisper/ct2.h"
+#include "whisper/mel.h"
+#include "whisper/mkmodel.h"
+#include "whisper/model.h"
+
+/* test_whisper_golden.c's bounds (about 15-20 times HF float32's own
+ * distance from float64): the Vulkan backend computes in float32 as the
+ * CPU backend does, from the same F16-rounded weights. */
+#define ENC_REL_L2 1e-5
+#define ENC_MAX_ABS 5e-5
+#define LOGIT_REL_L2 1e-5
+#define LOGIT_MAX_ABS 2e-4
+#define REAL_ENC_REL_L2 2e-5
+#define REAL_ENC_MAX_ABS 3e-4
+#define REAL_LOGIT_REL_L2 2e-5
+#define REAL_LOGIT_MAX_ABS 5e-4
+/* a sequence in a batch against the same sequence alone: only the order
+ * of float sums differs (the few-row and the tiled products) */
+#define BATCH_REL_L2 2e-6
+
+static const td_wbackend_ops *const VK = &td_wbackend_vulkan;
+static char skip_reason[TD_ERROR_MSG_MAX];
+static int have_device;
+static char *fix_dir, *tmp_dir;
+
+/* ------------------------------------------------------------ helpers */
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static void *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    void *buf = NULL;
+    long sz;
+    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        buf = malloc(sz > 0 ? (size_t)sz : 1);
+        if (buf && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
+            free(buf);
+            buf = NULL;
+        }
+        *len = (size_t)sz;
+    }
+    fclose(f);
+    return buf;
+}
+
+static float *read_f32(const char *name, size_t count)
+{
+    char *p = pathf("%s/%s", fix_dir, name);
+    size_t len = 0;
+    float *v = slurp(p, &len);
+    if (!v)
+        fail_msg("%s: cannot read", p);
+    if (len != count * sizeof(float))
+        fail_msg("%s: %zu bytes, expected %zu", p, len, count * sizeof(float));
+    free(p);
+    return v;
+}
+
+static json_t *jget(json_t *o, const char *path)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *cur = o;
+    for (char *save = NULL, *k = strtok_r(buf, ".", &save); k; k = strtok_r(NULL, ".", &save)) {
+        cur = json_object_get(cur, k);
+        if (!cur)
+            fail_msg("meta: no '%s'", path);
+    }
+    return cur;
+}
+
+static long long jint(json_t *o, const char *path)
+{
+    json_t *v = jget(o, path);
+    assert_true(json_is_integer(v));
+    return json_integer_value(v);
+}
+
+static const char *jstr(json_t *o, const char *path)
+{
+    json_t *v = jget(o, path);
+    assert_true(json_is_string(v));
+    return json_string_value(v);
+}
+
+typedef struct stats {
+    double rel_l2, max_abs;
+} stats;
+
+static void acc(double *num, double *den, double *mx, double a, double ref)
+{
+    double d = a - ref;
+    *num += d * d;
+    *den += ref * ref;
+    if (fabs(d) > *mx || d != d)
+        *mx = d != d ? INFINITY : fabs(d);
+}
+
+static stats finish(double num, double den, double mx)
+{
+    stats s = {den > 0 ? sqrt(num / den) : sqrt(num), mx};
+    return s;
+}
+
+static void check(const char *set, const char *what, stats s, double rel_bound, double abs_bound)
+{
+    print_message("  %s %s: rel L2 %.3g, max abs %.3g (bounds %.0e, %.0e)\n", set, what, s.rel_l2,
+                  s.max_abs, rel_bound, abs_bound);
+    if (!(s.rel_l2 < rel_bound) || !(s.max_abs < abs_bound))
+        fail_msg("%s %s: rel L2 %.3g (bound %.0e), max abs %.3g (bound %.0e)", set, what,
+                 s.rel_l2, rel_bound, s.max_abs, abs_bound);
+}
+
+static stats compare_rows(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0, mx = 0;
+    for (size_t i = 0; i < n; i++)
+        acc(&num, &den, &mx, a[i], b[i]);
+    return finish(num, den, mx);
+}
+
+#define NEED_DEVICE()                                               \
+    do {                                                            \
+        if (!have_device) {                                         \
+            print_message("  skipped: %s\n", skip_reason);          \
+            skip();                                                 \
+        }                                                           \
+    } while (0)
+
+static int setup_all(void **state)
+{
+    (void)state;
+    const char *env = getenv("TAPEDECK_FIXTURES");
+    if (env && *env)
+        fix_dir = pathf("%s/whisper", env);
+    else if (is_dir("tests/fixtures/whisper"))
+        fix_dir = realpath("tests/fixtures/whisper", NULL);
+    if (!fix_dir) {
+        fprintf(stderr, "test_vulkan_backend: run from the repo root or set TAPEDECK_FIXTURES\n");
+        return -1;
+    }
+    tmp_dir = make_tmpdir_named("td-vkb");
+    td_error err = {0};
+    if (VK->probe(&err) == TD_OK) {
+        have_device = 1;
+    } else {
+        snprintf(skip_reason, sizeof skip_reason, "%s", err.msg);
+    }
+    return 0;
+}
+
+static int teardown_all(void **state)
+{
+    (void)state;
+    if (tmp_dir)
+        rm_tree(tmp_dir);
+    free(tmp_dir);
+    free(fix_dir);
+    return 0;
+}
+
+/* A fixture set's meta and model (regenerated from its recorded spec, or
+ * for the real set imported from the cached weights; NULL: skip). */
+typedef struct fset {
+    json_t *meta;
+    char *path;
+    td_wmodel *m;
+    float *mel;
+} fset;
+
+static char *weights_dir(void)
+{
+    const char *cache = getenv("TAPEDECK_WEIGHTS_CACHE");
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    char *dir;
+    if (cache && *cache)
+        dir = pathf("%s/ct2/tiny.en", cache);
+    else if (xdg && *xdg)
+        dir = pathf("%s/tapedeck/weights/ct2/tiny.en", xdg);
+    else if (home && *home)
+        dir = pathf("%s/.cache/tapedeck/weights/ct2/tiny.en", home);
+    else
+        return NULL;
+    char *bin = pathf("%s/model.bin", dir), *done = pathf("%s/.complete", dir);
+    int ok = access(bin, R_OK) == 0 && access(done, F_OK) == 0;
+    free(bin);
+    free(done);
+    if (ok)
+        return dir;
+    free(dir);
+    return NULL;
+}
+
+static int fset_load(const char *name, fset *f)
+{
+    memset(f, 0, sizeof *f);
+    char *mp = pathf("%s/%s.json", fix_dir, name);
+    json_error_t jerr;
+    f->meta = json_load_file(mp, 0, &jerr);
+    if (!f->meta)
+        fail_msg("%s: %s", mp, jerr.text);
+    free(mp);
+    td_error err = {0};
+    f->path = pathf("%s/%s.bin", tmp_dir, name);
+    if (json_object_get(f->meta, "real")) {
+        char *dir = weights_dir();
+        if (!dir) {
+            print_message("  skipped: no cached tiny.en weights (scripts/fetch-whisper-weights.sh "
+                          "tiny.en)\n");
+            json_decref(f->meta);
+            free(f->path);
+            return 0;
+        }
+        td_ct2_model *cm = NULL;
+        if (td_ct2_open(dir, &cm, &err) != TD_OK)
+            fail_msg("%s: %s", dir, err.msg);
+        if (td_ct2_write_ggml(cm, f->path, TD_WT_F16, &err) != TD_OK)
+            fail_msg("%s: %s", dir, err.msg);
+        td_ct2_close(cm);
+        free(dir);
+    } else {
+        td_wmk_spec spec;
+        memset(&spec, 0, sizeof spec);
+        json_t *hp = jget(f->meta, "mkmodel.hparams");
+        spec.hp.n_vocab = (int32_t)jint(hp, "n_vocab");
+        spec.hp.n_audio_ctx = (int32_t)jint(hp, "n_audio_ctx");
+        spec.hp.n_audio_state = (int32_t)jint(hp, "n_audio_state");
+        spec.hp.n_audio_head = (int32_t)jint(hp, "n_audio_head");
+        spec.hp.n_audio_layer = (int32_t)jint(hp, "n_audio_layer");
+        spec.hp.n_text_ctx = (int32_t)jint(hp, "n_text_ctx");
+        spec.hp.n_text_state = (int32_t)jint(hp, "n_text_state");
+        spec.hp.n_text_head = (int32_t)jint(hp, "n_text_head");
+        spec.hp.n_text_layer = (int32_t)jint(hp, "n_text_layer");
+        spec.hp.n_mels = (int32_t)jint(hp, "n_mels");
+        spec.hp.ftype = (int32_t)jint(hp, "ftype");
+        spec.wtype = strcmp(jstr(f->meta, "mkmodel.wtype"), "f16") == 0 ? TD_WT_F16 : TD_WT_F32;
+        spec.seed = (uint64_t)jint(f->meta, "mkmodel.seed");
+        if (td_wmk_write(&spec, f->path, &err) != TD_OK)
+            fail_msg("td_wmk_write: %s", err.msg);
+    }
+    char hex[TD_SHA256_HEX_LEN + 1];
+    assert_int_equal(td_sha256_file(f->path, hex, NULL, &err), TD_OK);
+    if (strcmp(hex, jstr(f->meta, "model_sha256")) != 0)
+        fail_msg("%s: the model hashes to %s, the fixtures were made from %s", name, hex,
+                 jstr(f->meta, "model_sha256"));
+    if (td_wmodel_open(f->path, &f->m, &err) != TD_OK)
+        fail_msg("%s: %s", f->path, err.msg);
+    f->mel = read_f32(jstr(f->meta, "mel.file"), (size_t)80 * TD_WMEL_WINDOW_FRAMES);
+    return 1;
+}
+
+static void fset_free(fset *f)
+{
+    if (f->m)
+        td_wmodel_close(f->m);
+    if (f->path)
+        unlink(f->path);
+    free(f->path);
+    free(f->mel);
+    json_decref(f->meta);
+    memset(f, 0, sizeof *f);
+}
+
+static td_wbackend *open_vk(const td_wmodel *m, int max_seq, int max_windows, td_error *err)
+{
+    td_wconfig cfg = {0};
+    cfg.max_seq = max_seq;
+    cfg.max_windows = max_windows;
+    cfg.max_batch_tokens = 32;
+    td_wbackend *b = NULL;
+    if (VK->open(m, &cfg, &b, err) != TD_OK)
+        fail_msg("vulkan open: %s", err->msg);
+    const td_vk_info *in = td_wvk_device(b);
+    static int told;
+    if (!told++)
+        print_message("  device: %s (%s), PCI %s, %s\n", in->name, in->driver,
+                      in->pci[0] ? in->pci : "none", in->uuid);
+    return b;
+}
+
+/* ------------------------------------------------------------ golden */
+
+static void golden_set(const char *name, int real)
+{
+    fset f;
+    if (!fset_load(name, &f))
+        skip();
+    td_error err = {0};
+    td_wbackend *b = open_vk(f.m, 2, 3, &err);
+    /* window slot 2 of 3: slots are not all 0 */
+    int win = 2;
+    const float *mels[1] = {f.mel};
+    if (VK->encode(b, 1, &win, mels, &err) != TD_OK)
+        fail_msg("encode: %s", err.msg);
+
+    int n_ctx = f.m->hp.n_audio_ctx, d = f.m->hp.n_audio_state;
+    int step = (int)jint(f.meta, "encoder.row_step"), rows = (int)jint(f.meta, "encoder.rows");
+    float *ref = read_f32(jstr(f.meta, "encoder.file"), (size_t)rows * d);
+    float *out = malloc((size_t)n_ctx * d * sizeof *out);
+    assert_non_null(out);
+    if (VK->encoder_output(b, win, out, &err) != TD_OK)
+        fail_msg("encoder_output: %s", err.msg);
+    double num = 0, den = 0, mx = 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < d; c++)
+            acc(&num, &den, &mx, out[(size_t)r * step * d + c], ref[(size_t)r * d + c]);
+    check(name, "encoder (vulkan)", finish(num, den, mx), real ? REAL_ENC_REL_L2 : ENC_REL_L2,
+          real ? REAL_ENC_MAX_ABS : ENC_MAX_ABS);
+    free(ref);
+    free(out);
+
+    /* teacher-forced logits, KV slot 1, every row */
+    int nv = f.m->hp.n_vocab;
+    json_t *jt = jget(f.meta, "logits.tokens");
+    int T = (int)json_array_size(jt);
+    assert_true(T >= 2 && T <= 64);
+    int32_t tok[64];
+    for (int t = 0; t < T; t++)
+        tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
+    int col_step = (int)jint(f.meta, "logits.col_step"), col_from = (int)jint(f.meta, "logits.col_from");
+    int *cols = malloc((size_t)nv * sizeof *cols);
+    assert_non_null(cols);
+    int nc = 0;
+    for (int c = 0; c < nv; c++)
+        if (c % col_step == 0 || c >= col_from)
+            cols[nc++] = c;
+    ref = read_f32(jstr(f.meta, "logits.file"), (size_t)T * nc);
+    float *lg = malloc((size_t)T * nv * sizeof *lg);
+    assert_non_null(lg);
+    /* the prompt in two calls (as decoding does: prompt, then steps) */
+    int first = T / 2;
+    td_wseq s1 = {1, win, 0, first};
+    if (VK->decode(b, 1, &s1, tok, 1, lg, &err) != TD_OK)
+        fail_msg("decode: %s", err.msg);
+    td_wseq s2 = {1, win, first, T - first};
+    if (VK->decode(b, 1, &s2, tok + first, 1, lg + (size_t)first * nv, &err) != TD_OK)
+        fail_msg("decode: %s", err.msg);
+    num = den = mx = 0;
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < nc; j++)
+            acc(&num, &den, &mx, lg[(size_t)t * nv + cols[j]], ref[(size_t)t * nc + j]);
+    check(name, "logits (vulkan)", finish(num, den, mx), real ? REAL_LOGIT_REL_L2 : LOGIT_REL_L2,
+          real ? REAL_LOGIT_MAX_ABS : LOGIT_MAX_ABS);
+    free(ref);
+    free(lg);
+    free(cols);
+    VK->close(b);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
+static void test_golden_en_d64(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    golden_set("en-d64-f32", 0);
+}
+
+static void test_golden_tiny_f16(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    golden_set("tiny-f16", 0);
+}
+
+static void test_golden_real(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    golden_set("tiny.en-real", 1);
+}
+
+/* ------------------------------------------------------------ batching */
+
+/* Logits (last token) of one sequence alone: tokens[0..n) from position 0
+ * in window slot w of ref, a one-slot context with every window encoded
+ * (each call starts the slot over). */
+static void alone(td_wbackend *ref, int w, const int32_t *tokens, int n, float *out)
+{
+    td_error err = {0};
+    td_wseq s = {0, w, 0, n};
+    if (VK->decode(ref, 1, &s, tokens, 0, out, &err) != TD_OK)
+        fail_msg("decode: %s", err.msg);
+}
+
+static void test_ragged_batch(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    const td_wmodel *m = f.m;
+    int nv = m->hp.n_vocab;
+    /* a second window: the fixture mel shifted in time and scaled */
+    size_t mn = (size_t)80 * TD_WMEL_WINDOW_FRAMES;
+    float *mel2 = malloc(mn * sizeof *mel2);
+    assert_non_null(mel2);
+    for (int i = 0; i < 80; i++)
+        for (int t = 0; t < TD_WMEL_WINDOW_FRAMES; t++)
+            mel2[(size_t)i * TD_WMEL_WINDOW_FRAMES + t] =
+                0.8f * f.mel[(size_t)i * TD_WMEL_WINDOW_FRAMES + (t + 377) % TD_WMEL_WINDOW_FRAMES];
+    const float *mels[2] = {f.mel, mel2};
+
+    /* sequences: token streams (deterministic, in range) */
+    int32_t seqtok[4][24];
+    for (int s = 0; s < 4; s++)
+        for (int t = 0; t < 24; t++)
+            seqtok[s][t] = (int32_t)((s * 7919 + t * 104729 + 13) % 50000);
+    seqtok[0][0] = seqtok[1][0] = seqtok[2][0] = seqtok[3][0] = m->sp.sot;
+
+    td_error err = {0};
+    td_wbackend *one = open_vk(m, 1, 2, &err);
+    int ow[2] = {0, 1};
+    if (VK->encode(one, 2, ow, mels, &err) != TD_OK) /* mel in slot 0, mel2 in slot 1 */
+        fail_msg("encode: %s", err.msg);
+    td_wbackend *b = open_vk(m, 6, 2, &err);
+    int wins[2] = {1, 0};
+    if (VK->encode(b, 2, wins, mels, &err) != TD_OK) /* mel into slot 1, mel2 into slot 0 */
+        fail_msg("encode: %s", err.msg);
+    /* window of each sequence (slot numbers) and its mel index */
+    const int win_of[4] = {1, 0, 0, 1};
+    const int mel_of[4] = {0, 1, 1, 0};
+    const int slot_of[4] = {5, 0, 3, 2};
+    /* step 1: prompts of different lengths (3, 7, 1, 5) */
+    const int plen[4] = {3, 7, 1, 5};
+    td_wseq seqs[4];
+    int32_t toks[64];
+    int nt = 0;
+    for (int s = 0; s < 4; s++) {
+        seqs[s] = (td_wseq){slot_of[s], win_of[s], 0, plen[s]};
+        for (int t = 0; t < plen[s]; t++)
+            toks[nt++] = seqtok[s][t];
+    }
+    float *lg = malloc((size_t)4 * nv * sizeof *lg), *ref = malloc((size_t)nv * sizeof *ref);
+    assert_true(lg && ref);
+    if (VK->decode(b, 4, seqs, toks, 0, lg, &err) != TD_OK)
+        fail_msg("decode: %s", err.msg);
+    double worst = 0;
+    for (int s = 0; s < 4; s++) {
+        alone(one, mel_of[s], seqtok[s], plen[s], ref);
+        stats st = compare_rows(lg + (size_t)s * nv, ref, (size_t)nv);
+        if (st.rel_l2 > worst)
+            worst = st.rel_l2;
+    }
+    /* steps 2..6: ragged single tokens, sequences 1 and 3 skip a step */
+    int len[4] = {plen[0], plen[1], plen[2], plen[3]};
+    for (int step = 0; step < 5; step++) {
+        int n = 0, idx[4];
+        nt = 0;
+        for (int s = 0; s < 4; s++) {
+            if ((s == 1 && step == 2) || (s == 3 && step == 0))
+                continue;
+            seqs[n] = (td_wseq){slot_of[s], win_of[s], len[s], 1};
+            toks[nt++] = seqtok[s][len[s]];
+            idx[n++] = s;
+        }
+        if (VK->decode(b, n, seqs, toks, 0, lg, &err) != TD_OK)
+            fail_msg("decode: %s", err.msg);
+        for (int i = 0; i < n; i++) {
+            int s = idx[i];
+            len[s]++;
+            alone(one, mel_of[s], seqtok[s], len[s], ref);
+            stats st = compare_rows(lg + (size_t)i * nv, ref, (size_t)nv);
+            if (st.rel_l2 > worst)
+                worst = st.rel_l2;
+        }
+    }
+    print_message("  ragged batch (2 windows, 4 sequences, mixed prompts and positions): worst "
+                  "rel L2 against alone %.3g (bound %.0e)\n", worst, BATCH_REL_L2);
+    assert_true(worst < BATCH_REL_L2);
+
+    /* fork: sequence 0's slot into slot 4, then both continue with
+     * different tokens; slot 3 (sequence 2) reused for window 1 from 0 */
+    td_wkv_copy fork = {slot_of[0], 4, len[0]};
+    if (VK->kv_copy(b, 1, &fork, &err) != TD_OK)
+        fail_msg("kv_copy: %s", err.msg);
+    int32_t alt[24];
+    memcpy(alt, seqtok[0], sizeof alt);
+    alt[len[0]] = 4242;
+    int32_t fresh[3] = {m->sp.sot, 11, 12};
+    seqs[0] = (td_wseq){slot_of[0], 1, len[0], 1};
+    seqs[1] = (td_wseq){4, 1, len[0], 1};
+    seqs[2] = (td_wseq){3, 1, 0, 3};
+    int32_t t3[5] = {seqtok[0][len[0]], alt[len[0]], fresh[0], fresh[1], fresh[2]};
+    if (VK->decode(b, 3, seqs, t3, 0, lg, &err) != TD_OK)
+        fail_msg("decode: %s", err.msg);
+    double wf = 0;
+    alone(one, 0, seqtok[0], len[0] + 1, ref);
+    wf = fmax(wf, compare_rows(lg, ref, (size_t)nv).rel_l2);
+    alone(one, 0, alt, len[0] + 1, ref);
+    wf = fmax(wf, compare_rows(lg + nv, ref, (size_t)nv).rel_l2);
+    alone(one, 0, fresh, 3, ref);
+    wf = fmax(wf, compare_rows(lg + 2 * (size_t)nv, ref, (size_t)nv).rel_l2);
+    print_message("  fork by kv_copy and a reused slot: worst rel L2 %.3g\n", wf);
+    assert_true(wf < BATCH_REL_L2);
+    /* the forked and the source rows must differ (the token differs) */
+    assert_true(compare_rows(lg, lg + nv, (size_t)nv).rel_l2 > 1e-4);
+
+    VK->close(b);
+    VK->close(one);
+    free(lg);
+    free(ref);
+    free(mel2);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
+/* ------------------------------------------------------------ refusals */
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    td_wconfig cfg = {0};
+    cfg.max_seq = 2;
+    assert_true(VK->memory_need(&f.m->hp, f.m->wtype, &cfg) > 0);
+    td_wconfig big = cfg;
+    big.max_seq = 8;
+    assert_true(VK->memory_need(&f.m->hp, f.m->wtype, &big) >
+                VK->memory_need(&f.m->hp, f.m->wtype, &cfg));
+    td_wconfig bad[] = {{.max_seq = 0}, {.max_seq = 2, .max_tokens = 449},
+                        {.max_seq = 2, .max_batch_tokens = 500}, {.max_seq = 2, .max_windows = -1},
+                        {.max_seq = 2, .max_rows = 1 << 20}, {.max_seq = 2, .compute = 7}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        td_error err = {0};
+        td_wbackend *b = NULL;
+        assert_int_equal(VK->memory_need(&f.m->hp, f.m->wtype, &bad[i]), -1);
+        assert_int_equal(VK->open(f.m, &bad[i], &b, &err), TD_EINVAL);
+        assert_null(b);
+    }
+    td_error err = {0};
+    td_wbackend *b = open_vk(f.m, 2, 2, &err);
+    int w = 0, w2[2] = {1, 1};
+    const float *mels[2] = {f.mel, f.mel};
+    td_wseq s = {0, 0, 0, 1};
+    int32_t tok = f.m->sp.sot;
+    float *lg = malloc((size_t)f.m->hp.n_vocab * 2 * sizeof *lg);
+    assert_non_null(lg);
+    /* decode before the window is encoded */
+    assert_int_equal(VK->decode(b, 1, &s, &tok, 0, lg, &err), TD_EINVAL);
+    assert_int_equal(VK->encode(b, 2, w2, mels, &err), TD_EINVAL); /* a slot twice */
+    w = 2;
+    assert_int_equal(VK->encode(b, 1, &w, mels, &err), TD_EINVAL); /* out of range */
+    w = 0;
+    assert_int_equal(VK->encode(b, 1, &w, mels, &err), TD_OK);
+    td_wseq badseq[] = {{2, 0, 0, 1}, {0, 1, 0, 1}, {0, 0, 440, 9}, {0, 0, 0, 33}, {0, 0, -1, 1}};
+    for (size_t i = 0; i < sizeof badseq / sizeof badseq[0]; i++)
+        assert_int_equal(VK->decode(b, 1, &badseq[i], &tok, 0, lg, &err), TD_EINVAL);
+    td_wseq two[2] = {{0, 0, 0, 1}, {0, 0, 0, 1}}; /* one slot twice */
+    int32_t tt[2] = {tok, tok};
+    assert_int_equal(VK->decode(b, 2, two, tt, 0, lg, &err), TD_EINVAL);
+    int32_t badtok = f.m->hp.n_vocab;
+    assert_int_equal(VK->decode(b, 1, &s, &badtok, 0, lg, &err), TD_EINVAL);
+    td_wkv_copy kc[] = {{0, 2, 1}, {0, 1, 449}};
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(VK->kv_copy(b, 1, &kc[i], &err), TD_EINVAL);
+    td_wkv_copy cyc[2] = {{0, 1, 1}, {1, 0, 1}}; /* a destination is a source */
+    assert_int_equal(VK->kv_copy(b, 2, cyc, &err), TD_EINVAL);
+    assert_int_equal(VK->decode(b, 1, &s, &tok, 0, lg, &err), TD_OK);
+    VK->close(b);
+    free(lg);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
+/* ------------------------------------------------------------ faults */
+
+static void test_open_alloc_failures(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    td_wconfig cfg = {0};
+    cfg.max_seq = 2;
+    cfg.max_batch_tokens = 8;
+    int n;
+    for (n = 1; n < 1000; n++) {
+        td_error err = {0};
+        td_wbackend *b = NULL;
+        td_vk_fail_alloc(n);
+        int rc = VK->open(f.m, &cfg, &b, &err);
+        td_vk_fail_alloc(0);
+        if (rc == TD_OK) {
+            VK->close(b);
+            assert_int_equal(td_vk_live(), 0);
+            break;
+        }
+        assert_null(b);
+        if (rc != TD_ENOMEM)
+            fail_msg("allocation %d: code %d (%s)", n, rc, err.msg);
+        assert_int_equal(td_vk_live(), 0);
+    }
+    print_message("  open: %d allocations failed in turn, each TD_ENOMEM, nothing left alive\n",
+                  n - 1);
+    assert_true(n > 20 && n < 1000);
+    fset_free(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden_en_d64), cmocka_unit_test(test_golden_tiny_f16),
+        cmocka_unit_test(test_golden_real),
+        cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_open_alloc_failures),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
+
+#else
+
+static void test_not_built(void **state)
+{
+    (void)state;
+#ifndef TD_HAVE_VULKAN
+    printf("# skipped: tapedeck was built without the Vulkan backend\n");
+#else
+    printf("# skipped: the backend table here is older than version 2\n");
+#endif
+    skip();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_not_built)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#endif
