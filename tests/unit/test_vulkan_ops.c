@@ -8,6 +8,9 @@
  * that must come back untouched. Bounds are on the normalized error
  * (||got - ref|| / ||ref||) and the largest absolute error.
  *
+ * The few-row product has a 16-byte path (K and ldw multiples of 8) and a
+ * pair path; the shapes reach both.
+ *
  * Also: the device is found again by its UUID (and PCI address where the
  * driver reports one), a device that is not there is "unavailable", and
  * an allocation failure injected at each allocation of opening the device
@@ -290,6 +293,21 @@ static void test_alloc_failures(void **state)
     assert_true(n > 10 && n < 200);
 }
 
+/* A worker may open and close its device many times (a test does): each
+ * cycle must leave the driver as it found it. */
+static void test_reopen(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    for (int i = 0; i < 64; i++) {
+        td_error err = {0};
+        td_vk *v = NULL;
+        if (td_vk_open(NULL, &v, &err) != TD_OK)
+            fail_msg("open number %d: %s", i + 1, err.msg);
+        td_vk_close(v);
+    }
+}
+
 /* ---------------------------------------------------------- products */
 
 static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int force)
@@ -367,7 +385,8 @@ static void test_linear(void **state)
     NEED_DEVICE();
     const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC;
     static const int shapes[][3] = {{1, 7, 10},   {3, 33, 66},  {8, 65, 130}, {9, 64, 64},
-                                    {70, 129, 47}, {65, 3, 200}, {1, 200, 1},  {130, 70, 17}};
+                                    {70, 129, 47}, {65, 3, 200}, {1, 200, 1},  {130, 70, 17},
+                                    {2, 37, 512}, {300, 130, 70}, {257, 257, 33}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
         for (int f16 = 0; f16 <= 1; f16++) {
@@ -545,10 +564,12 @@ static void test_dec_attn(void **state)
                      v + (size_t)rows_info[r][0] * ld + h * d, ld, ref + (size_t)r * ld + h * d);
     }
     td_vk_buf bq = dbuf(q, qsz * 4), bk = dbuf(k, psz * 4), bv = dbuf(v, psz * 4),
-              bi = dbuf(info, sizeof info);
+              bi = dbuf(info, sizeof info),
+              bp = dbuf(NULL, td_vko_dec_part_floats(rows, n_head, d, 1500) * 4);
     outbuf oo = obuf(qsz, NULL);
     begin_ok();
-    td_vko_dec_attn(ops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr);
+    td_vko_dec_attn(ops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr, 1500,
+                    bp.addr);
     submit_ok();
     float *got = oread(&oo, rows, ld, ld);
     compare("dec_attn ragged rows, 1..1500 keys", got, ref, rows, ld, ld, 2e-6, 1e-5);
@@ -557,6 +578,7 @@ static void test_dec_attn(void **state)
     td_vk_buf_destroy(vk, &bk);
     td_vk_buf_destroy(vk, &bv);
     td_vk_buf_destroy(vk, &bi);
+    td_vk_buf_destroy(vk, &bp);
     free(q);
     free(k);
     free(v);
@@ -671,6 +693,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_dec_attn),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),

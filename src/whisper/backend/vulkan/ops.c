@@ -13,7 +13,7 @@
 struct td_vko {
     td_vk *vk;
     td_vk_pipe *matmul[2], *matvec[2]; /* [w_f16] */
-    td_vk_pipe *layernorm, *enc_attn, *dec_attn, *embed, *kv_put;
+    td_vk_pipe *layernorm, *enc_attn, *dec_attn, *dec_merge, *embed, *kv_put;
     int matvec_rows;
     int d_audio, d_text;
 };
@@ -36,10 +36,15 @@ typedef struct ea_push {
 } ea_push;
 
 typedef struct da_push {
-    uint64_t q, o, k, v, info;
-    uint32_t ld;
+    uint64_t q, part, k, v, info;
+    uint32_t ld, n_split;
     float scale;
 } da_push;
+
+typedef struct dm_push {
+    uint64_t part, o;
+    uint32_t ld, n_split;
+} dm_push;
 
 typedef struct emb_push {
     uint64_t tok, pos, tp, x;
@@ -56,8 +61,8 @@ void td_vko_free(td_vko *o)
     if (!o)
         return;
     td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0], &o->matvec[1],
-                          &o->layernorm, &o->enc_attn,  &o->dec_attn,  &o->embed,
-                          &o->kv_put};
+                          &o->layernorm, &o->enc_attn,  &o->dec_attn,  &o->dec_merge,
+                          &o->embed,     &o->kv_put};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     td_vk_free(o);
@@ -100,6 +105,7 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     case 128: PIPE(o->enc_attn, enc_attn_HEAD_D128, "enc_attn", ea_push, NULL, 0); break;
     }
     PIPE(o->dec_attn, dec_attn, "dec_attn", da_push, &dt, 1);
+    PIPE(o->dec_merge, dec_merge, "dec_merge", dm_push, &dt, 1);
     PIPE(o->embed, embed, "embed", emb_push, NULL, 0);
     PIPE(o->kv_put, kv_put, "kv_put", kv_push, NULL, 0);
 #undef PIPE
@@ -148,11 +154,20 @@ void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t 
     td_vk_dispatch(o->vk, o->enc_attn, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
 }
 
-void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t out,
-                     uint64_t k, uint64_t v, uint64_t info)
+size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys)
 {
-    da_push p = {q, out, k, v, info, (uint32_t)ld, 1.0f / sqrtf((float)o->d_text)};
-    td_vk_dispatch(o->vk, o->dec_attn, &p, (uint32_t)rows, (uint32_t)n_head, 1);
+    size_t splits = ((size_t)max_keys + TD_VKO_ATT_SPLIT - 1) / TD_VKO_ATT_SPLIT;
+    return (size_t)rows * (size_t)n_head * splits * ((size_t)d + 2);
+}
+
+void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t out,
+                     uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part)
+{
+    uint32_t n_split = cdiv((uint32_t)max_keys, TD_VKO_ATT_SPLIT);
+    da_push p = {q, part, k, v, info, (uint32_t)ld, n_split, 1.0f / sqrtf((float)o->d_text)};
+    td_vk_dispatch(o->vk, o->dec_attn, &p, (uint32_t)rows, (uint32_t)n_head, n_split);
+    dm_push m = {part, out, (uint32_t)ld, n_split};
+    td_vk_dispatch(o->vk, o->dec_merge, &m, (uint32_t)rows, (uint32_t)n_head, 1);
 }
 
 void td_vko_embed(td_vko *o, int rows, int n, uint64_t tok, int tok_f16, uint64_t pos,

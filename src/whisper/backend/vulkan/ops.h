@@ -10,7 +10,8 @@
  * Products: W is [n][k] (ldw) as halves (ldw even) or floats; A and C are
  * floats. Few rows (at most TD_VKO_MATVEC_ROWS) take the matrix-vector
  * shader, which reads each weight once per 8 rows; more take the tiled
- * one. td_vko_set_matvec_rows moves the switch (tests reach both).
+ * one (64 x 64 tiles; a 128 x 128 variant with 8 x 8 outputs per thread
+ * ran 7x slower on the H100, its accumulators in local memory). td_vko_set_matvec_rows moves the switch (tests reach both).
  *
  * Ownership: td_vko_create makes the pipelines on vk; td_vko_free
  * destroys them (before td_vk_close).
@@ -18,6 +19,7 @@
 #ifndef TD_WHISPER_VK_OPS_H
 #define TD_WHISPER_VK_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "whisper/backend/vulkan/vk.h"
@@ -56,9 +58,13 @@ void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t 
 
 /* Decoder attention of rows q (ld) against keys and values at k and v:
  * row r's keys are info[2r+1] rows (ld apart) from float offset info[2r]
- * (info: ints). Heads of d_text. */
+ * (info: ints), at most max_keys of them. Heads of d_text. Split over the
+ * keys in blocks of TD_VKO_ATT_SPLIT (dec_attn.comp), whose parts go to
+ * part: td_vko_dec_part_floats(rows, n_head, max_keys) floats. */
+#define TD_VKO_ATT_SPLIT 128
+size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys);
 void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t out,
-                     uint64_t k, uint64_t v, uint64_t info);
+                     uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part);
 
 /* x[r] = tok[tp[2r]] + pos[tp[2r+1]], rows of n (tok halves or floats). */
 void td_vko_embed(td_vko *o, int rows, int n, uint64_t tok, int tok_f16, uint64_t pos,

@@ -18,6 +18,7 @@
     X(enc_attn_HEAD_D64) \
     X(enc_attn_HEAD_D128) \
     X(dec_attn)          \
+    X(dec_merge)         \
     X(embed)             \
     X(kv_put)
 

@@ -67,7 +67,7 @@ typedef struct plan {
     /* work offsets (bytes): encoder */
     uint64_t e_x, e_h, e_q, e_k, e_v, e_a, e_ff, e_mel, e_x1p;
     /* decoder */
-    uint64_t d_x, d_h, d_q, d_k, d_v, d_a, d_ff;
+    uint64_t d_x, d_h, d_q, d_k, d_v, d_a, d_ff, d_part;
     /* io offsets (bytes) */
     uint64_t io_tp, io_kvdst, io_self, io_cross, io_last;
     uint64_t total;
@@ -258,6 +258,8 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     R_(d_v, R * nt * 4);
     R_(d_a, R * nt * 4);
     R_(d_ff, R * 4 * nt * 4);
+    R_(d_part, (uint64_t)td_vko_dec_part_floats(P->max_rows, P->nht, P->nt / P->nht,
+                                                P->C > P->max_tokens ? P->C : P->max_tokens) * 4);
     P->work = enc_end > o ? enc_end : o;
     o = 0;
     R_(io_tp, R * 2 * 4);
@@ -744,13 +746,18 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
         last[s] = r - 1;
     }
     int rows_out = all_logits ? R : n_seq;
+    int max_self = 0; /* the most keys a row attends to in its slot */
+    for (int s = 0; s < n_seq; s++)
+        if (seqs[s].n_past + seqs[s].n_tokens > max_self)
+            max_self = seqs[s].n_past + seqs[s].n_tokens;
 
     int rc = td_vk_begin(b->vk, err);
     if (rc)
         return rc;
     td_vko *o = b->ops;
     uint64_t dx = WK(b, P->d_x), dh = WK(b, P->d_h), dq = WK(b, P->d_q), dk = WK(b, P->d_k),
-             dv = WK(b, P->d_v), da = WK(b, P->d_a), dff = WK(b, P->d_ff);
+             dv = WK(b, P->d_v), da = WK(b, P->d_a), dff = WK(b, P->d_ff),
+             part = WK(b, P->d_part);
     uint64_t ioa = b->io.addr;
     td_vko_embed(o, R, nt, b->tok.a, b->tok.f16, b->dec_pos, ioa + P->io_tp, dx);
     for (int l = 0; l < P->nlt; l++) {
@@ -763,12 +770,12 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
         td_vk_concurrent(b->vk, 0);
         td_vko_kv_put(o, R, nt, dk, dv, b->kv_k[l].addr, b->kv_v[l].addr, ioa + P->io_kvdst);
         td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->kv_k[l].addr, b->kv_v[l].addr,
-                        ioa + P->io_self);
+                        ioa + P->io_self, max_self, part);
         lin(b, R, nt, nt, da, nt, L->o, L->o_b, dx, nt, TD_VKO_ACC);
         td_vko_layernorm(o, R, nt, dx, nt, L->cross_ln_w, L->cross_ln_b, dh, nt, 0);
         lin(b, R, nt, nt, dh, nt, L->cq, L->cq_b, dq, nt, 0);
         td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
-                        ioa + P->io_cross);
+                        ioa + P->io_cross, C, part);
         lin(b, R, nt, nt, da, nt, L->co, L->co_b, dx, nt, TD_VKO_ACC);
         td_vko_layernorm(o, R, nt, dx, nt, L->mlp_ln_w, L->mlp_ln_b, dh, nt, 0);
         lin(b, R, 4 * nt, nt, dh, nt, L->mlp0, L->mlp0_b, dff, 4 * nt, TD_VKO_GELU);

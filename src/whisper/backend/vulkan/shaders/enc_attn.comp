@@ -51,6 +51,9 @@ void main()
         }
         barrier();
         uint nb = min(BK, p.n - j0);
+        // one key at a time, rescaling only when the maximum grows (a
+        // block-wise rescale, fully unrolled, takes lavapipe minutes to
+        // compile for 128-wide heads)
         for (uint j = 0; j < nb; j++) {
             float d = 0.0;
             [[unroll]] for (uint i = 0; i < D; i++)

@@ -31,7 +31,26 @@ void main()
     float acc[MR];
     for (uint r = 0; r < MR; r++)
         acc[r] = 0.0;
-    if (n < p.N) {
+    if (n < p.N && WF16 != 0 && (p.K % 8) == 0 && (p.ldw % 8) == 0) {
+        // 8 halves per lane per load (16 bytes; rows start 16-byte aligned
+        // when ldw is a multiple of 8 and the weights' base is)
+        U32x4 w4 = U32x4(p.w);
+        uint row4 = n * p.ldw / 8;
+        for (uint k8 = lane; k8 < p.K / 8; k8 += LANES) {
+            uvec4 u = w4.v[row4 + k8];
+            vec2 w0 = unpackHalf2x16(u.x), w1 = unpackHalf2x16(u.y);
+            vec2 w2 = unpackHalf2x16(u.z), w3 = unpackHalf2x16(u.w);
+            uint k = k8 * 8;
+            for (uint r = 0; r < MR; r++) {
+                if (r < mr) {
+                    uint ai = (m0 + r) * p.lda + k;
+                    acc[r] += p.a.v[ai] * w0.x + p.a.v[ai + 1] * w0.y + p.a.v[ai + 2] * w1.x +
+                              p.a.v[ai + 3] * w1.y + p.a.v[ai + 4] * w2.x + p.a.v[ai + 5] * w2.y +
+                              p.a.v[ai + 6] * w3.x + p.a.v[ai + 7] * w3.y;
+                }
+            }
+        }
+    } else if (n < p.N) {
         for (uint k = lane * 2; k < p.K; k += LANES * 2) {
             vec2 w;
             if (WF16 != 0) {
@@ -56,7 +75,7 @@ void main()
     barrier();
     for (uint s = LANES / 2; s > 0; s >>= 1) {
         if (lane < s)
-            for (uint r = 0; r < MR; r++)
+            for (uint r = 0; r < mr; r++)
                 red[col][lane][r] += red[col][lane + s][r];
         barrier();
     }

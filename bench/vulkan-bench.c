@@ -1,0 +1,299 @@
+/*
+ * vulkan-bench.c: speed of the Whisper Vulkan backend on random-weight
+ * models of the standard sizes (speed does not depend on the weights'
+ * values; token ids are fixed, so every run does the same work).
+ *
+ *   vulkan-bench [--dims tiny|base|small|medium|...] [--model PATH]
+ *                [--windows N] [--batch LIST] [--tokens N] [--runs N]
+ *                [--profile] [--header]
+ *
+ * Generates an F16 model (td_wmk_write, seed 1) unless --model names one,
+ * opens the backend on TD_VULKAN_DEVICE (or the first device) and
+ * measures, wall clock with the host waits included:
+ *   - encoder: ms per 30-s window, --windows windows per encode() call
+ *     (default 1; median of --runs after a warm-up), cross K/V of every
+ *     decoder layer included;
+ *   - decoder: for each B in --batch (default 1,8,32), B sequences at
+ *     ragged positions (sequence s starts s % 5 tokens further on), each
+ *     in its own window slot where there are enough, --tokens (default 64)
+ *     single-token steps after a 4-token prompt, the logits of every
+ *     sequence read back each step (the rules need them: the sampling
+ *     entry is not on the device yet); ms per step, and per token per
+ *     sequence (ms per step / B).
+ * With --profile, each figure is followed by the time per shader from
+ * timestamp queries around every dispatch (these serialize the dispatches
+ * a little; the wall-clock figures are taken without them).
+ * Prints Markdown table rows for bench/RESULTS.md.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/error.h"
+#include "whisper/backend.h"
+#include "whisper/mkmodel.h"
+#include "whisper/model.h"
+
+#if defined(TD_HAVE_VULKAN) && TD_WBACKEND_API_VERSION >= 2
+
+#include "whisper/backend/vulkan/vulkan.h"
+
+#define MAX_B 16
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void print_profile(td_wbackend *b, const char *what, double per)
+{
+    td_vk_prof pr[32];
+    int n = td_wvk_profile_read(b, pr, 32, 1);
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += pr[i].ms;
+    printf("  %s, GPU time per %s by timestamps: %.3f ms:", what, what, total / per);
+    for (int i = 0; i < n; i++)
+        printf(" %s %.3f (%ld)", pr[i].name, pr[i].ms / per, (long)(pr[i].count / per));
+    printf("\n");
+}
+
+static void die(const char *what, const td_error *err)
+{
+    fprintf(stderr, "vulkan-bench: %s: %s\n", what, err->msg);
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    const char *dims = "base", *model = NULL;
+    int n_win = 1, n_tokens = 64, runs = 3, profile = 0, header = 0;
+    int batch[MAX_B] = {1, 8, 32}, n_batch = 3;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--profile") == 0) {
+            profile = 1;
+            continue;
+        }
+        if (strcmp(a, "--header") == 0) {
+            header = 1;
+            continue;
+        }
+        if (i + 1 >= argc)
+            goto usage;
+        const char *v = argv[++i];
+        if (strcmp(a, "--dims") == 0) {
+            dims = v;
+        } else if (strcmp(a, "--model") == 0) {
+            model = v;
+        } else if (strcmp(a, "--windows") == 0) {
+            n_win = atoi(v);
+        } else if (strcmp(a, "--tokens") == 0) {
+            n_tokens = atoi(v);
+        } else if (strcmp(a, "--runs") == 0) {
+            runs = atoi(v);
+        } else if (strcmp(a, "--batch") == 0) {
+            n_batch = 0;
+            for (char *s = (char *)v; *s && n_batch < MAX_B;) {
+                batch[n_batch++] = (int)strtol(s, &s, 10);
+                if (*s == ',')
+                    s++;
+                else if (*s)
+                    goto usage;
+            }
+        } else {
+            goto usage;
+        }
+    }
+    if (n_win < 1 || n_win > 64 || n_tokens < 1 || n_tokens > 400 || runs < 1 || runs > 50)
+        goto usage;
+    int max_b = 1;
+    for (int i = 0; i < n_batch; i++) {
+        if (batch[i] < 1 || batch[i] > 256)
+            goto usage;
+        if (batch[i] > max_b)
+            max_b = batch[i];
+    }
+
+    td_error err = {0};
+    char tmpdir[] = "/tmp/td-vkbench-XXXXXX", path[256];
+    int made = 0;
+    if (!model) {
+        if (!mkdtemp(tmpdir)) {
+            perror("mkdtemp");
+            return 1;
+        }
+        td_wmk_spec spec;
+        memset(&spec, 0, sizeof spec);
+        if (td_wmk_dims(dims, &spec.hp, &err) != TD_OK)
+            die("--dims", &err);
+        spec.wtype = TD_WT_F16;
+        spec.seed = 1;
+        snprintf(path, sizeof path, "%s/model.bin", tmpdir);
+        if (td_wmk_write(&spec, path, &err) != TD_OK)
+            die("td_wmk_write", &err);
+        model = path;
+        made = 1;
+    }
+    td_wmodel *m = NULL;
+    if (td_wmodel_open(model, &m, &err) != TD_OK)
+        die(model, &err);
+    if (made) {
+        unlink(path);
+        rmdir(tmpdir);
+    }
+    int n_windows = n_win > max_b ? n_win : max_b;
+    if (n_windows > 64)
+        n_windows = 64;
+    td_wconfig cfg = {0};
+    cfg.max_seq = max_b;
+    cfg.max_windows = n_windows;
+    cfg.max_tokens = 4 + n_tokens + 5;
+    cfg.max_batch_tokens = 4;
+    cfg.max_rows = 4 * max_b;
+    const td_wbackend_ops *ops = &td_wbackend_vulkan;
+    printf("  memory_need: %.1f MiB\n",
+           (double)ops->memory_need(&m->hp, m->wtype, &cfg) / (1 << 20));
+    td_wbackend *b = NULL;
+    double t0 = now_ms();
+    if (ops->open(m, &cfg, &b, &err) != TD_OK)
+        die("open", &err);
+    const td_vk_info *in = td_wvk_device(b);
+    printf("  device: %s, %s, PCI %s, %s; open (upload) %.0f ms\n", in->name, in->driver,
+           in->pci[0] ? in->pci : "none", in->uuid, now_ms() - t0);
+
+    int nm = m->hp.n_mels, frames = 2 * m->hp.n_audio_ctx;
+    float *mel = malloc((size_t)nm * frames * sizeof *mel);
+    if (!mel)
+        return 1;
+    for (size_t i = 0; i < (size_t)nm * frames; i++)
+        mel[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+    const float *mels[64];
+    int wins[64];
+    for (int i = 0; i < 64; i++) {
+        mels[i] = mel;
+        wins[i] = i;
+    }
+    /* every window slot the decoder uses gets encoded once */
+    if (ops->encode(b, n_windows, wins, mels, &err) != TD_OK)
+        die("encode", &err);
+    double *t = malloc((size_t)(runs > n_tokens ? runs : n_tokens) * sizeof *t);
+    for (int r = 0; r < runs; r++) {
+        double s = now_ms();
+        if (ops->encode(b, n_win, wins, mels, &err) != TD_OK)
+            die("encode", &err);
+        t[r] = (now_ms() - s) / n_win;
+    }
+    double enc_ms = median(t, runs);
+    if (profile) {
+        td_wvk_profile(b, 1);
+        if (ops->encode(b, n_win, wins, mels, &err) != TD_OK)
+            die("encode", &err);
+        td_wvk_profile(b, 0);
+        print_profile(b, "window", n_win);
+    }
+
+    int nv = m->hp.n_vocab;
+    float *logits = malloc((size_t)max_b * 4 * nv * sizeof *logits);
+    int32_t *tok = malloc((size_t)max_b * 4 * sizeof *tok);
+    td_wseq *seqs = malloc((size_t)max_b * sizeof *seqs);
+    if (!logits || !tok || !seqs)
+        return 1;
+    double dec_ms[MAX_B];
+    for (int bi = 0; bi < n_batch; bi++) {
+        int B = batch[bi];
+        double best = 1e30;
+        for (int r = 0; r < runs; r++) {
+            /* prompt: 4 tokens (or fewer: ragged starts) */
+            for (int s = 0; s < B; s++) {
+                int np = 4 - s % 4;
+                seqs[s] = (td_wseq){s, s % n_windows, 0, np};
+            }
+            int k = 0;
+            for (int s = 0; s < B; s++)
+                for (int j = 0; j < seqs[s].n_tokens; j++)
+                    tok[k++] = m->sp.sot + (j ? 1 : 0);
+            if (ops->decode(b, B, seqs, tok, 0, logits, &err) != TD_OK)
+                die("decode", &err);
+            for (int s = 0; s < B; s++) {
+                seqs[s].n_past = seqs[s].n_tokens + s % 5;
+                seqs[s].n_tokens = 1;
+                tok[s] = 1000 + s;
+            }
+            if (profile && r == runs - 1)
+                td_wvk_profile(b, 1);
+            double s0 = now_ms();
+            for (int step = 0; step < n_tokens; step++) {
+                if (ops->decode(b, B, seqs, tok, 0, logits, &err) != TD_OK)
+                    die("decode", &err);
+                for (int s = 0; s < B; s++) {
+                    seqs[s].n_past++;
+                    tok[s] = 1000 + (step * 31 + s * 7) % 20000;
+                }
+            }
+            double ms = (now_ms() - s0) / n_tokens;
+            if (profile && r == runs - 1) {
+                td_wvk_profile(b, 0);
+                char what[32];
+                snprintf(what, sizeof what, "step (B=%d)", B);
+                print_profile(b, what, n_tokens);
+            }
+            if (ms < best && !(profile && r == runs - 1 && runs > 1))
+                best = ms;
+        }
+        dec_ms[bi] = best;
+    }
+    if (header) {
+        printf("| model | device | encoder ms/window |");
+        for (int bi = 0; bi < n_batch; bi++)
+            printf(" B=%d ms/step (ms/token/seq) |", batch[bi]);
+        printf("\n|---|---|---|");
+        for (int bi = 0; bi < n_batch; bi++)
+            printf("---|");
+        printf("\n");
+    }
+    const char *slash = strrchr(model, '/');
+    printf("| %s%s | %s | %.1f |", made ? dims : (slash ? slash + 1 : model),
+           made ? " (random F16)" : "", in->name, enc_ms);
+    for (int bi = 0; bi < n_batch; bi++)
+        printf(" %.2f (%.3f) |", dec_ms[bi], dec_ms[bi] / batch[bi]);
+    printf("\n");
+    ops->close(b);
+    td_wmodel_close(m);
+    free(mel);
+    free(t);
+    free(logits);
+    free(tok);
+    free(seqs);
+    return 0;
+usage:
+    fprintf(stderr, "usage: vulkan-bench [--dims NAME] [--model PATH] [--windows N] [--batch LIST]\n"
+                    "                    [--tokens N] [--runs N] [--profile] [--header]\n");
+    return 2;
+}
+
+#else
+
+int main(void)
+{
+    fprintf(stderr, "vulkan-bench: tapedeck was built without the Vulkan backend\n");
+    return 1;
+}
+
+#endif
