@@ -8,9 +8,15 @@
 #include <string.h>
 
 #include "whisper/backend/cpu/q8.h"
+#ifdef TD_HAVE_VULKAN
+#include "whisper/backend/vulkan/vulkan.h"
+#endif
 
 static const td_wbackend_ops *const backends[] = {
     &td_wbackend_cpu,
+#ifdef TD_HAVE_VULKAN
+    &td_wbackend_vulkan, /* probe() says whether a device is usable here */
+#endif
 };
 
 const td_wbackend_ops *const *td_wbackend_list(size_t *count)
