@@ -742,7 +742,10 @@ int td_devices_detect(td_device_list *out, td_error *err)
         return td_devices_parse_spec(spec, out, err);
     td_nvml_api nvml;
     td_ze_api ze;
-    td_discovery src = {.sysfs = "/sys"};
+    /* TAPEDECK_SYSFS: another sysfs root, for replaying a recorded tree
+     * (scripts/record-devices.sh) through the real program */
+    const char *sysfs = getenv("TAPEDECK_SYSFS");
+    td_discovery src = {.sysfs = sysfs && sysfs[0] ? sysfs : "/sys"};
     void *nvml_lib = load_nvml(&nvml, &src.nvml_note);
     void *ze_lib = load_ze(&ze, &src.ze_note);
     src.nvml = nvml_lib ? &nvml : NULL;

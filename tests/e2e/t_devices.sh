@@ -12,6 +12,19 @@ grep -q '^Worker plan' "$T/real" || fail "devices shows no plan"
 grep -q "level-zero" "$T/real" || fail "devices says nothing of Level Zero: $(cat "$T/real")"
 "$TD" probe-level-zero >"$T/probe" || fail "probe-level-zero exit"
 
+# a recorded sysfs tree through the real program: two Arc A770s on two NUMA nodes
+fx="$(cd "$(dirname "$0")/../fixtures/devices" && pwd)"
+TAPEDECK_SYSFS="$fx/two-a770/sys" "$TD" devices >"$T/a770" || fail "devices on the A770 tree"
+grep -Eq '^  0 +intel +0000:03:00.0 +Intel GPU 0x56a0 +16.0 +15.7 +0 +0-7,16-23 ' "$T/a770" || fail "A770 row 0: $(cat "$T/a770")"
+grep -Eq '^  1 +intel +0000:83:00.0 +Intel GPU 0x56a0 +16.0 +15.9 +1 +8-15,24-31 ' "$T/a770" || fail "A770 row 1"
+grep -q 'worker 0: intel 0000:03:00.0 .*CPUs 0-7,16-23 | ZE_AFFINITY_MASK=0 ZE_ENABLE_PCI_ID_DEVICE_ORDER=1$' "$T/a770" ||
+    fail "A770 worker 0: $(cat "$T/a770")"
+grep -q 'worker 1: intel 0000:83:00.0 .*CPUs 8-15,24-31 | ZE_AFFINITY_MASK=1 ZE_ENABLE_PCI_ID_DEVICE_ORDER=1$' "$T/a770" ||
+    fail "A770 worker 1"
+TAPEDECK_SYSFS="$fx/no-gpu/sys" "$TD" devices >"$T/nogpu" || fail "devices on the no-GPU tree"
+grep -q '^GPUs: 0$' "$T/nogpu" || fail "no-GPU tree: $(cat "$T/nogpu")"
+grep -q 'worker 0: cpu' "$T/nogpu" || fail "no-GPU plan"
+
 export TAPEDECK_DEVICES="nvidia/0000:17:00.0/GPU-aaaa1111/81559/H100,nvidia/0000:65:00.0/GPU-bbbb2222/81559/H100"
 "$TD" devices >"$T/out" || fail "devices with override"
 grep -q 'CUDA_VISIBLE_DEVICES=GPU-aaaa1111' "$T/out" || fail "plan for GPU 0: $(cat "$T/out")"
