@@ -277,8 +277,10 @@ static void measure(acc *s, const AVFrame *f, int64_t idx)
         s->ss[k] += meta(f, keys[k], 0);
     s->ss_n++;
 
-    /* Central area: no blanking, no head-switching band. */
-    int x0 = w / 16, x1 = w - w / 16, y0 = h / 16, y1 = h - h / 10;
+    /* All but the edges where blanking (up to 16 px a side at 720) and
+     * the head-switching band (up to 24 lines at 480) live: the levels
+     * need the picture's real extremes, which are often near its edges. */
+    int x0 = w / 45, x1 = w - w / 45, y0 = h / 60, y1 = h - h / 20;
     for (int r = y0; r < y1; r += 2) {
         const uint8_t *yr = f->data[0] + (size_t)r * f->linesize[0];
         const uint8_t *ur = f->data[1] + (size_t)(r >> lh) * f->linesize[1];

@@ -54,7 +54,7 @@ const char *td_restore_codec_name(enum td_restore_codec c) { return codec_names[
 
 /* Bump when the chain or the encoders' settings change in a way that
  * changes outputs: every scene is then redone. */
-#define CHAIN_VERSION 1
+#define CHAIN_VERSION 2
 
 void td_restore_settings_text(const td_restore_settings *s, char *out, size_t len)
 {
@@ -81,10 +81,10 @@ typedef struct preset_params {
 } preset_params;
 
 static const preset_params presets[] = {
-    [TD_PRESET_AUTO] = {1.0, 1.2, 1, 0.35},
-    [TD_PRESET_VHS] = {1.2, 1.5, 1, 0.40},
-    [TD_PRESET_HI8] = {1.0, 1.2, 1, 0.35},
-    [TD_PRESET_DV] = {0.6, 1.0, 0, 0.25},
+    [TD_PRESET_AUTO] = {1.0, 1.2, 1, 0.15},
+    [TD_PRESET_VHS] = {1.2, 1.5, 1, 0.20},
+    [TD_PRESET_HI8] = {1.0, 1.2, 1, 0.15},
+    [TD_PRESET_DV] = {0.6, 1.0, 0, 0.10},
 };
 
 /* Temporal filters need a few frames each side; shorter scenes get the
@@ -111,23 +111,26 @@ void td_restore_decide(const td_restore_settings *s, const td_vanalysis *a, long
     p->temporal = frames >= MIN_TEMPORAL_FRAMES;
 
     /* Levels: map the robust range (0.5 % - 99.5 %) to 16-235 when it is
-     * clearly compressed (washed out, dark) or past the legal range; the
-     * gain is bounded to 0.8 - 2.0. */
+     * clearly compressed (washed out, dark: a stretch of more than 1.2) or
+     * past the legal range; the gain is bounded to 0.8 - 2.0. A picture
+     * whose darkest and brightest parts are simply not black and white
+     * (a grey sky) keeps its levels. */
     p->level_gain = 1;
     p->level_offset = 0;
     double lo = a->y_p005, hi = a->y_p995;
-    if (hi - lo >= 40 && (lo > 24 || hi < 227 || lo < 12 || hi > 240)) {
+    if (hi - lo >= 40 && (219.0 / (hi - lo) > 1.2 || lo < 12 || hi > 240)) {
         double gain = clampd(219.0 / (hi - lo), 0.8, 2.0);
         /* Y' = (Y - 16) * gain + 16 + offset maps lo to 16. */
         p->level_gain = gain;
         p->level_offset = -(lo - 16) * gain;
     }
-    /* White balance from near-grey samples, only with enough of them, at
-     * most 10 steps each way. */
+    /* White balance from near-grey samples, only with enough of them and
+     * a clear cast (near-grey parts of a scene are rarely exactly
+     * neutral), at most 10 steps each way. */
     if (a->grey_fraction >= 0.02) {
-        if (fabs(a->grey_u) >= 1.5)
+        if (fabs(a->grey_u) >= 4)
             p->u_shift = clampd(-a->grey_u, -10, 10);
-        if (fabs(a->grey_v) >= 1.5)
+        if (fabs(a->grey_v) >= 4)
             p->v_shift = clampd(-a->grey_v, -10, 10);
     }
     /* Denoise for the noise as it will be seen: after the level stretch
@@ -261,8 +264,9 @@ int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, 
     } else {
         add(&b, "setsar=%d/%d", p->sar_num, p->sar_den);
     }
+    /* Luma to the legal range; chroma is left as recorded (clipping it
+     * would desaturate the strong colours cameras do record). */
     add(&b, "limiter=min=16:max=235:planes=1");
-    add(&b, "limiter=min=16:max=240:planes=6");
     if (p->hd)
         add(&b, "setparams=field_mode=prog:range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709");
     else if (ntsc)

@@ -13,7 +13,7 @@
  *   cas (light sharpening)
  *   crop to 704 wide + setsar 10:11 (480 lines) or 12:11 (576 lines)
  *   scale to 1440x1080 BT.601 -> BT.709 (--restore-size hd)
- *   limiter (legal luma 16-235, chroma 16-240), setparams (colour tags),
+ *   limiter (legal luma 16-235; chroma as recorded), setparams (colour tags),
  *   format (what the encoder takes)
  * Temporal filters are left out for scenes too short for their window.
  */

@@ -3,7 +3,7 @@
 # Clean masters are moving, textured pictures (a zoom into the Mandelbrot
 # set's seahorse valley: fine detail everywhere, not a flat test card),
 # progressive at double the interlaced rate, 4:4:4, their luma stretched
-# to 16-235. Degraded copies get known faults, in the order an analog
+# to 16-235 (at the 0.5 % and 99.5 % percentiles). Degraded copies get known faults, in the order an analog
 # chain adds them: chroma delayed (shifted right) by D luma pixels,
 # washed-out levels, noise, a head-switching band at the bottom, then
 # 4:2:2 with co-sited chroma (as BT.601 captures are) and two fields
@@ -16,7 +16,7 @@ VSCORE=${TAPEDECK_VSCORE:-$(dirname "$TD")/tapedeck-vscore}
 # rm_clean OUT FRAMES SIZE: a clean master at 60000/1001 fps
 rm_clean() {
     ffmpeg -nostdin -v error -y -f lavfi -i "mandelbrot=s=$3:r=60000/1001:start_x=-0.743643887037151:start_y=0.131825904205330:start_scale=0.02:end_scale=0.002:end_pts=100:maxiter=200" \
-        -vf "format=yuv444p,gblur=sigma=1.0,lutyuv=y='clip((val-41)*219/184+16\,16\,235)'" -frames:v "$2" -c:v ffv1 "$1" \
+        -vf "format=yuv444p,gblur=sigma=1.0,lutyuv=y='clip((val-43)*219/158+16\,16\,235)'" -frames:v "$2" -c:v ffv1 "$1" \
         || fail "ffmpeg could not make the clean master $1"
 }
 
