@@ -11,7 +11,8 @@
  * The few-row product has a 16-byte path (K and ldw multiples of 8) and a
  * pair path; the shapes reach both.
  *
- * Also: the device is found again by its UUID (and PCI address where the
+ * Also: a loader without a driver gives "unavailable" with the reason; the
+ * device is found again by its UUID (and PCI address where the
  * driver reports one), a device that is not there is "unavailable", and
  * an allocation failure injected at each allocation of opening the device
  * and its pipelines comes back as TD_ENOMEM with nothing left alive.
@@ -689,6 +690,38 @@ static void test_profile(void **state)
     td_vk_buf_destroy(vk, &w);
 }
 
+/* A loader without a driver: "unavailable", with the reason, no crash.
+ * (The loader reads its driver list at each vkCreateInstance.) */
+static void test_no_driver(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const char *vars[] = {"VK_DRIVER_FILES", "VK_ICD_FILENAMES"};
+    char *saved[2];
+    for (int i = 0; i < 2; i++) {
+        const char *v = getenv(vars[i]);
+        saved[i] = v ? strdup(v) : NULL;
+        assert_int_equal(setenv(vars[i], "/nonexistent/tapedeck_icd.json", 1), 0);
+    }
+    td_error err = {0};
+    td_vk *v = NULL;
+    long live = td_vk_live();
+    int rc = td_vk_open(NULL, &v, &err);
+    int rc_probe = td_vk_probe(&err);
+    for (int i = 0; i < 2; i++) {
+        if (saved[i])
+            assert_int_equal(setenv(vars[i], saved[i], 1), 0);
+        else
+            assert_int_equal(unsetenv(vars[i]), 0);
+        free(saved[i]);
+    }
+    printf("# without a driver: %s\n", err.msg);
+    assert_int_equal(rc, TD_EUNAVAILABLE);
+    assert_null(v);
+    assert_int_equal(rc_probe, TD_EUNAVAILABLE);
+    assert_int_equal(td_vk_live(), live);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -697,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_dec_attn),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
+        cmocka_unit_test(test_no_driver),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
