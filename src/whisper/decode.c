@@ -1,16 +1,18 @@
 /*
  * decode.c: openai-whisper's decoding (whisper/decoding.py, DecodingTask)
- * and transcribe loop (whisper/transcribe.py) over a backend table.
+ * and transcribe loop (whisper/transcribe.py) over a backend table, one
+ * window at a time (sequential) or many at once (batched).
  *
- * One window's decode, as DecodingTask.run does it:
+ * One window's decode, as DecodingTask.run does it (a "job", see wjob):
  *
  *   initial tokens = [prev] + prompt[-223:] (when there is a prompt)
  *                    + [sot, language, task] (multilingual) or [sot]
  *                    (+ notimestamps when timestamps are off)
- *   the prompt is decoded once, for sequence 0, in two calls: up to the
- *   sot token (whose logits give no_speech_prob) and the rest (whose
- *   logits are the first step's); kv_copy then forks it into the group
- *   (beam_size beams at T = 0, best_of samples at T > 0);
+ *   all but the last initial token are decoded once into sequence 0's KV
+ *   slot, in pieces that end at the sot token when it is not last (its
+ *   logits give no_speech_prob); kv_copy forks them into the group's
+ *   slots (beam_size beams at T = 0, best_of samples at T > 0), and each
+ *   sequence's first step feeds the last initial token;
  *   each step: logit filters in openai's order (SuppressBlank,
  *   SuppressTokens, ApplyTimestampRules), then the token decoder (greedy,
  *   sampling, or beam search with patience 1), until every sequence ended
@@ -23,6 +25,13 @@
  * timestamp step is 2 frames, 20 ms): decode with temperature fallback,
  * skip silent windows, split at consecutive timestamp pairs, advance seek,
  * and keep the last text tokens as the next prompt.
+ *
+ * Batched (td_wdecoder_transcribe_chunks): every job that is not done
+ * adds its sequences to one backend call per step (jobs_step), and the
+ * sampling step runs on the backend where it has sample(). Each chunk of
+ * speech walks its own seek as the loop above does; a finished job's
+ * window and KV slots take the next chunk (or the same chunk's next
+ * window, or its next temperature) at once.
  *
  * Where this is not openai-whisper bit for bit (see also decode.h):
  *  - sampling uses tapedeck's own seeded PRNG (splitmix64), not torch's;
