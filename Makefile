@@ -166,7 +166,7 @@ e2e: $(O)/tapedeck
 
 # The quicker end-to-end tests again with the sanitizer build: supervisor
 # and workers under AddressSanitizer+UBSan; any report fails the test.
-ASAN_E2E ?= cli dry_run run_basic bad_inputs always_crash devices t_whisper
+ASAN_E2E ?= cli dry_run run_basic bad_inputs always_crash devices t_whisper backend
 asan-e2e:
 	$(MAKE) SANITIZE=1 O=$(O)-asan $(O)-asan/tapedeck $(O)-asan/tapedeck-mkmodel
 	TAPEDECK_BIN=$(abspath $(O)-asan/tapedeck) E2E_ONLY="$(ASAN_E2E)" ./tests/e2e/run-all.sh

@@ -50,6 +50,7 @@ typedef struct td_engine_config {
     int translate;         /* translate into English (engines that can) */
     int decode;            /* whisper: enum td_wdecode_mode (0 = the default) */
     int batch;             /* whisper, batched decoding: windows at once; 0 = default */
+    const char *backend;   /* whisper: "auto" (NULL), "cpu" or "vulkan" */
 } td_engine_config;
 
 /* How the whisper engine walks a scene's speech. SEQUENTIAL is
@@ -72,6 +73,8 @@ typedef struct td_engine_settings {
     const char *compute;   /* "int8", "f32" */
     const char *decode;    /* "batched", "sequential" */
     int batch;             /* windows decoded together */
+    const char *pci, *uuid; /* the card the backend's runtime opened; "" = none
+                             * (owned by the instance) */
 } td_engine_settings;
 
 typedef struct td_engine_ops {

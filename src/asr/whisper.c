@@ -98,6 +98,7 @@ struct td_engine {
     size_t n_cuts, cap_cuts;
     int mode;                     /* enum td_wdecode_mode, resolved */
     int compute;                  /* enum td_wcompute, as asked */
+    char pci[32], uuid[64];       /* the card the backend opened; "" = none */
     int batch;                    /* batched: windows decoded together */
     float *chunk;                 /* READ_SAMPLES from the source */
     int language;                 /* fixed, or -1: detect per scene */
@@ -263,6 +264,42 @@ static void whisper_close(td_engine *e)
     free(e);
 }
 
+/* The backend: a GPU backend on the worker's card (--backend vulkan, or
+ * auto on a GPU worker), else the CPU. Under auto, a GPU backend that
+ * cannot run here (no loader, no driver, the card not found, out of
+ * memory) is logged with its reason and the CPU backend takes over, so a
+ * worker always works; asked for by name, it is an error. */
+static int open_backend(td_engine *e, const td_engine_config *cfg, td_wconfig *bc, td_error *err)
+{
+    const char *want = cfg->backend && *cfg->backend ? cfg->backend : "auto";
+    int gpu_worker = cfg->device && *cfg->device && strcmp(cfg->device, "cpu") != 0;
+    if (strcmp(want, "auto") != 0 && strcmp(want, "cpu") != 0 && strcmp(want, "vulkan") != 0)
+        return td_error_set(err, TD_EINVAL, "unknown whisper backend '%s' (auto, cpu, vulkan)",
+                            want);
+    if (strcmp(want, "vulkan") == 0 || (strcmp(want, "auto") == 0 && gpu_worker)) {
+        const td_wbackend_ops *gpu = td_wbackend_find("vulkan");
+        td_error why = {0};
+        int rc;
+        if (!gpu) {
+            rc = td_error_set(&why, TD_EUNAVAILABLE, "this tapedeck was built without Vulkan");
+        } else if ((rc = gpu->probe(&why)) == TD_OK) {
+            bc->device = gpu_worker ? cfg->device : NULL;
+            rc = gpu->open(e->model, bc, &e->backend, &why);
+        }
+        if (rc == TD_OK) {
+            e->bops = gpu;
+            return TD_OK;
+        }
+        if (strcmp(want, "vulkan") == 0)
+            return td_error_set(err, rc, "%s", why.msg);
+        td_log(TD_LOG_WARN, "[backend] vulkan cannot run%s%s: %s; using the CPU backend",
+               gpu_worker ? " on " : "", gpu_worker ? cfg->device : "", why.msg);
+    }
+    bc->device = NULL;
+    e->bops = &td_wbackend_cpu;
+    return e->bops->open(e->model, bc, &e->backend, err);
+}
+
 static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *err)
 {
     char path[PATH_MAX];
@@ -295,8 +332,6 @@ static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *
                   : TD_WDECODE_SEQUENTIAL;
     e->compute = cfg->compute;
     e->batch = e->opts.batch > 0 ? e->opts.batch : 1;
-    /* The CPU backend; GPU backends plug in through the same table. */
-    e->bops = &td_wbackend_cpu;
     td_wconfig bc;
     rc = backend_config(cfg, &e->model->hp, &bc);
     if (rc) {
@@ -304,9 +339,11 @@ static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *
                           e->opts.beam_size);
         goto fail;
     }
-    rc = e->bops->open(e->model, &bc, &e->backend, err);
+    rc = open_backend(e, cfg, &bc, err);
     if (rc)
         goto fail;
+    if (e->bops->identity)
+        e->bops->identity(e->backend, e->pci, sizeof e->pci, e->uuid, sizeof e->uuid);
 
     size_t samples = BATCH_MAX_SAMPLES + PAD_SAMPLES;
     size_t mel_floats = e->mode == TD_WDECODE_BATCHED
@@ -337,6 +374,8 @@ static void whisper_settings(const td_engine *e, td_engine_settings *out)
     out->compute = td_wcompute_name(td_wcompute_resolve((enum td_wcompute)e->compute));
     out->decode = e->mode == TD_WDECODE_BATCHED ? "batched" : "sequential";
     out->batch = e->mode == TD_WDECODE_BATCHED ? e->batch : 1;
+    out->pci = e->pci;
+    out->uuid = e->uuid;
 }
 
 /* ---- the heartbeat proxy ------------------------------------------------ */

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "asr/engine.h"
 #include "device/devices.h"
@@ -26,7 +27,7 @@ int td_parse_long(const char *s, long lo, long hi, long *out)
 enum {
     OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_CPU_WORKERS, OPT_ENGINE,
     OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
-    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH,
+    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
     OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA,
 };
@@ -51,6 +52,7 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         {"compute", required_argument, 0, OPT_COMPUTE},
         {"decode", required_argument, 0, OPT_DECODE},
         {"batch", required_argument, 0, OPT_BATCH},
+        {"backend", required_argument, 0, OPT_BACKEND},
         {"translate", no_argument, 0, OPT_TRANSLATE},
         {"restore-preset", required_argument, 0, OPT_RESTORE_PRESET},
         {"restore-quality", required_argument, 0, OPT_RESTORE_QUALITY},
@@ -131,6 +133,13 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
                 return td_error_set(err, TD_EINVAL, "--batch needs a number from 1 to %d, not '%s'",
                                     TD_WDEC_MAX_BATCH, optarg);
             o->batch = (int)v;
+            break;
+        case OPT_BACKEND:
+            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "cpu") != 0 &&
+                strcmp(optarg, "vulkan") != 0)
+                return td_error_set(err, TD_EINVAL, "--backend needs auto, cpu or vulkan, not '%s'",
+                                    optarg);
+            o->backend = optarg;
             break;
         case OPT_TRANSLATE: o->translate = 1; break;
         case OPT_RESTORE_PRESET: o->restore_preset = optarg; break;

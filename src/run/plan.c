@@ -269,7 +269,8 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
     td_engine_config cfg = {.language = o->language, .model = o->model, .device = "cpu",
                             .threads = o->threads, .models_dir = o->models_dir,
                             .beam_size = o->beam_size, .compute = o->compute,
-                            .translate = o->translate, .decode = o->decode, .batch = o->batch};
+                            .translate = o->translate, .decode = o->decode, .batch = o->batch,
+                            .backend = o->backend};
     const td_engine_ops *ops = NULL;
     rc = td_engine_select(o->engine, &cfg, &ops, err);
     if (rc)
@@ -319,8 +320,9 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
             (rc = choose_batch(o, &cfg, p, batch, sizeof batch, err)) != TD_OK)
             return rc;
         size_t len = strlen(p->engine_note);
-        snprintf(p->engine_note + len, sizeof p->engine_note - len, ", decode %s%s",
-                 td_wdecode_mode_name(o->decode), batch);
+        snprintf(p->engine_note + len, sizeof p->engine_note - len, ", decode %s%s, backend %s",
+                 td_wdecode_mode_name(o->decode), batch,
+                 o->backend ? o->backend : "auto (vulkan on GPU workers where it can run)");
     }
 
 scan:

@@ -42,6 +42,7 @@ typedef struct td_run_opts {
     int compute;               /* whisper: enum td_wcompute (0 = auto) */
     int decode;                /* whisper: enum td_wdecode_mode (0 = default) */
     int batch;                 /* whisper, batched: windows at once; 0 = what fits */
+    const char *backend;       /* whisper: "auto" (NULL), "cpu", "vulkan" */
     int translate;
     double stall_timeout;      /* seconds without a heartbeat before a kill */
     int progress;              /* draw the terminal progress display */

@@ -382,6 +382,10 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
             argv[n++] = "--batch";
             argv[n++] = batch;
         }
+        if (o->backend) {
+            argv[n++] = "--backend";
+            argv[n++] = o->backend;
+        }
     }
     if (o->translate)
         argv[n++] = "--translate";

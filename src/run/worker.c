@@ -281,7 +281,7 @@ int td_worker_main(const td_worker_opts *o)
     td_engine_config cfg = {.language = o->language, .model = o->model, .device = device,
                             .threads = o->threads, .models_dir = o->models_dir,
                             .beam_size = o->beam_size, .compute = o->compute,
-                            .decode = o->decode, .batch = o->batch,
+                            .decode = o->decode, .batch = o->batch, .backend = o->backend,
                             .translate = o->translate};
     const char *engine_name = "none", *model = "-";
     if (td_task_list_needs_engine(tasks, n_tasks)) {
@@ -298,6 +298,16 @@ int td_worker_main(const td_worker_opts *o)
      * the CUDA check above can have filled seen. The Vulkan backend fills
      * it here from VkPhysicalDevicePCIBusInfoPropertiesEXT and
      * VkPhysicalDeviceIDProperties::deviceUUID once the engine uses it. */
+    /* a GPU worker's backend says which card it opened (a CPU worker
+     * asked to run Vulkan, on lavapipe say, has no card to verify) */
+    if (o->pci && env.ops && env.ops->settings && !seen.pci[0] && !seen.uuid[0]) {
+        td_engine_settings es = {0};
+        env.ops->settings(env.eng, &es);
+        if (es.pci)
+            snprintf(seen.pci, sizeof seen.pci, "%s", es.pci);
+        if (es.uuid)
+            snprintf(seen.uuid, sizeof seen.uuid, "%s", es.uuid);
+    }
     const char *test_id = getenv("TAPEDECK_TEST_RUNTIME_ID");
     if (test_id && !seen.pci[0] && !seen.uuid[0]) {
         /* Test hook (CI has no GPU): "PCI/UUID" stands for what a runtime

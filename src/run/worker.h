@@ -35,6 +35,7 @@ typedef struct td_worker_opts {
     int compute;              /* whisper: enum td_wcompute (0 = auto) */
     int decode;               /* whisper: enum td_wdecode_mode (0 = default) */
     int batch;                /* whisper, batched: windows at once (0 = 1) */
+    const char *backend;      /* whisper: "auto" (NULL), "cpu", "vulkan" */
     int translate;
     /* restore settings as given on the command line (NULL: default) */
     const char *restore_preset, *restore_quality, *restore_format, *restore_size, *restore_codec;

@@ -81,6 +81,8 @@ typedef struct td_wconfig {
     int max_windows;       /* window slots (encoded windows held at once); 0 = 1 */
     int max_rows;          /* most tokens one decode call carries in all;
                             * 0 = max_seq * max_batch_tokens */
+    const char *device;    /* GPU backends: the card to open, by PCI address or
+                            * UUID (never by index); NULL = the backend's choice */
 } td_wconfig;
 
 /* The compute type AUTO resolves to on this machine, and names. */
@@ -204,6 +206,12 @@ typedef struct td_wbackend_ops {
     int (*align_weights)(td_wbackend *b, int slot, int window, int n_tokens,
                          const int32_t *tokens, int n_heads, const int *heads, float *out,
                          td_error *err);
+
+    /* Optional (NULL: computes on no card). The PCI address and UUID of
+     * the card the runtime opened (empty strings where it cannot tell),
+     * for the worker's [affinity-verify]. */
+    void (*identity)(const td_wbackend *b, char *pci, size_t pci_len, char *uuid,
+                     size_t uuid_len);
 } td_wbackend_ops;
 
 extern const td_wbackend_ops td_wbackend_cpu;

@@ -454,7 +454,8 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         goto out;
     }
     plan *P = &b->P;
-    rc = td_vk_open(getenv("TD_VULKAN_DEVICE"), &b->vk, err);
+    /* the plan's card (PCI address or UUID); TD_VULKAN_DEVICE for tools */
+    rc = td_vk_open(cfg->device ? cfg->device : getenv("TD_VULKAN_DEVICE"), &b->vk, err);
     if (rc)
         goto out;
     const char *prof = getenv("TD_VULKAN_PROFILE");
@@ -833,6 +834,14 @@ static int vk_kv_copy(td_wbackend *b, int n, const td_wkv_copy *pairs, td_error 
     return td_vk_submit(b->vk, err);
 }
 
+static void vk_identity(const td_wbackend *b, char *pci, size_t pci_len, char *uuid,
+                        size_t uuid_len)
+{
+    const td_vk_info *in = td_vk_device_info(b->vk);
+    snprintf(pci, pci_len, "%s", in ? in->pci : "");
+    snprintf(uuid, uuid_len, "%s", in ? in->uuid : "");
+}
+
 const td_wbackend_ops td_wbackend_vulkan = {
     .api_version = TD_WBACKEND_API_VERSION,
     .name = "vulkan",
@@ -846,6 +855,7 @@ const td_wbackend_ops td_wbackend_vulkan = {
     .encoder_output = vk_encoder_output,
     .close = vk_close,
     .align_weights = NULL,
+    .identity = vk_identity,
 };
 
 #endif /* TD_WBACKEND_API_VERSION >= 2 */
