@@ -174,7 +174,11 @@ void td_plan_describe_hardware(const td_plan *p, long ncpu, char *out, size_t ca
         if (d->mem_total > 0)
             append(out, cap, " %.1f GiB", (double)d->mem_total / 1073741824.0);
     }
-    append(out, cap, "] | backend=%s", p->backend[0] ? p->backend : "cpu");
+    /* the GPU workers' backend where there are GPU workers, else the CPU */
+    int gpu_workers = 0;
+    for (size_t i = 0; i < p->n_workers; i++)
+        gpu_workers += p->workers[i].device != NULL;
+    append(out, cap, "] | backend=%s", gpu_workers && p->backend[0] ? p->backend : "cpu");
 }
 
 void td_plan_describe_workers(const td_plan *p, char *out, size_t cap)
@@ -303,12 +307,18 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
     } else
         snprintf(p->engine_note, sizeof p->engine_note, "%s%s (asked for)%s", ops->name, model, compute);
 
-    /* Where the engine computes. The whisper engine opens the CPU
-     * backend on every worker (asr/whisper.c); when it opens a GPU
-     * backend on GPU workers, this says that backend's name and CPU
-     * workers beside the GPU workers get cores by default. */
+    /* Where the engine computes on GPU workers: the whisper engine opens
+     * the Vulkan backend there when it is built and not refused
+     * (--backend cpu), and falls back to the CPU with the reason logged
+     * when the card cannot run it (asr/whisper.c); the supervisor loads
+     * no GPU runtime to find out first. CPU workers beside the GPU
+     * workers get cores when the cards compute. */
+    const char *gpu_backend = td_wbackend_cpu.name;
+    if (strcmp(ops->name, "whisper") == 0 && !(o->backend && strcmp(o->backend, "cpu") == 0) &&
+        td_wbackend_find("vulkan"))
+        gpu_backend = "vulkan";
     snprintf(p->backend, sizeof p->backend, "%s",
-             strcmp(ops->name, "whisper") == 0 ? td_wbackend_cpu.name : "cpu");
+             strcmp(ops->name, "whisper") == 0 ? gpu_backend : "cpu");
     rc = td_plan_devices(o, p, err);
     if (rc)
         return rc;
