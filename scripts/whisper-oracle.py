@@ -936,17 +936,34 @@ def run_align(a):
         "text_token_bytes": [(token_bytes(m, t) or b"").hex() for t in text],
         "errors": [],
     }
-    gen = _GenOut(sequences=ids, cross_attentions=(tuple(ca),))
+    # Two layouts of HF's _extract_token_timestamps. Before num_input_ids
+    # (transformers 4.4x): every row of the sequence takes part and token
+    # i (i >= 1) is given the time the path enters row i - 1. With it
+    # (transformers 4.5x, 5.x): the rows are those generate() has, every
+    # input but the last token (eot), less the num_input_ids prefix rows
+    # (sot sequence and notimestamps); the prefix is given 0, text token k
+    # the time the path enters its own row, eot the last text token's.
+    import inspect
+    new_layout = "num_input_ids" in inspect.signature(model._extract_token_timestamps).parameters
+    n_prefix = len(sot_seq) + 1
+    if new_layout:
+        gen = _GenOut(sequences=ids, cross_attentions=(tuple(c[:, :, :-1, :] for c in ca),))
+        extra = {"num_input_ids": n_prefix}
+    else:
+        gen = _GenOut(sequences=ids, cross_attentions=(tuple(ca),))
+        extra = {}
+    res["hf_layout"] = "prefix-dropped" if new_layout else "all-rows"
+    res["hf_num_input_ids"] = n_prefix if new_layout else None
     tok = _ByteTokenizer(m)
     # HF's defaults: all n_audio_ctx frames (no num_frames, as generate()
     # and the pipeline do for a short clip); and cropped to the content as
     # generate(num_frames=...) does (cropped, not renormalised).
     for variant, nf in (("full", None), ("cropped", 2 * (content_frames // 2))):
         try:
-            ts = model._extract_token_timestamps(gen, heads, num_frames=nf)[0].tolist()
+            ts = model._extract_token_timestamps(gen, heads, num_frames=nf, **extra)[0].tolist()
             res[f"hf_token_timestamps_{variant}"] = ts
-            # token i of the sequence (i >= 1) is given ts[i]; a text token
-            # spans (ts[i], ts[i + 1]) as the pipeline pairs them
+            # token i of the sequence is given ts[i]; a text token spans
+            # (ts[i], ts[i + 1]) as the pipeline pairs them
             base = len(sot_seq) + 1
             pairs = [(round(ts[base + k], 2), round(ts[base + k + 1], 2))
                      for k in range(len(text))]
