@@ -12,9 +12,11 @@
  * words of the transcript come out in order, inside the speech, each
  * with a plausible length. Where the set holds HF's timestamps: the same
  * algorithm as HF's (DTW over every row, all 1500 frames) gives HF's
- * token timestamps within one frame (20 ms), and openai's own variant
- * (content frames only, rows notimestamps..text) is compared with HF's
- * words and the differences printed.
+ * token timestamps and word timestamps within one frame (20 ms) on every
+ * token and word (in the layout of the transformers that made the set,
+ * see check_hf_tokens), and openai's own variant (content frames only,
+ * rows notimestamps..text) is compared with HF's words and the
+ * differences printed.
  *
  * The CPU backend's align_weights against the reference weights (F32 and
  * int8; tiny-f16 always, tiny.en with the cached weights), td_align_run
@@ -212,31 +214,83 @@ static void check_heads_and_weights(const aset *s)
     }
 }
 
-/* HF's variant: every row and all 1500 frames; HF gives sequence token
- * i (i >= 1) the time the path enters row i - 1. */
-static void check_hf_tokens(const aset *s)
+/* HF's variant (all 1500 frames, no renormalisation, median filter and
+ * head mean as openai's) in the layout the set's transformers used:
+ *   "all-rows" (4.4x): every row of the sequence; sequence token i
+ *     (i >= 1) gets the time the path enters row i - 1;
+ *   "prefix-dropped" (4.5x, 5.x; hf_num_input_ids = P): rows P .. T-2
+ *     (generate() has no row for eot, and drops the sot sequence and
+ *     notimestamps); tokens before P get 0, token P + k the time the
+ *     path enters row k, eot the last text token's.
+ * Checks HF's token timestamps within one frame (20 ms), then HF's word
+ * timestamps (pairs (ts[i], ts[i + 1]) grouped into words by HF's own
+ * token indices) within one frame on every word. Returns the number of
+ * words compared (0: the set has no HF timestamps). */
+static size_t check_hf_tokens(const aset *s)
 {
     json_t *ts = json_object_get(s->meta, "hf_token_timestamps_full");
     if (!ts)
-        return;
-    float *mat = malloc((size_t)s->T * s->C * sizeof *mat);
-    double *jump = malloc((size_t)s->T * sizeof *jump);
-    assert_true(mat && jump);
+        return 0;
+    assert_int_equal((int)json_array_size(ts), s->T + 0);
+    const char *layout = json_string_value(json_object_get(s->meta, "hf_layout"));
+    int dropped = layout && strcmp(layout, "prefix-dropped") == 0;
+    int P = dropped ? (int)json_integer_value(json_object_get(s->meta, "hf_num_input_ids")) : 0;
+    if (dropped)
+        assert_int_equal(P, s->n_sot + 1);
+    int r0 = dropped ? P : 0, R = dropped ? s->T - 1 - P : s->T;
+    assert_true(R >= 1);
+    float *sub = malloc((size_t)s->H * R * s->C * sizeof *sub);
+    float *mat = malloc((size_t)R * s->C * sizeof *mat);
+    double *jump = malloc((size_t)R * sizeof *jump);
+    double *mine = calloc((size_t)s->T, sizeof *mine);
+    assert_true(sub && mat && jump && mine);
+    for (int h = 0; h < s->H; h++)
+        memcpy(sub + (size_t)h * R * s->C, s->w + ((size_t)h * s->T + r0) * s->C,
+               (size_t)R * s->C * sizeof *sub);
     td_error err;
-    assert_int_equal(td_align_matrix(s->w, s->H, s->T, s->C, s->C, 7, mat, &err), TD_OK);
-    assert_int_equal(td_align_jumps(mat, s->T, s->C, jump, &err), TD_OK);
-    double worst = 0;
-    for (int i = 1; i < s->T && i < (int)json_array_size(ts); i++) {
-        double d = fabs(jump[i - 1] - json_real_value(json_array_get(ts, (size_t)i)));
-        if (d > worst)
-            worst = d;
+    assert_int_equal(td_align_matrix(sub, s->H, R, s->C, s->C, 7, mat, &err), TD_OK);
+    assert_int_equal(td_align_jumps(mat, R, s->C, jump, &err), TD_OK);
+    if (dropped) {
+        for (int k = 0; k < R; k++)
+            mine[P + k] = jump[k];
+        mine[s->T - 1] = jump[R - 1];
+    } else {
+        for (int i = 1; i < s->T; i++)
+            mine[i] = jump[i - 1];
     }
-    printf("  HF token timestamps (all rows, all frames): largest difference %.3f s over %d "
-           "tokens\n",
-           worst, s->T - 1);
+    double worst = 0;
+    for (int i = 0; i < s->T; i++)
+        worst = fmax(worst, fabs(mine[i] - json_real_value(json_array_get(ts, (size_t)i))));
+    printf("  HF token timestamps (%s, all frames): largest difference %.3f s over %d tokens\n",
+           dropped ? "generate()'s rows" : "all rows", worst, s->T);
     assert_true(worst <= 0.02 + 1e-6);
+
+    size_t n_words = 0;
+    json_t *hw = json_object_get(s->meta, "hf_words_full");
+    if (hw) {
+        int base = s->n_sot + 1;
+        double wworst = 0;
+        for (size_t k = 0; k < json_array_size(hw); k++) {
+            json_t *o = json_array_get(hw, k);
+            json_t *ix = json_object_get(o, "tokens");
+            assert_true(json_array_size(ix) >= 1);
+            int first = (int)json_integer_value(json_array_get(ix, 0));
+            int last = (int)json_integer_value(json_array_get(ix, json_array_size(ix) - 1));
+            assert_true(first >= 0 && last < s->n_text && first <= last);
+            double st = round(mine[base + first] * 100) / 100;
+            double en = round(mine[base + last + 1] * 100) / 100;
+            wworst = fmax(wworst, fabs(st - json_real_value(json_object_get(o, "start"))));
+            wworst = fmax(wworst, fabs(en - json_real_value(json_object_get(o, "end"))));
+            n_words++;
+        }
+        printf("  HF word timestamps: %zu words, largest difference %.3f s\n", n_words, wworst);
+        assert_true(wworst <= 0.02 + 1e-6);
+    }
+    free(sub);
     free(mat);
     free(jump);
+    free(mine);
+    return n_words;
 }
 
 /* The set's transcript as segments: text between timestamp tokens. */
@@ -311,7 +365,9 @@ static void test_tiny_en_real(void **state)
         skip();
     }
     check_heads_and_weights(&s);
-    check_hf_tokens(&s);
+    /* HF's words, where the set has them: all 22, each within a frame */
+    if (json_object_get(s.meta, "hf_words_full"))
+        assert_int_equal(check_hf_tokens(&s), 22);
     segs sg;
     align_words(&s, s.w, &sg);
     assert_int_equal(sg.n, 2);
