@@ -19,6 +19,7 @@ void td_transcript_release(td_transcript *t)
         free(s->text);
     }
     free(t->segs);
+    free(t->issues);
     td_transcript_init(t);
 }
 
@@ -57,5 +58,21 @@ int td_transcript_add(td_transcript *t, double start, double end, const char *te
         seg.n_words = n_words;
     }
     t->segs[t->n_segs++] = seg;
+    return TD_OK;
+}
+
+int td_transcript_add_issue(td_transcript *t, double start, double end, const char *reason,
+                            td_error *err)
+{
+    if (t->n_issues == t->cap_issues) {
+        size_t cap = t->cap_issues ? t->cap_issues * 2 : 8;
+        td_transcript_issue *is = realloc(t->issues, cap * sizeof *is);
+        if (!is)
+            return td_error_set(err, TD_ENOMEM, "out of memory for transcript");
+        t->issues = is;
+        t->cap_issues = cap;
+    }
+    t->issues[t->n_issues++] = (td_transcript_issue){.start = start, .end = end,
+                                                     .reason = reason ? reason : ""};
     return TD_OK;
 }

@@ -3,6 +3,9 @@
  *
  * Segments in time order, each with its words and their times (seconds
  * from the start of the scene). Text is UTF-8 as the engine gave it.
+ * Beside them, the stretches the engine could not transcribe to its own
+ * satisfaction (speech it found no words for, text it repeated: see
+ * whisper/guard.h), kept so that the outputs can say where they are.
  *
  * Ownership: the transcript owns all its strings and arrays;
  * td_transcript_release frees them and leaves an empty transcript.
@@ -27,10 +30,19 @@ typedef struct td_segment {
     size_t n_words;
 } td_segment;
 
+/* A stretch the engine kept although a check of it failed. */
+typedef struct td_transcript_issue {
+    double start, end;   /* seconds */
+    const char *reason;  /* a static string: "gap", "sparse", "repeat", "loop" */
+} td_transcript_issue;
+
 typedef struct td_transcript {
     td_segment *segs;
     size_t n_segs;
     size_t cap_segs;
+    td_transcript_issue *issues;
+    size_t n_issues;
+    size_t cap_issues;
     char language[16]; /* ISO 639-1 code, "" if unknown */
 } td_transcript;
 
@@ -40,5 +52,9 @@ void td_transcript_release(td_transcript *t);
 /* Append a segment; copies text and words (word texts are copied too). */
 int td_transcript_add(td_transcript *t, double start, double end, const char *text,
                       const td_word *words, size_t n_words, td_error *err);
+
+/* Append an issue (reason is not copied: it must be static). */
+int td_transcript_add_issue(td_transcript *t, double start, double end, const char *reason,
+                            td_error *err);
 
 #endif

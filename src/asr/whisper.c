@@ -40,6 +40,7 @@
 
 #include "asr/vad.h"
 #include "util/log.h"
+#include "whisper/align.h"
 #include "whisper/backend.h"
 #include "whisper/decode.h"
 #include "whisper/mel.h"
@@ -344,6 +345,20 @@ static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *
         goto fail;
     if (e->bops->identity)
         e->bops->identity(e->backend, e->pci, sizeof e->pci, e->uuid, sizeof e->uuid);
+    /* word times: said once, when they cannot come from the alignment heads
+     * (the decoder finds the heads the same way) */
+    const td_align_heads *heads = NULL;
+    int match = td_align_heads_find(&e->model->hp, e->model->path, &heads);
+    if (match == TD_ALIGN_MATCH_NONE)
+        td_log(TD_LOG_WARN, "[align] %s: no released Whisper model has its dimensions and "
+               "vocabulary, so its alignment heads are not known: word times by character count",
+               e->model_name);
+    else if (!e->bops->align_weights)
+        td_log(TD_LOG_WARN, "[align] %s: the %s backend has no word alignment: word times by "
+               "character count", e->model_name, e->bops->name);
+    else if (match == TD_ALIGN_MATCH_GUESS)
+        td_log(TD_LOG_INFO, "[align] %s: the dimensions of large-v1 and large-v2; the name does "
+               "not say which: word times from large-v2's alignment heads", e->model_name);
 
     size_t samples = BATCH_MAX_SAMPLES + PAD_SAMPLES;
     size_t mel_floats = e->mode == TD_WDECODE_BATCHED
@@ -426,6 +441,16 @@ static int proxy_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_w
     return p->real->sample(p->ctx, sp, n, in, out, err);
 }
 
+static int proxy_align_weights(td_wbackend *b, int slot, int window, int n_tokens,
+                               const int32_t *tokens, int n_heads, const int *heads, float *out,
+                               td_error *err)
+{
+    beat_proxy *p = (beat_proxy *)b;
+    return proxy_beat(p, p->real->align_weights(p->ctx, slot, window, n_tokens, tokens, n_heads,
+                                                heads, out, err),
+                      err);
+}
+
 static int proxy_encoder_output(td_wbackend *b, int window, float *out, td_error *err)
 {
     beat_proxy *p = (beat_proxy *)b;
@@ -444,6 +469,7 @@ static void proxy_table(const td_wbackend_ops *real, td_wbackend_ops *t)
         .kv_copy = proxy_kv_copy,
         .sample = real->sample ? proxy_sample : NULL,
         .encoder_output = proxy_encoder_output,
+        .align_weights = real->align_weights ? proxy_align_weights : NULL,
     };
 }
 
@@ -579,6 +605,7 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     td_transcript part;
     td_transcript_init(&part);
     td_wchunk chunks[MAX_CHUNKS];
+    td_guard_span *speech = NULL;
     int n_chunks = 0, rc;
     if (e->mode == TD_WDECODE_BATCHED) {
         rc = make_chunks(e, chunks, &n_chunks, err);
@@ -599,6 +626,18 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     rc = td_wdecoder_new(m, &e->proxy_ops, (td_wbackend *)&e->proxy, &o, &d, err);
     if (rc)
         goto out;
+    /* The VAD's speech on the decoder's clock (the joined speech): every
+     * stretch of the batch, for the guards (decode.h) */
+    speech = malloc((e->n_spans ? e->n_spans : 1) * sizeof *speech);
+    if (!speech) {
+        td_wdecoder_free(d);
+        rc = td_error_set(err, TD_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < e->n_spans; i++)
+        speech[i] = (td_guard_span){(double)e->spans[i].at / RATE,
+                                    (double)(e->spans[i].at + e->spans[i].n) / RATE};
+    td_wdecoder_set_speech(d, speech, e->n_spans);
     int lang = o.language;
     progress_ctx pc = {e, progress, user};
     if (e->mode == TD_WDECODE_BATCHED)
@@ -611,11 +650,13 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     td_wdecoder_stats(d, &st);
     td_wdecoder_free(d);
     td_log(TD_LOG_DEBUG,
-           "whisper: %.1f s of speech, %s%s: %ld window(s), %ld fallback(s), %ld silent, "
-           "%ld tokens; encoder %ld run(s) %.2f s, decoder %ld call(s) %.2f s",
-           content_end, e->mode == TD_WDECODE_BATCHED ? "batched" : "sequential",
-           e->mode == TD_WDECODE_BATCHED ? "" : "", st.windows, st.fallbacks, st.silent, st.tokens, st.encoder_runs,
-           st.encoder_s, st.decoder_calls, st.decoder_s);
+           "whisper: %.1f s of speech, %s: %ld window(s), %ld fallback(s), %ld silent, "
+           "%ld tokens; %ld aligned (%ld failed); guards: %ld re-decoded, %ld restarted at a gap, "
+           "%ld unresolved; encoder %ld run(s) %.2f s, decoder %ld call(s) %.2f s",
+           content_end, e->mode == TD_WDECODE_BATCHED ? "batched" : "sequential", st.windows,
+           st.fallbacks, st.silent, st.tokens, st.aligned, st.align_failed, st.guard_redecodes,
+           st.guard_gap_seeks, st.guard_unresolved, st.encoder_runs, st.encoder_s,
+           st.decoder_calls, st.decoder_s);
     if (rc)
         goto out;
     if (e->language < 0 && lang >= 0)
@@ -636,7 +677,18 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
         if (rc)
             goto out;
     }
+    for (size_t i = 0; i < part.n_issues; i++) {
+        const td_transcript_issue *is = &part.issues[i];
+        double start, end;
+        map_range(e, is->start, is->end, &start, &end);
+        td_log(TD_LOG_WARN, "[guard] %s at %.2f-%.2f s: still there after every temperature; "
+               "kept", is->reason, start, end);
+        rc = td_transcript_add_issue(out, start, end, is->reason, err);
+        if (rc)
+            goto out;
+    }
 out:
+    free(speech);
     td_transcript_release(&part);
     e->batch_len = 0;
     e->n_spans = 0;

@@ -372,6 +372,26 @@ out_free:
     return NULL;
 }
 
+/* The stretches the engine kept although its checks failed there. */
+static json_t *json_unresolved(const td_transcript *t, td_buf *tmp)
+{
+    json_t *arr = json_array();
+    if (!arr)
+        return NULL;
+    for (size_t i = 0; t && i < t->n_issues; i++) {
+        const td_transcript_issue *is = &t->issues[i];
+        json_t *o = json_object();
+        if (json_array_append_new(arr, o) || json_object_set_new(o, "start", jtime(is->start)) ||
+            json_object_set_new(o, "end", jtime(is->end)) ||
+            json_object_set_new(o, "reason", jstr(is->reason ? is->reason : "", 0, tmp)))
+            goto out_free;
+    }
+    return arr;
+out_free:
+    json_decref(arr);
+    return NULL;
+}
+
 int td_render_json(const td_transcript *t, const td_cue_list *cues, const td_json_meta *meta,
                    td_buf *out, td_error *err)
 {
@@ -402,7 +422,8 @@ int td_render_json(const td_transcript *t, const td_cue_list *cues, const td_jso
                                 ? jtime(meta->duration)
                                 : json_null()) ||
         json_object_set_new(root, "segments", json_segments(t, &tmp)) ||
-        json_object_set_new(root, "cues", json_cues(cues, &tmp))) {
+        json_object_set_new(root, "cues", json_cues(cues, &tmp)) ||
+        json_object_set_new(root, "unresolved", json_unresolved(t, &tmp))) {
         rc = td_error_set(err, TD_ENOMEM, "JSON output: out of memory building the document");
         goto out_free_root;
     }

@@ -17,7 +17,10 @@
  * JSON (jansson, UTF-8, indented by 2): {"version":1,"scene":...,
  * "language":...,"engine":...,"model":...,"duration":...,"segments":
  * [{"start","end","text","words":[{"start","end","word","prob"}]}],
- * "cues":[{"start","end","text"}]}. Times are seconds rounded to the
+ * "cues":[{"start","end","text"}],"unresolved":[{"start","end","reason"}]}
+ * ("unresolved": the stretches the engine kept although its checks of
+ * them failed, reason "gap", "sparse", "repeat" or "loop"; see
+ * whisper/guard.h). Times are seconds rounded to the
  * millisecond; a missing string, an unknown language, a negative duration
  * and a negative prob (no confidence) are null; prob is rounded to 4
  * decimals. Every word of the transcript is listed, as the engine gave it.

@@ -24,7 +24,9 @@
  * The transcribe loop walks the mel by seek (mel frames, 10 ms each; one
  * timestamp step is 2 frames, 20 ms): decode with temperature fallback,
  * skip silent windows, split at consecutive timestamp pairs, advance seek,
- * and keep the last text tokens as the next prompt.
+ * and keep the last text tokens as the next prompt. Each window's decode
+ * is made into segments with word times (window_build), checked by the
+ * guards and kept, restarted at a gap, or decoded again (window_settle).
  *
  * Batched (td_wdecoder_transcribe_chunks): every job that is not done
  * adds its sequences to one backend call per step (jobs_step), and the
@@ -39,9 +41,11 @@
  *  - top-k ties in beam search go to the lower token id;
  *  - the suppressed symbol tokens are found by their bytes, not by
  *    running the BPE encoder (td_wsuppress_tokens says how);
- *  - word times are the segment's span shared by character counts, not
- *    openai's cross-attention DTW (word_timestamps is off in openai's
- *    default, and it has no word times at all then);
+ *  - word times always (openai's word_timestamps=True, whisper/align.h),
+ *    or, for a model whose alignment heads are not known, the segment's
+ *    span shared by character counts;
+ *  - the guards (whisper/guard.h, decode.h): a window that drops or
+ *    repeats speech is decoded again, or the next window starts at the gap;
  *  - segment text is stripped of surrounding white space, segments with
  *    no text are dropped, and a segment's end is clamped to the content;
  *  - home video (condition_after_fallback = 0, the default): tokens of a
@@ -59,6 +63,7 @@
 #include <zlib.h>
 
 #include "util/buf.h"
+#include "whisper/align.h"
 #include "whisper/sample.h"
 
 #define HOP_LENGTH 160
@@ -68,6 +73,9 @@
 #define MAX_INITIAL_TS 1.0        /* seconds: openai's max_initial_timestamp */
 #define PROMPT_KEEP 1024          /* tokens of previous text kept for the prompt */
 #define TEXT_LIMIT ((size_t)1 << 20)
+#define GUARD_CAP 16              /* issues kept per window */
+#define GAP_SEEK_MIN_S 1.0        /* a gap this far into a window starts the next one */
+#define SPEECH_MAX ((size_t)1 << 20) /* speech regions looked at */
 
 /* One finished (or, at the end, unfinished) beam-search candidate:
  * its sampled tokens without the eot, their log-probabilities, and the
@@ -172,6 +180,16 @@ struct td_wdecoder {
     float *win;                   /* [n_mels][win_frames]: one window of mel */
     float *jwin;                  /* batched: [n_jobs][n_mels][win_frames], a chunk's rest */
     td_wdecode_stats stats;
+    /* word alignment */
+    const td_align_heads *heads;  /* NULL: character-count word times */
+    const char *no_align;         /* why heads is NULL */
+    td_align_seg *aseg;           /* [cap]: a window's segments */
+    int *aseg_from;               /* [cap]: where each starts in the window's tokens */
+    float *probs;                 /* [cap]: text token probabilities */
+    /* guards */
+    td_guard_params gp;
+    const td_guard_span *speech;  /* borrowed (td_wdecoder_set_speech) */
+    size_t n_speech;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -196,6 +214,8 @@ void td_wdecode_opts_default(td_wdecode_opts *o)
     o->prompt_reset_on_temperature = 0.5f;
     o->max_tokens = 0;
     o->seed = 0;
+    o->word_align = 1;
+    o->guard = 1;
 }
 
 /* splitmix64: small, seedable, and the same on every machine. */
@@ -635,7 +655,23 @@ void td_wdecoder_free(td_wdecoder *d)
     free(d->logits);
     free(d->win);
     free(d->jwin);
+    free(d->aseg);
+    free(d->aseg_from);
+    free(d->probs);
     free(d);
+}
+
+int td_wdecoder_word_times(const td_wdecoder *d, const char **why)
+{
+    if (why)
+        *why = d->heads ? NULL : d->no_align;
+    return d->heads != NULL;
+}
+
+void td_wdecoder_set_speech(td_wdecoder *d, const td_guard_span *speech, size_t n)
+{
+    d->speech = n ? speech : NULL;
+    d->n_speech = speech ? (n < SPEECH_MAX ? n : SPEECH_MAX) : 0;
 }
 
 /* Longest initial token sequence: [prev] + 223 prompt tokens + sot,
@@ -755,8 +791,12 @@ int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend 
     d->pairs = malloc(seqs * sizeof *d->pairs);
     d->logits = ops->sample ? NULL : malloc(seqs * nv * sizeof *d->logits);
     d->win = malloc((size_t)d->n_mels * (size_t)d->win_frames * sizeof *d->win);
+    d->aseg = calloc((size_t)d->cap, sizeof *d->aseg);
+    d->aseg_from = malloc((size_t)d->cap * sizeof *d->aseg_from);
+    d->probs = malloc((size_t)d->cap * sizeof *d->probs);
     int ok = set && d->sup && d->jobs && d->free_slots && d->seqs && d->call_tok && d->s_in &&
-             d->s_out && d->pairs && (ops->sample || d->logits) && d->win;
+             d->s_out && d->pairs && (ops->sample || d->logits) && d->win && d->aseg &&
+             d->aseg_from && d->probs;
     for (int i = 0; ok && i < d->n_jobs; i++)
         ok = job_alloc(&d->jobs[i], d->max_group, d->cap) == TD_OK;
     if (!ok) {
@@ -776,6 +816,17 @@ int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend 
     d->sampler = (td_wsampler){.suppress = d->sup, .n_suppress = d->n_sup, .eot = sp->eot,
                                .blank = sp->blank, .ts_begin = d->o.timestamps ? sp->ts_begin : -1,
                                .nospeech = sp->nospeech, .k = d->max_group + 1};
+    /* word alignment: the released model with these dimensions and vocabulary */
+    if (!d->o.word_align) {
+        d->no_align = "word alignment is off";
+    } else if (!ops->align_weights) {
+        d->no_align = "the backend has no word alignment (align_weights)";
+    } else if (td_align_heads_find(hp, m->path, &d->heads) == TD_ALIGN_MATCH_NONE || !d->heads) {
+        d->heads = NULL;
+        d->no_align = "no released Whisper model has this model's dimensions and vocabulary, "
+                      "so its alignment heads are not known";
+    }
+    td_guard_params_default(&d->gp);
     *out = d;
     return TD_OK;
 }
@@ -1457,45 +1508,31 @@ static int needs_fallback(const td_wdecode_opts *o, const wres *r)
     return fb;
 }
 
-/* One segment of the window: tokens tok[0..n) (with their log-probs),
- * from start to end seconds. Words split at tokens that begin with a
- * space; each word gets the share of the span its characters make. Adds
- * nothing (and says so in *added) when the segment is empty or
- * instantaneous, as openai clears those. */
-static int add_segment(td_wdecoder *d, td_transcript *out, const int32_t *tok, const float *lp,
-                       int n, double start, double end, double content_end, int *added,
-                       td_error *err)
+/* ---- a window's segments ------------------------------------------------ */
+
+/* Words of a segment by character count: runs of text tokens, each
+ * starting at a token with a space, each given the share of [start, end]
+ * its characters make, and the mean probability of its tokens. On success
+ * *words (caller frees each text and the array) and *n_words. */
+static int char_words(td_wdecoder *d, const int32_t *tok, const float *lp, int n, double start,
+                      double end, td_word **words_out, size_t *n_out)
 {
     const td_wmodel *m = d->m;
     int32_t eot = m->sp.eot;
-    *added = 0;
-    td_buf text, wbuf;
-    td_buf_init(&text, TEXT_LIMIT);
-    td_buf_init(&wbuf, TEXT_LIMIT);
-    td_word *words = NULL;
-    size_t n_words = 0;
-    int rc = tokens_text(m, tok, n, eot, 1, &text);
-    if (rc)
-        goto out_nomem;
-    if (start == end || text.len == 0) {
-        rc = TD_OK;
-        goto out;
-    }
-    if (end > content_end)
-        end = content_end;
-    if (start > end)
-        start = end;
-
-    /* words: runs of text tokens, each starting at a token with a space */
+    *words_out = NULL;
+    *n_out = 0;
     int n_text = 0;
     for (int i = 0; i < n; i++)
         n_text += tok[i] < eot;
-    words = calloc((size_t)(n_text > 0 ? n_text : 1), sizeof *words);
+    td_word *words = calloc((size_t)(n_text > 0 ? n_text : 1), sizeof *words);
     double *chars = calloc((size_t)(n_text > 0 ? n_text : 1), sizeof *chars);
+    td_buf wbuf;
+    td_buf_init(&wbuf, TEXT_LIMIT);
+    size_t n_words = 0;
+    int rc = TD_OK;
     if (!words || !chars) {
-        free(chars);
         rc = TD_ENOMEM;
-        goto out_nomem;
+        goto out;
     }
     double total = 0;
     for (int i = 0; i < n;) {
@@ -1519,19 +1556,16 @@ static int add_segment(td_wdecoder *d, td_transcript *out, const int32_t *tok, c
                 cnt++;
             }
         rc = tokens_text(m, tok + i, j - i, eot, 1, &wbuf);
-        if (rc) {
-            free(chars);
-            goto out_nomem;
-        }
+        if (rc)
+            goto out;
         i = j;
         if (wbuf.len == 0)
             continue;
         td_word *w = &words[n_words];
         w->text = strdup(wbuf.data);
         if (!w->text) {
-            free(chars);
             rc = TD_ENOMEM;
-            goto out_nomem;
+            goto out;
         }
         w->prob = (float)exp(lps / (cnt > 0 ? cnt : 1));
         chars[n_words] = (double)count_cps(wbuf.data, wbuf.len);
@@ -1544,49 +1578,114 @@ static int add_segment(td_wdecoder *d, td_transcript *out, const int32_t *tok, c
         acc += chars[k];
         words[k].end = k + 1 == n_words ? end : start + (end - start) * (acc / total);
     }
-    free(chars);
-    rc = td_transcript_add(out, start, end, text.data, words, n_words, err);
-    if (rc)
-        goto out;
-    *added = 1;
-    goto out;
-
-out_nomem:
-    rc = td_error_set(err, TD_ENOMEM, "out of memory for a whisper segment");
 out:
-    for (size_t k = 0; k < n_words; k++)
-        free(words[k].text);
-    free(words);
+    free(chars);
     td_buf_release(&wbuf);
-    td_buf_release(&text);
-    return rc;
+    if (rc) {
+        for (size_t k = 0; k < n_words; k++)
+            free(words[k].text);
+        free(words);
+        return rc;
+    }
+    *words_out = words;
+    *n_out = n_words;
+    return TD_OK;
 }
 
-/* The segments of one window's final decode (openai's split at
- * consecutive timestamps) appended to out, and the seek advance: to the
- * last timestamp when the window ends inside a segment (which is then
- * decoded again from its start), else by the whole window. The window
- * starts at frame *seek and holds size frames of audio; times are offset
- * by time_offset and clamped to content_end. Text kept for the prompt goes
- * to pb unless it is NULL. */
-static int window_segments(td_wdecoder *d, const wres *r, size_t *seekp, size_t size,
-                           double time_offset, double content_end, td_transcript *out,
-                           prompt_buf *pb, td_error *err)
+/* One decode of a window made into segments, before it is kept: what the
+ * guards look at, and what is appended to the transcript and the prompt
+ * once the window is settled. */
+typedef struct wattempt {
+    td_transcript segs;           /* the window's segments, on the output clock */
+    int32_t *ptok;                /* [cap]: their tokens (timestamps too), for the prompt */
+    int *pend;                    /* [cap]: ptok's length after segment k */
+    int keep_text;                /* the tokens may go to the prompt */
+    int n_tokens;                 /* tokens of the decode (stats) */
+    size_t seek;                  /* where the next window starts (mel frames) */
+    double last_speech;           /* the alignment's last speech after this window */
+    td_guard_issue iss[GUARD_CAP];
+    size_t n_iss;
+    float temperature;
+} wattempt;
+
+/* A stream of windows (the sequential loop's, or one batched job's
+ * chunk): its prompt, the alignment's last speech, and the attempts at
+ * its current window. */
+typedef struct wstream {
+    prompt_buf pb;
+    double last_speech;
+    wattempt cur, best;
+    int have_best;
+    int retrying;                 /* the window is being decoded again for a guard */
+} wstream;
+
+static void attempt_release(wattempt *a)
+{
+    td_transcript_release(&a->segs);
+    free(a->ptok);
+    free(a->pend);
+}
+
+static int stream_init(wstream *s, int cap)
+{
+    memset(s, 0, sizeof *s);
+    s->cur.ptok = malloc((size_t)cap * sizeof *s->cur.ptok);
+    s->cur.pend = malloc((size_t)cap * sizeof *s->cur.pend);
+    s->best.ptok = malloc((size_t)cap * sizeof *s->best.ptok);
+    s->best.pend = malloc((size_t)cap * sizeof *s->best.pend);
+    return s->cur.ptok && s->cur.pend && s->best.ptok && s->best.pend ? TD_OK : TD_ENOMEM;
+}
+
+static void stream_release(wstream *s)
+{
+    attempt_release(&s->cur);
+    attempt_release(&s->best);
+}
+
+/* A new window (or chunk): no attempts yet. */
+static void stream_next_window(wstream *s)
+{
+    td_transcript_release(&s->best.segs);
+    s->have_best = 0;
+    s->retrying = 0;
+}
+
+/* The window's decode r as segments into a (emptied first), openai's way:
+ * split at consecutive timestamps, the seek advance (to the last
+ * timestamp when the window ends inside a segment, which is then decoded
+ * again; by the whole window otherwise), word times from the alignment
+ * heads (then a window that does not end on a lone timestamp seeks to
+ * its last word's end instead, as openai's word_timestamps does) or by
+ * character count, segments that end up empty or instantaneous dropped.
+ * The window starts at frame seek of a stretch whose frame 0 is at
+ * time_offset, holds size frames of audio and is encoded in window slot
+ * wslot; times are clamped to content_end. last_speech: the alignment's
+ * (openai's last_speech_timestamp) before the window. */
+static int window_build(td_wdecoder *d, const wres *r, int wslot, size_t seek, size_t size,
+                        double time_offset, double content_end, double last_speech,
+                        wattempt *a, td_error *err)
 {
     const td_wdecode_opts *o = &d->o;
     const td_wspecial *sp = &d->m->sp;
     const int32_t *tok = r->tok;
-    int n = r->n, rc;
-    size_t seek = *seekp;
+    int n = r->n, rc = TD_OK;
     const double precision = (double)(INPUT_STRIDE * HOP_LENGTH) / SAMPLE_RATE;
     double window_offset = (double)seek * HOP_LENGTH / SAMPLE_RATE;
     double seg_duration = (double)size * HOP_LENGTH / SAMPLE_RATE;
-    d->stats.tokens += n;
-    /* segments: split at consecutive timestamps */
-    size_t previous_seek = seek;
-    int32_t tsb = sp->ts_begin;
+    int32_t tsb = sp->ts_begin, eot = sp->eot;
+
+    td_transcript_release(&a->segs);
+    a->n_iss = 0;
+    a->temperature = r->temperature;
+    a->keep_text = o->condition_after_fallback || r->temperature == 0;
+    a->n_tokens = n;
+    a->last_speech = last_speech;
+
+    /* slices: [from, from + n) of tok, with their timestamps' times */
+    td_align_seg *sl = d->aseg;
+    int *from = d->aseg_from;
+    size_t n_sl = 0;
     int single_end = n >= 2 && tok[n - 2] < tsb && tok[n - 1] >= tsb;
-    int keep_text = o->condition_after_fallback || r->temperature == 0;
     int n_cons = 0;
     for (int i = 0; i + 1 < n; i++)
         n_cons += tok[i] >= tsb && tok[i + 1] >= tsb;
@@ -1602,23 +1701,17 @@ static int window_segments(td_wdecoder *d, const wres *r, size_t *seekp, size_t 
                 continue;
             const int32_t *st = tok + last_slice;
             int sn = cur_slice - last_slice;
-            double start = window_offset + (double)(st[0] - tsb) * precision;
-            double end = window_offset + (double)(st[sn - 1] - tsb) * precision;
-            int added = 0;
-            rc = add_segment(d, out, st, r->lp + last_slice, sn, time_offset + start,
-                             time_offset + end, content_end, &added, err);
-            if (rc)
-                return rc;
-            if (added && keep_text && pb)
-                prompt_add(pb, st, sn);
+            from[n_sl] = last_slice;
+            sl[n_sl++] = (td_align_seg){
+                .tokens = st, .n_tokens = sn,
+                .start = time_offset + window_offset + (double)(st[0] - tsb) * precision,
+                .end = time_offset + window_offset + (double)(st[sn - 1] - tsb) * precision};
             last_slice = cur_slice;
         }
-        if (single_end) {
-            seek += size; /* no speech after the last timestamp */
-        } else {
-            /* the unfinished segment is decoded again from its start */
-            seek += (size_t)(tok[last_slice - 1] - tsb) * INPUT_STRIDE;
-        }
+        if (single_end)
+            a->seek = seek + size; /* no speech after the last timestamp */
+        else /* the unfinished segment is decoded again from its start */
+            a->seek = seek + (size_t)(tok[last_slice - 1] - tsb) * INPUT_STRIDE;
     } else {
         double duration = seg_duration;
         int32_t last_ts = -1;
@@ -1627,19 +1720,220 @@ static int window_segments(td_wdecoder *d, const wres *r, size_t *seekp, size_t 
                 last_ts = tok[i];
         if (last_ts >= 0 && last_ts != tsb)
             duration = (double)(last_ts - tsb) * precision;
-        int added = 0;
-        rc = add_segment(d, out, tok, r->lp, n, time_offset + window_offset,
-                         time_offset + window_offset + duration, content_end, &added, err);
-        if (rc)
-            return rc;
-        if (added && keep_text && pb)
-            prompt_add(pb, tok, n);
-        seek += size;
+        from[n_sl] = 0;
+        sl[n_sl++] = (td_align_seg){.tokens = tok, .n_tokens = n,
+                                    .start = time_offset + window_offset,
+                                    .end = time_offset + window_offset + duration};
+        a->seek = seek + size;
     }
-    if (seek <= previous_seek) /* cannot happen under the timestamp rules */
-        seek = previous_seek + size;
-    *seekp = seek;
-    return TD_OK;
+
+    /* word times from the alignment heads */
+    int aligned = 0;
+    if (d->heads && n_sl > 0) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (tok[i] < eot)
+                d->probs[k++] = (float)exp(r->lp[i]);
+        td_align_run_in in = {
+            .heads = d->heads,
+            .slot = d->free_slots[d->n_free - 1], /* its cache is free to overwrite */
+            .window = wslot,
+            .language = d->language,
+            .translate = o->translate,
+            .language_code = td_wlang_code(d->language),
+            .n_frames = (int)(size / INPUT_STRIDE),
+            .time_offset = time_offset + window_offset,
+            .token_probs = d->probs,
+        };
+        double ls = last_speech;
+        td_error aerr;
+        double t0 = mono_s();
+        rc = td_align_run(d->ops, d->b, d->m, &in, sl, n_sl, &ls, &aerr);
+        d->stats.decoder_s += mono_s() - t0;
+        if (rc == TD_ENOMEM || rc == TD_EABORT || rc == TD_EENGINE) {
+            if (err)
+                *err = aerr;
+            goto out;
+        }
+        if (rc == TD_OK) {
+            aligned = 1;
+            a->last_speech = ls;
+            d->stats.aligned++;
+            if (!single_end) {
+                /* openai: the next window starts at the last word's end
+                 * (only where there is a word: openai would also take a
+                 * word-less segment's end, and crawl through a stretch
+                 * where the model says nothing but a timestamp) */
+                double last_end = -1;
+                for (size_t s = n_sl; s-- > 0;)
+                    if (sl[s].n_words) {
+                        last_end = sl[s].words[sl[s].n_words - 1].end;
+                        break;
+                    }
+                double rel = last_end - time_offset;
+                if (last_end >= 0 && rel > window_offset)
+                    a->seek = (size_t)lround(rel * SAMPLE_RATE / HOP_LENGTH);
+            }
+        } else {
+            d->stats.align_failed++; /* this window keeps character-count times */
+            rc = TD_OK;
+        }
+    }
+    if (a->seek <= seek) /* cannot happen under the timestamp rules */
+        a->seek = seek + size;
+
+    /* the segments, as openai keeps them */
+    td_buf text;
+    td_buf_init(&text, TEXT_LIMIT);
+    int np = 0;
+    for (size_t s = 0; s < n_sl && rc == TD_OK; s++) {
+        td_align_seg *g = &sl[s];
+        rc = tokens_text(d->m, g->tokens, g->n_tokens, eot, 1, &text);
+        if (rc) {
+            rc = td_error_set(err, TD_ENOMEM, "out of memory for a whisper segment");
+            break;
+        }
+        double start = g->start, end = g->end;
+        if (start == end || text.len == 0)
+            continue; /* openai clears these */
+        if (end > content_end)
+            end = content_end;
+        if (start > end)
+            start = end;
+        td_word *words = NULL;
+        size_t n_words = 0;
+        if (aligned) {
+            for (size_t w = 0; w < g->n_words; w++) {
+                td_word *x = &g->words[w];
+                x->end = fmin(x->end, content_end);
+                x->start = fmin(x->start, x->end);
+            }
+            rc = td_transcript_add(&a->segs, start, end, text.data, g->words, g->n_words, err);
+        } else {
+            rc = char_words(d, g->tokens, r->lp + from[s], g->n_tokens, start, end, &words,
+                            &n_words);
+            if (rc)
+                rc = td_error_set(err, TD_ENOMEM, "out of memory for a whisper segment");
+            else
+                rc = td_transcript_add(&a->segs, start, end, text.data, words, n_words, err);
+            for (size_t w = 0; w < n_words; w++)
+                free(words[w].text);
+            free(words);
+        }
+        if (rc)
+            break;
+        memcpy(a->ptok + np, g->tokens, (size_t)g->n_tokens * sizeof *a->ptok);
+        np += g->n_tokens;
+        a->pend[a->segs.n_segs - 1] = np;
+        if (!aligned)
+            a->last_speech = end;
+    }
+    td_buf_release(&text);
+out:
+    for (size_t s = 0; s < n_sl; s++)
+        td_align_seg_release(&sl[s]);
+    return rc;
+}
+
+/* Append segments [0, n_keep) of a to out and their tokens to the prompt
+ * (when the attempt's temperature allows), and, when unresolved is set,
+ * a's issues to out. */
+static int window_commit(td_wdecoder *d, wstream *st, const wattempt *a, size_t n_keep,
+                         int unresolved, td_transcript *out, td_error *err)
+{
+    int rc = TD_OK;
+    for (size_t k = 0; k < n_keep && rc == TD_OK; k++) {
+        const td_segment *s = &a->segs.segs[k];
+        rc = td_transcript_add(out, s->start, s->end, s->text, s->words, s->n_words, err);
+    }
+    if (rc)
+        return rc;
+    if (a->keep_text && n_keep > 0)
+        prompt_add(&st->pb, a->ptok, a->pend[n_keep - 1]);
+    if (n_keep > 0)
+        st->last_speech = n_keep == a->segs.n_segs ? a->last_speech : a->segs.segs[n_keep - 1].end;
+    d->stats.tokens += a->n_tokens;
+    if (unresolved)
+        for (size_t i = 0; i < a->n_iss && i < GUARD_CAP && rc == TD_OK; i++) {
+            rc = td_transcript_add_issue(out, a->iss[i].start, a->iss[i].end,
+                                         td_guard_reason_name(a->iss[i].reason), err);
+            d->stats.guard_unresolved++;
+        }
+    return rc;
+}
+
+enum { WIN_DONE = 0, WIN_RETRY = 1 };
+
+/* Settle the window that starts at frame seek0 (time t0 on the output
+ * clock) with its attempt st->cur, decoded at temperature index ti: keep
+ * it when the guards pass (or are off); on a gap well inside it, keep
+ * what comes before the gap and start the next window there; else ask for
+ * another decode at the next temperature (WIN_RETRY, *next_ti); when none
+ * is left, keep the attempt with the fewest issues and add them to out.
+ * prev: the segment before the window, or NULL. On WIN_DONE *seekp is the
+ * next window's seek and *temp the kept attempt's temperature. */
+static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, double time_offset,
+                         double content_end, const td_segment *prev, td_transcript *out,
+                         size_t *seekp, float *temp, int *next_ti, td_error *err)
+{
+    wattempt *a = &st->cur;
+    const double frame_s = (double)HOP_LENGTH / SAMPLE_RATE;
+    double t0 = time_offset + (double)seek0 * frame_s;
+    double t1 = fmin(time_offset + (double)a->seek * frame_s, content_end);
+    if (d->o.guard) {
+        size_t n = td_guard_window(&d->gp, d->speech, d->n_speech, t0, t1, prev, a->segs.segs,
+                                   a->segs.n_segs, a->iss, GUARD_CAP);
+        a->n_iss = n < GUARD_CAP ? n : GUARD_CAP;
+    }
+    int rc;
+    if (a->n_iss == 0) {
+        rc = window_commit(d, st, a, a->segs.n_segs, 0, out, err);
+        *seekp = a->seek;
+        *temp = a->temperature;
+        return rc ? rc : WIN_DONE;
+    }
+    /* the earliest issue a gap well inside the window, before every
+     * other issue: keep the segments before it, start the next window at it */
+    const td_guard_issue *first = &a->iss[0];
+    for (size_t i = 1; i < a->n_iss; i++)
+        if (a->iss[i].start < first->start)
+            first = &a->iss[i];
+    if (first->reason == TD_GUARD_GAP && first->start > t0 + GAP_SEEK_MIN_S) {
+        size_t keep = 0;
+        while (keep < a->segs.n_segs && a->segs.segs[keep].end <= first->start + d->gp.word_pad_s)
+            keep++;
+        int clean = 1;
+        for (size_t i = 0; i < a->n_iss; i++)
+            if (a->iss[i].seg >= 0 && (size_t)a->iss[i].seg < keep)
+                clean = 0;
+        size_t gap_seek = (size_t)floor((first->start - time_offset) / frame_s + 1e-6);
+        if (clean && gap_seek > seek0) {
+            d->stats.guard_gap_seeks++;
+            rc = window_commit(d, st, a, keep, 0, out, err);
+            *seekp = gap_seek;
+            *temp = a->temperature;
+            return rc ? rc : WIN_DONE;
+        }
+    }
+    /* remember the best attempt so far: fewer issues, else the earlier */
+    if (!st->have_best || a->n_iss < st->best.n_iss) {
+        wattempt t = st->best;
+        st->best = st->cur;
+        st->cur = t;
+        st->have_best = 1;
+        td_transcript_release(&st->cur.segs);
+    }
+    if (ti + 1 < d->o.n_temperatures) {
+        d->stats.guard_redecodes++;
+        st->retrying = 1;
+        *next_ti = ti + 1;
+        return WIN_RETRY;
+    }
+    const wattempt *keep = &st->best;
+    rc = window_commit(d, st, keep, keep->segs.n_segs, 1, out, err);
+    *seekp = keep->seek;
+    *temp = keep->temperature;
+    return rc ? rc : WIN_DONE;
 }
 
 /* Copy mel[:, seek:seek+size] into the window buffer, zero after it
@@ -1654,6 +1948,16 @@ static void copy_window(td_wdecoder *d, const float *mel, size_t n_frames, size_
             memcpy(dst, mel + (size_t)b * n_frames + seek, size * sizeof *dst);
         memset(dst + size, 0, (w - size) * sizeof *dst);
     }
+}
+
+static int is_silent(const td_wdecode_opts *o, const wres *r)
+{
+    if (isnan(o->no_speech_threshold))
+        return 0;
+    int skip = r->no_speech_prob > o->no_speech_threshold;
+    if (!isnan(o->logprob_threshold) && r->avg_logprob > o->logprob_threshold)
+        skip = 0; /* probable enough to keep despite no_speech_prob */
+    return skip;
 }
 
 int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
@@ -1692,9 +1996,15 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
     if (!out->language[0] && td_wlang_code(d->language))
         snprintf(out->language, sizeof out->language, "%s", td_wlang_code(d->language));
 
-    prompt_buf *pb = calloc(1, sizeof *pb);
-    if (!pb)
+    wstream *st = malloc(sizeof *st);
+    if (!st || stream_init(st, d->cap) != TD_OK) {
+        if (st)
+            stream_release(st);
+        free(st);
         return td_error_set(err, TD_ENOMEM, "out of memory for the whisper prompt");
+    }
+    st->last_speech = time_offset;
+    size_t out_first = out->n_segs; /* segments before are not this stream's */
     rc = TD_OK;
     size_t seek = 0;
     while (seek < content_frames) {
@@ -1707,44 +2017,65 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
             if (rc)
                 goto out;
         }
-        /* temperature fallback */
-        const int32_t *prompt = pb->tok + pb->reset_since;
-        int n_prompt = pb->n - pb->reset_since;
-        for (int ti = 0; ti < o->n_temperatures; ti++) {
-            rc = run_window(d, prompt, n_prompt, ti, err);
+        stream_next_window(st);
+        d->stats.windows++;
+        int ti0 = 0, skipped = 0;
+        float kept_temp = 0;
+        for (;;) {
+            /* temperature fallback; a guard's retry goes on from ti0 without a prompt */
+            const int32_t *prompt = st->pb.tok + st->pb.reset_since;
+            int n_prompt = st->retrying ? 0 : st->pb.n - st->pb.reset_since;
+            int ti = ti0;
+            for (; ti < o->n_temperatures; ti++) {
+                rc = run_window(d, prompt, n_prompt, ti, err);
+                if (rc)
+                    goto out;
+                if (!needs_fallback(o, &d->jobs[0].res))
+                    break;
+                if (ti + 1 < o->n_temperatures)
+                    d->stats.fallbacks++;
+            }
+            if (ti == o->n_temperatures)
+                ti--;
+            const wres *r = &d->jobs[0].res;
+            if (!st->retrying && is_silent(o, r)) {
+                skipped = 1;
+                break;
+            }
+            if (st->retrying && is_silent(o, r)) {
+                wres none = *r;
+                none.n = 0; /* a retry judged silent: an attempt without segments */
+                rc = window_build(d, &none, 0, seek, size, time_offset, content_end,
+                                  st->last_speech, &st->cur, err);
+            } else {
+                rc = window_build(d, r, 0, seek, size, time_offset, content_end,
+                                  st->last_speech, &st->cur, err);
+            }
             if (rc)
                 goto out;
-            if (!needs_fallback(o, &d->jobs[0].res))
-                break;
-            if (ti + 1 < o->n_temperatures)
-                d->stats.fallbacks++;
-        }
-        const wres *r = &d->jobs[0].res;
-        d->stats.windows++;
-
-        if (!isnan(o->no_speech_threshold)) {
-            int skip = r->no_speech_prob > o->no_speech_threshold;
-            if (!isnan(o->logprob_threshold) && r->avg_logprob > o->logprob_threshold)
-                skip = 0; /* probable enough to keep despite no_speech_prob */
-            if (skip) {
-                d->stats.silent++;
-                seek += size;
-                if (!o->condition_after_fallback)
-                    pb->reset_since = pb->n; /* home video: no prompt across silence */
-                if (progress && progress(user, (double)seek * frame_s)) {
-                    rc = td_error_set(err, TD_EABORT, "whisper transcription stopped");
-                    goto out;
-                }
+            const td_segment *prev = out->n_segs > out_first ? &out->segs[out->n_segs - 1] : NULL;
+            size_t next_seek = seek;
+            int next_ti = 0;
+            rc = window_settle(d, st, ti, seek, time_offset, content_end, prev, out, &next_seek,
+                               &kept_temp, &next_ti, err);
+            if (rc < 0 || rc > WIN_RETRY)
+                goto out;
+            if (rc == WIN_RETRY) {
+                ti0 = next_ti;
                 continue;
             }
+            seek = next_seek;
+            break;
         }
-
-        rc = window_segments(d, r, &seek, size, time_offset, content_end, out, pb, err);
-        if (rc)
-            goto out;
-
-        if (!o->condition_on_previous || r->temperature > o->prompt_reset_on_temperature)
-            pb->reset_since = pb->n; /* no prompt after a high temperature */
+        rc = TD_OK;
+        if (skipped) {
+            d->stats.silent++;
+            seek += size;
+            if (!o->condition_after_fallback)
+                st->pb.reset_since = st->pb.n; /* home video: no prompt across silence */
+        } else if (!o->condition_on_previous || kept_temp > o->prompt_reset_on_temperature) {
+            st->pb.reset_since = st->pb.n; /* no prompt after a high temperature */
+        }
         if (progress &&
             progress(user, (double)(seek < content_frames ? seek : content_frames) * frame_s)) {
             rc = td_error_set(err, TD_EABORT, "whisper transcription stopped");
@@ -1752,7 +2083,8 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
         }
     }
 out:
-    free(pb);
+    stream_release(st);
+    free(st);
     return rc;
 }
 
@@ -1797,12 +2129,17 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
     td_transcript *parts = calloc((size_t)n, sizeof *parts);
     unsigned char *done = calloc((size_t)n, 1);
     size_t *seek = calloc((size_t)n, sizeof *seek);
-    prompt_buf *pbs = calloc((size_t)d->n_jobs, sizeof *pbs); /* each job's chunk text */
-    if (!parts || !done || !seek || !pbs) {
+    wstream *sts = calloc((size_t)d->n_jobs, sizeof *sts); /* each job's chunk */
+    int ok = parts && done && seek && sts;
+    for (int i = 0; ok && i < d->n_jobs; i++)
+        ok = stream_init(&sts[i], d->cap) == TD_OK;
+    if (!ok) {
+        for (int i = 0; sts && i < d->n_jobs; i++)
+            stream_release(&sts[i]);
         free(parts);
         free(done);
         free(seek);
-        free(pbs);
+        free(sts);
         return td_error_set(err, TD_ENOMEM, "out of memory for the whisper chunks");
     }
     for (int i = 0; i < n; i++)
@@ -1850,7 +2187,11 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             int w = win_free[--n_win_free];
             j->chunk = next;
             j->window = w;
-            pbs[i].n = pbs[i].reset_since = 0; /* no text across chunks */
+            /* no text across chunks */
+            sts[i].pb.n = sts[i].pb.reset_since = 0;
+            sts[i].last_speech = chunks[next].offset;
+            stream_next_window(&sts[i]);
+            d->stats.windows++;
             if (!(next == 0 && encoded0 && w == 0)) {
                 enc_w[n_enc] = w;
                 enc_job[n_enc] = i;
@@ -1866,7 +2207,7 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             goto out;
         for (int e = 0; e < n_enc; e++) {
             wjob *j = &d->jobs[enc_job[e]];
-            const prompt_buf *pb = &pbs[enc_job[e]];
+            const prompt_buf *pb = &sts[enc_job[e]].pb;
             rc = job_start(d, j, j->window, 0, pb->tok + pb->reset_since, pb->n - pb->reset_since,
                            err);
             if (rc)
@@ -1886,11 +2227,13 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             wjob *j = &d->jobs[i];
             if (j->chunk < 0 || j->phase != JOB_DONE || again[i])
                 continue;
-            prompt_buf *pb = &pbs[i];
+            wstream *st = &sts[i];
+            prompt_buf *pb = &st->pb;
             if (needs_fallback(o, &j->res) && j->temp_index + 1 < o->n_temperatures) {
                 d->stats.fallbacks++;
-                rc = job_start(d, j, j->window, j->temp_index + 1, pb->tok + pb->reset_since,
-                               pb->n - pb->reset_since, err);
+                int np = st->retrying ? 0 : pb->n - pb->reset_since;
+                rc = job_start(d, j, j->window, j->temp_index + 1, pb->tok + pb->reset_since, np,
+                               err);
                 if (rc)
                     goto out;
                 continue;
@@ -1898,27 +2241,39 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             const td_wchunk *c = &chunks[j->chunk];
             size_t *sk = &seek[j->chunk];
             size_t size = c->content_frames - *sk < W ? c->content_frames - *sk : W;
-            d->stats.windows++;
-            int skip = 0;
-            if (!isnan(o->no_speech_threshold)) {
-                skip = j->res.no_speech_prob > o->no_speech_threshold;
-                if (!isnan(o->logprob_threshold) && j->res.avg_logprob > o->logprob_threshold)
-                    skip = 0; /* probable enough to keep despite no_speech_prob */
-            }
-            if (skip) {
+            double content_end = c->offset + (double)c->content_frames * HOP_LENGTH / SAMPLE_RATE;
+            int silent = is_silent(o, &j->res);
+            if (silent && !st->retrying) {
                 d->stats.silent++;
                 *sk += size;
                 if (!o->condition_after_fallback)
                     pb->reset_since = pb->n; /* home video: no prompt across silence */
             } else {
-                double content_end =
-                    c->offset + (double)c->content_frames * HOP_LENGTH / SAMPLE_RATE;
-                rc = window_segments(d, &j->res, sk, size, c->offset, content_end,
-                                     &parts[j->chunk], pb, err);
+                wres none = j->res;
+                if (silent)
+                    none.n = 0; /* a retry judged silent: an attempt without segments */
+                rc = window_build(d, &none, j->window, *sk, size, c->offset, content_end,
+                                  st->last_speech, &st->cur, err);
                 if (rc)
                     goto out;
-                if (!o->condition_on_previous ||
-                    j->res.temperature > o->prompt_reset_on_temperature)
+                td_transcript *part = &parts[j->chunk];
+                const td_segment *prev = part->n_segs ? &part->segs[part->n_segs - 1] : NULL;
+                size_t next_seek = *sk;
+                float kept_temp = 0;
+                int next_ti = 0;
+                rc = window_settle(d, st, j->temp_index, *sk, c->offset, content_end, prev, part,
+                                   &next_seek, &kept_temp, &next_ti, err);
+                if (rc < 0 || rc > WIN_RETRY)
+                    goto out;
+                if (rc == WIN_RETRY) {
+                    rc = job_start(d, j, j->window, next_ti, NULL, 0, err);
+                    if (rc)
+                        goto out;
+                    continue;
+                }
+                rc = TD_OK;
+                *sk = next_seek;
+                if (!o->condition_on_previous || kept_temp > o->prompt_reset_on_temperature)
                     pb->reset_since = pb->n; /* no prompt after a high temperature */
             }
             if (*sk < c->content_frames) {
@@ -1930,6 +2285,8 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
                     memset(win + b * W + left, 0, (W - left) * sizeof *win);
                 }
                 again[i] = 1;
+                stream_next_window(st);
+                d->stats.windows++;
                 continue;
             }
             done[j->chunk] = 1;
@@ -1944,6 +2301,9 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             for (size_t k = 0; k < p->n_segs && rc == TD_OK; k++)
                 rc = td_transcript_add(out, p->segs[k].start, p->segs[k].end, p->segs[k].text,
                                        p->segs[k].words, p->segs[k].n_words, err);
+            for (size_t k = 0; k < p->n_issues && rc == TD_OK; k++)
+                rc = td_transcript_add_issue(out, p->issues[k].start, p->issues[k].end,
+                                             p->issues[k].reason, err);
             if (rc)
                 goto out;
             td_transcript_release(p);
@@ -1963,9 +2323,11 @@ out:
     jobs_reset(d);
     for (int i = 0; i < n; i++)
         td_transcript_release(&parts[i]);
+    for (int i = 0; i < d->n_jobs; i++)
+        stream_release(&sts[i]);
     free(parts);
     free(done);
     free(seek);
-    free(pbs);
+    free(sts);
     return rc;
 }

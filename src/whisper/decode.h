@@ -9,8 +9,31 @@
  * T > 0, temperature fallback on compression ratio and average
  * log-probability, the no-speech skip, conditioning on the previous text
  * (last 223 tokens), and the seek advance. It yields segments with start
- * and end times and word times (a segment's duration shared among its
- * words by their length in characters).
+ * and end times and word times.
+ *
+ * Word times (word_align, on by default) come from the model's alignment
+ * heads as openai-whisper's word_timestamps=True computes them
+ * (whisper/align.h): each window's text is run through the decoder once
+ * more and its cross-attention aligned to the audio frames; segment ends
+ * follow their words, and a window that ends inside a segment seeks to its
+ * last word's end, as openai's does. Where the model's heads are not known
+ * (td_align_heads_find matches released models by dimensions and
+ * vocabulary) or the backend has no align_weights, a segment's duration is
+ * shared among its words by their length in characters
+ * (td_wdecoder_word_times says which, and why).
+ *
+ * Guards (guard, on by default; whisper/guard.h): after each window (or
+ * batch chunk window), its segments are checked against the speech the
+ * caller's VAD found there (td_wdecoder_set_speech; without it, only the
+ * checks that need no speech run: repeats and loops). A window that fails
+ * is decoded again at the next temperature, without a prompt (a prompt is
+ * what most often makes a window say the previous one again); a gap that
+ * starts well inside the window instead keeps the segments before it and
+ * starts the next window at the gap. What still fails once the
+ * temperatures are spent is kept (the attempt with the fewest issues, the
+ * lowest temperature among equals) and each issue is added to the
+ * transcript (td_transcript_add_issue) with its time range. Windows the
+ * no-speech rule skipped are not checked: the model heard no speech there.
  *
  * Home-video differences from openai-whisper, on by default: text decoded
  * after a fallback is not used as the next window's prompt (so a
@@ -29,6 +52,7 @@
 #include "asr/transcript.h"
 #include "util/error.h"
 #include "whisper/backend.h"
+#include "whisper/guard.h"
 #include "whisper/model.h"
 
 #define TD_WDEC_MAX_TEMPS 8
@@ -53,6 +77,8 @@ typedef struct td_wdecode_opts {
     uint64_t seed;                /* sampling at T > 0 */
     int batch;                    /* windows decoded together (transcribe_chunks);
                                    * 0 = 1 */
+    int word_align;               /* 1 (default): word times from the alignment heads */
+    int guard;                    /* 1 (default): the checks above, and re-decoding */
 } td_wdecode_opts;
 
 void td_wdecode_opts_default(td_wdecode_opts *o);
@@ -84,6 +110,18 @@ typedef struct td_wdecoder td_wdecoder;
 int td_wdecoder_new(const td_wmodel *m, const td_wbackend_ops *ops, td_wbackend *b,
                     const td_wdecode_opts *opts, td_wdecoder **out, td_error *err);
 void td_wdecoder_free(td_wdecoder *d);
+
+/* 1 when word times come from the alignment heads, else 0 and *why (may
+ * be NULL) says why not: the option is off, no released model has these
+ * dimensions and vocabulary, or the backend has no align_weights. */
+int td_wdecoder_word_times(const td_wdecoder *d, const char **why);
+
+/* Speech regions (seconds, on the clock of the segments the next
+ * transcribe call makes: time_offset and chunk offsets included), in
+ * time order, not overlapping; borrowed until the decoder is freed or
+ * this is called again (n = 0: none, so the gap and sparse checks do
+ * not run). At most 1 << 20 regions are looked at. */
+void td_wdecoder_set_speech(td_wdecoder *d, const td_guard_span *speech, size_t n);
 
 /* Detect the language of one 30-s window (mel [n_mels][3000]): runs the
  * encoder and one decoder step on [sot]. Returns the language index, and
@@ -140,6 +178,11 @@ typedef struct td_wdecode_stats {
     long fallbacks;        /* windows decoded again at a higher temperature */
     long silent;           /* windows skipped as no speech */
     long tokens;           /* tokens kept from the windows' final decodes */
+    long aligned;          /* windows whose word times came from the alignment heads */
+    long align_failed;     /* windows whose alignment failed (character-count times) */
+    long guard_redecodes;  /* windows decoded again because a guard failed */
+    long guard_gap_seeks;  /* windows restarted at a gap */
+    long guard_unresolved; /* issues kept after the last attempt */
     long encoder_runs, decoder_calls;
     double encoder_s, decoder_s; /* wall time inside the backend */
 } td_wdecode_stats;

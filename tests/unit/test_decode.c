@@ -213,6 +213,8 @@ struct td_wbackend {
     int lang_top;                 /* language index with the top logit at [sot] */
     float ns_logit;               /* nospeech logit at the sot position */
     int hello_trap;               /* a huge non-language logit at [sot] */
+    int n_align;                  /* align_weights() calls */
+    int align_window[8];          /* the window slot of each */
 };
 
 /* The position where sampled tokens start in hist, or -1 while the SOT
@@ -345,6 +347,58 @@ static const td_wbackend_ops fake_ops = {
     .kv_copy = fb_kv_copy,
 };
 
+/* Word alignment, scripted: the row that predicts text token k (row
+ * n_sot + k; the last text token's row predicts eot, k = n_text) attends
+ * to frames [ALIGN_A + 50 k, ALIGN_A + 50 k + 50), one second per token
+ * from ALIGN_A (0.5 s) into the window; the other rows attend everywhere
+ * alike. So text token k (k >= 1) is spoken from 0.5 + k s. */
+#define ALIGN_A 25
+static int fb_align_weights(struct td_wbackend *be, int slot, int window, int n_tokens,
+                            const int32_t *tokens, int n_heads, const int *heads, float *out,
+                            td_error *err)
+{
+    (void)err;
+    (void)heads;
+    const int n_ctx = be->m->hp.n_audio_ctx;
+    assert_true(slot >= 0 && slot < MAXS && window >= 0 && window < MAXW);
+    assert_true(n_tokens >= 3 && n_tokens <= be->m->hp.n_text_ctx);
+    assert_int_equal(tokens[0], be->m->sp.sot);
+    assert_int_equal(tokens[n_tokens - 1], be->m->sp.eot);
+    int n_sot = 0;
+    while (n_sot < n_tokens && tokens[n_sot] != be->m->sp.notimestamps)
+        n_sot++;
+    assert_true(n_sot == be->sot_len);
+    if (be->n_align < 8)
+        be->align_window[be->n_align] = window;
+    be->n_align++;
+    be->hlen[slot] = 0; /* the slot's cache is overwritten */
+    for (int h = 0; h < n_heads; h++)
+        for (int r = 0; r < n_tokens; r++) {
+            float *row = out + ((size_t)h * n_tokens + r) * n_ctx;
+            int k = r - n_sot;
+            double sum = 0;
+            for (int c = 0; c < n_ctx; c++) {
+                int in = k >= 0 && r < n_tokens - 1 && c >= ALIGN_A + 50 * k &&
+                         c < ALIGN_A + 50 * k + 50;
+                row[c] = in ? 1.0f : 0.001f;
+                sum += row[c];
+            }
+            for (int c = 0; c < n_ctx; c++)
+                row[c] = (float)(row[c] / sum);
+        }
+    return TD_OK;
+}
+
+static const td_wbackend_ops fake_align_ops = {
+    .api_version = TD_WBACKEND_API_VERSION,
+    .name = "scripted-align",
+    .probe = fb_probe,
+    .encode = fb_encode,
+    .decode = fb_decode,
+    .kv_copy = fb_kv_copy,
+    .align_weights = fb_align_weights,
+};
+
 /* ---- scripts ---------------------------------------------------------- */
 
 /* A plan: at window seek, run r, the model "wants" tok[0..n) then eot. */
@@ -416,6 +470,7 @@ typedef struct fix {
     td_wdecode_opts o;
     td_wdecoder *d;
     float *win;       /* one window of mel, for decode_window */
+    const td_wbackend_ops *ops; /* NULL: fake_ops */
 } fix;
 
 static fix *fix_new(int n_vocab)
@@ -444,7 +499,7 @@ static void fix_open(fix *f)
     td_error err = {0};
     if (!f->o.timestamps)
         f->be.sot_len = (f->fm.m.multilingual ? 3 : 1) + 1;
-    int rc = td_wdecoder_new(&f->fm.m, &fake_ops, &f->be, &f->o, &f->d, &err);
+    int rc = td_wdecoder_new(&f->fm.m, f->ops ? f->ops : &fake_ops, &f->be, &f->o, &f->d, &err);
     if (rc)
         fail_msg("td_wdecoder_new: %s", err.msg);
 }
@@ -1733,6 +1788,300 @@ static void test_batched_beams(void **state)
     fix_free(f);
 }
 
+/* ---- word times from the alignment heads --------------------------------- */
+
+/* The scripted alignment puts token k at 0.5 + k s of its window: the
+ * words get those times on the scene clock (time_offset added), the
+ * segment ends with its last word, and nothing is shared by characters. */
+static void test_align_word_times(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->ops = &fake_align_ops;
+    PLAN(f, 0, 0, 0, TS(f, 0), T_FLAT, T_FLAT + 1, T_FLAT + 2, T_FLAT + 3, TS(f, 250));
+    fix_open(f);
+    const char *why = "x";
+    assert_int_equal(td_wdecoder_word_times(f->d, &why), 1);
+    assert_null(why);
+    td_transcript t;
+    transcribe(f, 600, 100.0, &t, NULL);
+    assert_int_equal(f->be.n_align, 1);
+    assert_int_equal(t.n_segs, 1);
+    const td_segment *s = &t.segs[0];
+    assert_int_equal(s->n_words, 4);
+    for (int k = 1; k < 4; k++) {
+        if (fabs(s->words[k].start - (100.5 + k)) > 0.06 ||
+            fabs(s->words[k].end - (101.5 + k)) > 0.06)
+            fail_msg("word %d: %.2f-%.2f, wanted %.2f-%.2f", k, s->words[k].start,
+                     s->words[k].end, 100.5 + k, 101.5 + k);
+        assert_true(s->words[k].prob > 0.99f);
+    }
+    assert_true(fabs(s->start - 100.0) < 1e-9);
+    assert_true(fabs(s->end - 104.5) < 0.06); /* its last word's end, not the 105 s timestamp */
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.aligned, 1);
+    assert_int_equal(st.align_failed, 0);
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
+/* A window that ends inside a segment goes on from its last word's end
+ * (openai's word_timestamps seek), not from the last timestamp. */
+static void test_align_seek_to_last_word(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->ops = &fake_align_ops;
+    /* "w1100 w1101" from 0 to 5 s, then an unfinished segment */
+    PLAN(f, 0, 0, 0, TS(f, 0), T_FLAT, T_FLAT + 1, TS(f, 250), TS(f, 250), T_FLAT + 2);
+    fix_open(f);
+    td_transcript t;
+    transcribe(f, 1000, 0, &t, NULL);
+    assert_true(t.n_segs >= 1);
+    /* the first segment's last word ends at 0.5 + 2 = 2.5 s: the next
+     * window starts there, not at the 5 s timestamp */
+    assert_true(f->be.n_encode >= 2);
+    if (abs(f->be.encodes[1] - 250) > 6)
+        fail_msg("second window at frame %d, wanted about 250", f->be.encodes[1]);
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
+/* Batched: each chunk window is aligned in its own window slot. */
+static void test_align_batched(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->ops = &fake_align_ops;
+    f->o.batch = 2;
+    PLAN(f, 0, 0, 0, TS(f, 0), T_FLAT, T_FLAT + 1, T_FLAT + 2, TS(f, 250));
+    PLAN(f, 10000, 0, 0, TS(f, 0), T_FLAT + 3, T_FLAT + 4, T_FLAT + 5, TS(f, 250));
+    fix_open(f);
+    chunk_set cs;
+    chunks_make(&cs, 2, 800, 40.0);
+    td_transcript t;
+    td_error err = {0};
+    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+    assert_int_equal(t.n_segs, 2);
+    assert_int_equal(f->be.n_align, 2);
+    assert_int_not_equal(f->be.align_window[0], f->be.align_window[1]);
+    for (int c = 0; c < 2; c++) {
+        const td_segment *s = &t.segs[c];
+        assert_int_equal(s->n_words, 3);
+        for (int k = 1; k < 3; k++)
+            assert_true(fabs(s->words[k].start - (40.0 * c + 0.5 + k)) < 0.06);
+    }
+    td_transcript_release(&t);
+    chunks_free(&cs);
+    fix_free(f);
+}
+
+/* No heads known for the model's dimensions, or no align_weights in the
+ * backend: character-count times, and the decoder says why. */
+static void test_align_unknown_model(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->ops = &fake_align_ops;
+    f->fm.m.hp.n_text_layer = 3; /* no released model */
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, T_WORLD, TS(f, 100));
+    fix_open(f);
+    const char *why = NULL;
+    assert_int_equal(td_wdecoder_word_times(f->d, &why), 0);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "dimensions"));
+    td_transcript t;
+    transcribe(f, 300, 0, &t, NULL);
+    assert_int_equal(f->be.n_align, 0);
+    expect_seg(&t, 0, 0, 2.0, "Hello world");
+    assert_true(fabs(t.segs[0].words[1].start - 2.0 * 6 / 12) < 1e-9); /* " Hello" " world" */
+    td_transcript_release(&t);
+    fix_free(f);
+
+    f = fix_new(NV_MULTI); /* the plain scripted backend has no align_weights */
+    fix_open(f);
+    assert_int_equal(td_wdecoder_word_times(f->d, &why), 0);
+    assert_non_null(strstr(why, "align_weights"));
+    fix_free(f);
+}
+
+/* ---- guards (whisper/guard.h) ------------------------------------------- */
+
+static const td_guard_span speech_30s[] = {{0.0, 30.0}};
+
+/* TS(0), 40 ordinary words, TS(end): words over the whole span. */
+static int dense_segment(fix *f, int32_t *tok, int end_ts)
+{
+    int n = 0;
+    tok[n++] = TS(f, 0);
+    for (int k = 0; k < 40; k++)
+        tok[n++] = 100 + 1237 * k; /* " w100", " w1337", ...: distinct, not repetitive */
+    tok[n++] = TS(f, end_ts);
+    return n;
+}
+
+/* Dropped speech (issue 13's defect): the first decode spreads two words
+ * over 20 s of speech; it is decoded again at the next temperature,
+ * without a prompt, and the retry (which covers the speech) is kept. */
+static void test_guard_sparse_redecodes(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, T_WORLD, TS(f, 1000));
+    int32_t tok[64];
+    int n = dense_segment(f, tok, 1500);
+    add_plan(&f->ps, 0, 1, 0, tok, n);
+    fix_open(f);
+    td_wdecoder_set_speech(f->d, speech_30s, 1);
+    td_transcript t;
+    transcribe(f, 3000, 0, &t, NULL);
+    assert_int_equal(f->be.n_runs, 2);
+    assert_int_not_equal(f->be.runs[1].init[0], f->fm.m.sp.prev); /* no prompt */
+    assert_int_equal(t.n_segs, 1);
+    assert_int_equal(t.segs[0].n_words, 40);
+    assert_int_equal(t.n_issues, 0);
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.guard_redecodes, 1);
+    assert_int_equal(st.guard_unresolved, 0);
+    assert_int_equal(st.windows, 1);
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
+/* A gap well inside the window: the segments before it are kept and the
+ * next window starts at the gap (2 s of words, padded by 0.5 s). */
+static void test_guard_gap_restarts_window(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, T_WORLD, TS(f, 100));
+    int32_t tok[64];
+    int n = dense_segment(f, tok, 1375);
+    add_plan(&f->ps, 250, 0, 0, tok, n);
+    fix_open(f);
+    td_wdecoder_set_speech(f->d, speech_30s, 1);
+    td_transcript t;
+    transcribe(f, 3000, 0, &t, NULL);
+    assert_int_equal(f->be.n_encode, 2);
+    assert_int_equal(f->be.encodes[1], 250);
+    assert_int_equal(f->be.n_runs, 2);
+    assert_int_equal(t.n_segs, 2);
+    expect_seg(&t, 0, 0, 2.0, "Hello world");
+    assert_true(fabs(t.segs[1].start - 2.5) < 1e-9 && fabs(t.segs[1].end - 30.0) < 1e-9);
+    assert_int_equal(t.n_issues, 0);
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.guard_gap_seeks, 1);
+    assert_int_equal(st.guard_redecodes, 0);
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
+/* A segment that says the one before it again is decoded again. */
+static void test_guard_repeat_redecodes(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    PLAN(f, 0, 0, 0, TS(f, 0), T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 100), TS(f, 100),
+         T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 200));
+    PLAN(f, 0, 1, 0, TS(f, 0), T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 100), TS(f, 100),
+         T_FLAT, T_FLAT + 1, T_FLAT + 2, TS(f, 200));
+    fix_open(f);
+    td_transcript t;
+    transcribe(f, 500, 0, &t, NULL);
+    assert_int_equal(f->be.n_runs, 2);
+    assert_int_equal(t.n_segs, 2);
+    expect_seg(&t, 1, 2.0, 4.0, "w1100 w1101 w1102");
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.guard_redecodes, 1);
+    assert_int_equal(t.n_issues, 0);
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
+/* A loop inside a segment (short enough to pass the compression ratio)
+ * is decoded again. */
+static void test_guard_loop_redecodes(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    PLAN(f, 0, 0, 0, TS(f, 0), T_THE, T_CAT, T_THE, T_CAT, T_THE, T_CAT, T_THE, T_CAT, T_THE,
+         T_CAT, TS(f, 200));
+    PLAN(f, 0, 1, 0, TS(f, 0), T_THE, T_CAT, T_SAT, TS(f, 200));
+    fix_open(f);
+    td_transcript t;
+    transcribe(f, 500, 0, &t, NULL);
+    assert_int_equal(f->be.n_runs, 2);
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.fallbacks, 0); /* the guard, not the compression ratio */
+    assert_int_equal(st.guard_redecodes, 1);
+    assert_int_equal(t.n_segs, 1);
+    expect_seg(&t, 0, 0, 4.0, "the cat sat");
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
+/* What fails at every temperature is kept (the first attempt: all fail
+ * alike), and the issue goes into the transcript with its time range. */
+static void test_guard_unresolved(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    PLAN(f, 0, 0, 0, TS(f, 0), T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 100), TS(f, 100),
+         T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 200));
+    fix_open(f);
+    td_transcript t;
+    transcribe(f, 500, 0, &t, NULL);
+    assert_int_equal(f->be.n_runs, 6); /* every temperature */
+    assert_int_equal(t.n_segs, 2);
+    assert_int_equal(t.n_issues, 1);
+    assert_string_equal(t.issues[0].reason, "repeat");
+    assert_true(fabs(t.issues[0].start - 2.0) < 1e-9 && fabs(t.issues[0].end - 4.0) < 1e-9);
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.guard_redecodes, 5);
+    assert_int_equal(st.guard_unresolved, 1);
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
+/* Batched: a chunk window that repeats is decoded again in later steps
+ * while the other chunk goes on; its issue-free retry is kept, in order. */
+static void test_guard_batched(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->o.batch = 2;
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, TS(f, 50));
+    PLAN(f, 10000, 0, 0, TS(f, 0), T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 100), TS(f, 100),
+         T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 200));
+    PLAN(f, 10000, 1, 0, TS(f, 0), T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 100), TS(f, 100),
+         T_FLAT, TS(f, 200));
+    fix_open(f);
+    chunk_set cs;
+    chunks_make(&cs, 2, 800, 40.0);
+    td_transcript t;
+    td_error err = {0};
+    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+    assert_int_equal(t.n_segs, 3);
+    expect_seg(&t, 0, 0.0, 1.0, "Hello");
+    expect_seg(&t, 2, 42.0, 44.0, "w1100");
+    assert_int_equal(f->be.n_encode, 2); /* the retry reuses the encoding */
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.guard_redecodes, 1);
+    assert_int_equal(t.n_issues, 0);
+    td_transcript_release(&t);
+    chunks_free(&cs);
+    fix_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1772,6 +2121,16 @@ int main(void)
         cmocka_unit_test(test_batched_seek_within_chunk),
         cmocka_unit_test(test_batched_abort),
         cmocka_unit_test(test_batched_beams),
+        cmocka_unit_test(test_align_word_times),
+        cmocka_unit_test(test_align_seek_to_last_word),
+        cmocka_unit_test(test_align_batched),
+        cmocka_unit_test(test_align_unknown_model),
+        cmocka_unit_test(test_guard_sparse_redecodes),
+        cmocka_unit_test(test_guard_gap_restarts_window),
+        cmocka_unit_test(test_guard_repeat_redecodes),
+        cmocka_unit_test(test_guard_loop_redecodes),
+        cmocka_unit_test(test_guard_unresolved),
+        cmocka_unit_test(test_guard_batched),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -329,6 +329,8 @@ static void test_empty_documents(void **state)
     assert_int_equal(json_array_size(json_object_get(root, "segments")), 0);
     assert_true(json_is_array(json_object_get(root, "cues")));
     assert_int_equal(json_array_size(json_object_get(root, "cues")), 0);
+    assert_true(json_is_array(json_object_get(root, "unresolved")));
+    assert_int_equal(json_array_size(json_object_get(root, "unresolved")), 0);
     assert_true(json_is_null(json_object_get(root, "language")));
     assert_true(json_is_null(json_object_get(root, "scene")));
     assert_true(json_is_null(json_object_get(root, "duration")));
@@ -500,6 +502,7 @@ static void test_json_roundtrip(void **state)
     assert_int_equal(td_transcript_add(&t, 2.0, 3.0, "Only text.\nSecond line", NULL, 0, &err),
                      TD_OK);
     memcpy(t.language, "en", 3);
+    assert_int_equal(td_transcript_add_issue(&t, 1.25, 2.5, "repeat", &err), TD_OK);
 
     td_cue_rules r = td_cue_rules_default();
     td_cue_list l;
@@ -526,6 +529,11 @@ static void test_json_roundtrip(void **state)
     assert_string_equal(jtext(root, "engine"), "sphinx");
     assert_string_equal(jtext(root, "model"), "en-us");
     assert_true(fabs(jnum(root, "duration") - 3.25) < 1e-12);
+    json_t *un = json_object_get(root, "unresolved");
+    assert_int_equal(json_array_size(un), 1);
+    assert_string_equal(jtext(json_array_get(un, 0), "reason"), "repeat");
+    assert_true(fabs(jnum(json_array_get(un, 0), "start") - 1.25) < 1e-12);
+    assert_true(fabs(jnum(json_array_get(un, 0), "end") - 2.5) < 1e-12);
 
     json_t *segs = json_object_get(root, "segments");
     assert_int_equal(json_array_size(segs), 2);
