@@ -29,6 +29,17 @@
 #define TIME_EPS 1e-9
 /* Used to separate two cues that would otherwise touch at one instant. */
 #define MIN_GAP 0.001
+/* How long a word of n code points can plausibly take to say: slow speech
+ * runs about 8 characters a second; the base covers one-letter words
+ * drawn out. A word timed longer than this has a silence in its time
+ * (character-count times, or an alignment that lingers in a pause). */
+#define WORD_BASE_S 0.4
+#define WORD_CHAR_S 0.12
+
+static double word_plausible(size_t width)
+{
+    return WORD_BASE_S + WORD_CHAR_S * (double)width;
+}
 
 typedef struct token {
     double start, end;
@@ -37,6 +48,22 @@ typedef struct token {
     size_t width;   /* code points */
     size_t seg;     /* index of the segment it came from */
 } token;
+
+static int too_long(const token *t)
+{
+    return t->end - t->start > word_plausible(t->width);
+}
+
+/* When a word opening a cue is spoken, and when one closing it ends. */
+static double said_start(const token *t)
+{
+    return too_long(t) ? t->end - word_plausible(t->width) : t->start;
+}
+
+static double said_end(const token *t)
+{
+    return too_long(t) ? t->start + word_plausible(t->width) : t->end;
+}
 
 typedef struct token_list {
     token *items;
@@ -468,7 +495,7 @@ int td_cues_build(const td_transcript *t, const td_cue_rules *rules, td_cue_list
             /* Segments are sentences or phrases: a lesser pause will do. */
             if (tok[last].seg != tok[last - 1].seg && gap >= rules->pause_split / 2 - TIME_EPS)
                 break;
-            if (tok[last].end - tok[first].start > rules->max_duration + TIME_EPS)
+            if (said_end(&tok[last]) - said_start(&tok[first]) > rules->max_duration + TIME_EPS)
                 break;
             fill g = fill_add(f, tok[last].width, max_w);
             if (g.lines > rules->max_lines)
@@ -482,8 +509,20 @@ int td_cues_build(const td_transcript *t, const td_cue_rules *rules, td_cue_list
             goto out_release;
         double start = tok[first].start;
         double end = tok[last - 1].end;
-        /* One word longer than max_duration (a word stretched over a
-         * silence) is still shown no longer than that. */
+        /* A cue starts when its first word is spoken and ends when its last
+         * word is: a first word timed longer than it can take to say is
+         * said at the end of its time (the silence before it went into it),
+         * a last word at the start of its time. A cue of one such word: at
+         * the end when it opens its segment, else at the start. */
+        const token *a = &tok[first], *z = &tok[last - 1];
+        int opens = first == 0 || tok[first - 1].seg != a->seg;
+        if (last - first > 1 || opens)
+            start = said_start(a);
+        if (last - first > 1 || !opens)
+            end = said_end(z);
+        /* A cue longer than max_duration (one word stretched over a
+         * silence the rules above did not see) is still shown no longer
+         * than that. */
         if (end - start > rules->max_duration)
             end = start + rules->max_duration;
         char *s = td_buf_detach(&text, NULL);

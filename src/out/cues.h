@@ -12,6 +12,14 @@
  * whole on its own line; one lasting longer than max_duration is shown for
  * max_duration.
  *
+ * Cue times follow the words: a cue starts when its first word starts and
+ * ends when its last word ends (then short cues are extended, below), so
+ * it never shows text before it is spoken nor after the pause that
+ * follows. A word timed longer than it can take to say (0.4 s + 0.12 s a
+ * code point: the silence before or after it went into its time) counts
+ * as said at the end of its time when it opens a cue, at the start when it
+ * closes one.
+ *
  * Input clean-up: word text is sanitised (td_utf8_sanitize) and split at
  * whitespace (a "word" holding a newline or several words becomes several,
  * their time shared evenly); empty words are skipped; a word made only of

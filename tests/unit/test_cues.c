@@ -456,14 +456,57 @@ static void test_long_word(void **state)
     td_cue_list_release(&l);
     td_transcript_release(&t);
 
-    /* A word stretched over 20 s is shown for max_duration. */
+    /* A word stretched over 20 s that opens its segment is said at the
+     * end of that time: shown for as long as it takes to say. */
     td_transcript_init(&t);
     tw c[] = {{3, 23, "hmm"}};
     add_seg(&t, c, 1, NULL, 0, 0);
     assert_int_equal(build(&t, &r, &l), TD_OK);
     assert_int_equal(l.count, 1);
-    assert_true(l.items[0].start == 3.0);
-    assert_true(fabs(l.items[0].end - 10.0) < 1e-9);
+    assert_true(fabs(l.items[0].start - (23 - 0.76)) < 1e-9);
+    assert_true(fabs(l.items[0].end - 23.0) < 1e-9);
+    td_cue_list_release(&l);
+    td_transcript_release(&t);
+
+    /* A segment of one word stretched past max_duration whose words are
+     * not the problem (a long word) is still cut at max_duration. */
+    td_transcript_init(&t);
+    char longw[81];
+    memset(longw, 'y', 80);
+    longw[80] = '\0';
+    tw d2[] = {{1, 0.5 + 11.0, longw}}; /* plausible: 0.4 + 9.6 s */
+    add_seg(&t, d2, 1, NULL, 0, 0);
+    assert_int_equal(build(&t, &r, &l), TD_OK);
+    assert_int_equal(l.count, 1);
+    assert_true(fabs(l.items[0].end - l.items[0].start - 7.0) < 1e-9);
+    td_cue_list_release(&l);
+    td_transcript_release(&t);
+}
+
+/* Cues follow the words' own times: a first word timed over the silence
+ * before it does not start its cue early, a last word timed over the
+ * silence after it does not keep its cue up, and a lone stretched word
+ * inside a segment is said at the start of its time. */
+static void test_cue_follows_words(void **state)
+{
+    (void)state;
+    td_cue_rules r = td_cue_rules_default();
+    td_cue_list l;
+    td_transcript t;
+    td_transcript_init(&t);
+    tw a[] = {{0, 5.0, "So"}, {5.0, 5.3, "we"}, {5.3, 5.6, "went"}, {5.6, 12.0, "home."}};
+    add_seg(&t, a, 4, NULL, 0, 0);
+    tw b[] = {{14.0, 14.3, "Then"}, {14.3, 14.6, "we"}, {14.6, 15.0, "ate."}, {16.0, 22.0, "Hmm"}};
+    add_seg(&t, b, 4, NULL, 0, 0);
+    assert_int_equal(build(&t, &r, &l), TD_OK);
+    assert_int_equal(l.count, 3);
+    assert_string_equal(l.items[0].text, "So we went home.");
+    assert_true(fabs(l.items[0].start - (5.0 - 0.64)) < 1e-9); /* "So": 0.4 + 2 x 0.12 */
+    assert_true(fabs(l.items[0].end - (5.6 + 1.0)) < 1e-9);    /* "home.": 0.4 + 5 x 0.12 */
+    assert_true(fabs(l.items[1].start - 14.0) < 1e-9 && fabs(l.items[1].end - 15.0) < 1e-9);
+    assert_string_equal(l.items[2].text, "Hmm");
+    assert_true(fabs(l.items[2].start - 16.0) < 1e-9);
+    assert_true(fabs(l.items[2].end - 16.76) < 1e-9);
     td_cue_list_release(&l);
     td_transcript_release(&t);
 }
@@ -624,6 +667,7 @@ int main(void)
         cmocka_unit_test(test_pause_split),
         cmocka_unit_test(test_balanced_breaks),
         cmocka_unit_test(test_long_word),
+        cmocka_unit_test(test_cue_follows_words),
         cmocka_unit_test(test_segments_without_words),
         cmocka_unit_test(test_min_duration),
         cmocka_unit_test(test_bad_times),
