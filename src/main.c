@@ -329,10 +329,13 @@ static int cmd_run(int argc, char **argv)
     if (sum.frames > 0)
         snprintf(frames, sizeof frames, " | %lld frames, %.1f fps", sum.frames,
                  sum.wall_seconds > 0 ? (double)sum.frames / sum.wall_seconds : 0.0);
+    char unres[64] = "";
+    if (sum.unresolved)
+        snprintf(unres, sizeof unres, " | unresolved: %zu", sum.unresolved);
     td_info("[summary] processed: %zu | skipped: %zu | failed: %zu | left: %zu | audio: %.1f s in %s wall "
-            "| %.2f audio s per wall s%s",
+            "| %.2f audio s per wall s%s%s",
             sum.processed, sum.skipped, sum.failed, sum.left, sum.audio_seconds, wall,
-            sum.wall_seconds > 0 ? sum.audio_seconds / sum.wall_seconds : 0.0, frames);
+            sum.wall_seconds > 0 ? sum.audio_seconds / sum.wall_seconds : 0.0, frames, unres);
     td_plan_release(&plan);
     if (rc) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);

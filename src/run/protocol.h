@@ -16,7 +16,7 @@
  *   START <seq> <duration s or -1> <bytes>
  *   BEAT <seq> <seconds done> [<frames done> <frames total> <fps>]
  *                                 heartbeat with progress (frames: video tasks)
- *   DONE <seq> <audio s> <video frames written> <hex language>
+ *   DONE <seq> <audio s> <video frames written> <unresolved stretches> <hex language>
  *   SKIP <seq>                    a valid .done appeared meanwhile
  *   FAIL <seq> <kind> <hex message>   kind: td_rc_name of the error
  *   FATAL <hex message>           the worker cannot work at all

@@ -66,6 +66,7 @@ typedef struct td_run_summary {
     double audio_seconds;
     double wall_seconds;
     long long frames;          /* video frames written (restore) */
+    size_t unresolved;         /* stretches whisper kept although its checks failed */
     int interrupted;           /* stopped by a signal */
 } td_run_summary;
 

@@ -721,8 +721,10 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
     if (strcmp(verb, "DONE") == 0) {
         char *end;
         double audio = strtod(args, &end);
-        long long frames = strtoll(end, NULL, 10);
+        long long frames = strtoll(end, &end, 10);
+        long long unresolved = strtoll(end, NULL, 10);
         sv->sum->processed++;
+        sv->sum->unresolved += unresolved > 0 ? (size_t)unresolved : 0;
         sv->sum->audio_seconds += audio;
         sv->sum->frames += frames > 0 ? frames : 0;
         w->processed++;

@@ -172,8 +172,13 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
             break;
         double wall = now_s() - ts;
         if (tasks[t]->needs_engine) {
-            td_info("[checkpoint] %s | %.1f s audio | %zu cues | %.1fx real time", name, res.audio_seconds,
-                    res.n_cues, wall > 0 ? res.audio_seconds / wall : 0.0);
+            char unres[48] = "";
+            if (res.n_unresolved)
+                snprintf(unres, sizeof unres, " | %zu unresolved", res.n_unresolved);
+            td_info("[checkpoint] %s | %.1f s audio | %zu cues%s | %.1fx real time", name,
+                    res.audio_seconds, res.n_cues, unres,
+                    wall > 0 ? res.audio_seconds / wall : 0.0);
+            total.n_unresolved += res.n_unresolved;
             total.audio_seconds = res.audio_seconds;
             snprintf(total.language, sizeof total.language, "%s", res.language);
         } else {
@@ -190,7 +195,8 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
     if (rc == TD_OK) {
         td_buf line;
         td_buf_init(&line, 0);
-        td_buf_printf(&line, "DONE %ld %.3f %lld ", seq, total.audio_seconds, (long long)total.frames);
+        td_buf_printf(&line, "DONE %ld %.3f %lld %zu ", seq, total.audio_seconds,
+                      (long long)total.frames, total.n_unresolved);
         td_hex_encode(total.language, strlen(total.language), &line);
         send_line(&line);
         td_buf_release(&line);

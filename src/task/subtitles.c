@@ -98,6 +98,7 @@ int td_subtitles_run(const td_scene *scene, const td_engine_ops *ops, td_engine 
         goto out;
     res->audio_seconds = (double)td_audio_position(audio) / TD_AUDIO_RATE;
     res->n_segments = transcript.n_segs;
+    res->n_unresolved = transcript.n_issues;
     snprintf(res->language, sizeof res->language, "%s", transcript.language);
     td_audio_close(&audio);
 

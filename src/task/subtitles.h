@@ -27,6 +27,7 @@ typedef struct td_subtitle_opts {
 typedef struct td_subtitle_result {
     double audio_seconds;
     size_t n_segments;
+    size_t n_unresolved;      /* stretches the engine kept although its checks failed */
     size_t n_cues;
     char language[16];
 } td_subtitle_result;

@@ -23,6 +23,7 @@ static int subtitles_run(const td_scene *scene, const td_task_config *cfg, const
     if (rc == TD_OK) {
         res->audio_seconds = r.audio_seconds;
         res->n_cues = r.n_cues;
+        res->n_unresolved = r.n_unresolved;
         snprintf(res->language, sizeof res->language, "%s", r.language);
     }
     return rc;

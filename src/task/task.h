@@ -43,6 +43,7 @@ typedef struct td_task_env {
 typedef struct td_task_result {
     double audio_seconds;           /* subtitles: audio transcribed */
     size_t n_cues;
+    size_t n_unresolved;            /* subtitles: stretches kept although checks failed */
     char language[16];
     int64_t frames;                 /* restore: frames written */
     double media_seconds;           /* restore: the scene's duration */
