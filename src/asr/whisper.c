@@ -681,7 +681,7 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
         const td_transcript_issue *is = &part.issues[i];
         double start, end;
         map_range(e, is->start, is->end, &start, &end);
-        td_log(TD_LOG_WARN, "[guard] %s at %.2f-%.2f s: still there after every temperature; "
+        td_log(TD_LOG_WARN, "[guard] %s at %.2f-%.2f s: decoding again did not clear it; "
                "kept", is->reason, start, end);
         rc = td_transcript_add_issue(out, start, end, is->reason, err);
         if (rc)

@@ -75,6 +75,7 @@
 #define TEXT_LIMIT ((size_t)1 << 20)
 #define GUARD_CAP 16              /* issues kept per window */
 #define GAP_SEEK_MIN_S 1.0        /* a gap this far into a window starts the next one */
+#define GAP_RETRIES 1             /* temperatures tried again for gaps alone */
 #define SPEECH_MAX ((size_t)1 << 20) /* speech regions looked at */
 
 /* One finished (or, at the end, unfinished) beam-search candidate:
@@ -1617,6 +1618,11 @@ typedef struct wstream {
     wattempt cur, best;
     int have_best;
     int retrying;                 /* the window is being decoded again for a guard */
+    int retries;                  /* times it was */
+    int gap_started;              /* the window starts at a gap the one before left */
+    size_t limit;                 /* its frames: the gap's (0: as many as there are) */
+    int gap_next;                 /* the next window starts at a gap ... */
+    size_t limit_next;            /* ... and holds this many frames */
 } wstream;
 
 static void attempt_release(wattempt *a)
@@ -1648,6 +1654,19 @@ static void stream_next_window(wstream *s)
     td_transcript_release(&s->best.segs);
     s->have_best = 0;
     s->retrying = 0;
+    s->retries = 0;
+    s->gap_started = s->gap_next;
+    s->limit = s->limit_next;
+    s->gap_next = 0;
+    s->limit_next = 0;
+}
+
+/* The frames of the window at seek: a window that starts at a gap holds
+ * only the gap. */
+static size_t window_size(const wstream *s, size_t content, size_t seek, size_t W)
+{
+    size_t size = content - seek < W ? content - seek : W;
+    return s->limit && s->limit < size ? s->limit : size;
 }
 
 /* The window's decode r as segments into a (emptied first), openai's way:
@@ -1909,6 +1928,10 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
         size_t gap_seek = (size_t)floor((first->start - time_offset) / frame_s + 1e-6);
         if (clean && gap_seek > seek0) {
             d->stats.guard_gap_seeks++;
+            /* the next window holds the gap alone: with the speech after it
+             * in view, Whisper tends to jump to that and drop the gap again */
+            st->gap_next = 1;
+            st->limit_next = (size_t)ceil((first->end + d->gp.word_pad_s - first->start) / frame_s);
             rc = window_commit(d, st, a, keep, 0, out, err);
             *seekp = gap_seek;
             *temp = a->temperature;
@@ -1923,9 +1946,19 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
         st->have_best = 1;
         td_transcript_release(&st->cur.segs);
     }
-    if (ti + 1 < d->o.n_temperatures) {
+    /* Gaps alone: a window that holds just the gap the window before
+     * left has had its second decode; another gap gets one more
+     * temperature. (What the VAD takes for speech is often hiss or music,
+     * which no temperature will turn into words.) */
+    int only_gaps = 1;
+    for (size_t i = 0; i < a->n_iss; i++)
+        only_gaps &= a->iss[i].reason == TD_GUARD_GAP;
+    int may_retry = ti + 1 < d->o.n_temperatures &&
+                    !(only_gaps && (st->gap_started || st->retries >= GAP_RETRIES));
+    if (may_retry) {
         d->stats.guard_redecodes++;
         st->retrying = 1;
+        st->retries++;
         *next_ti = ti + 1;
         return WIN_RETRY;
     }
@@ -2008,7 +2041,8 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
     rc = TD_OK;
     size_t seek = 0;
     while (seek < content_frames) {
-        size_t size = content_frames - seek < W ? content_frames - seek : W;
+        stream_next_window(st);
+        size_t size = window_size(st, content_frames, seek, W);
         if (!(seek == 0 && encoded0)) {
             copy_window(d, mel, n_frames, seek, size);
             int w0 = 0;
@@ -2017,7 +2051,6 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
             if (rc)
                 goto out;
         }
-        stream_next_window(st);
         d->stats.windows++;
         int ti0 = 0, skipped = 0;
         float kept_temp = 0;
@@ -2190,6 +2223,8 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             /* no text across chunks */
             sts[i].pb.n = sts[i].pb.reset_since = 0;
             sts[i].last_speech = chunks[next].offset;
+            sts[i].gap_next = 0;
+            sts[i].limit_next = 0;
             stream_next_window(&sts[i]);
             d->stats.windows++;
             if (!(next == 0 && encoded0 && w == 0)) {
@@ -2240,7 +2275,7 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             }
             const td_wchunk *c = &chunks[j->chunk];
             size_t *sk = &seek[j->chunk];
-            size_t size = c->content_frames - *sk < W ? c->content_frames - *sk : W;
+            size_t size = window_size(st, c->content_frames, *sk, W);
             double content_end = c->offset + (double)c->content_frames * HOP_LENGTH / SAMPLE_RATE;
             int silent = is_silent(o, &j->res);
             if (silent && !st->retrying) {
@@ -2279,13 +2314,13 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             if (*sk < c->content_frames) {
                 /* the rest of the chunk, from the new seek, as a window */
                 float *win = d->jwin + (size_t)i * n_mels * W;
-                size_t left = c->content_frames - *sk;
+                stream_next_window(st);
+                size_t left = window_size(st, c->content_frames, *sk, W);
                 for (size_t b = 0; b < n_mels; b++) {
                     memcpy(win + b * W, c->mel + b * W + *sk, left * sizeof *win);
                     memset(win + b * W + left, 0, (W - left) * sizeof *win);
                 }
                 again[i] = 1;
-                stream_next_window(st);
                 d->stats.windows++;
                 continue;
             }

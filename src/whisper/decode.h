@@ -29,9 +29,12 @@
  * is decoded again at the next temperature, without a prompt (a prompt is
  * what most often makes a window say the previous one again); a gap that
  * starts well inside the window instead keeps the segments before it and
- * starts the next window at the gap. What still fails once the
- * temperatures are spent is kept (the attempt with the fewest issues, the
- * lowest temperature among equals) and each issue is added to the
+ * makes the next window start at the gap and hold only the gap (with the
+ * speech after it in view, Whisper tends to skip to that). Gaps alone get
+ * one more temperature at most, and none in a window that holds a gap
+ * already: much of what a VAD takes for speech is hiss or music. What
+ * still fails is kept (the attempt with the fewest issues, the lowest
+ * temperature among equals) and each issue is added to the
  * transcript (td_transcript_add_issue) with its time range. Windows the
  * no-speech rule skipped are not checked: the model heard no speech there.
  *

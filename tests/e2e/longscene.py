@@ -19,7 +19,8 @@ the scores of a transcript of it.
         utterances, at most 30 % wrong), words emitted where nobody speaks (a
         word whose middle lies more than 1 s from every utterance), and words
         placed outside their own utterance's span (matched words whose middle
-        lies more than 0.5 s outside it).
+        lies more than 0.5 s outside it), and matched words whose time is
+        earlier than the matched word before them (out of order).
       The same figures as JSON on the last line, for scripts.
 
 Only ffmpeg and the standard library: no numpy, so it runs where the tests do.
@@ -179,7 +180,8 @@ def score(manifest, scene_json, label):
                 hyp_t.append((w["start"] + w["end"]) / 2)
     errors, ops = align(ref, hyp)
     deleted = [0] * len(utts)
-    placed_out = placed = 0
+    placed_out = placed = out_of_order = 0
+    last_t = None
     inserted_runs, run = [], []
     for op, i, j in ops:
         if op == "D":
@@ -190,6 +192,9 @@ def score(manifest, scene_json, label):
             t = hyp_t[j]
             if t < u["start"] - 0.5 or t > u["end"] + 0.5:
                 placed_out += 1
+            if last_t is not None and t < last_t - 0.01:
+                out_of_order += 1
+            last_t = t
         if op == "I":
             run.append(j)
         elif run:
@@ -209,11 +214,13 @@ def score(manifest, scene_json, label):
                        if all(t < u["start"] - 1.0 or t > u["end"] + 1.0 for u in utts))
     res = {"label": label, "words": len(ref), "errors": errors, "wer": errors / max(1, len(ref)),
            "utterances": len(utts), "lost": lost, "doubled": doubled,
-           "words_where_silent": silent_words, "placed": placed, "placed_outside": placed_out}
+           "words_where_silent": silent_words, "placed": placed, "placed_outside": placed_out,
+           "out_of_order": out_of_order}
     print(f"{label}: WER {res['wer']:.4f} ({errors} errors / {len(ref)} words), "
           f"{lost} of {len(utts)} utterances lost, {doubled} doubled, "
           f"{silent_words} words where nobody speaks, "
-          f"{placed_out} of {placed} words outside their utterance")
+          f"{placed_out} of {placed} words outside their utterance, "
+          f"{out_of_order} out of time order")
     print(json.dumps(res))
 
 

@@ -1980,6 +1980,42 @@ static void test_guard_gap_restarts_window(void **state)
     fix_free(f);
 }
 
+/* Batched: the same within a chunk; the window at the gap holds just the
+ * gap (speech only to 20 s here: 2.5 .. 20.5 s, 1800 frames). */
+static void test_guard_gap_batched(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->o.batch = 2;
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, T_WORLD, TS(f, 100));
+    int32_t tok[64];
+    int n = dense_segment(f, tok, 875);
+    add_plan(&f->ps, 250, 0, 0, tok, n);
+    fix_open(f);
+    static const td_guard_span speech[] = {{0.0, 20.0}};
+    td_wdecoder_set_speech(f->d, speech, 1);
+    chunk_set cs;
+    chunks_make(&cs, 1, 3000, 0.0);
+    td_transcript t;
+    td_error err = {0};
+    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+    assert_true(f->be.n_encode >= 2);
+    assert_int_equal(f->be.encodes[1], 250);
+    assert_true(t.n_segs >= 2);
+    expect_seg(&t, 0, 0, 2.0, "Hello world");
+    assert_true(fabs(t.segs[1].start - 2.5) < 1e-9 && fabs(t.segs[1].end - 20.0) < 1e-9);
+    /* the gap's window ended with the gap: the next one starts at 20.5 s */
+    assert_true(f->be.n_encode >= 3);
+    assert_int_equal(f->be.encodes[2], 2050);
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.guard_gap_seeks, 1);
+    td_transcript_release(&t);
+    chunks_free(&cs);
+    fix_free(f);
+}
+
 /* A segment that says the one before it again is decoded again. */
 static void test_guard_repeat_redecodes(void **state)
 {
@@ -2127,6 +2163,7 @@ int main(void)
         cmocka_unit_test(test_align_unknown_model),
         cmocka_unit_test(test_guard_sparse_redecodes),
         cmocka_unit_test(test_guard_gap_restarts_window),
+        cmocka_unit_test(test_guard_gap_batched),
         cmocka_unit_test(test_guard_repeat_redecodes),
         cmocka_unit_test(test_guard_loop_redecodes),
         cmocka_unit_test(test_guard_unresolved),
