@@ -149,7 +149,12 @@ $(O)/benchbin/%: $(O)/bench/%.o $(O)/libtapedeck.a
 $(O)/tests/%: $(O)/tests/unit/%.o $(O)/libtapedeck.a
 	@mkdir -p $(dir $@)
 	$(say) LINK $@
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS) -lcmocka
+
+# The tests that read the Whisper golden fixtures share their reader
+# (tests/unit/golden.c).
+GOLDEN_TESTS := test_whisper_golden test_vulkan_backend test_align_golden
+$(GOLDEN_TESTS:%=$(O)/tests/%): $(O)/tests/unit/golden.o
 
 setup:
 	./scripts/setup-debian.sh

@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "golden.h"
 #include "testutil.h"
 #include "util/hash.h"
 #include "asr/vad.h"
@@ -51,37 +52,6 @@
 #include "whisper/model.h"
 
 static char *fix_dir;
-
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* $TAPEDECK_FIXTURES/whisper, ./tests/fixtures/whisper, or beside the binary. */
-static char *find_fixtures(void)
-{
-    const char *env = getenv("TAPEDECK_FIXTURES");
-    if (env && *env)
-        return pathf("%s/whisper", env);
-    if (is_dir("tests/fixtures/whisper"))
-        return realpath("tests/fixtures/whisper", NULL);
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = 0;
-        char *p = pathf("%s/../../tests/fixtures/whisper", exe);
-        char *r = realpath(p, NULL);
-        free(p);
-        if (r && is_dir(r))
-            return r;
-        free(r);
-    }
-    return NULL;
-}
 
 /* ---- one set ------------------------------------------------------------ */
 
@@ -119,18 +89,15 @@ static int hexval(char c)
 static int load_set(const char *name, aset *s)
 {
     memset(s, 0, sizeof *s);
-    char *mp = pathf("%s/%s.align.json", fix_dir, name);
-    char *sp = pathf("%s/%s.json", fix_dir, name);
-    json_error_t jerr;
-    s->meta = json_load_file(mp, 0, &jerr);
+    char *mp = pathf("%s.align.json", name), *sp = pathf("%s.json", name);
+    s->meta = golden_load_json(fix_dir, mp, 1);
     free(mp);
     if (!s->meta) {
         free(sp);
         return 1;
     }
-    s->set = json_load_file(sp, 0, &jerr);
+    s->set = golden_load_json(fix_dir, sp, 0);
     free(sp);
-    assert_non_null(s->set);
     json_t *shape = json_object_get(s->meta, "shape");
     assert_int_equal(json_array_size(shape), 3);
     s->H = (int)json_integer_value(json_array_get(shape, 0));
@@ -138,14 +105,7 @@ static int load_set(const char *name, aset *s)
     s->C = (int)json_integer_value(json_array_get(shape, 2));
     assert_true(s->H > 0 && s->T > 2 && s->C == 1500);
     size_t n = (size_t)s->H * s->T * s->C;
-    s->w = malloc(n * sizeof *s->w);
-    assert_non_null(s->w);
-    char *fp = pathf("%s/%s", fix_dir, json_string_value(json_object_get(s->meta, "file")));
-    FILE *f = fopen(fp, "rb");
-    assert_non_null(f);
-    assert_int_equal(fread(s->w, sizeof *s->w, n, f), n);
-    fclose(f);
-    free(fp);
+    s->w = golden_read_f32(fix_dir, gj_str(s->meta, "file"), n);
     json_t *seq = json_object_get(s->meta, "sequence");
     assert_int_equal((int)json_array_size(seq), s->T);
     s->seq = malloc((size_t)s->T * sizeof *s->seq);
@@ -429,24 +389,17 @@ static void test_tiny_f16(void **state)
 /* ---- the CPU backend's align_weights against the reference ----------- */
 
 /* tiny-f16 regenerated from its recipe (tapedeck-mkmodel --dims tiny
- * --ftype f16 --seed 2), checked against the hash the reference read. */
+ * --ftype f16 --seed 2, as tiny-f16.json records it), checked against the
+ * hash the reference read. */
 static td_wmodel *tiny_f16_model(const aset *s, char **path)
 {
     td_error err = {0};
-    td_wmk_spec spec;
-    memset(&spec, 0, sizeof spec);
-    assert_int_equal(td_wmk_dims("tiny", &spec.hp, &err), TD_OK);
-    spec.wtype = TD_WT_F16;
-    spec.seed = 2;
     char tmpl[] = "/tmp/td-align-XXXXXX";
     assert_non_null(mkdtemp(tmpl));
     *path = pathf("%s/tiny-f16.bin", tmpl);
-    if (td_wmk_write(&spec, *path, &err) != TD_OK)
-        fail_msg("td_wmk_write: %s", err.msg);
-    char hex[TD_SHA256_HEX_LEN + 1];
-    int64_t size = 0;
-    assert_int_equal(td_sha256_file(*path, hex, &size, &err), TD_OK);
-    assert_string_equal(hex, json_string_value(json_object_get(s->meta, "model_sha256")));
+    assert_int_equal(golden_write_model(s->set, "tiny-f16", *path), 1);
+    /* the alignment reference read the same model */
+    assert_string_equal(gj_str(s->set, "model_sha256"), gj_str(s->meta, "model_sha256"));
     td_wmodel *m = NULL;
     if (td_wmodel_open(*path, &m, &err) != TD_OK)
         fail_msg("td_wmodel_open: %s", err.msg);
@@ -455,17 +408,7 @@ static td_wmodel *tiny_f16_model(const aset *s, char **path)
 
 static float *read_mel(const aset *s, int n_mels)
 {
-    const char *name = json_string_value(json_object_get(json_object_get(s->set, "mel"), "file"));
-    char *p = pathf("%s/%s", fix_dir, name);
-    size_t n = (size_t)n_mels * 3000;
-    float *mel = malloc(n * sizeof *mel);
-    assert_non_null(mel);
-    FILE *f = fopen(p, "rb");
-    assert_non_null(f);
-    assert_int_equal(fread(mel, sizeof *mel, n, f), n);
-    fclose(f);
-    free(p);
-    return mel;
+    return golden_read_f32(fix_dir, gj_str(s->set, "mel.file"), (size_t)n_mels * 3000);
 }
 
 /* align_weights of a context with this compute type; the largest
@@ -520,33 +463,6 @@ static void backend_weights(const aset *s, const td_wmodel *m, const float *mel,
         free(w);
 }
 
-/* The cached CTranslate2 tiny.en, as scripts/fetch-whisper-weights.sh
- * leaves it ($TAPEDECK_WEIGHTS_CACHE, else $XDG_CACHE_HOME or ~/.cache
- * /tapedeck/weights), or NULL. */
-static char *weights_dir(void)
-{
-    const char *cache = getenv("TAPEDECK_WEIGHTS_CACHE");
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    const char *home = getenv("HOME");
-    char *dir;
-    if (cache && *cache)
-        dir = pathf("%s/ct2/tiny.en", cache);
-    else if (xdg && *xdg)
-        dir = pathf("%s/tapedeck/weights/ct2/tiny.en", xdg);
-    else if (home && *home)
-        dir = pathf("%s/.cache/tapedeck/weights/ct2/tiny.en", home);
-    else
-        return NULL;
-    char *bin = pathf("%s/model.bin", dir), *done = pathf("%s/.complete", dir);
-    int ok = access(bin, R_OK) == 0 && access(done, F_OK) == 0;
-    free(bin);
-    free(done);
-    if (ok)
-        return dir;
-    free(dir);
-    return NULL;
-}
-
 /* Real speech: tiny.en (imported from the cache as F16, hashed against
  * the set) on jfk.wav. The backend's F32 weights give the reference's
  * words, each boundary within one frame (20 ms); int8's within five. */
@@ -558,26 +474,20 @@ static void test_cpu_align_real(void **state)
         printf("  skipped: tests/fixtures/whisper/tiny.en-real.align.json absent\n");
         skip();
     }
-    char *dir = weights_dir();
-    if (!dir) {
-        printf("  skipped: no cached tiny.en weights (scripts/fetch-whisper-weights.sh "
-               "tiny.en, or $TAPEDECK_WEIGHTS_CACHE)\n");
-        free_set(&s);
-        skip();
-    }
-    td_error err = {0};
-    td_ct2_model *cm = NULL;
-    if (td_ct2_open(dir, &cm, &err) != TD_OK)
-        fail_msg("%s: td_ct2_open: %s", dir, err.msg);
     char tmpl[] = "/tmp/td-align-XXXXXX";
     assert_non_null(mkdtemp(tmpl));
     char *path = pathf("%s/tiny.en.bin", tmpl);
-    if (td_ct2_write_ggml(cm, path, TD_WT_F16, &err) != TD_OK)
-        fail_msg("td_ct2_write_ggml: %s", err.msg);
-    td_ct2_close(cm);
-    char hex[TD_SHA256_HEX_LEN + 1];
-    assert_int_equal(td_sha256_file(path, hex, NULL, &err), TD_OK);
-    assert_string_equal(hex, json_string_value(json_object_get(s.meta, "model_sha256")));
+    if (!golden_write_model(s.set, "tiny.en-real", path)) {
+        printf("  skipped: no cached tiny.en weights (scripts/fetch-whisper-weights.sh "
+               "tiny.en, or $TAPEDECK_WEIGHTS_CACHE)\n");
+        rmdir(tmpl);
+        free(path);
+        free_set(&s);
+        skip();
+    }
+    /* the alignment reference read the same model */
+    assert_string_equal(gj_str(s.set, "model_sha256"), gj_str(s.meta, "model_sha256"));
+    td_error err = {0};
     td_wmodel *m = NULL;
     if (td_wmodel_open(path, &m, &err) != TD_OK)
         fail_msg("td_wmodel_open: %s", err.msg);
@@ -656,7 +566,6 @@ static void test_cpu_align_real(void **state)
     unlink(path);
     rmdir(tmpl);
     free(path);
-    free(dir);
     free_set(&s);
 }
 
@@ -716,7 +625,9 @@ static void test_cpu_align_weights(void **state)
  * finds it; 16 kHz mono s16 PCM) as floats, or NULL when absent. */
 static float *read_jfk(size_t *n)
 {
-    char *p = pathf("%s/../../../../shared/whisper/jfk.wav", fix_dir);
+    char *p = golden_shared_file(fix_dir, "jfk.wav");
+    if (!p)
+        return NULL;
     FILE *f = fopen(p, "rb");
     free(p);
     if (!f)
@@ -830,7 +741,7 @@ static void test_guard_real_clean(void **state)
 static int setup_all(void **state)
 {
     (void)state;
-    fix_dir = find_fixtures();
+    fix_dir = golden_fixtures_dir();
     if (!fix_dir) {
         fprintf(stderr, "test_align_golden: tests/fixtures/whisper not found (run from the repo "
                         "root or set TAPEDECK_FIXTURES)\n");

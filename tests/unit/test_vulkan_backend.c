@@ -30,6 +30,7 @@
 
 #include <cmocka.h>
 
+#include "golden.h"
 #include "testutil.h"
 
 #include <jansson.h>
@@ -75,69 +76,9 @@ static char *fix_dir, *tmp_dir;
 
 /* ------------------------------------------------------------ helpers */
 
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static void *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    void *buf = NULL;
-    long sz;
-    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc(sz > 0 ? (size_t)sz : 1);
-        if (buf && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-            free(buf);
-            buf = NULL;
-        }
-        *len = (size_t)sz;
-    }
-    fclose(f);
-    return buf;
-}
-
 static float *read_f32(const char *name, size_t count)
 {
-    char *p = pathf("%s/%s", fix_dir, name);
-    size_t len = 0;
-    float *v = slurp(p, &len);
-    if (!v)
-        fail_msg("%s: cannot read", p);
-    if (len != count * sizeof(float))
-        fail_msg("%s: %zu bytes, expected %zu", p, len, count * sizeof(float));
-    free(p);
-    return v;
-}
-
-static json_t *jget(json_t *o, const char *path)
-{
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", path);
-    json_t *cur = o;
-    for (char *save = NULL, *k = strtok_r(buf, ".", &save); k; k = strtok_r(NULL, ".", &save)) {
-        cur = json_object_get(cur, k);
-        if (!cur)
-            fail_msg("meta: no '%s'", path);
-    }
-    return cur;
-}
-
-static long long jint(json_t *o, const char *path)
-{
-    json_t *v = jget(o, path);
-    assert_true(json_is_integer(v));
-    return json_integer_value(v);
-}
-
-static const char *jstr(json_t *o, const char *path)
-{
-    json_t *v = jget(o, path);
-    assert_true(json_is_string(v));
-    return json_string_value(v);
+    return golden_read_f32(fix_dir, name, count);
 }
 
 typedef struct stats {
@@ -187,11 +128,7 @@ static stats compare_rows(const float *a, const float *b, size_t n)
 static int setup_all(void **state)
 {
     (void)state;
-    const char *env = getenv("TAPEDECK_FIXTURES");
-    if (env && *env)
-        fix_dir = pathf("%s/whisper", env);
-    else if (is_dir("tests/fixtures/whisper"))
-        fix_dir = realpath("tests/fixtures/whisper", NULL);
+    fix_dir = golden_fixtures_dir();
     if (!fix_dir) {
         fprintf(stderr, "test_vulkan_backend: run from the repo root or set TAPEDECK_FIXTURES\n");
         return -1;
@@ -225,85 +162,25 @@ typedef struct fset {
     float *mel;
 } fset;
 
-static char *weights_dir(void)
-{
-    const char *cache = getenv("TAPEDECK_WEIGHTS_CACHE");
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    const char *home = getenv("HOME");
-    char *dir;
-    if (cache && *cache)
-        dir = pathf("%s/ct2/tiny.en", cache);
-    else if (xdg && *xdg)
-        dir = pathf("%s/tapedeck/weights/ct2/tiny.en", xdg);
-    else if (home && *home)
-        dir = pathf("%s/.cache/tapedeck/weights/ct2/tiny.en", home);
-    else
-        return NULL;
-    char *bin = pathf("%s/model.bin", dir), *done = pathf("%s/.complete", dir);
-    int ok = access(bin, R_OK) == 0 && access(done, F_OK) == 0;
-    free(bin);
-    free(done);
-    if (ok)
-        return dir;
-    free(dir);
-    return NULL;
-}
-
 static int fset_load(const char *name, fset *f)
 {
     memset(f, 0, sizeof *f);
-    char *mp = pathf("%s/%s.json", fix_dir, name);
-    json_error_t jerr;
-    f->meta = json_load_file(mp, 0, &jerr);
-    if (!f->meta)
-        fail_msg("%s: %s", mp, jerr.text);
-    free(mp);
-    td_error err = {0};
+    char *file = pathf("%s.json", name);
+    f->meta = golden_load_json(fix_dir, file, 0);
+    free(file);
     f->path = pathf("%s/%s.bin", tmp_dir, name);
-    if (json_object_get(f->meta, "real")) {
-        char *dir = weights_dir();
-        if (!dir) {
-            print_message("  skipped: no cached tiny.en weights (scripts/fetch-whisper-weights.sh "
-                          "tiny.en)\n");
-            json_decref(f->meta);
-            free(f->path);
-            return 0;
-        }
-        td_ct2_model *cm = NULL;
-        if (td_ct2_open(dir, &cm, &err) != TD_OK)
-            fail_msg("%s: %s", dir, err.msg);
-        if (td_ct2_write_ggml(cm, f->path, TD_WT_F16, &err) != TD_OK)
-            fail_msg("%s: %s", dir, err.msg);
-        td_ct2_close(cm);
-        free(dir);
-    } else {
-        td_wmk_spec spec;
-        memset(&spec, 0, sizeof spec);
-        json_t *hp = jget(f->meta, "mkmodel.hparams");
-        spec.hp.n_vocab = (int32_t)jint(hp, "n_vocab");
-        spec.hp.n_audio_ctx = (int32_t)jint(hp, "n_audio_ctx");
-        spec.hp.n_audio_state = (int32_t)jint(hp, "n_audio_state");
-        spec.hp.n_audio_head = (int32_t)jint(hp, "n_audio_head");
-        spec.hp.n_audio_layer = (int32_t)jint(hp, "n_audio_layer");
-        spec.hp.n_text_ctx = (int32_t)jint(hp, "n_text_ctx");
-        spec.hp.n_text_state = (int32_t)jint(hp, "n_text_state");
-        spec.hp.n_text_head = (int32_t)jint(hp, "n_text_head");
-        spec.hp.n_text_layer = (int32_t)jint(hp, "n_text_layer");
-        spec.hp.n_mels = (int32_t)jint(hp, "n_mels");
-        spec.hp.ftype = (int32_t)jint(hp, "ftype");
-        spec.wtype = strcmp(jstr(f->meta, "mkmodel.wtype"), "f16") == 0 ? TD_WT_F16 : TD_WT_F32;
-        spec.seed = (uint64_t)jint(f->meta, "mkmodel.seed");
-        if (td_wmk_write(&spec, f->path, &err) != TD_OK)
-            fail_msg("td_wmk_write: %s", err.msg);
+    if (!golden_write_model(f->meta, name, f->path)) {
+        print_message("  skipped: no cached tiny.en weights (scripts/fetch-whisper-weights.sh "
+                      "tiny.en)\n");
+        json_decref(f->meta);
+        free(f->path);
+        memset(f, 0, sizeof *f);
+        return 0;
     }
-    char hex[TD_SHA256_HEX_LEN + 1];
-    assert_int_equal(td_sha256_file(f->path, hex, NULL, &err), TD_OK);
-    if (strcmp(hex, jstr(f->meta, "model_sha256")) != 0)
-        fail_msg("%s: the model hashes to %s, the fixtures were made from %s", name, hex,
-                 jstr(f->meta, "model_sha256"));
+    td_error err = {0};
     if (td_wmodel_open(f->path, &f->m, &err) != TD_OK)
         fail_msg("%s: %s", f->path, err.msg);
-    f->mel = read_f32(jstr(f->meta, "mel.file"), (size_t)80 * TD_WMEL_WINDOW_FRAMES);
+    f->mel = read_f32(gj_str(f->meta, "mel.file"), (size_t)80 * TD_WMEL_WINDOW_FRAMES);
     return 1;
 }
 
@@ -346,8 +223,8 @@ static void golden_set(const char *name, int real)
     td_error err = {0};
     /* sized for the greedy decoder below, and for window slot 2 of 3 and
      * KV slot 1 here (slots are not all 0) */
-    json_t *gj = jget(f.meta, "greedy");
-    int max_new = (int)jint(gj, "max_new_tokens");
+    json_t *gj = gj_get(f.meta, "greedy");
+    int max_new = (int)gj_int(gj, "max_new_tokens");
     td_wdecode_opts o;
     td_wdecode_opts_default(&o);
     o.language = td_wlang_index("en");
@@ -367,7 +244,7 @@ static void golden_set(const char *name, int real)
         fail_msg("vulkan open: %s", err.msg);
     /* greedy with timestamps through the decoding rules: HF's tokens, and
      * the CPU backend's (f32) */
-    json_t *jt = jget(gj, "tokens");
+    json_t *jt = gj_get(gj, "tokens");
     int n_ref = (int)json_array_size(jt);
     td_wwindow_result res[2];
     memset(res, 0, sizeof res);
@@ -405,8 +282,8 @@ static void golden_set(const char *name, int real)
     int win = 0;
 
     int n_ctx = f.m->hp.n_audio_ctx, d = f.m->hp.n_audio_state;
-    int step = (int)jint(f.meta, "encoder.row_step"), rows = (int)jint(f.meta, "encoder.rows");
-    float *ref = read_f32(jstr(f.meta, "encoder.file"), (size_t)rows * d);
+    int step = (int)gj_int(f.meta, "encoder.row_step"), rows = (int)gj_int(f.meta, "encoder.rows");
+    float *ref = read_f32(gj_str(f.meta, "encoder.file"), (size_t)rows * d);
     float *out = malloc((size_t)n_ctx * d * sizeof *out);
     assert_non_null(out);
     if (VK->encoder_output(b, win, out, &err) != TD_OK)
@@ -422,20 +299,20 @@ static void golden_set(const char *name, int real)
 
     /* teacher-forced logits, KV slot 1, every row */
     int nv = f.m->hp.n_vocab;
-    jt = jget(f.meta, "logits.tokens");
+    jt = gj_get(f.meta, "logits.tokens");
     int T = (int)json_array_size(jt);
     assert_true(T >= 2 && T <= 64);
     int32_t tok[64];
     for (int t = 0; t < T; t++)
         tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
-    int col_step = (int)jint(f.meta, "logits.col_step"), col_from = (int)jint(f.meta, "logits.col_from");
+    int col_step = (int)gj_int(f.meta, "logits.col_step"), col_from = (int)gj_int(f.meta, "logits.col_from");
     int *cols = malloc((size_t)nv * sizeof *cols);
     assert_non_null(cols);
     int nc = 0;
     for (int c = 0; c < nv; c++)
         if (c % col_step == 0 || c >= col_from)
             cols[nc++] = c;
-    ref = read_f32(jstr(f.meta, "logits.file"), (size_t)T * nc);
+    ref = read_f32(gj_str(f.meta, "logits.file"), (size_t)T * nc);
     float *lg = malloc((size_t)T * nv * sizeof *lg);
     assert_non_null(lg);
     /* the prompt in two calls (as decoding does: prompt, then steps) */
@@ -491,7 +368,7 @@ static void test_golden_tiny_f16(void **state)
     (void)state;
     NEED_DEVICE();
     SKIP_BIG();
-    char *real = weights_dir();
+    char *real = golden_weights_dir("tiny.en");
     if (real) {
         free(real);
         print_message("  skipped: the real tiny.en set (same shape, F16) runs instead\n");

@@ -42,6 +42,7 @@
 
 #include <cmocka.h>
 
+#include "golden.h"
 #include "testutil.h"
 
 #include <jansson.h>
@@ -142,105 +143,10 @@ static float *fix_mel;     /* [80][3000] */
 
 /* ------------------------------------------------------------ helpers */
 
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* The fixture folder: $TAPEDECK_FIXTURES, ./tests/fixtures/whisper (make
- * runs tests from the repo root), or beside the binary (O/tests/..). */
-static char *find_fixtures(void)
-{
-    const char *env = getenv("TAPEDECK_FIXTURES");
-    if (env && *env)
-        return pathf("%s/whisper", env);
-    if (is_dir("tests/fixtures/whisper"))
-        return realpath("tests/fixtures/whisper", NULL);
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = 0;
-        char *p = pathf("%s/../../tests/fixtures/whisper", exe);
-        char *r = realpath(p, NULL);
-        free(p);
-        if (r && is_dir(r))
-            return r;
-        free(r);
-    }
-    return NULL;
-}
-
-static void *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    void *buf = NULL;
-    long sz;
-    if (fseek(f, 0, SEEK_END) != 0 || (sz = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        goto out_close;
-    buf = malloc(sz > 0 ? (size_t)sz : 1);
-    if (buf && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-        free(buf);
-        buf = NULL;
-    }
-    *len = (size_t)sz;
-out_close:
-    fclose(f);
-    return buf;
-}
-
 /* A fixture float32 file that must hold exactly count values. */
 static float *read_f32(const char *name, size_t count)
 {
-    char *p = pathf("%s/%s", fix_dir, name);
-    size_t len = 0;
-    float *v = read_file(p, &len);
-    if (!v)
-        fail_msg("%s: cannot read", p);
-    if (len != count * sizeof(float))
-        fail_msg("%s: %zu bytes, expected %zu", p, len, count * sizeof(float));
-    free(p);
-    return v;
-}
-
-static json_t *jget(json_t *o, const char *path)
-{
-    /* "a.b.c" */
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", path);
-    json_t *cur = o;
-    for (char *save = NULL, *k = strtok_r(buf, ".", &save); k; k = strtok_r(NULL, ".", &save)) {
-        cur = json_object_get(cur, k);
-        if (!cur)
-            fail_msg("meta: no '%s'", path);
-    }
-    return cur;
-}
-
-static long long jint(json_t *o, const char *path)
-{
-    json_t *v = jget(o, path);
-    assert_true(json_is_integer(v));
-    return json_integer_value(v);
-}
-
-static double jnum(json_t *o, const char *path)
-{
-    json_t *v = jget(o, path);
-    assert_true(json_is_number(v));
-    return json_number_value(v);
-}
-
-static const char *jstr(json_t *o, const char *path)
-{
-    json_t *v = jget(o, path);
-    assert_true(json_is_string(v));
-    return json_string_value(v);
+    return golden_read_f32(fix_dir, name, count);
 }
 
 typedef struct stats {
@@ -269,7 +175,7 @@ static void check(const char *set, const char *what, stats s, double rel_bound, 
         print_message("  %s %s: rel L2 %.3g, max abs %.3g (bounds %.0e, %.0e; HF float32: "
                       "rel L2 %.3g, max abs %.3g)\n",
                       set, what, s.rel_l2, s.max_abs, rel_bound, abs_bound,
-                      jnum(hf32, "rel_l2"), jnum(hf32, "max_abs"));
+                      gj_num(hf32, "rel_l2"), gj_num(hf32, "max_abs"));
     else
         print_message("  %s %s: rel L2 %.3g, max abs %.3g (bounds %.0e, %.0e)\n", set, what,
                       s.rel_l2, s.max_abs, rel_bound, abs_bound);
@@ -283,7 +189,7 @@ static void check(const char *set, const char *what, stats s, double rel_bound, 
 static int setup_all(void **state)
 {
     (void)state;
-    fix_dir = find_fixtures();
+    fix_dir = golden_fixtures_dir();
     if (!fix_dir) {
         fprintf(stderr, "test_whisper_golden: tests/fixtures/whisper not found (run from the "
                         "repo root or set TAPEDECK_FIXTURES)\n");
@@ -347,12 +253,9 @@ static const float *mel_fixture(void)
 static json_t *set_meta(golden *g)
 {
     if (!g->meta) {
-        char *mp = pathf("%s/%s.json", fix_dir, g->name);
-        json_error_t jerr;
-        g->meta = json_load_file(mp, 0, &jerr);
-        if (!g->meta)
-            fail_msg("%s: %s (line %d)", mp, jerr.text, jerr.line);
-        free(mp);
+        char *file = pathf("%s.json", g->name);
+        g->meta = golden_load_json(fix_dir, file, 0);
+        free(file);
     }
     return g->meta;
 }
@@ -361,131 +264,26 @@ static json_t *set_meta(golden *g)
 static const float *set_mel(golden *g)
 {
     if (!g->mel)
-        g->mel = read_f32(jstr(set_meta(g), "mel.file"), (size_t)80 * TD_WMEL_WINDOW_FRAMES);
+        g->mel = read_f32(gj_str(set_meta(g), "mel.file"), (size_t)80 * TD_WMEL_WINDOW_FRAMES);
     return g->mel;
 }
 
-/* ../shared/whisper/NAME beside the repo (the Whisper reference data, never
- * committed), or NULL when it is not there: the caller skips. */
-static char *shared_file(const char *name)
-{
-    char *h = pathf("%s/../../../../shared/whisper/%s", fix_dir, name);
-    if (access(h, R_OK) == 0)
-        return h;
-    free(h);
-    return NULL;
-}
-
-/* The cached CTranslate2 tiny.en folder, as scripts/fetch-whisper-weights.sh
- * leaves it ($TAPEDECK_WEIGHTS_CACHE, else $XDG_CACHE_HOME or ~/.cache
- * /tapedeck/weights; .complete is written last), or NULL. */
-static char *weights_dir(void)
-{
-    const char *cache = getenv("TAPEDECK_WEIGHTS_CACHE");
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    const char *home = getenv("HOME");
-    char *dir;
-    if (cache && *cache)
-        dir = pathf("%s/ct2/tiny.en", cache);
-    else if (xdg && *xdg)
-        dir = pathf("%s/tapedeck/weights/ct2/tiny.en", xdg);
-    else if (home && *home)
-        dir = pathf("%s/.cache/tapedeck/weights/ct2/tiny.en", home);
-    else
-        return NULL;
-    char *bin = pathf("%s/model.bin", dir), *done = pathf("%s/.complete", dir);
-    int ok = access(bin, R_OK) == 0 && access(done, F_OK) == 0;
-    free(bin);
-    free(done);
-    if (ok)
-        return dir;
-    free(dir);
-    return NULL;
-}
-
-/* The real set's model: import the cached CTranslate2 tiny.en as F16 (the
- * importer is deterministic, so it must hash to what the reference read).
- * Skips the calling test, saying why once, when the weights are absent. */
-static void import_real(golden *g)
+/* The set's model file in tmp_dir (golden_write_model: regenerated, or
+ * imported from the cached tiny.en, and hashed). Skips the calling test,
+ * saying why once, when the real set's weights are absent. */
+static void write_model(golden *g)
 {
     static int told;
-    char *dir = weights_dir();
-    if (!dir) {
+    g->model_path = pathf("%s/%s.bin", tmp_dir, g->name);
+    if (!golden_write_model(g->meta, g->name, g->model_path)) {
         if (!told++)
             print_message("  skipped: no cached tiny.en weights (scripts/"
                           "fetch-whisper-weights.sh tiny.en, or $TAPEDECK_WEIGHTS_CACHE)\n");
+        free(g->model_path);
+        g->model_path = NULL;
         g->ready = 0;
         skip();
     }
-    td_error err = {0};
-    td_ct2_model *cm = NULL;
-    if (td_ct2_open(dir, &cm, &err) != TD_OK)
-        fail_msg("%s: td_ct2_open: %s", dir, err.msg);
-    g->model_path = pathf("%s/%s.bin", tmp_dir, g->name);
-    if (td_ct2_write_ggml(cm, g->model_path, TD_WT_F16, &err) != TD_OK)
-        fail_msg("%s: td_ct2_write_ggml: %s", dir, err.msg);
-    td_ct2_close(cm);
-    char hex[TD_SHA256_HEX_LEN + 1];
-    int64_t size = 0;
-    assert_int_equal(td_sha256_file(g->model_path, hex, &size, &err), TD_OK);
-    const char *want = jstr(g->meta, "model_sha256");
-    if (strcmp(hex, want) != 0) {
-        /* the weights or the importer: the source names model.bin's hash */
-        char *bin = pathf("%s/model.bin", dir);
-        char bhex[TD_SHA256_HEX_LEN + 1];
-        assert_int_equal(td_sha256_file(bin, bhex, NULL, &err), TD_OK);
-        int same_src = strstr(jstr(g->meta, "real.source"), bhex) != NULL;
-        fail_msg("%s: the imported model hashes to %s, the fixtures were made from %s: %s",
-                 g->name, hex, want,
-                 same_src ? "same model.bin, so the importer's output changed; rerun the "
-                            "oracle (tests/fixtures/whisper/README.md)"
-                          : "model.bin is not the one the fixtures were made from");
-        free(bin);
-    }
-    assert_int_equal(size, jint(g->meta, "model_bytes"));
-    free(dir);
-}
-
-/* A random set's model, regenerated from its recorded spec: it must hash
- * to what the reference read. */
-static void regenerate(golden *g)
-{
-    td_wmk_spec spec;
-    memset(&spec, 0, sizeof spec);
-    json_t *hp = jget(g->meta, "mkmodel.hparams");
-    spec.hp.n_vocab = (int32_t)jint(hp, "n_vocab");
-    spec.hp.n_audio_ctx = (int32_t)jint(hp, "n_audio_ctx");
-    spec.hp.n_audio_state = (int32_t)jint(hp, "n_audio_state");
-    spec.hp.n_audio_head = (int32_t)jint(hp, "n_audio_head");
-    spec.hp.n_audio_layer = (int32_t)jint(hp, "n_audio_layer");
-    spec.hp.n_text_ctx = (int32_t)jint(hp, "n_text_ctx");
-    spec.hp.n_text_state = (int32_t)jint(hp, "n_text_state");
-    spec.hp.n_text_head = (int32_t)jint(hp, "n_text_head");
-    spec.hp.n_text_layer = (int32_t)jint(hp, "n_text_layer");
-    spec.hp.n_mels = (int32_t)jint(hp, "n_mels");
-    spec.hp.ftype = (int32_t)jint(hp, "ftype");
-    const char *wt = jstr(g->meta, "mkmodel.wtype");
-    assert_true(strcmp(wt, "f16") == 0 || strcmp(wt, "f32") == 0);
-    spec.wtype = strcmp(wt, "f16") == 0 ? TD_WT_F16 : TD_WT_F32;
-    spec.seed = (uint64_t)jint(g->meta, "mkmodel.seed");
-    spec.header_path = NULL;
-    assert_string_equal(jstr(g->meta, "mkmodel.vocab"), "synthetic");
-
-    g->model_path = pathf("%s/%s.bin", tmp_dir, g->name);
-    td_error err = {0};
-    int rc = td_wmk_write(&spec, g->model_path, &err);
-    if (rc != TD_OK)
-        fail_msg("%s: td_wmk_write: %s", g->name, err.msg);
-    char hex[TD_SHA256_HEX_LEN + 1];
-    int64_t size = 0;
-    assert_int_equal(td_sha256_file(g->model_path, hex, &size, &err), TD_OK);
-    const char *want = jstr(g->meta, "model_sha256");
-    if (strcmp(hex, want) != 0)
-        fail_msg("%s: regenerated model (tapedeck-mkmodel %s) hashes to %s, the fixtures were "
-                 "made from %s: mkmodel's output changed; rerun "
-                 "scripts/whisper-oracle-device.sh to remake them",
-                 g->name, jstr(g->meta, "mkmodel.argv"), hex, want);
-    assert_int_equal(size, jint(g->meta, "model_bytes"));
 }
 
 /* The set's model (regenerated, or imported for the real set), checked
@@ -498,23 +296,21 @@ static golden *prepare(size_t k)
     if (g->ready < 0)
         fail_msg("%s: preparation failed earlier", g->name);
     g->ready = -1;
-    if (json_object_get(set_meta(g), "real"))
-        import_real(g);
-    else
-        regenerate(g);
+    set_meta(g);
+    write_model(g);
 
     td_error err = {0};
     if (td_wmodel_open(g->model_path, &g->m, &err) != TD_OK)
         fail_msg("%s: td_wmodel_open: %s", g->name, err.msg);
     /* the special ids the reference used are the loader's */
-    json_t *sp = jget(g->meta, "special");
-    assert_int_equal(g->m->sp.eot, jint(sp, "eot"));
-    assert_int_equal(g->m->sp.sot, jint(sp, "sot"));
-    assert_int_equal(g->m->sp.transcribe, jint(sp, "transcribe"));
-    assert_int_equal(g->m->sp.notimestamps, jint(sp, "notimestamps"));
-    assert_int_equal(g->m->sp.ts_begin, jint(sp, "ts_begin"));
-    assert_int_equal(g->m->sp.blank, jint(sp, "blank"));
-    assert_int_equal(g->m->multilingual, json_is_true(jget(g->meta, "multilingual")));
+    json_t *sp = gj_get(g->meta, "special");
+    assert_int_equal(g->m->sp.eot, gj_int(sp, "eot"));
+    assert_int_equal(g->m->sp.sot, gj_int(sp, "sot"));
+    assert_int_equal(g->m->sp.transcribe, gj_int(sp, "transcribe"));
+    assert_int_equal(g->m->sp.notimestamps, gj_int(sp, "notimestamps"));
+    assert_int_equal(g->m->sp.ts_begin, gj_int(sp, "ts_begin"));
+    assert_int_equal(g->m->sp.blank, gj_int(sp, "blank"));
+    assert_int_equal(g->m->multilingual, json_is_true(gj_get(g->meta, "multilingual")));
 
     td_wconfig cfg = {.n_threads = N_THREADS, .max_seq = 1, .max_tokens = 0,
                       .max_batch_tokens = 0, .compute = TD_WCOMPUTE_F32};
@@ -553,13 +349,13 @@ static void test_audio_fixture(void **state)
     golden *g = prepare(0);
     char *p = pathf("%s/audio.s16", fix_dir);
     size_t len = 0;
-    void *pcm = read_file(p, &len);
+    void *pcm = golden_read_file(p, &len);
     assert_non_null(pcm);
-    assert_int_equal(len, 2 * jint(g->meta, "audio.samples"));
+    assert_int_equal(len, 2 * gj_int(g->meta, "audio.samples"));
     char hex[TD_SHA256_HEX_LEN + 1];
     td_error err = {0};
     assert_int_equal(td_sha256_buf(pcm, len, hex, &err), TD_OK);
-    assert_string_equal(hex, jstr(g->meta, "audio.sha256"));
+    assert_string_equal(hex, gj_str(g->meta, "audio.sha256"));
     free(pcm);
     free(p);
 }
@@ -577,11 +373,11 @@ static void test_mel(void **state)
     td_wmk_mel_filters(n_mels, filt);
     assert_memory_equal(filt, g->m->mel_filters, (size_t)n_mels * TD_WMEL_BINS * sizeof *filt);
     print_message("  filterbank vs HF's Slaney filters: max abs %.3g\n",
-                  jnum(g->meta, "mel.hf_filters_vs_file.max_abs"));
+                  gj_num(g->meta, "mel.hf_filters_vs_file.max_abs"));
 
     char *p = pathf("%s/audio.s16", fix_dir);
     size_t len = 0;
-    int16_t *s16 = read_file(p, &len);
+    int16_t *s16 = golden_read_file(p, &len);
     assert_non_null(s16);
     size_t n = len / 2;
     assert_true(n <= TD_WMEL_WINDOW_SAMPLES);
@@ -606,7 +402,7 @@ static void test_mel(void **state)
     for (size_t i = 0; i < count; i++)
         acc(&num, &den, &mx, mel[i], ref[i]);
     check("audio", "log-mel", finish(num, den, mx), MEL_REL_L2, MEL_MAX_ABS,
-          jget(g->meta, "mel.hf_feature_extractor_vs_ref"));
+          gj_get(g->meta, "mel.hf_feature_extractor_vs_ref"));
     free(mel);
     free(pcm);
     free(s16);
@@ -623,21 +419,21 @@ static void test_mel_real(void **state)
     (void)state;
     golden *g = &sets[REAL_SET];
     json_t *meta = set_meta(g);
-    char *wav = shared_file(jstr(meta, "audio.file"));
+    char *wav = golden_shared_file(fix_dir, gj_str(meta, "audio.file"));
     if (!wav) {
         print_message("  skipped: ../shared/whisper/%s absent (the Whisper reference data)\n",
-                      jstr(meta, "audio.file"));
+                      gj_str(meta, "audio.file"));
         skip();
     }
     char hex[TD_SHA256_HEX_LEN + 1];
     td_error err = {0};
     assert_int_equal(td_sha256_file(wav, hex, NULL, &err), TD_OK);
-    if (strcmp(hex, jstr(meta, "audio.file_sha256")) != 0)
+    if (strcmp(hex, gj_str(meta, "audio.file_sha256")) != 0)
         fail_msg("%s: sha256 %s, the reference read %s", wav, hex,
-                 jstr(meta, "audio.file_sha256"));
+                 gj_str(meta, "audio.file_sha256"));
     float *samples = NULL;
     size_t n = read_wav_16k(wav, &samples);
-    assert_int_equal(n, jint(meta, "audio.samples"));
+    assert_int_equal(n, gj_int(meta, "audio.samples"));
     assert_true(n <= TD_WMEL_WINDOW_SAMPLES);
     float *pcm = calloc(TD_WMEL_WINDOW_SAMPLES, sizeof *pcm);
     assert_non_null(pcm);
@@ -658,7 +454,7 @@ static void test_mel_real(void **state)
     for (size_t i = 0; i < count; i++)
         acc(&num, &den, &mx, mel[i], ref[i]);
     check("jfk.wav", "log-mel", finish(num, den, mx), REAL_MEL_REL_L2, REAL_MEL_MAX_ABS,
-          jget(meta, "mel.hf_feature_extractor_vs_ref"));
+          gj_get(meta, "mel.hf_feature_extractor_vs_ref"));
     free(mel);
     free(filt);
     free(pcm);
@@ -673,8 +469,8 @@ static void test_model_file(void **state)
     json_t *real = json_object_get(g->meta, "real");
     print_message("  %s: %s, sha256 %.16s...\n", g->name,
                   real ? "tiny.en imported from the cached CTranslate2 model"
-                       : jstr(g->meta, "mkmodel.argv"),
-                  jstr(g->meta, "model_sha256"));
+                       : gj_str(g->meta, "mkmodel.argv"),
+                  gj_str(g->meta, "model_sha256"));
 }
 
 /* Relative L2 and max abs of a backend's last encoder output against the
@@ -682,14 +478,14 @@ static void test_model_file(void **state)
 static stats encoder_stats(golden *g, td_wbackend *b)
 {
     int n_ctx = g->m->hp.n_audio_ctx, d = g->m->hp.n_audio_state;
-    int step = (int)jint(g->meta, "encoder.row_step");
-    int rows = (int)jint(g->meta, "encoder.rows");
+    int step = (int)gj_int(g->meta, "encoder.row_step");
+    int rows = (int)gj_int(g->meta, "encoder.rows");
     assert_true(step >= 1);
     assert_int_equal(rows, (n_ctx + step - 1) / step);
-    json_t *shape = jget(g->meta, "encoder.shape");
+    json_t *shape = gj_get(g->meta, "encoder.shape");
     assert_int_equal(json_integer_value(json_array_get(shape, 0)), rows);
     assert_int_equal(json_integer_value(json_array_get(shape, 1)), d);
-    float *ref = read_f32(jstr(g->meta, "encoder.file"), (size_t)rows * (size_t)d);
+    float *ref = read_f32(gj_str(g->meta, "encoder.file"), (size_t)rows * (size_t)d);
     float *out = malloc((size_t)n_ctx * (size_t)d * sizeof *out);
     assert_non_null(out);
     td_error err = {0};
@@ -710,15 +506,15 @@ static stats encoder_stats(golden *g, td_wbackend *b)
 static stats logits_stats(golden *g, td_wbackend *b)
 {
     int nv = g->m->hp.n_vocab;
-    json_t *jt = jget(g->meta, "logits.tokens");
+    json_t *jt = gj_get(g->meta, "logits.tokens");
     int T = (int)json_array_size(jt);
     assert_true(T >= 2 && T <= 64);
     int32_t tok[64];
     for (int t = 0; t < T; t++)
         tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
     /* the stored columns: every col_step-th id, and every id from col_from */
-    int col_step = (int)jint(g->meta, "logits.col_step");
-    int col_from = (int)jint(g->meta, "logits.col_from");
+    int col_step = (int)gj_int(g->meta, "logits.col_step");
+    int col_from = (int)gj_int(g->meta, "logits.col_from");
     assert_int_equal(col_from, g->m->sp.eot);
     assert_true(col_step >= 1);
     int *cols = malloc((size_t)nv * sizeof *cols);
@@ -727,8 +523,8 @@ static stats logits_stats(golden *g, td_wbackend *b)
     for (int c = 0; c < nv; c++)
         if (c % col_step == 0 || c >= col_from)
             cols[nc++] = c;
-    assert_int_equal(nc, jint(g->meta, "logits.n_columns"));
-    float *ref = read_f32(jstr(g->meta, "logits.file"), (size_t)T * (size_t)nc);
+    assert_int_equal(nc, gj_int(g->meta, "logits.n_columns"));
+    float *ref = read_f32(gj_str(g->meta, "logits.file"), (size_t)T * (size_t)nc);
     float *lg = malloc((size_t)T * (size_t)nv * sizeof *lg);
     assert_non_null(lg);
     td_error err = {0};
@@ -752,7 +548,7 @@ static void test_encoder(void **state)
     golden *g = prepare_encoded(k);
     int real = k == REAL_SET;
     check(g->name, "encoder", encoder_stats(g, g->b), real ? REAL_ENC_REL_L2 : ENC_REL_L2,
-          real ? REAL_ENC_MAX_ABS : ENC_MAX_ABS, jget(g->meta, "hf_f32_vs_f64.encoder"));
+          real ? REAL_ENC_MAX_ABS : ENC_MAX_ABS, gj_get(g->meta, "hf_f32_vs_f64.encoder"));
 }
 
 static void test_logits(void **state)
@@ -762,7 +558,7 @@ static void test_logits(void **state)
     int real = k == REAL_SET;
     check(g->name, "logits", logits_stats(g, g->b), real ? REAL_LOGIT_REL_L2 : LOGIT_REL_L2,
           real ? REAL_LOGIT_MAX_ABS : LOGIT_MAX_ABS,
-          jget(g->meta, "hf_f32_vs_f64.logits_stored_columns"));
+          gj_get(g->meta, "hf_f32_vs_f64.logits_stored_columns"));
 }
 
 /* Greedy decoding at T = 0 with timestamps, English, at most max_new
@@ -810,11 +606,11 @@ static void test_int8(void **state)
           real ? REAL_INT8_LOGIT_MAX_ABS : INT8_LOGIT_MAX_ABS, NULL);
 
     if (real) { /* the real speech's greedy tokens, as HF's */
-        json_t *gj = jget(g->meta, "greedy");
-        json_t *gt = jget(gj, "tokens");
+        json_t *gj = gj_get(g->meta, "greedy");
+        json_t *gt = gj_get(gj, "tokens");
         int n_ref = (int)json_array_size(gt);
         td_wdecode_opts o;
-        greedy_opts(&o, (int)jint(gj, "max_new_tokens"));
+        greedy_opts(&o, (int)gj_int(gj, "max_new_tokens"));
         td_wdecoder *dec = NULL;
         if (td_wdecoder_new(g->m, &td_wbackend_cpu, b, &o, &dec, &err) != TD_OK)
             fail_msg("%s: td_wdecoder_new: %s", g->name, err.msg);
@@ -851,13 +647,13 @@ static void test_greedy(void **state)
 {
     size_t k = (size_t)(uintptr_t)*state;
     golden *g = prepare(k);
-    json_t *gj = jget(g->meta, "greedy");
-    json_t *jt = jget(gj, "tokens");
+    json_t *gj = gj_get(g->meta, "greedy");
+    json_t *jt = gj_get(gj, "tokens");
     int n_ref = (int)json_array_size(jt);
-    int max_new = (int)jint(gj, "max_new_tokens");
+    int max_new = (int)gj_int(gj, "max_new_tokens");
     assert_true(n_ref <= max_new);
     /* HF's own generate() agreed with the openai-rules loop of the oracle */
-    assert_true(json_is_true(jget(gj, "hf_generate_agrees")));
+    assert_true(json_is_true(gj_get(gj, "hf_generate_agrees")));
 
     td_wdecode_opts o;
     greedy_opts(&o, max_new);
@@ -881,7 +677,7 @@ static void test_greedy(void **state)
         want[i] = (int32_t)json_integer_value(json_array_get(jt, (size_t)i));
     print_message("  %s greedy: smallest argmax margin in the reference %.3g, timestamp-rule "
                   "margin %.3g\n",
-                  g->name, jnum(gj, "min_argmax_gap"), jnum(gj, "min_timestamp_rule_gap"));
+                  g->name, gj_num(gj, "min_argmax_gap"), gj_num(gj, "min_timestamp_rule_gap"));
     int same = n == n_ref && memcmp(res.tokens, want, (size_t)n * sizeof *want) == 0;
     json_t *steps = json_object_get(gj, "steps");
     if (!same) {
@@ -903,7 +699,7 @@ static void test_greedy(void **state)
     } else {
         print_message("  %s greedy: %d tokens identical (first %d, eot %s)\n", g->name, n,
                       n ? (int)want[0] : -1,
-                      json_is_true(jget(gj, "ended_with_eot")) ? "yes" : "no");
+                      json_is_true(gj_get(gj, "ended_with_eot")) ? "yes" : "no");
         json_t *text = json_object_get(gj, "text");
         if (json_is_string(text))
             print_message("  %s greedy text:%s\n", g->name, json_string_value(text));
@@ -921,7 +717,7 @@ static void test_suppress(void **state)
     int32_t *ids = malloc((size_t)nv * sizeof *ids);
     assert_non_null(ids);
     int n = td_wsuppress_tokens(g->m, ids, nv);
-    json_t *jt = jget(g->meta, "suppress_tokens");
+    json_t *jt = gj_get(g->meta, "suppress_tokens");
     int n_ref = (int)json_array_size(jt);
     int same = n == n_ref;
     for (int i = 0; same && i < n; i++)
@@ -968,7 +764,7 @@ static void suppress_real(const char *header, const char *dims, const int32_t *h
 {
     if (!fix_dir)
         skip();
-    char *h = shared_file(header);
+    char *h = golden_shared_file(fix_dir, header);
     if (!h) {
         print_message("  skipped: ../shared/whisper/%s absent (the Whisper reference data)\n",
                       header);
