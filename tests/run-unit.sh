@@ -1,36 +1,62 @@
 #!/bin/sh
-# run-unit.sh: run each unit-test binary (cmocka), then print one summary
-# line "N passed, N failed" counting binaries' tests as cmocka reports them.
-# Each binary's wall time follows its output ("time  NAME  S.Ss"), and the
+# run-unit.sh BIN...: run each unit-test binary (cmocka), then print one
+# summary line "N passed, N failed" counting binaries' tests as cmocka
+# reports them. Each binary's output is printed whole when it ends,
+# followed by its wall time ("time  NAME  S.Ss"); the total and the
 # slowest are listed again before the summary, so a CI log shows where the
 # time goes.
+#
+# UNIT_JOBS=N (default 1): run up to N binaries at once, in the order
+# given (the Makefile lists the longest first). Most binaries use one
+# core; the Vulkan ones on lavapipe and the CPU backend's use more.
 set -u
+
+# --one BIN DIR: run one binary, keep its output, print it whole (one
+# writer at a time), record status and milliseconds in DIR.
+if [ "${1:-}" = "--one" ]; then
+    bin=$2 dir=$3
+    name=$(basename "$bin")
+    t0=$(date +%s%N)
+    "$bin" >"$dir/$name.out" 2>&1
+    echo $? >"$dir/$name.rc"
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    echo "$ms" >"$dir/$name.ms"
+    {
+        flock 9
+        cat "$dir/$name.out"
+        printf 'time  %s  %d.%ds\n' "$name" $((ms / 1000)) $((ms % 1000 / 100))
+    } 9>"$dir/.lock"
+    exit 0
+fi
+
+jobs=${UNIT_JOBS:-1}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/tapedeck-unit.XXXXXX") || exit 1
+trap 'rm -rf "$dir"' EXIT
+t0=$(date +%s%N)
+for bin in "$@"; do printf '%s\n' "$bin"; done | xargs -P "$jobs" -I{} sh "$0" --one {} "$dir"
+wall=$(( ($(date +%s%N) - t0) / 1000000 ))
+
 passed=0
 failed=0
 failed_bins=""
 times=""
-now() { date +%s%N; }
 for bin in "$@"; do
-    t0=$(now)
-    out=$("$bin" 2>&1)
-    rc=$?
-    ms=$(( ($(now) - t0) / 1000000 ))
-    printf '%s\n' "$out"
     name=$(basename "$bin")
-    secs=$(printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)))
-    echo "time  $name  ${secs}s"
-    times="$times$ms $name
-"
-    p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
-    f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
+    out="$dir/$name.out"
+    rc=$(cat "$dir/$name.rc" 2>/dev/null || echo 1)
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out" 2>/dev/null | awk '{s+=$1} END {print s+0}')
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out" 2>/dev/null | awk '{s+=$1} END {print s+0}')
     passed=$((passed + p))
     failed=$((failed + f))
     if [ "$rc" -ne 0 ]; then
         [ "$f" -eq 0 ] && failed=$((failed + 1))
-        failed_bins="$failed_bins $(basename "$bin")"
+        failed_bins="$failed_bins $name"
     fi
+    times="$times$(cat "$dir/$name.ms" 2>/dev/null || echo 0) $name
+"
 done
-printf '%s' "$times" | awk '{ t += $1 } END { printf "unit time: %.1fs in all; slowest:\n", t / 1000 }'
+printf '%s' "$times" | awk -v wall="$wall" -v jobs="$jobs" \
+    '{ t += $1 } END { printf "unit time: %.1fs wall (%d at a time), %.1fs summed; slowest:\n", wall / 1000, jobs, t / 1000 }'
 printf '%s' "$times" | sort -rn | head -n 8 | awk '{ printf "  %6.1fs  %s\n", $1 / 1000, $2 }'
 [ -n "$failed_bins" ] && echo "failing:$failed_bins"
 echo "unit: $passed passed, $failed failed"

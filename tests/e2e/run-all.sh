@@ -1,9 +1,47 @@
 #!/bin/sh
-# run-all.sh: run every end-to-end test (tests/e2e/t_*.sh) and print one
-# closing line "e2e: N passed, N failed, N skipped".
+# run-all.sh: run every end-to-end test (tests/e2e/t_*.sh), each with its
+# wall time, and print one closing line "e2e: N passed, N failed, N
+# skipped".
+#
+# E2E_ONLY="a b": only the tests whose names contain one of the words.
+# E2E_JOBS=N (default 1): run up to N tests at once (make check runs two:
+# most tests drive one worker, one core, and wait on children, sleeps and
+# ffmpeg). Each test's output is kept until it ends and printed whole, so
+# the log stays readable. E2E_FIRST="a b": start these (the longest) first.
+# E2E_VERBOSE=1: print every test's output, not only a failing one's.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-passed=0 failed=0 skipped=0 failing=""
+
+# one NAME SCRIPT OUTDIR: run one test; its result line, and on failure the
+# tail of its output, go to OUTDIR/NAME.res; its status to OUTDIR/NAME.rc.
+if [ "${1:-}" = "--one" ]; then
+    name=$2 t=$3 dir=$4
+    t0=$(date +%s%N)
+    out=$(sh "$t" 2>&1)
+    rc=$?
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    secs=$(printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)))
+    {
+        if [ "$rc" -eq 0 ]; then
+            echo "ok    $name (${secs}s)"
+        elif [ "$rc" -eq 77 ]; then
+            echo "skip  $name (${secs}s): $(printf '%s\n' "$out" | grep '^SKIP' | head -n1)"
+        else
+            echo "FAIL  $name (${secs}s)"
+            printf '%s\n' "$out" | tail -n 40 | sed 's/^/      /'
+        fi
+        [ -n "${E2E_VERBOSE:-}" ] && printf '%s\n' "$out" | sed 's/^/      /'
+    } >"$dir/$name.res"
+    echo "$rc" >"$dir/$name.rc"
+    # print the whole block at once (one writer at a time)
+    { flock 9; cat "$dir/$name.res"; } 9>"$dir/.lock"
+    exit 0
+fi
+
+jobs=${E2E_JOBS:-1}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/tapedeck-e2e-run.XXXXXX") || exit 1
+trap 'rm -rf "$dir"' EXIT
+all=""
 for t in "$here"/t_*.sh; do
     name=$(basename "$t" .sh)
     if [ -n "${E2E_ONLY:-}" ]; then
@@ -11,20 +49,31 @@ for t in "$here"/t_*.sh; do
         for pat in $E2E_ONLY; do case "$name" in *"$pat"*) want=1 ;; esac; done
         [ "$want" -eq 1 ] || continue
     fi
-    start=$(date +%s)
-    out=$(sh "$t" 2>&1)
-    rc=$?
-    secs=$(( $(date +%s) - start ))
-    if [ "$rc" -eq 0 ]; then
-        passed=$((passed + 1)); echo "ok    $name (${secs}s)"
-    elif [ "$rc" -eq 77 ]; then
-        skipped=$((skipped + 1)); echo "skip  $name: $(printf '%s\n' "$out" | grep '^SKIP' | head -n1)"
-    else
-        failed=$((failed + 1)); failing="$failing $name"; echo "FAIL  $name (${secs}s)"
-        printf '%s\n' "$out" | tail -n 40 | sed 's/^/      /'
-    fi
-    [ -n "${E2E_VERBOSE:-}" ] && printf '%s\n' "$out" | sed 's/^/      /'
+    all="$all $name"
 done
+# the order to start them in: E2E_FIRST's, then the rest
+order=""
+for f in ${E2E_FIRST:-}; do
+    for name in $all; do [ "$name" = "$f" ] && order="$order $name"; done
+done
+for name in $all; do
+    case " $order " in *" $name "*) ;; *) order="$order $name" ;; esac
+done
+start=$(date +%s)
+for name in $order; do printf '%s\n' "$name"; done |
+    xargs -P "$jobs" -I{} sh "$0" --one {} "$here/{}.sh" "$dir"
+passed=0 failed=0 skipped=0 failing=""
+for name in $all; do
+    rc=$(cat "$dir/$name.rc" 2>/dev/null || echo 1)
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+    elif [ "$rc" -eq 77 ]; then
+        skipped=$((skipped + 1))
+    else
+        failed=$((failed + 1)); failing="$failing $name"
+    fi
+done
+echo "e2e time: $(( $(date +%s) - start ))s (${jobs} at a time)"
 [ -n "$failing" ] && echo "failing:$failing"
 echo "e2e: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
