@@ -187,13 +187,11 @@ e2e: $(O)/tapedeck
 
 # The quicker end-to-end tests again with the sanitizer build: supervisor
 # and workers under AddressSanitizer+UBSan; any report fails the test.
-# TAPEDECK_E2E_SANITIZER=1 tells a test it runs instrumented (t_whisper
-# then gives jfk.wav a narrower random model: tiny.en's dims took minutes).
 ASAN_E2E ?= cli dry_run run_basic bad_inputs always_crash devices t_whisper backend
 asan-e2e:
 	$(MAKE) SANITIZE=1 O=$(O)-asan $(O)-asan/tapedeck $(O)-asan/tapedeck-mkmodel
 	TAPEDECK_BIN=$(abspath $(O)-asan/tapedeck) E2E_ONLY="$(ASAN_E2E)" E2E_JOBS=$(E2E_JOBS) \
-	  TAPEDECK_E2E_SANITIZER=1 ./tests/e2e/run-all.sh
+	  ./tests/e2e/run-all.sh
 
 # libFuzzer over the parsers of model files (clang): short bounded runs on
 # seed corpora of small generated models: the ggml loader for FUZZ_TIME
