@@ -720,9 +720,23 @@ int td_marker_check_outputs(const td_scene *scene, const char *task, const char 
     return td_marker_check_settings(scene, task, required, n_required, NULL, state, why, why_len, err);
 }
 
+static int settings_equal(void *user, const char *had)
+{
+    const char *settings = user;
+    return !settings || (had && strcmp(had, settings) == 0);
+}
+
 int td_marker_check_settings(const td_scene *scene, const char *task, const char *const *required,
                              size_t n_required, const char *settings, enum td_marker_state *state,
                              char *why, size_t why_len, td_error *err)
+{
+    return td_marker_check_settings_fn(scene, task, required, n_required, settings_equal, (void *)settings, state,
+                                       why, why_len, err);
+}
+
+int td_marker_check_settings_fn(const td_scene *scene, const char *task, const char *const *required,
+                                size_t n_required, td_settings_accept_fn accept, void *user,
+                                enum td_marker_state *state, char *why, size_t why_len, td_error *err)
 {
     *state = TD_MARKER_NONE;
     if (why && why_len)
@@ -747,7 +761,7 @@ int td_marker_check_settings(const td_scene *scene, const char *task, const char
         have_done = true;
         if (lr == LOAD_OK && done_holds(scene, task, j, required, n_required, stale, sizeof stale)) {
             const char *had = json_string_value(json_object_get(j, "settings"));
-            if (!settings || (had && strcmp(had, settings) == 0)) {
+            if (accept(user, had)) {
                 *state = TD_MARKER_DONE;
                 goto out_free;
             }

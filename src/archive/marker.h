@@ -77,6 +77,14 @@ int td_marker_check_settings(const td_scene *scene, const char *task, const char
                              size_t n_required, const char *settings, enum td_marker_state *state,
                              char *why, size_t why_len, td_error *err);
 
+/* td_marker_check_settings where the task judges the recorded settings:
+ * accept(user, had) non-zero (had may be NULL: none recorded) means they
+ * stand for the settings asked for now. */
+typedef int (*td_settings_accept_fn)(void *user, const char *had);
+int td_marker_check_settings_fn(const td_scene *scene, const char *task, const char *const *required,
+                                size_t n_required, td_settings_accept_fn accept, void *user,
+                                enum td_marker_state *state, char *why, size_t why_len, td_error *err);
+
 typedef struct td_failed_info {
     char *reason;      /* the error message */
     char *kind;        /* td_rc_name of the error, or "crash", "stall" */

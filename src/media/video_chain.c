@@ -211,12 +211,35 @@ static void shift_kernel(double d, char *out, size_t len)
         used += (size_t)snprintf(out + used, len - used, "%s%d", k ? " " : "", w[k]);
 }
 
+/* The format frames come down from a device in, and the planar one the
+ * CPU filters take: NVDEC and VAAPI hand 8-bit 4:2:0 over as NV12, whose
+ * samples are the same as yuv420p's, only interleaved. */
+static void download(sbuf *b, const td_restore_plan *p, int *on_card)
+{
+    if (!*on_card)
+        return;
+    const char *f = p->hw_sw_fmt[0] ? p->hw_sw_fmt : "nv12";
+    if (strcmp(f, "nv12") == 0)
+        add(b, "hwdownload,format=nv12,format=yuv420p");
+    else
+        add(b, "hwdownload,format=%s", f);
+    *on_card = 0;
+}
+
 int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, td_error *err)
 {
     sbuf b = {out, len, 0, 0};
     if (len)
         out[0] = '\0';
-    if (p->deinterlace)
+    /* Frames decoded on a card stay there only for yadif_cuda, and only
+     * when no CPU step comes before it. */
+    int on_card = p->hwdec != 0;
+    int cpu_first = p->head_switch_lines > 0 || p->chroma_shift != 0;
+    if (on_card && !(p->hwdec_cuda && p->deinterlace && p->cuda && !cpu_first))
+        download(&b, p, &on_card);
+    /* setfield only tags the frames; the deinterlacers below are told
+     * the parity outright, so on the card it is left out. */
+    if (p->deinterlace && !on_card)
         add(&b, "setfield=%s", p->tff ? "tff" : "bff");
     if (p->head_switch_lines > 0)
         add(&b, "fillborders=bottom=%d:mode=fixed:color=black", p->head_switch_lines);
@@ -228,7 +251,10 @@ int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, 
         add(&b, "convolution=0m='0 0 0 0 1 0 0 0 0':1m='%s':1rdiv=0.125:1mode=row:2m='%s':2rdiv=0.125:2mode=row",
             k, k);
     }
-    if (p->deinterlace && p->cuda) {
+    if (p->deinterlace && p->cuda && on_card) {
+        add(&b, "yadif_cuda=mode=send_field:parity=%s:deint=all", p->tff ? "tff" : "bff");
+        download(&b, p, &on_card);
+    } else if (p->deinterlace && p->cuda) {
         /* yadif_cuda takes 4:2:0 and 4:4:4; 4:2:2 and 4:1:1 go up to
          * 4:4:4 (in YUV), the final format brings the target back. */
         const char *f = p->chroma_log2_w == 1 && p->chroma_log2_h == 1 ? "yuv420p" : "yuv444p";
@@ -236,6 +262,7 @@ int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, 
             p->tff ? "tff" : "bff", f);
     } else if (p->deinterlace)
         add(&b, "bwdif=mode=send_field:parity=%s:deint=all", p->tff ? "tff" : "bff");
+    download(&b, p, &on_card);
     if (p->nlmeans_s > 0 && p->opencl) {
         /* nlmeans_opencl takes 4:2:0 and 4:4:4, not 4:2:2: go through
          * 4:4:4 (YUV still; the final format brings the target back). */
@@ -258,7 +285,16 @@ int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, 
         add(&b, "cas=strength=%.2f:planes=1", p->cas);
     if (p->crop_w != 0)
         add(&b, "crop=%d:ih:(iw-%d)/2:0", p->crop_w, p->crop_w);
-    if (p->hd) {
+    if (p->hd && p->cuda_scale) {
+        /* scale_cuda resizes but knows no colour matrices: BT.601 to
+         * BT.709 on the CPU at SD size first, then up to the card (4:2:0
+         * or 4:4:4, the formats it takes) and back. */
+        const char *f = p->chroma_log2_w == 1 && p->chroma_log2_h == 1 && !(p->nlmeans_s > 0 && p->opencl)
+                            ? "yuv420p" : "yuv444p";
+        add(&b, "scale=iw:ih:in_color_matrix=bt601:out_color_matrix=bt709,format=%s,hwupload,"
+                "scale_cuda=w=%d:h=%d:interp_algo=lanczos,hwdownload,format=%s", f, p->out_w, p->out_h, f);
+        add(&b, "setsar=1");
+    } else if (p->hd) {
         add(&b, "scale=%d:%d:in_color_matrix=bt601:out_color_matrix=bt709:flags=lanczos", p->out_w, p->out_h);
         add(&b, "setsar=1");
     } else {
@@ -279,4 +315,42 @@ int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, 
     if (b.overflow)
         return td_error_set(err, TD_EINVAL, "filter chain longer than %zu bytes", len);
     return TD_OK;
+}
+
+void td_restore_placement_text(const td_restore_plan *p, char *out, size_t len)
+{
+    sbuf b = {out, len, 0, 0};
+    if (len)
+        out[0] = '\0';
+    if (p->deinterlace)
+        add(&b, "deint:%s", p->cuda ? "cuda" : "cpu");
+    if (p->nlmeans_s > 0)
+        add(&b, "nlmeans:%s", p->opencl ? "opencl" : "cpu");
+    if (p->hd)
+        add(&b, "scale:%s", p->cuda_scale ? "cuda" : "cpu");
+    if (!b.used && len > 1)
+        snprintf(out, len, "-");
+}
+
+int td_restore_fingerprint_ok(const td_restore_settings *s, const char *had)
+{
+    char want[256];
+    td_restore_settings_text(s, want, sizeof want);
+    size_t n = strlen(want);
+    if (!had || strncmp(had, want, n) != 0)
+        return 0;
+    const char *rest = had + n;
+    if (*rest == '\0') {
+        /* Written before placements were recorded: where it ran is not
+         * known, so it stands only where any placement would. */
+        return s->cuda != TD_ROPENCL_OFF && s->opencl != TD_ROPENCL_OFF;
+    }
+    if (strncmp(rest, " placed=", 8) != 0)
+        return 0;
+    rest += 8;
+    if (s->cuda == TD_ROPENCL_OFF && (strstr(rest, "deint:cuda") || strstr(rest, "scale:cuda")))
+        return 0;
+    if (s->opencl == TD_ROPENCL_OFF && strstr(rest, "nlmeans:opencl"))
+        return 0;
+    return 1;
 }

@@ -65,8 +65,8 @@ const char *td_restore_format_name(enum td_restore_format f);
 const char *td_restore_size_name(enum td_restore_size s);
 const char *td_restore_codec_name(enum td_restore_codec c);
 
-/* A canonical text of everything that changes the output ("v1 preset=vhs
- * ..."), the settings fingerprint's input; into out[len]. */
+/* A canonical text of the settings that change the output ("restore v3
+ * preset=vhs ..."), the start of the settings fingerprint; into out[len]. */
 void td_restore_settings_text(const td_restore_settings *s, char *out, size_t len);
 
 /* What the chain does, decided from settings and analysis (kept for the
@@ -83,6 +83,11 @@ typedef struct td_restore_plan {
     double nlmeans_s;         /* > 0: nlmeans strength (high quality) */
     int opencl;               /* nlmeans through OpenCL (nlmeans_opencl); set by the caller */
     int cuda;                 /* deinterlace with yadif_cuda on a CUDA device; set by the caller */
+    int cuda_scale;           /* --restore-size hd: scale_cuda on the CUDA device; set by the caller */
+    int hwdec;                /* frames arrive on a device (NVDEC or VAAPI decoding); set by the
+                               * transcode once the first frame is decoded */
+    int hwdec_cuda;           /* ... and that device is the CUDA device (yadif_cuda takes them as they are) */
+    char hw_sw_fmt[24];       /* the frames' format once downloaded ("nv12") */
     double level_gain, level_offset; /* Y' = (Y - 16) * gain + 16 + offset */
     double u_shift, v_shift;  /* added to U, V */
     double cas;               /* sharpening strength, 0 none */
@@ -99,8 +104,25 @@ void td_restore_decide(const td_restore_settings *s, const td_vanalysis *a, long
                        td_restore_plan *p);
 
 /* The libavfilter description of the plan into out[len]; TD_EINVAL if it
- * does not fit. */
+ * does not fit. Frames that arrive on a device (p->hwdec) stay there for
+ * yadif_cuda when nothing on the CPU has to come first, and are
+ * downloaded before the first CPU filter otherwise: the steps and their
+ * order are the same either way, so decoding on the card changes no
+ * output bit. */
 int td_restore_chain(const td_restore_plan *p, int ntsc, char *out, size_t len, td_error *err);
+
+/* Where the steps whose implementation changes output bits ran: " placed=
+ * deint:bwdif,denoise:cpu,scale:cpu" style, appended to the settings text
+ * to make the fingerprint (decoding is bit-exact on any decoder, so it is
+ * not in it). Only steps the plan runs are listed. */
+void td_restore_placement_text(const td_restore_plan *p, char *out, size_t len);
+
+/* Whether a fingerprint recorded in a marker (had) stands for these
+ * settings: the same settings text, and every GPU placement it records
+ * allowed by the requested policy (--restore-cuda / --restore-opencl off
+ * refuse an output made on the GPU; auto and on take either, since on a
+ * machine without the device the CPU's output is the one they get). */
+int td_restore_fingerprint_ok(const td_restore_settings *s, const char *had);
 
 #define TD_RESTORE_MAX_CHAIN 2048
 

@@ -7,7 +7,9 @@
 #include <libavfilter/avfilter.h>
 #include <libavfilter/buffersink.h>
 #include <libavfilter/buffersrc.h>
+#include <libavutil/hwcontext.h>
 #include <libavutil/opt.h>
+#include <libavutil/pixdesc.h>
 
 const char *td_averr(int code, char *buf, size_t len)
 {
@@ -16,7 +18,28 @@ const char *td_averr(int code, char *buf, size_t len)
     return buf;
 }
 
+/* libavcodec offers the formats it can decode this stream to: the
+ * device's when its hardware path takes the stream (profile, chroma
+ * format, size), else only software ones. */
+static enum AVPixelFormat pick_format(AVCodecContext *dec, const enum AVPixelFormat *fmts)
+{
+    td_vinput *in = dec->opaque;
+    for (const enum AVPixelFormat *f = fmts; *f != AV_PIX_FMT_NONE; f++)
+        if (*f == in->hw_fmt)
+            return *f;
+    const char *sw = av_get_pix_fmt_name(avcodec_default_get_format(dec, fmts));
+    snprintf(in->hw_why, sizeof in->hw_why, "the %s hardware decoder does not take this %s stream (%s, profile %d)",
+             av_hwdevice_get_type_name(((AVHWDeviceContext *)dec->hw_device_ctx->data)->type),
+             avcodec_get_name(dec->codec_id), sw ? sw : "?", dec->profile);
+    return avcodec_default_get_format(dec, fmts);
+}
+
 int td_vinput_open(const char *path, int threads, td_vinput **out, td_error *err)
+{
+    return td_vinput_open_hw(path, threads, NULL, out, err);
+}
+
+int td_vinput_open_hw(const char *path, int threads, AVBufferRef *hwdev, td_vinput **out, td_error *err)
 {
     char e[128];
     *out = NULL;
@@ -24,6 +47,7 @@ int td_vinput_open(const char *path, int threads, td_vinput **out, td_error *err
     if (!in)
         return td_error_set(err, TD_ENOMEM, "%s: out of memory", path);
     in->path = path;
+    in->hw_fmt = AV_PIX_FMT_NONE;
     /* Filters report their statistics at info level (idet, cropdetect):
      * we read them from frame metadata, not from the log. */
     if (av_log_get_level() > AV_LOG_ERROR)
@@ -81,6 +105,34 @@ int td_vinput_open(const char *path, int threads, td_vinput **out, td_error *err
     }
     in->dec->pkt_timebase = in->vst->time_base;
     in->dec->thread_count = threads;
+    if (hwdev) {
+        enum AVHWDeviceType type = ((AVHWDeviceContext *)hwdev->data)->type;
+        for (int i = 0;; i++) {
+            const AVCodecHWConfig *hc = avcodec_get_hw_config(codec, i);
+            if (!hc)
+                break;
+            if ((hc->methods & AV_CODEC_HW_CONFIG_METHOD_HW_DEVICE_CTX) && hc->device_type == type) {
+                in->hw_fmt = hc->pix_fmt;
+                break;
+            }
+        }
+        if (in->hw_fmt == AV_PIX_FMT_NONE) {
+            snprintf(in->hw_why, sizeof in->hw_why, "libavcodec has no %s decoding for %s",
+                     av_hwdevice_get_type_name(type), codec->name);
+        } else {
+            in->dec->hw_device_ctx = av_buffer_ref(hwdev);
+            if (!in->dec->hw_device_ctx) {
+                rc = td_error_set(err, TD_ENOMEM, "%s: out of memory", path);
+                goto fail;
+            }
+            in->dec->opaque = in;
+            in->dec->get_format = pick_format;
+            /* Frames the filters still hold (yadif_cuda keeps three)
+             * must not starve the decoder's surface pool. */
+            in->dec->extra_hw_frames = 8;
+            in->dec->thread_count = 1;
+        }
+    }
     /* A restored copy must not hide damage: let the decoder report what
      * it finds (and fail on it) instead of concealing it. */
     in->dec->err_recognition = AV_EF_CRCCHECK | AV_EF_BITSTREAM | AV_EF_EXPLODE;
@@ -110,6 +162,10 @@ void td_vinput_free(td_vinput **pin)
     avcodec_free_context(&in->dec);
     avformat_close_input(&in->fmt);
     av_packet_free(&in->pkt);
+    av_frame_free(&in->held);
+    for (int i = in->queue_head; i < in->queue_n; i++)
+        av_packet_free(&in->queue[i]);
+    free(in->queue);
     free(in);
     *pin = NULL;
 }
@@ -119,7 +175,7 @@ static double ts_seconds(const td_vinput *in, int64_t ts)
     return ts == AV_NOPTS_VALUE ? -1.0 : (double)ts * av_q2d(in->vst->time_base);
 }
 
-int td_vinput_read(td_vinput *in, AVFrame *frame, AVPacket **other, td_error *err)
+static int read_next(td_vinput *in, AVFrame *frame, AVPacket **other, td_error *err)
 {
     char e[128];
     for (;;) {
@@ -184,6 +240,65 @@ int td_vinput_read(td_vinput *in, AVFrame *frame, AVPacket **other, td_error *er
                                 "%s: video stream corrupt at %.2f s: %s", in->path, t,
                                 td_averr(ret, e, sizeof e));
     }
+}
+
+int td_vinput_read(td_vinput *in, AVFrame *frame, AVPacket **other, td_error *err)
+{
+    if (in->queue_head < in->queue_n) {
+        *other = in->queue[in->queue_head];
+        in->queue[in->queue_head++] = NULL;
+        return TD_VREAD_PACKET;
+    }
+    if (in->held) {
+        av_frame_move_ref(frame, in->held);
+        av_frame_free(&in->held);
+        return TD_VREAD_FRAME;
+    }
+    return read_next(in, frame, other, err);
+}
+
+int td_vinput_prime(td_vinput *in, td_error *err)
+{
+    if (in->held || in->frames > 0)
+        return TD_OK;
+    AVFrame *f = av_frame_alloc();
+    if (!f)
+        return td_error_set(err, TD_ENOMEM, "%s: out of memory", in->path);
+    for (;;) {
+        AVPacket *other = NULL;
+        int r = read_next(in, f, &other, err);
+        if (r < 0) {
+            av_frame_free(&f);
+            return r;
+        }
+        if (r == TD_VREAD_EOF) {
+            av_frame_free(&f);
+            return td_error_set(err, TD_EINPUT, "%s: the video stream has no frames", in->path);
+        }
+        if (r == TD_VREAD_FRAME)
+            break;
+        if (in->queue_n >= TD_VINPUT_MAX_QUEUE) {
+            av_packet_free(&other);
+            av_frame_free(&f);
+            return td_error_set(err, TD_EINPUT, "%s: no video frame in the first %d packets", in->path,
+                                TD_VINPUT_MAX_QUEUE);
+        }
+        if (in->queue_n % 64 == 0) {
+            AVPacket **q = realloc(in->queue, (size_t)(in->queue_n + 64) * sizeof *q);
+            if (!q) {
+                av_packet_free(&other);
+                av_frame_free(&f);
+                return td_error_set(err, TD_ENOMEM, "%s: out of memory", in->path);
+            }
+            in->queue = q;
+        }
+        in->queue[in->queue_n++] = other;
+    }
+    in->hw_used = f->hw_frames_ctx != NULL;
+    if (in->hw_fmt != AV_PIX_FMT_NONE && !in->hw_used && !in->hw_why[0])
+        snprintf(in->hw_why, sizeof in->hw_why, "the hardware decoder gave a frame in memory");
+    in->held = f;
+    return TD_OK;
 }
 
 int64_t td_vinput_frame_ticks(const td_vinput *in)
@@ -257,9 +372,14 @@ int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, cons
     if (fr.num <= 0 || fr.den <= 0)
         fr = in->vst->r_frame_rate;
     char args[512];
+    /* A primed frame says what really comes: its format (the device's,
+     * when decoded on a card) and size. */
+    const AVFrame *first = in->held;
+    int fw = first ? first->width : in->dec->width, fh = first ? first->height : in->dec->height;
+    int fmt = first ? first->format : in->dec->pix_fmt;
     snprintf(args, sizeof args,
              "video_size=%dx%d:pix_fmt=%d:time_base=%d/%d:pixel_aspect=%d/%d%s",
-             in->dec->width, in->dec->height, in->dec->pix_fmt, in->vst->time_base.num,
+             fw, fh, fmt, in->vst->time_base.num,
              in->vst->time_base.den, sar.num, sar.den, "");
     if (fr.num > 0 && fr.den > 0) {
         size_t used = strlen(args);
@@ -270,6 +390,16 @@ int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, cons
     if (ret >= 0)
         ret = avfilter_graph_create_filter(&g->sink, avfilter_get_by_name("buffersink"), "out", NULL,
                                            NULL, g->graph);
+    if (ret >= 0 && first && first->hw_frames_ctx) {
+        AVBufferSrcParameters *par = av_buffersrc_parameters_alloc();
+        if (!par) {
+            rc = td_error_set(err, TD_ENOMEM, "out of memory");
+            goto fail;
+        }
+        par->hw_frames_ctx = first->hw_frames_ctx; /* the source takes its own reference */
+        ret = av_buffersrc_parameters_set(g->src, par);
+        av_free(par);
+    }
     if (ret < 0) {
         rc = td_error_set(err, TD_EINVAL, "cannot create the filter graph's ends: %s",
                           td_averr(ret, e, sizeof e));

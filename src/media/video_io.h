@@ -8,6 +8,13 @@
  *   rejects, a frame it flags corrupt, or a read error mid-file is TD_EINPUT
  *   naming the time, never a silently patched picture.
  *
+ *   With a hardware device (td_vinput_open_hw), the decoder decodes on it
+ *   where libavcodec has a hardware path for the stream (NVDEC through
+ *   CUDA, VAAPI) and on the CPU otherwise, with the reason kept in
+ *   hw_why. td_vinput_prime decodes the first frame ahead (queueing the
+ *   other streams' packets read meanwhile), so a graph can be built for
+ *   the frames as they really come: on the card or in memory.
+ *
  *   td_vgraph: one filter graph "buffer -> DESC -> buffersink" fed with the
  *   input's frames. Frames keep their timestamps (the graph's time base
  *   is the stream's; rate-doubling filters change it, td_vgraph_time_base
@@ -37,11 +44,31 @@ typedef struct td_vinput {
     int demux_eof;
     int want_other;          /* hand out the other streams' packets */
     AVPacket *pkt;
+    /* hardware decoding (td_vinput_open_hw) */
+    enum AVPixelFormat hw_fmt;      /* the device's frame format; AV_PIX_FMT_NONE: none asked */
+    int hw_used;                    /* the primed frame came out on the device */
+    char hw_why[160];               /* why decoding is on the CPU after all ("" if it is not) */
+    /* td_vinput_prime: the first frame and the packets read before it */
+    AVFrame *held;
+    AVPacket **queue;
+    int queue_n, queue_head;
 } td_vinput;
 
 /* threads: decoder threads (0 = libavcodec's choice). */
 int td_vinput_open(const char *path, int threads, td_vinput **out, td_error *err);
+/* td_vinput_open, decoding on hwdev (an AVBufferRef of an
+ * AVHWDeviceContext, borrowed; the decoder takes its own reference) where
+ * libavcodec can for this stream; decoder threads are then 1. */
+int td_vinput_open_hw(const char *path, int threads, struct AVBufferRef *hwdev, td_vinput **out,
+                      td_error *err);
 void td_vinput_free(td_vinput **in);
+
+/* Decode the first video frame ahead; after it in->hw_used and
+ * in->hw_why say where decoding happens. TD_EINPUT if the stream has
+ * no frame. Packets of other streams read meanwhile are queued (at most
+ * TD_VINPUT_MAX_QUEUE) and handed out first by td_vinput_read. */
+#define TD_VINPUT_MAX_QUEUE 4096
+int td_vinput_prime(td_vinput *in, td_error *err);
 
 enum { TD_VREAD_EOF = 0, TD_VREAD_FRAME = 1, TD_VREAD_PACKET = 2 };
 
@@ -70,9 +97,12 @@ int td_vgraph_create(const td_vinput *in, const char *desc, int threads, td_vgra
 typedef struct td_hwdevs {
     struct AVBufferRef *opencl;
     struct AVBufferRef *cuda;
+    struct AVBufferRef *decode;  /* appended: decode on this device where libavcodec can (NULL: CPU) */
 } td_hwdevs;
 
-/* td_vgraph_create with hardware devices (hw may be NULL). */
+/* td_vgraph_create with hardware devices (hw may be NULL). A primed input
+ * whose frames come out on a device gets a graph whose source takes them
+ * as they are (its frames context). */
 int td_vgraph_create_hw(const td_vinput *in, const char *desc, int threads, const td_hwdevs *hw,
                         td_vgraph **out, td_error *err);
 void td_vgraph_free(td_vgraph **g);

@@ -12,7 +12,9 @@
 #include <libavformat/avformat.h>
 #include <libavutil/audio_fifo.h>
 #include <libavutil/hash.h>
+#include <libavutil/hwcontext.h>
 #include <libavutil/opt.h>
+#include <libavutil/pixdesc.h>
 #include <libswresample/swresample.h>
 
 #include "media/video_io.h"
@@ -625,6 +627,7 @@ int td_restore_transcode(const td_restore_job *job, td_restore_stats *st, td_err
 {
     memset(st, 0, sizeof *st);
     snprintf(st->audio_mode, sizeof st->audio_mode, "none");
+    snprintf(st->decode_on, sizeof st->decode_on, "cpu");
     ctx c;
     memset(&c, 0, sizeof c);
     c.job = job;
@@ -643,10 +646,25 @@ int td_restore_transcode(const td_restore_job *job, td_restore_stats *st, td_err
         rc = td_error_set(err, TD_ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = td_vinput_open(job->in_path, job->threads, &c.in, err)))
+    if ((rc = td_vinput_open_hw(job->in_path, job->threads, job->hw.decode, &c.in, err)))
         goto out;
     c.in->want_other = 1;
-    if ((rc = td_vgraph_create_hw(c.in, job->chain, job->threads, &job->hw, &c.g, err)))
+    if ((rc = td_vinput_prime(c.in, err)))
+        goto out;
+    td_restore_plan plan = *job->plan;
+    if (c.in->hw_used) {
+        const AVHWFramesContext *fc = (const AVHWFramesContext *)c.in->held->hw_frames_ctx->data;
+        plan.hwdec = 1;
+        plan.hwdec_cuda = fc->device_ctx->type == AV_HWDEVICE_TYPE_CUDA;
+        snprintf(plan.hw_sw_fmt, sizeof plan.hw_sw_fmt, "%s", av_get_pix_fmt_name(fc->sw_format));
+        snprintf(st->decode_on, sizeof st->decode_on, "%s", av_hwdevice_get_type_name(fc->device_ctx->type));
+    } else if (job->hw.decode) {
+        snprintf(st->decode_on, sizeof st->decode_on, "cpu (%s)", c.in->hw_why);
+    }
+    int ntsc = c.in->dec->height == 480 || c.in->dec->height == 486;
+    if ((rc = td_restore_chain(&plan, ntsc, st->chain, sizeof st->chain, err)))
+        goto out;
+    if ((rc = td_vgraph_create_hw(c.in, st->chain, job->threads, &job->hw, &c.g, err)))
         goto out;
     ret = avformat_alloc_output_context2(&c.out, NULL, job->muxer, job->out_path);
     if (ret < 0 || !c.out) {

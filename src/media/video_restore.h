@@ -29,9 +29,9 @@ typedef struct td_restore_job {
     const char *in_path;
     const char *out_path;        /* written directly: the caller makes it atomic */
     const char *muxer;           /* "mp4", "matroska", "mov" */
-    const char *chain;           /* libavfilter description */
     const td_restore_settings *settings;
-    const td_restore_plan *plan;
+    const td_restore_plan *plan;   /* the chain is made from it once the first frame shows
+                                    * where decoding happens (td_restore_chain) */
     const char *srt_path;        /* NULL: no subtitle track */
     const char *language;        /* subtitle language (ISO 639), may be NULL */
     int threads;                 /* 0: automatic */
@@ -47,6 +47,8 @@ typedef struct td_restore_stats {
     int audio_streams;
     char audio_mode[64];         /* "copy aac", "alac (from pcm_s16le)", "none" */
     char encoder[32];
+    char decode_on[200];         /* "cpu", "cuda" / "vaapi", or "cpu (why the device could not)" */
+    char chain[TD_RESTORE_MAX_CHAIN]; /* the filter chain that ran */
 } td_restore_stats;
 
 int td_restore_transcode(const td_restore_job *job, td_restore_stats *st, td_error *err);

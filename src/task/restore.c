@@ -2,11 +2,13 @@
  * checked and committed (see restore.h). */
 #include "task/restore.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,16 +61,19 @@ size_t td_restore_output_names(const td_scene *scene, const td_restore_settings 
     return 2;
 }
 
+static int fingerprint_accept(void *user, const char *had)
+{
+    return td_restore_fingerprint_ok(user, had);
+}
+
 static int restore_check(const td_scene *scene, const td_task_config *cfg, enum td_marker_state *state,
                          char *why, size_t why_len, td_error *err)
 {
     char *names[2];
     if (td_restore_output_names(scene, &cfg->restore, names) != 2)
         return td_error_set(err, TD_ENOMEM, "%s: out of memory", scene->path);
-    char settings[256];
-    td_restore_settings_text(&cfg->restore, settings, sizeof settings);
-    int rc = td_marker_check_settings(scene, TD_TASK_RESTORE, (const char *const *)names, 2, settings, state,
-                                      why, why_len, err);
+    int rc = td_marker_check_settings_fn(scene, TD_TASK_RESTORE, (const char *const *)names, 2, fingerprint_accept,
+                                         (void *)&cfg->restore, state, why, why_len, err);
     free(names[0]);
     free(names[1]);
     return rc;
@@ -182,6 +187,67 @@ static json_t *plan_json(const td_restore_plan *p, const char *chain)
                      "size", p->hd ? "1440x1080" : "sd", "filter_chain", chain);
 }
 
+/* Append one clause to the scene's note (the worker logs it). */
+static void note_add(td_task_result *res, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note_add(td_task_result *res, const char *fmt, ...)
+{
+    size_t used = strlen(res->note);
+    if (used + 3 >= sizeof res->note)
+        return;
+    if (used) {
+        memcpy(res->note + used, "; ", 3);
+        used += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->note + used, sizeof res->note - used, fmt, ap);
+    va_end(ap);
+}
+
+/* Why no OpenCL device came, as precisely as the machine shows: the ICD
+ * loader finds platforms through the .icd files of one folder, and a
+ * driver library present without its .icd (as on some container images)
+ * is never loaded. */
+static void td_opencl_why(const char *averr, int gpu_only, int nvidia, char *out, size_t len)
+{
+    const char *dir = getenv("OCL_ICD_VENDORS");
+    if (!dir || !*dir)
+        dir = "/etc/OpenCL/vendors";
+    char icds[160] = "";
+    int have_nvidia = 0, n = 0;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            size_t l = strlen(e->d_name);
+            if (l < 5 || strcmp(e->d_name + l - 4, ".icd") != 0)
+                continue;
+            size_t u = strlen(icds);
+            snprintf(icds + u, sizeof icds - u, "%s%s", n++ ? " " : "", e->d_name);
+            have_nvidia |= strncmp(e->d_name, "nvidia", 6) == 0;
+        }
+        closedir(d);
+    }
+    size_t u = (size_t)snprintf(out, len, "%s%s; %s %s", averr, gpu_only ? ", no GPU device" : "", dir,
+                                !d ? "missing" : n ? "lists" : "lists no .icd file");
+    if (u < len && n)
+        u += (size_t)snprintf(out + u, len - u, " %s", icds);
+    if (nvidia && !have_nvidia && u < len) {
+        static const char *const libdirs[] = {"/usr/lib/x86_64-linux-gnu", "/usr/local/nvidia/lib64",
+                                              "/usr/local/nvidia/lib", "/usr/lib64", "/usr/lib"};
+        for (size_t i = 0; i < sizeof libdirs / sizeof libdirs[0]; i++) {
+            char path[256];
+            snprintf(path, sizeof path, "%s/libnvidia-opencl.so.1", libdirs[i]);
+            if (access(path, R_OK) == 0) {
+                snprintf(out + u, len - u, "; no nvidia.icd although %s exists: OCL_ICD_VENDORS can name a "
+                         "folder whose nvidia.icd holds that path", path);
+                return;
+            }
+        }
+        snprintf(out + u, len - u, "; no nvidia.icd and no libnvidia-opencl.so.1");
+    }
+}
+
 static int restore_run(const td_scene *scene, const td_task_config *cfg, const td_task_env *env,
                        td_progress_fn progress, void *user, td_task_result *res, td_error *err)
 {
@@ -208,11 +274,14 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
                   : a.duration > 0 && a.fps > 0 ? (long)(a.duration * a.fps) : (long)a.frames_analyzed;
     td_restore_plan plan;
     td_restore_decide(s, &a, frames, &plan);
-    char chain[TD_RESTORE_MAX_CHAIN];
-    int ntsc = a.height == 480 || a.height == 486;
-    rc = td_restore_chain(&plan, ntsc, chain, sizeof chain, err);
-    if (rc)
-        goto out;
+    {
+        /* The chain is made again by the transcode once it knows where
+         * frames are decoded; this one only proves the plan makes one. */
+        char chain[TD_RESTORE_MAX_CHAIN];
+        rc = td_restore_chain(&plan, a.height == 480 || a.height == 486, chain, sizeof chain, err);
+        if (rc)
+            goto out;
+    }
     if (srt && access(srt, R_OK) != 0) {
         rc = td_error_errno(err, TD_EIO, errno, "%s: no subtitles to mux in", srt);
         goto out;
@@ -223,64 +292,95 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
         goto out;
     }
     td_restore_job job = {
-        .in_path = scene->path, .out_path = tmp, .muxer = muxer_of(s->format), .chain = chain, .settings = s,
+        .in_path = scene->path, .out_path = tmp, .muxer = muxer_of(s->format), .settings = s,
         .plan = &plan, .srt_path = srt, .threads = cfg->threads,
         .desync_ms = td_fault_wants("desync", "restore-mux", scene->path) ? 200 : 0,
         .progress = on_frames, .user = &b,
     };
-    /* nlmeans on the worker's OpenCL device when there is one (a GPU
-     * worker sees only its own card); the CPU filter is the reference and
-     * the fallback, and the reason goes in the log and the report. */
-    char denoise_on[300] = "cpu", deinterlace_on[300] = "cpu";
+    /* The worker's own card where the settings ask for it: NVDEC decoding,
+     * yadif_cuda and scale_cuda on CUDA, nlmeans on OpenCL (a GPU worker
+     * sees only its own card). The CPU's filters are the reference and
+     * the fallback; each fallback's reason goes in the log and the
+     * report. */
+    char denoise_on[400] = "cpu", deinterlace_on[300] = "cpu", scale_on[300] = "cpu", cuda_why[160] = "";
+    if (!plan.deinterlace)
+        snprintf(deinterlace_on, sizeof deinterlace_on, "none");
+    if (!plan.hd)
+        snprintf(scale_on, sizeof scale_on, "none");
     int gpu_worker = cfg->device && strcmp(cfg->device, "cpu") != 0;
     int nvidia = cfg->vendor && strcmp(cfg->vendor, "nvidia") == 0;
-    if (plan.deinterlace && (s->cuda == TD_ROPENCL_ON || (s->cuda == TD_ROPENCL_AUTO && nvidia))) {
+    if (s->cuda == TD_ROPENCL_ON || (s->cuda == TD_ROPENCL_AUTO && nvidia)) {
         int ret = av_hwdevice_ctx_create(&cuda, AV_HWDEVICE_TYPE_CUDA, NULL, NULL, 0);
         if (ret < 0) {
             char e[128];
-            snprintf(res->note, sizeof res->note, "CUDA unavailable (%s): bwdif on the CPU", td_averr(ret, e, sizeof e));
-            snprintf(deinterlace_on, sizeof deinterlace_on, "cpu (%s)", res->note);
+            note_add(res, "CUDA unavailable (%s): decoding%s%s on the CPU", td_averr(ret, e, sizeof e),
+                     plan.deinterlace ? ", bwdif" : "", plan.hd ? ", scale" : "");
+            snprintf(cuda_why, sizeof cuda_why, "CUDA unavailable: %s", e);
+            if (plan.deinterlace)
+                snprintf(deinterlace_on, sizeof deinterlace_on, "cpu (%s)", cuda_why);
+            if (plan.hd)
+                snprintf(scale_on, sizeof scale_on, "cpu (%s)", cuda_why);
         } else {
-            plan.cuda = 1;
-            snprintf(deinterlace_on, sizeof deinterlace_on, "cuda (yadif_cuda)");
             job.hw.cuda = cuda;
+            job.hw.decode = cuda;
+            plan.cuda = plan.deinterlace;
+            plan.cuda_scale = plan.hd;
         }
     }
     if (plan.nlmeans_s > 0 && (s->opencl == TD_ROPENCL_ON || (s->opencl == TD_ROPENCL_AUTO && gpu_worker))) {
-        int ret = av_hwdevice_ctx_create(&hw, AV_HWDEVICE_TYPE_OPENCL, NULL, NULL, 0);
+        /* A GPU worker takes a GPU device only: PoCL on the CPU beside a
+         * card's driver would otherwise come first. */
+        AVDictionary *o = NULL;
+        int ret = s->opencl == TD_ROPENCL_AUTO ? av_dict_set(&o, "device_type", "gpu", 0) : 0;
+        if (ret >= 0)
+            ret = av_hwdevice_ctx_create(&hw, AV_HWDEVICE_TYPE_OPENCL, NULL, o, 0);
+        av_dict_free(&o);
         if (ret < 0) {
-            char e[128];
-            size_t used = strlen(res->note);
-            snprintf(res->note + used, sizeof res->note - used, "%sOpenCL unavailable (%s): nlmeans on the CPU",
-                     used ? "; " : "", td_averr(ret, e, sizeof e));
-            snprintf(denoise_on, sizeof denoise_on, "cpu (%s)", res->note + used + (used ? 2 : 0));
+            char e[128], why[300];
+            td_opencl_why(td_averr(ret, e, sizeof e), s->opencl == TD_ROPENCL_AUTO, nvidia, why, sizeof why);
+            note_add(res, "OpenCL unavailable (%s): nlmeans on the CPU", why);
+            snprintf(denoise_on, sizeof denoise_on, "cpu (OpenCL unavailable: %s)", why);
         } else {
             plan.opencl = 1;
-            snprintf(denoise_on, sizeof denoise_on, "opencl");
             job.hw.opencl = hw;
         }
     }
-    if ((plan.opencl || plan.cuda) && (rc = td_restore_chain(&plan, ntsc, chain, sizeof chain, err)))
-        goto out;
     td_restore_stats st;
     b.total = frames > 0 ? frames : 1;
     b.t0 = mono_now();
     rc = td_restore_transcode(&job, &st, err);
-    if (rc == TD_EINVAL && (plan.opencl || plan.cuda)) {
-        /* The hardware graph would not configure: once more on the CPU. */
-        snprintf(res->note, sizeof res->note, "GPU filters failed (%.180s): CPU filters instead", err->msg);
+    int on_gpu = plan.opencl || plan.cuda || plan.cuda_scale || job.hw.decode;
+    if (on_gpu && (rc == TD_EINVAL || (rc == TD_EINPUT && strcmp(st.decode_on, "cpu") != 0))) {
+        /* The hardware graph would not configure, or the card's decoder
+         * failed: once more on the CPU (a stream that is really damaged
+         * then fails there with its own reason). */
+        note_add(res, "GPU path failed (%.200s): CPU instead", err->msg);
         if (plan.opencl)
-            snprintf(denoise_on, sizeof denoise_on, "cpu (%s)", res->note);
+            snprintf(denoise_on, sizeof denoise_on, "cpu (GPU path failed: %.200s)", err->msg);
         if (plan.cuda)
-            snprintf(deinterlace_on, sizeof deinterlace_on, "cpu (%s)", res->note);
-        plan.opencl = plan.cuda = 0;
-        job.hw.opencl = job.hw.cuda = NULL;
-        if ((rc = td_restore_chain(&plan, ntsc, chain, sizeof chain, err)))
-            goto out;
+            snprintf(deinterlace_on, sizeof deinterlace_on, "cpu (GPU path failed: %.200s)", err->msg);
+        if (plan.cuda_scale)
+            snprintf(scale_on, sizeof scale_on, "cpu (GPU path failed: %.200s)", err->msg);
+        plan.opencl = plan.cuda = plan.cuda_scale = 0;
+        job.hw.opencl = job.hw.cuda = job.hw.decode = NULL;
+        td_error_clear(err);
         rc = td_restore_transcode(&job, &st, err);
+        if (!rc && strcmp(st.decode_on, "cpu") == 0 && cuda)
+            snprintf(st.decode_on, sizeof st.decode_on, "cpu (GPU path failed)");
     }
     if (rc)
         goto out;
+    if (plan.cuda)
+        snprintf(deinterlace_on, sizeof deinterlace_on, "cuda (yadif_cuda)");
+    if (plan.cuda_scale)
+        snprintf(scale_on, sizeof scale_on, "cuda (scale_cuda)");
+    if (plan.opencl)
+        snprintf(denoise_on, sizeof denoise_on, "opencl (nlmeans_opencl%s)",
+                 s->opencl == TD_ROPENCL_AUTO ? ", GPU device" : "");
+    if (cuda_why[0] && strcmp(st.decode_on, "cpu") == 0)
+        snprintf(st.decode_on, sizeof st.decode_on, "cpu (%s)", cuda_why);
+    else if (strncmp(st.decode_on, "cpu (", 5) == 0)
+        note_add(res, "decoding on the CPU: %s", st.decode_on + 5);
     td_selfcheck chk;
     rc = td_restore_selfcheck(scene->path, tmp, &chk, err);
     if (rc)
@@ -294,15 +394,19 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
         goto out;
     tmp[0] = '\0';
 
-    char settings[256];
+    char settings[512], placed[128];
     td_restore_settings_text(s, settings, sizeof settings);
-    doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:b,s:s,s:s},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
+    td_restore_placement_text(&plan, placed, sizeof placed);
+    size_t used = strlen(settings);
+    snprintf(settings + used, sizeof settings - used, " placed=%s", placed);
+    const char *chain = st.chain;
+    doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:b,s:s,s:s,s:s,s:s},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
                     "s:{s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:s,s:s}}",
                     "version", 1, "scene", scene->name, "settings", settings, "analysis", analysis_json(&a),
                     "decisions", plan_json(&plan, chain),
                     "output", "file", strrchr(media, '/') ? strrchr(media, '/') + 1 : media, "encoder", st.encoder,
-                    "audio", st.audio_mode, "subtitles", srt != NULL, "denoise_on", denoise_on,
-                    "deinterlace_on", deinterlace_on,
+                    "audio", st.audio_mode, "subtitles", srt != NULL, "decode_on", st.decode_on, "denoise_on", denoise_on,
+                    "deinterlace_on", deinterlace_on, "scale_on", scale_on,
                     "speed", "frames_in", (json_int_t)st.frames_in, "frames_out", (json_int_t)st.frames_out,
                     "seconds", st.seconds_total, "decode_s", st.seconds_decode, "filter_s", st.seconds_filter,
                     "encode_s", st.seconds_encode, "fps", st.seconds_total > 0 ? st.frames_out / st.seconds_total : 0.0,

@@ -24,7 +24,7 @@ cp "$A/scene.mkv" "$B/scene.mkv"
 "$TD" run "$A" --task restore --restore-quality high --restore-opencl on --restore-format archive --no-progress \
     >"$T/log" 2>&1 || { cat "$T/log"; fail "OpenCL run failed"; }
 on=$(json_get "$A/scene.restore.json" "d['output']['denoise_on']")
-[ "$on" = opencl ] || { cat "$T/log"; fail "denoise ran on '$on', expected opencl"; }
+case "$on" in opencl*) ;; *) cat "$T/log"; fail "denoise ran on '$on', expected opencl" ;; esac
 grep -q 'nlmeans_opencl' "$A/scene.restore.json" || fail "no nlmeans_opencl in the chain"
 
 "$TD" run "$B" --task restore --restore-quality high --restore-opencl off --restore-format archive --no-progress \

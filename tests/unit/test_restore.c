@@ -370,6 +370,135 @@ static void test_decide_presets_and_guards(void **state)
     assert_int_equal(td_restore_chain(&p, 1, chain, 64, &err), TD_EINVAL);
 }
 
+/* GPU placements: frames decoded on a card stay there for yadif_cuda
+ * only when no CPU step comes first, and the CPU part of the chain is the
+ * same as without the card, so decoding there changes no output bit. */
+static void test_chain_gpu(void **state)
+{
+    (void)state;
+    td_restore_settings s;
+    td_restore_settings_default(&s);
+    td_vanalysis a = sd_analysis();
+    td_restore_plan p;
+    char sw[TD_RESTORE_MAX_CHAIN], hw[TD_RESTORE_MAX_CHAIN], want[TD_RESTORE_MAX_CHAIN + 64];
+    td_error err = {0};
+
+    /* Analog faults (head switching, chroma delay): down first. */
+    td_restore_decide(&s, &a, 300, &p);
+    p.cuda = 1;
+    assert_int_equal(td_restore_chain(&p, 1, sw, sizeof sw, &err), TD_OK);
+    p.hwdec = p.hwdec_cuda = 1;
+    snprintf(p.hw_sw_fmt, sizeof p.hw_sw_fmt, "nv12");
+    assert_int_equal(td_restore_chain(&p, 1, hw, sizeof hw, &err), TD_OK);
+    snprintf(want, sizeof want, "hwdownload,format=nv12,format=yuv420p,%s", sw);
+    assert_string_equal(hw, want);
+    assert_non_null(strstr(hw, "fillborders=bottom=6"));
+    assert_non_null(strstr(hw, "hwupload,yadif_cuda=mode=send_field:parity=tff"));
+    assert_chain_parses(hw);
+
+    /* DV (no analog fixes): straight from the decoder into yadif_cuda, no
+     * setfield on the card; after the download the same as with the CPU
+     * decoding. */
+    s.preset = TD_PRESET_DV;
+    a.tff = 0;
+    td_restore_decide(&s, &a, 300, &p);
+    p.cuda = 1;
+    assert_int_equal(td_restore_chain(&p, 1, sw, sizeof sw, &err), TD_OK);
+    p.hwdec = p.hwdec_cuda = 1;
+    snprintf(p.hw_sw_fmt, sizeof p.hw_sw_fmt, "nv12");
+    assert_int_equal(td_restore_chain(&p, 1, hw, sizeof hw, &err), TD_OK);
+    const char *lead = "yadif_cuda=mode=send_field:parity=bff:deint=all,hwdownload,format=nv12,format=yuv420p,hqdn3d";
+    assert_memory_equal(hw, lead, strlen(lead));
+    assert_null(strstr(hw, "setfield"));
+    assert_null(strstr(hw, "hwupload"));
+    const char *tail_sw = strstr(sw, ",hqdn3d"), *tail_hw = strstr(hw, ",hqdn3d");
+    assert_non_null(tail_sw);
+    assert_non_null(tail_hw);
+    assert_string_equal(tail_sw, tail_hw);
+    assert_chain_parses(hw);
+
+    /* Frames from VAAPI (or NVDEC without yadif_cuda): down first, then
+     * the CPU's chain unchanged. */
+    p.cuda = 0;
+    p.hwdec_cuda = 0;
+    assert_int_equal(td_restore_chain(&p, 1, hw, sizeof hw, &err), TD_OK);
+    p.hwdec = 0;
+    assert_int_equal(td_restore_chain(&p, 1, sw, sizeof sw, &err), TD_OK);
+    snprintf(want, sizeof want, "hwdownload,format=nv12,format=yuv420p,%s", sw);
+    assert_string_equal(hw, want);
+    assert_non_null(strstr(hw, "bwdif"));
+
+    /* HD with scale_cuda: the BT.601 -> BT.709 matrix on the CPU at SD,
+     * the resize on the card. */
+    s.size = TD_RSIZE_HD;
+    td_restore_decide(&s, &a, 300, &p);
+    p.cuda_scale = 1;
+    assert_int_equal(td_restore_chain(&p, 1, hw, sizeof hw, &err), TD_OK);
+    assert_non_null(strstr(hw, "scale=iw:ih:in_color_matrix=bt601:out_color_matrix=bt709,format=yuv444p,hwupload,"
+                               "scale_cuda=w=1440:h=1080:interp_algo=lanczos,hwdownload"));
+    assert_null(strstr(hw, "flags=lanczos"));
+    assert_chain_parses(hw);
+    snprintf(a.pix_fmt, sizeof a.pix_fmt, "yuv420p");
+    td_restore_decide(&s, &a, 300, &p);
+    p.cuda_scale = 1;
+    assert_int_equal(td_restore_chain(&p, 1, hw, sizeof hw, &err), TD_OK);
+    assert_non_null(strstr(hw, "bt709,format=yuv420p,hwupload,scale_cuda"));
+}
+
+static void test_fingerprint(void **state)
+{
+    (void)state;
+    td_restore_settings s;
+    td_restore_settings_default(&s);
+    td_vanalysis a = sd_analysis();
+    td_restore_plan p;
+    char placed[128], base[256], had[512];
+
+    td_restore_decide(&s, &a, 300, &p);
+    td_restore_placement_text(&p, placed, sizeof placed);
+    assert_string_equal(placed, "deint:cpu");
+    a.interlaced = 0;
+    td_restore_decide(&s, &a, 300, &p);
+    td_restore_placement_text(&p, placed, sizeof placed);
+    assert_string_equal(placed, "-");
+    a.interlaced = 1;
+    s.quality = TD_QUALITY_HIGH;
+    s.size = TD_RSIZE_HD;
+    td_restore_decide(&s, &a, 300, &p);
+    p.cuda = p.cuda_scale = p.opencl = 1;
+    td_restore_placement_text(&p, placed, sizeof placed);
+    assert_string_equal(placed, "deint:cuda,nlmeans:opencl,scale:cuda");
+
+    td_restore_settings_text(&s, base, sizeof base);
+    snprintf(had, sizeof had, "%s placed=%s", base, placed);
+    /* auto and on take what the card made; off does not. */
+    assert_true(td_restore_fingerprint_ok(&s, had));
+    s.cuda = TD_ROPENCL_ON;
+    assert_true(td_restore_fingerprint_ok(&s, had));
+    s.cuda = TD_ROPENCL_OFF;
+    assert_false(td_restore_fingerprint_ok(&s, had));
+    s.cuda = TD_ROPENCL_AUTO;
+    s.opencl = TD_ROPENCL_OFF;
+    assert_false(td_restore_fingerprint_ok(&s, had));
+    /* What the CPU made stands for any policy. */
+    snprintf(had, sizeof had, "%s placed=deint:cpu,nlmeans:cpu,scale:cpu", base);
+    assert_true(td_restore_fingerprint_ok(&s, had));
+    s.cuda = TD_ROPENCL_OFF;
+    assert_true(td_restore_fingerprint_ok(&s, had));
+    /* A marker from before placements were recorded: only where any
+     * placement would do. */
+    assert_false(td_restore_fingerprint_ok(&s, base));
+    s.cuda = s.opencl = TD_ROPENCL_AUTO;
+    assert_true(td_restore_fingerprint_ok(&s, base));
+    /* Other settings, or something else after them: not ours. */
+    s.preset = TD_PRESET_VHS;
+    assert_false(td_restore_fingerprint_ok(&s, had));
+    s.preset = TD_PRESET_AUTO;
+    snprintf(had, sizeof had, "%s crf=3", base);
+    assert_false(td_restore_fingerprint_ok(&s, had));
+    assert_false(td_restore_fingerprint_ok(&s, NULL));
+}
+
 static void test_settings_text(void **state)
 {
     (void)state;
@@ -524,6 +653,17 @@ static void test_marker_settings(void **state)
     cfg.restore.format = TD_RFORMAT_ARCHIVE;
     assert_int_equal(td_task_restore.check(&scene, &cfg, &st, why, sizeof why, &err), TD_OK);
     assert_int_equal(st, TD_MARKER_STALE);
+    /* Made on the card: stands for auto, redone under --restore-opencl off. */
+    char placed[300];
+    snprintf(placed, sizeof placed, "%s placed=deint:cpu,nlmeans:opencl", text);
+    info.settings = placed;
+    assert_int_equal(td_marker_write_done(&scene, &info, &err), TD_OK);
+    cfg.restore = s;
+    assert_int_equal(td_task_restore.check(&scene, &cfg, &st, why, sizeof why, &err), TD_OK);
+    assert_int_equal(st, TD_MARKER_DONE);
+    cfg.restore.opencl = TD_ROPENCL_OFF;
+    assert_int_equal(td_task_restore.check(&scene, &cfg, &st, why, sizeof why, &err), TD_OK);
+    assert_int_equal(st, TD_MARKER_STALE);
     /* A marker without settings (written by another task) is not ours. */
     td_marker_check_settings(&scene, "restore", NULL, 0, NULL, &st, why, sizeof why, &err);
     assert_int_equal(st, TD_MARKER_DONE);
@@ -547,6 +687,8 @@ int main(void)
         cmocka_unit_test(test_head_switch),
         cmocka_unit_test(test_decide_auto),
         cmocka_unit_test(test_decide_presets_and_guards),
+        cmocka_unit_test(test_chain_gpu),
+        cmocka_unit_test(test_fingerprint),
         cmocka_unit_test(test_settings_text),
         cmocka_unit_test(test_task_lists),
         cmocka_unit_test(test_options),
