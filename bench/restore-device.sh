@@ -3,7 +3,8 @@
 # (NVDEC decoding, yadif_cuda, scale_cuda, nlmeans_opencl) beside the CPU
 # on the same scenes, in one run, for bench/RESULTS.md.
 #
-#   ./bench/restore-device.sh pack BIN DIR   (here: footage, bundle, stubs)
+#   ./bench/restore-device.sh pack BIN DIR   (here: footage, bundle, stubs;
+#                                             PACK=media or PACK=bundle: one of them)
 #   ./bench/restore-device.sh run DIR [OUT]  (on the GPU machine)
 #
 # pack makes two 2-s 720x480 TFF scenes in H.264 4:2:0 + AAC (what NVDEC
@@ -73,18 +74,20 @@ if [ "$mode" = pack ]; then
     trap 'rm -rf "$T"' EXIT
     . "$here/../tests/e2e/restore-media.sh"
     mkdir -p "$dir"
-    rm_clean "$T/clean.mkv" 240 720x480
-    rm_degrade "$T/clean.mkv" "$T/analog.mkv" tff 3 tff 8
-    rm_degrade "$T/clean.mkv" "$T/plain.mkv" tff 0 tff 0
-    for s in analog plain; do
-        ffmpeg -nostdin -v error -y -i "$T/$s.mkv" -c:v libx264 -preset fast -crf 23 -pix_fmt yuv420p \
-            -flags +ildct+ilme -x264-params tff=1 -c:a aac -b:a 192k "$dir/$s.mp4" || fail "ffmpeg: $s"
-    done
-    mv "$dir/plain.mp4" "$dir/clean.mp4"
-    # A short one for the fallback run (nlmeans on the CPU is slow).
-    ffmpeg -nostdin -v error -y -i "$dir/clean.mp4" -frames:v 16 -c:v libx264 -preset fast -crf 23 -pix_fmt yuv420p \
-        -flags +ildct+ilme -x264-params tff=1 -an "$dir/short.mp4" || fail "ffmpeg: short"
-    [ -n "${RESTORE_DEVICE_NO_BUNDLE:-}" ] && exit 0
+    if [ "${PACK:-all}" != bundle ]; then
+        rm_clean "$T/clean.mkv" 240 720x480
+        rm_degrade "$T/clean.mkv" "$T/analog.mkv" tff 3 tff 8
+        rm_degrade "$T/clean.mkv" "$T/plain.mkv" tff 0 tff 0
+        for s in analog plain; do
+            ffmpeg -nostdin -v error -y -i "$T/$s.mkv" -c:v libx264 -preset fast -crf 23 -pix_fmt yuv420p \
+                -flags +ildct+ilme -x264-params tff=1 -c:a aac -b:a 192k "$dir/$s.mp4" || fail "ffmpeg: $s"
+        done
+        mv "$dir/plain.mp4" "$dir/clean.mp4"
+        # A short one for the fallback run (nlmeans on the CPU is slow).
+        ffmpeg -nostdin -v error -y -i "$dir/clean.mp4" -frames:v 16 -c:v libx264 -preset fast -crf 23 -pix_fmt yuv420p \
+            -flags +ildct+ilme -x264-params tff=1 -an "$dir/short.mp4" || fail "ffmpeg: short"
+    fi
+    [ "${PACK:-all}" = media ] && exit 0
     # The bundle, as tools/device-bundle.sh makes it, with the stubs.
     prefix=/tmp/tapedeck-bundle
     stage="$T/stage"
@@ -145,11 +148,20 @@ one() { # one NAME SCENE WHERE [options]: WHERE cpu|gpu|gpu-noicd
         echo "| $name | $scene | FAILED: $(grep -E 'ERROR|WARN' "$d/log" | tail -n 3 | tr '\n|' '  ') |"
         return 0
     fi
+    if ! command -v python3 >/dev/null; then
+        echo "| $name | $scene | (no python3) $(tr -d '\n ' <"$J" | grep -o '"output":{[^}]*}\|"speed":{[^}]*}' | tr '\n|' '  ') |"
+    else
     get "$J" "'| $name | $scene | %s | %s | %s | %s | %.2f | %.2f / %.2f / %.2f | %.1f | %s |' % (d['output']['decode_on'], d['output']['deinterlace_on'], d['output']['denoise_on'], d['output']['scale_on'], d['speed']['seconds'], d['speed']['decode_s'], d['speed']['filter_s'], d['speed']['encode_s'], d['speed']['fps'], 'ok' if d['self_check']['ok'] else 'FAILED')"
+    fi
     grep -E '\[restore\]|\[affinity-verify\]' "$d/log" | cut -c1-400 | sed 's/^/    log: /' || true
     if [ -n "$out" ]; then
         mkdir -p "$out"
-        for f in "$d"/*.restored.*; do cp "$f" "$out/$name.${f##*.}"; done
+        # (at most 8 files of 16 MiB come back from a device run)
+        for f in "$d"/*.restored.*; do
+            if [ "$where" != gpu-noicd ] && [ "$(stat -c %s "$f")" -lt 16000000 ]; then
+                cp "$f" "$out/$name.${f##*.}"
+            fi
+        done
     fi
 }
 one cpu-fast-analog analog cpu
