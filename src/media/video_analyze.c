@@ -3,6 +3,7 @@
 #include "media/video_analyze.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -361,7 +362,11 @@ static void decide(td_vanalysis *a, const char *codec)
 {
     long il = a->idet_tff + a->idet_bff;
     int sd = a->height == 480 || a->height == 486 || a->height == 576;
-    if (il > a->idet_progressive)
+    /* Interlacing shows only where something moves (a still picture's
+     * two fields agree, a progressive title sequence has none), so one
+     * window that idet finds interlaced is enough: deinterlacing a
+     * progressive stretch costs little, leaving combs in costs much. */
+    if (il > a->idet_progressive || a->windows_interlaced > 0)
         a->interlaced = 1;
     else if (a->idet_progressive > il)
         a->interlaced = 0;
@@ -369,9 +374,9 @@ static void decide(td_vanalysis *a, const char *codec)
         a->interlaced = strcmp(a->flagged_order, "tff") == 0 || strcmp(a->flagged_order, "bff") == 0 || sd;
     /* The trial decides when it sees a clear difference: wrong parity is
      * measurably jerkier on any moving picture. */
-    double lo = fmin(a->trial_tff, a->trial_bff), hi = fmax(a->trial_tff, a->trial_bff);
-    if (a->trial_frames >= 4 && lo > 0 && hi / lo > 1.03) {
-        a->tff = a->trial_tff < a->trial_bff;
+    if (a->trial_votes_tff != a->trial_votes_bff) {
+        /* The windows where the trial saw a clear difference, by majority. */
+        a->tff = a->trial_votes_tff > a->trial_votes_bff;
         snprintf(a->order_source, sizeof a->order_source, "parity-trial");
     } else if (a->idet_tff != a->idet_bff) {
         a->tff = a->idet_tff > a->idet_bff;
@@ -386,16 +391,98 @@ static void decide(td_vanalysis *a, const char *codec)
     }
 }
 
+/* One window's filter graphs: idet, cropdetect and signalstats on every
+ * frame, and the two parity trials on its first frames. Fresh per window,
+ * so that no filter compares frames from either side of a seek. */
+typedef struct window {
+    td_vgraph *main_g;
+    trial tr[2];
+    long idet[4];          /* tff, bff, progressive, undetermined: this window's totals */
+    int crop[4];           /* x, y, w, h */
+    int have_crop;
+} window;
+
+static void window_free(window *w)
+{
+    td_vgraph_free(&w->main_g);
+    for (int k = 0; k < 2; k++) {
+        td_vgraph_free(&w->tr[k].g);
+        av_frame_free(&w->tr[k].prev);
+    }
+}
+
+static int window_open(window *w, const td_vinput *in, int threads, td_error *err)
+{
+    memset(w, 0, sizeof *w);
+    int rc = td_vgraph_create(in, EIGHT_BIT ",idet,cropdetect=limit=24:round=2:reset=0,signalstats", threads,
+                              &w->main_g, err);
+    for (int k = 0; !rc && k < 2; k++) {
+        const char *desc = k == 0 ? EIGHT_BIT ",setfield=tff,bwdif=mode=send_field:parity=tff:deint=all"
+                                  : EIGHT_BIT ",setfield=bff,bwdif=mode=send_field:parity=bff:deint=all";
+        w->tr[k].prev = av_frame_alloc();
+        if (!w->tr[k].prev)
+            rc = td_error_set(err, TD_ENOMEM, "out of memory");
+        else
+            rc = td_vgraph_create(in, desc, threads, &w->tr[k].g, err);
+    }
+    return rc;
+}
+
+/* Frames out of the main graph: idet's running totals and cropdetect's box
+ * (both cumulative within the window), and every measurement. */
+static int window_pull(window *w, acc *s, td_vanalysis *a, AVFrame *out, td_error *err)
+{
+    static const char *const idet_keys[4] = {"lavfi.idet.multiple.tff", "lavfi.idet.multiple.bff",
+                                             "lavfi.idet.multiple.progressive", "lavfi.idet.multiple.undetermined"};
+    static const char *const crop_keys[4] = {"lavfi.cropdetect.x", "lavfi.cropdetect.y", "lavfi.cropdetect.w",
+                                             "lavfi.cropdetect.h"};
+    for (;;) {
+        int p = td_vgraph_pull(w->main_g, out, err);
+        if (p < 0)
+            return p;
+        if (p != 1)
+            return TD_OK;
+        for (int k = 0; k < 4; k++)
+            w->idet[k] = (long)meta(out, idet_keys[k], (double)w->idet[k]);
+        if (av_dict_get(out->metadata, crop_keys[2], NULL, 0)) {
+            for (int k = 0; k < 4; k++)
+                w->crop[k] = (int)meta(out, crop_keys[k], w->crop[k]);
+            w->have_crop = 1;
+        }
+        measure(s, out, a->frames_analyzed++);
+        av_frame_unref(out);
+    }
+}
+
+/* Where the windows start, in seconds: one from the start when the scene
+ * is short enough to read whole, else TD_VANALYZE_WINDOWS spread evenly
+ * from the start to the end, so that a scene whose first seconds are
+ * unrepresentative (a still title, a black lead-in, a camera at rest) is
+ * judged on the rest too. */
+static int window_starts(const td_vanalysis *a, double *start)
+{
+    double total = a->duration > 0 && a->fps > 0 ? a->duration * a->fps : 0;
+    if (total <= TD_VANALYZE_MAX_FRAMES)
+        return start[0] = 0, 1;
+    double len = (double)(TD_VANALYZE_MAX_FRAMES / TD_VANALYZE_WINDOWS) / a->fps;
+    for (int w = 0; w < TD_VANALYZE_WINDOWS; w++)
+        start[w] = w * (a->duration - len) / (TD_VANALYZE_WINDOWS - 1);
+    return TD_VANALYZE_WINDOWS;
+}
+
 int td_video_analyze(const char *path, int threads, td_vanalysis *a, td_vprogress_fn progress,
                      void *user, td_error *err)
 {
     memset(a, 0, sizeof *a);
     td_vinput *in = NULL;
-    td_vgraph *main_g = NULL;
-    trial tr[2] = {{0}, {0}};
+    window win;
+    memset(&win, 0, sizeof win);
     AVFrame *dec = av_frame_alloc(), *out = av_frame_alloc(), *first = NULL;
     acc *s = calloc(1, sizeof *s);
     int rc = TD_OK;
+    double tr_sum[2] = {0, 0};
+    int tr_n[2] = {0, 0};
+    int crop_x0 = INT32_MAX, crop_y0 = INT32_MAX, crop_x1 = -1, crop_y1 = -1;
     if (!dec || !out || !s) {
         rc = td_error_set(err, TD_ENOMEM, "%s: out of memory", path);
         goto done;
@@ -403,22 +490,6 @@ int td_video_analyze(const char *path, int threads, td_vanalysis *a, td_vprogres
     rc = td_vinput_open(path, threads, &in, err);
     if (rc)
         goto done;
-    rc = td_vgraph_create(in, EIGHT_BIT ",idet,cropdetect=limit=24:round=2:reset=0,signalstats", threads,
-                          &main_g, err);
-    if (rc)
-        goto done;
-    for (int k = 0; k < 2; k++) {
-        const char *desc = k == 0 ? EIGHT_BIT ",setfield=tff,bwdif=mode=send_field:parity=tff:deint=all"
-                                  : EIGHT_BIT ",setfield=bff,bwdif=mode=send_field:parity=bff:deint=all";
-        tr[k].prev = av_frame_alloc();
-        if (!tr[k].prev) {
-            rc = td_error_set(err, TD_ENOMEM, "out of memory");
-            goto done;
-        }
-        rc = td_vgraph_create(in, desc, threads, &tr[k].g, err);
-        if (rc)
-            goto done;
-    }
     const AVCodecDescriptor *cd = avcodec_descriptor_get(in->vst->codecpar->codec_id);
     snprintf(a->codec, sizeof a->codec, "%s", cd ? cd->name : "unknown");
     a->width = in->dec->width;
@@ -431,97 +502,113 @@ int td_video_analyze(const char *path, int threads, td_vanalysis *a, td_vprogres
     a->sar_den = sar.den > 0 ? sar.den : 1;
     a->duration = td_vinput_duration(in);
 
-    int64_t n = 0;
-    int main_done = 0;
-    while (n < TD_VANALYZE_MAX_FRAMES) {
-        int r = td_vinput_read(in, dec, NULL, err);
-        if (r < 0) {
-            rc = r;
-            goto done;
-        }
-        if (r == TD_VREAD_EOF)
+    double start[TD_VANALYZE_WINDOWS];
+    int n_win = window_starts(a, start);
+    int per_win = n_win > 1 ? TD_VANALYZE_MAX_FRAMES / n_win : TD_VANALYZE_MAX_FRAMES;
+    int trial_frames = n_win > 1 ? 2 * TD_VANALYZE_TRIAL_FRAMES / n_win : TD_VANALYZE_TRIAL_FRAMES;
+    int64_t decoded = 0;
+    for (int w = 0; w < n_win; w++) {
+        if (w > 0 && td_vinput_seek(in, start[w], err) != TD_OK) {
+            /* A stream that cannot seek is judged on what was read. */
+            td_error_clear(err);
             break;
-        if (!first) {
-            first = av_frame_clone(dec);
-            if (!first) {
+        }
+        if ((rc = window_open(&win, in, threads, err)))
+            goto done;
+        int64_t t0 = in->vst->start_time != AV_NOPTS_VALUE ? in->vst->start_time : 0;
+        int64_t from = start[w] > 0 ? t0 + (int64_t)(start[w] / av_q2d(in->vst->time_base)) : INT64_MIN;
+        int n = 0;
+        while (n < per_win) {
+            int r = td_vinput_read(in, dec, NULL, err);
+            if (r < 0) {
+                rc = r;
+                goto done;
+            }
+            if (r == TD_VREAD_EOF)
+                break;
+            decoded++;
+            if (dec->pts != AV_NOPTS_VALUE && dec->pts < from) {
+                /* decoded from the keyframe before the window: not in it */
+                av_frame_unref(dec);
+                continue;
+            }
+            if (!first && !(first = av_frame_clone(dec))) {
                 rc = td_error_set(err, TD_ENOMEM, "out of memory");
                 goto done;
             }
-        }
-        rc = td_vgraph_push(main_g, dec, err);
-        for (int k = 0; !rc && k < 2; k++)
-            if (n < TD_VANALYZE_TRIAL_FRAMES)
-                rc = td_vgraph_push(tr[k].g, dec, err);
-        av_frame_unref(dec);
-        if (rc)
-            goto done;
-        n++;
-        for (int k = 0; k < 2; k++) {
-            if (n == TD_VANALYZE_TRIAL_FRAMES && (rc = td_vgraph_push(tr[k].g, NULL, err)))
+            rc = td_vgraph_push(win.main_g, dec, err);
+            for (int k = 0; !rc && k < 2; k++)
+                if (n < trial_frames)
+                    rc = td_vgraph_push(win.tr[k].g, dec, err);
+            av_frame_unref(dec);
+            if (rc)
                 goto done;
-            if ((rc = trial_pull(&tr[k], out, err)))
+            n++;
+            for (int k = 0; k < 2; k++) {
+                if (n == trial_frames && (rc = td_vgraph_push(win.tr[k].g, NULL, err)))
+                    goto done;
+                if ((rc = trial_pull(&win.tr[k], out, err)))
+                    goto done;
+            }
+            if ((rc = window_pull(&win, s, a, out, err)))
                 goto done;
-        }
-        for (;;) {
-            int p = td_vgraph_pull(main_g, out, err);
-            if (p < 0) {
-                rc = p;
+            if (progress && progress(user, decoded)) {
+                rc = td_error_set(err, TD_EABORT, "%s: stopped", path);
                 goto done;
             }
-            if (p != 1)
-                break;
-            a->idet_tff = (long)meta(out, "lavfi.idet.multiple.tff", (double)a->idet_tff);
-            a->idet_bff = (long)meta(out, "lavfi.idet.multiple.bff", (double)a->idet_bff);
-            a->idet_progressive = (long)meta(out, "lavfi.idet.multiple.progressive", (double)a->idet_progressive);
-            a->idet_undetermined = (long)meta(out, "lavfi.idet.multiple.undetermined",
-                                              (double)a->idet_undetermined);
-            a->crop_x = (int)meta(out, "lavfi.cropdetect.x", a->crop_x);
-            a->crop_y = (int)meta(out, "lavfi.cropdetect.y", a->crop_y);
-            a->crop_w = (int)meta(out, "lavfi.cropdetect.w", a->crop_w);
-            a->crop_h = (int)meta(out, "lavfi.cropdetect.h", a->crop_h);
-            measure(s, out, a->frames_analyzed++);
-            av_frame_unref(out);
         }
-        if (progress && progress(user, n)) {
-            rc = td_error_set(err, TD_EABORT, "%s: stopped", path);
-            goto done;
+        /* Drain: the trials (if the window was shorter than the trial) and
+         * the frames idet and bwdif still hold. */
+        for (int k = 0; k < 2; k++) {
+            if (n < trial_frames && (rc = td_vgraph_push(win.tr[k].g, NULL, err)))
+                goto done;
+            if ((rc = trial_pull(&win.tr[k], out, err)))
+                goto done;
+            tr_sum[k] += win.tr[k].sum;
+            tr_n[k] += win.tr[k].n;
         }
-    }
-    (void)main_done;
-    /* Drain: the trials (if the scene was shorter than the trial) and the
-     * frames idet and bwdif still hold. */
-    for (int k = 0; k < 2; k++) {
-        if (n < TD_VANALYZE_TRIAL_FRAMES && (rc = td_vgraph_push(tr[k].g, NULL, err)))
+        if ((rc = td_vgraph_push(win.main_g, NULL, err)) || (rc = window_pull(&win, s, a, out, err)))
             goto done;
-        if ((rc = trial_pull(&tr[k], out, err)))
-            goto done;
-    }
-    if ((rc = td_vgraph_push(main_g, NULL, err)))
-        goto done;
-    for (;;) {
-        int p = td_vgraph_pull(main_g, out, err);
-        if (p < 0) {
-            rc = p;
-            goto done;
+        /* Each window's own verdicts: motion, and so the evidence of
+         * interlacing and of parity, may be in one window only. */
+        if (win.idet[0] + win.idet[1] > win.idet[2])
+            a->windows_interlaced++;
+        if (win.tr[0].n >= 4 && win.tr[1].n >= 4) {
+            double mt = win.tr[0].sum / win.tr[0].n, mb = win.tr[1].sum / win.tr[1].n;
+            double lo = fmin(mt, mb), hi = fmax(mt, mb);
+            if (lo > 0 && hi / lo > 1.03)
+                *(mt < mb ? &a->trial_votes_tff : &a->trial_votes_bff) += 1;
         }
-        if (p != 1)
-            break;
-        a->idet_tff = (long)meta(out, "lavfi.idet.multiple.tff", (double)a->idet_tff);
-        a->idet_bff = (long)meta(out, "lavfi.idet.multiple.bff", (double)a->idet_bff);
-        a->idet_progressive = (long)meta(out, "lavfi.idet.multiple.progressive", (double)a->idet_progressive);
-        a->idet_undetermined = (long)meta(out, "lavfi.idet.multiple.undetermined", (double)a->idet_undetermined);
-        measure(s, out, a->frames_analyzed++);
-        av_frame_unref(out);
+        a->idet_tff += win.idet[0];
+        a->idet_bff += win.idet[1];
+        a->idet_progressive += win.idet[2];
+        a->idet_undetermined += win.idet[3];
+        if (win.have_crop && win.crop[2] > 0 && win.crop[3] > 0) {
+            /* the box that holds every window's picture */
+            crop_x0 = win.crop[0] < crop_x0 ? win.crop[0] : crop_x0;
+            crop_y0 = win.crop[1] < crop_y0 ? win.crop[1] : crop_y0;
+            crop_x1 = win.crop[0] + win.crop[2] > crop_x1 ? win.crop[0] + win.crop[2] : crop_x1;
+            crop_y1 = win.crop[1] + win.crop[3] > crop_y1 ? win.crop[1] + win.crop[3] : crop_y1;
+        }
+        window_free(&win);
+        if (n > 0)
+            a->windows++;
     }
-    if (n == 0) {
+    if (a->frames_analyzed == 0 && !first) {
         rc = td_error_set(err, TD_EINPUT, "%s: the video stream has no frames", path);
         goto done;
     }
+    if (crop_x1 > crop_x0 && crop_y1 > crop_y0) {
+        a->crop_x = crop_x0;
+        a->crop_y = crop_y0;
+        a->crop_w = crop_x1 - crop_x0;
+        a->crop_h = crop_y1 - crop_y0;
+    }
 
     flagged_order(in, first, a->flagged_order, sizeof a->flagged_order);
-    a->trial_frames = tr[0].n < tr[1].n ? tr[0].n : tr[1].n;
-    a->trial_tff = tr[0].n ? tr[0].sum / tr[0].n : 0;
-    a->trial_bff = tr[1].n ? tr[1].sum / tr[1].n : 0;
+    a->trial_frames = tr_n[0] < tr_n[1] ? tr_n[0] : tr_n[1];
+    a->trial_tff = tr_n[0] ? tr_sum[0] / tr_n[0] : 0;
+    a->trial_bff = tr_n[1] ? tr_sum[1] / tr_n[1] : 0;
     if (s->ss_n) {
         double *dst[8] = {&a->ymin, &a->ylow, &a->yavg, &a->yhigh, &a->ymax, &a->uavg, &a->vavg, &a->satavg};
         for (int k = 0; k < 8; k++)
@@ -548,11 +635,7 @@ int td_video_analyze(const char *path, int threads, td_vanalysis *a, td_vprogres
     decide(a, a->codec);
 
 done:
-    for (int k = 0; k < 2; k++) {
-        td_vgraph_free(&tr[k].g);
-        av_frame_free(&tr[k].prev);
-    }
-    td_vgraph_free(&main_g);
+    window_free(&win);
     td_vinput_free(&in);
     av_frame_free(&dec);
     av_frame_free(&out);

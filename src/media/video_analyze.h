@@ -1,15 +1,21 @@
 /*
  * video_analyze.h: the restore task's analysis pass over one scene.
  *
- * It decodes the scene's first TD_VANALYZE_MAX_FRAMES frames once and
- * measures, from the pictures (never trusting the container's flags):
+ * It decodes TD_VANALYZE_MAX_FRAMES frames once: the first ones of a short
+ * scene, or TD_VANALYZE_WINDOWS windows spread from the start to the end
+ * of a longer one (each window with fresh filters), and measures, from
+ * the pictures (never trusting the container's flags):
  *   - interlacing and field order: libavfilter's idet (multi-frame votes),
- *     plus a parity trial: the first frames bobbed with bwdif as top field
- *     first and as bottom field first; the wrong parity plays fields out of
- *     order, so its motion is jerkier (larger frame-to-frame change);
+ *     plus a parity trial: each window's first frames bobbed with bwdif as
+ *     top field first and as bottom field first; the wrong parity plays
+ *     fields out of order, so its motion is jerkier (larger frame-to-frame
+ *     change). Interlacing and parity show only where something moves, so
+ *     each window gives its own verdict: one interlaced window makes the
+ *     scene interlaced, and the windows whose trial clearly chose a
+ *     parity decide it by majority;
  *   - head-switching lines: rows at the bottom that differ from the row two
  *     above (same field) far more than the picture's rows typically do;
- *   - blanking: cropdetect's box;
+ *   - blanking: cropdetect's box (the union of the windows' boxes);
  *   - chroma delay against luma: cross-correlation of the horizontal edge
  *     strength of luma and (upsampled) chroma, sub-pixel by a parabola
  *     through the peak;
@@ -29,7 +35,8 @@
 #include "util/error.h"
 
 #define TD_VANALYZE_MAX_FRAMES 240
-#define TD_VANALYZE_TRIAL_FRAMES 60
+#define TD_VANALYZE_TRIAL_FRAMES 60   /* one window; several share twice as many */
+#define TD_VANALYZE_WINDOWS 4
 #define TD_CHROMA_MAX_SHIFT 12     /* luma pixels searched either way */
 
 typedef struct td_vanalysis {
@@ -41,11 +48,14 @@ typedef struct td_vanalysis {
     int sar_num, sar_den;
     double duration;            /* seconds, container's; -1 unknown */
     int64_t frames_analyzed;
+    int windows;                /* stretches of the scene read (1: from the start) */
     /* interlacing */
     char flagged_order[16];     /* what the stream says: tff bff progressive unknown */
     long idet_tff, idet_bff, idet_progressive, idet_undetermined;
     double trial_tff, trial_bff;/* mean luma change between bobbed frames */
     int trial_frames;           /* frames the trial saw */
+    int trial_votes_tff, trial_votes_bff; /* windows whose trial clearly chose each order */
+    int windows_interlaced;     /* windows idet found interlaced (more tff+bff than progressive) */
     int interlaced;
     int tff;                    /* field order used when interlaced */
     char order_source[48];      /* "parity-trial", "idet", "stream-flag", "default" */

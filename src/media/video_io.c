@@ -301,6 +301,25 @@ int td_vinput_prime(td_vinput *in, td_error *err)
     return TD_OK;
 }
 
+int td_vinput_seek(td_vinput *in, double seconds, td_error *err)
+{
+    char e[128];
+    int64_t ts = (int64_t)(seconds / av_q2d(in->vst->time_base));
+    if (in->vst->start_time != AV_NOPTS_VALUE)
+        ts += in->vst->start_time;
+    int ret = av_seek_frame(in->fmt, in->vindex, ts, AVSEEK_FLAG_BACKWARD);
+    if (ret < 0)
+        return td_error_set(err, TD_EINPUT, "%s: cannot seek to %.2f s: %s", in->path, seconds,
+                            td_averr(ret, e, sizeof e));
+    avcodec_flush_buffers(in->dec);
+    in->eof_sent = in->demux_eof = 0;
+    av_frame_free(&in->held);
+    for (int i = in->queue_head; i < in->queue_n; i++)
+        av_packet_free(&in->queue[i]);
+    in->queue_head = in->queue_n = 0;
+    return TD_OK;
+}
+
 int64_t td_vinput_frame_ticks(const td_vinput *in)
 {
     AVRational fr = in->vst->avg_frame_rate;

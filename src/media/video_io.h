@@ -78,6 +78,12 @@ enum { TD_VREAD_EOF = 0, TD_VREAD_FRAME = 1, TD_VREAD_PACKET = 2 };
  * av_packet_free), or TD_VREAD_EOF, or a negative td_rc. */
 int td_vinput_read(td_vinput *in, AVFrame *frame, AVPacket **other, td_error *err);
 
+/* Seek so that the next frames read are those from `seconds` after the
+ * stream's start (from the keyframe before: frames earlier than that
+ * come first; the caller skips them). Drops whatever td_vinput_prime
+ * held. TD_EINPUT if the file cannot seek. */
+int td_vinput_seek(td_vinput *in, double seconds, td_error *err);
+
 /* Frame duration in the stream's time base from its frame rate (>= 1). */
 int64_t td_vinput_frame_ticks(const td_vinput *in);
 /* Container's duration of the video in seconds, or -1. */

@@ -11,6 +11,8 @@
 #include <libavfilter/buffersink.h>
 #include <libavformat/avformat.h>
 #include <libavutil/audio_fifo.h>
+#include <libavutil/crc.h>
+#include <libavutil/intreadwrite.h>
 #include <libavutil/hash.h>
 #include <libavutil/hwcontext.h>
 #include <libavutil/opt.h>
@@ -774,6 +776,7 @@ typedef struct probe {
     double v_start, v_end, a_start, frame_s;
     int64_t samples;
     int audio_streams;
+    int lossless;      /* the video is FFV1: its slices' CRCs checked by the self-check */
     char sha[65];
 } probe;
 
@@ -820,6 +823,7 @@ static int probe_file(const char *path, probe *p, td_error *err)
         goto out;
     }
     AVStream *vs = fmt->streams[vi];
+    p->lossless = vs->codecpar->codec_id == AV_CODEC_ID_FFV1;
     AVRational fr = vs->avg_frame_rate.num > 0 ? vs->avg_frame_rate : vs->r_frame_rate;
     p->frame_s = fr.num > 0 && fr.den > 0 ? av_q2d(av_inv_q(fr)) : 0.04;
     if (ai >= 0) {
@@ -920,6 +924,83 @@ out:
     return rc;
 }
 
+/* A lossless archive is meant to be kept for decades: check every FFV1
+ * slice's CRC (the encoder writes them: slicecrc) and count the frames,
+ * so that a damaged stream fails the scene now rather than in years.
+ * FFmpeg 5.1's decoder only logs a CRC mismatch and conceals the slice,
+ * so the check walks the slices itself: with FFV1 version 3 every slice
+ * ends in a trailer (its size in 3 bytes, an error byte, the CRC-32 of
+ * the slice), and a slice's CRC-32 over its bytes and that trailer is 0.
+ * Only a file that cannot be read at all is an error; damage is r->ok = 0
+ * with the reason. */
+static int check_archive(const char *path, td_selfcheck *r, td_error *err)
+{
+    char e[128];
+    AVFormatContext *fmt = NULL;
+    AVPacket *pkt = av_packet_alloc();
+    const AVCRC *crc = av_crc_get_table(AV_CRC_32_IEEE);
+    int rc = TD_OK;
+    if (!pkt || !crc) {
+        rc = td_error_set(err, TD_ENOMEM, "out of memory");
+        goto out;
+    }
+    int ret = avformat_open_input(&fmt, path, NULL, NULL);
+    if (ret >= 0)
+        ret = avformat_find_stream_info(fmt, NULL);
+    if (ret < 0) {
+        rc = td_error_set(err, TD_EIO, "%s: cannot open: %s", path, td_averr(ret, e, sizeof e));
+        goto out;
+    }
+    int vi = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+    if (vi < 0) {
+        rc = td_error_set(err, TD_EIO, "%s: no video stream", path);
+        goto out;
+    }
+    AVRational tb = fmt->streams[vi]->time_base;
+    while ((ret = av_read_frame(fmt, pkt)) >= 0) {
+        if (pkt->stream_index != vi) {
+            av_packet_unref(pkt);
+            continue;
+        }
+        double t = pkt->pts == AV_NOPTS_VALUE ? -1 : (double)pkt->pts * av_q2d(tb);
+        const uint8_t *start = pkt->data, *end = pkt->data + pkt->size;
+        int slice = 0;
+        const char *bad = NULL;
+        while (end > start && !bad) {
+            if (end - start < 8) {
+                bad = "slice chain broken";
+                break;
+            }
+            size_t v = (size_t)AV_RB24(end - 8) + 8;
+            if (v > (size_t)(end - start))
+                bad = "slice chain broken";
+            else if (av_crc(crc, 0, end - v, v) != 0)
+                bad = "slice CRC mismatch";
+            else
+                end -= v;
+            slice++;
+        }
+        if (!bad && pkt->size == 0)
+            bad = "empty frame";
+        av_packet_unref(pkt);
+        if (bad) {
+            r->ok = 0;
+            snprintf(r->why, sizeof r->why, "the archive's video is damaged: %s in the frame at %.3f s "
+                     "(slice %d from its end)", bad, t, slice);
+            goto out;
+        }
+        r->out_frames++;
+    }
+    if (ret != AVERROR_EOF) {
+        r->ok = 0;
+        snprintf(r->why, sizeof r->why, "the archive cannot be read to its end: %s", td_averr(ret, e, sizeof e));
+    }
+out:
+    avformat_close_input(&fmt);
+    av_packet_free(&pkt);
+    return rc;
+}
+
 /* Start offsets may differ by the containers' time-base rounding, far
  * below what anyone hears (lip sync is noticed from about 20 ms). */
 #define OFFSET_TOLERANCE 0.002
@@ -961,5 +1042,7 @@ int td_restore_selfcheck(const char *src, const char *out, td_selfcheck *r, td_e
                  r->src_offset * 1e3);
     else
         r->ok = 1;
+    if (r->ok && b.lossless)
+        return check_archive(out, r, err);
     return TD_OK;
 }

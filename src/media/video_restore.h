@@ -13,7 +13,8 @@
  * The self-check reopens both files: the video's duration within one
  * source frame, every audio stream's decoded samples identical (SHA-256
  * of the samples as 32-bit integers) and the audio-video start offset
- * unchanged.
+ * unchanged; an FFV1 archive's every slice CRC is checked and its frames
+ * counted as well, so a damaged stream fails the scene with the reason.
  */
 #ifndef TD_MEDIA_VIDEO_RESTORE_H
 #define TD_MEDIA_VIDEO_RESTORE_H
@@ -59,6 +60,7 @@ typedef struct td_selfcheck {
     int audio_streams;
     int64_t src_samples, out_samples;   /* first audio stream */
     char src_audio_sha[65], out_audio_sha[65];
+    int64_t out_frames;                 /* FFV1 archives: frames whose slices all check out */
     int ok;
     char why[256];                      /* the first failed check */
 } td_selfcheck;

@@ -153,17 +153,18 @@ static int commit(const char *tmp, const char *final_path, const char *dir, td_e
 static json_t *analysis_json(const td_vanalysis *a)
 {
     return json_pack(
-        "{s:{s:i,s:i,s:s,s:s,s:f,s:s,s:f,s:I},"
-        "s:{s:s,s:{s:I,s:I,s:I,s:I},s:{s:f,s:f,s:i},s:b,s:s,s:s},"
+        "{s:{s:i,s:i,s:s,s:s,s:f,s:s,s:f,s:I,s:i},"
+        "s:{s:s,s:{s:I,s:I,s:I,s:I},s:{s:f,s:f,s:i,s:i,s:i},s:i,s:b,s:s,s:s},"
         "s:{s:i,s:f},s:{s:i,s:i,s:i,s:i},s:{s:f,s:f},"
         "s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f},s:{s:f}}",
         "stream", "width", a->width, "height", a->height, "pix_fmt", a->pix_fmt, "codec", a->codec, "fps",
         a->fps, "sar", a->sar_num == a->sar_den ? "1:1" : (a->sar_num == 10 && a->sar_den == 11) ? "10:11" : "other",
-        "duration", a->duration, "frames_analyzed", (json_int_t)a->frames_analyzed,
+        "duration", a->duration, "frames_analyzed", (json_int_t)a->frames_analyzed, "windows", a->windows,
         "interlace", "flagged", a->flagged_order, "idet", "tff", (json_int_t)a->idet_tff, "bff",
         (json_int_t)a->idet_bff, "progressive", (json_int_t)a->idet_progressive, "undetermined",
         (json_int_t)a->idet_undetermined, "parity_trial", "tff_motion", a->trial_tff, "bff_motion", a->trial_bff,
-        "frames", a->trial_frames, "interlaced", a->interlaced, "field_order", a->interlaced ? (a->tff ? "tff" : "bff") : "progressive",
+        "frames", a->trial_frames, "windows_for_tff", a->trial_votes_tff, "windows_for_bff", a->trial_votes_bff,
+        "windows_interlaced", a->windows_interlaced, "interlaced", a->interlaced, "field_order", a->interlaced ? (a->tff ? "tff" : "bff") : "progressive",
         "decided_by", a->order_source,
         "head_switching", "lines", a->head_switch_lines, "ratio", a->head_switch_ratio,
         "cropdetect", "x", a->crop_x, "y", a->crop_y, "w", a->crop_w, "h", a->crop_h,
@@ -185,6 +186,28 @@ static json_t *plan_json(const td_restore_plan *p, const char *chain)
                      "sharpen", p->cas, "crop_width", p->crop_w, "sar",
                      p->hd ? "1:1" : (p->sar_num == 10 ? "10:11" : p->sar_num == 12 ? "12:11" : "source"),
                      "size", p->hd ? "1440x1080" : "sd", "filter_chain", chain);
+}
+
+/* Tests only (TAPEDECK_FAULT="damage:restore-out:NAME"): flip 64 bytes in
+ * the middle of the encoded file, as a bad disk block would, so that the
+ * self-check has damage to find. */
+static int damage(const char *path, td_error *err)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return td_error_errno(err, TD_EIO, errno, "%s: cannot open to damage", path);
+    struct stat sb;
+    uint8_t buf[64];
+    int rc = TD_OK;
+    if (fstat(fd, &sb) != 0 || sb.st_size < 4096 ||
+        pread(fd, buf, sizeof buf, sb.st_size / 2) != (ssize_t)sizeof buf)
+        rc = td_error_set(err, TD_EIO, "%s: cannot read to damage", path);
+    for (size_t i = 0; !rc && i < sizeof buf; i++)
+        buf[i] ^= 0xA5;
+    if (!rc && pwrite(fd, buf, sizeof buf, sb.st_size / 2) != (ssize_t)sizeof buf)
+        rc = td_error_set(err, TD_EIO, "%s: cannot damage", path);
+    close(fd);
+    return rc;
 }
 
 /* Append one clause to the scene's note (the worker logs it). */
@@ -270,7 +293,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     if (rc)
         goto out;
     b.fps = a.fps;
-    long frames = a.frames_analyzed < TD_VANALYZE_MAX_FRAMES ? (long)a.frames_analyzed
+    long frames = a.windows <= 1 && a.frames_analyzed < TD_VANALYZE_MAX_FRAMES ? (long)a.frames_analyzed
                   : a.duration > 0 && a.fps > 0 ? (long)(a.duration * a.fps) : (long)a.frames_analyzed;
     td_restore_plan plan;
     td_restore_decide(s, &a, frames, &plan);
@@ -381,10 +404,18 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
         snprintf(st.decode_on, sizeof st.decode_on, "cpu (%s)", cuda_why);
     else if (strncmp(st.decode_on, "cpu (", 5) == 0)
         note_add(res, "decoding on the CPU: %s", st.decode_on + 5);
+    if (td_fault_wants("damage", "restore-out", scene->path) && (rc = damage(tmp, err)))
+        goto out;
     td_selfcheck chk;
     rc = td_restore_selfcheck(scene->path, tmp, &chk, err);
     if (rc)
         goto out;
+    if (chk.ok && s->format == TD_RFORMAT_ARCHIVE && chk.out_frames != st.frames_out) {
+        /* a container that resynced over damage drops frames silently */
+        chk.ok = 0;
+        snprintf(chk.why, sizeof chk.why, "the archive holds %lld video frames, %lld were written",
+                 (long long)chk.out_frames, (long long)st.frames_out);
+    }
     if (!chk.ok) {
         rc = td_error_set(err, TD_EINPUT, "self-check failed: %s", chk.why);
         goto out;
@@ -401,7 +432,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     snprintf(settings + used, sizeof settings - used, " placed=%s", placed);
     const char *chain = st.chain;
     doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:b,s:s,s:s,s:s,s:s},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
-                    "s:{s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:s,s:s}}",
+                    "s:{s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:s,s:s,s:I}}",
                     "version", 1, "scene", scene->name, "settings", settings, "analysis", analysis_json(&a),
                     "decisions", plan_json(&plan, chain),
                     "output", "file", strrchr(media, '/') ? strrchr(media, '/') + 1 : media, "encoder", st.encoder,
@@ -414,7 +445,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
                     chk.out_duration, "source_av_offset", chk.src_offset, "output_av_offset", chk.out_offset,
                     "frame_seconds", chk.frame_seconds, "source_samples", (json_int_t)chk.src_samples,
                     "output_samples", (json_int_t)chk.out_samples, "source_audio_sha256", chk.src_audio_sha,
-                    "output_audio_sha256", chk.out_audio_sha);
+                    "output_audio_sha256", chk.out_audio_sha, "output_frames_checked", (json_int_t)chk.out_frames);
     if (!doc) {
         rc = td_error_set(err, TD_ENOMEM, "%s: cannot build the report", report);
         goto out;

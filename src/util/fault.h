@@ -11,7 +11,9 @@
  *              file TAPEDECK_FAULT_DIR/<hash> remembers it (needs that dir)
  * POINTS used: "scene" (a worker starts a scene), "write" (an output is
  * written but not yet renamed), "decode" (audio is being decoded),
- * "restore-mux" (the restore task writes its media file).
+ * "restore-mux" (the restore task writes its media file: the action
+ *   "desync" shifts its audio), "restore-out" (the restore task has
+ *   encoded it: the action "damage" flips 64 bytes in its middle).
  * Unset, it costs one getenv per call. Never set it in production.
  */
 #ifndef TD_UTIL_FAULT_H

@@ -9,6 +9,12 @@
 #   - an output whose audio was shifted on purpose (TAPEDECK_FAULT
 #     desync) is caught by the self-check and fails its scene, leaving
 #     no output behind;
+#   - a 10-s BFF scene (flagged TFF) that opens with 6 s of a progressive
+#     title animation: the analysis reads windows spread over the whole
+#     scene, so the interlaced rest decides (reading its first 240 frames
+#     only, it was called progressive);
+#   - an FFV1 archive damaged after encoding (TAPEDECK_FAULT damage) fails
+#     its scene: the self-check checks every slice's CRC;
 #   - every other scene is done, with the self-check's figures recorded;
 #   - --task subtitles,restore: the restored file carries the SRT as a soft
 #     track (mov_text in MP4, SubRip in MKV); an MP4's AAC, whose encoder
@@ -19,7 +25,7 @@ command -v ffmpeg >/dev/null || skip "no ffmpeg"
 command -v python3 >/dev/null || skip "no python3"
 
 A="$T/archive"
-mkdir -p "$A/ntsc" "$A/pal" "$A/short" "$A/bad"
+mkdir -p "$A/ntsc" "$A/pal" "$A/short" "$A/bad" "$A/late"
 rm_clean "$T/c480.mkv" 24 720x480
 rm_clean "$T/c576.mkv" 24 720x576
 rm_degrade "$T/c480.mkv" "$A/ntsc/tff_as_bff.mkv" tff 2 bff 6
@@ -32,6 +38,13 @@ for n in 1 3 5; do
     ffmpeg -nostdin -v error -y -i "$T/tff.mkv" -frames:v $n -c:v ffv1 -field_order tt -c:a pcm_s16le \
         "$A/short/frames_$n.mkv" || fail "ffmpeg could not cut $n frames"
 done
+# 6 s of a progressive title (each frame shown for two fields), then 4 s
+# of interlaced motion; 320x240 keeps it quick.
+M="mandelbrot=s=320x240:start_x=-0.743643887037151:start_y=0.131825904205330:start_scale=0.02:end_scale=0.002:end_pts=100:maxiter=100"
+ffmpeg -nostdin -v error -y -f lavfi -i "$M:r=30000/1001" -f lavfi -i "$M:r=60000/1001" -f lavfi -i "sine=f=440:r=48000" \
+    -filter_complex "[0:v]trim=end_frame=180,fps=60000/1001,setpts=PTS-STARTPTS[a];[1:v]trim=start_frame=360:end_frame=600,setpts=PTS-STARTPTS[b];[a][b]concat=n=2:v=1:a=0,format=yuv444p,gblur=sigma=1.0,noise=alls=5:allf=t,scale=out_h_chr_pos=0:out_v_chr_pos=128,format=yuv422p,tinterlace=mode=interleave_bottom,setfield=tff[v]" \
+    -map "[v]" -map 2:a -shortest -c:v ffv1 -field_order tt -c:a pcm_s16le "$A/late/title_start.mkv" ||
+    fail "ffmpeg could not make the scene with a title"
 cp "$A/ntsc/bff_as_tff.mkv" "$A/bad/desync_me.mkv"
 ffmpeg -nostdin -v error -y -i "$T/c480.mkv" -an -c:v libx264 -preset ultrafast -g 6 -pix_fmt yuv420p \
     "$T/good.mp4" || fail "ffmpeg could not make the file to corrupt"
@@ -48,7 +61,7 @@ TAPEDECK_FAULT="desync:restore-mux:desync_me" "$TD" run "$A" --task restore --re
     >"$T/log" 2>&1
 rc=$?
 [ "$rc" -eq 1 ] || { cat "$T/log"; fail "exit code $rc, expected 1 (two scenes fail)"; }
-grep -q 'processed: 7 | skipped: 0 | failed: 2' "$T/log" || { cat "$T/log"; fail "wrong counts"; }
+grep -q 'processed: 8 | skipped: 0 | failed: 2' "$T/log" || { cat "$T/log"; fail "wrong counts"; }
 
 check_order() { # SCENE_JSON EXPECTED
     got=$(json_get "$1" "d['analysis']['interlace']['field_order'] + ' ' + d['analysis']['interlace']['decided_by']")
@@ -59,6 +72,9 @@ check_order "$A/ntsc/tff_as_bff.restore.json" tff
 check_order "$A/ntsc/bff_as_tff.restore.json" bff
 check_order "$A/pal/bff.restore.json" bff
 check_order "$A/ntsc/h264_aac.restore.json" tff
+check_order "$A/late/title_start.restore.json" bff
+w=$(json_get "$A/late/title_start.restore.json" "d['analysis']['stream']['windows']")
+[ "$w" = 4 ] || fail "title_start: analysed in $w windows, expected 4"
 d=$(json_get "$A/ntsc/tff_as_bff.restore.json" "d['analysis']['chroma_delay']['pixels']")
 awk "BEGIN{exit !($d > 1.5 && $d < 2.5)}" || fail "tff_as_bff: chroma delay $d, made 2"
 d=$(json_get "$A/pal/bff.restore.json" "d['analysis']['chroma_delay']['pixels']")
@@ -92,6 +108,15 @@ ls -a "$A/bad" | grep -q 'restored\|tdtmp' && fail "a failed scene left output: 
 [ -f "$A/bad/.desync_me.restore.failed" ] || fail "no .failed marker for the desynced scene"
 
 # Both tasks in one visit (PocketSphinx: the models folder is empty).
+# An FFV1 archive damaged after encoding: the scene fails with the reason.
+mkdir -p "$T/arch"
+cp "$A/short/frames_5.mkv" "$T/arch/damage_me.mkv"
+TAPEDECK_FAULT="damage:restore-out:damage_me" "$TD" run "$T/arch" --task restore --restore-format archive \
+    --retries 0 --no-progress >"$T/log_damage" 2>&1 && { cat "$T/log_damage"; fail "a damaged archive passed"; }
+grep -q "damage_me.mkv.*self-check failed: the archive's video is damaged: slice CRC mismatch" "$T/log_damage" ||
+    { cat "$T/log_damage"; fail "no clear reason for the damaged archive"; }
+ls -a "$T/arch" | grep -q 'restored\|tdtmp' && fail "the damaged archive was kept: $(ls -a "$T/arch")"
+
 command -v espeak-ng >/dev/null || skip "no espeak-ng for the subtitles part"
 S="$T/speech"
 mkdir -p "$S"
