@@ -97,7 +97,10 @@ static void usage_run(FILE *f)
             "  --restore-opencl W    nlmeans (quality high) through OpenCL: auto (default:\n"
             "                        on GPU workers), on (any OpenCL device, PoCL too), off\n"
             "  --restore-cuda W      deinterlace with yadif_cuda: auto (default: on NVIDIA\n"
-            "                        GPU workers), on (any worker that finds CUDA), off\n"
+            "                        GPU workers), on (any worker that finds CUDA), off;\n"
+            "                        with it NVDEC decoding and scale_cuda (size hd)\n"
+            "  --restore-vaapi W     decode through VAAPI: auto (default: on Intel GPU\n"
+            "                        workers), on (any worker that finds VAAPI), off\n"
             "  --limit N             process at most N pending scenes\n"
             "  --dry-run             print the plan and write nothing\n"
             "  --force               redo scenes that are already done\n"
@@ -234,7 +237,7 @@ enum {
     OPT_FORMATS, OPT_THREADS, OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
-    OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA,
+    OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA, OPT_RESTORE_VAAPI,
 };
 
 static void print_plan(const td_run_opts *o, const td_plan *p)
@@ -802,6 +805,7 @@ static int cmd_worker(int argc, char **argv)
         {"restore-codec", required_argument, 0, OPT_RESTORE_CODEC},
         {"restore-opencl", required_argument, 0, OPT_RESTORE_OPENCL},
         {"restore-cuda", required_argument, 0, OPT_RESTORE_CUDA},
+        {"restore-vaapi", required_argument, 0, OPT_RESTORE_VAAPI},
         {0, 0, 0, 0},
     };
     td_worker_opts o = {.task = "subtitles", .engine = "auto", .formats = "srt"};
@@ -836,6 +840,7 @@ static int cmd_worker(int argc, char **argv)
         case OPT_RESTORE_CODEC: o.restore_codec = optarg; break;
         case OPT_RESTORE_OPENCL: o.restore_opencl = optarg; break;
         case OPT_RESTORE_CUDA: o.restore_cuda = optarg; break;
+        case OPT_RESTORE_VAAPI: o.restore_vaapi = optarg; break;
         default: return EXIT_USAGE;
         }
     }

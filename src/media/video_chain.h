@@ -43,10 +43,13 @@ typedef struct td_restore_settings {
     enum td_restore_codec codec;     /* view only */
     int crf;                          /* view: 0 = 18 (H.264) / 20 (HEVC) */
     int subtitles;                    /* mux the scene's SRT in (set by the task) */
-    enum td_restore_opencl opencl;    /* where nlmeans runs (not in the fingerprint:
-                                       * the same filter on other hardware) */
-    enum td_restore_opencl cuda;      /* appended: where yadif_cuda replaces bwdif (not
-                                       * in the fingerprint either) */
+    enum td_restore_opencl opencl;    /* where nlmeans runs (where it ran goes in the
+                                       * fingerprint: another implementation) */
+    enum td_restore_opencl cuda;      /* appended: where CUDA works: NVDEC decoding,
+                                       * yadif_cuda for bwdif, scale_cuda (the placements
+                                       * that change bits are in the fingerprint) */
+    enum td_restore_opencl vaapi;     /* appended: where VAAPI decodes (auto: Intel GPU
+                                       * workers); bit-exact, so not in the fingerprint */
 } td_restore_settings;
 
 void td_restore_settings_default(td_restore_settings *s);

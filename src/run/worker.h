@@ -39,7 +39,7 @@ typedef struct td_worker_opts {
     int translate;
     /* restore settings as given on the command line (NULL: default) */
     const char *restore_preset, *restore_quality, *restore_format, *restore_size, *restore_codec;
-    const char *restore_opencl, *restore_cuda;
+    const char *restore_opencl, *restore_cuda, *restore_vaapi;
 } td_worker_opts;
 
 /* Runs until QUIT; returns the process exit code. */

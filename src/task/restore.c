@@ -210,6 +210,27 @@ static int damage(const char *path, td_error *err)
     return rc;
 }
 
+/* The DRM render node of the card at a PCI address ("0000:03:00.0"), from
+ * sysfs, into out ("" if none). */
+static void render_node(const char *pci, char *out, size_t len)
+{
+    out[0] = '\0';
+    char dir[256];
+    if (!pci || snprintf(dir, sizeof dir, "/sys/bus/pci/devices/%s/drm", pci) >= (int)sizeof dir)
+        return;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "renderD", 7) == 0) {
+            snprintf(out, len, "/dev/dri/%s", e->d_name);
+            break;
+        }
+    }
+    closedir(d);
+}
+
 /* Append one clause to the scene's note (the worker logs it). */
 static void note_add(td_task_result *res, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note_add(td_task_result *res, const char *fmt, ...)
@@ -281,7 +302,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     char *srt = s->subtitles ? td_output_path(scene, ".srt") : NULL;
     char tmp[PATH_MAX] = "";
     json_t *doc = NULL;
-    AVBufferRef *hw = NULL, *cuda = NULL;
+    AVBufferRef *hw = NULL, *cuda = NULL, *vaapi = NULL;
     int rc = TD_OK;
     if (!media || !report || (s->subtitles && !srt)) {
         rc = td_error_set(err, TD_ENOMEM, "out of memory");
@@ -325,7 +346,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
      * sees only its own card). The CPU's filters are the reference and
      * the fallback; each fallback's reason goes in the log and the
      * report. */
-    char denoise_on[400] = "cpu", deinterlace_on[300] = "cpu", scale_on[300] = "cpu", cuda_why[160] = "";
+    char denoise_on[400] = "cpu", deinterlace_on[300] = "cpu", scale_on[300] = "cpu", hw_why[360] = "";
     if (!plan.deinterlace)
         snprintf(deinterlace_on, sizeof deinterlace_on, "none");
     if (!plan.hd)
@@ -338,16 +359,34 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
             char e[128];
             note_add(res, "CUDA unavailable (%s): decoding%s%s on the CPU", td_averr(ret, e, sizeof e),
                      plan.deinterlace ? ", bwdif" : "", plan.hd ? ", scale" : "");
-            snprintf(cuda_why, sizeof cuda_why, "CUDA unavailable: %s", e);
+            snprintf(hw_why, sizeof hw_why, "CUDA unavailable: %s", e);
             if (plan.deinterlace)
-                snprintf(deinterlace_on, sizeof deinterlace_on, "cpu (%s)", cuda_why);
+                snprintf(deinterlace_on, sizeof deinterlace_on, "cpu (%s)", hw_why);
             if (plan.hd)
-                snprintf(scale_on, sizeof scale_on, "cpu (%s)", cuda_why);
+                snprintf(scale_on, sizeof scale_on, "cpu (%s)", hw_why);
         } else {
             job.hw.cuda = cuda;
             job.hw.decode = cuda;
             plan.cuda = plan.deinterlace;
             plan.cuda_scale = plan.hd;
+        }
+    }
+    int intel = cfg->vendor && strcmp(cfg->vendor, "intel") == 0;
+    if (!job.hw.decode && (s->vaapi == TD_ROPENCL_ON || (s->vaapi == TD_ROPENCL_AUTO && intel && gpu_worker))) {
+        /* VAAPI on the worker's own card: its render node, found by PCI
+         * address (any worker under "on" takes the first one). Decoding is
+         * bit-exact, so the output is the CPU's either way. */
+        char node[300] = "";
+        if (gpu_worker)
+            render_node(cfg->device, node, sizeof node);
+        int ret = av_hwdevice_ctx_create(&vaapi, AV_HWDEVICE_TYPE_VAAPI, node[0] ? node : NULL, NULL, 0);
+        if (ret < 0) {
+            char e[128];
+            snprintf(hw_why, sizeof hw_why, "VAAPI unavailable on %s: %s", node[0] ? node : "the default device",
+                     td_averr(ret, e, sizeof e));
+            note_add(res, "%s: decoding on the CPU", hw_why);
+        } else {
+            job.hw.decode = vaapi;
         }
     }
     if (plan.nlmeans_s > 0 && (s->opencl == TD_ROPENCL_ON || (s->opencl == TD_ROPENCL_AUTO && gpu_worker))) {
@@ -388,7 +427,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
         job.hw.opencl = job.hw.cuda = job.hw.decode = NULL;
         td_error_clear(err);
         rc = td_restore_transcode(&job, &st, err);
-        if (!rc && strcmp(st.decode_on, "cpu") == 0 && cuda)
+        if (!rc && strcmp(st.decode_on, "cpu") == 0 && (cuda || vaapi))
             snprintf(st.decode_on, sizeof st.decode_on, "cpu (GPU path failed)");
     }
     if (rc)
@@ -400,8 +439,8 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     if (plan.opencl)
         snprintf(denoise_on, sizeof denoise_on, "opencl (nlmeans_opencl%s)",
                  s->opencl == TD_ROPENCL_AUTO ? ", GPU device" : "");
-    if (cuda_why[0] && strcmp(st.decode_on, "cpu") == 0)
-        snprintf(st.decode_on, sizeof st.decode_on, "cpu (%s)", cuda_why);
+    if (hw_why[0] && strcmp(st.decode_on, "cpu") == 0)
+        snprintf(st.decode_on, sizeof st.decode_on, "cpu (%.190s)", hw_why);
     else if (strncmp(st.decode_on, "cpu (", 5) == 0)
         note_add(res, "decoding on the CPU: %s", st.decode_on + 5);
     if (td_fault_wants("damage", "restore-out", scene->path) && (rc = damage(tmp, err)))
@@ -479,6 +518,7 @@ out:
     json_decref(doc);
     av_buffer_unref(&hw);
     av_buffer_unref(&cuda);
+    av_buffer_unref(&vaapi);
     free(media);
     free(report);
     free(srt);

@@ -79,6 +79,7 @@ typedef struct td_restore_args {
     const char *preset, *quality, *format, *size, *codec;
     const char *opencl;   /* appended: --restore-opencl */
     const char *cuda;     /* appended: --restore-cuda */
+    const char *vaapi;    /* appended: --restore-vaapi */
 } td_restore_args;
 int td_restore_args_parse(const td_restore_args *a, td_restore_settings *s, td_error *err);
 

@@ -14,7 +14,8 @@
 #     scene, so the interlaced rest decides (reading its first 240 frames
 #     only, it was called progressive);
 #   - an FFV1 archive damaged after encoding (TAPEDECK_FAULT damage) fails
-#     its scene: the self-check checks every slice's CRC;
+#     its scene: the self-check checks every slice's CRC; undamaged, with
+#     --restore-vaapi on, it is decoded on the CPU and says why;
 #   - every other scene is done, with the self-check's figures recorded;
 #   - --task subtitles,restore: the restored file carries the SRT as a soft
 #     track (mov_text in MP4, SubRip in MKV); an MP4's AAC, whose encoder
@@ -116,6 +117,16 @@ TAPEDECK_FAULT="damage:restore-out:damage_me" "$TD" run "$T/arch" --task restore
 grep -q "damage_me.mkv.*self-check failed: the archive's video is damaged: slice CRC mismatch" "$T/log_damage" ||
     { cat "$T/log_damage"; fail "no clear reason for the damaged archive"; }
 ls -a "$T/arch" | grep -q 'restored\|tdtmp' && fail "the damaged archive was kept: $(ls -a "$T/arch")"
+# Again undamaged, asking for VAAPI decoding: FFV1 has no VAAPI decoder
+# (and this machine may have no VAAPI device), so the CPU decodes and the
+# log and restore.json say why.
+"$TD" run "$T/arch" --task restore --restore-format archive --restore-vaapi on --no-progress >"$T/log_vaapi" 2>&1 ||
+    { cat "$T/log_vaapi"; fail "the VAAPI fallback run failed"; }
+grep -q 'damage_me.mkv: .*decoding on the CPU' "$T/log_vaapi" || { cat "$T/log_vaapi"; fail "the VAAPI fallback is not logged"; }
+on=$(json_get "$T/arch/damage_me.restore.json" "d['output']['decode_on']")
+note "VAAPI asked for an FFV1 scene: decode_on = $on"
+case "$on" in "cpu (VAAPI unavailable"* | "cpu (libavcodec has no vaapi decoding for ffv1)") ;;
+*) fail "decode_on '$on'" ;; esac
 
 command -v espeak-ng >/dev/null || skip "no espeak-ng for the subtitles part"
 S="$T/speech"

@@ -558,10 +558,15 @@ static void test_task_lists(void **state)
     assert_true(cfg.restore.subtitles);
     assert_int_equal(td_task_config_build(both + 1, 1, NULL, &ra, "cpu", 2, &cfg, &err), TD_OK);
     assert_false(cfg.restore.subtitles);
-    td_restore_args ocl = {.opencl = "on", .cuda = "off"};
+    td_restore_args ocl = {.opencl = "on", .cuda = "off", .vaapi = "on"};
     assert_int_equal(td_task_config_build(both, 2, NULL, &ocl, "cpu", 0, &cfg, &err), TD_OK);
     assert_int_equal(cfg.restore.opencl, TD_ROPENCL_ON);
     assert_int_equal(cfg.restore.cuda, TD_ROPENCL_OFF);
+    assert_int_equal(cfg.restore.vaapi, TD_ROPENCL_ON);
+    ocl.vaapi = "qsv";
+    assert_int_equal(td_task_config_build(both, 2, NULL, &ocl, "cpu", 0, &cfg, &err), TD_EINVAL);
+    assert_non_null(strstr(err.msg, "--restore-vaapi"));
+    ocl.vaapi = NULL;
     ocl.opencl = "cuda";
     assert_int_equal(td_task_config_build(both, 2, NULL, &ocl, "cpu", 0, &cfg, &err), TD_EINVAL);
     assert_non_null(strstr(err.msg, "--restore-opencl"));
