@@ -24,8 +24,9 @@
 # Markdown row per run from the scene's restore.json. The machine's OpenCL
 # vendor folder may list no nvidia.icd although the driver's
 # libnvidia-opencl.so.1 is there: run points OCL_ICD_VENDORS at a folder
-# whose nvidia.icd names it, and first runs once without, to show the
-# reason tapedeck logs. Outputs are copied to OUT (if given) for SSIM
+# whose nvidia.icd names it, and last runs once without (on a short cut of
+# the analog scene, noisy enough for nlmeans), to show the reason tapedeck
+# logs. Outputs are copied to OUT (if given) for SSIM
 # against each other back home.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -84,7 +85,7 @@ if [ "$mode" = pack ]; then
         done
         mv "$dir/plain.mp4" "$dir/clean.mp4"
         # A short one for the fallback run (nlmeans on the CPU is slow).
-        ffmpeg -nostdin -v error -y -i "$dir/clean.mp4" -frames:v 16 -c:v libx264 -preset fast -crf 23 -pix_fmt yuv420p \
+        ffmpeg -nostdin -v error -y -i "$dir/analog.mp4" -frames:v 16 -c:v libx264 -preset fast -crf 23 -pix_fmt yuv420p \
             -flags +ildct+ilme -x264-params tff=1 -an "$dir/short.mp4" || fail "ffmpeg: short"
     fi
     [ "${PACK:-all}" = media ] && exit 0
