@@ -5,7 +5,7 @@
  *
  *   vulkan-bench [--dims tiny|base|small|medium|...] [--model PATH]
  *                [--windows N] [--batch LIST] [--tokens N] [--runs N]
- *                [--profile] [--header]
+ *                [--path tiled|coopmat|coopmat32|auto] [--profile] [--header]
  *
  * Generates an F16 model (td_wmk_write, seed 1) unless --model names one,
  * opens the backend on TD_VULKAN_DEVICE (or the first device) and
@@ -20,6 +20,9 @@
  *     sequence read back each step (the rules need them: the sampling
  *     entry is not on the device yet); ms per step, and per token per
  *     sequence (ms per step / B).
+ * and x real time for a 30-s window at each B (encoder per window plus
+ * --tokens steps shared by B windows). --path forces the products' path
+ * (TD_VULKAN_MATMUL; auto: the per-device trial or its cached answer).
  * With --profile, each figure is followed by the time per shader from
  * timestamp queries around every dispatch (these serialize the dispatches
  * a little; the wall-clock figures are taken without them).
@@ -104,6 +107,11 @@ int main(int argc, char **argv)
             model = v;
         } else if (strcmp(a, "--windows") == 0) {
             n_win = atoi(v);
+        } else if (strcmp(a, "--path") == 0) {
+            if (setenv("TD_VULKAN_MATMUL", v, 1) != 0) {
+                perror("setenv");
+                return 1;
+            }
         } else if (strcmp(a, "--tokens") == 0) {
             n_tokens = atoi(v);
         } else if (strcmp(a, "--runs") == 0) {
@@ -177,6 +185,7 @@ int main(int argc, char **argv)
     const td_vk_info *in = td_wvk_device(b);
     printf("  device: %s, %s, PCI %s, %s; open (upload) %.0f ms\n", in->name, in->driver,
            in->pci[0] ? in->pci : "none", in->uuid, now_ms() - t0);
+    printf("  %s\n", td_wvk_path_note(b));
 
     int nm = m->hp.n_mels, frames = 2 * m->hp.n_audio_ctx;
     float *mel = malloc((size_t)nm * frames * sizeof *mel);
@@ -260,19 +269,24 @@ int main(int argc, char **argv)
         dec_ms[bi] = best;
     }
     if (header) {
-        printf("| model | device | encoder ms/window |");
+        printf("| model | device | path | encoder ms/window |");
         for (int bi = 0; bi < n_batch; bi++)
-            printf(" B=%d ms/step (ms/token/seq) |", batch[bi]);
-        printf("\n|---|---|---|");
+            printf(" B=%d ms/step (ms/token/seq, x real time) |", batch[bi]);
+        printf("\n|---|---|---|---|");
         for (int bi = 0; bi < n_batch; bi++)
             printf("---|");
         printf("\n");
     }
     const char *slash = strrchr(model, '/');
-    printf("| %s%s | %s | %.1f |", made ? dims : (slash ? slash + 1 : model),
-           made ? " (random F16)" : "", in->name, enc_ms);
+    const char *note = td_wvk_path_note(b);
+    char pathname[32] = "";
+    if (sscanf(note, "products: %31[a-z0-9]", pathname) != 1)
+        snprintf(pathname, sizeof pathname, "?");
+    printf("| %s%s | %s | %s | %.1f |", made ? dims : (slash ? slash + 1 : model),
+           made ? " (random F16)" : "", in->name, pathname, enc_ms);
     for (int bi = 0; bi < n_batch; bi++)
-        printf(" %.2f (%.3f) |", dec_ms[bi], dec_ms[bi] / batch[bi]);
+        printf(" %.2f (%.3f, %.0fx) |", dec_ms[bi], dec_ms[bi] / batch[bi],
+               30000.0 / (enc_ms + n_tokens * dec_ms[bi] / batch[bi]));
     printf("\n");
     ops->close(b);
     td_wmodel_close(m);
@@ -284,7 +298,8 @@ int main(int argc, char **argv)
     return 0;
 usage:
     fprintf(stderr, "usage: vulkan-bench [--dims NAME] [--model PATH] [--windows N] [--batch LIST]\n"
-                    "                    [--tokens N] [--runs N] [--profile] [--header]\n");
+                    "                    [--tokens N] [--runs N] [--path tiled|coopmat|coopmat32|auto]\n"
+                    "                    [--profile] [--header]\n");
     return 2;
 }
 

@@ -311,35 +311,59 @@ static void test_reopen(void **state)
 
 /* ---------------------------------------------------------- products */
 
-static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int force)
+/* One product through td_vko_linear_x: force >= 0 moves the matvec switch
+ * (0: never, 1 << 20: always); coop (an enum td_vko_path) takes a
+ * cooperative-matrix path for more rows (A rounded to halves: looser bounds). TD_VKO_LN normalizes A's
+ * rows first; TD_VKO_ROWIDX scatters the output rows in reverse order. */
+static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int force, int coop)
 {
     int ldw = w_f16 && (k % 2) ? k + 1 : k + (k % 3 == 0 ? 2 : 0);
     int lda = k + 3, ldc = n + 5, ldadd = n + 1;
     float *a = malloc((size_t)m * lda * sizeof *a), *bias = malloc((size_t)n * sizeof *bias);
     float *add = malloc((size_t)m * ldadd * sizeof *add), *c0 = malloc((size_t)m * ldc * sizeof *c0);
     float *wf = malloc((size_t)n * ldw * sizeof *wf);
+    float *lnw = malloc((size_t)k * sizeof *lnw), *lnb = malloc((size_t)k * sizeof *lnb);
+    double *an = malloc((size_t)k * sizeof *an);
+    int *rowidx = malloc((size_t)m * sizeof *rowidx);
     uint16_t *wh = malloc((size_t)n * ldw * sizeof *wh);
     double *ref = malloc((size_t)m * n * sizeof *ref);
-    assert_true(a && bias && add && c0 && wf && wh && ref);
+    assert_true(a && bias && add && c0 && wf && wh && ref && lnw && lnb && an && rowidx);
     for (size_t i = 0; i < (size_t)m * lda; i++)
-        a[i] = frand();
+        a[i] = frand() + ((flags & TD_VKO_LN) ? 2.0f : 0.0f); /* an offset LN must remove */
     for (int i = 0; i < n; i++)
         bias[i] = frand();
+    for (int i = 0; i < k; i++) {
+        lnw[i] = frand();
+        lnb[i] = frand();
+    }
     for (size_t i = 0; i < (size_t)m * ldadd; i++)
         add[i] = frand();
-    for (int r = 0; r < m; r++)
+    for (int r = 0; r < m; r++) {
+        rowidx[r] = (m - 1 - r) * ldc;
         for (int c = 0; c < ldc; c++)
             c0[(size_t)r * ldc + c] = c < n ? frand() : GUARD_VAL;
+    }
     for (size_t i = 0; i < (size_t)n * ldw; i++) {
         float v = frand() * 0.5f;
         wh[i] = td_wk_f32_to_f16(v);
         wf[i] = w_f16 ? td_wk_f16_to_f32(wh[i]) : v;
     }
-    for (int r = 0; r < m; r++)
+    for (int r = 0; r < m; r++) {
+        const float *ar = a + (size_t)r * lda;
+        double mean = 0, var = 0;
+        for (int i = 0; i < k; i++)
+            mean += ar[i];
+        mean /= k;
+        for (int i = 0; i < k; i++)
+            var += (ar[i] - mean) * (ar[i] - mean);
+        var /= k;
+        for (int i = 0; i < k; i++)
+            an[i] = (flags & TD_VKO_LN) ? (ar[i] - mean) / sqrt(var + 1e-5) * lnw[i] + lnb[i] : ar[i];
+        int ro = (flags & TD_VKO_ROWIDX) ? m - 1 - r : r; /* the output row this lands in */
         for (int j = 0; j < n; j++) {
             double s = 0;
             for (int i = 0; i < k; i++)
-                s += (double)a[(size_t)r * lda + i] * wf[(size_t)j * ldw + i];
+                s += an[i] * wf[(size_t)j * ldw + i];
             if (flags & TD_VKO_BIAS)
                 s += bias[j];
             if (flags & TD_VKO_GELU)
@@ -347,30 +371,47 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
             if (flags & TD_VKO_ADD)
                 s += add[(size_t)r * ldadd + j];
             if (flags & TD_VKO_ACC)
-                s += c0[(size_t)r * ldc + j];
-            ref[(size_t)r * n + j] = s;
+                s += c0[(size_t)ro * ldc + j];
+            ref[(size_t)ro * n + j] = s;
         }
+    }
     td_vk_buf ba = dbuf(a, (size_t)m * lda * 4), bb = dbuf(bias, (size_t)n * 4);
-    td_vk_buf bd = dbuf(add, (size_t)m * ldadd * 4);
+    td_vk_buf bd = dbuf(add, (size_t)m * ldadd * 4), blw = dbuf(lnw, (size_t)k * 4),
+              blb = dbuf(lnb, (size_t)k * 4), bri = dbuf(rowidx, (size_t)m * 4);
     td_vk_buf bw = w_f16 ? dbuf(wh, (size_t)n * ldw * 2) : dbuf(wf, (size_t)n * ldw * 4);
     outbuf oc = obuf((size_t)m * ldc, c0);
     if (force >= 0)
         td_vko_set_matvec_rows(ops, force);
+    td_error err = {0};
+    if (coop && td_vko_set_path(ops, (enum td_vko_path)coop, &err))
+        fail_msg("%s", err.msg);
     begin_ok();
-    td_vko_linear(ops, m, n, k, ba.addr, lda, bw.addr, w_f16, ldw, bb.addr, bd.addr, ldadd,
-                  oaddr(&oc), ldc, flags);
+    td_vko_lin l = {.m = m, .n = n, .k = k, .a = ba.addr, .lda = lda, .w = bw.addr,
+                    .w_f16 = w_f16, .ldw = ldw, .bias = bb.addr, .add = bd.addr, .ldadd = ldadd,
+                    .c = oaddr(&oc), .ldc = ldc, .flags = flags, .ln_w = blw.addr,
+                    .ln_b = blb.addr, .rowidx = bri.addr};
+    td_vko_linear_x(ops, &l);
     submit_ok();
     td_vko_set_matvec_rows(ops, TD_VKO_MATVEC_ROWS);
+    if (td_vko_set_path(ops, TD_VKO_TILED, &err))
+        fail_msg("%s", err.msg);
     float *got = oread(&oc, m, n, ldc);
     char what[96];
     snprintf(what, sizeof what, "linear %dx%dx%d %s flags %u %s", m, n, k, w_f16 ? "f16" : "f32",
-             flags, force == 0 ? "tiled" : force > 0 ? "matvec" : "auto");
-    compare(what, got, ref, m, n, ldc, 2e-6, 2e-5 * sqrt((double)k));
+             flags, force == 0 ? td_vko_path_name((enum td_vko_path)coop) : force > 0 ? "matvec" : "auto");
+    /* halves for A: each product term off by up to 2^-11 relative */
+    if (coop && w_f16 && m > (force >= 0 ? force : TD_VKO_MATVEC_ROWS))
+        compare(what, got, ref, m, n, ldc, 2e-3, 2e-3 * sqrt((double)k));
+    else
+        compare(what, got, ref, m, n, ldc, 2e-6, 2e-5 * sqrt((double)k));
     free(got);
     td_vk_buf_destroy(vk, &ba);
     td_vk_buf_destroy(vk, &bb);
     td_vk_buf_destroy(vk, &bd);
     td_vk_buf_destroy(vk, &bw);
+    td_vk_buf_destroy(vk, &blw);
+    td_vk_buf_destroy(vk, &blb);
+    td_vk_buf_destroy(vk, &bri);
     free(a);
     free(bias);
     free(add);
@@ -378,24 +419,105 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
     free(wf);
     free(wh);
     free(ref);
+    free(lnw);
+    free(lnb);
+    free(an);
+    free(rowidx);
 }
+
+static const int lin_shapes[][3] = {{1, 7, 10},   {3, 33, 66},  {8, 65, 130}, {9, 64, 64},
+                                    {70, 129, 47}, {65, 3, 200}, {1, 200, 1},  {130, 70, 17},
+                                    {2, 37, 512}, {300, 130, 70}, {257, 257, 33}};
 
 static void test_linear(void **state)
 {
     (void)state;
     NEED_DEVICE();
     const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC;
-    static const int shapes[][3] = {{1, 7, 10},   {3, 33, 66},  {8, 65, 130}, {9, 64, 64},
-                                    {70, 129, 47}, {65, 3, 200}, {1, 200, 1},  {130, 70, 17},
-                                    {2, 37, 512}, {300, 130, 70}, {257, 257, 33}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+    for (size_t s = 0; s < sizeof lin_shapes / sizeof lin_shapes[0]; s++) {
+        int m = lin_shapes[s][0], n = lin_shapes[s][1], k = lin_shapes[s][2];
         for (int f16 = 0; f16 <= 1; f16++) {
-            linear_case(m, n, k, f16, 0, -1);
-            linear_case(m, n, k, f16, B | G | A, 0);     /* tiled */
-            linear_case(m, n, k, f16, B | C, 1 << 20);   /* matvec, however many rows */
+            linear_case(m, n, k, f16, 0, -1, 0);
+            linear_case(m, n, k, f16, B | G | A, 0, 0);     /* tiled */
+            linear_case(m, n, k, f16, B | C, 1 << 20, 0);   /* matvec, however many rows */
         }
     }
+}
+
+/* The decoder's fused forms: LayerNorm in the few-row product's prologue,
+ * output rows scattered (K and V into their slots) on every path. */
+static void test_linear_ln_rowidx(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const unsigned B = TD_VKO_BIAS, C = TD_VKO_ACC, L = TD_VKO_LN, R = TD_VKO_ROWIDX;
+    static const int shapes[][3] = {{1, 64, 64}, {3, 33, 66}, {8, 65, 130}, {5, 40, 1280},
+                                    {2, 17, 7}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int f16 = 0; f16 <= 1; f16++) {
+            linear_case(shapes[s][0], shapes[s][1], shapes[s][2], f16, B | L, -1, 0);
+            linear_case(shapes[s][0], shapes[s][1], shapes[s][2], f16, L | R | C, -1, 0);
+        }
+    linear_case(70, 129, 47, 1, B | R, 0, 0);
+    linear_case(70, 129, 47, 0, R | C, 0, 0);
+}
+
+/* The cooperative-matrix path, where the device has one (not lavapipe). */
+static void test_linear_coopmat(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    if (!td_vko_has_coopmat(ops)) {
+        td_error err = {0};
+        assert_int_equal(td_vko_set_path(ops, TD_VKO_COOPMAT, &err), TD_EUNAVAILABLE);
+        printf("# skipped: %s\n", err.msg);
+        skip();
+    }
+    const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC;
+    for (int p = TD_VKO_COOPMAT; p <= TD_VKO_COOPMAT32; p++) {
+        for (size_t s = 0; s < sizeof lin_shapes / sizeof lin_shapes[0]; s++) {
+            int m = lin_shapes[s][0], n = lin_shapes[s][1], k = lin_shapes[s][2];
+            linear_case(m, n, k, 1, B | G | A, 0, p);
+            linear_case(m, n, k, 1, C | TD_VKO_ROWIDX, 0, p);
+        }
+        linear_case(1500, 1024, 1024, 1, B | C, 0, p); /* a medium encoder product */
+        linear_case(64, 4096, 1024, 1, B | G, 0, p);
+        linear_case(100, 100, 100, 0, B, 0, p);        /* F32 weights stay tiled */
+    }
+}
+
+/* A kept command buffer replays with what memory holds then, until forgotten. */
+static void test_replay(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    float a[4 * 8], w[8 * 8], got[4 * 8];
+    for (int i = 0; i < 8 * 8; i++)
+        w[i] = i % 9 == 0 ? 1.0f : 0.0f; /* identity */
+    td_vk_buf ba = dbuf(NULL, sizeof a), bw = dbuf(w, sizeof w), bc = dbuf(NULL, sizeof got);
+    td_error err = {0};
+    for (int t = 0; t < 4; t++) {
+        for (int i = 0; i < 4 * 8; i++)
+            a[i] = (float)(i + 100 * t);
+        if (td_vk_upload(vk, &ba, 0, a, sizeof a, &err))
+            fail_msg("%s", err.msg);
+        if (t == 3)
+            td_vk_forget(vk);
+        int replay = -1;
+        if (td_vk_begin_cached(vk, 42, &replay, &err))
+            fail_msg("%s", err.msg);
+        assert_int_equal(replay, t == 1 || t == 2);
+        if (!replay)
+            td_vko_linear(ops, 4, 8, 8, ba.addr, 8, bw.addr, 0, 8, 0, 0, 0, bc.addr, 8, 0);
+        submit_ok();
+        if (td_vk_download(vk, &bc, 0, got, sizeof got, &err))
+            fail_msg("%s", err.msg);
+        for (int i = 0; i < 4 * 8; i++)
+            assert_true(got[i] == a[i]);
+    }
+    td_vk_buf_destroy(vk, &ba);
+    td_vk_buf_destroy(vk, &bw);
+    td_vk_buf_destroy(vk, &bc);
 }
 
 /* ---------------------------------------------------------- layernorm */
@@ -537,19 +659,16 @@ static void test_enc_attn(void **state)
 }
 
 /* Decoder attention: rows with their own key offsets and counts, keys
- * from one pool (a KV cache or cross K/V). */
-static void test_dec_attn(void **state)
+ * from one pool (a KV cache or cross K/V); with max_keys at most one
+ * split, the output comes from dec_attn alone (no merge). */
+static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, const char *what)
 {
-    (void)state;
-    NEED_DEVICE();
     const int n_head = 3, d = 64, ld = n_head * d, pool_rows = 1500 + 40;
-    static const int rows_info[][2] = {{0, 1}, {5, 4}, {40, 1500}, {7, 37}, {100, 448}, {3, 129}};
-    const int rows = sizeof rows_info / sizeof rows_info[0];
     size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld;
     float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4);
     double *ref = malloc(qsz * sizeof *ref);
-    int info[2 * 6];
-    assert_true(k && v && q && ref);
+    int *info = malloc((size_t)rows * 2 * sizeof *info);
+    assert_true(k && v && q && ref && info);
     for (size_t i = 0; i < psz; i++) {
         k[i] = frand() * 2;
         v[i] = frand();
@@ -565,15 +684,15 @@ static void test_dec_attn(void **state)
                      v + (size_t)rows_info[r][0] * ld + h * d, ld, ref + (size_t)r * ld + h * d);
     }
     td_vk_buf bq = dbuf(q, qsz * 4), bk = dbuf(k, psz * 4), bv = dbuf(v, psz * 4),
-              bi = dbuf(info, sizeof info),
-              bp = dbuf(NULL, td_vko_dec_part_floats(rows, n_head, d, 1500) * 4);
+              bi = dbuf(info, (size_t)rows * 2 * sizeof *info),
+              bp = dbuf(NULL, td_vko_dec_part_floats(rows, n_head, d, max_keys) * 4);
     outbuf oo = obuf(qsz, NULL);
     begin_ok();
-    td_vko_dec_attn(ops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr, 1500,
-                    bp.addr);
+    td_vko_dec_attn(ops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr,
+                    max_keys, bp.addr);
     submit_ok();
     float *got = oread(&oo, rows, ld, ld);
-    compare("dec_attn ragged rows, 1..1500 keys", got, ref, rows, ld, ld, 2e-6, 1e-5);
+    compare(what, got, ref, rows, ld, ld, 2e-6, 1e-5);
     free(got);
     td_vk_buf_destroy(vk, &bq);
     td_vk_buf_destroy(vk, &bk);
@@ -584,6 +703,17 @@ static void test_dec_attn(void **state)
     free(k);
     free(v);
     free(ref);
+    free(info);
+}
+
+static void test_dec_attn(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    static const int many[][2] = {{0, 1}, {5, 4}, {40, 1500}, {7, 37}, {100, 448}, {3, 129}};
+    dec_attn_case(many, 6, 1500, "dec_attn ragged rows, 1..1500 keys");
+    static const int one[][2] = {{0, 1}, {5, 4}, {7, 37}, {3, TD_VKO_ATT_SPLIT}};
+    dec_attn_case(one, 4, TD_VKO_ATT_SPLIT, "dec_attn one split, no merge");
 }
 
 /* ---------------------------------------------------------- embed, kv */
@@ -727,7 +857,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_reopen),
-        cmocka_unit_test(test_linear),        cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
+        cmocka_unit_test(test_linear_coopmat), cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_dec_attn),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
         cmocka_unit_test(test_no_driver),

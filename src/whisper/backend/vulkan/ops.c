@@ -5,21 +5,30 @@
  */
 #include "whisper/backend/vulkan/ops.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "whisper/backend/vulkan/shaders.h"
 
 struct td_vko {
     td_vk *vk;
     td_vk_pipe *matmul[2], *matvec[2]; /* [w_f16] */
+    td_vk_pipe *matmul_cm[2];          /* F16 weights on the matrix engines, K steps of 64
+                                        * and 32; NULL without */
     td_vk_pipe *layernorm, *enc_attn, *dec_attn, *dec_merge, *embed, *kv_put;
     int matvec_rows;
+    enum td_vko_path path;
+    unsigned gen;
     int d_audio, d_text;
 };
 
 typedef struct lin_push {
-    uint64_t a, w, bias, add, c;
+    uint64_t a, w, bias, add, c, lnw, lnb, rowidx;
     uint32_t m, n, k, lda, ldw, ldc, ldadd, flags;
 } lin_push;
 
@@ -36,7 +45,7 @@ typedef struct ea_push {
 } ea_push;
 
 typedef struct da_push {
-    uint64_t q, part, k, v, info;
+    uint64_t q, part, k, v, info, o;
     uint32_t ld, n_split;
     float scale;
 } da_push;
@@ -61,8 +70,8 @@ void td_vko_free(td_vko *o)
     if (!o)
         return;
     td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0], &o->matvec[1],
-                          &o->layernorm, &o->enc_attn,  &o->dec_attn,  &o->dec_merge,
-                          &o->embed,     &o->kv_put};
+                          &o->matmul_cm[0], &o->matmul_cm[1], &o->layernorm, &o->enc_attn,  &o->dec_attn,
+                          &o->dec_merge, &o->embed, &o->kv_put};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     td_vk_free(o);
@@ -108,6 +117,25 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     PIPE(o->dec_merge, dec_merge, "dec_merge", dm_push, &dt, 1);
     PIPE(o->embed, embed, "embed", emb_push, NULL, 0);
     PIPE(o->kv_put, kv_put, "kv_put", kv_push, NULL, 0);
+    if (td_vk_device_info(vk)->has_coopmat_nv) {
+        /* a driver that cannot build it leaves the tiled path; only out
+         * of memory is an error */
+        rc = td_vk_pipe_create(vk, "matmul_cm64", td_vks_matmul_cm_CM_BK64,
+                               td_vks_matmul_cm_CM_BK64_words, sizeof(lin_push), NULL, 0,
+                               &o->matmul_cm[0], err);
+        if (rc == TD_OK)
+            rc = td_vk_pipe_create(vk, "matmul_cm32", td_vks_matmul_cm_CM_BK32,
+                                   td_vks_matmul_cm_CM_BK32_words, sizeof(lin_push), NULL, 0,
+                                   &o->matmul_cm[1], err);
+        if (rc == TD_ENOMEM)
+            goto fail;
+        if (rc) { /* both or neither */
+            td_vk_pipe_destroy(vk, o->matmul_cm[0]);
+            td_vk_pipe_destroy(vk, o->matmul_cm[1]);
+            o->matmul_cm[0] = o->matmul_cm[1] = NULL;
+        }
+        rc = TD_OK;
+    }
 #undef PIPE
     *out = o;
     return TD_OK;
@@ -118,7 +146,49 @@ fail:
 
 void td_vko_set_matvec_rows(td_vko *o, int rows)
 {
+    if (rows != o->matvec_rows)
+        o->gen++;
     o->matvec_rows = rows;
+}
+
+int td_vko_has_coopmat(const td_vko *o)
+{
+    return o->matmul_cm[0] != NULL;
+}
+
+const char *td_vko_path_name(enum td_vko_path path)
+{
+    return path == TD_VKO_COOPMAT ? "coopmat" : path == TD_VKO_COOPMAT32 ? "coopmat32" : "tiled";
+}
+
+enum td_vko_path td_vko_path_get(const td_vko *o)
+{
+    return o->path;
+}
+
+unsigned td_vko_generation(const td_vko *o)
+{
+    return o->gen;
+}
+
+int td_vko_set_path(td_vko *o, enum td_vko_path path, td_error *err)
+{
+    if ((path == TD_VKO_COOPMAT || path == TD_VKO_COOPMAT32) && !o->matmul_cm[0])
+        return td_error_set(err, TD_EUNAVAILABLE,
+                            "vulkan: %s: no cooperative-matrix path (needs VK_NV_cooperative_matrix "
+                            "with 16x16x16 f16 products and subgroups of 32)",
+                            td_vk_device_info(o->vk)->name);
+    if (path != TD_VKO_TILED && path != TD_VKO_COOPMAT && path != TD_VKO_COOPMAT32)
+        return td_error_set(err, TD_EINVAL, "vulkan: product path %d", (int)path);
+    if (path != o->path)
+        o->gen++;
+    o->path = path;
+    return TD_OK;
+}
+
+int td_vko_fuses_ln(const td_vko *o, int m)
+{
+    return m <= o->matvec_rows;
 }
 
 static uint32_t cdiv(uint32_t a, uint32_t b)
@@ -126,18 +196,29 @@ static uint32_t cdiv(uint32_t a, uint32_t b)
     return (a + b - 1) / b;
 }
 
+void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
+{
+    lin_push p = {l->a,    l->w,   l->bias, l->add, l->c, l->ln_w, l->ln_b, l->rowidx,
+                  (uint32_t)l->m,  (uint32_t)l->n,  (uint32_t)l->k,  (uint32_t)l->lda,
+                  (uint32_t)l->ldw, (uint32_t)l->ldc, (uint32_t)l->ldadd, l->flags};
+    uint32_t m = (uint32_t)l->m, n = (uint32_t)l->n;
+    if (l->m <= o->matvec_rows)
+        td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0], &p, cdiv(n, 8), 1, cdiv(m, 8));
+    else if (o->path != TD_VKO_TILED && l->w_f16 && o->matmul_cm[0])
+        td_vk_dispatch(o->vk, o->matmul_cm[o->path == TD_VKO_COOPMAT32], &p, cdiv(n, 128),
+                       cdiv(m, 64), 1);
+    else
+        td_vk_dispatch(o->vk, o->matmul[l->w_f16 ? 1 : 0], &p, cdiv(n, 64), cdiv(m, 64), 1);
+}
+
 void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t w, int w_f16,
                    int ldw, uint64_t bias, uint64_t add, int ldadd, uint64_t c, int ldc,
                    unsigned flags)
 {
-    lin_push p = {a, w, bias, add, c, (uint32_t)m, (uint32_t)n, (uint32_t)k, (uint32_t)lda,
-                  (uint32_t)ldw, (uint32_t)ldc, (uint32_t)ldadd, flags};
-    if (m <= o->matvec_rows)
-        td_vk_dispatch(o->vk, o->matvec[w_f16 ? 1 : 0], &p, cdiv((uint32_t)n, 8), 1,
-                       cdiv((uint32_t)m, 8));
-    else
-        td_vk_dispatch(o->vk, o->matmul[w_f16 ? 1 : 0], &p, cdiv((uint32_t)n, 64),
-                       cdiv((uint32_t)m, 64), 1);
+    td_vko_lin l = {.m = m, .n = n, .k = k, .a = a, .lda = lda, .w = w, .w_f16 = w_f16,
+                    .ldw = ldw, .bias = bias, .add = add, .ldadd = ldadd, .c = c, .ldc = ldc,
+                    .flags = flags & ~(unsigned)(TD_VKO_LN | TD_VKO_ROWIDX)};
+    td_vko_linear_x(o, &l);
 }
 
 void td_vko_layernorm(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t w, uint64_t b,
@@ -164,8 +245,10 @@ void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64
                      uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part)
 {
     uint32_t n_split = cdiv((uint32_t)max_keys, TD_VKO_ATT_SPLIT);
-    da_push p = {q, part, k, v, info, (uint32_t)ld, n_split, 1.0f / sqrtf((float)o->d_text)};
+    da_push p = {q, part, k, v, info, out, (uint32_t)ld, n_split, 1.0f / sqrtf((float)o->d_text)};
     td_vk_dispatch(o->vk, o->dec_attn, &p, (uint32_t)rows, (uint32_t)n_head, n_split);
+    if (n_split == 1)
+        return; /* written by dec_attn itself */
     dm_push m = {part, out, (uint32_t)ld, n_split};
     td_vk_dispatch(o->vk, o->dec_merge, &m, (uint32_t)rows, (uint32_t)n_head, 1);
 }
@@ -182,4 +265,242 @@ void td_vko_kv_put(td_vko *o, int rows, int n, uint64_t k, uint64_t v, uint64_t 
 {
     kv_push p = {k, v, kc, vc, dst, (uint32_t)n};
     td_vk_dispatch(o->vk, o->kv_put, &p, cdiv((uint32_t)n, 256), (uint32_t)rows, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Choosing the product path per device                                 */
+
+/* The cache file's name into path; 0 when there is no cache directory. */
+static int cache_path(char *path, size_t len)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n;
+    if (xdg && *xdg)
+        n = snprintf(path, len, "%s/tapedeck", xdg);
+    else if (home && *home)
+        n = snprintf(path, len, "%s/.cache/tapedeck", home);
+    else
+        return 0;
+    if (n < 0 || (size_t)n + 32 >= len)
+        return 0;
+    return 1;
+}
+
+/* The line key for this device, driver and product shape. */
+static void cache_key(const td_vko *o, int m, int n, int k, char *key, size_t len)
+{
+    const td_vk_info *in = td_vk_device_info(o->vk);
+    snprintf(key, len, "%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
+             in->driver_version, in->uuid, m, n, k);
+}
+
+/* The cached path for key (enum td_vko_path), -1 none. */
+static int cache_read(const char *key)
+{
+    char path[4096];
+    if (!cache_path(path, sizeof path))
+        return -1;
+    strcat(path, "/vulkan-paths");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[512], name[32];
+    int found = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, kl) != 0 || line[kl] != ' ')
+            continue;
+        if (sscanf(line + kl + 1, "%31s", name) == 1)
+            for (int p = TD_VKO_TILED; p <= TD_VKO_COOPMAT32; p++)
+                if (strcmp(name, td_vko_path_name((enum td_vko_path)p)) == 0)
+                    found = p;
+    }
+    fclose(f);
+    return found;
+}
+
+static void cache_write(const char *key, enum td_vko_path pick, const double *ms)
+{
+    char path[4096];
+    if (!cache_path(path, sizeof path))
+        return;
+    char *slash = strrchr(path, '/');
+    *slash = 0; /* the parent (~/.cache) first */
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return;
+    *slash = '/';
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return;
+    strcat(path, "/vulkan-paths");
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return;
+    fprintf(f, "%s %s tiled %.4f coopmat %.4f coopmat32 %.4f ms\n", key, td_vko_path_name(pick),
+            ms[0], ms[1], ms[2]);
+    if (fclose(f) != 0)
+        return; /* a cache: the next open tries again */
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* Time reps products of m x n x k on the current path; the best of 3. */
+static int trial_time(td_vko *o, int m, int n, int k, const td_vk_buf *a, const td_vk_buf *w,
+                      const td_vk_buf *c, int reps, double *ms, td_error *err)
+{
+    double best = 1e30;
+    for (int t = 0; t < 4; t++) { /* the first is a warm-up */
+        int rc = td_vk_begin(o->vk, err);
+        if (rc)
+            return rc;
+        for (int r = 0; r < reps; r++)
+            td_vko_linear(o, m, n, k, a->addr, k, w->addr, 1, k, 0, 0, 0, c->addr, n, 0);
+        double t0 = now_ms();
+        rc = td_vk_submit(o->vk, err);
+        if (rc)
+            return rc;
+        double dt = (now_ms() - t0) / reps;
+        if (t > 0 && dt < best)
+            best = dt;
+    }
+    *ms = best;
+    return TD_OK;
+}
+
+int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len,
+                       td_error *err)
+{
+    const char *env = getenv("TD_VULKAN_MATMUL");
+    if (env && *env && strcmp(env, "auto") != 0) {
+        enum td_vko_path want;
+        if (strcmp(env, "tiled") == 0)
+            want = TD_VKO_TILED;
+        else if (strcmp(env, "coopmat") == 0)
+            want = TD_VKO_COOPMAT;
+        else if (strcmp(env, "coopmat32") == 0)
+            want = TD_VKO_COOPMAT32;
+        else
+            return td_error_set(err, TD_EINVAL,
+                                "vulkan: TD_VULKAN_MATMUL=%s (tiled, coopmat, coopmat32 or auto)",
+                                env);
+        int rc = td_vko_set_path(o, want, err);
+        if (rc)
+            return rc;
+        snprintf(why, why_len, "products: %s (TD_VULKAN_MATMUL)", env);
+        return TD_OK;
+    }
+    if (!o->matmul_cm[0]) {
+        snprintf(why, why_len, "products: tiled (no cooperative-matrix path on this device)");
+        return td_vko_set_path(o, TD_VKO_TILED, err);
+    }
+    if (m < 64)
+        m = 64;
+    if (m > 4096)
+        m = 4096;
+    if (n < 64)
+        n = 64;
+    if (k < 64)
+        k = 64;
+    if (n > 4096)
+        n = 4096;
+    if (k > 4096)
+        k = 4096;
+    k &= ~1;
+    char key[256];
+    cache_key(o, m, n, k, key, sizeof key);
+    int cached = cache_read(key);
+    if (cached >= 0) {
+        snprintf(why, why_len, "products: %s (cached trial)",
+                 td_vko_path_name((enum td_vko_path)cached));
+        return td_vko_set_path(o, (enum td_vko_path)cached, err);
+    }
+
+    /* the trial: random data, each path timed, the results compared (the
+     * encoder's row count matters: at 512 rows the tiled path won on the
+     * H100, at 1500 the cooperative-matrix one) */
+    td_vk *vk = o->vk;
+    td_vk_buf a = {0}, w = {0}, c0 = {0}, c1 = {0};
+    float *ha = td_vk_malloc((size_t)m * k * 4), *r0 = td_vk_malloc((size_t)m * n * 4),
+          *r1 = td_vk_malloc((size_t)m * n * 4);
+    uint16_t *hw = td_vk_malloc((size_t)n * k * 2);
+    int rc = TD_OK;
+    if (!ha || !r0 || !r1 || !hw) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan: out of memory for the product trial");
+        goto out;
+    }
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < (size_t)m * k; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        ha[i] = (float)((s >> 40) & 0xffff) / 32768.0f - 1.0f;
+    }
+    for (size_t i = 0; i < (size_t)n * k; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        /* halves in [-0.5, 0.5): sign, exponent 10..13, random mantissa */
+        hw[i] = (uint16_t)(((s >> 63) << 15) | ((10 + ((s >> 40) & 3)) << 10) | ((s >> 20) & 0x3ff));
+    }
+    if ((rc = td_vk_buf_create(vk, (uint64_t)m * k * 4, TD_VK_MEM_DEVICE, &a, err)) ||
+        (rc = td_vk_buf_create(vk, (uint64_t)n * k * 2, TD_VK_MEM_DEVICE, &w, err)) ||
+        (rc = td_vk_buf_create(vk, (uint64_t)m * n * 4, TD_VK_MEM_DEVICE, &c0, err)) ||
+        (rc = td_vk_buf_create(vk, (uint64_t)m * n * 4, TD_VK_MEM_DEVICE, &c1, err)) ||
+        (rc = td_vk_upload(vk, &a, 0, ha, (uint64_t)m * k * 4, err)) ||
+        (rc = td_vk_upload(vk, &w, 0, hw, (uint64_t)n * k * 2, err)))
+        goto out;
+    enum td_vko_path was = o->path;
+    double ms[3] = {0, 0, 0};
+    td_vk_buf *outs[3] = {&c0, &c1, &c1};
+    enum td_vko_path pick = TD_VKO_TILED;
+    for (int p = TD_VKO_TILED; p <= TD_VKO_COOPMAT32; p++) {
+        o->path = (enum td_vko_path)p;
+        if ((rc = trial_time(o, m, n, k, &a, &w, outs[p], 8, &ms[p], err)))
+            goto restore;
+        if (p == TD_VKO_TILED) {
+            if ((rc = td_vk_download(vk, &c0, 0, r0, (uint64_t)m * n * 4, err)))
+                goto restore;
+            continue;
+        }
+        if ((rc = td_vk_download(vk, &c1, 0, r1, (uint64_t)m * n * 4, err)))
+            goto restore;
+        double num = 0, den = 0;
+        for (size_t i = 0; i < (size_t)m * n; i++) {
+            double d = (double)r1[i] - r0[i];
+            num += d * d;
+            den += (double)r0[i] * r0[i];
+        }
+        double rel = den > 0 ? sqrt(num / den) : 1;
+        if (!(rel < 1e-2)) { /* NaN too: a driver that gets it wrong */
+            snprintf(why, why_len,
+                     "products: tiled (the cooperative-matrix path was off by %.1e in the trial)",
+                     rel);
+            pick = TD_VKO_TILED;
+            ms[1] = ms[2] = 0;
+            break;
+        }
+        if (ms[p] < ms[pick])
+            pick = (enum td_vko_path)p;
+    }
+    if (ms[1] > 0)
+        snprintf(why, why_len,
+                 "products: %s (trial %dx%dx%d: tiled %.3f ms, coopmat %.3f ms, coopmat32 %.3f ms)",
+                 td_vko_path_name(pick), m, n, k, ms[0], ms[1], ms[2]);
+    cache_write(key, pick, ms);
+    o->path = pick;
+    if (o->path != was)
+        o->gen++;
+    goto out;
+restore:
+    o->path = was;
+out:
+    td_vk_buf_destroy(vk, &a);
+    td_vk_buf_destroy(vk, &w);
+    td_vk_buf_destroy(vk, &c0);
+    td_vk_buf_destroy(vk, &c1);
+    td_vk_free(ha);
+    td_vk_free(r0);
+    td_vk_free(r1);
+    td_vk_free(hw);
+    return rc;
 }

@@ -11,7 +11,12 @@
  * floats. Few rows (at most TD_VKO_MATVEC_ROWS) take the matrix-vector
  * shader, which reads each weight once per 8 rows; more take the tiled
  * one (64 x 64 tiles; a 128 x 128 variant with 8 x 8 outputs per thread
- * ran 7x slower on the H100, its accumulators in local memory). td_vko_set_matvec_rows moves the switch (tests reach both).
+ * ran 7x slower on the H100, its accumulators in local memory), or, with
+ * F16 weights on a device with GL_NV_cooperative_matrix, the matrix-engine
+ * shader (matmul_cm.comp: A rounded to halves, so about 1e-3 relative
+ * error where the tiled path has 1e-6). td_vko_set_matvec_rows moves the
+ * first switch and td_vko_set_path the second (tests reach every path);
+ * td_vko_choose_path times both once per device and driver (a cache file).
  *
  * Ownership: td_vko_create makes the pipelines on vk; td_vko_free
  * destroys them (before td_vk_close).
@@ -31,6 +36,15 @@ enum {
     TD_VKO_GELU = 2, /* then exact GELU */
     TD_VKO_ADD = 4,  /* then + add[m][n] (ldadd) */
     TD_VKO_ACC = 8,  /* then + C[m][n]: accumulate into C */
+    TD_VKO_LN = 16,  /* A's rows LayerNorm'ed first (td_vko_lin.ln_w, ln_b; eps 1e-5) */
+    TD_VKO_ROWIDX = 32, /* row m of C at c + rowidx[m] floats instead of m * ldc */
+};
+
+/* Product paths for more rows than the matrix-vector shader takes. */
+enum td_vko_path {
+    TD_VKO_TILED = 0,
+    TD_VKO_COOPMAT = 1,   /* matmul_cm.comp, K in steps of 64 */
+    TD_VKO_COOPMAT32 = 2, /* the same, K in steps of 32 */
 };
 
 typedef struct td_vko td_vko;
@@ -40,11 +54,52 @@ typedef struct td_vko td_vko;
 int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *err);
 void td_vko_free(td_vko *o);
 void td_vko_set_matvec_rows(td_vko *o, int rows);
+/* "tiled", "coopmat", "coopmat32" */
+const char *td_vko_path_name(enum td_vko_path path);
+/* Force a path: TD_EUNAVAILABLE (with the reason) where the device has no
+ * such path; the tiled path is always there. */
+int td_vko_set_path(td_vko *o, enum td_vko_path path, td_error *err);
+enum td_vko_path td_vko_path_get(const td_vko *o);
+/* Whether the cooperative-matrix pipeline exists on this device. */
+int td_vko_has_coopmat(const td_vko *o);
+/* Incremented whenever the matvec switch or the path changes: command
+ * buffers recorded before then (vk.h's td_vk_begin_cached) are stale. */
+unsigned td_vko_generation(const td_vko *o);
+/* Choose the path for this device: TD_VULKAN_MATMUL=tiled|coopmat|coopmat32 in the
+ * environment forces it; else the answer cached for this device and
+ * driver under $XDG_CACHE_HOME/tapedeck/ (or ~/.cache/tapedeck/); else a
+ * timed trial of each on a product of m rows by n x k halves (the
+ * encoder's rows and widths)
+ * that also checks the cooperative-matrix result against the tiled one,
+ * written to that cache (a cache that cannot be written is no error).
+ * *why gets a line saying what was chosen and how. */
+int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len,
+                       td_error *err);
 
-/* C (ldc) = epilogue(A (m x k, lda) . W^T) with flags TD_VKO_*. */
+/* C (ldc) = epilogue(A (m x k, lda) . W^T) with flags TD_VKO_* (no LN, no ROWIDX). */
 void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t w, int w_f16,
                    int ldw, uint64_t bias, uint64_t add, int ldadd, uint64_t c, int ldc,
                    unsigned flags);
+
+/* The same with every option. TD_VKO_LN is taken only by products of at
+ * most the matvec rows (td_vko_fuses_ln); for more, run td_vko_layernorm
+ * into a scratch first and pass that as A without the flag. */
+typedef struct td_vko_lin {
+    int m, n, k;
+    uint64_t a;
+    int lda;
+    uint64_t w;
+    int w_f16, ldw;
+    uint64_t bias, add;
+    int ldadd;
+    uint64_t c;
+    int ldc;
+    unsigned flags;
+    uint64_t ln_w, ln_b; /* TD_VKO_LN: LayerNorm weight and bias [k] */
+    uint64_t rowidx;     /* TD_VKO_ROWIDX: [m] ints */
+} td_vko_lin;
+void td_vko_linear_x(td_vko *o, const td_vko_lin *l);
+int td_vko_fuses_ln(const td_vko *o, int m);
 
 /* y[r] (ldy) = LayerNorm(x[i]) (ldx, eps 1e-5) for r < rows, where i =
  * idx[r] (ints) when idx is not 0, else r. */
@@ -58,9 +113,10 @@ void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t 
 
 /* Decoder attention of rows q (ld) against keys and values at k and v:
  * row r's keys are info[2r+1] rows (ld apart) from float offset info[2r]
- * (info: ints), at most max_keys of them. Heads of d_text. Split over the
- * keys in blocks of TD_VKO_ATT_SPLIT (dec_attn.comp), whose parts go to
- * part: td_vko_dec_part_floats(rows, n_head, max_keys) floats. */
+ * (info: ints), at least 1 and at most max_keys of them. Heads of d_text.
+ * Split over the keys in blocks of TD_VKO_ATT_SPLIT (dec_attn.comp), whose
+ * parts go to part: td_vko_dec_part_floats(rows, n_head, max_keys) floats
+ * (one block: one dispatch, no parts). */
 #define TD_VKO_ATT_SPLIT 128
 size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys);
 void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t out,

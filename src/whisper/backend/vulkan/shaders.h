@@ -11,6 +11,8 @@
 
 #define TD_VK_SHADERS(X) \
     X(matmul)            \
+    X(matmul_cm_CM_BK32) \
+    X(matmul_cm_CM_BK64) \
     X(matvec)            \
     X(layernorm)         \
     X(enc_attn_HEAD_D16) \

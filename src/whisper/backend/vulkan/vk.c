@@ -13,6 +13,7 @@
 #define STAGING_BYTES (16u << 20)
 #define MAX_QUERIES 8192
 #define MAX_PROF 64
+#define MAX_KEPT 16
 #define WAIT_NS (120ull * 1000 * 1000 * 1000) /* a step that takes 2 minutes is a hung device */
 
 /* ------------------------------------------------------------------ */
@@ -84,6 +85,7 @@ void td_vk_free(void *p)
     X(vkGetPhysicalDeviceMemoryProperties) \
     X(vkGetPhysicalDeviceMemoryProperties2) \
     X(vkEnumerateDeviceExtensionProperties) \
+    X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV) \
     X(vkCreateDevice) \
     X(vkGetDeviceProcAddr)
 
@@ -279,6 +281,7 @@ static void instance_destroy(VkInstance inst)
 typedef struct pdev_facts {
     td_vk_info info;
     int has_pci_ext, has_budget_ext;
+    int nv_coopmat;        /* VK_NV_cooperative_matrix usable: enable it and its features */
     int queue_family;      /* a compute queue family, -1 none */
     uint32_t ts_bits;      /* timestamp valid bits of that family */
     float ts_period;       /* ns per tick */
@@ -321,6 +324,7 @@ static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
     f->has_pci_ext = has_ext(ext, n_ext, VK_EXT_PCI_BUS_INFO_EXTENSION_NAME);
     f->has_budget_ext = has_ext(ext, n_ext, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
     in->has_coopmat = has_ext(ext, n_ext, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    int nv_ext = has_ext(ext, n_ext, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
     td_vk_free(ext);
 
     VkPhysicalDevicePCIBusInfoPropertiesEXT pci = {
@@ -415,7 +419,38 @@ static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
         p_vkGetPhysicalDeviceFeatures2(pd, &f2);
         if (!f12.bufferDeviceAddress)
             why = "no buffer device address";
+        /* the matrix-engine path (matmul_cm.comp): the NV extension with
+         * its feature, halves, the Vulkan memory model, subgroups of 32 and
+         * a 16 x 16 x 16 f16 x f16 -> f32 subgroup shape */
+        if (!why && nv_ext && p_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV &&
+            in->subgroup_size == 32 && f12.shaderFloat16 && f12.vulkanMemoryModel) {
+            VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+            f2.pNext = &cm;
+            f12.pNext = NULL;
+            p_vkGetPhysicalDeviceFeatures2(pd, &f2);
+            VkCooperativeMatrixPropertiesNV props[64];
+            uint32_t np = 0;
+            if (cm.cooperativeMatrix &&
+                p_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &np, NULL) == VK_SUCCESS) {
+                if (np > 64)
+                    np = 64;
+                for (uint32_t i = 0; i < np; i++)
+                    props[i] = (VkCooperativeMatrixPropertiesNV){
+                        .sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV};
+                r = p_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &np, props);
+                for (uint32_t i = 0; (r == VK_SUCCESS || r == VK_INCOMPLETE) && i < np; i++)
+                    if (props[i].MSize == 16 && props[i].NSize == 16 && props[i].KSize == 16 &&
+                        props[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+                        props[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+                        props[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+                        props[i].DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+                        props[i].scope == VK_SCOPE_SUBGROUP_NV)
+                        f->nv_coopmat = 1;
+            }
+        }
     }
+    in->has_coopmat_nv = f->nv_coopmat;
     in->usable = why == NULL;
     snprintf(in->reason, sizeof in->reason, "%s", why ? why : "");
     return TD_OK;
@@ -509,7 +544,17 @@ struct td_vk {
     pdev_facts facts;
     VkPhysicalDeviceMemoryProperties mem;
     VkCommandPool pool;
-    VkCommandBuffer cmd;
+    VkCommandBuffer cmd;   /* the one being recorded or replayed */
+    VkCommandBuffer cmd0;  /* the one-time one */
+    struct {
+        uint64_t key;
+        VkCommandBuffer cmd;
+        int valid;
+        unsigned long used;
+    } kept[MAX_KEPT];      /* recorded once per shape, replayed (td_vk_begin_cached) */
+    int cur_kept;          /* index into kept being recorded or replayed, -1 none */
+    int replaying;
+    unsigned long uses;
     VkFence fence;
     td_vk_buf staging;
     VkQueryPool qpool;     /* VK_NULL_HANDLE when timestamps are unsupported */
@@ -650,14 +695,23 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
                                    .queueFamilyIndex = (uint32_t)vk->facts.queue_family,
                                    .queueCount = 1,
                                    .pQueuePriorities = &prio};
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+        .cooperativeMatrix = VK_TRUE};
     VkPhysicalDeviceVulkan12Features f12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
                                             .bufferDeviceAddress = VK_TRUE};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f12};
-    const char *exts[2];
+    const char *exts[3];
     uint32_t n_exts = 0;
     if (vk->facts.has_budget_ext)
         exts[n_exts++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
+    if (vk->facts.nv_coopmat) {
+        exts[n_exts++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+        f12.shaderFloat16 = VK_TRUE;
+        f12.vulkanMemoryModel = VK_TRUE;
+        f12.pNext = &fcm;
+    }
     VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                               .pNext = &f2,
                               .queueCreateInfoCount = 1,
@@ -698,11 +752,13 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
                                        .commandPool = vk->pool,
                                        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
                                        .commandBufferCount = 1};
-    r = vk->f.vkAllocateCommandBuffers(vk->dev, &cai, &vk->cmd);
+    r = vk->f.vkAllocateCommandBuffers(vk->dev, &cai, &vk->cmd0);
     if (r != VK_SUCCESS) {
         rc = VKFAIL(err, r, "vkAllocateCommandBuffers");
         goto out_pool;
     }
+    vk->cmd = vk->cmd0;
+    vk->cur_kept = -1;
     VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     if (inject()) {
         rc = td_error_set(err, TD_ENOMEM, "vulkan: vkCreateFence: out of memory (injected)");
@@ -883,18 +939,30 @@ void td_vk_buf_destroy(td_vk *vk, td_vk_buf *b)
 /* ------------------------------------------------------------------ */
 /* Recording                                                            */
 
-int td_vk_begin(td_vk *vk, td_error *err)
+/* Start recording into vk->cmd (reset first). */
+static int begin_cmd(td_vk *vk, VkCommandBufferUsageFlags flags, td_error *err)
 {
-    if (vk->recording)
-        return td_error_set(err, TD_EINVAL, "vulkan: begin while recording");
     VkResult r = vk->f.vkResetCommandBuffer(vk->cmd, 0);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkResetCommandBuffer");
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+                                   .flags = flags};
     r = vk->f.vkBeginCommandBuffer(vk->cmd, &bi);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkBeginCommandBuffer");
+    return TD_OK;
+}
+
+int td_vk_begin(td_vk *vk, td_error *err)
+{
+    if (vk->recording)
+        return td_error_set(err, TD_EINVAL, "vulkan: begin while recording");
+    vk->cmd = vk->cmd0;
+    vk->cur_kept = -1;
+    vk->replaying = 0;
+    int rc = begin_cmd(vk, VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT, err);
+    if (rc)
+        return rc;
     vk->recording = 1;
     vk->pending = 0;
     vk->concurrent = 0;
@@ -902,6 +970,69 @@ int td_vk_begin(td_vk *vk, td_error *err)
     if (vk->profiling && vk->qpool)
         vk->f.vkCmdResetQueryPool(vk->cmd, vk->qpool, 0, MAX_QUERIES);
     return TD_OK;
+}
+
+int td_vk_begin_cached(td_vk *vk, uint64_t key, int *replay, td_error *err)
+{
+    *replay = 0;
+    if (vk->recording)
+        return td_error_set(err, TD_EINVAL, "vulkan: begin while recording");
+    if (vk->profiling)
+        return td_vk_begin(vk, err); /* timestamps are per recording */
+    int slot = -1;
+    for (int i = 0; i < MAX_KEPT; i++)
+        if (vk->kept[i].valid && vk->kept[i].key == key) {
+            slot = i;
+            break;
+        }
+    if (slot >= 0) {
+        vk->kept[slot].used = ++vk->uses;
+        vk->cmd = vk->kept[slot].cmd;
+        vk->cur_kept = slot;
+        vk->replaying = 1;
+        vk->recording = 1;
+        *replay = 1;
+        return TD_OK;
+    }
+    /* a free slot, else the least recently used */
+    for (int i = 0; i < MAX_KEPT; i++)
+        if (slot < 0 || !vk->kept[i].valid ||
+            (vk->kept[slot].valid && vk->kept[i].used < vk->kept[slot].used))
+            slot = i;
+    if (!vk->kept[slot].cmd) {
+        VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                           .commandPool = vk->pool,
+                                           .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                           .commandBufferCount = 1};
+        VkResult r = vk->f.vkAllocateCommandBuffers(vk->dev, &cai, &vk->kept[slot].cmd);
+        if (r != VK_SUCCESS) {
+            vk->kept[slot].cmd = VK_NULL_HANDLE;
+            return VKFAIL(err, r, "vkAllocateCommandBuffers");
+        }
+    }
+    vk->kept[slot].valid = 0;
+    vk->kept[slot].key = key;
+    vk->kept[slot].used = ++vk->uses;
+    vk->cmd = vk->kept[slot].cmd;
+    vk->cur_kept = slot;
+    vk->replaying = 0;
+    int rc = begin_cmd(vk, 0, err);
+    if (rc) {
+        vk->cmd = vk->cmd0;
+        vk->cur_kept = -1;
+        return rc;
+    }
+    vk->recording = 1;
+    vk->pending = 0;
+    vk->concurrent = 0;
+    vk->n_queries = 0;
+    return TD_OK;
+}
+
+void td_vk_forget(td_vk *vk)
+{
+    for (int i = 0; i < MAX_KEPT; i++)
+        vk->kept[i].valid = 0;
 }
 
 static void barrier(td_vk *vk)
@@ -936,6 +1067,8 @@ static int prof_index(td_vk *vk, td_vk_pipe *p)
 void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uint32_t gy,
                     uint32_t gz)
 {
+    if (vk->replaying)
+        return;
     if (vk->pending && !vk->concurrent)
         barrier(vk);
     int timed = vk->profiling && vk->qpool && vk->n_queries + 2 <= MAX_QUERIES;
@@ -959,6 +1092,8 @@ void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uin
 void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_buf *dst,
                 uint64_t dst_off, uint64_t n)
 {
+    if (vk->replaying)
+        return;
     if (vk->pending && !vk->concurrent)
         barrier(vk);
     VkBufferCopy c = {.srcOffset = src_off, .dstOffset = dst_off, .size = n};
@@ -970,7 +1105,15 @@ int td_vk_submit(td_vk *vk, td_error *err)
 {
     if (!vk->recording)
         return td_error_set(err, TD_EINVAL, "vulkan: submit without begin");
-    if (vk->pending) {
+    int kept = vk->cur_kept, replay = vk->replaying;
+    VkCommandBuffer cmd = vk->cmd;
+    vk->cmd = vk->cmd0;
+    vk->cur_kept = -1;
+    vk->replaying = 0;
+    vk->recording = 0;
+    if (kept >= 0)
+        vk->kept[kept].valid = 0; /* until it has run through */
+    if (!replay && vk->pending) {
         /* everything written is visible to the host after the fence, and
          * to the next command buffer */
         VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
@@ -978,29 +1121,33 @@ int td_vk_submit(td_vk *vk, td_error *err)
                               .dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT |
                                                VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
                                                VK_ACCESS_TRANSFER_WRITE_BIT};
-        vk->f.vkCmdPipelineBarrier(vk->cmd,
+        vk->f.vkCmdPipelineBarrier(cmd,
                                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                                    VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
                                        VK_PIPELINE_STAGE_TRANSFER_BIT,
                                    0, 1, &mb, 0, NULL, 0, NULL);
         vk->pending = 0;
     }
-    vk->recording = 0;
-    VkResult r = vk->f.vkEndCommandBuffer(vk->cmd);
-    if (r != VK_SUCCESS)
-        return VKFAIL(err, r, "vkEndCommandBuffer");
+    VkResult r;
+    if (!replay) {
+        r = vk->f.vkEndCommandBuffer(cmd);
+        if (r != VK_SUCCESS)
+            return VKFAIL(err, r, "vkEndCommandBuffer");
+    }
     r = vk->f.vkResetFences(vk->dev, 1, &vk->fence);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkResetFences");
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,
-                       .pCommandBuffers = &vk->cmd};
+                       .pCommandBuffers = &cmd};
     r = vk->f.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkQueueSubmit");
     r = vk->f.vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, WAIT_NS);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkWaitForFences");
+    if (kept >= 0)
+        vk->kept[kept].valid = 1;
     if (vk->n_queries > 0) {
         uint64_t ts[MAX_QUERIES];
         r = vk->f.vkGetQueryPoolResults(vk->dev, vk->qpool, 0, (uint32_t)vk->n_queries,

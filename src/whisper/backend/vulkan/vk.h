@@ -59,6 +59,7 @@ typedef struct td_vk_info {
     int64_t local_bytes;   /* size of the device-local heaps */
     int64_t free_bytes;    /* VK_EXT_memory_budget: budget - usage; -1 unknown */
     int has_coopmat;       /* VK_KHR_cooperative_matrix advertised */
+    int has_coopmat_nv;    /* VK_NV_cooperative_matrix usable (16x16x16 f16, subgroups of 32): enabled */
     int usable;            /* has what the backend needs (else reason says why) */
     char reason[128];
 } td_vk_info;
@@ -135,6 +136,17 @@ void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_b
                 uint64_t dst_off, uint64_t n);
 /* Submit and wait. */
 int td_vk_submit(td_vk *vk, td_error *err);
+
+/* Record once, replay after: like td_vk_begin, but the command buffer is
+ * kept under key (16 are kept, the least recently used dropped). When one
+ * recorded under key has run through, *replay is 1, dispatches and copies
+ * are ignored until td_vk_submit, which submits the kept one as it was:
+ * the caller may skip recording it. The key must name everything the
+ * recording depends on besides memory contents; td_vk_forget drops them
+ * all (after a change that the keys do not name). While profiling,
+ * nothing is kept. */
+int td_vk_begin_cached(td_vk *vk, uint64_t key, int *replay, td_error *err);
+void td_vk_forget(td_vk *vk);
 
 /* Per-dispatch timestamps (profiling). While on, each dispatch is timed
  * and td_vk_submit adds its time to its pipeline's total. */

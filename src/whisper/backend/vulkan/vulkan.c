@@ -28,9 +28,15 @@
  *
  * A call records one command buffer and submits it once (encode: one per
  * window, after the window's mel is uploaded): one host wait per decode
- * step. Not done yet: recording once per shape and replaying, the
- * sampling entry on the device (sample() is NULL, so the rules read full
- * logits), cooperative-matrix products, per-device kernel trials.
+ * step. A decode step's command buffer is recorded once per shape (rows,
+ * logits rows, the self-attention's split count) and replayed: what
+ * changes between steps (tokens, positions, KV offsets) is read from io.
+ * The decoder's K and V products write straight into the KV slots, and a
+ * self-attention of one split needs no merge: 14 dispatches per layer
+ * (17 before). Products of many rows take the tiled or the cooperative-matrix
+ * path, chosen at open by ops.h's td_vko_choose_path (a timed trial,
+ * cached per device and driver). Not done yet: the sampling entry on the
+ * device (sample() is NULL, so the rules read full logits).
  */
 #include "whisper/backend/vulkan/vulkan.h"
 
@@ -316,12 +322,25 @@ struct td_wbackend {
     wref conv1, conv2, tok;
     unsigned char *encoded; /* [max_windows] */
     int last_rows;          /* logits rows the last decode kept */
+    unsigned ops_gen;       /* td_vko_generation when the kept recordings were made */
+    char path_note[192];    /* which product path, and why */
+    int fuse_ln;            /* TD_VULKAN_FUSE_LN=1 */
     float *mel_t;           /* host: one window's time-major, padded mel */
 };
 
 const td_vk_info *td_wvk_device(const td_wbackend *b)
 {
     return td_vk_device_info(b->vk);
+}
+
+const char *td_wvk_path_note(const td_wbackend *b)
+{
+    return b->path_note;
+}
+
+int td_wvk_set_path(td_wbackend *b, int coopmat, td_error *err)
+{
+    return td_vko_set_path(b->ops, coopmat ? TD_VKO_COOPMAT : TD_VKO_TILED, err);
 }
 
 void td_wvk_profile(td_wbackend *b, int on)
@@ -461,7 +480,20 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
     const char *prof = getenv("TD_VULKAN_PROFILE");
     if (prof && strcmp(prof, "1") == 0)
         td_vk_profile(b->vk, 1);
+    const char *fuse = getenv("TD_VULKAN_FUSE_LN");
+    b->fuse_ln = fuse && strcmp(fuse, "1") == 0;
     rc = td_vko_create(b->vk, P->na / P->nha, P->nt / P->nht, &b->ops, err);
+    if (rc)
+        goto out;
+    /* tiled or matrix-engine products: forced, cached or timed (ops.h) */
+    if (m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32) {
+        rc = td_vko_choose_path(b->ops, P->C, P->na, P->na, b->path_note, sizeof b->path_note,
+                                err);
+    } else {
+        rc = td_vko_set_path(b->ops, TD_VKO_TILED, err);
+        snprintf(b->path_note, sizeof b->path_note, "products: tiled (%s)",
+                 m->wtype == TD_WT_F16 ? "compute f32 asked" : "F32 weights");
+    }
     if (rc)
         goto out;
 
@@ -688,6 +720,75 @@ static int vk_encoder_output(td_wbackend *b, int window, float *out, td_error *e
 /* ------------------------------------------------------------------ */
 /* Decoder                                                              */
 
+/* Record one decode step of R rows (rows_out of logits, the last row of
+ * each sequence unless all_logits), self-attention over at most max_self
+ * keys, the logits copied to the readback buffer when read. Everything
+ * that varies between steps of the same shape is read from io. */
+static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int max_self,
+                       int read)
+{
+    plan *P = &b->P;
+    int nt = P->nt, C = P->C;
+    td_vko *o = b->ops;
+    uint64_t dx = WK(b, P->d_x), dh = WK(b, P->d_h), dq = WK(b, P->d_q), da = WK(b, P->d_a),
+             dff = WK(b, P->d_ff), part = WK(b, P->d_part);
+    uint64_t ioa = b->io.addr;
+    /* LayerNorm: one dispatch into dh before the products, or (with
+     * TD_VULKAN_FUSE_LN=1, few rows) in the products' prologue. The fused
+     * form saves 72 dispatches per medium step but was slower on the H100
+     * (3.47 against 2.88 ms per step, 2026-12-06: every workgroup of the
+     * product waits for its row statistics before its first weight load),
+     * so it stays a switch for devices where dispatches cost more. */
+    int fuse = b->fuse_ln && td_vko_fuses_ln(o, R);
+    td_vko_embed(o, R, nt, b->tok.a, b->tok.f16, b->dec_pos, ioa + P->io_tp, dx);
+#define LIN(a_, w_, bias_, c_, n_, k_, flags_)                                                  \
+    td_vko_linear_x(o, &(td_vko_lin){.m = R, .n = (n_), .k = (k_), .a = (a_), .lda = (k_),      \
+                                     .w = (w_).a, .w_f16 = (w_).f16, .ldw = (k_),            \
+                                     .bias = (bias_), .c = (c_), .ldc = (n_),                \
+                                     .flags = (flags_) | ((bias_) ? TD_VKO_BIAS : 0)})
+#define LIN_LN(lnw_, lnb_, w_, bias_, c_, n_, flags_, rowidx_)                                 \
+    td_vko_linear_x(o, &(td_vko_lin){.m = R, .n = (n_), .k = nt, .a = fuse ? dx : dh,          \
+                                     .lda = nt, .w = (w_).a, .w_f16 = (w_).f16, .ldw = nt,    \
+                                     .bias = (bias_), .c = (c_), .ldc = (n_),                \
+                                     .flags = (flags_) | ((bias_) ? TD_VKO_BIAS : 0) |       \
+                                              (fuse ? TD_VKO_LN : 0),                       \
+                                     .ln_w = (lnw_), .ln_b = (lnb_), .rowidx = (rowidx_)})
+    for (int l = 0; l < P->nlt; l++) {
+        const dec_l *L = &b->dl[l];
+        if (!fuse)
+            td_vko_layernorm(o, R, nt, dx, nt, L->attn_ln_w, L->attn_ln_b, dh, nt, 0);
+        /* q, and k and v straight into the KV slots; the first waits for
+         * what came before, the other two run beside it */
+        LIN_LN(L->attn_ln_w, L->attn_ln_b, L->q, L->q_b, dq, nt, 0, 0);
+        td_vk_concurrent(b->vk, 1);
+        LIN_LN(L->attn_ln_w, L->attn_ln_b, L->k, 0, b->kv_k[l].addr, nt, TD_VKO_ROWIDX,
+               ioa + P->io_kvdst);
+        LIN_LN(L->attn_ln_w, L->attn_ln_b, L->v, L->v_b, b->kv_v[l].addr, nt, TD_VKO_ROWIDX,
+               ioa + P->io_kvdst);
+        td_vk_concurrent(b->vk, 0);
+        td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->kv_k[l].addr, b->kv_v[l].addr,
+                        ioa + P->io_self, max_self, part);
+        LIN(da, L->o, L->o_b, dx, nt, nt, TD_VKO_ACC);
+        if (!fuse)
+            td_vko_layernorm(o, R, nt, dx, nt, L->cross_ln_w, L->cross_ln_b, dh, nt, 0);
+        LIN_LN(L->cross_ln_w, L->cross_ln_b, L->cq, L->cq_b, dq, nt, 0, 0);
+        td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
+                        ioa + P->io_cross, C, part);
+        LIN(da, L->co, L->co_b, dx, nt, nt, TD_VKO_ACC);
+        if (!fuse)
+            td_vko_layernorm(o, R, nt, dx, nt, L->mlp_ln_w, L->mlp_ln_b, dh, nt, 0);
+        LIN_LN(L->mlp_ln_w, L->mlp_ln_b, L->mlp0, L->mlp0_b, dff, 4 * nt, TD_VKO_GELU, 0);
+        LIN(dff, L->mlp2, L->mlp2_b, dx, nt, 4 * nt, TD_VKO_ACC);
+    }
+#undef LIN
+#undef LIN_LN
+    td_vko_layernorm(o, rows_out, nt, dx, nt, b->dec_ln_w, b->dec_ln_b, dh, nt,
+                     all_logits ? 0 : ioa + P->io_last);
+    lin(b, rows_out, P->nv, nt, dh, nt, b->tok, 0, b->logits.addr, P->nv, 0);
+    if (read)
+        td_vk_copy(b->vk, &b->logits, 0, &b->readback, 0, (uint64_t)rows_out * P->nv * 4);
+}
+
 static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
                      int all_logits, float *logits, td_error *err)
 {
@@ -752,42 +853,24 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
         if (seqs[s].n_past + seqs[s].n_tokens > max_self)
             max_self = seqs[s].n_past + seqs[s].n_tokens;
 
-    int rc = td_vk_begin(b->vk, err);
+    /* The recording depends on the row counts, the self-attention's split
+     * count and the ops' settings, not on tokens or positions (those are
+     * read from io): it is kept per shape and replayed. */
+    unsigned gen = td_vko_generation(b->ops);
+    if (gen != b->ops_gen) {
+        td_vk_forget(b->vk);
+        b->ops_gen = gen;
+    }
+    uint64_t n_split = ((uint64_t)max_self + TD_VKO_ATT_SPLIT - 1) / TD_VKO_ATT_SPLIT;
+    uint64_t key = (uint64_t)R | (uint64_t)rows_out << 16 | n_split << 32 |
+                   (uint64_t)(all_logits != 0) << 48 | (uint64_t)(logits != NULL) << 49;
+    int replay;
+    int rc = td_vk_begin_cached(b->vk, key, &replay, err);
     if (rc)
         return rc;
-    td_vko *o = b->ops;
-    uint64_t dx = WK(b, P->d_x), dh = WK(b, P->d_h), dq = WK(b, P->d_q), dk = WK(b, P->d_k),
-             dv = WK(b, P->d_v), da = WK(b, P->d_a), dff = WK(b, P->d_ff),
-             part = WK(b, P->d_part);
-    uint64_t ioa = b->io.addr;
-    td_vko_embed(o, R, nt, b->tok.a, b->tok.f16, b->dec_pos, ioa + P->io_tp, dx);
-    for (int l = 0; l < P->nlt; l++) {
-        const dec_l *L = &b->dl[l];
-        td_vko_layernorm(o, R, nt, dx, nt, L->attn_ln_w, L->attn_ln_b, dh, nt, 0);
-        lin(b, R, nt, nt, dh, nt, L->q, L->q_b, dq, nt, 0);
-        td_vk_concurrent(b->vk, 1);
-        lin(b, R, nt, nt, dh, nt, L->k, 0, dk, nt, 0);
-        lin(b, R, nt, nt, dh, nt, L->v, L->v_b, dv, nt, 0);
-        td_vk_concurrent(b->vk, 0);
-        td_vko_kv_put(o, R, nt, dk, dv, b->kv_k[l].addr, b->kv_v[l].addr, ioa + P->io_kvdst);
-        td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->kv_k[l].addr, b->kv_v[l].addr,
-                        ioa + P->io_self, max_self, part);
-        lin(b, R, nt, nt, da, nt, L->o, L->o_b, dx, nt, TD_VKO_ACC);
-        td_vko_layernorm(o, R, nt, dx, nt, L->cross_ln_w, L->cross_ln_b, dh, nt, 0);
-        lin(b, R, nt, nt, dh, nt, L->cq, L->cq_b, dq, nt, 0);
-        td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
-                        ioa + P->io_cross, C, part);
-        lin(b, R, nt, nt, da, nt, L->co, L->co_b, dx, nt, TD_VKO_ACC);
-        td_vko_layernorm(o, R, nt, dx, nt, L->mlp_ln_w, L->mlp_ln_b, dh, nt, 0);
-        lin(b, R, 4 * nt, nt, dh, nt, L->mlp0, L->mlp0_b, dff, 4 * nt, TD_VKO_GELU);
-        lin(b, R, nt, 4 * nt, dff, 4 * nt, L->mlp2, L->mlp2_b, dx, nt, TD_VKO_ACC);
-    }
-    td_vko_layernorm(o, rows_out, nt, dx, nt, b->dec_ln_w, b->dec_ln_b, dh, nt,
-                     all_logits ? 0 : ioa + P->io_last);
-    lin(b, rows_out, P->nv, nt, dh, nt, b->tok, 0, b->logits.addr, P->nv, 0);
+    if (!replay)
+        dec_record(b, R, rows_out, all_logits, n_split * TD_VKO_ATT_SPLIT, logits != NULL);
     uint64_t lbytes = (uint64_t)rows_out * P->nv * 4;
-    if (logits)
-        td_vk_copy(b->vk, &b->logits, 0, &b->readback, 0, lbytes);
     rc = td_vk_submit(b->vk, err);
     if (rc)
         return rc;

@@ -7,6 +7,11 @@
  * UUID (vk.h's td_vk_open); unset, the first usable device (discrete
  * first). The worker sets it from its plan, so a card is never chosen by
  * index. TD_VULKAN_PROFILE=1 times every dispatch (timestamp queries).
+ * TD_VULKAN_MATMUL=tiled|coopmat|coopmat32 forces the products' path
+ * (else a timed trial at the first open on a device and driver, cached in
+ * $XDG_CACHE_HOME/tapedeck/vulkan-paths); TD_VULKAN_FUSE_LN=1 puts the
+ * decoder's LayerNorm into its few-row products (vulkan.c says why it is
+ * off).
  *
  * Only built with the Vulkan build (the Makefile's optional part,
  * TD_HAVE_VULKAN).
@@ -21,6 +26,12 @@ extern const td_wbackend_ops td_wbackend_vulkan;
 
 /* The device an open context runs on (name, PCI address, UUID, memory). */
 const td_vk_info *td_wvk_device(const td_wbackend *b);
+
+/* Which product path open() chose (tiled or cooperative-matrix) and why;
+ * and forcing one (tests, benchmarks): TD_EUNAVAILABLE where the device
+ * has no cooperative-matrix path. */
+const char *td_wvk_path_note(const td_wbackend *b);
+int td_wvk_set_path(td_wbackend *b, int coopmat, td_error *err);
 
 /* Turn per-dispatch timing on or off, and read the totals per shader
  * (largest first; reset clears them). */

@@ -8,6 +8,7 @@ layout(buffer_reference, scalar, buffer_reference_align = 4) buffer F32 { float 
 layout(buffer_reference, scalar, buffer_reference_align = 4) buffer U32 { uint v[]; };
 layout(buffer_reference, scalar, buffer_reference_align = 4) buffer I32 { int v[]; };
 layout(buffer_reference, scalar, buffer_reference_align = 16) buffer U32x4 { uvec4 v[]; };
+layout(buffer_reference, scalar, buffer_reference_align = 16) buffer F32x4 { vec4 v[]; };
 
 // erf by W. J. Cody's rational approximations (erf below 0.5, erfc up to
 // 4, 1 beyond, where erfc < 2e-8): GLSL has no erf, and the short

@@ -7,7 +7,9 @@
 // of k starting info[2r] floats in (ld apart): a KV slot's first positions
 // for self-attention (the causal bound is the count), a window's encoder
 // frames for cross-attention. Splitting gives a single sequence's step
-// (16 heads) hundreds of workgroups instead of 16.
+// (16 heads) hundreds of workgroups instead of 16. With one split (a
+// self-attention of at most SPL keys) the workgroup writes the row's
+// output itself, normalized, at o (ld apart), and no merge runs.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -16,7 +18,7 @@ layout(constant_id = 0) const uint D = 64;
 layout(local_size_x = 128) in;
 
 layout(push_constant) uniform P {
-    F32 q; F32 part; F32 k; F32 v; I32 info;
+    F32 q; F32 part; F32 k; F32 v; I32 info; F32 o;
     uint ld, n_split;
     float scale;
 } p;
@@ -43,8 +45,17 @@ void main()
     if (t < nb) {
         uint ko = base + (j0 + t) * p.ld + h0;
         float d = 0.0;
-        for (uint i = 0; i < D; i++)
-            d += qs[i] * p.k.v[ko + i];
+        if ((D & 3) == 0 && ((base | p.ld | h0) & 3) == 0) {
+            // 16 bytes a load: a key row in D / 4 loads, all issued at once
+            F32x4 k4 = F32x4(p.k);
+            for (uint i = 0; i < D; i += 4) {
+                vec4 kv = k4.v[(ko + i) / 4];
+                d += qs[i] * kv.x + qs[i + 1] * kv.y + qs[i + 2] * kv.z + qs[i + 3] * kv.w;
+            }
+        } else {
+            for (uint i = 0; i < D; i++)
+                d += qs[i] * p.k.v[ko + i];
+        }
         s = d;
     }
     red[t] = s;
@@ -74,6 +85,15 @@ void main()
         partial[pp * D + i] = a;
     }
     barrier();
+    if (p.n_split == 1) {
+        if (t < D) {
+            float a = 0.0;
+            for (uint pp = 0; pp < NP; pp++)
+                a += partial[pp * D + t];
+            p.o.v[r * p.ld + h0 + t] = a / sum;
+        }
+        return;
+    }
     uint po = ((r * gl_NumWorkGroups.y + h) * p.n_split + sp) * (D + 2);
     if (t < D) {
         float a = 0.0;

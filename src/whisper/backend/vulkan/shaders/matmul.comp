@@ -5,7 +5,9 @@
 // threads, 4 x 4 outputs each, K in steps of 16 through shared memory.
 // Epilogue, in the CPU backend's order: + bias, GELU (F_GELU), + add[m][n]
 // (F_ADD, ldadd; the encoder's positional embedding), + C (F_ACC: the
-// residual stream).
+// residual stream). F_ROWIDX: output row m goes to c + rowidx[m] floats
+// (the decoder's K and V straight into their KV slots). F_LN is not
+// taken here: the caller runs layernorm.comp first (ops.c).
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -14,11 +16,11 @@ layout(constant_id = 0) const uint WF16 = 1;
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform P {
-    F32 a; U32 w; F32 bias; F32 add; F32 c;
+    F32 a; U32 w; F32 bias; F32 add; F32 c; F32 lnw; F32 lnb; I32 rowidx;
     uint M, N, K, lda, ldw, ldc, ldadd, flags;
 } p;
 
-const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8;
+const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_ROWIDX = 32;
 const uint BM = 64, BN = 64, BK = 16;
 
 shared float As[BK][BM + 1];
@@ -95,9 +97,10 @@ void main()
                 v = gelu_f(v);
             if ((p.flags & F_ADD) != 0)
                 v += p.add.v[m * p.ldadd + n];
+            uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
             if ((p.flags & F_ACC) != 0)
-                v += p.c.v[m * p.ldc + n];
-            p.c.v[m * p.ldc + n] = v;
+                v += p.c.v[ci];
+            p.c.v[ci] = v;
         }
     }
 }

@@ -1,25 +1,64 @@
 // matvec.comp: the same product and epilogue as matmul.comp for few rows
 // (decoder steps): reading the weights is what costs, so each weight row
 // is read once per 8 rows of A, by 32 threads splitting K, and reduced
-// through shared memory (no subgroup operations: subgroups are 8 to 64
+// through shared memory (no subgroup shuffles: subgroups are 8 to 64
 // wide across the devices served). Workgroup: 8 output columns; grid z:
 // groups of 8 rows.
+// F_LN: A's rows are LayerNorm'ed on the way in (mean, then the variance
+// of the centred values, as layernorm.comp; eps 1e-5), each workgroup
+// computing its rows' statistics itself: a step's LayerNorm then costs no
+// dispatch of its own (one row of 1024 floats is 4 KB, read from cache).
+// F_ROWIDX: output row m goes to c + rowidx[m] floats (the decoder's K and
+// V straight into their KV slots).
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
 
 layout(constant_id = 0) const uint WF16 = 1;
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform P {
-    F32 a; U32 w; F32 bias; F32 add; F32 c;
+    F32 a; U32 w; F32 bias; F32 add; F32 c; F32 lnw; F32 lnb; I32 rowidx;
     uint M, N, K, lda, ldw, ldc, ldadd, flags;
 } p;
 
-const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8;
+const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_LN = 16, F_ROWIDX = 32;
 const uint MR = 8, COLS = 8, LANES = 32;
 
 shared float red[COLS][LANES][MR];
+shared float st_mean[MR], st_inv[MR];
+shared float sg_part[256][MR]; // per subgroup (any size from 1 up)
+
+// every thread gets the sums of v over the workgroup: within each
+// subgroup by its own adder, then the subgroups' parts through shared
+// memory (two barriers, whatever the subgroup size)
+void row_sums(inout float v[MR])
+{
+    for (uint r = 0; r < MR; r++)
+        v[r] = subgroupAdd(v[r]);
+    if (subgroupElect())
+        for (uint r = 0; r < MR; r++)
+            sg_part[gl_SubgroupID][r] = v[r];
+    barrier();
+    for (uint r = 0; r < MR; r++) {
+        float s = 0.0;
+        for (uint i = 0; i < gl_NumSubgroups; i++)
+            s += sg_part[i][r];
+        v[r] = s;
+    }
+    barrier();
+}
+
+// A's element (row m0 + r, column k), normalized under F_LN
+float a_at(uint r, uint ai, uint k, bool ln)
+{
+    float v = p.a.v[ai];
+    if (ln)
+        v = (v - st_mean[r]) * st_inv[r] * p.lnw.v[k] + p.lnb.v[k];
+    return v;
+}
 
 void main()
 {
@@ -29,6 +68,33 @@ void main()
     uint m0 = gl_WorkGroupID.z * MR;
     uint mr = min(MR, p.M - m0);
     float acc[MR];
+    bool ln = (p.flags & F_LN) != 0;
+    if (ln) {
+        for (uint r = 0; r < MR; r++) {
+            acc[r] = 0.0;
+            if (r < mr)
+                for (uint k = tid; k < p.K; k += 256)
+                    acc[r] += p.a.v[(m0 + r) * p.lda + k];
+        }
+        row_sums(acc);
+        for (uint r = 0; r < MR; r++) // constant indices: acc stays in registers
+            if (tid == r)
+                st_mean[r] = acc[r] / float(p.K);
+        barrier();
+        for (uint r = 0; r < MR; r++) {
+            acc[r] = 0.0;
+            if (r < mr)
+                for (uint k = tid; k < p.K; k += 256) {
+                    float d = p.a.v[(m0 + r) * p.lda + k] - st_mean[r];
+                    acc[r] += d * d;
+                }
+        }
+        row_sums(acc);
+        for (uint r = 0; r < MR; r++)
+            if (tid == r)
+                st_inv[r] = 1.0 / sqrt(acc[r] / float(p.K) + 1e-5);
+        barrier();
+    }
     for (uint r = 0; r < MR; r++)
         acc[r] = 0.0;
     if (n < p.N && WF16 != 0 && (p.K % 8) == 0 && (p.ldw % 8) == 0) {
@@ -44,9 +110,10 @@ void main()
             for (uint r = 0; r < MR; r++) {
                 if (r < mr) {
                     uint ai = (m0 + r) * p.lda + k;
-                    acc[r] += p.a.v[ai] * w0.x + p.a.v[ai + 1] * w0.y + p.a.v[ai + 2] * w1.x +
-                              p.a.v[ai + 3] * w1.y + p.a.v[ai + 4] * w2.x + p.a.v[ai + 5] * w2.y +
-                              p.a.v[ai + 6] * w3.x + p.a.v[ai + 7] * w3.y;
+                    acc[r] += a_at(r, ai, k, ln) * w0.x + a_at(r, ai + 1, k + 1, ln) * w0.y +
+                              a_at(r, ai + 2, k + 2, ln) * w1.x + a_at(r, ai + 3, k + 3, ln) * w1.y +
+                              a_at(r, ai + 4, k + 4, ln) * w2.x + a_at(r, ai + 5, k + 5, ln) * w2.y +
+                              a_at(r, ai + 6, k + 6, ln) * w3.x + a_at(r, ai + 7, k + 7, ln) * w3.y;
                 }
             }
         }
@@ -63,9 +130,9 @@ void main()
             for (uint r = 0; r < MR; r++) {
                 if (r < mr) {
                     uint ai = (m0 + r) * p.lda + k;
-                    acc[r] += p.a.v[ai] * w.x;
+                    acc[r] += a_at(r, ai, k, ln) * w.x;
                     if (two)
-                        acc[r] += p.a.v[ai + 1] * w.y;
+                        acc[r] += a_at(r, ai + 1, k + 1, ln) * w.y;
                 }
             }
         }
@@ -88,8 +155,9 @@ void main()
             v = gelu_f(v);
         if ((p.flags & F_ADD) != 0)
             v += p.add.v[m * p.ldadd + n];
+        uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
         if ((p.flags & F_ACC) != 0)
-            v += p.c.v[m * p.ldc + n];
-        p.c.v[m * p.ldc + n] = v;
+            v += p.c.v[ci];
+        p.c.v[ci] = v;
     }
 }
