@@ -532,6 +532,72 @@ static void test_ragged_batch(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* Word alignment's cross-attention weights (align_weights) against the
+ * CPU backend's, 40 tokens in two chunks (the plan takes 32 a call), three
+ * heads of two layers; every row a softmax. */
+static void test_align_weights(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    if (!fset_load("en-d64-f32", &f))
+        skip();
+    const td_wmodel *m = f.m;
+    td_error err = {0};
+    td_wbackend *b = open_vk(m, 2, 2, &err);
+    td_wconfig cc = {0};
+    cc.max_seq = 2;
+    cc.max_windows = 2;
+    cc.max_batch_tokens = 32;
+    cc.n_threads = 2;
+    cc.compute = TD_WCOMPUTE_F32;
+    td_wbackend *cpu = NULL;
+    if (td_wbackend_cpu.open(m, &cc, &cpu, &err) != TD_OK)
+        fail_msg("cpu open: %s", err.msg);
+    int w = 1;
+    const float *mels[1] = {f.mel};
+    if (VK->encode(b, 1, &w, mels, &err) != TD_OK ||
+        td_wbackend_cpu.encode(cpu, 1, &w, mels, &err) != TD_OK)
+        fail_msg("encode: %s", err.msg);
+    enum { NTOK = 40 };
+    int32_t tok[NTOK];
+    tok[0] = m->sp.sot;
+    for (int t = 1; t < NTOK; t++)
+        tok[t] = (int32_t)((t * 104729 + 13) % 50000);
+    int nl = m->hp.n_text_layer, nh = m->hp.n_text_head;
+    int heads[6] = {0, 0, nl - 1, nh - 1, 0, nh - 1};
+    size_t C = (size_t)m->hp.n_audio_ctx, n = 3 * NTOK * C;
+    float *got = malloc(n * sizeof *got), *ref = malloc(n * sizeof *ref);
+    assert_true(got && ref);
+    if (VK->align_weights(b, 1, w, NTOK, tok, 3, heads, got, &err) != TD_OK)
+        fail_msg("vulkan align_weights: %s", err.msg);
+    if (td_wbackend_cpu.align_weights(cpu, 1, w, NTOK, tok, 3, heads, ref, &err) != TD_OK)
+        fail_msg("cpu align_weights: %s", err.msg);
+    stats st = compare_rows(got, ref, n);
+    double worst_sum = 0;
+    for (size_t r = 0; r < 3 * NTOK; r++) {
+        double sum = 0;
+        for (size_t j = 0; j < C; j++)
+            sum += got[r * C + j];
+        worst_sum = fmax(worst_sum, fabs(sum - 1));
+    }
+    print_message("  align_weights, 3 heads x %d tokens: rel L2 against the CPU %.3g, max abs "
+                  "%.3g, rows sum to 1 within %.1e\n",
+                  NTOK, st.rel_l2, st.max_abs, worst_sum);
+    assert_true(st.rel_l2 < 1e-5);
+    assert_true(worst_sum < 1e-4);
+    /* refusals: a head that is not there, too many tokens */
+    int bad[2] = {nl, 0};
+    assert_int_equal(VK->align_weights(b, 1, w, NTOK, tok, 1, bad, got, &err), TD_EINVAL);
+    assert_int_equal(VK->align_weights(b, 1, 0, NTOK, tok, 1, heads, got, &err), TD_EINVAL);
+    free(got);
+    free(ref);
+    td_wbackend_cpu.close(cpu);
+    VK->close(b);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
 /* ------------------------------------------------------------ refusals */
 
 static void test_refusals(void **state)
@@ -631,7 +697,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_en_d64), cmocka_unit_test(test_golden_tiny_f16),
         cmocka_unit_test(test_golden_real),
-        cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_align_weights),
+        cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_open_alloc_failures),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);

@@ -20,7 +20,7 @@ struct td_vko {
     td_vk_pipe *matmul[2], *matvec[2]; /* [w_f16] */
     td_vk_pipe *matmul_cm[2];          /* F16 weights on the matrix engines, K steps of 64
                                         * and 32; NULL without */
-    td_vk_pipe *layernorm, *enc_attn, *dec_attn, *dec_merge, *embed, *kv_put;
+    td_vk_pipe *layernorm, *enc_attn, *dec_attn, *dec_merge, *embed, *kv_put, *att_weights;
     int matvec_rows;
     enum td_vko_path path;
     unsigned gen;
@@ -60,6 +60,12 @@ typedef struct emb_push {
     uint32_t n, f16;
 } emb_push;
 
+typedef struct aw_push {
+    uint64_t q, k, o;
+    uint32_t ld, nk, h0, kofs, orow0;
+    float scale;
+} aw_push;
+
 typedef struct kv_push {
     uint64_t k, v, kc, vc, dst;
     uint32_t n;
@@ -71,7 +77,7 @@ void td_vko_free(td_vko *o)
         return;
     td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0], &o->matvec[1],
                           &o->matmul_cm[0], &o->matmul_cm[1], &o->layernorm, &o->enc_attn,  &o->dec_attn,
-                          &o->dec_merge, &o->embed, &o->kv_put};
+                          &o->dec_merge, &o->embed, &o->kv_put, &o->att_weights};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     td_vk_free(o);
@@ -117,6 +123,7 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     PIPE(o->dec_merge, dec_merge, "dec_merge", dm_push, &dt, 1);
     PIPE(o->embed, embed, "embed", emb_push, NULL, 0);
     PIPE(o->kv_put, kv_put, "kv_put", kv_push, NULL, 0);
+    PIPE(o->att_weights, att_weights, "att_weights", aw_push, &dt, 1);
     if (td_vk_device_info(vk)->has_coopmat_nv) {
         /* a driver that cannot build it leaves the tiled path; only out
          * of memory is an error */
@@ -503,4 +510,12 @@ out:
     td_vk_free(r1);
     td_vk_free(hw);
     return rc;
+}
+
+void td_vko_att_weights(td_vko *o, int rows, int ld, uint64_t q, uint64_t k, uint64_t kofs,
+                        int nk, int h0, uint64_t out, int orow0)
+{
+    aw_push p = {q, k, out, (uint32_t)ld, (uint32_t)nk, (uint32_t)h0, (uint32_t)kofs,
+                 (uint32_t)orow0, 1.0f / sqrtf((float)o->d_text)};
+    td_vk_dispatch(o->vk, o->att_weights, &p, (uint32_t)rows, 1, 1);
 }

@@ -122,6 +122,12 @@ size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys);
 void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t out,
                      uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part);
 
+/* Word alignment: o[(orow0 + r) * nk + j] = softmax_j(q[r]_h . k[j]_h /
+ * sqrt(d_text)) for rows r < rows of q (ld apart), the head at float
+ * column h0, keys k[j] (j < nk) at float offset kofs, ld apart. */
+void td_vko_att_weights(td_vko *o, int rows, int ld, uint64_t q, uint64_t k, uint64_t kofs,
+                        int nk, int h0, uint64_t out, int orow0);
+
 /* x[r] = tok[tp[2r]] + pos[tp[2r+1]], rows of n (tok halves or floats). */
 void td_vko_embed(td_vko *o, int rows, int n, uint64_t tok, int tok_f16, uint64_t pos,
                   uint64_t tp, uint64_t x);

@@ -22,7 +22,8 @@
     X(dec_attn)          \
     X(dec_merge)         \
     X(embed)             \
-    X(kv_put)
+    X(kv_put)            \
+    X(att_weights)
 
 #define TD_VK_SHADER_DECL(name)            \
     extern const uint32_t td_vks_##name[]; \

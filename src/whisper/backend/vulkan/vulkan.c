@@ -325,6 +325,11 @@ struct td_wbackend {
     unsigned ops_gen;       /* td_vko_generation when the kept recordings were made */
     char path_note[192];    /* which product path, and why */
     int fuse_ln;            /* TD_VULKAN_FUSE_LN=1 */
+    /* align_weights in progress: its heads, its output (host-visible:
+     * [al_n][al_rows][n_audio_ctx]) and the rows the current call holds */
+    const int *al_heads;
+    int al_n, al_rows, al_row0, al_window;
+    uint64_t al_out;
     float *mel_t;           /* host: one window's time-major, padded mel */
 };
 
@@ -772,6 +777,12 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
         if (!fuse)
             td_vko_layernorm(o, R, nt, dx, nt, L->cross_ln_w, L->cross_ln_b, dh, nt, 0);
         LIN_LN(L->cross_ln_w, L->cross_ln_b, L->cq, L->cq_b, dq, nt, 0, 0);
+        for (int i = 0; i < b->al_n; i++) /* word alignment's heads of this layer */
+            if (b->al_heads[2 * i] == l)
+                td_vko_att_weights(o, R, nt, dq, b->cross_k[l].addr,
+                                   (uint64_t)b->al_window * C * nt, C,
+                                   b->al_heads[2 * i + 1] * (nt / P->nht),
+                                   b->al_out + (uint64_t)i * b->al_rows * C * 4, b->al_row0);
         td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
                         ioa + P->io_cross, C, part);
         LIN(da, L->co, L->co_b, dx, nt, nt, TD_VKO_ACC);
@@ -864,8 +875,9 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
     uint64_t n_split = ((uint64_t)max_self + TD_VKO_ATT_SPLIT - 1) / TD_VKO_ATT_SPLIT;
     uint64_t key = (uint64_t)R | (uint64_t)rows_out << 16 | n_split << 32 |
                    (uint64_t)(all_logits != 0) << 48 | (uint64_t)(logits != NULL) << 49;
-    int replay;
-    int rc = td_vk_begin_cached(b->vk, key, &replay, err);
+    int replay = 0;
+    int rc = b->al_n ? td_vk_begin(b->vk, err) /* alignment passes are not kept */
+                     : td_vk_begin_cached(b->vk, key, &replay, err);
     if (rc)
         return rc;
     if (!replay)
@@ -917,6 +929,53 @@ static int vk_kv_copy(td_wbackend *b, int n, const td_wkv_copy *pairs, td_error 
     return td_vk_submit(b->vk, err);
 }
 
+/* Decode the tokens from position 0 in chunks the plan takes (the slot's
+ * cache carries the context between them), with the heads' weights
+ * written by att_weights.comp into a host-visible buffer. */
+static int vk_align_weights(td_wbackend *b, int slot, int window, int n_tokens,
+                            const int32_t *tokens, int n_heads, const int *heads, float *out,
+                            td_error *err)
+{
+    plan *P = &b->P;
+    if (n_heads < 1 || n_heads > P->nlt * P->nht || !heads || !out || !tokens)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: align_weights of %d heads", n_heads);
+    for (int i = 0; i < n_heads; i++)
+        if (heads[2 * i] < 0 || heads[2 * i] >= P->nlt || heads[2 * i + 1] < 0 ||
+            heads[2 * i + 1] >= P->nht)
+            return td_error_set(err, TD_EINVAL, "vulkan backend: no decoder head (%d, %d)",
+                                heads[2 * i], heads[2 * i + 1]);
+    if (n_tokens < 1 || n_tokens > P->max_tokens)
+        return td_error_set(err, TD_EINVAL,
+                            "vulkan backend: align_weights of %d tokens, at most %d", n_tokens,
+                            P->max_tokens);
+    if (window < 0 || window >= P->max_windows || !b->encoded[window])
+        return td_error_set(err, TD_EINVAL, "vulkan backend: window slot %d not encoded", window);
+    uint64_t bytes = (uint64_t)n_heads * n_tokens * P->C * 4;
+    td_vk_buf buf;
+    int rc = td_vk_buf_create(b->vk, bytes, TD_VK_MEM_READBACK, &buf, err);
+    if (rc)
+        return rc;
+    b->al_heads = heads;
+    b->al_n = n_heads;
+    b->al_rows = n_tokens;
+    b->al_window = window;
+    b->al_out = buf.addr;
+    int step = P->max_batch < P->max_rows ? P->max_batch : P->max_rows;
+    for (int t0 = 0; t0 < n_tokens && rc == TD_OK; t0 += step) {
+        td_wseq q = {.slot = slot, .window = window, .n_past = t0,
+                     .n_tokens = n_tokens - t0 < step ? n_tokens - t0 : step};
+        b->al_row0 = t0;
+        rc = vk_decode(b, 1, &q, tokens + t0, 0, NULL, err);
+    }
+    b->al_heads = NULL;
+    b->al_n = 0;
+    b->last_rows = 0; /* this pass's logits are nobody's */
+    if (rc == TD_OK)
+        memcpy(out, buf.map, bytes);
+    td_vk_buf_destroy(b->vk, &buf);
+    return rc;
+}
+
 static void vk_identity(const td_wbackend *b, char *pci, size_t pci_len, char *uuid,
                         size_t uuid_len)
 {
@@ -937,7 +996,7 @@ const td_wbackend_ops td_wbackend_vulkan = {
     .sample = NULL,
     .encoder_output = vk_encoder_output,
     .close = vk_close,
-    .align_weights = NULL,
+    .align_weights = vk_align_weights,
     .identity = vk_identity,
 };
 
