@@ -187,7 +187,10 @@ typedef struct td_wbackend_ops {
     int (*kv_copy)(td_wbackend *b, int n, const td_wkv_copy *pairs, td_error *err);
 
     /* Optional (NULL: the rules take full logits). One sampling step on the
-     * rows of the last decode() (which kept its logits): out[i] for in[i]. */
+     * rows of the last decode() (which kept its logits): out[i] for in[i].
+     * The rows may be sampled over several calls (decoders sharing a
+     * backend each read their own), but each row once: rows are masked in
+     * place, so a row sampled before is refused (TD_EINVAL). */
     int (*sample)(td_wbackend *b, const td_wsampler *sp, int n, const td_wsample_in *in,
                   td_wsample_out *out, td_error *err);
 

@@ -932,6 +932,15 @@ static void test_errors(void **state)
     assert_int_equal(td_wbackend_cpu.sample(b, &sp, 2, in, out, &err), TD_OK);
     /* rows are sampled once */
     assert_int_equal(td_wbackend_cpu.sample(b, &sp, 1, in, out, &err), TD_EINVAL);
+    assert_int_equal(td_wbackend_cpu.sample(b, &sp, 1, in + 1, out, &err), TD_EINVAL);
+    /* ... but may be read over several calls (decoders sharing a backend) */
+    assert_int_equal(td_wbackend_cpu.decode(b, 2, rows6, t, 0, NULL, &err), TD_OK);
+    assert_int_equal(td_wbackend_cpu.sample(b, &sp, 1, in + 1, out, &err), TD_OK);
+    assert_int_equal(td_wbackend_cpu.sample(b, &sp, 1, in, out, &err), TD_OK);
+    assert_int_equal(td_wbackend_cpu.sample(b, &sp, 1, in, out, &err), TD_EINVAL);
+    /* a decode that writes its logits keeps none */
+    assert_int_equal(td_wbackend_cpu.decode(b, 2, rows6, t, 0, lg, &err), TD_OK);
+    assert_int_equal(td_wbackend_cpu.sample(b, &sp, 1, in, out, &err), TD_EINVAL);
     /* kv_copy: slots and positions out of range, a destination twice, a
      * destination that is also a source (itself, or another pair's) */
     static const td_wkv_copy badc[][2] = {

@@ -417,6 +417,7 @@ struct td_wbackend {
     int last_window;         /* window slot of the last encode (enc_out), -1 = none */
     unsigned char encoded[MAX_WINDOWS]; /* window slots that hold an encoding */
     int kept_rows;           /* last-token rows in the logits region, 0 = none */
+    unsigned char row_sampled[MAX_SEQ]; /* kept rows already sampled (masked in place) */
     /* per-call group tables for the attention kernels */
     float *g_kv[MAX_SEQ];
     int g_row0[MAX_SEQ], g_rows[MAX_SEQ], g_keys0[MAX_SEQ];
@@ -1174,8 +1175,10 @@ static int cpu_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int3
             (size_t)m->hp.n_vocab, 0);
     if (b->bench_tokens > 0)
         bench_script(b, n_seq, seqs, tokens, all_logits, dst);
-    if (!logits)
+    if (!logits) {
         b->kept_rows = rows;
+        memset(b->row_sampled, 0, (size_t)rows);
+    }
     return TD_OK;
 }
 
@@ -1193,12 +1196,16 @@ static int cpu_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_wsa
             if (in[j].row == in[i].row)
                 return td_error_set(err, TD_EINVAL, "cpu backend: sample row %d twice",
                                     in[i].row);
+        if (b->row_sampled[in[i].row])
+            return td_error_set(err, TD_EINVAL, "cpu backend: row %d was sampled already",
+                                in[i].row);
     }
     /* rows are masked in place: each is sampled once */
     for (int i = 0; i < n; i++)
         td_wsample_row(sp, nv, b->arena + b->L.o_logits + (size_t)in[i].row * (size_t)nv, &in[i],
                        &out[i]);
-    b->kept_rows = 0;
+    for (int i = 0; i < n; i++)
+        b->row_sampled[in[i].row] = 1;
     return TD_OK;
 }
 
