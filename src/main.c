@@ -135,6 +135,9 @@ static void usage_run(FILE *f)
             "  --batch N             whisper, batched: windows decoded together (default:\n"
             "                        the most whose memory fits each worker's share of\n"
             "                        the memory available; 16 at most on a CPU)\n"
+            "  --streams N           whisper, batched: scenes each worker decodes at once,\n"
+            "                        their windows batched together, so that short scenes\n"
+            "                        fill a batch (default 2; 1 = one scene at a time)\n"
             "  --backend B           whisper: auto (default: Vulkan on GPU workers where it\n"
             "                        can run, else the CPU, with the reason logged),\n"
             "                        cpu, or vulkan (an error where it cannot run)\n"
@@ -235,7 +238,7 @@ static char *self_exe(void)
 enum {
     OPT_TASK = 256, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_CPU_WORKERS, OPT_ENGINE, OPT_MODEL, OPT_LANGUAGE,
     OPT_FORMATS, OPT_THREADS, OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
-    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND,
+    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND, OPT_STREAMS,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
     OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA, OPT_RESTORE_VAAPI,
 };
@@ -792,6 +795,7 @@ static int cmd_worker(int argc, char **argv)
         {"compute", required_argument, 0, OPT_COMPUTE},
         {"decode", required_argument, 0, OPT_DECODE},
         {"batch", required_argument, 0, OPT_BATCH},
+        {"streams", required_argument, 0, OPT_STREAMS},
         {"backend", required_argument, 0, OPT_BACKEND},
         {"translate", no_argument, 0, OPT_TRANSLATE},
         {"log-level", required_argument, 0, OPT_LOG_LEVEL},
@@ -831,6 +835,7 @@ static int cmd_worker(int argc, char **argv)
         case OPT_COMPUTE: o.compute = td_wcompute_parse(optarg); o.compute = o.compute < 0 ? 0 : o.compute; break;
         case OPT_DECODE: o.decode = td_wdecode_mode_parse(optarg); o.decode = o.decode < 0 ? 0 : o.decode; break;
         case OPT_BATCH: o.batch = td_parse_long(optarg, 1, TD_WDEC_MAX_BATCH, &v) ? 0 : (int)v; break;
+        case OPT_STREAMS: o.streams = td_parse_long(optarg, 1, TD_WHISPER_MAX_STREAMS, &v) ? 1 : (int)v; break;
         case OPT_BACKEND: o.backend = optarg; break;
         case OPT_TRANSLATE: o.translate = 1; break;
         case OPT_RESTORE_PRESET: o.restore_preset = optarg; break;

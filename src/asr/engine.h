@@ -51,6 +51,9 @@ typedef struct td_engine_config {
     int decode;            /* whisper: enum td_wdecode_mode (0 = the default) */
     int batch;             /* whisper, batched decoding: windows at once; 0 = default */
     const char *backend;   /* whisper: "auto" (NULL), "cpu" or "vulkan" */
+    int streams;           /* whisper, batched: scenes decoded at once by this
+                            * instance and its clones (ops->clone), their
+                            * windows batched together; 0 or 1 = one */
 } td_engine_config;
 
 /* How the whisper engine walks a scene's speech. SEQUENTIAL is
@@ -75,6 +78,7 @@ typedef struct td_engine_settings {
     int batch;             /* windows decoded together */
     const char *pci, *uuid; /* the card the backend's runtime opened; "" = none
                              * (owned by the instance) */
+    int streams;           /* scenes decoded at once (instance and clones) */
 } td_engine_settings;
 
 typedef struct td_engine_ops {
@@ -105,6 +109,14 @@ typedef struct td_engine_ops {
 
     /* Optional: how an open instance computes, for logs and markers. */
     void (*settings)(const td_engine *eng, td_engine_settings *out);
+
+    /* Optional (NULL: one scene at a time). Another instance for a scene
+     * transcribed at the same time in another thread, sharing eng's model
+     * and backend: their network calls are batched together. At most
+     * cfg->streams - 1 clones of an instance; TD_EUNAVAILABLE when it has
+     * no room for another. Each instance is used by one thread at a time;
+     * clones are closed (ops->close) before eng. */
+    int (*clone)(td_engine *eng, td_engine **out, td_error *err);
 } td_engine_ops;
 
 /* All engines built in, in preference order for "auto". */
@@ -117,6 +129,10 @@ int td_engine_select(const char *name, const td_engine_config *cfg,
                      const td_engine_ops **out, td_error *err);
 
 extern const td_engine_ops td_engine_whisper;
+/* Whisper's batched decoding: scenes a worker decodes at once by default
+ * (td_engine_config.streams), and the most. */
+#define TD_WHISPER_DEFAULT_STREAMS 2
+#define TD_WHISPER_MAX_STREAMS 8
 /* Whisper's batched decoding: the largest batch of windows, at most cap
  * (and a CPU's useful most), whose memory_need fits budget bytes; 1 if
  * none larger does. */

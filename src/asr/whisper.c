@@ -42,6 +42,7 @@
 #include "util/log.h"
 #include "whisper/align.h"
 #include "whisper/backend.h"
+#include "whisper/batcher.h"
 #include "whisper/decode.h"
 #include "whisper/mel.h"
 #include "whisper/model.h"
@@ -83,9 +84,18 @@ typedef struct beat_proxy {
 struct td_engine {
     beat_proxy proxy;
     td_wbackend_ops proxy_ops;    /* the table the decoder calls: proxy_* below */
-    td_wmodel *model;
+    td_wmodel *model;             /* owned by the original, borrowed by clones */
     const td_wbackend_ops *bops;
-    td_wbackend *backend;
+    td_wbackend *backend;         /* the same */
+    /* Several scenes at once (cfg->streams > 1, batched): the original owns
+     * a batcher over the backend; it and each clone decode through their
+     * own client of it (cops, cctx). Otherwise cops, cctx = bops, backend. */
+    td_wbatcher *bt;
+    int client;                   /* this instance's client of bt */
+    int streams, n_clones;        /* the original: clients in all, clones made */
+    int is_clone;
+    const td_wbackend_ops *cops;
+    td_wbackend *cctx;
     td_wdecode_opts opts;
     int threads;
     char model_name[NAME_MAX + 1];
@@ -167,14 +177,33 @@ static void decode_opts(const td_engine_config *cfg, td_wdecode_opts *o)
         o->batch = cfg->batch > 0 ? cfg->batch : 1;
 }
 
-static int backend_config(const td_engine_config *cfg, const td_whparams *hp, td_wconfig *bc)
+/* Scenes decoded at once by an instance and its clones. */
+static int streams_of(const td_engine_config *cfg)
+{
+    if (!batched(cfg) || cfg->streams <= 1)
+        return 1;
+    return cfg->streams < TD_WBATCHER_MAX_CLIENTS ? cfg->streams : TD_WBATCHER_MAX_CLIENTS;
+}
+
+/* The backend's sizes: one decoder's (per), times the streams sharing it. */
+static int backend_config(const td_engine_config *cfg, const td_whparams *hp, td_wconfig *bc,
+                          td_wconfig *per)
 {
     td_wdecode_opts o;
     decode_opts(cfg, &o);
     memset(bc, 0, sizeof *bc);
     bc->n_threads = cfg->threads;
     bc->compute = cfg->compute;
-    return td_wdecode_backend_config(hp, &o, bc);
+    int rc = td_wdecode_backend_config(hp, &o, bc);
+    if (rc)
+        return rc;
+    if (per)
+        *per = *bc;
+    int n = streams_of(cfg);
+    bc->max_seq *= n;
+    bc->max_windows *= n;
+    bc->max_rows *= n;
+    return TD_OK;
 }
 
 static int whisper_probe(const td_engine_config *cfg, td_error *err)
@@ -222,12 +251,12 @@ static int64_t whisper_memory_need(const td_engine_config *cfg)
     td_wmodel *m = NULL;
     if (td_wmodel_open(path, &m, &err) != TD_OK)
         return -1;
-    td_wconfig bc;
+    td_wconfig bc, per;
     int64_t need = -1;
-    if (backend_config(cfg, &m->hp, &bc) == TD_OK)
+    if (backend_config(cfg, &m->hp, &bc, &per) == TD_OK)
         need = td_wbackend_cpu.memory_need(&m->hp, m->wtype, &bc);
-    if (need >= 0)
-        need += batch_bytes(&m->hp, &bc, batched(cfg));
+    if (need >= 0) /* each stream's own buffers */
+        need += streams_of(cfg) * batch_bytes(&m->hp, &per, batched(cfg));
     td_wmodel_close(m);
     return need;
 }
@@ -254,9 +283,12 @@ static void whisper_close(td_engine *e)
 {
     if (!e)
         return;
-    if (e->backend)
-        e->bops->close(e->backend);
-    td_wmodel_close(e->model);
+    if (!e->is_clone) {
+        td_wbatcher_free(e->bt);
+        if (e->backend)
+            e->bops->close(e->backend);
+        td_wmodel_close(e->model);
+    }
     free(e->audio);
     free(e->spans);
     free(e->mel);
@@ -301,6 +333,10 @@ static int open_backend(td_engine *e, const td_engine_config *cfg, td_wconfig *b
     return e->bops->open(e->model, bc, &e->backend, err);
 }
 
+static int alloc_buffers(td_engine *e, td_error *err);
+
+_Static_assert(TD_WHISPER_MAX_STREAMS <= TD_WBATCHER_MAX_CLIENTS, "a stream is a batcher client");
+
 static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *err)
 {
     char path[PATH_MAX];
@@ -333,8 +369,8 @@ static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *
                   : TD_WDECODE_SEQUENTIAL;
     e->compute = cfg->compute;
     e->batch = e->opts.batch > 0 ? e->opts.batch : 1;
-    td_wconfig bc;
-    rc = backend_config(cfg, &e->model->hp, &bc);
+    td_wconfig bc, per;
+    rc = backend_config(cfg, &e->model->hp, &bc, &per);
     if (rc) {
         rc = td_error_set(err, TD_EINVAL, "whisper: batch %d or beam %d out of range", cfg->batch,
                           e->opts.beam_size);
@@ -359,7 +395,29 @@ static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *
     else if (match == TD_ALIGN_MATCH_GUESS)
         td_log(TD_LOG_INFO, "[align] %s: the dimensions of large-v1 and large-v2; the name does "
                "not say which: word times from large-v2's alignment heads", e->model_name);
+    e->streams = e->mode == TD_WDECODE_BATCHED ? streams_of(cfg) : 1;
+    e->cops = e->bops;
+    e->cctx = e->backend;
+    if (e->streams > 1) {
+        rc = td_wbatcher_new(e->bops, e->backend, &per, e->streams, e->model->hp.n_vocab, &e->bt,
+                             err);
+        if (rc)
+            goto fail;
+        td_wbatcher_client(e->bt, 0, &e->cops, &e->cctx);
+    }
+    rc = alloc_buffers(e, err);
+    if (rc)
+        goto fail;
+    *out = e;
+    return TD_OK;
+fail:
+    whisper_close(e);
+    return rc;
+}
 
+/* A scene's own buffers (the original's and each clone's). */
+static int alloc_buffers(td_engine *e, td_error *err)
+{
     size_t samples = BATCH_MAX_SAMPLES + PAD_SAMPLES;
     size_t mel_floats = e->mode == TD_WDECODE_BATCHED
                             ? (size_t)MAX_CHUNKS * TD_WMEL_WINDOW_FRAMES
@@ -367,15 +425,38 @@ static int whisper_open(const td_engine_config *cfg, td_engine **out, td_error *
     e->audio = calloc(samples, sizeof *e->audio);
     e->mel = malloc(mel_floats * (size_t)e->model->hp.n_mels * sizeof *e->mel);
     e->chunk = malloc(READ_SAMPLES * sizeof *e->chunk);
-    if (!e->audio || !e->mel || !e->chunk) {
-        rc = td_error_set(err, TD_ENOMEM, "out of memory for the audio batch");
-        goto fail;
-    }
-    *out = e;
+    if (!e->audio || !e->mel || !e->chunk)
+        return td_error_set(err, TD_ENOMEM, "out of memory for the audio batch");
     return TD_OK;
-fail:
-    whisper_close(e);
-    return rc;
+}
+
+static int whisper_clone(td_engine *e, td_engine **out, td_error *err)
+{
+    *out = NULL;
+    if (e->is_clone || !e->bt || e->n_clones + 1 >= e->streams)
+        return td_error_set(err, TD_EUNAVAILABLE, "whisper: no room for another scene at once "
+                            "(streams %d)", e->streams);
+    td_engine *c = malloc(sizeof *c);
+    if (!c)
+        return td_error_set(err, TD_ENOMEM, "out of memory");
+    *c = *e;
+    c->is_clone = 1;
+    c->client = e->n_clones + 1;
+    c->audio = NULL;
+    c->mel = NULL;
+    c->chunk = NULL;
+    c->spans = NULL;
+    c->cuts = NULL;
+    c->n_spans = c->cap_spans = c->n_cuts = c->cap_cuts = 0;
+    td_wbatcher_client(e->bt, c->client, &c->cops, &c->cctx);
+    int rc = alloc_buffers(c, err);
+    if (rc) {
+        whisper_close(c);
+        return rc;
+    }
+    e->n_clones++;
+    *out = c;
+    return TD_OK;
 }
 
 static const char *whisper_model_name(const td_engine *e)
@@ -391,6 +472,7 @@ static void whisper_settings(const td_engine *e, td_engine_settings *out)
     out->batch = e->mode == TD_WDECODE_BATCHED ? e->batch : 1;
     out->pci = e->pci;
     out->uuid = e->uuid;
+    out->streams = e->streams;
 }
 
 /* ---- the heartbeat proxy ------------------------------------------------ */
@@ -620,9 +702,9 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     td_wdecode_opts o = e->opts;
     o.language = e->language >= 0 ? e->language : e->scene_language;
     td_wdecoder *d = NULL;
-    e->proxy = (beat_proxy){.real = e->bops, .ctx = e->backend, .fn = progress, .user = user,
+    e->proxy = (beat_proxy){.real = e->cops, .ctx = e->cctx, .fn = progress, .user = user,
                             .reported = &e->reported};
-    proxy_table(e->bops, &e->proxy_ops);
+    proxy_table(e->cops, &e->proxy_ops);
     rc = td_wdecoder_new(m, &e->proxy_ops, (td_wbackend *)&e->proxy, &o, &d, err);
     if (rc)
         goto out;
@@ -646,6 +728,8 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     else
         rc = td_wdecoder_transcribe(d, e->mel, frames, td_wmel_frames(e->batch_len), 0.0, &part,
                                     &lang, on_window, &pc, err);
+    if (e->bt) /* the other scenes' steps stop waiting for this one */
+        td_wbatcher_idle(e->bt, e->client);
     td_wdecode_stats st;
     td_wdecoder_stats(d, &st);
     td_wdecoder_free(d);
@@ -837,4 +921,5 @@ const td_engine_ops td_engine_whisper = {
     .model_name = whisper_model_name,
     .close = whisper_close,
     .settings = whisper_settings,
+    .clone = whisper_clone,
 };

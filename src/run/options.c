@@ -27,7 +27,7 @@ int td_parse_long(const char *s, long lo, long hi, long *out)
 enum {
     OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_CPU_WORKERS, OPT_ENGINE,
     OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
-    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND,
+    OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND, OPT_STREAMS,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
     OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA, OPT_RESTORE_VAAPI,
 };
@@ -52,6 +52,7 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         {"compute", required_argument, 0, OPT_COMPUTE},
         {"decode", required_argument, 0, OPT_DECODE},
         {"batch", required_argument, 0, OPT_BATCH},
+        {"streams", required_argument, 0, OPT_STREAMS},
         {"backend", required_argument, 0, OPT_BACKEND},
         {"translate", no_argument, 0, OPT_TRANSLATE},
         {"restore-preset", required_argument, 0, OPT_RESTORE_PRESET},
@@ -134,6 +135,12 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
                 return td_error_set(err, TD_EINVAL, "--batch needs a number from 1 to %d, not '%s'",
                                     TD_WDEC_MAX_BATCH, optarg);
             o->batch = (int)v;
+            break;
+        case OPT_STREAMS:
+            if (td_parse_long(optarg, 1, TD_WHISPER_MAX_STREAMS, &v))
+                return td_error_set(err, TD_EINVAL, "--streams needs a number from 1 to %d, not '%s'",
+                                    TD_WHISPER_MAX_STREAMS, optarg);
+            o->streams = (int)v;
             break;
         case OPT_BACKEND:
             if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "cpu") != 0 &&

@@ -274,7 +274,8 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
                             .threads = o->threads, .models_dir = o->models_dir,
                             .beam_size = o->beam_size, .compute = o->compute,
                             .translate = o->translate, .decode = o->decode, .batch = o->batch,
-                            .backend = o->backend};
+                            .backend = o->backend,
+                            .streams = o->streams > 0 ? o->streams : TD_WHISPER_DEFAULT_STREAMS};
     const td_engine_ops *ops = NULL;
     rc = td_engine_select(o->engine, &cfg, &ops, err);
     if (rc)
@@ -326,9 +327,19 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
         /* how the scenes' speech is decoded: shown in the plan, passed to
          * the workers, recorded in the markers */
         char batch[96] = "";
-        if (strcmp(td_wdecode_mode_name(o->decode), "batched") == 0 &&
-            (rc = choose_batch(o, &cfg, p, batch, sizeof batch, err)) != TD_OK)
+        int is_batched = strcmp(td_wdecode_mode_name(o->decode), "batched") == 0;
+        if (is_batched && (rc = choose_batch(o, &cfg, p, batch, sizeof batch, err)) != TD_OK)
             return rc;
+        if (is_batched) {
+            /* scenes at once share the worker's batch memory (choose_batch
+             * counted them); restore work runs one scene at a time */
+            p->streams = td_task_list_needs_engine(p->tasks, p->n_tasks) && p->n_tasks == 1
+                             ? cfg.streams
+                             : 1;
+            size_t bl = strlen(batch);
+            snprintf(batch + bl, sizeof batch - bl, ", %d scene%s at once", p->streams,
+                     p->streams == 1 ? "" : "s");
+        }
         size_t len = strlen(p->engine_note);
         snprintf(p->engine_note + len, sizeof p->engine_note - len, ", decode %s%s, backend %s",
                  td_wdecode_mode_name(o->decode), batch,

@@ -42,6 +42,8 @@ typedef struct td_run_opts {
     int compute;               /* whisper: enum td_wcompute (0 = auto) */
     int decode;                /* whisper: enum td_wdecode_mode (0 = default) */
     int batch;                 /* whisper, batched: windows at once; 0 = what fits */
+    int streams;               /* whisper, batched: scenes a worker decodes at once;
+                                * 0 = the default (2) */
     const char *backend;       /* whisper: "auto" (NULL), "cpu", "vulkan" */
     int translate;
     double stall_timeout;      /* seconds without a heartbeat before a kill */
@@ -102,6 +104,7 @@ typedef struct td_plan {
     char backend[16];          /* where the engine computes: "cpu", "none", ... */
     int threads;               /* per worker when --threads is not given; 0 = engine's choice */
     int batch;                 /* whisper, batched decoding: windows per worker; 0 = n/a */
+    int streams;               /* whisper, batched: scenes a worker decodes at once; 0 = n/a */
     const td_task_ops *tasks[TD_MAX_TASKS]; /* --task, in dependency order */
     size_t n_tasks;
 } td_plan;

@@ -21,6 +21,13 @@
  * worker-reported error of kind "input" (bad file) fails it at once:
  * retrying cannot help.
  *
+ * A worker may hold several scenes at once (whisper's --streams: READY
+ * says how many it takes; BUSY while it holds any). Accounting stays per
+ * scene. When such a worker dies holding more than one, none is charged
+ * (which one killed it is unknown): each goes back to the queue marked
+ * "alone", and is handed only to a worker holding nothing, which then
+ * gets nothing else until it is done; a death then is charged as usual.
+ *
  * The loop is single-threaded around poll(): workers' control and log
  * pipes plus a self-pipe that turns SIGINT/SIGTERM into events. The first
  * such signal stops the hand-out and lets scenes in flight finish; the
@@ -70,7 +77,10 @@ typedef struct worker {
     int cmd_fd, ctl_fd, log_fd;
     int ctl_eof, log_eof;
     td_linebuf ctl, log;
-    long scene;                 /* index into plan->queue, or -1 */
+    long scenes[TD_WHISPER_MAX_STREAMS]; /* indexes into plan->queue, oldest first */
+    int n_scenes;
+    int capacity;               /* scenes it takes at once (READY); 1 before */
+    int alone;                  /* it holds a scene that must run alone */
     double started_at, last_beat, scene_seconds;
     long long frames_done, frames_total;  /* video tasks, from BEAT */
     double fps;
@@ -93,6 +103,7 @@ typedef struct supervisor {
     size_t n_workers;
     enum scene_state *scene_state; /* per queue position */
     int *attempts;
+    unsigned char *alone;          /* per queue position: run it alone next time */
     size_t *fifo;                  /* queue positions waiting */
     size_t fifo_head, fifo_len;
     size_t finished;
@@ -172,8 +183,8 @@ static void update_progress(supervisor *sv, int finished)
         pw->pid = (int)w->pid;
         snprintf(pw->device, sizeof pw->device, "%s", w->device ? w->device->pci : "cpu");
         pw->state = names[w->state];
-        if (w->state == W_BUSY && w->scene >= 0) {
-            td_printable(scene_at(sv, (size_t)w->scene)->rel, pw->scene, sizeof pw->scene);
+        if (w->state == W_BUSY && w->n_scenes > 0) {
+            td_printable(scene_at(sv, (size_t)w->scenes[0])->rel, pw->scene, sizeof pw->scene);
             pw->scene_seconds = w->scene_seconds;
             pw->frames_done = w->frames_done;
             pw->frames_total = w->frames_total;
@@ -328,7 +339,7 @@ fail:
 #define MAX_ARGS 64
 
 static void worker_argv(const supervisor *sv, const worker *w, const char **argv, char *slot,
-                        char *level, char *threads, char *beam, char *batch)
+                        char *level, char *threads, char *beam, char *batch, char *streams)
 {
     const td_run_opts *o = sv->o;
     size_t n = 0;
@@ -386,6 +397,11 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
             argv[n++] = "--backend";
             argv[n++] = o->backend;
         }
+        if (sv->plan->streams > 1) {
+            snprintf(streams, 16, "%d", sv->plan->streams);
+            argv[n++] = "--streams";
+            argv[n++] = streams;
+        }
     }
     if (o->translate)
         argv[n++] = "--translate";
@@ -426,8 +442,8 @@ static int start_worker(supervisor *sv, worker *w)
         return -1;
     }
     const char *argv[MAX_ARGS];
-    char slot[16], level[16], threads[16], beam[16], batch[16];
-    worker_argv(sv, w, argv, slot, level, threads, beam, batch);
+    char slot[16], level[16], threads[16], beam[16], batch[16], streams[16];
+    worker_argv(sv, w, argv, slot, level, threads, beam, batch, streams);
     if (pipe2(cmd, O_CLOEXEC) != 0 || pipe2(ctl, O_CLOEXEC) != 0 || pipe2(logp, O_CLOEXEC) != 0) {
         td_error_log("[worker-start] pipe: %s", strerror(errno));
         goto fail;
@@ -511,7 +527,9 @@ static int start_worker(supervisor *sv, worker *w)
     td_linebuf_init(&w->ctl, TD_PROTO_MAX_LINE);
     td_linebuf_init(&w->log, 8192);
     w->state = W_STARTING;
-    w->scene = -1;
+    w->n_scenes = 0;
+    w->capacity = 1;
+    w->alone = 0;
     w->started_at = w->last_beat = now_s();
     w->processed = w->skipped = w->failed = 0;
     w->term_sent = 0;
@@ -563,24 +581,39 @@ static void send_quit(worker *w)
         w->state = W_QUITTING;
 }
 
+/* Room for another scene on w: idle, or holding fewer than it takes (and
+ * nothing that must run alone, and the next scene need not run alone). */
+static int has_room(const supervisor *sv, const worker *w)
+{
+    if (w->state == W_IDLE)
+        return 1;
+    if (w->state != W_BUSY || w->alone || w->n_scenes >= w->capacity || sv->fifo_len == 0)
+        return 0;
+    return !sv->alone[sv->fifo[sv->fifo_head]];
+}
+
 static void dispatch(supervisor *sv, worker *w)
 {
     size_t qpos;
     if (sv->stopping || w->term_sent || !fifo_pop(sv, &qpos))
         return; /* a worker we killed may still say DONE: give it nothing */
     const td_scene *s = scene_at(sv, qpos);
+    int first = w->n_scenes == 0;
     td_buf line;
     td_buf_init(&line, 0);
     td_buf_printf(&line, "SCENE %zu ", qpos);
     td_hex_encode(s->path, strlen(s->path), &line);
     td_buf_putc(&line, '\n');
     w->state = W_BUSY;
-    w->scene = (long)qpos;
-    w->last_beat = now_s();
-    w->scene_seconds = 0;
-    w->frames_done = w->frames_total = 0;
-    w->fps = 0;
-    w->ring_count = w->ring_next = 0;
+    w->scenes[w->n_scenes++] = (long)qpos;
+    w->alone = sv->alone[qpos];
+    if (first) {
+        w->last_beat = now_s();
+        w->scene_seconds = 0;
+        w->frames_done = w->frames_total = 0;
+        w->fps = 0;
+        w->ring_count = w->ring_next = 0;
+    }
     sv->scene_state[qpos] = S_RUNNING;
     char name[256];
     td_printable(s->rel, name, sizeof name);
@@ -591,19 +624,34 @@ static void dispatch(supervisor *sv, worker *w)
         td_warn("[worker-exit] PID=%d is gone before taking %s; requeued", (int)w->pid, name);
         w->state = W_QUITTING;
         w->quit_at = now_s();
-        w->scene = -1;
+        w->n_scenes--;
         fifo_push(sv, qpos);
     }
     td_buf_release(&line);
 }
 
-static long parse_seq(const char *s, const worker *w)
+/* The index in w->scenes of the scene a message names, or -1. */
+static int parse_seq(const char *s, const worker *w)
 {
     char *end;
     long v = strtol(s, &end, 10);
-    if (end == s || (*end && *end != ' ') || v != w->scene)
+    if (end == s || (*end && *end != ' '))
         return -1;
-    return v;
+    for (int i = 0; i < w->n_scenes; i++)
+        if (w->scenes[i] == v)
+            return i;
+    return -1;
+}
+
+static void drop_scene(worker *w, int i)
+{
+    memmove(w->scenes + i, w->scenes + i + 1, (size_t)(w->n_scenes - i - 1) * sizeof *w->scenes);
+    w->n_scenes--;
+    if (w->n_scenes == 0) {
+        w->alone = 0;
+        if (w->state == W_BUSY)
+            w->state = W_IDLE;
+    }
 }
 
 /* [affinity-verify], supervisor side: READY's last two fields are the PCI
@@ -667,7 +715,13 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
         if (w->state == W_STARTING)
             w->state = W_IDLE;
         w->start_failures = 0;
-        td_verbose("[worker-ready] PID=%d", (int)w->pid);
+        /* READY engine model device pci uuid [scenes at once] */
+        int cap = 1;
+        if (sscanf(rest, "%*s %*s %*s %*s %*s %d", &cap) != 1 || cap < 1)
+            cap = 1;
+        w->capacity = cap < TD_WHISPER_MAX_STREAMS ? cap : TD_WHISPER_MAX_STREAMS;
+        td_verbose("[worker-ready] PID=%d | %d scene%s at once", (int)w->pid, w->capacity,
+                   w->capacity == 1 ? "" : "s");
         check_affinity_report(sv, w, rest);
         return;
     }
@@ -678,16 +732,16 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
         td_error_log("[worker-fatal] PID=%d: %s", (int)w->pid, w->fatal);
         return;
     }
-    if (w->state != W_BUSY || w->scene < 0) {
+    if (w->state != W_BUSY || w->n_scenes == 0) {
         td_debug("worker PID=%d: unexpected '%s' while not busy", (int)w->pid, verb);
         return;
     }
-    size_t qpos = (size_t)w->scene;
+    int at = parse_seq(rest, w);
     if (strcmp(verb, "START") == 0 || strcmp(verb, "BEAT") == 0) {
-        if (parse_seq(rest, w) < 0)
+        if (at < 0)
             return;
-        w->last_beat = now_s();
-        if (verb[0] == 'B') {
+        w->last_beat = now_s(); /* any scene's beat: the worker is alive */
+        if (verb[0] == 'B' && at == 0) {
             const char *sp = strchr(rest, ' ');
             if (sp) {
                 /* BEAT <seq> <seconds> [<frames done> <frames total> <fps>] */
@@ -705,10 +759,11 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
         }
         return;
     }
-    if (parse_seq(rest, w) < 0) {
+    if (at < 0) {
         td_warn("worker PID=%d: message for another scene ignored: %s", (int)w->pid, verb);
         return;
     }
+    size_t qpos = (size_t)w->scenes[at];
     if (strcmp(verb, "DONE") != 0 && strcmp(verb, "SKIP") != 0 && strcmp(verb, "FAIL") != 0) {
         /* Not an end of the scene: it must stay RUNNING on this worker. */
         td_warn("worker PID=%d: unknown message ignored: %s", (int)w->pid, verb);
@@ -716,8 +771,11 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
     }
     const char *args = strchr(rest, ' ');
     args = args ? args + 1 : "";
-    w->state = W_IDLE;
-    w->scene = -1;
+    drop_scene(w, at);
+    if (at == 0 && w->n_scenes > 0) {
+        w->scene_seconds = 0; /* the progress line follows the next one */
+        w->frames_done = w->frames_total = 0;
+    }
     if (strcmp(verb, "DONE") == 0) {
         char *end;
         double audio = strtod(args, &end);
@@ -780,9 +838,9 @@ static void reap_worker(supervisor *sv, worker *w)
     describe_exit(status, how, sizeof how);
     /* It may have died in the middle of an atomic write: its temporary
      * file is an orphan now. */
-    if (w->scene >= 0) {
+    for (int i = 0; i < w->n_scenes; i++) {
         td_error err = {0};
-        td_atomic_sweep_orphans(scene_at(sv, (size_t)w->scene)->dir, &err);
+        td_atomic_sweep_orphans(scene_at(sv, (size_t)w->scenes[i])->dir, &err);
     }
     td_info("[worker-done] PID=%d | Processed: %u | Skipped: %u | Failed: %u", (int)w->pid, w->processed,
             w->skipped, w->failed);
@@ -793,11 +851,20 @@ static void reap_worker(supervisor *sv, worker *w)
     if (w->state == W_STARTING) {
         w->start_failures++;
     }
-    if (w->scene >= 0) {
-        size_t qpos = (size_t)w->scene;
-        w->scene = -1;
+    int held = w->n_scenes;
+    for (int i = 0; i < held; i++) {
+        size_t qpos = (size_t)w->scenes[i];
         if (sv->stop_now) {
             sv->scene_state[qpos] = S_LEFT;
+        } else if (held > 1) {
+            /* which of them killed it is unknown: none is charged, each
+             * runs alone next, where a death is charged */
+            char name[256];
+            td_printable(scene_at(sv, qpos)->rel, name, sizeof name);
+            td_warn("[retry] %s: %s with %d scenes in flight; requeued to run alone, not charged",
+                    name, w->kill_reason[0] ? w->kill_reason : how, held);
+            sv->alone[qpos] = 1;
+            fifo_push(sv, qpos);
         } else {
             char reason[512];
             if (w->kill_reason[0])
@@ -808,6 +875,8 @@ static void reap_worker(supervisor *sv, worker *w)
                            reason, 0);
         }
     }
+    w->n_scenes = 0;
+    w->alone = 0;
     close_fd(&w->cmd_fd);
     close_fd(&w->ctl_fd);
     close_fd(&w->log_fd);
@@ -1005,10 +1074,12 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
     size_t nq = plan->n_queue ? plan->n_queue : 1;
     sv.scene_state = calloc(nq, sizeof *sv.scene_state);
     sv.attempts = calloc(nq, sizeof *sv.attempts);
+    sv.alone = calloc(nq, sizeof *sv.alone);
     sv.fifo = calloc(nq, sizeof *sv.fifo);
-    if (!sv.scene_state || !sv.attempts || !sv.fifo) {
+    if (!sv.scene_state || !sv.attempts || !sv.alone || !sv.fifo) {
         free(sv.scene_state);
         free(sv.attempts);
+        free(sv.alone);
         free(sv.fifo);
         return td_error_set(err, TD_ENOMEM, "out of memory for %zu scenes", plan->n_queue);
     }
@@ -1024,6 +1095,7 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
     if (setup_signals(&old_int, &old_term) != 0) {
         free(sv.scene_state);
         free(sv.attempts);
+        free(sv.alone);
         free(sv.fifo);
         return td_error_errno(err, TD_EIO, errno, "cannot set up signal handling");
     }
@@ -1037,7 +1109,8 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
         w->device = plan->workers[i].device;
         w->threads = plan->workers[i].threads;
         w->cmd_fd = w->ctl_fd = w->log_fd = -1;
-        w->scene = -1;
+        w->n_scenes = 0;
+        w->capacity = 1;
     }
     if (o->progress && plan->n_queue > 0)
         sv.progress = td_progress_create(1);
@@ -1067,10 +1140,10 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
         /* Hand out work; tell idle workers to go home when there is none left. */
         for (size_t i = 0; i < sv.n_workers; i++) {
             worker *w = &sv.workers[i];
-            if (w->state == W_IDLE) {
-                if (!sv.stopping && sv.fifo_len > 0)
+            if (w->state == W_IDLE || w->state == W_BUSY) {
+                while (!sv.stopping && sv.fifo_len > 0 && has_room(&sv, w))
                     dispatch(&sv, w);
-                else if (sv.stopping || all_done)
+                if (w->state == W_IDLE && (sv.stopping || all_done))
                     send_quit(w);
             }
         }
@@ -1155,6 +1228,7 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
     sum->wall_seconds = now_s() - sv.t0;
     free(sv.scene_state);
     free(sv.attempts);
+    free(sv.alone);
     free(sv.fifo);
     return rc;
 }

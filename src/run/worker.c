@@ -2,6 +2,7 @@
 #include "run/worker.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +24,9 @@
 
 static volatile sig_atomic_t g_terminate;
 static int g_ctl_fd = -1;
+/* Scenes decoded at once (--streams) report from their own threads: one
+ * line at a time. */
+static pthread_mutex_t g_send_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* SIGUSR1: the supervisor says "abandon the scene now", or has died
  * (PR_SET_PDEATHSIG). The scene stops at the next progress point; should
@@ -51,6 +55,7 @@ static void send_line(td_buf *line)
     td_buf_putc(line, '\n');
     const char *p = line->data;
     size_t left = line->len;
+    pthread_mutex_lock(&g_send_lock);
     while (left > 0) {
         ssize_t n = write(g_ctl_fd, p, left);
         if (n < 0) {
@@ -61,6 +66,7 @@ static void send_line(td_buf *line)
         p += n;
         left -= (size_t)n;
     }
+    pthread_mutex_unlock(&g_send_lock);
     td_buf_reset(line);
 }
 
@@ -207,6 +213,69 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
     td_scene_release(&scene);
 }
 
+/* ---- scenes at once (--streams) ----------------------------------------
+ *
+ * With whisper's batched decoding a worker may hold more than one scene
+ * (the supervisor hands it up to the number READY announced): each runs
+ * run_scene() in a thread of its own with its own engine instance (a
+ * clone sharing the model and backend), and their network steps are
+ * batched together (whisper/batcher.h). The supervisor keeps its accounts
+ * per scene: every scene still gets START, BEAT and one DONE/SKIP/FAIL. */
+
+typedef struct stream {
+    const td_worker_opts *o;
+    const td_task_ops *const *tasks;
+    size_t n_tasks;
+    const td_task_config *cfg;
+    td_task_env env;         /* its own engine instance */
+    long seq;
+    char *path;              /* owned while busy */
+    int busy;                /* a thread was started and not joined yet */
+    int done;                /* that thread has finished its scene */
+    pthread_t thread;
+} stream;
+
+static pthread_mutex_t g_stream_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_stream_done = PTHREAD_COND_INITIALIZER;
+
+static void *stream_main(void *arg)
+{
+    stream *s = arg;
+    run_scene(s->o, s->tasks, s->n_tasks, s->cfg, &s->env, s->seq, s->path);
+    pthread_mutex_lock(&g_stream_lock);
+    s->done = 1;
+    pthread_cond_broadcast(&g_stream_done);
+    pthread_mutex_unlock(&g_stream_lock);
+    return NULL;
+}
+
+/* Join the streams whose scene is over (all of them, waiting, with
+ * all set); return a free one, waiting for one when wait is set. */
+static stream *streams_reap(stream *st, int n, int wait, int all)
+{
+    pthread_mutex_lock(&g_stream_lock);
+    for (;;) {
+        stream *free_one = NULL;
+        int busy = 0;
+        for (int i = 0; i < n; i++) {
+            if (st[i].busy && st[i].done) {
+                pthread_join(st[i].thread, NULL);
+                st[i].busy = st[i].done = 0;
+                free(st[i].path);
+                st[i].path = NULL;
+            }
+            busy += st[i].busy;
+            if (!st[i].busy && !free_one)
+                free_one = &st[i];
+        }
+        if (all ? busy == 0 : free_one || !wait) {
+            pthread_mutex_unlock(&g_stream_lock);
+            return free_one;
+        }
+        pthread_cond_wait(&g_stream_done, &g_stream_lock);
+    }
+}
+
 static int fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fatal(const char *fmt, ...)
 {
@@ -290,14 +359,32 @@ int td_worker_main(const td_worker_opts *o)
                             .decode = o->decode, .batch = o->batch, .backend = o->backend,
                             .translate = o->translate};
     const char *engine_name = "none", *model = "-";
+    stream streams[TD_WHISPER_MAX_STREAMS];
+    memset(streams, 0, sizeof streams);
+    int n_streams = 1;
     if (td_task_list_needs_engine(tasks, n_tasks)) {
+        /* scenes at once: subtitles alone (restore runs one at a time) */
+        cfg.streams = n_tasks == 1 && o->streams > 1 ? o->streams : 1;
         if (td_engine_select(o->engine, &cfg, &env.ops, &err) != TD_OK)
             return fatal("%s", err.msg);
         if (env.ops->open(&cfg, &env.eng, &err) != TD_OK)
             return fatal("engine %s: %s", env.ops->name, err.msg);
         engine_name = env.ops->name;
         model = env.ops->model_name(env.eng);
+        streams[0].env = env;
+        while (env.ops->clone && n_streams < cfg.streams) {
+            td_error cerr = {0};
+            streams[n_streams].env = env;
+            if (env.ops->clone(env.eng, &streams[n_streams].env.eng, &cerr) != TD_OK) {
+                td_warn("one scene at a time less than asked: %s", cerr.msg);
+                break;
+            }
+            n_streams++;
+        }
     }
+    for (int i = 0; i < n_streams; i++)
+        streams[i] = (stream){.o = o, .tasks = tasks, .n_tasks = n_tasks, .cfg = &tcfg,
+                              .env = streams[i].env};
 
     /* [affinity-verify] hook: the backend that computes on a GPU says
      * which card its runtime opened. The CPU backend opens none, so only
@@ -344,6 +431,7 @@ int td_worker_main(const td_worker_opts *o)
         else
             td_buf_putc(&ready, '-');
     }
+    td_buf_printf(&ready, " %d", n_streams); /* scenes it takes at once */
     send_line(&ready);
     td_buf_release(&ready);
 
@@ -372,6 +460,18 @@ int td_worker_main(const td_worker_opts *o)
                 send_with_hex("FATAL", "malformed SCENE line from supervisor");
                 break;
             }
+            stream *s = n_streams > 1 ? streams_reap(streams, n_streams, 1, 0) : NULL;
+            if (s) {
+                s->seq = seq;
+                s->path = path;
+                s->busy = 1;
+                s->done = 0;
+                if (pthread_create(&s->thread, NULL, stream_main, s) == 0)
+                    continue;
+                s->busy = 0;
+                s->path = NULL;
+                td_warn("cannot start a thread for a scene; running it here");
+            }
             run_scene(o, tasks, n_tasks, &tcfg, &env, seq, path);
             free(path);
         } else {
@@ -379,6 +479,10 @@ int td_worker_main(const td_worker_opts *o)
         }
     }
     td_linebuf_release(&in);
+    if (n_streams > 1)
+        streams_reap(streams, n_streams, 1, 1);
+    for (int i = n_streams - 1; i >= 1; i--)
+        env.ops->close(streams[i].env.eng); /* clones before the original */
     if (env.ops)
         env.ops->close(env.eng);
     return 0;

@@ -35,6 +35,8 @@ typedef struct td_worker_opts {
     int compute;              /* whisper: enum td_wcompute (0 = auto) */
     int decode;               /* whisper: enum td_wdecode_mode (0 = default) */
     int batch;                /* whisper, batched: windows at once (0 = 1) */
+    int streams;              /* whisper, batched: scenes at once, each in its own
+                               * thread, their windows batched together (0 = 1) */
     const char *backend;      /* whisper: "auto" (NULL), "cpu", "vulkan" */
     int translate;
     /* restore settings as given on the command line (NULL: default) */
