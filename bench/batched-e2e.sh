@@ -6,9 +6,15 @@
 #   TAPEDECK_BIN=build/tapedeck FW_PYTHON=/path/to/venv/bin/python \
 #       bench/batched-e2e.sh [ROUNDS] [THREADS]
 #
+# PARTS (default "long short small") picks the inputs; BEAMS (default
+# "5 1") the beam sizes.
+#
 # Inputs: the 10-minute scene of tests/e2e/longscene.py (seed 1: 64 real
 # utterances, 1-3 s pauses, tones, hiss and hum between some), and an
-# archive of twenty one-minute scenes cut from a 20-minute one (seed 2).
+# archive of twenty one-minute scenes cut from a 20-minute one (seed 2);
+# tapedeck's batched mode runs it with one scene at a time per worker
+# (--streams 1) and with two (--streams 2, the default), whose windows
+# share each decoder step.
 # Model: base, int8, the same CTranslate2 weights for all (tapedeck imports
 # them; faster-whisper reads them); beam 5 and greedy; THREADS threads
 # (default 2); language en; rounds interleaved (default 3), the median
@@ -23,6 +29,9 @@ TD=${TAPEDECK_BIN:-$here/../build/tapedeck}
 MK=${MKMODEL_BIN:-$(dirname "$TD")/tapedeck-mkmodel}
 rounds=${1:-3}
 threads=${2:-2}
+parts=${PARTS:-long short small}
+beams=${BEAMS:-5 1}
+has() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
 cache=${TAPEDECK_WEIGHTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tapedeck/weights}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -53,12 +62,16 @@ time_it() {
 }
 
 for r in $(seq 1 "$rounds"); do
-    for beam in 5 1; do
+    for beam in $beams; do
         for input in long short; do
-            for mode in sequential batched; do
+            has "$input" || continue
+            for mode in sequential batched streams1; do
+                [ "$mode" = streams1 ] && [ "$input" = long ] && continue
+                dm=$mode streams=2
+                [ "$mode" = streams1 ] && dm=batched streams=1
                 time_it "$input-b$beam-td-$mode" "$TD" run "$work/$input" --model base --compute int8 \
-                    --decode "$mode" --beam-size "$beam" --threads "$threads" --workers 1 \
-                    --language en --force --no-progress -q
+                    --decode "$dm" --streams "$streams" --beam-size "$beam" --threads "$threads" \
+                    --workers 1 --language en --force --no-progress -q
             done
             if [ -n "${FW_PYTHON:-}" ]; then
                 files=$work/scene10.wav
@@ -72,9 +85,10 @@ for r in $(seq 1 "$rounds"); do
 done
 
 # small, random weights of its dimensions, scripted 64 tokens per window
-"$MK" --dims small --out "$TAPEDECK_MODELS_DIR/ggml-small.bin" >/dev/null
+has small && "$MK" --dims small --out "$TAPEDECK_MODELS_DIR/ggml-small.bin" >/dev/null
 for r in $(seq 1 "$rounds"); do
-    for beam in 5 1; do
+    has small || break
+    for beam in $beams; do
         for mode in sequential batched; do
             TD_WHISPER_BENCH_TOKENS=64 time_it "long-b$beam-small-$mode" "$TD" run "$work/long" \
                 --model small --compute int8 --decode "$mode" --beam-size "$beam" \
@@ -84,20 +98,24 @@ for r in $(seq 1 "$rounds"); do
 done
 
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "| input | model | beam | tapedeck sequential | tapedeck batched | batched speed-up | faster-whisper batched |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| input | model | beam | tapedeck sequential | tapedeck batched, 1 scene at once | tapedeck batched | batched speed-up | faster-whisper batched |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for input in long short; do
-    for beam in 5 1; do
+    has "$input" || continue
+    for beam in $beams; do
         s=$(median "$work/t.$input-b$beam-td-sequential")
         b=$(median "$work/t.$input-b$beam-td-batched")
+        one="-"
+        [ -f "$work/t.$input-b$beam-td-streams1" ] && one="$(median "$work/t.$input-b$beam-td-streams1") s"
         f="-"
         [ -f "$work/t.$input-b$beam-fw-batched" ] && f="$(median "$work/t.$input-b$beam-fw-batched") s"
         name="10-min scene"
         [ "$input" = short ] && name="20 one-minute scenes"
-        echo "| $name | base (real) | $beam | $s s | $b s | $(python3 -c "print(f'{$s / $b:.2f}x')") | $f |"
+        echo "| $name | base (real) | $beam | $s s | $one | $b s | $(python3 -c "print(f'{$s / $b:.2f}x')") | $f |"
     done
 done
-for beam in 5 1; do
+for beam in $beams; do
+    has small || break
     s=$(median "$work/t.long-b$beam-small-sequential")
     b=$(median "$work/t.long-b$beam-small-batched")
     echo "| 10-min scene | small (random, 64 tokens/window) | $beam | $s s | $b s | $(python3 -c "print(f'{$s / $b:.2f}x')") | - |"
