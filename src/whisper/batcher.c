@@ -17,6 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A request is WAITING from its client's call until the step that runs it
+ * is over; only then, under the lock, DONE (its rc and err set before,
+ * while the client still waits), so that a client never sees its result
+ * (nor makes its next request) while the step still reads its buffers. */
 enum req_state { REQ_NONE = 0, REQ_WAITING, REQ_DONE };
 enum req_kind { REQ_ENCODE = 1, REQ_DECODE };
 
@@ -31,6 +35,8 @@ typedef struct request {
     const int32_t *tokens;
     int all_logits;
     float *logits;
+    int ran;               /* the step running it has (leader only) */
+    int kept;              /* its rows stay on the backend for sample() */
     int rc;
     td_error err;
 } request;
@@ -89,7 +95,7 @@ static void finish(request *r, int rc, const td_error *err)
     r->rc = rc;
     if (rc != TD_OK && err)
         r->err = *err;
-    r->state = REQ_DONE;
+    r->ran = 1;
 }
 
 /* Every waiting encode as one backend call. */
@@ -138,7 +144,7 @@ static void run_decode_group(td_wbatcher *bt, client **w, int n_w, int keep, int
     size_t rows = 0;
     for (int i = 0; i < n_w; i++) {
         request *r = &w[i]->req;
-        if (r->kind != REQ_DECODE || r->state != REQ_WAITING || (r->logits == NULL) != keep ||
+        if (r->kind != REQ_DECODE || r->ran || (r->logits == NULL) != keep ||
             r->all_logits != all_logits)
             continue;
         int tok = 0;
@@ -168,7 +174,7 @@ static void run_decode_group(td_wbatcher *bt, client **w, int n_w, int keep, int
     for (int i = 0; i < n_w; i++) {
         client *c = w[i];
         request *r = &c->req;
-        if (r->kind != REQ_DECODE || r->state != REQ_WAITING || (r->logits == NULL) != keep ||
+        if (r->kind != REQ_DECODE || r->ran || (r->logits == NULL) != keep ||
             r->all_logits != all_logits)
             continue;
         size_t my_rows = (size_t)r->n_seq;
@@ -182,7 +188,7 @@ static void run_decode_group(td_wbatcher *bt, client **w, int n_w, int keep, int
                    my_rows * (size_t)bt->n_vocab * sizeof *r->logits);
         row += my_rows;
         c->n_rows = r->n_seq;
-        c->pending_sample = rc == TD_OK && keep;
+        r->kept = rc == TD_OK && keep;
         finish(r, rc, &err);
     }
 }
@@ -196,14 +202,21 @@ static void run_step(td_wbatcher *bt)
     client *w[TD_WBATCHER_MAX_CLIENTS];
     int n_w = 0;
     for (int i = 0; i < bt->n; i++)
-        if (bt->cl[i].req.state == REQ_WAITING)
+        if (bt->cl[i].req.state == REQ_WAITING) {
+            bt->cl[i].req.ran = 0;
+            bt->cl[i].req.kept = 0;
             w[n_w++] = &bt->cl[i];
+        }
     pthread_mutex_unlock(&bt->mu);
     run_encodes(bt, w, n_w);
     run_decode_group(bt, w, n_w, 0, 1);
     run_decode_group(bt, w, n_w, 0, 0);
     run_decode_group(bt, w, n_w, 1, 0);
     pthread_mutex_lock(&bt->mu);
+    for (int i = 0; i < n_w; i++) {
+        w[i]->pending_sample = w[i]->req.kind == REQ_DECODE && w[i]->req.kept;
+        w[i]->req.state = REQ_DONE;
+    }
 }
 
 /* Leave r waiting, and run the step when this client is the last to come. */
