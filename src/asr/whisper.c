@@ -733,11 +733,15 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     td_wdecode_stats st;
     td_wdecoder_stats(d, &st);
     td_wdecoder_free(d);
+    char chunk_note[32] = "";
+    if (e->mode == TD_WDECODE_BATCHED)
+        snprintf(chunk_note, sizeof chunk_note, " (%d chunk%s)", n_chunks, n_chunks == 1 ? "" : "s");
     td_log(TD_LOG_DEBUG,
-           "whisper: %.1f s of speech, %s: %ld window(s), %ld fallback(s), %ld silent, "
+           "whisper: %.1f s of speech, %s%s: %ld window(s), %ld fallback(s), %ld silent, "
            "%ld tokens; %ld aligned (%ld failed); guards: %ld re-decoded, %ld restarted at a gap, "
            "%ld unresolved; encoder %ld run(s) %.2f s, decoder %ld call(s) %.2f s",
-           content_end, e->mode == TD_WDECODE_BATCHED ? "batched" : "sequential", st.windows,
+           content_end, e->mode == TD_WDECODE_BATCHED ? "batched" : "sequential", chunk_note,
+           st.windows,
            st.fallbacks, st.silent, st.tokens, st.aligned, st.align_failed, st.guard_redecodes,
            st.guard_gap_seeks, st.guard_unresolved, st.encoder_runs, st.encoder_s,
            st.decoder_calls, st.decoder_s);
