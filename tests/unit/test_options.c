@@ -148,6 +148,26 @@ static void test_errors_name_the_problem(void **state)
     expect_error(a15, ARGC(a15), "needs a value");
 }
 
+/* --streams: scenes a worker decodes at once, 1..8; 0 (unset) = the default */
+static void test_streams(void **state)
+{
+    (void)state;
+    td_run_opts o;
+    td_error err = {0};
+    char *none[] = {"run", "arch", NULL};
+    assert_int_equal(td_run_opts_parse(ARGC(none), none, &o, &err), TD_OK);
+    assert_int_equal(o.streams, 0);
+    char *three[] = {"run", "--streams", "3", "arch", NULL};
+    assert_int_equal(td_run_opts_parse(ARGC(three), three, &o, &err), TD_OK);
+    assert_int_equal(o.streams, 3);
+    const char *bad[] = {"0", "9", "two", "-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *argv[] = {"run", "--streams", (char *)bad[i], "arch", NULL};
+        assert_int_equal(td_run_opts_parse(ARGC(argv), argv, &o, &err), TD_EINVAL);
+        assert_non_null(strstr(err.msg, "--streams needs a number from 1 to 8"));
+    }
+}
+
 static void test_help(void **state)
 {
     (void)state;
@@ -165,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_compute),
         cmocka_unit_test(test_options_after_archive_and_quiet),
         cmocka_unit_test(test_errors_name_the_problem),
+        cmocka_unit_test(test_streams),
         cmocka_unit_test(test_help),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
