@@ -76,6 +76,7 @@
 #define GUARD_CAP 16              /* issues kept per window */
 #define GAP_SEEK_MIN_S 1.0        /* a gap this far into a window starts the next one */
 #define GAP_RETRIES 1             /* temperatures tried again for gaps alone */
+#define GAP_LONG_S 8.0            /* uncovered speech that is decoded again (shorter: logged) */
 #define SPEECH_MAX ((size_t)1 << 20) /* speech regions looked at */
 
 /* One finished (or, at the end, unfinished) beam-search candidate:
@@ -1623,6 +1624,15 @@ typedef struct wstream {
     size_t limit;                 /* its frames: the gap's (0: as many as there are) */
     int gap_next;                 /* the next window starts at a gap ... */
     size_t limit_next;            /* ... and holds this many frames */
+    /* While a gap's window is decoded, the window that left the gap waits
+     * with its segments after the gap: kept if the gap's window finds no
+     * words in the gap either (then it is hiss or music), dropped and
+     * decoded again after the gap if it does. */
+    int probing;
+    wattempt orig;
+    size_t orig_from;             /* its first segment after the gap */
+    size_t orig_seek;             /* and where it went on */
+    td_guard_issue orig_gap;
 } wstream;
 
 static void attempt_release(wattempt *a)
@@ -1639,13 +1649,19 @@ static int stream_init(wstream *s, int cap)
     s->cur.pend = malloc((size_t)cap * sizeof *s->cur.pend);
     s->best.ptok = malloc((size_t)cap * sizeof *s->best.ptok);
     s->best.pend = malloc((size_t)cap * sizeof *s->best.pend);
-    return s->cur.ptok && s->cur.pend && s->best.ptok && s->best.pend ? TD_OK : TD_ENOMEM;
+    s->orig.ptok = malloc((size_t)cap * sizeof *s->orig.ptok);
+    s->orig.pend = malloc((size_t)cap * sizeof *s->orig.pend);
+    return s->cur.ptok && s->cur.pend && s->best.ptok && s->best.pend && s->orig.ptok &&
+                   s->orig.pend
+               ? TD_OK
+               : TD_ENOMEM;
 }
 
 static void stream_release(wstream *s)
 {
     attempt_release(&s->cur);
     attempt_release(&s->best);
+    attempt_release(&s->orig);
 }
 
 /* A new window (or chunk): no attempts yet. */
@@ -1857,27 +1873,57 @@ out:
 /* Append segments [0, n_keep) of a to out and their tokens to the prompt
  * (when the attempt's temperature allows), and, when unresolved is set,
  * a's issues to out. */
-static int window_commit(td_wdecoder *d, wstream *st, const wattempt *a, size_t n_keep,
-                         int unresolved, td_transcript *out, td_error *err)
+static int window_commit_from(td_wdecoder *d, wstream *st, const wattempt *a, size_t from,
+                              size_t n_keep, int unresolved, td_transcript *out, td_error *err)
 {
     int rc = TD_OK;
-    for (size_t k = 0; k < n_keep && rc == TD_OK; k++) {
+    for (size_t k = from; k < n_keep && rc == TD_OK; k++) {
         const td_segment *s = &a->segs.segs[k];
         rc = td_transcript_add(out, s->start, s->end, s->text, s->words, s->n_words, err);
     }
     if (rc)
         return rc;
-    if (a->keep_text && n_keep > 0)
-        prompt_add(&st->pb, a->ptok, a->pend[n_keep - 1]);
-    if (n_keep > 0)
+    if (a->keep_text && n_keep > from) {
+        int p0 = from > 0 ? a->pend[from - 1] : 0;
+        prompt_add(&st->pb, a->ptok + p0, a->pend[n_keep - 1] - p0);
+    }
+    if (n_keep > from)
         st->last_speech = n_keep == a->segs.n_segs ? a->last_speech : a->segs.segs[n_keep - 1].end;
-    d->stats.tokens += a->n_tokens;
+    if (from == 0)
+        d->stats.tokens += a->n_tokens;
     if (unresolved)
         for (size_t i = 0; i < a->n_iss && i < GUARD_CAP && rc == TD_OK; i++) {
             rc = td_transcript_add_issue(out, a->iss[i].start, a->iss[i].end,
                                          td_guard_reason_name(a->iss[i].reason), err);
             d->stats.guard_unresolved++;
         }
+    return rc;
+}
+
+/* Segments [0, n_keep) of a (see window_commit_from). */
+static int window_commit(td_wdecoder *d, wstream *st, const wattempt *a, size_t n_keep,
+                         int unresolved, td_transcript *out, td_error *err)
+{
+    return window_commit_from(d, st, a, 0, n_keep, unresolved, out, err);
+}
+
+/* The gap's window found no words in the gap: the window that left it is
+ * kept after all (its segments after the gap, its seek), and the gap is
+ * an unresolved issue. */
+static int probe_failed(td_wdecoder *d, wstream *st, td_transcript *out, size_t *seekp,
+                        float *temp, td_error *err)
+{
+    wattempt *o = &st->orig;
+    st->probing = 0;
+    int rc = window_commit_from(d, st, o, st->orig_from, o->segs.n_segs, 0, out, err);
+    if (!rc) {
+        rc = td_transcript_add_issue(out, st->orig_gap.start, st->orig_gap.end,
+                                     td_guard_reason_name(st->orig_gap.reason), err);
+        d->stats.guard_unresolved++;
+    }
+    *seekp = o->seek;
+    *temp = o->temperature;
+    td_transcript_release(&o->segs);
     return rc;
 }
 
@@ -1899,6 +1945,23 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
     const double frame_s = (double)HOP_LENGTH / SAMPLE_RATE;
     double t0 = time_offset + (double)seek0 * frame_s;
     double t1 = fmin(time_offset + (double)a->seek * frame_s, content_end);
+    if (st->probing) {
+        /* the gap's window: words in the gap, or the window before stands */
+        size_t in_gap = 0;
+        for (size_t k = 0; k < a->segs.n_segs; k++)
+            for (size_t w = 0; w < a->segs.segs[k].n_words; w++) {
+                const td_word *x = &a->segs.segs[k].words[w];
+                double mid = (x->start + x->end) / 2;
+                in_gap += mid >= st->orig_gap.start - d->gp.word_pad_s &&
+                          mid <= st->orig_gap.end + d->gp.word_pad_s;
+            }
+        if (in_gap == 0) {
+            int rc = probe_failed(d, st, out, seekp, temp, err);
+            return rc ? rc : WIN_DONE;
+        }
+        st->probing = 0; /* found: the window before is decoded again after the gap */
+        td_transcript_release(&st->orig.segs);
+    }
     if (d->o.guard) {
         size_t n = td_guard_window(&d->gp, d->speech, d->n_speech, t0, t1, prev, a->segs.segs,
                                    a->segs.n_segs, a->iss, GUARD_CAP);
@@ -1917,7 +1980,8 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
     for (size_t i = 1; i < a->n_iss; i++)
         if (a->iss[i].start < first->start)
             first = &a->iss[i];
-    if (first->reason == TD_GUARD_GAP && first->start > t0 + GAP_SEEK_MIN_S) {
+    if (first->reason == TD_GUARD_GAP && first->measure >= GAP_LONG_S &&
+        first->start > t0 + GAP_SEEK_MIN_S) {
         size_t keep = 0;
         while (keep < a->segs.n_segs && a->segs.segs[keep].end <= first->start + d->gp.word_pad_s)
             keep++;
@@ -1935,8 +1999,25 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
             rc = window_commit(d, st, a, keep, 0, out, err);
             *seekp = gap_seek;
             *temp = a->temperature;
+            /* this window's rest waits for the gap's window (probe_failed) */
+            st->orig_gap = *first; /* first points into st->cur, swapped below */
+            st->orig_from = keep;
+            st->probing = 1;
+            wattempt t = st->orig;
+            st->orig = st->cur;
+            st->cur = t;
+            td_transcript_release(&st->cur.segs);
             return rc ? rc : WIN_DONE;
         }
+    }
+    /* Gaps alone: a short one (what the VAD takes for speech is often
+     * hiss or music, which no decode turns into words) is only logged; a
+     * long one gets one more temperature, none in a window that holds a
+     * gap already. (Before the swap below: a is st->cur.) */
+    int only_gaps = 1, long_gap = 0;
+    for (size_t i = 0; i < a->n_iss; i++) {
+        only_gaps &= a->iss[i].reason == TD_GUARD_GAP;
+        long_gap |= a->iss[i].reason == TD_GUARD_GAP && a->iss[i].measure >= GAP_LONG_S;
     }
     /* remember the best attempt so far: fewer issues, else the earlier */
     if (!st->have_best || a->n_iss < st->best.n_iss) {
@@ -1946,15 +2027,8 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
         st->have_best = 1;
         td_transcript_release(&st->cur.segs);
     }
-    /* Gaps alone: a window that holds just the gap the window before
-     * left has had its second decode; another gap gets one more
-     * temperature. (What the VAD takes for speech is often hiss or music,
-     * which no temperature will turn into words.) */
-    int only_gaps = 1;
-    for (size_t i = 0; i < a->n_iss; i++)
-        only_gaps &= a->iss[i].reason == TD_GUARD_GAP;
     int may_retry = ti + 1 < d->o.n_temperatures &&
-                    !(only_gaps && (st->gap_started || st->retries >= GAP_RETRIES));
+                    !(only_gaps && (!long_gap || st->gap_started || st->retries >= GAP_RETRIES));
     if (may_retry) {
         d->stats.guard_redecodes++;
         st->retrying = 1;
@@ -2071,6 +2145,13 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
             if (ti == o->n_temperatures)
                 ti--;
             const wres *r = &d->jobs[0].res;
+            if (st->probing && is_silent(o, r)) {
+                /* the gap's window heard no speech: the window before stands */
+                rc = probe_failed(d, st, out, &seek, &kept_temp, err);
+                if (rc)
+                    goto out;
+                break;
+            }
             if (!st->retrying && is_silent(o, r)) {
                 skipped = 1;
                 break;
@@ -2225,6 +2306,7 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             sts[i].last_speech = chunks[next].offset;
             sts[i].gap_next = 0;
             sts[i].limit_next = 0;
+            sts[i].probing = 0;
             stream_next_window(&sts[i]);
             d->stats.windows++;
             if (!(next == 0 && encoded0 && w == 0)) {
@@ -2278,7 +2360,13 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             size_t size = window_size(st, c->content_frames, *sk, W);
             double content_end = c->offset + (double)c->content_frames * HOP_LENGTH / SAMPLE_RATE;
             int silent = is_silent(o, &j->res);
-            if (silent && !st->retrying) {
+            if (silent && st->probing) {
+                /* the gap's window heard no speech: the window before stands */
+                float kept_temp = 0;
+                rc = probe_failed(d, st, &parts[j->chunk], sk, &kept_temp, err);
+                if (rc)
+                    goto out;
+            } else if (silent && !st->retrying) {
                 d->stats.silent++;
                 *sk += size;
                 if (!o->condition_after_fallback)

@@ -25,26 +25,22 @@
  * Guards (guard, on by default; whisper/guard.h): after each window (or
  * batch chunk window), its segments are checked against the speech the
  * caller's VAD found there (td_wdecoder_set_speech; without it, only the
- * checks that need no speech run: repeats and loops). A window that fails
- * is decoded again at the next temperature, without a prompt (a prompt is
- * what most often makes a window say the previous one again); a gap that
- * starts well inside the window instead keeps the segments before it and
- * makes the next window start at the gap and hold only the gap (with the
- * speech after it in view, Whisper tends to skip to that). Gaps alone get
- * one more temperature at most, and none in a window that holds a gap
- * already: much of what a VAD takes for speech is hiss or music. What
- * still fails is kept (the attempt with the fewest issues, the lowest
- * temperature among equals) and each issue is added to the
+ * checks that need no speech run: repeats and loops). A window with a
+ * sparse segment, a repeat or a loop is decoded again at the next
+ * temperature, without a prompt (a prompt is what most often makes a
+ * window say the previous one again). Gaps: much of what a VAD takes for
+ * speech is hiss or music, which no decode turns into words, and decoding
+ * it again only invites invented text; so a gap of less than 8 s of
+ * uncovered speech is only reported. A longer one that starts well inside
+ * the window gets a window of its own that holds just the gap (with the
+ * speech after it in view, Whisper tends to skip to that): if it finds
+ * words there, they are kept and the rest of the first window is decoded
+ * again after the gap; if not, the first window stands and the gap is
+ * reported. A long gap at a window's start gets one more temperature.
+ * What still fails is kept (the attempt with the fewest issues, the
+ * lowest temperature among equals) and each issue is added to the
  * transcript (td_transcript_add_issue) with its time range. Windows the
  * no-speech rule skipped are not checked: the model heard no speech there.
- *
- * Home-video differences from openai-whisper, on by default: text decoded
- * after a fallback is not used as the next window's prompt (so a
- * hallucination does not feed the next window), and the prompt is reset
- * after a window judged silent.
- *
- * Ownership: the caller owns the model, backend context and mel; segments
- * are appended to the caller's td_transcript.
  */
 #ifndef TD_WHISPER_DECODE_H
 #define TD_WHISPER_DECODE_H

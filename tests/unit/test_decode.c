@@ -1980,6 +1980,56 @@ static void test_guard_gap_restarts_window(void **state)
     fix_free(f);
 }
 
+/* The gap's window finds no words in the gap (hiss the VAD took for
+ * speech): the window that left the gap stands, its segments after the
+ * gap included, and the gap is an unresolved issue. */
+static void test_guard_gap_probe_fails(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, T_WORLD, TS(f, 100), TS(f, 1250), T_THE, T_CAT, T_SAT,
+         TS(f, 1400));
+    fix_open(f); /* nothing planned at frame 250: the gap's window says nothing */
+    td_wdecoder_set_speech(f->d, speech_30s, 1);
+    td_transcript t;
+    transcribe(f, 3000, 0, &t, NULL);
+    assert_int_equal(f->be.n_encode, 2);
+    assert_int_equal(f->be.encodes[1], 250);
+    assert_int_equal(t.n_segs, 2);
+    expect_seg(&t, 0, 0, 2.0, "Hello world");
+    expect_seg(&t, 1, 25.0, 28.0, "the cat sat");
+    assert_int_equal(t.n_issues, 1);
+    assert_string_equal(t.issues[0].reason, "gap");
+    assert_true(fabs(t.issues[0].start - 2.5) < 1e-9 && fabs(t.issues[0].end - 24.5) < 1e-9);
+    td_wdecode_stats st;
+    td_wdecoder_stats(f->d, &st);
+    assert_int_equal(st.guard_gap_seeks, 1);
+    assert_int_equal(st.guard_unresolved, 1);
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
+/* A short gap (3.5 s here, under 8 s: hiss or music the VAD let through,
+ * more often than not) is logged, not decoded again. */
+static void test_guard_short_gap_logged(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, T_WORLD, TS(f, 100));
+    fix_open(f);
+    static const td_guard_span speech[] = {{0.0, 6.0}};
+    td_wdecoder_set_speech(f->d, speech, 1);
+    td_transcript t;
+    transcribe(f, 600, 0, &t, NULL);
+    assert_int_equal(f->be.n_runs, 1);
+    assert_int_equal(t.n_segs, 1);
+    assert_int_equal(t.n_issues, 1);
+    assert_string_equal(t.issues[0].reason, "gap");
+    assert_true(fabs(t.issues[0].start - 2.5) < 1e-9 && fabs(t.issues[0].end - 6.0) < 1e-9);
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
 /* Batched: the same within a chunk; the window at the gap holds just the
  * gap (speech only to 20 s here: 2.5 .. 20.5 s, 1800 frames). */
 static void test_guard_gap_batched(void **state)
@@ -2163,6 +2213,8 @@ int main(void)
         cmocka_unit_test(test_align_unknown_model),
         cmocka_unit_test(test_guard_sparse_redecodes),
         cmocka_unit_test(test_guard_gap_restarts_window),
+        cmocka_unit_test(test_guard_gap_probe_fails),
+        cmocka_unit_test(test_guard_short_gap_logged),
         cmocka_unit_test(test_guard_gap_batched),
         cmocka_unit_test(test_guard_repeat_redecodes),
         cmocka_unit_test(test_guard_loop_redecodes),
