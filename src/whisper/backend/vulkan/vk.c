@@ -15,6 +15,10 @@
 #define MAX_PROF 64
 #define MAX_KEPT 16
 #define WAIT_NS (120ull * 1000 * 1000 * 1000) /* a step that takes 2 minutes is a hung device */
+/* ... unless the device is the CPU (lavapipe), whose speed is the host's
+ * share of its cores: tiny.en's encoder took 40 s on a quiet 2-core VM and
+ * over 120 s at a load average of 17 (2026-12-06) */
+#define WAIT_CPU_NS (1200ull * 1000 * 1000 * 1000)
 
 /* ------------------------------------------------------------------ */
 /* Fault injection and live counts (process-wide; tests only set them). */
@@ -1143,7 +1147,9 @@ int td_vk_submit(td_vk *vk, td_error *err)
     r = vk->f.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkQueueSubmit");
-    r = vk->f.vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, WAIT_NS);
+    r = vk->f.vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE,
+                              vk->facts.info.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? WAIT_CPU_NS
+                                                                                        : WAIT_NS);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkWaitForFences");
     if (kept >= 0)
