@@ -113,8 +113,8 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 
 .PHONY: all setup check unit e2e demo clean asan-unit asan-e2e fuzz bench bench-e2e weights FORCE
-FORCE:
 all: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS) $(BENCH_BINS)
+FORCE:
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
