@@ -7,7 +7,7 @@
 #                                             PACK=media or PACK=bundle: one of them)
 #   ./bench/restore-device.sh run DIR [OUT]  (on the GPU machine)
 #
-# pack makes two 2-s 720x480 TFF scenes in H.264 4:2:0 + AAC (what NVDEC
+# pack makes two 2-s 720x480 TFF scenes (and a 6-s one, "long", like clean) in H.264 4:2:0 + AAC (what NVDEC
 # takes; camcorders and capture cards record it): "analog" carries the
 # restore tests' faults (chroma delayed 3 px, washed-out levels, noise, an
 # 8-line head-switching band), so CPU steps come before the deinterlacer
@@ -84,6 +84,12 @@ if [ "$mode" = pack ]; then
                 -flags +ildct+ilme -x264-params tff=1 -c:a aac -b:a 192k "$dir/$s.mp4" || fail "ffmpeg: $s"
         done
         mv "$dir/plain.mp4" "$dir/clean.mp4"
+        # A longer clean one, where the GPU paths' fixed start per scene
+        # counts less.
+        rm_clean "$T/long.mkv" 720 720x480
+        rm_degrade "$T/long.mkv" "$T/long_d.mkv" tff 0 tff 0
+        ffmpeg -nostdin -v error -y -i "$T/long_d.mkv" -c:v libx264 -preset fast -crf 23 -pix_fmt yuv420p \
+            -flags +ildct+ilme -x264-params tff=1 -c:a aac -b:a 192k "$dir/long.mp4" || fail "ffmpeg: long"
         # A short one for the fallback run (nlmeans on the CPU is slow).
         ffmpeg -nostdin -v error -y -i "$dir/analog.mp4" -frames:v 16 -c:v libx264 -preset fast -crf 23 -pix_fmt yuv420p \
             -flags +ildct+ilme -x264-params tff=1 -an "$dir/short.mp4" || fail "ffmpeg: short"
@@ -173,7 +179,9 @@ one cpu-hd-clean clean cpu --restore-size hd
 one gpu-hd-clean clean gpu --restore-size hd
 one gpu-high-analog analog gpu --restore-quality high
 one cpu-high-analog analog cpu --restore-quality high
-one gpu-high-noicd short gpu-noicd --restore-quality high --restore-cuda off
+one cpu-fast-long long cpu
+one gpu-fast-long long gpu
+one gpu-high-noicd analog gpu-noicd --restore-quality high --restore-cuda off
 echo "chains:"
 for n in gpu-fast-analog gpu-fast-clean gpu-hd-clean gpu-high-analog; do
     for j in "$W/$n"/*.restore.json; do
