@@ -15,8 +15,10 @@
  * heads as openai-whisper's word_timestamps=True computes them
  * (whisper/align.h): each window's text is run through the decoder once
  * more and its cross-attention aligned to the audio frames; segment ends
- * follow their words, and a window that ends inside a segment seeks to its
- * last word's end, as openai's does. Where the model's heads are not known
+ * follow their words, and words stay in time order across windows. Unlike
+ * openai's, a window that ends inside a segment goes on from its last
+ * timestamp, not from its last word's end (that lost utterances on the
+ * long benchmark scene). Where the model's heads are not known
  * (td_align_heads_find matches released models by dimensions and
  * vocabulary) or the backend has no align_weights, a segment's duration is
  * shared among its words by their length in characters

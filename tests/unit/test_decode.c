@@ -1826,24 +1826,37 @@ static void test_align_word_times(void **state)
     fix_free(f);
 }
 
-/* A window that ends inside a segment goes on from its last word's end
- * (openai's word_timestamps seek), not from the last timestamp. */
-static void test_align_seek_to_last_word(void **state)
+/* A window that ends inside a segment goes on from its last timestamp
+ * (not openai's last word's end: see window_build), and the next window's
+ * words come after the words before them even where the window before
+ * aligned its last words past that timestamp. */
+static void test_align_words_in_order(void **state)
 {
     (void)state;
     fix *f = fix_new(NV_MULTI);
     f->ops = &fake_align_ops;
-    /* "w1100 w1101" from 0 to 5 s, then an unfinished segment */
-    PLAN(f, 0, 0, 0, TS(f, 0), T_FLAT, T_FLAT + 1, TS(f, 250), TS(f, 250), T_FLAT + 2);
+    /* six words from 0 to 5 s (aligned at 0.5 + k s: the last ends at
+     * 6.5 s), then an unfinished segment */
+    PLAN(f, 0, 0, 0, TS(f, 0), T_FLAT, T_FLAT + 1, T_FLAT + 2, T_FLAT + 3, T_FLAT + 4,
+         T_FLAT + 5, TS(f, 250), TS(f, 250), T_FLAT + 6);
+    PLAN(f, 500, 0, 0, TS(f, 0), T_FLAT + 6, T_FLAT + 7, TS(f, 100));
     fix_open(f);
     td_transcript t;
     transcribe(f, 1000, 0, &t, NULL);
-    assert_true(t.n_segs >= 1);
-    /* the first segment's last word ends at 0.5 + 2 = 2.5 s: the next
-     * window starts there, not at the 5 s timestamp */
     assert_true(f->be.n_encode >= 2);
-    if (abs(f->be.encodes[1] - 250) > 6)
-        fail_msg("second window at frame %d, wanted about 250", f->be.encodes[1]);
+    assert_int_equal(f->be.encodes[1], 500);
+    assert_int_equal(t.n_segs, 2);
+    assert_int_equal(t.segs[0].n_words + t.segs[1].n_words, 8);
+    double prev = 0;
+    for (size_t i = 0; i < t.n_segs; i++)
+        for (size_t k = 0; k < t.segs[i].n_words; k++) {
+            const td_word *w = &t.segs[i].words[k];
+            if (w->start < prev - 1e-9 || w->end < w->start)
+                fail_msg("segment %zu word %zu at %.2f-%.2f, after %.2f", i, k, w->start, w->end,
+                         prev);
+            prev = w->end;
+        }
+    assert_true(t.segs[0].words[5].end > 6.0); /* past the 5 s timestamp */
     td_transcript_release(&t);
     fix_free(f);
 }
@@ -2208,7 +2221,7 @@ int main(void)
         cmocka_unit_test(test_batched_abort),
         cmocka_unit_test(test_batched_beams),
         cmocka_unit_test(test_align_word_times),
-        cmocka_unit_test(test_align_seek_to_last_word),
+        cmocka_unit_test(test_align_words_in_order),
         cmocka_unit_test(test_align_batched),
         cmocka_unit_test(test_align_unknown_model),
         cmocka_unit_test(test_guard_sparse_redecodes),
