@@ -172,11 +172,16 @@ static void usage_devices(FILE *f)
 {
     fprintf(f,
             "Usage: tapedeck devices [--devices WHICH] [--workers N] [--cpu-workers N]\n"
+            "                        [--model NAME] [--allow-downgrade] [--language L]\n"
+            "                        [--models-dir DIR] [--decode MODE] [--batch N]\n"
+            "                        [--beam-size N] [--backend auto|cpu|vulkan]\n"
             "\n"
             "Lists the GPUs found (NVIDIA through NVML, Intel through Level Zero Sysman or\n"
             "sysfs, AMD through sysfs; no GPU runtime is started) with their memory, NUMA\n"
             "node and local CPUs, and the workers `tapedeck run` would start: the card,\n"
-            "the variables that pin each to it, its CPUs and threads, and why.\n"
+            "the variables that pin each to it, its CPUs and threads, the Whisper model\n"
+            "and batch that fit the card's free memory ([vram-check]), and why. The\n"
+            "options after --cpu-workers are run's, and change the pick as they would.\n"
             "TAPEDECK_DEVICES overrides discovery (see README).\n");
 }
 
@@ -239,6 +244,7 @@ enum {
     OPT_TASK = 256, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_CPU_WORKERS, OPT_ENGINE, OPT_MODEL, OPT_LANGUAGE,
     OPT_FORMATS, OPT_THREADS, OPT_SLOT, OPT_ARCHIVE, OPT_LOG_LEVEL, OPT_VENDOR, OPT_PCI,
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND, OPT_STREAMS,
+    OPT_ALLOW_DOWNGRADE,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
     OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA, OPT_RESTORE_VAAPI,
 };
@@ -248,9 +254,15 @@ static void print_plan(const td_run_opts *o, const td_plan *p)
     printf("Plan for %s (task %s)%s\n", o->archive, o->task, o->dry_run ? " [dry run: nothing is written]" : "");
     printf("  engine:  %s\n", p->engine_note);
     printf("  workers: %s\n", p->device_note);
+    if (p->vram_note[0])
+        printf("  %s\n", p->vram_note);
     for (size_t i = 0; i < p->n_workers; i++) {
         const td_device *d = p->workers[i].device;
-        if (d)
+        if (d && p->workers[i].vram_why[0])
+            printf("    worker %zu: %s %s %s  %s=%s  [vram-check] model %s, batch %d: %s\n", i, d->vendor, d->pci,
+                   d->name, d->affinity_var, d->affinity_value, p->workers[i].model_name,
+                   p->workers[i].batch > 0 ? p->workers[i].batch : 1, p->workers[i].vram_why);
+        else if (d)
             printf("    worker %zu: %s %s %s  %s=%s\n", i, d->vendor, d->pci, d->name, d->affinity_var,
                    d->affinity_value);
         else
@@ -319,6 +331,14 @@ static int cmd_run(int argc, char **argv)
     td_info("Hardware detected: %s", hw);
     td_info("Total scenes: %zu | workers: %s | to process: %zu | already done: %zu%s", plan.scenes.count, wk,
             plan.n_queue, plan.n_done, o.limit >= 0 ? " | --limit applied" : "");
+    for (size_t i = 0; i < plan.n_workers; i++) {
+        const td_plan_worker *w = &plan.workers[i];
+        if (w->device && w->vram_why[0])
+            td_info("[vram-check] gpu%d %s: model %s, batch %d: %s", w->slot, w->device->pci, w->model_name,
+                    w->batch > 0 ? w->batch : 1, w->vram_why);
+    }
+    if (plan.vram_note[0])
+        td_warn("%s", plan.vram_note);
     for (size_t i = 0; i < plan.scenes.count; i++) {
         if (plan.state[i] == TD_PLAN_SKIP) {
             char name[512];
@@ -443,6 +463,14 @@ static int cmd_devices(int argc, char **argv)
         {"devices", required_argument, 0, OPT_DEVICES},
         {"workers", required_argument, 0, OPT_WORKERS},
         {"cpu-workers", required_argument, 0, OPT_CPU_WORKERS},
+        {"model", required_argument, 0, OPT_MODEL},
+        {"allow-downgrade", no_argument, 0, OPT_ALLOW_DOWNGRADE},
+        {"language", required_argument, 0, OPT_LANGUAGE},
+        {"models-dir", required_argument, 0, OPT_MODELS_DIR},
+        {"decode", required_argument, 0, OPT_DECODE},
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"beam-size", required_argument, 0, OPT_BEAM_SIZE},
+        {"backend", required_argument, 0, OPT_BACKEND},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -464,6 +492,29 @@ static int cmd_devices(int argc, char **argv)
                 return usage_error("--cpu-workers needs a number from 0 to 64, not '%s'", optarg);
             o.cpu_workers = (int)v;
             break;
+        case OPT_MODEL: o.model = optarg; break;
+        case OPT_ALLOW_DOWNGRADE: o.allow_downgrade = 1; break;
+        case OPT_LANGUAGE: o.language = optarg; break;
+        case OPT_MODELS_DIR: o.models_dir = optarg; break;
+        case OPT_DECODE:
+            if ((o.decode = td_wdecode_mode_parse(optarg)) < 0)
+                return usage_error("--decode needs batched or sequential, not '%s'", optarg);
+            break;
+        case OPT_BATCH:
+            if (td_parse_long(optarg, 1, TD_WDEC_MAX_BATCH, &v))
+                return usage_error("--batch needs a number from 1 to %d, not '%s'", TD_WDEC_MAX_BATCH, optarg);
+            o.batch = (int)v;
+            break;
+        case OPT_BEAM_SIZE:
+            if (td_parse_long(optarg, 1, 16, &v))
+                return usage_error("--beam-size needs a number from 1 to 16, not '%s'", optarg);
+            o.beam_size = (int)v;
+            break;
+        case OPT_BACKEND:
+            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "cpu") != 0 && strcmp(optarg, "vulkan") != 0)
+                return usage_error("--backend needs auto, cpu or vulkan, not '%s'", optarg);
+            o.backend = optarg;
+            break;
         case 'h': usage_devices(stdout); return EXIT_ALL_DONE;
         default: return usage_error("%s", "bad option");
         }
@@ -474,7 +525,10 @@ static int cmd_devices(int argc, char **argv)
     static td_plan plan; /* large: keep it off the stack */
     memset(&plan, 0, sizeof plan);
     plan.engine = "whisper";
-    snprintf(plan.backend, sizeof plan.backend, "%s", td_wbackend_cpu.name);
+    /* GPU workers' backend as run chooses it (plan.c) */
+    snprintf(plan.backend, sizeof plan.backend, "%s",
+             !(o.backend && strcmp(o.backend, "cpu") == 0) && td_wbackend_find("vulkan") ? "vulkan"
+                                                                                       : td_wbackend_cpu.name);
     td_error err = {0};
     if (td_plan_devices(&o, &plan, &err) != TD_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
@@ -506,6 +560,8 @@ static int cmd_devices(int argc, char **argv)
     if (list->notes[0])
         printf("Notes: %s\n", list->notes);
     printf("Worker plan (--devices %s): %s\n", o.devices, plan.device_note);
+    if (plan.vram_note[0])
+        printf("  %s\n", plan.vram_note);
     for (size_t i = 0; i < plan.n_workers; i++) {
         const td_plan_worker *w = &plan.workers[i];
         int threads = w->threads > 0 ? w->threads : plan.threads;
@@ -521,6 +577,9 @@ static int cmd_devices(int argc, char **argv)
         for (size_t k = 0; k < np; k++)
             printf(" %s=%s", pairs[k][0], pairs[k][1]);
         printf("\n");
+        if (w->vram_why[0])
+            printf("    [vram-check] model %s, batch %d: %s\n", w->model_name, w->batch > 0 ? w->batch : 1,
+                   w->vram_why);
     }
     return EXIT_ALL_DONE;
 }

@@ -137,6 +137,17 @@ extern const td_engine_ops td_engine_whisper;
  * (and a CPU's useful most), whose memory_need fits budget bytes; 1 if
  * none larger does. */
 int td_whisper_pick_batch(const td_engine_config *cfg, int64_t budget, int cap);
+/* The most windows one of the engine's speech batches can bring (a batch
+ * larger than this holds memory no scene uses). */
+int td_whisper_max_batch(void);
+/* The bytes a GPU backend b holds for a model of these hyper-parameters
+ * and weight type (enum td_wtype) opened as this configuration asks (beam,
+ * decode mode, batch): b's memory_need() of the engine's own backend
+ * configuration. -1 for one it refuses. */
+struct td_wbackend_ops;
+struct td_whparams;
+int64_t td_whisper_device_need(const td_engine_config *cfg, const struct td_wbackend_ops *b,
+                               const struct td_whparams *hp, int wtype);
 extern const td_engine_ops td_engine_sphinx;
 
 #endif

@@ -277,6 +277,20 @@ int td_whisper_pick_batch(const td_engine_config *cfg, int64_t budget, int cap)
     return 1;
 }
 
+int td_whisper_max_batch(void)
+{
+    return MAX_CHUNKS < TD_WDEC_MAX_BATCH ? MAX_CHUNKS : TD_WDEC_MAX_BATCH;
+}
+
+int64_t td_whisper_device_need(const td_engine_config *cfg, const td_wbackend_ops *b,
+                               const td_whparams *hp, int wtype)
+{
+    td_wconfig bc;
+    if (!b || !b->memory_need || backend_config(cfg, hp, &bc) != TD_OK)
+        return -1;
+    return b->memory_need(hp, (enum td_wtype)wtype, &bc);
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 static void whisper_close(td_engine *e)

@@ -28,6 +28,7 @@ enum {
     OPT_TASK = 256, OPT_LIMIT, OPT_DRY_RUN, OPT_FORCE, OPT_DEVICES, OPT_WORKERS, OPT_CPU_WORKERS, OPT_ENGINE,
     OPT_MODEL, OPT_LANGUAGE, OPT_FORMATS, OPT_THREADS, OPT_RETRIES, OPT_STALL, OPT_NO_PROGRESS,
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND, OPT_STREAMS,
+    OPT_ALLOW_DOWNGRADE,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
     OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA, OPT_RESTORE_VAAPI,
 };
@@ -55,6 +56,7 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         {"streams", required_argument, 0, OPT_STREAMS},
         {"backend", required_argument, 0, OPT_BACKEND},
         {"translate", no_argument, 0, OPT_TRANSLATE},
+        {"allow-downgrade", no_argument, 0, OPT_ALLOW_DOWNGRADE},
         {"restore-preset", required_argument, 0, OPT_RESTORE_PRESET},
         {"restore-quality", required_argument, 0, OPT_RESTORE_QUALITY},
         {"restore-format", required_argument, 0, OPT_RESTORE_FORMAT},
@@ -150,6 +152,7 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
             o->backend = optarg;
             break;
         case OPT_TRANSLATE: o->translate = 1; break;
+        case OPT_ALLOW_DOWNGRADE: o->allow_downgrade = 1; break;
         case OPT_RESTORE_PRESET: o->restore_preset = optarg; break;
         case OPT_RESTORE_QUALITY: o->restore_quality = optarg; break;
         case OPT_RESTORE_FORMAT: o->restore_format = optarg; break;

@@ -10,6 +10,7 @@
 #include "archive/marker.h"
 #include "asr/engine.h"
 #include "device/affinity.h"
+#include "run/vram.h"
 #include "whisper/backend.h"
 #include "whisper/decode.h"
 #include "whisper/models.h"
@@ -64,6 +65,57 @@ static const td_device *match_device(const td_device_list *l, const char *tok)
     return NULL;
 }
 
+/* [vram-check]: on a GPU backend, each chosen card gets the largest
+ * model of the chain, then the largest batch, that fit its free memory
+ * (vram.h); a card no installed model fits is left without a worker, and
+ * a pinned --model that does not fit stops the run unless
+ * --allow-downgrade. picks[i] is chosen[i]'s; *n_chosen shrinks by the
+ * cards dropped. Nothing is checked (picks zeroed) off the whisper engine
+ * or a GPU backend, or where no model is installed (the engine's probe
+ * says so). */
+static int plan_vram(const td_run_opts *o, td_plan *p, const td_device **chosen, size_t *n_chosen,
+                     td_vram_pick *picks, td_error *err)
+{
+    memset(picks, 0, *n_chosen * sizeof *picks);
+    const td_wbackend_ops *gpu = p->backend[0] ? td_wbackend_find(p->backend) : NULL;
+    if (*n_chosen == 0 || !p->engine || strcmp(p->engine, "whisper") != 0 || !gpu ||
+        gpu == &td_wbackend_cpu || !gpu->memory_need)
+        return TD_OK;
+    if (!p->chain && !(p->chain = calloc(1, sizeof *p->chain)))
+        return td_error_set(err, TD_ENOMEM, "out of memory");
+    td_error cerr = {0};
+    if (td_vram_chain_installed(o->models_dir, o->model, o->language, o->translate,
+                                o->allow_downgrade, p->chain, &cerr) != TD_OK) {
+        snprintf(p->vram_note, sizeof p->vram_note, "[vram-check] not checked: %s", cerr.msg);
+        p->chain->n = 0;
+        return TD_OK;
+    }
+    td_vram_ask ask = {.backend = gpu,
+                       .batched = strcmp(td_wdecode_mode_name(o->decode), "batched") == 0,
+                       .batch = o->batch, .beam_size = o->beam_size};
+    size_t kept = 0;
+    for (size_t i = 0; i < *n_chosen; i++) {
+        td_vram_pick pk;
+        td_vram_pick_device(chosen[i], p->chain, &ask, &pk);
+        if (!pk.fits && p->chain->pinned && !o->allow_downgrade)
+            return td_error_set(err, TD_EUNAVAILABLE,
+                                "--model %s does not fit %s %s: %s (--allow-downgrade lets a "
+                                "smaller model take its place)",
+                                p->chain->items[0].name, chosen[i]->vendor, chosen[i]->pci, pk.why);
+        if (!pk.fits) {
+            size_t used = strlen(p->vram_note);
+            snprintf(p->vram_note + used, sizeof p->vram_note - used,
+                     "%s[vram-check] %s %s: no worker: %s", used ? "; " : "", chosen[i]->vendor,
+                     chosen[i]->pci, pk.why);
+            continue;
+        }
+        chosen[kept] = chosen[i];
+        picks[kept++] = pk;
+    }
+    *n_chosen = kept;
+    return TD_OK;
+}
+
 int td_plan_devices(const td_run_opts *o, td_plan *p, td_error *err)
 {
     int rc = td_devices_detect(&p->devices, err);
@@ -98,14 +150,27 @@ int td_plan_devices(const td_run_opts *o, td_plan *p, td_error *err)
             chosen[n_chosen++] = match;
         }
     }
+    td_vram_pick picks[TD_MAX_DEVICES];
+    rc = plan_vram(o, p, chosen, &n_chosen, picks, err);
+    if (rc)
+        return rc;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1)
         ncpu = 1;
     if (n_chosen > 0) {
         /* One worker per GPU: a card shared by two workers was the seed
          * pipeline's failure. */
-        for (size_t i = 0; i < n_chosen; i++)
-            p->workers[p->n_workers++] = (td_plan_worker){.slot = (int)i, .device = chosen[i]};
+        for (size_t i = 0; i < n_chosen; i++) {
+            td_plan_worker *w = &p->workers[p->n_workers++];
+            *w = (td_plan_worker){.slot = (int)i, .device = chosen[i]};
+            if (picks[i].fits) {
+                const td_vram_model *m = &p->chain->items[picks[i].model];
+                w->model = m->path;
+                w->model_name = m->name;
+                w->batch = strcmp(td_wdecode_mode_name(o->decode), "batched") == 0 ? picks[i].batch : 0;
+                snprintf(w->vram_why, sizeof w->vram_why, "%s", picks[i].why);
+            }
+        }
         int gpu_computes = p->backend[0] && strcmp(p->backend, "cpu") != 0 && strcmp(p->backend, "none") != 0;
         int auto_cpu = o->cpu_workers < 0;
         long n_cpu = auto_cpu ? td_plan_default_cpu_workers(ncpu, n_chosen, gpu_computes) : o->cpu_workers;
@@ -413,6 +478,7 @@ scan:
 
 void td_plan_release(td_plan *p)
 {
+    free(p->chain);
     if (p->why)
         for (size_t i = 0; i < p->scenes.count; i++)
             free(p->why[i]);

@@ -46,6 +46,8 @@ typedef struct td_run_opts {
                                 * 0 = the default (2) */
     const char *backend;       /* whisper: "auto" (NULL), "cpu", "vulkan" */
     int translate;
+    int allow_downgrade;       /* --model X may give way to a smaller model where X
+                                * does not fit a card's free memory (vram.h) */
     double stall_timeout;      /* seconds without a heartbeat before a kill */
     int progress;              /* draw the terminal progress display */
     const char *self_exe;      /* path of the tapedeck binary, for exec */
@@ -77,6 +79,12 @@ typedef struct td_plan_worker {
     int slot;
     const td_device *device;   /* NULL for a CPU worker */
     int threads;               /* host threads; 0 = td_plan.threads */
+    /* GPU workers of the whisper engine on a GPU backend ([vram-check],
+     * vram.h): the model and batch that fit the card's free memory */
+    const char *model;         /* model file (in td_plan.chain); NULL = --model as given */
+    const char *model_name;
+    int batch;                 /* 0 = td_plan.batch */
+    char vram_why[384];        /* the pick's reason; "" where nothing was checked */
 } td_plan_worker;
 
 enum td_scene_plan {
@@ -107,6 +115,8 @@ typedef struct td_plan {
     int streams;               /* whisper, batched: scenes a worker decodes at once; 0 = n/a */
     const td_task_ops *tasks[TD_MAX_TASKS]; /* --task, in dependency order */
     size_t n_tasks;
+    struct td_vram_chain *chain; /* GPU workers' models (vram.h), or NULL; owned */
+    char vram_note[512];       /* cards left without a worker, and why */
 } td_plan;
 
 /* Scan, check markers, choose engine and workers. Writes nothing. */

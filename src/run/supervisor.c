@@ -72,6 +72,8 @@ typedef struct worker {
     int slot;
     const td_device *device;
     int threads;                /* from the plan; 0: plan->threads */
+    const char *model;          /* the plan's model for its card ([vram-check]); NULL: --model */
+    int batch;                  /* the plan's batch for its card; 0: plan->batch */
     enum worker_state state;
     pid_t pid;
     int cmd_fd, ctl_fd, log_fd;
@@ -359,9 +361,9 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
     snprintf(level, 16, "%d", o->verbosity);
     argv[n++] = "--log-level";
     argv[n++] = level;
-    if (o->model) {
+    if (w->model || o->model) {
         argv[n++] = "--model";
-        argv[n++] = o->model;
+        argv[n++] = w->model ? w->model : o->model;
     }
     if (o->language) {
         argv[n++] = "--language";
@@ -388,8 +390,8 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
     if (strcmp(sv->plan->engine, "whisper") == 0) {
         argv[n++] = "--decode";
         argv[n++] = td_wdecode_mode_name(o->decode);
-        if (sv->plan->batch > 0) {
-            snprintf(batch, 16, "%d", sv->plan->batch);
+        if (w->batch > 0 || sv->plan->batch > 0) {
+            snprintf(batch, 16, "%d", w->batch > 0 ? w->batch : sv->plan->batch);
             argv[n++] = "--batch";
             argv[n++] = batch;
         }
@@ -1108,6 +1110,8 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
         w->slot = plan->workers[i].slot;
         w->device = plan->workers[i].device;
         w->threads = plan->workers[i].threads;
+        w->model = plan->workers[i].model;
+        w->batch = plan->workers[i].batch;
         w->cmd_fd = w->ctl_fd = w->log_fd = -1;
         w->n_scenes = 0;
         w->capacity = 1;
