@@ -857,6 +857,7 @@ static int cmd_worker(int argc, char **argv)
         {"streams", required_argument, 0, OPT_STREAMS},
         {"backend", required_argument, 0, OPT_BACKEND},
         {"translate", no_argument, 0, OPT_TRANSLATE},
+        {"allow-downgrade", no_argument, 0, OPT_ALLOW_DOWNGRADE},
         {"log-level", required_argument, 0, OPT_LOG_LEVEL},
         {"vendor", required_argument, 0, OPT_VENDOR},
         {"pci", required_argument, 0, OPT_PCI},
@@ -897,6 +898,7 @@ static int cmd_worker(int argc, char **argv)
         case OPT_STREAMS: o.streams = td_parse_long(optarg, 1, TD_WHISPER_MAX_STREAMS, &v) ? 1 : (int)v; break;
         case OPT_BACKEND: o.backend = optarg; break;
         case OPT_TRANSLATE: o.translate = 1; break;
+        case OPT_ALLOW_DOWNGRADE: o.allow_downgrade = 1; break;
         case OPT_RESTORE_PRESET: o.restore_preset = optarg; break;
         case OPT_RESTORE_QUALITY: o.restore_quality = optarg; break;
         case OPT_RESTORE_FORMAT: o.restore_format = optarg; break;

@@ -286,7 +286,7 @@ int64_t td_whisper_device_need(const td_engine_config *cfg, const td_wbackend_op
                                const td_whparams *hp, int wtype)
 {
     td_wconfig bc;
-    if (!b || !b->memory_need || backend_config(cfg, hp, &bc) != TD_OK)
+    if (!b || !b->memory_need || backend_config(cfg, hp, &bc, NULL) != TD_OK)
         return -1;
     return b->memory_need(hp, (enum td_wtype)wtype, &bc);
 }
@@ -313,9 +313,11 @@ static void whisper_close(td_engine *e)
 
 /* The backend: a GPU backend on the worker's card (--backend vulkan, or
  * auto on a GPU worker), else the CPU. Under auto, a GPU backend that
- * cannot run here (no loader, no driver, the card not found, out of
- * memory) is logged with its reason and the CPU backend takes over, so a
- * worker always works; asked for by name, it is an error. */
+ * cannot run here (no loader, no driver, the card not found) is logged
+ * with its reason and the CPU backend takes over, so a worker always
+ * works; asked for by name, it is an error. Out of memory
+ * on a GPU worker's card is returned as TD_ENOMEM either way: the worker
+ * steps down to a smaller batch or model ([vram-safety], run/worker.h). */
 static int open_backend(td_engine *e, const td_engine_config *cfg, td_wconfig *bc, td_error *err)
 {
     const char *want = cfg->backend && *cfg->backend ? cfg->backend : "auto";
@@ -337,7 +339,10 @@ static int open_backend(td_engine *e, const td_engine_config *cfg, td_wconfig *b
             e->bops = gpu;
             return TD_OK;
         }
-        if (strcmp(want, "vulkan") == 0)
+        /* out of memory on the card is the worker's to handle (a smaller
+         * batch or model there, [vram-safety]), not a reason to compute
+         * on the GPU worker's few CPU threads */
+        if (strcmp(want, "vulkan") == 0 || (rc == TD_ENOMEM && gpu_worker))
             return td_error_set(err, rc, "%s", why.msg);
         td_log(TD_LOG_WARN, "[backend] vulkan cannot run%s%s: %s; using the CPU backend",
                gpu_worker ? " on " : "", gpu_worker ? cfg->device : "", why.msg);

@@ -93,6 +93,11 @@ static int plan_vram(const td_run_opts *o, td_plan *p, const td_device **chosen,
     td_vram_ask ask = {.backend = gpu,
                        .batched = strcmp(td_wdecode_mode_name(o->decode), "batched") == 0,
                        .batch = o->batch, .beam_size = o->beam_size};
+    /* scenes at once share the worker's backend, batch windows each (one
+     * at a time under a task list, as td_plan_build decides) */
+    ask.streams = ask.batched && p->n_tasks <= 1
+                      ? (o->streams > 0 ? o->streams : TD_WHISPER_DEFAULT_STREAMS)
+                      : 1;
     size_t kept = 0;
     for (size_t i = 0; i < *n_chosen; i++) {
         td_vram_pick pk;

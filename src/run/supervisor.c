@@ -106,6 +106,7 @@ typedef struct supervisor {
     enum scene_state *scene_state; /* per queue position */
     int *attempts;
     unsigned char *alone;          /* per queue position: run it alone next time */
+    unsigned char *cpu_only;       /* per queue position: no GPU's memory fits it ([vram-safety]) */
     size_t *fifo;                  /* queue positions waiting */
     size_t fifo_head, fifo_len;
     size_t finished;
@@ -150,14 +151,33 @@ static void fifo_push(supervisor *sv, size_t qpos)
     sv->scene_state[qpos] = S_QUEUED;
 }
 
-static int fifo_pop(supervisor *sv, size_t *qpos)
+/* The first waiting scene worker w may take (a GPU worker takes none that
+ * fits no GPU's memory), out of the queue; 0 when there is none. */
+static int fifo_pop_for(supervisor *sv, const worker *w, size_t *qpos)
 {
-    if (sv->fifo_len == 0)
-        return 0;
-    *qpos = sv->fifo[sv->fifo_head];
-    sv->fifo_head = (sv->fifo_head + 1) % sv->plan->n_queue;
-    sv->fifo_len--;
-    return 1;
+    size_t cap = sv->plan->n_queue;
+    for (size_t i = 0; i < sv->fifo_len; i++) {
+        size_t at = (sv->fifo_head + i) % cap;
+        size_t q = sv->fifo[at];
+        if (w->device && sv->cpu_only[q])
+            continue;
+        /* close the gap: the scenes before it move one place back */
+        for (size_t k = i; k > 0; k--)
+            sv->fifo[(sv->fifo_head + k) % cap] = sv->fifo[(sv->fifo_head + k - 1) % cap];
+        sv->fifo_head = (sv->fifo_head + 1) % cap;
+        sv->fifo_len--;
+        *qpos = q;
+        return 1;
+    }
+    return 0;
+}
+
+static size_t cpu_only_queued(const supervisor *sv)
+{
+    size_t n = 0, cap = sv->plan->n_queue;
+    for (size_t i = 0; i < sv->fifo_len; i++)
+        n += sv->cpu_only[sv->fifo[(sv->fifo_head + i) % cap]];
+    return n;
 }
 
 /* ---- progress ---------------------------------------------------------- */
@@ -407,6 +427,10 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
     }
     if (o->translate)
         argv[n++] = "--translate";
+    /* a worker out of memory may step below its model unless the user
+     * pinned one without --allow-downgrade */
+    if (strcmp(sv->plan->engine, "whisper") == 0 && (!o->model || o->allow_downgrade))
+        argv[n++] = "--allow-downgrade";
     if (o->force)
         argv[n++] = "--force";
     const char *restore_args[][2] = {{"--restore-preset", o->restore_preset}, {"--restore-quality", o->restore_quality},
@@ -587,6 +611,9 @@ static void send_quit(worker *w)
  * nothing that must run alone, and the next scene need not run alone). */
 static int has_room(const supervisor *sv, const worker *w)
 {
+    /* a GPU worker takes none of the scenes no GPU's memory fits */
+    if (w->device && sv->fifo_len > 0 && cpu_only_queued(sv) == sv->fifo_len)
+        return 0;
     if (w->state == W_IDLE)
         return 1;
     if (w->state != W_BUSY || w->alone || w->n_scenes >= w->capacity || sv->fifo_len == 0)
@@ -597,7 +624,7 @@ static int has_room(const supervisor *sv, const worker *w)
 static void dispatch(supervisor *sv, worker *w)
 {
     size_t qpos;
-    if (sv->stopping || w->term_sent || !fifo_pop(sv, &qpos))
+    if (sv->stopping || w->term_sent || !fifo_pop_for(sv, w, &qpos))
         return; /* a worker we killed may still say DONE: give it nothing */
     const td_scene *s = scene_at(sv, qpos);
     int first = w->n_scenes == 0;
@@ -630,6 +657,36 @@ static void dispatch(supervisor *sv, worker *w)
         fifo_push(sv, qpos);
     }
     td_buf_release(&line);
+}
+
+/* A CPU worker for the scenes no GPU's memory fits: the plan's, or one
+ * added now (on the cores the GPU workers' feeding threads leave). */
+static void ensure_cpu_worker(supervisor *sv)
+{
+    size_t n_gpu = 0;
+    int slot = 0;
+    for (size_t i = 0; i < sv->n_workers; i++) {
+        if (!sv->workers[i].device && sv->workers[i].state != W_DEAD)
+            return;
+        n_gpu += sv->workers[i].device != NULL;
+        if (sv->workers[i].slot >= slot)
+            slot = sv->workers[i].slot + 1;
+    }
+    if (sv->n_workers >= TD_MAX_DEVICES) {
+        td_warn("[vram-safety] no room for a CPU worker (%d workers)", TD_MAX_DEVICES);
+        return;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    long threads = ncpu - (long)n_gpu * TD_GPU_FEED_THREADS;
+    worker *w = &sv->workers[sv->n_workers++];
+    memset(w, 0, sizeof *w);
+    w->slot = slot;
+    w->threads = threads > 0 ? (int)threads : 1;
+    w->cmd_fd = w->ctl_fd = w->log_fd = -1;
+    w->n_scenes = 0;
+    w->capacity = 1;
+    td_info("[vram-safety] CPU worker slot %d added (%d threads) for scenes no GPU's memory fits", slot,
+            w->threads);
 }
 
 /* The index in w->scenes of the scene a message names, or -1. */
@@ -811,6 +868,19 @@ static void handle_ctl_line(supervisor *sv, worker *w, char *line)
             return;
         }
         char *msg = td_hex_decode(hex, NULL);
+        if (strcmp(kind, "vram") == 0 && w->device) {
+            /* [vram-safety]: not even the smallest model fits the card's
+             * memory now: a CPU worker's scene, not an attempt spent */
+            char name[256];
+            td_printable(scene_at(sv, qpos)->rel, name, sizeof name);
+            td_warn("[vram-safety] %s: %s on %s; requeued for a CPU worker (no attempt charged)", name,
+                    msg ? msg : "out of memory", w->device->pci);
+            sv->cpu_only[qpos] = 1;
+            ensure_cpu_worker(sv);
+            fifo_push(sv, qpos);
+            free(msg);
+            return;
+        }
         /* A bad input fails at once; anything else may be transient. */
         attempt_failed(sv, w, qpos, kind, msg ? msg : "(unreadable message)", strcmp(kind, "input") == 0);
         free(msg);
@@ -1078,11 +1148,13 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
     sv.attempts = calloc(nq, sizeof *sv.attempts);
     sv.alone = calloc(nq, sizeof *sv.alone);
     sv.fifo = calloc(nq, sizeof *sv.fifo);
-    if (!sv.scene_state || !sv.attempts || !sv.alone || !sv.fifo) {
+    sv.cpu_only = calloc(nq, sizeof *sv.cpu_only);
+    if (!sv.scene_state || !sv.attempts || !sv.alone || !sv.fifo || !sv.cpu_only) {
         free(sv.scene_state);
         free(sv.attempts);
         free(sv.alone);
         free(sv.fifo);
+        free(sv.cpu_only);
         return td_error_set(err, TD_ENOMEM, "out of memory for %zu scenes", plan->n_queue);
     }
     for (size_t i = 0; i < plan->n_queue; i++) {
@@ -1099,6 +1171,7 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
         free(sv.attempts);
         free(sv.alone);
         free(sv.fifo);
+        free(sv.cpu_only);
         return td_error_errno(err, TD_EIO, errno, "cannot set up signal handling");
     }
 
@@ -1128,11 +1201,17 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
         /* Start or restart workers while there is work. */
         if (!sv.stopping && !all_done) {
             size_t waiting = 0; /* workers that will ask for a scene soon */
-            for (size_t i = 0; i < sv.n_workers; i++)
-                waiting += sv.workers[i].state == W_STARTING || sv.workers[i].state == W_IDLE;
+            size_t cpu_waiting = 0, cpu_queued = cpu_only_queued(&sv);
+            for (size_t i = 0; i < sv.n_workers; i++) {
+                int soon = sv.workers[i].state == W_STARTING || sv.workers[i].state == W_IDLE;
+                waiting += soon;
+                cpu_waiting += soon && !sv.workers[i].device;
+            }
             for (size_t i = 0; i < sv.n_workers; i++) {
                 worker *w = &sv.workers[i];
-                if (w->state == W_OFF && sv.fifo_len > waiting) {
+                /* scenes only a CPU worker may take need one of their own */
+                if (w->state == W_OFF && (sv.fifo_len > waiting || (!w->device && cpu_queued > cpu_waiting))) {
+                    cpu_waiting += !w->device;
                     waiting++;
                     if (start_worker(&sv, w) != 0) {
                         w->state = W_DEAD;
@@ -1234,5 +1313,6 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
     free(sv.attempts);
     free(sv.alone);
     free(sv.fifo);
+    free(sv.cpu_only);
     return rc;
 }

@@ -138,7 +138,8 @@ int64_t td_vram_need(const td_vram_ask *a, const td_vram_model *m, int batch)
 {
     td_engine_config cfg = {.beam_size = a->beam_size,
                             .decode = a->batched ? TD_WDECODE_BATCHED : TD_WDECODE_SEQUENTIAL,
-                            .batch = a->batched ? batch : 1};
+                            .batch = a->batched ? batch : 1,
+                            .streams = a->batched && a->streams > 1 ? a->streams : 1};
     return td_whisper_device_need(&cfg, a->backend, &m->hp, m->wtype);
 }
 

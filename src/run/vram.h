@@ -80,6 +80,8 @@ typedef struct td_vram_ask {
     int batched;             /* decode mode batched (else batch is 1) */
     int batch;               /* --batch; 0 = the largest that fits */
     int beam_size;           /* --beam-size; 0 = the engine's default */
+    int streams;             /* scenes a worker decodes at once (batched); 0 = 1:
+                              * the backend holds batch windows for each */
 } td_vram_ask;
 
 /* Bytes the backend holds for model m at batch b, exactly as the engine

@@ -17,10 +17,15 @@
 #include "device/affinity.h"
 #include "out/formats.h"
 #include "run/protocol.h"
+#include "run/vram.h"
 #include "task/task.h"
 #include "util/buf.h"
 #include "util/fault.h"
 #include "util/log.h"
+#include "whisper/decode.h"
+#ifdef TD_HAVE_VULKAN
+#include "whisper/backend/vulkan/vk.h"
+#endif
 
 static volatile sig_atomic_t g_terminate;
 static int g_ctl_fd = -1;
@@ -126,8 +131,105 @@ static int on_progress(void *user, double seconds_done)
     return g_terminate ? 1 : 0;
 }
 
+/* ---- [vram-safety] ------------------------------------------------------ */
+
+/* Where the worker stands on its chain (vram.h): read when first needed. */
+static struct {
+    td_vram_chain chain;
+    int loaded, model, batch;
+} g_vram;
+
+/* After an out-of-memory (why) with cfg: the next configuration down,
+ * into cfg (model path and batch). 0 when there is none. */
+static int vram_step(const td_worker_opts *o, td_engine_config *cfg, const char *why)
+{
+    int batched = strcmp(td_wdecode_mode_name(cfg->decode), "batched") == 0;
+    if (!g_vram.loaded) {
+        td_error cerr = {0};
+        if (td_vram_chain_installed(o->models_dir, cfg->model, o->language, o->translate,
+                                    o->allow_downgrade, &g_vram.chain, &cerr) != TD_OK) {
+            td_warn("[vram-safety] out of memory (%s), and no model chain to step down: %s", why,
+                    cerr.msg);
+            return 0;
+        }
+        g_vram.loaded = 1;
+        g_vram.model = 0;
+        g_vram.batch = batched && cfg->batch > 0 ? cfg->batch : 1;
+    }
+    const char *from = g_vram.chain.items[g_vram.model].name;
+    int from_batch = g_vram.batch;
+    if (!td_vram_step_down(&g_vram.chain, &g_vram.model, &g_vram.batch)) {
+        td_warn("[vram-safety] out of memory with model %s batch %d (%s): no smaller batch or model%s",
+                from, from_batch, why, o->allow_downgrade ? "" : " (--model without --allow-downgrade)");
+        return 0;
+    }
+    cfg->model = g_vram.chain.items[g_vram.model].path;
+    cfg->batch = g_vram.batch;
+    td_warn("[vram-safety] out of memory with model %s batch %d (%s): freed; now model %s batch %d", from,
+            from_batch, why, g_vram.chain.items[g_vram.model].name, g_vram.batch);
+    return 1;
+}
+
+/* Test hook: TAPEDECK_TEST_VK_FAIL_ALLOC=N[,N2,...]: in the worker's
+ * first engine open the N-th Vulkan allocation fails as out of memory,
+ * in the second open the N2-th, and so on (0 or nothing: none). */
+static void arm_test_fault(int arm)
+{
+#ifdef TD_HAVE_VULKAN
+    static const char *next;
+    static int read;
+    if (!arm) {
+        td_vk_fail_alloc(0); /* an injection the open did not reach ends with it */
+        return;
+    }
+    if (!read) {
+        next = getenv("TAPEDECK_TEST_VK_FAIL_ALLOC");
+        read = 1;
+    }
+    if (!next || !*next)
+        return;
+    char *end;
+    long n = strtol(next, &end, 10);
+    if (n > 0)
+        td_vk_fail_alloc(n);
+    next = *end == ',' ? end + 1 : NULL;
+#else
+    (void)arm;
+#endif
+}
+
+/* Open the engine, stepping down while it is out of memory. */
+static int open_engine(const td_worker_opts *o, td_engine_config *cfg, td_task_env *env, td_error *err)
+{
+    for (;;) {
+        env->eng = NULL;
+        arm_test_fault(1);
+        int rc = env->ops->open(cfg, &env->eng, err);
+        arm_test_fault(0);
+        if (rc != TD_ENOMEM)
+            return rc;
+        if (!vram_step(o, cfg, err->msg))
+            return rc;
+    }
+}
+
+/* The scene ran out of memory (why): free the engine, step down, reopen.
+ * TD_OK with env->eng open on a smaller configuration, else TD_ENOMEM
+ * with env->eng NULL (nothing smaller fits). */
+static int vram_recover(const td_worker_opts *o, td_engine_config *cfg, td_task_env *env, const char *why,
+                        td_error *err)
+{
+    if (env->eng)
+        env->ops->close(env->eng);
+    env->eng = NULL;
+    if (!vram_step(o, cfg, why))
+        return td_error_set(err, TD_ENOMEM, "out of memory even for the smallest model: %s", why);
+    return open_engine(o, cfg, env, err);
+}
+
 static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, size_t n_tasks,
-                      const td_task_config *cfg, const td_task_env *env, long seq, const char *path)
+                      const td_task_config *cfg, td_task_env *env, td_engine_config *ecfg, long seq,
+                      const char *path)
 {
     td_error err = {0};
     td_scene scene;
@@ -167,13 +269,37 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
     memset(&total, 0, sizeof total);
     int rc = TD_OK;
     double t0 = now_s();
+    int vram_out = 0; /* even the smallest model did not fit: a CPU worker's scene */
     for (size_t t = 0; t < n_tasks && rc == TD_OK; t++) {
         if (!todo[t])
             continue;
         td_task_result res;
         memset(&res, 0, sizeof res);
         double ts = now_s();
+        if (tasks[t]->needs_engine && env->ops && !env->eng) {
+            /* an earlier scene left no engine that fits: try again */
+            rc = ecfg ? vram_recover(o, ecfg, env, "no engine open", &err)
+                      : td_error_set(&err, TD_ENOMEM, "no engine open");
+            scene_env.eng = env->eng;
+            if (rc != TD_OK) {
+                vram_out = rc == TD_ENOMEM;
+                break;
+            }
+        }
         rc = tasks[t]->run(&scene, cfg, &scene_env, on_progress, &prog, &res, &err);
+        if (rc == TD_ENOMEM && tasks[t]->needs_engine && env->ops && ecfg) {
+            /* [vram-safety]: freed, smaller, and the task again */
+            char why[TD_ERROR_MSG_MAX];
+            snprintf(why, sizeof why, "%s", err.msg);
+            rc = vram_recover(o, ecfg, env, why, &err);
+            scene_env.eng = env->eng;
+            if (rc == TD_OK) {
+                td_warn("[vram-safety] %s: retrying the scene", name);
+                t--; /* unsigned: wraps and comes back to t with the loop's t++ */
+                continue;
+            }
+            vram_out = rc == TD_ENOMEM;
+        }
         if (rc != TD_OK)
             break;
         double wall = now_s() - ts;
@@ -207,7 +333,7 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
         send_line(&line);
         td_buf_release(&line);
     } else {
-        snprintf(head, sizeof head, "FAIL %ld %s", seq, td_rc_name(rc));
+        snprintf(head, sizeof head, "FAIL %ld %s", seq, vram_out ? "vram" : td_rc_name(rc));
         send_with_hex(head, err.msg);
     }
     td_scene_release(&scene);
@@ -241,7 +367,7 @@ static pthread_cond_t g_stream_done = PTHREAD_COND_INITIALIZER;
 static void *stream_main(void *arg)
 {
     stream *s = arg;
-    run_scene(s->o, s->tasks, s->n_tasks, s->cfg, &s->env, s->seq, s->path);
+    run_scene(s->o, s->tasks, s->n_tasks, s->cfg, &s->env, NULL, s->seq, s->path);
     pthread_mutex_lock(&g_stream_lock);
     s->done = 1;
     pthread_cond_broadcast(&g_stream_done);
@@ -367,12 +493,18 @@ int td_worker_main(const td_worker_opts *o)
         cfg.streams = n_tasks == 1 && o->streams > 1 ? o->streams : 1;
         if (td_engine_select(o->engine, &cfg, &env.ops, &err) != TD_OK)
             return fatal("%s", err.msg);
-        if (env.ops->open(&cfg, &env.eng, &err) != TD_OK)
+        int orc = open_engine(o, &cfg, &env, &err);
+        if (orc == TD_ENOMEM) {
+            /* Not even the smallest model fits now: the worker still
+             * starts, and its scenes go to CPU workers (run_scene). */
+            td_warn("[vram-safety] engine %s: %s; scenes go to CPU workers", env.ops->name, err.msg);
+        } else if (orc != TD_OK) {
             return fatal("engine %s: %s", env.ops->name, err.msg);
+        }
         engine_name = env.ops->name;
-        model = env.ops->model_name(env.eng);
+        model = env.eng ? env.ops->model_name(env.eng) : "-";
         streams[0].env = env;
-        while (env.ops->clone && n_streams < cfg.streams) {
+        while (env.eng && env.ops->clone && n_streams < cfg.streams) {
             td_error cerr = {0};
             streams[n_streams].env = env;
             if (env.ops->clone(env.eng, &streams[n_streams].env.eng, &cerr) != TD_OK) {
@@ -393,7 +525,7 @@ int td_worker_main(const td_worker_opts *o)
      * VkPhysicalDeviceIDProperties::deviceUUID once the engine uses it. */
     /* a GPU worker's backend says which card it opened (a CPU worker
      * asked to run Vulkan, on lavapipe say, has no card to verify) */
-    if (o->pci && env.ops && env.ops->settings && !seen.pci[0] && !seen.uuid[0]) {
+    if (o->pci && env.ops && env.eng && env.ops->settings && !seen.pci[0] && !seen.uuid[0]) {
         td_engine_settings es = {0};
         env.ops->settings(env.eng, &es);
         if (es.pci)
@@ -472,7 +604,8 @@ int td_worker_main(const td_worker_opts *o)
                 s->path = NULL;
                 td_warn("cannot start a thread for a scene; running it here");
             }
-            run_scene(o, tasks, n_tasks, &tcfg, &env, seq, path);
+            /* [vram-safety] reopens the engine only where no clone shares it */
+            run_scene(o, tasks, n_tasks, &tcfg, &env, n_streams == 1 ? &cfg : NULL, seq, path);
             free(path);
         } else {
             td_warn("ignoring unknown command from supervisor");
@@ -483,7 +616,7 @@ int td_worker_main(const td_worker_opts *o)
         streams_reap(streams, n_streams, 1, 1);
     for (int i = n_streams - 1; i >= 1; i--)
         env.ops->close(streams[i].env.eng); /* clones before the original */
-    if (env.ops)
+    if (env.ops && env.eng)
         env.ops->close(env.eng);
     return 0;
 }

@@ -14,6 +14,18 @@
  * supervisor dies (PR_SET_PDEATHSIG, set before exec).
  * It writes its own outputs and .done markers; the supervisor writes
  * .failed markers.
+ *
+ * Out of memory ([vram-safety]): when the engine cannot open, or a scene
+ * fails, for want of memory (TD_ENOMEM: a GPU whose memory another
+ * program took after the plan was made), the worker frees its engine,
+ * halves the batch, or once at batch 1 takes the next smaller model of
+ * the chain (run/vram.h; below --model only with --allow-downgrade),
+ * reopens and retries the scene, logging each step. When even the
+ * smallest model does not fit, the scene is reported as FAIL <seq> vram:
+ * the supervisor hands it to a CPU worker without charging an attempt.
+ * TAPEDECK_TEST_VK_FAIL_ALLOC=N[,N2,...] (tests) makes the N-th Vulkan
+ * allocation of the worker's first engine open fail as out of memory, the
+ * N2-th of its second, and so on.
  */
 #ifndef TD_RUN_WORKER_H
 #define TD_RUN_WORKER_H
@@ -39,6 +51,7 @@ typedef struct td_worker_opts {
                                * thread, their windows batched together (0 = 1) */
     const char *backend;      /* whisper: "auto" (NULL), "cpu", "vulkan" */
     int translate;
+    int allow_downgrade;      /* out of memory may step below --model ([vram-safety]) */
     /* restore settings as given on the command line (NULL: default) */
     const char *restore_preset, *restore_quality, *restore_format, *restore_size, *restore_codec;
     const char *restore_opencl, *restore_cuda, *restore_vaapi;
