@@ -244,8 +244,8 @@ static void test_print_needs(void **state)
     real_chain(&c, full, 6);
     td_vram_ask a = {.backend = gpu_backend(), .batched = 1};
     for (int m = 0; m < c.n; m++)
-        print_message("need %-15s batch 1 %6.0f MiB, 4 %6.0f MiB, 16 %6.0f MiB (%s)\n", c.items[m].name,
-                      td_vram_need(&a, &c.items[m], 1) / 1048576.0, td_vram_need(&a, &c.items[m], 4) / 1048576.0,
+        print_message("need %-15s batch 1 %6.0f MiB, 8 %6.0f MiB, 16 %6.0f MiB (%s, beam 5)\n", c.items[m].name,
+                      td_vram_need(&a, &c.items[m], 1) / 1048576.0, td_vram_need(&a, &c.items[m], 8) / 1048576.0,
                       td_vram_need(&a, &c.items[m], 16) / 1048576.0, a.backend->name);
 }
 
