@@ -206,7 +206,11 @@ void td_vram_pick_device(const td_device *d, const td_vram_chain *c, const td_vr
          * the most windows a speech batch can bring */
         for (int b = td_whisper_max_batch(); b > 1; b--) {
             int64_t need = td_vram_need(a, &c->items[out->model], b);
-            if (need >= 0 && need <= out->avail) {
+            /* one the CPU backend opens too: a GPU worker falls back to it
+             * where the card cannot run the GPU backend */
+            td_vram_ask cpu = *a;
+            cpu.backend = &td_wbackend_cpu;
+            if (need >= 0 && need <= out->avail && td_vram_need(&cpu, &c->items[out->model], b) >= 0) {
                 out->batch = b;
                 out->need = need;
                 break;

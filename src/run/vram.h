@@ -17,7 +17,9 @@
  * beam, batch, decode mode) fits the card's free memory less a margin
  * (td_vram_margin), at batch 1 or the batch asked for; then, in batched
  * decoding without --batch, the largest batch that still fits, up to the
- * most windows one speech batch of the engine brings (td_whisper_max_batch). Free
+ * most windows one speech batch of the engine brings (td_whisper_max_batch)
+ * and to what the CPU backend also opens (a GPU worker falls back to it
+ * where the card cannot run the GPU backend). Free
  * memory comes from device discovery (NVML, Level Zero, sysfs); where the
  * card reports only its total, the total is used and the reason says so;
  * where it reports neither, nothing can be checked and the chain's first

@@ -70,8 +70,12 @@ static void check_pick(const td_device *d, const td_vram_chain *c, const td_vram
         assert_true(td_vram_need(a, &c->items[i], a->batch > 0 ? a->batch : 1) > avail);
     assert_true(p->batch <= td_whisper_max_batch());
     if (a->batched && a->batch == 0 && p->batch < td_whisper_max_batch()) {
+        /* the next batch up does not fit, or the CPU backend (a GPU
+         * worker's fallback) would refuse it */
         int64_t next = td_vram_need(a, &c->items[p->model], p->batch + 1);
-        assert_true(next < 0 || next > avail);
+        td_vram_ask cpu = *a;
+        cpu.backend = &td_wbackend_cpu;
+        assert_true(next < 0 || next > avail || td_vram_need(&cpu, &c->items[p->model], p->batch + 1) < 0);
     }
     assert_non_null(strstr(p->why, c->items[p->model].name));
 }
@@ -95,6 +99,14 @@ static void test_two_a770_large_v3_largest_batch(void **state)
         assert_int_equal(p[i].margin, 16 * GIB / 25);
         assert_non_null(strstr(p[i].why, "free"));
     }
+    /* two scenes at once share the backend: smaller batches, within what
+     * the CPU backend (the fallback) takes: 5 sequences per window */
+    td_vram_ask two = {.backend = gpu_backend(), .batched = 1, .streams = 2};
+    td_vram_pick p2;
+    td_vram_pick_device(&l.items[0], &c, &two, &p2);
+    check_pick(&l.items[0], &c, &two, &p2);
+    assert_true(p2.batch < p[0].batch);
+    assert_true(p2.batch * 2 * 5 <= 256);
     /* sequential decoding: batch 1, the same model */
     td_vram_ask seq = {.backend = gpu_backend(), .batched = 0};
     td_vram_pick s;
