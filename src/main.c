@@ -567,7 +567,9 @@ static int cmd_devices(int argc, char **argv)
         int threads = w->threads > 0 ? w->threads : plan.threads;
         const td_device *d = w->device;
         if (!d) {
-            printf("  worker %d: cpu, backend %s, %d thread(s)\n", w->slot, plan.backend, threads);
+            /* CPU workers compute on the CPU unless --backend vulkan */
+            printf("  worker %d: cpu, backend %s, %d thread(s)\n", w->slot,
+                   o.backend && strcmp(o.backend, "vulkan") == 0 ? "vulkan" : td_wbackend_cpu.name, threads);
             continue;
         }
         const char *pairs[2][2];

@@ -4,7 +4,8 @@
  * real dimensions (td_wmk_dims; no model file is needed to size them):
  * the chain's order per language, the pick per card (the largest model,
  * then the largest batch, that fit free memory less the margin), a pinned
- * model, cards that report no memory, and the run-time step-down. The
+ * model, cards that report no memory, the run-time step-down, and NVML's
+ * answers recorded on an H100 with the picks made there. The
  * chain read from installed files is checked on small files made here. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -233,6 +234,71 @@ static void test_mixed_pair_per_card_choices(void **state)
     assert_int_equal(nv.batch, 1);
 }
 
+/* NVML's answers on the device machine (one H100, recorded in
+ * tests/fixtures/devices/h100/nvidia-smi.csv, its sysfs beside), and the
+ * picks tapedeck made there (bench/RESULTS.md, "GPU memory"). */
+static unsigned long long h100_free = 81079ULL << 20;
+static int h_count(unsigned *n) { *n = 1; return 0; }
+static int h_name(void *h, char *out, unsigned len) { (void)h; snprintf(out, len, "NVIDIA H100 80GB HBM3"); return 0; }
+static int h_uuid(void *h, char *out, unsigned len)
+{
+    (void)h;
+    snprintf(out, len, "GPU-d0d30d60-c6c9-b740-6c4c-8e85e27c9ad8");
+    return 0;
+}
+static int h_pci(void *h, td_nvml_pci_info *p)
+{
+    (void)h;
+    snprintf(p->bus_id, sizeof p->bus_id, "00000000:00:06.0");
+    p->device = 6;
+    return 0;
+}
+static int h_mem(void *h, td_nvml_memory *m)
+{
+    (void)h;
+    m->total = 81559ULL << 20;
+    m->free = h100_free;
+    m->used = m->total - m->free;
+    return 0;
+}
+static const td_nvml_api nvml_h100 = {nv_init, nv_shutdown, h_count, nv_handle, h_name, h_uuid, h_pci, h_mem};
+
+static void test_recorded_h100(void **state)
+{
+    (void)state;
+    static const char *const en[] = {"large-v3", "medium.en", "small.en", "base.en", "tiny.en"};
+    td_vram_chain c;
+    real_chain(&c, en, 5);
+    td_vram_ask a = {.backend = gpu_backend(), .batched = 1, .streams = 2};
+    td_discovery src = {.nvml = &nvml_h100, .sysfs = FIX "h100/sys"};
+    td_device_list l;
+    h100_free = 81079ULL << 20;
+    td_devices_discover(&src, &l);
+    assert_int_equal(l.count, 1);
+    assert_string_equal(l.items[0].pci, "0000:00:06.0");
+    assert_string_equal(l.items[0].local_cpus, "0-15");
+    td_vram_pick p;
+    td_vram_pick_device(&l.items[0], &c, &a, &p);
+    check_pick(&l.items[0], &c, &a, &p);
+    if (a.backend != &td_wbackend_cpu) {
+        /* on the card: "model large-v3, batch 25: needs 60.68 GiB of 79.18 GiB free" */
+        assert_string_equal(c.items[p.model].name, "large-v3");
+        assert_int_equal(p.batch, 25);
+        assert_non_null(strstr(p.why, "needs 60.68 GiB of 79.18 GiB free (margin 3.19 GiB)"));
+    }
+    /* another program held all but 6143 MiB: "small.en batch 4: needs
+     * 2.80 GiB of 6.00 GiB free (margin 3.19 GiB); large-v3 needs 5.46 GiB" */
+    h100_free = 6143ULL << 20;
+    td_devices_discover(&src, &l);
+    td_vram_pick_device(&l.items[0], &c, &a, &p);
+    check_pick(&l.items[0], &c, &a, &p);
+    if (a.backend != &td_wbackend_cpu) {
+        assert_string_equal(c.items[p.model].name, "small.en");
+        assert_int_equal(p.batch, 4);
+        assert_non_null(strstr(p.why, "; large-v3 needs 5.46 GiB"));
+    }
+}
+
 static void test_no_gpu_nothing_to_plan(void **state)
 {
     (void)state;
@@ -414,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_two_a770_large_v3_largest_batch),
         cmocka_unit_test(test_one_card_2gb_free_takes_a_smaller_model),
         cmocka_unit_test(test_mixed_pair_per_card_choices),
+        cmocka_unit_test(test_recorded_h100),
         cmocka_unit_test(test_no_gpu_nothing_to_plan),
         cmocka_unit_test(test_margin),
         cmocka_unit_test(test_print_needs),
