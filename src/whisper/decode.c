@@ -43,7 +43,9 @@
  *    running the BPE encoder (td_wsuppress_tokens says how);
  *  - word times always (openai's word_timestamps=True, whisper/align.h),
  *    or, for a model whose alignment heads are not known, the segment's
- *    span shared by character counts;
+ *    span shared by character counts; with them a window that ends inside
+ *    a segment still goes on from its last timestamp (openai's goes on
+ *    from the last word's end), and words are kept in time order;
  *  - the guards (whisper/guard.h, decode.h): a window that drops or
  *    repeats speech is decoded again, or the next window starts at the gap;
  *  - segment text is stripped of surrounding white space, segments with
