@@ -39,6 +39,9 @@
 #include "whisper/models.h"
 #include "util/atomic.h"
 #include "util/hash.h"
+#ifdef TD_HAVE_VULKAN
+#include "whisper/backend/vulkan/probe.h"
+#endif
 
 enum {
     EXIT_ALL_DONE = 0,
@@ -559,6 +562,28 @@ static int cmd_devices(int argc, char **argv)
     }
     if (list->notes[0])
         printf("Notes: %s\n", list->notes);
+    /* What the Vulkan backend could open, asked by a child (the process
+     * that plans loads no GPU runtime) */
+    static td_vulkan_list vk; /* large */
+    if (!td_wbackend_find("vulkan")) {
+        printf("Vulkan: not built into this tapedeck\n");
+    } else if (td_devices_probe_vulkan(&vk) != 0 || vk.count == 0) {
+        printf("Vulkan: %s\n", vk.note[0] ? vk.note : "no device");
+    } else {
+        static const char *types[] = {"other", "integrated", "discrete", "virtual", "cpu"};
+        printf("Vulkan: %zu device(s)\n", vk.count);
+        for (size_t i = 0; i < vk.count; i++) {
+            const td_vulkan_seen *vd = &vk.items[i];
+            char mem[64] = "";
+            if (vd->mem_total >= 0 && vd->mem_free >= 0)
+                snprintf(mem, sizeof mem, ", %.1f of %.1f GiB free", (double)vd->mem_free / 1073741824.0,
+                         (double)vd->mem_total / 1073741824.0);
+            else if (vd->mem_total >= 0)
+                snprintf(mem, sizeof mem, ", %.1f GiB", (double)vd->mem_total / 1073741824.0);
+            printf("  %s (%s, PCI %s%s): %s%s\n", vd->name, types[vd->type], vd->pci[0] ? vd->pci : "-", mem,
+                   vd->usable ? "usable" : "not usable: ", vd->usable ? "" : vd->reason);
+        }
+    }
     printf("Worker plan (--devices %s): %s\n", o.devices, plan.device_note);
     if (plan.vram_note[0])
         printf("  %s\n", plan.vram_note);
@@ -584,6 +609,24 @@ static int cmd_devices(int argc, char **argv)
                    w->vram_why);
     }
     return EXIT_ALL_DONE;
+}
+
+/* `tapedeck probe-vulkan` (not for users): the Vulkan child of device
+ * discovery and `tapedeck devices` (devices.h); its answer on stdout. */
+static int cmd_probe_vulkan(void)
+{
+#ifdef TD_HAVE_VULKAN
+    size_t need = td_vulkan_probe_text(NULL, 0);
+    char *text = malloc(need + 1);
+    if (!text)
+        return EXIT_CANNOT_RUN;
+    td_vulkan_probe_text(text, need + 1);
+    int ok = fputs(text, stdout) >= 0 && fflush(stdout) == 0;
+    free(text);
+    return ok ? EXIT_ALL_DONE : EXIT_CANNOT_RUN;
+#else
+    return puts("note vulkan: not built into this tapedeck") >= 0 ? EXIT_ALL_DONE : EXIT_CANNOT_RUN;
+#endif
 }
 
 /* `tapedeck probe-level-zero` (not for users): the Level Zero child of
@@ -956,5 +999,7 @@ int main(int argc, char **argv)
         return cmd_worker(argc - 1, argv + 1);
     if (strcmp(cmd, "probe-level-zero") == 0)
         return cmd_probe_level_zero();
+    if (strcmp(cmd, "probe-vulkan") == 0)
+        return cmd_probe_vulkan();
     return usage_error("unknown command '%s'", cmd);
 }

@@ -654,11 +654,12 @@ void td_devices_parse_probe(const char *text, td_device_list *out)
     }
 }
 
-/* Run the probe child with a time limit and read its answer into probe;
- * 0 when it answered. */
-static int run_ze_probe(const char *exe, td_device_list *probe, char *why, size_t why_len)
+/* Run `exe cmd` with a time limit and read its answer (NUL-terminated)
+ * into buf; 0 when it answered. */
+static int run_probe_child(const char *exe, const char *cmd, char *buf, size_t cap, char *why,
+                           size_t why_len)
 {
-    memset(probe, 0, sizeof *probe);
+    buf[0] = '\0';
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         snprintf(why, why_len, "pipe: %s", strerror(errno));
@@ -675,7 +676,7 @@ static int run_ze_probe(const char *exe, td_device_list *probe, char *why, size_
     if (rc == 0)
         rc = posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
     pid_t pid = -1;
-    char *const argv[] = {(char *)exe, (char *)"probe-level-zero", NULL};
+    char *const argv[] = {(char *)exe, (char *)cmd, NULL};
     if (rc == 0)
         rc = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -686,7 +687,6 @@ static int run_ze_probe(const char *exe, td_device_list *probe, char *why, size_
         return -1;
     }
     /* A driver that hangs must not hang the run: 10 s, then kill. */
-    char buf[16384];
     size_t used = 0;
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -706,9 +706,9 @@ static int run_ze_probe(const char *exe, td_device_list *probe, char *why, size_
             timed_out = pr == 0;
             break;
         }
-        if (used + 1 >= sizeof buf)
+        if (used + 1 >= cap)
             break; /* more than any answer: keep what came */
-        ssize_t n = read(fds[0], buf + used, sizeof buf - 1 - used);
+        ssize_t n = read(fds[0], buf + used, cap - 1 - used);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -731,8 +731,109 @@ static int run_ze_probe(const char *exe, td_device_list *probe, char *why, size_
                  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
         return -1;
     }
+    return 0;
+}
+
+static int run_ze_probe(const char *exe, td_device_list *probe, char *why, size_t why_len)
+{
+    static char buf[16384];
+    memset(probe, 0, sizeof *probe);
+    if (run_probe_child(exe, "probe-level-zero", buf, sizeof buf, why, why_len) != 0)
+        return -1;
     td_devices_parse_probe(buf, probe);
     return 0;
+}
+
+/* ---- Vulkan, through the probe child ------------------------------------ */
+
+void td_devices_parse_vulkan(const char *text, td_vulkan_list *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *p = text;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        char line[1024];
+        if (len < sizeof line) {
+            memcpy(line, p, len);
+            line[len] = '\0';
+            char pci[64], uuid[128], name[300], why[300];
+            long long total, free_b;
+            unsigned vendor;
+            int type, usable;
+            if (strncmp(line, "note ", 5) == 0) {
+                size_t used = strlen(out->note);
+                snprintf(out->note + used, sizeof out->note - used, "%s%s", used ? "; " : "", line + 5);
+            } else if (sscanf(line, "vk %63s %127s %lld %lld %x %d %d %299s %299s", pci, uuid, &total,
+                              &free_b, &vendor, &type, &usable, name, why) == 9 &&
+                       out->count < TD_MAX_VULKAN && total >= -1 && free_b >= -1 &&
+                       strlen(uuid) < sizeof out->items[0].uuid) {
+                td_vulkan_seen *v = &out->items[out->count];
+                memset(v, 0, sizeof *v);
+                if (strcmp(pci, "-") != 0 && normalise_pci(pci, v->pci, sizeof v->pci) != 0)
+                    goto next;
+                if (strcmp(uuid, "-") != 0)
+                    snprintf(v->uuid, sizeof v->uuid, "%s", uuid);
+                snprintf(v->vendor, sizeof v->vendor, "%s",
+                         vendor == 0x10de ? "nvidia" : vendor == 0x8086 ? "intel"
+                         : vendor == 0x1002 ? "amd" : "other");
+                v->type = type >= 0 && type <= 4 ? type : 0;
+                v->usable = usable != 0;
+                v->mem_total = total;
+                v->mem_free = free_b;
+                if (strcmp(name, "-") == 0 || unhex(name, v->name, sizeof v->name) != 0)
+                    snprintf(v->name, sizeof v->name, "Vulkan device");
+                if (strcmp(why, "-") != 0 && unhex(why, v->reason, sizeof v->reason) != 0)
+                    snprintf(v->reason, sizeof v->reason, "(unreadable reason)");
+                out->count++;
+            }
+        }
+    next:
+        p += len;
+        if (*p == '\n')
+            p++;
+    }
+}
+
+int td_devices_probe_vulkan(td_vulkan_list *out)
+{
+    static char buf[16384];
+    char why[256];
+    memset(out, 0, sizeof *out);
+    if (!g_probe_exe) {
+        snprintf(out->note, sizeof out->note, "vulkan: no probe child to ask");
+        return -1;
+    }
+    if (run_probe_child(g_probe_exe, "probe-vulkan", buf, sizeof buf, why, sizeof why) != 0) {
+        snprintf(out->note, sizeof out->note, "vulkan: probe child: %s", why);
+        return -1;
+    }
+    td_devices_parse_vulkan(buf, out);
+    return 0;
+}
+
+void td_devices_merge_vulkan(td_device_list *list, const td_vulkan_list *vk, const char *sysfs)
+{
+    for (size_t i = 0; i < vk->count; i++) {
+        const td_vulkan_seen *v = &vk->items[i];
+        /* GPUs the backend could be pinned to: a PCI address, not the CPU */
+        if (!v->pci[0] || v->type < 1 || v->type > 3 || strcmp(v->vendor, "other") == 0)
+            continue;
+        td_device d;
+        init_device(&d, v->vendor, "vulkan");
+        snprintf(d.name, sizeof d.name, "%s", v->name);
+        snprintf(d.pci, sizeof d.pci, "%s", v->pci);
+        snprintf(d.uuid, sizeof d.uuid, "%s", v->uuid);
+        d.mem_total = v->mem_total;
+        d.mem_free = v->mem_total >= 0 ? v->mem_free : -1;
+        size_t before = list->count;
+        add_or_merge(list, &d);
+        if (list->count > before)
+            fill_locality(sysfs ? sysfs : "/sys", &list->items[list->count - 1]);
+    }
+    if (vk->note[0])
+        add_note(list, vk->note);
+    finish_list(list);
 }
 
 int td_devices_detect(td_device_list *out, td_error *err)
@@ -765,6 +866,17 @@ int td_devices_detect(td_device_list *out, td_error *err)
     td_devices_discover(&src, out);
     if (nvml_lib)
         dlclose(nvml_lib); /* NVML was shut down; it holds no context */
+    /* Where no source told a card's memory or UUID (sysfs alone knows
+     * little), a worker-side Vulkan probe may (VK_EXT_pci_bus_info,
+     * VK_EXT_memory_budget): asked in a child, as Level Zero is. */
+    int gaps = 0;
+    for (size_t i = 0; i < out->count; i++)
+        gaps |= out->items[i].mem_total < 0 || !out->items[i].uuid[0];
+    if (gaps && g_probe_exe) {
+        static td_vulkan_list vk; /* large */
+        td_devices_probe_vulkan(&vk);
+        td_devices_merge_vulkan(out, &vk, src.sysfs);
+    }
     /* The Level Zero loader stays loaded: Sysman has no shutdown call in
      * the 1.x API and unloading it under its own handles is not safe. */
     return TD_OK;

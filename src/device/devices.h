@@ -16,6 +16,8 @@
  *           unique_id.
  *   any     sysfs also lists NVIDIA cards (nvidia-drm), so a card whose
  *           NVML is missing is still seen (without UUID or memory).
+ *   any     Vulkan, asked by a probe child (td_devices_probe_vulkan) only
+ *           where the sources above left a card's memory or UUID unknown.
  * One card seen by two sources is one device: entries merge by PCI
  * address, the first source's answers kept and the gaps filled by the
  * next (NVML, then Level Zero, then sysfs). Every device gets its NUMA
@@ -94,6 +96,39 @@ void td_devices_probe_level_zero(td_device_list *out);
  * parse adds the devices (source "level-zero") and notes it understands to
  * out and ignores other lines. */
 size_t td_devices_format_probe(const td_device_list *l, char *out, size_t cap);
+
+/* What Vulkan sees, asked by a probe child too (`PATH probe-vulkan`, the
+ * answer's lines in whisper/backend/vulkan/probe.h): the supervisor loads
+ * no GPU runtime itself. Every physical device, GPUs and others (Mesa's
+ * lavapipe is a CPU device), with whether the backend can run there. */
+#define TD_MAX_VULKAN 16
+typedef struct td_vulkan_seen {
+    char name[128];
+    char vendor[16];        /* "nvidia", "intel", "amd", or the PCI vendor id */
+    char pci[32];           /* "" without VK_EXT_pci_bus_info */
+    char uuid[96];
+    int type;               /* VkPhysicalDeviceType: 1 integrated, 2 discrete,
+                             * 3 virtual, 4 cpu, 0 other */
+    int usable;
+    char reason[128];       /* why not, when not usable */
+    int64_t mem_total, mem_free; /* bytes; -1 unknown */
+} td_vulkan_seen;
+typedef struct td_vulkan_list {
+    td_vulkan_seen items[TD_MAX_VULKAN];
+    size_t count;
+    char note[320];         /* why Vulkan answered nothing, or "" */
+} td_vulkan_list;
+
+/* Parse a probe child's answer (bad lines skipped, counts bounded). */
+void td_devices_parse_vulkan(const char *text, td_vulkan_list *out);
+/* Run the probe child (td_devices_set_probe_exe) with a time limit; 0 when
+ * it answered, else -1 with out->note saying why. */
+int td_devices_probe_vulkan(td_vulkan_list *out);
+/* Vulkan's GPUs that have a PCI address into list: a card another source
+ * found gets the gaps filled (UUID, memory), one no source found is added
+ * (source "vulkan"); then the list is put back in PCI order with its
+ * affinity variables. CPU devices are not GPUs and are left out. */
+void td_devices_merge_vulkan(td_device_list *list, const td_vulkan_list *vk, const char *sysfs);
 void td_devices_parse_probe(const char *text, td_device_list *out);
 
 /* Parse a TAPEDECK_DEVICES-style specification (exposed for tests). */

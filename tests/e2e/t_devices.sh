@@ -11,6 +11,15 @@ grep -q '^Hardware detected: CPU [0-9]* | GPUs \[.*\] | backend=' "$T/real" || f
 grep -q '^Worker plan' "$T/real" || fail "devices shows no plan"
 grep -q "level-zero" "$T/real" || fail "devices says nothing of Level Zero: $(cat "$T/real")"
 "$TD" probe-level-zero >"$T/probe" || fail "probe-level-zero exit"
+# what Vulkan sees, through its probe child (lavapipe where Mesa is installed)
+grep -q '^Vulkan: ' "$T/real" || fail "devices says nothing of Vulkan: $(cat "$T/real")"
+"$TD" probe-vulkan >"$T/vkprobe" || fail "probe-vulkan exit"
+if grep -q '^vk ' "$T/vkprobe"; then
+    n=$(grep -c '^vk ' "$T/vkprobe")
+    grep -q "^Vulkan: $n device(s)" "$T/real" || fail "devices lists other Vulkan devices: $(cat "$T/real")"
+else
+    grep -q '^note vulkan: ' "$T/vkprobe" || fail "probe-vulkan answer: $(cat "$T/vkprobe")"
+fi
 
 # a recorded sysfs tree through the real program: two Arc A770s on two NUMA nodes
 fx="$(cd "$(dirname "$0")/../fixtures/devices" && pwd)"

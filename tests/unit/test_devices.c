@@ -1,7 +1,8 @@
 /* test_devices.c: device discovery (sysfs trees under
  * tests/fixtures/devices/, NVML and Level Zero Sysman answers replayed
  * through the function tables of device/discover.h, because CI has no
- * GPU), the merge by PCI address, TAPEDECK_DEVICES, the affinity
+ * GPU), Vulkan probe answers (recorded on the H100 and on lavapipe, and
+ * filling a sysfs tree's gaps), the merge by PCI address, TAPEDECK_DEVICES, the affinity
  * environment and CPU lists per vendor, the supervisor's check of a
  * worker's [affinity-verify] report, and the worker plan. The real dlopen
  * path runs here too, finding no driver. */
@@ -198,6 +199,122 @@ static void test_fixture_one_card_2gb_free(void **state)
     assert_int_equal(l.items[1].mem_free, 2 * GIB);
     assert_int_equal(l.items[1].numa_node, -1); /* "-1": a machine without NUMA */
     assert_string_equal(l.items[1].local_cpus, "0-11");
+}
+
+/* ---- Vulkan's answer, from the probe child (recorded) ------------------ */
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void hexs(const char *s, char *out)
+{
+    for (; *s; s++, out += 2)
+        sprintf(out, "%02x", (unsigned char)*s);
+    *out = '\0';
+}
+
+/* The H100's answer (device machine) and lavapipe's (this VM): the card
+ * becomes a device with CUDA's UUID pinning; lavapipe, a CPU device
+ * without a PCI address, is listed but is no GPU. */
+static void test_vulkan_probe_recorded(void **state)
+{
+    (void)state;
+    static td_vulkan_list vk;
+    td_devices_parse_vulkan(slurp(FIX "h100/vulkan-probe.txt"), &vk);
+    assert_int_equal(vk.count, 1);
+    const td_vulkan_seen *v = &vk.items[0];
+    assert_string_equal(v->name, "NVIDIA H100 80GB HBM3");
+    assert_string_equal(v->vendor, "nvidia");
+    assert_string_equal(v->pci, "0000:00:06.0");
+    assert_string_equal(v->uuid, "GPU-731ae534-fd47-e7b0-9961-bfba524f82a3");
+    assert_int_equal(v->type, 2);
+    assert_int_equal(v->usable, 1);
+    assert_int_equal(v->mem_total, 85520809984LL);
+    assert_int_equal(v->mem_free, 85000323072LL);
+    static td_device_list l;
+    memset(&l, 0, sizeof l);
+    td_devices_merge_vulkan(&l, &vk, FIX "no-gpu/sys");
+    assert_int_equal(l.count, 1);
+    assert_string_equal(l.items[0].source, "vulkan");
+    assert_string_equal(l.items[0].affinity_var, "CUDA_VISIBLE_DEVICES");
+    assert_string_equal(l.items[0].affinity_value, "GPU-731ae534-fd47-e7b0-9961-bfba524f82a3");
+
+    td_devices_parse_vulkan(slurp(FIX "lavapipe/vulkan-probe.txt"), &vk);
+    assert_int_equal(vk.count, 1);
+    assert_int_equal(vk.items[0].type, 4);
+    assert_string_equal(vk.items[0].pci, "");
+    assert_non_null(strstr(vk.items[0].name, "llvmpipe"));
+    memset(&l, 0, sizeof l);
+    td_devices_merge_vulkan(&l, &vk, FIX "no-gpu/sys");
+    assert_int_equal(l.count, 0);
+}
+
+/* A machine sysfs knows only in part (an integrated GPU without memory
+ * figures, no UUIDs): Vulkan fills the gaps of the same cards by PCI
+ * address and keeps sysfs's own answers; it adds no card twice. */
+static void test_vulkan_fills_sysfs_gaps(void **state)
+{
+    (void)state;
+    static td_device_list l;
+    sysfs_only(FIX "one-2gb-free/sys", &l);
+    assert_int_equal(l.count, 2);
+    assert_int_equal(l.items[0].mem_total, -1);
+    char igpu[128], a770[128], text[1024];
+    hexs("Intel(R) UHD Graphics 770 (ADL-S GT1)", igpu);
+    hexs("Intel(R) Arc(tm) A770 Graphics (DG2)", a770);
+    snprintf(text, sizeof text,
+             "vk 0000:00:02.0 GPU-00000000-0000-0000-0000-00000000aaaa 1073741824 805306368 8086 1 1 %s -\n"
+             "vk 0000:03:00.0 GPU-00000000-0000-0000-0000-00000000bbbb 17179869184 4294967296 8086 2 1 %s -\n"
+             "vk - GPU-cpu 2147483648 -1 10005 4 1 6c6c766d7069706520 -\n",
+             igpu, a770);
+    static td_vulkan_list vk;
+    td_devices_parse_vulkan(text, &vk);
+    assert_int_equal(vk.count, 3);
+    td_devices_merge_vulkan(&l, &vk, FIX "one-2gb-free/sys");
+    assert_int_equal(l.count, 2);
+    assert_string_equal(l.items[0].pci, "0000:00:02.0");
+    assert_int_equal(l.items[0].mem_total, 1073741824LL);
+    assert_int_equal(l.items[0].mem_free, 805306368LL);
+    assert_string_equal(l.items[0].uuid, "GPU-00000000-0000-0000-0000-00000000aaaa");
+    assert_string_equal(l.items[0].source, "sysfs+vulkan");
+    assert_string_equal(l.items[0].name, "Intel(R) UHD Graphics 770 (ADL-S GT1)"); /* sysfs's was generic */
+    /* the A770: sysfs told its memory, Vulkan only the UUID */
+    assert_int_equal(l.items[1].mem_total, 16 * GIB);
+    assert_int_equal(l.items[1].mem_free, 2 * GIB);
+    assert_string_equal(l.items[1].uuid, "GPU-00000000-0000-0000-0000-00000000bbbb");
+    assert_string_equal(l.items[1].affinity_value, "1"); /* still Level Zero's card 1 */
+}
+
+/* Lines that do not parse are skipped; notes kept; the count bounded. */
+static void test_vulkan_probe_bad_lines(void **state)
+{
+    (void)state;
+    static td_vulkan_list vk;
+    static char text[8192];
+    size_t n = 0;
+    n += (size_t)snprintf(text + n, sizeof text - n, "note vulkan: no ICD\n");
+    n += (size_t)snprintf(text + n, sizeof text - n, "vk zz:00 - 1 1 10de 2 1 41 -\n");  /* PCI */
+    n += (size_t)snprintf(text + n, sizeof text - n, "vk - - -5 1 10de 2 1 41 -\n");     /* size */
+    n += (size_t)snprintf(text + n, sizeof text - n, "vk - - 1 1 10de 2 1 4\n");         /* fields */
+    n += (size_t)snprintf(text + n, sizeof text - n, "vk - - 1 1 10de 2 0 41 7a7a\n");   /* ok */
+    for (int i = 0; i < 20; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "vk 0000:%02x:00.0 - -1 -1 1002 2 1 - -\n", i + 1);
+    td_devices_parse_vulkan(text, &vk);
+    assert_string_equal(vk.note, "vulkan: no ICD");
+    assert_int_equal(vk.count, TD_MAX_VULKAN);
+    assert_string_equal(vk.items[0].name, "A");
+    assert_int_equal(vk.items[0].usable, 0);
+    assert_string_equal(vk.items[0].reason, "zz");
+    assert_string_equal(vk.items[1].vendor, "amd");
+    assert_string_equal(vk.items[1].name, "Vulkan device");
 }
 
 static void test_fixture_no_gpu(void **state)
@@ -642,6 +759,9 @@ int main(void)
         cmocka_unit_test(test_fixture_two_a770_sysfs),
         cmocka_unit_test(test_fixture_one_card_2gb_free),
         cmocka_unit_test(test_fixture_no_gpu),
+        cmocka_unit_test(test_vulkan_probe_recorded),
+        cmocka_unit_test(test_vulkan_fills_sysfs_gaps),
+        cmocka_unit_test(test_vulkan_probe_bad_lines),
         cmocka_unit_test(test_nvml_merges_with_sysfs_and_amd),
         cmocka_unit_test(test_level_zero_merges_with_sysfs),
         cmocka_unit_test(test_level_zero_probe_round_trip),

@@ -3,6 +3,7 @@
  * pipelines, one command buffer at a time, timestamps, fault injection.
  */
 #include "whisper/backend/vulkan/vk.h"
+#include "whisper/backend/vulkan/probe.h"
 
 #include <ctype.h>
 #include <dlfcn.h>
@@ -1342,4 +1343,55 @@ void td_vk_pipe_destroy(td_vk *vk, td_vk_pipe *p)
     vk->f.vkDestroyPipelineLayout(vk->dev, p->layout, NULL);
     g_live--;
     td_vk_free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* The probe child's answer (probe.h)                                   */
+
+static size_t put_hex(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++, n += 2)
+        if (n + 2 < cap)
+            snprintf(out + n, 3, "%02x", *c);
+    if (n == 0 && cap > 1)
+        snprintf(out, cap, "-");
+    return n ? n : 1;
+}
+
+size_t td_vulkan_probe_text(char *out, size_t cap)
+{
+    td_vk_info info[16];
+    int n = 0;
+    td_error err = {0};
+    size_t need = 0;
+    char line[1024];
+    if (td_vk_list(info, 16, &n, &err) != TD_OK) {
+        need = (size_t)snprintf(out, cap, "note vulkan: %s\n", err.msg);
+        return need;
+    }
+    if (cap)
+        out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        const td_vk_info *d = &info[i];
+        char name[2 * sizeof d->name + 2], why[2 * sizeof d->reason + 2];
+        put_hex(name, sizeof name, d->name);
+        put_hex(why, sizeof why, d->usable ? "" : d->reason);
+        int len = snprintf(line, sizeof line, "vk %s %s %lld %lld %04x %d %d %s %s\n",
+                           d->pci[0] ? d->pci : "-", d->uuid[0] ? d->uuid : "-",
+                           (long long)d->local_bytes, (long long)d->free_bytes, d->vendor_id,
+                           d->device_type, d->usable, name, why);
+        if (len <= 0)
+            continue;
+        if (need < cap)
+            snprintf(out + need, cap - need, "%s", line);
+        need += (size_t)len;
+    }
+    if (n == 0) {
+        int len = snprintf(line, sizeof line, "note vulkan: the loader lists no device\n");
+        if (need < cap)
+            snprintf(out + need, cap - need, "%s", line);
+        need += (size_t)len;
+    }
+    return need;
 }
