@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,4 +259,19 @@ int golden_write_model(json_t *meta, const char *set_name, const char *path)
                  gj_int(meta, "model_bytes"));
     free(src);
     return 1;
+}
+
+void golden_acc(double *num, double *den, double *mx, double a, double ref)
+{
+    double d = a - ref;
+    *num += d * d;
+    *den += ref * ref;
+    if (fabs(d) > *mx || d != d)
+        *mx = d != d ? INFINITY : fabs(d);
+}
+
+golden_stats golden_finish(double num, double den, double mx)
+{
+    golden_stats s = {den > 0 ? sqrt(num / den) : sqrt(num), mx};
+    return s;
 }

@@ -31,6 +31,15 @@ void *golden_read_file(const char *path, size_t *len);
 /* dir/name, a float32 file that must hold exactly count values. */
 float *golden_read_f32(const char *dir, const char *name, size_t count);
 
+/* An error measure against a reference: golden_acc() adds one value a
+ * against ref (NaN makes max_abs infinite), golden_finish() gives the
+ * relative L2 error and the largest absolute difference. */
+typedef struct golden_stats {
+    double rel_l2, max_abs;
+} golden_stats;
+void golden_acc(double *num, double *den, double *mx, double a, double ref);
+golden_stats golden_finish(double num, double den, double mx);
+
 /* dir/file parsed as JSON. absent_ok: NULL when the file does not exist
  * (the caller skips); otherwise, and for a file that does not parse, the
  * test fails. */

@@ -90,26 +90,8 @@ static float *read_f32(const char *name, size_t count)
     return golden_read_f32(fix_dir, name, count);
 }
 
-typedef struct stats {
-    double rel_l2, max_abs;
-} stats;
 
-static void acc(double *num, double *den, double *mx, double a, double ref)
-{
-    double d = a - ref;
-    *num += d * d;
-    *den += ref * ref;
-    if (fabs(d) > *mx || d != d)
-        *mx = d != d ? INFINITY : fabs(d);
-}
-
-static stats finish(double num, double den, double mx)
-{
-    stats s = {den > 0 ? sqrt(num / den) : sqrt(num), mx};
-    return s;
-}
-
-static void check(const char *set, const char *what, stats s, double rel_bound, double abs_bound)
+static void check(const char *set, const char *what, golden_stats s, double rel_bound, double abs_bound)
 {
     print_message("  %s %s: rel L2 %.3g, max abs %.3g (bounds %.0e, %.0e)\n", set, what, s.rel_l2,
                   s.max_abs, rel_bound, abs_bound);
@@ -118,12 +100,12 @@ static void check(const char *set, const char *what, stats s, double rel_bound, 
                  s.rel_l2, rel_bound, s.max_abs, abs_bound);
 }
 
-static stats compare_rows(const float *a, const float *b, size_t n)
+static golden_stats compare_rows(const float *a, const float *b, size_t n)
 {
     double num = 0, den = 0, mx = 0;
     for (size_t i = 0; i < n; i++)
-        acc(&num, &den, &mx, a[i], b[i]);
-    return finish(num, den, mx);
+        golden_acc(&num, &den, &mx, a[i], b[i]);
+    return golden_finish(num, den, mx);
 }
 
 #define NEED_DEVICE()                                               \
@@ -300,9 +282,9 @@ static void golden_set(const char *name, int real)
     double num = 0, den = 0, mx = 0;
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < d; c++)
-            acc(&num, &den, &mx, out[(size_t)r * step * d + c], ref[(size_t)r * d + c]);
+            golden_acc(&num, &den, &mx, out[(size_t)r * step * d + c], ref[(size_t)r * d + c]);
     int coop = coop_forced() && f.m->wtype == TD_WT_F16;
-    check(name, "encoder (vulkan)", finish(num, den, mx),
+    check(name, "encoder (vulkan)", golden_finish(num, den, mx),
           coop ? COOP_REL_L2 : real ? REAL_ENC_REL_L2 : ENC_REL_L2,
           coop ? COOP_MAX_ABS : real ? REAL_ENC_MAX_ABS : ENC_MAX_ABS);
     free(ref);
@@ -337,8 +319,8 @@ static void golden_set(const char *name, int real)
     num = den = mx = 0;
     for (int t = 0; t < T; t++)
         for (int j = 0; j < nc; j++)
-            acc(&num, &den, &mx, lg[(size_t)t * nv + cols[j]], ref[(size_t)t * nc + j]);
-    check(name, "logits (vulkan)", finish(num, den, mx),
+            golden_acc(&num, &den, &mx, lg[(size_t)t * nv + cols[j]], ref[(size_t)t * nc + j]);
+    check(name, "logits (vulkan)", golden_finish(num, den, mx),
           coop ? COOP_REL_L2 : real ? REAL_LOGIT_REL_L2 : LOGIT_REL_L2,
           coop ? COOP_MAX_ABS : real ? REAL_LOGIT_MAX_ABS : LOGIT_MAX_ABS);
     free(ref);
@@ -465,7 +447,7 @@ static void test_ragged_batch(void **state)
     double worst = 0;
     for (int s = 0; s < 4; s++) {
         alone(one, mel_of[s], seqtok[s], plen[s], ref);
-        stats st = compare_rows(lg + (size_t)s * nv, ref, (size_t)nv);
+        golden_stats st = compare_rows(lg + (size_t)s * nv, ref, (size_t)nv);
         if (st.rel_l2 > worst)
             worst = st.rel_l2;
     }
@@ -487,7 +469,7 @@ static void test_ragged_batch(void **state)
             int s = idx[i];
             len[s]++;
             alone(one, mel_of[s], seqtok[s], len[s], ref);
-            stats st = compare_rows(lg + (size_t)i * nv, ref, (size_t)nv);
+            golden_stats st = compare_rows(lg + (size_t)i * nv, ref, (size_t)nv);
             if (st.rel_l2 > worst)
                 worst = st.rel_l2;
         }
@@ -573,7 +555,7 @@ static void test_align_weights(void **state)
         fail_msg("vulkan align_weights: %s", err.msg);
     if (td_wbackend_cpu.align_weights(cpu, 1, w, NTOK, tok, 3, heads, ref, &err) != TD_OK)
         fail_msg("cpu align_weights: %s", err.msg);
-    stats st = compare_rows(got, ref, n);
+    golden_stats st = compare_rows(got, ref, n);
     double worst_sum = 0;
     for (size_t r = 0; r < 3 * NTOK; r++) {
         double sum = 0;

@@ -149,26 +149,8 @@ static float *read_f32(const char *name, size_t count)
     return golden_read_f32(fix_dir, name, count);
 }
 
-typedef struct stats {
-    double rel_l2, max_abs;
-} stats;
 
-static void acc(double *num, double *den, double *mx, double a, double ref)
-{
-    double d = a - ref;
-    *num += d * d;
-    *den += ref * ref;
-    if (fabs(d) > *mx || d != d)
-        *mx = d != d ? INFINITY : fabs(d);
-}
-
-static stats finish(double num, double den, double mx)
-{
-    stats s = {den > 0 ? sqrt(num / den) : sqrt(num), mx};
-    return s;
-}
-
-static void check(const char *set, const char *what, stats s, double rel_bound, double abs_bound,
+static void check(const char *set, const char *what, golden_stats s, double rel_bound, double abs_bound,
                   json_t *hf32)
 {
     if (hf32)
@@ -400,8 +382,8 @@ static void test_mel(void **state)
     const float *ref = mel_fixture();
     double num = 0, den = 0, mx = 0;
     for (size_t i = 0; i < count; i++)
-        acc(&num, &den, &mx, mel[i], ref[i]);
-    check("audio", "log-mel", finish(num, den, mx), MEL_REL_L2, MEL_MAX_ABS,
+        golden_acc(&num, &den, &mx, mel[i], ref[i]);
+    check("audio", "log-mel", golden_finish(num, den, mx), MEL_REL_L2, MEL_MAX_ABS,
           gj_get(g->meta, "mel.hf_feature_extractor_vs_ref"));
     free(mel);
     free(pcm);
@@ -452,8 +434,8 @@ static void test_mel_real(void **state)
     const float *ref = set_mel(g);
     double num = 0, den = 0, mx = 0;
     for (size_t i = 0; i < count; i++)
-        acc(&num, &den, &mx, mel[i], ref[i]);
-    check("jfk.wav", "log-mel", finish(num, den, mx), REAL_MEL_REL_L2, REAL_MEL_MAX_ABS,
+        golden_acc(&num, &den, &mx, mel[i], ref[i]);
+    check("jfk.wav", "log-mel", golden_finish(num, den, mx), REAL_MEL_REL_L2, REAL_MEL_MAX_ABS,
           gj_get(meta, "mel.hf_feature_extractor_vs_ref"));
     free(mel);
     free(filt);
@@ -475,7 +457,7 @@ static void test_model_file(void **state)
 
 /* Relative L2 and max abs of a backend's last encoder output against the
  * set's reference rows. */
-static stats encoder_stats(golden *g, td_wbackend *b)
+static golden_stats encoder_stats(golden *g, td_wbackend *b)
 {
     int n_ctx = g->m->hp.n_audio_ctx, d = g->m->hp.n_audio_state;
     int step = (int)gj_int(g->meta, "encoder.row_step");
@@ -494,16 +476,16 @@ static stats encoder_stats(golden *g, td_wbackend *b)
     double num = 0, den = 0, mx = 0;
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < d; c++)
-            acc(&num, &den, &mx, out[(size_t)r * (size_t)step * (size_t)d + (size_t)c],
+            golden_acc(&num, &den, &mx, out[(size_t)r * (size_t)step * (size_t)d + (size_t)c],
                 ref[(size_t)r * (size_t)d + (size_t)c]);
     free(out);
     free(ref);
-    return finish(num, den, mx);
+    return golden_finish(num, den, mx);
 }
 
 /* The same for the logits teacher-forced on the set's tokens (from an
  * empty cache: the backend must have encoded the set's mel). */
-static stats logits_stats(golden *g, td_wbackend *b)
+static golden_stats logits_stats(golden *g, td_wbackend *b)
 {
     int nv = g->m->hp.n_vocab;
     json_t *jt = gj_get(g->meta, "logits.tokens");
@@ -534,12 +516,12 @@ static stats logits_stats(golden *g, td_wbackend *b)
     double num = 0, den = 0, mx = 0;
     for (int t = 0; t < T; t++)
         for (int j = 0; j < nc; j++)
-            acc(&num, &den, &mx, lg[(size_t)t * (size_t)nv + (size_t)cols[j]],
+            golden_acc(&num, &den, &mx, lg[(size_t)t * (size_t)nv + (size_t)cols[j]],
                 ref[(size_t)t * (size_t)nc + (size_t)j]);
     free(lg);
     free(ref);
     free(cols);
-    return finish(num, den, mx);
+    return golden_finish(num, den, mx);
 }
 
 static void test_encoder(void **state)
