@@ -109,6 +109,12 @@ endif
 endif
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o) $(VK_GEN_OBJ)
+# sample.c's loops over a row of logits are written to vectorize (its
+# head says why); gcc's -O2 vectorizes only loops it deems very cheap,
+# and its float selects only without -ftrapping-math (tapedeck never
+# traps on floating-point exceptions); no multiply-add contraction, so
+# that each of its builds for AVX-512, AVX2 and the baseline sums alike.
+$(O)/src/whisper/sample.o: CFLAGS += -ftree-vectorize -fno-trapping-math -ffp-contract=off
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 
