@@ -104,6 +104,8 @@ static void usage_run(FILE *f)
             "                        with it NVDEC decoding and scale_cuda (size hd)\n"
             "  --restore-vaapi W     decode through VAAPI: auto (default: on Intel GPU\n"
             "                        workers), on (any worker that finds VAAPI), off\n"
+            "  --restore-hwenc W     view format: encode on the card (NVENC / VAAPI): auto\n"
+            "                        (default: NVIDIA and Intel GPU workers), on, off\n"
             "  --limit N             process at most N pending scenes\n"
             "  --dry-run             print the plan and write nothing\n"
             "  --force               redo scenes that are already done\n"
@@ -249,7 +251,7 @@ enum {
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND, OPT_STREAMS,
     OPT_ALLOW_DOWNGRADE,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
-    OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA, OPT_RESTORE_VAAPI,
+    OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA, OPT_RESTORE_VAAPI, OPT_RESTORE_HWENC,
 };
 
 static void print_plan(const td_run_opts *o, const td_plan *p)
@@ -915,6 +917,7 @@ static int cmd_worker(int argc, char **argv)
         {"restore-opencl", required_argument, 0, OPT_RESTORE_OPENCL},
         {"restore-cuda", required_argument, 0, OPT_RESTORE_CUDA},
         {"restore-vaapi", required_argument, 0, OPT_RESTORE_VAAPI},
+        {"restore-hwenc", required_argument, 0, OPT_RESTORE_HWENC},
         {0, 0, 0, 0},
     };
     td_worker_opts o = {.task = "subtitles", .engine = "auto", .formats = "srt"};
@@ -952,6 +955,7 @@ static int cmd_worker(int argc, char **argv)
         case OPT_RESTORE_OPENCL: o.restore_opencl = optarg; break;
         case OPT_RESTORE_CUDA: o.restore_cuda = optarg; break;
         case OPT_RESTORE_VAAPI: o.restore_vaapi = optarg; break;
+        case OPT_RESTORE_HWENC: o.restore_hwenc = optarg; break;
         default: return EXIT_USAGE;
         }
     }

@@ -328,6 +328,8 @@ void td_restore_placement_text(const td_restore_plan *p, char *out, size_t len)
         add(&b, "nlmeans:%s", p->opencl ? "opencl" : "cpu");
     if (p->hd)
         add(&b, "scale:%s", p->cuda_scale ? "cuda" : "cpu");
+    if (p->hwenc) /* only then: files encoded on the CPU keep their fingerprints */
+        add(&b, "enc:%s", p->hwenc == 1 ? "nvenc" : "vaapi");
     if (!b.used && len > 1)
         snprintf(out, len, "-");
 }
@@ -343,7 +345,7 @@ int td_restore_fingerprint_ok(const td_restore_settings *s, const char *had)
     if (*rest == '\0') {
         /* Written before placements were recorded: where it ran is not
          * known, so it stands only where any placement would. */
-        return s->cuda != TD_ROPENCL_OFF && s->opencl != TD_ROPENCL_OFF;
+        return s->cuda != TD_ROPENCL_OFF && s->opencl != TD_ROPENCL_OFF && s->hwenc != TD_ROPENCL_OFF;
     }
     if (strncmp(rest, " placed=", 8) != 0)
         return 0;
@@ -351,6 +353,8 @@ int td_restore_fingerprint_ok(const td_restore_settings *s, const char *had)
     if (s->cuda == TD_ROPENCL_OFF && (strstr(rest, "deint:cuda") || strstr(rest, "scale:cuda")))
         return 0;
     if (s->opencl == TD_ROPENCL_OFF && strstr(rest, "nlmeans:opencl"))
+        return 0;
+    if (s->hwenc == TD_ROPENCL_OFF && strstr(rest, "enc:"))
         return 0;
     return 1;
 }

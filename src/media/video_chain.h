@@ -50,6 +50,9 @@ typedef struct td_restore_settings {
                                        * that change bits are in the fingerprint) */
     enum td_restore_opencl vaapi;     /* appended: where VAAPI decodes (auto: Intel GPU
                                        * workers); bit-exact, so not in the fingerprint */
+    enum td_restore_opencl hwenc;     /* appended: the view format's encoder on the card
+                                       * (auto: NVENC on NVIDIA, VAAPI on Intel GPU workers);
+                                       * where it ran goes in the fingerprint */
 } td_restore_settings;
 
 void td_restore_settings_default(td_restore_settings *s);
@@ -87,6 +90,8 @@ typedef struct td_restore_plan {
     int opencl;               /* nlmeans through OpenCL (nlmeans_opencl); set by the caller */
     int cuda;                 /* deinterlace with yadif_cuda on a CUDA device; set by the caller */
     int cuda_scale;           /* --restore-size hd: scale_cuda on the CUDA device; set by the caller */
+    int hwenc;                /* the card's encoder made the file: 1 NVENC, 2 VAAPI (placement
+                               * only: the chain does not change); set by the caller */
     int hwdec;                /* frames arrive on a device (NVDEC or VAAPI decoding); set by the
                                * transcode once the first frame is decoded */
     int hwdec_cuda;           /* ... and that device is the CUDA device (yadif_cuda takes them as they are) */

@@ -18,6 +18,7 @@
 #include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 #include <libswresample/swresample.h>
+#include <libswscale/swscale.h>
 
 #include "media/video_io.h"
 
@@ -60,6 +61,8 @@ typedef struct ctx {
     td_vgraph *g;
     AVFormatContext *out;
     AVCodecContext *venc;
+    struct SwsContext *enc_sws; /* VAAPI encoding: the chain's frames repacked to NV12 ... */
+    AVFrame *nv12, *surface;    /* ... here, then uploaded to a surface */
     AVStream *vost;
     oaudio audio[MAX_AUDIO];
     int n_audio;
@@ -485,22 +488,11 @@ static int audio_flush(ctx *c, td_error *err)
 
 /* ---- video -------------------------------------------------------------- */
 
-static int video_setup(ctx *c, td_error *err)
+/* What every video encoder gets: the filtered frames' size, format,
+ * aspect, clock and colour description. */
+static void enc_common(ctx *c, AVCodecContext *e)
 {
-    const td_restore_settings *s = c->job->settings;
-    const char *name = s->format == TD_RFORMAT_ARCHIVE ? "ffv1"
-                       : s->format == TD_RFORMAT_EDIT  ? "prores_ks"
-                       : s->codec == TD_RCODEC_HEVC    ? "libx265"
-                                                       : "libx264";
-    snprintf(c->st->encoder, sizeof c->st->encoder, "%s", name);
-    const AVCodec *ec = avcodec_find_encoder_by_name(name);
-    if (!ec)
-        return td_error_set(err, TD_EUNAVAILABLE, "encoder %s is not in this libavcodec", name);
-    c->venc = avcodec_alloc_context3(ec);
-    if (!c->venc)
-        return td_error_set(err, TD_ENOMEM, "out of memory");
     AVFilterContext *sink = td_vgraph_sink(c->g);
-    AVCodecContext *e = c->venc;
     e->width = av_buffersink_get_w(sink);
     e->height = av_buffersink_get_h(sink);
     e->pix_fmt = av_buffersink_get_format(sink);
@@ -527,6 +519,124 @@ static int video_setup(ctx *c, td_error *err)
     e->thread_count = c->job->threads;
     if (c->out->oformat->flags & AVFMT_GLOBALHEADER)
         e->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+}
+
+/* The view format's encoder on the worker's card (job->hwenc). 0 with
+ * c->venc open, or -1 with why (c->venc freed): the caller encodes on
+ * the CPU. Quality: NVENC's constant-quality VBR and VAAPI's constant
+ * QP, each set a step or two above the CRF (hardware encoders spend
+ * more bits for the same look at the same number). */
+static int hwenc_open(ctx *c, char *why, size_t len)
+{
+    const td_restore_job *job = c->job;
+    const td_restore_settings *s = job->settings;
+    int nvenc = job->hwenc == TD_HWENC_NVENC, hevc = s->codec == TD_RCODEC_HEVC;
+    const char *name = nvenc ? (hevc ? "hevc_nvenc" : "h264_nvenc") : (hevc ? "hevc_vaapi" : "h264_vaapi");
+    const AVCodec *ec = avcodec_find_encoder_by_name(name);
+    if (!ec) {
+        snprintf(why, len, "%s is not in this libavcodec", name);
+        return -1;
+    }
+    if (!nvenc && !job->hwenc_dev) {
+        snprintf(why, len, "no VAAPI device for %s", name);
+        return -1;
+    }
+    c->venc = avcodec_alloc_context3(ec);
+    if (!c->venc) {
+        snprintf(why, len, "out of memory");
+        return -1;
+    }
+    AVCodecContext *e = c->venc;
+    enc_common(c, e);
+    int crf = s->crf > 0 ? s->crf : (hevc ? 20 : 18);
+    char q[16];
+    AVDictionary *o = NULL;
+    int ret = 0;
+    const char *what = "cannot open";
+    if (nvenc) {
+        /* takes the filtered (system memory) frames as they are */
+        if (job->hwenc_dev && !(e->hw_device_ctx = av_buffer_ref(job->hwenc_dev)))
+            ret = AVERROR(ENOMEM);
+        snprintf(q, sizeof q, "%d", crf + 1);
+        av_dict_set(&o, "preset", "p5", 0);
+        av_dict_set(&o, "tune", "hq", 0);
+        av_dict_set(&o, "rc", "vbr", 0);
+        av_dict_set(&o, "cq", q, 0);
+        av_dict_set(&o, "spatial-aq", "1", 0);
+        e->bit_rate = 0;
+    } else {
+        /* VAAPI encodes surfaces: NV12 ones, uploaded frame by frame
+         * (video_encode) after a lossless repacking of the chain's 4:2:0 */
+        AVBufferRef *frames = av_hwframe_ctx_alloc(job->hwenc_dev);
+        if (!frames) {
+            ret = AVERROR(ENOMEM);
+        } else {
+            AVHWFramesContext *fc = (AVHWFramesContext *)frames->data;
+            fc->format = AV_PIX_FMT_VAAPI;
+            fc->sw_format = AV_PIX_FMT_NV12;
+            fc->width = e->width;
+            fc->height = e->height;
+            fc->initial_pool_size = 16;
+            ret = av_hwframe_ctx_init(frames);
+            what = "no NV12 surfaces";
+            if (ret >= 0) {
+                e->hw_frames_ctx = frames;
+                frames = NULL;
+                c->enc_sws = sws_getContext(e->width, e->height, e->pix_fmt, e->width, e->height,
+                                            AV_PIX_FMT_NV12, SWS_POINT, NULL, NULL, NULL);
+                c->nv12 = av_frame_alloc();
+                c->surface = av_frame_alloc();
+                ret = c->enc_sws && c->nv12 && c->surface ? 0 : AVERROR(ENOMEM);
+                e->pix_fmt = AV_PIX_FMT_VAAPI;
+                what = "cannot open";
+            }
+            av_buffer_unref(&frames);
+        }
+        snprintf(q, sizeof q, "%d", crf + 2);
+        av_dict_set(&o, "rc_mode", "CQP", 0);
+        av_dict_set(&o, "qp", q, 0);
+    }
+    if (ret >= 0)
+        ret = avcodec_open2(e, ec, &o);
+    av_dict_free(&o);
+    if (ret < 0) {
+        char ae[128];
+        snprintf(why, len, "%s %s: %s", name, what, td_averr(ret, ae, sizeof ae));
+        avcodec_free_context(&c->venc);
+        sws_freeContext(c->enc_sws);
+        c->enc_sws = NULL;
+        av_frame_free(&c->nv12);
+        av_frame_free(&c->surface);
+        return -1;
+    }
+    snprintf(c->st->encoder, sizeof c->st->encoder, "%s", name);
+    snprintf(c->st->encode_on, sizeof c->st->encode_on, "%s", nvenc ? "nvenc" : "vaapi");
+    return 0;
+}
+
+static int video_setup(ctx *c, td_error *err)
+{
+    const td_restore_settings *s = c->job->settings;
+    snprintf(c->st->encode_on, sizeof c->st->encode_on, "cpu");
+    char why[200] = "";
+    int ret;
+    if (s->format == TD_RFORMAT_VIEW && c->job->hwenc != TD_HWENC_NONE && hwenc_open(c, why, sizeof why) == 0)
+        goto stream;
+    if (why[0])
+        snprintf(c->st->encode_on, sizeof c->st->encode_on, "cpu (%s)", why);
+    const char *name = s->format == TD_RFORMAT_ARCHIVE ? "ffv1"
+                       : s->format == TD_RFORMAT_EDIT  ? "prores_ks"
+                       : s->codec == TD_RCODEC_HEVC    ? "libx265"
+                                                       : "libx264";
+    snprintf(c->st->encoder, sizeof c->st->encoder, "%s", name);
+    const AVCodec *ec = avcodec_find_encoder_by_name(name);
+    if (!ec)
+        return td_error_set(err, TD_EUNAVAILABLE, "encoder %s is not in this libavcodec", name);
+    c->venc = avcodec_alloc_context3(ec);
+    if (!c->venc)
+        return td_error_set(err, TD_ENOMEM, "out of memory");
+    AVCodecContext *e = c->venc;
+    enc_common(c, e);
     AVDictionary *o = NULL;
     char crf[16];
     if (strcmp(name, "libx264") == 0 || strcmp(name, "libx265") == 0) {
@@ -543,10 +653,12 @@ static int video_setup(ctx *c, td_error *err)
     } else {
         av_dict_set(&o, "profile", "hq", 0);
     }
-    int ret = avcodec_open2(e, ec, &o);
+    ret = avcodec_open2(e, ec, &o);
     av_dict_free(&o);
     if (ret < 0)
         return averr(err, ret, "video encoder", c->job->out_path);
+stream:
+    e = c->venc;
     c->vost = avformat_new_stream(c->out, NULL);
     if (!c->vost)
         return td_error_set(err, TD_ENOMEM, "out of memory");
@@ -560,6 +672,34 @@ static int video_setup(ctx *c, td_error *err)
     return TD_OK;
 }
 
+/* A filtered frame onto a VAAPI surface (NV12) for the card's encoder;
+ * a failure is TD_EINVAL, which the task takes as the GPU path failing
+ * (the scene is then encoded again on the CPU). */
+static int to_surface(ctx *c, const AVFrame *f, td_error *err)
+{
+    av_frame_unref(c->nv12);
+    av_frame_unref(c->surface);
+    c->nv12->format = AV_PIX_FMT_NV12;
+    c->nv12->width = f->width;
+    c->nv12->height = f->height;
+    int ret = av_frame_get_buffer(c->nv12, 0);
+    if (ret >= 0)
+        ret = sws_scale(c->enc_sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height,
+                        c->nv12->data, c->nv12->linesize) == f->height ? 0 : AVERROR(EINVAL);
+    if (ret >= 0)
+        ret = av_hwframe_get_buffer(c->venc->hw_frames_ctx, c->surface, 0);
+    if (ret >= 0)
+        ret = av_hwframe_transfer_data(c->surface, c->nv12, 0);
+    if (ret >= 0)
+        ret = av_frame_copy_props(c->surface, f);
+    if (ret < 0) {
+        char e[128];
+        return td_error_set(err, ret == AVERROR(ENOMEM) ? TD_ENOMEM : TD_EINVAL, "%s: upload to the VAAPI encoder: %s",
+                            c->job->out_path, td_averr(ret, e, sizeof e));
+    }
+    return TD_OK;
+}
+
 static int video_encode(ctx *c, AVFrame *f, td_error *err)
 {
     double t0 = mono_s();
@@ -567,8 +707,13 @@ static int video_encode(ctx *c, AVFrame *f, td_error *err)
         f->pict_type = AV_PICTURE_TYPE_NONE;
         c->st->frames_out++;
     }
-    int ret = avcodec_send_frame(c->venc, f);
     int rc = TD_OK;
+    if (f && c->enc_sws) {
+        if ((rc = to_surface(c, f, err)))
+            goto out;
+        f = c->surface;
+    }
+    int ret = avcodec_send_frame(c->venc, f);
     if (ret < 0) {
         rc = averr(err, ret, "video encoder", c->job->out_path);
         goto out;
@@ -760,6 +905,9 @@ out:
     }
     sub_close(&c.sub);
     avcodec_free_context(&c.venc);
+    sws_freeContext(c.enc_sws);
+    av_frame_free(&c.nv12);
+    av_frame_free(&c.surface);
     td_vgraph_free(&c.g);
     td_vinput_free(&c.in);
     av_packet_free(&c.pkt);

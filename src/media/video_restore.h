@@ -2,8 +2,8 @@
  * video_restore.h: one scene through the restore chain into a new file,
  * and the self-check of that file against its source.
  *
- *   demux -> video decode -> filter chain -> encode (x264/x265, FFV1,
- *   ProRes) -> mux; every audio stream copied packet for packet where the
+ *   demux -> video decode -> filter chain -> encode (x264/x265, or NVENC
+ *   or VAAPI on the worker's card; FFV1, ProRes) -> mux; every audio stream copied packet for packet where the
  *   container takes its codec, else decoded and encoded losslessly (ALAC in
  *   MP4, PCM in MOV); an SRT file, if given, muxed in as a soft subtitle
  *   track (mov_text in MP4/MOV, SubRip in MKV).
@@ -38,6 +38,15 @@ typedef struct td_restore_job {
     int threads;                 /* 0: automatic */
     int desync_ms;               /* tests only: shift the audio by this much */
     td_hwdevs hw;                /* borrowed devices for the chain's hardware filters */
+    enum td_hwenc {
+        TD_HWENC_NONE,           /* x264 / x265 (the view format), FFV1, ProRes */
+        TD_HWENC_NVENC,          /* h264_nvenc / hevc_nvenc on hwenc_dev (a CUDA device;
+                                  * NULL: the first CUDA device the worker sees) */
+        TD_HWENC_VAAPI,          /* h264_vaapi / hevc_vaapi on hwenc_dev (a VAAPI device) */
+    } hwenc;                     /* appended: the view format's encoder on the card; where
+                                  * it cannot open, the CPU's, with the reason in
+                                  * stats.encode_on */
+    struct AVBufferRef *hwenc_dev; /* borrowed */
     td_vprogress_fn progress;    /* frames decoded; non-zero stops */
     void *user;
 } td_restore_job;
@@ -48,6 +57,7 @@ typedef struct td_restore_stats {
     int audio_streams;
     char audio_mode[64];         /* "copy aac", "alac (from pcm_s16le)", "none" */
     char encoder[32];
+    char encode_on[240];         /* "cpu", "nvenc" / "vaapi", or "cpu (why the card's encoder could not)" */
     char decode_on[200];         /* "cpu", "cuda" / "vaapi", or "cpu (why the device could not)" */
     char chain[TD_RESTORE_MAX_CHAIN]; /* the filter chain that ran */
 } td_restore_stats;

@@ -30,7 +30,7 @@ enum {
     OPT_MODELS_DIR, OPT_BEAM_SIZE, OPT_COMPUTE, OPT_TRANSLATE, OPT_DECODE, OPT_BATCH, OPT_BACKEND, OPT_STREAMS,
     OPT_ALLOW_DOWNGRADE,
     OPT_RESTORE_PRESET = 400, OPT_RESTORE_QUALITY, OPT_RESTORE_FORMAT, OPT_RESTORE_SIZE, OPT_RESTORE_CODEC,
-    OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA, OPT_RESTORE_VAAPI,
+    OPT_RESTORE_OPENCL, OPT_RESTORE_CUDA, OPT_RESTORE_VAAPI, OPT_RESTORE_HWENC,
 };
 
 int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
@@ -65,6 +65,7 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         {"restore-opencl", required_argument, 0, OPT_RESTORE_OPENCL},
         {"restore-cuda", required_argument, 0, OPT_RESTORE_CUDA},
         {"restore-vaapi", required_argument, 0, OPT_RESTORE_VAAPI},
+        {"restore-hwenc", required_argument, 0, OPT_RESTORE_HWENC},
         {"retries", required_argument, 0, OPT_RETRIES},
         {"stall-timeout", required_argument, 0, OPT_STALL},
         {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
@@ -161,6 +162,7 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
         case OPT_RESTORE_OPENCL: o->restore_opencl = optarg; break;
         case OPT_RESTORE_CUDA: o->restore_cuda = optarg; break;
         case OPT_RESTORE_VAAPI: o->restore_vaapi = optarg; break;
+        case OPT_RESTORE_HWENC: o->restore_hwenc = optarg; break;
         case OPT_RETRIES:
             if (td_parse_long(optarg, 0, 100, &v))
                 return td_error_set(err, TD_EINVAL, "--retries needs a number from 0 to 100, not '%s'", optarg);
@@ -194,7 +196,8 @@ int td_run_opts_parse(int argc, char **argv, td_run_opts *o, td_error *err)
     if (td_task_list_parse(o->task, tasks, &n_tasks, err) != TD_OK)
         return TD_EINVAL;
     td_restore_args ra = {o->restore_preset, o->restore_quality, o->restore_format, o->restore_size,
-                          o->restore_codec, o->restore_opencl, o->restore_cuda, o->restore_vaapi};
+                          o->restore_codec, o->restore_opencl, o->restore_cuda, o->restore_vaapi,
+                          o->restore_hwenc};
     td_restore_settings rs;
     if (td_restore_args_parse(&ra, &rs, err) != TD_OK)
         return TD_EINVAL;

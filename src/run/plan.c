@@ -324,7 +324,8 @@ int td_plan_build(const td_run_opts *o, td_plan *p, td_error *err)
     if (rc)
         return rc;
     td_restore_args ra = {o->restore_preset, o->restore_quality, o->restore_format, o->restore_size,
-                          o->restore_codec, o->restore_opencl, o->restore_cuda, o->restore_vaapi};
+                          o->restore_codec, o->restore_opencl, o->restore_cuda, o->restore_vaapi,
+                          o->restore_hwenc};
     td_task_config tcfg;
     rc = td_task_config_build(p->tasks, p->n_tasks, o->formats, &ra, "cpu", o->threads, &tcfg, err);
     if (rc)

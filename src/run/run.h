@@ -55,7 +55,7 @@ typedef struct td_run_opts {
     /* restore: --restore-preset/-quality/-format/-size/-codec (validated
      * names, NULL for the default) */
     const char *restore_preset, *restore_quality, *restore_format, *restore_size, *restore_codec;
-    const char *restore_opencl, *restore_cuda, *restore_vaapi;
+    const char *restore_opencl, *restore_cuda, *restore_vaapi, *restore_hwenc;
 } td_run_opts;
 
 void td_run_opts_default(td_run_opts *o);

@@ -358,7 +358,7 @@ fail:
     return NULL;
 }
 
-#define MAX_ARGS 64
+#define MAX_ARGS 80
 
 static void worker_argv(const supervisor *sv, const worker *w, const char **argv, char *slot,
                         char *level, char *threads, char *beam, char *batch, char *streams)
@@ -436,7 +436,8 @@ static void worker_argv(const supervisor *sv, const worker *w, const char **argv
     const char *restore_args[][2] = {{"--restore-preset", o->restore_preset}, {"--restore-quality", o->restore_quality},
                                      {"--restore-format", o->restore_format}, {"--restore-size", o->restore_size},
                                      {"--restore-codec", o->restore_codec}, {"--restore-opencl", o->restore_opencl},
-                                     {"--restore-cuda", o->restore_cuda}, {"--restore-vaapi", o->restore_vaapi}};
+                                     {"--restore-cuda", o->restore_cuda}, {"--restore-vaapi", o->restore_vaapi},
+                                     {"--restore-hwenc", o->restore_hwenc}};
     for (size_t i = 0; i < sizeof restore_args / sizeof restore_args[0]; i++) {
         if (restore_args[i][1]) {
             argv[n++] = restore_args[i][0];

@@ -472,7 +472,8 @@ int td_worker_main(const td_worker_opts *o)
     if (td_task_list_parse(o->task ? o->task : "subtitles", tasks, &n_tasks, &err) != TD_OK)
         return fatal("%s", err.msg);
     td_restore_args ra = {o->restore_preset, o->restore_quality, o->restore_format, o->restore_size,
-                          o->restore_codec, o->restore_opencl, o->restore_cuda, o->restore_vaapi};
+                          o->restore_codec, o->restore_opencl, o->restore_cuda, o->restore_vaapi,
+                          o->restore_hwenc};
     td_task_config tcfg;
     if (td_task_config_build(tasks, n_tasks, o->formats, &ra, device, o->threads, &tcfg, &err) != TD_OK)
         return fatal("%s", err.msg);

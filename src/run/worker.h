@@ -54,7 +54,7 @@ typedef struct td_worker_opts {
     int allow_downgrade;      /* out of memory may step below --model ([vram-safety]) */
     /* restore settings as given on the command line (NULL: default) */
     const char *restore_preset, *restore_quality, *restore_format, *restore_size, *restore_codec;
-    const char *restore_opencl, *restore_cuda, *restore_vaapi;
+    const char *restore_opencl, *restore_cuda, *restore_vaapi, *restore_hwenc;
 } td_worker_opts;
 
 /* Runs until QUIT; returns the process exit code. */

@@ -407,11 +407,40 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
             job.hw.opencl = hw;
         }
     }
+    /* The view format's encoder on the worker's own card: NVENC on NVIDIA
+     * (in the CUDA context above, else in the first CUDA device the
+     * worker sees, which is its own), VAAPI on Intel (the decoding
+     * device, else the card's render node). x264/x265 where it cannot,
+     * with the reason. */
+    char enc_why[300] = "";
+    if (s->format == TD_RFORMAT_VIEW &&
+        (s->hwenc == TD_ROPENCL_ON || (s->hwenc == TD_ROPENCL_AUTO && gpu_worker && (nvidia || intel)))) {
+        if (nvidia || (!intel && cuda)) {
+            job.hwenc = TD_HWENC_NVENC;
+            job.hwenc_dev = cuda;
+        } else {
+            if (!vaapi) {
+                char node[300] = "";
+                if (gpu_worker)
+                    render_node(cfg->device, node, sizeof node);
+                int ret = av_hwdevice_ctx_create(&vaapi, AV_HWDEVICE_TYPE_VAAPI, node[0] ? node : NULL, NULL, 0);
+                if (ret < 0) {
+                    char e[128];
+                    snprintf(enc_why, sizeof enc_why, "VAAPI unavailable on %s: %s",
+                             node[0] ? node : "the default device", td_averr(ret, e, sizeof e));
+                }
+            }
+            if (vaapi) {
+                job.hwenc = TD_HWENC_VAAPI;
+                job.hwenc_dev = vaapi;
+            }
+        }
+    }
     td_restore_stats st;
     b.total = frames > 0 ? frames : 1;
     b.t0 = mono_now();
     rc = td_restore_transcode(&job, &st, err);
-    int on_gpu = plan.opencl || plan.cuda || plan.cuda_scale || job.hw.decode;
+    int on_gpu = plan.opencl || plan.cuda || plan.cuda_scale || job.hw.decode || job.hwenc;
     if (on_gpu && (rc == TD_EINVAL || (rc == TD_EINPUT && strcmp(st.decode_on, "cpu") != 0))) {
         /* The hardware graph would not configure, or the card's decoder
          * failed: once more on the CPU (a stream that is really damaged
@@ -423,8 +452,11 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
             snprintf(deinterlace_on, sizeof deinterlace_on, "cpu (GPU path failed: %.200s)", err->msg);
         if (plan.cuda_scale)
             snprintf(scale_on, sizeof scale_on, "cpu (GPU path failed: %.200s)", err->msg);
+        if (job.hwenc)
+            snprintf(enc_why, sizeof enc_why, "GPU path failed: %.200s", err->msg);
         plan.opencl = plan.cuda = plan.cuda_scale = 0;
-        job.hw.opencl = job.hw.cuda = job.hw.decode = NULL;
+        job.hw.opencl = job.hw.cuda = job.hw.decode = job.hwenc_dev = NULL;
+        job.hwenc = TD_HWENC_NONE;
         td_error_clear(err);
         rc = td_restore_transcode(&job, &st, err);
         if (!rc && strcmp(st.decode_on, "cpu") == 0 && (cuda || vaapi))
@@ -439,6 +471,12 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     if (plan.opencl)
         snprintf(denoise_on, sizeof denoise_on, "opencl (nlmeans_opencl%s)",
                  s->opencl == TD_ROPENCL_AUTO ? ", GPU device" : "");
+    plan.hwenc = strcmp(st.encode_on, "nvenc") == 0 ? 1 : strcmp(st.encode_on, "vaapi") == 0 ? 2 : 0;
+    if (enc_why[0] && strcmp(st.encode_on, "cpu") == 0)
+        snprintf(st.encode_on, sizeof st.encode_on, "cpu (%.230s)", enc_why);
+    if (strncmp(st.encode_on, "cpu (", 5) == 0)
+        note_add(res, "encoding on the CPU (%s): %.*s", st.encoder, (int)strlen(st.encode_on) - 6,
+                 st.encode_on + 5);
     if (hw_why[0] && strcmp(st.decode_on, "cpu") == 0)
         snprintf(st.decode_on, sizeof st.decode_on, "cpu (%.190s)", hw_why);
     else if (strncmp(st.decode_on, "cpu (", 5) == 0)
@@ -470,11 +508,12 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     size_t used = strlen(settings);
     snprintf(settings + used, sizeof settings - used, " placed=%s", placed);
     const char *chain = st.chain;
-    doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:b,s:s,s:s,s:s,s:s},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
+    doc = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:s,s:s},s:{s:I,s:I,s:f,s:f,s:f,s:f,s:f},"
                     "s:{s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:s,s:s,s:I}}",
                     "version", 1, "scene", scene->name, "settings", settings, "analysis", analysis_json(&a),
                     "decisions", plan_json(&plan, chain),
                     "output", "file", strrchr(media, '/') ? strrchr(media, '/') + 1 : media, "encoder", st.encoder,
+                    "encode_on", st.encode_on,
                     "audio", st.audio_mode, "subtitles", srt != NULL, "decode_on", st.decode_on, "denoise_on", denoise_on,
                     "deinterlace_on", deinterlace_on, "scale_on", scale_on,
                     "speed", "frames_in", (json_int_t)st.frames_in, "frames_out", (json_int_t)st.frames_out,

@@ -94,6 +94,8 @@ int td_restore_args_parse(const td_restore_args *a, td_restore_settings *s, td_e
         return td_error_set(err, TD_EINVAL, "--restore-cuda needs auto, on or off, not '%s'", a->cuda);
     if (a->vaapi && td_restore_parse_opencl(a->vaapi, &s->vaapi))
         return td_error_set(err, TD_EINVAL, "--restore-vaapi needs auto, on or off, not '%s'", a->vaapi);
+    if (a->hwenc && td_restore_parse_opencl(a->hwenc, &s->hwenc))
+        return td_error_set(err, TD_EINVAL, "--restore-hwenc needs auto, on or off, not '%s'", a->hwenc);
     return TD_OK;
 }
 

@@ -80,6 +80,7 @@ typedef struct td_restore_args {
     const char *opencl;   /* appended: --restore-opencl */
     const char *cuda;     /* appended: --restore-cuda */
     const char *vaapi;    /* appended: --restore-vaapi */
+    const char *hwenc;    /* appended: --restore-hwenc */
 } td_restore_args;
 int td_restore_args_parse(const td_restore_args *a, td_restore_settings *s, td_error *err);
 

@@ -16,6 +16,10 @@
 #   - an FFV1 archive damaged after encoding (TAPEDECK_FAULT damage) fails
 #     its scene: the self-check checks every slice's CRC; another, with
 #     --restore-vaapi on, is decoded on the CPU and says why;
+#   - --restore-hwenc on (the view format on the card's encoder): without
+#     NVENC or VAAPI the scene is encoded by x264 and the log and
+#     restore.json say why; a rerun with --restore-hwenc off skips it (a
+#     file the card encoded would be redone);
 #   - every other scene is done, with the self-check's figures recorded;
 #   - --task subtitles,restore: the restored file carries the SRT as a soft
 #     track (mov_text in MP4, SubRip in MKV); an MP4's AAC, whose encoder
@@ -126,6 +130,28 @@ on=$(json_get "$T/arch/vaapi_me.restore.json" "d['output']['decode_on']")
 note "VAAPI asked for an FFV1 scene: decode_on = $on"
 case "$on" in "cpu (VAAPI unavailable"* | "cpu (libavcodec has no vaapi decoding for ffv1)") ;;
 *) fail "decode_on '$on'" ;; esac
+
+# The card's encoder asked for: NVENC where CUDA is, else VAAPI.
+mkdir -p "$T/hwenc"
+cp "$A/short/frames_5.mkv" "$T/hwenc/enc_me.mkv"
+"$TD" run "$T/hwenc" --task restore --restore-hwenc on --no-progress >"$T/log_hwenc" 2>&1 ||
+    { cat "$T/log_hwenc"; fail "--restore-hwenc on failed"; }
+on=$(json_get "$T/hwenc/enc_me.restore.json" "d['output']['encode_on']")
+enc=$(json_get "$T/hwenc/enc_me.restore.json" "d['output']['encoder']")
+note "--restore-hwenc on: encode_on = $on, encoder $enc"
+codec=$(ffprobe -v error -select_streams v -show_entries stream=codec_name -of csv=p=0 "$T/hwenc/enc_me.restored.mp4")
+[ "$codec" = h264 ] || fail "hwenc output codec '$codec'"
+case "$on" in
+"cpu ("*)
+    [ "$enc" = libx264 ] || fail "fell back to '$enc'"
+    grep -q "enc_me.mkv: encoding on the CPU (libx264): " "$T/log_hwenc" || { cat "$T/log_hwenc"; fail "the fallback is not logged"; }
+    "$TD" run "$T/hwenc" --task restore --restore-hwenc off --no-progress >"$T/log_hwenc2" 2>&1 || fail "rerun failed"
+    grep -q 'processed: 0 | skipped: 1' "$T/log_hwenc2" || { cat "$T/log_hwenc2"; fail "a CPU-encoded scene was redone"; } ;;
+nvenc | vaapi)
+    "$TD" run "$T/hwenc" --task restore --restore-hwenc off --no-progress >"$T/log_hwenc2" 2>&1 || fail "rerun failed"
+    grep -q 'processed: 1 | skipped: 0' "$T/log_hwenc2" || { cat "$T/log_hwenc2"; fail "a card-encoded scene was kept under off"; } ;;
+*) fail "encode_on '$on'" ;;
+esac
 
 command -v espeak-ng >/dev/null || skip "no espeak-ng for the subtitles part"
 S="$T/speech"

@@ -490,6 +490,27 @@ static void test_fingerprint(void **state)
     assert_false(td_restore_fingerprint_ok(&s, base));
     s.cuda = s.opencl = TD_ROPENCL_AUTO;
     assert_true(td_restore_fingerprint_ok(&s, base));
+    s.hwenc = TD_ROPENCL_OFF;
+    assert_false(td_restore_fingerprint_ok(&s, base));
+    s.hwenc = TD_ROPENCL_AUTO;
+    /* The card's encoder: named only when it made the file; off redoes
+     * such a file, auto and on keep it. */
+    p.hwenc = 1;
+    td_restore_placement_text(&p, placed, sizeof placed);
+    assert_string_equal(placed, "deint:cuda,nlmeans:opencl,scale:cuda,enc:nvenc");
+    p.cuda = p.cuda_scale = p.opencl = 0;
+    p.hwenc = 2;
+    td_restore_placement_text(&p, placed, sizeof placed);
+    assert_string_equal(placed, "deint:cpu,nlmeans:cpu,scale:cpu,enc:vaapi");
+    char enc[512];
+    snprintf(enc, sizeof enc, "%s placed=%s", base, placed);
+    assert_true(td_restore_fingerprint_ok(&s, enc));
+    s.hwenc = TD_ROPENCL_ON;
+    assert_true(td_restore_fingerprint_ok(&s, enc));
+    s.hwenc = TD_ROPENCL_OFF;
+    assert_false(td_restore_fingerprint_ok(&s, enc));
+    assert_true(td_restore_fingerprint_ok(&s, had)); /* CPU-encoded: stands */
+    s.hwenc = TD_ROPENCL_AUTO;
     /* Other settings, or something else after them: not ours. */
     s.preset = TD_PRESET_VHS;
     assert_false(td_restore_fingerprint_ok(&s, had));
