@@ -1,6 +1,7 @@
 #!/bin/sh
 # restore-device.sh: the restore task's GPU paths on an NVIDIA machine
-# (NVDEC decoding, yadif_cuda, scale_cuda, nlmeans_opencl) beside the CPU
+# (NVDEC decoding, yadif_cuda, scale_cuda, nlmeans_opencl; NVENC where the
+# card has one, else the reason it fell back to x264) beside the CPU
 # on the same scenes, in one run, for bench/RESULTS.md.
 #
 #   ./bench/restore-device.sh pack BIN DIR   (here: footage, bundle, stubs;
@@ -131,8 +132,8 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || 
 
 get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-echo "| run | scene | decode | deinterlace | nlmeans | scale | transcode s | decode / filter / encode s | fps | self-check |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| run | scene | decode | deinterlace | nlmeans | scale | encode | transcode s | decode / filter / encode s | fps | self-check |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 one() { # one NAME SCENE WHERE [options]: WHERE cpu|gpu|gpu-noicd
     name=$1 scene=$2 where=$3
     shift 3
@@ -158,7 +159,7 @@ one() { # one NAME SCENE WHERE [options]: WHERE cpu|gpu|gpu-noicd
     if ! command -v python3 >/dev/null; then
         echo "| $name | $scene | (no python3) $(tr -d '\n ' <"$J" | grep -o '"output":{[^}]*}\|"speed":{[^}]*}' | tr '\n|' '  ') |"
     else
-    get "$J" "'| $name | $scene | %s | %s | %s | %s | %.2f | %.2f / %.2f / %.2f | %.1f | %s |' % (d['output']['decode_on'], d['output']['deinterlace_on'], d['output']['denoise_on'], d['output']['scale_on'], d['speed']['seconds'], d['speed']['decode_s'], d['speed']['filter_s'], d['speed']['encode_s'], d['speed']['fps'], 'ok' if d['self_check']['ok'] else 'FAILED')"
+    get "$J" "'| $name | $scene | %s | %s | %s | %s | %s: %s | %.2f | %.2f / %.2f / %.2f | %.1f | %s |' % (d['output']['decode_on'], d['output']['deinterlace_on'], d['output']['denoise_on'], d['output']['scale_on'], d['output']['encoder'], d['output'].get('encode_on', '-'), d['speed']['seconds'], d['speed']['decode_s'], d['speed']['filter_s'], d['speed']['encode_s'], d['speed']['fps'], 'ok' if d['self_check']['ok'] else 'FAILED')"
     fi
     grep -E '\[restore\]|\[affinity-verify\]' "$d/log" | cut -c1-400 | sed 's/^/    log: /' || true
     if [ -n "$out" ]; then
