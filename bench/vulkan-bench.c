@@ -5,7 +5,7 @@
  *
  *   vulkan-bench [--dims tiny|base|small|medium|...] [--model PATH]
  *                [--windows N] [--batch LIST] [--tokens N] [--runs N]
- *                [--path tiled|coopmat|coopmat32|auto] [--profile] [--header]
+ *                [--path tiled|coopmat|coopmat64|auto] [--profile] [--header]
  *
  * Generates an F16 model (td_wmk_write, seed 1) unless --model names one,
  * opens the backend on TD_VULKAN_DEVICE (or the first device) and
@@ -298,7 +298,7 @@ int main(int argc, char **argv)
     return 0;
 usage:
     fprintf(stderr, "usage: vulkan-bench [--dims NAME] [--model PATH] [--windows N] [--batch LIST]\n"
-                    "                    [--tokens N] [--runs N] [--path tiled|coopmat|coopmat32|auto]\n"
+                    "                    [--tokens N] [--runs N] [--path tiled|coopmat|coopmat64|auto]\n"
                     "                    [--profile] [--header]\n");
     return 2;
 }

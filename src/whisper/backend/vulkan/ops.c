@@ -18,10 +18,12 @@
 struct td_vko {
     td_vk *vk;
     td_vk_pipe *matmul[2], *matvec[2]; /* [w_f16] */
-    td_vk_pipe *matmul_cm[2];          /* F16 weights on the matrix engines, K steps of 64
-                                        * and 32; NULL without */
+    td_vk_pipe *matmul_cm[2];          /* F16 weights on the matrix engines, tiles of
+                                        * 128 and 64 rows; NULL without */
+    td_vk_pipe *enc_attn_cm;           /* the encoder's attention on them; NULL without,
+                                        * or for heads other than 32 and 64 */
     td_vk_pipe *layernorm, *enc_attn, *dec_attn, *dec_merge, *embed, *kv_put, *att_weights;
-    int matvec_rows;
+    int matvec_rows, cm_big_min;
     enum td_vko_path path;
     unsigned gen;
     int d_audio, d_text;
@@ -76,7 +78,8 @@ void td_vko_free(td_vko *o)
     if (!o)
         return;
     td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0], &o->matvec[1],
-                          &o->matmul_cm[0], &o->matmul_cm[1], &o->layernorm, &o->enc_attn,  &o->dec_attn,
+                          &o->matmul_cm[0], &o->matmul_cm[1], &o->enc_attn_cm, &o->layernorm,
+                          &o->enc_attn,  &o->dec_attn,
                           &o->dec_merge, &o->embed, &o->kv_put, &o->att_weights};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
@@ -97,6 +100,14 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
     o->vk = vk;
     o->matvec_rows = TD_VKO_MATVEC_ROWS;
+    o->cm_big_min = TD_VKO_CM_BIG_MIN;
+    const char *big = getenv("TD_VULKAN_CM_BIG_MIN");
+    if (big && *big) {
+        char *end;
+        long v = strtol(big, &end, 10);
+        if (*end == 0 && v >= 0 && v <= 1 << 20)
+            o->cm_big_min = (int)v;
+    }
     o->d_audio = d_audio;
     o->d_text = d_text;
     uint32_t f32 = 0, f16 = 1, dt = (uint32_t)d_text;
@@ -127,19 +138,27 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     if (td_vk_device_info(vk)->has_coopmat_nv) {
         /* a driver that cannot build it leaves the tiled path; only out
          * of memory is an error */
-        rc = td_vk_pipe_create(vk, "matmul_cm64", td_vks_matmul_cm_CM_BK64,
-                               td_vks_matmul_cm_CM_BK64_words, sizeof(lin_push), NULL, 0,
+        rc = td_vk_pipe_create(vk, "matmul_cm128", td_vks_matmul_cm_CM_BM128,
+                               td_vks_matmul_cm_CM_BM128_words, sizeof(lin_push), NULL, 0,
                                &o->matmul_cm[0], err);
         if (rc == TD_OK)
-            rc = td_vk_pipe_create(vk, "matmul_cm32", td_vks_matmul_cm_CM_BK32,
-                                   td_vks_matmul_cm_CM_BK32_words, sizeof(lin_push), NULL, 0,
+            rc = td_vk_pipe_create(vk, "matmul_cm64", td_vks_matmul_cm_CM_BM64,
+                                   td_vks_matmul_cm_CM_BM64_words, sizeof(lin_push), NULL, 0,
                                    &o->matmul_cm[1], err);
+        if (rc == TD_OK && (d_audio == 32 || d_audio == 64))
+            rc = td_vk_pipe_create(vk, "enc_attn_cm",
+                                   d_audio == 32 ? td_vks_enc_attn_cm_HEAD_D32
+                                                 : td_vks_enc_attn_cm_HEAD_D64,
+                                   d_audio == 32 ? td_vks_enc_attn_cm_HEAD_D32_words
+                                                 : td_vks_enc_attn_cm_HEAD_D64_words,
+                                   sizeof(ea_push), NULL, 0, &o->enc_attn_cm, err);
         if (rc == TD_ENOMEM)
             goto fail;
-        if (rc) { /* both or neither */
+        if (rc) { /* all or none */
             td_vk_pipe_destroy(vk, o->matmul_cm[0]);
             td_vk_pipe_destroy(vk, o->matmul_cm[1]);
-            o->matmul_cm[0] = o->matmul_cm[1] = NULL;
+            td_vk_pipe_destroy(vk, o->enc_attn_cm);
+            o->matmul_cm[0] = o->matmul_cm[1] = o->enc_attn_cm = NULL;
         }
         rc = TD_OK;
     }
@@ -158,6 +177,13 @@ void td_vko_set_matvec_rows(td_vko *o, int rows)
     o->matvec_rows = rows;
 }
 
+void td_vko_set_cm_big_min(td_vko *o, int tiles)
+{
+    if (tiles != o->cm_big_min)
+        o->gen++;
+    o->cm_big_min = tiles;
+}
+
 int td_vko_has_coopmat(const td_vko *o)
 {
     return o->matmul_cm[0] != NULL;
@@ -165,7 +191,7 @@ int td_vko_has_coopmat(const td_vko *o)
 
 const char *td_vko_path_name(enum td_vko_path path)
 {
-    return path == TD_VKO_COOPMAT ? "coopmat" : path == TD_VKO_COOPMAT32 ? "coopmat32" : "tiled";
+    return path == TD_VKO_COOPMAT ? "coopmat" : path == TD_VKO_COOPMAT64 ? "coopmat64" : "tiled";
 }
 
 enum td_vko_path td_vko_path_get(const td_vko *o)
@@ -180,12 +206,12 @@ unsigned td_vko_generation(const td_vko *o)
 
 int td_vko_set_path(td_vko *o, enum td_vko_path path, td_error *err)
 {
-    if ((path == TD_VKO_COOPMAT || path == TD_VKO_COOPMAT32) && !o->matmul_cm[0])
+    if ((path == TD_VKO_COOPMAT || path == TD_VKO_COOPMAT64) && !o->matmul_cm[0])
         return td_error_set(err, TD_EUNAVAILABLE,
                             "vulkan: %s: no cooperative-matrix path (needs VK_NV_cooperative_matrix "
                             "with 16x16x16 f16 products and subgroups of 32)",
                             td_vk_device_info(o->vk)->name);
-    if (path != TD_VKO_TILED && path != TD_VKO_COOPMAT && path != TD_VKO_COOPMAT32)
+    if (path != TD_VKO_TILED && path != TD_VKO_COOPMAT && path != TD_VKO_COOPMAT64)
         return td_error_set(err, TD_EINVAL, "vulkan: product path %d", (int)path);
     if (path != o->path)
         o->gen++;
@@ -203,6 +229,9 @@ static uint32_t cdiv(uint32_t a, uint32_t b)
     return (a + b - 1) / b;
 }
 
+/* matmul_cm.comp's F_VEC: A and W may be read 16 bytes at a time */
+#define CM_VEC 64u
+
 void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
 {
     lin_push p = {l->a,    l->w,   l->bias, l->add, l->c, l->ln_w, l->ln_b, l->rowidx,
@@ -211,9 +240,14 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
     uint32_t m = (uint32_t)l->m, n = (uint32_t)l->n;
     if (l->m <= o->matvec_rows)
         td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0], &p, cdiv(n, 8), 1, cdiv(m, 8));
-    else if (o->path != TD_VKO_TILED && l->w_f16 && o->matmul_cm[0])
-        td_vk_dispatch(o->vk, o->matmul_cm[o->path == TD_VKO_COOPMAT32], &p, cdiv(n, 128),
-                       cdiv(m, 64), 1);
+    else if (o->path != TD_VKO_TILED && l->w_f16 && o->matmul_cm[0]) {
+        if (l->a % 16 == 0 && l->lda % 4 == 0 && l->w % 16 == 0 && l->ldw % 8 == 0)
+            p.flags |= CM_VEC;
+        int big = o->path == TD_VKO_COOPMAT &&
+                  (uint64_t)cdiv(n, 128) * cdiv(m, 128) >= (uint64_t)o->cm_big_min;
+        td_vk_dispatch(o->vk, o->matmul_cm[big ? 0 : 1], &p, cdiv(n, 128), cdiv(m, big ? 128 : 64),
+                       1);
+    }
     else
         td_vk_dispatch(o->vk, o->matmul[l->w_f16 ? 1 : 0], &p, cdiv(n, 64), cdiv(m, 64), 1);
 }
@@ -239,7 +273,11 @@ void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t 
                      uint64_t out)
 {
     ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio)};
-    td_vk_dispatch(o->vk, o->enc_attn, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
+    if (o->path != TD_VKO_TILED && o->enc_attn_cm && ld % 4 == 0 && q % 16 == 0 &&
+        k % 16 == 0 && v % 16 == 0)
+        td_vk_dispatch(o->vk, o->enc_attn_cm, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
+    else
+        td_vk_dispatch(o->vk, o->enc_attn, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
 }
 
 size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys)
@@ -297,7 +335,8 @@ static int cache_path(char *path, size_t len)
 static void cache_key(const td_vko *o, int m, int n, int k, char *key, size_t len)
 {
     const td_vk_info *in = td_vk_device_info(o->vk);
-    snprintf(key, len, "%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
+    /* "cm2": the second cooperative-matrix shader; earlier trials timed the first */
+    snprintf(key, len, "cm2:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
              in->driver_version, in->uuid, m, n, k);
 }
 
@@ -318,7 +357,7 @@ static int cache_read(const char *key)
         if (strncmp(line, key, kl) != 0 || line[kl] != ' ')
             continue;
         if (sscanf(line + kl + 1, "%31s", name) == 1)
-            for (int p = TD_VKO_TILED; p <= TD_VKO_COOPMAT32; p++)
+            for (int p = TD_VKO_TILED; p <= TD_VKO_COOPMAT64; p++)
                 if (strcmp(name, td_vko_path_name((enum td_vko_path)p)) == 0)
                     found = p;
     }
@@ -342,7 +381,7 @@ static void cache_write(const char *key, enum td_vko_path pick, const double *ms
     FILE *f = fopen(path, "a");
     if (!f)
         return;
-    fprintf(f, "%s %s tiled %.4f coopmat %.4f coopmat32 %.4f ms\n", key, td_vko_path_name(pick),
+    fprintf(f, "%s %s tiled %.4f coopmat %.4f coopmat64 %.4f ms\n", key, td_vko_path_name(pick),
             ms[0], ms[1], ms[2]);
     if (fclose(f) != 0)
         return; /* a cache: the next open tries again */
@@ -355,7 +394,9 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-/* Time reps products of m x n x k on the current path; the best of 3. */
+/* Time reps pairs of products, m x n x k and m x 4n x k (w holds 4n rows,
+ * c is m x 4n: the second product's result stays there), on the current
+ * path; the best of 3. */
 static int trial_time(td_vko *o, int m, int n, int k, const td_vk_buf *a, const td_vk_buf *w,
                       const td_vk_buf *c, int reps, double *ms, td_error *err)
 {
@@ -364,8 +405,10 @@ static int trial_time(td_vko *o, int m, int n, int k, const td_vk_buf *a, const 
         int rc = td_vk_begin(o->vk, err);
         if (rc)
             return rc;
-        for (int r = 0; r < reps; r++)
+        for (int r = 0; r < reps; r++) {
             td_vko_linear(o, m, n, k, a->addr, k, w->addr, 1, k, 0, 0, 0, c->addr, n, 0);
+            td_vko_linear(o, m, 4 * n, k, a->addr, k, w->addr, 1, k, 0, 0, 0, c->addr, 4 * n, 0);
+        }
         double t0 = now_ms();
         rc = td_vk_submit(o->vk, err);
         if (rc)
@@ -388,11 +431,11 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
             want = TD_VKO_TILED;
         else if (strcmp(env, "coopmat") == 0)
             want = TD_VKO_COOPMAT;
-        else if (strcmp(env, "coopmat32") == 0)
-            want = TD_VKO_COOPMAT32;
+        else if (strcmp(env, "coopmat64") == 0)
+            want = TD_VKO_COOPMAT64;
         else
             return td_error_set(err, TD_EINVAL,
-                                "vulkan: TD_VULKAN_MATMUL=%s (tiled, coopmat, coopmat32 or auto)",
+                                "vulkan: TD_VULKAN_MATMUL=%s (tiled, coopmat, coopmat64 or auto)",
                                 env);
         int rc = td_vko_set_path(o, want, err);
         if (rc)
@@ -431,9 +474,10 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
      * H100, at 1500 the cooperative-matrix one) */
     td_vk *vk = o->vk;
     td_vk_buf a = {0}, w = {0}, c0 = {0}, c1 = {0};
-    float *ha = td_vk_malloc((size_t)m * k * 4), *r0 = td_vk_malloc((size_t)m * n * 4),
-          *r1 = td_vk_malloc((size_t)m * n * 4);
-    uint16_t *hw = td_vk_malloc((size_t)n * k * 2);
+    int n4 = 4 * n; /* the MLP's first product: W's rows, C's columns */
+    float *ha = td_vk_malloc((size_t)m * k * 4), *r0 = td_vk_malloc((size_t)m * n4 * 4),
+          *r1 = td_vk_malloc((size_t)m * n4 * 4);
+    uint16_t *hw = td_vk_malloc((size_t)n4 * k * 2);
     int rc = TD_OK;
     if (!ha || !r0 || !r1 || !hw) {
         rc = td_error_set(err, TD_ENOMEM, "vulkan: out of memory for the product trial");
@@ -444,35 +488,35 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         ha[i] = (float)((s >> 40) & 0xffff) / 32768.0f - 1.0f;
     }
-    for (size_t i = 0; i < (size_t)n * k; i++) {
+    for (size_t i = 0; i < (size_t)n4 * k; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         /* halves in [-0.5, 0.5): sign, exponent 10..13, random mantissa */
         hw[i] = (uint16_t)(((s >> 63) << 15) | ((10 + ((s >> 40) & 3)) << 10) | ((s >> 20) & 0x3ff));
     }
     if ((rc = td_vk_buf_create(vk, (uint64_t)m * k * 4, TD_VK_MEM_DEVICE, &a, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)n * k * 2, TD_VK_MEM_DEVICE, &w, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)m * n * 4, TD_VK_MEM_DEVICE, &c0, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)m * n * 4, TD_VK_MEM_DEVICE, &c1, err)) ||
+        (rc = td_vk_buf_create(vk, (uint64_t)n4 * k * 2, TD_VK_MEM_DEVICE, &w, err)) ||
+        (rc = td_vk_buf_create(vk, (uint64_t)m * n4 * 4, TD_VK_MEM_DEVICE, &c0, err)) ||
+        (rc = td_vk_buf_create(vk, (uint64_t)m * n4 * 4, TD_VK_MEM_DEVICE, &c1, err)) ||
         (rc = td_vk_upload(vk, &a, 0, ha, (uint64_t)m * k * 4, err)) ||
-        (rc = td_vk_upload(vk, &w, 0, hw, (uint64_t)n * k * 2, err)))
+        (rc = td_vk_upload(vk, &w, 0, hw, (uint64_t)n4 * k * 2, err)))
         goto out;
     enum td_vko_path was = o->path;
     double ms[3] = {0, 0, 0};
     td_vk_buf *outs[3] = {&c0, &c1, &c1};
     enum td_vko_path pick = TD_VKO_TILED;
-    for (int p = TD_VKO_TILED; p <= TD_VKO_COOPMAT32; p++) {
+    for (int p = TD_VKO_TILED; p <= TD_VKO_COOPMAT64; p++) {
         o->path = (enum td_vko_path)p;
         if ((rc = trial_time(o, m, n, k, &a, &w, outs[p], 8, &ms[p], err)))
             goto restore;
         if (p == TD_VKO_TILED) {
-            if ((rc = td_vk_download(vk, &c0, 0, r0, (uint64_t)m * n * 4, err)))
+            if ((rc = td_vk_download(vk, &c0, 0, r0, (uint64_t)m * n4 * 4, err)))
                 goto restore;
             continue;
         }
-        if ((rc = td_vk_download(vk, &c1, 0, r1, (uint64_t)m * n * 4, err)))
+        if ((rc = td_vk_download(vk, &c1, 0, r1, (uint64_t)m * n4 * 4, err)))
             goto restore;
         double num = 0, den = 0;
-        for (size_t i = 0; i < (size_t)m * n; i++) {
+        for (size_t i = 0; i < (size_t)m * n4; i++) {
             double d = (double)r1[i] - r0[i];
             num += d * d;
             den += (double)r0[i] * r0[i];
@@ -491,7 +535,7 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
     }
     if (ms[1] > 0)
         snprintf(why, why_len,
-                 "products: %s (trial %dx%dx%d: tiled %.3f ms, coopmat %.3f ms, coopmat32 %.3f ms)",
+                 "products: %s (trial %dx%dx%d and 4n: tiled %.3f ms, coopmat %.3f ms, coopmat64 %.3f ms)",
                  td_vko_path_name(pick), m, n, k, ms[0], ms[1], ms[2]);
     cache_write(key, pick, ms);
     o->path = pick;

@@ -14,10 +14,14 @@
  * ran 7x slower on the H100, its accumulators in local memory), or, with
  * F16 weights on a device with GL_NV_cooperative_matrix, the matrix-engine
  * shader (matmul_cm.comp: A rounded to halves, so about 2e-4 normalized
- * error on the H100 where the tiled path has 1e-6). td_vko_set_matvec_rows
- * moves the first switch and td_vko_set_path the second (tests reach every
- * path); td_vko_choose_path times each once per device and driver (a cache
- * file). The word alignment's attention weights are here too.
+ * error on the H100 where the tiled path has 1e-6), in tiles of 128 x 128
+ * where the grid has at least td_vko_set_cm_big_min's count of them, else
+ * 64 x 128. td_vko_set_matvec_rows moves the first switch and
+ * td_vko_set_path the second (tests reach every path); td_vko_choose_path
+ * times each once per device and driver (a cache file). On a
+ * cooperative-matrix path the encoder's attention runs on the matrix
+ * engines too (enc_attn_cm.comp, heads of 32 or 64: q, k, v rounded to
+ * halves). The word alignment's attention weights are here too.
  *
  * Ownership: td_vko_create makes the pipelines on vk; td_vko_free
  * destroys them (before td_vk_close).
@@ -44,9 +48,15 @@ enum {
 /* Product paths for more rows than the matrix-vector shader takes. */
 enum td_vko_path {
     TD_VKO_TILED = 0,
-    TD_VKO_COOPMAT = 1,   /* matmul_cm.comp, K in steps of 64 */
-    TD_VKO_COOPMAT32 = 2, /* the same, K in steps of 32 */
+    TD_VKO_COOPMAT = 1,   /* matmul_cm.comp, 128 x 128 tiles on grids big enough, else 64 x 128 */
+    TD_VKO_COOPMAT64 = 2, /* the same, 64 x 128 tiles always */
 };
+
+/* Products on the cooperative-matrix path take 128 x 128 tiles when the
+ * grid has at least this many of them (default 256, about two a
+ * multiprocessor on an H100; TD_VULKAN_CM_BIG_MIN in the environment at
+ * td_vko_create sets another), else 64 x 128 tiles. 0: always 128. */
+#define TD_VKO_CM_BIG_MIN 256
 
 typedef struct td_vko td_vko;
 
@@ -55,7 +65,8 @@ typedef struct td_vko td_vko;
 int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *err);
 void td_vko_free(td_vko *o);
 void td_vko_set_matvec_rows(td_vko *o, int rows);
-/* "tiled", "coopmat", "coopmat32" */
+void td_vko_set_cm_big_min(td_vko *o, int tiles);
+/* "tiled", "coopmat", "coopmat64" */
 const char *td_vko_path_name(enum td_vko_path path);
 /* Force a path: TD_EUNAVAILABLE (with the reason) where the device has no
  * such path; the tiled path is always there. */
@@ -66,11 +77,11 @@ int td_vko_has_coopmat(const td_vko *o);
 /* Incremented whenever the matvec switch or the path changes: command
  * buffers recorded before then (vk.h's td_vk_begin_cached) are stale. */
 unsigned td_vko_generation(const td_vko *o);
-/* Choose the path for this device: TD_VULKAN_MATMUL=tiled|coopmat|coopmat32 in the
+/* Choose the path for this device: TD_VULKAN_MATMUL=tiled|coopmat|coopmat64 in the
  * environment forces it; else the answer cached for this device and
  * driver under $XDG_CACHE_HOME/tapedeck/ (or ~/.cache/tapedeck/); else a
- * timed trial of each on a product of m rows by n x k halves (the
- * encoder's rows and widths)
+ * timed trial of each on products of m rows by n x k and 4n x k halves
+ * (the encoder's rows and widths: its attention's and its MLP's first)
  * that also checks the cooperative-matrix result against the tiled one,
  * written to that cache (a cache that cannot be written is no error).
  * *why gets a line saying what was chosen and how. */
@@ -108,7 +119,10 @@ void td_vko_layernorm(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t 
                       uint64_t y, int ldy, uint64_t idx);
 
 /* Encoder self-attention over n rows (ld floats apart), n_head heads of
- * d_audio: out = softmax(q k^T / sqrt(d)) v per head. */
+ * d_audio: out = softmax(q k^T / sqrt(d)) v per head. On a
+ * cooperative-matrix path, with heads of 32 or 64, ld a multiple of 4 and
+ * q, k, v 16-byte aligned: on the matrix engines (about 1e-3 normalized
+ * error); else enc_attn.comp in floats. */
 void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k, uint64_t v,
                      uint64_t out);
 

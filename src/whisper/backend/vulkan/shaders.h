@@ -11,14 +11,16 @@
 
 #define TD_VK_SHADERS(X) \
     X(matmul)            \
-    X(matmul_cm_CM_BK32) \
-    X(matmul_cm_CM_BK64) \
+    X(matmul_cm_CM_BM64) \
+    X(matmul_cm_CM_BM128) \
     X(matvec)            \
     X(layernorm)         \
     X(enc_attn_HEAD_D16) \
     X(enc_attn_HEAD_D32) \
     X(enc_attn_HEAD_D64) \
     X(enc_attn_HEAD_D128) \
+    X(enc_attn_cm_HEAD_D32) \
+    X(enc_attn_cm_HEAD_D64) \
     X(dec_attn)          \
     X(dec_merge)         \
     X(embed)             \

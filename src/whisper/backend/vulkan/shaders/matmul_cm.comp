@@ -7,12 +7,20 @@
 // has the extension with subgroups of 32 (vk.h's has_coopmat_nv): ops.c
 // picks this or the tiled path per device by a timed trial.
 //
-// A workgroup of 256 threads (8 subgroups of 32) takes a 64 x 128 tile of
-// C, each subgroup 32 x 32 of it (2 x 2 accumulators); K in steps of
-// CM_BK (32 or 64, one compilation each, chosen by the trial) through
-// shared memory, the next step's global loads issued into
-// registers before this step's products. The epilogue goes through a
-// 16 x 16 float scratch per subgroup, one accumulator at a time.
+// A workgroup of 256 threads (8 subgroups of 32, 2 down x 4 across) takes
+// a CM_BM x 128 tile of C (one compilation per CM_BM, 64 or 128; ops.c
+// takes 128 where that still gives the card enough workgroups), each
+// subgroup a (CM_BM / 2) x 32 block of it: 2 or 4 x 2 accumulators of
+// 16 x 16. K goes in steps of 32 through two shared-memory stages: while
+// the subgroups multiply out of one stage, the next step's loads (16
+// bytes a thread a load where F_VEC says A and W are aligned: ops.c sets
+// it) are in flight into registers, and go into the other stage after;
+// one barrier a step. Staged rows are padded to 80 bytes, which puts the
+// 16-byte pieces of 8 consecutive rows on distinct banks. The staging
+// arrays are vectors of 32-bit words (halves in pairs), which the
+// cooperative loads read as halves (offsets and strides in vectors).
+// The epilogue goes through a 16 x 16 float scratch per subgroup (in the
+// W stages, once the last step is done), one accumulator at a time.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_NV_cooperative_matrix : require
@@ -22,9 +30,9 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// @variants CM_BK 32 64
-#ifndef CM_BK
-#define CM_BK 64
+// @variants CM_BM 64 128
+#ifndef CM_BM
+#define CM_BM 128
 #endif
 layout(local_size_x = 256) in;
 
@@ -34,16 +42,55 @@ layout(push_constant) uniform P {
 } p;
 
 const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_ROWIDX = 32;
-const uint BM = 64, BN = 128, BK = CM_BK;
-const uint NA = BM * BK / 256, NW = BN * BK / 512; // A floats, W pairs per thread
-const uint LDS = BK + 8;        // halves per staged row: 80 bytes, a multiple of 16
+const uint F_VEC = 64; // a, lda, w and ldw allow 16-byte loads (ops.c)
+const uint BM = CM_BM, BN = 128, BK = 32;
+const uint TM = BM / 32;           // accumulators down a subgroup's block
+const uint LA = (BK + 8) / 4;      // uvec2 (4 halves) per staged A row: 80 bytes
+const uint LW = (BK + 8) / 8;      // uvec4 (8 halves) per staged W row: 80 bytes
+const uint SA = BM * LA, SW = BN * LW; // one stage of each
+const uint NA = BM * BK / 4 / 256; // vec4s of A a thread loads per step
+const uint NW = BN * BK / 8 / 256; // uvec4s of W a thread loads per step
 
-shared float16_t As[BM * LDS];
-shared float16_t Ws[BN * LDS];
-shared float Cs[8 * 256];
+shared uvec2 As[2 * SA];
+shared uvec4 Ws[2 * SW];
 
 #define MAT16 fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define MAT32 fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
+
+// A[m][k .. k+3] (zeros past M and K)
+vec4 load_a(uint m, uint k)
+{
+    if (m >= p.M || k >= p.K)
+        return vec4(0.0);
+    uint i = m * p.lda + k;
+    if ((p.flags & F_VEC) != 0 && k + 3 < p.K)
+        return F32x4(p.a).v[i >> 2];
+    vec4 r = vec4(0.0);
+    [[unroll]] for (uint j = 0; j < 4; j++)
+        if (k + j < p.K)
+            r[j] = p.a.v[i + j];
+    return r;
+}
+
+// W[n][k .. k+7] as 4 words of halves in pairs (zeros past N and K)
+uvec4 load_w(uint n, uint k)
+{
+    if (n >= p.N || k >= p.K)
+        return uvec4(0);
+    uint i = n * p.ldw + k; // even: ldw and k are
+    if ((p.flags & F_VEC) != 0 && k + 7 < p.K)
+        return U32x4(p.w).v[i >> 3];
+    uvec4 r = uvec4(0);
+    [[unroll]] for (uint j = 0; j < 4; j++) {
+        uint kk = k + 2 * j;
+        if (kk < p.K) {
+            r[j] = p.w.v[(i >> 1) + j];
+            if (kk + 1 >= p.K)
+                r[j] &= 0xffffu;
+        }
+    }
+    return r;
+}
 
 void main()
 {
@@ -52,83 +99,85 @@ void main()
     uint wm = sg / 4, wn = sg % 4;
     uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
 
-    MAT32 acc[2][2];
-    [[unroll]] for (uint i = 0; i < 2; i++)
+    MAT32 acc[TM][2];
+    [[unroll]] for (uint i = 0; i < TM; i++)
         [[unroll]] for (uint j = 0; j < 2; j++)
             acc[i][j] = MAT32(0.0);
 
-    // registers for one step: A BM x BK floats, W BN x BK halves as pairs
-    float ra[NA];
-    uint rw[NW];
+    // thread tid loads A rows (tid + 256 i) / 8, columns 4 ((tid + 256 i) % 8),
+    // and W rows (tid + 256 i) / 4, columns 8 ((tid + 256 i) % 4)
+    vec4 ra[NA];
+    uvec4 rw[NW];
+    [[unroll]] for (uint i = 0; i < NA; i++) {
+        uint idx = tid + 256 * i;
+        ra[i] = load_a(m0 + idx / 8, (idx % 8) * 4);
+    }
+    [[unroll]] for (uint i = 0; i < NW; i++) {
+        uint idx = tid + 256 * i;
+        rw[i] = load_w(n0 + idx / 4, (idx % 4) * 8);
+    }
+    [[unroll]] for (uint i = 0; i < NA; i++) {
+        uint idx = tid + 256 * i;
+        As[(idx / 8) * LA + idx % 8] = uvec2(packHalf2x16(ra[i].xy), packHalf2x16(ra[i].zw));
+    }
+    [[unroll]] for (uint i = 0; i < NW; i++) {
+        uint idx = tid + 256 * i;
+        Ws[(idx / 4) * LW + idx % 4] = rw[i];
+    }
+    barrier();
+
+    uint cur = 0;
     for (uint k0 = 0; k0 < p.K; k0 += BK) {
-        if (k0 == 0) {
-            [[unroll]] for (uint i = 0; i < NA; i++) {
-                uint idx = tid + 256 * i, m = idx / BK, k = idx % BK;
-                ra[i] = m0 + m < p.M && k < p.K ? p.a.v[(m0 + m) * p.lda + k] : 0.0;
-            }
-            [[unroll]] for (uint i = 0; i < NW; i++) {
-                uint idx = tid + 256 * i;
-                uint n = idx / (BK / 2), kk = (idx % (BK / 2)) * 2;
-                rw[i] = 0;
-                if (n0 + n < p.N && kk < p.K) {
-                    rw[i] = p.w.v[((n0 + n) * p.ldw + kk) >> 1];
-                    if (kk + 1 >= p.K)
-                        rw[i] &= 0xffffu;
-                }
-            }
-        }
-        [[unroll]] for (uint i = 0; i < NA; i++) {
-            uint idx = tid + 256 * i, m = idx / BK, k = idx % BK;
-            As[m * LDS + k] = float16_t(ra[i]);
-        }
-        [[unroll]] for (uint i = 0; i < NW; i++) {
-            uint idx = tid + 256 * i;
-            uint n = idx / (BK / 2), kk = (idx % (BK / 2)) * 2;
-            vec2 wv = unpackHalf2x16(rw[i]);
-            Ws[n * LDS + kk] = float16_t(wv.x);
-            Ws[n * LDS + kk + 1] = float16_t(wv.y);
-        }
-        barrier();
         uint k1 = k0 + BK;
-        if (k1 < p.K) {
+        bool more = k1 < p.K;
+        if (more) { // the next step's loads, in flight during this step's products
             [[unroll]] for (uint i = 0; i < NA; i++) {
-                uint idx = tid + 256 * i, m = idx / BK, k = k1 + idx % BK;
-                ra[i] = m0 + m < p.M && k < p.K ? p.a.v[(m0 + m) * p.lda + k] : 0.0;
+                uint idx = tid + 256 * i;
+                ra[i] = load_a(m0 + idx / 8, k1 + (idx % 8) * 4);
             }
             [[unroll]] for (uint i = 0; i < NW; i++) {
                 uint idx = tid + 256 * i;
-                uint n = idx / (BK / 2), kk = k1 + (idx % (BK / 2)) * 2;
-                rw[i] = 0;
-                if (n0 + n < p.N && kk < p.K) {
-                    rw[i] = p.w.v[((n0 + n) * p.ldw + kk) >> 1];
-                    if (kk + 1 >= p.K)
-                        rw[i] &= 0xffffu;
-                }
+                rw[i] = load_w(n0 + idx / 4, k1 + (idx % 4) * 8);
             }
         }
+        uint sa = cur * SA, sw = cur * SW;
         [[unroll]] for (uint kk = 0; kk < BK; kk += 16) {
-            MAT16 fa[2], fb[2];
-            [[unroll]] for (uint i = 0; i < 2; i++)
-                coopMatLoadNV(fa[i], As, (wm * 32 + i * 16) * LDS + kk, LDS, false);
+            MAT16 fa[TM], fb[2];
+            [[unroll]] for (uint i = 0; i < TM; i++)
+                coopMatLoadNV(fa[i], As, sa + (wm * (BM / 2) + i * 16) * LA + kk / 4, LA, false);
             [[unroll]] for (uint j = 0; j < 2; j++)
-                coopMatLoadNV(fb[j], Ws, (wn * 32 + j * 16) * LDS + kk, LDS, true);
-            [[unroll]] for (uint i = 0; i < 2; i++)
+                coopMatLoadNV(fb[j], Ws, sw + (wn * 32 + j * 16) * LW + kk / 8, LW, true);
+            [[unroll]] for (uint i = 0; i < TM; i++)
                 [[unroll]] for (uint j = 0; j < 2; j++)
                     acc[i][j] = coopMatMulAddNV(fa[i], fb[j], acc[i][j]);
         }
+        if (more) { // into the other stage: its last readers passed the previous barrier
+            uint na = (cur ^ 1) * SA, nw = (cur ^ 1) * SW;
+            [[unroll]] for (uint i = 0; i < NA; i++) {
+                uint idx = tid + 256 * i;
+                As[na + (idx / 8) * LA + idx % 8] =
+                    uvec2(packHalf2x16(ra[i].xy), packHalf2x16(ra[i].zw));
+            }
+            [[unroll]] for (uint i = 0; i < NW; i++) {
+                uint idx = tid + 256 * i;
+                Ws[nw + (idx / 4) * LW + idx % 4] = rw[i];
+            }
+        }
         barrier();
+        cur ^= 1;
     }
 
-    uint cs = sg * 256;
-    [[unroll]] for (uint i = 0; i < 2; i++)
+    // epilogue: 16 x 16 floats of scratch per subgroup (64 uvec4s of Ws)
+    uint cs = sg * 64;
+    [[unroll]] for (uint i = 0; i < TM; i++)
         [[unroll]] for (uint j = 0; j < 2; j++) {
-            coopMatStoreNV(acc[i][j], Cs, cs, 16, false);
+            coopMatStoreNV(acc[i][j], Ws, cs, 4, false);
             subgroupMemoryBarrierShared();
             subgroupBarrier();
             for (uint e = lane; e < 256; e += gl_SubgroupSize) {
-                uint m = m0 + wm * 32 + i * 16 + e / 16, n = n0 + wn * 32 + j * 16 + e % 16;
+                uint m = m0 + wm * (BM / 2) + i * 16 + e / 16, n = n0 + wn * 32 + j * 16 + e % 16;
                 if (m < p.M && n < p.N) {
-                    float v = Cs[cs + e];
+                    float v = uintBitsToFloat(Ws[cs + e / 4][e % 4]);
                     if ((p.flags & F_BIAS) != 0)
                         v += p.bias.v[n];
                     if ((p.flags & F_GELU) != 0)
