@@ -5,7 +5,7 @@
  *
  *   vulkan-bench [--dims tiny|base|small|medium|...] [--model PATH]
  *                [--windows N] [--batch LIST] [--tokens N] [--runs N]
- *                [--path tiled|coopmat|coopmat64|auto] [--profile] [--header]
+ *                [--path tiled|coopmat|coopmat64|auto] [--profile] [--header] [--peak]
  *
  * Generates an F16 model (td_wmk_write, seed 1) unless --model names one,
  * opens the backend on TD_VULKAN_DEVICE (or the first device) and
@@ -26,6 +26,9 @@
  * With --profile, each figure is followed by the time per shader from
  * timestamp queries around every dispatch (these serialize the dispatches
  * a little; the wall-clock figures are taken without them).
+ * With --peak, first the matrix engines' rate through the cooperative-
+ * matrix extension (ops.h's td_vko_cm_peak: fragments in registers, and
+ * reloaded from shared memory each step), where the card has it.
  * Prints Markdown table rows for bench/RESULTS.md.
  */
 #include <stdio.h>
@@ -86,10 +89,14 @@ static void die(const char *what, const td_error *err)
 int main(int argc, char **argv)
 {
     const char *dims = "base", *model = NULL;
-    int n_win = 1, n_tokens = 64, runs = 3, profile = 0, header = 0;
+    int n_win = 1, n_tokens = 64, runs = 3, profile = 0, header = 0, peak = 0;
     int batch[MAX_B] = {1, 8, 32}, n_batch = 3;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (strcmp(a, "--peak") == 0) {
+            peak = 1;
+            continue;
+        }
         if (strcmp(a, "--profile") == 0) {
             profile = 1;
             continue;
@@ -186,6 +193,20 @@ int main(int argc, char **argv)
     printf("  device: %s, %s, PCI %s, %s; open (upload) %.0f ms\n", in->name, in->driver,
            in->pci[0] ? in->pci : "none", in->uuid, now_ms() - t0);
     printf("  %s\n", td_wvk_path_note(b));
+    if (peak) {
+        static const char *const how[] = {"in registers", "from shared halves",
+                                           "from shared 16-byte vectors"};
+        printf("  matrix engines, 16x16x16 f16 -> f32 products, fragments:");
+        for (int i = 0; i < 3; i++) {
+            double tf;
+            if (td_wvk_cm_peak(b, i, &tf, &err) != TD_OK) {
+                printf(" %s", err.msg);
+                break;
+            }
+            printf(" %s %.1f TFLOP/s;", how[i], tf);
+        }
+        printf("\n");
+    }
 
     int nm = m->hp.n_mels, frames = 2 * m->hp.n_audio_ctx;
     float *mel = malloc((size_t)nm * frames * sizeof *mel);
@@ -299,7 +320,7 @@ int main(int argc, char **argv)
 usage:
     fprintf(stderr, "usage: vulkan-bench [--dims NAME] [--model PATH] [--windows N] [--batch LIST]\n"
                     "                    [--tokens N] [--runs N] [--path tiled|coopmat|coopmat64|auto]\n"
-                    "                    [--profile] [--header]\n");
+                    "                    [--profile] [--header] [--peak]\n");
     return 2;
 }
 

@@ -506,6 +506,29 @@ static void test_linear_coopmat(void **state)
     td_vko_set_cm_big_min(ops, TD_VKO_CM_BIG_MIN);
 }
 
+/* The matrix engines' rate: a figure where the path exists, else
+ * "unavailable". */
+static void test_cm_peak(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    td_error err = {0};
+    double tf = -1;
+    if (!td_vko_has_coopmat(ops)) {
+        assert_int_equal(td_vko_cm_peak(ops, 0, &tf, &err), TD_EUNAVAILABLE);
+        assert_true(tf == 0);
+        printf("# skipped: %s\n", err.msg);
+        skip();
+    }
+    for (int mode = 0; mode < 3; mode++) {
+        if (td_vko_cm_peak(ops, mode, &tf, &err))
+            fail_msg("%s", err.msg);
+        printf("# matrix engines, mode %d: %.1f TFLOP/s\n", mode, tf);
+        assert_true(tf > 0);
+    }
+    assert_int_equal(td_vko_cm_peak(ops, 3, &tf, &err), TD_EUNAVAILABLE);
+}
+
 /* A kept command buffer replays with what memory holds then, until forgotten. */
 static void test_replay(void **state)
 {
@@ -912,7 +935,8 @@ int main(void)
         cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
-        cmocka_unit_test(test_linear_coopmat), cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_linear_coopmat), cmocka_unit_test(test_cm_peak),
+        cmocka_unit_test(test_replay),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_enc_attn_coopmat),
         cmocka_unit_test(test_dec_attn),

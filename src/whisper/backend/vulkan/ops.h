@@ -88,6 +88,13 @@ unsigned td_vko_generation(const td_vko *o);
 int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len,
                        td_error *err);
 
+/* The matrix engines' rate in TFLOP/s through the cooperative-matrix
+ * extension (cm_peak.comp; mode 0: fragments in registers, 1: reloaded
+ * from shared halves every step, 2: from shared 16-byte vectors): a
+ * benchmark's floor. TD_EUNAVAILABLE without the path. Submits its own
+ * command buffers (none may be open). */
+int td_vko_cm_peak(td_vko *o, int mode, double *tflops, td_error *err);
+
 /* C (ldc) = epilogue(A (m x k, lda) . W^T) with flags TD_VKO_* (no LN, no ROWIDX). */
 void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t w, int w_f16,
                    int ldw, uint64_t bias, uint64_t add, int ldadd, uint64_t c, int ldc,

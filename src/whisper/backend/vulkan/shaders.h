@@ -13,6 +13,9 @@
     X(matmul)            \
     X(matmul_cm_CM_BM64) \
     X(matmul_cm_CM_BM128) \
+    X(cm_peak_CM_PEAK0)  \
+    X(cm_peak_CM_PEAK1)  \
+    X(cm_peak_CM_PEAK2)  \
     X(matvec)            \
     X(layernorm)         \
     X(enc_attn_HEAD_D16) \

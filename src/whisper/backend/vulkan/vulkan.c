@@ -343,6 +343,11 @@ const char *td_wvk_path_note(const td_wbackend *b)
     return b->path_note;
 }
 
+int td_wvk_cm_peak(td_wbackend *b, int mode, double *tflops, td_error *err)
+{
+    return td_vko_cm_peak(b->ops, mode, tflops, err);
+}
+
 int td_wvk_set_path(td_wbackend *b, int coopmat, td_error *err)
 {
     return td_vko_set_path(b->ops, coopmat ? TD_VKO_COOPMAT : TD_VKO_TILED, err);

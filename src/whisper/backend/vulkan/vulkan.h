@@ -33,6 +33,9 @@ const td_vk_info *td_wvk_device(const td_wbackend *b);
 const char *td_wvk_path_note(const td_wbackend *b);
 int td_wvk_set_path(td_wbackend *b, int coopmat, td_error *err);
 
+/* The matrix engines' rate (ops.h's td_vko_cm_peak), TFLOP/s. */
+int td_wvk_cm_peak(td_wbackend *b, int mode, double *tflops, td_error *err);
+
 /* Turn per-dispatch timing on or off, and read the totals per shader
  * (largest first; reset clears them). */
 void td_wvk_profile(td_wbackend *b, int on);
