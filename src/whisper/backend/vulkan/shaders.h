@@ -28,7 +28,8 @@
     X(dec_merge)         \
     X(embed)             \
     X(kv_put)            \
-    X(att_weights)
+    X(att_weights)       \
+    X(sample)
 
 #define TD_VK_SHADER_DECL(name)            \
     extern const uint32_t td_vks_##name[]; \

@@ -24,6 +24,8 @@
  *              memory to read them back
  *   io         host-visible: per call, each row's token and position, KV
  *              store offsets and attention ranges
+ *   sample     the suppression bitmask, each kept row's sampling inputs
+ *              and its ~600-byte result (vk_sample.h; max_seq rows)
  * plus the device layer's 16 MiB staging buffer.
  *
  * A call records one command buffer and submits it once (encode: one per
@@ -35,8 +37,9 @@
  * self-attention of one split needs no merge: 14 dispatches per layer
  * (17 before). Products of many rows take the tiled or the cooperative-matrix
  * path, chosen at open by ops.h's td_vko_choose_path (a timed trial,
- * cached per device and driver). Not done yet: the sampling entry on the
- * device (sample() is NULL, so the rules read full logits).
+ * cached per device and driver). sample() runs on the device
+ * (vk_sample.h): a decode step that keeps its logits there reads back
+ * about 600 bytes per sequence instead of n_vocab floats.
  */
 #include "whisper/backend/vulkan/vulkan.h"
 
@@ -45,6 +48,7 @@
 #include <string.h>
 
 #include "whisper/backend/vulkan/ops.h"
+#include "whisper/backend/vulkan/vk_sample.h"
 
 /* Built against the table's version 2 (batched windows, ragged sequences);
  * with an older backend.h this file is empty. */
@@ -277,7 +281,7 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
 #undef R_
     P->logits = al(R * (uint64_t)P->nv * 4);
     P->total = P->weight_bytes + P->enc_out + 2 * (uint64_t)P->nlt * (P->cross + P->kv) + P->work +
-               2 * P->logits + P->io + (16ull << 20);
+               2 * P->logits + P->io + (16ull << 20) + td_vks_bytes(P->max_seq, P->nv);
     return 0;
 }
 
@@ -313,6 +317,7 @@ struct td_wbackend {
     plan P;
     td_vk *vk;
     td_vko *ops;
+    td_vks *smp;            /* sample() on the device (vk_sample.h) */
     td_vk_buf chunks[64];
     td_vk_buf enc_out, work, logits, readback, io;
     td_vk_buf *cross_k, *cross_v, *kv_k, *kv_v; /* [n_text_layer] */
@@ -391,6 +396,7 @@ static void vk_close(td_wbackend *b)
                 td_vk_buf_destroy(b->vk, &b->kv_v[l]);
         }
         td_vko_free(b->ops);
+        td_vks_free(b->smp);
         td_vk_close(b->vk);
     }
     td_vk_free(b->cross_k);
@@ -494,6 +500,8 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
     b->fuse_ln = fuse && strcmp(fuse, "1") == 0;
     rc = td_vko_create(b->vk, P->na / P->nha, P->nt / P->nht, &b->ops, err);
     if (rc)
+        goto out;
+    if ((rc = td_vks_create(b->vk, P->max_seq, P->nv, &b->smp, err)))
         goto out;
     /* tiled or matrix-engine products: forced, cached or timed (ops.h) */
     if (m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32) {
@@ -810,6 +818,7 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
 {
     plan *P = &b->P;
     b->last_rows = 0;
+    td_vks_kept(b->smp, 0);
     if (n_seq < 1 || n_seq > P->max_seq || !seqs || !tokens)
         return td_error_set(err, TD_EINVAL, "vulkan backend: decode of %d sequences (1..%d)", n_seq,
                             P->max_seq);
@@ -894,6 +903,7 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
     if (logits)
         memcpy(logits, b->readback.map, lbytes);
     b->last_rows = rows_out;
+    td_vks_kept(b->smp, logits || all_logits ? 0 : rows_out);
     return TD_OK;
 }
 
@@ -975,10 +985,27 @@ static int vk_align_weights(td_wbackend *b, int slot, int window, int n_tokens,
     b->al_heads = NULL;
     b->al_n = 0;
     b->last_rows = 0; /* this pass's logits are nobody's */
+    td_vks_kept(b->smp, 0);
     if (rc == TD_OK)
         memcpy(out, buf.map, bytes);
     td_vk_buf_destroy(b->vk, &buf);
     return rc;
+}
+
+/* The sampling step on the device: vk_sample.h. */
+static int vk_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_wsample_in *in,
+                     td_wsample_out *out, td_error *err)
+{
+    return td_vks_run(b->smp, &b->logits, sp, n, in, out, err);
+}
+
+void td_wvk_sample_stats(const td_wbackend *b, long *calls, long *rows, long *host_rows)
+{
+    td_vks_stats st;
+    td_vks_get_stats(b->smp, &st);
+    *calls = st.calls;
+    *rows = st.rows;
+    *host_rows = st.host_rows;
 }
 
 static void vk_identity(const td_wbackend *b, char *pci, size_t pci_len, char *uuid,
@@ -998,7 +1025,7 @@ const td_wbackend_ops td_wbackend_vulkan = {
     .encode = vk_encode,
     .decode = vk_decode,
     .kv_copy = vk_kv_copy,
-    .sample = NULL,
+    .sample = vk_sample,
     .encoder_output = vk_encoder_output,
     .close = vk_close,
     .align_weights = vk_align_weights,

@@ -41,4 +41,9 @@ int td_wvk_cm_peak(td_wbackend *b, int mode, double *tflops, td_error *err);
 void td_wvk_profile(td_wbackend *b, int on);
 int td_wvk_profile_read(td_wbackend *b, td_vk_prof *out, int max, int reset);
 
+/* sample() on the device since open: calls, rows, and rows whose float
+ * sums left a near-tie that the host decided on the row read back
+ * (vk_sample.h). */
+void td_wvk_sample_stats(const td_wbackend *b, long *calls, long *rows, long *host_rows);
+
 #endif

@@ -1,0 +1,424 @@
+// sample.comp: the heavy part of one sampling step (backend.h's sample(),
+// vk_sample.h), one workgroup per row of the last decode's logits. The
+// arithmetic mirrors sample.c's td_wsample_row; what needs double
+// precision and what only a few scalars take (the log-sum-exps, the
+// log-probabilities) is left to the host, which gets per row:
+//   - the maxima and sums of exp(x - max) of the raw row, of the masked
+//     text tokens and of the masked timestamp tokens (whole row when
+//     there is no timestamp split), and the raw no-speech logit;
+//   - whether the timestamp rule masked the text tokens;
+//   - the top k (best first, ties to the lower id) with their logits;
+//   - the temperature draw and its logit;
+//   - flags: a NaN in the row (as sample.c finds it), and "uncertain":
+//     a decision this float arithmetic cannot take as the CPU's double
+//     arithmetic would (the timestamp rule or the draw within our error
+//     bound of a boundary), which the host then takes on the row itself.
+// Masks come from a bitmask of the sampler's suppressed ids, the row's
+// ranges and flags; nothing is written to the logits. Keys: floats mapped
+// to unsigned integers in the same order (-0 as +0, as float comparison
+// sees them), so the top k is a radix select on keys (4 passes of 8 bits)
+// that is exact, then the ties at the threshold taken lowest ids first.
+// Reductions go through shared memory (no subgroup size assumed).
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+#define WG 256u
+#define MAX_K 65u
+#define IN_WORDS 16u
+#define OUT_WORDS 148u // O_TOP_X + 65, rounded up
+#define NEG_INF_KEY 0x007fffffu // fkey(-inf): below every other non-NaN float
+
+// flags of the row (backend.h's TD_WSAMPLE_*, resolved by the host)
+#define F_BLANK 1
+#define F_TS_RULE 2
+#define F_NOSPEECH 4
+
+// status bits of the output's word 0
+#define S_NAN 1u
+#define S_FORCED 2u
+#define S_UNCERTAIN 4u
+#define S_DRAWN 8u
+
+// output words
+#define O_STATUS 0
+#define O_RAW_MAX 1
+#define O_RAW_SUM 2
+#define O_NS_X 3
+#define O_TEXT_MAX 4
+#define O_TEXT_SUM 5
+#define O_TS_MAX 6
+#define O_TS_SUM 7
+#define O_DRAW 8
+#define O_DRAW_X 9
+#define O_TOP 16
+#define O_TOP_X (16 + 65)
+
+layout(local_size_x = 256) in;
+
+layout(push_constant) uniform P {
+    F32 x;          // the logits, rows of nv
+    U32 sup;        // suppressed ids as a bitmask (has_sup)
+    I32 inp;        // IN_WORDS per row: row, flags, T, u, n_ranges, ranges[4][2]
+    U32 outp;       // OUT_WORDS per row
+    uint nv, k, has_sup, tsb; // tsb: first timestamp token, 0 = no split
+    int blank, eot, nospeech; // -1: none
+} p;
+
+shared uint s_u[WG];
+shared uint s_u2[WG];
+shared float s_f[WG];
+shared float s_f2[WG];
+shared float s_sum[3];
+shared uint s_max[3];
+shared uint s_flag[4];
+shared uint s_sel[2];
+shared uint cand_id[MAX_K];
+shared uint cand_key[MAX_K];
+shared uint cand_n;
+
+uint row_off;
+int flags, nr;
+int rlo[4], rhi[4];
+bool forced = false;
+
+uint fkey(float f)
+{
+    uint u = floatBitsToUint(f);
+    if ((u & 0x7fffffffu) == 0u)
+        u = 0u;
+    return (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
+}
+
+float kval(uint k)
+{
+    return uintBitsToFloat((k & 0x80000000u) != 0u ? (k & 0x7fffffffu) : ~k);
+}
+
+// exp of a <= 0, with a past float's range taken as -126 (its exp is 0
+// or a denormal, as good as 0 to the host's error bounds): -inf and its
+// arithmetic are never relied on
+float ex(float a)
+{
+    return exp(max(a, -126.0));
+}
+
+bool is_nan(float f)
+{
+    return (floatBitsToUint(f) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// masked before the timestamp rule: suppress list, blank/eot, ranges
+bool masked_pre(uint i)
+{
+    if (p.has_sup != 0u && ((p.sup.v[i >> 5] >> (i & 31u)) & 1u) != 0u)
+        return true;
+    if ((flags & F_BLANK) != 0 && (int(i) == p.blank || int(i) == p.eot))
+        return true;
+    for (int r = 0; r < nr; r++)
+        if (int(i) >= rlo[r] && int(i) < rhi[r])
+            return true;
+    return false;
+}
+
+bool masked(uint i)
+{
+    return (forced && i < p.tsb) || masked_pre(i);
+}
+
+// the key of token i in the masked row (masked: that of -inf)
+uint key_at(uint i)
+{
+    return masked(i) ? NEG_INF_KEY : fkey(p.x.v[row_off + i]);
+}
+
+// inclusive prefix sums over the workgroup (Hillis-Steele)
+uint scan_u(uint v)
+{
+    uint t = gl_LocalInvocationID.x;
+    s_u2[t] = v;
+    barrier();
+    for (uint d = 1u; d < WG; d <<= 1) {
+        uint add = t >= d ? s_u2[t - d] : 0u;
+        barrier();
+        s_u2[t] += add;
+        barrier();
+    }
+    uint r = s_u2[t];
+    barrier();
+    return r;
+}
+
+float scan_f(float v)
+{
+    uint t = gl_LocalInvocationID.x;
+    s_f2[t] = v;
+    barrier();
+    for (uint d = 1u; d < WG; d <<= 1) {
+        float add = t >= d ? s_f2[t - d] : 0.0;
+        barrier();
+        s_f2[t] += add;
+        barrier();
+    }
+    float r = s_f2[t];
+    barrier();
+    return r;
+}
+
+float sum_f(float v)
+{
+    uint t = gl_LocalInvocationID.x;
+    s_f[t] = v;
+    barrier();
+    for (uint s = WG / 2u; s > 0u; s >>= 1) {
+        if (t < s)
+            s_f[t] += s_f[t + s];
+        barrier();
+    }
+    float r = s_f[0];
+    barrier();
+    return r;
+}
+
+void main()
+{
+    uint t = gl_LocalInvocationID.x, ri = gl_WorkGroupID.x;
+    uint ib = ri * IN_WORDS, ob = ri * OUT_WORDS;
+    row_off = uint(p.inp.v[ib]) * p.nv;
+    flags = p.inp.v[ib + 1u];
+    float temp = intBitsToFloat(p.inp.v[ib + 2u]);
+    float u = intBitsToFloat(p.inp.v[ib + 3u]);
+    nr = p.inp.v[ib + 4u];
+    for (int r = 0; r < 4; r++) {
+        rlo[r] = p.inp.v[ib + 5u + 2u * uint(r)];
+        rhi[r] = p.inp.v[ib + 6u + 2u * uint(r)];
+    }
+    uint nv = p.nv;
+    uint split = p.tsb > 0u ? p.tsb : nv; // text tokens below, timestamps from
+    bool need_raw = (flags & F_NOSPEECH) != 0;
+
+    // 1. maxima (as keys) and NaNs
+    if (t < 3u)
+        s_max[t] = 0u;
+    if (t < 4u)
+        s_flag[t] = 0u;
+    barrier();
+    uint mr = 0u, mt = 0u, ms = 0u;
+    bool nan_raw = false, nan_unm = false;
+    for (uint i = t; i < nv; i += WG) {
+        float v = p.x.v[row_off + i];
+        bool n = is_nan(v);
+        uint kv = fkey(v);
+        if (n)
+            nan_raw = true;
+        else
+            mr = max(mr, kv);
+        if (!masked_pre(i)) {
+            if (n)
+                nan_unm = true;
+            else if (i < split)
+                mt = max(mt, kv);
+            else
+                ms = max(ms, kv);
+        }
+    }
+    atomicMax(s_max[0], mr);
+    atomicMax(s_max[1], mt);
+    atomicMax(s_max[2], ms);
+    if (nan_raw)
+        atomicOr(s_flag[0], 1u);
+    if (nan_unm)
+        atomicOr(s_flag[1], 1u);
+    barrier();
+    if ((need_raw && s_flag[0] != 0u) || s_flag[1] != 0u) {
+        if (t == 0u)
+            p.outp.v[ob + O_STATUS] = S_NAN;
+        return; // the same for the whole workgroup
+    }
+    uint kr = s_max[0], kt = s_max[1], ks = s_max[2];
+    float mxr = kr > NEG_INF_KEY ? kval(kr) : 0.0;
+    float mxt = kt > NEG_INF_KEY ? kval(kt) : 0.0;
+    float mxs = ks > NEG_INF_KEY ? kval(ks) : 0.0;
+
+    // 2. sums of exp(x - max) (every term <= 1; -inf ones left out)
+    float sr = 0.0, st = 0.0, ss = 0.0;
+    for (uint i = t; i < nv; i += WG) {
+        float v = p.x.v[row_off + i];
+        if (fkey(v) <= NEG_INF_KEY)
+            continue;
+        if (need_raw)
+            sr += ex(v - mxr);
+        if (!masked_pre(i)) {
+            if (i < split)
+                st += ex(v - mxt);
+            else
+                ss += ex(v - mxs);
+        }
+    }
+    sr = sum_f(sr);
+    st = sum_f(st);
+    ss = sum_f(ss);
+
+    // 3. the timestamp rule: do the timestamps' summed probabilities beat
+    // the best text token (log-sum-exp over them > its logit)? Within
+    // our error bound of a tie, the host decides on the row.
+    bool uncertain = false;
+    if (p.tsb > 0u && (flags & F_TS_RULE) != 0 && ks > NEG_INF_KEY) {
+        if (kt <= NEG_INF_KEY) {
+            forced = true;
+        } else {
+            float lse_ts = mxs + log(ss);
+            float d = lse_ts - mxt;
+            // sums good to 1e-4 relative, log to 1e-5: margin tenfold
+            if (abs(d) <= 2e-4 + 1e-6 * (abs(lse_ts) + abs(mxt)))
+                uncertain = true;
+            else
+                forced = d > 0.0;
+        }
+    }
+    if (t == 0u) {
+        p.outp.v[ob + O_RAW_MAX] = floatBitsToUint(kr > NEG_INF_KEY ? mxr : kval(NEG_INF_KEY));
+        p.outp.v[ob + O_RAW_SUM] = floatBitsToUint(sr);
+        uint ns = p.nospeech >= 0 ? uint(p.nospeech) : 0u;
+        p.outp.v[ob + O_NS_X] = floatBitsToUint(p.x.v[row_off + ns]);
+        p.outp.v[ob + O_TEXT_MAX] = floatBitsToUint(kval(max(kt, NEG_INF_KEY)));
+        p.outp.v[ob + O_TEXT_SUM] = floatBitsToUint(st);
+        p.outp.v[ob + O_TS_MAX] = floatBitsToUint(kval(max(ks, NEG_INF_KEY)));
+        p.outp.v[ob + O_TS_SUM] = floatBitsToUint(ss);
+    }
+    if (uncertain) {
+        if (t == 0u)
+            p.outp.v[ob + O_STATUS] = S_UNCERTAIN;
+        return; // uniform: every invocation computed the same
+    }
+    uint kf = forced ? ks : max(kt, ks); // the masked row's maximum after the rule
+
+    // 4. top k: radix select of the k-th largest key, 8 bits at a time
+    uint k = p.k, prefix = 0u, pmask = 0u, rem = k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        s_u[t] = 0u;
+        barrier();
+        for (uint i = t; i < nv; i += WG) {
+            uint kv = key_at(i);
+            if ((kv & pmask) == prefix)
+                atomicAdd(s_u[(kv >> uint(shift)) & 255u], 1u);
+        }
+        barrier();
+        // thread j looks at digit 255 - j: the keys with that digit or a
+        // higher one; the digit where they first reach rem holds the k-th
+        uint own = s_u[255u - t];
+        uint incl = scan_u(own);
+        if (incl >= rem && incl - own < rem) {
+            s_sel[0] = 255u - t;
+            s_sel[1] = rem - (incl - own);
+        }
+        barrier();
+        prefix |= s_sel[0] << uint(shift);
+        pmask |= 255u << uint(shift);
+        rem = s_sel[1];
+        barrier();
+    }
+    // every key above the threshold (k - rem of them), then the rem
+    // lowest ids among those equal to it, in id order: each thread takes
+    // a contiguous stretch of ids
+    if (t == 0u)
+        cand_n = 0u;
+    barrier();
+    for (uint i = t; i < nv; i += WG) {
+        uint kv = key_at(i);
+        if (kv > prefix) {
+            uint c = atomicAdd(cand_n, 1u);
+            cand_id[c] = i;
+            cand_key[c] = kv;
+        }
+    }
+    uint chunk = (nv + WG - 1u) / WG, lo = min(t * chunk, nv), hi = min(lo + chunk, nv);
+    uint eq = 0u;
+    for (uint i = lo; i < hi; i++)
+        if (key_at(i) == prefix)
+            eq++;
+    uint before = scan_u(eq) - eq; // barriers inside: cand_n is final after
+    uint above = k - rem;
+    for (uint i = lo; i < hi && before < rem; i++)
+        if (key_at(i) == prefix) {
+            cand_id[above + before] = i;
+            cand_key[above + before] = prefix;
+            before++;
+        }
+    barrier();
+    // sorted: larger key first, then lower id
+    if (t < k) {
+        uint mk = cand_key[t], mi = cand_id[t], rank = 0u;
+        for (uint j = 0u; j < k; j++) {
+            uint kj = cand_key[j];
+            if (kj > mk || (kj == mk && cand_id[j] < mi))
+                rank++;
+        }
+        p.outp.v[ob + O_TOP + rank] = mi;
+        p.outp.v[ob + O_TOP_X + rank] = floatBitsToUint(mk == NEG_INF_KEY ? kval(NEG_INF_KEY)
+                                                                             : p.x.v[row_off + mi]);
+    }
+
+    // 5. the draw from softmax(masked / T): the first id (in id order)
+    // whose cumulative sum of exp((x - max) / T) passes u times the total,
+    // as sample.c walks it. Each thread sums its stretch of ids, a scan
+    // places the stretches, the thread whose stretch holds u * total walks
+    // it. Float sums are good to 1e-4 relative (every term's error is
+    // relative to itself, the sums' to themselves), so a draw within
+    // 2e-4 of a boundary is left to the host.
+    uint status = forced ? S_FORCED : 0u;
+    if (temp > 0.0 && kf > NEG_INF_KEY) {
+        float mxf = kval(kf);
+        float c = 0.0;
+        for (uint i = lo; i < hi; i++) {
+            uint kv = key_at(i);
+            if (kv > NEG_INF_KEY)
+                c += ex((p.x.v[row_off + i] - mxf) / temp);
+        }
+        float start = scan_f(c) - c;
+        if (t == WG - 1u)
+            s_sum[0] = start + c;
+        if (t == 0u) {
+            s_flag[2] = 0u;
+            s_flag[3] = 0u;
+        }
+        barrier();
+        float U = u * s_sum[0];
+        if (start <= U && U < start + c) {
+            float acc = start, prev = start;
+            uint next = 0u;
+            bool crossed = false;
+            for (uint i = lo; i < hi; i++) {
+                uint kv = key_at(i);
+                if (kv <= NEG_INF_KEY)
+                    continue;
+                prev = acc;
+                acc += ex((p.x.v[row_off + i] - mxf) / temp);
+                next = i;
+                if (acc > U) {
+                    crossed = true;
+                    break;
+                }
+            }
+            if (crossed && U - prev > 2e-4 * (U + prev) + 1e-30 &&
+                acc - U > 2e-4 * (U + acc) + 1e-30) {
+                atomicAdd(s_flag[2], 1u);
+                s_flag[3] = next;
+            } else {
+                atomicAdd(s_flag[2], 2u); // counted as not certain
+            }
+        }
+        barrier();
+        if (s_flag[2] == 1u) {
+            status |= S_DRAWN;
+            if (t == 0u) {
+                p.outp.v[ob + O_DRAW] = s_flag[3];
+                p.outp.v[ob + O_DRAW_X] = floatBitsToUint(p.x.v[row_off + s_flag[3]]);
+            }
+        } else {
+            status |= S_UNCERTAIN;
+        }
+    }
+    if (t == 0u)
+        p.outp.v[ob + O_STATUS] = status;
+}
