@@ -17,6 +17,11 @@
  *     windows, mixed positions and prompt lengths, a forked slot, a slot
  *     reused for another window) equal those of the same sequence run
  *     alone, and a kv_copy() fork continues as its source would;
+ *   - sample() on the logits of real decode steps (every flag, ranges, a
+ *     temperature draw) equals td_wsample_row() on the same logits read
+ *     back: token ids exactly, log-probabilities within 2e-5; rows sampled
+ *     over two calls, each once; none after a decode that returned its
+ *     logits; the greedy decodes above run through it;
  *   - arguments out of range are refused, memory_need() is -1 exactly
  *     for what open() refuses;
  *   - an allocation failure injected at each allocation of open() comes
@@ -254,6 +259,12 @@ static void golden_set(const char *name, int real)
         td_wdecoder_free(dec);
     }
     td_wbackend_cpu.close(cpu);
+    /* the rules sampled on the device (sample(): no logits read back) */
+    long s_calls, s_rows, s_host;
+    td_wvk_sample_stats(b, &s_calls, &s_rows, &s_host);
+    print_message("  %s: sample() on the device: %ld rows in %ld calls, %ld decided on the host\n",
+                  name, s_rows, s_calls, s_host);
+    assert_true(s_calls > 0 && s_rows >= s_calls);
     int n = res[0].n_tokens;
     if (n > 0 && res[0].tokens[n - 1] == f.m->sp.eot)
         n--; /* the reference lists tokens without eot */
@@ -515,6 +526,118 @@ static void test_ragged_batch(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* sample() on real decode steps against td_wsample_row() on the same
+ * logits: the step is run twice from the same cache state (its K/V
+ * stores write the same values), once returning its logits and once
+ * keeping them on the device. */
+static void test_sample_entry(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    const td_wmodel *m = f.m;
+    int nv = m->hp.n_vocab;
+    td_error err = {0};
+    td_wbackend *b = open_vk(m, 4, 1, &err);
+    int w0 = 0;
+    const float *mels[1] = {f.mel};
+    if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)
+        fail_msg("encode: %s", err.msg);
+    int32_t *sup = malloc((size_t)nv * sizeof *sup);
+    float *lg = malloc((size_t)4 * nv * sizeof *lg), *row = malloc((size_t)nv * sizeof *row);
+    assert_true(sup && lg && row);
+    int n_sup = td_wsuppress_tokens(m, sup, nv);
+    const td_wspecial *sp = &m->sp;
+    td_wsampler smp = {.suppress = sup, .n_suppress = n_sup, .eot = sp->eot, .blank = sp->blank,
+                       .ts_begin = sp->ts_begin, .nospeech = sp->nospeech, .k = 6};
+    /* three sequences: prompts of 3, 1 and 4 tokens, then two steps */
+    int32_t toks[3][8];
+    for (int s = 0; s < 3; s++)
+        for (int t = 0; t < 8; t++)
+            toks[s][t] = t == 0 ? sp->sot : (int32_t)((s * 131 + t * 977) % sp->eot);
+    const int plen[3] = {3, 1, 4};
+    int len[3] = {0, 0, 0};
+    double worst = 0;
+    long host0, calls0, rows0;
+    td_wvk_sample_stats(b, &calls0, &rows0, &host0);
+    for (int step = 0; step < 3; step++) {
+        td_wseq seqs[3];
+        int32_t flat[16];
+        int nt = 0;
+        for (int s = 0; s < 3; s++) {
+            int n = step == 0 ? plen[s] : 1;
+            seqs[s] = (td_wseq){s + 1, 0, len[s], n};
+            for (int t = 0; t < n; t++)
+                flat[nt++] = toks[s][len[s] + t];
+        }
+        if (VK->decode(b, 3, seqs, flat, 0, lg, &err) != TD_OK)
+            fail_msg("decode: %s", err.msg);
+        /* nothing kept by a decode that returned its logits */
+        td_wsample_in in[3];
+        td_wsample_out out[3], ref;
+        memset(in, 0, sizeof in);
+        in[0].row = 0;
+        assert_int_equal(VK->sample(b, &smp, 1, in, out, &err), TD_EINVAL);
+        if (VK->decode(b, 3, seqs, flat, 0, NULL, &err) != TD_OK)
+            fail_msg("decode: %s", err.msg);
+        for (int s = 0; s < 3; s++) {
+            in[s].row = 2 - s; /* not in row order */
+            in[s].flags = step == 0 ? TD_WSAMPLE_BLANK | TD_WSAMPLE_NOSPEECH : TD_WSAMPLE_TS_RULE;
+            if (s == 1) { /* the timestamp rules' ranges */
+                in[s].n_ranges = 2;
+                in[s].ranges[0][0] = sp->ts_begin;
+                in[s].ranges[0][1] = sp->ts_begin + 3;
+                in[s].ranges[1][0] = sp->ts_begin + 100;
+                in[s].ranges[1][1] = nv;
+            }
+            if (s == 2) {
+                in[s].temperature = 0.7f;
+                in[s].u = 0.1 + 0.3 * step;
+            }
+        }
+        /* two calls: rows 2 and 1, then row 0; a row again is refused */
+        if (VK->sample(b, &smp, 2, in, out, &err) != TD_OK ||
+            VK->sample(b, &smp, 1, in + 2, out + 2, &err) != TD_OK)
+            fail_msg("sample: %s", err.msg);
+        assert_int_equal(VK->sample(b, &smp, 1, in, out, &err), TD_EINVAL);
+        for (int s = 0; s < 3; s++) {
+            memcpy(row, lg + (size_t)in[s].row * nv, (size_t)nv * sizeof *row);
+            td_wsample_row(&smp, nv, row, &in[s], &ref);
+            assert_int_equal(out[s].has_nan, 0);
+            assert_int_equal(out[s].forced_ts, ref.forced_ts);
+            assert_int_equal(out[s].all_masked, ref.all_masked);
+            assert_int_equal(out[s].sampled, ref.sampled);
+            for (int i = 0; i < smp.k; i++) {
+                assert_int_equal(out[s].top[i], ref.top[i]);
+                worst = fmax(worst, fabs(out[s].top_lp[i] - ref.top_lp[i]));
+            }
+            if (in[s].temperature > 0)
+                worst = fmax(worst, fabs(out[s].sampled_lp - ref.sampled_lp));
+            if (isfinite(ref.ts_lse))
+                worst = fmax(worst, fabs(out[s].ts_lse - ref.ts_lse));
+            worst = fmax(worst, fabs(out[s].best_text_lp - ref.best_text_lp));
+            if (in[s].flags & TD_WSAMPLE_NOSPEECH)
+                worst = fmax(worst, fabs(out[s].no_speech_prob - ref.no_speech_prob));
+        }
+        for (int s = 0; s < 3; s++)
+            len[s] += seqs[s].n_tokens;
+    }
+    long host, calls, rows;
+    td_wvk_sample_stats(b, &calls, &rows, &host);
+    print_message("  sample() on 3 decode steps of 3 sequences: ids as td_wsample_row's, worst "
+                  "log-prob difference %.3g (bound 2e-5), %ld of %ld rows on the host\n",
+                  worst, host - host0, rows - rows0);
+    assert_true(worst < 2e-5);
+    assert_int_equal(rows - rows0, 9);
+    VK->close(b);
+    free(sup);
+    free(lg);
+    free(row);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
 /* Word alignment's cross-attention weights (align_weights) against the
  * CPU backend's, 40 tokens in two chunks (the plan takes 32 a call), three
  * heads of two layers; every row a softmax. */
@@ -680,7 +803,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_en_d64), cmocka_unit_test(test_golden_tiny_f16),
         cmocka_unit_test(test_golden_real),
-        cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_align_weights),
+        cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_sample_entry),
+        cmocka_unit_test(test_align_weights),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_open_alloc_failures),
     };

@@ -266,7 +266,16 @@ int td_vks_run(td_vks *s, const td_vk_buf *logits, const td_wsampler *sp, int n,
                (r->flags & TD_WSAMPLE_TS_RULE ? F_TS_RULE : 0) |
                (r->flags & TD_WSAMPLE_NOSPEECH && nospeech >= 0 ? F_NOSPEECH : 0);
         q[2] = (int32_t)bits(r->temperature > 0 ? r->temperature : 0.0f);
-        q[3] = (int32_t)bits((float)r->u);
+        /* u and 1/T as float-float pairs (hi + lo) for the draw's sums */
+        float u_hi = (float)r->u;
+        q[3] = (int32_t)bits(u_hi);
+        q[15] = (int32_t)bits((float)(r->u - u_hi));
+        if (r->temperature > 0) {
+            double inv = 1.0 / (double)r->temperature;
+            float inv_hi = (float)inv;
+            q[13] = (int32_t)bits(inv_hi);
+            q[14] = (int32_t)bits((float)(inv - inv_hi));
+        }
         int nr = r->n_ranges < 0 ? 0 : r->n_ranges > TD_WSAMPLE_MAX_RANGES ? TD_WSAMPLE_MAX_RANGES
                                                                          : r->n_ranges;
         q[4] = nr;

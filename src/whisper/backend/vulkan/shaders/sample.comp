@@ -59,7 +59,8 @@ layout(local_size_x = 256) in;
 layout(push_constant) uniform P {
     F32 x;          // the logits, rows of nv
     U32 sup;        // suppressed ids as a bitmask (has_sup)
-    I32 inp;        // IN_WORDS per row: row, flags, T, u, n_ranges, ranges[4][2]
+    I32 inp;        // IN_WORDS per row: row, flags, T, u (high part), n_ranges,
+                    // ranges[4][2], 1/T (high, low part), u (low part)
     U32 outp;       // OUT_WORDS per row
     uint nv, k, has_sup, tsb; // tsb: first timestamp token, 0 = no split
     int blank, eot, nospeech; // -1: none
@@ -69,6 +70,7 @@ shared uint s_u[WG];
 shared uint s_u2[WG];
 shared float s_f[WG];
 shared float s_f2[WG];
+shared vec2 s_ff[WG];
 shared float s_sum[3];
 shared uint s_max[3];
 shared uint s_flag[4];
@@ -101,6 +103,83 @@ float kval(uint k)
 float ex(float a)
 {
     return exp(max(a, -126.0));
+}
+
+// Float-float arithmetic (a value as hi + lo) for the draw, whose sums
+// must be far more exact than float for the host to trust most draws:
+// sums of non-negative terms to about 2^-44, and exp good to a few float
+// ulps whatever its argument (GLSL's exp may be off by 3 + 2|x| ulps).
+// `precise` keeps the compiler from fusing or reordering these steps.
+vec2 two_sum(float a, float b)
+{
+    precise float s = a + b;
+    precise float bb = s - a;
+    precise float e = (a - (s - bb)) + (b - bb);
+    return vec2(s, e);
+}
+
+vec2 ff_add(vec2 a, vec2 b)
+{
+    vec2 s = two_sum(a.x, b.x);
+    precise float lo = s.y + (a.y + b.y);
+    return two_sum(s.x, lo);
+}
+
+vec2 ff_neg(vec2 a)
+{
+    return vec2(-a.x, -a.y);
+}
+
+// Dekker's split and product (no fused multiply-add assumed)
+vec2 split(float a)
+{
+    precise float c = 4097.0 * a;
+    precise float hi = c - (c - a);
+    precise float lo = a - hi;
+    return vec2(hi, lo);
+}
+
+vec2 two_prod(float a, float b)
+{
+    precise float p = a * b;
+    vec2 as = split(a), bs = split(b);
+    precise float e = ((as.x * bs.x - p) + as.x * bs.y + as.y * bs.x) + as.y * bs.y;
+    return vec2(p, e);
+}
+
+vec2 ff_mul(vec2 a, vec2 b)
+{
+    vec2 p = two_prod(a.x, b.x);
+    precise float lo = p.y + (a.x * b.y + a.y * b.x);
+    return two_sum(p.x, lo);
+}
+
+// exp(a) for a float-float a <= 0: a = n ln2 + r (Cody and Waite's two
+// constants: n * L2HI is exact), exp(r) by its Taylor series to r^8
+// (|r| <= 0.35: truncation 1e-10), scaled by 2^n. About 2 ulps; below
+// -87 (exp < 2e-38), 0.
+float exp_ff(vec2 a)
+{
+    if (a.x < -87.0)
+        return 0.0;
+    float n = floor(a.x * 1.44269504 + 0.5);
+    precise float r = ((a.x - n * 0.693145751953125) - n * 1.42860677e-06) + a.y;
+    float q = 1.0 / 40320.0;
+    q = q * r + 1.0 / 5040.0;
+    q = q * r + 1.0 / 720.0;
+    q = q * r + 1.0 / 120.0;
+    q = q * r + 1.0 / 24.0;
+    q = q * r + 1.0 / 6.0;
+    q = q * r + 0.5;
+    q = q * r + 1.0;
+    q = q * r + 1.0;
+    return ldexp(q, int(n));
+}
+
+// exp((x - mx) / T) with x - mx exact and 1/T given as float-float
+float draw_term(float x, float mx, vec2 inv_t)
+{
+    return exp_ff(ff_mul(two_sum(x, -mx), inv_t));
 }
 
 bool is_nan(float f)
@@ -161,6 +240,22 @@ float scan_f(float v)
         barrier();
     }
     float r = s_f2[t];
+    barrier();
+    return r;
+}
+
+vec2 scan_ff(vec2 v)
+{
+    uint t = gl_LocalInvocationID.x;
+    s_ff[t] = v;
+    barrier();
+    for (uint d = 1u; d < WG; d <<= 1) {
+        vec2 add = t >= d ? s_ff[t - d] : vec2(0.0);
+        barrier();
+        s_ff[t] = ff_add(s_ff[t], add);
+        barrier();
+    }
+    vec2 r = s_ff[t];
     barrier();
     return r;
 }
@@ -363,29 +458,34 @@ void main()
     // whose cumulative sum of exp((x - max) / T) passes u times the total,
     // as sample.c walks it. Each thread sums its stretch of ids, a scan
     // places the stretches, the thread whose stretch holds u * total walks
-    // it. Float sums are good to 1e-4 relative (every term's error is
-    // relative to itself, the sums' to themselves), so a draw within
-    // 2e-4 of a boundary is left to the host.
+    // it. In float-float every term is good to 3e-7 of itself and the sums
+    // to 1e-12 of themselves, so the CPU's double sums are within 3e-7 of
+    // ours; a draw within 1e-6 of a boundary is left to the host (so is
+    // u = 0, whose first boundary is 0 itself).
     uint status = forced ? S_FORCED : 0u;
     if (temp > 0.0 && kf > NEG_INF_KEY) {
         float mxf = kval(kf);
-        float c = 0.0;
+        vec2 inv_t = vec2(intBitsToFloat(p.inp.v[ib + 13u]), intBitsToFloat(p.inp.v[ib + 14u]));
+        vec2 uu = vec2(u, intBitsToFloat(p.inp.v[ib + 15u]));
+        vec2 c = vec2(0.0);
         for (uint i = lo; i < hi; i++) {
             uint kv = key_at(i);
             if (kv > NEG_INF_KEY)
-                c += ex((p.x.v[row_off + i] - mxf) / temp);
+                c = ff_add(c, vec2(draw_term(p.x.v[row_off + i], mxf, inv_t), 0.0));
         }
-        float start = scan_f(c) - c;
+        vec2 incl = scan_ff(c);
+        vec2 start = ff_add(incl, ff_neg(c));
         if (t == WG - 1u)
-            s_sum[0] = start + c;
+            s_ff[0] = incl;
         if (t == 0u) {
             s_flag[2] = 0u;
             s_flag[3] = 0u;
         }
         barrier();
-        float U = u * s_sum[0];
-        if (start <= U && U < start + c) {
-            float acc = start, prev = start;
+        vec2 U = ff_mul(uu, s_ff[0]);
+        // start <= U < start + c (in float-float)
+        if (ff_add(U, ff_neg(start)).x >= 0.0 && ff_add(incl, ff_neg(U)).x > 0.0) {
+            vec2 acc = start, prev = start;
             uint next = 0u;
             bool crossed = false;
             for (uint i = lo; i < hi; i++) {
@@ -393,15 +493,16 @@ void main()
                 if (kv <= NEG_INF_KEY)
                     continue;
                 prev = acc;
-                acc += ex((p.x.v[row_off + i] - mxf) / temp);
+                acc = ff_add(acc, vec2(draw_term(p.x.v[row_off + i], mxf, inv_t), 0.0));
                 next = i;
-                if (acc > U) {
+                if (ff_add(acc, ff_neg(U)).x > 0.0) {
                     crossed = true;
                     break;
                 }
             }
-            if (crossed && U - prev > 2e-4 * (U + prev) + 1e-30 &&
-                acc - U > 2e-4 * (U + acc) + 1e-30) {
+            float below = ff_add(U, ff_neg(prev)).x, above = ff_add(acc, ff_neg(U)).x;
+            if (crossed && below > 1e-6 * (U.x + prev.x) + 1e-30 &&
+                above > 1e-6 * (U.x + acc.x) + 1e-30) {
                 atomicAdd(s_flag[2], 1u);
                 s_flag[3] = next;
             } else {
