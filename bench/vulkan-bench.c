@@ -5,7 +5,8 @@
  *
  *   vulkan-bench [--dims tiny|base|small|medium|...] [--model PATH]
  *                [--windows N] [--batch LIST] [--tokens N] [--runs N]
- *                [--path tiled|coopmat|coopmat64|auto] [--profile] [--header] [--peak]
+ *                [--path tiled|coopmat|coopmat64|auto] [--step logits|host|sample]
+ *                [--profile] [--header] [--peak]
  *
  * Generates an F16 model (td_wmk_write, seed 1) unless --model names one,
  * opens the backend on TD_VULKAN_DEVICE (or the first device) and
@@ -16,10 +17,14 @@
  *   - decoder: for each B in --batch (default 1,8,32), B sequences at
  *     ragged positions (sequence s starts s % 5 tokens further on), each
  *     in its own window slot where there are enough, --tokens (default 64)
- *     single-token steps after a 4-token prompt, the logits of every
- *     sequence read back each step (the rules need them: the sampling
- *     entry is not on the device yet); ms per step, and per token per
- *     sequence (ms per step / B).
+ *     single-token steps after a 4-token prompt; ms per step, and per
+ *     token per sequence (ms per step / B). --step says what a step
+ *     ends with: logits (default) reads every sequence's n_vocab logits
+ *     back; host does that and samples each row on the host as the
+ *     decoding rules do for a backend without sample() (td_wsample_row:
+ *     the suppress list, the timestamp rule, top 6); sample keeps the
+ *     logits on the device and runs the backend's sample() on the same
+ *     rows (about 600 bytes per sequence back).
  * and x real time for a 30-s window at each B (encoder per window plus
  * --tokens steps shared by B windows). --path forces the products' path
  * (TD_VULKAN_MATMUL; auto: the per-device trial or its cached answer).
@@ -39,8 +44,10 @@
 
 #include "util/error.h"
 #include "whisper/backend.h"
+#include "whisper/decode.h"
 #include "whisper/mkmodel.h"
 #include "whisper/model.h"
+#include "whisper/sample.h"
 
 #if defined(TD_HAVE_VULKAN) && TD_WBACKEND_API_VERSION >= 2
 
@@ -90,6 +97,7 @@ int main(int argc, char **argv)
 {
     const char *dims = "base", *model = NULL;
     int n_win = 1, n_tokens = 64, runs = 3, profile = 0, header = 0, peak = 0;
+    const char *step_mode = "logits";
     int batch[MAX_B] = {1, 8, 32}, n_batch = 3;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -119,6 +127,10 @@ int main(int argc, char **argv)
                 perror("setenv");
                 return 1;
             }
+        } else if (strcmp(a, "--step") == 0) {
+            if (strcmp(v, "logits") != 0 && strcmp(v, "host") != 0 && strcmp(v, "sample") != 0)
+                goto usage;
+            step_mode = v;
         } else if (strcmp(a, "--tokens") == 0) {
             n_tokens = atoi(v);
         } else if (strcmp(a, "--runs") == 0) {
@@ -245,6 +257,30 @@ int main(int argc, char **argv)
     td_wseq *seqs = malloc((size_t)max_b * sizeof *seqs);
     if (!logits || !tok || !seqs)
         return 1;
+    /* the step's end (--step): the decoding rules' sampler, greedy with
+     * timestamps, top 6 (beam 5) */
+    int on_host = strcmp(step_mode, "host") == 0, on_dev = strcmp(step_mode, "sample") == 0;
+    if (on_dev && !ops->sample) {
+        fprintf(stderr, "vulkan-bench: this backend has no sample()\n");
+        return 1;
+    }
+    int32_t *sup = malloc((size_t)nv * sizeof *sup);
+    float *row = malloc((size_t)nv * sizeof *row);
+    td_wsample_in *s_in = calloc((size_t)max_b, sizeof *s_in);
+    td_wsample_out *s_out = malloc((size_t)max_b * sizeof *s_out);
+    if (!sup || !row || !s_in || !s_out)
+        return 1;
+    td_wsampler smp = {.suppress = sup, .n_suppress = td_wsuppress_tokens(m, sup, nv),
+                       .eot = m->sp.eot, .blank = m->sp.blank, .ts_begin = m->sp.ts_begin,
+                       .nospeech = m->sp.nospeech, .k = 6};
+    for (int s = 0; s < max_b; s++) {
+        s_in[s].row = s;
+        s_in[s].flags = TD_WSAMPLE_TS_RULE;
+    }
+    printf("  step ends with: %s\n",
+           on_dev ? "sample() on the device (top 6, about 600 bytes per sequence back)"
+           : on_host ? "the logits read back and sampled on the host (td_wsample_row, top 6)"
+                     : "the logits read back (n_vocab floats per sequence)");
     double dec_ms[MAX_B];
     for (int bi = 0; bi < n_batch; bi++) {
         int B = batch[bi];
@@ -270,8 +306,14 @@ int main(int argc, char **argv)
                 td_wvk_profile(b, 1);
             double s0 = now_ms();
             for (int step = 0; step < n_tokens; step++) {
-                if (ops->decode(b, B, seqs, tok, 0, logits, &err) != TD_OK)
+                if (ops->decode(b, B, seqs, tok, 0, on_dev ? NULL : logits, &err) != TD_OK)
                     die("decode", &err);
+                if (on_dev && ops->sample(b, &smp, B, s_in, s_out, &err) != TD_OK)
+                    die("sample", &err);
+                for (int s = 0; on_host && s < B; s++) {
+                    memcpy(row, logits + (size_t)s * nv, (size_t)nv * sizeof *row);
+                    td_wsample_row(&smp, nv, row, &s_in[s], &s_out[s]);
+                }
                 for (int s = 0; s < B; s++) {
                     seqs[s].n_past++;
                     tok[s] = 1000 + (step * 31 + s * 7) % 20000;
@@ -303,8 +345,9 @@ int main(int argc, char **argv)
     char pathname[32] = "";
     if (sscanf(note, "products: %31[a-z0-9]", pathname) != 1)
         snprintf(pathname, sizeof pathname, "?");
-    printf("| %s%s | %s | %s | %.1f |", made ? dims : (slash ? slash + 1 : model),
-           made ? " (random F16)" : "", in->name, pathname, enc_ms);
+    printf("| %s%s%s | %s | %s | %.1f |", made ? dims : (slash ? slash + 1 : model),
+           made ? " (random F16)" : "", on_dev ? ", sample()" : on_host ? ", host sampling" : "",
+           in->name, pathname, enc_ms);
     for (int bi = 0; bi < n_batch; bi++)
         printf(" %.2f (%.3f, %.0fx) |", dec_ms[bi], dec_ms[bi] / batch[bi],
                30000.0 / (enc_ms + n_tokens * dec_ms[bi] / batch[bi]));
@@ -316,11 +359,15 @@ int main(int argc, char **argv)
     free(logits);
     free(tok);
     free(seqs);
+    free(sup);
+    free(row);
+    free(s_in);
+    free(s_out);
     return 0;
 usage:
     fprintf(stderr, "usage: vulkan-bench [--dims NAME] [--model PATH] [--windows N] [--batch LIST]\n"
                     "                    [--tokens N] [--runs N] [--path tiled|coopmat|coopmat64|auto]\n"
-                    "                    [--profile] [--header] [--peak]\n");
+                    "                    [--step logits|host|sample] [--profile] [--header] [--peak]\n");
     return 2;
 }
 

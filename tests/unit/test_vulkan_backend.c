@@ -58,6 +58,7 @@
 #include "whisper/mel.h"
 #include "whisper/mkmodel.h"
 #include "whisper/model.h"
+#include "whisper/sample.h"
 
 /* test_whisper_golden.c's bounds (about 15-20 times HF float32's own
  * distance from float64): the Vulkan backend computes in float32 as the
