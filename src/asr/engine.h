@@ -140,6 +140,17 @@ int td_whisper_pick_batch(const td_engine_config *cfg, int64_t budget, int cap);
 /* The most windows one of the engine's speech batches can bring (a batch
  * larger than this holds memory no scene uses). */
 int td_whisper_max_batch(void);
+/* Batched decoding: where to cut total samples of joined speech into
+ * chunks, each walked window by window as the sequential loop walks its
+ * audio, only at utterance starts (cuts, ascending): about one chunk per
+ * TD_WHISPER_CHUNK_TARGET_S of speech, at least
+ * min(TD_WHISPER_CHUNK_MIN_PARALLEL, the 30-s windows the speech needs),
+ * at most batch and cap, as evenly as the cuts allow. Writes the chunks'
+ * starts, ascending, 0 first, into bounds[0 .. n) and returns n (>= 1). */
+#define TD_WHISPER_CHUNK_TARGET_S 90
+#define TD_WHISPER_CHUNK_MIN_PARALLEL 4
+size_t td_whisper_chunk_starts(const size_t *cuts, size_t n_cuts, size_t total, int batch,
+                               size_t *bounds, size_t cap);
 /* The bytes a GPU backend b holds for a model of these hyper-parameters
  * and weight type (enum td_wtype) opened as this configuration asks (beam,
  * decode mode, batch): b's memory_need() of the engine's own backend

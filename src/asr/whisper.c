@@ -18,10 +18,12 @@
  *   sequential  openai-whisper's transcribe loop over the joined speech:
  *               one 30-s window at a time, seeking to the last timestamp,
  *               each window conditioned on the text before it;
- *   batched     the utterances are packed into chunks of at most 30 s,
- *               cut only between utterances (at pauses), each chunk one
- *               window decoded on its own, and `batch` windows go through
- *               the network together (decode.h, transcribe_chunks): the
+ *   batched     the speech is cut into chunks (about 90 s, at least 4
+ *               where there is that much speech, at most `batch`), only
+ *               between utterances (at pauses); each chunk is walked as
+ *               the sequential loop walks the batch, independently of the
+ *               others, and the windows of all chunks go through the
+ *               network together (decode.h, transcribe_chunks): the
  *               decoder's weights are read once per step for all of them.
  *
  * Progress never goes backwards: the seconds reported are a high-water
@@ -55,9 +57,9 @@
 #define PAD_SAMPLES ((size_t)TD_WMEL_WINDOW_SAMPLES) /* openai pads 30 s of silence */
 #define DEFAULT_BEAM 5
 #define DEFAULT_BEST_OF 5
-#define CHUNK_SAMPLES ((size_t)TD_WMEL_WINDOW_SAMPLES) /* a batched chunk: 30 s at most */
-/* Chunks a batch can make: two neighbours together are longer than a
- * chunk, or they would be one. */
+#define CHUNK_SAMPLES ((size_t)TD_WMEL_WINDOW_SAMPLES) /* one window: 30 s */
+/* Chunks a batch is cut into, at most (make_chunks makes no more than
+ * the decoder's batch), and the largest batch (td_whisper_max_batch). */
 #define MAX_CHUNKS ((int)(2 * (BATCH_MAX_SAMPLES / CHUNK_SAMPLES) + 2))
 #define CPU_MAX_BATCH 16   /* windows: past this a CPU gains nothing (bench/RESULTS.md) */
 
@@ -103,8 +105,7 @@ struct td_engine {
     size_t batch_len;
     span *spans;
     size_t n_spans, cap_spans;
-    float *mel;                   /* sequential: [n_mels][frames] for one batch;
-                                   * batched: MAX_CHUNKS windows [n_mels][3000] */
+    float *mel;                   /* [n_mels][frames] for one batch */
     size_t *cuts;                 /* batched: utterance starts in the batch (samples) */
     size_t n_cuts, cap_cuts;
     int mode;                     /* enum td_wdecode_mode, resolved */
@@ -234,11 +235,11 @@ static int64_t batch_bytes(const td_whparams *hp, const td_wconfig *bc, int is_b
     int64_t vad = ((int64_t)td_vad_whisper_defaults.max_samples + READ_SAMPLES) * 2 * f;
     int64_t decoder = (int64_t)bc->max_seq * hp->n_vocab * f * 2 +
                       (int64_t)hp->n_mels * TD_WMEL_WINDOW_FRAMES * f;
-    /* batched: every chunk's window, and the decoder's window per job for
-     * the rest of a chunk after a seek */
-    int64_t mel = is_batched ? (int64_t)(MAX_CHUNKS + bc->max_windows) * hp->n_mels *
-                                   TD_WMEL_WINDOW_FRAMES * f
-                             : (int64_t)td_wmel_frames(samples) * hp->n_mels * f;
+    /* the batch's log-mel; batched: the decoder's window per job */
+    int64_t mel = (int64_t)td_wmel_frames(samples) * hp->n_mels * f +
+                  (is_batched ? (int64_t)bc->max_windows * hp->n_mels *
+                                    TD_WMEL_WINDOW_FRAMES * f
+                              : 0);
     return (int64_t)samples * f + mel + (int64_t)READ_SAMPLES * f + vad + decoder;
 }
 
@@ -438,9 +439,7 @@ fail:
 static int alloc_buffers(td_engine *e, td_error *err)
 {
     size_t samples = BATCH_MAX_SAMPLES + PAD_SAMPLES;
-    size_t mel_floats = e->mode == TD_WDECODE_BATCHED
-                            ? (size_t)MAX_CHUNKS * TD_WMEL_WINDOW_FRAMES
-                            : td_wmel_frames(samples);
+    size_t mel_floats = td_wmel_frames(samples); /* both modes: the batch's log-mel */
     e->audio = calloc(samples, sizeof *e->audio);
     e->mel = malloc(mel_floats * (size_t)e->model->hp.n_mels * sizeof *e->mel);
     e->chunk = malloc(READ_SAMPLES * sizeof *e->chunk);
@@ -626,67 +625,89 @@ static int on_window(void *user, double seconds_done)
     return report(&p->e->reported, p->fn, p->user, map_time(p->e, seconds_done, 1));
 }
 
-/* Batched mode: cut the batch into chunks of at most CHUNK_SAMPLES at
- * utterance starts (e->cuts), greedily, and compute each chunk's window of
- * log-mel: its samples padded with silence to 30 s, normalized, frames
- * past its audio zeroed (openai's pad_or_trim). */
-static int make_chunks(td_engine *e, td_wchunk *chunks, int *n_chunks, td_error *err)
+size_t td_whisper_chunk_starts(const size_t *cuts, size_t n_cuts, size_t total, int batch,
+                               size_t *bounds, size_t cap)
+{
+    size_t target = (size_t)TD_WHISPER_CHUNK_TARGET_S * RATE;
+    size_t n30 = (total + CHUNK_SAMPLES - 1) / CHUNK_SAMPLES;
+    size_t k = (total + target - 1) / target;
+    size_t par = n30 < TD_WHISPER_CHUNK_MIN_PARALLEL ? n30 : TD_WHISPER_CHUNK_MIN_PARALLEL;
+    if (k < par)
+        k = par;
+    if (batch > 0 && k > (size_t)batch)
+        k = (size_t)batch;
+    if (k > cap)
+        k = cap;
+    if (k < 1)
+        k = 1;
+    size_t nb = 0, from = 0;
+    bounds[nb++] = 0;
+    /* for each i, the utterance start nearest i * total / k, after the
+     * one before */
+    for (size_t i = 1; i < k && nb < cap; i++) {
+        size_t want = (size_t)((double)total * (double)i / (double)k);
+        size_t best = 0, bdist = 0;
+        int found = 0;
+        for (size_t c = from; c < n_cuts; c++) {
+            size_t at = cuts[c];
+            if (at <= bounds[nb - 1] || at >= total)
+                continue;
+            size_t dist = at > want ? at - want : want - at;
+            if (found && dist >= bdist)
+                break; /* ascending: farther from here on */
+            best = at;
+            bdist = dist;
+            found = 1;
+            from = c + 1;
+        }
+        if (found)
+            bounds[nb++] = best;
+    }
+    return nb;
+}
+
+/* Batched mode: cut the batch into chunks at utterance starts (e->cuts,
+ * td_whisper_chunk_starts). Each chunk is walked window by window as the
+ * sequential loop walks the batch (seek to the last timestamp, the next
+ * window conditioned on the chunk's text), so a chunk can be longer than
+ * a window. Fewer, longer chunks mean fewer windows: a window that ends
+ * before its audio does (Whisper often closes its last segment seconds
+ * early, or leaves it open) goes on from there, and in a chunk of at most
+ * 30 s that rest is a window of its own, where in a longer chunk it is
+ * the start of a full one (bench/RESULTS.md: 30 windows in 19 chunks of
+ * at most 30 s against the sequential loop's 19 on the 10-minute scene;
+ * without a prompt, greedy chunk starts also looped on tones and fell
+ * back). More chunks mean more windows in each decoder step, but past a
+ * few a step costs nearly the same per window on a CPU. The batch's
+ * log-mel is computed once, as the sequential loop's (normalized over
+ * the whole batch), and each chunk is a view of it. */
+static int make_chunks(td_engine *e, size_t frames, td_wchunk *chunks, int *n_chunks,
+                       td_error *err)
 {
     const td_wmodel *m = e->model;
-    size_t W = TD_WMEL_WINDOW_FRAMES, n_mels = (size_t)m->hp.n_mels;
+    int n_mels = m->hp.n_mels;
+    int rc = td_wmel_log(e->audio, e->batch_len + PAD_SAMPLES, m->mel_filters, n_mels, e->mel,
+                         e->threads, err);
+    if (rc)
+        return rc;
+    td_wmel_normalize(e->mel, frames * (size_t)n_mels);
+    size_t content = td_wmel_frames(e->batch_len);
+    size_t starts[MAX_CHUNKS];
+    size_t nb = td_whisper_chunk_starts(e->cuts, e->n_cuts, e->batch_len, e->batch, starts,
+                                        MAX_CHUNKS);
     int n = 0;
-    size_t zero = 0;
-    const size_t *cuts = e->n_cuts > 0 ? e->cuts : &zero;
-    size_t n_cuts = e->n_cuts > 0 ? e->n_cuts : 1;
-    size_t start = 0, last = start; /* the batch's first samples belong to a chunk too */
-    size_t ranges[MAX_CHUNKS][2];
-    for (size_t k = 1; k <= n_cuts; k++) {
-        size_t b = k < n_cuts ? cuts[k] : e->batch_len;
-        while (b - start > CHUNK_SAMPLES) {
-            if (n == MAX_CHUNKS) /* cannot happen: see MAX_CHUNKS */
-                return td_error_set(err, TD_EINVAL, "whisper: more than %d chunks in one batch",
-                                    MAX_CHUNKS);
-            if (last > start) { /* close the chunk at the last pause */
-                ranges[n][0] = start;
-                ranges[n++][1] = last;
-                start = last;
-            } else {            /* one utterance longer than a window: cut it */
-                ranges[n][0] = start;
-                ranges[n++][1] = start + CHUNK_SAMPLES;
-                start += CHUNK_SAMPLES;
-                last = start;
-            }
-        }
-        last = b;
+    for (size_t i = 0; i < nb; i++) {
+        size_t f0 = starts[i] / TD_WMEL_HOP;
+        size_t f1 = i + 1 < nb ? starts[i + 1] / TD_WMEL_HOP : content;
+        if (f1 > content)
+            f1 = content;
+        if (f1 <= f0)
+            continue;
+        chunks[n++] = (td_wchunk){.mel = e->mel + f0, .stride = frames, .content_frames = f1 - f0,
+                                  .offset = (double)f0 * TD_WMEL_HOP / RATE};
     }
-    if (last > start) {
-        if (n == MAX_CHUNKS)
-            return td_error_set(err, TD_EINVAL, "whisper: more than %d chunks in one batch",
-                                MAX_CHUNKS);
-        ranges[n][0] = start;
-        ranges[n++][1] = last;
-    }
-    /* the window's samples go after the batch's own padding, which is
-     * free while chunks are made */
-    float *pcm = e->audio + e->batch_len;
-    for (int c = 0; c < n; c++) {
-        size_t len = ranges[c][1] - ranges[c][0];
-        memcpy(pcm, e->audio + ranges[c][0], len * sizeof *pcm);
-        memset(pcm + len, 0, (CHUNK_SAMPLES - len) * sizeof *pcm);
-        float *mel = e->mel + (size_t)c * n_mels * W;
-        int rc = td_wmel_log(pcm, CHUNK_SAMPLES, m->mel_filters, (int)n_mels, mel, e->threads,
-                             err);
-        if (rc)
-            return rc;
-        td_wmel_normalize(mel, n_mels * W);
-        size_t content = td_wmel_frames(len);
-        if (content > W)
-            content = W;
-        for (size_t b = 0; b < n_mels; b++)
-            memset(mel + b * W + content, 0, (W - content) * sizeof *mel);
-        chunks[c] = (td_wchunk){.mel = mel, .content_frames = content,
-                                .offset = (double)ranges[c][0] / RATE};
-    }
+    if (n == 0)
+        return td_error_set(err, TD_EINVAL, "whisper: a batch without audio frames");
     *n_chunks = n;
     return TD_OK;
 }
@@ -709,7 +730,7 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
     td_guard_span *speech = NULL;
     int n_chunks = 0, rc;
     if (e->mode == TD_WDECODE_BATCHED) {
-        rc = make_chunks(e, chunks, &n_chunks, err);
+        rc = make_chunks(e, frames, chunks, &n_chunks, err);
     } else {
         rc = td_wmel_log(e->audio, total, m->mel_filters, n_mels, e->mel, e->threads, err);
         if (!rc)

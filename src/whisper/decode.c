@@ -2202,6 +2202,23 @@ out:
 
 /* ---- batched transcription --------------------------------------------- */
 
+static size_t chunk_stride(const td_wchunk *c, size_t W)
+{
+    return c->stride ? c->stride : W;
+}
+
+/* The window of chunk c that starts at frame seek and holds size frames
+ * into win ([n_mels][W]), zero after them. */
+static void chunk_window(const td_wdecoder *d, const td_wchunk *c, size_t seek, size_t size,
+                         float *win)
+{
+    size_t W = (size_t)d->win_frames, stride = chunk_stride(c, W);
+    for (int b = 0; b < d->n_mels; b++) {
+        memcpy(win + (size_t)b * W, c->mel + (size_t)b * stride + seek, size * sizeof *win);
+        memset(win + (size_t)b * W + size, 0, (W - size) * sizeof *win);
+    }
+}
+
 /* Abandon every job (after an error): their slots go back to the pool. */
 static void jobs_reset(td_wdecoder *d)
 {
@@ -2224,9 +2241,10 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
     if (n < 0 || (n > 0 && !chunks))
         return td_error_set(err, TD_EINVAL, "whisper decoder: %d chunks", n);
     for (int i = 0; i < n; i++)
-        if (!chunks[i].mel || chunks[i].content_frames > W || chunks[i].content_frames == 0)
+        if (!chunks[i].mel || chunks[i].content_frames > chunk_stride(&chunks[i], W) ||
+            chunks[i].content_frames == 0)
             return td_error_set(err, TD_EINVAL, "whisper decoder: chunk %d: no mel, no audio, "
-                                "or more than one window", i);
+                                "or more audio than its rows hold", i);
     if (n == 0) {
         if (language)
             *language = d->language;
@@ -2257,12 +2275,16 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
     for (int i = 0; i < n; i++)
         td_transcript_init(&parts[i]);
 
-    /* language: detected once, on the first chunk, whose encoding window
-     * slot 0 then keeps */
+    /* language: detected once, on the first chunk's first window, whose
+     * encoding window slot 0 then keeps (and job 0, which takes chunk 0,
+     * its mel) */
     int encoded0 = 0;
     if (d->language < 0) {
         int w0 = 0;
-        rc = be_encode(d, 1, &w0, &chunks[0].mel, err);
+        size_t c0 = chunks[0].content_frames < W ? chunks[0].content_frames : W;
+        chunk_window(d, &chunks[0], 0, c0, d->jwin);
+        const float *m0 = d->jwin;
+        rc = be_encode(d, 1, &w0, &m0, err);
         if (!rc)
             rc = detect_encoded(d, 0, &d->language, NULL, err);
         if (rc)
@@ -2308,9 +2330,12 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             stream_next_window(&sts[i]);
             d->stats.windows++;
             if (!(next == 0 && encoded0 && w == 0)) {
+                const td_wchunk *c = &chunks[next];
+                float *win = d->jwin + (size_t)i * n_mels * W;
+                chunk_window(d, c, 0, window_size(&sts[i], c->content_frames, 0, W), win);
                 enc_w[n_enc] = w;
                 enc_job[n_enc] = i;
-                enc_mel[n_enc++] = chunks[next].mel;
+                enc_mel[n_enc++] = win;
             } else {
                 rc = job_start(d, j, w, 0, NULL, 0, err);
                 if (rc)
@@ -2399,13 +2424,9 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
             }
             if (*sk < c->content_frames) {
                 /* the rest of the chunk, from the new seek, as a window */
-                float *win = d->jwin + (size_t)i * n_mels * W;
                 stream_next_window(st);
-                size_t left = window_size(st, c->content_frames, *sk, W);
-                for (size_t b = 0; b < n_mels; b++) {
-                    memcpy(win + b * W, c->mel + b * W + *sk, left * sizeof *win);
-                    memset(win + b * W + left, 0, (W - left) * sizeof *win);
-                }
+                chunk_window(d, c, *sk, window_size(st, c->content_frames, *sk, W),
+                             d->jwin + (size_t)i * n_mels * W);
                 again[i] = 1;
                 d->stats.windows++;
                 continue;

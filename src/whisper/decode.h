@@ -147,12 +147,17 @@ int td_wdecoder_transcribe(td_wdecoder *d, const float *mel, size_t n_frames,
                            int *language, td_wdecode_progress progress, void *user,
                            td_error *err);
 
-/* One chunk of speech for td_wdecoder_transcribe_chunks: at most one
- * window of normalized log-mel, [n_mels][2 * n_audio_ctx] (3000 frames),
- * whose frames past content_frames are 0 (openai's pad_or_trim). */
+/* One chunk of speech for td_wdecoder_transcribe_chunks: normalized
+ * log-mel, [n_mels][stride], of which frames [0, content_frames) are its
+ * audio. stride 0 means one window (2 * n_audio_ctx, 3000 frames). A
+ * chunk may hold several windows of audio: it is walked as the transcribe
+ * loop walks its mel, each window being the frames from the seek on, at
+ * most 3000, padded with 0 (openai's pad_or_trim); nothing past
+ * content_frames is read. */
 typedef struct td_wchunk {
     const float *mel;            /* borrowed */
-    size_t content_frames;       /* frames of audio in it, <= 3000 */
+    size_t stride;               /* frames per mel row; 0 = 3000 */
+    size_t content_frames;       /* frames of audio in it, <= stride (or 3000) */
     double offset;               /* seconds added to its segments' times */
 } td_wchunk;
 

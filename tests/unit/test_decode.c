@@ -209,6 +209,8 @@ struct td_wbackend {
     run_rec runs[64];
     int n_runs;
     int encodes[64];              /* seek of each encode */
+    int enc_len[64];              /* its frames of audio: bin 0 nonzero, then only 0 */
+    int bins_equal;               /* every mel bin is bin 0 (checked: rows laid out right) */
     int max_rows_seen;            /* most sequences in one decode call */
     int lang_top;                 /* language index with the top logit at [sot] */
     float ns_logit;               /* nospeech logit at the sot position */
@@ -262,6 +264,14 @@ static int fb_encode(struct td_wbackend *be, int n_win, const int *windows,
         be->wseek[w] = (int)lroundf(mels[i][0]) - 1;
         be->wrun[w] = -1;
         assert_true(be->n_encode < 64);
+        int len = 0;
+        while (len < WIN && mels[i][len] != 0)
+            len++;
+        for (int k = len; k < WIN; k++)
+            assert_true(mels[i][k] == 0); /* zero after the audio: pad_or_trim */
+        for (int b = 1; be->bins_equal && b < N_MELS; b++)
+            assert_memory_equal(mels[i] + (size_t)b * WIN, mels[i], WIN * sizeof *mels[i]);
+        be->enc_len[be->n_encode] = len;
         be->encodes[be->n_encode++] = be->wseek[w];
     }
     return TD_OK;
@@ -1761,6 +1771,70 @@ static void test_batched_abort(void **state)
     fix_free(f);
 }
 
+/* A chunk longer than a window (a view of a longer mel, stride frames a
+ * row) is walked as the sequential loop walks its mel: each window the
+ * frames from the seek on, at most 3000, zero after the chunk's audio
+ * (never the frames past it), each conditioned on the chunk's text; the
+ * other chunk decodes beside it. */
+static void test_batched_long_chunk(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->o.batch = 2;
+    const size_t stride = 9000, content = 7000;
+    float *mel = calloc((size_t)N_MELS * stride, sizeof *mel);
+    assert_non_null(mel);
+    for (size_t b = 0; b < N_MELS; b++) /* past the first chunk's audio: the second's */
+        for (size_t i = 0; i < stride; i++)
+            mel[b * stride + i] = (float)(i < content ? (int)i + 1 : 10000 + (int)(i - content) + 1);
+    f->be.bins_equal = 1;
+    /* chunk 0: window 1 ends inside a segment (seek 2000), window 2 at
+     * 2000 ends with a single timestamp (the whole window: seek 5000),
+     * window 3 at 5000 holds the last 2000 frames */
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, TS(f, 1000), TS(f, 1000), T_WORLD);
+    PLAN(f, 2000, 0, 0, TS(f, 0), T_WORLD, TS(f, 600), TS(f, 700), T_THE, TS(f, 1400));
+    PLAN(f, 5000, 0, 0, TS(f, 0), T_CAT, TS(f, 300));
+    PLAN(f, 10000, 0, 0, TS(f, 0), T_SAT, TS(f, 80)); /* chunk 1 */
+    fix_open(f);
+    td_wchunk c[2] = {
+        {.mel = mel, .stride = stride, .content_frames = content, .offset = 0.0},
+        {.mel = mel + content, .stride = stride, .content_frames = 1500, .offset = 70.0},
+    };
+    td_transcript t;
+    td_transcript_init(&t);
+    td_error err = {0};
+    if (td_wdecoder_transcribe_chunks(f->d, c, 2, &t, NULL, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+    assert_int_equal(t.n_segs, 5);
+    expect_seg(&t, 0, 0.0, 20.0, "Hello");
+    expect_seg(&t, 1, 20.0, 32.0, "world");
+    expect_seg(&t, 2, 34.0, 48.0, "the");
+    expect_seg(&t, 3, 50.0, 56.0, "cat");
+    expect_seg(&t, 4, 70.0, 71.6, "sat");
+    assert_int_equal(f->be.n_encode, 4);
+    int lens[4] = {0}, seen = 0;
+    for (int e = 0; e < f->be.n_encode; e++) {
+        int sk = f->be.encodes[e];
+        int want = sk == 0 ? 3000 : sk == 2000 ? 3000 : sk == 5000 ? 2000 : 1500;
+        assert_int_equal(f->be.enc_len[e], want);
+        lens[sk == 0 ? 0 : sk == 2000 ? 1 : sk == 5000 ? 2 : 3]++;
+    }
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(lens[k], 1);
+    for (int r = 0; r < f->be.n_runs; r++)
+        if (f->be.runs[r].seek == 5000) {
+            seen = 1; /* conditioned on the chunk's text before */
+            assert_int_equal(f->be.runs[r].init[0], f->fm.m.sp.prev);
+        } else if (f->be.runs[r].seek == 10000) {
+            assert_int_not_equal(f->be.runs[r].init[0], f->fm.m.sp.prev);
+        }
+    assert_true(seen);
+    assert_int_equal(f->be.max_rows_seen, 2);
+    td_transcript_release(&t);
+    free(mel);
+    fix_free(f);
+}
+
 /* Batched mode with beams: every window's beams and forks stay in their
  * own KV slots (the scripted backend checks each slot's history). */
 static void test_batched_beams(void **state)
@@ -2218,6 +2292,7 @@ int main(void)
         cmocka_unit_test(test_batched_order),
         cmocka_unit_test(test_batched_fallback),
         cmocka_unit_test(test_batched_seek_within_chunk),
+        cmocka_unit_test(test_batched_long_chunk),
         cmocka_unit_test(test_batched_abort),
         cmocka_unit_test(test_batched_beams),
         cmocka_unit_test(test_align_word_times),

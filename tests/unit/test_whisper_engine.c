@@ -14,7 +14,9 @@
  *     inside the decode; the engine is reusable after a stop;
  *   - model_name, probe's refusals (a missing model naming what was looked
  *     for, an English-only model asked for German or to translate, a
- *     language Whisper does not have), memory_need against the file size.
+ *     language Whisper does not have), memory_need against the file size;
+ *   - where batched decoding cuts the speech into chunks
+ *     (td_whisper_chunk_starts).
  * Random weights transcribe gibberish: only structure and times are
  * checked.
  */
@@ -369,12 +371,60 @@ static void test_memory_need(void **state)
     assert_true(td_engine_whisper.memory_need(&c) < 0);
 }
 
+/* Batched chunks: cut only at utterance starts, ascending, about one per
+ * 90 s of speech but at least 4 where the speech needs 4 windows, never
+ * more than the batch, as even as the cuts allow. */
+static void test_chunk_starts(void **state)
+{
+    (void)state;
+    size_t cuts[200], b[64];
+    size_t n_cuts = 0;
+    for (size_t t = 0; t < 490 * RATE; t += (size_t)(6.5 * RATE))
+        cuts[n_cuts++] = t; /* an utterance every 6.5 s */
+    size_t total = 490 * RATE;
+    size_t n = td_whisper_chunk_starts(cuts, n_cuts, total, 16, b, 64);
+    assert_int_equal(n, 6); /* ceil(490 / 90) */
+    assert_int_equal(b[0], 0);
+    for (size_t i = 1; i < n; i++) {
+        assert_true(b[i] > b[i - 1]);
+        int at_cut = 0;
+        for (size_t c = 0; c < n_cuts; c++)
+            at_cut |= cuts[c] == b[i];
+        assert_true(at_cut);
+        /* within half an utterance of the even split */
+        double want = (double)total * (double)i / 6.0;
+        assert_true(fabs((double)b[i] - want) <= 3.25 * RATE + 1);
+    }
+    /* the batch caps it */
+    assert_int_equal(td_whisper_chunk_starts(cuts, n_cuts, total, 4, b, 64), 4);
+    assert_int_equal(td_whisper_chunk_starts(cuts, n_cuts, total, 1, b, 64), 1);
+    /* a minute of speech: two chunks, not one (it needs two windows) */
+    n = td_whisper_chunk_starts(cuts, n_cuts, 55 * RATE, 16, b, 64);
+    assert_int_equal(n, 2);
+    assert_true(b[1] > 20 * RATE && b[1] < 35 * RATE);
+    /* 150 s: four (the parallel floor), not two */
+    assert_int_equal(td_whisper_chunk_starts(cuts, n_cuts, 150 * RATE, 16, b, 64), 4);
+    /* 20 s: one */
+    assert_int_equal(td_whisper_chunk_starts(cuts, n_cuts, 20 * RATE, 16, b, 64), 1);
+    /* no utterance start inside: one chunk, however long */
+    size_t zero = 0;
+    assert_int_equal(td_whisper_chunk_starts(&zero, 1, total, 16, b, 64), 1);
+    assert_int_equal(td_whisper_chunk_starts(NULL, 0, total, 16, b, 64), 1);
+    assert_int_equal(b[0], 0);
+    /* few cuts: as many chunks as there are places to cut */
+    size_t two[3] = {0, 100 * RATE, 300 * RATE};
+    n = td_whisper_chunk_starts(two, 3, total, 16, b, 64);
+    assert_int_equal(n, 3);
+    assert_int_equal(b[1], 100 * RATE);
+    assert_int_equal(b[2], 300 * RATE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_probe),      cmocka_unit_test(test_memory_need),
         cmocka_unit_test(test_silence),    cmocka_unit_test(test_bursts),
-        cmocka_unit_test(test_abort),
+        cmocka_unit_test(test_abort),      cmocka_unit_test(test_chunk_starts),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
