@@ -23,6 +23,10 @@
 # small: no complete real weights exist on the package index, so it runs
 # with random weights of small's dimensions and 64 scripted tokens per
 # window (the CPU backend's TD_WHISPER_BENCH_TOKENS hook), tapedeck only.
+# Each cell gives wall seconds and CPU seconds (user + sys, /usr/bin/time)
+# of the whole process: on a shared machine the CPU seconds are what the
+# load does not change. TAPEDECK_BEFORE_BIN (optional): another tapedeck
+# whose batched mode runs in the same rounds (a "before" column).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 TD=${TAPEDECK_BIN:-$here/../build/tapedeck}
@@ -50,26 +54,28 @@ for i in $(seq 0 19); do
 done
 short_files=$(ls "$work"/short/*.wav)
 
-now() { python3 -c 'import time; print(time.monotonic())'; }
-# time_it LABEL COMMAND...: seconds of the whole command, into $work/t.LABEL
+# time_it LABEL COMMAND...: wall seconds of the whole command into
+# $work/t.LABEL, its CPU seconds (user + sys) into $work/c.LABEL
 time_it() {
     label=$1
     shift
-    t0=$(now)
-    "$@" >"$work/out.$label" 2>&1 || { echo "$label failed: $(tail -n 3 "$work/out.$label")"; return 0; }
-    t1=$(now)
-    python3 -c "print(f'{$t1 - $t0:.2f}')" >>"$work/t.$label"
+    /usr/bin/time -f '%e %U %S' -o "$work/time.$label" "$@" >"$work/out.$label" 2>&1 ||
+        { echo "$label failed: $(tail -n 3 "$work/out.$label")"; return 0; }
+    awk '{print $1}' "$work/time.$label" >>"$work/t.$label"
+    awk '{printf "%.2f\n", $2 + $3}' "$work/time.$label" >>"$work/c.$label"
 }
 
-for r in $(seq 1 "$rounds"); do
+for _ in $(seq 1 "$rounds"); do
     for beam in $beams; do
         for input in long short; do
             has "$input" || continue
-            for mode in sequential batched streams1; do
+            for mode in sequential batched streams1 before; do
                 [ "$mode" = streams1 ] && [ "$input" = long ] && continue
-                dm=$mode streams=2
+                [ "$mode" = before ] && [ -z "${TAPEDECK_BEFORE_BIN:-}" ] && continue
+                dm=$mode streams=2 bin=$TD
                 [ "$mode" = streams1 ] && dm=batched streams=1
-                time_it "$input-b$beam-td-$mode" "$TD" run "$work/$input" --model base --compute int8 \
+                [ "$mode" = before ] && dm=batched bin=$TAPEDECK_BEFORE_BIN
+                time_it "$input-b$beam-td-$mode" "$bin" run "$work/$input" --model base --compute int8 \
                     --decode "$dm" --streams "$streams" --beam-size "$beam" --threads "$threads" \
                     --workers 1 --language en --force --no-progress -q
             done
@@ -86,7 +92,7 @@ done
 
 # small, random weights of its dimensions, scripted 64 tokens per window
 has small && "$MK" --dims small --out "$TAPEDECK_MODELS_DIR/ggml-small.bin" >/dev/null
-for r in $(seq 1 "$rounds"); do
+for _ in $(seq 1 "$rounds"); do
     has small || break
     for beam in $beams; do
         for mode in sequential batched; do
@@ -98,25 +104,30 @@ for r in $(seq 1 "$rounds"); do
 done
 
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "| input | model | beam | tapedeck sequential | tapedeck batched, 1 scene at once | tapedeck batched | batched speed-up | faster-whisper batched |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+# cell LABEL: "WALL s / CPU s" (medians), or "-"
+cell() {
+    if [ -f "$work/t.$1" ]; then
+        echo "$(median "$work/t.$1") s / $(median "$work/c.$1") s"
+    else
+        echo "-"
+    fi
+}
+ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
+echo "wall / CPU (user + sys) seconds, median of $rounds round(s)"
+echo "| input | model | beam | tapedeck sequential | tapedeck batched, before | tapedeck batched, 1 scene at once | tapedeck batched | batched speed-up (wall, CPU) | faster-whisper batched |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for input in long short; do
     has "$input" || continue
     for beam in $beams; do
-        s=$(median "$work/t.$input-b$beam-td-sequential")
-        b=$(median "$work/t.$input-b$beam-td-batched")
-        one="-"
-        [ -f "$work/t.$input-b$beam-td-streams1" ] && one="$(median "$work/t.$input-b$beam-td-streams1") s"
-        f="-"
-        [ -f "$work/t.$input-b$beam-fw-batched" ] && f="$(median "$work/t.$input-b$beam-fw-batched") s"
+        p=$work/t.$input-b$beam-td
+        q=$work/c.$input-b$beam-td
+        up="$(ratio "$(median "$p-sequential")" "$(median "$p-batched")"), $(ratio "$(median "$q-sequential")" "$(median "$q-batched")")"
         name="10-min scene"
         [ "$input" = short ] && name="20 one-minute scenes"
-        echo "| $name | base (real) | $beam | $s s | $one | $b s | $(python3 -c "print(f'{$s / $b:.2f}x')") | $f |"
+        echo "| $name | base (real) | $beam | $(cell "$input-b$beam-td-sequential") | $(cell "$input-b$beam-td-before") | $(cell "$input-b$beam-td-streams1") | $(cell "$input-b$beam-td-batched") | $up | $(cell "$input-b$beam-fw-batched") |"
     done
 done
 for beam in $beams; do
     has small || break
-    s=$(median "$work/t.long-b$beam-small-sequential")
-    b=$(median "$work/t.long-b$beam-small-batched")
-    echo "| 10-min scene | small (random, 64 tokens/window) | $beam | $s s | $b s | $(python3 -c "print(f'{$s / $b:.2f}x')") | - |"
+    echo "| 10-min scene | small (random, 64 tokens/window) | $beam | $(cell "long-b$beam-small-sequential") | - | - | $(cell "long-b$beam-small-batched") | $(ratio "$(median "$work/c.long-b$beam-small-sequential")" "$(median "$work/c.long-b$beam-small-batched")") (CPU) | - |"
 done
