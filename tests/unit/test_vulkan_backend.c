@@ -74,15 +74,14 @@
 /* a sequence in a batch against the same sequence alone: only the order
  * of float sums differs (the few-row and the tiled products) */
 #define BATCH_REL_L2 2e-6
-/* With TD_VULKAN_MATMUL=coopmat or coopmat64 (the device machine's forced
- * runs), the products of many rows and the encoder's attention round
- * their inputs to halves: about 1e-3. */
+/* On a cooperative-matrix path (forced by TD_VULKAN_MATMUL, or the timed
+ * trial's pick on a card that has one), the products of many rows and
+ * the encoder's attention round their inputs to halves: about 1e-3. */
 #define COOP_REL_L2 5e-3
 #define COOP_MAX_ABS 5e-2
-static int coop_forced(void)
+static int coop_in_use(const td_wbackend *b)
 {
-    const char *e = getenv("TD_VULKAN_MATMUL");
-    return e && (strcmp(e, "coopmat") == 0 || strcmp(e, "coopmat64") == 0);
+    return strncmp(td_wvk_path_note(b), "products: coopmat", 17) == 0;
 }
 
 static const td_wbackend_ops *const VK = &td_wbackend_vulkan;
@@ -296,7 +295,7 @@ static void golden_set(const char *name, int real)
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < d; c++)
             golden_acc(&num, &den, &mx, out[(size_t)r * step * d + c], ref[(size_t)r * d + c]);
-    int coop = coop_forced() && f.m->wtype == TD_WT_F16;
+    int coop = coop_in_use(b) && f.m->wtype == TD_WT_F16;
     check(name, "encoder (vulkan)", golden_finish(num, den, mx),
           coop ? COOP_REL_L2 : real ? REAL_ENC_REL_L2 : ENC_REL_L2,
           coop ? COOP_MAX_ABS : real ? REAL_ENC_MAX_ABS : ENC_MAX_ABS);
