@@ -25,6 +25,7 @@
 
 #define WG 256u
 #define MAX_K 65u
+#define CAND 128u // top-k candidates sorted at once (<= WG)
 #define IN_WORDS 16u
 #define OUT_WORDS 148u // O_TOP_X + 65, rounded up
 #define NEG_INF_KEY 0x007fffffu // fkey(-inf): below every other non-NaN float
@@ -74,9 +75,9 @@ shared vec2 s_ff[WG];
 shared float s_sum[3];
 shared uint s_max[3];
 shared uint s_flag[4];
-shared uint s_sel[2];
-shared uint cand_id[MAX_K];
-shared uint cand_key[MAX_K];
+shared uint s_sel[3];
+shared uint cand_id[CAND];
+shared uint cand_key[CAND];
 shared uint cand_n;
 
 uint row_off;
@@ -388,8 +389,13 @@ void main()
     }
     uint kf = forced ? ks : max(kt, ks); // the masked row's maximum after the rule
 
-    // 4. top k: radix select of the k-th largest key, 8 bits at a time
+    // 4. top k: radix select of the k-th largest key, 8 bits at a time.
+    // After a pass, once the keys above the selected digit's bin and the
+    // bin itself are few (at most CAND: usually after two passes), they
+    // are all collected and sorted; else, after the fourth pass, the
+    // threshold key is exact and its ties are taken lowest ids first.
     uint k = p.k, prefix = 0u, pmask = 0u, rem = k;
+    bool early = false;
     for (int shift = 24; shift >= 0; shift -= 8) {
         s_u[t] = 0u;
         barrier();
@@ -406,52 +412,73 @@ void main()
         if (incl >= rem && incl - own < rem) {
             s_sel[0] = 255u - t;
             s_sel[1] = rem - (incl - own);
+            s_sel[2] = own;
         }
         barrier();
         prefix |= s_sel[0] << uint(shift);
         pmask |= 255u << uint(shift);
         rem = s_sel[1];
+        early = k - rem + s_sel[2] <= CAND; // above the bin, and the bin
         barrier();
+        if (early)
+            break; // uniform: every invocation read the same
     }
-    // every key above the threshold (k - rem of them), then the rem
-    // lowest ids among those equal to it, in id order: each thread takes
-    // a contiguous stretch of ids
     if (t == 0u)
         cand_n = 0u;
     barrier();
-    for (uint i = t; i < nv; i += WG) {
-        uint kv = key_at(i);
-        if (kv > prefix) {
-            uint c = atomicAdd(cand_n, 1u);
-            cand_id[c] = i;
-            cand_key[c] = kv;
-        }
-    }
     uint chunk = (nv + WG - 1u) / WG, lo = min(t * chunk, nv), hi = min(lo + chunk, nv);
-    uint eq = 0u;
-    for (uint i = lo; i < hi; i++)
-        if (key_at(i) == prefix)
-            eq++;
-    uint before = scan_u(eq) - eq; // barriers inside: cand_n is final after
-    uint above = k - rem;
-    for (uint i = lo; i < hi && before < rem; i++)
-        if (key_at(i) == prefix) {
-            cand_id[above + before] = i;
-            cand_key[above + before] = prefix;
-            before++;
+    if (early) {
+        for (uint i = t; i < nv; i += WG) {
+            uint kv = key_at(i);
+            if ((kv & pmask) >= prefix) {
+                uint c = atomicAdd(cand_n, 1u);
+                cand_id[c] = i;
+                cand_key[c] = kv;
+            }
         }
-    barrier();
-    // sorted: larger key first, then lower id
-    if (t < k) {
+        barrier();
+    } else {
+        // every key above the threshold (k - rem of them), then the rem
+        // lowest ids among those equal to it, in id order: each thread
+        // takes a contiguous stretch of ids
+        for (uint i = t; i < nv; i += WG) {
+            uint kv = key_at(i);
+            if (kv > prefix) {
+                uint c = atomicAdd(cand_n, 1u);
+                cand_id[c] = i;
+                cand_key[c] = kv;
+            }
+        }
+        uint eq = 0u;
+        for (uint i = lo; i < hi; i++)
+            if (key_at(i) == prefix)
+                eq++;
+        uint before = scan_u(eq) - eq; // barriers inside: cand_n is final after
+        uint above = k - rem;
+        for (uint i = lo; i < hi && before < rem; i++)
+            if (key_at(i) == prefix) {
+                cand_id[above + before] = i;
+                cand_key[above + before] = prefix;
+                before++;
+            }
+        if (t == 0u)
+            cand_n = k;
+        barrier();
+    }
+    // sorted: larger key first, then lower id; the first k written
+    uint n_cand = cand_n;
+    if (t < n_cand) {
         uint mk = cand_key[t], mi = cand_id[t], rank = 0u;
-        for (uint j = 0u; j < k; j++) {
+        for (uint j = 0u; j < n_cand; j++) {
             uint kj = cand_key[j];
             if (kj > mk || (kj == mk && cand_id[j] < mi))
                 rank++;
         }
-        p.outp.v[ob + O_TOP + rank] = mi;
-        p.outp.v[ob + O_TOP_X + rank] = floatBitsToUint(mk == NEG_INF_KEY ? kval(NEG_INF_KEY)
-                                                                             : p.x.v[row_off + mi]);
+        if (rank < k) {
+            p.outp.v[ob + O_TOP + rank] = mi;
+            p.outp.v[ob + O_TOP_X + rank] =
+                floatBitsToUint(mk == NEG_INF_KEY ? kval(NEG_INF_KEY) : p.x.v[row_off + mi]);
+        }
     }
 
     // 5. the draw from softmax(masked / T): the first id (in id order)
