@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,10 @@ static void on_frames(void *user, long long done, long long total, double fps)
     p->fps = fps;
 }
 
+/* Set while the scenes in flight stop for a reopen ([vram-safety] with
+ * several scenes at once, below). */
+static atomic_int g_vram_stop;
+
 static int on_progress(void *user, double seconds_done)
 {
     scene_progress *p = user;
@@ -128,7 +133,7 @@ static int on_progress(void *user, double seconds_done)
             send_fmt("BEAT %ld %.2f", p->seq, seconds_done);
         p->last_beat = t;
     }
-    return g_terminate ? 1 : 0;
+    return g_terminate || atomic_load(&g_vram_stop) ? 1 : 0;
 }
 
 /* ---- [vram-safety] ------------------------------------------------------ */
@@ -198,6 +203,50 @@ static void arm_test_fault(int arm)
 #endif
 }
 
+#ifdef TD_HAVE_VULKAN
+static void on_fail_signal(int sig)
+{
+    (void)sig;
+    td_vk_fail_submit(1);
+}
+#endif
+
+/* Test hook: TAPEDECK_TEST_VK_FAIL_SUBMIT=N[,N2,...]: once the worker's
+ * engine is open, the N-th Vulkan queue submission from then fails as out
+ * of device memory (a scene's encode or decode, not the open), once
+ * reopened the N2-th, and so on (0 or nothing: none). "usr2": the next
+ * submission after each SIGUSR2 fails (a test that takes the card's memory
+ * from another process says when). */
+static void arm_run_fault(void)
+{
+#ifdef TD_HAVE_VULKAN
+    static const char *next;
+    static int read;
+    if (!read) {
+        next = getenv("TAPEDECK_TEST_VK_FAIL_SUBMIT");
+        read = 1;
+        if (next && strcmp(next, "usr2") == 0) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_fail_signal;
+            sigemptyset(&sa.sa_mask);
+            sa.sa_flags = SA_RESTART;
+            if (sigaction(SIGUSR2, &sa, NULL) != 0)
+                td_warn("TAPEDECK_TEST_VK_FAIL_SUBMIT=usr2: cannot install the SIGUSR2 handler");
+            next = NULL;
+            return;
+        }
+    }
+    long n = 0;
+    if (next && *next) {
+        char *end;
+        n = strtol(next, &end, 10);
+        next = *end == ',' ? end + 1 : NULL;
+    }
+    td_vk_fail_submit(n > 0 ? n : 0);
+#endif
+}
+
 /* Open the engine, stepping down while it is out of memory. */
 static int open_engine(const td_worker_opts *o, td_engine_config *cfg, td_task_env *env, td_error *err)
 {
@@ -206,6 +255,8 @@ static int open_engine(const td_worker_opts *o, td_engine_config *cfg, td_task_e
         arm_test_fault(1);
         int rc = env->ops->open(cfg, &env->eng, err);
         arm_test_fault(0);
+        if (rc == TD_OK)
+            arm_run_fault();
         if (rc != TD_ENOMEM)
             return rc;
         if (!vram_step(o, cfg, err->msg))
@@ -227,9 +278,148 @@ static int vram_recover(const td_worker_opts *o, td_engine_config *cfg, td_task_
     return open_engine(o, cfg, env, err);
 }
 
+/* ---- scenes at once (--streams) ----------------------------------------
+ *
+ * With whisper's batched decoding a worker may hold more than one scene
+ * (the supervisor hands it up to the number READY announced): each runs
+ * run_scene() in a thread of its own with its own engine instance (a
+ * clone sharing the model and backend), and their network steps are
+ * batched together (whisper/batcher.h). The supervisor keeps its accounts
+ * per scene: every scene still gets START, BEAT and one DONE/SKIP/FAIL. */
+
+typedef struct stream {
+    const td_worker_opts *o;
+    const td_task_ops *const *tasks;
+    size_t n_tasks;
+    const td_task_config *cfg;
+    td_task_env env;         /* its own engine instance */
+    long seq;
+    char *path;              /* owned while busy */
+    int busy;                /* a thread was started and not joined yet */
+    int done;                /* that thread has finished its scene */
+    pthread_t thread;
+} stream;
+
+static pthread_mutex_t g_stream_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_stream_done = PTHREAD_COND_INITIALIZER;
+
+/* ---- [vram-safety] with several scenes at once ---------------------------
+ *
+ * The scenes in flight share one backend (the original engine and its
+ * clones, batcher.h): one scene's out of memory is every scene's. The
+ * scene that meets it sets g_vram_stop, so that the others stop at their
+ * next progress point (their outputs are written only at a scene's end,
+ * so nothing is half written); each waits here (parked) with its scene
+ * unfinished, a new scene too before it touches an engine. Once every
+ * stream with a scene is parked, one of them (the leader) closes the
+ * clones and the engine, steps down (vram_step), reopens, clones again;
+ * then each runs its scene again from the start on its stream's new
+ * instance. The supervisor sees each scene still in flight and then
+ * DONE, or FAIL vram when nothing smaller fits: no attempt charged. All
+ * under g_stream_lock. */
+static struct {
+    int reopening;            /* the leader is at it: no engine may be used */
+    int parked;               /* streams waiting for the reopen */
+    unsigned gen;             /* reopens done */
+    char why[TD_ERROR_MSG_MAX];
+    td_error err;             /* the last reopen's failure (engines NULL) */
+    /* what the leader reopens (td_worker_main's) */
+    stream *st;
+    int n;
+    const td_worker_opts *o;
+    td_engine_config *cfg;
+    td_task_env *env;         /* the original engine (st[0] shares it) */
+} g_rec;
+
+static int vram_recover(const td_worker_opts *o, td_engine_config *cfg, td_task_env *env, const char *why,
+                        td_error *err);
+
+/* Streams with a scene not yet over. */
+static int streams_unfinished(void)
+{
+    int k = 0;
+    for (int i = 0; i < g_rec.n; i++)
+        k += g_rec.st[i].busy && !g_rec.st[i].done;
+    return k;
+}
+
+/* The leader, unlocked: the clones and the engine freed, one step down,
+ * reopened and cloned again into every stream. */
+static void streams_reopen(void)
+{
+    for (int i = g_rec.n - 1; i >= 1; i--) { /* clones before the original */
+        if (g_rec.st[i].env.eng)
+            g_rec.env->ops->close(g_rec.st[i].env.eng);
+        g_rec.st[i].env.eng = NULL;
+    }
+    td_error err = {0};
+    int rc = vram_recover(g_rec.o, g_rec.cfg, g_rec.env, g_rec.why, &err);
+    g_rec.st[0].env.eng = g_rec.env->eng;
+    g_rec.err = err;
+    if (rc != TD_OK)
+        return;
+    for (int i = 1; i < g_rec.n; i++) {
+        td_error cerr = {0};
+        if (g_rec.env->ops->clone(g_rec.env->eng, &g_rec.st[i].env.eng, &cerr) != TD_OK) {
+            /* that stream's scenes find no engine: FAIL vram, a CPU worker's */
+            td_warn("[vram-safety] stream %d has no engine after the reopen: %s", i, cerr.msg);
+            g_rec.st[i].env.eng = NULL;
+        }
+    }
+    td_info("[vram-safety] reopened: model %s batch %d for %d scenes at once",
+            g_rec.env->ops->model_name(g_rec.env->eng), g_rec.cfg->batch > 0 ? g_rec.cfg->batch : 1, g_rec.n);
+}
+
+/* Park s until the engine is reopened (why: this scene's out of memory,
+ * or NULL: it only waits). The caller holds g_stream_lock. */
+static void streams_park_locked(const char *why)
+{
+    if (!atomic_load(&g_vram_stop)) {
+        atomic_store(&g_vram_stop, 1);
+        snprintf(g_rec.why, sizeof g_rec.why, "%s", why ? why : "out of memory");
+        td_warn("[vram-safety] out of memory with %d scene%s in flight (%s): stopping them for a reopen",
+                streams_unfinished(), streams_unfinished() == 1 ? "" : "s", g_rec.why);
+    }
+    unsigned gen = g_rec.gen;
+    g_rec.parked++;
+    pthread_cond_broadcast(&g_stream_done);
+    while (g_rec.gen == gen) {
+        if (!g_rec.reopening && g_rec.parked == streams_unfinished()) {
+            g_rec.reopening = 1;
+            pthread_mutex_unlock(&g_stream_lock);
+            streams_reopen();
+            pthread_mutex_lock(&g_stream_lock);
+            g_rec.reopening = 0;
+            atomic_store(&g_vram_stop, 0);
+            g_rec.gen++;
+            pthread_cond_broadcast(&g_stream_done);
+            break;
+        }
+        pthread_cond_wait(&g_stream_done, &g_stream_lock);
+    }
+    g_rec.parked--;
+}
+
+/* s's scene stopped (why: out of memory, or stopped for another's):
+ * wait for the reopen. TD_OK with s->env.eng open again, else TD_ENOMEM. */
+static int streams_recover(stream *s, const char *why, td_error *err)
+{
+    pthread_mutex_lock(&g_stream_lock);
+    streams_park_locked(why);
+    const char *why_none = g_rec.err.msg[0] ? g_rec.err.msg : "no engine open";
+    int rc = s->env.eng ? TD_OK : td_error_set(err, TD_ENOMEM, "%s", why_none);
+    pthread_mutex_unlock(&g_stream_lock);
+    return rc;
+}
+
+/* One scene, its tasks in turn. A task that runs out of memory: with s
+ * (one of several scenes at once) every scene in flight stops and waits
+ * for the shared engine's reopen (streams_recover); alone, with ecfg, the
+ * engine is reopened here (vram_recover). Either way the task runs again
+ * from its start on the smaller engine. */
 static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, size_t n_tasks,
-                      const td_task_config *cfg, td_task_env *env, td_engine_config *ecfg, long seq,
-                      const char *path)
+                      const td_task_config *cfg, td_task_env *env, td_engine_config *ecfg, stream *s,
+                      long seq, const char *path)
 {
     td_error err = {0};
     td_scene scene;
@@ -287,11 +477,17 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
             }
         }
         rc = tasks[t]->run(&scene, cfg, &scene_env, on_progress, &prog, &res, &err);
-        if (rc == TD_ENOMEM && tasks[t]->needs_engine && env->ops && ecfg) {
+        /* with several scenes at once, one stopped for another's out of
+         * memory (whatever it returned) waits for the reopen too */
+        int stopped = s && rc != TD_OK && !g_terminate && atomic_load(&g_vram_stop);
+        if ((rc == TD_ENOMEM || stopped) && tasks[t]->needs_engine && env->ops && (ecfg || s)) {
             /* [vram-safety]: freed, smaller, and the task again */
             char why[TD_ERROR_MSG_MAX];
             snprintf(why, sizeof why, "%s", err.msg);
-            rc = vram_recover(o, ecfg, env, why, &err);
+            if (rc != TD_ENOMEM)
+                td_warn("[vram-safety] %s: stopped for the reopen", name);
+            rc = s ? streams_recover(s, rc == TD_ENOMEM ? why : NULL, &err)
+                   : vram_recover(o, ecfg, env, why, &err);
             scene_env.eng = env->eng;
             if (rc == TD_OK) {
                 td_warn("[vram-safety] %s: retrying the scene", name);
@@ -339,35 +535,14 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
     td_scene_release(&scene);
 }
 
-/* ---- scenes at once (--streams) ----------------------------------------
- *
- * With whisper's batched decoding a worker may hold more than one scene
- * (the supervisor hands it up to the number READY announced): each runs
- * run_scene() in a thread of its own with its own engine instance (a
- * clone sharing the model and backend), and their network steps are
- * batched together (whisper/batcher.h). The supervisor keeps its accounts
- * per scene: every scene still gets START, BEAT and one DONE/SKIP/FAIL. */
-
-typedef struct stream {
-    const td_worker_opts *o;
-    const td_task_ops *const *tasks;
-    size_t n_tasks;
-    const td_task_config *cfg;
-    td_task_env env;         /* its own engine instance */
-    long seq;
-    char *path;              /* owned while busy */
-    int busy;                /* a thread was started and not joined yet */
-    int done;                /* that thread has finished its scene */
-    pthread_t thread;
-} stream;
-
-static pthread_mutex_t g_stream_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_stream_done = PTHREAD_COND_INITIALIZER;
-
 static void *stream_main(void *arg)
 {
     stream *s = arg;
-    run_scene(s->o, s->tasks, s->n_tasks, s->cfg, &s->env, NULL, s->seq, s->path);
+    pthread_mutex_lock(&g_stream_lock);
+    if (atomic_load(&g_vram_stop) || g_rec.reopening) /* its engine is about to go */
+        streams_park_locked(NULL);
+    pthread_mutex_unlock(&g_stream_lock);
+    run_scene(s->o, s->tasks, s->n_tasks, s->cfg, &s->env, NULL, s, s->seq, s->path);
     pthread_mutex_lock(&g_stream_lock);
     s->done = 1;
     pthread_cond_broadcast(&g_stream_done);
@@ -518,6 +693,12 @@ int td_worker_main(const td_worker_opts *o)
     for (int i = 0; i < n_streams; i++)
         streams[i] = (stream){.o = o, .tasks = tasks, .n_tasks = n_tasks, .cfg = &tcfg,
                               .env = streams[i].env};
+    /* what a reopen with several scenes at once works on */
+    g_rec.st = streams;
+    g_rec.n = n_streams;
+    g_rec.o = o;
+    g_rec.cfg = &cfg;
+    g_rec.env = &env;
 
     /* [affinity-verify] hook: the backend that computes on a GPU says
      * which card its runtime opened. The CPU backend opens none, so only
@@ -595,18 +776,29 @@ int td_worker_main(const td_worker_opts *o)
             }
             stream *s = n_streams > 1 ? streams_reap(streams, n_streams, 1, 0) : NULL;
             if (s) {
+                /* under the lock: a reopen's leader counts the streams with a scene */
+                pthread_mutex_lock(&g_stream_lock);
                 s->seq = seq;
                 s->path = path;
                 s->busy = 1;
                 s->done = 0;
-                if (pthread_create(&s->thread, NULL, stream_main, s) == 0)
+                int started = pthread_create(&s->thread, NULL, stream_main, s) == 0;
+                pthread_mutex_unlock(&g_stream_lock);
+                if (started)
                     continue;
+                /* on this thread, still as stream s (busy: a reopen waits for it) */
+                td_warn("cannot start a thread for a scene; running it here");
+                run_scene(o, tasks, n_tasks, &tcfg, &s->env, NULL, s, seq, path);
+                pthread_mutex_lock(&g_stream_lock);
                 s->busy = 0;
                 s->path = NULL;
-                td_warn("cannot start a thread for a scene; running it here");
+                pthread_cond_broadcast(&g_stream_done);
+                pthread_mutex_unlock(&g_stream_lock);
+                free(path);
+                continue;
             }
-            /* [vram-safety] reopens the engine only where no clone shares it */
-            run_scene(o, tasks, n_tasks, &tcfg, &env, n_streams == 1 ? &cfg : NULL, seq, path);
+            /* [vram-safety] reopens the engine here, where no clone shares it */
+            run_scene(o, tasks, n_tasks, &tcfg, &env, &cfg, NULL, seq, path);
             free(path);
         } else {
             td_warn("ignoring unknown command from supervisor");

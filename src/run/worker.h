@@ -23,9 +23,17 @@
  * reopens and retries the scene, logging each step. When even the
  * smallest model does not fit, the scene is reported as FAIL <seq> vram:
  * the supervisor hands it to a CPU worker without charging an attempt.
+ * With several scenes at once (--streams) they share one backend, so one
+ * scene's out of memory stops every scene in flight: each waits with its
+ * scene unfinished (nothing of it written yet), the engine and its clones
+ * are freed and reopened a step down, and each scene runs again from its
+ * start; the supervisor sees them in flight all along, then DONE (or FAIL
+ * vram each).
  * TAPEDECK_TEST_VK_FAIL_ALLOC=N[,N2,...] (tests) makes the N-th Vulkan
  * allocation of the worker's first engine open fail as out of memory, the
- * N2-th of its second, and so on.
+ * N2-th of its second, and so on; TAPEDECK_TEST_VK_FAIL_SUBMIT=N[,N2,...]
+ * the N-th Vulkan queue submission after the first open (a scene's
+ * encoder or decoder), the N2-th after the second, and so on.
  */
 #ifndef TD_RUN_WORKER_H
 #define TD_RUN_WORKER_H

@@ -25,11 +25,18 @@
 /* Fault injection and live counts (process-wide; tests only set them). */
 
 static long g_fail_at;  /* allocations until the failing one; 0 = none */
+static volatile long g_fail_submit; /* submissions until the failing one; 0 = none (set from a
+                                     * signal handler by a test: volatile) */
 static long g_live;
 
 void td_vk_fail_alloc(long n)
 {
     g_fail_at = n;
+}
+
+void td_vk_fail_submit(long n)
+{
+    g_fail_submit = n;
 }
 
 long td_vk_live(void)
@@ -1145,7 +1152,10 @@ int td_vk_submit(td_vk *vk, td_error *err)
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,
                        .pCommandBuffers = &cmd};
-    r = vk->f.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
+    /* an injected failure is what a driver that cannot find the memory
+     * for the work returns (vkQueueSubmit may: out of device memory) */
+    r = g_fail_submit > 0 && --g_fail_submit == 0 ? VK_ERROR_OUT_OF_DEVICE_MEMORY
+                                                  : vk->f.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkQueueSubmit");
     r = vk->f.vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE,

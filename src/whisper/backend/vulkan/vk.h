@@ -164,6 +164,9 @@ int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset);
 
 /* The n-th allocation from now fails (1 = the next one); 0 = none. */
 void td_vk_fail_alloc(long n);
+/* The n-th queue submission from now fails as out of device memory (a
+ * scene's run-time failure, after open); 0 = none. */
+void td_vk_fail_submit(long n);
 /* Allocations and Vulkan objects alive, over every device. */
 long td_vk_live(void);
 
