@@ -23,7 +23,10 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-#define WG 256u
+// 1024 invocations (every desktop driver's limit, lavapipe's too): a row
+// is one workgroup, so at batch 1 its passes over the 51,865 logits run
+// on one multiprocessor; more invocations, fewer iterations each.
+#define WG 1024u
 #define MAX_K 65u
 #define CAND 128u // top-k candidates sorted at once (<= WG)
 #define IN_WORDS 16u
@@ -55,7 +58,7 @@
 #define O_TOP 16
 #define O_TOP_X (16 + 65)
 
-layout(local_size_x = 256) in;
+layout(local_size_x = 1024) in;
 
 layout(push_constant) uniform P {
     F32 x;          // the logits, rows of nv
@@ -397,7 +400,8 @@ void main()
     uint k = p.k, prefix = 0u, pmask = 0u, rem = k;
     bool early = false;
     for (int shift = 24; shift >= 0; shift -= 8) {
-        s_u[t] = 0u;
+        if (t < 256u)
+            s_u[t] = 0u;
         barrier();
         for (uint i = t; i < nv; i += WG) {
             uint kv = key_at(i);
@@ -407,7 +411,7 @@ void main()
         barrier();
         // thread j looks at digit 255 - j: the keys with that digit or a
         // higher one; the digit where they first reach rem holds the k-th
-        uint own = s_u[255u - t];
+        uint own = t < 256u ? s_u[255u - t] : 0u; // the other threads add nothing
         uint incl = scan_u(own);
         if (incl >= rem && incl - own < rem) {
             s_sel[0] = 255u - t;
