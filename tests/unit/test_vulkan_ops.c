@@ -319,6 +319,7 @@ static void test_reopen(void **state)
  * the encoder's are (the cooperative-matrix product's 16-byte loads);
  * else odd strides. */
 static int lin_aligned;
+static int lin_packed; /* A and W rows packed (lda = ldw = k): matvec's 16-byte loads */
 
 static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int force, int coop)
 {
@@ -328,6 +329,8 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
         ldw = (k + 7) / 8 * 8 + (k % 3 == 0 ? 8 : 0);
         lda = (k + 3) / 4 * 4;
     }
+    if (lin_packed)
+        ldw = lda = k;
     float *a = malloc((size_t)m * lda * sizeof *a), *bias = malloc((size_t)n * sizeof *bias);
     float *add = malloc((size_t)m * ldadd * sizeof *add), *c0 = malloc((size_t)m * ldc * sizeof *c0);
     float *wf = malloc((size_t)n * ldw * sizeof *wf);
@@ -469,6 +472,33 @@ static void test_linear_ln_rowidx(void **state)
         }
     linear_case(70, 129, 47, 1, B | R, 0, 0);
     linear_case(70, 129, 47, 0, R | C, 0, 0);
+}
+
+/* The few-row product's fast path (matvec.comp: weights and A read 16
+ * bytes a load, several loads in flight, team sums by subgroups): K a
+ * multiple of 8 with tails of every length against the 32 threads x 8
+ * loads x 8 halves of a team's pass (2048), one row and a few, more than
+ * 8 rows (several workgroup rows), columns not a multiple of 4, and the
+ * LayerNorm prologue and scattered rows on it. */
+static void test_linear_matvec_packed(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC,
+                   L = TD_VKO_LN, R = TD_VKO_ROWIDX;
+    static const int shapes[][3] = {{1, 1029, 1024}, {1, 6, 4104}, {1, 37, 8},  {3, 130, 2056},
+                                    {8, 67, 1280},   {5, 33, 264}, {1, 5, 2048}, {2, 3, 16}};
+    lin_packed = 1;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int f16 = 0; f16 <= 1; f16++) {
+            int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+            linear_case(m, n, k, f16, B | G | A, -1, 0);
+            linear_case(m, n, k, f16, B | L, -1, 0);
+            linear_case(m, n, k, f16, L | R | C, -1, 0);
+        }
+    linear_case(13, 9, 520, 1, B | C, 1 << 20, 0); /* two groups of 8 rows */
+    linear_case(17, 70, 1032, 1, L | B, 1 << 20, 0);
+    lin_packed = 0;
 }
 
 /* The cooperative-matrix path, where the device has one (not lavapipe). */
@@ -935,6 +965,7 @@ int main(void)
         cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
+        cmocka_unit_test(test_linear_matvec_packed),
         cmocka_unit_test(test_linear_coopmat), cmocka_unit_test(test_cm_peak),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_layernorm),

@@ -17,7 +17,8 @@
 
 struct td_vko {
     td_vk *vk;
-    td_vk_pipe *matmul[2], *matvec[2]; /* [w_f16] */
+    td_vk_pipe *matmul[2];             /* [w_f16] */
+    td_vk_pipe *matvec[2][2];          /* [w_f16][8 rows of A per workgroup, else 1] */
     td_vk_pipe *matmul_cm[2];          /* F16 weights on the matrix engines, tiles of
                                         * 128 and 64 rows; NULL without */
     td_vk_pipe *enc_attn_cm;           /* the encoder's attention on them; NULL without,
@@ -83,7 +84,8 @@ void td_vko_free(td_vko *o)
 {
     if (!o)
         return;
-    td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0], &o->matvec[1],
+    td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0][0], &o->matvec[0][1],
+                          &o->matvec[1][0], &o->matvec[1][1],
                           &o->matmul_cm[0], &o->matmul_cm[1], &o->enc_attn_cm, &o->cm_peak[0],
                           &o->cm_peak[1], &o->cm_peak[2], &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
@@ -128,8 +130,12 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     } while (0)
     PIPE(o->matmul[0], matmul, "matmul_f32", lin_push, &f32, 1);
     PIPE(o->matmul[1], matmul, "matmul_f16", lin_push, &f16, 1);
-    PIPE(o->matvec[0], matvec, "matvec_f32", lin_push, &f32, 1);
-    PIPE(o->matvec[1], matvec, "matvec_f16", lin_push, &f16, 1);
+    /* matvec: (weights in halves, rows of A per workgroup) */
+    uint32_t mv[4][2] = {{0, 1}, {0, 8}, {1, 1}, {1, 8}};
+    PIPE(o->matvec[0][0], matvec, "matvec_f32", lin_push, mv[0], 2);
+    PIPE(o->matvec[0][1], matvec, "matvec_f32_r8", lin_push, mv[1], 2);
+    PIPE(o->matvec[1][0], matvec, "matvec_f16", lin_push, mv[2], 2);
+    PIPE(o->matvec[1][1], matvec, "matvec_f16_r8", lin_push, mv[3], 2);
     PIPE(o->layernorm, layernorm, "layernorm", ln_push, NULL, 0);
     switch (d_audio) { /* compiled per width: see enc_attn.comp */
     case 16: PIPE(o->enc_attn, enc_attn_HEAD_D16, "enc_attn", ea_push, NULL, 0); break;
@@ -242,6 +248,12 @@ int td_vko_fuses_ln(const td_vko *o, int m)
     return m <= o->matvec_rows;
 }
 
+/* matvec.comp's own flags (beside the TD_VKO_* ones) and columns per
+ * workgroup */
+#define MV_W16 256u
+#define MV_A16 512u
+#define MV_COLS 4u
+
 static uint32_t cdiv(uint32_t a, uint32_t b)
 {
     return (a + b - 1) / b;
@@ -291,9 +303,19 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
                   (uint32_t)l->m,  (uint32_t)l->n,  (uint32_t)l->k,  (uint32_t)l->lda,
                   (uint32_t)l->ldw, (uint32_t)l->ldc, (uint32_t)l->ldadd, l->flags};
     uint32_t m = (uint32_t)l->m, n = (uint32_t)l->n;
-    if (l->m <= o->matvec_rows)
-        td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0], &p, cdiv(n, 8), 1, cdiv(m, 8));
-    else if (o->path != TD_VKO_TILED && l->w_f16 && o->matmul_cm[0]) {
+    if (l->m <= o->matvec_rows) {
+        /* 16-byte loads where the addresses and strides allow them */
+        int lnf = (l->flags & TD_VKO_LN) != 0;
+        if (l->w_f16 && l->w % 16 == 0 && l->ldw % 8 == 0 && l->k % 8 == 0) {
+            p.flags |= MV_W16;
+            if (l->a % 16 == 0 && l->lda % 4 == 0 &&
+                (!lnf || (l->ln_w % 16 == 0 && l->ln_b % 16 == 0)))
+                p.flags |= MV_A16;
+        }
+        int r8 = l->m > 1;
+        td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0][r8], &p, cdiv(n, MV_COLS), 1,
+                       cdiv(m, r8 ? 8 : 1));
+    } else if (o->path != TD_VKO_TILED && l->w_f16 && o->matmul_cm[0]) {
         if (l->a % 16 == 0 && l->lda % 4 == 0 && l->w % 16 == 0 && l->ldw % 8 == 0)
             p.flags |= CM_VEC;
         int big = o->path == TD_VKO_COOPMAT &&

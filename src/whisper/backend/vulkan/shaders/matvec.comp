@@ -1,15 +1,28 @@
 // matvec.comp: the same product and epilogue as matmul.comp for few rows
-// (decoder steps): reading the weights is what costs, so each weight row
-// is read once per 8 rows of A, by 32 threads splitting K, and reduced
-// through shared memory (no subgroup shuffles: subgroups are 8 to 64
-// wide across the devices served). Workgroup: 8 output columns; grid z:
-// groups of 8 rows.
+// (decoder steps). Reading the weights is all that costs, and a step's
+// products are small (2 MB each for medium): the time is one trip to
+// memory plus the dispatch, so every weight row is read by its own team
+// of 32 threads, each with up to U 16-byte loads issued before any is
+// used, and the team's sums come from the subgroup adder (no shared
+// memory and no barrier where subgroups are 32 wide, as on NVIDIA).
+// Workgroup: 128 threads, 4 output columns; grid x: columns / 4, grid
+// z: groups of MR rows of A (specialization constant: 1 for a single
+// sequence, 8 for a few). Each team reads its column's weights once for
+// all MR rows.
+// Teams are made of subgroups, or subgroups of teams, whatever the
+// subgroup size (8 on lavapipe, 16 to 64 elsewhere): the thread index
+// used is built from the subgroup's id and the invocation's id within
+// it, so a team of 32 lies inside one subgroup of 32 or more and a
+// subgroup of fewer lies inside one team.
 // F_LN: A's rows are LayerNorm'ed on the way in (mean, then the variance
 // of the centred values, as layernorm.comp; eps 1e-5), each workgroup
-// computing its rows' statistics itself: a step's LayerNorm then costs no
-// dispatch of its own (one row of 1024 floats is 4 KB, read from cache).
+// computing its rows' statistics itself after its first weight loads
+// are in flight: a step's LayerNorm then costs no dispatch of its own.
 // F_ROWIDX: output row m goes to c + rowidx[m] floats (the decoder's K and
 // V straight into their KV slots).
+// F_W16 and F_A16 (set by ops.c from the addresses and strides): the
+// weights, or A (and the LayerNorm's weight and bias), may be read 16
+// bytes a load.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -17,7 +30,8 @@
 #include "common.glsl"
 
 layout(constant_id = 0) const uint WF16 = 1;
-layout(local_size_x = 256) in;
+layout(constant_id = 1) const uint MR = 8;
+layout(local_size_x = 128) in;
 
 layout(push_constant) uniform P {
     F32 a; U32 w; F32 bias; F32 add; F32 c; F32 lnw; F32 lnb; I32 rowidx;
@@ -25,100 +39,180 @@ layout(push_constant) uniform P {
 } p;
 
 const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_LN = 16, F_ROWIDX = 32;
-const uint MR = 8, COLS = 8, LANES = 32;
+const uint F_W16 = 256, F_A16 = 512;
+const uint WG = 128, T = 32, COLS = WG / T, U = 8;
 
-shared float red[COLS][LANES][MR];
+shared float red[WG][MR];
 shared float st_mean[MR], st_inv[MR];
-shared float sg_part[256][MR]; // per subgroup (any size from 1 up)
 
-// every thread gets the sums of v over the workgroup: within each
-// subgroup by its own adder, then the subgroups' parts through shared
-// memory (two barriers, whatever the subgroup size)
-void row_sums(inout float v[MR])
+uint vt;   // this thread's index, subgroup-major (see above)
+
+// every thread gets the sums of v over the workgroup (LayerNorm's
+// statistics): within each subgroup by its adder, then the subgroups'
+// parts through shared memory
+void wg_sums(inout float v[MR])
 {
     for (uint r = 0; r < MR; r++)
         v[r] = subgroupAdd(v[r]);
     if (subgroupElect())
         for (uint r = 0; r < MR; r++)
-            sg_part[gl_SubgroupID][r] = v[r];
+            red[gl_SubgroupID][r] = v[r];
     barrier();
     for (uint r = 0; r < MR; r++) {
         float s = 0.0;
         for (uint i = 0; i < gl_NumSubgroups; i++)
-            s += sg_part[i][r];
+            s += red[i][r];
         v[r] = s;
     }
     barrier();
 }
 
-// A's element (row m0 + r, column k), normalized under F_LN
-float a_at(uint r, uint ai, uint k, bool ln)
+// every thread of a team gets the team's sums of v
+void team_sums(inout float v[MR])
 {
-    float v = p.a.v[ai];
-    if (ln)
-        v = (v - st_mean[r]) * st_inv[r] * p.lnw.v[k] + p.lnb.v[k];
-    return v;
+    uint sg = gl_SubgroupSize;
+    if (sg == T) {
+        for (uint r = 0; r < MR; r++)
+            v[r] = subgroupAdd(v[r]);
+    } else if (sg < T) {
+        // T / sg subgroups make a team
+        for (uint r = 0; r < MR; r++)
+            v[r] = subgroupAdd(v[r]);
+        if (subgroupElect())
+            for (uint r = 0; r < MR; r++)
+                red[gl_SubgroupID][r] = v[r];
+        barrier();
+        uint per = T / sg, s0 = (vt / T) * per;
+        for (uint r = 0; r < MR; r++) {
+            float s = 0.0;
+            for (uint i = 0; i < per; i++)
+                s += red[s0 + i][r];
+            v[r] = s;
+        }
+    } else {
+        // several teams in a subgroup: through shared memory
+        for (uint r = 0; r < MR; r++)
+            red[vt][r] = v[r];
+        barrier();
+        uint t0 = (vt / T) * T;
+        for (uint r = 0; r < MR; r++) {
+            float s = 0.0;
+            for (uint i = 0; i < T; i++)
+                s += red[t0 + i][r];
+            v[r] = s;
+        }
+    }
 }
 
 void main()
 {
-    uint tid = gl_LocalInvocationID.x;
-    uint lane = tid % LANES, col = tid / LANES;
-    uint n = gl_WorkGroupID.x * COLS + col;
+    vt = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
+    uint lane = vt % T;
+    uint n = gl_WorkGroupID.x * COLS + vt / T;
     uint m0 = gl_WorkGroupID.z * MR;
     uint mr = min(MR, p.M - m0);
-    float acc[MR];
     bool ln = (p.flags & F_LN) != 0;
+    bool w16 = WF16 != 0 && (p.flags & F_W16) != 0;
+    float acc[MR];
+    for (uint r = 0; r < MR; r++)
+        acc[r] = 0.0;
+
+    // the first weight loads, before anything waits
+    U32x4 w4 = U32x4(p.w);
+    uint nk8 = (w16 && n < p.N) ? p.K / 8 : 0;
+    uint row4 = n * (p.ldw / 8);
+    uvec4 wr[U];
+    for (uint j = 0; j < U; j++) {
+        uint k8 = lane + j * T;
+        wr[j] = k8 < nk8 ? w4.v[row4 + k8] : uvec4(0);
+    }
+
     if (ln) {
         for (uint r = 0; r < MR; r++) {
             acc[r] = 0.0;
             if (r < mr)
-                for (uint k = tid; k < p.K; k += 256)
+                for (uint k = vt; k < p.K; k += WG)
                     acc[r] += p.a.v[(m0 + r) * p.lda + k];
         }
-        row_sums(acc);
+        wg_sums(acc);
         for (uint r = 0; r < MR; r++) // constant indices: acc stays in registers
-            if (tid == r)
-                st_mean[r] = acc[r] / float(p.K);
-        barrier();
+            acc[r] /= float(p.K);
+        for (uint r = 0; r < MR; r++)
+            if (vt == r)
+                st_mean[r] = acc[r];
+        float mean[MR];
         for (uint r = 0; r < MR; r++) {
+            mean[r] = acc[r];
             acc[r] = 0.0;
             if (r < mr)
-                for (uint k = tid; k < p.K; k += 256) {
-                    float d = p.a.v[(m0 + r) * p.lda + k] - st_mean[r];
+                for (uint k = vt; k < p.K; k += WG) {
+                    float d = p.a.v[(m0 + r) * p.lda + k] - mean[r];
                     acc[r] += d * d;
                 }
         }
-        row_sums(acc);
+        wg_sums(acc);
         for (uint r = 0; r < MR; r++)
-            if (tid == r)
+            if (vt == r)
                 st_inv[r] = 1.0 / sqrt(acc[r] / float(p.K) + 1e-5);
         barrier();
+        for (uint r = 0; r < MR; r++)
+            acc[r] = 0.0;
     }
-    for (uint r = 0; r < MR; r++)
-        acc[r] = 0.0;
-    if (n < p.N && WF16 != 0 && (p.K % 8) == 0 && (p.ldw % 8) == 0) {
-        // 8 halves per lane per load (16 bytes; rows start 16-byte aligned
-        // when ldw is a multiple of 8 and the weights' base is)
-        U32x4 w4 = U32x4(p.w);
-        uint row4 = n * p.ldw / 8;
-        for (uint k8 = lane; k8 < p.K / 8; k8 += LANES) {
-            uvec4 u = w4.v[row4 + k8];
-            vec2 w0 = unpackHalf2x16(u.x), w1 = unpackHalf2x16(u.y);
-            vec2 w2 = unpackHalf2x16(u.z), w3 = unpackHalf2x16(u.w);
-            uint k = k8 * 8;
-            for (uint r = 0; r < MR; r++) {
-                if (r < mr) {
-                    uint ai = (m0 + r) * p.lda + k;
-                    acc[r] += a_at(r, ai, k, ln) * w0.x + a_at(r, ai + 1, k + 1, ln) * w0.y +
-                              a_at(r, ai + 2, k + 2, ln) * w1.x + a_at(r, ai + 3, k + 3, ln) * w1.y +
-                              a_at(r, ai + 4, k + 4, ln) * w2.x + a_at(r, ai + 5, k + 5, ln) * w2.y +
-                              a_at(r, ai + 6, k + 6, ln) * w3.x + a_at(r, ai + 7, k + 7, ln) * w3.y;
+
+    if (w16) {
+        bool a16 = (p.flags & F_A16) != 0;
+        F32x4 a4 = F32x4(p.a), lw4 = F32x4(p.lnw), lb4 = F32x4(p.lnb);
+        for (uint c = lane; c < nk8; c += T * U) {
+            for (uint j = 0; j < U; j++) {
+                uint k8 = c + j * T;
+                if (k8 >= nk8)
+                    continue;
+                uvec4 u = wr[j];
+                vec4 wa = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+                vec4 wb = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+                uint k = k8 * 8;
+                vec4 g0 = vec4(1.0), g1 = vec4(1.0), b0 = vec4(0.0), b1 = vec4(0.0);
+                if (ln) {
+                    if (a16) {
+                        g0 = lw4.v[k / 4];
+                        g1 = lw4.v[k / 4 + 1];
+                        b0 = lb4.v[k / 4];
+                        b1 = lb4.v[k / 4 + 1];
+                    } else {
+                        g0 = vec4(p.lnw.v[k], p.lnw.v[k + 1], p.lnw.v[k + 2], p.lnw.v[k + 3]);
+                        g1 = vec4(p.lnw.v[k + 4], p.lnw.v[k + 5], p.lnw.v[k + 6], p.lnw.v[k + 7]);
+                        b0 = vec4(p.lnb.v[k], p.lnb.v[k + 1], p.lnb.v[k + 2], p.lnb.v[k + 3]);
+                        b1 = vec4(p.lnb.v[k + 4], p.lnb.v[k + 5], p.lnb.v[k + 6], p.lnb.v[k + 7]);
+                    }
                 }
+                for (uint r = 0; r < MR; r++) {
+                    if (r < mr) {
+                        uint ai = (m0 + r) * p.lda + k;
+                        vec4 x0, x1;
+                        if (a16) {
+                            x0 = a4.v[ai / 4];
+                            x1 = a4.v[ai / 4 + 1];
+                        } else {
+                            x0 = vec4(p.a.v[ai], p.a.v[ai + 1], p.a.v[ai + 2], p.a.v[ai + 3]);
+                            x1 = vec4(p.a.v[ai + 4], p.a.v[ai + 5], p.a.v[ai + 6], p.a.v[ai + 7]);
+                        }
+                        if (ln) {
+                            x0 = (x0 - st_mean[r]) * st_inv[r] * g0 + b0;
+                            x1 = (x1 - st_mean[r]) * st_inv[r] * g1 + b1;
+                        }
+                        acc[r] += dot(x0, wa) + dot(x1, wb);
+                    }
+                }
+            }
+            // the next U loads
+            for (uint j = 0; j < U; j++) {
+                uint k8 = c + T * U + j * T;
+                wr[j] = k8 < nk8 ? w4.v[row4 + k8] : uvec4(0);
             }
         }
     } else if (n < p.N) {
-        for (uint k = lane * 2; k < p.K; k += LANES * 2) {
+        // any layout: halves in pairs of a 32-bit word (ldw even), or floats
+        for (uint k = lane * 2; k < p.K; k += T * 2) {
             vec2 w;
             if (WF16 != 0) {
                 w = unpackHalf2x16(p.w.v[(n * p.ldw + k) >> 1]);
@@ -130,25 +224,29 @@ void main()
             for (uint r = 0; r < MR; r++) {
                 if (r < mr) {
                     uint ai = (m0 + r) * p.lda + k;
-                    acc[r] += a_at(r, ai, k, ln) * w.x;
+                    float x0 = p.a.v[ai], x1 = two ? p.a.v[ai + 1] : 0.0;
+                    if (ln) {
+                        x0 = (x0 - st_mean[r]) * st_inv[r] * p.lnw.v[k] + p.lnb.v[k];
+                        if (two)
+                            x1 = (x1 - st_mean[r]) * st_inv[r] * p.lnw.v[k + 1] + p.lnb.v[k + 1];
+                    }
+                    acc[r] += x0 * w.x;
                     if (two)
-                        acc[r] += a_at(r, ai + 1, k + 1, ln) * w.y;
+                        acc[r] += x1 * w.y;
                 }
             }
         }
     }
-    for (uint r = 0; r < MR; r++)
-        red[col][lane][r] = acc[r];
-    barrier();
-    for (uint s = LANES / 2; s > 0; s >>= 1) {
-        if (lane < s)
-            for (uint r = 0; r < mr; r++)
-                red[col][lane][r] += red[col][lane + s][r];
-        barrier();
-    }
-    if (lane < mr && n < p.N) {
-        uint m = m0 + lane;
-        float v = red[col][0][lane];
+
+    team_sums(acc);
+    if (n >= p.N)
+        return;
+    for (uint r = 0; r < MR; r++) {
+        // lane r writes row r (constant indices: acc stays in registers)
+        if (lane != r || r >= mr)
+            continue;
+        uint m = m0 + r;
+        float v = acc[r];
         if ((p.flags & F_BIAS) != 0)
             v += p.bias.v[n];
         if ((p.flags & F_GELU) != 0)
