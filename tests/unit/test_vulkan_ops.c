@@ -768,9 +768,11 @@ static void test_enc_attn_coopmat(void **state)
 /* Decoder attention: rows with their own key offsets and counts, keys
  * from one pool (a KV cache or cross K/V); with max_keys at most one
  * split, the output comes from dec_attn alone (no merge). */
+static int dec_ld_pad; /* rows of q, k and v this many floats wider: 1 takes the scalar loads */
+
 static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, const char *what)
 {
-    const int n_head = 3, d = 64, ld = n_head * d, pool_rows = 1500 + 40;
+    const int n_head = 3, d = 64, ld = n_head * d + dec_ld_pad, pool_rows = 1500 + 40;
     size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld;
     float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4);
     double *ref = malloc(qsz * sizeof *ref);
@@ -788,19 +790,34 @@ static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, con
         for (int h = 0; h < n_head; h++)
             attn_ref(d, rows_info[r][1], q + (size_t)r * ld + h * d,
                      k + (size_t)rows_info[r][0] * ld + h * d,
-                     v + (size_t)rows_info[r][0] * ld + h * d, ld, ref + (size_t)r * ld + h * d);
+                     v + (size_t)rows_info[r][0] * ld + h * d, ld,
+                     ref + ((size_t)r * n_head + h) * d); /* dense, as compare reads it */
     }
     td_vk_buf bq = dbuf(q, qsz * 4), bk = dbuf(k, psz * 4), bv = dbuf(v, psz * 4),
               bi = dbuf(info, (size_t)rows * 2 * sizeof *info),
-              bp = dbuf(NULL, td_vko_dec_part_floats(rows, n_head, d, max_keys) * 4);
-    outbuf oo = obuf(qsz, NULL);
+              bp = dbuf(NULL, td_vko_dec_part_floats(rows, n_head, d, max_keys) * 4),
+              bc = dbuf(NULL, (size_t)rows * n_head * 4);
+    td_error err = {0};
+    if (td_vk_fill0(vk, &bc, 0, bc.size / 4 * 4, &err))
+        fail_msg("%s", err.msg);
+    /* twice, into two outputs: the merge counters must be back at 0 after
+     * the first (else the second merges nothing and leaves its guards) */
+    outbuf oo = obuf(qsz, NULL), oo2 = obuf(qsz, NULL);
     begin_ok();
     td_vko_dec_attn(ops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr,
-                    max_keys, bp.addr);
+                    max_keys, bp.addr, bc.addr);
     submit_ok();
-    float *got = oread(&oo, rows, ld, ld);
-    compare(what, got, ref, rows, ld, ld, 2e-6, 1e-5);
+    begin_ok();
+    td_vko_dec_attn(ops, rows, n_head, ld, bq.addr, oaddr(&oo2), bk.addr, bv.addr, bi.addr,
+                    max_keys, bp.addr, bc.addr);
+    submit_ok();
+    float *got = oread(&oo, rows, n_head * d, ld);
+    compare(what, got, ref, rows, n_head * d, ld, 2e-6, 1e-5);
     free(got);
+    got = oread(&oo2, rows, n_head * d, ld);
+    compare(what, got, ref, rows, n_head * d, ld, 2e-6, 1e-5);
+    free(got);
+    td_vk_buf_destroy(vk, &bc);
     td_vk_buf_destroy(vk, &bq);
     td_vk_buf_destroy(vk, &bk);
     td_vk_buf_destroy(vk, &bv);
@@ -819,8 +836,14 @@ static void test_dec_attn(void **state)
     NEED_DEVICE();
     static const int many[][2] = {{0, 1}, {5, 4}, {40, 1500}, {7, 37}, {100, 448}, {3, 129}};
     dec_attn_case(many, 6, 1500, "dec_attn ragged rows, 1..1500 keys");
+    static const int cross[][2] = {{40, 1500}};
+    dec_attn_case(cross, 1, 1500, "dec_attn one row, 1500 keys (cross)");
     static const int one[][2] = {{0, 1}, {5, 4}, {7, 37}, {3, TD_VKO_ATT_SPLIT}};
     dec_attn_case(one, 4, TD_VKO_ATT_SPLIT, "dec_attn one split, no merge");
+    dec_ld_pad = 1;
+    dec_attn_case(one, 4, TD_VKO_ATT_SPLIT, "dec_attn rows of 193, one split");
+    dec_attn_case(many, 6, 1500, "dec_attn rows of 193 floats (scalar)");
+    dec_ld_pad = 0;
 }
 
 /* ---------------------------------------------------------- embed, kv */

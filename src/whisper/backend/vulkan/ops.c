@@ -24,7 +24,7 @@ struct td_vko {
     td_vk_pipe *enc_attn_cm;           /* the encoder's attention on them; NULL without,
                                         * or for heads other than 32 and 64 */
     td_vk_pipe *cm_peak[3];            /* the engines' rate (a benchmark); NULL without */
-    td_vk_pipe *layernorm, *enc_attn, *dec_attn, *dec_merge, *embed, *kv_put, *att_weights;
+    td_vk_pipe *layernorm, *enc_attn, *dec_attn, *embed, *kv_put, *att_weights;
     int matvec_rows, cm_big_min;
     enum td_vko_path path;
     unsigned gen;
@@ -49,15 +49,10 @@ typedef struct ea_push {
 } ea_push;
 
 typedef struct da_push {
-    uint64_t q, part, k, v, info, o;
+    uint64_t q, part, k, v, info, o, cnt;
     uint32_t ld, n_split;
     float scale;
 } da_push;
-
-typedef struct dm_push {
-    uint64_t part, o;
-    uint32_t ld, n_split;
-} dm_push;
 
 typedef struct emb_push {
     uint64_t tok, pos, tp, x;
@@ -89,7 +84,7 @@ void td_vko_free(td_vko *o)
                           &o->matmul_cm[0], &o->matmul_cm[1], &o->enc_attn_cm, &o->cm_peak[0],
                           &o->cm_peak[1], &o->cm_peak[2], &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
-                          &o->dec_merge, &o->embed, &o->kv_put, &o->att_weights};
+                          &o->embed, &o->kv_put, &o->att_weights};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     td_vk_free(o);
@@ -144,7 +139,6 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     case 128: PIPE(o->enc_attn, enc_attn_HEAD_D128, "enc_attn", ea_push, NULL, 0); break;
     }
     PIPE(o->dec_attn, dec_attn, "dec_attn", da_push, &dt, 1);
-    PIPE(o->dec_merge, dec_merge, "dec_merge", dm_push, &dt, 1);
     PIPE(o->embed, embed, "embed", emb_push, NULL, 0);
     PIPE(o->kv_put, kv_put, "kv_put", kv_push, NULL, 0);
     PIPE(o->att_weights, att_weights, "att_weights", aw_push, &dt, 1);
@@ -362,15 +356,13 @@ size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys)
 }
 
 void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t out,
-                     uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part)
+                     uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part,
+                     uint64_t cnt)
 {
     uint32_t n_split = cdiv((uint32_t)max_keys, TD_VKO_ATT_SPLIT);
-    da_push p = {q, part, k, v, info, out, (uint32_t)ld, n_split, 1.0f / sqrtf((float)o->d_text)};
+    da_push p = {q,   part, k, v, info, out, cnt, (uint32_t)ld, n_split,
+                 1.0f / sqrtf((float)o->d_text)};
     td_vk_dispatch(o->vk, o->dec_attn, &p, (uint32_t)rows, (uint32_t)n_head, n_split);
-    if (n_split == 1)
-        return; /* written by dec_attn itself */
-    dm_push m = {part, out, (uint32_t)ld, n_split};
-    td_vk_dispatch(o->vk, o->dec_merge, &m, (uint32_t)rows, (uint32_t)n_head, 1);
 }
 
 void td_vko_embed(td_vko *o, int rows, int n, uint64_t tok, int tok_f16, uint64_t pos,

@@ -136,13 +136,18 @@ void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t 
 /* Decoder attention of rows q (ld) against keys and values at k and v:
  * row r's keys are info[2r+1] rows (ld apart) from float offset info[2r]
  * (info: ints), at least 1 and at most max_keys of them. Heads of d_text.
- * Split over the keys in blocks of TD_VKO_ATT_SPLIT (dec_attn.comp), whose
- * parts go to part: td_vko_dec_part_floats(rows, n_head, max_keys) floats
- * (one block: one dispatch, no parts). */
+ * One dispatch (dec_attn.comp), split over the keys in blocks of
+ * TD_VKO_ATT_SPLIT whose parts go to part:
+ * td_vko_dec_part_floats(rows, n_head, d, max_keys) floats (one block:
+ * no parts); the last block of each (row, head) to finish merges them,
+ * counting in cnt: rows x n_head ints that must be zero before the first
+ * call and that each call leaves zero (a buffer of its own, zeroed once:
+ * nothing else may write there). */
 #define TD_VKO_ATT_SPLIT 128
 size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys);
 void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t out,
-                     uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part);
+                     uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part,
+                     uint64_t cnt);
 
 /* Word alignment: o[(orow0 + r) * nk + j] = softmax_j(q[r]_h . k[j]_h /
  * sqrt(d_text)) for rows r < rows of q (ld apart), the head at float

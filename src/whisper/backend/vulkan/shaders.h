@@ -25,7 +25,6 @@
     X(enc_attn_cm_HEAD_D32) \
     X(enc_attn_cm_HEAD_D64) \
     X(dec_attn)          \
-    X(dec_merge)         \
     X(embed)             \
     X(kv_put)            \
     X(att_weights)       \

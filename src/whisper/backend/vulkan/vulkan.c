@@ -33,9 +33,10 @@
  * step. A decode step's command buffer is recorded once per shape (rows,
  * logits rows, the self-attention's split count) and replayed: what
  * changes between steps (tokens, positions, KV offsets) is read from io.
- * The decoder's K and V products write straight into the KV slots, and a
- * self-attention of one split needs no merge: 14 dispatches per layer
- * (17 before). Products of many rows take the tiled or the cooperative-matrix
+ * The decoder's K and V products write straight into the KV slots, an
+ * attention's split parts are merged by its own last workgroup, and with
+ * few rows LayerNorm runs in the products' prologue: 10 dispatches per
+ * layer (17 in the first version, 14 in the second). Products of many rows take the tiled or the cooperative-matrix
  * path, chosen at open by ops.h's td_vko_choose_path (a timed trial,
  * cached per device and driver). sample() runs on the device
  * (vk_sample.h): a decode step that keeps its logits there reads back
@@ -73,7 +74,7 @@ typedef struct plan {
     uint64_t weight_bytes;   /* chunks together */
     int n_chunks;
     uint64_t chunk_size[64];
-    uint64_t enc_out, cross, kv, work, logits, io;
+    uint64_t enc_out, cross, kv, work, logits, io, cnt;
     /* work offsets (bytes): encoder */
     uint64_t e_x, e_h, e_q, e_k, e_v, e_a, e_ff, e_mel, e_x1p;
     /* decoder */
@@ -280,8 +281,9 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->io = o;
 #undef R_
     P->logits = al(R * (uint64_t)P->nv * 4);
+    P->cnt = al(R * (uint64_t)P->nht * 4);
     P->total = P->weight_bytes + P->enc_out + 2 * (uint64_t)P->nlt * (P->cross + P->kv) + P->work +
-               2 * P->logits + P->io + (16ull << 20) + td_vks_bytes(P->max_seq, P->nv);
+               2 * P->logits + P->io + P->cnt + (16ull << 20) + td_vks_bytes(P->max_seq, P->nv);
     return 0;
 }
 
@@ -320,6 +322,7 @@ struct td_wbackend {
     td_vks *smp;            /* sample() on the device (vk_sample.h) */
     td_vk_buf chunks[64];
     td_vk_buf enc_out, work, logits, readback, io;
+    td_vk_buf cnt;          /* dec_attn's merge counters (ops.h): zeroed at open */
     td_vk_buf *cross_k, *cross_v, *kv_k, *kv_v; /* [n_text_layer] */
     enc_l *el;
     dec_l *dl;
@@ -329,7 +332,7 @@ struct td_wbackend {
     int last_rows;          /* logits rows the last decode kept */
     unsigned ops_gen;       /* td_vko_generation when the kept recordings were made */
     char path_note[192];    /* which product path, and why */
-    int fuse_ln;            /* TD_VULKAN_FUSE_LN=1 */
+    int fuse_ln;            /* LayerNorm in the few-row products (TD_VULKAN_FUSE_LN=0: off) */
     /* align_weights in progress: its heads, its output (host-visible:
      * [al_n][al_rows][n_audio_ctx]) and the rows the current call holds */
     const int *al_heads;
@@ -385,6 +388,7 @@ static void vk_close(td_wbackend *b)
         td_vk_buf_destroy(b->vk, &b->logits);
         td_vk_buf_destroy(b->vk, &b->readback);
         td_vk_buf_destroy(b->vk, &b->io);
+        td_vk_buf_destroy(b->vk, &b->cnt);
         for (int l = 0; l < b->P.nlt; l++) {
             if (b->cross_k)
                 td_vk_buf_destroy(b->vk, &b->cross_k[l]);
@@ -497,7 +501,7 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
     if (prof && strcmp(prof, "1") == 0)
         td_vk_profile(b->vk, 1);
     const char *fuse = getenv("TD_VULKAN_FUSE_LN");
-    b->fuse_ln = fuse && strcmp(fuse, "1") == 0;
+    b->fuse_ln = !(fuse && strcmp(fuse, "0") == 0);
     rc = td_vko_create(b->vk, P->na / P->nha, P->nt / P->nht, &b->ops, err);
     if (rc)
         goto out;
@@ -535,7 +539,9 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         (rc = td_vk_buf_create(b->vk, P->work, TD_VK_MEM_DEVICE, &b->work, err)) ||
         (rc = td_vk_buf_create(b->vk, P->logits, TD_VK_MEM_DEVICE, &b->logits, err)) ||
         (rc = td_vk_buf_create(b->vk, P->logits, TD_VK_MEM_READBACK, &b->readback, err)) ||
-        (rc = td_vk_buf_create(b->vk, P->io, TD_VK_MEM_HOST, &b->io, err)))
+        (rc = td_vk_buf_create(b->vk, P->io, TD_VK_MEM_HOST, &b->io, err)) ||
+        (rc = td_vk_buf_create(b->vk, P->cnt, TD_VK_MEM_DEVICE, &b->cnt, err)) ||
+        (rc = td_vk_fill0(b->vk, &b->cnt, 0, P->cnt, err)))
         goto out;
     for (int l = 0; l < P->nlt; l++)
         if ((rc = td_vk_buf_create(b->vk, P->cross, TD_VK_MEM_DEVICE, &b->cross_k[l], err)) ||
@@ -751,12 +757,13 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
     uint64_t dx = WK(b, P->d_x), dh = WK(b, P->d_h), dq = WK(b, P->d_q), da = WK(b, P->d_a),
              dff = WK(b, P->d_ff), part = WK(b, P->d_part);
     uint64_t ioa = b->io.addr;
-    /* LayerNorm: one dispatch into dh before the products, or (with
-     * TD_VULKAN_FUSE_LN=1, few rows) in the products' prologue. The fused
-     * form saves 72 dispatches per medium step but was slower on the H100
-     * (3.47 against 2.88 ms per step, 2026-12-06: every workgroup of the
-     * product waits for its row statistics before its first weight load),
-     * so it stays a switch for devices where dispatches cost more. */
+    /* LayerNorm: for few rows in the products' prologue (each workgroup
+     * computes its rows' statistics while its first weight loads are in
+     * flight), saving 3 dispatches and barriers per layer; for more rows,
+     * or with TD_VULKAN_FUSE_LN=0, one dispatch into dh before the
+     * products. (The first version's prologue, which waited for the
+     * statistics before loading weights, was slower than the dispatch on
+     * the H100: 3.47 against 2.88 ms per medium step.) */
     int fuse = b->fuse_ln && td_vko_fuses_ln(o, R);
     td_vko_embed(o, R, nt, b->tok.a, b->tok.f16, b->dec_pos, ioa + P->io_tp, dx);
 #define LIN(a_, w_, bias_, c_, n_, k_, flags_)                                                  \
@@ -785,7 +792,7 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
                ioa + P->io_kvdst);
         td_vk_concurrent(b->vk, 0);
         td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->kv_k[l].addr, b->kv_v[l].addr,
-                        ioa + P->io_self, max_self, part);
+                        ioa + P->io_self, max_self, part, b->cnt.addr);
         LIN(da, L->o, L->o_b, dx, nt, nt, TD_VKO_ACC);
         if (!fuse)
             td_vko_layernorm(o, R, nt, dx, nt, L->cross_ln_w, L->cross_ln_b, dh, nt, 0);
@@ -797,7 +804,7 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
                                    b->al_heads[2 * i + 1] * (nt / P->nht),
                                    b->al_out + (uint64_t)i * b->al_rows * C * 4, b->al_row0);
         td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
-                        ioa + P->io_cross, C, part);
+                        ioa + P->io_cross, C, part, b->cnt.addr);
         LIN(da, L->co, L->co_b, dx, nt, nt, TD_VKO_ACC);
         if (!fuse)
             td_vko_layernorm(o, R, nt, dx, nt, L->mlp_ln_w, L->mlp_ln_b, dh, nt, 0);

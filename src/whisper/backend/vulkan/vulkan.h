@@ -9,9 +9,9 @@
  * index. TD_VULKAN_PROFILE=1 times every dispatch (timestamp queries).
  * TD_VULKAN_MATMUL=tiled|coopmat|coopmat64 forces the products' path
  * (else a timed trial at the first open on a device and driver, cached in
- * $XDG_CACHE_HOME/tapedeck/vulkan-paths); TD_VULKAN_FUSE_LN=1 puts the
- * decoder's LayerNorm into its few-row products (vulkan.c says why it is
- * off).
+ * $XDG_CACHE_HOME/tapedeck/vulkan-paths); TD_VULKAN_FUSE_LN=0 takes the
+ * decoder's LayerNorm out of its few-row products (a dispatch of its own
+ * instead, as for many rows).
  *
  * Only built with the Vulkan build (the Makefile's optional part,
  * TD_HAVE_VULKAN).

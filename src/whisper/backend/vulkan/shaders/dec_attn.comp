@@ -1,34 +1,76 @@
 // dec_attn.comp: the decoder's attention, split over the keys (flash
 // decoding): workgroup (row, head, split) takes keys [split * SPL, +SPL)
-// of the row's range, one key per thread for the scores, and writes its
-// part: running maximum, sum of exponentials and unnormalized output
-// (D + 2 floats at part[((row * heads + head) * n_split + split)]);
-// dec_merge.comp combines the parts. Row r's keys are rows [0, info[2r+1])
-// of k starting info[2r] floats in (ld apart): a KV slot's first positions
-// for self-attention (the causal bound is the count), a window's encoder
-// frames for cross-attention. Splitting gives a single sequence's step
-// (16 heads) hundreds of workgroups instead of 16. With one split (a
-// self-attention of at most SPL keys) the workgroup writes the row's
-// output itself, normalized, at o (ld apart), and no merge runs.
+// of the row's range, one key per thread for the scores. Row r's keys
+// are rows [0, info[2r+1]) of k starting info[2r] floats in (ld apart): a
+// KV slot's first positions for self-attention (the causal bound is the
+// count), a window's encoder frames for cross-attention. Splitting gives
+// a single sequence's step (16 heads) hundreds of workgroups instead of
+// 16.
+// With one split (a self-attention of at most SPL keys) the workgroup
+// writes the row's output itself, normalized, at o (ld apart). With
+// more, each writes its part (running maximum, sum of exponentials,
+// unnormalized output: D + 2 floats at part[((row * heads + head) *
+// n_split + split)]) and counts itself in cnt[row * heads + head]; the
+// last of a (row, head) to finish combines the parts, writes the output
+// and sets the count back to 0 (so it is 0 for the next dispatch):
+// no merge dispatch and no barrier before one. Parts are written, and
+// read by the last, through coherent references, with a buffer memory
+// barrier before the count, so that what the others wrote is seen.
+// Reductions by subgroup (max, add) and, across subgroups, through
+// shared memory: correct for any subgroup size.
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
+
+layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer F32c { float v[]; };
+layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer I32c { int v[]; };
 
 layout(constant_id = 0) const uint D = 64;
 layout(local_size_x = 128) in;
 
 layout(push_constant) uniform P {
-    F32 q; F32 part; F32 k; F32 v; I32 info; F32 o;
+    F32 q; F32c part; F32 k; F32 v; I32 info; F32 o; I32c cnt;
     uint ld, n_split;
     float scale;
 } p;
 
 const uint SPL = 128;        // keys per split = threads
-const uint NP = 128 / D;     // threads per output element (D <= 128)
+const uint NP = 128 / D;     // threads per output element (D <= 128), scalar path
 shared float qs[D];
 shared float sc[SPL];
-shared float red[128];
+shared float sg_red[128];
+shared vec4 partial4[128];
 shared float partial[NP * D];
+shared bool last;
+
+// the workgroup's maximum (mx) or sum of v, in every thread
+float wg_max(float v)
+{
+    v = subgroupMax(v);
+    if (subgroupElect())
+        sg_red[gl_SubgroupID] = v;
+    barrier();
+    float r = -1e30;
+    for (uint i = 0; i < gl_NumSubgroups; i++)
+        r = max(r, sg_red[i]);
+    barrier();
+    return r;
+}
+
+float wg_sum(float v)
+{
+    v = subgroupAdd(v);
+    if (subgroupElect())
+        sg_red[gl_SubgroupID] = v;
+    barrier();
+    float r = 0.0;
+    for (uint i = 0; i < gl_NumSubgroups; i++)
+        r += sg_red[i];
+    barrier();
+    return r;
+}
 
 void main()
 {
@@ -41,12 +83,14 @@ void main()
     for (uint i = t; i < D; i += 128)
         qs[i] = p.q.v[r * p.ld + h0 + i] * p.scale;
     barrier();
+    // 16 bytes a load where the head's rows allow it
+    bool v4 = (D & 3) == 0 && ((base | p.ld | h0) & 3) == 0;
     float s = -1e30;
     if (t < nb) {
         uint ko = base + (j0 + t) * p.ld + h0;
         float d = 0.0;
-        if ((D & 3) == 0 && ((base | p.ld | h0) & 3) == 0) {
-            // 16 bytes a load: a key row in D / 4 loads, all issued at once
+        if (v4) {
+            // a key row in D / 4 loads, all issued at once
             F32x4 k4 = F32x4(p.k);
             for (uint i = 0; i < D; i += 4) {
                 vec4 kv = k4.v[(ko + i) / 4];
@@ -58,51 +102,78 @@ void main()
         }
         s = d;
     }
-    red[t] = s;
-    barrier();
-    for (uint w = 64; w > 0; w >>= 1) {
-        if (t < w)
-            red[t] = max(red[t], red[t + w]);
-        barrier();
-    }
-    float mx = red[0];
-    barrier();
+    float mx = wg_max(s);
     float e = t < nb ? exp(s - mx) : 0.0;
     sc[t] = e;
-    red[t] = e;
-    barrier();
-    for (uint w = 64; w > 0; w >>= 1) {
-        if (t < w)
-            red[t] += red[t + w];
+    float sum = wg_sum(e); // its barriers also publish sc
+    // out[i] = sum_j sc[j] v[j][i]
+    float outv = 0.0; // element t of the output, t < D
+    if (v4) {
+        // quads of the output: thread t takes quad t % (D / 4) of keys
+        // t / (D / 4), t / (D / 4) + 128 / (D / 4), ...
+        const uint Q = D / 4, KP = 128 / Q;
+        uint qi = t % Q, kp = t / Q;
+        F32x4 vv = F32x4(p.v);
+        vec4 a = vec4(0.0);
+        uint vo = (base + j0 * p.ld + h0) / 4 + qi;
+        for (uint j = kp; j < nb; j += KP)
+            a += sc[j] * vv.v[vo + j * (p.ld / 4)];
+        partial4[t] = a;
         barrier();
-    }
-    float sum = red[0];
-    if (t < NP * D) {
-        uint i = t % D, pp = t / D;
-        float a = 0.0;
-        for (uint j = pp; j < nb; j += NP)
-            a += sc[j] * p.v.v[base + (j0 + j) * p.ld + h0 + i];
-        partial[pp * D + i] = a;
-    }
-    barrier();
-    if (p.n_split == 1) {
         if (t < D) {
-            float a = 0.0;
-            for (uint pp = 0; pp < NP; pp++)
-                a += partial[pp * D + t];
-            p.o.v[r * p.ld + h0 + t] = a / sum;
+            uint q = t / 4, c = t % 4;
+            for (uint i = 0; i < KP; i++)
+                outv += partial4[i * Q + q][c];
         }
+    } else {
+        if (t < NP * D) {
+            uint i = t % D, pp = t / D;
+            float a = 0.0;
+            for (uint j = pp; j < nb; j += NP)
+                a += sc[j] * p.v.v[base + (j0 + j) * p.ld + h0 + i];
+            partial[pp * D + i] = a;
+        }
+        barrier();
+        if (t < D)
+            for (uint pp = 0; pp < NP; pp++)
+                outv += partial[pp * D + t];
+    }
+    if (p.n_split == 1) {
+        if (t < D)
+            p.o.v[r * p.ld + h0 + t] = outv / sum;
         return;
     }
-    uint po = ((r * gl_NumWorkGroups.y + h) * p.n_split + sp) * (D + 2);
-    if (t < D) {
-        float a = 0.0;
-        for (uint pp = 0; pp < NP; pp++)
-            a += partial[pp * D + t];
-        p.part.v[po + 2 + t] = a;
-    }
+    uint pb = (r * gl_NumWorkGroups.y + h) * p.n_split * (D + 2);
+    uint po = pb + sp * (D + 2);
+    if (t < D)
+        p.part.v[po + 2 + t] = outv;
     if (t == 0) {
         p.part.v[po] = nb > 0 ? mx : -1e30;
         p.part.v[po + 1] = sum;
     }
+    // the last workgroup of (row, head) to get here merges
+    memoryBarrierBuffer();
+    barrier();
+    uint ci = r * gl_NumWorkGroups.y + h;
+    if (t == 0)
+        last = atomicAdd(p.cnt.v[ci], 1) == int(p.n_split) - 1;
+    barrier();
+    if (!last)
+        return;
+    memoryBarrierBuffer();
+    float M = -1e30;
+    for (uint s2 = 0; s2 < p.n_split; s2++)
+        M = max(M, p.part.v[pb + s2 * (D + 2)]);
+    float l = 0.0, a = 0.0;
+    for (uint s2 = 0; s2 < p.n_split; s2++) {
+        uint pq = pb + s2 * (D + 2);
+        float w = exp(p.part.v[pq] - M);
+        l += w * p.part.v[pq + 1];
+        if (t < D)
+            a += w * p.part.v[pq + 2 + t];
+    }
+    if (t < D)
+        p.o.v[r * p.ld + h0 + t] = a / l;
+    if (t == 0)
+        p.cnt.v[ci] = 0;
 }
