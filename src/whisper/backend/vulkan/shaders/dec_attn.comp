@@ -17,7 +17,9 @@
 // read by the last, through coherent references, with a buffer memory
 // barrier before the count, so that what the others wrote is seen.
 // Reductions by subgroup (max, add) and, across subgroups, through
-// shared memory: correct for any subgroup size.
+// shared memory: correct for any subgroup size. With heads of at most 64
+// floats (Whisper's), each thread's key and value rows are loaded into
+// registers before anything waits.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -80,18 +82,38 @@ void main()
     uint nk = uint(p.info.v[2 * r + 1]);
     uint j0 = sp * SPL;
     uint nb = j0 < nk ? min(SPL, nk - j0) : 0;
+    // 16 bytes a load where the head's rows allow it
+    bool v4 = (D & 3) == 0 && ((base | p.ld | h0) & 3) == 0;
+    // heads of at most 64: this thread's key row and the value rows it
+    // adds up are loaded first, into registers, so that the query, the
+    // keys and the values come in one trip to memory, not three
+    const uint Q = D / 4, KP = 128 / Q, NV = (SPL + KP - 1) / KP;
+    bool pf = v4 && D <= 64;
+    uint qi = t % Q, kp = t / Q;
+    uint ko = base + (j0 + t) * p.ld + h0;
+    uint vo = (base + j0 * p.ld + h0) / 4 + qi;
+    F32x4 k4 = F32x4(p.k), vv = F32x4(p.v);
+    vec4 kr[Q], vr[NV];
+    if (pf) {
+        for (uint i = 0; i < Q; i++)
+            kr[i] = t < nb ? k4.v[ko / 4 + i] : vec4(0.0);
+        for (uint i = 0; i < NV; i++) {
+            uint j = kp + i * KP;
+            vr[i] = j < nb ? vv.v[vo + j * (p.ld / 4)] : vec4(0.0);
+        }
+    }
     for (uint i = t; i < D; i += 128)
         qs[i] = p.q.v[r * p.ld + h0 + i] * p.scale;
     barrier();
-    // 16 bytes a load where the head's rows allow it
-    bool v4 = (D & 3) == 0 && ((base | p.ld | h0) & 3) == 0;
     float s = -1e30;
     if (t < nb) {
-        uint ko = base + (j0 + t) * p.ld + h0;
         float d = 0.0;
-        if (v4) {
+        if (pf) {
+            for (uint i = 0; i < Q; i++)
+                d += qs[4 * i] * kr[i].x + qs[4 * i + 1] * kr[i].y + qs[4 * i + 2] * kr[i].z +
+                     qs[4 * i + 3] * kr[i].w;
+        } else if (v4) {
             // a key row in D / 4 loads, all issued at once
-            F32x4 k4 = F32x4(p.k);
             for (uint i = 0; i < D; i += 4) {
                 vec4 kv = k4.v[(ko + i) / 4];
                 d += qs[i] * kv.x + qs[i + 1] * kv.y + qs[i + 2] * kv.z + qs[i + 3] * kv.w;
@@ -109,15 +131,19 @@ void main()
     // out[i] = sum_j sc[j] v[j][i]
     float outv = 0.0; // element t of the output, t < D
     if (v4) {
-        // quads of the output: thread t takes quad t % (D / 4) of keys
-        // t / (D / 4), t / (D / 4) + 128 / (D / 4), ...
-        const uint Q = D / 4, KP = 128 / Q;
-        uint qi = t % Q, kp = t / Q;
-        F32x4 vv = F32x4(p.v);
+        // quads of the output: thread t takes quad t % Q of keys
+        // t / Q, t / Q + KP, ...
         vec4 a = vec4(0.0);
-        uint vo = (base + j0 * p.ld + h0) / 4 + qi;
-        for (uint j = kp; j < nb; j += KP)
-            a += sc[j] * vv.v[vo + j * (p.ld / 4)];
+        if (pf) {
+            for (uint i = 0; i < NV; i++) {
+                uint j = kp + i * KP;
+                if (j < nb)
+                    a += sc[j] * vr[i];
+            }
+        } else {
+            for (uint j = kp; j < nb; j += KP)
+                a += sc[j] * vv.v[vo + j * (p.ld / 4)];
+        }
         partial4[t] = a;
         barrier();
         if (t < D) {
