@@ -476,8 +476,8 @@ static void test_linear_ln_rowidx(void **state)
 
 /* The few-row product's fast path (matvec.comp: weights and A read 16
  * bytes a load, several loads in flight, team sums by subgroups): K a
- * multiple of 8 with tails of every length against the 32 threads x 8
- * loads x 8 halves of a team's pass (2048), one row and a few, more than
+ * multiple of 8 with tails of every length against the 32 threads x 16
+ * loads x 8 halves of a team's pass (4096), one row and a few, more than
  * 8 rows (several workgroup rows), columns not a multiple of 4, and the
  * LayerNorm prologue and scattered rows on it. */
 static void test_linear_matvec_packed(void **state)
@@ -487,7 +487,7 @@ static void test_linear_matvec_packed(void **state)
     const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC,
                    L = TD_VKO_LN, R = TD_VKO_ROWIDX;
     static const int shapes[][3] = {{1, 1029, 1024}, {1, 6, 4104}, {1, 37, 8},  {3, 130, 2056},
-                                    {8, 67, 1280},   {5, 33, 264}, {1, 5, 2048}, {2, 3, 16}};
+                                    {8, 67, 1280},   {5, 33, 264}, {1, 5, 2048}, {2, 3, 16}, {1, 3, 8200}};
     lin_packed = 1;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int f16 = 0; f16 <= 1; f16++) {

@@ -31,9 +31,12 @@ struct td_vko {
     int d_audio, d_text;
 };
 
+/* matmul*.comp declare the first part; matvec.comp the whole */
 typedef struct lin_push {
     uint64_t a, w, bias, add, c, lnw, lnb, rowidx;
     uint32_t m, n, k, lda, ldw, ldc, ldadd, flags;
+    uint64_t c2, c3;
+    uint32_t split;
 } lin_push;
 
 typedef struct ln_push {
@@ -295,7 +298,8 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
 {
     lin_push p = {l->a,    l->w,   l->bias, l->add, l->c, l->ln_w, l->ln_b, l->rowidx,
                   (uint32_t)l->m,  (uint32_t)l->n,  (uint32_t)l->k,  (uint32_t)l->lda,
-                  (uint32_t)l->ldw, (uint32_t)l->ldc, (uint32_t)l->ldadd, l->flags};
+                  (uint32_t)l->ldw, (uint32_t)l->ldc, (uint32_t)l->ldadd, l->flags,
+                  l->c2, l->c3, (uint32_t)l->split};
     uint32_t m = (uint32_t)l->m, n = (uint32_t)l->n;
     if (l->m <= o->matvec_rows) {
         /* 16-byte loads where the addresses and strides allow them */
@@ -327,7 +331,7 @@ void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t
 {
     td_vko_lin l = {.m = m, .n = n, .k = k, .a = a, .lda = lda, .w = w, .w_f16 = w_f16,
                     .ldw = ldw, .bias = bias, .add = add, .ldadd = ldadd, .c = c, .ldc = ldc,
-                    .flags = flags & ~(unsigned)(TD_VKO_LN | TD_VKO_ROWIDX)};
+                    .flags = flags & ~(unsigned)(TD_VKO_LN | TD_VKO_ROWIDX | TD_VKO_QKV)};
     td_vko_linear_x(o, &l);
 }
 

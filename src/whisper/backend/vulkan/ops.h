@@ -43,6 +43,9 @@ enum {
     TD_VKO_ACC = 8,  /* then + C[m][n]: accumulate into C */
     TD_VKO_LN = 16,  /* A's rows LayerNorm'ed first (td_vko_lin.ln_w, ln_b; eps 1e-5) */
     TD_VKO_ROWIDX = 32, /* row m of C at c + rowidx[m] floats instead of m * ldc */
+    TD_VKO_QKV = 64,    /* columns [0, split) to c (ldc), [split, 2 split) to c2 + rowidx[m]
+                         * and [2 split, 3 split) to c3 + rowidx[m]: the decoder's q, k and v
+                         * as one product of concatenated weights (few rows only) */
 };
 
 /* Product paths for more rows than the matrix-vector shader takes. */
@@ -100,9 +103,10 @@ void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t
                    int ldw, uint64_t bias, uint64_t add, int ldadd, uint64_t c, int ldc,
                    unsigned flags);
 
-/* The same with every option. TD_VKO_LN is taken only by products of at
- * most the matvec rows (td_vko_fuses_ln); for more, run td_vko_layernorm
- * into a scratch first and pass that as A without the flag. */
+/* The same with every option. TD_VKO_LN and TD_VKO_QKV are taken only
+ * by products of at most the matvec rows (td_vko_fuses_ln); for more,
+ * run td_vko_layernorm into a scratch first and pass that as A without
+ * the flag, and q, k and v as three products. */
 typedef struct td_vko_lin {
     int m, n, k;
     uint64_t a;
@@ -115,7 +119,9 @@ typedef struct td_vko_lin {
     int ldc;
     unsigned flags;
     uint64_t ln_w, ln_b; /* TD_VKO_LN: LayerNorm weight and bias [k] */
-    uint64_t rowidx;     /* TD_VKO_ROWIDX: [m] ints */
+    uint64_t rowidx;     /* TD_VKO_ROWIDX, TD_VKO_QKV: [m] ints */
+    uint64_t c2, c3;     /* TD_VKO_QKV: the second and third outputs */
+    int split;           /* TD_VKO_QKV: columns per output (n = 3 split) */
 } td_vko_lin;
 void td_vko_linear_x(td_vko *o, const td_vko_lin *l);
 int td_vko_fuses_ln(const td_vko *o, int m);

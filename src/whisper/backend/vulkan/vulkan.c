@@ -123,6 +123,8 @@ static int hp_ok(const td_whparams *hp, td_error *err)
 typedef struct tdesc {
     uint64_t n;
     int big;                 /* a 2-D (or conv) weight: stored in the model's wtype */
+    int glue;                /* right after the one before, unaligned (one region) */
+    int zeros;               /* no model tensor: zeros (k's missing bias) */
 } tdesc;
 
 /* The tensors in upload order; returns the count, fills d if not NULL. */
@@ -132,11 +134,12 @@ static int tensor_list(const td_whparams *hp, tdesc *d)
              nt = (uint64_t)hp->n_text_state, nm = (uint64_t)hp->n_mels,
              nv = (uint64_t)hp->n_vocab, tc = (uint64_t)hp->n_text_ctx;
     int n = 0;
-#define T(cnt, b)                           \
-    do {                                    \
-        if (d)                              \
-            d[n] = (tdesc){(cnt), (b)};     \
-        n++;                                \
+#define T(cnt, b) TG(cnt, b, 0, 0)
+#define TG(cnt, b, g, z)                         \
+    do {                                         \
+        if (d)                                   \
+            d[n] = (tdesc){(cnt), (b), (g), (z)}; \
+        n++;                                     \
     } while (0)
     T(C * na, 0);
     T(3 * nm * na, 1);
@@ -160,10 +163,15 @@ static int tensor_list(const td_whparams *hp, tdesc *d)
     T(nt, 0);
     T(nt, 0);
     for (int l = 0; l < hp->n_text_layer; l++) {
+        /* q, k and v weights in one region, and their biases (k has none:
+         * zeros) in another: the few-row step does them as one product */
         T(nt, 0); T(nt, 0);                       /* attn_ln */
-        T(nt * nt, 1); T(nt, 0);                  /* q */
-        T(nt * nt, 1);                            /* k */
-        T(nt * nt, 1); T(nt, 0);                  /* v */
+        T(nt * nt, 1);                            /* q */
+        TG(nt * nt, 1, 1, 0);                     /* k */
+        TG(nt * nt, 1, 1, 0);                     /* v */
+        T(nt, 0);                                 /* q bias */
+        TG(nt, 0, 1, 1);                          /* zeros for k */
+        TG(nt, 0, 1, 0);                          /* v bias */
         T(nt * nt, 1); T(nt, 0);                  /* o */
         T(nt, 0); T(nt, 0);                       /* cross_ln */
         T(nt * nt, 1); T(nt, 0);                  /* cross q */
@@ -175,6 +183,7 @@ static int tensor_list(const td_whparams *hp, tdesc *d)
         T(4 * nt * nt, 1); T(nt, 0);              /* mlp2 */
     }
 #undef T
+#undef TG
     return n;
 }
 
@@ -227,18 +236,27 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     tensor_list(hp, d);
     wvisit v = {P, 0};
     uint64_t ws = wtype == TD_WT_F16 ? 2 : 4;
+    int wc = 0;
+    uint64_t wo = 0;
     for (int i = 0; i < n; i++) {
-        int c;
-        uint64_t o;
-        place(&v, d[i].n * (d[i].big ? ws : 4), &c, &o);
+        uint64_t bytes = d[i].n * (d[i].big ? ws : 4);
+        if (d[i].glue) {
+            /* right after the one before: its region was placed whole */
+            wo += d[i - 1].n * (d[i - 1].big ? ws : 4);
+        } else {
+            uint64_t region = bytes;
+            for (int j = i + 1; j < n && d[j].glue; j++)
+                region += d[j].n * (d[j].big ? ws : 4);
+            place(&v, region, &wc, &wo);
+        }
         if (P->n_chunks > 64) {
             td_vk_free(d);
             return td_error_set(err, TD_EINVAL, "vulkan backend: model too large"), -1;
         }
         if (chunk_of)
-            chunk_of[i] = c;
+            chunk_of[i] = wc;
         if (off_of)
-            off_of[i] = o;
+            off_of[i] = wo;
     }
     td_vk_free(d);
     for (int c = 0; c < P->n_chunks; c++)
@@ -310,6 +328,7 @@ typedef struct enc_l {
 
 typedef struct dec_l {
     uint64_t attn_ln_w, attn_ln_b, q_b, v_b, o_b, cross_ln_w, cross_ln_b, cq_b, cv_b, co_b;
+    uint64_t qkv_b; /* q's, zeros for k, v's bias: one region (q, k, v weights are one too) */
     uint64_t mlp_ln_w, mlp_ln_b, mlp0_b, mlp2_b;
     wref q, k, v, o, cq, ck, cv, co, mlp0, mlp2;
 } dec_l;
@@ -333,6 +352,7 @@ struct td_wbackend {
     unsigned ops_gen;       /* td_vko_generation when the kept recordings were made */
     char path_note[192];    /* which product path, and why */
     int fuse_ln;            /* LayerNorm in the few-row products (TD_VULKAN_FUSE_LN=0: off) */
+    int qkv;                /* q, k and v as one few-row product (TD_VULKAN_QKV=0: off) */
     /* align_weights in progress: its heads, its output (host-visible:
      * [al_n][al_rows][n_audio_ctx]) and the rows the current call holds */
     const int *al_heads;
@@ -436,6 +456,10 @@ static uint64_t up(uploader *u, const td_wtensor *t, int *f16, int perm_cin)
         return 0;
     }
     const tdesc *d = &u->d[u->i];
+    if (d->zeros) {
+        u->rc = td_error_set(u->err, TD_EINVAL, "vulkan backend: tensor order");
+        return 0;
+    }
     uint64_t elems = 1;
     for (int k = 0; k < t->n_dims; k++)
         elems *= (uint64_t)t->ne[k];
@@ -472,6 +496,27 @@ static uint64_t up(uploader *u, const td_wtensor *t, int *f16, int perm_cin)
     return c->addr + off;
 }
 
+/* The next region of the plan holds zeros (floats): k's missing bias. */
+static void up_zeros(uploader *u)
+{
+    if (u->rc)
+        return;
+    if (u->i >= u->n || !u->d[u->i].zeros) {
+        u->rc = td_error_set(u->err, TD_EINVAL, "vulkan backend: tensor order");
+        return;
+    }
+    uint64_t bytes = u->d[u->i].n * 4;
+    void *z = td_vk_calloc((size_t)bytes, 1);
+    if (!z) {
+        u->rc = td_error_set(u->err, TD_ENOMEM, "vulkan backend: out of memory");
+        return;
+    }
+    u->rc = td_vk_upload(u->b->vk, &u->b->chunks[u->chunk_of[u->i]], u->off_of[u->i], z, bytes,
+                         u->err);
+    td_vk_free(z);
+    u->i++;
+}
+
 static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out, td_error *err)
 {
     *out = NULL;
@@ -502,6 +547,8 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         td_vk_profile(b->vk, 1);
     const char *fuse = getenv("TD_VULKAN_FUSE_LN");
     b->fuse_ln = !(fuse && strcmp(fuse, "0") == 0);
+    const char *qkv = getenv("TD_VULKAN_QKV");
+    b->qkv = !(qkv && strcmp(qkv, "0") == 0);
     rc = td_vko_create(b->vk, P->na / P->nha, P->nt / P->nht, &b->ops, err);
     if (rc)
         goto out;
@@ -594,10 +641,12 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         t->attn_ln_w = up(&u, s->attn_ln.w, NULL, 0);
         t->attn_ln_b = up(&u, s->attn_ln.b, NULL, 0);
         t->q.a = up(&u, s->attn.q.w, &t->q.f16, 0);
-        t->q_b = up(&u, s->attn.q.b, NULL, 0);
         t->k.a = up(&u, s->attn.k.w, &t->k.f16, 0);
         t->v.a = up(&u, s->attn.v.w, &t->v.f16, 0);
+        t->q_b = up(&u, s->attn.q.b, NULL, 0);
+        up_zeros(&u);
         t->v_b = up(&u, s->attn.v.b, NULL, 0);
+        t->qkv_b = t->q_b;
         t->o.a = up(&u, s->attn.o.w, &t->o.f16, 0);
         t->o_b = up(&u, s->attn.o.b, NULL, 0);
         t->cross_ln_w = up(&u, s->cross_ln.w, NULL, 0);
@@ -765,6 +814,9 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
      * statistics before loading weights, was slower than the dispatch on
      * the H100: 3.47 against 2.88 ms per medium step.) */
     int fuse = b->fuse_ln && td_vko_fuses_ln(o, R);
+    /* q, k and v as one product (their weights are one region) where the
+     * few-row product takes it, unless TD_VULKAN_QKV=0 */
+    int qkv = b->qkv && td_vko_fuses_ln(o, R);
     td_vko_embed(o, R, nt, b->tok.a, b->tok.f16, b->dec_pos, ioa + P->io_tp, dx);
 #define LIN(a_, w_, bias_, c_, n_, k_, flags_)                                                  \
     td_vko_linear_x(o, &(td_vko_lin){.m = R, .n = (n_), .k = (k_), .a = (a_), .lda = (k_),      \
@@ -782,15 +834,28 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
         const dec_l *L = &b->dl[l];
         if (!fuse)
             td_vko_layernorm(o, R, nt, dx, nt, L->attn_ln_w, L->attn_ln_b, dh, nt, 0);
-        /* q, and k and v straight into the KV slots; the first waits for
-         * what came before, the other two run beside it */
-        LIN_LN(L->attn_ln_w, L->attn_ln_b, L->q, L->q_b, dq, nt, 0, 0);
-        td_vk_concurrent(b->vk, 1);
-        LIN_LN(L->attn_ln_w, L->attn_ln_b, L->k, 0, b->kv_k[l].addr, nt, TD_VKO_ROWIDX,
-               ioa + P->io_kvdst);
-        LIN_LN(L->attn_ln_w, L->attn_ln_b, L->v, L->v_b, b->kv_v[l].addr, nt, TD_VKO_ROWIDX,
-               ioa + P->io_kvdst);
-        td_vk_concurrent(b->vk, 0);
+        if (qkv) {
+            /* q, and k and v straight into the KV slots: one product */
+            td_vko_linear_x(o, &(td_vko_lin){.m = R, .n = 3 * nt, .k = nt, .a = fuse ? dx : dh,
+                                             .lda = nt, .w = L->q.a, .w_f16 = L->q.f16,
+                                             .ldw = nt, .bias = L->qkv_b, .c = dq, .ldc = nt,
+                                             .flags = TD_VKO_BIAS | TD_VKO_QKV |
+                                                      (fuse ? TD_VKO_LN : 0),
+                                             .ln_w = L->attn_ln_w, .ln_b = L->attn_ln_b,
+                                             .rowidx = ioa + P->io_kvdst,
+                                             .c2 = b->kv_k[l].addr, .c3 = b->kv_v[l].addr,
+                                             .split = nt});
+        } else {
+            /* the same as three products: the first waits for what came
+             * before, the other two run beside it */
+            LIN_LN(L->attn_ln_w, L->attn_ln_b, L->q, L->q_b, dq, nt, 0, 0);
+            td_vk_concurrent(b->vk, 1);
+            LIN_LN(L->attn_ln_w, L->attn_ln_b, L->k, 0, b->kv_k[l].addr, nt, TD_VKO_ROWIDX,
+                   ioa + P->io_kvdst);
+            LIN_LN(L->attn_ln_w, L->attn_ln_b, L->v, L->v_b, b->kv_v[l].addr, nt, TD_VKO_ROWIDX,
+                   ioa + P->io_kvdst);
+            td_vk_concurrent(b->vk, 0);
+        }
         td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->kv_k[l].addr, b->kv_v[l].addr,
                         ioa + P->io_self, max_self, part, b->cnt.addr);
         LIN(da, L->o, L->o_b, dx, nt, nt, TD_VKO_ACC);

@@ -19,7 +19,9 @@
 // computing its rows' statistics itself after its first weight loads
 // are in flight: a step's LayerNorm then costs no dispatch of its own.
 // F_ROWIDX: output row m goes to c + rowidx[m] floats (the decoder's K and
-// V straight into their KV slots).
+// V straight into their KV slots). F_QKV: q, k and v as one product of
+// their concatenated weights, the columns' thirds going to c (q, ldc),
+// c2 and c3 (k and v at rowidx[m]).
 // F_W16 and F_A16 (set by ops.c from the addresses and strides): the
 // weights, or A (and the LayerNorm's weight and bias), may be read 16
 // bytes a load.
@@ -36,11 +38,12 @@ layout(local_size_x = 128) in;
 layout(push_constant) uniform P {
     F32 a; U32 w; F32 bias; F32 add; F32 c; F32 lnw; F32 lnb; I32 rowidx;
     uint M, N, K, lda, ldw, ldc, ldadd, flags;
+    F32 c2; F32 c3; uint split;
 } p;
 
-const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_LN = 16, F_ROWIDX = 32;
+const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_LN = 16, F_ROWIDX = 32, F_QKV = 64;
 const uint F_W16 = 256, F_A16 = 512;
-const uint WG = 128, T = 32, COLS = WG / T, U = 8;
+const uint WG = 128, T = 32, COLS = WG / T, U = 16;
 
 shared float red[WG][MR];
 shared float st_mean[MR], st_inv[MR];
@@ -253,6 +256,17 @@ void main()
             v = gelu_f(v);
         if ((p.flags & F_ADD) != 0)
             v += p.add.v[m * p.ldadd + n];
+        if ((p.flags & F_QKV) != 0) {
+            // q, k or v by the column's third
+            uint part = n / p.split, nn = n - part * p.split;
+            if (part == 0)
+                p.c.v[m * p.ldc + nn] = v;
+            else if (part == 1)
+                p.c2.v[uint(p.rowidx.v[m]) + nn] = v;
+            else
+                p.c3.v[uint(p.rowidx.v[m]) + nn] = v;
+            continue;
+        }
         uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
         if ((p.flags & F_ACC) != 0)
             v += p.c.v[ci];
