@@ -16,8 +16,7 @@
  *                   no barrier between them (they may overlap);
  *   - mlp chain:    one row times a 4K x K, then a K x 4K matrix, in turn.
  * Per dispatch: ms / N; and for products the bandwidth that makes
- * (weight bytes / time). TD_VULKAN_BARRIER=full in the environment takes
- * the barriers of both stages (vk.h). Uses the first usable device, or
+ * (weight bytes / time). Uses the first usable device, or
  * TD_VULKAN_DEVICE.
  */
 #include <stdio.h>
@@ -168,9 +167,7 @@ int main(int argc, char **argv)
     c.lnb = bl.addr + (uint64_t)k * 4;
     c.outs = bo.addr;
     const td_vk_info *in = td_vk_device_info(vk);
-    const char *fb = getenv("TD_VULKAN_BARRIER");
-    printf("vk-dispatch: %s (%s), %d dispatches, K %d, barriers %s\n", in->name, in->driver, n, k,
-           fb && *fb ? fb : "narrow");
+    printf("vk-dispatch: %s (%s), %d dispatches, K %d\n", in->name, in->driver, n, k);
     double ms = time_it(vk, o, n, rec_ln, &c);
     printf("  ln chain       %8.2f us per dispatch\n", ms * 1e3 / n);
     ms = time_it(vk, o, n, rec_mv_chain, &c);

@@ -476,8 +476,8 @@ static void test_linear_ln_rowidx(void **state)
 
 /* The few-row product's fast path (matvec.comp: weights and A read 16
  * bytes a load, several loads in flight, team sums by subgroups): K a
- * multiple of 8 with tails of every length against the 32 threads x 16
- * loads x 8 halves of a team's pass (4096), one row and a few, more than
+ * multiple of 8 with tails of every length against the 32 threads x 8
+ * loads x 8 halves of a team's pass (2048), one row and a few, more than
  * 8 rows (several workgroup rows), columns not a multiple of 4, and the
  * LayerNorm prologue and scattered rows on it. */
 static void test_linear_matvec_packed(void **state)

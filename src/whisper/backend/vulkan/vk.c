@@ -15,8 +15,6 @@
 #define MAX_QUERIES 8192
 #define MAX_PROF 64
 #define MAX_KEPT 16
-#define PEND_SHADER 1 /* td_vk.pending: a dispatch, */
-#define PEND_COPY 2   /* a copy or fill */
 #define WAIT_NS (120ull * 1000 * 1000 * 1000) /* a step that takes 2 minutes is a hung device */
 /* ... unless the device is the CPU (lavapipe), whose speed is the host's
  * share of its cores: tiny.en's encoder took 40 s on a quiet 2-core VM and
@@ -574,8 +572,7 @@ struct td_vk {
     VkQueryPool qpool;     /* VK_NULL_HANDLE when timestamps are unsupported */
     int recording;
     int concurrent;
-    int pending;           /* recorded since the last barrier: PEND_SHADER | PEND_COPY */
-    int full_barriers;     /* TD_VULKAN_BARRIER=full: every barrier on shaders and copies */
+    int pending;           /* a command recorded since the last barrier */
     int profiling;
     int n_queries;
     int query_pipe[MAX_QUERIES / 2];
@@ -646,8 +643,6 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
     td_vk *vk = td_vk_calloc(1, sizeof *vk);
     if (!vk)
         return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
-    const char *fb = getenv("TD_VULKAN_BARRIER");
-    vk->full_barriers = fb && strcmp(fb, "full") == 0;
     int rc = instance_create(&vk->inst, err);
     if (rc)
         goto out_free;
@@ -1052,37 +1047,14 @@ void td_vk_forget(td_vk *vk)
         vk->kept[i].valid = 0;
 }
 
-/* A barrier between what was recorded since the last one (shaders,
- * copies or both: vk->pending) and what comes next (a shader, or a copy
- * when next_copy): only those stages, so that a step of shaders alone
- * never waits on the transfer stage (TD_VULKAN_BARRIER=full: both stages
- * on both sides, as before). */
-static void barrier(td_vk *vk, int next_copy)
+static void barrier(td_vk *vk)
 {
-    VkPipelineStageFlags src = 0, dst;
-    VkAccessFlags sa = 0, da;
-    if (vk->full_barriers || (vk->pending & PEND_SHADER)) {
-        src |= VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
-        sa |= VK_ACCESS_SHADER_WRITE_BIT;
-    }
-    if (vk->full_barriers || (vk->pending & PEND_COPY)) {
-        src |= VK_PIPELINE_STAGE_TRANSFER_BIT;
-        sa |= VK_ACCESS_TRANSFER_WRITE_BIT;
-    }
-    if (vk->full_barriers) {
-        dst = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-        da = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
-             VK_ACCESS_TRANSFER_WRITE_BIT;
-    } else if (next_copy) {
-        dst = VK_PIPELINE_STAGE_TRANSFER_BIT;
-        da = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
-    } else {
-        dst = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
-        da = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
-    }
     VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                          .srcAccessMask = sa, .dstAccessMask = da};
-    vk->f.vkCmdPipelineBarrier(vk->cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
+                          .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                          .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                                           VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
+    VkPipelineStageFlags st = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    vk->f.vkCmdPipelineBarrier(vk->cmd, st, st, 0, 1, &mb, 0, NULL, 0, NULL);
     vk->pending = 0;
 }
 
@@ -1110,7 +1082,7 @@ void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uin
     if (vk->replaying)
         return;
     if (vk->pending && !vk->concurrent)
-        barrier(vk, 0);
+        barrier(vk);
     int timed = vk->profiling && vk->qpool && vk->n_queries + 2 <= MAX_QUERIES;
     if (timed)
         vk->f.vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->qpool,
@@ -1126,7 +1098,7 @@ void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uin
         vk->query_pipe[vk->n_queries / 2] = prof_index(vk, p);
         vk->n_queries += 2;
     }
-    vk->pending |= PEND_SHADER;
+    vk->pending = 1;
 }
 
 void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_buf *dst,
@@ -1135,10 +1107,10 @@ void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_b
     if (vk->replaying)
         return;
     if (vk->pending && !vk->concurrent)
-        barrier(vk, 1);
+        barrier(vk);
     VkBufferCopy c = {.srcOffset = src_off, .dstOffset = dst_off, .size = n};
     vk->f.vkCmdCopyBuffer(vk->cmd, src->buf, dst->buf, 1, &c);
-    vk->pending |= PEND_COPY;
+    vk->pending = 1;
 }
 
 int td_vk_submit(td_vk *vk, td_error *err)
@@ -1295,7 +1267,7 @@ int td_vk_fill0(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n, td_er
     if (rc)
         return rc;
     vk->f.vkCmdFillBuffer(vk->cmd, dst->buf, off, n, 0);
-    vk->pending |= PEND_COPY;
+    vk->pending = 1;
     return td_vk_submit(vk, err);
 }
 

@@ -126,10 +126,7 @@ void td_vk_pipe_destroy(td_vk *vk, td_vk_pipe *p);
 /* Start recording (one command buffer per device). */
 int td_vk_begin(td_vk *vk, td_error *err);
 /* A dispatch. Unless td_vk_concurrent(vk, 1) is in effect, a barrier
- * orders it after everything recorded before (shaders and copies): on
- * the stages those used and the compute stage only
- * (TD_VULKAN_BARRIER=full in the environment at td_vk_open: compute and
- * transfer on both sides, whatever came before). */
+ * orders it after everything recorded before (shaders and copies). */
 void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uint32_t gy,
                     uint32_t gz);
 /* on: dispatches recorded from now on may run together (independent

@@ -29,6 +29,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(constant_id = 0) const uint WF16 = 1;
@@ -43,7 +44,7 @@ layout(push_constant) uniform P {
 
 const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_LN = 16, F_ROWIDX = 32, F_QKV = 64;
 const uint F_W16 = 256, F_A16 = 512;
-const uint WG = 128, T = 32, COLS = WG / T, U = 16;
+const uint WG = 128, T = 32, COLS = WG / T, U = 8;
 
 shared float red[WG][MR];
 shared float st_mean[MR], st_inv[MR];
@@ -55,13 +56,13 @@ uint vt;   // this thread's index, subgroup-major (see above)
 // parts through shared memory
 void wg_sums(inout float v[MR])
 {
-    for (uint r = 0; r < MR; r++)
+    [[unroll]] for (uint r = 0; r < MR; r++)
         v[r] = subgroupAdd(v[r]);
     if (subgroupElect())
-        for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MR; r++)
             red[gl_SubgroupID][r] = v[r];
     barrier();
-    for (uint r = 0; r < MR; r++) {
+    [[unroll]] for (uint r = 0; r < MR; r++) {
         float s = 0.0;
         for (uint i = 0; i < gl_NumSubgroups; i++)
             s += red[i][r];
@@ -75,18 +76,18 @@ void team_sums(inout float v[MR])
 {
     uint sg = gl_SubgroupSize;
     if (sg == T) {
-        for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MR; r++)
             v[r] = subgroupAdd(v[r]);
     } else if (sg < T) {
         // T / sg subgroups make a team
-        for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MR; r++)
             v[r] = subgroupAdd(v[r]);
         if (subgroupElect())
-            for (uint r = 0; r < MR; r++)
+            [[unroll]] for (uint r = 0; r < MR; r++)
                 red[gl_SubgroupID][r] = v[r];
         barrier();
         uint per = T / sg, s0 = (vt / T) * per;
-        for (uint r = 0; r < MR; r++) {
+        [[unroll]] for (uint r = 0; r < MR; r++) {
             float s = 0.0;
             for (uint i = 0; i < per; i++)
                 s += red[s0 + i][r];
@@ -94,11 +95,11 @@ void team_sums(inout float v[MR])
         }
     } else {
         // several teams in a subgroup: through shared memory
-        for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MR; r++)
             red[vt][r] = v[r];
         barrier();
         uint t0 = (vt / T) * T;
-        for (uint r = 0; r < MR; r++) {
+        [[unroll]] for (uint r = 0; r < MR; r++) {
             float s = 0.0;
             for (uint i = 0; i < T; i++)
                 s += red[t0 + i][r];
@@ -117,7 +118,7 @@ void main()
     bool ln = (p.flags & F_LN) != 0;
     bool w16 = WF16 != 0 && (p.flags & F_W16) != 0;
     float acc[MR];
-    for (uint r = 0; r < MR; r++)
+    [[unroll]] for (uint r = 0; r < MR; r++)
         acc[r] = 0.0;
 
     // the first weight loads, before anything waits
@@ -125,26 +126,26 @@ void main()
     uint nk8 = (w16 && n < p.N) ? p.K / 8 : 0;
     uint row4 = n * (p.ldw / 8);
     uvec4 wr[U];
-    for (uint j = 0; j < U; j++) {
+    [[unroll]] for (uint j = 0; j < U; j++) {
         uint k8 = lane + j * T;
         wr[j] = k8 < nk8 ? w4.v[row4 + k8] : uvec4(0);
     }
 
     if (ln) {
-        for (uint r = 0; r < MR; r++) {
+        [[unroll]] for (uint r = 0; r < MR; r++) {
             acc[r] = 0.0;
             if (r < mr)
                 for (uint k = vt; k < p.K; k += WG)
                     acc[r] += p.a.v[(m0 + r) * p.lda + k];
         }
         wg_sums(acc);
-        for (uint r = 0; r < MR; r++) // constant indices: acc stays in registers
+        [[unroll]] for (uint r = 0; r < MR; r++) // constant indices: acc stays in registers
             acc[r] /= float(p.K);
-        for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MR; r++)
             if (vt == r)
                 st_mean[r] = acc[r];
         float mean[MR];
-        for (uint r = 0; r < MR; r++) {
+        [[unroll]] for (uint r = 0; r < MR; r++) {
             mean[r] = acc[r];
             acc[r] = 0.0;
             if (r < mr)
@@ -154,11 +155,11 @@ void main()
                 }
         }
         wg_sums(acc);
-        for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MR; r++)
             if (vt == r)
                 st_inv[r] = 1.0 / sqrt(acc[r] / float(p.K) + 1e-5);
         barrier();
-        for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MR; r++)
             acc[r] = 0.0;
     }
 
@@ -166,11 +167,11 @@ void main()
         bool a16 = (p.flags & F_A16) != 0;
         F32x4 a4 = F32x4(p.a), lw4 = F32x4(p.lnw), lb4 = F32x4(p.lnb);
         for (uint c = lane; c < nk8; c += T * U) {
-            for (uint j = 0; j < U; j++) {
+            [[unroll]] for (uint j = 0; j < U; j++) {
                 uint k8 = c + j * T;
                 if (k8 >= nk8)
                     continue;
-                uvec4 u = wr[j];
+                uvec4 u = wr[j]; // a constant index once unrolled: wr stays in registers
                 vec4 wa = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
                 vec4 wb = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
                 uint k = k8 * 8;
@@ -188,7 +189,7 @@ void main()
                         b1 = vec4(p.lnb.v[k + 4], p.lnb.v[k + 5], p.lnb.v[k + 6], p.lnb.v[k + 7]);
                     }
                 }
-                for (uint r = 0; r < MR; r++) {
+                [[unroll]] for (uint r = 0; r < MR; r++) {
                     if (r < mr) {
                         uint ai = (m0 + r) * p.lda + k;
                         vec4 x0, x1;
@@ -208,7 +209,7 @@ void main()
                 }
             }
             // the next U loads
-            for (uint j = 0; j < U; j++) {
+            [[unroll]] for (uint j = 0; j < U; j++) {
                 uint k8 = c + T * U + j * T;
                 wr[j] = k8 < nk8 ? w4.v[row4 + k8] : uvec4(0);
             }
@@ -224,7 +225,7 @@ void main()
                 w.y = k + 1 < p.K ? uintBitsToFloat(p.w.v[n * p.ldw + k + 1]) : 0.0;
             }
             bool two = k + 1 < p.K;
-            for (uint r = 0; r < MR; r++) {
+            [[unroll]] for (uint r = 0; r < MR; r++) {
                 if (r < mr) {
                     uint ai = (m0 + r) * p.lda + k;
                     float x0 = p.a.v[ai], x1 = two ? p.a.v[ai + 1] : 0.0;
@@ -244,7 +245,7 @@ void main()
     team_sums(acc);
     if (n >= p.N)
         return;
-    for (uint r = 0; r < MR; r++) {
+    [[unroll]] for (uint r = 0; r < MR; r++) {
         // lane r writes row r (constant indices: acc stays in registers)
         if (lane != r || r >= mr)
             continue;
