@@ -35,12 +35,13 @@
  * changes between steps (tokens, positions, KV offsets) is read from io.
  * The decoder's K and V products write straight into the KV slots, an
  * attention's split parts are merged by its own last workgroup, and with
- * few rows LayerNorm runs in the products' prologue: 10 dispatches per
- * layer (17 in the first version, 14 in the second). Products of many rows take the tiled or the cooperative-matrix
- * path, chosen at open by ops.h's td_vko_choose_path (a timed trial,
- * cached per device and driver). sample() runs on the device
- * (vk_sample.h): a decode step that keeps its logits there reads back
- * about 600 bytes per sequence instead of n_vocab floats.
+ * few rows LayerNorm runs in the products' prologue and q, k and v are
+ * one product: 8 dispatches per layer (17 in the first version, 14 in
+ * the second). Products of many rows take the tiled or the
+ * cooperative-matrix path, chosen at open by ops.h's td_vko_choose_path
+ * (a timed trial, cached per device and driver). sample() runs on the
+ * device (vk_sample.h): a decode step that keeps its logits there reads
+ * back about 600 bytes per sequence instead of n_vocab floats.
  */
 #include "whisper/backend/vulkan/vulkan.h"
 
