@@ -245,7 +245,7 @@ int td_vko_fuses_ln(const td_vko *o, int m)
     return m <= o->matvec_rows;
 }
 
-/* matvec.comp's own flags (beside the TD_VKO_* ones) and columns per
+/* matvec.comp's own flags (beside the TD_VKO_* ones and matmul_cm's CM_VEC) and columns per
  * workgroup */
 #define MV_W16 256u
 #define MV_A16 512u

@@ -43,7 +43,7 @@ enum {
     TD_VKO_ACC = 8,  /* then + C[m][n]: accumulate into C */
     TD_VKO_LN = 16,  /* A's rows LayerNorm'ed first (td_vko_lin.ln_w, ln_b; eps 1e-5) */
     TD_VKO_ROWIDX = 32, /* row m of C at c + rowidx[m] floats instead of m * ldc */
-    TD_VKO_QKV = 64,    /* columns [0, split) to c (ldc), [split, 2 split) to c2 + rowidx[m]
+    TD_VKO_QKV = 128,   /* columns [0, split) to c (ldc), [split, 2 split) to c2 + rowidx[m]
                          * and [2 split, 3 split) to c3 + rowidx[m]: the decoder's q, k and v
                          * as one product of concatenated weights (few rows only) */
 };

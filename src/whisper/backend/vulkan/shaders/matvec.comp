@@ -42,7 +42,7 @@ layout(push_constant) uniform P {
     F32 c2; F32 c3; uint split;
 } p;
 
-const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_LN = 16, F_ROWIDX = 32, F_QKV = 64;
+const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_LN = 16, F_ROWIDX = 32, F_QKV = 128;
 const uint F_W16 = 256, F_A16 = 512;
 const uint WG = 128, T = 32, COLS = WG / T, U = 8;
 
