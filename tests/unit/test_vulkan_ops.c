@@ -501,6 +501,107 @@ static void test_linear_matvec_packed(void **state)
     lin_packed = 0;
 }
 
+/* q, k and v as one few-row product (TD_VKO_QKV): columns [0, split) to
+ * C's rows, [split, 2 split) and [2 split, 3 split) to the rows of two
+ * pools at rowidx (here in reverse order), with the bias and LayerNorm
+ * as the decoder passes them. */
+static void qkv_case(int m, int split, int k, int w_f16, unsigned flags)
+{
+    int n = 3 * split, ld = split + 3;
+    float *a = malloc((size_t)m * k * sizeof *a), *bias = malloc((size_t)n * sizeof *bias);
+    float *wf = malloc((size_t)n * k * sizeof *wf), *lnw = malloc((size_t)k * sizeof *lnw),
+          *lnb = malloc((size_t)k * sizeof *lnb);
+    uint16_t *wh = malloc((size_t)n * k * sizeof *wh);
+    int *rowidx = malloc((size_t)m * sizeof *rowidx);
+    double *ref[3], *an = malloc((size_t)k * sizeof *an);
+    assert_true(a && bias && wf && lnw && lnb && wh && rowidx && an);
+    for (int p = 0; p < 3; p++)
+        assert_non_null(ref[p] = malloc((size_t)m * split * sizeof *ref[p]));
+    for (size_t i = 0; i < (size_t)m * k; i++)
+        a[i] = frand() + 1.5f;
+    for (int i = 0; i < n; i++)
+        bias[i] = frand();
+    for (int i = 0; i < k; i++) {
+        lnw[i] = frand();
+        lnb[i] = frand();
+    }
+    for (size_t i = 0; i < (size_t)n * k; i++) {
+        float v = frand() * 0.5f;
+        wh[i] = td_wk_f32_to_f16(v);
+        wf[i] = w_f16 ? td_wk_f16_to_f32(wh[i]) : v;
+    }
+    for (int r = 0; r < m; r++) {
+        rowidx[r] = (m - 1 - r) * ld;
+        const float *ar = a + (size_t)r * k;
+        double mean = 0, var = 0;
+        for (int i = 0; i < k; i++)
+            mean += ar[i];
+        mean /= k;
+        for (int i = 0; i < k; i++)
+            var += (ar[i] - mean) * (ar[i] - mean);
+        var /= k;
+        for (int i = 0; i < k; i++)
+            an[i] = (flags & TD_VKO_LN) ? (ar[i] - mean) / sqrt(var + 1e-5) * lnw[i] + lnb[i]
+                                        : ar[i];
+        for (int j = 0; j < n; j++) {
+            double s = bias[j];
+            for (int i = 0; i < k; i++)
+                s += an[i] * wf[(size_t)j * k + i];
+            int p = j / split, ro = p == 0 ? r : m - 1 - r;
+            ref[p][(size_t)ro * split + j % split] = s;
+        }
+    }
+    td_vk_buf ba = dbuf(a, (size_t)m * k * 4), bb = dbuf(bias, (size_t)n * 4),
+              blw = dbuf(lnw, (size_t)k * 4), blb = dbuf(lnb, (size_t)k * 4),
+              bri = dbuf(rowidx, (size_t)m * 4);
+    td_vk_buf bw = w_f16 ? dbuf(wh, (size_t)n * k * 2) : dbuf(wf, (size_t)n * k * 4);
+    outbuf oc[3] = {obuf((size_t)m * ld, NULL), obuf((size_t)m * ld, NULL),
+                    obuf((size_t)m * ld, NULL)};
+    begin_ok();
+    td_vko_lin l = {.m = m, .n = n, .k = k, .a = ba.addr, .lda = k, .w = bw.addr,
+                    .w_f16 = w_f16, .ldw = k, .bias = bb.addr, .c = oaddr(&oc[0]), .ldc = ld,
+                    .flags = flags | TD_VKO_BIAS | TD_VKO_QKV, .ln_w = blw.addr,
+                    .ln_b = blb.addr, .rowidx = bri.addr, .c2 = oaddr(&oc[1]),
+                    .c3 = oaddr(&oc[2]), .split = split};
+    td_vko_linear_x(ops, &l);
+    submit_ok();
+    for (int p = 0; p < 3; p++) {
+        float *got = oread(&oc[p], m, split, ld);
+        char what[96];
+        snprintf(what, sizeof what, "qkv %dx3*%dx%d %s flags %u, part %d", m, split, k,
+                 w_f16 ? "f16" : "f32", flags, p);
+        compare(what, got, ref[p], m, split, ld, 2e-6, 2e-5 * sqrt((double)k));
+        free(got);
+        free(ref[p]);
+    }
+    td_vk_buf_destroy(vk, &ba);
+    td_vk_buf_destroy(vk, &bb);
+    td_vk_buf_destroy(vk, &blw);
+    td_vk_buf_destroy(vk, &blb);
+    td_vk_buf_destroy(vk, &bri);
+    td_vk_buf_destroy(vk, &bw);
+    free(a);
+    free(bias);
+    free(wf);
+    free(lnw);
+    free(lnb);
+    free(wh);
+    free(rowidx);
+    free(an);
+}
+
+static void test_linear_qkv(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    static const int shapes[][3] = {{1, 64, 64}, {3, 37, 40}, {8, 33, 1024}, {1, 5, 26}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int f16 = 0; f16 <= 1; f16++) {
+            qkv_case(shapes[s][0], shapes[s][1], shapes[s][2], f16, 0);
+            qkv_case(shapes[s][0], shapes[s][1], shapes[s][2], f16, TD_VKO_LN);
+        }
+}
+
 /* The cooperative-matrix path, where the device has one (not lavapipe). */
 static void test_linear_coopmat(void **state)
 {
@@ -988,7 +1089,7 @@ int main(void)
         cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
-        cmocka_unit_test(test_linear_matvec_packed),
+        cmocka_unit_test(test_linear_matvec_packed), cmocka_unit_test(test_linear_qkv),
         cmocka_unit_test(test_linear_coopmat), cmocka_unit_test(test_cm_peak),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_layernorm),

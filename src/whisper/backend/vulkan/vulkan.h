@@ -11,7 +11,8 @@
  * (else a timed trial at the first open on a device and driver, cached in
  * $XDG_CACHE_HOME/tapedeck/vulkan-paths); TD_VULKAN_FUSE_LN=0 takes the
  * decoder's LayerNorm out of its few-row products (a dispatch of its own
- * instead, as for many rows).
+ * instead, as for many rows), TD_VULKAN_QKV=0 makes its few-row q, k
+ * and v three products instead of one.
  *
  * Only built with the Vulkan build (the Makefile's optional part,
  * TD_HAVE_VULKAN).
