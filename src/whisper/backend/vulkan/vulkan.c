@@ -302,7 +302,8 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->logits = al(R * (uint64_t)P->nv * 4);
     P->cnt = al(R * (uint64_t)P->nht * 4);
     P->total = P->weight_bytes + P->enc_out + 2 * (uint64_t)P->nlt * (P->cross + P->kv) + P->work +
-               2 * P->logits + P->io + P->cnt + (16ull << 20) + td_vks_bytes(P->max_seq, P->nv);
+               2 * P->logits + P->io + P->cnt + (16ull << 20) +
+               td_vks_bytes(P->max_seq, P->nv);
     return 0;
 }
 
