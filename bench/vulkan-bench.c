@@ -5,8 +5,8 @@
  *
  *   vulkan-bench [--dims tiny|base|small|medium|...] [--model PATH]
  *                [--windows N] [--batch LIST] [--tokens N] [--runs N]
- *                [--path tiled|coopmat|coopmat64|auto] [--step logits|host|sample]
- *                [--profile] [--header] [--peak]
+ *                [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|auto]
+ *                [--step logits|host|sample] [--profile] [--header] [--peak]
  *
  * Generates an F16 model (td_wmk_write, seed 1) unless --model names one,
  * opens the backend on TD_VULKAN_DEVICE (or the first device) and
@@ -366,7 +366,7 @@ int main(int argc, char **argv)
     return 0;
 usage:
     fprintf(stderr, "usage: vulkan-bench [--dims NAME] [--model PATH] [--windows N] [--batch LIST]\n"
-                    "                    [--tokens N] [--runs N] [--path tiled|coopmat|coopmat64|auto]\n"
+                    "                    [--tokens N] [--runs N] [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|auto]\n"
                     "                    [--step logits|host|sample] [--profile] [--header] [--peak]\n");
     return 2;
 }

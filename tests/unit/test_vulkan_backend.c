@@ -75,13 +75,14 @@
  * of float sums differs (the few-row and the tiled products) */
 #define BATCH_REL_L2 2e-6
 /* On a cooperative-matrix path (forced by TD_VULKAN_MATMUL, or the timed
- * trial's pick on a card that has one), the products of many rows and
- * the encoder's attention round their inputs to halves: about 1e-3. */
+ * trial's pick on a card that has one: coopmat, coopmat64, cmdirect,
+ * cmdirect64), the products of many rows and the encoder's attention
+ * round their inputs to halves: about 1e-3. */
 #define COOP_REL_L2 5e-3
 #define COOP_MAX_ABS 5e-2
 static int coop_in_use(const td_wbackend *b)
 {
-    return strncmp(td_wvk_path_note(b), "products: coopmat", 17) == 0;
+    return strncmp(td_wvk_path_note(b), "products: tiled", 15) != 0;
 }
 
 static const td_wbackend_ops *const VK = &td_wbackend_vulkan;

@@ -615,11 +615,33 @@ static void test_linear_coopmat(void **state)
     }
     const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC;
     /* coopmat with 128-row tiles on every grid, then as the trial uses
-     * it, then 64-row tiles only */
-    static const int big_min[] = {0, TD_VKO_CM_BIG_MIN, TD_VKO_CM_BIG_MIN};
-    for (int t = 0; t < 3; t++) {
-        int p = t < 2 ? TD_VKO_COOPMAT : TD_VKO_COOPMAT64;
+     * it, then 64-row tiles only, then the direct-load paths (which take
+     * K and N multiples of 16 with aligned strides, matmul_cm.comp the
+     * rest: dir_shapes reach the first, lin_shapes mostly the second) */
+    static const int big_min[] = {0, TD_VKO_CM_BIG_MIN, TD_VKO_CM_BIG_MIN, TD_VKO_CM_BIG_MIN,
+                                  TD_VKO_CM_BIG_MIN};
+    static const int paths[] = {TD_VKO_COOPMAT, TD_VKO_COOPMAT, TD_VKO_COOPMAT64,
+                                TD_VKO_CMDIRECT, TD_VKO_CMDIRECT64};
+    /* M tails inside a fragment and past whole fragments, N past a
+     * workgroup's columns, K of one, three and many steps of 16 */
+    static const int dir_shapes[][3] = {{17, 16, 16},  {70, 128, 48},  {65, 48, 208},
+                                        {300, 144, 80}, {257, 272, 32}, {130, 80, 16},
+                                        {100, 64, 48},  {33, 400, 512}, {64, 64, 64}};
+    for (int t = 0; t < 5; t++) {
+        int p = paths[t];
+        td_error perr = {0};
+        if (td_vko_set_path(ops, (enum td_vko_path)p, &perr)) {
+            assert_int_equal(perr.code, TD_EUNAVAILABLE);
+            printf("# %s skipped: %s\n", td_vko_path_name((enum td_vko_path)p), perr.msg);
+            continue;
+        }
         td_vko_set_cm_big_min(ops, big_min[t]);
+        for (lin_aligned = 0; lin_aligned <= 1 && t >= 3; lin_aligned++)
+            for (size_t s = 0; s < sizeof dir_shapes / sizeof dir_shapes[0]; s++) {
+                int m = dir_shapes[s][0], n = dir_shapes[s][1], k = dir_shapes[s][2];
+                linear_case(m, n, k, 1, B | G | A, 0, p);
+                linear_case(m, n, k, 1, C | TD_VKO_ROWIDX, 0, p);
+            }
         for (lin_aligned = 0; lin_aligned <= 1; lin_aligned++)
             for (size_t s = 0; s < sizeof lin_shapes / sizeof lin_shapes[0]; s++) {
                 int m = lin_shapes[s][0], n = lin_shapes[s][1], k = lin_shapes[s][2];

@@ -21,6 +21,8 @@ struct td_vko {
     td_vk_pipe *matvec[2][2];          /* [w_f16][8 rows of A per workgroup, else 1] */
     td_vk_pipe *matmul_cm[2];          /* F16 weights on the matrix engines, tiles of
                                         * 128 and 64 rows; NULL without */
+    td_vk_pipe *matmul_cmd[2];         /* the same with fragments straight from device
+                                        * memory, 64 x 128 and 64 x 64 tiles; NULL without */
     td_vk_pipe *enc_attn_cm;           /* the encoder's attention on them; NULL without,
                                         * or for heads other than 32 and 64 */
     td_vk_pipe *cm_peak[3];            /* the engines' rate (a benchmark); NULL without */
@@ -84,7 +86,8 @@ void td_vko_free(td_vko *o)
         return;
     td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0][0], &o->matvec[0][1],
                           &o->matvec[1][0], &o->matvec[1][1],
-                          &o->matmul_cm[0], &o->matmul_cm[1], &o->enc_attn_cm, &o->cm_peak[0],
+                          &o->matmul_cm[0], &o->matmul_cm[1], &o->matmul_cmd[0],
+                          &o->matmul_cmd[1], &o->enc_attn_cm, &o->cm_peak[0],
                           &o->cm_peak[1], &o->cm_peak[2], &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
                           &o->embed, &o->kv_put, &o->att_weights};
@@ -170,6 +173,21 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             td_vk_pipe_destroy(vk, o->enc_attn_cm);
             o->matmul_cm[0] = o->matmul_cm[1] = o->enc_attn_cm = NULL;
         }
+        /* the direct-load products: optional, both or none */
+        for (int i = 0; i < 2 && o->matmul_cm[0]; i++) {
+            rc = td_vk_pipe_create(vk, i == 0 ? "matmul_cmd128" : "matmul_cmd64",
+                                   i == 0 ? td_vks_matmul_cmd_CMD_TN4 : td_vks_matmul_cmd_CMD_TN2,
+                                   i == 0 ? td_vks_matmul_cmd_CMD_TN4_words
+                                          : td_vks_matmul_cmd_CMD_TN2_words,
+                                   sizeof(lin_push), NULL, 0, &o->matmul_cmd[i], err);
+            if (rc == TD_ENOMEM)
+                goto fail;
+            if (rc) {
+                td_vk_pipe_destroy(vk, o->matmul_cmd[0]);
+                o->matmul_cmd[0] = o->matmul_cmd[1] = NULL;
+                break;
+            }
+        }
         /* the rate benchmark's: optional, each */
         const uint32_t *pk[3] = {td_vks_cm_peak_CM_PEAK0, td_vks_cm_peak_CM_PEAK1,
                                  td_vks_cm_peak_CM_PEAK2};
@@ -212,7 +230,13 @@ int td_vko_has_coopmat(const td_vko *o)
 
 const char *td_vko_path_name(enum td_vko_path path)
 {
-    return path == TD_VKO_COOPMAT ? "coopmat" : path == TD_VKO_COOPMAT64 ? "coopmat64" : "tiled";
+    switch (path) {
+    case TD_VKO_COOPMAT: return "coopmat";
+    case TD_VKO_COOPMAT64: return "coopmat64";
+    case TD_VKO_CMDIRECT: return "cmdirect";
+    case TD_VKO_CMDIRECT64: return "cmdirect64";
+    default: return "tiled";
+    }
 }
 
 enum td_vko_path td_vko_path_get(const td_vko *o)
@@ -227,13 +251,17 @@ unsigned td_vko_generation(const td_vko *o)
 
 int td_vko_set_path(td_vko *o, enum td_vko_path path, td_error *err)
 {
-    if ((path == TD_VKO_COOPMAT || path == TD_VKO_COOPMAT64) && !o->matmul_cm[0])
+    if ((int)path < 0 || (int)path >= TD_VKO_NPATHS)
+        return td_error_set(err, TD_EINVAL, "vulkan: product path %d", (int)path);
+    if (path != TD_VKO_TILED && !o->matmul_cm[0])
         return td_error_set(err, TD_EUNAVAILABLE,
                             "vulkan: %s: no cooperative-matrix path (needs VK_NV_cooperative_matrix "
                             "with 16x16x16 f16 products and subgroups of 32)",
                             td_vk_device_info(o->vk)->name);
-    if (path != TD_VKO_TILED && path != TD_VKO_COOPMAT && path != TD_VKO_COOPMAT64)
-        return td_error_set(err, TD_EINVAL, "vulkan: product path %d", (int)path);
+    if ((path == TD_VKO_CMDIRECT || path == TD_VKO_CMDIRECT64) && !o->matmul_cmd[0])
+        return td_error_set(err, TD_EUNAVAILABLE,
+                            "vulkan: %s: the driver did not build the direct-load product",
+                            td_vk_device_info(o->vk)->name);
     if (path != o->path)
         o->gen++;
     o->path = path;
@@ -314,8 +342,16 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
         td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0][r8], &p, cdiv(n, MV_COLS), 1,
                        cdiv(m, r8 ? 8 : 1));
     } else if (o->path != TD_VKO_TILED && l->w_f16 && o->matmul_cm[0]) {
-        if (l->a % 16 == 0 && l->lda % 4 == 0 && l->w % 16 == 0 && l->ldw % 8 == 0)
+        int vec = l->a % 16 == 0 && l->lda % 4 == 0 && l->w % 16 == 0 && l->ldw % 8 == 0;
+        if (vec)
             p.flags |= CM_VEC;
+        if ((o->path == TD_VKO_CMDIRECT || o->path == TD_VKO_CMDIRECT64) && vec &&
+            l->k % 16 == 0 && l->n % 16 == 0) {
+            int wide = o->path == TD_VKO_CMDIRECT;
+            td_vk_dispatch(o->vk, o->matmul_cmd[wide ? 0 : 1], &p, cdiv(n, wide ? 128 : 64),
+                           cdiv(m, 64), 1);
+            return;
+        }
         int big = o->path == TD_VKO_COOPMAT &&
                   (uint64_t)cdiv(n, 128) * cdiv(m, 128) >= (uint64_t)o->cm_big_min;
         td_vk_dispatch(o->vk, o->matmul_cm[big ? 0 : 1], &p, cdiv(n, 128), cdiv(m, big ? 128 : 64),
@@ -406,8 +442,8 @@ static int cache_path(char *path, size_t len)
 static void cache_key(const td_vko *o, int m, int n, int k, char *key, size_t len)
 {
     const td_vk_info *in = td_vk_device_info(o->vk);
-    /* "cm2": the second cooperative-matrix shader; earlier trials timed the first */
-    snprintf(key, len, "cm2:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
+    /* "cm3": with the direct-load paths; earlier trials timed fewer paths */
+    snprintf(key, len, "cm3:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
              in->driver_version, in->uuid, m, n, k);
 }
 
@@ -428,7 +464,7 @@ static int cache_read(const char *key)
         if (strncmp(line, key, kl) != 0 || line[kl] != ' ')
             continue;
         if (sscanf(line + kl + 1, "%31s", name) == 1)
-            for (int p = TD_VKO_TILED; p <= TD_VKO_COOPMAT64; p++)
+            for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++)
                 if (strcmp(name, td_vko_path_name((enum td_vko_path)p)) == 0)
                     found = p;
     }
@@ -452,8 +488,10 @@ static void cache_write(const char *key, enum td_vko_path pick, const double *ms
     FILE *f = fopen(path, "a");
     if (!f)
         return;
-    fprintf(f, "%s %s tiled %.4f coopmat %.4f coopmat64 %.4f ms\n", key, td_vko_path_name(pick),
-            ms[0], ms[1], ms[2]);
+    fprintf(f, "%s %s", key, td_vko_path_name(pick));
+    for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++)
+        fprintf(f, " %s %.4f", td_vko_path_name((enum td_vko_path)p), ms[p]);
+    fprintf(f, " ms\n");
     if (fclose(f) != 0)
         return; /* a cache: the next open tries again */
 }
@@ -491,18 +529,16 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
 {
     const char *env = getenv("TD_VULKAN_MATMUL");
     if (env && *env && strcmp(env, "auto") != 0) {
-        enum td_vko_path want;
-        if (strcmp(env, "tiled") == 0)
-            want = TD_VKO_TILED;
-        else if (strcmp(env, "coopmat") == 0)
-            want = TD_VKO_COOPMAT;
-        else if (strcmp(env, "coopmat64") == 0)
-            want = TD_VKO_COOPMAT64;
-        else
+        int want = -1;
+        for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++)
+            if (strcmp(env, td_vko_path_name((enum td_vko_path)p)) == 0)
+                want = p;
+        if (want < 0)
             return td_error_set(err, TD_EINVAL,
-                                "vulkan: TD_VULKAN_MATMUL=%s (tiled, coopmat, coopmat64 or auto)",
+                                "vulkan: TD_VULKAN_MATMUL=%s (tiled, coopmat, coopmat64, cmdirect, "
+                                "cmdirect64 or auto)",
                                 env);
-        int rc = td_vko_set_path(o, want, err);
+        int rc = td_vko_set_path(o, (enum td_vko_path)want, err);
         if (rc)
             return rc;
         snprintf(why, why_len, "products: %s (TD_VULKAN_MATMUL)", env);
@@ -566,21 +602,22 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
         (rc = td_vk_upload(vk, &w, 0, hw, (uint64_t)n4 * k * 2, err)))
         goto out;
     enum td_vko_path was = o->path;
-    double ms[3] = {0, 0, 0};
-    td_vk_buf *outs[3] = {&c0, &c1, &c1};
+    int np = o->matmul_cmd[0] ? TD_VKO_NPATHS : TD_VKO_CMDIRECT; /* paths to time */
+    double ms[TD_VKO_NPATHS] = {0}, off = 0;
+    int bad = -1; /* a path whose result was off (the last such) */
     enum td_vko_path pick = TD_VKO_TILED;
     /* a first round, its times dropped, brings the card's clocks up from
      * idle: otherwise the first paths timed pay for that (on the H100 the
      * second path timed once took 3.7x the third, the same shader at
      * other tile sizes, and 1.0x in the run before) */
-    for (int p = TD_VKO_TILED; p <= TD_VKO_COOPMAT64; p++) {
+    for (int p = TD_VKO_TILED; p < np; p++) {
         o->path = (enum td_vko_path)p;
-        if ((rc = trial_time(o, m, n, k, &a, &w, outs[p], 8, &ms[p], err)))
+        if ((rc = trial_time(o, m, n, k, &a, &w, p == TD_VKO_TILED ? &c0 : &c1, 8, &ms[p], err)))
             goto restore;
     }
-    for (int p = TD_VKO_TILED; p <= TD_VKO_COOPMAT64; p++) {
+    for (int p = TD_VKO_TILED; p < np; p++) {
         o->path = (enum td_vko_path)p;
-        if ((rc = trial_time(o, m, n, k, &a, &w, outs[p], 8, &ms[p], err)))
+        if ((rc = trial_time(o, m, n, k, &a, &w, p == TD_VKO_TILED ? &c0 : &c1, 8, &ms[p], err)))
             goto restore;
         if (p == TD_VKO_TILED) {
             if ((rc = td_vk_download(vk, &c0, 0, r0, (uint64_t)m * n4 * 4, err)))
@@ -596,21 +633,25 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
             den += (double)r0[i] * r0[i];
         }
         double rel = den > 0 ? sqrt(num / den) : 1;
-        if (!(rel < 1e-2)) { /* NaN too: a driver that gets it wrong */
-            snprintf(why, why_len,
-                     "products: tiled (the cooperative-matrix path was off by %.1e in the trial)",
-                     rel);
-            pick = TD_VKO_TILED;
-            ms[1] = ms[2] = 0;
-            break;
+        if (!(rel < 1e-2)) { /* NaN too: a driver that gets it wrong: never picked */
+            bad = p;
+            off = rel;
+            ms[p] = 0;
+            continue;
         }
         if (ms[p] < ms[pick])
             pick = (enum td_vko_path)p;
     }
-    if (ms[1] > 0)
-        snprintf(why, why_len,
-                 "products: %s (trial %dx%dx%d and 4n: tiled %.3f ms, coopmat %.3f ms, coopmat64 %.3f ms)",
-                 td_vko_path_name(pick), m, n, k, ms[0], ms[1], ms[2]);
+    int len = snprintf(why, why_len, "products: %s (trial %dx%dx%d and 4n:", td_vko_path_name(pick),
+                       m, n, k);
+    for (int p = TD_VKO_TILED; p < np && len >= 0 && (size_t)len < why_len; p++)
+        len += snprintf(why + len, why_len - (size_t)len, "%s %s %.3f ms", p ? "," : "",
+                        td_vko_path_name((enum td_vko_path)p), ms[p]);
+    if (bad >= 0 && len >= 0 && (size_t)len < why_len)
+        len += snprintf(why + len, why_len - (size_t)len, "; %s off by %.1e, left out",
+                        td_vko_path_name((enum td_vko_path)bad), off);
+    if (len >= 0 && (size_t)len < why_len)
+        snprintf(why + len, why_len - (size_t)len, ")");
     cache_write(key, pick, ms);
     o->path = pick;
     if (o->path != was)

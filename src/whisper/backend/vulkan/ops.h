@@ -16,7 +16,9 @@
  * shader (matmul_cm.comp: A rounded to halves, so about 2e-4 normalized
  * error on the H100 where the tiled path has 1e-6), in tiles of 128 x 128
  * where the grid has at least td_vko_set_cm_big_min's count of them, else
- * 64 x 128. td_vko_set_matvec_rows moves the first switch and
+ * 64 x 128, or with the fragments loaded straight from device memory, no
+ * shared-memory staging (matmul_cmd.comp, 64 x 128 or 64 x 64 tiles).
+ * td_vko_set_matvec_rows moves the first switch and
  * td_vko_set_path the second (tests reach every path); td_vko_choose_path
  * times each once per device and driver (a cache file). On a
  * cooperative-matrix path the encoder's attention runs on the matrix
@@ -53,7 +55,12 @@ enum td_vko_path {
     TD_VKO_TILED = 0,
     TD_VKO_COOPMAT = 1,   /* matmul_cm.comp, 128 x 128 tiles on grids big enough, else 64 x 128 */
     TD_VKO_COOPMAT64 = 2, /* the same, 64 x 128 tiles always */
+    TD_VKO_CMDIRECT = 3,  /* matmul_cmd.comp (fragments straight from device memory), 64 x 128
+                           * tiles, where K and N are multiples of 16 and A and W allow 16-byte
+                           * loads; matmul_cm.comp's 64 x 128 takes the rest */
+    TD_VKO_CMDIRECT64 = 4, /* the same in 64 x 64 tiles */
 };
+#define TD_VKO_NPATHS 5
 
 /* Products on the cooperative-matrix path take 128 x 128 tiles when the
  * grid has at least this many of them (default 256, about two a
@@ -69,7 +76,7 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
 void td_vko_free(td_vko *o);
 void td_vko_set_matvec_rows(td_vko *o, int rows);
 void td_vko_set_cm_big_min(td_vko *o, int tiles);
-/* "tiled", "coopmat", "coopmat64" */
+/* "tiled", "coopmat", "coopmat64", "cmdirect", "cmdirect64" */
 const char *td_vko_path_name(enum td_vko_path path);
 /* Force a path: TD_EUNAVAILABLE (with the reason) where the device has no
  * such path; the tiled path is always there. */
@@ -80,7 +87,7 @@ int td_vko_has_coopmat(const td_vko *o);
 /* Incremented whenever the matvec switch or the path changes: command
  * buffers recorded before then (vk.h's td_vk_begin_cached) are stale. */
 unsigned td_vko_generation(const td_vko *o);
-/* Choose the path for this device: TD_VULKAN_MATMUL=tiled|coopmat|coopmat64 in the
+/* Choose the path for this device: TD_VULKAN_MATMUL=(a path's name) in the
  * environment forces it; else the answer cached for this device and
  * driver under $XDG_CACHE_HOME/tapedeck/ (or ~/.cache/tapedeck/); else a
  * timed trial of each on products of m rows by n x k and 4n x k halves

@@ -13,6 +13,8 @@
     X(matmul)            \
     X(matmul_cm_CM_BM64) \
     X(matmul_cm_CM_BM128) \
+    X(matmul_cmd_CMD_TN2) \
+    X(matmul_cmd_CMD_TN4) \
     X(cm_peak_CM_PEAK0)  \
     X(cm_peak_CM_PEAK1)  \
     X(cm_peak_CM_PEAK2)  \

@@ -352,7 +352,7 @@ struct td_wbackend {
     unsigned char *encoded; /* [max_windows] */
     int last_rows;          /* logits rows the last decode kept */
     unsigned ops_gen;       /* td_vko_generation when the kept recordings were made */
-    char path_note[192];    /* which product path, and why */
+    char path_note[320];    /* which product path, and why */
     int fuse_ln;            /* LayerNorm in the few-row products (TD_VULKAN_FUSE_LN=0: off) */
     int qkv;                /* q, k and v as one few-row product (TD_VULKAN_QKV=0: off) */
     /* align_weights in progress: its heads, its output (host-visible:
