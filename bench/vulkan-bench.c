@@ -34,6 +34,10 @@
  * With --peak, first the matrix engines' rate through the cooperative-
  * matrix extension (ops.h's td_vko_cm_peak: fragments in registers, and
  * reloaded from shared memory each step), where the card has it.
+ * With --probe, the encoder's three product shapes (n x n, 4n x n and
+ * n x 4n on the window's rows) on each cooperative-matrix path, as they
+ * run and with ops.h's probes: loads from one K offset only, no products,
+ * no loads after the first step: what holds the products back.
  * Prints Markdown table rows for bench/RESULTS.md.
  */
 #include <stdio.h>
@@ -51,6 +55,7 @@
 
 #if defined(TD_HAVE_VULKAN) && TD_WBACKEND_API_VERSION >= 2
 
+#include "whisper/backend/vulkan/ops.h"
 #include "whisper/backend/vulkan/vulkan.h"
 
 #define MAX_B 16
@@ -96,13 +101,17 @@ static void die(const char *what, const td_error *err)
 int main(int argc, char **argv)
 {
     const char *dims = "base", *model = NULL;
-    int n_win = 1, n_tokens = 64, runs = 3, profile = 0, header = 0, peak = 0;
+    int n_win = 1, n_tokens = 64, runs = 3, profile = 0, header = 0, peak = 0, probe = 0;
     const char *step_mode = "logits";
     int batch[MAX_B] = {1, 8, 32}, n_batch = 3;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--peak") == 0) {
             peak = 1;
+            continue;
+        }
+        if (strcmp(a, "--probe") == 0) {
+            probe = 1;
             continue;
         }
         if (strcmp(a, "--profile") == 0) {
@@ -218,6 +227,34 @@ int main(int argc, char **argv)
             printf(" %s %.1f TFLOP/s;", how[i], tf);
         }
         printf("\n");
+    }
+    if (probe) {
+        int C = m->hp.n_audio_ctx, na = m->hp.n_audio_state;
+        const int shp[3][3] = {{C, na, na}, {C, 4 * na, na}, {C, na, 4 * na}};
+        const unsigned pr[4] = {0, TD_VKO_PROBE_SAME, TD_VKO_PROBE_NOMMA, TD_VKO_PROBE_NOLOAD};
+        printf("| path | m x n x k | as run ms (TFLOP/s) | one K offset | no products | no loads "
+               "after the first |\n| --- | --- | --- | --- | --- | --- |\n");
+        int stop = 0; /* the first error ends the table (no such path here) */
+        for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS && !stop; p++)
+            for (int s = 0; s < 3 && !stop; s++) {
+                int pm = shp[s][0], pn = shp[s][1], pk = shp[s][2];
+                printf("| %s | %dx%dx%d |", td_vko_path_name((enum td_vko_path)p), pm, pn, pk);
+                for (int q = 0; q < 4 && !stop; q++) {
+                    double ms;
+                    /* the tiled path has no probes, matmul_cmd.comp no third */
+                    if ((q > 0 && p == TD_VKO_TILED) || (q == 3 && p >= TD_VKO_CMDIRECT)) {
+                        printf(" |");
+                        continue;
+                    }
+                    if (td_wvk_cm_probe(b, p, pm, pn, pk, pr[q], &ms, &err) != TD_OK) {
+                        printf(" %s |", err.msg);
+                        stop = 1;
+                        continue;
+                    }
+                    printf(" %.3f (%.0f) |", ms, 2.0 * pm * pn * pk / (ms * 1e-3) / 1e12);
+                }
+                printf("\n");
+            }
     }
 
     int nm = m->hp.n_mels, frames = 2 * m->hp.n_audio_ctx;
@@ -367,7 +404,8 @@ int main(int argc, char **argv)
 usage:
     fprintf(stderr, "usage: vulkan-bench [--dims NAME] [--model PATH] [--windows N] [--batch LIST]\n"
                     "                    [--tokens N] [--runs N] [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|auto]\n"
-                    "                    [--step logits|host|sample] [--profile] [--header] [--peak]\n");
+                    "                    [--step logits|host|sample] [--profile] [--header] [--peak]\n"
+                    "                    [--probe]\n");
     return 2;
 }
 

@@ -322,6 +322,48 @@ int td_vko_cm_peak(td_vko *o, int mode, double *tflops, td_error *err)
     return rc;
 }
 
+int td_vko_cm_probe(td_vko *o, enum td_vko_path path, int m, int n, int k, unsigned probes,
+                    double *ms, td_error *err)
+{
+    *ms = 0;
+    if (probes & ~(unsigned)(TD_VKO_PROBE_SAME | TD_VKO_PROBE_NOMMA | TD_VKO_PROBE_NOLOAD))
+        return td_error_set(err, TD_EINVAL, "vulkan: probes %u", probes);
+    if (m < 1 || n < 1 || k < 1 || m > 8192 || n > 16384 || k > 16384 || k % 2)
+        return td_error_set(err, TD_EINVAL, "vulkan: probe of %dx%dx%d", m, n, k);
+    enum td_vko_path was = o->path;
+    int rc = td_vko_set_path(o, path, err);
+    if (rc)
+        return rc;
+    /* the contents do not matter to the time: left as allocated */
+    td_vk_buf a = {0}, w = {0}, c = {0};
+    if ((rc = td_vk_buf_create(o->vk, (uint64_t)m * k * 4, TD_VK_MEM_DEVICE, &a, err)) ||
+        (rc = td_vk_buf_create(o->vk, (uint64_t)n * k * 2, TD_VK_MEM_DEVICE, &w, err)) ||
+        (rc = td_vk_buf_create(o->vk, (uint64_t)m * n * 4, TD_VK_MEM_DEVICE, &c, err)))
+        goto out;
+    td_vko_lin l = {.m = m, .n = n, .k = k, .a = a.addr, .lda = k, .w = w.addr, .w_f16 = 1,
+                    .ldw = k, .c = c.addr, .ldc = n, .flags = probes};
+    double best = 1e30;
+    for (int t = 0; t < 4; t++) { /* the first is a warm-up */
+        if ((rc = td_vk_begin(o->vk, err)))
+            goto out;
+        for (int r = 0; r < 8; r++)
+            td_vko_linear_x(o, &l);
+        double t0 = now_ms();
+        if ((rc = td_vk_submit(o->vk, err)))
+            goto out;
+        double dt = (now_ms() - t0) / 8;
+        if (t > 0 && dt < best)
+            best = dt;
+    }
+    *ms = best;
+out:
+    o->path = was;
+    td_vk_buf_destroy(o->vk, &a);
+    td_vk_buf_destroy(o->vk, &w);
+    td_vk_buf_destroy(o->vk, &c);
+    return rc;
+}
+
 void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
 {
     lin_push p = {l->a,    l->w,   l->bias, l->add, l->c, l->ln_w, l->ln_b, l->rowidx,

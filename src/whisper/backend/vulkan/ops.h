@@ -105,6 +105,21 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
  * command buffers (none may be open). */
 int td_vko_cm_peak(td_vko *o, int mode, double *tflops, td_error *err);
 
+/* Probes of what holds a cooperative-matrix product back (a benchmark's;
+ * the results are then wrong): every K step loads from K offset 0 (a few
+ * cache lines instead of the operands' megabytes), no products (the
+ * feeding alone), no loads after the first step (matmul_cm.comp only). */
+enum {
+    TD_VKO_PROBE_SAME = 128,
+    TD_VKO_PROBE_NOMMA = 256,
+    TD_VKO_PROBE_NOLOAD = 512,
+};
+/* *ms: one m x n x k product (F16 W, A and C of the encoder's layout, no
+ * epilogue) on path with the probes given, best of 3 rounds of 8 after
+ * a warm-up. Restores the path. Submits its own command buffers. */
+int td_vko_cm_probe(td_vko *o, enum td_vko_path path, int m, int n, int k, unsigned probes,
+                    double *ms, td_error *err);
+
 /* C (ldc) = epilogue(A (m x k, lda) . W^T) with flags TD_VKO_* (no LN, no ROWIDX). */
 void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t w, int w_f16,
                    int ldw, uint64_t bias, uint64_t add, int ldadd, uint64_t c, int ldc,

@@ -373,6 +373,12 @@ const char *td_wvk_path_note(const td_wbackend *b)
     return b->path_note;
 }
 
+int td_wvk_cm_probe(td_wbackend *b, int path, int m, int n, int k, unsigned probes, double *ms,
+                    td_error *err)
+{
+    return td_vko_cm_probe(b->ops, (enum td_vko_path)path, m, n, k, probes, ms, err);
+}
+
 int td_wvk_cm_peak(td_wbackend *b, int mode, double *tflops, td_error *err)
 {
     return td_vko_cm_peak(b->ops, mode, tflops, err);

@@ -34,6 +34,10 @@ const td_vk_info *td_wvk_device(const td_wbackend *b);
 const char *td_wvk_path_note(const td_wbackend *b);
 int td_wvk_set_path(td_wbackend *b, int coopmat, td_error *err);
 
+/* One product's time with probes (ops.h's td_vko_cm_probe; path an enum
+ * td_vko_path), ms. */
+int td_wvk_cm_probe(td_wbackend *b, int path, int m, int n, int k, unsigned probes, double *ms,
+                    td_error *err);
 /* The matrix engines' rate (ops.h's td_vko_cm_peak), TFLOP/s. */
 int td_wvk_cm_peak(td_wbackend *b, int mode, double *tflops, td_error *err);
 

@@ -43,6 +43,10 @@ layout(push_constant) uniform P {
 
 const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_ROWIDX = 32;
 const uint F_VEC = 64; // a, lda, w and ldw allow 16-byte loads (ops.c)
+// probes for vulkan-bench (ops.h's td_vko_cm_probe; results then wrong):
+// every step's loads from K offset 0 (the same few cache lines), no
+// products, no loads after the first step
+const uint F_PSAME = 128, F_PNOMMA = 256, F_PNOLOAD = 512;
 const uint BM = CM_BM, BN = 128, BK = 32;
 const uint TM = BM / 32;           // accumulators down a subgroup's block
 const uint LA = (BK + 8) / 4;      // uvec2 (4 halves) per staged A row: 80 bytes
@@ -130,26 +134,29 @@ void main()
     for (uint k0 = 0; k0 < p.K; k0 += BK) {
         uint k1 = k0 + BK;
         bool more = k1 < p.K;
-        if (more) { // the next step's loads, in flight during this step's products
+        uint kl = (p.flags & F_PSAME) != 0 ? 0 : k1;
+        if (more && (p.flags & F_PNOLOAD) == 0) { // the next step's loads, in flight during this step's products
             [[unroll]] for (uint i = 0; i < NA; i++) {
                 uint idx = tid + 256 * i;
-                ra[i] = load_a(m0 + idx / 8, k1 + (idx % 8) * 4);
+                ra[i] = load_a(m0 + idx / 8, kl + (idx % 8) * 4);
             }
             [[unroll]] for (uint i = 0; i < NW; i++) {
                 uint idx = tid + 256 * i;
-                rw[i] = load_w(n0 + idx / 4, k1 + (idx % 4) * 8);
+                rw[i] = load_w(n0 + idx / 4, kl + (idx % 4) * 8);
             }
         }
         uint sa = cur * SA, sw = cur * SW;
-        [[unroll]] for (uint kk = 0; kk < BK; kk += 16) {
-            MAT16 fa[TM], fb[2];
-            [[unroll]] for (uint i = 0; i < TM; i++)
-                coopMatLoadNV(fa[i], As, sa + (wm * (BM / 2) + i * 16) * LA + kk / 4, LA, false);
-            [[unroll]] for (uint j = 0; j < 2; j++)
-                coopMatLoadNV(fb[j], Ws, sw + (wn * 32 + j * 16) * LW + kk / 8, LW, true);
-            [[unroll]] for (uint i = 0; i < TM; i++)
+        if ((p.flags & F_PNOMMA) == 0) {
+            [[unroll]] for (uint kk = 0; kk < BK; kk += 16) {
+                MAT16 fa[TM], fb[2];
+                [[unroll]] for (uint i = 0; i < TM; i++)
+                    coopMatLoadNV(fa[i], As, sa + (wm * (BM / 2) + i * 16) * LA + kk / 4, LA, false);
                 [[unroll]] for (uint j = 0; j < 2; j++)
-                    acc[i][j] = coopMatMulAddNV(fa[i], fb[j], acc[i][j]);
+                    coopMatLoadNV(fb[j], Ws, sw + (wn * 32 + j * 16) * LW + kk / 8, LW, true);
+                [[unroll]] for (uint i = 0; i < TM; i++)
+                    [[unroll]] for (uint j = 0; j < 2; j++)
+                        acc[i][j] = coopMatMulAddNV(fa[i], fb[j], acc[i][j]);
+            }
         }
         if (more) { // into the other stage: its last readers passed the previous barrier
             uint na = (cur ^ 1) * SA, nw = (cur ^ 1) * SW;

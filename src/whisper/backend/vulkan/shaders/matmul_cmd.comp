@@ -41,6 +41,7 @@ layout(push_constant) uniform P {
 } p;
 
 const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_ROWIDX = 32;
+const uint F_PSAME = 128, F_PNOMMA = 256; // probes, as in matmul_cm.comp
 const uint TM = 2, TN = CMD_TN;
 const uint BM = 2 * TM * 16, BN = 2 * TN * 16; // the workgroup's tile
 
@@ -105,19 +106,24 @@ void main()
                 acc[i][j] = coopMatMulAddNV(ah, b##S[j], acc[i][j]);                          \
     }
 
+    bool same = (p.flags & F_PSAME) != 0, nomma = (p.flags & F_PNOMMA) != 0;
     LOAD(0, 0)
     for (uint k = 0; k < p.K; k += 32) {
         bool odd = k + 16 < p.K;
         if (odd) {
-            LOAD(1, k + 16)
+            LOAD(1, same ? 0 : k + 16)
         }
-        MMA(0)
+        if (!nomma) {
+            MMA(0)
+        }
         if (!odd)
             break;
         if (k + 32 < p.K) {
-            LOAD(0, k + 32)
+            LOAD(0, same ? 0 : k + 32)
         }
-        MMA(1)
+        if (!nomma) {
+            MMA(1)
+        }
     }
 
     // epilogue through scr, one accumulator at a time
