@@ -8,6 +8,9 @@
 // every K step is a round trip through shared memory and a barrier, stays
 // near 22 TFLOP/s on an H100 whatever its tile size, while the engines
 // take 242 from shared memory and 584 from registers (cm_peak.comp).
+// Measured there (bench/RESULTS.md, 2026-12-06): slower, 15 to 18 TFLOP/s
+// against matmul_cm.comp's 21 to 27, so the trial keeps matmul_cm.comp
+// on that card; kept as a path the trial times on others.
 //
 // Only for K a multiple of 16, N a multiple of 16, A, lda, W and ldw
 // allowing 16-byte loads (ops.c checks; matmul_cm.comp takes the rest);
