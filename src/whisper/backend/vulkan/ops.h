@@ -109,10 +109,10 @@ int td_vko_cm_peak(td_vko *o, int mode, double *tflops, td_error *err);
  * the results are then wrong): every K step loads from K offset 0 (a few
  * cache lines instead of the operands' megabytes), no products (the
  * feeding alone), no loads after the first step (matmul_cm.comp only). */
-enum {
-    TD_VKO_PROBE_SAME = 128,
-    TD_VKO_PROBE_NOMMA = 256,
-    TD_VKO_PROBE_NOLOAD = 512,
+enum { /* above the TD_VKO_* flags and the shaders' own (ops.c) */
+    TD_VKO_PROBE_SAME = 4096,
+    TD_VKO_PROBE_NOMMA = 8192,
+    TD_VKO_PROBE_NOLOAD = 16384,
 };
 /* *ms: one m x n x k product (F16 W, A and C of the encoder's layout, no
  * epilogue) on path with the probes given, best of 3 rounds of 8 after

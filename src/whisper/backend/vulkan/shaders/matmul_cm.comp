@@ -46,7 +46,7 @@ const uint F_VEC = 64; // a, lda, w and ldw allow 16-byte loads (ops.c)
 // probes for vulkan-bench (ops.h's td_vko_cm_probe; results then wrong):
 // every step's loads from K offset 0 (the same few cache lines), no
 // products, no loads after the first step
-const uint F_PSAME = 128, F_PNOMMA = 256, F_PNOLOAD = 512;
+const uint F_PSAME = 4096, F_PNOMMA = 8192, F_PNOLOAD = 16384;
 const uint BM = CM_BM, BN = 128, BK = 32;
 const uint TM = BM / 32;           // accumulators down a subgroup's block
 const uint LA = (BK + 8) / 4;      // uvec2 (4 halves) per staged A row: 80 bytes

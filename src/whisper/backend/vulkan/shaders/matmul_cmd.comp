@@ -44,7 +44,7 @@ layout(push_constant) uniform P {
 } p;
 
 const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_ROWIDX = 32;
-const uint F_PSAME = 128, F_PNOMMA = 256; // probes, as in matmul_cm.comp
+const uint F_PSAME = 4096, F_PNOMMA = 8192; // probes, as in matmul_cm.comp
 const uint TM = 2, TN = CMD_TN;
 const uint BM = 2 * TM * 16, BN = 2 * TN * 16; // the workgroup's tile
 
