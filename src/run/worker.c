@@ -391,13 +391,18 @@ static void streams_park_locked(const char *why)
             pthread_mutex_lock(&g_stream_lock);
             g_rec.reopening = 0;
             atomic_store(&g_vram_stop, 0);
+            /* every parked stream is released at once: none counts as
+             * parked any more, even before it wakes (a stream that runs
+             * out of memory again before the others woke must not find
+             * their stale counts and reopen under them) */
+            g_rec.parked = 0;
             g_rec.gen++;
             pthread_cond_broadcast(&g_stream_done);
             break;
         }
         pthread_cond_wait(&g_stream_done, &g_stream_lock);
     }
-    g_rec.parked--;
+    /* left only on a new generation, whose leader zeroed parked */
 }
 
 /* s's scene stopped (why: out of memory, or stopped for another's):

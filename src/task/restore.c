@@ -441,9 +441,13 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
     b.t0 = mono_now();
     rc = td_restore_transcode(&job, &st, err);
     int on_gpu = plan.opencl || plan.cuda || plan.cuda_scale || job.hw.decode || job.hwenc;
-    if (on_gpu && (rc == TD_EINVAL || (rc == TD_EINPUT && strcmp(st.decode_on, "cpu") != 0))) {
-        /* The hardware graph would not configure, or the card's decoder
-         * failed: once more on the CPU (a stream that is really damaged
+    int hwenc_failed = strcmp(st.encode_on, "nvenc") == 0 || strcmp(st.encode_on, "vaapi") == 0
+                       ? rc == TD_ENOMEM || rc == TD_EIO : 0;
+    if (on_gpu && (rc == TD_EINVAL || hwenc_failed || (rc == TD_EINPUT && strcmp(st.decode_on, "cpu") != 0))) {
+        /* The hardware graph would not configure, the card's decoder
+         * failed, or the card's encoder did mid-scene (its surfaces or
+         * memory ran out, a send or receive failed): once more on the
+         * CPU (a stream that is really damaged, or a disk that is full,
          * then fails there with its own reason). */
         note_add(res, "GPU path failed (%.200s): CPU instead", err->msg);
         if (plan.opencl)
