@@ -189,8 +189,7 @@ asan-unit:
 
 # The end-to-end tests two at a time (E2E_JOBS; tests/e2e/run-all.sh), the
 # longest (on CI: out of memory on lavapipe, real weights, restore,
-# crashes, signals; t_whisper under
-# the sanitizers) started first.
+# crashes, signals; t_whisper under the sanitizers) started first.
 E2E_JOBS ?= 2
 export E2E_FIRST ?= t_vram_oom t_whisper t_real_whisper t_restore_cases t_crash_worker t_restore t_signals
 e2e: $(O)/tapedeck
