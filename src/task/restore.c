@@ -292,6 +292,23 @@ static void td_opencl_why(const char *averr, int gpu_only, int nvidia, char *out
     }
 }
 
+/* A VAAPI device on the worker's own card: its render node, found by PCI
+ * address (a CPU worker, or a card without one, takes the default
+ * device). 0, or -1 with why. */
+static int vaapi_open(const td_task_config *cfg, int gpu_worker, AVBufferRef **out, char *why, size_t len)
+{
+    char node[300] = "";
+    if (gpu_worker)
+        render_node(cfg->device, node, sizeof node);
+    int ret = av_hwdevice_ctx_create(out, AV_HWDEVICE_TYPE_VAAPI, node[0] ? node : NULL, NULL, 0);
+    if (ret >= 0)
+        return 0;
+    char e[128];
+    snprintf(why, len, "VAAPI unavailable on %s: %s", node[0] ? node : "the default device",
+             td_averr(ret, e, sizeof e));
+    return -1;
+}
+
 static int restore_run(const td_scene *scene, const td_task_config *cfg, const td_task_env *env,
                        td_progress_fn progress, void *user, td_task_result *res, td_error *err)
 {
@@ -376,18 +393,10 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
         /* VAAPI on the worker's own card: its render node, found by PCI
          * address (any worker under "on" takes the first one). Decoding is
          * bit-exact, so the output is the CPU's either way. */
-        char node[300] = "";
-        if (gpu_worker)
-            render_node(cfg->device, node, sizeof node);
-        int ret = av_hwdevice_ctx_create(&vaapi, AV_HWDEVICE_TYPE_VAAPI, node[0] ? node : NULL, NULL, 0);
-        if (ret < 0) {
-            char e[128];
-            snprintf(hw_why, sizeof hw_why, "VAAPI unavailable on %s: %s", node[0] ? node : "the default device",
-                     td_averr(ret, e, sizeof e));
-            note_add(res, "%s: decoding on the CPU", hw_why);
-        } else {
+        if (vaapi_open(cfg, gpu_worker, &vaapi, hw_why, sizeof hw_why) == 0)
             job.hw.decode = vaapi;
-        }
+        else
+            note_add(res, "%s: decoding on the CPU", hw_why);
     }
     if (plan.nlmeans_s > 0 && (s->opencl == TD_ROPENCL_ON || (s->opencl == TD_ROPENCL_AUTO && gpu_worker))) {
         /* A GPU worker takes a GPU device only: PoCL on the CPU beside a
@@ -419,18 +428,7 @@ static int restore_run(const td_scene *scene, const td_task_config *cfg, const t
             job.hwenc = TD_HWENC_NVENC;
             job.hwenc_dev = cuda;
         } else {
-            if (!vaapi) {
-                char node[300] = "";
-                if (gpu_worker)
-                    render_node(cfg->device, node, sizeof node);
-                int ret = av_hwdevice_ctx_create(&vaapi, AV_HWDEVICE_TYPE_VAAPI, node[0] ? node : NULL, NULL, 0);
-                if (ret < 0) {
-                    char e[128];
-                    snprintf(enc_why, sizeof enc_why, "VAAPI unavailable on %s: %s",
-                             node[0] ? node : "the default device", td_averr(ret, e, sizeof e));
-                }
-            }
-            if (vaapi) {
+            if (vaapi || vaapi_open(cfg, gpu_worker, &vaapi, enc_why, sizeof enc_why) == 0) {
                 job.hwenc = TD_HWENC_VAAPI;
                 job.hwenc_dev = vaapi;
             }
