@@ -32,8 +32,9 @@
  * timestamp queries around every dispatch (these serialize the dispatches
  * a little; the wall-clock figures are taken without them).
  * With --peak, first the matrix engines' rate through the cooperative-
- * matrix extension (ops.h's td_vko_cm_peak: fragments in registers, and
- * reloaded from shared memory each step), where the card has it.
+ * matrix extension (ops.h's td_vko_cm_peak: fragments in registers,
+ * reloaded from shared memory each step, and the variants that change
+ * one thing each, at 132 to 1056 workgroups), where the card has it.
  * With --probe, the encoder's three product shapes (n x n, 4n x n and
  * n x 4n on the window's rows) on each cooperative-matrix path, as they
  * run and with ops.h's probes: loads from one K offset only, no products,
@@ -215,18 +216,28 @@ int main(int argc, char **argv)
            in->pci[0] ? in->pci : "none", in->uuid, now_ms() - t0);
     printf("  %s\n", td_wvk_path_note(b));
     if (peak) {
-        static const char *const how[] = {"in registers", "from shared halves",
-                                           "from shared 16-byte vectors"};
-        printf("  matrix engines, 16x16x16 f16 -> f32 products, fragments:");
-        for (int i = 0; i < 3; i++) {
-            double tf;
-            if (td_wvk_cm_peak(b, i, &tf, &err) != TD_OK) {
-                printf(" %s", err.msg);
-                break;
+        /* cm_peak.comp's modes (its head says what each changes), each over
+         * 1, 2, 4 and 8 workgroups a multiprocessor of an H100 */
+        static const char *const how[TD_VKO_CM_PEAK_MODES] = {
+            "in registers", "from shared halves", "from shared 16-byte vectors",
+            "A from shared 8-byte vectors", "16-byte vectors, a barrier every step",
+            "16-byte vectors, 4 x 2 accumulators", "16-byte vectors, accumulators indexed at run time",
+            "16-byte vectors, rows by subgroup"};
+        const int groups[4] = {132, 264, 528, 1056};
+        printf("| matrix engines (cm_peak.comp), fragments | TFLOP/s at 132 | 264 | 528 | 1056 "
+               "workgroups |\n| --- | --- | --- | --- | --- |\n");
+        for (int i = 0; i < TD_VKO_CM_PEAK_MODES; i++) {
+            printf("| %d: %s |", i, how[i]);
+            for (int g = 0; g < 4; g++) {
+                double tf;
+                if (td_wvk_cm_peak(b, i, groups[g], &tf, &err) != TD_OK) {
+                    printf(" %s |", err.msg);
+                    continue;
+                }
+                printf(" %.1f |", tf);
             }
-            printf(" %s %.1f TFLOP/s;", how[i], tf);
+            printf("\n");
         }
-        printf("\n");
     }
     if (probe) {
         int C = m->hp.n_audio_ctx, na = m->hp.n_audio_state;

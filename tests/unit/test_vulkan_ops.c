@@ -668,18 +668,22 @@ static void test_cm_peak(void **state)
     td_error err = {0};
     double tf = -1;
     if (!td_vko_has_coopmat(ops)) {
-        assert_int_equal(td_vko_cm_peak(ops, 0, &tf, &err), TD_EUNAVAILABLE);
+        assert_int_equal(td_vko_cm_peak(ops, 0, 0, &tf, &err), TD_EUNAVAILABLE);
         assert_true(tf == 0);
         printf("# skipped: %s\n", err.msg);
         skip();
     }
-    for (int mode = 0; mode < 3; mode++) {
-        if (td_vko_cm_peak(ops, mode, &tf, &err))
+    for (int mode = 0; mode < TD_VKO_CM_PEAK_MODES; mode++) {
+        if (td_vko_cm_peak(ops, mode, 0, &tf, &err))
             fail_msg("%s", err.msg);
         printf("# matrix engines, mode %d: %.1f TFLOP/s\n", mode, tf);
         assert_true(tf > 0);
     }
-    assert_int_equal(td_vko_cm_peak(ops, 3, &tf, &err), TD_EUNAVAILABLE);
+    if (td_vko_cm_peak(ops, 0, 132, &tf, &err))
+        fail_msg("%s", err.msg);
+    assert_true(tf > 0);
+    assert_int_equal(td_vko_cm_peak(ops, TD_VKO_CM_PEAK_MODES, 0, &tf, &err), TD_EUNAVAILABLE);
+    assert_int_equal(td_vko_cm_peak(ops, 0, -1, &tf, &err), TD_EINVAL);
 }
 
 /* A kept command buffer replays with what memory holds then, until forgotten. */

@@ -99,11 +99,14 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
                        td_error *err);
 
 /* The matrix engines' rate in TFLOP/s through the cooperative-matrix
- * extension (cm_peak.comp; mode 0: fragments in registers, 1: reloaded
- * from shared halves every step, 2: from shared 16-byte vectors): a
- * benchmark's floor. TD_EUNAVAILABLE without the path. Submits its own
- * command buffers (none may be open). */
-int td_vko_cm_peak(td_vko *o, int mode, double *tflops, td_error *err);
+ * extension (cm_peak.comp, whose head lists the modes; 0: fragments in
+ * registers, 1: reloaded from shared halves every step, 2: from shared
+ * 16-byte vectors, 3 to 7: 2 with one thing as matmul_cm.comp does it)
+ * over groups workgroups of 8 subgroups (0: 1056, 8 a multiprocessor of
+ * an H100): a benchmark's floor, and a diagnosis. TD_EUNAVAILABLE
+ * without the path. Submits its own command buffers (none may be open). */
+#define TD_VKO_CM_PEAK_MODES 8
+int td_vko_cm_peak(td_vko *o, int mode, int groups, double *tflops, td_error *err);
 
 /* Probes of what holds a cooperative-matrix product back (a benchmark's;
  * the results are then wrong): every K step loads from K offset 0 (a few

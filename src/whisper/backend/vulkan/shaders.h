@@ -18,6 +18,11 @@
     X(cm_peak_CM_PEAK0)  \
     X(cm_peak_CM_PEAK1)  \
     X(cm_peak_CM_PEAK2)  \
+    X(cm_peak_CM_PEAK3)  \
+    X(cm_peak_CM_PEAK4)  \
+    X(cm_peak_CM_PEAK5)  \
+    X(cm_peak_CM_PEAK6)  \
+    X(cm_peak_CM_PEAK7)  \
     X(matvec)            \
     X(layernorm)         \
     X(enc_attn_HEAD_D16) \

@@ -379,9 +379,9 @@ int td_wvk_cm_probe(td_wbackend *b, int path, int m, int n, int k, unsigned prob
     return td_vko_cm_probe(b->ops, (enum td_vko_path)path, m, n, k, probes, ms, err);
 }
 
-int td_wvk_cm_peak(td_wbackend *b, int mode, double *tflops, td_error *err)
+int td_wvk_cm_peak(td_wbackend *b, int mode, int groups, double *tflops, td_error *err)
 {
-    return td_vko_cm_peak(b->ops, mode, tflops, err);
+    return td_vko_cm_peak(b->ops, mode, groups, tflops, err);
 }
 
 int td_wvk_set_path(td_wbackend *b, int coopmat, td_error *err)

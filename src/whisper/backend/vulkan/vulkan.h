@@ -39,7 +39,7 @@ int td_wvk_set_path(td_wbackend *b, int coopmat, td_error *err);
 int td_wvk_cm_probe(td_wbackend *b, int path, int m, int n, int k, unsigned probes, double *ms,
                     td_error *err);
 /* The matrix engines' rate (ops.h's td_vko_cm_peak), TFLOP/s. */
-int td_wvk_cm_peak(td_wbackend *b, int mode, double *tflops, td_error *err);
+int td_wvk_cm_peak(td_wbackend *b, int mode, int groups, double *tflops, td_error *err);
 
 /* Turn per-dispatch timing on or off, and read the totals per shader
  * (largest first; reset clears them). */

@@ -174,29 +174,38 @@ void main()
         cur ^= 1;
     }
 
-    // epilogue: 16 x 16 floats of scratch per subgroup (64 uvec4s of Ws)
+    // epilogue: 16 x 16 floats of scratch per subgroup (64 uvec4s of Ws),
+    // one accumulator at a time. acc is indexed only by constants (the
+    // inner loops unroll; the loop over t, with its loop over elements,
+    // does not): an accumulator array indexed at run time, as the
+    // epilogue's loops over i and j left it, lives in local memory on
+    // NVIDIA's compiler, every product of the K loop then a round trip
+    // through it (bench/RESULTS.md, "the accumulators in local memory")
     uint cs = sg * 64;
-    [[unroll]] for (uint i = 0; i < TM; i++)
-        [[unroll]] for (uint j = 0; j < 2; j++) {
-            coopMatStoreNV(acc[i][j], Ws, cs, 4, false);
-            subgroupMemoryBarrierShared();
-            subgroupBarrier();
-            for (uint e = lane; e < 256; e += gl_SubgroupSize) {
-                uint m = m0 + wm * (BM / 2) + i * 16 + e / 16, n = n0 + wn * 32 + j * 16 + e % 16;
-                if (m < p.M && n < p.N) {
-                    float v = uintBitsToFloat(Ws[cs + e / 4][e % 4]);
-                    if ((p.flags & F_BIAS) != 0)
-                        v += p.bias.v[n];
-                    if ((p.flags & F_GELU) != 0)
-                        v = gelu_f(v);
-                    if ((p.flags & F_ADD) != 0)
-                        v += p.add.v[m * p.ldadd + n];
-                    uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
-                    if ((p.flags & F_ACC) != 0)
-                        v += p.c.v[ci];
-                    p.c.v[ci] = v;
-                }
+    for (uint t = 0; t < TM * 2; t++) {
+        uint i = t / 2, j = t % 2;
+        [[unroll]] for (uint ii = 0; ii < TM; ii++)
+            [[unroll]] for (uint jj = 0; jj < 2; jj++)
+                if (ii * 2 + jj == t)
+                    coopMatStoreNV(acc[ii][jj], Ws, cs, 4, false);
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        for (uint e = lane; e < 256; e += gl_SubgroupSize) {
+            uint m = m0 + wm * (BM / 2) + i * 16 + e / 16, n = n0 + wn * 32 + j * 16 + e % 16;
+            if (m < p.M && n < p.N) {
+                float v = uintBitsToFloat(Ws[cs + e / 4][e % 4]);
+                if ((p.flags & F_BIAS) != 0)
+                    v += p.bias.v[n];
+                if ((p.flags & F_GELU) != 0)
+                    v = gelu_f(v);
+                if ((p.flags & F_ADD) != 0)
+                    v += p.add.v[m * p.ldadd + n];
+                uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
+                if ((p.flags & F_ACC) != 0)
+                    v += p.c.v[ci];
+                p.c.v[ci] = v;
             }
-            subgroupBarrier();
         }
+        subgroupBarrier();
+    }
 }

@@ -80,12 +80,15 @@ void main()
     MAT32 a0[TM], a1[TM];
     MAT16 b0[TN], b1[TN];
 
-// one K step's fragments into set S (a##S, b##S) at column KK
-#define LOAD(S, KK)                                                                           \
-    [[unroll]] for (uint i = 0; i < TM; i++) {                                                \
-        uint r = r0 + i * 16;                                                                 \
-        if (a_in[i]) {                                                                        \
-            coopMatLoadNV(a##S[i], pa.v, (r * p.lda + (KK)) / 4, lda4, false);       \
+// one K step's fragments into set S (a##S, b##S) at column KK; A's row
+// blocks written out (TM is 2), as a loop over them does not unroll
+// before the driver sees it (its inner loop and barriers) and would leave
+// the fragment arrays indexed at run time
+#define LOADA(S, I, KK)                                                                       \
+    {                                                                                         \
+        uint r = r0 + (I) * 16;                                                               \
+        if (a_in[I]) {                                                                        \
+            coopMatLoadNV(a##S[I], pa.v, (r * p.lda + (KK)) / 4, lda4, false);                \
         } else {                                                                              \
             for (uint e = lane; e < 256; e += gl_SubgroupSize) {                              \
                 uint rr = r + e / 16;                                                         \
@@ -93,10 +96,13 @@ void main()
             }                                                                                 \
             subgroupMemoryBarrierShared();                                                    \
             subgroupBarrier();                                                                \
-            coopMatLoadNV(a##S[i], scr, cs, 16, false);                                       \
+            coopMatLoadNV(a##S[I], scr, cs, 16, false);                                       \
             subgroupBarrier();                                                                \
         }                                                                                     \
-    }                                                                                         \
+    }
+#define LOAD(S, KK)                                                                           \
+    LOADA(S, 0, KK)                                                                           \
+    LOADA(S, 1, KK)                                                                           \
     [[unroll]] for (uint j = 0; j < TN; j++)                                                  \
         if (w_in[j])                                                                          \
             coopMatLoadNV(b##S[j], pw.v, ((c0 + j * 16) * p.ldw + (KK)) / 8, ldw8, true);
@@ -129,30 +135,37 @@ void main()
         }
     }
 
-    // epilogue through scr, one accumulator at a time
-    [[unroll]] for (uint i = 0; i < TM; i++)
-        [[unroll]] for (uint j = 0; j < TN; j++) {
-            if (!w_in[j] || r0 + i * 16 >= p.M)
-                continue;
-            coopMatStoreNV(acc[i][j], scr, cs, 16, false);
-            subgroupMemoryBarrierShared();
-            subgroupBarrier();
-            for (uint e = lane; e < 256; e += gl_SubgroupSize) {
-                uint m = r0 + i * 16 + e / 16, n = c0 + j * 16 + e % 16;
-                if (m < p.M && n < p.N) {
-                    float v = scr[cs + e];
-                    if ((p.flags & F_BIAS) != 0)
-                        v += p.bias.v[n];
-                    if ((p.flags & F_GELU) != 0)
-                        v = gelu_f(v);
-                    if ((p.flags & F_ADD) != 0)
-                        v += p.add.v[m * p.ldadd + n];
-                    uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
-                    if ((p.flags & F_ACC) != 0)
-                        v += p.c.v[ci];
-                    p.c.v[ci] = v;
-                }
+    // epilogue through scr, one accumulator at a time. The arrays of
+    // fragments are indexed only by constants (loops that unroll; the one
+    // over t, with its loop over elements, does not): one indexed at run
+    // time lives in local memory on NVIDIA's compiler, every product of
+    // the K loop then a round trip through it (as matmul_cm.comp says)
+    for (uint t = 0; t < TM * TN; t++) {
+        uint i = t / TN, j = t % TN;
+        if (c0 + j * 16 >= p.N || r0 + i * 16 >= p.M)
+            continue;
+        [[unroll]] for (uint ii = 0; ii < TM; ii++)
+            [[unroll]] for (uint jj = 0; jj < TN; jj++)
+                if (ii * TN + jj == t)
+                    coopMatStoreNV(acc[ii][jj], scr, cs, 16, false);
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        for (uint e = lane; e < 256; e += gl_SubgroupSize) {
+            uint m = r0 + i * 16 + e / 16, n = c0 + j * 16 + e % 16;
+            if (m < p.M && n < p.N) {
+                float v = scr[cs + e];
+                if ((p.flags & F_BIAS) != 0)
+                    v += p.bias.v[n];
+                if ((p.flags & F_GELU) != 0)
+                    v = gelu_f(v);
+                if ((p.flags & F_ADD) != 0)
+                    v += p.add.v[m * p.ldadd + n];
+                uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
+                if ((p.flags & F_ACC) != 0)
+                    v += p.c.v[ci];
+                p.c.v[ci] = v;
             }
-            subgroupBarrier();
         }
+        subgroupBarrier();
+    }
 }
