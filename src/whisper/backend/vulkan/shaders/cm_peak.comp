@@ -3,7 +3,9 @@
 // vulkan-bench's floor and to tell what holds matmul_cm.comp back: each
 // of the 8 subgroups of a workgroup multiplies TM x 2 accumulators by
 // fragments of A and B, iters times, each variant changing one thing:
-//   0: the fragments stay in registers;
+//   0: the fragments stay in registers (383 TFLOP/s on the H100 in this
+//      loop, which loads them in its first step; 576 to 583 in an
+//      earlier form with the loads before the loop: bench/RESULTS.md);
 //   1: loaded from shared memory every step (halves, 80-byte rows, B
 //      transposed, as matmul_cm.comp loads them);
 //   2: the same from shared arrays of 16-byte vectors (as matmul_cm.comp
