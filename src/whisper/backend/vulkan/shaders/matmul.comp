@@ -10,6 +10,7 @@
 // taken here: the caller runs layernorm.comp first (ops.c).
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(constant_id = 0) const uint WF16 = 1;
@@ -31,9 +32,15 @@ void main()
     uint tid = gl_LocalInvocationID.x;
     uint tx = tid % 16, ty = tid / 16;
     uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
+    // acc, av and bv are indexed only by constants: every loop over them
+    // is unrolled by attribute. Left as loops (glslc did not unroll them,
+    // the epilogue's for its early exits), the arrays sat in Function
+    // storage indexed by loop variables, which a driver may keep in local
+    // memory (as NVIDIA's did with matmul_cm.comp's accumulators:
+    // bench/RESULTS.md, "the accumulators out of local memory")
     float acc[4][4];
-    for (uint i = 0; i < 4; i++)
-        for (uint j = 0; j < 4; j++)
+    [[unroll]] for (uint i = 0; i < 4; i++)
+        [[unroll]] for (uint j = 0; j < 4; j++)
             acc[i][j] = 0.0;
 
     for (uint k0 = 0; k0 < p.K; k0 += BK) {
@@ -69,38 +76,34 @@ void main()
             }
         }
         barrier();
-        for (uint k = 0; k < BK; k++) {
+        [[unroll]] for (uint k = 0; k < BK; k++) {
             float av[4], bv[4];
-            for (uint i = 0; i < 4; i++)
+            [[unroll]] for (uint i = 0; i < 4; i++)
                 av[i] = As[k][ty + 16 * i];
-            for (uint j = 0; j < 4; j++)
+            [[unroll]] for (uint j = 0; j < 4; j++)
                 bv[j] = Ws[k][tx + 16 * j];
-            for (uint i = 0; i < 4; i++)
-                for (uint j = 0; j < 4; j++)
+            [[unroll]] for (uint i = 0; i < 4; i++)
+                [[unroll]] for (uint j = 0; j < 4; j++)
                     acc[i][j] += av[i] * bv[j];
         }
         barrier();
     }
 
-    for (uint i = 0; i < 4; i++) {
-        uint m = m0 + ty + 16 * i;
-        if (m >= p.M)
-            continue;
-        for (uint j = 0; j < 4; j++) {
-            uint n = n0 + tx + 16 * j;
-            if (n >= p.N)
-                continue;
-            float v = acc[i][j];
-            if ((p.flags & F_BIAS) != 0)
-                v += p.bias.v[n];
-            if ((p.flags & F_GELU) != 0)
-                v = gelu_f(v);
-            if ((p.flags & F_ADD) != 0)
-                v += p.add.v[m * p.ldadd + n];
-            uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
-            if ((p.flags & F_ACC) != 0)
-                v += p.c.v[ci];
-            p.c.v[ci] = v;
+    [[unroll]] for (uint i = 0; i < 4; i++)
+        [[unroll]] for (uint j = 0; j < 4; j++) {
+            uint m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < p.M && n < p.N) {
+                float v = acc[i][j];
+                if ((p.flags & F_BIAS) != 0)
+                    v += p.bias.v[n];
+                if ((p.flags & F_GELU) != 0)
+                    v = gelu_f(v);
+                if ((p.flags & F_ADD) != 0)
+                    v += p.add.v[m * p.ldadd + n];
+                uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
+                if ((p.flags & F_ACC) != 0)
+                    v += p.c.v[ci];
+                p.c.v[ci] = v;
+            }
         }
-    }
 }
