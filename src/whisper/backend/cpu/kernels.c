@@ -389,12 +389,21 @@ void td_wk_blas_threads(int n)
  * Life of a job: run() publishes fn/arg, sets pending = n - 1 and bumps
  * gen; each worker, seeing a new gen, runs its share and decrements
  * pending; run() does thread 0's share and waits for pending == 0.
- * Waiting spins for up to SPIN_NS (a decoder token hands out dozens of
- * jobs a millisecond apart) and then sleeps on a futex; the side that
- * changes a word wakes the other only when it says it sleeps.
+ * Waiting spins for up to SPIN_NS (a decoder step hands out dozens of
+ * jobs a few microseconds apart) and then sleeps on a futex; the side
+ * that changes a word wakes the other only when it says it sleeps.
+ * SPIN_NS was 200 us: on a loaded machine every wait for a thread that
+ * the scheduler had taken off its core, and every serial stretch of the
+ * caller's (sampling, beam bookkeeping, alignment), spun that long, a
+ * fifth to a third of a batched run's CPU time (perf; 2 threads on the
+ * shared 2-core VM). At 30 us a beam-5 batched run of the 10-minute
+ * scene took 24.5 CPU s instead of 31.0, and less wall time too
+ * (bench/RESULTS.md, issue 10). The clock is read every SPIN_CHECK
+ * pauses.
  */
 
-#define SPIN_NS 200000L
+#define SPIN_NS 30000L
+#define SPIN_CHECK 63u
 
 struct worker_arg {
     td_wk_pool *pool;
@@ -453,22 +462,17 @@ static void futex_wake(_Atomic uint32_t *addr, int n)
 /* Wait until *addr differs from val (spin, then sleep); returns it. */
 static uint32_t wait_change(_Atomic uint32_t *addr, uint32_t val, _Atomic int *sleeping)
 {
-    long t0 = 0;
+    long t0 = now_ns();
     for (unsigned spins = 0;; spins++) {
         uint32_t v = atomic_load_explicit(addr, memory_order_acquire);
         if (v != val)
             return v;
-        if ((spins & 255u) == 255u) {
-            long t = now_ns();
-            if (t0 == 0)
-                t0 = t;
-            else if (t - t0 > SPIN_NS) {
-                atomic_fetch_add(sleeping, 1);
-                if (atomic_load(addr) == val)
-                    futex_wait(addr, val);
-                atomic_fetch_sub(sleeping, 1);
-                t0 = 0;
-            }
+        if ((spins & SPIN_CHECK) == SPIN_CHECK && now_ns() - t0 > SPIN_NS) {
+            atomic_fetch_add(sleeping, 1);
+            if (atomic_load(addr) == val)
+                futex_wait(addr, val);
+            atomic_fetch_sub(sleeping, 1);
+            t0 = now_ns();
         }
         cpu_relax();
     }
@@ -544,18 +548,15 @@ void td_wk_pool_run(td_wk_pool *p, td_wk_task fn, void *arg)
     fn(arg, 0, p->n);
     long t0 = 0;
     for (unsigned spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) != 0; spins++) {
-        if ((spins & 255u) == 255u) {
-            long t = now_ns();
-            if (t0 == 0) {
-                t0 = t;
-            } else if (t - t0 > SPIN_NS) {
-                atomic_store(&p->main_waiting, 1);
-                uint32_t v;
-                while ((v = atomic_load(&p->pending)) != 0)
-                    futex_wait(&p->pending, v);
-                atomic_store(&p->main_waiting, 0);
-                break;
-            }
+        if (t0 == 0)
+            t0 = now_ns();
+        if ((spins & SPIN_CHECK) == SPIN_CHECK && now_ns() - t0 > SPIN_NS) {
+            atomic_store(&p->main_waiting, 1);
+            uint32_t v;
+            while ((v = atomic_load(&p->pending)) != 0)
+                futex_wait(&p->pending, v);
+            atomic_store(&p->main_waiting, 0);
+            break;
         }
         cpu_relax();
     }
