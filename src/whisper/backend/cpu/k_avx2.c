@@ -349,11 +349,13 @@ TGT static void layernorm_avx2(int n, const float *x, const float *w, const floa
     }
 }
 
-/* x * Phi(x) with Numerical Recipes' erfc (see k_avx512.c). */
+/* x * Phi(x) with Numerical Recipes' erfc (see k_avx512.c; z clamped
+ * and the far negative side 0 as there, to keep clear of subnormals). */
 TGT static INL __m256 gelu256(__m256 x)
 {
     __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
-    __m256 z = _mm256_mul_ps(ax, _mm256_set1_ps(0.70710678118654752f));
+    __m256 z = _mm256_min_ps(_mm256_mul_ps(ax, _mm256_set1_ps(0.70710678118654752f)),
+                             _mm256_set1_ps(8.8f));
     __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
                              _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
     __m256 p = _mm256_set1_ps(0.17087277f);
@@ -370,7 +372,8 @@ TGT static INL __m256 gelu256(__m256 x)
     __m256 half = _mm256_mul_ps(_mm256_mul_ps(t, exp256(p)), _mm256_set1_ps(0.5f));
     __m256 pos = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
     __m256 phi = _mm256_blendv_ps(half, _mm256_sub_ps(_mm256_set1_ps(1.0f), half), pos);
-    return _mm256_mul_ps(x, phi);
+    __m256 drop = _mm256_cmp_ps(x, _mm256_set1_ps(-12.44f), _CMP_LT_OQ);
+    return _mm256_andnot_ps(drop, _mm256_mul_ps(x, phi));
 }
 
 TGT static void gelu_avx2(float *x, size_t n)
