@@ -61,6 +61,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1182,10 +1183,38 @@ static int cpu_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int3
     return TD_OK;
 }
 
+/* The rows of one sample() call, handed out to the pool's threads one at
+ * a time: each row is independent (masked in place, its own output), and
+ * a batched step has up to a few dozen rows of 51,865 logits, a few
+ * milliseconds on one thread. */
+typedef struct sample_job {
+    td_wbackend *b;
+    const td_wsampler *sp;
+    const td_wsample_in *in;
+    td_wsample_out *out;
+    int n;
+    _Atomic int next;
+} sample_job;
+
+static void sample_task(void *arg, int ith, int nth)
+{
+    sample_job *j = arg;
+    int nv = j->b->m->hp.n_vocab;
+    (void)ith;
+    (void)nth;
+    for (;;) {
+        int i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->n)
+            return;
+        td_wsample_row(j->sp, nv,
+                       j->b->arena + j->b->L.o_logits + (size_t)j->in[i].row * (size_t)nv,
+                       &j->in[i], &j->out[i]);
+    }
+}
+
 static int cpu_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_wsample_in *in,
                       td_wsample_out *out, td_error *err)
 {
-    int nv = b->m->hp.n_vocab;
     if (n < 0 || (n > 0 && (!in || !out)) || !sp || (sp->n_suppress > 0 && !sp->suppress))
         return td_error_set(err, TD_EINVAL, "cpu backend: sample of %d rows", n);
     for (int i = 0; i < n; i++) {
@@ -1201,9 +1230,12 @@ static int cpu_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_wsa
                                 in[i].row);
     }
     /* rows are masked in place: each is sampled once */
-    for (int i = 0; i < n; i++)
-        td_wsample_row(sp, nv, b->arena + b->L.o_logits + (size_t)in[i].row * (size_t)nv, &in[i],
-                       &out[i]);
+    sample_job j = {.b = b, .sp = sp, .in = in, .out = out, .n = n};
+    atomic_store(&j.next, 0);
+    if (n > 1)
+        td_wk_pool_run(b->kc.pool, sample_task, &j);
+    else
+        sample_task(&j, 0, 1);
     for (int i = 0; i < n; i++)
         b->row_sampled[in[i].row] = 1;
     return TD_OK;
