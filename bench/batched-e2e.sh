@@ -7,7 +7,8 @@
 #       bench/batched-e2e.sh [ROUNDS] [THREADS]
 #
 # PARTS (default "long short small") picks the inputs; BEAMS (default
-# "5 1") the beam sizes.
+# "5 1") the beam sizes; MODES (default "sequential batched streams1
+# before") tapedeck's columns.
 #
 # Inputs: the 10-minute scene of tests/e2e/longscene.py (seed 1: 64 real
 # utterances, 1-3 s pauses, tones, hiss and hum between some), and an
@@ -69,7 +70,7 @@ for _ in $(seq 1 "$rounds"); do
     for beam in $beams; do
         for input in long short; do
             has "$input" || continue
-            for mode in sequential batched streams1 before; do
+            for mode in ${MODES:-sequential batched streams1 before}; do
                 [ "$mode" = streams1 ] && [ "$input" = long ] && continue
                 [ "$mode" = before ] && [ -z "${TAPEDECK_BEFORE_BIN:-}" ] && continue
                 dm=$mode streams=2 bin=$TD
