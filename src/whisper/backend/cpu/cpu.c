@@ -424,7 +424,7 @@ struct td_wbackend {
     int g_row0[MAX_SEQ], g_rows[MAX_SEQ], g_keys0[MAX_SEQ];
     /* align_weights' hook into decode: the heads (layer, head pairs) whose
      * cross-attention probabilities go to al_out, rows al_row0.. of
-     * al_rows; NULL = off. al_k: one head's keys widened from halves. */
+     * al_rows; NULL = off. al_k: scratch of TD_WK_GEMV_ROWS scaled queries. */
     const int *al_heads;
     int al_n, al_rows, al_row0;
     float *al_out, *al_k;
@@ -1005,48 +1005,39 @@ static int seqs_check(td_wbackend *b, int n_seq, const td_wseq *seqs, const int3
 
 /* align_weights: softmax(q . K^T / sqrt(d)) over the window's frames, for
  * the asked heads of layer l and the call's R rows (one sequence); q is
- * the cross-attention query dq. Written for clarity, not speed: a 30-s
- * window's alignment is R x n_audio_ctx x d per head, a few tens of
- * millions of multiply-adds. */
+ * the cross-attention query dq. The scores are the kernels' direct
+ * products (ops->gemv, up to TD_WK_GEMV_ROWS rows a pass over K's rows)
+ * and their softmax (ops->softmax): scalar loops here were 3 % of a
+ * batched run, one pass per window over its text. */
 static void align_probs(td_wbackend *b, int l, int window, const float *dq, int R)
 {
     const layout *L = &b->L;
+    const td_wk_ops *ops = b->kc.ops;
     const float scale = 1.0f / sqrtf((float)L->dt);
     const size_t d = (size_t)L->dt;
+    float *qs = b->al_k; /* [TD_WK_GEMV_ROWS][d]: the rows' scaled queries */
     for (int i = 0; i < b->al_n; i++) {
         if (b->al_heads[2 * i] != l)
             continue;
         int h = b->al_heads[2 * i + 1];
         /* K rows [C][d] open the head's packed block (td_wk_kv_pack) */
-        const float *k;
+        const void *k;
+        enum td_wtype kt = TD_WT_F32;
         if (L->cross_f16) {
-            const uint16_t *k16 = (const uint16_t *)cross_layer(b, window, l) + (size_t)h * L->kvf_c;
-            b->kc.ops->f16_to_f32(k16, b->al_k, (size_t)L->C * d);
-            k = b->al_k;
+            k = (const uint16_t *)cross_layer(b, window, l) + (size_t)h * L->kvf_c;
+            kt = TD_WT_F16;
         } else {
             k = cross_layer(b, window, l) + (size_t)h * L->kvf_c;
         }
-        for (int r = 0; r < R; r++) {
-            const float *q = dq + (size_t)r * L->nt + (size_t)h * d;
-            float *o = b->al_out + ((size_t)i * b->al_rows + (size_t)(b->al_row0 + r)) * L->C;
-            float mx = -INFINITY;
-            for (int j = 0; j < L->C; j++) {
-                const float *kj = k + (size_t)j * d;
-                float acc = 0;
+        for (int r0 = 0; r0 < R; r0 += TD_WK_GEMV_ROWS) {
+            int m = R - r0 < TD_WK_GEMV_ROWS ? R - r0 : TD_WK_GEMV_ROWS;
+            for (int r = 0; r < m; r++)
                 for (size_t e = 0; e < d; e++)
-                    acc += q[e] * kj[e];
-                o[j] = acc * scale;
-                if (o[j] > mx)
-                    mx = o[j];
-            }
-            double sum = 0;
-            for (int j = 0; j < L->C; j++) {
-                o[j] = expf(o[j] - mx);
-                sum += o[j];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j < L->C; j++)
-                o[j] *= inv;
+                    qs[(size_t)r * d + e] = dq[(size_t)(r0 + r) * L->nt + (size_t)h * d + e] * scale;
+            float *o = b->al_out + ((size_t)i * b->al_rows + (size_t)(b->al_row0 + r0)) * L->C;
+            ops->gemv(m, L->C, (int)d, qs, d, k, kt, d, NULL, o, (size_t)L->C, 0);
+            for (int r = 0; r < m; r++)
+                ops->softmax(o + (size_t)r * L->C, L->C, L->C);
         }
     }
 }
@@ -1309,11 +1300,9 @@ static int cpu_align_weights(td_wbackend *b, int slot, int window, int n_tokens,
     if (window < 0 || window >= L->max_windows || !b->encoded[window])
         return td_error_set(err, TD_EINVAL, "cpu backend: window slot %d holds no encoding",
                             window);
-    if (L->cross_f16) {
-        b->al_k = malloc((size_t)L->C * (size_t)L->dt * sizeof *b->al_k);
-        if (!b->al_k)
-            return td_error_set(err, TD_ENOMEM, "cpu backend: align_weights: out of memory");
-    }
+    b->al_k = malloc((size_t)TD_WK_GEMV_ROWS * (size_t)L->dt * sizeof *b->al_k);
+    if (!b->al_k)
+        return td_error_set(err, TD_ENOMEM, "cpu backend: align_weights: out of memory");
     b->al_heads = heads;
     b->al_n = n_heads;
     b->al_rows = n_tokens;
