@@ -186,9 +186,12 @@ int td_align_matrix(const float *weights, int n_heads, int n_rows, int n_ctx, in
     const size_t plane = (size_t)n_rows * (size_t)n_frames;
     float *w = malloc(plane * sizeof *w);
     double *acc = calloc(plane, sizeof *acc);
-    if (!w || !acc) {
+    double *mean = malloc(2 * (size_t)n_frames * sizeof *mean);
+    double *var = mean ? mean + n_frames : NULL;
+    if (!w || !acc || !mean) {
         free(w);
         free(acc);
+        free(mean);
         return td_error_set(err, TD_ENOMEM, "alignment matrix: out of memory");
     }
     const int pad = medfilt_width / 2;
@@ -214,21 +217,32 @@ int td_align_matrix(const float *weights, int n_heads, int n_rows, int n_ctx, in
             for (int f = 0; f < n_frames; f++)
                 dst[f] = s > 0 ? (float)(src[f] / s) : 1.0f / (float)n_frames;
         }
-        /* Standardise each frame over the rows (population deviation). */
-        for (int f = 0; f < n_frames; f++) {
-            double mean = 0, var = 0;
-            for (int r = 0; r < n_rows; r++)
-                mean += w[(size_t)r * n_frames + f];
-            mean /= n_rows;
-            for (int r = 0; r < n_rows; r++) {
-                double d = w[(size_t)r * n_frames + f] - mean;
-                var += d * d;
+        /* Standardise each frame over the rows (population deviation).
+         * Row by row, every frame's sums in one pass (the same additions
+         * in the same order as a walk down each frame's column, which
+         * strides a whole row per step). */
+        for (int f = 0; f < n_frames; f++)
+            mean[f] = var[f] = 0;
+        for (int r = 0; r < n_rows; r++) {
+            const float *row = w + (size_t)r * n_frames;
+            for (int f = 0; f < n_frames; f++)
+                mean[f] += row[f];
+        }
+        for (int f = 0; f < n_frames; f++)
+            mean[f] /= n_rows;
+        for (int r = 0; r < n_rows; r++) {
+            const float *row = w + (size_t)r * n_frames;
+            for (int f = 0; f < n_frames; f++) {
+                double d = row[f] - mean[f];
+                var[f] += d * d;
             }
-            double sd = sqrt(var / n_rows);
-            for (int r = 0; r < n_rows; r++) {
-                float *p = &w[(size_t)r * n_frames + f];
-                *p = sd > 0 ? (float)((*p - mean) / sd) : 0.0f;
-            }
+        }
+        for (int f = 0; f < n_frames; f++)
+            var[f] = sqrt(var[f] / n_rows); /* now the deviation */
+        for (int r = 0; r < n_rows; r++) {
+            float *row = w + (size_t)r * n_frames;
+            for (int f = 0; f < n_frames; f++)
+                row[f] = var[f] > 0 ? (float)((row[f] - mean[f]) / var[f]) : 0.0f;
         }
         /* Median filter along the frames, edges reflected (the edge value
          * itself not repeated); too short a row is left as it is. */
@@ -259,6 +273,7 @@ int td_align_matrix(const float *weights, int n_heads, int n_rows, int n_ctx, in
 out:
     free(w);
     free(acc);
+    free(mean);
     return rc;
 }
 
