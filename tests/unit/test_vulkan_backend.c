@@ -25,7 +25,9 @@
  *   - arguments out of range are refused, memory_need() is -1 exactly
  *     for what open() refuses;
  *   - an allocation failure injected at each allocation of open() comes
- *     back as TD_ENOMEM with nothing left alive (vk.h's counters).
+ *     back as TD_ENOMEM with nothing left alive (vk.h's counters), the
+ *     shared instance's creation included; devices opened and closed from
+ *     several threads share that one instance, its users counted exactly.
  * Without a usable Vulkan device the tests skip, saying why.
  */
 #include <setjmp.h>
@@ -41,6 +43,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +55,7 @@
 #if defined(TD_HAVE_VULKAN) && TD_WBACKEND_API_VERSION >= 2
 
 #include "util/hash.h"
+#include "whisper/backend/vulkan/vk.h"
 #include "whisper/backend/vulkan/vulkan.h"
 #include "whisper/ct2.h"
 #include "whisper/decode.h"
@@ -776,7 +780,11 @@ static void test_open_alloc_failures(void **state)
     td_wconfig cfg = {0};
     cfg.max_seq = 2;
     cfg.max_batch_tokens = 8;
-    int n;
+    /* with no instance yet, the first opens reach vkCreateInstance too;
+     * from the first that gets past it, every open shares that instance */
+    td_vk_release();
+    assert_int_equal(td_vk_instance_refs(), -1);
+    int n, saw_instance = 0;
     for (n = 1; n < 1000; n++) {
         td_error err = {0};
         td_wbackend *b = NULL;
@@ -791,12 +799,72 @@ static void test_open_alloc_failures(void **state)
         assert_null(b);
         if (rc != TD_ENOMEM)
             fail_msg("allocation %d: code %d (%s)", n, rc, err.msg);
+        if (strstr(err.msg, "vkCreateInstance"))
+            saw_instance = 1;
         assert_int_equal(td_vk_live(), 0);
+        assert_true(td_vk_instance_refs() <= 0); /* none, or the process's alone */
     }
     print_message("  open: %d allocations failed in turn, each TD_ENOMEM, nothing left alive\n",
                   n - 1);
     assert_true(n > 20 && n < 1000);
+    assert_true(saw_instance);
+    assert_int_equal(td_vk_instance_refs(), 0);
     fset_free(&f);
+}
+
+/* Devices opened and closed from several threads at once share one
+ * instance, counted exactly; the last close leaves it to the process. */
+#define SHARE_THREADS 3
+#define SHARE_CYCLES 4
+
+static void *share_thread(void *arg)
+{
+    int *failed = arg;
+    for (int i = 0; i < SHARE_CYCLES; i++) {
+        td_error err = {0};
+        td_vk *v = NULL;
+        if (td_vk_open(NULL, &v, &err) != TD_OK) {
+            *failed = 1;
+            break;
+        }
+        td_vk_close(v);
+    }
+    return NULL;
+}
+
+static void test_shared_instance(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    td_error err = {0};
+    td_vk *a = NULL, *b = NULL;
+    assert_int_equal(td_vk_open(NULL, &a, &err), TD_OK);
+    assert_int_equal(td_vk_instance_refs(), 1);
+    assert_int_equal(td_vk_open(NULL, &b, &err), TD_OK);
+    assert_int_equal(td_vk_instance_refs(), 2);
+    td_vk_release(); /* in use: kept */
+    assert_int_equal(td_vk_instance_refs(), 2);
+    td_vk_close(a);
+    assert_int_equal(td_vk_instance_refs(), 1);
+    pthread_t th[SHARE_THREADS];
+    int failed[SHARE_THREADS] = {0};
+    for (int i = 0; i < SHARE_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, share_thread, &failed[i]), 0);
+    for (int i = 0; i < SHARE_THREADS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(failed[i], 0);
+    }
+    assert_int_equal(td_vk_instance_refs(), 1);
+    td_vk_close(b);
+    assert_int_equal(td_vk_instance_refs(), 0);
+    assert_int_equal(td_vk_live(), 0);
+    td_vk_release();
+    assert_int_equal(td_vk_instance_refs(), -1);
+    td_vk_info list[4];
+    int n = 0;
+    assert_int_equal(td_vk_list(list, 4, &n, &err), TD_OK); /* makes it again */
+    assert_true(n >= 1);
+    assert_int_equal(td_vk_instance_refs(), 0);
 }
 
 int main(void)
@@ -807,7 +875,7 @@ int main(void)
         cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_sample_entry),
         cmocka_unit_test(test_align_weights),
         cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_open_alloc_failures),
+        cmocka_unit_test(test_open_alloc_failures), cmocka_unit_test(test_shared_instance),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

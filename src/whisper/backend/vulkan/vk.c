@@ -7,9 +7,12 @@
 
 #include <ctype.h>
 #include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define STAGING_BYTES (16u << 20)
 #define MAX_QUERIES 8192
@@ -24,10 +27,12 @@
 /* ------------------------------------------------------------------ */
 /* Fault injection and live counts (process-wide; tests only set them). */
 
-static long g_fail_at;  /* allocations until the failing one; 0 = none */
+/* Atomic: devices are opened, closed and used from several threads (one
+ * worker's streams), and the counts must stay exact for the tests. */
+static _Atomic long g_fail_at; /* allocations until the failing one; 0 = none */
 static volatile long g_fail_submit; /* submissions until the failing one; 0 = none (set from a
                                      * signal handler by a test: volatile) */
-static long g_live;
+static _Atomic long g_live;
 
 void td_vk_fail_alloc(long n)
 {
@@ -47,9 +52,10 @@ long td_vk_live(void)
 /* 1 when this allocation is the one to fail. */
 static int inject(void)
 {
-    if (g_fail_at <= 0)
-        return 0;
-    return --g_fail_at == 0;
+    long v = atomic_load(&g_fail_at);
+    while (v > 0 && !atomic_compare_exchange_weak(&g_fail_at, &v, v - 1))
+        ;
+    return v == 1;
 }
 
 void *td_vk_malloc(size_t n)
@@ -235,7 +241,7 @@ static const char *vk_str(VkResult r)
 #define VKFAIL(err, r, what) \
     td_error_set(err, vk_rc(r), "vulkan: %s: %s (VkResult %d)", what, vk_str(r), (int)(r))
 
-/* An instance of API 1.2 or later. */
+/* An instance of API 1.2 or later. Called with g_inst_lock held. */
 static int instance_create(VkInstance *out, td_error *err)
 {
     int rc = load_loader(err);
@@ -261,7 +267,6 @@ static int instance_create(VkInstance *out, td_error *err)
     VkResult r = p_vkCreateInstance(&ci, NULL, out);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkCreateInstance");
-    g_live++;
 #define LOAD(f) p_##f = (PFN_##f)p_vkGetInstanceProcAddr(*out, #f);
     INSTANCE_FNS(LOAD)
 #undef LOAD
@@ -270,21 +275,100 @@ static int instance_create(VkInstance *out, td_error *err)
         !p_vkGetPhysicalDeviceMemoryProperties2 || !p_vkEnumerateDeviceExtensionProperties ||
         !p_vkGetPhysicalDeviceQueueFamilyProperties || !p_vkGetPhysicalDeviceMemoryProperties ||
         !p_vkGetPhysicalDeviceProperties) {
-        if (p_vkDestroyInstance) {
+        if (p_vkDestroyInstance)
             p_vkDestroyInstance(*out, NULL);
-            g_live--;
-        }
         return td_error_set(err, TD_EUNAVAILABLE, "vulkan: the loader lacks instance functions");
     }
     return TD_OK;
 }
 
-static void instance_destroy(VkInstance inst)
+/* The process's one VkInstance. Every device open on it and every listing
+ * holds a reference, and so does the process itself from the instance's
+ * creation until exit (or td_vk_release): a device closed and opened again
+ * finds the same instance. Destroying the last instance makes the loader
+ * unload the driver, and creating one loads it again; NVIDIA's driver
+ * (580, H100) refuses vkCreateInstance with VK_ERROR_INCOMPATIBLE_DRIVER
+ * after about 32 such cycles in one process, which a worker reopening its
+ * engine a step down after each out-of-memory failure would meet. The
+ * instance is not counted by td_vk_live (it outlives every device); the
+ * exit handler destroys it when nothing uses it, so no leak checker sees
+ * it. The lock also covers loading the loader. */
+static pthread_mutex_t g_inst_lock = PTHREAD_MUTEX_INITIALIZER;
+static VkInstance g_inst;
+static long g_inst_refs;       /* devices and listings using g_inst, plus 1 for the process */
+static pid_t g_inst_pid;       /* the process that made it (a forked child never destroys it) */
+static int g_inst_atexit;      /* the exit handler is registered */
+
+static void instance_release_locked(void)
 {
-    if (inst) {
-        p_vkDestroyInstance(inst, NULL);
-        g_live--;
+    if (g_inst && g_inst_refs == 1 && getpid() == g_inst_pid) {
+        p_vkDestroyInstance(g_inst, NULL);
+        g_inst = VK_NULL_HANDLE;
+        g_inst_refs = 0;
     }
+}
+
+static void instance_at_exit(void)
+{
+    if (pthread_mutex_trylock(&g_inst_lock) != 0)
+        return; /* another thread is inside: leave it to the process's end */
+    instance_release_locked();
+    pthread_mutex_unlock(&g_inst_lock);
+}
+
+/* A reference to the process's instance, created on first use. */
+static int instance_get(VkInstance *out, td_error *err)
+{
+    int rc = TD_OK;
+    if (pthread_mutex_lock(&g_inst_lock) != 0)
+        return td_error_set(err, TD_EENGINE, "vulkan: the instance lock failed");
+    if (g_inst && getpid() != g_inst_pid) {
+        /* a forked child: the parent's instance is not its to use or destroy */
+        g_inst = VK_NULL_HANDLE;
+        g_inst_refs = 0;
+    }
+    if (!g_inst) {
+        rc = instance_create(&g_inst, err);
+        if (rc == TD_OK) {
+            g_inst_refs = 1; /* the process's own */
+            g_inst_pid = getpid();
+            if (!g_inst_atexit && atexit(instance_at_exit) == 0)
+                g_inst_atexit = 1;
+        } else {
+            g_inst = VK_NULL_HANDLE;
+        }
+    }
+    if (rc == TD_OK) {
+        g_inst_refs++;
+        *out = g_inst;
+    }
+    pthread_mutex_unlock(&g_inst_lock);
+    return rc;
+}
+
+static void instance_put(VkInstance inst)
+{
+    if (!inst)
+        return;
+    pthread_mutex_lock(&g_inst_lock);
+    if (inst == g_inst && g_inst_refs > 1)
+        g_inst_refs--;
+    pthread_mutex_unlock(&g_inst_lock);
+}
+
+void td_vk_release(void)
+{
+    pthread_mutex_lock(&g_inst_lock);
+    instance_release_locked();
+    pthread_mutex_unlock(&g_inst_lock);
+}
+
+int td_vk_instance_refs(void)
+{
+    pthread_mutex_lock(&g_inst_lock);
+    long n = g_inst ? g_inst_refs - 1 : -1;
+    pthread_mutex_unlock(&g_inst_lock);
+    return (int)n;
 }
 
 /* ------------------------------------------------------------------ */
@@ -496,7 +580,7 @@ int td_vk_list(td_vk_info *out, int max, int *n_out, td_error *err)
 {
     *n_out = 0;
     VkInstance inst;
-    int rc = instance_create(&inst, err);
+    int rc = instance_get(&inst, err);
     if (rc)
         return rc;
     VkPhysicalDevice *pds;
@@ -514,7 +598,7 @@ int td_vk_list(td_vk_info *out, int max, int *n_out, td_error *err)
     }
     td_vk_free(pds);
 out_inst:
-    instance_destroy(inst);
+    instance_put(inst);
     return rc;
 }
 
@@ -643,7 +727,7 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
     td_vk *vk = td_vk_calloc(1, sizeof *vk);
     if (!vk)
         return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
-    int rc = instance_create(&vk->inst, err);
+    int rc = instance_get(&vk->inst, err);
     if (rc)
         goto out_free;
 
@@ -812,7 +896,7 @@ out_dev:
     vk->f.vkDestroyDevice(vk->dev, NULL);
     g_live--;
 out_inst:
-    instance_destroy(vk->inst);
+    instance_put(vk->inst);
 out_free:
     td_vk_free(vk);
     return rc;
@@ -829,7 +913,7 @@ void td_vk_close(td_vk *vk)
     vk->f.vkDestroyCommandPool(vk->dev, vk->pool, NULL);
     vk->f.vkDestroyDevice(vk->dev, NULL);
     g_live--;
-    instance_destroy(vk->inst);
+    instance_put(vk->inst);
     td_vk_free(vk);
 }
 

@@ -31,7 +31,11 @@
  *
  * Ownership: td_vk_open returns a device the caller frees with
  * td_vk_close after destroying every buffer and pipeline made on it.
- * One thread uses a device at a time.
+ * One thread uses a device at a time; devices may be opened and closed
+ * from several threads at once. All devices share the process's one
+ * VkInstance, made at the first td_vk_open or td_vk_list and kept until
+ * exit (an exit handler destroys it once no device uses it) or
+ * td_vk_release: opening again never reloads the driver.
  */
 #ifndef TD_WHISPER_VK_H
 #define TD_WHISPER_VK_H
@@ -167,7 +171,13 @@ void td_vk_fail_alloc(long n);
 /* The n-th queue submission from now fails as out of device memory (a
  * scene's run-time failure, after open); 0 = none. */
 void td_vk_fail_submit(long n);
-/* Allocations and Vulkan objects alive, over every device. */
+/* Allocations and Vulkan objects alive, over every device (the shared
+ * instance, which outlives them, is not counted). */
 long td_vk_live(void);
+/* Destroy the shared instance now if no device or listing uses it (the
+ * next open makes a new one); the exit handler does the same. */
+void td_vk_release(void);
+/* Devices and listings using the shared instance; -1 when there is none. */
+int td_vk_instance_refs(void);
 
 #endif
