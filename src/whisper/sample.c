@@ -133,7 +133,7 @@ int td_wrow_lse(const float *x, int n, double *lse)
     return 0;
 }
 
-static double logaddexp(double a, double b)
+double td_logaddexp(double a, double b)
 {
     if (a == -INFINITY)
         return b;
@@ -220,7 +220,7 @@ void td_wsample_row(const td_wsampler *sp, int nv, float *x, const td_wsample_in
         }
         int nan;
         double max_text = row_max(x, tsb, &nan);
-        lse = logaddexp(lse_text, lse_ts);
+        lse = td_logaddexp(lse_text, lse_ts);
         if (lse != -INFINITY) {
             out->ts_lse = lse_ts - lse;
             out->best_text_lp = max_text - lse;

@@ -28,4 +28,8 @@ void td_wsample_row(const td_wsampler *sp, int n_vocab, float *x, const td_wsamp
  * Returns -1 if a NaN is among them. */
 int td_wrow_lse(const float *x, int n, double *lse);
 
+/* log(exp(a) + exp(b)) without overflow; either -inf gives the other
+ * (the Vulkan backend's sampler combines its device sums with it too). */
+double td_logaddexp(double a, double b);
+
 #endif

@@ -141,16 +141,6 @@ static uint32_t bits(float f)
     return w;
 }
 
-static double logaddexp(double a, double b)
-{
-    if (a == -INFINITY)
-        return b;
-    if (b == -INFINITY)
-        return a;
-    double m = a > b ? a : b;
-    return m + log(exp(a - m) + exp(b - m));
-}
-
 /* max + log(sum of exp(x - max)), -inf for an all -inf set */
 static double lse_of(uint32_t max_w, uint32_t sum_w)
 {
@@ -183,7 +173,7 @@ static int finish(const td_wsampler *sp, int nv, int k, const td_wsample_in *in,
     double lse = lse_of(o[O_TEXT_MAX], o[O_TEXT_SUM]), max_text = f32(o[O_TEXT_MAX]);
     if (sp->ts_begin > 0 && sp->ts_begin < nv) {
         double lse_ts = lse_of(o[O_TS_MAX], o[O_TS_SUM]);
-        lse = logaddexp(lse, lse_ts);
+        lse = td_logaddexp(lse, lse_ts);
         if (lse != -INFINITY) {
             out->ts_lse = lse_ts - lse;
             out->best_text_lp = max_text - lse;
