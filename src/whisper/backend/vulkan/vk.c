@@ -285,11 +285,12 @@ static int instance_create(VkInstance *out, td_error *err)
 /* The process's one VkInstance. Every device open on it and every listing
  * holds a reference, and so does the process itself from the instance's
  * creation until exit (or td_vk_release): a device closed and opened again
- * finds the same instance. Destroying the last instance makes the loader
- * unload the driver, and creating one loads it again; NVIDIA's driver
- * (580, H100) refuses vkCreateInstance with VK_ERROR_INCOMPATIBLE_DRIVER
- * after about 32 such cycles in one process, which a worker reopening its
- * engine a step down after each out-of-memory failure would meet. The
+ * finds the same instance. NVIDIA's driver (580, H100) refused
+ * vkCreateInstance with VK_ERROR_INCOMPATIBLE_DRIVER after about 32
+ * create/destroy cycles in one process, each instance the only one (with
+ * another instance alive, 64 cycles passed: the loader unloads the driver
+ * with the last instance), which a worker reopening its engine a step down
+ * after each out-of-memory failure could meet too. The
  * instance is not counted by td_vk_live (it outlives every device); the
  * exit handler destroys it when nothing uses it, so no leak checker sees
  * it. The lock also covers loading the loader. */
