@@ -12,7 +12,9 @@
  * among them u on an exact boundary of the cumulative sum. Each set runs
  * at k = 1, 6 and 65, with a second sampler that has no list and no
  * timestamps (the language detection's), on the real vocabulary's size
- * and on vocabularies smaller than a workgroup and than k.
+ * and on vocabularies smaller than a workgroup and than k; and again
+ * with workgroups of 128 invocations (two radix bins a thread) and of
+ * 256 forced, the variants for small devices.
  *
  * Token ids (top k, forced timestamps, all-masked, NaN, the draw) must be
  * equal; log-probabilities and the no-speech probability within
@@ -414,7 +416,8 @@ static void run_set(const rowset *s, const td_wsampler *sp, int calls, td_vks *s
     free(idx);
 }
 
-static void test_sets(int nv, int tsb, int eot, int blank, int nospeech)
+/* wg: the shader's workgroup size (0: the device's choice) */
+static void test_sets(int nv, int tsb, int eot, int blank, int nospeech, int wg)
 {
     /* the suppress list: ascending, some ids past either end */
     int32_t sup[96];
@@ -433,8 +436,8 @@ static void test_sets(int nv, int tsb, int eot, int blank, int nospeech)
         td_vk_upload(vk, &lg, 0, s.x, (uint64_t)s.n * nv * 4, &err))
         fail_msg("%s", err.msg);
     td_vks *smp = NULL;
-    if (td_vks_create(vk, MAX_ROWS, nv, &smp, &err))
-        fail_msg("td_vks_create: %s", err.msg);
+    if (td_vks_create_wg(vk, MAX_ROWS, nv, wg, &smp, &err))
+        fail_msg("td_vks_create_wg: %s", err.msg);
 
     static const int ks[] = {1, 6, 65};
     host_count hc = {0};
@@ -448,10 +451,10 @@ static void test_sets(int nv, int tsb, int eot, int blank, int nospeech)
     }
     td_vks_stats st;
     td_vks_get_stats(smp, &st);
-    printf("# nv %d: %ld rows in %ld calls; decided on the host: %ld of the timestamp rules "
+    printf("# nv %d, workgroup %d: %ld rows in %ld calls; decided on the host: %ld of the timestamp rules "
            "(%ld exact ties), %ld draws (%ld exact ties); suppress list uploaded %ld times; "
            "worst log-prob difference %.3g\n",
-           nv, st.rows, st.calls, hc.rule, hc.rule_ties, hc.draw, hc.draw_ties, st.mask_uploads,
+           nv, td_vks_wg(smp), st.rows, st.calls, hc.rule, hc.rule_ties, hc.draw, hc.draw_ties, st.mask_uploads,
            worst_lp);
     /* the exact ties went to the host, and no other rule (none is near) */
     assert_int_equal(hc.rule, hc.rule_ties);
@@ -467,16 +470,57 @@ static void test_real_vocab(void **state)
     (void)state;
     NEED_DEVICE();
     /* multilingual Whisper's layout: eot 50257, timestamps from 50364 */
-    test_sets(51865, 50364, 50257, 220, 50362);
+    test_sets(51865, 50364, 50257, 220, 50362, 0);
 }
 
 static void test_small_vocab(void **state)
 {
     (void)state;
     NEED_DEVICE();
-    test_sets(200, 150, 100, 3, 149); /* fewer ids than a workgroup's threads */
-    test_sets(40, 30, 20, 1, 29);     /* fewer than k = 65 */
-    test_sets(257, 0, 256, -1, -1);   /* no timestamps, no no-speech token */
+    test_sets(200, 150, 100, 3, 149, 0); /* fewer ids than a workgroup's threads */
+    test_sets(40, 30, 20, 1, 29, 0);     /* fewer than k = 65 */
+    test_sets(257, 0, 256, -1, -1, 0);   /* no timestamps, no no-speech token */
+}
+
+/* The variant for devices at Vulkan's guaranteed minimums (128
+ * invocations, 16 KB of shared memory), forced here: fewer threads than
+ * a radix pass's 256 bins (two bins a thread); 256 (one bin a thread) on
+ * smaller sets. */
+static void test_small_workgroup(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    test_sets(51865, 50364, 50257, 220, 50362, 128);
+    test_sets(1000, 900, 800, 3, 899, 128);
+    test_sets(40, 30, 20, 1, 29, 128);
+    test_sets(257, 0, 256, -1, -1, 128);
+    test_sets(1000, 900, 800, 3, 899, 256);
+    test_sets(257, 0, 256, -1, -1, 256);
+}
+
+/* The choice from the device's limits, and sizes refused. */
+static void test_workgroup_choice(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const td_vk_info *in = td_vk_device_info(vk);
+    td_error err = {0};
+    td_vks *s = NULL;
+    assert_int_equal(td_vks_create_wg(vk, 2, 300, 0, &s, &err), TD_OK);
+    int want = 1024;
+    while (want > 128 && (uint32_t)want > in->max_invocations)
+        want /= 2;
+    while (want > 128 && 2104u + 20u * (uint32_t)want > in->max_shared)
+        want /= 2;
+    assert_int_equal(td_vks_wg(s), want);
+    printf("# %s: %u invocations, %u bytes of shared memory: workgroup %d\n", in->name,
+           in->max_invocations, in->max_shared, td_vks_wg(s));
+    td_vks_free(s);
+    static const int bad[] = {64, 100, 2048, -1};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(td_vks_create_wg(vk, 2, 300, bad[i], &s, &err), TD_EUNAVAILABLE);
+        assert_null(s);
+    }
 }
 
 /* An allocation failure at each allocation of td_vks_create comes back
@@ -509,6 +553,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_vocab),
         cmocka_unit_test(test_small_vocab),
+        cmocka_unit_test(test_small_workgroup),
+        cmocka_unit_test(test_workgroup_choice),
         cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

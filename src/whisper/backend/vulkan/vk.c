@@ -451,6 +451,9 @@ static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
     in->device_id = p->deviceID;
     in->device_type = (int)p->deviceType;
     in->max_shared = p->limits.maxComputeSharedMemorySize;
+    in->max_invocations = p->limits.maxComputeWorkGroupInvocations;
+    if (p->limits.maxComputeWorkGroupSize[0] < in->max_invocations)
+        in->max_invocations = p->limits.maxComputeWorkGroupSize[0];
     f->max_push = p->limits.maxPushConstantsSize;
     f->ts_period = p->limits.timestampPeriod;
     if (p1.apiVersion >= VK_API_VERSION_1_2) {

@@ -60,6 +60,7 @@ typedef struct td_vk_info {
     int device_type;       /* VkPhysicalDeviceType */
     int subgroup_size;
     uint32_t max_shared;   /* bytes of shared memory per workgroup */
+    uint32_t max_invocations; /* of a workgroup in x (the invocation and x-size limits) */
     int64_t local_bytes;   /* size of the device-local heaps */
     int64_t free_bytes;    /* VK_EXT_memory_budget: budget - usage; -1 unknown */
     int has_coopmat;       /* VK_KHR_cooperative_matrix advertised */

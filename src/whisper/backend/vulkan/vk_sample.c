@@ -8,6 +8,7 @@
 #include "whisper/backend/vulkan/vk_sample.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "whisper/backend/vulkan/shaders.h"
@@ -40,6 +41,7 @@ typedef struct smp_push {
 struct td_vks {
     td_vk *vk;
     td_vk_pipe *pipe;
+    int wg;                        /* invocations per workgroup (sample.comp's WG) */
     int max_rows, nv, n_words;
     td_vk_buf mask_dev, mask_host, in, out;
     uint32_t *mask_new, *mask_cur; /* host: the list asked for, the one on the device */
@@ -78,15 +80,51 @@ void td_vks_free(td_vks *s)
     td_vk_free(s);
 }
 
+/* sample.comp's shared memory at wg invocations: the radix bins and the
+ * candidates (2 KB), four arrays of a word and one of two per invocation,
+ * and 56 bytes of scalars */
+static uint32_t shared_bytes(int wg)
+{
+    return 2048u + 56u + 20u * (uint32_t)wg;
+}
+
+static int wg_fits(const td_vk_info *in, int wg)
+{
+    return (uint32_t)wg <= in->max_invocations && shared_bytes(wg) <= in->max_shared;
+}
+
 int td_vks_create(td_vk *vk, int max_rows, int n_vocab, td_vks **out, td_error *err)
+{
+    const char *env = getenv("TD_VULKAN_SAMPLE_WG");
+    return td_vks_create_wg(vk, max_rows, n_vocab, env && *env ? atoi(env) : 0, out, err);
+}
+
+int td_vks_wg(const td_vks *s)
+{
+    return s->wg;
+}
+
+int td_vks_create_wg(td_vk *vk, int max_rows, int n_vocab, int wg, td_vks **out, td_error *err)
 {
     *out = NULL;
     if (max_rows < 1 || n_vocab < 1)
         return td_error_set(err, TD_EINVAL, "vulkan sample: %d rows of %d", max_rows, n_vocab);
+    const td_vk_info *in = td_vk_device_info(vk);
+    if (wg == 0) {
+        for (wg = 1024; wg > 128 && !wg_fits(in, wg); wg /= 2)
+            ;
+    }
+    if ((wg != 128 && wg != 256 && wg != 512 && wg != 1024) || !wg_fits(in, wg))
+        return td_error_set(err, TD_EUNAVAILABLE,
+                            "vulkan sample: a workgroup of %d invocations (%u bytes of shared "
+                            "memory; the device takes %u invocations, %u bytes)",
+                            wg, wg > 0 ? shared_bytes(wg) : 0u, in->max_invocations,
+                            in->max_shared);
     td_vks *s = td_vk_calloc(1, sizeof *s);
     if (!s)
         return td_error_set(err, TD_ENOMEM, "vulkan sample: out of memory");
     s->vk = vk;
+    s->wg = wg;
     s->max_rows = max_rows;
     s->nv = n_vocab;
     s->n_words = (n_vocab + 31) / 32;
@@ -100,6 +138,7 @@ int td_vks_create(td_vk *vk, int max_rows, int n_vocab, td_vks **out, td_error *
         goto fail;
     }
     uint64_t mb = (uint64_t)s->n_words * 4;
+    uint32_t spec[1] = {(uint32_t)wg};
     if ((rc = td_vk_buf_create(vk, mb, TD_VK_MEM_DEVICE, &s->mask_dev, err)) ||
         (rc = td_vk_buf_create(vk, mb, TD_VK_MEM_HOST, &s->mask_host, err)) ||
         (rc = td_vk_buf_create(vk, (uint64_t)max_rows * IN_WORDS * 4, TD_VK_MEM_HOST, &s->in,
@@ -107,7 +146,7 @@ int td_vks_create(td_vk *vk, int max_rows, int n_vocab, td_vks **out, td_error *
         (rc = td_vk_buf_create(vk, (uint64_t)max_rows * OUT_WORDS * 4, TD_VK_MEM_READBACK,
                                &s->out, err)) ||
         (rc = td_vk_pipe_create(vk, "sample", td_vks_sample, td_vks_sample_words,
-                                sizeof(smp_push), NULL, 0, &s->pipe, err)))
+                                sizeof(smp_push), spec, 1, &s->pipe, err)))
         goto fail;
     *out = s;
     return TD_OK;

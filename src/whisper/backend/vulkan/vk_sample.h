@@ -38,7 +38,17 @@ typedef struct td_vks td_vks;
  * holds (for the backend's memory_need). */
 uint64_t td_vks_bytes(int max_rows, int n_vocab);
 
+/* The shader's workgroup (one per row) is the largest of 1024, 512, 256
+ * and 128 invocations that the device's limits take with its shared
+ * memory (2 KB + 20 bytes per invocation): 1024 on every desktop driver
+ * and lavapipe, down to Vulkan's guaranteed minimums (128 invocations,
+ * 16 KB). TD_VULKAN_SAMPLE_WG=N asks for N (within those limits). */
 int td_vks_create(td_vk *vk, int max_rows, int n_vocab, td_vks **out, td_error *err);
+/* The same with the workgroup size given (0: chosen as above); a size the
+ * device cannot take, or not one of the four, is TD_EUNAVAILABLE. */
+int td_vks_create_wg(td_vk *vk, int max_rows, int n_vocab, int wg, td_vks **out, td_error *err);
+/* The workgroup size a sampler runs with. */
+int td_vks_wg(const td_vks *s);
 void td_vks_free(td_vks *s);
 
 /* The last decode kept rows rows of logits for sampling (0: none, e.g.

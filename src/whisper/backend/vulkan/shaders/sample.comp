@@ -23,12 +23,17 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-// 1024 invocations (every desktop driver's limit, lavapipe's too): a row
-// is one workgroup, so at batch 1 its passes over the 51,865 logits run
-// on one multiprocessor; more invocations, fewer iterations each.
-#define WG 1024u
+// WG invocations, a power of two from 128 to 1024 (specialization
+// constant 0, also the workgroup size; vk_sample.c picks it from the
+// device's limits): a row is one workgroup, so at batch 1 its passes over
+// the 51,865 logits run on one multiprocessor; more invocations, fewer
+// iterations each. 1024 (every desktop driver's limit, lavapipe's too)
+// takes 22.5 KB of shared memory, 128 (Vulkan's guaranteed minimum of
+// invocations) 4.6 KB (2 KB + 20 bytes per invocation).
+layout(constant_id = 0) const uint WG = 1024u;
+#define HIST 256u // bins of a radix pass
 #define MAX_K 65u
-#define CAND 128u // top-k candidates sorted at once (<= WG)
+#define CAND 128u // top-k candidates sorted at once
 #define IN_WORDS 16u
 #define OUT_WORDS 148u // O_TOP_X + 65, rounded up
 #define NEG_INF_KEY 0x007fffffu // fkey(-inf): below every other non-NaN float
@@ -58,7 +63,7 @@
 #define O_TOP 16
 #define O_TOP_X (16 + 65)
 
-layout(local_size_x = 1024) in;
+layout(local_size_x_id = 0) in;
 
 layout(push_constant) uniform P {
     F32 x;          // the logits, rows of nv
@@ -70,7 +75,7 @@ layout(push_constant) uniform P {
     int blank, eot, nospeech; // -1: none
 } p;
 
-shared uint s_u[WG];
+shared uint s_u[HIST];
 shared uint s_u2[WG];
 shared float s_f[WG];
 shared float s_f2[WG];
@@ -400,8 +405,8 @@ void main()
     uint k = p.k, prefix = 0u, pmask = 0u, rem = k;
     bool early = false;
     for (int shift = 24; shift >= 0; shift -= 8) {
-        if (t < 256u)
-            s_u[t] = 0u;
+        for (uint d = t; d < HIST; d += WG)
+            s_u[d] = 0u;
         barrier();
         for (uint i = t; i < nv; i += WG) {
             uint kv = key_at(i);
@@ -409,14 +414,26 @@ void main()
                 atomicAdd(s_u[(kv >> uint(shift)) & 255u], 1u);
         }
         barrier();
-        // thread j looks at digit 255 - j: the keys with that digit or a
-        // higher one; the digit where they first reach rem holds the k-th
-        uint own = t < 256u ? s_u[255u - t] : 0u; // the other threads add nothing
+        // thread j looks at the g digits from 255 - j g down (g = 1
+        // unless the workgroup has fewer threads than bins): with the
+        // scan, the keys with each digit or a higher one; the digit where
+        // they first reach rem holds the k-th
+        uint g = (HIST + WG - 1u) / WG, own = 0u;
+        for (uint d = t * g; d < min(t * g + g, HIST); d++)
+            own += s_u[HIST - 1u - d]; // threads past the bins add nothing
         uint incl = scan_u(own);
         if (incl >= rem && incl - own < rem) {
-            s_sel[0] = 255u - t;
-            s_sel[1] = rem - (incl - own);
-            s_sel[2] = own;
+            uint acc = incl - own;
+            for (uint d = t * g; d < min(t * g + g, HIST); d++) {
+                uint c = s_u[HIST - 1u - d];
+                if (acc + c >= rem) {
+                    s_sel[0] = HIST - 1u - d;
+                    s_sel[1] = rem - acc;
+                    s_sel[2] = c;
+                    break;
+                }
+                acc += c;
+            }
         }
         barrier();
         prefix |= s_sel[0] << uint(shift);
@@ -471,8 +488,8 @@ void main()
     }
     // sorted: larger key first, then lower id; the first k written
     uint n_cand = cand_n;
-    if (t < n_cand) {
-        uint mk = cand_key[t], mi = cand_id[t], rank = 0u;
+    for (uint ci = t; ci < n_cand; ci += WG) {
+        uint mk = cand_key[ci], mi = cand_id[ci], rank = 0u;
         for (uint j = 0u; j < n_cand; j++) {
             uint kj = cand_key[j];
             if (kj > mk || (kj == mk && cand_id[j] < mi))
