@@ -803,6 +803,10 @@ static void test_open_alloc_failures(void **state)
             saw_instance = 1;
         assert_int_equal(td_vk_live(), 0);
         assert_true(td_vk_instance_refs() <= 0); /* none, or the process's alone */
+        if (n % 16 == 0) { /* progress: a real driver takes seconds per 16 opens */
+            print_message("  open: %d allocations failed in turn so far\n", n);
+            fflush(stdout);
+        }
     }
     print_message("  open: %d allocations failed in turn, each TD_ENOMEM, nothing left alive\n",
                   n - 1);
@@ -877,6 +881,9 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_open_alloc_failures), cmocka_unit_test(test_shared_instance),
     };
+    const char *filter = getenv("TEST_FILTER"); /* e.g. TEST_FILTER='test_open*' */
+    if (filter)
+        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
 

@@ -484,13 +484,13 @@ static void test_small_vocab(void **state)
 
 /* The variant for devices at Vulkan's guaranteed minimums (128
  * invocations, 16 KB of shared memory), forced here: fewer threads than
- * a radix pass's 256 bins (two bins a thread); 256 (one bin a thread) on
- * smaller sets. */
+ * a radix pass's 256 bins (two bins a thread); 256 (one bin a thread).
+ * Vocabularies of 1000 give each thread several ids per pass, as the real
+ * one does (whose rows would double this file's time on lavapipe). */
 static void test_small_workgroup(void **state)
 {
     (void)state;
     NEED_DEVICE();
-    test_sets(51865, 50364, 50257, 220, 50362, 128);
     test_sets(1000, 900, 800, 3, 899, 128);
     test_sets(40, 30, 20, 1, 29, 128);
     test_sets(257, 0, 256, -1, -1, 128);
@@ -557,6 +557,9 @@ int main(void)
         cmocka_unit_test(test_workgroup_choice),
         cmocka_unit_test(test_alloc_failures),
     };
+    const char *filter = getenv("TEST_FILTER"); /* e.g. TEST_FILTER='test_small*' */
+    if (filter)
+        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, setup, teardown);
 }
 
