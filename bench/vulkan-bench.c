@@ -5,7 +5,8 @@
  *
  *   vulkan-bench [--dims tiny|base|small|medium|...] [--model PATH]
  *                [--windows N] [--batch LIST] [--tokens N] [--runs N]
- *                [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|auto]
+ *                [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|
+ *                        cm64x64|cm64x64k64|cm64x64s2|auto]
  *                [--step logits|host|sample] [--profile] [--header] [--peak]
  *
  * Generates an F16 model (td_wmk_write, seed 1) unless --model names one,
@@ -253,7 +254,7 @@ int main(int argc, char **argv)
                 for (int q = 0; q < 4 && !stop; q++) {
                     double ms;
                     /* the tiled path has no probes, matmul_cmd.comp no third */
-                    if ((q > 0 && p == TD_VKO_TILED) || (q == 3 && p >= TD_VKO_CMDIRECT)) {
+                    if ((q > 0 && p == TD_VKO_TILED) || (q == 3 && (p == TD_VKO_CMDIRECT || p == TD_VKO_CMDIRECT64))) {
                         printf(" |");
                         continue;
                     }
@@ -414,7 +415,9 @@ int main(int argc, char **argv)
     return 0;
 usage:
     fprintf(stderr, "usage: vulkan-bench [--dims NAME] [--model PATH] [--windows N] [--batch LIST]\n"
-                    "                    [--tokens N] [--runs N] [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|auto]\n"
+                    "                    [--tokens N] [--runs N]\n"
+                    "                    [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|cm64x64|\n"
+                    "                            cm64x64k64|cm64x64s2|auto]\n"
                     "                    [--step logits|host|sample] [--profile] [--header] [--peak]\n"
                     "                    [--probe]\n");
     return 2;

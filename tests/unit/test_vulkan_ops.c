@@ -617,17 +617,19 @@ static void test_linear_coopmat(void **state)
     /* coopmat with 128-row tiles on every grid, then as the trial uses
      * it, then 64-row tiles only, then the direct-load paths (which take
      * K and N multiples of 16 with aligned strides, matmul_cm.comp the
-     * rest: dir_shapes reach the first, lin_shapes mostly the second) */
+     * rest: dir_shapes reach the first, lin_shapes mostly the second),
+     * then the three 64 x 64 tile shapes on every grid (no 128 x 128) */
     static const int big_min[] = {0, TD_VKO_CM_BIG_MIN, TD_VKO_CM_BIG_MIN, TD_VKO_CM_BIG_MIN,
-                                  TD_VKO_CM_BIG_MIN};
+                                  TD_VKO_CM_BIG_MIN, 1 << 20, 1 << 20, 1 << 20};
     static const int paths[] = {TD_VKO_COOPMAT, TD_VKO_COOPMAT, TD_VKO_COOPMAT64,
-                                TD_VKO_CMDIRECT, TD_VKO_CMDIRECT64};
+                                TD_VKO_CMDIRECT, TD_VKO_CMDIRECT64, TD_VKO_CM64X64,
+                                TD_VKO_CM64X64K64, TD_VKO_CM64X64S2};
     /* M tails inside a fragment and past whole fragments, N past a
      * workgroup's columns, K of one, three and many steps of 16 */
     static const int dir_shapes[][3] = {{17, 16, 16},  {70, 128, 48},  {65, 48, 208},
                                         {300, 144, 80}, {257, 272, 32}, {130, 80, 16},
                                         {100, 64, 48},  {33, 400, 512}, {64, 64, 64}};
-    for (int t = 0; t < 5; t++) {
+    for (int t = 0; t < (int)(sizeof paths / sizeof paths[0]); t++) {
         int p = paths[t];
         td_error perr = {0};
         if (td_vko_set_path(ops, (enum td_vko_path)p, &perr)) {
@@ -636,7 +638,9 @@ static void test_linear_coopmat(void **state)
             continue;
         }
         td_vko_set_cm_big_min(ops, big_min[t]);
-        for (lin_aligned = 0; lin_aligned <= 1 && t >= 3; lin_aligned++)
+        /* dir_shapes: 16-byte loads with K tails, for the 64 x 64 tiles too */
+        int direct = p == TD_VKO_CMDIRECT || p == TD_VKO_CMDIRECT64 || p >= TD_VKO_CM64X64;
+        for (lin_aligned = 0; lin_aligned <= 1 && direct; lin_aligned++)
             for (size_t s = 0; s < sizeof dir_shapes / sizeof dir_shapes[0]; s++) {
                 int m = dir_shapes[s][0], n = dir_shapes[s][1], k = dir_shapes[s][2];
                 linear_case(m, n, k, 1, B | G | A, 0, p);

@@ -15,12 +15,16 @@
 
 #include "whisper/backend/vulkan/shaders.h"
 
+/* matmul_cm.comp's tile shapes (its CM_CFG): 128 x 128, 64 x 128, and 64 x 64 by 4
+ * subgroups, by 4 with K steps of 64, by 2 */
+enum { CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_NCFG };
+
 struct td_vko {
     td_vk *vk;
     td_vk_pipe *matmul[2];             /* [w_f16] */
     td_vk_pipe *matvec[2][2];          /* [w_f16][8 rows of A per workgroup, else 1] */
-    td_vk_pipe *matmul_cm[2];          /* F16 weights on the matrix engines, tiles of
-                                        * 128 and 64 rows; NULL without */
+    td_vk_pipe *matmul_cm[CM_NCFG];    /* F16 weights on the matrix engines, one per
+                                        * matmul_cm.comp CM_CFG (tile shape); NULL without */
     td_vk_pipe *matmul_cmd[2];         /* the same with fragments straight from device
                                         * memory, 64 x 128 and 64 x 64 tiles; NULL without */
     td_vk_pipe *enc_attn_cm;           /* the encoder's attention on them; NULL without,
@@ -85,8 +89,7 @@ void td_vko_free(td_vko *o)
     if (!o)
         return;
     td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0][0], &o->matvec[0][1],
-                          &o->matvec[1][0], &o->matvec[1][1],
-                          &o->matmul_cm[0], &o->matmul_cm[1], &o->matmul_cmd[0],
+                          &o->matvec[1][0], &o->matvec[1][1], &o->matmul_cmd[0],
                           &o->matmul_cmd[1], &o->enc_attn_cm, &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
                           &o->embed, &o->kv_put, &o->att_weights};
@@ -94,6 +97,8 @@ void td_vko_free(td_vko *o)
         td_vk_pipe_destroy(o->vk, *all[i]);
     for (int i = 0; i < TD_VKO_CM_PEAK_MODES; i++)
         td_vk_pipe_destroy(o->vk, o->cm_peak[i]);
+    for (int i = 0; i < CM_NCFG; i++)
+        td_vk_pipe_destroy(o->vk, o->matmul_cm[i]);
     td_vk_free(o);
 }
 
@@ -152,13 +157,20 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     if (td_vk_device_info(vk)->has_coopmat_nv) {
         /* a driver that cannot build it leaves the tiled path; only out
          * of memory is an error */
-        rc = td_vk_pipe_create(vk, "matmul_cm128", td_vks_matmul_cm_CM_BM128,
-                               td_vks_matmul_cm_CM_BM128_words, sizeof(lin_push), NULL, 0,
-                               &o->matmul_cm[0], err);
-        if (rc == TD_OK)
-            rc = td_vk_pipe_create(vk, "matmul_cm64", td_vks_matmul_cm_CM_BM64,
-                                   td_vks_matmul_cm_CM_BM64_words, sizeof(lin_push), NULL, 0,
-                                   &o->matmul_cm[1], err);
+        static const char *const cm_name[CM_NCFG] = {"matmul_cm128", "matmul_cm64",
+                                                     "matmul_cm6464", "matmul_cm6464k64",
+                                                     "matmul_cm6464s2"};
+        const uint32_t *cm_code[CM_NCFG] = {td_vks_matmul_cm_CM_CFG0, td_vks_matmul_cm_CM_CFG1,
+                                            td_vks_matmul_cm_CM_CFG2, td_vks_matmul_cm_CM_CFG3,
+                                            td_vks_matmul_cm_CM_CFG4};
+        const size_t cm_words[CM_NCFG] = {
+            td_vks_matmul_cm_CM_CFG0_words, td_vks_matmul_cm_CM_CFG1_words,
+            td_vks_matmul_cm_CM_CFG2_words, td_vks_matmul_cm_CM_CFG3_words,
+            td_vks_matmul_cm_CM_CFG4_words};
+        rc = TD_OK;
+        for (int i = 0; i < CM_NCFG && rc == TD_OK; i++)
+            rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
+                                   NULL, 0, &o->matmul_cm[i], err);
         if (rc == TD_OK && (d_audio == 32 || d_audio == 64))
             rc = td_vk_pipe_create(vk, "enc_attn_cm",
                                    d_audio == 32 ? td_vks_enc_attn_cm_HEAD_D32
@@ -169,10 +181,12 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         if (rc == TD_ENOMEM)
             goto fail;
         if (rc) { /* all or none */
-            td_vk_pipe_destroy(vk, o->matmul_cm[0]);
-            td_vk_pipe_destroy(vk, o->matmul_cm[1]);
+            for (int i = 0; i < CM_NCFG; i++) {
+                td_vk_pipe_destroy(vk, o->matmul_cm[i]);
+                o->matmul_cm[i] = NULL;
+            }
             td_vk_pipe_destroy(vk, o->enc_attn_cm);
-            o->matmul_cm[0] = o->matmul_cm[1] = o->enc_attn_cm = NULL;
+            o->enc_attn_cm = NULL;
         }
         /* the direct-load products: optional, both or none */
         for (int i = 0; i < 2 && o->matmul_cm[0]; i++) {
@@ -225,6 +239,9 @@ const char *td_vko_path_name(enum td_vko_path path)
     case TD_VKO_COOPMAT64: return "coopmat64";
     case TD_VKO_CMDIRECT: return "cmdirect";
     case TD_VKO_CMDIRECT64: return "cmdirect64";
+    case TD_VKO_CM64X64: return "cm64x64";
+    case TD_VKO_CM64X64K64: return "cm64x64k64";
+    case TD_VKO_CM64X64S2: return "cm64x64s2";
     default: return "tiled";
     }
 }
@@ -404,10 +421,19 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
                            cdiv(m, 64), 1);
             return;
         }
-        int big = o->path == TD_VKO_COOPMAT &&
-                  (uint64_t)cdiv(n, 128) * cdiv(m, 128) >= (uint64_t)o->cm_big_min;
-        td_vk_dispatch(o->vk, o->matmul_cm[big ? 0 : 1], &p, cdiv(n, 128), cdiv(m, big ? 128 : 64),
-                       1);
+        /* 128 x 128 tiles where the grid has enough of them (coopmat and
+         * the cm64x64 paths), else the path's small tiles: 64 x 128 (the
+         * direct-load paths' fallback too), or 64 x 64 in one of three
+         * shapes */
+        int cfg = o->path == TD_VKO_CM64X64      ? CM_6464
+                  : o->path == TD_VKO_CM64X64K64 ? CM_6464K64
+                  : o->path == TD_VKO_CM64X64S2  ? CM_6464S2
+                                                 : CM_64;
+        if ((o->path == TD_VKO_COOPMAT || cfg != CM_64) &&
+            (uint64_t)cdiv(n, 128) * cdiv(m, 128) >= (uint64_t)o->cm_big_min)
+            cfg = CM_128;
+        uint32_t bm = cfg == CM_128 ? 128 : 64, bn = cfg == CM_128 || cfg == CM_64 ? 128 : 64;
+        td_vk_dispatch(o->vk, o->matmul_cm[cfg], &p, cdiv(n, bn), cdiv(m, bm), 1);
     }
     else
         td_vk_dispatch(o->vk, o->matmul[l->w_f16 ? 1 : 0], &p, cdiv(n, 64), cdiv(m, 64), 1);
@@ -494,9 +520,10 @@ static int cache_path(char *path, size_t len)
 static void cache_key(const td_vko *o, int m, int n, int k, char *key, size_t len)
 {
     const td_vk_info *in = td_vk_device_info(o->vk);
-    /* "cm4": the cooperative-matrix shaders' accumulators out of local
+    /* "cm5": the 64 x 64 tiles' paths (cm64x64*) added to the trial;
+     * "cm4": the cooperative-matrix shaders' accumulators out of local
      * memory (several times faster): earlier trials timed them slow */
-    snprintf(key, len, "cm4:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
+    snprintf(key, len, "cm5:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
              in->driver_version, in->uuid, m, n, k);
 }
 
@@ -589,7 +616,7 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
         if (want < 0)
             return td_error_set(err, TD_EINVAL,
                                 "vulkan: TD_VULKAN_MATMUL=%s (tiled, coopmat, coopmat64, cmdirect, "
-                                "cmdirect64 or auto)",
+                                "cmdirect64, cm64x64, cm64x64k64, cm64x64s2 or auto)",
                                 env);
         int rc = td_vko_set_path(o, (enum td_vko_path)want, err);
         if (rc)
@@ -655,7 +682,9 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
         (rc = td_vk_upload(vk, &w, 0, hw, (uint64_t)n4 * k * 2, err)))
         goto out;
     enum td_vko_path was = o->path;
-    int np = o->matmul_cmd[0] ? TD_VKO_NPATHS : TD_VKO_CMDIRECT; /* paths to time */
+    int have[TD_VKO_NPATHS]; /* the paths to time: those this device has */
+    for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++)
+        have[p] = (p != TD_VKO_CMDIRECT && p != TD_VKO_CMDIRECT64) || o->matmul_cmd[0];
     double ms[TD_VKO_NPATHS] = {0}, off = 0;
     int bad = -1; /* a path whose result was off (the last such) */
     enum td_vko_path pick = TD_VKO_TILED;
@@ -663,12 +692,16 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
      * idle: otherwise the first paths timed pay for that (on the H100 the
      * second path timed once took 3.7x the third, the same shader at
      * other tile sizes, and 1.0x in the run before) */
-    for (int p = TD_VKO_TILED; p < np; p++) {
+    for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++) {
+        if (!have[p])
+            continue;
         o->path = (enum td_vko_path)p;
         if ((rc = trial_time(o, m, n, k, &a, &w, p == TD_VKO_TILED ? &c0 : &c1, 8, &ms[p], err)))
             goto restore;
     }
-    for (int p = TD_VKO_TILED; p < np; p++) {
+    for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++) {
+        if (!have[p])
+            continue;
         o->path = (enum td_vko_path)p;
         if ((rc = trial_time(o, m, n, k, &a, &w, p == TD_VKO_TILED ? &c0 : &c1, 8, &ms[p], err)))
             goto restore;
@@ -697,8 +730,9 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
     }
     int len = snprintf(why, why_len, "products: %s (trial %dx%dx%d and 4n:", td_vko_path_name(pick),
                        m, n, k);
-    for (int p = TD_VKO_TILED; p < np && len >= 0 && (size_t)len < why_len; p++)
-        len += snprintf(why + len, why_len - (size_t)len, "%s %s %.3f ms", p ? "," : "",
+    for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS && len >= 0 && (size_t)len < why_len; p++)
+        if (have[p])
+            len += snprintf(why + len, why_len - (size_t)len, "%s %s %.3f ms", p ? "," : "",
                         td_vko_path_name((enum td_vko_path)p), ms[p]);
     if (bad >= 0 && len >= 0 && (size_t)len < why_len)
         len += snprintf(why + len, why_len - (size_t)len, "; %s off by %.1e, left out",

@@ -16,8 +16,9 @@
  * shader (matmul_cm.comp: A rounded to halves, so about 2e-4 normalized
  * error on the H100 where the tiled path has 1e-6), in tiles of 128 x 128
  * where the grid has at least td_vko_set_cm_big_min's count of them, else
- * 64 x 128, or with the fragments loaded straight from device memory, no
- * shared-memory staging (matmul_cmd.comp, 64 x 128 or 64 x 64 tiles).
+ * 64 x 128 or 64 x 64 (three shapes of it), or with the fragments loaded
+ * straight from device memory, no shared-memory staging (matmul_cmd.comp,
+ * 64 x 128 or 64 x 64 tiles).
  * td_vko_set_matvec_rows moves the first switch and
  * td_vko_set_path the second (tests reach every path); td_vko_choose_path
  * times each once per device and driver (a cache file). On a
@@ -59,8 +60,15 @@ enum td_vko_path {
                            * tiles, where K and N are multiples of 16 and A and W allow 16-byte
                            * loads; matmul_cm.comp's 64 x 128 takes the rest */
     TD_VKO_CMDIRECT64 = 4, /* the same in 64 x 64 tiles */
+    /* matmul_cm.comp with 128 x 128 tiles on grids big enough (as
+     * TD_VKO_COOPMAT), else 64 x 64 tiles (twice the workgroups of 64 x
+     * 128: the medium encoder's 1500 x 1024 products fill an H100's 132
+     * multiprocessors evenly), */
+    TD_VKO_CM64X64 = 5,    /* by 4 subgroups of 32 x 32, K in steps of 32 */
+    TD_VKO_CM64X64K64 = 6, /* by 4 subgroups of 32 x 32, K in steps of 64 */
+    TD_VKO_CM64X64S2 = 7,  /* by 2 subgroups of 64 x 32, K in steps of 32 */
 };
-#define TD_VKO_NPATHS 5
+#define TD_VKO_NPATHS 8
 
 /* Products on the cooperative-matrix path take 128 x 128 tiles when the
  * grid has at least this many of them (default 256, about two a
@@ -76,7 +84,8 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
 void td_vko_free(td_vko *o);
 void td_vko_set_matvec_rows(td_vko *o, int rows);
 void td_vko_set_cm_big_min(td_vko *o, int tiles);
-/* "tiled", "coopmat", "coopmat64", "cmdirect", "cmdirect64" */
+/* "tiled", "coopmat", "coopmat64", "cmdirect", "cmdirect64", "cm64x64", "cm64x64k64",
+ * "cm64x64s2" */
 const char *td_vko_path_name(enum td_vko_path path);
 /* Force a path: TD_EUNAVAILABLE (with the reason) where the device has no
  * such path; the tiled path is always there. */

@@ -11,8 +11,11 @@
 
 #define TD_VK_SHADERS(X) \
     X(matmul)            \
-    X(matmul_cm_CM_BM64) \
-    X(matmul_cm_CM_BM128) \
+    X(matmul_cm_CM_CFG0) \
+    X(matmul_cm_CM_CFG1) \
+    X(matmul_cm_CM_CFG2) \
+    X(matmul_cm_CM_CFG3) \
+    X(matmul_cm_CM_CFG4) \
     X(matmul_cmd_CMD_TN2) \
     X(matmul_cmd_CMD_TN4) \
     X(cm_peak_CM_PEAK0)  \

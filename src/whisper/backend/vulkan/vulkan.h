@@ -7,7 +7,7 @@
  * UUID (vk.h's td_vk_open); unset, the first usable device (discrete
  * first). The worker sets it from its plan, so a card is never chosen by
  * index. TD_VULKAN_PROFILE=1 times every dispatch (timestamp queries).
- * TD_VULKAN_MATMUL=tiled|coopmat|coopmat64 forces the products' path
+ * TD_VULKAN_MATMUL=tiled|coopmat|... (ops.h's td_vko_path_name) forces the products' path
  * (else a timed trial at the first open on a device and driver, cached in
  * $XDG_CACHE_HOME/tapedeck/vulkan-paths); TD_VULKAN_FUSE_LN=0 takes the
  * decoder's LayerNorm out of its few-row products (a dispatch of its own

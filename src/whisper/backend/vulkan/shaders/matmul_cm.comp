@@ -7,20 +7,23 @@
 // has the extension with subgroups of 32 (vk.h's has_coopmat_nv): ops.c
 // picks this or the tiled path per device by a timed trial.
 //
-// A workgroup of 256 threads (8 subgroups of 32, 2 down x 4 across) takes
-// a CM_BM x 128 tile of C (one compilation per CM_BM, 64 or 128; ops.c
-// takes 128 where that still gives the card enough workgroups), each
-// subgroup a (CM_BM / 2) x 32 block of it: 2 or 4 x 2 accumulators of
-// 16 x 16. K goes in steps of 32 through two shared-memory stages: while
-// the subgroups multiply out of one stage, the next step's loads (16
-// bytes a thread a load where F_VEC says A and W are aligned: ops.c sets
-// it) are in flight into registers, and go into the other stage after;
-// one barrier a step. Staged rows are padded to 80 bytes, which puts the
-// 16-byte pieces of 8 consecutive rows on distinct banks. The staging
-// arrays are vectors of 32-bit words (halves in pairs), which the
-// cooperative loads read as halves (offsets and strides in vectors).
-// The epilogue goes through a 16 x 16 float scratch per subgroup (in the
-// W stages, once the last step is done), one accumulator at a time.
+// One compilation per tile shape (CM_CFG, below): a workgroup of SGM x
+// SGN subgroups of 32 takes a BM x BN tile of C, each subgroup a
+// (BM / SGM) x (BN / SGN) block of it: TM x TN accumulators of 16 x 16.
+// ops.c takes 128 x 128 tiles where that still gives the card enough
+// workgroups, else the path's smaller shape (64 x 128; or 64 x 64, which
+// spreads the medium encoder's 1500 x 1024 products over 384 workgroups
+// instead of 192 on 132 multiprocessors). K goes in steps of BK through
+// two shared-memory stages: while the subgroups multiply out of one
+// stage, the next step's loads (16 bytes a thread a load where F_VEC says
+// A and W are aligned: ops.c sets it) are in flight into registers, and
+// go into the other stage after; one barrier a step. Staged rows are
+// padded by 16 bytes (80 or 144 bytes), which puts the 16-byte pieces of
+// 8 consecutive rows on distinct banks. The staging arrays are vectors of
+// 32-bit words (halves in pairs), which the cooperative loads read as
+// halves (offsets and strides in vectors). The epilogue goes through a
+// 16 x 16 float scratch per subgroup (in the W stages, once the last step
+// is done), one accumulator at a time.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_NV_cooperative_matrix : require
@@ -30,11 +33,43 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// @variants CM_BM 64 128
-#ifndef CM_BM
-#define CM_BM 128
+// @variants CM_CFG 0 1 2 3 4
+#ifndef CM_CFG
+#define CM_CFG 0
 #endif
-layout(local_size_x = 256) in;
+#if CM_CFG == 0     // 128 x 128, 8 subgroups 2 x 4, each 64 x 32 (4 x 2 accumulators)
+#define C_BM 128
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 4
+#elif CM_CFG == 1   // 64 x 128, 8 subgroups 2 x 4, each 32 x 32 (2 x 2)
+#define C_BM 64
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 4
+#elif CM_CFG == 2   // 64 x 64, 4 subgroups 2 x 2, each 32 x 32 (2 x 2)
+#define C_BM 64
+#define C_BN 64
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 2
+#elif CM_CFG == 3   // the same with K in steps of 64 (half the barriers, 36 KiB staged)
+#define C_BM 64
+#define C_BN 64
+#define C_BK 64
+#define C_SGM 2
+#define C_SGN 2
+#else               // 64 x 64, 2 subgroups 1 x 2, each 64 x 32 (4 x 2)
+#define C_BM 64
+#define C_BN 64
+#define C_BK 32
+#define C_SGM 1
+#define C_SGN 2
+#endif
+#define C_NT (32 * C_SGM * C_SGN)
+layout(local_size_x = C_NT) in;
 
 layout(push_constant) uniform P {
     F32 a; U32 w; F32 bias; F32 add; F32 c; F32 lnw; F32 lnb; I32 rowidx;
@@ -47,13 +82,15 @@ const uint F_VEC = 64; // a, lda, w and ldw allow 16-byte loads (ops.c)
 // every step's loads from K offset 0 (the same few cache lines), no
 // products, no loads after the first step
 const uint F_PSAME = 4096, F_PNOMMA = 8192, F_PNOLOAD = 16384;
-const uint BM = CM_BM, BN = 128, BK = 32;
-const uint TM = BM / 32;           // accumulators down a subgroup's block
-const uint LA = (BK + 8) / 4;      // uvec2 (4 halves) per staged A row: 80 bytes
-const uint LW = (BK + 8) / 8;      // uvec4 (8 halves) per staged W row: 80 bytes
+const uint BM = C_BM, BN = C_BN, BK = C_BK, NT = C_NT, SGN = C_SGN;
+const uint SBM = BM / C_SGM, SBN = BN / SGN; // a subgroup's block
+const uint TM = SBM / 16, TN = SBN / 16;     // its accumulators
+const uint LA = (BK + 8) / 4;      // uvec2 (4 halves) per staged A row: 80 or 144 bytes
+const uint LW = (BK + 8) / 8;      // uvec4 (8 halves) per staged W row: the same
+const uint PA = BK / 4, PW = BK / 8; // loads (vec4, uvec4) per row of a step
 const uint SA = BM * LA, SW = BN * LW; // one stage of each
-const uint NA = BM * BK / 4 / 256; // vec4s of A a thread loads per step
-const uint NW = BN * BK / 8 / 256; // uvec4s of W a thread loads per step
+const uint NA = BM * PA / NT;      // vec4s of A a thread loads per step
+const uint NW = BN * PW / NT;      // uvec4s of W a thread loads per step
 
 shared uvec2 As[2 * SA];
 shared uvec4 Ws[2 * SW];
@@ -100,33 +137,33 @@ void main()
 {
     uint tid = gl_LocalInvocationID.x;
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-    uint wm = sg / 4, wn = sg % 4;
+    uint wm = sg / SGN, wn = sg % SGN;
     uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
 
-    MAT32 acc[TM][2];
+    MAT32 acc[TM][TN];
     [[unroll]] for (uint i = 0; i < TM; i++)
-        [[unroll]] for (uint j = 0; j < 2; j++)
+        [[unroll]] for (uint j = 0; j < TN; j++)
             acc[i][j] = MAT32(0.0);
 
-    // thread tid loads A rows (tid + 256 i) / 8, columns 4 ((tid + 256 i) % 8),
-    // and W rows (tid + 256 i) / 4, columns 8 ((tid + 256 i) % 4)
+    // thread tid loads A rows (tid + NT i) / PA, columns 4 ((tid + NT i) % PA),
+    // and W rows (tid + NT i) / PW, columns 8 ((tid + NT i) % PW)
     vec4 ra[NA];
     uvec4 rw[NW];
     [[unroll]] for (uint i = 0; i < NA; i++) {
-        uint idx = tid + 256 * i;
-        ra[i] = load_a(m0 + idx / 8, (idx % 8) * 4);
+        uint idx = tid + NT * i;
+        ra[i] = load_a(m0 + idx / PA, (idx % PA) * 4);
     }
     [[unroll]] for (uint i = 0; i < NW; i++) {
-        uint idx = tid + 256 * i;
-        rw[i] = load_w(n0 + idx / 4, (idx % 4) * 8);
+        uint idx = tid + NT * i;
+        rw[i] = load_w(n0 + idx / PW, (idx % PW) * 8);
     }
     [[unroll]] for (uint i = 0; i < NA; i++) {
-        uint idx = tid + 256 * i;
-        As[(idx / 8) * LA + idx % 8] = uvec2(packHalf2x16(ra[i].xy), packHalf2x16(ra[i].zw));
+        uint idx = tid + NT * i;
+        As[(idx / PA) * LA + idx % PA] = uvec2(packHalf2x16(ra[i].xy), packHalf2x16(ra[i].zw));
     }
     [[unroll]] for (uint i = 0; i < NW; i++) {
-        uint idx = tid + 256 * i;
-        Ws[(idx / 4) * LW + idx % 4] = rw[i];
+        uint idx = tid + NT * i;
+        Ws[(idx / PW) * LW + idx % PW] = rw[i];
     }
     barrier();
 
@@ -137,37 +174,37 @@ void main()
         uint kl = (p.flags & F_PSAME) != 0 ? 0 : k1;
         if (more && (p.flags & F_PNOLOAD) == 0) { // the next step's loads, in flight during this step's products
             [[unroll]] for (uint i = 0; i < NA; i++) {
-                uint idx = tid + 256 * i;
-                ra[i] = load_a(m0 + idx / 8, kl + (idx % 8) * 4);
+                uint idx = tid + NT * i;
+                ra[i] = load_a(m0 + idx / PA, kl + (idx % PA) * 4);
             }
             [[unroll]] for (uint i = 0; i < NW; i++) {
-                uint idx = tid + 256 * i;
-                rw[i] = load_w(n0 + idx / 4, kl + (idx % 4) * 8);
+                uint idx = tid + NT * i;
+                rw[i] = load_w(n0 + idx / PW, kl + (idx % PW) * 8);
             }
         }
         uint sa = cur * SA, sw = cur * SW;
         if ((p.flags & F_PNOMMA) == 0) {
             [[unroll]] for (uint kk = 0; kk < BK; kk += 16) {
-                MAT16 fa[TM], fb[2];
+                MAT16 fa[TM], fb[TN];
                 [[unroll]] for (uint i = 0; i < TM; i++)
-                    coopMatLoadNV(fa[i], As, sa + (wm * (BM / 2) + i * 16) * LA + kk / 4, LA, false);
-                [[unroll]] for (uint j = 0; j < 2; j++)
-                    coopMatLoadNV(fb[j], Ws, sw + (wn * 32 + j * 16) * LW + kk / 8, LW, true);
+                    coopMatLoadNV(fa[i], As, sa + (wm * SBM + i * 16) * LA + kk / 4, LA, false);
+                [[unroll]] for (uint j = 0; j < TN; j++)
+                    coopMatLoadNV(fb[j], Ws, sw + (wn * SBN + j * 16) * LW + kk / 8, LW, true);
                 [[unroll]] for (uint i = 0; i < TM; i++)
-                    [[unroll]] for (uint j = 0; j < 2; j++)
+                    [[unroll]] for (uint j = 0; j < TN; j++)
                         acc[i][j] = coopMatMulAddNV(fa[i], fb[j], acc[i][j]);
             }
         }
         if (more) { // into the other stage: its last readers passed the previous barrier
             uint na = (cur ^ 1) * SA, nw = (cur ^ 1) * SW;
             [[unroll]] for (uint i = 0; i < NA; i++) {
-                uint idx = tid + 256 * i;
-                As[na + (idx / 8) * LA + idx % 8] =
+                uint idx = tid + NT * i;
+                As[na + (idx / PA) * LA + idx % PA] =
                     uvec2(packHalf2x16(ra[i].xy), packHalf2x16(ra[i].zw));
             }
             [[unroll]] for (uint i = 0; i < NW; i++) {
-                uint idx = tid + 256 * i;
-                Ws[nw + (idx / 4) * LW + idx % 4] = rw[i];
+                uint idx = tid + NT * i;
+                Ws[nw + (idx / PW) * LW + idx % PW] = rw[i];
             }
         }
         barrier();
@@ -182,16 +219,16 @@ void main()
     // NVIDIA's compiler, every product of the K loop then a round trip
     // through it (bench/RESULTS.md, "the accumulators in local memory")
     uint cs = sg * 64;
-    for (uint t = 0; t < TM * 2; t++) {
-        uint i = t / 2, j = t % 2;
+    for (uint t = 0; t < TM * TN; t++) {
+        uint i = t / TN, j = t % TN;
         [[unroll]] for (uint ii = 0; ii < TM; ii++)
-            [[unroll]] for (uint jj = 0; jj < 2; jj++)
-                if (ii * 2 + jj == t)
+            [[unroll]] for (uint jj = 0; jj < TN; jj++)
+                if (ii * TN + jj == t)
                     coopMatStoreNV(acc[ii][jj], Ws, cs, 4, false);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
         for (uint e = lane; e < 256; e += gl_SubgroupSize) {
-            uint m = m0 + wm * (BM / 2) + i * 16 + e / 16, n = n0 + wn * 32 + j * 16 + e % 16;
+            uint m = m0 + wm * SBM + i * 16 + e / 16, n = n0 + wn * SBN + j * 16 + e % 16;
             if (m < p.M && n < p.N) {
                 float v = uintBitsToFloat(Ws[cs + e / 4][e % 4]);
                 if ((p.flags & F_BIAS) != 0)
