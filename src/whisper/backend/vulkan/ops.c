@@ -168,7 +168,7 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             td_vks_matmul_cm_CM_CFG2_words, td_vks_matmul_cm_CM_CFG3_words,
             td_vks_matmul_cm_CM_CFG4_words};
         rc = TD_OK;
-        for (int i = 0; i < CM_NCFG && rc == TD_OK; i++)
+        for (int i = 0; i < CM_6464 && rc == TD_OK; i++)
             rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
                                    NULL, 0, &o->matmul_cm[i], err);
         if (rc == TD_OK && (d_audio == 32 || d_audio == 64))
@@ -187,6 +187,16 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             }
             td_vk_pipe_destroy(vk, o->enc_attn_cm);
             o->enc_attn_cm = NULL;
+        }
+        /* the 64 x 64 tiles: optional, each (a driver that cannot build
+         * one loses only its path) */
+        for (int i = CM_6464; i < CM_NCFG && o->matmul_cm[0]; i++) {
+            rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
+                                   NULL, 0, &o->matmul_cm[i], err);
+            if (rc == TD_ENOMEM)
+                goto fail;
+            if (rc)
+                o->matmul_cm[i] = NULL;
         }
         /* the direct-load products: optional, both or none */
         for (int i = 0; i < 2 && o->matmul_cm[0]; i++) {
@@ -256,6 +266,17 @@ unsigned td_vko_generation(const td_vko *o)
     return o->gen;
 }
 
+/* The tile shape a path takes where 128 x 128 tiles would be too few. */
+static int cm_small(enum td_vko_path path)
+{
+    switch (path) {
+    case TD_VKO_CM64X64: return CM_6464;
+    case TD_VKO_CM64X64K64: return CM_6464K64;
+    case TD_VKO_CM64X64S2: return CM_6464S2;
+    default: return CM_64;
+    }
+}
+
 int td_vko_set_path(td_vko *o, enum td_vko_path path, td_error *err)
 {
     if ((int)path < 0 || (int)path >= TD_VKO_NPATHS)
@@ -269,6 +290,10 @@ int td_vko_set_path(td_vko *o, enum td_vko_path path, td_error *err)
         return td_error_set(err, TD_EUNAVAILABLE,
                             "vulkan: %s: the driver did not build the direct-load product",
                             td_vk_device_info(o->vk)->name);
+    if (path >= TD_VKO_CM64X64 && !o->matmul_cm[cm_small(path)])
+        return td_error_set(err, TD_EUNAVAILABLE,
+                            "vulkan: %s: the driver did not build %s's product",
+                            td_vk_device_info(o->vk)->name, td_vko_path_name(path));
     if (path != o->path)
         o->gen++;
     o->path = path;
@@ -425,10 +450,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
          * the cm64x64 paths), else the path's small tiles: 64 x 128 (the
          * direct-load paths' fallback too), or 64 x 64 in one of three
          * shapes */
-        int cfg = o->path == TD_VKO_CM64X64      ? CM_6464
-                  : o->path == TD_VKO_CM64X64K64 ? CM_6464K64
-                  : o->path == TD_VKO_CM64X64S2  ? CM_6464S2
-                                                 : CM_64;
+        int cfg = cm_small(o->path);
         if ((o->path == TD_VKO_COOPMAT || cfg != CM_64) &&
             (uint64_t)cdiv(n, 128) * cdiv(m, 128) >= (uint64_t)o->cm_big_min)
             cfg = CM_128;
@@ -684,7 +706,12 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
     enum td_vko_path was = o->path;
     int have[TD_VKO_NPATHS]; /* the paths to time: those this device has */
     for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++)
-        have[p] = (p != TD_VKO_CMDIRECT && p != TD_VKO_CMDIRECT64) || o->matmul_cmd[0];
+        if (p == TD_VKO_TILED)
+            have[p] = 1;
+        else if (p == TD_VKO_CMDIRECT || p == TD_VKO_CMDIRECT64)
+            have[p] = o->matmul_cmd[0] != NULL;
+        else
+            have[p] = o->matmul_cm[cm_small((enum td_vko_path)p)] != NULL;
     double ms[TD_VKO_NPATHS] = {0}, off = 0;
     int bad = -1; /* a path whose result was off (the last such) */
     enum td_vko_path pick = TD_VKO_TILED;
