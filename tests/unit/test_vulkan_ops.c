@@ -1082,11 +1082,19 @@ static void test_profile(void **state)
 }
 
 /* A loader without a driver: "unavailable", with the reason, no crash.
- * (The loader reads its driver list at each vkCreateInstance.) */
+ * (The loader reads its driver list at each vkCreateInstance; the
+ * process's instance is made once and shared, vk.h: this file's device
+ * is closed and the instance released first, and opened again after.) */
 static void test_no_driver(void **state)
 {
     (void)state;
     NEED_DEVICE();
+    td_vko_free(ops);
+    ops = NULL;
+    td_vk_close(vk);
+    vk = NULL;
+    td_vk_release();
+    assert_int_equal(td_vk_instance_refs(), -1);
     const char *vars[] = {"VK_DRIVER_FILES", "VK_ICD_FILENAMES"};
     char *saved[2];
     for (int i = 0; i < 2; i++) {
@@ -1111,6 +1119,10 @@ static void test_no_driver(void **state)
     assert_null(v);
     assert_int_equal(rc_probe, TD_EUNAVAILABLE);
     assert_int_equal(td_vk_live(), live);
+    assert_int_equal(td_vk_instance_refs(), -1);
+    /* with the driver again, for any test after this one */
+    assert_int_equal(td_vk_open(NULL, &vk, &err), TD_OK);
+    assert_int_equal(td_vko_create(vk, 16, 64, &ops, &err), TD_OK);
 }
 
 int main(void)
