@@ -331,6 +331,8 @@ int td_vko_cm_peak(td_vko *o, int mode, int groups, double *tflops, td_error *er
     *tflops = 0;
     if (mode < 0 || mode >= TD_VKO_CM_PEAK_MODES || !o->matmul_cm[0])
         return td_error_set(err, TD_EUNAVAILABLE, "vulkan: no cooperative-matrix rate test");
+    if (groups < 0 || groups > 1 << 14)
+        return td_error_set(err, TD_EINVAL, "vulkan: rate test of %d workgroups", groups);
     if (!o->cm_peak[mode]) { /* made at the first use: a benchmark's, kept off open() */
         const uint32_t *pk[TD_VKO_CM_PEAK_MODES] = {
             td_vks_cm_peak_CM_PEAK0, td_vks_cm_peak_CM_PEAK1, td_vks_cm_peak_CM_PEAK2,
@@ -346,8 +348,6 @@ int td_vko_cm_peak(td_vko *o, int mode, int groups, double *tflops, td_error *er
         if (rc)
             return rc;
     }
-    if (groups < 0 || groups > 1 << 14)
-        return td_error_set(err, TD_EINVAL, "vulkan: rate test of %d workgroups", groups);
     if (groups == 0)
         groups = 1056; /* 8 a multiprocessor of an H100 */
     const uint32_t iters = 4096;
