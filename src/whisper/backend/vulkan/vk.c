@@ -30,8 +30,8 @@
 /* Atomic: devices are opened, closed and used from several threads (one
  * worker's streams), and the counts must stay exact for the tests. */
 static _Atomic long g_fail_at; /* allocations until the failing one; 0 = none */
-static volatile long g_fail_submit; /* submissions until the failing one; 0 = none (set from a
-                                     * signal handler by a test: volatile) */
+static _Atomic long g_fail_submit; /* submissions until the failing one; 0 = none (set from a
+                                    * signal handler by a test: lock-free, so signal-safe) */
 static _Atomic long g_live;
 
 void td_vk_fail_alloc(long n)
@@ -49,13 +49,20 @@ long td_vk_live(void)
     return g_live;
 }
 
+/* 1 when this count down reaches its end: one decrement, whichever
+ * thread gets there first. */
+static int count_down(_Atomic long *left)
+{
+    long v = atomic_load(left);
+    while (v > 0 && !atomic_compare_exchange_weak(left, &v, v - 1))
+        ;
+    return v == 1;
+}
+
 /* 1 when this allocation is the one to fail. */
 static int inject(void)
 {
-    long v = atomic_load(&g_fail_at);
-    while (v > 0 && !atomic_compare_exchange_weak(&g_fail_at, &v, v - 1))
-        ;
-    return v == 1;
+    return count_down(&g_fail_at);
 }
 
 void *td_vk_malloc(size_t n)
@@ -1242,8 +1249,8 @@ int td_vk_submit(td_vk *vk, td_error *err)
                        .pCommandBuffers = &cmd};
     /* an injected failure is what a driver that cannot find the memory
      * for the work returns (vkQueueSubmit may: out of device memory) */
-    r = g_fail_submit > 0 && --g_fail_submit == 0 ? VK_ERROR_OUT_OF_DEVICE_MEMORY
-                                                  : vk->f.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
+    r = count_down(&g_fail_submit) ? VK_ERROR_OUT_OF_DEVICE_MEMORY
+                                   : vk->f.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkQueueSubmit");
     r = vk->f.vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE,

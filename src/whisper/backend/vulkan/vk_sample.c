@@ -7,6 +7,7 @@
  */
 #include "whisper/backend/vulkan/vk_sample.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,18 @@ static int wg_fits(const td_vk_info *in, int wg)
 int td_vks_create(td_vk *vk, int max_rows, int n_vocab, td_vks **out, td_error *err)
 {
     const char *env = getenv("TD_VULKAN_SAMPLE_WG");
-    return td_vks_create_wg(vk, max_rows, n_vocab, env && *env ? atoi(env) : 0, out, err);
+    int wg = 0; /* 0: the largest the device takes */
+    if (env && *env) {
+        char *end;
+        errno = 0;
+        long v = strtol(env, &end, 10);
+        if (errno || *end || v < 1 || v > 1 << 20)
+            return td_error_set(err, TD_EINVAL,
+                                "vulkan sample: TD_VULKAN_SAMPLE_WG=%s (128, 256, 512 or 1024)",
+                                env);
+        wg = (int)v;
+    }
+    return td_vks_create_wg(vk, max_rows, n_vocab, wg, out, err);
 }
 
 int td_vks_wg(const td_vks *s)
