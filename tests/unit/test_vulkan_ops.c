@@ -320,6 +320,7 @@ static void test_reopen(void **state)
  * else odd strides. */
 static int lin_aligned;
 static int lin_packed; /* A and W rows packed (lda = ldw = k): matvec's 16-byte loads */
+static enum td_vko_rows lin_rows; /* the kernel of 9..256 rows (td_vko_set_rows) */
 
 static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int force, int coop)
 {
@@ -394,6 +395,7 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
     outbuf oc = obuf((size_t)m * ldc, c0);
     if (force >= 0)
         td_vko_set_matvec_rows(ops, force);
+    td_vko_set_rows(ops, lin_rows);
     td_error err = {0};
     if (coop && td_vko_set_path(ops, (enum td_vko_path)coop, &err))
         fail_msg("%s", err.msg);
@@ -405,12 +407,15 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
     td_vko_linear_x(ops, &l);
     submit_ok();
     td_vko_set_matvec_rows(ops, TD_VKO_MATVEC_ROWS);
+    td_vko_set_rows(ops, TD_VKO_ROWS_PATH);
     if (td_vko_set_path(ops, TD_VKO_TILED, &err))
         fail_msg("%s", err.msg);
     float *got = oread(&oc, m, n, ldc);
     char what[96];
-    snprintf(what, sizeof what, "linear %dx%dx%d %s flags %u %s", m, n, k, w_f16 ? "f16" : "f32",
-             flags, force == 0 ? td_vko_path_name((enum td_vko_path)coop) : force > 0 ? "matvec" : "auto");
+    snprintf(what, sizeof what, "linear %dx%dx%d %s flags %u %s%s%s", m, n, k,
+             w_f16 ? "f16" : "f32", flags,
+             force == 0 ? td_vko_path_name((enum td_vko_path)coop) : force > 0 ? "matvec" : "auto",
+             lin_rows ? " rows " : "", lin_rows ? td_vko_rows_name(lin_rows) : "");
     /* halves for A: each product term off by up to 2^-11 relative */
     if (coop && w_f16 && m > (force >= 0 ? force : TD_VKO_MATVEC_ROWS))
         compare(what, got, ref, m, n, ldc, 2e-3, 2e-3 * sqrt((double)k));
@@ -563,13 +568,16 @@ static void qkv_case(int m, int split, int k, int w_f16, unsigned flags)
                     .flags = flags | TD_VKO_BIAS | TD_VKO_QKV, .ln_w = blw.addr,
                     .ln_b = blb.addr, .rowidx = bri.addr, .c2 = oaddr(&oc[1]),
                     .c3 = oaddr(&oc[2]), .split = split};
+    td_vko_set_rows(ops, lin_rows);
     td_vko_linear_x(ops, &l);
     submit_ok();
+    td_vko_set_rows(ops, TD_VKO_ROWS_PATH);
     for (int p = 0; p < 3; p++) {
         float *got = oread(&oc[p], m, split, ld);
         char what[96];
-        snprintf(what, sizeof what, "qkv %dx3*%dx%d %s flags %u, part %d", m, split, k,
-                 w_f16 ? "f16" : "f32", flags, p);
+        snprintf(what, sizeof what, "qkv %dx3*%dx%d %s flags %u, part %d%s%s", m, split, k,
+                 w_f16 ? "f16" : "f32", flags, p, lin_rows ? " rows " : "",
+                 lin_rows ? td_vko_rows_name(lin_rows) : "");
         compare(what, got, ref[p], m, split, ld, 2e-6, 2e-5 * sqrt((double)k));
         free(got);
         free(ref[p]);
@@ -600,6 +608,55 @@ static void test_linear_qkv(void **state)
             qkv_case(shapes[s][0], shapes[s][1], shapes[s][2], f16, 0);
             qkv_case(shapes[s][0], shapes[s][1], shapes[s][2], f16, TD_VKO_LN);
         }
+}
+
+/* The batched decoder step's products (9 to 256 rows) on the
+ * matrix-vector kernels (td_vko_set_rows): one column per team, and four
+ * (matvec4, its grid by row groups first); odd row counts across the
+ * groups of 8, column counts not a multiple of a workgroup's 4 or 16,
+ * K tails against the 16-byte loads, F16 and F32 weights, packed rows
+ * (16-byte loads) and odd strides, LayerNorm fused, rows scattered, and
+ * q, k, v as one product. */
+static void test_linear_rows(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC,
+                   L = TD_VKO_LN, R = TD_VKO_ROWIDX;
+    static const int shapes[][3] = {{9, 64, 64},    {13, 33, 72},  {17, 70, 1032}, {31, 5, 8},
+                                    {64, 131, 520}, {100, 67, 264}, {129, 18, 2056},
+                                    {255, 17, 40},  {256, 29, 16}, {57, 1029, 128}};
+    for (int kind = TD_VKO_ROWS_MATVEC; kind <= TD_VKO_ROWS_MATVEC4; kind++) {
+        lin_rows = (enum td_vko_rows)kind;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+            for (int packed = 0; packed <= 1; packed++) {
+                lin_packed = packed;
+                for (int f16 = 0; f16 <= 1; f16++) {
+                    if (packed && !f16)
+                        continue; /* the 16-byte loads are the halves' */
+                    linear_case(m, n, k, f16, B | G | A, -1, 0);
+                    linear_case(m, n, k, f16, B | L, -1, 0);
+                    linear_case(m, n, k, f16, L | R | C, -1, 0);
+                }
+            }
+        }
+        lin_packed = 0;
+        linear_case(47, 9, 7, 1, B | C, -1, 0);  /* odd K: pairs of halves, a tail */
+        linear_case(11, 10, 13, 0, L | B, -1, 0);
+        qkv_case(9, 37, 40, 1, TD_VKO_LN);
+        qkv_case(70, 33, 1024, 1, TD_VKO_LN);
+        qkv_case(130, 5, 26, 0, 0);
+        qkv_case(256, 64, 64, 1, TD_VKO_LN);
+    }
+    lin_rows = TD_VKO_ROWS_PATH;
+    /* above 256 rows the path's product, whatever the kernel chosen */
+    td_vko_set_rows(ops, TD_VKO_ROWS_MATVEC4);
+    assert_false(td_vko_fuses_ln(ops, 257));
+    assert_true(td_vko_fuses_ln(ops, 256));
+    td_vko_set_rows(ops, TD_VKO_ROWS_PATH);
+    assert_false(td_vko_fuses_ln(ops, 9));
+    assert_true(td_vko_fuses_ln(ops, 8));
 }
 
 /* The cooperative-matrix path, where the device has one (not lavapipe). */
@@ -900,6 +957,7 @@ static void test_enc_attn_coopmat(void **state)
  * from one pool (a KV cache or cross K/V); with max_keys at most one
  * split, the output comes from dec_attn alone (no merge). */
 static int dec_ld_pad; /* rows of q, k and v this many floats wider: 1 takes the scalar loads */
+static int dec_kv16;   /* keys and values as halves (the cross K/V), made by td_vko_to_half */
 
 static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, const char *what)
 {
@@ -915,6 +973,49 @@ static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, con
     }
     for (size_t i = 0; i < qsz; i++)
         q[i] = frand() * 2;
+    td_vk_buf bk, bv;
+    if (dec_kv16) {
+        /* the floats to halves on the device (td_vko_to_half), guards
+         * after them; the reference with the same halves */
+        const uint16_t gh = 0xabcd;
+        uint16_t *h = malloc((psz + 8) * 2);
+        assert_non_null(h);
+        for (size_t i = 0; i < psz + 8; i++)
+            h[i] = gh;
+        bk = dbuf(h, (psz + 8) * 2);
+        bv = dbuf(h, (psz + 8) * 2);
+        td_vk_buf fk = dbuf(k, psz * 4), fv = dbuf(v, psz * 4);
+        begin_ok();
+        td_vko_to_half(ops, psz, fk.addr, bk.addr);
+        td_vko_to_half(ops, psz, fv.addr, bv.addr);
+        submit_ok();
+        td_vk_buf_destroy(vk, &fk);
+        td_vk_buf_destroy(vk, &fv);
+        for (int which = 0; which < 2; which++) {
+            float *src = which ? v : k;
+            td_error e2 = {0};
+            if (td_vk_download(vk, which ? &bv : &bk, 0, h, (psz + 8) * 2, &e2))
+                fail_msg("%s", e2.msg);
+            size_t off = 0;
+            for (size_t i = 0; i < psz; i++) {
+                uint16_t want = td_wk_f32_to_f16(src[i]);
+                int du = (int)h[i] - (int)want;
+                if (du != 0)
+                    off++;
+                if (du < -1 || du > 1) /* the rounding may differ by one unit in the last place */
+                    fail_msg("to_half: element %zu: 0x%04x, want 0x%04x", i, h[i], want);
+                src[i] = td_wk_f16_to_f32(h[i]);
+            }
+            for (size_t i = psz; i < psz + 8; i++)
+                if (h[i] != gh)
+                    fail_msg("to_half: guard %zu overwritten", i - psz);
+            printf("# to_half: %zu elements, %zu a unit off the host's rounding\n", psz, off);
+        }
+        free(h);
+    } else {
+        bk = dbuf(k, psz * 4);
+        bv = dbuf(v, psz * 4);
+    }
     for (int r = 0; r < rows; r++) {
         info[2 * r] = rows_info[r][0] * ld;
         info[2 * r + 1] = rows_info[r][1];
@@ -924,8 +1025,7 @@ static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, con
                      v + (size_t)rows_info[r][0] * ld + h * d, ld,
                      ref + ((size_t)r * n_head + h) * d); /* dense, as compare reads it */
     }
-    td_vk_buf bq = dbuf(q, qsz * 4), bk = dbuf(k, psz * 4), bv = dbuf(v, psz * 4),
-              bi = dbuf(info, (size_t)rows * 2 * sizeof *info),
+    td_vk_buf bq = dbuf(q, qsz * 4), bi = dbuf(info, (size_t)rows * 2 * sizeof *info),
               bp = dbuf(NULL, td_vko_dec_part_floats(rows, n_head, d, max_keys) * 4),
               bc = dbuf(NULL, (size_t)rows * n_head * 4);
     td_error err = {0};
@@ -935,12 +1035,12 @@ static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, con
      * the first (else the second merges nothing and leaves its guards) */
     outbuf oo = obuf(qsz, NULL), oo2 = obuf(qsz, NULL);
     begin_ok();
-    td_vko_dec_attn(ops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr,
-                    max_keys, bp.addr, bc.addr);
+    td_vko_dec_attn_x(ops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr,
+                      max_keys, bp.addr, bc.addr, dec_kv16);
     submit_ok();
     begin_ok();
-    td_vko_dec_attn(ops, rows, n_head, ld, bq.addr, oaddr(&oo2), bk.addr, bv.addr, bi.addr,
-                    max_keys, bp.addr, bc.addr);
+    td_vko_dec_attn_x(ops, rows, n_head, ld, bq.addr, oaddr(&oo2), bk.addr, bv.addr, bi.addr,
+                      max_keys, bp.addr, bc.addr, dec_kv16);
     submit_ok();
     float *got = oread(&oo, rows, n_head * d, ld);
     compare(what, got, ref, rows, n_head * d, ld, 2e-6, 1e-5);
@@ -975,6 +1075,16 @@ static void test_dec_attn(void **state)
     dec_attn_case(one, 4, TD_VKO_ATT_SPLIT, "dec_attn rows of 193, one split");
     dec_attn_case(many, 6, 1500, "dec_attn rows of 193 floats (scalar)");
     dec_ld_pad = 0;
+    /* keys and values as halves: the same within float rounding of the
+     * halves' products */
+    dec_kv16 = 1;
+    dec_attn_case(many, 6, 1500, "dec_attn halves, ragged rows");
+    dec_attn_case(cross, 1, 1500, "dec_attn halves, one row (cross)");
+    dec_attn_case(one, 4, TD_VKO_ATT_SPLIT, "dec_attn halves, one split");
+    dec_ld_pad = 2; /* rows of 194 halves: 4-byte but not 8-byte aligned: the scalar loads */
+    dec_attn_case(many, 6, 1500, "dec_attn halves, rows of 194");
+    dec_ld_pad = 0;
+    dec_kv16 = 0;
 }
 
 /* ---------------------------------------------------------- embed, kv */
@@ -1132,6 +1242,7 @@ int main(void)
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
         cmocka_unit_test(test_linear_matvec_packed), cmocka_unit_test(test_linear_qkv),
+        cmocka_unit_test(test_linear_rows),
         cmocka_unit_test(test_linear_coopmat), cmocka_unit_test(test_cm_peak),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_layernorm),

@@ -22,7 +22,8 @@ enum { CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_NCFG };
 struct td_vko {
     td_vk *vk;
     td_vk_pipe *matmul[2];             /* [w_f16] */
-    td_vk_pipe *matvec[2][2];          /* [w_f16][8 rows of A per workgroup, else 1] */
+    td_vk_pipe *matvec[2][3];          /* [w_f16][MV_R1, MV_R8, MV_R8C4: rows of A and
+                                        * columns per team (matvec.comp's MR, CT)] */
     td_vk_pipe *matmul_cm[CM_NCFG];    /* F16 weights on the matrix engines, one per
                                         * matmul_cm.comp CM_CFG (tile shape); NULL without */
     td_vk_pipe *matmul_cmd[2];         /* the same with fragments straight from device
@@ -31,7 +32,11 @@ struct td_vko {
                                         * or for heads other than 32 and 64 */
     td_vk_pipe *cm_peak[TD_VKO_CM_PEAK_MODES]; /* the engines' rate (a benchmark); NULL without */
     td_vk_pipe *layernorm, *enc_attn, *dec_attn, *embed, *kv_put, *att_weights;
+    td_vk_pipe *dec_attn16, *att_weights16, *to_half; /* keys and values as halves */
     int matvec_rows, cm_big_min;
+    /* products of 9..TD_VKO_ROWS_MAX rows: the kernel per row class
+     * (rows_class), TD_VKO_ROWS_PATH (the path's) unless chosen */
+    enum td_vko_rows rows_pick[TD_VKO_ROWS_CLASSES];
     enum td_vko_path path;
     unsigned gen;
     int d_audio, d_text;
@@ -79,6 +84,11 @@ typedef struct pk_push {
     uint32_t iters;
 } pk_push;
 
+typedef struct th_push {
+    uint64_t x, y;
+    uint32_t n2;
+} th_push;
+
 typedef struct kv_push {
     uint64_t k, v, kc, vc, dst;
     uint32_t n;
@@ -89,10 +99,12 @@ void td_vko_free(td_vko *o)
     if (!o)
         return;
     td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0][0], &o->matvec[0][1],
-                          &o->matvec[1][0], &o->matvec[1][1], &o->matmul_cmd[0],
+                          &o->matvec[0][2], &o->matvec[1][0], &o->matvec[1][1],
+                          &o->matvec[1][2], &o->matmul_cmd[0],
                           &o->matmul_cmd[1], &o->enc_attn_cm, &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
-                          &o->embed, &o->kv_put, &o->att_weights};
+                          &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
+                          &o->att_weights16, &o->to_half};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     for (int i = 0; i < TD_VKO_CM_PEAK_MODES; i++)
@@ -137,12 +149,14 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     } while (0)
     PIPE(o->matmul[0], matmul, "matmul_f32", lin_push, &f32, 1);
     PIPE(o->matmul[1], matmul, "matmul_f16", lin_push, &f16, 1);
-    /* matvec: (weights in halves, rows of A per workgroup) */
-    uint32_t mv[4][2] = {{0, 1}, {0, 8}, {1, 1}, {1, 8}};
-    PIPE(o->matvec[0][0], matvec, "matvec_f32", lin_push, mv[0], 2);
-    PIPE(o->matvec[0][1], matvec, "matvec_f32_r8", lin_push, mv[1], 2);
-    PIPE(o->matvec[1][0], matvec, "matvec_f16", lin_push, mv[2], 2);
-    PIPE(o->matvec[1][1], matvec, "matvec_f16_r8", lin_push, mv[3], 2);
+    /* matvec: (weights in halves, rows of A per workgroup, columns per team) */
+    uint32_t mv[6][3] = {{0, 1, 1}, {0, 8, 1}, {0, 8, 4}, {1, 1, 1}, {1, 8, 1}, {1, 8, 4}};
+    PIPE(o->matvec[0][0], matvec, "matvec_f32", lin_push, mv[0], 3);
+    PIPE(o->matvec[0][1], matvec, "matvec_f32_r8", lin_push, mv[1], 3);
+    PIPE(o->matvec[0][2], matvec, "matvec_f32_r8c4", lin_push, mv[2], 3);
+    PIPE(o->matvec[1][0], matvec, "matvec_f16", lin_push, mv[3], 3);
+    PIPE(o->matvec[1][1], matvec, "matvec_f16_r8", lin_push, mv[4], 3);
+    PIPE(o->matvec[1][2], matvec, "matvec_f16_r8c4", lin_push, mv[5], 3);
     PIPE(o->layernorm, layernorm, "layernorm", ln_push, NULL, 0);
     switch (d_audio) { /* compiled per width: see enc_attn.comp */
     case 16: PIPE(o->enc_attn, enc_attn_HEAD_D16, "enc_attn", ea_push, NULL, 0); break;
@@ -154,6 +168,10 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     PIPE(o->embed, embed, "embed", emb_push, NULL, 0);
     PIPE(o->kv_put, kv_put, "kv_put", kv_push, NULL, 0);
     PIPE(o->att_weights, att_weights, "att_weights", aw_push, &dt, 1);
+    uint32_t dt16[2] = {dt, 1};
+    PIPE(o->dec_attn16, dec_attn, "dec_attn16", da_push, dt16, 2);
+    PIPE(o->att_weights16, att_weights, "att_weights16", aw_push, dt16, 2);
+    PIPE(o->to_half, to_half, "to_half", th_push, NULL, 0);
     if (td_vk_device_info(vk)->has_coopmat_nv) {
         /* a driver that cannot build it leaves the tiled path; only out
          * of memory is an error */
@@ -300,9 +318,45 @@ int td_vko_set_path(td_vko *o, enum td_vko_path path, td_error *err)
     return TD_OK;
 }
 
+/* The row class of a product of m rows (9..TD_VKO_ROWS_MAX): up to 16,
+ * 32, 64, 128, 256. */
+static int rows_class(int m)
+{
+    int c = 0;
+    while (c < TD_VKO_ROWS_CLASSES - 1 && m > (16 << c))
+        c++;
+    return c;
+}
+
+/* The kernel a product of m rows takes beyond the few-row switch. */
+static enum td_vko_rows rows_kernel(const td_vko *o, int m)
+{
+    if (m <= o->matvec_rows || m > TD_VKO_ROWS_MAX)
+        return TD_VKO_ROWS_PATH;
+    return o->rows_pick[rows_class(m)];
+}
+
 int td_vko_fuses_ln(const td_vko *o, int m)
 {
-    return m <= o->matvec_rows;
+    return m <= o->matvec_rows || rows_kernel(o, m) != TD_VKO_ROWS_PATH;
+}
+
+const char *td_vko_rows_name(enum td_vko_rows k)
+{
+    switch (k) {
+    case TD_VKO_ROWS_MATVEC: return "matvec";
+    case TD_VKO_ROWS_MATVEC4: return "matvec4";
+    default: return "path";
+    }
+}
+
+void td_vko_set_rows(td_vko *o, enum td_vko_rows k)
+{
+    for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
+        if (o->rows_pick[c] != k)
+            o->gen++;
+        o->rows_pick[c] = k;
+    }
 }
 
 /* matvec.comp's own flags (beside the TD_VKO_* ones and matmul_cm's CM_VEC) and columns per
@@ -423,7 +477,8 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
                   (uint32_t)l->ldw, (uint32_t)l->ldc, (uint32_t)l->ldadd, l->flags,
                   l->c2, l->c3, (uint32_t)l->split};
     uint32_t m = (uint32_t)l->m, n = (uint32_t)l->n;
-    if (l->m <= o->matvec_rows) {
+    enum td_vko_rows rk = rows_kernel(o, l->m);
+    if (l->m <= o->matvec_rows || rk != TD_VKO_ROWS_PATH) {
         /* 16-byte loads where the addresses and strides allow them */
         int lnf = (l->flags & TD_VKO_LN) != 0;
         if (l->w_f16 && l->w % 16 == 0 && l->ldw % 8 == 0 && l->k % 8 == 0) {
@@ -432,9 +487,14 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
                 (!lnf || (l->ln_w % 16 == 0 && l->ln_b % 16 == 0)))
                 p.flags |= MV_A16;
         }
-        int r8 = l->m > 1;
-        td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0][r8], &p, cdiv(n, MV_COLS), 1,
-                       cdiv(m, r8 ? 8 : 1));
+        if (rk == TD_VKO_ROWS_MATVEC4) /* row groups along x, column groups along y */
+            td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0][2], &p, cdiv(m, 8),
+                           cdiv(n, MV_COLS * 4), 1);
+        else {
+            int r8 = l->m > 1;
+            td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0][r8], &p, cdiv(n, MV_COLS), 1,
+                           cdiv(m, r8 ? 8 : 1));
+        }
     } else if (o->path != TD_VKO_TILED && l->w_f16 && o->matmul_cm[0]) {
         int vec = l->a % 16 == 0 && l->lda % 4 == 0 && l->w % 16 == 0 && l->ldw % 8 == 0;
         if (vec)
@@ -499,10 +559,25 @@ void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64
                      uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part,
                      uint64_t cnt)
 {
+    td_vko_dec_attn_x(o, rows, n_head, ld, q, out, k, v, info, max_keys, part, cnt, 0);
+}
+
+void td_vko_dec_attn_x(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t out,
+                       uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part,
+                       uint64_t cnt, int kv16)
+{
     uint32_t n_split = cdiv((uint32_t)max_keys, TD_VKO_ATT_SPLIT);
     da_push p = {q,   part, k, v, info, out, cnt, (uint32_t)ld, n_split,
                  1.0f / sqrtf((float)o->d_text)};
-    td_vk_dispatch(o->vk, o->dec_attn, &p, (uint32_t)rows, (uint32_t)n_head, n_split);
+    td_vk_dispatch(o->vk, kv16 ? o->dec_attn16 : o->dec_attn, &p, (uint32_t)rows,
+                   (uint32_t)n_head, n_split);
+}
+
+void td_vko_to_half(td_vko *o, size_t n, uint64_t x, uint64_t y)
+{
+    th_push p = {x, y, (uint32_t)(n / 2)};
+    uint32_t g = cdiv((uint32_t)(n / 2), 256);
+    td_vk_dispatch(o->vk, o->to_half, &p, g < 65535 ? g : 65535, 1, 1);
 }
 
 void td_vko_embed(td_vko *o, int rows, int n, uint64_t tok, int tok_f16, uint64_t pos,
@@ -801,7 +876,208 @@ out:
 void td_vko_att_weights(td_vko *o, int rows, int ld, uint64_t q, uint64_t k, uint64_t kofs,
                         int nk, int h0, uint64_t out, int orow0)
 {
+    td_vko_att_weights_x(o, rows, ld, q, k, kofs, nk, h0, out, orow0, 0);
+}
+
+void td_vko_att_weights_x(td_vko *o, int rows, int ld, uint64_t q, uint64_t k, uint64_t kofs,
+                          int nk, int h0, uint64_t out, int orow0, int k16)
+{
     aw_push p = {q, k, out, (uint32_t)ld, (uint32_t)nk, (uint32_t)h0, (uint32_t)kofs,
                  (uint32_t)orow0, 1.0f / sqrtf((float)o->d_text)};
-    td_vk_dispatch(o->vk, o->att_weights, &p, (uint32_t)rows, 1, 1);
+    td_vk_dispatch(o->vk, k16 ? o->att_weights16 : o->att_weights, &p, (uint32_t)rows, 1, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Choosing the kernel of the batched decoder's products per row count   */
+
+/* The cached kernels for key, one per row class: 1 when found. */
+static int rows_cache_read(const char *key, enum td_vko_rows *pick)
+{
+    char path[4096];
+    if (!cache_path(path, sizeof path))
+        return 0;
+    strcat(path, "/vulkan-paths");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[512];
+    size_t kl = strlen(key);
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, kl) != 0 || line[kl] != ' ')
+            continue;
+        char nm[TD_VKO_ROWS_CLASSES][16];
+        if (sscanf(line + kl + 1, "%15s %15s %15s %15s %15s", nm[0], nm[1], nm[2], nm[3],
+                   nm[4]) != TD_VKO_ROWS_CLASSES)
+            continue;
+        int ok = 1;
+        enum td_vko_rows got[TD_VKO_ROWS_CLASSES];
+        for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
+            got[c] = (enum td_vko_rows)-1;
+            for (int k = TD_VKO_ROWS_PATH; k <= TD_VKO_ROWS_MATVEC4; k++)
+                if (strcmp(nm[c], td_vko_rows_name((enum td_vko_rows)k)) == 0)
+                    got[c] = (enum td_vko_rows)k;
+            ok &= (int)got[c] >= 0;
+        }
+        if (ok) {
+            memcpy(pick, got, sizeof got);
+            found = 1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+static void rows_cache_write(const char *key, const enum td_vko_rows *pick,
+                             double ms[][TD_VKO_ROWS_MATVEC4 + 1])
+{
+    char path[4096];
+    if (!cache_path(path, sizeof path))
+        return;
+    char *slash = strrchr(path, '/');
+    *slash = 0;
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return;
+    *slash = '/';
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return;
+    strcat(path, "/vulkan-paths");
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return;
+    fprintf(f, "%s", key);
+    for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++)
+        fprintf(f, " %s", td_vko_rows_name(pick[c]));
+    for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++)
+        fprintf(f, " %d: %.4f %.4f %.4f", 16 << c, ms[c][0], ms[c][1], ms[c][2]);
+    fprintf(f, " ms\n");
+    if (fclose(f) != 0)
+        return; /* a cache: the next open tries again */
+}
+
+int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_error *err)
+{
+    const char *env = getenv("TD_VULKAN_ROWS");
+    if (env && *env && strcmp(env, "auto") != 0) {
+        int want = -1;
+        for (int r = TD_VKO_ROWS_PATH; r <= TD_VKO_ROWS_MATVEC4; r++)
+            if (strcmp(env, td_vko_rows_name((enum td_vko_rows)r)) == 0)
+                want = r;
+        if (want < 0)
+            return td_error_set(err, TD_EINVAL,
+                                "vulkan: TD_VULKAN_ROWS=%s (path, matvec, matvec4 or auto)", env);
+        td_vko_set_rows(o, (enum td_vko_rows)want);
+        snprintf(why, why_len, "batched steps: %s (TD_VULKAN_ROWS)", env);
+        return TD_OK;
+    }
+    const td_vk_info *in = td_vk_device_info(o->vk);
+    if (in->device_type == VK_PHYSICAL_DEVICE_TYPE_CPU) {
+        /* a CPU device (lavapipe): no trial, the path's products as before */
+        td_vko_set_rows(o, TD_VKO_ROWS_PATH);
+        snprintf(why, why_len, "batched steps: path (a CPU device: no trial)");
+        return TD_OK;
+    }
+    if (n < 8 || k < 8 || n > 8192 || k > 8192 || k % 8)
+        return td_error_set(err, TD_EINVAL, "vulkan: batched-step trial of %dx%d", n, k);
+    char key[256];
+    /* "rows1": the first kernels timed (the path, matvec, matvec4), per path */
+    snprintf(key, sizeof key, "rows1:%04x:%04x:%08x:%s:%s:%dx%d", in->vendor_id, in->device_id,
+             in->driver_version, in->uuid, td_vko_path_name(o->path), n, k);
+    enum td_vko_rows pick[TD_VKO_ROWS_CLASSES];
+    if (rows_cache_read(key, pick)) {
+        for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
+            if (o->rows_pick[c] != pick[c])
+                o->gen++;
+            o->rows_pick[c] = pick[c];
+        }
+        int len = snprintf(why, why_len, "batched steps (cached trial):");
+        for (int c = 0; c < TD_VKO_ROWS_CLASSES && len >= 0 && (size_t)len < why_len; c++)
+            len += snprintf(why + len, why_len - (size_t)len, " %d %s", 16 << c,
+                            td_vko_rows_name(pick[c]));
+        return TD_OK;
+    }
+    int mmax = TD_VKO_ROWS_MAX, n4 = 4 * n;
+    td_vk *vk = o->vk;
+    td_vk_buf a = {0}, w = {0}, c0 = {0}, c1 = {0};
+    float *ha = td_vk_malloc((size_t)mmax * k * 4), *r0 = td_vk_malloc((size_t)mmax * n4 * 4),
+          *r1 = td_vk_malloc((size_t)mmax * n4 * 4);
+    uint16_t *hw = td_vk_malloc((size_t)n4 * k * 2);
+    enum td_vko_rows was[TD_VKO_ROWS_CLASSES];
+    memcpy(was, o->rows_pick, sizeof was);
+    int rc = TD_OK;
+    if (!ha || !r0 || !r1 || !hw) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan: out of memory for the batched-step trial");
+        goto out;
+    }
+    uint64_t s = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i < (size_t)mmax * k; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        ha[i] = (float)((s >> 40) & 0xffff) / 32768.0f - 1.0f;
+    }
+    for (size_t i = 0; i < (size_t)n4 * k; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        hw[i] = (uint16_t)(((s >> 63) << 15) | ((10 + ((s >> 40) & 3)) << 10) | ((s >> 20) & 0x3ff));
+    }
+    if ((rc = td_vk_buf_create(vk, (uint64_t)mmax * k * 4, TD_VK_MEM_DEVICE, &a, err)) ||
+        (rc = td_vk_buf_create(vk, (uint64_t)n4 * k * 2, TD_VK_MEM_DEVICE, &w, err)) ||
+        (rc = td_vk_buf_create(vk, (uint64_t)mmax * n4 * 4, TD_VK_MEM_DEVICE, &c0, err)) ||
+        (rc = td_vk_buf_create(vk, (uint64_t)mmax * n4 * 4, TD_VK_MEM_DEVICE, &c1, err)) ||
+        (rc = td_vk_upload(vk, &a, 0, ha, (uint64_t)mmax * k * 4, err)) ||
+        (rc = td_vk_upload(vk, &w, 0, hw, (uint64_t)n4 * k * 2, err)))
+        goto out;
+    double ms[TD_VKO_ROWS_CLASSES][TD_VKO_ROWS_MATVEC4 + 1] = {{0}};
+    for (int round = 0; round < 2; round++) /* the first brings the clocks up */
+        for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
+            int m = 16 << c;
+            pick[c] = TD_VKO_ROWS_PATH;
+            for (int kn = TD_VKO_ROWS_PATH; kn <= TD_VKO_ROWS_MATVEC4; kn++) {
+                td_vko_set_rows(o, (enum td_vko_rows)kn);
+                const td_vk_buf *cc = kn == TD_VKO_ROWS_PATH ? &c0 : &c1;
+                if ((rc = trial_time(o, m, n, k, &a, &w, cc, 8, &ms[c][kn], err)))
+                    goto out;
+                if (round == 0)
+                    continue;
+                if (kn == TD_VKO_ROWS_PATH) {
+                    if ((rc = td_vk_download(vk, &c0, 0, r0, (uint64_t)m * n4 * 4, err)))
+                        goto out;
+                    continue;
+                }
+                if ((rc = td_vk_download(vk, &c1, 0, r1, (uint64_t)m * n4 * 4, err)))
+                    goto out;
+                double num = 0, den = 0;
+                for (size_t i = 0; i < (size_t)m * n4; i++) {
+                    double d = (double)r1[i] - r0[i];
+                    num += d * d;
+                    den += (double)r0[i] * r0[i];
+                }
+                if (!(den > 0 && sqrt(num / den) < 1e-2)) { /* wrong here: never picked */
+                    ms[c][kn] = 0;
+                    continue;
+                }
+                if (ms[c][kn] < ms[c][pick[c]])
+                    pick[c] = (enum td_vko_rows)kn;
+            }
+        }
+    memcpy(was, pick, sizeof was);
+    rows_cache_write(key, pick, ms);
+    int len = snprintf(why, why_len, "batched steps (trial %dx%d and 4n, path/matvec/matvec4 ms):",
+                       n, k);
+    for (int c = 0; c < TD_VKO_ROWS_CLASSES && len >= 0 && (size_t)len < why_len; c++)
+        len += snprintf(why + len, why_len - (size_t)len, " %d %s (%.3f %.3f %.3f)", 16 << c,
+                        td_vko_rows_name(pick[c]), ms[c][0], ms[c][1], ms[c][2]);
+out:
+    for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
+        if (o->rows_pick[c] != was[c])
+            o->gen++;
+        o->rows_pick[c] = was[c];
+    }
+    td_vk_buf_destroy(vk, &a);
+    td_vk_buf_destroy(vk, &w);
+    td_vk_buf_destroy(vk, &c0);
+    td_vk_buf_destroy(vk, &c1);
+    td_vk_free(ha);
+    td_vk_free(r0);
+    td_vk_free(r1);
+    td_vk_free(hw);
+    return rc;
 }

@@ -132,13 +132,36 @@ enum { /* above the TD_VKO_* flags and the shaders' own (ops.c) */
 int td_vko_cm_probe(td_vko *o, enum td_vko_path path, int m, int n, int k, unsigned probes,
                     double *ms, td_error *err);
 
+/* Products of 9 to TD_VKO_ROWS_MAX rows (a batched decoder step): the
+ * path's (tiled or cooperative-matrix; the default), or the
+ * matrix-vector shader, with one column per team of 32 threads
+ * (matvec) or four (matvec4: each load of A serves four weight rows,
+ * the grid ordered so that weights come from memory about once), which
+ * also fuse LayerNorm and q, k, v as the few-row products do. Chosen
+ * per class of row count (up to 16, 32, 64, 128, 256). */
+enum td_vko_rows { TD_VKO_ROWS_PATH = 0, TD_VKO_ROWS_MATVEC = 1, TD_VKO_ROWS_MATVEC4 = 2 };
+#define TD_VKO_ROWS_MAX 256
+#define TD_VKO_ROWS_CLASSES 5
+const char *td_vko_rows_name(enum td_vko_rows k); /* "path", "matvec", "matvec4" */
+/* Every class to k (tests, benchmarks). */
+void td_vko_set_rows(td_vko *o, enum td_vko_rows k);
+/* Choose per class: TD_VULKAN_ROWS=(a name) in the environment forces
+ * one; on a CPU device (lavapipe) the path's; else the answer cached for
+ * this device, driver and product path beside td_vko_choose_path's, or
+ * a timed trial of each kernel on 16, 32, 64, 128 and 256 rows of
+ * products n x k and 4n x k (the decoder's widths), results checked
+ * against the path's, written to that cache. Call after the path is set.
+ * *why says what was chosen. */
+int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_error *err);
+
 /* C (ldc) = epilogue(A (m x k, lda) . W^T) with flags TD_VKO_* (no LN, no ROWIDX). */
 void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t w, int w_f16,
                    int ldw, uint64_t bias, uint64_t add, int ldadd, uint64_t c, int ldc,
                    unsigned flags);
 
 /* The same with every option. TD_VKO_LN and TD_VKO_QKV are taken only
- * by products of at most the matvec rows (td_vko_fuses_ln); for more,
+ * by products of at most the matvec rows or on a matvec kernel of
+ * td_vko_rows (td_vko_fuses_ln); for more,
  * run td_vko_layernorm into a scratch first and pass that as A without
  * the flag, and q, k and v as three products. */
 typedef struct td_vko_lin {
@@ -189,11 +212,25 @@ void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64
                      uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part,
                      uint64_t cnt);
 
+/* The same with keys and values as halves where kv16 (offsets and ld
+ * still in elements; 8-byte aligned where ld, the offsets and the head's
+ * column allow 4-element loads). */
+void td_vko_dec_attn_x(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t out,
+                       uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part,
+                       uint64_t cnt, int kv16);
+
+/* y (halves, n of them) = x (n floats), n even and at most 2^32 - 2. */
+void td_vko_to_half(td_vko *o, size_t n, uint64_t x, uint64_t y);
+
 /* Word alignment: o[(orow0 + r) * nk + j] = softmax_j(q[r]_h . k[j]_h /
  * sqrt(d_text)) for rows r < rows of q (ld apart), the head at float
  * column h0, keys k[j] (j < nk) at float offset kofs, ld apart. */
 void td_vko_att_weights(td_vko *o, int rows, int ld, uint64_t q, uint64_t k, uint64_t kofs,
                         int nk, int h0, uint64_t out, int orow0);
+
+/* The same with the keys as halves where k16. */
+void td_vko_att_weights_x(td_vko *o, int rows, int ld, uint64_t q, uint64_t k, uint64_t kofs,
+                          int nk, int h0, uint64_t out, int orow0, int k16);
 
 /* x[r] = tok[tp[2r]] + pos[tp[2r+1]], rows of n (tok halves or floats). */
 void td_vko_embed(td_vko *o, int rows, int n, uint64_t tok, int tok_f16, uint64_t pos,

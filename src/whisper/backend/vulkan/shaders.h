@@ -38,6 +38,7 @@
     X(embed)             \
     X(kv_put)            \
     X(att_weights)       \
+    X(to_half)           \
     X(sample)
 
 #define TD_VK_SHADER_DECL(name)            \

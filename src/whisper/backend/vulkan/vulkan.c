@@ -352,7 +352,8 @@ struct td_wbackend {
     unsigned char *encoded; /* [max_windows] */
     int last_rows;          /* logits rows the last decode kept */
     unsigned ops_gen;       /* td_vko_generation when the kept recordings were made */
-    char path_note[320];    /* which product path, and why */
+    char path_note[640];    /* which product path, and why; the batched steps' kernels */
+    int cross16;            /* cross K/V stored as halves (see vk_open) */
     int fuse_ln;            /* LayerNorm in the few-row products (TD_VULKAN_FUSE_LN=0: off) */
     int qkv;                /* q, k and v as one few-row product (TD_VULKAN_QKV=0: off) */
     /* align_weights in progress: its heads, its output (host-visible:
@@ -573,6 +574,41 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
     }
     if (rc)
         goto out;
+    /* the batched decoder step's products (9 to 256 rows): the path's or
+     * the matrix-vector kernels, per row count (ops.h) */
+    {
+        size_t nl = strlen(b->path_note);
+        if (nl + 2 < sizeof b->path_note) {
+            memcpy(b->path_note + nl, "; ", 3);
+            nl += 2;
+        }
+        if ((rc = td_vko_choose_rows(b->ops, P->nt, P->nt, b->path_note + nl,
+                                     sizeof b->path_note - nl, err)))
+            goto out;
+    }
+    /* The cross-attention's K and V as halves (half the bytes the decoder
+     * reads every step) where the products already round their inputs to
+     * halves (a cooperative-matrix path on F16 weights); floats where
+     * results are held to float accuracy (the tiled path, F32 weights or
+     * compute). TD_VULKAN_CROSS16=0 or 1 overrides. The buffers are
+     * sized for floats either way, so memory_need() does not depend on
+     * the trial. */
+    b->cross16 = m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32 &&
+                 td_vko_path_get(b->ops) != TD_VKO_TILED;
+    {
+        const char *c16 = getenv("TD_VULKAN_CROSS16");
+        if (c16 && strcmp(c16, "0") == 0)
+            b->cross16 = 0;
+        else if (c16 && strcmp(c16, "1") == 0)
+            b->cross16 = 1;
+    }
+    if (P->nt > P->na || ((uint64_t)P->C * P->nt) % 4) /* the scratch (vk_encode), 8-byte rows */
+        b->cross16 = 0;
+    {
+        size_t nl = strlen(b->path_note);
+        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross K/V as %s",
+                 b->cross16 ? "halves" : "floats");
+    }
 
     b->el = td_vk_calloc((size_t)P->nla, sizeof *b->el);
     b->dl = td_vk_calloc((size_t)P->nlt, sizeof *b->dl);
@@ -770,17 +806,41 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
         uint64_t eo = b->enc_out.addr + (uint64_t)w * C * na * 4;
         td_vko_layernorm(o, C, na, ex, na, b->ln_post_w, b->ln_post_b, eo, na, 0);
         /* every decoder layer's cross-attention K and V of this window */
-        uint64_t cofs = (uint64_t)w * C * nt * 4;
-        for (int l = 0; l < P->nlt; l++) {
-            const dec_l *L = &b->dl[l];
-            if (l == 0)
-                lin(b, C, nt, na, eo, na, L->ck, 0, b->cross_k[l].addr + cofs, nt, 0);
-            td_vk_concurrent(b->vk, 1);
-            if (l > 0)
-                lin(b, C, nt, na, eo, na, L->ck, 0, b->cross_k[l].addr + cofs, nt, 0);
-            lin(b, C, nt, na, eo, na, L->cv, L->cv_b, b->cross_v[l].addr + cofs, nt, 0);
+        if (b->cross16) {
+            /* as halves: two layers' products into the free feed-forward
+             * scratch (floats), then converted, and so on */
+            uint64_t cofs = (uint64_t)w * C * nt * 2, cn = (uint64_t)C * nt;
+            for (int l0 = 0; l0 < P->nlt; l0 += 2) {
+                int l1 = l0 + 2 < P->nlt ? l0 + 2 : P->nlt;
+                for (int l = l0; l < l1; l++) {
+                    const dec_l *L = &b->dl[l];
+                    uint64_t sk = eff + (uint64_t)(l - l0) * 2 * cn * 4, sv = sk + cn * 4;
+                    lin(b, C, nt, na, eo, na, L->ck, 0, sk, nt, 0);
+                    td_vk_concurrent(b->vk, 1);
+                    lin(b, C, nt, na, eo, na, L->cv, L->cv_b, sv, nt, 0);
+                }
+                td_vk_concurrent(b->vk, 0);
+                for (int l = l0; l < l1; l++) {
+                    uint64_t sk = eff + (uint64_t)(l - l0) * 2 * cn * 4, sv = sk + cn * 4;
+                    td_vko_to_half(o, cn, sk, b->cross_k[l].addr + cofs);
+                    td_vk_concurrent(b->vk, 1);
+                    td_vko_to_half(o, cn, sv, b->cross_v[l].addr + cofs);
+                }
+                td_vk_concurrent(b->vk, 0);
+            }
+        } else {
+            uint64_t cofs = (uint64_t)w * C * nt * 4;
+            for (int l = 0; l < P->nlt; l++) {
+                const dec_l *L = &b->dl[l];
+                if (l == 0)
+                    lin(b, C, nt, na, eo, na, L->ck, 0, b->cross_k[l].addr + cofs, nt, 0);
+                td_vk_concurrent(b->vk, 1);
+                if (l > 0)
+                    lin(b, C, nt, na, eo, na, L->ck, 0, b->cross_k[l].addr + cofs, nt, 0);
+                lin(b, C, nt, na, eo, na, L->cv, L->cv_b, b->cross_v[l].addr + cofs, nt, 0);
+            }
+            td_vk_concurrent(b->vk, 0);
         }
-        td_vk_concurrent(b->vk, 0);
         rc = td_vk_submit(b->vk, err);
         if (rc)
             return rc;
@@ -872,12 +932,13 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
         LIN_LN(L->cross_ln_w, L->cross_ln_b, L->cq, L->cq_b, dq, nt, 0, 0);
         for (int i = 0; i < b->al_n; i++) /* word alignment's heads of this layer */
             if (b->al_heads[2 * i] == l)
-                td_vko_att_weights(o, R, nt, dq, b->cross_k[l].addr,
-                                   (uint64_t)b->al_window * C * nt, C,
-                                   b->al_heads[2 * i + 1] * (nt / P->nht),
-                                   b->al_out + (uint64_t)i * b->al_rows * C * 4, b->al_row0);
-        td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
-                        ioa + P->io_cross, C, part, b->cnt.addr);
+                td_vko_att_weights_x(o, R, nt, dq, b->cross_k[l].addr,
+                                     (uint64_t)b->al_window * C * nt, C,
+                                     b->al_heads[2 * i + 1] * (nt / P->nht),
+                                     b->al_out + (uint64_t)i * b->al_rows * C * 4, b->al_row0,
+                                     b->cross16);
+        td_vko_dec_attn_x(o, R, P->nht, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
+                          ioa + P->io_cross, C, part, b->cnt.addr, b->cross16);
         LIN(da, L->co, L->co_b, dx, nt, nt, TD_VKO_ACC);
         if (!fuse)
             td_vko_layernorm(o, R, nt, dx, nt, L->mlp_ln_w, L->mlp_ln_b, dh, nt, 0);

@@ -3,12 +3,14 @@
 // apart) and the head at float column h0, softmax(q k^T / sqrt(D)) over
 // all nk keys (rows of k from float offset kofs, ld apart), written to
 // o[(orow0 + r) * nk + j]. One workgroup per row; the scores are written
-// first and rescaled in place by the thread that wrote them.
+// first and rescaled in place by the thread that wrote them. KV16
+// (specialization constant): the keys are halves (offsets in elements).
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(constant_id = 0) const uint D = 64;
+layout(constant_id = 1) const uint KV16 = 0;
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform P {
@@ -19,6 +21,15 @@ layout(push_constant) uniform P {
 
 shared float qs[D];
 shared float red[256];
+
+float key(uint i)
+{
+    if (KV16 != 0) {
+        vec2 h = unpackHalf2x16(U32(p.k).v[i >> 1]);
+        return (i & 1) != 0 ? h.y : h.x;
+    }
+    return p.k.v[i];
+}
 
 float reduce(float v, bool is_max)
 {
@@ -47,7 +58,7 @@ void main()
         uint ko = p.kofs + j * p.ld + p.h0;
         float d = 0.0;
         for (uint i = 0; i < D; i++)
-            d += qs[i] * p.k.v[ko + i];
+            d += qs[i] * key(ko + i);
         d *= p.scale;
         p.o.v[ob + j] = d;
         mx = max(mx, d);

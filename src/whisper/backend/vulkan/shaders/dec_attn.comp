@@ -20,6 +20,10 @@
 // shared memory: correct for any subgroup size. With heads of at most 64
 // floats (Whisper's), each thread's key and value rows are loaded into
 // registers before anything waits.
+// KV16 (specialization constant): keys and values are halves (the
+// cross-attention's, written by the encoder), offsets and strides in
+// elements as with floats; they are widened on load and everything else
+// stays in floats.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -29,7 +33,10 @@
 layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer F32c { float v[]; };
 layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer I32c { int v[]; };
 
+layout(buffer_reference, scalar, buffer_reference_align = 8) buffer U32x2 { uvec2 v[]; };
+
 layout(constant_id = 0) const uint D = 64;
+layout(constant_id = 1) const uint KV16 = 0;
 layout(local_size_x = 128) in;
 
 layout(push_constant) uniform P {
@@ -46,6 +53,26 @@ shared float sg_red[128];
 shared vec4 partial4[128];
 shared float partial[NP * D];
 shared bool last;
+
+// elements [4 i4, 4 i4 + 4) of keys or values b
+vec4 ld4(F32 b, uint i4)
+{
+    if (KV16 != 0) {
+        uvec2 u = U32x2(b).v[i4];
+        return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+    }
+    return F32x4(b).v[i4];
+}
+
+// element i of keys or values b
+float ld1(F32 b, uint i)
+{
+    if (KV16 != 0) {
+        vec2 h = unpackHalf2x16(U32(b).v[i >> 1]);
+        return (i & 1) != 0 ? h.y : h.x;
+    }
+    return b.v[i];
+}
 
 // the workgroup's maximum (mx) or sum of v, in every thread
 float wg_max(float v)
@@ -92,14 +119,13 @@ void main()
     uint qi = t % Q, kp = t / Q;
     uint ko = base + (j0 + t) * p.ld + h0;
     uint vo = (base + j0 * p.ld + h0) / 4 + qi;
-    F32x4 k4 = F32x4(p.k), vv = F32x4(p.v);
     vec4 kr[Q], vr[NV];
     if (pf) {
         for (uint i = 0; i < Q; i++)
-            kr[i] = t < nb ? k4.v[ko / 4 + i] : vec4(0.0);
+            kr[i] = t < nb ? ld4(p.k, ko / 4 + i) : vec4(0.0);
         for (uint i = 0; i < NV; i++) {
             uint j = kp + i * KP;
-            vr[i] = j < nb ? vv.v[vo + j * (p.ld / 4)] : vec4(0.0);
+            vr[i] = j < nb ? ld4(p.v, vo + j * (p.ld / 4)) : vec4(0.0);
         }
     }
     for (uint i = t; i < D; i += 128)
@@ -115,12 +141,12 @@ void main()
         } else if (v4) {
             // a key row in D / 4 loads, all issued at once
             for (uint i = 0; i < D; i += 4) {
-                vec4 kv = k4.v[(ko + i) / 4];
+                vec4 kv = ld4(p.k, (ko + i) / 4);
                 d += qs[i] * kv.x + qs[i + 1] * kv.y + qs[i + 2] * kv.z + qs[i + 3] * kv.w;
             }
         } else {
             for (uint i = 0; i < D; i++)
-                d += qs[i] * p.k.v[ko + i];
+                d += qs[i] * ld1(p.k, ko + i);
         }
         s = d;
     }
@@ -142,7 +168,7 @@ void main()
             }
         } else {
             for (uint j = kp; j < nb; j += KP)
-                a += sc[j] * vv.v[vo + j * (p.ld / 4)];
+                a += sc[j] * ld4(p.v, vo + j * (p.ld / 4));
         }
         partial4[t] = a;
         barrier();
@@ -156,7 +182,7 @@ void main()
             uint i = t % D, pp = t / D;
             float a = 0.0;
             for (uint j = pp; j < nb; j += NP)
-                a += sc[j] * p.v.v[base + (j0 + j) * p.ld + h0 + i];
+                a += sc[j] * ld1(p.v, base + (j0 + j) * p.ld + h0 + i);
             partial[pp * D + i] = a;
         }
         barrier();

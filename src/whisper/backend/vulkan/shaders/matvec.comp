@@ -25,6 +25,15 @@
 // F_W16 and F_A16 (set by ops.c from the addresses and strides): the
 // weights, or A (and the LayerNorm's weight and bias), may be read 16
 // bytes a load.
+// CT (specialization constant, 1 by default): columns per team. With
+// more (the many-row product of a batched decoder step, 9 to 256 rows),
+// each team reads CT weight rows at once and every A load serves CT
+// columns (the loads of A per product fall by CT, the weight loads in
+// flight per thread stay 8); the grid is then x: groups of MR rows of A,
+// y: groups of 4 CT columns, so that the workgroups running together
+// share their weight rows in the cache and the weights come from memory
+// about once whatever the rows. MR * CT is at most 32 (lane i of a team
+// writes output i).
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -34,6 +43,7 @@
 
 layout(constant_id = 0) const uint WF16 = 1;
 layout(constant_id = 1) const uint MR = 8;
+layout(constant_id = 2) const uint CT = 1;
 layout(local_size_x = 128) in;
 
 layout(push_constant) uniform P {
@@ -44,9 +54,11 @@ layout(push_constant) uniform P {
 
 const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_LN = 16, F_ROWIDX = 32, F_QKV = 128;
 const uint F_W16 = 256, F_A16 = 512;
-const uint WG = 128, T = 32, COLS = WG / T, U = 8;
+const uint WG = 128, T = 32, TEAMS = WG / T;
+const uint U = 8 / CT; // weight loads in flight per column
+const uint MC = MR * CT;
 
-shared float red[WG][MR];
+shared float red[WG][MC];
 shared float st_mean[MR], st_inv[MR];
 
 uint vt;   // this thread's index, subgroup-major (see above)
@@ -72,22 +84,22 @@ void wg_sums(inout float v[MR])
 }
 
 // every thread of a team gets the team's sums of v
-void team_sums(inout float v[MR])
+void team_sums(inout float v[MC])
 {
     uint sg = gl_SubgroupSize;
     if (sg == T) {
-        [[unroll]] for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MC; r++)
             v[r] = subgroupAdd(v[r]);
     } else if (sg < T) {
         // T / sg subgroups make a team
-        [[unroll]] for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MC; r++)
             v[r] = subgroupAdd(v[r]);
         if (subgroupElect())
-            [[unroll]] for (uint r = 0; r < MR; r++)
+            [[unroll]] for (uint r = 0; r < MC; r++)
                 red[gl_SubgroupID][r] = v[r];
         barrier();
         uint per = T / sg, s0 = (vt / T) * per;
-        [[unroll]] for (uint r = 0; r < MR; r++) {
+        [[unroll]] for (uint r = 0; r < MC; r++) {
             float s = 0.0;
             for (uint i = 0; i < per; i++)
                 s += red[s0 + i][r];
@@ -95,11 +107,11 @@ void team_sums(inout float v[MR])
         }
     } else {
         // several teams in a subgroup: through shared memory
-        [[unroll]] for (uint r = 0; r < MR; r++)
+        [[unroll]] for (uint r = 0; r < MC; r++)
             red[vt][r] = v[r];
         barrier();
         uint t0 = (vt / T) * T;
-        [[unroll]] for (uint r = 0; r < MR; r++) {
+        [[unroll]] for (uint r = 0; r < MC; r++) {
             float s = 0.0;
             for (uint i = 0; i < T; i++)
                 s += red[t0 + i][r];
@@ -112,55 +124,59 @@ void main()
 {
     vt = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
     uint lane = vt % T;
-    uint n = gl_WorkGroupID.x * COLS + vt / T;
-    uint m0 = gl_WorkGroupID.z * MR;
+    // the grid: columns along x and row groups along z, or (CT > 1) the
+    // other way round along x and y (see above)
+    uint gcol = CT > 1 ? gl_WorkGroupID.y : gl_WorkGroupID.x;
+    uint grow = CT > 1 ? gl_WorkGroupID.x : gl_WorkGroupID.z;
+    uint n0 = (gcol * TEAMS + vt / T) * CT; // this team's first column
+    uint m0 = grow * MR;
     uint mr = min(MR, p.M - m0);
     bool ln = (p.flags & F_LN) != 0;
     bool w16 = WF16 != 0 && (p.flags & F_W16) != 0;
-    float acc[MR];
-    [[unroll]] for (uint r = 0; r < MR; r++)
-        acc[r] = 0.0;
+    float acc[MC];
+    [[unroll]] for (uint i = 0; i < MC; i++)
+        acc[i] = 0.0;
 
     // the first weight loads, before anything waits
     U32x4 w4 = U32x4(p.w);
-    uint nk8 = (w16 && n < p.N) ? p.K / 8 : 0;
-    uint row4 = n * (p.ldw / 8);
-    uvec4 wr[U];
+    uint nk8 = (w16 && n0 < p.N) ? p.K / 8 : 0;
+    uint row4 = n0 * (p.ldw / 8), ld4 = p.ldw / 8;
+    uvec4 wr[U * CT]; // [j * CT + q]: column n0 + q
     [[unroll]] for (uint j = 0; j < U; j++) {
         uint k8 = lane + j * T;
-        wr[j] = k8 < nk8 ? w4.v[row4 + k8] : uvec4(0);
+        [[unroll]] for (uint q = 0; q < CT; q++)
+            wr[j * CT + q] = k8 < nk8 && n0 + q < p.N ? w4.v[row4 + q * ld4 + k8] : uvec4(0);
     }
 
     if (ln) {
+        float st[MR];
         [[unroll]] for (uint r = 0; r < MR; r++) {
-            acc[r] = 0.0;
+            st[r] = 0.0;
             if (r < mr)
                 for (uint k = vt; k < p.K; k += WG)
-                    acc[r] += p.a.v[(m0 + r) * p.lda + k];
+                    st[r] += p.a.v[(m0 + r) * p.lda + k];
         }
-        wg_sums(acc);
-        [[unroll]] for (uint r = 0; r < MR; r++) // constant indices: acc stays in registers
-            acc[r] /= float(p.K);
+        wg_sums(st);
+        [[unroll]] for (uint r = 0; r < MR; r++) // constant indices: st stays in registers
+            st[r] /= float(p.K);
         [[unroll]] for (uint r = 0; r < MR; r++)
             if (vt == r)
-                st_mean[r] = acc[r];
+                st_mean[r] = st[r];
         float mean[MR];
         [[unroll]] for (uint r = 0; r < MR; r++) {
-            mean[r] = acc[r];
-            acc[r] = 0.0;
+            mean[r] = st[r];
+            st[r] = 0.0;
             if (r < mr)
                 for (uint k = vt; k < p.K; k += WG) {
                     float d = p.a.v[(m0 + r) * p.lda + k] - mean[r];
-                    acc[r] += d * d;
+                    st[r] += d * d;
                 }
         }
-        wg_sums(acc);
+        wg_sums(st);
         [[unroll]] for (uint r = 0; r < MR; r++)
             if (vt == r)
-                st_inv[r] = 1.0 / sqrt(acc[r] / float(p.K) + 1e-5);
+                st_inv[r] = 1.0 / sqrt(st[r] / float(p.K) + 1e-5);
         barrier();
-        [[unroll]] for (uint r = 0; r < MR; r++)
-            acc[r] = 0.0;
     }
 
     if (w16) {
@@ -171,9 +187,12 @@ void main()
                 uint k8 = c + j * T;
                 if (k8 >= nk8)
                     continue;
-                uvec4 u = wr[j]; // a constant index once unrolled: wr stays in registers
-                vec4 wa = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-                vec4 wb = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+                vec4 wa[CT], wb[CT];
+                [[unroll]] for (uint q = 0; q < CT; q++) {
+                    uvec4 u = wr[j * CT + q]; // constant indices once unrolled: registers
+                    wa[q] = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+                    wb[q] = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+                }
                 uint k = k8 * 8;
                 vec4 g0 = vec4(1.0), g1 = vec4(1.0), b0 = vec4(0.0), b1 = vec4(0.0);
                 if (ln) {
@@ -204,53 +223,64 @@ void main()
                             x0 = (x0 - st_mean[r]) * st_inv[r] * g0 + b0;
                             x1 = (x1 - st_mean[r]) * st_inv[r] * g1 + b1;
                         }
-                        acc[r] += dot(x0, wa) + dot(x1, wb);
+                        [[unroll]] for (uint q = 0; q < CT; q++)
+                            acc[r * CT + q] += dot(x0, wa[q]) + dot(x1, wb[q]);
                     }
                 }
             }
-            // the next U loads
+            // the next U loads of each column
             [[unroll]] for (uint j = 0; j < U; j++) {
                 uint k8 = c + T * U + j * T;
-                wr[j] = k8 < nk8 ? w4.v[row4 + k8] : uvec4(0);
+                [[unroll]] for (uint q = 0; q < CT; q++)
+                    wr[j * CT + q] =
+                        k8 < nk8 && n0 + q < p.N ? w4.v[row4 + q * ld4 + k8] : uvec4(0);
             }
         }
-    } else if (n < p.N) {
+    } else if (n0 < p.N) {
         // any layout: halves in pairs of a 32-bit word (ldw even), or floats
-        for (uint k = lane * 2; k < p.K; k += T * 2) {
-            vec2 w;
-            if (WF16 != 0) {
-                w = unpackHalf2x16(p.w.v[(n * p.ldw + k) >> 1]);
-            } else {
-                w.x = uintBitsToFloat(p.w.v[n * p.ldw + k]);
-                w.y = k + 1 < p.K ? uintBitsToFloat(p.w.v[n * p.ldw + k + 1]) : 0.0;
-            }
-            bool two = k + 1 < p.K;
-            [[unroll]] for (uint r = 0; r < MR; r++) {
-                if (r < mr) {
-                    uint ai = (m0 + r) * p.lda + k;
-                    float x0 = p.a.v[ai], x1 = two ? p.a.v[ai + 1] : 0.0;
-                    if (ln) {
-                        x0 = (x0 - st_mean[r]) * st_inv[r] * p.lnw.v[k] + p.lnb.v[k];
+        [[unroll]] for (uint q = 0; q < CT; q++) {
+            uint n = n0 + q;
+            if (n >= p.N)
+                continue;
+            for (uint k = lane * 2; k < p.K; k += T * 2) {
+                vec2 w;
+                if (WF16 != 0) {
+                    w = unpackHalf2x16(p.w.v[(n * p.ldw + k) >> 1]);
+                } else {
+                    w.x = uintBitsToFloat(p.w.v[n * p.ldw + k]);
+                    w.y = k + 1 < p.K ? uintBitsToFloat(p.w.v[n * p.ldw + k + 1]) : 0.0;
+                }
+                bool two = k + 1 < p.K;
+                [[unroll]] for (uint r = 0; r < MR; r++) {
+                    if (r < mr) {
+                        uint ai = (m0 + r) * p.lda + k;
+                        float x0 = p.a.v[ai], x1 = two ? p.a.v[ai + 1] : 0.0;
+                        if (ln) {
+                            x0 = (x0 - st_mean[r]) * st_inv[r] * p.lnw.v[k] + p.lnb.v[k];
+                            if (two)
+                                x1 = (x1 - st_mean[r]) * st_inv[r] * p.lnw.v[k + 1] +
+                                     p.lnb.v[k + 1];
+                        }
+                        acc[r * CT + q] += x0 * w.x;
                         if (two)
-                            x1 = (x1 - st_mean[r]) * st_inv[r] * p.lnw.v[k + 1] + p.lnb.v[k + 1];
+                            acc[r * CT + q] += x1 * w.y;
                     }
-                    acc[r] += x0 * w.x;
-                    if (two)
-                        acc[r] += x1 * w.y;
                 }
             }
         }
     }
 
     team_sums(acc);
-    if (n >= p.N)
+    if (n0 >= p.N)
         return;
-    [[unroll]] for (uint r = 0; r < MR; r++) {
-        // lane r writes row r (constant indices: acc stays in registers)
-        if (lane != r || r >= mr)
+    [[unroll]] for (uint i = 0; i < MC; i++) {
+        // lane i writes row i / CT of column n0 + i % CT (constant
+        // indices: acc stays in registers)
+        uint r = i / CT, n = n0 + i % CT;
+        if (lane != i || r >= mr || n >= p.N)
             continue;
         uint m = m0 + r;
-        float v = acc[r];
+        float v = acc[i];
         if ((p.flags & F_BIAS) != 0)
             v += p.bias.v[n];
         if ((p.flags & F_GELU) != 0)
