@@ -612,7 +612,9 @@ static void test_linear_qkv(void **state)
 
 /* The batched decoder step's products (9 to 256 rows) on the
  * matrix-vector kernels (td_vko_set_rows): one column per team, and four
- * (matvec4, its grid by row groups first); odd row counts across the
+ * (matvec4, its grid by row groups first), and on matrows.comp (tiles of
+ * 64 rows x 8 columns; what it cannot take, LayerNorm, F32 weights, odd
+ * strides, goes to matvec, which these cases check too); odd row counts across the
  * groups of 8, column counts not a multiple of a workgroup's 4 or 16,
  * K tails against the 16-byte loads, F16 and F32 weights, packed rows
  * (16-byte loads) and odd strides, LayerNorm fused, rows scattered, and
@@ -626,7 +628,7 @@ static void test_linear_rows(void **state)
     static const int shapes[][3] = {{9, 64, 64},    {13, 33, 72},  {17, 70, 1032}, {31, 5, 8},
                                     {64, 131, 520}, {100, 67, 264}, {129, 18, 2056},
                                     {255, 17, 40},  {256, 29, 16}, {57, 1029, 128}};
-    for (int kind = TD_VKO_ROWS_MATVEC; kind <= TD_VKO_ROWS_MATVEC4; kind++) {
+    for (int kind = TD_VKO_ROWS_MATVEC; kind < TD_VKO_ROWS_N; kind++) {
         lin_rows = (enum td_vko_rows)kind;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
@@ -638,6 +640,7 @@ static void test_linear_rows(void **state)
                     linear_case(m, n, k, f16, B | G | A, -1, 0);
                     linear_case(m, n, k, f16, B | L, -1, 0);
                     linear_case(m, n, k, f16, L | R | C, -1, 0);
+                    linear_case(m, n, k, f16, B | R | C, -1, 0);
                 }
             }
         }
@@ -648,14 +651,20 @@ static void test_linear_rows(void **state)
         qkv_case(70, 33, 1024, 1, TD_VKO_LN);
         qkv_case(130, 5, 26, 0, 0);
         qkv_case(256, 64, 64, 1, TD_VKO_LN);
+        qkv_case(70, 33, 1024, 1, 0);
+        qkv_case(193, 64, 136, 1, 0);
     }
     lin_rows = TD_VKO_ROWS_PATH;
     /* above 256 rows the path's product, whatever the kernel chosen */
     td_vko_set_rows(ops, TD_VKO_ROWS_MATVEC4);
     assert_false(td_vko_fuses_ln(ops, 257));
     assert_true(td_vko_fuses_ln(ops, 256));
+    td_vko_set_rows(ops, TD_VKO_ROWS_MATROWS);
+    assert_false(td_vko_fuses_ln(ops, 64));
+    assert_true(td_vko_takes_qkv(ops, 64));
     td_vko_set_rows(ops, TD_VKO_ROWS_PATH);
     assert_false(td_vko_fuses_ln(ops, 9));
+    assert_false(td_vko_takes_qkv(ops, 9));
     assert_true(td_vko_fuses_ln(ops, 8));
 }
 

@@ -33,6 +33,8 @@ struct td_vko {
     td_vk_pipe *cm_peak[TD_VKO_CM_PEAK_MODES]; /* the engines' rate (a benchmark); NULL without */
     td_vk_pipe *layernorm, *enc_attn, *dec_attn, *embed, *kv_put, *att_weights;
     td_vk_pipe *dec_attn16, *att_weights16, *to_half; /* keys and values as halves */
+    td_vk_pipe *matrows[2];            /* the batched step's products (matrows.comp), 1 and 2
+                                        * groups of loads in flight */
     int matvec_rows, cm_big_min;
     /* products of 9..TD_VKO_ROWS_MAX rows: the kernel per row class
      * (rows_class), TD_VKO_ROWS_PATH (the path's) unless chosen */
@@ -104,7 +106,7 @@ void td_vko_free(td_vko *o)
                           &o->matmul_cmd[1], &o->enc_attn_cm, &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
                           &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
-                          &o->att_weights16, &o->to_half};
+                          &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1]};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     for (int i = 0; i < TD_VKO_CM_PEAK_MODES; i++)
@@ -172,6 +174,9 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     PIPE(o->dec_attn16, dec_attn, "dec_attn16", da_push, dt16, 2);
     PIPE(o->att_weights16, att_weights, "att_weights16", aw_push, dt16, 2);
     PIPE(o->to_half, to_half, "to_half", th_push, NULL, 0);
+    uint32_t g1 = 1, g2 = 2;
+    PIPE(o->matrows[0], matrows, "matrows", lin_push, &g1, 1);
+    PIPE(o->matrows[1], matrows, "matrows2", lin_push, &g2, 1);
     if (td_vk_device_info(vk)->has_coopmat_nv) {
         /* a driver that cannot build it leaves the tiled path; only out
          * of memory is an error */
@@ -338,6 +343,12 @@ static enum td_vko_rows rows_kernel(const td_vko *o, int m)
 
 int td_vko_fuses_ln(const td_vko *o, int m)
 {
+    enum td_vko_rows k = rows_kernel(o, m);
+    return m <= o->matvec_rows || k == TD_VKO_ROWS_MATVEC || k == TD_VKO_ROWS_MATVEC4;
+}
+
+int td_vko_takes_qkv(const td_vko *o, int m)
+{
     return m <= o->matvec_rows || rows_kernel(o, m) != TD_VKO_ROWS_PATH;
 }
 
@@ -346,6 +357,8 @@ const char *td_vko_rows_name(enum td_vko_rows k)
     switch (k) {
     case TD_VKO_ROWS_MATVEC: return "matvec";
     case TD_VKO_ROWS_MATVEC4: return "matvec4";
+    case TD_VKO_ROWS_MATROWS: return "matrows";
+    case TD_VKO_ROWS_MATROWS2: return "matrows2";
     default: return "path";
     }
 }
@@ -478,6 +491,15 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
                   l->c2, l->c3, (uint32_t)l->split};
     uint32_t m = (uint32_t)l->m, n = (uint32_t)l->n;
     enum td_vko_rows rk = rows_kernel(o, l->m);
+    if (rk == TD_VKO_ROWS_MATROWS || rk == TD_VKO_ROWS_MATROWS2) {
+        if (l->w_f16 && l->w % 16 == 0 && l->ldw % 8 == 0 && l->k % 8 == 0 && l->a % 16 == 0 &&
+            l->lda % 4 == 0 && !(l->flags & TD_VKO_LN)) {
+            td_vk_dispatch(o->vk, o->matrows[rk == TD_VKO_ROWS_MATROWS2], &p, cdiv(n, 8),
+                           cdiv(m, 64), 1);
+            return;
+        }
+        rk = TD_VKO_ROWS_MATVEC; /* what matrows cannot take */
+    }
     if (l->m <= o->matvec_rows || rk != TD_VKO_ROWS_PATH) {
         /* 16-byte loads where the addresses and strides allow them */
         int lnf = (l->flags & TD_VKO_LN) != 0;
@@ -914,7 +936,7 @@ static int rows_cache_read(const char *key, enum td_vko_rows *pick)
         enum td_vko_rows got[TD_VKO_ROWS_CLASSES];
         for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
             got[c] = (enum td_vko_rows)-1;
-            for (int k = TD_VKO_ROWS_PATH; k <= TD_VKO_ROWS_MATVEC4; k++)
+            for (int k = TD_VKO_ROWS_PATH; k < TD_VKO_ROWS_N; k++)
                 if (strcmp(nm[c], td_vko_rows_name((enum td_vko_rows)k)) == 0)
                     got[c] = (enum td_vko_rows)k;
             ok &= (int)got[c] >= 0;
@@ -929,7 +951,7 @@ static int rows_cache_read(const char *key, enum td_vko_rows *pick)
 }
 
 static void rows_cache_write(const char *key, const enum td_vko_rows *pick,
-                             double ms[][TD_VKO_ROWS_MATVEC4 + 1])
+                             double ms[][TD_VKO_ROWS_N])
 {
     char path[4096];
     if (!cache_path(path, sizeof path))
@@ -949,7 +971,8 @@ static void rows_cache_write(const char *key, const enum td_vko_rows *pick,
     for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++)
         fprintf(f, " %s", td_vko_rows_name(pick[c]));
     for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++)
-        fprintf(f, " %d: %.4f %.4f %.4f", 16 << c, ms[c][0], ms[c][1], ms[c][2]);
+        fprintf(f, " %d: %.4f %.4f %.4f %.4f %.4f", 16 << c, ms[c][0], ms[c][1], ms[c][2],
+                ms[c][3], ms[c][4]);
     fprintf(f, " ms\n");
     if (fclose(f) != 0)
         return; /* a cache: the next open tries again */
@@ -960,12 +983,13 @@ int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_er
     const char *env = getenv("TD_VULKAN_ROWS");
     if (env && *env && strcmp(env, "auto") != 0) {
         int want = -1;
-        for (int r = TD_VKO_ROWS_PATH; r <= TD_VKO_ROWS_MATVEC4; r++)
+        for (int r = TD_VKO_ROWS_PATH; r < TD_VKO_ROWS_N; r++)
             if (strcmp(env, td_vko_rows_name((enum td_vko_rows)r)) == 0)
                 want = r;
         if (want < 0)
             return td_error_set(err, TD_EINVAL,
-                                "vulkan: TD_VULKAN_ROWS=%s (path, matvec, matvec4 or auto)", env);
+                                "vulkan: TD_VULKAN_ROWS=%s (path, matvec, matvec4, matrows, matrows2 or auto)",
+                                env);
         td_vko_set_rows(o, (enum td_vko_rows)want);
         snprintf(why, why_len, "batched steps: %s (TD_VULKAN_ROWS)", env);
         return TD_OK;
@@ -980,8 +1004,8 @@ int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_er
     if (n < 8 || k < 8 || n > 8192 || k > 8192 || k % 8)
         return td_error_set(err, TD_EINVAL, "vulkan: batched-step trial of %dx%d", n, k);
     char key[256];
-    /* "rows1": the first kernels timed (the path, matvec, matvec4), per path */
-    snprintf(key, sizeof key, "rows1:%04x:%04x:%08x:%s:%s:%dx%d", in->vendor_id, in->device_id,
+    /* "rows2": the kernels timed (the path, matvec, matvec4, matrows, matrows2), per path */
+    snprintf(key, sizeof key, "rows2:%04x:%04x:%08x:%s:%s:%dx%d", in->vendor_id, in->device_id,
              in->driver_version, in->uuid, td_vko_path_name(o->path), n, k);
     enum td_vko_rows pick[TD_VKO_ROWS_CLASSES];
     if (rows_cache_read(key, pick)) {
@@ -1025,12 +1049,12 @@ int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_er
         (rc = td_vk_upload(vk, &a, 0, ha, (uint64_t)mmax * k * 4, err)) ||
         (rc = td_vk_upload(vk, &w, 0, hw, (uint64_t)n4 * k * 2, err)))
         goto out;
-    double ms[TD_VKO_ROWS_CLASSES][TD_VKO_ROWS_MATVEC4 + 1] = {{0}};
+    double ms[TD_VKO_ROWS_CLASSES][TD_VKO_ROWS_N] = {{0}};
     for (int round = 0; round < 2; round++) /* the first brings the clocks up */
         for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
             int m = 16 << c;
             pick[c] = TD_VKO_ROWS_PATH;
-            for (int kn = TD_VKO_ROWS_PATH; kn <= TD_VKO_ROWS_MATVEC4; kn++) {
+            for (int kn = TD_VKO_ROWS_PATH; kn < TD_VKO_ROWS_N; kn++) {
                 td_vko_set_rows(o, (enum td_vko_rows)kn);
                 const td_vk_buf *cc = kn == TD_VKO_ROWS_PATH ? &c0 : &c1;
                 if ((rc = trial_time(o, m, n, k, &a, &w, cc, 8, &ms[c][kn], err)))
@@ -1060,11 +1084,13 @@ int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_er
         }
     memcpy(was, pick, sizeof was);
     rows_cache_write(key, pick, ms);
-    int len = snprintf(why, why_len, "batched steps (trial %dx%d and 4n, path/matvec/matvec4 ms):",
+    int len = snprintf(why, why_len,
+                       "batched steps (trial %dx%d and 4n, path/matvec/matvec4/matrows/matrows2 ms):",
                        n, k);
     for (int c = 0; c < TD_VKO_ROWS_CLASSES && len >= 0 && (size_t)len < why_len; c++)
-        len += snprintf(why + len, why_len - (size_t)len, " %d %s (%.3f %.3f %.3f)", 16 << c,
-                        td_vko_rows_name(pick[c]), ms[c][0], ms[c][1], ms[c][2]);
+        len += snprintf(why + len, why_len - (size_t)len, " %d %s (%.3f %.3f %.3f %.3f %.3f)",
+                        16 << c, td_vko_rows_name(pick[c]), ms[c][0], ms[c][1], ms[c][2],
+                        ms[c][3], ms[c][4]);
 out:
     for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
         if (o->rows_pick[c] != was[c])

@@ -137,12 +137,23 @@ int td_vko_cm_probe(td_vko *o, enum td_vko_path path, int m, int n, int k, unsig
  * matrix-vector shader, with one column per team of 32 threads
  * (matvec) or four (matvec4: each load of A serves four weight rows,
  * the grid ordered so that weights come from memory about once), which
- * also fuse LayerNorm and q, k, v as the few-row products do. Chosen
- * per class of row count (up to 16, 32, 64, 128, 256). */
-enum td_vko_rows { TD_VKO_ROWS_PATH = 0, TD_VKO_ROWS_MATVEC = 1, TD_VKO_ROWS_MATVEC4 = 2 };
+ * also fuse LayerNorm and q, k, v as the few-row products do, or
+ * matrows.comp (8 columns x 64 rows a workgroup, K split 8 ways, 4 x 4
+ * outputs a thread; F16 weights with 16-byte loads, else matvec runs;
+ * q, k, v fused, LayerNorm not). Chosen per class of row count (up to
+ * 16, 32, 64, 128, 256). */
+enum td_vko_rows {
+    TD_VKO_ROWS_PATH = 0,
+    TD_VKO_ROWS_MATVEC = 1,
+    TD_VKO_ROWS_MATVEC4 = 2,
+    TD_VKO_ROWS_MATROWS = 3,
+    TD_VKO_ROWS_MATROWS2 = 4, /* the same with two groups of loads in flight per thread */
+};
+#define TD_VKO_ROWS_N 5
 #define TD_VKO_ROWS_MAX 256
 #define TD_VKO_ROWS_CLASSES 5
-const char *td_vko_rows_name(enum td_vko_rows k); /* "path", "matvec", "matvec4" */
+/* "path", "matvec", "matvec4", "matrows", "matrows2" */
+const char *td_vko_rows_name(enum td_vko_rows k);
 /* Every class to k (tests, benchmarks). */
 void td_vko_set_rows(td_vko *o, enum td_vko_rows k);
 /* Choose per class: TD_VULKAN_ROWS=(a name) in the environment forces
@@ -161,7 +172,8 @@ void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t
 
 /* The same with every option. TD_VKO_LN and TD_VKO_QKV are taken only
  * by products of at most the matvec rows or on a matvec kernel of
- * td_vko_rows (td_vko_fuses_ln); for more,
+ * td_vko_rows (td_vko_fuses_ln; TD_VKO_QKV on matrows too:
+ * td_vko_takes_qkv); for more,
  * run td_vko_layernorm into a scratch first and pass that as A without
  * the flag, and q, k and v as three products. */
 typedef struct td_vko_lin {
@@ -182,6 +194,8 @@ typedef struct td_vko_lin {
 } td_vko_lin;
 void td_vko_linear_x(td_vko *o, const td_vko_lin *l);
 int td_vko_fuses_ln(const td_vko *o, int m);
+/* Whether a product of m rows takes TD_VKO_QKV. */
+int td_vko_takes_qkv(const td_vko *o, int m);
 
 /* y[r] (ldy) = LayerNorm(x[i]) (ldx, eps 1e-5) for r < rows, where i =
  * idx[r] (ints) when idx is not 0, else r. */

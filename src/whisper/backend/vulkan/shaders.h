@@ -39,6 +39,7 @@
     X(kv_put)            \
     X(att_weights)       \
     X(to_half)           \
+    X(matrows)           \
     X(sample)
 
 #define TD_VK_SHADER_DECL(name)            \

@@ -884,7 +884,7 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
     int fuse = b->fuse_ln && td_vko_fuses_ln(o, R);
     /* q, k and v as one product (their weights are one region) where the
      * few-row product takes it, unless TD_VULKAN_QKV=0 */
-    int qkv = b->qkv && td_vko_fuses_ln(o, R);
+    int qkv = b->qkv && td_vko_takes_qkv(o, R);
     td_vko_embed(o, R, nt, b->tok.a, b->tok.f16, b->dec_pos, ioa + P->io_tp, dx);
 #define LIN(a_, w_, bias_, c_, n_, k_, flags_)                                                  \
     td_vko_linear_x(o, &(td_vko_lin){.m = R, .n = (n_), .k = (k_), .a = (a_), .lda = (k_),      \
