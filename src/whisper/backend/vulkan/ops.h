@@ -159,7 +159,9 @@ void td_vko_set_rows(td_vko *o, enum td_vko_rows k);
 /* Choose per class: TD_VULKAN_ROWS=(a name) in the environment forces
  * one; on a CPU device (lavapipe) the path's; else the answer cached for
  * this device, driver and product path beside td_vko_choose_path's, or
- * a timed trial of each kernel on 16, 32, 64, 128 and 256 rows of
+ * a timed trial of the path, matvec and matvec4 (matrows and matrows2
+ * only by TD_VULKAN_ROWS until a card has run them) on 16, 32, 64, 128
+ * and 256 rows of
  * products n x k and 4n x k (the decoder's widths), results checked
  * against the path's, written to that cache. Call after the path is set.
  * *why says what was chosen. */
