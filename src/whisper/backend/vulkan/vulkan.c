@@ -582,8 +582,15 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
             memcpy(b->path_note + nl, "; ", 3);
             nl += 2;
         }
-        if ((rc = td_vko_choose_rows(b->ops, P->nt, P->nt, b->path_note + nl,
-                                     sizeof b->path_note - nl, err)))
+        if (m->wtype != TD_WT_F16 || cfg->compute == TD_WCOMPUTE_F32) {
+            /* the trial times F16 weights, and F32 results stay those of
+             * the tiled products they always were */
+            td_vko_set_rows(b->ops, TD_VKO_ROWS_PATH);
+            snprintf(b->path_note + nl, sizeof b->path_note - nl,
+                     "batched steps: path (%s)",
+                     m->wtype == TD_WT_F16 ? "compute f32 asked" : "F32 weights");
+        } else if ((rc = td_vko_choose_rows(b->ops, P->nt, P->nt, b->path_note + nl,
+                                            sizeof b->path_note - nl, err)))
             goto out;
     }
     /* The cross-attention's K and V as halves (half the bytes the decoder
