@@ -707,6 +707,81 @@ static void cache_write(const char *key, enum td_vko_path pick, const double *ms
 }
 
 
+/* A product trial's operands and results: A, m x k floats in [-1, 1);
+ * W, 4n x k halves in [-0.5, 0.5) (the MLP's first product: W's rows, C's
+ * columns); two m x 4n result buffers (the reference path's and the one
+ * checked) and host room to compare them. */
+typedef struct trial_data {
+    td_vk_buf a, w, c0, c1;
+    float *r0, *r1;
+} trial_data;
+
+static void trial_data_free(td_vk *vk, trial_data *t)
+{
+    td_vk_buf_destroy(vk, &t->a);
+    td_vk_buf_destroy(vk, &t->w);
+    td_vk_buf_destroy(vk, &t->c0);
+    td_vk_buf_destroy(vk, &t->c1);
+    td_vk_free(t->r0);
+    td_vk_free(t->r1);
+    memset(t, 0, sizeof *t);
+}
+
+/* Fill *t (zeroed first) for products of up to m rows; the seed picks the
+ * random operands. On failure what was made is freed. */
+static int trial_data_make(td_vk *vk, int m, int n, int k, uint64_t seed, trial_data *t,
+                           td_error *err)
+{
+    memset(t, 0, sizeof *t);
+    size_t n4 = 4 * (size_t)n, na = (size_t)m * k, nw = n4 * k, nc = (size_t)m * n4;
+    float *ha = td_vk_malloc(na * 4);
+    uint16_t *hw = td_vk_malloc(nw * 2);
+    t->r0 = td_vk_malloc(nc * 4);
+    t->r1 = td_vk_malloc(nc * 4);
+    int rc = TD_OK;
+    if (!ha || !hw || !t->r0 || !t->r1) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan: out of memory for a product trial");
+        goto out;
+    }
+    uint64_t s = seed;
+    for (size_t i = 0; i < na; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        ha[i] = (float)((s >> 40) & 0xffff) / 32768.0f - 1.0f;
+    }
+    for (size_t i = 0; i < nw; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        /* sign, exponent 10..13, random mantissa */
+        hw[i] = (uint16_t)(((s >> 63) << 15) | ((10 + ((s >> 40) & 3)) << 10) | ((s >> 20) & 0x3ff));
+    }
+    if ((rc = td_vk_buf_create(vk, na * 4, TD_VK_MEM_DEVICE, &t->a, err)) ||
+        (rc = td_vk_buf_create(vk, nw * 2, TD_VK_MEM_DEVICE, &t->w, err)) ||
+        (rc = td_vk_buf_create(vk, nc * 4, TD_VK_MEM_DEVICE, &t->c0, err)) ||
+        (rc = td_vk_buf_create(vk, nc * 4, TD_VK_MEM_DEVICE, &t->c1, err)) ||
+        (rc = td_vk_upload(vk, &t->a, 0, ha, na * 4, err)) ||
+        (rc = td_vk_upload(vk, &t->w, 0, hw, nw * 2, err)))
+        goto out;
+out:
+    td_vk_free(ha);
+    td_vk_free(hw);
+    if (rc)
+        trial_data_free(vk, t);
+    return rc;
+}
+
+/* The checked result's relative L2 distance from the reference over the
+ * first count values (r1 against r0); 1 where the reference is all zero,
+ * NaN where the checked one has a NaN. */
+static double trial_rel_err(const trial_data *t, size_t count)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < count; i++) {
+        double d = (double)t->r1[i] - t->r0[i];
+        num += d * d;
+        den += (double)t->r0[i] * t->r0[i];
+    }
+    return den > 0 ? sqrt(num / den) : 1;
+}
+
 /* Time reps pairs of products, m x n x k and m x 4n x k (w holds 4n rows,
  * c is m x 4n: the second product's result stays there), on the current
  * path; the best of 3. */
@@ -784,33 +859,11 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
      * encoder's row count matters: at 512 rows the tiled path won on the
      * H100, at 1500 the cooperative-matrix one) */
     td_vk *vk = o->vk;
-    td_vk_buf a = {0}, w = {0}, c0 = {0}, c1 = {0};
-    int n4 = 4 * n; /* the MLP's first product: W's rows, C's columns */
-    float *ha = td_vk_malloc((size_t)m * k * 4), *r0 = td_vk_malloc((size_t)m * n4 * 4),
-          *r1 = td_vk_malloc((size_t)m * n4 * 4);
-    uint16_t *hw = td_vk_malloc((size_t)n4 * k * 2);
-    int rc = TD_OK;
-    if (!ha || !r0 || !r1 || !hw) {
-        rc = td_error_set(err, TD_ENOMEM, "vulkan: out of memory for the product trial");
-        goto out;
-    }
-    uint64_t s = 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < (size_t)m * k; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        ha[i] = (float)((s >> 40) & 0xffff) / 32768.0f - 1.0f;
-    }
-    for (size_t i = 0; i < (size_t)n4 * k; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        /* halves in [-0.5, 0.5): sign, exponent 10..13, random mantissa */
-        hw[i] = (uint16_t)(((s >> 63) << 15) | ((10 + ((s >> 40) & 3)) << 10) | ((s >> 20) & 0x3ff));
-    }
-    if ((rc = td_vk_buf_create(vk, (uint64_t)m * k * 4, TD_VK_MEM_DEVICE, &a, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)n4 * k * 2, TD_VK_MEM_DEVICE, &w, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)m * n4 * 4, TD_VK_MEM_DEVICE, &c0, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)m * n4 * 4, TD_VK_MEM_DEVICE, &c1, err)) ||
-        (rc = td_vk_upload(vk, &a, 0, ha, (uint64_t)m * k * 4, err)) ||
-        (rc = td_vk_upload(vk, &w, 0, hw, (uint64_t)n4 * k * 2, err)))
-        goto out;
+    size_t n4 = 4 * (size_t)n;
+    trial_data t;
+    int rc = trial_data_make(vk, m, n, k, 0x9e3779b97f4a7c15ull, &t, err);
+    if (rc)
+        return rc;
     enum td_vko_path was = o->path;
     int have[TD_VKO_NPATHS]; /* the paths to time: those this device has */
     for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++)
@@ -833,29 +886,23 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
         if (!have[p])
             continue;
         o->path = (enum td_vko_path)p;
-        if ((rc = trial_time(o, m, n, k, &a, &w, p == TD_VKO_TILED ? &c0 : &c1, 8, &ms[p], err)))
+        if ((rc = trial_time(o, m, n, k, &t.a, &t.w, p == TD_VKO_TILED ? &t.c0 : &t.c1, 8, &ms[p], err)))
             goto restore;
     }
     for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++) {
         if (!have[p])
             continue;
         o->path = (enum td_vko_path)p;
-        if ((rc = trial_time(o, m, n, k, &a, &w, p == TD_VKO_TILED ? &c0 : &c1, 8, &ms[p], err)))
+        if ((rc = trial_time(o, m, n, k, &t.a, &t.w, p == TD_VKO_TILED ? &t.c0 : &t.c1, 8, &ms[p], err)))
             goto restore;
         if (p == TD_VKO_TILED) {
-            if ((rc = td_vk_download(vk, &c0, 0, r0, (uint64_t)m * n4 * 4, err)))
+            if ((rc = td_vk_download(vk, &t.c0, 0, t.r0, (uint64_t)m * n4 * 4, err)))
                 goto restore;
             continue;
         }
-        if ((rc = td_vk_download(vk, &c1, 0, r1, (uint64_t)m * n4 * 4, err)))
+        if ((rc = td_vk_download(vk, &t.c1, 0, t.r1, (uint64_t)m * n4 * 4, err)))
             goto restore;
-        double num = 0, den = 0;
-        for (size_t i = 0; i < (size_t)m * n4; i++) {
-            double d = (double)r1[i] - r0[i];
-            num += d * d;
-            den += (double)r0[i] * r0[i];
-        }
-        double rel = den > 0 ? sqrt(num / den) : 1;
+        double rel = trial_rel_err(&t, (size_t)m * n4);
         if (!(rel < 1e-2)) { /* NaN too: a driver that gets it wrong: never picked */
             bad = p;
             off = rel;
@@ -884,14 +931,7 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
 restore:
     o->path = was;
 out:
-    td_vk_buf_destroy(vk, &a);
-    td_vk_buf_destroy(vk, &w);
-    td_vk_buf_destroy(vk, &c0);
-    td_vk_buf_destroy(vk, &c1);
-    td_vk_free(ha);
-    td_vk_free(r0);
-    td_vk_free(r1);
-    td_vk_free(hw);
+    trial_data_free(vk, &t);
     return rc;
 }
 
@@ -1001,6 +1041,12 @@ int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_er
         snprintf(why, why_len, "batched steps: path (a CPU device: no trial)");
         return TD_OK;
     }
+    return td_vko_trial_rows(o, n, k, why, why_len, err);
+}
+
+int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_error *err)
+{
+    const td_vk_info *in = td_vk_device_info(o->vk);
     if (n < 8 || k < 8 || n > 8192 || k > 8192 || k % 8) {
         /* widths the matrix-vector kernels do not take: the path's
          * products, as every model had before the trial */
@@ -1028,34 +1074,13 @@ int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_er
                             td_vko_rows_name(pick[c]));
         return TD_OK;
     }
-    int mmax = TD_VKO_ROWS_MAX, n4 = 4 * n;
+    size_t n4 = 4 * (size_t)n;
     td_vk *vk = o->vk;
-    td_vk_buf a = {0}, w = {0}, c0 = {0}, c1 = {0};
-    float *ha = td_vk_malloc((size_t)mmax * k * 4), *r0 = td_vk_malloc((size_t)mmax * n4 * 4),
-          *r1 = td_vk_malloc((size_t)mmax * n4 * 4);
-    uint16_t *hw = td_vk_malloc((size_t)n4 * k * 2);
     enum td_vko_rows was[TD_VKO_ROWS_CLASSES];
     memcpy(was, o->rows_pick, sizeof was);
-    int rc = TD_OK;
-    if (!ha || !r0 || !r1 || !hw) {
-        rc = td_error_set(err, TD_ENOMEM, "vulkan: out of memory for the batched-step trial");
-        goto out;
-    }
-    uint64_t s = 0x2545f4914f6cdd1dull;
-    for (size_t i = 0; i < (size_t)mmax * k; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        ha[i] = (float)((s >> 40) & 0xffff) / 32768.0f - 1.0f;
-    }
-    for (size_t i = 0; i < (size_t)n4 * k; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        hw[i] = (uint16_t)(((s >> 63) << 15) | ((10 + ((s >> 40) & 3)) << 10) | ((s >> 20) & 0x3ff));
-    }
-    if ((rc = td_vk_buf_create(vk, (uint64_t)mmax * k * 4, TD_VK_MEM_DEVICE, &a, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)n4 * k * 2, TD_VK_MEM_DEVICE, &w, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)mmax * n4 * 4, TD_VK_MEM_DEVICE, &c0, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)mmax * n4 * 4, TD_VK_MEM_DEVICE, &c1, err)) ||
-        (rc = td_vk_upload(vk, &a, 0, ha, (uint64_t)mmax * k * 4, err)) ||
-        (rc = td_vk_upload(vk, &w, 0, hw, (uint64_t)n4 * k * 2, err)))
+    trial_data t;
+    int rc = trial_data_make(vk, TD_VKO_ROWS_MAX, n, k, 0x2545f4914f6cdd1dull, &t, err);
+    if (rc)
         goto out;
     double ms[TD_VKO_ROWS_CLASSES][TD_VKO_ROWS_N] = {{0}};
     for (int round = 0; round < 2; round++) /* the first brings the clocks up */
@@ -1064,34 +1089,28 @@ int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_er
             pick[c] = TD_VKO_ROWS_PATH;
             for (int kn = TD_VKO_ROWS_PATH; kn <= TD_VKO_ROWS_MATVEC4; kn++) {
                 td_vko_set_rows(o, (enum td_vko_rows)kn);
-                const td_vk_buf *cc = kn == TD_VKO_ROWS_PATH ? &c0 : &c1;
+                const td_vk_buf *cc = kn == TD_VKO_ROWS_PATH ? &t.c0 : &t.c1;
                 if (round == 1 && kn != TD_VKO_ROWS_PATH) {
                     /* NaN where the kernel is checked, so that an output it
                      * leaves unwritten fails the comparison instead of
                      * showing the kernel before's */
                     for (size_t i = 0; i < (size_t)m * n4; i++)
-                        r1[i] = NAN;
-                    if ((rc = td_vk_upload(vk, &c1, 0, r1, (uint64_t)m * n4 * 4, err)))
+                        t.r1[i] = NAN;
+                    if ((rc = td_vk_upload(vk, &t.c1, 0, t.r1, (uint64_t)m * n4 * 4, err)))
                         goto out;
                 }
-                if ((rc = trial_time(o, m, n, k, &a, &w, cc, 8, &ms[c][kn], err)))
+                if ((rc = trial_time(o, m, n, k, &t.a, &t.w, cc, 8, &ms[c][kn], err)))
                     goto out;
                 if (round == 0)
                     continue;
                 if (kn == TD_VKO_ROWS_PATH) {
-                    if ((rc = td_vk_download(vk, &c0, 0, r0, (uint64_t)m * n4 * 4, err)))
+                    if ((rc = td_vk_download(vk, &t.c0, 0, t.r0, (uint64_t)m * n4 * 4, err)))
                         goto out;
                     continue;
                 }
-                if ((rc = td_vk_download(vk, &c1, 0, r1, (uint64_t)m * n4 * 4, err)))
+                if ((rc = td_vk_download(vk, &t.c1, 0, t.r1, (uint64_t)m * n4 * 4, err)))
                     goto out;
-                double num = 0, den = 0;
-                for (size_t i = 0; i < (size_t)m * n4; i++) {
-                    double d = (double)r1[i] - r0[i];
-                    num += d * d;
-                    den += (double)r0[i] * r0[i];
-                }
-                if (!(den > 0 && sqrt(num / den) < 1e-2)) { /* wrong here: never picked */
+                if (!(trial_rel_err(&t, (size_t)m * n4) < 1e-2)) { /* wrong here: never picked */
                     ms[c][kn] = 0;
                     continue;
                 }
@@ -1120,13 +1139,6 @@ out:
             o->gen++;
         o->rows_pick[c] = was[c];
     }
-    td_vk_buf_destroy(vk, &a);
-    td_vk_buf_destroy(vk, &w);
-    td_vk_buf_destroy(vk, &c0);
-    td_vk_buf_destroy(vk, &c1);
-    td_vk_free(ha);
-    td_vk_free(r0);
-    td_vk_free(r1);
-    td_vk_free(hw);
+    trial_data_free(vk, &t);
     return rc;
 }

@@ -166,6 +166,9 @@ void td_vko_set_rows(td_vko *o, enum td_vko_rows k);
  * against the path's, written to that cache. Call after the path is set.
  * *why says what was chosen. */
 int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_error *err);
+/* td_vko_choose_rows' cached trial itself, on any device (a CPU device
+ * too: the tests run it on lavapipe), without TD_VULKAN_ROWS. */
+int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_error *err);
 
 /* C (ldc) = epilogue(A (m x k, lda) . W^T) with flags TD_VKO_* (no LN, no ROWIDX). */
 void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t w, int w_f16,
