@@ -11,7 +11,7 @@
  * The few-row product has a 16-byte path (K and ldw multiples of 8) and a
  * pair path; the shapes reach both.
  *
- * Also: a loader without a driver gives "unavailable" with the reason; the
+ * Also: the batched step's kernel trial and its cache; a loader without a driver gives "unavailable" with the reason; the
  * device is found again by its UUID (and PCI address where the
  * driver reports one), a device that is not there is "unavailable", and
  * an allocation failure injected at each allocation of opening the device
@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifdef TD_HAVE_VULKAN
 
@@ -1200,6 +1201,68 @@ static void test_profile(void **state)
     td_vk_buf_destroy(vk, &w);
 }
 
+/* The batched step's trial (td_vko_trial_rows) on this device, with its
+ * cache in a directory of its own: every row class picks a kernel that
+ * was timed and checked (path, matvec or matvec4), the answer is written,
+ * and a second call reads it back instead of timing again; widths the
+ * matrix-vector kernels do not take keep the path untimed. Small widths:
+ * lavapipe times matvec's 256 rows of 64 x 64 at half a second a product. */
+static void test_rows_trial(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    char dir[] = "/tmp/td-rows-trial-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const char *old = getenv("XDG_CACHE_HOME");
+    char *saved = old ? strdup(old) : NULL;
+    assert_int_equal(setenv("XDG_CACHE_HOME", dir, 1), 0);
+    char why[1024];
+    td_error err = {0};
+    assert_int_equal(td_vko_trial_rows(ops, 8, 16, why, sizeof why, &err), TD_OK);
+    print_message("  %s\n", why);
+    assert_non_null(strstr(why, "batched steps (trial 8x16"));
+    for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
+        char cls[16];
+        snprintf(cls, sizeof cls, " %d ", 16 << c);
+        const char *at = strstr(why, cls);
+        assert_non_null(at);
+        at += strlen(cls);
+        assert_true(strncmp(at, "path ", 5) == 0 || strncmp(at, "matvec ", 7) == 0 ||
+                    strncmp(at, "matvec4 ", 8) == 0);
+        /* every kernel timed, and checked right (a wrong one shows 0) */
+        double t_path, t_mv, t_mv4;
+        at = strchr(at, '(');
+        assert_non_null(at);
+        assert_int_equal(sscanf(at, "(%lf %lf %lf)", &t_path, &t_mv, &t_mv4), 3);
+        assert_true(t_path > 0 && t_mv > 0 && t_mv4 > 0);
+    }
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tapedeck/vulkan-paths", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[1024];
+    int rows_lines = 0;
+    while (fgets(line, sizeof line, f))
+        rows_lines += strncmp(line, "rows", 4) == 0;
+    fclose(f);
+    assert_int_equal(rows_lines, 1);
+    assert_int_equal(td_vko_trial_rows(ops, 8, 16, why, sizeof why, &err), TD_OK);
+    assert_non_null(strstr(why, "(cached trial)"));
+    assert_int_equal(td_vko_trial_rows(ops, 12, 12, why, sizeof why, &err), TD_OK);
+    assert_non_null(strstr(why, "no trial"));
+    td_vko_set_rows(ops, TD_VKO_ROWS_PATH);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/tapedeck", dir);
+    assert_int_equal(rmdir(path), 0);
+    assert_int_equal(rmdir(dir), 0);
+    if (saved) {
+        assert_int_equal(setenv("XDG_CACHE_HOME", saved, 1), 0);
+        free(saved);
+    } else {
+        assert_int_equal(unsetenv("XDG_CACHE_HOME"), 0);
+    }
+}
+
 /* A loader without a driver: "unavailable", with the reason, no crash.
  * (The loader reads its driver list at each vkCreateInstance; the
  * process's instance is made once and shared, vk.h: this file's device
@@ -1258,6 +1321,7 @@ int main(void)
         cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_enc_attn_coopmat),
         cmocka_unit_test(test_dec_attn),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
+        cmocka_unit_test(test_rows_trial),
         cmocka_unit_test(test_no_driver),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
