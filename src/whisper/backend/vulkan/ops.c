@@ -886,14 +886,16 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
         if (!have[p])
             continue;
         o->path = (enum td_vko_path)p;
-        if ((rc = trial_time(o, m, n, k, &t.a, &t.w, p == TD_VKO_TILED ? &t.c0 : &t.c1, 8, &ms[p], err)))
+        if ((rc = trial_time(o, m, n, k, &t.a, &t.w, p == TD_VKO_TILED ? &t.c0 : &t.c1, 8,
+                             &ms[p], err)))
             goto restore;
     }
     for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS; p++) {
         if (!have[p])
             continue;
         o->path = (enum td_vko_path)p;
-        if ((rc = trial_time(o, m, n, k, &t.a, &t.w, p == TD_VKO_TILED ? &t.c0 : &t.c1, 8, &ms[p], err)))
+        if ((rc = trial_time(o, m, n, k, &t.a, &t.w, p == TD_VKO_TILED ? &t.c0 : &t.c1, 8,
+                             &ms[p], err)))
             goto restore;
         if (p == TD_VKO_TILED) {
             if ((rc = td_vk_download(vk, &t.c0, 0, t.r0, (uint64_t)m * n4 * 4, err)))
