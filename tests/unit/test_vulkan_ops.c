@@ -1203,7 +1203,8 @@ static void test_profile(void **state)
 
 /* The batched step's trial (td_vko_trial_rows) on this device, with its
  * cache in a directory of its own: every row class picks a kernel that
- * was timed and checked (path, matvec or matvec4), the answer is written,
+ * was timed and checked (path, matvec, matvec4, matrows or matrows2), the
+ * answer is written,
  * and a second call reads it back instead of timing again; widths the
  * matrix-vector kernels do not take keep the path untimed. Small widths:
  * lavapipe times matvec's 256 rows of 64 x 64 at half a second a product. */
@@ -1228,13 +1229,16 @@ static void test_rows_trial(void **state)
         assert_non_null(at);
         at += strlen(cls);
         assert_true(strncmp(at, "path ", 5) == 0 || strncmp(at, "matvec ", 7) == 0 ||
-                    strncmp(at, "matvec4 ", 8) == 0);
+                    strncmp(at, "matvec4 ", 8) == 0 || strncmp(at, "matrows ", 8) == 0 ||
+                    strncmp(at, "matrows2 ", 9) == 0);
         /* every kernel timed, and checked right (a wrong one shows 0) */
-        double t_path, t_mv, t_mv4;
+        double t[TD_VKO_ROWS_N];
         at = strchr(at, '(');
         assert_non_null(at);
-        assert_int_equal(sscanf(at, "(%lf %lf %lf)", &t_path, &t_mv, &t_mv4), 3);
-        assert_true(t_path > 0 && t_mv > 0 && t_mv4 > 0);
+        assert_int_equal(sscanf(at, "(%lf %lf %lf %lf %lf)", &t[0], &t[1], &t[2], &t[3], &t[4]),
+                         TD_VKO_ROWS_N);
+        for (int kn = 0; kn < TD_VKO_ROWS_N; kn++)
+            assert_true(t[kn] > 0);
     }
     char path[1200];
     snprintf(path, sizeof path, "%s/tapedeck/vulkan-paths", dir);

@@ -1057,11 +1057,10 @@ int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_err
         return TD_OK;
     }
     char key[256];
-    /* "rows1": the kernels timed (the path, matvec, matvec4), per path. matrows and
-     * matrows2 stay out of the trial until a card has run their tests and timings (none
-     * has yet): an untested shader must not become a card's default; TD_VULKAN_ROWS
-     * still picks them. */
-    snprintf(key, sizeof key, "rows1:%04x:%04x:%08x:%s:%s:%dx%d", in->vendor_id, in->device_id,
+    /* "rows2": every kernel timed (the path, matvec, matvec4, matrows, matrows2), per
+     * path; matrows joined after it passed its tests on an H100 and won at 16 to 64
+     * rows there (bench/RESULTS.md). rows1 lines (three kernels) are not read. */
+    snprintf(key, sizeof key, "rows2:%04x:%04x:%08x:%s:%s:%dx%d", in->vendor_id, in->device_id,
              in->driver_version, in->uuid, td_vko_path_name(o->path), n, k);
     enum td_vko_rows pick[TD_VKO_ROWS_CLASSES];
     if (rows_cache_read(key, pick)) {
@@ -1089,7 +1088,7 @@ int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_err
         for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
             int m = 16 << c;
             pick[c] = TD_VKO_ROWS_PATH;
-            for (int kn = TD_VKO_ROWS_PATH; kn <= TD_VKO_ROWS_MATVEC4; kn++) {
+            for (int kn = TD_VKO_ROWS_PATH; kn < TD_VKO_ROWS_N; kn++) {
                 td_vko_set_rows(o, (enum td_vko_rows)kn);
                 const td_vk_buf *cc = kn == TD_VKO_ROWS_PATH ? &t.c0 : &t.c1;
                 if (round == 1 && kn != TD_VKO_ROWS_PATH) {
@@ -1123,10 +1122,13 @@ int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_err
     memcpy(was, pick, sizeof was);
     rows_cache_write(key, pick, ms);
     int len = snprintf(why, why_len,
-                       "batched steps (trial %dx%d and 4n, path/matvec/matvec4 ms):", n, k);
+                       "batched steps (trial %dx%d and 4n, path/matvec/matvec4/matrows/"
+                       "matrows2 ms):",
+                       n, k);
     for (int c = 0; c < TD_VKO_ROWS_CLASSES && len >= 0 && (size_t)len < why_len; c++)
-        len += snprintf(why + len, why_len - (size_t)len, " %d %s (%.3f %.3f %.3f)", 16 << c,
-                        td_vko_rows_name(pick[c]), ms[c][0], ms[c][1], ms[c][2]);
+        len += snprintf(why + len, why_len - (size_t)len, " %d %s (%.3f %.3f %.3f %.3f %.3f)",
+                        16 << c, td_vko_rows_name(pick[c]), ms[c][0], ms[c][1], ms[c][2],
+                        ms[c][3], ms[c][4]);
 out:
     if (rc && rc != TD_ENOMEM) {
         /* a trial that could not run costs the speed-up only: the path's
