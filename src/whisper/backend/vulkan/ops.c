@@ -151,14 +151,14 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     } while (0)
     PIPE(o->matmul[0], matmul, "matmul_f32", lin_push, &f32, 1);
     PIPE(o->matmul[1], matmul, "matmul_f16", lin_push, &f16, 1);
-    /* matvec: (weights in halves, rows of A per workgroup, columns per team) */
-    uint32_t mv[6][3] = {{0, 1, 1}, {0, 8, 1}, {0, 8, 4}, {1, 1, 1}, {1, 8, 1}, {1, 8, 4}};
-    PIPE(o->matvec[0][0], matvec, "matvec_f32", lin_push, mv[0], 3);
-    PIPE(o->matvec[0][1], matvec, "matvec_f32_r8", lin_push, mv[1], 3);
-    PIPE(o->matvec[0][2], matvec, "matvec_f32_r8c4", lin_push, mv[2], 3);
-    PIPE(o->matvec[1][0], matvec, "matvec_f16", lin_push, mv[3], 3);
-    PIPE(o->matvec[1][1], matvec, "matvec_f16_r8", lin_push, mv[4], 3);
-    PIPE(o->matvec[1][2], matvec, "matvec_f16_r8c4", lin_push, mv[5], 3);
+    /* matvec, compiled per (weights in halves, rows of A per workgroup,
+     * columns per team): see matvec.comp */
+    PIPE(o->matvec[0][0], matvec_MV_CFG0, "matvec_f32", lin_push, NULL, 0);
+    PIPE(o->matvec[0][1], matvec_MV_CFG1, "matvec_f32_r8", lin_push, NULL, 0);
+    PIPE(o->matvec[0][2], matvec_MV_CFG2, "matvec_f32_r8c4", lin_push, NULL, 0);
+    PIPE(o->matvec[1][0], matvec_MV_CFG3, "matvec_f16", lin_push, NULL, 0);
+    PIPE(o->matvec[1][1], matvec_MV_CFG4, "matvec_f16_r8", lin_push, NULL, 0);
+    PIPE(o->matvec[1][2], matvec_MV_CFG5, "matvec_f16_r8c4", lin_push, NULL, 0);
     PIPE(o->layernorm, layernorm, "layernorm", ln_push, NULL, 0);
     switch (d_audio) { /* compiled per width: see enc_attn.comp */
     case 16: PIPE(o->enc_attn, enc_attn_HEAD_D16, "enc_attn", ea_push, NULL, 0); break;

@@ -26,7 +26,12 @@
     X(cm_peak_CM_PEAK5)  \
     X(cm_peak_CM_PEAK6)  \
     X(cm_peak_CM_PEAK7)  \
-    X(matvec)            \
+    X(matvec_MV_CFG0)    \
+    X(matvec_MV_CFG1)    \
+    X(matvec_MV_CFG2)    \
+    X(matvec_MV_CFG3)    \
+    X(matvec_MV_CFG4)    \
+    X(matvec_MV_CFG5)    \
     X(layernorm)         \
     X(enc_attn_HEAD_D16) \
     X(enc_attn_HEAD_D32) \

@@ -41,9 +41,20 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-layout(constant_id = 0) const uint WF16 = 1;
-layout(constant_id = 1) const uint MR = 8;
-layout(constant_id = 2) const uint CT = 1;
+// Compiled per configuration (MV_CFG: weights as floats or halves; rows
+// MR and columns per team CT: 1 x 1, 8 x 1, 8 x 4), not specialized at
+// pipeline creation: glslc unrolls the loops over MR, CT and U only when
+// their counts are known to it, and leaves the arrays they index (the
+// accumulators, the weight loads in flight) in Function storage
+// otherwise, which a driver may keep in local memory (bench/RESULTS.md,
+// "the accumulators in local memory").
+// @variants MV_CFG 0 1 2 3 4 5
+#ifndef MV_CFG
+#define MV_CFG 4
+#endif
+const uint WF16 = MV_CFG >= 3 ? 1 : 0;
+const uint MR = MV_CFG % 3 == 0 ? 1 : 8;
+const uint CT = MV_CFG % 3 == 2 ? 4 : 1;
 layout(local_size_x = 128) in;
 
 layout(push_constant) uniform P {
@@ -74,12 +85,13 @@ void wg_sums(inout float v[MR])
         [[unroll]] for (uint r = 0; r < MR; r++)
             red[gl_SubgroupID][r] = v[r];
     barrier();
-    [[unroll]] for (uint r = 0; r < MR; r++) {
-        float s = 0.0;
-        for (uint i = 0; i < gl_NumSubgroups; i++)
-            s += red[i][r];
-        v[r] = s;
-    }
+    // the loop over rows innermost, so that it unrolls and v is indexed
+    // by constants only (kept in registers)
+    [[unroll]] for (uint r = 0; r < MR; r++)
+        v[r] = 0.0;
+    for (uint i = 0; i < gl_NumSubgroups; i++)
+        [[unroll]] for (uint r = 0; r < MR; r++)
+            v[r] += red[i][r];
     barrier();
 }
 
@@ -99,24 +111,22 @@ void team_sums(inout float v[MC])
                 red[gl_SubgroupID][r] = v[r];
         barrier();
         uint per = T / sg, s0 = (vt / T) * per;
-        [[unroll]] for (uint r = 0; r < MC; r++) {
-            float s = 0.0;
-            for (uint i = 0; i < per; i++)
-                s += red[s0 + i][r];
-            v[r] = s;
-        }
+        [[unroll]] for (uint r = 0; r < MC; r++)
+            v[r] = 0.0;
+        for (uint i = 0; i < per; i++)
+            [[unroll]] for (uint r = 0; r < MC; r++)
+                v[r] += red[s0 + i][r];
     } else {
         // several teams in a subgroup: through shared memory
         [[unroll]] for (uint r = 0; r < MC; r++)
             red[vt][r] = v[r];
         barrier();
         uint t0 = (vt / T) * T;
-        [[unroll]] for (uint r = 0; r < MC; r++) {
-            float s = 0.0;
-            for (uint i = 0; i < T; i++)
-                s += red[t0 + i][r];
-            v[r] = s;
-        }
+        [[unroll]] for (uint r = 0; r < MC; r++)
+            v[r] = 0.0;
+        for (uint i = 0; i < T; i++)
+            [[unroll]] for (uint r = 0; r < MC; r++)
+                v[r] += red[t0 + i][r];
     }
 }
 
@@ -149,13 +159,15 @@ void main()
     }
 
     if (ln) {
+        // loops over rows innermost: they unroll, and st and mean are
+        // indexed by constants only
         float st[MR];
-        [[unroll]] for (uint r = 0; r < MR; r++) {
+        [[unroll]] for (uint r = 0; r < MR; r++)
             st[r] = 0.0;
-            if (r < mr)
-                for (uint k = vt; k < p.K; k += WG)
+        for (uint k = vt; k < p.K; k += WG)
+            [[unroll]] for (uint r = 0; r < MR; r++)
+                if (r < mr)
                     st[r] += p.a.v[(m0 + r) * p.lda + k];
-        }
         wg_sums(st);
         [[unroll]] for (uint r = 0; r < MR; r++) // constant indices: st stays in registers
             st[r] /= float(p.K);
@@ -166,12 +178,13 @@ void main()
         [[unroll]] for (uint r = 0; r < MR; r++) {
             mean[r] = st[r];
             st[r] = 0.0;
-            if (r < mr)
-                for (uint k = vt; k < p.K; k += WG) {
+        }
+        for (uint k = vt; k < p.K; k += WG)
+            [[unroll]] for (uint r = 0; r < MR; r++)
+                if (r < mr) {
                     float d = p.a.v[(m0 + r) * p.lda + k] - mean[r];
                     st[r] += d * d;
                 }
-        }
         wg_sums(st);
         [[unroll]] for (uint r = 0; r < MR; r++)
             if (vt == r)
@@ -183,48 +196,53 @@ void main()
         bool a16 = (p.flags & F_A16) != 0;
         F32x4 a4 = F32x4(p.a), lw4 = F32x4(p.lnw), lb4 = F32x4(p.lnb);
         for (uint c = lane; c < nk8; c += T * U) {
+            // no continue or early exit in the unrolled loops: glslc
+            // leaves a loop with one rolled, and what it indexes in memory
             [[unroll]] for (uint j = 0; j < U; j++) {
                 uint k8 = c + j * T;
-                if (k8 >= nk8)
-                    continue;
-                vec4 wa[CT], wb[CT];
-                [[unroll]] for (uint q = 0; q < CT; q++) {
-                    uvec4 u = wr[j * CT + q]; // constant indices once unrolled: registers
-                    wa[q] = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-                    wb[q] = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
-                }
-                uint k = k8 * 8;
-                vec4 g0 = vec4(1.0), g1 = vec4(1.0), b0 = vec4(0.0), b1 = vec4(0.0);
-                if (ln) {
-                    if (a16) {
-                        g0 = lw4.v[k / 4];
-                        g1 = lw4.v[k / 4 + 1];
-                        b0 = lb4.v[k / 4];
-                        b1 = lb4.v[k / 4 + 1];
-                    } else {
-                        g0 = vec4(p.lnw.v[k], p.lnw.v[k + 1], p.lnw.v[k + 2], p.lnw.v[k + 3]);
-                        g1 = vec4(p.lnw.v[k + 4], p.lnw.v[k + 5], p.lnw.v[k + 6], p.lnw.v[k + 7]);
-                        b0 = vec4(p.lnb.v[k], p.lnb.v[k + 1], p.lnb.v[k + 2], p.lnb.v[k + 3]);
-                        b1 = vec4(p.lnb.v[k + 4], p.lnb.v[k + 5], p.lnb.v[k + 6], p.lnb.v[k + 7]);
+                if (k8 < nk8) {
+                    vec4 wa[CT], wb[CT];
+                    [[unroll]] for (uint q = 0; q < CT; q++) {
+                        uvec4 u = wr[j * CT + q]; // constant indices once unrolled: registers
+                        wa[q] = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+                        wb[q] = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
                     }
-                }
-                [[unroll]] for (uint r = 0; r < MR; r++) {
-                    if (r < mr) {
-                        uint ai = (m0 + r) * p.lda + k;
-                        vec4 x0, x1;
+                    uint k = k8 * 8;
+                    vec4 g0 = vec4(1.0), g1 = vec4(1.0), b0 = vec4(0.0), b1 = vec4(0.0);
+                    if (ln) {
                         if (a16) {
-                            x0 = a4.v[ai / 4];
-                            x1 = a4.v[ai / 4 + 1];
+                            g0 = lw4.v[k / 4];
+                            g1 = lw4.v[k / 4 + 1];
+                            b0 = lb4.v[k / 4];
+                            b1 = lb4.v[k / 4 + 1];
                         } else {
-                            x0 = vec4(p.a.v[ai], p.a.v[ai + 1], p.a.v[ai + 2], p.a.v[ai + 3]);
-                            x1 = vec4(p.a.v[ai + 4], p.a.v[ai + 5], p.a.v[ai + 6], p.a.v[ai + 7]);
+                            g0 = vec4(p.lnw.v[k], p.lnw.v[k + 1], p.lnw.v[k + 2], p.lnw.v[k + 3]);
+                            g1 = vec4(p.lnw.v[k + 4], p.lnw.v[k + 5], p.lnw.v[k + 6],
+                                      p.lnw.v[k + 7]);
+                            b0 = vec4(p.lnb.v[k], p.lnb.v[k + 1], p.lnb.v[k + 2], p.lnb.v[k + 3]);
+                            b1 = vec4(p.lnb.v[k + 4], p.lnb.v[k + 5], p.lnb.v[k + 6],
+                                      p.lnb.v[k + 7]);
                         }
-                        if (ln) {
-                            x0 = (x0 - st_mean[r]) * st_inv[r] * g0 + b0;
-                            x1 = (x1 - st_mean[r]) * st_inv[r] * g1 + b1;
+                    }
+                    [[unroll]] for (uint r = 0; r < MR; r++) {
+                        if (r < mr) {
+                            uint ai = (m0 + r) * p.lda + k;
+                            vec4 x0, x1;
+                            if (a16) {
+                                x0 = a4.v[ai / 4];
+                                x1 = a4.v[ai / 4 + 1];
+                            } else {
+                                x0 = vec4(p.a.v[ai], p.a.v[ai + 1], p.a.v[ai + 2], p.a.v[ai + 3]);
+                                x1 = vec4(p.a.v[ai + 4], p.a.v[ai + 5], p.a.v[ai + 6],
+                                          p.a.v[ai + 7]);
+                            }
+                            if (ln) {
+                                x0 = (x0 - st_mean[r]) * st_inv[r] * g0 + b0;
+                                x1 = (x1 - st_mean[r]) * st_inv[r] * g1 + b1;
+                            }
+                            [[unroll]] for (uint q = 0; q < CT; q++)
+                                acc[r * CT + q] += dot(x0, wa[q]) + dot(x1, wb[q]);
                         }
-                        [[unroll]] for (uint q = 0; q < CT; q++)
-                            acc[r * CT + q] += dot(x0, wa[q]) + dot(x1, wb[q]);
                     }
                 }
             }
@@ -237,33 +255,35 @@ void main()
             }
         }
     } else if (n0 < p.N) {
-        // any layout: halves in pairs of a 32-bit word (ldw even), or floats
-        [[unroll]] for (uint q = 0; q < CT; q++) {
-            uint n = n0 + q;
-            if (n >= p.N)
-                continue;
-            for (uint k = lane * 2; k < p.K; k += T * 2) {
-                vec2 w;
-                if (WF16 != 0) {
-                    w = unpackHalf2x16(p.w.v[(n * p.ldw + k) >> 1]);
-                } else {
-                    w.x = uintBitsToFloat(p.w.v[n * p.ldw + k]);
-                    w.y = k + 1 < p.K ? uintBitsToFloat(p.w.v[n * p.ldw + k + 1]) : 0.0;
-                }
-                bool two = k + 1 < p.K;
-                [[unroll]] for (uint r = 0; r < MR; r++) {
-                    if (r < mr) {
-                        uint ai = (m0 + r) * p.lda + k;
-                        float x0 = p.a.v[ai], x1 = two ? p.a.v[ai + 1] : 0.0;
-                        if (ln) {
-                            x0 = (x0 - st_mean[r]) * st_inv[r] * p.lnw.v[k] + p.lnb.v[k];
+        // any layout: halves in pairs of a 32-bit word (ldw even), or
+        // floats; the loop over columns inside the one over k, so that it
+        // unrolls (acc indexed by constants)
+        for (uint k = lane * 2; k < p.K; k += T * 2) {
+            [[unroll]] for (uint q = 0; q < CT; q++) {
+                uint n = n0 + q;
+                if (n < p.N) {
+                    vec2 w;
+                    if (WF16 != 0) {
+                        w = unpackHalf2x16(p.w.v[(n * p.ldw + k) >> 1]);
+                    } else {
+                        w.x = uintBitsToFloat(p.w.v[n * p.ldw + k]);
+                        w.y = k + 1 < p.K ? uintBitsToFloat(p.w.v[n * p.ldw + k + 1]) : 0.0;
+                    }
+                    bool two = k + 1 < p.K;
+                    [[unroll]] for (uint r = 0; r < MR; r++) {
+                        if (r < mr) {
+                            uint ai = (m0 + r) * p.lda + k;
+                            float x0 = p.a.v[ai], x1 = two ? p.a.v[ai + 1] : 0.0;
+                            if (ln) {
+                                x0 = (x0 - st_mean[r]) * st_inv[r] * p.lnw.v[k] + p.lnb.v[k];
+                                if (two)
+                                    x1 = (x1 - st_mean[r]) * st_inv[r] * p.lnw.v[k + 1] +
+                                         p.lnb.v[k + 1];
+                            }
+                            acc[r * CT + q] += x0 * w.x;
                             if (two)
-                                x1 = (x1 - st_mean[r]) * st_inv[r] * p.lnw.v[k + 1] +
-                                     p.lnb.v[k + 1];
+                                acc[r * CT + q] += x1 * w.y;
                         }
-                        acc[r * CT + q] += x0 * w.x;
-                        if (two)
-                            acc[r * CT + q] += x1 * w.y;
                     }
                 }
             }
@@ -273,14 +293,15 @@ void main()
     team_sums(acc);
     if (n0 >= p.N)
         return;
-    [[unroll]] for (uint i = 0; i < MC; i++) {
-        // lane i writes row i / CT of column n0 + i % CT (constant
-        // indices: acc stays in registers)
-        uint r = i / CT, n = n0 + i % CT;
-        if (lane != i || r >= mr || n >= p.N)
-            continue;
+    // lane i writes row i / CT of column n0 + i % CT: acc[i] picked by a
+    // constant index in an unrolled loop (no continue in it, see above)
+    float v = 0.0;
+    [[unroll]] for (uint i = 0; i < MC; i++)
+        if (lane == i)
+            v = acc[i];
+    uint r = lane / CT, n = n0 + lane % CT;
+    if (lane < MC && r < mr && n < p.N) {
         uint m = m0 + r;
-        float v = acc[i];
         if ((p.flags & F_BIAS) != 0)
             v += p.bias.v[n];
         if ((p.flags & F_GELU) != 0)
@@ -296,11 +317,11 @@ void main()
                 p.c2.v[uint(p.rowidx.v[m]) + nn] = v;
             else
                 p.c3.v[uint(p.rowidx.v[m]) + nn] = v;
-            continue;
+        } else {
+            uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
+            if ((p.flags & F_ACC) != 0)
+                v += p.c.v[ci];
+            p.c.v[ci] = v;
         }
-        uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
-        if ((p.flags & F_ACC) != 0)
-            v += p.c.v[ci];
-        p.c.v[ci] = v;
     }
 }
