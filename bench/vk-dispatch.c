@@ -16,8 +16,14 @@
  *                   no barrier between them (they may overlap);
  *   - mlp chain:    one row times a 4K x K, then a K x 4K matrix, in turn.
  * Per dispatch: ms / N; and for products the bandwidth that makes
- * (weight bytes / time). Uses the first usable device, or
- * TD_VULKAN_DEVICE.
+ * (weight bytes / time). Then, with --groups G (default 132, an H100's
+ * multiprocessors; also G / 2 and 2 G), one persistent dispatch of G
+ * workgroups (shaders/grid_sync.comp) doing the matvec chain's N
+ * products as phases separated by a barrier across the grid, and the
+ * same with no products (the barrier alone): what a decoder step as one
+ * dispatch would cost per stage. A wait that passed its limit (a grid
+ * not resident at once) is reported, not hung on. Uses the first usable
+ * device, or TD_VULKAN_DEVICE.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +35,8 @@
 #if defined(TD_HAVE_VULKAN)
 
 #include "whisper/backend/vulkan/ops.h"
+#include "whisper/backend/vulkan/shaders.h"
+#include "whisper/backend/vulkan/vk.h"
 
 static double now_ms(void)
 {
@@ -106,17 +114,52 @@ static void rec_mlp(td_vko *o, int i, void *p)
                       c->x[0], k, 0);
 }
 
+typedef struct grid_push {
+    uint64_t sync, w, x;
+    uint32_t phases, k;
+} grid_push;
+
+/* Best of 5 (after a warm-up) of one persistent dispatch of groups
+ * workgroups running phases phases of k-wide products (k 0: none);
+ * *stuck set where a grid barrier's wait passed its limit. */
+static double time_grid(td_vk *vk, td_vk_pipe *pipe, const td_vk_buf *sync, const grid_push *gp,
+                        int groups, int *stuck)
+{
+    td_error err = {0};
+    double best = 1e30;
+    *stuck = 0;
+    for (int t = 0; t < 6; t++) {
+        if (td_vk_fill0(vk, sync, 0, 8, &err) != TD_OK || td_vk_begin(vk, &err) != TD_OK)
+            die("grid begin", &err);
+        td_vk_dispatch(vk, pipe, gp, (uint32_t)groups, 1, 1);
+        double s = now_ms();
+        if (td_vk_submit(vk, &err) != TD_OK)
+            die("grid submit", &err);
+        double dt = now_ms() - s;
+        uint32_t flag[2];
+        if (td_vk_download(vk, sync, 0, flag, sizeof flag, &err) != TD_OK)
+            die("grid download", &err);
+        *stuck |= flag[1] != 0 || flag[0] != (uint32_t)groups * gp->phases;
+        if (t > 0 && dt < best)
+            best = dt;
+    }
+    return best;
+}
+
 int main(int argc, char **argv)
 {
-    int n = 200, k = 1024;
+    int n = 200, k = 1024, groups = 132;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--n") == 0)
             n = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--k") == 0)
             k = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--groups") == 0)
+            groups = atoi(argv[i + 1]);
     }
-    if (n < 2 || n > 1000 || k < 64 || k > 4096 || k % 8) {
-        fprintf(stderr, "usage: vk-dispatch [--n 2..1000] [--k 64..4096, a multiple of 8]\n");
+    if (n < 2 || n > 1000 || k < 64 || k > 4096 || k % 8 || groups < 2 || groups > 1024) {
+        fprintf(stderr, "usage: vk-dispatch [--n 2..1000] [--k 64..4096, a multiple of 8] "
+                        "[--groups 2..1024]\n");
         return 2;
     }
     td_error err = {0};
@@ -180,6 +223,27 @@ int main(int argc, char **argv)
     ms = time_it(vk, o, nm, rec_mlp, &c);
     printf("  mlp chain      %8.2f us per dispatch  (%.0f GB/s of weights)\n", ms * 1e3 / nm,
            (double)c.wbytes * 4 * nm / (ms * 1e6));
+    td_vk_pipe *gpipe = NULL;
+    td_vk_buf bs;
+    if (td_vk_pipe_create(vk, "grid_sync", td_vks_grid_sync, td_vks_grid_sync_words,
+                          sizeof(grid_push), NULL, 0, &gpipe, &err) ||
+        td_vk_buf_create(vk, 8, TD_VK_MEM_DEVICE, &bs, &err))
+        die("grid pipeline", &err);
+    int gs[3] = {groups / 2, groups, 2 * groups};
+    for (int gi = 0; gi < 3; gi++) {
+        int stuck0, stuck1;
+        grid_push gp = {bs.addr, c.w, c.x[0], (uint32_t)n, 0};
+        double ms0 = time_grid(vk, gpipe, &bs, &gp, gs[gi], &stuck0);
+        gp.k = (uint32_t)k;
+        double ms1 = time_grid(vk, gpipe, &bs, &gp, gs[gi], &stuck1);
+        printf("  grid %4d wgs: barrier alone %6.2f us per phase%s; product + barrier %6.2f us "
+               "per phase (%.0f GB/s of weights)%s\n",
+               gs[gi], ms0 * 1e3 / n, stuck0 ? " (a wait passed its limit)" : "",
+               ms1 * 1e3 / n, (double)c.wbytes * n / (ms1 * 1e6),
+               stuck1 ? " (a wait passed its limit)" : "");
+    }
+    td_vk_buf_destroy(vk, &bs);
+    td_vk_pipe_destroy(vk, gpipe);
     free(h);
     free(xf);
     td_vk_buf_destroy(vk, &bx);

@@ -44,6 +44,7 @@
     X(kv_put)            \
     X(att_weights)       \
     X(to_half)           \
+    X(grid_sync)         \
     X(matrows)           \
     X(sample)
 
