@@ -1020,6 +1020,33 @@ static void rows_cache_write(const char *key, const enum td_vko_rows *pick,
         return; /* a cache: the next open tries again */
 }
 
+/* What a step pays for a separate LayerNorm of m rows of k floats (best
+ * of 3 chains of reps after a warm-up, per LayerNorm, each after a barrier
+ * as in a step), into t->c1: added to the timing of the kernels that do not
+ * fuse LayerNorm (matrows), which a step runs before a third of its
+ * products. */
+static int trial_ln(td_vko *o, int m, int k, const trial_data *t, int reps, double *ms,
+                    td_error *err)
+{
+    double best = 1e30;
+    for (int r = 0; r < 4; r++) {
+        int rc = td_vk_begin(o->vk, err);
+        if (rc)
+            return rc;
+        for (int i = 0; i < reps; i++)
+            td_vko_layernorm(o, m, k, t->a.addr, k, t->a.addr, t->a.addr + (uint64_t)k * 4,
+                             t->c1.addr, k, 0);
+        double t0 = now_ms();
+        if ((rc = td_vk_submit(o->vk, err)))
+            return rc;
+        double dt = (now_ms() - t0) / reps;
+        if (r > 0 && dt < best)
+            best = dt;
+    }
+    *ms = best;
+    return TD_OK;
+}
+
 int td_vko_choose_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_error *err)
 {
     const char *env = getenv("TD_VULKAN_ROWS");
@@ -1058,8 +1085,9 @@ int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_err
     }
     char key[256];
     /* "rows2": every kernel timed (the path, matvec, matvec4, matrows, matrows2), per
-     * path; matrows joined after it passed its tests on an H100 and won at 16 to 64
-     * rows there (bench/RESULTS.md). rows1 lines (three kernels) are not read. */
+     * path, the ones that do not fuse LayerNorm with a LayerNorm dispatch added; matrows
+     * joined after the backend's tests passed with it forced on an H100, where it won
+     * at 16 to 64 rows (bench/RESULTS.md). rows1 lines (three kernels) are not read. */
     snprintf(key, sizeof key, "rows2:%04x:%04x:%08x:%s:%s:%dx%d", in->vendor_id, in->device_id,
              in->driver_version, in->uuid, td_vko_path_name(o->path), n, k);
     enum td_vko_rows pick[TD_VKO_ROWS_CLASSES];
@@ -1084,6 +1112,10 @@ int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_err
     if (rc)
         goto out;
     double ms[TD_VKO_ROWS_CLASSES][TD_VKO_ROWS_N] = {{0}};
+    double ln_ms[TD_VKO_ROWS_CLASSES] = {0};
+    for (int c = 0; c < TD_VKO_ROWS_CLASSES && (size_t)k <= n4; c++) /* c1 holds m x k */
+        if ((rc = trial_ln(o, 16 << c, k, &t, 8, &ln_ms[c], err)))
+            goto out;
     for (int round = 0; round < 2; round++) /* the first brings the clocks up */
         for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {
             int m = 16 << c;
@@ -1102,6 +1134,8 @@ int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_err
                 }
                 if ((rc = trial_time(o, m, n, k, &t.a, &t.w, cc, 8, &ms[c][kn], err)))
                     goto out;
+                if (!td_vko_fuses_ln(o, m)) /* a step's LayerNorm is then a dispatch */
+                    ms[c][kn] += ln_ms[c];
                 if (round == 0)
                     continue;
                 if (kn == TD_VKO_ROWS_PATH) {

@@ -6,8 +6,8 @@
 // used, and the team's sums come from the subgroup adder (no shared
 // memory and no barrier where subgroups are 32 wide, as on NVIDIA).
 // Workgroup: 128 threads, 4 output columns; grid x: columns / 4, grid
-// z: groups of MR rows of A (specialization constant: 1 for a single
-// sequence, 8 for a few). Each team reads its column's weights once for
+// z: groups of MR rows of A (1 for a single sequence, 8 for a few; see
+// MV_CFG below). Each team reads its column's weights once for
 // all MR rows.
 // Teams are made of subgroups, or subgroups of teams, whatever the
 // subgroup size (8 on lavapipe, 16 to 64 elsewhere): the thread index
@@ -25,7 +25,7 @@
 // F_W16 and F_A16 (set by ops.c from the addresses and strides): the
 // weights, or A (and the LayerNorm's weight and bias), may be read 16
 // bytes a load.
-// CT (specialization constant, 1 by default): columns per team. With
+// CT (MV_CFG below; 1 or 4): columns per team. With
 // more (the many-row product of a batched decoder step, 9 to 256 rows),
 // each team reads CT weight rows at once and every A load serves CT
 // columns (the loads of A per product fall by CT, the weight loads in
@@ -196,54 +196,52 @@ void main()
         bool a16 = (p.flags & F_A16) != 0;
         F32x4 a4 = F32x4(p.a), lw4 = F32x4(p.lnw), lb4 = F32x4(p.lnb);
         for (uint c = lane; c < nk8; c += T * U) {
-            // no continue or early exit in the unrolled loops: glslc
-            // leaves a loop with one rolled, and what it indexes in memory
+            // the unrolled loops' bodies branch-free (indices clamped,
+            // contributions chosen by select): glslc leaves a loop rolled,
+            // and what it indexes in memory, when its whole body sits in
+            // an if (spirv-dis shows no Function array for any MV_CFG)
             [[unroll]] for (uint j = 0; j < U; j++) {
                 uint k8 = c + j * T;
-                if (k8 < nk8) {
-                    vec4 wa[CT], wb[CT];
-                    [[unroll]] for (uint q = 0; q < CT; q++) {
-                        uvec4 u = wr[j * CT + q]; // constant indices once unrolled: registers
-                        wa[q] = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-                        wb[q] = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+                bool jv = k8 < nk8;
+                uint k = min(k8, nk8 - 1) * 8;
+                vec4 wa[CT], wb[CT];
+                [[unroll]] for (uint q = 0; q < CT; q++) {
+                    uvec4 u = wr[j * CT + q]; // constant indices once unrolled: registers
+                    wa[q] = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+                    wb[q] = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+                }
+                vec4 g0 = vec4(1.0), g1 = vec4(1.0), b0 = vec4(0.0), b1 = vec4(0.0);
+                if (ln) {
+                    if (a16) {
+                        g0 = lw4.v[k / 4];
+                        g1 = lw4.v[k / 4 + 1];
+                        b0 = lb4.v[k / 4];
+                        b1 = lb4.v[k / 4 + 1];
+                    } else {
+                        g0 = vec4(p.lnw.v[k], p.lnw.v[k + 1], p.lnw.v[k + 2], p.lnw.v[k + 3]);
+                        g1 = vec4(p.lnw.v[k + 4], p.lnw.v[k + 5], p.lnw.v[k + 6], p.lnw.v[k + 7]);
+                        b0 = vec4(p.lnb.v[k], p.lnb.v[k + 1], p.lnb.v[k + 2], p.lnb.v[k + 3]);
+                        b1 = vec4(p.lnb.v[k + 4], p.lnb.v[k + 5], p.lnb.v[k + 6], p.lnb.v[k + 7]);
                     }
-                    uint k = k8 * 8;
-                    vec4 g0 = vec4(1.0), g1 = vec4(1.0), b0 = vec4(0.0), b1 = vec4(0.0);
+                }
+                [[unroll]] for (uint r = 0; r < MR; r++) {
+                    uint rr = min(r, mr - 1); // a row that exists; r >= mr adds nothing
+                    uint ai = (m0 + rr) * p.lda + k;
+                    vec4 x0, x1;
+                    if (a16) {
+                        x0 = a4.v[ai / 4];
+                        x1 = a4.v[ai / 4 + 1];
+                    } else {
+                        x0 = vec4(p.a.v[ai], p.a.v[ai + 1], p.a.v[ai + 2], p.a.v[ai + 3]);
+                        x1 = vec4(p.a.v[ai + 4], p.a.v[ai + 5], p.a.v[ai + 6], p.a.v[ai + 7]);
+                    }
                     if (ln) {
-                        if (a16) {
-                            g0 = lw4.v[k / 4];
-                            g1 = lw4.v[k / 4 + 1];
-                            b0 = lb4.v[k / 4];
-                            b1 = lb4.v[k / 4 + 1];
-                        } else {
-                            g0 = vec4(p.lnw.v[k], p.lnw.v[k + 1], p.lnw.v[k + 2], p.lnw.v[k + 3]);
-                            g1 = vec4(p.lnw.v[k + 4], p.lnw.v[k + 5], p.lnw.v[k + 6],
-                                      p.lnw.v[k + 7]);
-                            b0 = vec4(p.lnb.v[k], p.lnb.v[k + 1], p.lnb.v[k + 2], p.lnb.v[k + 3]);
-                            b1 = vec4(p.lnb.v[k + 4], p.lnb.v[k + 5], p.lnb.v[k + 6],
-                                      p.lnb.v[k + 7]);
-                        }
+                        x0 = (x0 - st_mean[rr]) * st_inv[rr] * g0 + b0;
+                        x1 = (x1 - st_mean[rr]) * st_inv[rr] * g1 + b1;
                     }
-                    [[unroll]] for (uint r = 0; r < MR; r++) {
-                        if (r < mr) {
-                            uint ai = (m0 + r) * p.lda + k;
-                            vec4 x0, x1;
-                            if (a16) {
-                                x0 = a4.v[ai / 4];
-                                x1 = a4.v[ai / 4 + 1];
-                            } else {
-                                x0 = vec4(p.a.v[ai], p.a.v[ai + 1], p.a.v[ai + 2], p.a.v[ai + 3]);
-                                x1 = vec4(p.a.v[ai + 4], p.a.v[ai + 5], p.a.v[ai + 6],
-                                          p.a.v[ai + 7]);
-                            }
-                            if (ln) {
-                                x0 = (x0 - st_mean[r]) * st_inv[r] * g0 + b0;
-                                x1 = (x1 - st_mean[r]) * st_inv[r] * g1 + b1;
-                            }
-                            [[unroll]] for (uint q = 0; q < CT; q++)
-                                acc[r * CT + q] += dot(x0, wa[q]) + dot(x1, wb[q]);
-                        }
-                    }
+                    bool use = jv && r < mr;
+                    [[unroll]] for (uint q = 0; q < CT; q++)
+                        acc[r * CT + q] += use ? dot(x0, wa[q]) + dot(x1, wb[q]) : 0.0;
                 }
             }
             // the next U loads of each column
@@ -256,35 +254,33 @@ void main()
         }
     } else if (n0 < p.N) {
         // any layout: halves in pairs of a 32-bit word (ldw even), or
-        // floats; the loop over columns inside the one over k, so that it
-        // unrolls (acc indexed by constants)
+        // floats; the loop over columns inside the one over k and its
+        // body branch-free, as above, so that it unrolls (acc indexed by
+        // constants)
         for (uint k = lane * 2; k < p.K; k += T * 2) {
+            bool two = k + 1 < p.K;
+            uint k1 = two ? k + 1 : k; // in bounds; its product is dropped
             [[unroll]] for (uint q = 0; q < CT; q++) {
-                uint n = n0 + q;
-                if (n < p.N) {
-                    vec2 w;
-                    if (WF16 != 0) {
-                        w = unpackHalf2x16(p.w.v[(n * p.ldw + k) >> 1]);
-                    } else {
-                        w.x = uintBitsToFloat(p.w.v[n * p.ldw + k]);
-                        w.y = k + 1 < p.K ? uintBitsToFloat(p.w.v[n * p.ldw + k + 1]) : 0.0;
+                uint n = min(n0 + q, p.N - 1);
+                bool nv = n0 + q < p.N;
+                vec2 w;
+                if (WF16 != 0) {
+                    w = unpackHalf2x16(p.w.v[(n * p.ldw + k) >> 1]);
+                } else {
+                    w.x = uintBitsToFloat(p.w.v[n * p.ldw + k]);
+                    w.y = uintBitsToFloat(p.w.v[n * p.ldw + k1]);
+                }
+                [[unroll]] for (uint r = 0; r < MR; r++) {
+                    uint rr = min(r, mr - 1);
+                    uint ai = (m0 + rr) * p.lda + k;
+                    float x0 = p.a.v[ai], x1 = p.a.v[ai + (k1 - k)];
+                    if (ln) {
+                        x0 = (x0 - st_mean[rr]) * st_inv[rr] * p.lnw.v[k] + p.lnb.v[k];
+                        x1 = (x1 - st_mean[rr]) * st_inv[rr] * p.lnw.v[k1] + p.lnb.v[k1];
                     }
-                    bool two = k + 1 < p.K;
-                    [[unroll]] for (uint r = 0; r < MR; r++) {
-                        if (r < mr) {
-                            uint ai = (m0 + r) * p.lda + k;
-                            float x0 = p.a.v[ai], x1 = two ? p.a.v[ai + 1] : 0.0;
-                            if (ln) {
-                                x0 = (x0 - st_mean[r]) * st_inv[r] * p.lnw.v[k] + p.lnb.v[k];
-                                if (two)
-                                    x1 = (x1 - st_mean[r]) * st_inv[r] * p.lnw.v[k + 1] +
-                                         p.lnb.v[k + 1];
-                            }
-                            acc[r * CT + q] += x0 * w.x;
-                            if (two)
-                                acc[r * CT + q] += x1 * w.y;
-                        }
-                    }
+                    bool use = nv && r < mr;
+                    acc[r * CT + q] += use ? x0 * w.x : 0.0;
+                    acc[r * CT + q] += use && two ? x1 * w.y : 0.0;
                 }
             }
         }
