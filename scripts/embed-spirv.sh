@@ -11,6 +11,13 @@
 # `// @variants MACRO V1 V2 ...` is compiled once per value with
 # -DMACRO=V, as td_vks_NAME_MACROV. GLSLC and SPIRV_VAL in the
 # environment name other tools; SPIRV_VAL=none skips validation.
+# Where spirv-dis is installed (SPIRV_DIS=none skips this), a compiled
+# shader with an array in Function storage fails the build: glslc leaves
+# one where a loop over it did not unroll, and NVIDIA's compiler then
+# keeps it in local memory, which cost the products 2x and more
+# (bench/RESULTS.md, "the accumulators in local memory"). A line
+# `// @function-arrays-ok NAME... -- why` lets the named compilations
+# through.
 set -eu
 out=${1:?usage: embed-spirv.sh OUT.c SHADER_DIR}
 dir=${2:?usage: embed-spirv.sh OUT.c SHADER_DIR}
@@ -18,6 +25,10 @@ glslc=${GLSLC:-glslc}
 val=${SPIRV_VAL:-spirv-val}
 if [ "$val" != none ] && ! command -v "$val" >/dev/null 2>&1; then
     val=none
+fi
+dis=${SPIRV_DIS:-spirv-dis}
+if [ "$dis" != none ] && ! command -v "$dis" >/dev/null 2>&1; then
+    dis=none
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -48,6 +59,18 @@ trap 'rm -rf "$tmp"' EXIT
             "$glslc" --target-env=vulkan1.2 -O -I "$dir" $def -o "$tmp/$name.spv" "$src"
             if [ "$val" != none ]; then
                 "$val" --target-env vulkan1.2 "$tmp/$name.spv"
+            fi
+            if [ "$dis" != none ] &&
+                "$dis" "$tmp/$name.spv" | grep -q 'OpVariable %_ptr_Function__arr'; then
+                ok=$(sed -n 's|^// @function-arrays-ok \([^-]*\).*$|\1|p' "$src")
+                case " $ok " in
+                *" $name "*) ;;
+                *)
+                    echo "embed-spirv.sh: $name: an array in Function storage (a loop over it" \
+                        "did not unroll; see this script's head)" >&2
+                    exit 1
+                    ;;
+                esac
             fi
             words=$(($(wc -c <"$tmp/$name.spv") / 4))
             echo "const uint32_t td_vks_$name[] = {"

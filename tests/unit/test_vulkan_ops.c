@@ -968,10 +968,14 @@ static void test_enc_attn_coopmat(void **state)
  * split, the output comes from dec_attn alone (no merge). */
 static int dec_ld_pad; /* rows of q, k and v this many floats wider: 1 takes the scalar loads */
 static int dec_kv16;   /* keys and values as halves (the cross K/V), made by td_vko_to_half */
+static int dec_d = 64; /* the head width: 64 runs dec_attn.comp compiled for it, others the
+                        * specialized build (dec_ops, made for that width) */
+static td_vko *dec_ops;
 
 static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, const char *what)
 {
-    const int n_head = 3, d = 64, ld = n_head * d + dec_ld_pad, pool_rows = 1500 + 40;
+    const int n_head = 3, d = dec_d, ld = n_head * d + dec_ld_pad, pool_rows = 1500 + 40;
+    td_vko *dops = dec_ops ? dec_ops : ops;
     size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld;
     float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4);
     double *ref = malloc(qsz * sizeof *ref);
@@ -1045,11 +1049,11 @@ static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, con
      * the first (else the second merges nothing and leaves its guards) */
     outbuf oo = obuf(qsz, NULL), oo2 = obuf(qsz, NULL);
     begin_ok();
-    td_vko_dec_attn_x(ops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr,
+    td_vko_dec_attn_x(dops, rows, n_head, ld, bq.addr, oaddr(&oo), bk.addr, bv.addr, bi.addr,
                       max_keys, bp.addr, bc.addr, dec_kv16);
     submit_ok();
     begin_ok();
-    td_vko_dec_attn_x(ops, rows, n_head, ld, bq.addr, oaddr(&oo2), bk.addr, bv.addr, bi.addr,
+    td_vko_dec_attn_x(dops, rows, n_head, ld, bq.addr, oaddr(&oo2), bk.addr, bv.addr, bi.addr,
                       max_keys, bp.addr, bc.addr, dec_kv16);
     submit_ok();
     float *got = oread(&oo, rows, n_head * d, ld);
@@ -1095,6 +1099,23 @@ static void test_dec_attn(void **state)
     dec_attn_case(many, 6, 1500, "dec_attn halves, rows of 194");
     dec_ld_pad = 0;
     dec_kv16 = 0;
+    /* heads of 32 and 48: the build specialized at pipeline creation (64
+     * has its own, compiled for it) */
+    for (int d = 32; d <= 48; d += 16) {
+        td_error err = {0};
+        if (td_vko_create(vk, 16, d, &dec_ops, &err))
+            fail_msg("%s", err.msg);
+        dec_d = d;
+        dec_attn_case(many, 6, 1500, d == 32 ? "dec_attn heads of 32, ragged rows"
+                                             : "dec_attn heads of 48, ragged rows");
+        dec_kv16 = 1;
+        dec_attn_case(cross, 1, 1500, d == 32 ? "dec_attn heads of 32, halves (cross)"
+                                              : "dec_attn heads of 48, halves (cross)");
+        dec_kv16 = 0;
+        td_vko_free(dec_ops);
+        dec_ops = NULL;
+        dec_d = 64;
+    }
 }
 
 /* ---------------------------------------------------------- embed, kv */

@@ -166,17 +166,23 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     case 64: PIPE(o->enc_attn, enc_attn_HEAD_D64, "enc_attn", ea_push, NULL, 0); break;
     case 128: PIPE(o->enc_attn, enc_attn_HEAD_D128, "enc_attn", ea_push, NULL, 0); break;
     }
-    PIPE(o->dec_attn, dec_attn, "dec_attn", da_push, &dt, 1);
+    /* dec_attn: compiled for heads of 64 (every Whisper's), specialized
+     * for others; the map's width entry is ignored by the first */
+    uint32_t dt16[2] = {dt, 1};
+    if (dt == 64) {
+        PIPE(o->dec_attn, dec_attn_DA_D64, "dec_attn", da_push, &dt, 1);
+        PIPE(o->dec_attn16, dec_attn_DA_D64, "dec_attn16", da_push, dt16, 2);
+    } else {
+        PIPE(o->dec_attn, dec_attn_DA_D0, "dec_attn", da_push, &dt, 1);
+        PIPE(o->dec_attn16, dec_attn_DA_D0, "dec_attn16", da_push, dt16, 2);
+    }
     PIPE(o->embed, embed, "embed", emb_push, NULL, 0);
     PIPE(o->kv_put, kv_put, "kv_put", kv_push, NULL, 0);
     PIPE(o->att_weights, att_weights, "att_weights", aw_push, &dt, 1);
-    uint32_t dt16[2] = {dt, 1};
-    PIPE(o->dec_attn16, dec_attn, "dec_attn16", da_push, dt16, 2);
     PIPE(o->att_weights16, att_weights, "att_weights16", aw_push, dt16, 2);
     PIPE(o->to_half, to_half, "to_half", th_push, NULL, 0);
-    uint32_t g1 = 1, g2 = 2;
-    PIPE(o->matrows[0], matrows, "matrows", lin_push, &g1, 1);
-    PIPE(o->matrows[1], matrows, "matrows2", lin_push, &g2, 1);
+    PIPE(o->matrows[0], matrows_MR_G1, "matrows", lin_push, NULL, 0);
+    PIPE(o->matrows[1], matrows_MR_G2, "matrows2", lin_push, NULL, 0);
     if (td_vk_device_info(vk)->has_coopmat_nv) {
         /* a driver that cannot build it leaves the tiled path; only out
          * of memory is an error */

@@ -39,13 +39,15 @@
     X(enc_attn_HEAD_D128) \
     X(enc_attn_cm_HEAD_D32) \
     X(enc_attn_cm_HEAD_D64) \
-    X(dec_attn)          \
+    X(dec_attn_DA_D0)    \
+    X(dec_attn_DA_D64)   \
     X(embed)             \
     X(kv_put)            \
     X(att_weights)       \
     X(to_half)           \
     X(grid_sync)         \
-    X(matrows)           \
+    X(matrows_MR_G1)     \
+    X(matrows_MR_G2)     \
     X(sample)
 
 #define TD_VK_SHADER_DECL(name)            \

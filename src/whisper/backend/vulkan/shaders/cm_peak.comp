@@ -32,6 +32,7 @@
 #include "common.glsl"
 
 // @variants CM_PEAK 0 1 2 3 4 5 6 7
+// @function-arrays-ok cm_peak_CM_PEAK6 -- mode 6 indexes its accumulators at run time on purpose: the cost it measures
 #ifndef CM_PEAK
 #define CM_PEAK 0
 #endif

@@ -28,6 +28,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer F32c { float v[]; };
@@ -35,7 +36,16 @@ layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer I32
 
 layout(buffer_reference, scalar, buffer_reference_align = 8) buffer U32x2 { uvec2 v[]; };
 
+// The head width: compiled in for 64 (DA_D64, every Whisper decoder's),
+// so that glslc unrolls the loops over a thread's key and value rows and
+// keeps kr and vr in registers; specialized for other widths (DA_D0).
+// @variants DA_D 0 64
+// @function-arrays-ok dec_attn_DA_D0 -- other widths: loops of a specialized count, unrolled by the driver if at all
+#if defined(DA_D) && DA_D > 0
+const uint D = DA_D;
+#else
 layout(constant_id = 0) const uint D = 64;
+#endif
 layout(constant_id = 1) const uint KV16 = 0;
 layout(local_size_x = 128) in;
 
@@ -121,11 +131,17 @@ void main()
     uint vo = (base + j0 * p.ld + h0) / 4 + qi;
     vec4 kr[Q], vr[NV];
     if (pf) {
-        for (uint i = 0; i < Q; i++)
-            kr[i] = t < nb ? ld4(p.k, ko / 4 + i) : vec4(0.0);
-        for (uint i = 0; i < NV; i++) {
-            uint j = kp + i * KP;
-            vr[i] = j < nb ? ld4(p.v, vo + j * (p.ld / 4)) : vec4(0.0);
+        // branch-free, so that the loops unroll: rows past the split's
+        // keys load a row that exists (the split's last, or the range's
+        // first where the split has none) and are weighed by zero below
+        uint jk = nb > 0 ? j0 + min(t, nb - 1) : 0;
+        uint ko1 = base + jk * p.ld + h0;
+        [[unroll]] for (uint i = 0; i < Q; i++)
+            kr[i] = ld4(p.k, ko1 / 4 + i);
+        uint vo1 = nb > 0 ? vo : (base + h0) / 4 + qi;
+        [[unroll]] for (uint i = 0; i < NV; i++) {
+            uint j = nb > 0 ? min(kp + i * KP, nb - 1) : 0;
+            vr[i] = ld4(p.v, vo1 + j * (p.ld / 4));
         }
     }
     for (uint i = t; i < D; i += 128)
@@ -135,7 +151,7 @@ void main()
     if (t < nb) {
         float d = 0.0;
         if (pf) {
-            for (uint i = 0; i < Q; i++)
+            [[unroll]] for (uint i = 0; i < Q; i++)
                 d += qs[4 * i] * kr[i].x + qs[4 * i + 1] * kr[i].y + qs[4 * i + 2] * kr[i].z +
                      qs[4 * i + 3] * kr[i].w;
         } else if (v4) {
@@ -161,10 +177,9 @@ void main()
         // t / Q, t / Q + KP, ...
         vec4 a = vec4(0.0);
         if (pf) {
-            for (uint i = 0; i < NV; i++) {
+            [[unroll]] for (uint i = 0; i < NV; i++) {
                 uint j = kp + i * KP;
-                if (j < nb)
-                    a += sc[j] * vr[i];
+                a += j < nb ? sc[min(j, SPL - 1)] * vr[i] : vec4(0.0);
             }
         } else {
             for (uint j = kp; j < nb; j += KP)

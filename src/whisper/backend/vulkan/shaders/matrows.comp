@@ -8,8 +8,8 @@
 // 8 slices of 32 threads, slice s taking K's groups of 8 s, s + 8, ...;
 // in a slice each thread computes 4 rows x 4 columns, reading 4 weight
 // loads and 8 loads of A (16 bytes each) for 128 products, straight from
-// memory (the weights once per 64 rows), G such groups of loads (a
-// specialization constant, 1 or 2) issued before the products of the
+// memory (the weights once per 64 rows), G such groups of loads (1 or 2,
+// MR_G below) issued before the products of the
 // ones before are done; the 8 slices' sums meet once in
 // shared memory at the end. Grid x: groups of 8 columns (so that the
 // workgroups running together share A's rows in the cache), y: groups of
@@ -26,7 +26,15 @@
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
-layout(constant_id = 0) const uint G = 1; // groups of 8 k in flight per thread
+// G, the groups of 8 k in flight per thread, compiled in (MR_G) rather
+// than specialized: glslc unrolls the loops over G only when it knows the
+// count, and otherwise leaves wn, an, wc and x as arrays indexed at run
+// time, which a driver may keep in local memory (see matvec.comp)
+// @variants MR_G 1 2
+#ifndef MR_G
+#define MR_G 1
+#endif
+const uint G = MR_G;
 
 layout(push_constant) uniform P {
     F32 a; U32 w; F32 bias; F32 add; F32 c; F32 lnw; F32 lnb; I32 rowidx;

@@ -21,6 +21,7 @@
 // Reductions go through shared memory (no subgroup size assumed).
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 // WG invocations, a power of two from 128 to 1024 (specialization
@@ -203,10 +204,13 @@ bool masked_pre(uint i)
         return true;
     if ((flags & F_BLANK) != 0 && (int(i) == p.blank || int(i) == p.eot))
         return true;
-    for (int r = 0; r < nr; r++)
-        if (int(i) >= rlo[r] && int(i) < rhi[r])
-            return true;
-    return false;
+    // all four ranges, unused ones weighed out, with no branch: the loop
+    // unrolls and rlo, rhi stay in registers (an array indexed at run time
+    // may live in local memory, and this runs for every logit)
+    uint hit = 0u;
+    [[unroll]] for (int r = 0; r < 4; r++)
+        hit |= uint(r < nr) & uint(int(i) >= rlo[r]) & uint(int(i) < rhi[r]);
+    return hit != 0u;
 }
 
 bool masked(uint i)
@@ -293,7 +297,7 @@ void main()
     float temp = intBitsToFloat(p.inp.v[ib + 2u]);
     float u = intBitsToFloat(p.inp.v[ib + 3u]);
     nr = p.inp.v[ib + 4u];
-    for (int r = 0; r < 4; r++) {
+    [[unroll]] for (int r = 0; r < 4; r++) {
         rlo[r] = p.inp.v[ib + 5u + 2u * uint(r)];
         rhi[r] = p.inp.v[ib + 6u + 2u * uint(r)];
     }
