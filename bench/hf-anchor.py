@@ -5,11 +5,14 @@ transformers' Whisper in fp16 with PyTorch's sdpa attention, on random
 weights of the standard dimensions (speed does not depend on the values),
 measured the way vulkan-bench measures tapedeck:
 
-  - encoder: ms per 30-s window, B windows per call (median of --runs
-    after a warm-up);
+  - encoder: ms per 30-s window (median of --runs after a warm-up), B
+    windows per call: this is issue 11's anchor ("438x at batch 16, 4.0 ms
+    encoder per window"), where vulkan-bench encodes --windows windows a
+    call (1 unless asked), so at B > 1 compare with its --windows B row;
   - decoder: B sequences, a 4-token prompt, then --tokens single-token
     steps with the KV cache (the greedy token of each step fed back, as
-    a transcription does); ms per step and per token per sequence;
+    a transcription does); ms per step and per token per sequence, the
+    best of --runs after a warm-up, as vulkan-bench takes its steps;
   - x real time for a 30-s window with --tokens tokens: 30 s over
     (encoder per window + tokens x step / B).
 
@@ -99,7 +102,7 @@ def bench(torch, name, batches, tokens, runs):
                 return (time.perf_counter() - t0) * 1e3 / tokens
 
             decode()  # warm-up
-            step_ms = statistics.median(decode() for _ in range(runs))
+            step_ms = min(decode() for _ in range(runs))
         rtf = 30000.0 / (enc_ms + tokens * step_ms / b)
         rows.append((b, enc_ms, step_ms, rtf))
         print(f"  {name} B={b}: encoder {enc_ms:.2f} ms/window, step {step_ms:.3f} ms "

@@ -26,22 +26,28 @@ layout(push_constant) uniform P {
     uint phases, K;
 } p;
 
-const uint SPIN_LIMIT = 1u << 22;
+const uint SPIN_LIMIT = 1u << 20;
+shared float xs[4096]; // the phase's input row (K <= 4096), read once from memory
 
+// Every invocation's stores reach the workgroup barrier; the elected one
+// then makes them visible device-wide (the release) before it counts
+// itself, waits for the grid, and acquires the others' stores before the
+// workgroup goes on. Once a wait passed its limit (a grid not resident at
+// once) no later phase waits, so that such a grid ends in bounded time.
 void grid_barrier(uint phase)
 {
-    memoryBarrierBuffer();
     barrier();
     if (gl_LocalInvocationID.x == 0) {
+        memoryBarrierBuffer();
         atomicAdd(p.sync.v[0], 1u);
         uint want = (phase + 1) * gl_NumWorkGroups.x, spins = 0;
-        while (atomicAdd(p.sync.v[0], 0u) < want && spins < SPIN_LIMIT)
+        while (p.sync.v[1] == 0u && p.sync.v[0] < want && spins < SPIN_LIMIT)
             spins++;
         if (spins >= SPIN_LIMIT)
             atomicOr(p.sync.v[1], 1u);
+        memoryBarrierBuffer();
     }
     barrier();
-    memoryBarrierBuffer();
 }
 
 void main()
@@ -53,17 +59,18 @@ void main()
     for (uint ph = 0; ph < p.phases; ph++) {
         uint src = (ph % 2) * p.K, dst = p.K - src;
         uint wbase = ph * p.K * k8n; // uvec4s before this phase's matrix
+        for (uint k = gl_LocalInvocationID.x; k < p.K; k += gl_WorkGroupSize.x)
+            xs[k] = p.x.v[src + k];
+        barrier();
         for (uint row = team; row < p.K; row += teams) {
             float s = 0.0;
             for (uint k8 = lane; k8 < k8n; k8 += gl_SubgroupSize) {
                 uvec4 u = p.w.v[wbase + row * k8n + k8];
                 uint k = k8 * 8;
                 s += dot(vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y)),
-                         vec4(p.x.v[src + k], p.x.v[src + k + 1], p.x.v[src + k + 2],
-                              p.x.v[src + k + 3])) +
+                         vec4(xs[k], xs[k + 1], xs[k + 2], xs[k + 3])) +
                      dot(vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w)),
-                         vec4(p.x.v[src + k + 4], p.x.v[src + k + 5], p.x.v[src + k + 6],
-                              p.x.v[src + k + 7]));
+                         vec4(xs[k + 4], xs[k + 5], xs[k + 6], xs[k + 7]));
             }
             s = subgroupAdd(s);
             if (subgroupElect())
