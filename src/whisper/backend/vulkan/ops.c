@@ -44,12 +44,13 @@ struct td_vko {
     int d_audio, d_text;
 };
 
-/* matmul*.comp declare the first part; matvec.comp the whole */
+/* matvec.comp and matrows.comp declare all but cofs; matmul*.comp all,
+ * c2 as the table of TD_VKO_COLS */
 typedef struct lin_push {
     uint64_t a, w, bias, add, c, lnw, lnb, rowidx;
     uint32_t m, n, k, lda, ldw, ldc, ldadd, flags;
     uint64_t c2, c3;
-    uint32_t split;
+    uint32_t split, cofs;
 } lin_push;
 
 typedef struct ln_push {
@@ -494,9 +495,12 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
     lin_push p = {l->a,    l->w,   l->bias, l->add, l->c, l->ln_w, l->ln_b, l->rowidx,
                   (uint32_t)l->m,  (uint32_t)l->n,  (uint32_t)l->k,  (uint32_t)l->lda,
                   (uint32_t)l->ldw, (uint32_t)l->ldc, (uint32_t)l->ldadd, l->flags,
-                  l->c2, l->c3, (uint32_t)l->split};
+                  (l->flags & TD_VKO_COLS) ? l->tab : l->c2, l->c3, (uint32_t)l->split,
+                  (uint32_t)l->cofs};
     uint32_t m = (uint32_t)l->m, n = (uint32_t)l->n;
-    enum td_vko_rows rk = rows_kernel(o, l->m);
+    /* column blocks and halves: the tiled and matrix-engine kernels' only */
+    int path_only = (l->flags & (TD_VKO_COLS | TD_VKO_HALF)) != 0;
+    enum td_vko_rows rk = path_only ? TD_VKO_ROWS_PATH : rows_kernel(o, l->m);
     if (rk == TD_VKO_ROWS_MATROWS || rk == TD_VKO_ROWS_MATROWS2) {
         if (l->w_f16 && l->w % 16 == 0 && l->ldw % 8 == 0 && l->k % 8 == 0 && l->a % 16 == 0 &&
             l->lda % 4 == 0 && !(l->flags & TD_VKO_LN)) {
@@ -506,7 +510,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
         }
         rk = TD_VKO_ROWS_MATVEC; /* what matrows cannot take */
     }
-    if (l->m <= o->matvec_rows || rk != TD_VKO_ROWS_PATH) {
+    if ((l->m <= o->matvec_rows && !path_only) || rk != TD_VKO_ROWS_PATH) {
         /* 16-byte loads where the addresses and strides allow them */
         int lnf = (l->flags & TD_VKO_LN) != 0;
         if (l->w_f16 && l->w % 16 == 0 && l->ldw % 8 == 0 && l->k % 8 == 0) {
@@ -555,7 +559,8 @@ void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t
 {
     td_vko_lin l = {.m = m, .n = n, .k = k, .a = a, .lda = lda, .w = w, .w_f16 = w_f16,
                     .ldw = ldw, .bias = bias, .add = add, .ldadd = ldadd, .c = c, .ldc = ldc,
-                    .flags = flags & ~(unsigned)(TD_VKO_LN | TD_VKO_ROWIDX | TD_VKO_QKV)};
+                    .flags = flags & ~(unsigned)(TD_VKO_LN | TD_VKO_ROWIDX | TD_VKO_QKV |
+                                                 TD_VKO_COLS | TD_VKO_HALF)};
     td_vko_linear_x(o, &l);
 }
 

@@ -49,7 +49,18 @@ enum {
     TD_VKO_QKV = 128,   /* columns [0, split) to c (ldc), [split, 2 split) to c2 + rowidx[m]
                          * and [2 split, 3 split) to c3 + rowidx[m]: the decoder's q, k and v
                          * as one product of concatenated weights (few rows only) */
+    TD_VKO_COLS = 1024, /* column n to block j = n / split: its column n - j split at the
+                         * address tab[j] (tab: uint64s on the device), row m at element
+                         * cofs + m ldc (or cofs + rowidx[m]): many outputs of one
+                         * product, each in its own place (the cross-attention's K and V
+                         * of every decoder layer, the encoder's q, k and v) */
+    TD_VKO_HALF = 2048, /* outputs as halves (element offsets and strides in halves; n,
+                         * ldc, cofs, split and rowidx even, the outputs 4-byte aligned;
+                         * no TD_VKO_ACC) */
 };
+/* TD_VKO_COLS and TD_VKO_HALF are taken by the tiled and the
+ * cooperative-matrix kernels only: td_vko_linear_x sends such products
+ * there whatever their row count. */
 
 /* Product paths for more rows than the matrix-vector shader takes. */
 enum td_vko_path {
@@ -195,7 +206,10 @@ typedef struct td_vko_lin {
     uint64_t ln_w, ln_b; /* TD_VKO_LN: LayerNorm weight and bias [k] */
     uint64_t rowidx;     /* TD_VKO_ROWIDX, TD_VKO_QKV: [m] ints */
     uint64_t c2, c3;     /* TD_VKO_QKV: the second and third outputs */
-    int split;           /* TD_VKO_QKV: columns per output (n = 3 split) */
+    int split;           /* TD_VKO_QKV: columns per output (n = 3 split); TD_VKO_COLS:
+                          * columns per block */
+    uint64_t tab;        /* TD_VKO_COLS: [n / split] output addresses (uint64s) */
+    uint32_t cofs;       /* TD_VKO_COLS: elements before row 0 in every block */
 } td_vko_lin;
 void td_vko_linear_x(td_vko *o, const td_vko_lin *l);
 int td_vko_fuses_ln(const td_vko *o, int m);

@@ -76,6 +76,7 @@ typedef struct plan {
     int n_chunks;
     uint64_t chunk_size[64];
     uint64_t enc_out, cross, kv, work, logits, io, cnt;
+    uint64_t tab;            /* TD_VKO_COLS's output addresses (vk_open) */
     /* work offsets (bytes): encoder */
     uint64_t e_x, e_h, e_q, e_k, e_v, e_a, e_ff, e_mel, e_x1p;
     /* decoder */
@@ -150,10 +151,15 @@ static int tensor_list(const td_whparams *hp, tdesc *d)
     T(na, 0);
     T(na, 0);
     for (int l = 0; l < hp->n_audio_layer; l++) {
+        /* q, k and v weights in one region, their biases (zeros for k) in
+         * another: one product (vk_encode) */
         T(na, 0); T(na, 0);                       /* attn_ln */
-        T(na * na, 1); T(na, 0);                  /* q */
-        T(na * na, 1);                            /* k */
-        T(na * na, 1); T(na, 0);                  /* v */
+        T(na * na, 1);                            /* q */
+        TG(na * na, 1, 1, 0);                     /* k */
+        TG(na * na, 1, 1, 0);                     /* v */
+        T(na, 0);                                 /* q bias */
+        TG(na, 0, 1, 1);                          /* zeros for k */
+        TG(na, 0, 1, 0);                          /* v bias */
         T(na * na, 1); T(na, 0);                  /* o */
         T(na, 0); T(na, 0);                       /* mlp_ln */
         T(4 * na * na, 1); T(4 * na, 0);          /* mlp0 */
@@ -176,12 +182,21 @@ static int tensor_list(const td_whparams *hp, tdesc *d)
         T(nt * nt, 1); T(nt, 0);                  /* o */
         T(nt, 0); T(nt, 0);                       /* cross_ln */
         T(nt * nt, 1); T(nt, 0);                  /* cross q */
-        T(nt * na, 1);                            /* cross k */
-        T(nt * na, 1); T(nt, 0);                  /* cross v */
         T(nt * nt, 1); T(nt, 0);                  /* cross o */
         T(nt, 0); T(nt, 0);                       /* mlp_ln */
         T(4 * nt * nt, 1); T(4 * nt, 0);          /* mlp0 */
         T(4 * nt * nt, 1); T(nt, 0);              /* mlp2 */
+    }
+    /* every decoder layer's cross-attention K and V weights, layer by
+     * layer, K before V, in one region, and their biases (zeros for K) in
+     * another: one product of the encoder's output (vk_encode) */
+    for (int l = 0; l < hp->n_text_layer; l++) {
+        TG(nt * na, 1, l > 0, 0);                 /* cross k */
+        TG(nt * na, 1, 1, 0);                     /* cross v */
+    }
+    for (int l = 0; l < hp->n_text_layer; l++) {
+        TG(nt, 0, l > 0, 1);                      /* zeros for cross k */
+        TG(nt, 0, 1, 0);                          /* cross v bias */
     }
 #undef T
 #undef TG
@@ -265,6 +280,9 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
 
     uint64_t C = (uint64_t)P->C, na = (uint64_t)P->na, nt = (uint64_t)P->nt, nm = (uint64_t)P->nm;
     uint64_t W = (uint64_t)P->max_windows, R = (uint64_t)P->max_rows;
+    if (W * C * nt >= 1ull << 31) /* the cross K/V product's slot offsets are 32-bit */
+        return td_error_set(err, TD_EINVAL, "vulkan backend: %d window slots of %d x %d too many",
+                            P->max_windows, P->C, P->nt), -1;
     P->enc_out = al(W * C * na * 4);
     P->cross = al(W * C * nt * 4);
     P->kv = al((uint64_t)P->max_seq * (uint64_t)P->max_tokens * nt * 4);
@@ -301,8 +319,9 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
 #undef R_
     P->logits = al(R * (uint64_t)P->nv * 4);
     P->cnt = al(R * (uint64_t)P->nht * 4);
+    P->tab = al(((uint64_t)P->nlt * 2 + 3) * 8);
     P->total = P->weight_bytes + P->enc_out + 2 * (uint64_t)P->nlt * (P->cross + P->kv) + P->work +
-               2 * P->logits + P->io + P->cnt + (16ull << 20) +
+               2 * P->logits + P->io + P->cnt + P->tab + (16ull << 20) +
                td_vks_bytes(P->max_seq, P->nv);
     return 0;
 }
@@ -325,14 +344,14 @@ typedef struct wref {
 
 typedef struct enc_l {
     uint64_t attn_ln_w, attn_ln_b, q_b, v_b, o_b, mlp_ln_w, mlp_ln_b, mlp0_b, mlp2_b;
-    wref q, k, v, o, mlp0, mlp2;
+    wref q, k, v, o, mlp0, mlp2; /* q, k, v: one region (q's address is all three's) */
 } enc_l;
 
 typedef struct dec_l {
-    uint64_t attn_ln_w, attn_ln_b, q_b, v_b, o_b, cross_ln_w, cross_ln_b, cq_b, cv_b, co_b;
+    uint64_t attn_ln_w, attn_ln_b, q_b, v_b, o_b, cross_ln_w, cross_ln_b, cq_b, co_b;
     uint64_t qkv_b; /* q's, zeros for k, v's bias: one region (q, k, v weights are one too) */
     uint64_t mlp_ln_w, mlp_ln_b, mlp0_b, mlp2_b;
-    wref q, k, v, o, cq, ck, cv, co, mlp0, mlp2;
+    wref q, k, v, o, cq, co, mlp0, mlp2;
 } dec_l;
 
 struct td_wbackend {
@@ -344,6 +363,11 @@ struct td_wbackend {
     td_vk_buf chunks[64];
     td_vk_buf enc_out, work, logits, readback, io;
     td_vk_buf cnt;          /* dec_attn's merge counters (ops.h): zeroed at open */
+    /* TD_VKO_COLS's outputs: [2 l] layer l's cross K, [2 l + 1] its V,
+     * [2 n_text_layer + 0..2] the encoder's q, k, v (uint64 addresses) */
+    td_vk_buf tab;
+    wref cross_w;           /* every layer's cross K and V weights: [layer][k|v][nt][na] */
+    uint64_t cross_b;       /* their biases: [layer][zeros | v's bias][nt] */
     td_vk_buf *cross_k, *cross_v, *kv_k, *kv_v; /* [n_text_layer] */
     enc_l *el;
     dec_l *dl;
@@ -418,6 +442,7 @@ static void vk_close(td_wbackend *b)
         td_vk_buf_destroy(b->vk, &b->readback);
         td_vk_buf_destroy(b->vk, &b->io);
         td_vk_buf_destroy(b->vk, &b->cnt);
+        td_vk_buf_destroy(b->vk, &b->tab);
         for (int l = 0; l < b->P.nlt; l++) {
             if (b->cross_k)
                 td_vk_buf_destroy(b->vk, &b->cross_k[l]);
@@ -505,25 +530,28 @@ static uint64_t up(uploader *u, const td_wtensor *t, int *f16, int perm_cin)
     return c->addr + off;
 }
 
-/* The next region of the plan holds zeros (floats): k's missing bias. */
-static void up_zeros(uploader *u)
+/* The next region of the plan holds zeros (floats): k's missing bias.
+ * Returns its address. */
+static uint64_t up_zeros(uploader *u)
 {
     if (u->rc)
-        return;
+        return 0;
     if (u->i >= u->n || !u->d[u->i].zeros) {
         u->rc = td_error_set(u->err, TD_EINVAL, "vulkan backend: tensor order");
-        return;
+        return 0;
     }
     uint64_t bytes = u->d[u->i].n * 4;
     void *z = td_vk_calloc((size_t)bytes, 1);
     if (!z) {
         u->rc = td_error_set(u->err, TD_ENOMEM, "vulkan backend: out of memory");
-        return;
+        return 0;
     }
-    u->rc = td_vk_upload(u->b->vk, &u->b->chunks[u->chunk_of[u->i]], u->off_of[u->i], z, bytes,
-                         u->err);
+    td_vk_buf *c = &u->b->chunks[u->chunk_of[u->i]];
+    uint64_t off = u->off_of[u->i];
+    u->rc = td_vk_upload(u->b->vk, c, off, z, bytes, u->err);
     td_vk_free(z);
     u->i++;
+    return c->addr + off;
 }
 
 static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out, td_error *err)
@@ -609,8 +637,6 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         else if (c16 && strcmp(c16, "1") == 0)
             b->cross16 = 1;
     }
-    if (P->nt > P->na || ((uint64_t)P->C * P->nt) % 4) /* the scratch (vk_encode), 8-byte rows */
-        b->cross16 = 0;
     {
         size_t nl = strlen(b->path_note);
         snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross K/V as %s",
@@ -639,6 +665,7 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         (rc = td_vk_buf_create(b->vk, P->logits, TD_VK_MEM_READBACK, &b->readback, err)) ||
         (rc = td_vk_buf_create(b->vk, P->io, TD_VK_MEM_HOST, &b->io, err)) ||
         (rc = td_vk_buf_create(b->vk, P->cnt, TD_VK_MEM_DEVICE, &b->cnt, err)) ||
+        (rc = td_vk_buf_create(b->vk, P->tab, TD_VK_MEM_DEVICE, &b->tab, err)) ||
         (rc = td_vk_fill0(b->vk, &b->cnt, 0, P->cnt, err)))
         goto out;
     for (int l = 0; l < P->nlt; l++)
@@ -647,6 +674,25 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
             (rc = td_vk_buf_create(b->vk, P->kv, TD_VK_MEM_DEVICE, &b->kv_k[l], err)) ||
             (rc = td_vk_buf_create(b->vk, P->kv, TD_VK_MEM_DEVICE, &b->kv_v[l], err)))
             goto out;
+    {
+        uint64_t nl = (uint64_t)P->nlt, n_tab = 2 * nl + 3;
+        uint64_t *tab = td_vk_calloc((size_t)n_tab, sizeof *tab);
+        if (!tab) {
+            rc = td_error_set(err, TD_ENOMEM, "vulkan backend: out of memory");
+            goto out;
+        }
+        for (uint64_t l = 0; l < nl; l++) {
+            tab[2 * l] = b->cross_k[l].addr;
+            tab[2 * l + 1] = b->cross_v[l].addr;
+        }
+        tab[2 * nl] = b->work.addr + P->e_q;
+        tab[2 * nl + 1] = b->work.addr + P->e_k;
+        tab[2 * nl + 2] = b->work.addr + P->e_v;
+        rc = td_vk_upload(b->vk, &b->tab, 0, tab, n_tab * 8, err);
+        td_vk_free(tab);
+        if (rc)
+            goto out;
+    }
     /* the convolution's padding rows are never written: zero them once
      * (and the rest, so that nothing uninitialized is ever read) */
     if ((rc = td_vk_fill0(b->vk, &b->work, 0, b->work.size / 4 * 4, err)))
@@ -668,9 +714,10 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         t->attn_ln_w = up(&u, s->attn_ln.w, NULL, 0);
         t->attn_ln_b = up(&u, s->attn_ln.b, NULL, 0);
         t->q.a = up(&u, s->attn.q.w, &t->q.f16, 0);
-        t->q_b = up(&u, s->attn.q.b, NULL, 0);
         t->k.a = up(&u, s->attn.k.w, &t->k.f16, 0);
         t->v.a = up(&u, s->attn.v.w, &t->v.f16, 0);
+        t->q_b = up(&u, s->attn.q.b, NULL, 0);
+        up_zeros(&u);
         t->v_b = up(&u, s->attn.v.b, NULL, 0);
         t->o.a = up(&u, s->attn.o.w, &t->o.f16, 0);
         t->o_b = up(&u, s->attn.o.b, NULL, 0);
@@ -704,9 +751,6 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         t->cross_ln_b = up(&u, s->cross_ln.b, NULL, 0);
         t->cq.a = up(&u, s->cross.q.w, &t->cq.f16, 0);
         t->cq_b = up(&u, s->cross.q.b, NULL, 0);
-        t->ck.a = up(&u, s->cross.k.w, &t->ck.f16, 0);
-        t->cv.a = up(&u, s->cross.v.w, &t->cv.f16, 0);
-        t->cv_b = up(&u, s->cross.v.b, NULL, 0);
         t->co.a = up(&u, s->cross.o.w, &t->co.f16, 0);
         t->co_b = up(&u, s->cross.o.b, NULL, 0);
         t->mlp_ln_w = up(&u, s->mlp_ln.w, NULL, 0);
@@ -715,6 +759,21 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         t->mlp0_b = up(&u, s->mlp0.b, NULL, 0);
         t->mlp2.a = up(&u, s->mlp2.w, &t->mlp2.f16, 0);
         t->mlp2_b = up(&u, s->mlp2.b, NULL, 0);
+    }
+    for (int l = 0; l < P->nlt; l++) {
+        const td_wdec_layer *s = &dd->layers[l];
+        wref wk, wv;
+        wk.a = up(&u, s->cross.k.w, &wk.f16, 0);
+        wv.a = up(&u, s->cross.v.w, &wv.f16, 0);
+        if (l == 0)
+            b->cross_w = wk;
+    }
+    for (int l = 0; l < P->nlt; l++) {
+        const td_wdec_layer *s = &dd->layers[l];
+        uint64_t zb = up_zeros(&u);
+        up(&u, s->cross.v.b, NULL, 0);
+        if (l == 0)
+            b->cross_b = zb;
     }
     if ((rc = u.rc))
         goto out;
@@ -799,11 +858,13 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
         for (int l = 0; l < P->nla; l++) {
             const enc_l *L = &b->el[l];
             td_vko_layernorm(o, C, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na, 0);
-            lin(b, C, na, na, eh, na, L->q, L->q_b, eq, na, 0);
-            td_vk_concurrent(b->vk, 1);
-            lin(b, C, na, na, eh, na, L->k, 0, ek, na, 0);
-            lin(b, C, na, na, eh, na, L->v, L->v_b, ev, na, 0);
-            td_vk_concurrent(b->vk, 0);
+            /* q, k and v: one product of their weights (one region), its
+             * column blocks to eq, ek and ev (the table's last three) */
+            td_vko_linear_x(o, &(td_vko_lin){.m = C, .n = 3 * na, .k = na, .a = eh, .lda = na,
+                                             .w = L->q.a, .w_f16 = L->q.f16, .ldw = na,
+                                             .bias = L->q_b, .c = eq, .ldc = na,
+                                             .flags = TD_VKO_BIAS | TD_VKO_COLS, .split = na,
+                                             .tab = b->tab.addr + (uint64_t)P->nlt * 2 * 8});
             td_vko_enc_attn(o, C, P->nha, na, eq, ek, ev, ea);
             lin(b, C, na, na, ea, na, L->o, L->o_b, ex, na, TD_VKO_ACC);
             td_vko_layernorm(o, C, na, ex, na, L->mlp_ln_w, L->mlp_ln_b, eh, na, 0);
@@ -812,42 +873,16 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
         }
         uint64_t eo = b->enc_out.addr + (uint64_t)w * C * na * 4;
         td_vko_layernorm(o, C, na, ex, na, b->ln_post_w, b->ln_post_b, eo, na, 0);
-        /* every decoder layer's cross-attention K and V of this window */
-        if (b->cross16) {
-            /* as halves: two layers' products into the free feed-forward
-             * scratch (floats), then converted, and so on */
-            uint64_t cofs = (uint64_t)w * C * nt * 2, cn = (uint64_t)C * nt;
-            for (int l0 = 0; l0 < P->nlt; l0 += 2) {
-                int l1 = l0 + 2 < P->nlt ? l0 + 2 : P->nlt;
-                for (int l = l0; l < l1; l++) {
-                    const dec_l *L = &b->dl[l];
-                    uint64_t sk = eff + (uint64_t)(l - l0) * 2 * cn * 4, sv = sk + cn * 4;
-                    lin(b, C, nt, na, eo, na, L->ck, 0, sk, nt, 0);
-                    td_vk_concurrent(b->vk, 1);
-                    lin(b, C, nt, na, eo, na, L->cv, L->cv_b, sv, nt, 0);
-                }
-                td_vk_concurrent(b->vk, 0);
-                for (int l = l0; l < l1; l++) {
-                    uint64_t sk = eff + (uint64_t)(l - l0) * 2 * cn * 4, sv = sk + cn * 4;
-                    td_vko_to_half(o, cn, sk, b->cross_k[l].addr + cofs);
-                    td_vk_concurrent(b->vk, 1);
-                    td_vko_to_half(o, cn, sv, b->cross_v[l].addr + cofs);
-                }
-                td_vk_concurrent(b->vk, 0);
-            }
-        } else {
-            uint64_t cofs = (uint64_t)w * C * nt * 4;
-            for (int l = 0; l < P->nlt; l++) {
-                const dec_l *L = &b->dl[l];
-                if (l == 0)
-                    lin(b, C, nt, na, eo, na, L->ck, 0, b->cross_k[l].addr + cofs, nt, 0);
-                td_vk_concurrent(b->vk, 1);
-                if (l > 0)
-                    lin(b, C, nt, na, eo, na, L->ck, 0, b->cross_k[l].addr + cofs, nt, 0);
-                lin(b, C, nt, na, eo, na, L->cv, L->cv_b, b->cross_v[l].addr + cofs, nt, 0);
-            }
-            td_vk_concurrent(b->vk, 0);
-        }
+        /* every decoder layer's cross-attention K and V of this window:
+         * one product of all their weights, each column block written to
+         * its layer's K or V at the window's slot, as halves or floats */
+        td_vko_linear_x(o, &(td_vko_lin){.m = C, .n = 2 * P->nlt * nt, .k = na, .a = eo,
+                                         .lda = na, .w = b->cross_w.a, .w_f16 = b->cross_w.f16,
+                                         .ldw = na, .bias = b->cross_b, .c = eo, .ldc = nt,
+                                         .flags = TD_VKO_BIAS | TD_VKO_COLS |
+                                                  (b->cross16 ? TD_VKO_HALF : 0),
+                                         .split = nt, .tab = b->tab.addr,
+                                         .cofs = (uint32_t)((uint64_t)w * C * nt)});
         rc = td_vk_submit(b->vk, err);
         if (rc)
             return rc;

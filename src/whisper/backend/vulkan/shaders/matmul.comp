@@ -5,9 +5,9 @@
 // threads, 4 x 4 outputs each, K in steps of 16 through shared memory.
 // Epilogue, in the CPU backend's order: + bias, GELU (F_GELU), + add[m][n]
 // (F_ADD, ldadd; the encoder's positional embedding), + C (F_ACC: the
-// residual stream). F_ROWIDX: output row m goes to c + rowidx[m] floats
-// (the decoder's K and V straight into their KV slots). F_LN is not
-// taken here: the caller runs layernorm.comp first (ops.c).
+// residual stream), and where outputs go (F_ROWIDX, F_COLS, F_HALF):
+// epilogue.glsl. F_LN is not taken here: the caller runs layernorm.comp
+// first (ops.c).
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -19,9 +19,10 @@ layout(local_size_x = 256) in;
 layout(push_constant) uniform P {
     F32 a; U32 w; F32 bias; F32 add; F32 c; F32 lnw; F32 lnb; I32 rowidx;
     uint M, N, K, lda, ldw, ldc, ldadd, flags;
+    U32 tab; F32 c3; uint split, cofs;
 } p;
 
-const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_ROWIDX = 32;
+#include "epilogue.glsl"
 const uint BM = 64, BN = 64, BK = 16;
 
 shared float As[BK][BM + 1];
@@ -89,21 +90,29 @@ void main()
         barrier();
     }
 
-    [[unroll]] for (uint i = 0; i < 4; i++)
-        [[unroll]] for (uint j = 0; j < 4; j++) {
-            uint m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-            if (m < p.M && n < p.N) {
-                float v = acc[i][j];
-                if ((p.flags & F_BIAS) != 0)
-                    v += p.bias.v[n];
-                if ((p.flags & F_GELU) != 0)
-                    v = gelu_f(v);
-                if ((p.flags & F_ADD) != 0)
-                    v += p.add.v[m * p.ldadd + n];
-                uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
-                if ((p.flags & F_ACC) != 0)
-                    v += p.c.v[ci];
-                p.c.v[ci] = v;
+    if ((p.flags & F_HALF) == 0) {
+        [[unroll]] for (uint i = 0; i < 4; i++)
+            [[unroll]] for (uint j = 0; j < 4; j++) {
+                uint m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+                if (m < p.M && n < p.N)
+                    epi_store(m, n, acc[i][j]);
             }
+        return;
+    }
+    // halves, two adjacent columns a word: a thread's columns are 16
+    // apart, so the tile goes through shared memory (As, free since the
+    // last step's barrier), 16 rows at a time, and each thread stores two
+    // pairs of each
+    [[unroll]] for (uint i = 0; i < 4; i++) {
+        [[unroll]] for (uint j = 0; j < 4; j++)
+            As[ty][tx + 16 * j] = acc[i][j];
+        barrier();
+        [[unroll]] for (uint q = 0; q < 2; q++) {
+            uint e = tid + 256 * q, r = e / 32, cc = (e % 32) * 2;
+            uint m = m0 + 16 * i + r, n = n0 + cc;
+            if (m < p.M && n < p.N)
+                epi_store2(m, n, As[r][cc], As[r][cc + 1]);
         }
+        barrier();
+    }
 }

@@ -1,5 +1,5 @@
 // matmul_cm.comp: the product of matmul.comp (same push constants, same
-// epilogue, F_ROWIDX too) on the matrix engines through
+// epilogue: epilogue.glsl) on the matrix engines through
 // GL_NV_cooperative_matrix (Debian 12's glslc compiles it; the KHR form
 // needs a newer glslang): A's floats are rounded to halves as they are
 // staged (the weights are halves already), products of 16 x 16 x 16
@@ -74,9 +74,10 @@ layout(local_size_x = C_NT) in;
 layout(push_constant) uniform P {
     F32 a; U32 w; F32 bias; F32 add; F32 c; F32 lnw; F32 lnb; I32 rowidx;
     uint M, N, K, lda, ldw, ldc, ldadd, flags;
+    U32 tab; F32 c3; uint split, cofs;
 } p;
 
-const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_ROWIDX = 32;
+#include "epilogue.glsl"
 const uint F_VEC = 64; // a, lda, w and ldw allow 16-byte loads (ops.c)
 // probes for vulkan-bench (ops.h's td_vko_cm_probe; results then wrong):
 // every step's loads from K offset 0 (the same few cache lines), no
@@ -227,20 +228,18 @@ void main()
                     coopMatStoreNV(acc[ii][jj], Ws, cs, 4, false);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
-        for (uint e = lane; e < 256; e += gl_SubgroupSize) {
-            uint m = m0 + wm * SBM + i * 16 + e / 16, n = n0 + wn * SBN + j * 16 + e % 16;
-            if (m < p.M && n < p.N) {
-                float v = uintBitsToFloat(Ws[cs + e / 4][e % 4]);
-                if ((p.flags & F_BIAS) != 0)
-                    v += p.bias.v[n];
-                if ((p.flags & F_GELU) != 0)
-                    v = gelu_f(v);
-                if ((p.flags & F_ADD) != 0)
-                    v += p.add.v[m * p.ldadd + n];
-                uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
-                if ((p.flags & F_ACC) != 0)
-                    v += p.c.v[ci];
-                p.c.v[ci] = v;
+        if ((p.flags & F_HALF) == 0) {
+            for (uint e = lane; e < 256; e += gl_SubgroupSize) {
+                uint m = m0 + wm * SBM + i * 16 + e / 16, n = n0 + wn * SBN + j * 16 + e % 16;
+                if (m < p.M && n < p.N)
+                    epi_store(m, n, uintBitsToFloat(Ws[cs + e / 4][e % 4]));
+            }
+        } else { // pairs of adjacent columns, one word of halves each
+            for (uint e = 2 * lane; e < 256; e += 2 * gl_SubgroupSize) {
+                uint m = m0 + wm * SBM + i * 16 + e / 16, n = n0 + wn * SBN + j * 16 + e % 16;
+                if (m < p.M && n < p.N)
+                    epi_store2(m, n, uintBitsToFloat(Ws[cs + e / 4][e % 4]),
+                               uintBitsToFloat(Ws[cs + e / 4][e % 4 + 1]));
             }
         }
         subgroupBarrier();

@@ -1,5 +1,5 @@
 // matmul_cmd.comp: matmul_cm.comp's product (same push constants, same
-// epilogue, F_ROWIDX too) with the fragments loaded straight from device
+// epilogue: epilogue.glsl) with the fragments loaded straight from device
 // memory: no workgroup-wide staging, no barrier in the K loop. Each
 // subgroup loads its own A fragments (floats, coopMatLoadNV on the
 // buffer, converted to halves in registers) and W fragments (halves, W's
@@ -41,9 +41,10 @@ layout(local_size_x = 128) in;
 layout(push_constant) uniform P {
     F32 a; U32 w; F32 bias; F32 add; F32 c; F32 lnw; F32 lnb; I32 rowidx;
     uint M, N, K, lda, ldw, ldc, ldadd, flags;
+    U32 tab; F32 c3; uint split, cofs;
 } p;
 
-const uint F_BIAS = 1, F_GELU = 2, F_ADD = 4, F_ACC = 8, F_ROWIDX = 32;
+#include "epilogue.glsl"
 const uint F_PSAME = 4096, F_PNOMMA = 8192; // probes, as in matmul_cm.comp
 const uint TM = 2, TN = CMD_TN;
 const uint BM = 2 * TM * 16, BN = 2 * TN * 16; // the workgroup's tile
@@ -150,20 +151,17 @@ void main()
                     coopMatStoreNV(acc[ii][jj], scr, cs, 16, false);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
-        for (uint e = lane; e < 256; e += gl_SubgroupSize) {
-            uint m = r0 + i * 16 + e / 16, n = c0 + j * 16 + e % 16;
-            if (m < p.M && n < p.N) {
-                float v = scr[cs + e];
-                if ((p.flags & F_BIAS) != 0)
-                    v += p.bias.v[n];
-                if ((p.flags & F_GELU) != 0)
-                    v = gelu_f(v);
-                if ((p.flags & F_ADD) != 0)
-                    v += p.add.v[m * p.ldadd + n];
-                uint ci = (p.flags & F_ROWIDX) != 0 ? uint(p.rowidx.v[m]) + n : m * p.ldc + n;
-                if ((p.flags & F_ACC) != 0)
-                    v += p.c.v[ci];
-                p.c.v[ci] = v;
+        if ((p.flags & F_HALF) == 0) {
+            for (uint e = lane; e < 256; e += gl_SubgroupSize) {
+                uint m = r0 + i * 16 + e / 16, n = c0 + j * 16 + e % 16;
+                if (m < p.M && n < p.N)
+                    epi_store(m, n, scr[cs + e]);
+            }
+        } else { // pairs of adjacent columns, one word of halves each
+            for (uint e = 2 * lane; e < 256; e += 2 * gl_SubgroupSize) {
+                uint m = r0 + i * 16 + e / 16, n = c0 + j * 16 + e % 16;
+                if (m < p.M && n < p.N)
+                    epi_store2(m, n, scr[cs + e], scr[cs + e + 1]);
             }
         }
         subgroupBarrier();
