@@ -611,6 +611,165 @@ static void test_linear_qkv(void **state)
         }
 }
 
+/* TD_VKO_COLS (and TD_VKO_HALF): one product of nb blocks of split
+ * columns, block j written to a buffer of its own (table entry j) at
+ * element cofs + row * ldc (or cofs + rowidx[row]: rows reversed), as
+ * floats or halves. Each block's buffer has guards before and after it,
+ * before cofs, and in the columns past split of each row; with halves
+ * the guards are a half's bit pattern that no result takes. */
+#define HGUARD 0x7bffu /* 65504, the largest half: far outside these results */
+static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int rowidx, int coop)
+{
+    int n = nb * split, ldc = split + 6, ldw = k + (k & 1), cofs = 2 * (m % 3) + 4;
+    size_t blk = (size_t)cofs + (size_t)m * ldc; /* elements of a block, guards aside */
+    float *a = malloc((size_t)m * k * sizeof *a), *bias = malloc((size_t)n * sizeof *bias);
+    float *wf = malloc((size_t)n * ldw * sizeof *wf);
+    uint16_t *wh = malloc((size_t)n * ldw * sizeof *wh);
+    double *ref = malloc((size_t)m * n * sizeof *ref);
+    int *ri = malloc((size_t)m * sizeof *ri);
+    uint64_t *tab = malloc((size_t)nb * sizeof *tab);
+    td_vk_buf *ob = malloc((size_t)nb * sizeof *ob);
+    size_t hn = blk + 2 * GUARD; /* a block's buffer in elements */
+    float *hf = malloc(hn * sizeof *hf);
+    uint16_t *hh = malloc(hn * sizeof *hh);
+    float *got = malloc((size_t)m * n * sizeof *got);
+    assert_true(a && bias && wf && wh && ref && ri && tab && ob && hf && hh && got);
+    for (size_t i = 0; i < (size_t)m * k; i++)
+        a[i] = frand();
+    for (int i = 0; i < n; i++)
+        bias[i] = frand();
+    for (size_t i = 0; i < (size_t)n * ldw; i++) {
+        float v = frand() * 0.5f;
+        wh[i] = td_wk_f32_to_f16(v);
+        wf[i] = w_f16 ? td_wk_f16_to_f32(wh[i]) : v;
+    }
+    for (int r = 0; r < m; r++) {
+        ri[r] = (m - 1 - r) * ldc;
+        for (int j = 0; j < n; j++) {
+            double acc = bias[j];
+            for (int i = 0; i < k; i++)
+                acc += (double)a[(size_t)r * k + i] * wf[(size_t)j * ldw + i];
+            ref[(size_t)r * n + j] = acc;
+        }
+    }
+    for (size_t i = 0; i < hn; i++) {
+        hf[i] = GUARD_VAL;
+        hh[i] = HGUARD;
+    }
+    for (int j = 0; j < nb; j++) {
+        ob[j] = half ? dbuf(hh, hn * 2) : dbuf(hf, hn * 4);
+        tab[j] = ob[j].addr + (uint64_t)GUARD * (half ? 2 : 4);
+    }
+    td_vk_buf ba = dbuf(a, (size_t)m * k * 4), bb = dbuf(bias, (size_t)n * 4);
+    td_vk_buf bt = dbuf(tab, (size_t)nb * 8), bri = dbuf(ri, (size_t)m * 4);
+    td_vk_buf bw = w_f16 ? dbuf(wh, (size_t)n * ldw * 2) : dbuf(wf, (size_t)n * ldw * 4);
+    td_error err = {0};
+    if (coop && td_vko_set_path(ops, (enum td_vko_path)coop, &err))
+        fail_msg("%s", err.msg);
+    begin_ok();
+    td_vko_linear_x(ops, &(td_vko_lin){.m = m, .n = n, .k = k, .a = ba.addr, .lda = k,
+                                       .w = bw.addr, .w_f16 = w_f16, .ldw = ldw,
+                                       .bias = bb.addr, .c = ba.addr, .ldc = ldc,
+                                       .flags = TD_VKO_BIAS | TD_VKO_COLS |
+                                                (half ? TD_VKO_HALF : 0) |
+                                                (rowidx ? TD_VKO_ROWIDX : 0),
+                                       .rowidx = bri.addr, .split = split, .tab = bt.addr,
+                                       .cofs = (uint32_t)cofs});
+    submit_ok();
+    if (td_vko_set_path(ops, TD_VKO_TILED, &err))
+        fail_msg("%s", err.msg);
+    for (int j = 0; j < nb; j++) {
+        if (td_vk_download(vk, &ob[j], 0, half ? (void *)hh : (void *)hf, hn * (half ? 2 : 4),
+                           &err))
+            fail_msg("%s", err.msg);
+        for (size_t i = 0; i < hn; i++) {
+            size_t e = i - GUARD; /* the element (wraps below the block: a guard) */
+            int inside = i >= GUARD && e >= (size_t)cofs && e < blk &&
+                         (int)((e - (size_t)cofs) % (size_t)ldc) < split;
+            int untouched = half ? hh[i] == HGUARD : hf[i] == GUARD_VAL;
+            if (!inside && !untouched)
+                fail_msg("cols %dx%dx%d block %d: guard at %zd overwritten", m, n, k, j,
+                         (ptrdiff_t)i - GUARD);
+            if (!inside)
+                continue;
+            size_t row = (e - (size_t)cofs) / (size_t)ldc, col = (e - (size_t)cofs) % (size_t)ldc;
+            if (rowidx)
+                row = (size_t)m - 1 - row;
+            got[row * (size_t)n + (size_t)j * split + col] =
+                half ? td_wk_f16_to_f32(hh[i]) : hf[i];
+        }
+    }
+    char what[96];
+    snprintf(what, sizeof what, "cols %dx%d(%dx%d)x%d %s%s%s %s", m, n, nb, split, k,
+             w_f16 ? "f16" : "f32", half ? " halves" : "", rowidx ? " rowidx" : "",
+             td_vko_path_name((enum td_vko_path)coop));
+    /* halves out: each off by up to 2^-11 relative; halves for A on the
+     * matrix engines as in linear_case */
+    double rel = coop && w_f16 ? 2e-3 : half ? 6e-4 : 2e-6;
+    double abs_b = coop && w_f16 ? 2e-3 * sqrt((double)k) : half ? 2e-3 * sqrt((double)k)
+                                                                 : 2e-5 * sqrt((double)k);
+    compare(what, got, ref, m, n, n, rel, abs_b);
+    for (int j = 0; j < nb; j++)
+        td_vk_buf_destroy(vk, &ob[j]);
+    td_vk_buf_destroy(vk, &ba);
+    td_vk_buf_destroy(vk, &bb);
+    td_vk_buf_destroy(vk, &bt);
+    td_vk_buf_destroy(vk, &bri);
+    td_vk_buf_destroy(vk, &bw);
+    free(a);
+    free(bias);
+    free(wf);
+    free(wh);
+    free(ref);
+    free(ri);
+    free(tab);
+    free(ob);
+    free(hf);
+    free(hh);
+    free(got);
+}
+
+/* Column blocks to outputs of their own, as floats and as halves, on the
+ * tiled path and every cooperative-matrix path the device has: block
+ * widths that are no multiple of a tile (10, 34, 66) and one that is
+ * (64: K and N multiples of 16 for the direct loads), tiles that span
+ * blocks, odd row counts, K tails, odd K (ldw padded even), few rows
+ * (which still take these kernels), rows scattered. */
+static void test_linear_cols(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    static const int shapes[][4] = {{70, 3, 34, 47}, {1, 5, 10, 33}, {130, 4, 66, 64},
+                                    {9, 2, 64, 64},  {257, 3, 64, 128}, {3, 7, 18, 17}};
+    static const int paths[] = {TD_VKO_TILED,      TD_VKO_COOPMAT,  TD_VKO_COOPMAT64,
+                                TD_VKO_CMDIRECT,   TD_VKO_CMDIRECT64, TD_VKO_CM64X64,
+                                TD_VKO_CM64X64K64, TD_VKO_CM64X64S2};
+    for (size_t t = 0; t < sizeof paths / sizeof paths[0]; t++) {
+        td_error perr = {0};
+        if (td_vko_set_path(ops, (enum td_vko_path)paths[t], &perr)) {
+            assert_int_equal(perr.code, TD_EUNAVAILABLE);
+            printf("# cols on %s skipped: %s\n", td_vko_path_name((enum td_vko_path)paths[t]),
+                   perr.msg);
+            continue;
+        }
+        if (paths[t] != TD_VKO_TILED)
+            td_vko_set_cm_big_min(ops, paths[t] == TD_VKO_COOPMAT ? 0 : TD_VKO_CM_BIG_MIN);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int half = 0; half <= 1; half++) {
+                const int *sh = shapes[s];
+                cols_case(sh[0], sh[1], sh[2], sh[3], 1, half, 0, paths[t]);
+                if (paths[t] == TD_VKO_TILED)
+                    cols_case(sh[0], sh[1], sh[2], sh[3], 0, half, 0, 0);
+            }
+        cols_case(70, 3, 34, 47, 1, 1, 1, paths[t]);
+        cols_case(130, 4, 66, 64, 1, 0, 1, paths[t]);
+    }
+    td_vko_set_cm_big_min(ops, TD_VKO_CM_BIG_MIN);
+    td_error err = {0};
+    if (td_vko_set_path(ops, TD_VKO_TILED, &err))
+        fail_msg("%s", err.msg);
+}
+
 /* The batched decoder step's products (9 to 256 rows) on the
  * matrix-vector kernels (td_vko_set_rows): one column per team, and four
  * (matvec4, its grid by row groups first), and on matrows.comp (tiles of
@@ -1339,7 +1498,7 @@ int main(void)
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
         cmocka_unit_test(test_linear_matvec_packed), cmocka_unit_test(test_linear_qkv),
-        cmocka_unit_test(test_linear_rows),
+        cmocka_unit_test(test_linear_cols),   cmocka_unit_test(test_linear_rows),
         cmocka_unit_test(test_linear_coopmat), cmocka_unit_test(test_cm_peak),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_layernorm),
