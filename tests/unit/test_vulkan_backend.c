@@ -531,6 +531,73 @@ static void test_ragged_batch(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* Several windows in one encode() call (the encoder's products over all
+ * their rows, attention per window) against one window per call: the
+ * encoder's output of every slot and each window's logits (which read
+ * its cross-attention K and V) within 1e-6, slots given out of order. */
+static void test_encode_batched(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    const td_wmodel *m = f.m;
+    int nv = m->hp.n_vocab, C = m->hp.n_audio_ctx, na = m->hp.n_audio_state;
+    size_t mn = (size_t)80 * TD_WMEL_WINDOW_FRAMES;
+    float *mel3 = malloc(3 * mn * sizeof *mel3);
+    assert_non_null(mel3);
+    for (int w = 0; w < 3; w++) /* the fixture mel shifted in time and scaled */
+        for (int i = 0; i < 80; i++)
+            for (int t = 0; t < TD_WMEL_WINDOW_FRAMES; t++)
+                mel3[(size_t)w * mn + (size_t)i * TD_WMEL_WINDOW_FRAMES + t] =
+                    (1.0f - 0.1f * (float)w) *
+                    f.mel[(size_t)i * TD_WMEL_WINDOW_FRAMES + (t + 211 * w) % TD_WMEL_WINDOW_FRAMES];
+    const float *mels[3] = {mel3, mel3 + mn, mel3 + 2 * mn};
+    td_error err = {0};
+    td_wbackend *all = open_vk(m, 1, 4, &err), *one = open_vk(m, 1, 4, &err);
+    int wins[3] = {2, 0, 3};
+    if (VK->encode(all, 3, wins, mels, &err) != TD_OK)
+        fail_msg("encode: %s", err.msg);
+    for (int i = 0; i < 3; i++)
+        if (VK->encode(one, 1, &wins[i], &mels[i], &err) != TD_OK)
+            fail_msg("encode: %s", err.msg);
+    size_t ne = (size_t)C * na;
+    float *ea = malloc(ne * sizeof *ea), *eo = malloc(ne * sizeof *eo);
+    float *la = malloc((size_t)nv * sizeof *la), *lo = malloc((size_t)nv * sizeof *lo);
+    assert_true(ea && eo && la && lo);
+    int32_t tok[5] = {m->sp.sot, 11, 220, 4242, 13};
+    double worst_e = 0, worst_l = 0;
+    int same = 1;
+    for (int i = 0; i < 3; i++) {
+        if (VK->encoder_output(all, wins[i], ea, &err) != TD_OK ||
+            VK->encoder_output(one, wins[i], eo, &err) != TD_OK)
+            fail_msg("encoder_output: %s", err.msg);
+        same &= memcmp(ea, eo, ne * sizeof *ea) == 0;
+        worst_e = fmax(worst_e, compare_rows(ea, eo, ne).rel_l2);
+        alone(all, wins[i], tok, 5, la);
+        alone(one, wins[i], tok, 5, lo);
+        same &= memcmp(la, lo, (size_t)nv * sizeof *la) == 0;
+        worst_l = fmax(worst_l, compare_rows(la, lo, (size_t)nv).rel_l2);
+    }
+    /* the windows differ: a slot mix-up would show */
+    if (VK->encoder_output(all, wins[0], ea, &err) != TD_OK ||
+        VK->encoder_output(all, wins[1], eo, &err) != TD_OK)
+        fail_msg("encoder_output: %s", err.msg);
+    assert_true(compare_rows(ea, eo, ne).rel_l2 > 1e-3);
+    print_message("  3 windows in one encode() against one a call: encoder rel L2 %.3g, logits "
+                  "rel L2 %.3g (%s)\n", worst_e, worst_l, same ? "bitwise equal" : "not bitwise");
+    assert_true(worst_e <= 1e-6 && worst_l <= 1e-6);
+    VK->close(all);
+    VK->close(one);
+    free(ea);
+    free(eo);
+    free(la);
+    free(lo);
+    free(mel3);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
 /* sample() on real decode steps against td_wsample_row() on the same
  * logits: the step is run twice from the same cache state (its K/V
  * stores write the same values), once returning its logits and once
@@ -897,7 +964,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_en_d64), cmocka_unit_test(test_golden_tiny_f16),
         cmocka_unit_test(test_golden_real),
-        cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_sample_entry),
+        cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_encode_batched),
+        cmocka_unit_test(test_sample_entry),
         cmocka_unit_test(test_align_weights),
         cmocka_unit_test(test_align_weights_cross16),
         cmocka_unit_test(test_refusals),

@@ -60,6 +60,11 @@
 #define ALIGN 256ull
 #define MAX_SEQ_LIMIT 1024
 #define MAX_WINDOWS_LIMIT 256
+/* The encoder runs up to ENC_BATCH_MAX windows at once (products of that
+ * many times n_audio_ctx rows: fuller grids, fewer dispatches), as many
+ * as ENC_BATCH_BYTES of activations hold (4 of medium, 8 of base) */
+#define ENC_BATCH_MAX 8
+#define ENC_BATCH_BYTES (320ull << 20)
 
 static uint64_t al(uint64_t n)
 {
@@ -72,6 +77,7 @@ static uint64_t al(uint64_t n)
 typedef struct plan {
     int C, na, nt, nm, nv, nha, nht, nla, nlt, T2;
     int max_seq, max_tokens, max_batch, max_windows, max_rows;
+    int enc_batch;           /* windows the encoder runs at once (vk_encode) */
     uint64_t weight_bytes;   /* chunks together */
     int n_chunks;
     uint64_t chunk_size[64];
@@ -286,17 +292,23 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->enc_out = al(W * C * na * 4);
     P->cross = al(W * C * nt * 4);
     P->kv = al((uint64_t)P->max_seq * (uint64_t)P->max_tokens * nt * 4);
+    uint64_t per_win = 10 * C * na * 4 + ((uint64_t)P->T2 + 2) * (nm + na) * 4;
+    uint64_t eb = ENC_BATCH_BYTES / per_win;
+    eb = eb < 1 ? 1 : eb > ENC_BATCH_MAX ? ENC_BATCH_MAX : eb;
+    P->enc_batch = eb > W ? (int)W : (int)eb;
+    eb = (uint64_t)P->enc_batch;
     uint64_t o = 0;
 #define R_(field, bytes) do { P->field = o; o += al(bytes); } while (0)
-    R_(e_x, C * na * 4);
-    R_(e_h, C * na * 4);
-    R_(e_q, C * na * 4);
-    R_(e_k, C * na * 4);
-    R_(e_v, C * na * 4);
-    R_(e_a, C * na * 4);
-    R_(e_ff, C * 4 * na * 4);
-    R_(e_mel, ((uint64_t)P->T2 + 2) * nm * 4);
-    R_(e_x1p, ((uint64_t)P->T2 + 2) * na * 4);
+    /* the encoder's: enc_batch windows of each, one after another */
+    R_(e_x, eb * C * na * 4);
+    R_(e_h, eb * C * na * 4);
+    R_(e_q, eb * C * na * 4);
+    R_(e_k, eb * C * na * 4);
+    R_(e_v, eb * C * na * 4);
+    R_(e_a, eb * C * na * 4);
+    R_(e_ff, eb * C * 4 * na * 4);
+    R_(e_mel, eb * ((uint64_t)P->T2 + 2) * nm * 4);
+    R_(e_x1p, eb * ((uint64_t)P->T2 + 2) * na * 4);
     uint64_t enc_end = o;
     o = 0;
     R_(d_x, R * nt * 4);
@@ -825,68 +837,111 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
             return td_error_set(err, TD_EINVAL, "vulkan backend: no mel for window %d", i);
     }
     int C = P->C, na = P->na, nt = P->nt, nm = P->nm, T2 = P->T2;
-    for (int wi = 0; wi < n_win; wi++) {
-        int w = windows[wi];
-        b->encoded[w] = 0;
-        /* mel [nm][T2] -> time-major rows 1..T2 of [(T2 + 2)][nm] (rows 0, T2+1 zero) */
-        float *mt = b->mel_t;
-        memset(mt, 0, (size_t)nm * sizeof *mt);
-        memset(mt + (size_t)(T2 + 1) * nm, 0, (size_t)nm * sizeof *mt);
-        const float *mel = mels[wi];
-        for (int t0 = 0; t0 < T2; t0 += 64) {
-            int t1 = t0 + 64 < T2 ? t0 + 64 : T2;
-            for (int i = 0; i < nm; i++)
-                for (int t = t0; t < t1; t++)
-                    mt[(size_t)(t + 1) * nm + i] = mel[(size_t)i * T2 + t];
+    td_vko *o = b->ops;
+    /* per window: its mel, its first convolution's output, its rows of
+     * the activations (bytes) */
+    uint64_t mel_w = (uint64_t)(T2 + 2) * nm * 4, x1p_w = (uint64_t)(T2 + 2) * na * 4,
+             act_w = (uint64_t)C * na * 4;
+    uint64_t ex = WK(b, P->e_x), eh = WK(b, P->e_h), eq = WK(b, P->e_q), ek = WK(b, P->e_k),
+             ev = WK(b, P->e_v), ea = WK(b, P->e_a), eff = WK(b, P->e_ff);
+    uint64_t emel = WK(b, P->e_mel), x1p = WK(b, P->e_x1p);
+    /* groups of up to enc_batch windows: one command buffer each, whose
+     * products run over all its windows' rows (nb x C) */
+    for (int g0 = 0; g0 < n_win; g0 += P->enc_batch) {
+        int nb = n_win - g0 < P->enc_batch ? n_win - g0 : P->enc_batch, rows = nb * C;
+        for (int i = 0; i < nb; i++) {
+            b->encoded[windows[g0 + i]] = 0;
+            /* mel [nm][T2] -> time-major rows 1..T2 of [(T2 + 2)][nm] (rows 0, T2+1 zero) */
+            float *mt = b->mel_t;
+            memset(mt, 0, (size_t)nm * sizeof *mt);
+            memset(mt + (size_t)(T2 + 1) * nm, 0, (size_t)nm * sizeof *mt);
+            const float *mel = mels[g0 + i];
+            for (int t0 = 0; t0 < T2; t0 += 64) {
+                int t1 = t0 + 64 < T2 ? t0 + 64 : T2;
+                for (int c = 0; c < nm; c++)
+                    for (int t = t0; t < t1; t++)
+                        mt[(size_t)(t + 1) * nm + c] = mel[(size_t)c * T2 + t];
+            }
+            int rc = td_vk_upload(b->vk, &b->work, P->e_mel + i * mel_w, mt, mel_w, err);
+            /* the second convolution's left padding, row 0 of x1p, which
+             * the first never writes: the decoder's scratch shares this
+             * region, and a decode step of many rows writes over it */
+            if (!rc)
+                rc = td_vk_fill0(b->vk, &b->work, P->e_x1p + i * x1p_w, (uint64_t)na * 4, err);
+            if (rc)
+                return rc;
         }
-        int rc = td_vk_upload(b->vk, &b->work, P->e_mel, mt, (uint64_t)(T2 + 2) * nm * 4, err);
+        int rc = td_vk_begin(b->vk, err);
         if (rc)
             return rc;
-        rc = td_vk_begin(b->vk, err);
-        if (rc)
-            return rc;
-        td_vko *o = b->ops;
-        uint64_t ex = WK(b, P->e_x), eh = WK(b, P->e_h), eq = WK(b, P->e_q), ek = WK(b, P->e_k),
-                 ev = WK(b, P->e_v), ea = WK(b, P->e_a), eff = WK(b, P->e_ff);
-        uint64_t x1p = WK(b, P->e_x1p);
         /* conv1 (stride 1): A row t = mel_t rows t .. t+2; GELU -> x1p rows 1..T2 */
-        td_vko_linear(o, T2, na, 3 * nm, WK(b, P->e_mel), nm, b->conv1.a, b->conv1.f16, 3 * nm,
-                      b->conv1_b, 0, 0, x1p + (uint64_t)na * 4, na, TD_VKO_BIAS | TD_VKO_GELU);
+        for (int i = 0; i < nb; i++) {
+            td_vko_linear(o, T2, na, 3 * nm, emel + i * mel_w, nm, b->conv1.a, b->conv1.f16,
+                          3 * nm, b->conv1_b, 0, 0, x1p + i * x1p_w + (uint64_t)na * 4, na,
+                          TD_VKO_BIAS | TD_VKO_GELU);
+            td_vk_concurrent(b->vk, 1);
+        }
+        td_vk_concurrent(b->vk, 0);
         /* conv2 (stride 2), GELU, + positional embedding */
-        td_vko_linear(o, C, na, 3 * na, x1p, 2 * na, b->conv2.a, b->conv2.f16, 3 * na, b->conv2_b,
-                      b->enc_pos, na, ex, na, TD_VKO_BIAS | TD_VKO_GELU | TD_VKO_ADD);
+        for (int i = 0; i < nb; i++) {
+            td_vko_linear(o, C, na, 3 * na, x1p + i * x1p_w, 2 * na, b->conv2.a, b->conv2.f16,
+                          3 * na, b->conv2_b, b->enc_pos, na, ex + i * act_w, na,
+                          TD_VKO_BIAS | TD_VKO_GELU | TD_VKO_ADD);
+            td_vk_concurrent(b->vk, 1);
+        }
+        td_vk_concurrent(b->vk, 0);
         for (int l = 0; l < P->nla; l++) {
             const enc_l *L = &b->el[l];
-            td_vko_layernorm(o, C, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na, 0);
+            td_vko_layernorm(o, rows, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na, 0);
             /* q, k and v: one product of their weights (one region), its
              * column blocks to eq, ek and ev (the table's last three) */
-            td_vko_linear_x(o, &(td_vko_lin){.m = C, .n = 3 * na, .k = na, .a = eh, .lda = na,
-                                             .w = L->q.a, .w_f16 = L->q.f16, .ldw = na,
-                                             .bias = L->q_b, .c = eq, .ldc = na,
+            td_vko_linear_x(o, &(td_vko_lin){.m = rows, .n = 3 * na, .k = na, .a = eh,
+                                             .lda = na, .w = L->q.a, .w_f16 = L->q.f16,
+                                             .ldw = na, .bias = L->q_b, .c = eq, .ldc = na,
                                              .flags = TD_VKO_BIAS | TD_VKO_COLS, .split = na,
                                              .tab = b->tab.addr + (uint64_t)P->nlt * 2 * 8});
-            td_vko_enc_attn(o, C, P->nha, na, eq, ek, ev, ea);
-            lin(b, C, na, na, ea, na, L->o, L->o_b, ex, na, TD_VKO_ACC);
-            td_vko_layernorm(o, C, na, ex, na, L->mlp_ln_w, L->mlp_ln_b, eh, na, 0);
-            lin(b, C, 4 * na, na, eh, na, L->mlp0, L->mlp0_b, eff, 4 * na, TD_VKO_GELU);
-            lin(b, C, na, 4 * na, eff, 4 * na, L->mlp2, L->mlp2_b, ex, na, TD_VKO_ACC);
+            /* attention within each window */
+            for (int i = 0; i < nb; i++) {
+                td_vko_enc_attn(o, C, P->nha, na, eq + i * act_w, ek + i * act_w,
+                                ev + i * act_w, ea + i * act_w);
+                td_vk_concurrent(b->vk, 1);
+            }
+            td_vk_concurrent(b->vk, 0);
+            lin(b, rows, na, na, ea, na, L->o, L->o_b, ex, na, TD_VKO_ACC);
+            td_vko_layernorm(o, rows, na, ex, na, L->mlp_ln_w, L->mlp_ln_b, eh, na, 0);
+            lin(b, rows, 4 * na, na, eh, na, L->mlp0, L->mlp0_b, eff, 4 * na, TD_VKO_GELU);
+            lin(b, rows, na, 4 * na, eff, 4 * na, L->mlp2, L->mlp2_b, ex, na, TD_VKO_ACC);
         }
-        uint64_t eo = b->enc_out.addr + (uint64_t)w * C * na * 4;
-        td_vko_layernorm(o, C, na, ex, na, b->ln_post_w, b->ln_post_b, eo, na, 0);
-        /* every decoder layer's cross-attention K and V of this window:
+        /* ln_post into each window's slot */
+        for (int i = 0; i < nb; i++) {
+            uint64_t eo = b->enc_out.addr + (uint64_t)windows[g0 + i] * act_w;
+            td_vko_layernorm(o, C, na, ex + i * act_w, na, b->ln_post_w, b->ln_post_b, eo, na,
+                             0);
+            td_vk_concurrent(b->vk, 1);
+        }
+        td_vk_concurrent(b->vk, 0);
+        /* every decoder layer's cross-attention K and V of each window:
          * one product of all their weights, each column block written to
          * its layer's K or V at the window's slot, as halves or floats */
-        td_vko_linear_x(o, &(td_vko_lin){.m = C, .n = 2 * P->nlt * nt, .k = na, .a = eo,
-                                         .lda = na, .w = b->cross_w.a, .w_f16 = b->cross_w.f16,
-                                         .ldw = na, .bias = b->cross_b, .c = eo, .ldc = nt,
-                                         .flags = TD_VKO_BIAS | TD_VKO_COLS |
-                                                  (b->cross16 ? TD_VKO_HALF : 0),
-                                         .split = nt, .tab = b->tab.addr,
-                                         .cofs = (uint32_t)((uint64_t)w * C * nt)});
+        for (int i = 0; i < nb; i++) {
+            int w = windows[g0 + i];
+            uint64_t eo = b->enc_out.addr + (uint64_t)w * act_w;
+            td_vko_linear_x(o, &(td_vko_lin){.m = C, .n = 2 * P->nlt * nt, .k = na, .a = eo,
+                                             .lda = na, .w = b->cross_w.a,
+                                             .w_f16 = b->cross_w.f16, .ldw = na,
+                                             .bias = b->cross_b, .c = eo, .ldc = nt,
+                                             .flags = TD_VKO_BIAS | TD_VKO_COLS |
+                                                      (b->cross16 ? TD_VKO_HALF : 0),
+                                             .split = nt, .tab = b->tab.addr,
+                                             .cofs = (uint32_t)((uint64_t)w * C * nt)});
+            td_vk_concurrent(b->vk, 1);
+        }
+        td_vk_concurrent(b->vk, 0);
         rc = td_vk_submit(b->vk, err);
         if (rc)
             return rc;
-        b->encoded[w] = 1;
+        for (int i = 0; i < nb; i++)
+            b->encoded[windows[g0 + i]] = 1;
     }
     return TD_OK;
 }
