@@ -17,8 +17,9 @@
  *   weights    every tensor, in chunks of at most CHUNK bytes
  *   enc_out    [window][n_audio_ctx][n_audio_state]   ln_post output per window slot
  *   cross      per decoder layer, K and V: [window][n_audio_ctx][n_text_state]
+ *              (floats, or halves in the first half where cross16)
  *   kv         per decoder layer, K and V: [slot][max_tokens][n_text_state]
- *   work       encoder activations of one window, or the decoder's of
+ *   work       encoder activations of enc_batch windows, or the decoder's of
  *              max_rows rows (one region, they never overlap in time)
  *   logits     [max_rows][n_vocab] on the device, and as much host-visible
  *              memory to read them back
@@ -26,11 +27,16 @@
  *              store offsets and attention ranges
  *   sample     the suppression bitmask, each kept row's sampling inputs
  *              and its ~600-byte result (vk_sample.h; max_seq rows)
+ *   tab        the addresses that TD_VKO_COLS products write to: each
+ *              layer's cross K and V, the encoder's q, k and v
  * plus the device layer's 16 MiB staging buffer.
  *
  * A call records one command buffer and submits it once (encode: one per
- * window, after the window's mel is uploaded): one host wait per decode
- * step. A decode step's command buffer is recorded once per shape (rows,
+ * group of up to enc_batch windows, after their mels are uploaded, whose
+ * products run over all the group's rows; the encoder's q, k and v are
+ * one product, and so are all decoder layers' cross K and V of a window,
+ * its column blocks written to each layer's buffers): one host wait per
+ * decode step. A decode step's command buffer is recorded once per shape (rows,
  * logits rows, the self-attention's split count) and replayed: what
  * changes between steps (tokens, positions, KV offsets) is read from io.
  * The decoder's K and V products write straight into the KV slots, an
