@@ -598,6 +598,61 @@ static void test_encode_batched(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* A decode step of many rows (8 sequences of 256 tokens) fills the
+ * decoder's scratch, which shares device memory with the encoder's
+ * activations; the same window encoded before and after it must come out
+ * the same (the second convolution's padding row is the encoder's to
+ * zero, every time). */
+static void test_encode_after_big_step(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    const td_wmodel *m = f.m;
+    int nv = m->hp.n_vocab;
+    size_t ne = (size_t)m->hp.n_audio_ctx * m->hp.n_audio_state;
+    td_wconfig cfg = {0};
+    cfg.max_seq = 8;
+    cfg.max_windows = 1;
+    cfg.max_batch_tokens = 256;
+    td_wbackend *b = NULL;
+    td_error err = {0};
+    if (VK->open(m, &cfg, &b, &err) != TD_OK)
+        fail_msg("vulkan open: %s", err.msg);
+    int w = 0;
+    const float *mels[1] = {f.mel};
+    float *e1 = malloc(ne * sizeof *e1), *e2 = malloc(ne * sizeof *e2);
+    float *lg = malloc((size_t)8 * nv * sizeof *lg);
+    int32_t *tok = malloc((size_t)8 * 256 * sizeof *tok);
+    assert_true(e1 && e2 && lg && tok);
+    if (VK->encode(b, 1, &w, mels, &err) != TD_OK ||
+        VK->encoder_output(b, w, e1, &err) != TD_OK)
+        fail_msg("encode: %s", err.msg);
+    td_wseq seqs[8];
+    for (int q = 0; q < 8; q++) {
+        seqs[q] = (td_wseq){q, w, 0, 256};
+        for (int t = 0; t < 256; t++)
+            tok[q * 256 + t] = t == 0 ? m->sp.sot : (int32_t)((q * 7919 + t * 104729 + 13) % 50000);
+    }
+    if (VK->decode(b, 8, seqs, tok, 0, lg, &err) != TD_OK)
+        fail_msg("decode: %s", err.msg);
+    if (VK->encode(b, 1, &w, mels, &err) != TD_OK ||
+        VK->encoder_output(b, w, e2, &err) != TD_OK)
+        fail_msg("encode: %s", err.msg);
+    golden_stats st = compare_rows(e2, e1, ne);
+    print_message("  the same window encoded after a step of 2048 rows: rel L2 %.3g (%s)\n",
+                  st.rel_l2, memcmp(e1, e2, ne * sizeof *e1) ? "not bitwise" : "bitwise equal");
+    assert_true(memcmp(e1, e2, ne * sizeof *e1) == 0);
+    VK->close(b);
+    free(e1);
+    free(e2);
+    free(lg);
+    free(tok);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
 /* sample() on real decode steps against td_wsample_row() on the same
  * logits: the step is run twice from the same cache state (its K/V
  * stores write the same values), once returning its logits and once
@@ -965,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_golden_en_d64), cmocka_unit_test(test_golden_tiny_f16),
         cmocka_unit_test(test_golden_real),
         cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_encode_batched),
+        cmocka_unit_test(test_encode_after_big_step),
         cmocka_unit_test(test_sample_entry),
         cmocka_unit_test(test_align_weights),
         cmocka_unit_test(test_align_weights_cross16),
