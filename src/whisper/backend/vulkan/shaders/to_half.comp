@@ -1,7 +1,8 @@
 // to_half.comp: y = x as halves, n floats (n even; pairs packed in 32-bit
-// words, the lower element first): the cross-attention's K and V, which
-// the encoder's products write as floats, stored as halves for the
-// decoder (half its bytes to read every step), as packHalf2x16 rounds.
+// words, the lower element first), as packHalf2x16 rounds. The encoder
+// once stored the cross-attention's K and V with it; its products now
+// write them as halves themselves (epilogue.glsl's F_HALF), and this
+// pass is left to the tests, which make keys and values as halves with it.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
