@@ -39,7 +39,9 @@
  * With --probe, the encoder's three product shapes (n x n, 4n x n and
  * n x 4n on the window's rows) on each cooperative-matrix path, as they
  * run and with ops.h's probes: loads from one K offset only, no products,
- * no loads after the first step: what holds the products back.
+ * no loads after the first step: what holds the products back; and as
+ * run with K never split (ops.h's td_vko_set_split_parts 0: the same as
+ * run where the product is not split).
  * Prints Markdown table rows for bench/RESULTS.md.
  */
 #include <stdio.h>
@@ -213,8 +215,8 @@ int main(int argc, char **argv)
     if (ops->open(m, &cfg, &b, &err) != TD_OK)
         die("open", &err);
     const td_vk_info *in = td_wvk_device(b);
-    printf("  device: %s, %s, PCI %s, %s; open (upload) %.0f ms\n", in->name, in->driver,
-           in->pci[0] ? in->pci : "none", in->uuid, now_ms() - t0);
+    printf("  device: %s, %s, PCI %s, %s, %d multiprocessors; open (upload) %.0f ms\n", in->name,
+           in->driver, in->pci[0] ? in->pci : "none", in->uuid, in->sm_count, now_ms() - t0);
     printf("  %s\n", td_wvk_path_note(b));
     if (peak) {
         /* cm_peak.comp's modes (its head says what each changes), each over
@@ -245,20 +247,25 @@ int main(int argc, char **argv)
         const int shp[3][3] = {{C, na, na}, {C, 4 * na, na}, {C, na, 4 * na}};
         const unsigned pr[4] = {0, TD_VKO_PROBE_SAME, TD_VKO_PROBE_NOMMA, TD_VKO_PROBE_NOLOAD};
         printf("| path | m x n x k | as run ms (TFLOP/s) | one K offset | no products | no loads "
-               "after the first |\n| --- | --- | --- | --- | --- | --- |\n");
+               "after the first | K not split |\n| --- | --- | --- | --- | --- | --- | --- |\n");
         int stop = 0; /* the first error ends the table (no such path here) */
         for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS && !stop; p++)
             for (int s = 0; s < 3 && !stop; s++) {
                 int pm = shp[s][0], pn = shp[s][1], pk = shp[s][2];
                 printf("| %s | %dx%dx%d |", td_vko_path_name((enum td_vko_path)p), pm, pn, pk);
-                for (int q = 0; q < 4 && !stop; q++) {
+                for (int q = 0; q < 5 && !stop; q++) {
                     double ms;
                     /* the tiled path has no probes, matmul_cmd.comp no third */
                     if ((q > 0 && p == TD_VKO_TILED) || (q == 3 && (p == TD_VKO_CMDIRECT || p == TD_VKO_CMDIRECT64))) {
                         printf(" |");
                         continue;
                     }
-                    if (td_wvk_cm_probe(b, p, pm, pn, pk, pr[q], &ms, &err) != TD_OK) {
+                    if (q == 4)
+                        td_wvk_set_split_parts(b, 0);
+                    int prc = td_wvk_cm_probe(b, p, pm, pn, pk, q == 4 ? 0 : pr[q], &ms, &err);
+                    if (q == 4)
+                        td_wvk_set_split_parts(b, -1);
+                    if (prc != TD_OK) {
                         printf(" %s |", err.msg);
                         stop = 1;
                         continue;

@@ -11,6 +11,10 @@
  * The few-row product has a 16-byte path (K and ldw multiples of 8) and a
  * pair path; the shapes reach both.
  *
+ * Products split along K (ops.h's td_vko_set_split) are held to the same
+ * references, with guards around their scratch, proof that the scratch
+ * was written (the split ran), and the same bits on a second run.
+ *
  * Also: the batched step's kernel trial and its cache; a loader without a driver gives "unavailable" with the reason; the
  * device is found again by its UUID (and PCI address where the
  * driver reports one), a device that is not there is "unavailable", and
@@ -322,6 +326,7 @@ static void test_reopen(void **state)
 static int lin_aligned;
 static int lin_packed; /* A and W rows packed (lda = ldw = k): matvec's 16-byte loads */
 static enum td_vko_rows lin_rows; /* the kernel of 9..256 rows (td_vko_set_rows) */
+static int lin_split; /* parts along K (td_vko_set_split_parts), with a scratch of its own */
 
 static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int force, int coop)
 {
@@ -400,6 +405,15 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
     td_error err = {0};
     if (coop && td_vko_set_path(ops, (enum td_vko_path)coop, &err))
         fail_msg("%s", err.msg);
+    /* the split's scratch: exactly its parts, guards around, all guard
+     * values (a part left unwritten shows) */
+    outbuf os = {0};
+    size_t sfl = (size_t)lin_split * m * ((n + 3) & ~3);
+    if (lin_split) {
+        os = obuf(sfl, NULL);
+        td_vko_set_split(ops, oaddr(&os), sfl);
+        td_vko_set_split_parts(ops, lin_split);
+    }
     begin_ok();
     td_vko_lin l = {.m = m, .n = n, .k = k, .a = ba.addr, .lda = lda, .w = bw.addr,
                     .w_f16 = w_f16, .ldw = ldw, .bias = bb.addr, .add = bd.addr, .ldadd = ldadd,
@@ -407,16 +421,51 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
                     .ln_b = blb.addr, .rowidx = bri.addr};
     td_vko_linear_x(ops, &l);
     submit_ok();
+    float *again = NULL;
+    if (lin_split) {
+        /* the same bits again (no accumulation: C is overwritten) */
+        if (!(flags & TD_VKO_ACC)) {
+            outbuf o2 = obuf((size_t)m * ldc, c0);
+            l.c = oaddr(&o2);
+            begin_ok();
+            td_vko_linear_x(ops, &l);
+            submit_ok();
+            again = oread(&o2, m, n, ldc);
+        }
+        td_vko_set_split(ops, 0, 0);
+        td_vko_set_split_parts(ops, -1);
+        float *sc = oread(&os, 0, 0, 0);
+        /* part 0's and the last part's first row: written where K was split */
+        int last = k > 64 ? (int)((k - 1) / ((((k + lin_split - 1) / lin_split + 63) / 64) * 64))
+                          : -1;
+        if (last > 0 && (sc[0] == GUARD_VAL ||
+                         sc[(size_t)last * m * ((n + 3) & ~3) + (size_t)n - 1] == GUARD_VAL))
+            fail_msg("linear %dx%dx%d split %d: the scratch's parts 0 and %d not written", m, n,
+                     k, lin_split, last);
+        if (last <= 0 && sc[0] != GUARD_VAL)
+            fail_msg("linear %dx%dx%d split %d: K of one step split", m, n, k, lin_split);
+        free(sc);
+    }
     td_vko_set_matvec_rows(ops, TD_VKO_MATVEC_ROWS);
     td_vko_set_rows(ops, TD_VKO_ROWS_PATH);
     if (td_vko_set_path(ops, TD_VKO_TILED, &err))
         fail_msg("%s", err.msg);
     float *got = oread(&oc, m, n, ldc);
-    char what[96];
-    snprintf(what, sizeof what, "linear %dx%dx%d %s flags %u %s%s%s", m, n, k,
+    if (again) {
+        for (int r = 0; r < m; r++)
+            for (int c = 0; c < n; c++)
+                if (memcmp(&got[(size_t)r * ldc + c], &again[(size_t)r * ldc + c], 4) != 0)
+                    fail_msg("linear %dx%dx%d split %d: [%d][%d] %.9g then %.9g", m, n, k,
+                             lin_split, r, c, (double)got[(size_t)r * ldc + c],
+                             (double)again[(size_t)r * ldc + c]);
+        free(again);
+    }
+    char what[112];
+    snprintf(what, sizeof what, "linear %dx%dx%d %s flags %u %s%s%s%s", m, n, k,
              w_f16 ? "f16" : "f32", flags,
              force == 0 ? td_vko_path_name((enum td_vko_path)coop) : force > 0 ? "matvec" : "auto",
-             lin_rows ? " rows " : "", lin_rows ? td_vko_rows_name(lin_rows) : "");
+             lin_rows ? " rows " : "", lin_rows ? td_vko_rows_name(lin_rows) : "",
+             lin_split ? " split" : "");
     /* halves for A: each product term off by up to 2^-11 relative */
     if (coop && w_f16 && m > (force >= 0 ? force : TD_VKO_MATVEC_ROWS))
         compare(what, got, ref, m, n, ldc, 2e-3, 2e-3 * sqrt((double)k));
@@ -460,6 +509,36 @@ static void test_linear(void **state)
             linear_case(m, n, k, f16, B | C, 1 << 20, 0);   /* matvec, however many rows */
         }
     }
+}
+
+/* Products split along K (tiled here; test_linear_coopmat's paths on a
+ * card): K tails inside a part and parts of one step, every epilogue
+ * flag, aligned and odd strides, F16 and F32 weights, 2, 3 and 8 parts. */
+static const int split_shapes[][3] = {{70, 129, 200}, {65, 3, 2085}, {9, 64, 130},
+                                      {300, 130, 1000}, {33, 257, 65}, {130, 70, 4100}};
+
+static void split_cases(int coop)
+{
+    const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC;
+    static const int parts[] = {2, 3, 8};
+    for (size_t s = 0; s < sizeof split_shapes / sizeof split_shapes[0]; s++) {
+        int m = split_shapes[s][0], n = split_shapes[s][1], k = split_shapes[s][2];
+        lin_split = parts[s % 3];
+        lin_aligned = (int)(s % 2);
+        for (int f16 = coop ? 1 : 0; f16 <= 1; f16++) {
+            linear_case(m, n, k, f16, B | G | A, 0, coop);
+            linear_case(m, n, k, f16, C | TD_VKO_ROWIDX, 0, coop);
+        }
+    }
+    lin_split = 0;
+    lin_aligned = 0;
+}
+
+static void test_linear_split(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    split_cases(0);
 }
 
 /* The decoder's fused forms: LayerNorm in the few-row product's prologue,
@@ -666,6 +745,13 @@ static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int 
     td_error err = {0};
     if (coop && td_vko_set_path(ops, (enum td_vko_path)coop, &err))
         fail_msg("%s", err.msg);
+    td_vk_buf bs = {0}; /* split along K (lin_split): the parts' scratch */
+    if (lin_split) {
+        size_t sfl = (size_t)lin_split * m * ((n + 3) & ~3);
+        bs = dbuf(NULL, sfl * 4);
+        td_vko_set_split(ops, bs.addr, sfl);
+        td_vko_set_split_parts(ops, lin_split);
+    }
     begin_ok();
     td_vko_linear_x(ops, &(td_vko_lin){.m = m, .n = n, .k = k, .a = ba.addr, .lda = k,
                                        .w = bw.addr, .w_f16 = w_f16, .ldw = ldw,
@@ -676,6 +762,11 @@ static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int 
                                        .rowidx = bri.addr, .split = split, .tab = bt.addr,
                                        .cofs = (uint32_t)cofs});
     submit_ok();
+    if (lin_split) {
+        td_vko_set_split(ops, 0, 0);
+        td_vko_set_split_parts(ops, -1);
+        td_vk_buf_destroy(vk, &bs);
+    }
     if (td_vko_set_path(ops, TD_VKO_TILED, &err))
         fail_msg("%s", err.msg);
     for (int j = 0; j < nb; j++) {
@@ -700,9 +791,9 @@ static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int 
         }
     }
     char what[96];
-    snprintf(what, sizeof what, "cols %dx%d(%dx%d)x%d %s%s%s %s", m, n, nb, split, k,
+    snprintf(what, sizeof what, "cols %dx%d(%dx%d)x%d %s%s%s %s%s", m, n, nb, split, k,
              w_f16 ? "f16" : "f32", half ? " halves" : "", rowidx ? " rowidx" : "",
-             td_vko_path_name((enum td_vko_path)coop));
+             td_vko_path_name((enum td_vko_path)coop), lin_split ? " split" : "");
     /* halves out: each off by up to 2^-11 relative; halves for A on the
      * matrix engines as in linear_case */
     double rel = coop && w_f16 ? 2e-3 : half ? 6e-4 : 2e-6;
@@ -743,7 +834,7 @@ static void test_linear_cols(void **state)
                                     {9, 2, 64, 64},  {257, 3, 64, 128}, {3, 7, 18, 17}};
     static const int paths[] = {TD_VKO_TILED,      TD_VKO_COOPMAT,  TD_VKO_COOPMAT64,
                                 TD_VKO_CMDIRECT,   TD_VKO_CMDIRECT64, TD_VKO_CM64X64,
-                                TD_VKO_CM64X64K64, TD_VKO_CM64X64S2};
+                                TD_VKO_CM64X64K64, TD_VKO_CM64X64S2, TD_VKO_CMAHEAD};
     for (size_t t = 0; t < sizeof paths / sizeof paths[0]; t++) {
         td_error perr = {0};
         if (td_vko_set_path(ops, (enum td_vko_path)paths[t], &perr)) {
@@ -763,6 +854,12 @@ static void test_linear_cols(void **state)
             }
         cols_case(70, 3, 34, 47, 1, 1, 1, paths[t]);
         cols_case(130, 4, 66, 64, 1, 0, 1, paths[t]);
+        /* split along K: the blocks and halves from matmul_sum.comp */
+        lin_split = 3;
+        for (int half = 0; half <= 1; half++)
+            cols_case(257, 3, 64, 130, 1, half, 0, paths[t]);
+        cols_case(70, 3, 34, 147, 1, 1, 1, paths[t]);
+        lin_split = 0;
     }
     td_vko_set_cm_big_min(ops, TD_VKO_CM_BIG_MIN);
     td_error err = {0};
@@ -844,12 +941,15 @@ static void test_linear_coopmat(void **state)
      * it, then 64-row tiles only, then the direct-load paths (which take
      * K and N multiples of 16 with aligned strides, matmul_cm.comp the
      * rest: dir_shapes reach the first, lin_shapes mostly the second),
-     * then the three 64 x 64 tile shapes on every grid (no 128 x 128) */
+     * then the three 64 x 64 tile shapes on every grid (no 128 x 128),
+     * then the loads two steps ahead in 128 x 128 and in 64 x 128 tiles;
+     * each path's products split along K too (split_cases) */
     static const int big_min[] = {0, TD_VKO_CM_BIG_MIN, TD_VKO_CM_BIG_MIN, TD_VKO_CM_BIG_MIN,
-                                  TD_VKO_CM_BIG_MIN, 1 << 20, 1 << 20, 1 << 20};
+                                  TD_VKO_CM_BIG_MIN, 1 << 20, 1 << 20, 1 << 20, 0, 1 << 20};
     static const int paths[] = {TD_VKO_COOPMAT, TD_VKO_COOPMAT, TD_VKO_COOPMAT64,
                                 TD_VKO_CMDIRECT, TD_VKO_CMDIRECT64, TD_VKO_CM64X64,
-                                TD_VKO_CM64X64K64, TD_VKO_CM64X64S2};
+                                TD_VKO_CM64X64K64, TD_VKO_CM64X64S2, TD_VKO_CMAHEAD,
+                                TD_VKO_CMAHEAD};
     /* M tails inside a fragment and past whole fragments, N past a
      * workgroup's columns, K of one, three and many steps of 16 */
     static const int dir_shapes[][3] = {{17, 16, 16},  {70, 128, 48},  {65, 48, 208},
@@ -885,6 +985,7 @@ static void test_linear_coopmat(void **state)
         lin_aligned = 0;
         linear_case(1500, 1024, 1024, 1, B | C, 0, p); /* the same with odd strides */
         linear_case(100, 100, 100, 0, B, 0, p);        /* F32 weights stay tiled */
+        split_cases(p);
     }
     td_vko_set_cm_big_min(ops, TD_VKO_CM_BIG_MIN);
 }
@@ -1499,6 +1600,7 @@ int main(void)
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
         cmocka_unit_test(test_linear_matvec_packed), cmocka_unit_test(test_linear_qkv),
         cmocka_unit_test(test_linear_cols),   cmocka_unit_test(test_linear_rows),
+        cmocka_unit_test(test_linear_split),
         cmocka_unit_test(test_linear_coopmat), cmocka_unit_test(test_cm_peak),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_layernorm),
@@ -1508,6 +1610,9 @@ int main(void)
         cmocka_unit_test(test_rows_trial),
         cmocka_unit_test(test_no_driver),
     };
+    const char *filter = getenv("TEST_FILTER"); /* e.g. TEST_FILTER='test_linear_coopmat' */
+    if (filter)
+        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, setup, teardown);
 }
 

@@ -16,8 +16,9 @@
 #include "whisper/backend/vulkan/shaders.h"
 
 /* matmul_cm.comp's tile shapes (its CM_CFG): 128 x 128, 64 x 128, and 64 x 64 by 4
- * subgroups, by 4 with K steps of 64, by 2 */
-enum { CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_NCFG };
+ * subgroups, by 4 with K steps of 64, by 2; 64 x 128 and 128 x 128 with the loads two
+ * steps ahead */
+enum { CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_64A2, CM_128A2, CM_NCFG };
 
 struct td_vko {
     td_vk *vk;
@@ -35,7 +36,13 @@ struct td_vko {
     td_vk_pipe *dec_attn16, *att_weights16, *to_half; /* keys and values as halves */
     td_vk_pipe *matrows[2];            /* the batched step's products (matrows.comp), 1 and 2
                                         * groups of loads in flight */
+    td_vk_pipe *matmul_sum;            /* a split product's parts added, and its epilogue */
     int matvec_rows, cm_big_min;
+    /* the split of K (td_vko_set_split): the parts' scratch, its size in
+     * floats, and the count of parts (-1: by the card, 0: never, else always) */
+    uint64_t split_buf;
+    size_t split_floats;
+    int split_parts;
     /* products of 9..TD_VKO_ROWS_MAX rows: the kernel per row class
      * (rows_class), TD_VKO_ROWS_PATH (the path's) unless chosen */
     enum td_vko_rows rows_pick[TD_VKO_ROWS_CLASSES];
@@ -107,7 +114,8 @@ void td_vko_free(td_vko *o)
                           &o->matmul_cmd[1], &o->enc_attn_cm, &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
                           &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
-                          &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1]};
+                          &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
+                          &o->matmul_sum};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     for (int i = 0; i < TD_VKO_CM_PEAK_MODES; i++)
@@ -138,6 +146,16 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         long v = strtol(big, &end, 10);
         if (*end == 0 && v >= 0 && v <= 1 << 20)
             o->cm_big_min = (int)v;
+    }
+    o->split_parts = -1;
+    const char *sp = getenv("TD_VULKAN_SPLITK");
+    if (sp && *sp) {
+        char *end;
+        long v = strtol(sp, &end, 10);
+        if (strcmp(sp, "off") == 0)
+            o->split_parts = 0;
+        else if (*end == 0 && v >= 0 && v <= TD_VKO_SPLIT_MAX)
+            o->split_parts = v == 1 ? 0 : (int)v;
     }
     o->d_audio = d_audio;
     o->d_text = d_text;
@@ -184,19 +202,23 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     PIPE(o->to_half, to_half, "to_half", th_push, NULL, 0);
     PIPE(o->matrows[0], matrows_MR_G1, "matrows", lin_push, NULL, 0);
     PIPE(o->matrows[1], matrows_MR_G2, "matrows2", lin_push, NULL, 0);
+    PIPE(o->matmul_sum, matmul_sum, "matmul_sum", lin_push, NULL, 0);
     if (td_vk_device_info(vk)->has_coopmat_nv) {
         /* a driver that cannot build it leaves the tiled path; only out
          * of memory is an error */
         static const char *const cm_name[CM_NCFG] = {"matmul_cm128", "matmul_cm64",
                                                      "matmul_cm6464", "matmul_cm6464k64",
-                                                     "matmul_cm6464s2"};
+                                                     "matmul_cm6464s2", "matmul_cm64a2",
+                                                     "matmul_cm128a2"};
         const uint32_t *cm_code[CM_NCFG] = {td_vks_matmul_cm_CM_CFG0, td_vks_matmul_cm_CM_CFG1,
                                             td_vks_matmul_cm_CM_CFG2, td_vks_matmul_cm_CM_CFG3,
-                                            td_vks_matmul_cm_CM_CFG4};
+                                            td_vks_matmul_cm_CM_CFG4, td_vks_matmul_cm_CM_CFG5,
+                                            td_vks_matmul_cm_CM_CFG6};
         const size_t cm_words[CM_NCFG] = {
             td_vks_matmul_cm_CM_CFG0_words, td_vks_matmul_cm_CM_CFG1_words,
             td_vks_matmul_cm_CM_CFG2_words, td_vks_matmul_cm_CM_CFG3_words,
-            td_vks_matmul_cm_CM_CFG4_words};
+            td_vks_matmul_cm_CM_CFG4_words, td_vks_matmul_cm_CM_CFG5_words,
+            td_vks_matmul_cm_CM_CFG6_words};
         rc = TD_OK;
         for (int i = 0; i < CM_6464 && rc == TD_OK; i++)
             rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
@@ -218,8 +240,8 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             td_vk_pipe_destroy(vk, o->enc_attn_cm);
             o->enc_attn_cm = NULL;
         }
-        /* the 64 x 64 tiles: optional, each (a driver that cannot build
-         * one loses only its path) */
+        /* the 64 x 64 tiles and the loads two steps ahead: optional, each
+         * (a driver that cannot build one loses only its path) */
         for (int i = CM_6464; i < CM_NCFG && o->matmul_cm[0]; i++) {
             rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
                                    NULL, 0, &o->matmul_cm[i], err);
@@ -267,6 +289,32 @@ void td_vko_set_cm_big_min(td_vko *o, int tiles)
     o->cm_big_min = tiles;
 }
 
+void td_vko_set_split(td_vko *o, uint64_t scratch, size_t floats)
+{
+    if (scratch != o->split_buf || floats != o->split_floats)
+        o->gen++;
+    o->split_buf = scratch;
+    o->split_floats = scratch ? floats : 0;
+}
+
+void td_vko_set_split_parts(td_vko *o, int parts)
+{
+    if (parts == 1 || parts < -1)
+        parts = 0;
+    if (parts > TD_VKO_SPLIT_MAX)
+        parts = TD_VKO_SPLIT_MAX;
+    if (parts != o->split_parts)
+        o->gen++;
+    o->split_parts = parts;
+}
+
+size_t td_vko_split_floats(int m, int n)
+{
+    if (m < 1 || n < 1)
+        return 0;
+    return (size_t)TD_VKO_SPLIT_PLAN * (size_t)m * (((size_t)n + 3) & ~(size_t)3);
+}
+
 int td_vko_has_coopmat(const td_vko *o)
 {
     return o->matmul_cm[0] != NULL;
@@ -282,6 +330,7 @@ const char *td_vko_path_name(enum td_vko_path path)
     case TD_VKO_CM64X64: return "cm64x64";
     case TD_VKO_CM64X64K64: return "cm64x64k64";
     case TD_VKO_CM64X64S2: return "cm64x64s2";
+    case TD_VKO_CMAHEAD: return "cmahead";
     default: return "tiled";
     }
 }
@@ -296,6 +345,18 @@ unsigned td_vko_generation(const td_vko *o)
     return o->gen;
 }
 
+/* The 128 x 128 tile shape of a path that takes them (cm_takes_big). */
+static int cm_big(enum td_vko_path path)
+{
+    return path == TD_VKO_CMAHEAD ? CM_128A2 : CM_128;
+}
+
+/* Whether a path takes 128 x 128 tiles where the grid has enough of them. */
+static int cm_takes_big(enum td_vko_path path)
+{
+    return path == TD_VKO_COOPMAT || path >= TD_VKO_CM64X64;
+}
+
 /* The tile shape a path takes where 128 x 128 tiles would be too few. */
 static int cm_small(enum td_vko_path path)
 {
@@ -303,6 +364,7 @@ static int cm_small(enum td_vko_path path)
     case TD_VKO_CM64X64: return CM_6464;
     case TD_VKO_CM64X64K64: return CM_6464K64;
     case TD_VKO_CM64X64S2: return CM_6464S2;
+    case TD_VKO_CMAHEAD: return CM_64A2;
     default: return CM_64;
     }
 }
@@ -320,7 +382,7 @@ int td_vko_set_path(td_vko *o, enum td_vko_path path, td_error *err)
         return td_error_set(err, TD_EUNAVAILABLE,
                             "vulkan: %s: the driver did not build the direct-load product",
                             td_vk_device_info(o->vk)->name);
-    if (path >= TD_VKO_CM64X64 && !o->matmul_cm[cm_small(path)])
+    if (path >= TD_VKO_CM64X64 && (!o->matmul_cm[cm_small(path)] || !o->matmul_cm[cm_big(path)]))
         return td_error_set(err, TD_EUNAVAILABLE,
                             "vulkan: %s: the driver did not build %s's product",
                             td_vk_device_info(o->vk)->name, td_vko_path_name(path));
@@ -399,6 +461,84 @@ static double now_ms(void)
 
 /* matmul_cm.comp's F_VEC: A and W may be read 16 bytes at a time */
 #define CM_VEC 64u
+/* matmul.comp's and matmul_cm.comp's F_SPLIT: a part of K's sums, no epilogue */
+#define F_SPLIT 32768u
+/* the flags of a product's loads, the rest being its epilogue's (matmul_sum.comp's in a
+ * split product) */
+#define LOAD_FLAGS (CM_VEC | TD_VKO_PROBE_SAME | TD_VKO_PROBE_NOMMA | TD_VKO_PROBE_NOLOAD)
+/* a part's K range is a multiple of every product shader's K step */
+#define SPLIT_STEP 64u
+
+/* Whether the split chosen by the card (split_parts -1) is in use: not
+ * until a card has run test_vulkan_ops's split cases on the matrix-engine
+ * paths and vulkan-bench has timed it (lavapipe proved the tiled path's
+ * split only, and has no multiprocessor count); until then only
+ * TD_VULKAN_SPLITK=N (td_vko_set_split_parts) splits. */
+#define SPLIT_AUTO 0
+
+/* The count of parts along K for a product of m x n x k on tiles of bm x
+ * bn, and each part's K range (*ks, a multiple of SPLIT_STEP): 1 for
+ * none. By the card (split_parts -1): where the grid has fewer
+ * workgroups than two a multiprocessor and k is at least
+ * TD_VKO_SPLIT_MINK, about three workgroups a multiprocessor, at most
+ * TD_VKO_SPLIT_MAX parts of at least 256 of K each. Either way no more
+ * than the scratch holds (parts of m x n rounded up to 4 floats), and
+ * none while dispatches may run together (one scratch). */
+static uint32_t split_parts(const td_vko *o, uint32_t m, uint32_t n, uint32_t k, uint32_t bm,
+                            uint32_t bn, uint32_t *ks)
+{
+    *ks = k;
+    if (!o->split_buf || o->split_parts == 0 || td_vk_concurrent_get(o->vk) || m > 65535 ||
+        k <= SPLIT_STEP)
+        return 1;
+    uint64_t parts;
+    if (o->split_parts > 0) {
+        parts = (uint64_t)o->split_parts;
+    } else {
+        uint64_t g = (uint64_t)cdiv(n, bn) * cdiv(m, bm);
+        uint64_t sm = (uint64_t)td_vk_device_info(o->vk)->sm_count;
+        if (!SPLIT_AUTO || sm == 0 || k < TD_VKO_SPLIT_MINK || g >= 2 * sm)
+            return 1;
+        parts = (3 * sm + g / 2) / g;
+        if (parts > k / 256)
+            parts = k / 256;
+        if (parts > TD_VKO_SPLIT_MAX)
+            parts = TD_VKO_SPLIT_MAX;
+    }
+    uint64_t part = (uint64_t)m * ((n + 3) & ~3u);
+    if (part == 0 || parts > o->split_floats / part)
+        parts = o->split_floats / part;
+    if (parts < 2)
+        return 1;
+    uint32_t r = cdiv(cdiv(k, (uint32_t)parts), SPLIT_STEP) * SPLIT_STEP;
+    parts = cdiv(k, r);
+    if (parts < 2)
+        return 1;
+    *ks = r;
+    return (uint32_t)parts;
+}
+
+/* A product split along K: prod (matmul.comp or matmul_cm.comp) on a
+ * grid of gx x gy tiles writes its parts' sums to the scratch, then
+ * matmul_sum.comp adds them and applies p's epilogue. */
+static void linear_split(td_vko *o, const lin_push *p, td_vk_pipe *prod, uint32_t gx,
+                         uint32_t gy, uint32_t parts, uint32_t ks)
+{
+    uint32_t ldp = (p->n + 3) & ~3u;
+    lin_push q = *p;
+    q.c = o->split_buf;
+    q.ldc = ldp;
+    q.ldadd = ks;
+    q.bias = q.add = q.rowidx = 0;
+    q.flags = (p->flags & LOAD_FLAGS) | F_SPLIT;
+    td_vk_dispatch(o->vk, prod, &q, gx, gy, parts);
+    lin_push r = *p;
+    r.a = o->split_buf;
+    r.lda = ldp;
+    r.k = parts;
+    r.flags = p->flags & ~(uint32_t)LOAD_FLAGS;
+    td_vk_dispatch(o->vk, o->matmul_sum, &r, cdiv(p->n, 1024), p->m, 1);
+}
 
 int td_vko_cm_peak(td_vko *o, int mode, int groups, double *tflops, td_error *err)
 {
@@ -531,6 +671,14 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
         int vec = l->a % 16 == 0 && l->lda % 4 == 0 && l->w % 16 == 0 && l->ldw % 8 == 0;
         if (vec)
             p.flags |= CM_VEC;
+        /* split along K where the grid is small: on 128 x 128 tiles on
+         * the paths that take them, else on 64 x 128 */
+        int scfg = cm_takes_big(o->path) ? cm_big(o->path) : CM_64;
+        uint32_t sbm = scfg == CM_64 ? 64 : 128, ks, parts;
+        if ((parts = split_parts(o, m, n, (uint32_t)l->k, sbm, 128, &ks)) > 1) {
+            linear_split(o, &p, o->matmul_cm[scfg], cdiv(n, 128), cdiv(m, sbm), parts, ks);
+            return;
+        }
         if ((o->path == TD_VKO_CMDIRECT || o->path == TD_VKO_CMDIRECT64) && vec &&
             l->k % 16 == 0 && l->n % 16 == 0) {
             int wide = o->path == TD_VKO_CMDIRECT;
@@ -543,14 +691,20 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
          * direct-load paths' fallback too), or 64 x 64 in one of three
          * shapes */
         int cfg = cm_small(o->path);
-        if ((o->path == TD_VKO_COOPMAT || cfg != CM_64) &&
+        if (cm_takes_big(o->path) &&
             (uint64_t)cdiv(n, 128) * cdiv(m, 128) >= (uint64_t)o->cm_big_min)
-            cfg = CM_128;
-        uint32_t bm = cfg == CM_128 ? 128 : 64, bn = cfg == CM_128 || cfg == CM_64 ? 128 : 64;
+            cfg = cm_big(o->path);
+        uint32_t bm = cfg == CM_128 || cfg == CM_128A2 ? 128 : 64;
+        uint32_t bn = cfg == CM_6464 || cfg == CM_6464K64 || cfg == CM_6464S2 ? 64 : 128;
         td_vk_dispatch(o->vk, o->matmul_cm[cfg], &p, cdiv(n, bn), cdiv(m, bm), 1);
     }
-    else
-        td_vk_dispatch(o->vk, o->matmul[l->w_f16 ? 1 : 0], &p, cdiv(n, 64), cdiv(m, 64), 1);
+    else {
+        uint32_t ks, parts = split_parts(o, m, n, (uint32_t)l->k, 64, 64, &ks);
+        if (parts > 1)
+            linear_split(o, &p, o->matmul[l->w_f16 ? 1 : 0], cdiv(n, 64), cdiv(m, 64), parts, ks);
+        else
+            td_vk_dispatch(o->vk, o->matmul[l->w_f16 ? 1 : 0], &p, cdiv(n, 64), cdiv(m, 64), 1);
+    }
 }
 
 void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t w, int w_f16,
@@ -654,7 +808,8 @@ static int cache_path(char *path, size_t len)
  * them on a device. */
 static int cm_unproven(enum td_vko_path p)
 {
-    return p == TD_VKO_CM64X64 || p == TD_VKO_CM64X64K64 || p == TD_VKO_CM64X64S2;
+    return p == TD_VKO_CM64X64 || p == TD_VKO_CM64X64K64 || p == TD_VKO_CM64X64S2 ||
+           p == TD_VKO_CMAHEAD;
 }
 
 /* The line key for this device, driver and product shape. */
@@ -832,7 +987,7 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
         if (want < 0)
             return td_error_set(err, TD_EINVAL,
                                 "vulkan: TD_VULKAN_MATMUL=%s (tiled, coopmat, coopmat64, cmdirect, "
-                                "cmdirect64, cm64x64, cm64x64k64, cm64x64s2 or auto)",
+                                "cmdirect64, cm64x64, cm64x64k64, cm64x64s2, cmahead or auto)",
                                 env);
         int rc = td_vko_set_path(o, (enum td_vko_path)want, err);
         if (rc)
@@ -885,7 +1040,8 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
         else if (cm_unproven((enum td_vko_path)p))
             have[p] = 0;
         else
-            have[p] = o->matmul_cm[cm_small((enum td_vko_path)p)] != NULL;
+            have[p] = o->matmul_cm[cm_small((enum td_vko_path)p)] != NULL &&
+                      o->matmul_cm[cm_big((enum td_vko_path)p)] != NULL;
     double ms[TD_VKO_NPATHS] = {0}, off = 0;
     int bad = -1; /* a path whose result was off (the last such) */
     enum td_vko_path pick = TD_VKO_TILED;

@@ -78,8 +78,12 @@ enum td_vko_path {
     TD_VKO_CM64X64 = 5,    /* by 4 subgroups of 32 x 32, K in steps of 32 */
     TD_VKO_CM64X64K64 = 6, /* by 4 subgroups of 32 x 32, K in steps of 64 */
     TD_VKO_CM64X64S2 = 7,  /* by 2 subgroups of 64 x 32, K in steps of 32 */
+    /* coopmat's tiles (128 x 128 on grids big enough, else 64 x 128) with
+     * each thread's loads issued two K steps ahead of their products
+     * instead of one (two sets of registers) */
+    TD_VKO_CMAHEAD = 8,
 };
-#define TD_VKO_NPATHS 8
+#define TD_VKO_NPATHS 9
 
 /* Products on the cooperative-matrix path take 128 x 128 tiles when the
  * grid has at least this many of them (default 256, about two a
@@ -89,6 +93,33 @@ enum td_vko_path {
 
 typedef struct td_vko td_vko;
 
+/* Products split along K (the tiled and cooperative-matrix paths): where
+ * a product's grid has fewer workgroups than two a multiprocessor of the
+ * card (vk.h's sm_count) and K is at least TD_VKO_SPLIT_MINK, workgroups
+ * along a third grid dimension each take a range of K and write their
+ * sums as floats to a scratch region, and a second dispatch
+ * (matmul_sum.comp) adds the parts in a fixed order (the same result
+ * every run) and applies the epilogue: about three workgroups a
+ * multiprocessor, at most TD_VKO_SPLIT_MAX parts of at least 256 of K,
+ * no more than the scratch holds, and none while td_vk_concurrent is on
+ * (one scratch). The medium encoder's 1500 x 1024 x 4096 product: 96
+ * tiles of 128 x 128 for an H100's 132 multiprocessors, in 4 parts. */
+#define TD_VKO_SPLIT_MINK 2048
+#define TD_VKO_SPLIT_MAX 8
+#define TD_VKO_SPLIT_PLAN 4 /* parts td_vko_split_floats plans for */
+/* The scratch floats to reserve for products of m x n: TD_VKO_SPLIT_PLAN
+ * parts of m x n rounded up to 4 floats a row. */
+size_t td_vko_split_floats(int m, int n);
+/* The scratch: floats at the device address scratch (16-byte aligned,
+ * the caller's, used by every split product until changed; 0: no split). */
+void td_vko_set_split(td_vko *o, uint64_t scratch, size_t floats);
+/* -1: by the card (the default, but off until a card has proven it: ops.c's
+ * SPLIT_AUTO; TD_VULKAN_SPLITK=off, or a count, at
+ * td_vko_create sets another); 0 (or 1): never; 2 to TD_VKO_SPLIT_MAX:
+ * every product of the two paths with K above 64, in that many parts
+ * where the scratch holds them (tests, benchmarks). */
+void td_vko_set_split_parts(td_vko *o, int parts);
+
 /* Pipelines for heads of d_audio (16, 32, 64 or 128: Whisper has 64) and
  * d_text (up to 128) floats. */
 int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *err);
@@ -96,7 +127,7 @@ void td_vko_free(td_vko *o);
 void td_vko_set_matvec_rows(td_vko *o, int rows);
 void td_vko_set_cm_big_min(td_vko *o, int tiles);
 /* "tiled", "coopmat", "coopmat64", "cmdirect", "cmdirect64", "cm64x64", "cm64x64k64",
- * "cm64x64s2" */
+ * "cm64x64s2", "cmahead" */
 const char *td_vko_path_name(enum td_vko_path path);
 /* Force a path: TD_EUNAVAILABLE (with the reason) where the device has no
  * such path; the tiled path is always there. */

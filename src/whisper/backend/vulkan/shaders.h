@@ -11,11 +11,14 @@
 
 #define TD_VK_SHADERS(X) \
     X(matmul)            \
+    X(matmul_sum)        \
     X(matmul_cm_CM_CFG0) \
     X(matmul_cm_CM_CFG1) \
     X(matmul_cm_CM_CFG2) \
     X(matmul_cm_CM_CFG3) \
     X(matmul_cm_CM_CFG4) \
+    X(matmul_cm_CM_CFG5) \
+    X(matmul_cm_CM_CFG6) \
     X(matmul_cmd_CMD_TN2) \
     X(matmul_cmd_CMD_TN4) \
     X(cm_peak_CM_PEAK0)  \

@@ -429,10 +429,18 @@ static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
     f->has_budget_ext = has_ext(ext, n_ext, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
     in->has_coopmat = has_ext(ext, n_ext, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
     int nv_ext = has_ext(ext, n_ext, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    int sm_ext = has_ext(ext, n_ext, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME);
+    int amd_core_ext = has_ext(ext, n_ext, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME);
     td_vk_free(ext);
 
     VkPhysicalDevicePCIBusInfoPropertiesEXT pci = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PCI_BUS_INFO_PROPERTIES_EXT};
+    /* the multiprocessor count (ops.c's split of K): NVIDIA's and AMD's
+     * extensions, each chained only where advertised */
+    VkPhysicalDeviceShaderSMBuiltinsPropertiesNV smb = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV};
+    VkPhysicalDeviceShaderCorePropertiesAMD amdc = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_CORE_PROPERTIES_AMD};
     VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
     VkPhysicalDeviceIDProperties id = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES,
                                        .pNext = &drv};
@@ -445,7 +453,20 @@ static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
     VkPhysicalDeviceProperties p1;
     p_vkGetPhysicalDeviceProperties(pd, &p1);
     if (p1.apiVersion >= VK_API_VERSION_1_2) {
-        drv.pNext = f->has_pci_ext ? &pci : NULL;
+        void *tail = NULL;
+        if (sm_ext) {
+            smb.pNext = tail;
+            tail = &smb;
+        }
+        if (amd_core_ext) {
+            amdc.pNext = tail;
+            tail = &amdc;
+        }
+        if (f->has_pci_ext) {
+            pci.pNext = tail;
+            tail = &pci;
+        }
+        drv.pNext = tail;
         p_vkGetPhysicalDeviceProperties2(pd, &p2);
     } else {
         p2.properties = p1;
@@ -472,6 +493,13 @@ static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
                  u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
                  u[14], u[15]);
         snprintf(in->driver, sizeof in->driver, "%s %s", drv.driverName, drv.driverInfo);
+        if (sm_ext)
+            in->sm_count = (int)smb.shaderSMCount;
+        else if (amd_core_ext)
+            in->sm_count = (int)(amdc.shaderEngineCount * amdc.shaderArraysPerEngineCount *
+                                 amdc.computeUnitsPerShaderArray);
+        if (in->sm_count < 0 || in->sm_count > 1 << 16)
+            in->sm_count = 0;
         if (f->has_pci_ext)
             snprintf(in->pci, sizeof in->pci, "%04x:%02x:%02x.%x", pci.pciDomain & 0xffff,
                      pci.pciBus & 0xff, pci.pciDevice & 0x1f, pci.pciFunction & 0x7);
@@ -1156,6 +1184,11 @@ static void barrier(td_vk *vk)
 void td_vk_concurrent(td_vk *vk, int on)
 {
     vk->concurrent = on;
+}
+
+int td_vk_concurrent_get(const td_vk *vk)
+{
+    return vk->concurrent;
 }
 
 static int prof_index(td_vk *vk, td_vk_pipe *p)

@@ -59,6 +59,7 @@ typedef struct td_vk_info {
     uint32_t api_version, driver_version, vendor_id, device_id;
     int device_type;       /* VkPhysicalDeviceType */
     int subgroup_size;
+    int sm_count;          /* multiprocessors (NVIDIA) or compute units (AMD); 0 unknown */
     uint32_t max_shared;   /* bytes of shared memory per workgroup */
     uint32_t max_invocations; /* of a workgroup in x (the invocation and x-size limits) */
     int64_t local_bytes;   /* size of the device-local heaps */
@@ -137,6 +138,8 @@ void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uin
 /* on: dispatches recorded from now on may run together (independent
  * products of one input); off: the next one waits for all of them. */
 void td_vk_concurrent(td_vk *vk, int on);
+/* Whether td_vk_concurrent(vk, 1) is in effect. */
+int td_vk_concurrent_get(const td_vk *vk);
 void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_buf *dst,
                 uint64_t dst_off, uint64_t n);
 /* Submit and wait. */

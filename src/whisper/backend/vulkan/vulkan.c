@@ -21,6 +21,10 @@
  *   kv         per decoder layer, K and V: [slot][max_tokens][n_text_state]
  *   work       encoder activations of enc_batch windows, or the decoder's of
  *              max_rows rows (one region, they never overlap in time)
+ *   split      the parts of products split along K (ops.h's
+ *              td_vko_split_floats: the encoder's C x n_audio_state
+ *              outputs in TD_VKO_SPLIT_PLAN parts; the decoder's products
+ *              use it where they fit)
  *   logits     [max_rows][n_vocab] on the device, and as much host-visible
  *              memory to read them back
  *   io         host-visible: per call, each row's token and position, KV
@@ -87,7 +91,7 @@ typedef struct plan {
     uint64_t weight_bytes;   /* chunks together */
     int n_chunks;
     uint64_t chunk_size[64];
-    uint64_t enc_out, cross, kv, work, logits, io, cnt;
+    uint64_t enc_out, cross, kv, work, logits, io, cnt, split;
     uint64_t tab;            /* TD_VKO_COLS's output addresses (vk_open) */
     /* work offsets (bytes): encoder */
     uint64_t e_x, e_h, e_q, e_k, e_v, e_a, e_ff, e_mel, e_x1p;
@@ -338,8 +342,13 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->logits = al(R * (uint64_t)P->nv * 4);
     P->cnt = al(R * (uint64_t)P->nht * 4);
     P->tab = al(((uint64_t)P->nlt * 2 + 3) * 8);
+    /* the products with the largest K (conv2's 3 na, the MLP's second
+     * 4 na) have C x na outputs a window: on a card, medium's and larger
+     * models' split where one window's rows are too few (ops.h); tiny's
+     * and base's only where TD_VULKAN_SPLITK asks (tests) */
+    P->split = al((uint64_t)td_vko_split_floats(P->C, P->na) * 4);
     P->total = P->weight_bytes + P->enc_out + 2 * (uint64_t)P->nlt * (P->cross + P->kv) + P->work +
-               2 * P->logits + P->io + P->cnt + P->tab + (16ull << 20) +
+               2 * P->logits + P->io + P->cnt + P->tab + P->split + (16ull << 20) +
                td_vks_bytes(P->max_seq, P->nv);
     return 0;
 }
@@ -386,6 +395,7 @@ struct td_wbackend {
     td_vk_buf tab;
     wref cross_w;           /* every layer's cross K and V weights: [layer][k|v][nt][na] */
     uint64_t cross_b;       /* their biases: [layer][zeros | v's bias][nt] */
+    td_vk_buf split;        /* the parts of products split along K (ops.h) */
     td_vk_buf *cross_k, *cross_v, *kv_k, *kv_v; /* [n_text_layer] */
     enc_l *el;
     dec_l *dl;
@@ -420,6 +430,11 @@ int td_wvk_cm_probe(td_wbackend *b, int path, int m, int n, int k, unsigned prob
                     td_error *err)
 {
     return td_vko_cm_probe(b->ops, (enum td_vko_path)path, m, n, k, probes, ms, err);
+}
+
+void td_wvk_set_split_parts(td_wbackend *b, int parts)
+{
+    td_vko_set_split_parts(b->ops, parts);
 }
 
 int td_wvk_cm_peak(td_wbackend *b, int mode, int groups, double *tflops, td_error *err)
@@ -461,6 +476,7 @@ static void vk_close(td_wbackend *b)
         td_vk_buf_destroy(b->vk, &b->io);
         td_vk_buf_destroy(b->vk, &b->cnt);
         td_vk_buf_destroy(b->vk, &b->tab);
+        td_vk_buf_destroy(b->vk, &b->split);
         for (int l = 0; l < b->P.nlt; l++) {
             if (b->cross_k)
                 td_vk_buf_destroy(b->vk, &b->cross_k[l]);
@@ -686,6 +702,11 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         (rc = td_vk_buf_create(b->vk, P->tab, TD_VK_MEM_DEVICE, &b->tab, err)) ||
         (rc = td_vk_fill0(b->vk, &b->cnt, 0, P->cnt, err)))
         goto out;
+    if (P->split) {
+        if ((rc = td_vk_buf_create(b->vk, P->split, TD_VK_MEM_DEVICE, &b->split, err)))
+            goto out;
+        td_vko_set_split(b->ops, b->split.addr, P->split / 4);
+    }
     for (int l = 0; l < P->nlt; l++)
         if ((rc = td_vk_buf_create(b->vk, P->cross, TD_VK_MEM_DEVICE, &b->cross_k[l], err)) ||
             (rc = td_vk_buf_create(b->vk, P->cross, TD_VK_MEM_DEVICE, &b->cross_v[l], err)) ||

@@ -8,6 +8,10 @@
 // residual stream), and where outputs go (F_ROWIDX, F_COLS, F_HALF):
 // epilogue.glsl. F_LN is not taken here: the caller runs layernorm.comp
 // first (ops.c).
+// F_SPLIT (ops.c's split of K): the workgroups along z each take K in a
+// range of ldadd (a multiple of BK) from z ldadd and write their sums
+// alone to part z of c (M x ldc floats from c + z M ldc); matmul_sum.comp
+// adds the parts in order and applies the epilogue.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -23,6 +27,7 @@ layout(push_constant) uniform P {
 } p;
 
 #include "epilogue.glsl"
+const uint F_SPLIT = 32768;
 const uint BM = 64, BN = 64, BK = 16;
 
 shared float As[BK][BM + 1];
@@ -33,6 +38,9 @@ void main()
     uint tid = gl_LocalInvocationID.x;
     uint tx = tid % 16, ty = tid / 16;
     uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
+    bool split = (p.flags & F_SPLIT) != 0;
+    uint kb = split ? gl_WorkGroupID.z * p.ldadd : 0;
+    uint ke = split ? min(p.K, kb + p.ldadd) : p.K;
     // acc, av and bv are indexed only by constants: every loop over them
     // is unrolled by attribute. Left as loops (glslc did not unroll them,
     // the epilogue's for its early exits), the arrays sat in Function
@@ -44,12 +52,12 @@ void main()
         [[unroll]] for (uint j = 0; j < 4; j++)
             acc[i][j] = 0.0;
 
-    for (uint k0 = 0; k0 < p.K; k0 += BK) {
+    for (uint k0 = kb; k0 < ke; k0 += BK) {
         for (uint i = 0; i < 4; i++) {
             uint idx = tid + 256 * i;
             uint m = idx / BK, k = idx % BK;
             float v = 0.0;
-            if (m0 + m < p.M && k0 + k < p.K)
+            if (m0 + m < p.M && k0 + k < ke)
                 v = p.a.v[(m0 + m) * p.lda + k0 + k];
             As[k][m] = v;
         }
@@ -58,9 +66,9 @@ void main()
                 uint idx = tid + 256 * i;
                 uint n = idx / (BK / 2), k = (idx % (BK / 2)) * 2;
                 vec2 v = vec2(0.0);
-                if (n0 + n < p.N && k0 + k < p.K) {
+                if (n0 + n < p.N && k0 + k < ke) {
                     v = unpackHalf2x16(p.w.v[((n0 + n) * p.ldw + k0 + k) >> 1]);
-                    if (k0 + k + 1 >= p.K)
+                    if (k0 + k + 1 >= ke)
                         v.y = 0.0;
                 }
                 Ws[k][n] = v.x;
@@ -71,7 +79,7 @@ void main()
                 uint idx = tid + 256 * i;
                 uint n = idx / BK, k = idx % BK;
                 float v = 0.0;
-                if (n0 + n < p.N && k0 + k < p.K)
+                if (n0 + n < p.N && k0 + k < ke)
                     v = uintBitsToFloat(p.w.v[(n0 + n) * p.ldw + k0 + k]);
                 Ws[k][n] = v;
             }
@@ -90,6 +98,16 @@ void main()
         barrier();
     }
 
+    if (split) { // the sums alone: matmul_sum.comp's epilogue
+        uint part = gl_WorkGroupID.z * p.M * p.ldc;
+        [[unroll]] for (uint i = 0; i < 4; i++)
+            [[unroll]] for (uint j = 0; j < 4; j++) {
+                uint m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+                if (m < p.M && n < p.N)
+                    p.c.v[part + m * p.ldc + n] = acc[i][j];
+            }
+        return;
+    }
     if ((p.flags & F_HALF) == 0) {
         [[unroll]] for (uint i = 0; i < 4; i++)
             [[unroll]] for (uint j = 0; j < 4; j++) {

@@ -24,6 +24,18 @@
 // halves (offsets and strides in vectors). The epilogue goes through a
 // 16 x 16 float scratch per subgroup (in the W stages, once the last step
 // is done), one accumulator at a time.
+//
+// C_AHEAD 2 (CM_CFG 5, 6): two sets of registers, the loads issued two K
+// steps before their step's products instead of one, so that a load has a
+// whole step's products and barrier more to arrive before it is stored
+// (bench/RESULTS.md: without loads after the first step the n = 1024
+// products ran 1.6x faster: their latency, not the engines, held them).
+//
+// F_SPLIT (ops.c's split of K, for grids too small for the card): the
+// workgroups along z each take K in a range of ldadd (a multiple of BK)
+// from z ldadd, and write their sums, without the epilogue, to part z of
+// c: M x ldc floats from c + z M ldc. matmul_sum.comp adds the parts in
+// order and applies the epilogue.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_NV_cooperative_matrix : require
@@ -33,7 +45,7 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// @variants CM_CFG 0 1 2 3 4
+// @variants CM_CFG 0 1 2 3 4 5 6
 #ifndef CM_CFG
 #define CM_CFG 0
 #endif
@@ -61,12 +73,29 @@
 #define C_BK 64
 #define C_SGM 2
 #define C_SGN 2
-#else               // 64 x 64, 2 subgroups 1 x 2, each 64 x 32 (4 x 2)
+#elif CM_CFG == 4   // 64 x 64, 2 subgroups 1 x 2, each 64 x 32 (4 x 2)
 #define C_BM 64
 #define C_BN 64
 #define C_BK 32
 #define C_SGM 1
 #define C_SGN 2
+#elif CM_CFG == 5   // 64 x 128 as 1, the loads two steps ahead (C_AHEAD)
+#define C_BM 64
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 4
+#define C_AHEAD 2
+#else               // 128 x 128 as 0, the loads two steps ahead
+#define C_BM 128
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 4
+#define C_AHEAD 2
+#endif
+#ifndef C_AHEAD
+#define C_AHEAD 1
 #endif
 #define C_NT (32 * C_SGM * C_SGN)
 layout(local_size_x = C_NT) in;
@@ -79,6 +108,7 @@ layout(push_constant) uniform P {
 
 #include "epilogue.glsl"
 const uint F_VEC = 64; // a, lda, w and ldw allow 16-byte loads (ops.c)
+const uint F_SPLIT = 32768;
 // probes for vulkan-bench (ops.h's td_vko_cm_probe; results then wrong):
 // every step's loads from K offset 0 (the same few cache lines), no
 // products, no loads after the first step
@@ -99,17 +129,19 @@ shared uvec4 Ws[2 * SW];
 #define MAT16 fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define MAT32 fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 
+uint kEnd; // the end of this workgroup's K range: p.K, or its split's
+
 // A[m][k .. k+3] (zeros past M and K)
 vec4 load_a(uint m, uint k)
 {
-    if (m >= p.M || k >= p.K)
+    if (m >= p.M || k >= kEnd)
         return vec4(0.0);
     uint i = m * p.lda + k;
-    if ((p.flags & F_VEC) != 0 && k + 3 < p.K)
+    if ((p.flags & F_VEC) != 0 && k + 3 < kEnd)
         return F32x4(p.a).v[i >> 2];
     vec4 r = vec4(0.0);
     [[unroll]] for (uint j = 0; j < 4; j++)
-        if (k + j < p.K)
+        if (k + j < kEnd)
             r[j] = p.a.v[i + j];
     return r;
 }
@@ -117,17 +149,17 @@ vec4 load_a(uint m, uint k)
 // W[n][k .. k+7] as 4 words of halves in pairs (zeros past N and K)
 uvec4 load_w(uint n, uint k)
 {
-    if (n >= p.N || k >= p.K)
+    if (n >= p.N || k >= kEnd)
         return uvec4(0);
     uint i = n * p.ldw + k; // even: ldw and k are
-    if ((p.flags & F_VEC) != 0 && k + 7 < p.K)
+    if ((p.flags & F_VEC) != 0 && k + 7 < kEnd)
         return U32x4(p.w).v[i >> 3];
     uvec4 r = uvec4(0);
     [[unroll]] for (uint j = 0; j < 4; j++) {
         uint kk = k + 2 * j;
-        if (kk < p.K) {
+        if (kk < kEnd) {
             r[j] = p.w.v[(i >> 1) + j];
-            if (kk + 1 >= p.K)
+            if (kk + 1 >= kEnd)
                 r[j] &= 0xffffu;
         }
     }
@@ -140,6 +172,9 @@ void main()
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
     uint wm = sg / SGN, wn = sg % SGN;
     uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
+    bool split = (p.flags & F_SPLIT) != 0;
+    uint kb = split ? gl_WorkGroupID.z * p.ldadd : 0;
+    kEnd = split ? min(p.K, kb + p.ldadd) : p.K;
 
     MAT32 acc[TM][TN];
     [[unroll]] for (uint i = 0; i < TM; i++)
@@ -152,11 +187,11 @@ void main()
     uvec4 rw[NW];
     [[unroll]] for (uint i = 0; i < NA; i++) {
         uint idx = tid + NT * i;
-        ra[i] = load_a(m0 + idx / PA, (idx % PA) * 4);
+        ra[i] = load_a(m0 + idx / PA, kb + (idx % PA) * 4);
     }
     [[unroll]] for (uint i = 0; i < NW; i++) {
         uint idx = tid + NT * i;
-        rw[i] = load_w(n0 + idx / PW, (idx % PW) * 8);
+        rw[i] = load_w(n0 + idx / PW, kb + (idx % PW) * 8);
     }
     [[unroll]] for (uint i = 0; i < NA; i++) {
         uint idx = tid + NT * i;
@@ -168,11 +203,79 @@ void main()
     }
     barrier();
 
+#define LOAD_STEP(RA, RW, KS)                                                            \
+    [[unroll]] for (uint i = 0; i < NA; i++) {                                           \
+        uint idx = tid + NT * i;                                                         \
+        RA[i] = load_a(m0 + idx / PA, (KS) + (idx % PA) * 4);                            \
+    }                                                                                    \
+    [[unroll]] for (uint i = 0; i < NW; i++) {                                           \
+        uint idx = tid + NT * i;                                                         \
+        RW[i] = load_w(n0 + idx / PW, (KS) + (idx % PW) * 8);                            \
+    }
+#define STORE_STEP(RA, RW, ST)                                                           \
+    [[unroll]] for (uint i = 0; i < NA; i++) {                                           \
+        uint idx = tid + NT * i;                                                         \
+        As[(ST) * SA + (idx / PA) * LA + idx % PA] =                                     \
+            uvec2(packHalf2x16(RA[i].xy), packHalf2x16(RA[i].zw));                       \
+    }                                                                                    \
+    [[unroll]] for (uint i = 0; i < NW; i++) {                                           \
+        uint idx = tid + NT * i;                                                         \
+        Ws[(ST) * SW + (idx / PW) * LW + idx % PW] = RW[i];                              \
+    }
+#define MMA_STEP(ST)                                                                     \
+    [[unroll]] for (uint kk = 0; kk < BK; kk += 16) {                                    \
+        MAT16 fa[TM], fb[TN];                                                            \
+        [[unroll]] for (uint i = 0; i < TM; i++)                                         \
+            coopMatLoadNV(fa[i], As, (ST) * SA + (wm * SBM + i * 16) * LA + kk / 4, LA, false); \
+        [[unroll]] for (uint j = 0; j < TN; j++)                                         \
+            coopMatLoadNV(fb[j], Ws, (ST) * SW + (wn * SBN + j * 16) * LW + kk / 8, LW, true); \
+        [[unroll]] for (uint i = 0; i < TM; i++)                                         \
+            [[unroll]] for (uint j = 0; j < TN; j++)                                     \
+                acc[i][j] = coopMatMulAddNV(fa[i], fb[j], acc[i][j]);                    \
+    }
+
     uint cur = 0;
-    for (uint k0 = 0; k0 < p.K; k0 += BK) {
+#if C_AHEAD == 2
+    // stage 0 holds step kb; the second set gets step kb + BK. Each half
+    // of the loop: the set that is free loads the step after next, the
+    // products of this step, the other set (loaded a step ago) into the
+    // other stage, a barrier
+    bool same = (p.flags & F_PSAME) != 0, noload = (p.flags & F_PNOLOAD) != 0;
+    bool nomma = (p.flags & F_PNOMMA) != 0;
+    vec4 ra2[NA];
+    uvec4 rw2[NW];
+    LOAD_STEP(ra2, rw2, same ? kb : kb + BK)
+    for (uint k0 = kb; k0 < kEnd; k0 += 2 * BK) {
+        if (k0 + 2 * BK < kEnd && !noload) {
+            LOAD_STEP(ra, rw, same ? kb : k0 + 2 * BK)
+        }
+        if (!nomma) {
+            MMA_STEP(cur)
+        }
+        if (k0 + BK < kEnd) {
+            STORE_STEP(ra2, rw2, cur ^ 1)
+        }
+        barrier();
+        cur ^= 1;
+        if (k0 + BK >= kEnd)
+            break;
+        if (k0 + 3 * BK < kEnd && !noload) {
+            LOAD_STEP(ra2, rw2, same ? kb : k0 + 3 * BK)
+        }
+        if (!nomma) {
+            MMA_STEP(cur)
+        }
+        if (k0 + 2 * BK < kEnd) {
+            STORE_STEP(ra, rw, cur ^ 1)
+        }
+        barrier();
+        cur ^= 1;
+    }
+#else
+    for (uint k0 = kb; k0 < kEnd; k0 += BK) {
         uint k1 = k0 + BK;
-        bool more = k1 < p.K;
-        uint kl = (p.flags & F_PSAME) != 0 ? 0 : k1;
+        bool more = k1 < kEnd;
+        uint kl = (p.flags & F_PSAME) != 0 ? kb : k1;
         if (more && (p.flags & F_PNOLOAD) == 0) { // the next step's loads, in flight during this step's products
             [[unroll]] for (uint i = 0; i < NA; i++) {
                 uint idx = tid + NT * i;
@@ -211,6 +314,7 @@ void main()
         barrier();
         cur ^= 1;
     }
+#endif
 
     // epilogue: 16 x 16 floats of scratch per subgroup (64 uvec4s of Ws),
     // one accumulator at a time. acc is indexed only by constants (the
@@ -220,6 +324,7 @@ void main()
     // NVIDIA's compiler, every product of the K loop then a round trip
     // through it (bench/RESULTS.md, "the accumulators in local memory")
     uint cs = sg * 64;
+    uint part = gl_WorkGroupID.z * p.M * p.ldc; // F_SPLIT's part (0 without)
     for (uint t = 0; t < TM * TN; t++) {
         uint i = t / TN, j = t % TN;
         [[unroll]] for (uint ii = 0; ii < TM; ii++)
@@ -228,6 +333,13 @@ void main()
                     coopMatStoreNV(acc[ii][jj], Ws, cs, 4, false);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
+        if (split) { // the sums alone: matmul_sum.comp's epilogue
+            for (uint e = lane; e < 256; e += gl_SubgroupSize) {
+                uint m = m0 + wm * SBM + i * 16 + e / 16, n = n0 + wn * SBN + j * 16 + e % 16;
+                if (m < p.M && n < p.N)
+                    p.c.v[part + m * p.ldc + n] = uintBitsToFloat(Ws[cs + e / 4][e % 4]);
+            }
+        } else
         if ((p.flags & F_HALF) == 0) {
             for (uint e = lane; e < 256; e += gl_SubgroupSize) {
                 uint m = m0 + wm * SBM + i * 16 + e / 16, n = n0 + wn * SBN + j * 16 + e % 16;
