@@ -260,11 +260,10 @@ int main(int argc, char **argv)
                         printf(" |");
                         continue;
                     }
-                    if (q == 4)
-                        td_wvk_set_split_parts(b, 0);
+                    int sp = q == 4 ? td_wvk_set_split_parts(b, 0) : 0;
                     int prc = td_wvk_cm_probe(b, p, pm, pn, pk, q == 4 ? 0 : pr[q], &ms, &err);
                     if (q == 4)
-                        td_wvk_set_split_parts(b, -1);
+                        td_wvk_set_split_parts(b, sp);
                     if (prc != TD_OK) {
                         printf(" %s |", err.msg);
                         stop = 1;

@@ -408,11 +408,12 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
     /* the split's scratch: exactly its parts, guards around, all guard
      * values (a part left unwritten shows) */
     outbuf os = {0};
+    int sp_was = 0;
     size_t sfl = (size_t)lin_split * m * ((n + 3) & ~3);
     if (lin_split) {
         os = obuf(sfl, NULL);
         td_vko_set_split(ops, oaddr(&os), sfl);
-        td_vko_set_split_parts(ops, lin_split);
+        sp_was = td_vko_set_split_parts(ops, lin_split);
     }
     begin_ok();
     td_vko_lin l = {.m = m, .n = n, .k = k, .a = ba.addr, .lda = lda, .w = bw.addr,
@@ -433,7 +434,7 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
             again = oread(&o2, m, n, ldc);
         }
         td_vko_set_split(ops, 0, 0);
-        td_vko_set_split_parts(ops, -1);
+        td_vko_set_split_parts(ops, sp_was);
         float *sc = oread(&os, 0, 0, 0);
         /* part 0's and the last part's first row: written where K was split */
         int last = k > 64 ? (int)((k - 1) / ((((k + lin_split - 1) / lin_split + 63) / 64) * 64))
@@ -746,11 +747,12 @@ static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int 
     if (coop && td_vko_set_path(ops, (enum td_vko_path)coop, &err))
         fail_msg("%s", err.msg);
     td_vk_buf bs = {0}; /* split along K (lin_split): the parts' scratch */
+    int sp_was = 0;
     if (lin_split) {
         size_t sfl = (size_t)lin_split * m * ((n + 3) & ~3);
         bs = dbuf(NULL, sfl * 4);
         td_vko_set_split(ops, bs.addr, sfl);
-        td_vko_set_split_parts(ops, lin_split);
+        sp_was = td_vko_set_split_parts(ops, lin_split);
     }
     begin_ok();
     td_vko_linear_x(ops, &(td_vko_lin){.m = m, .n = n, .k = k, .a = ba.addr, .lda = k,
@@ -764,7 +766,7 @@ static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int 
     submit_ok();
     if (lin_split) {
         td_vko_set_split(ops, 0, 0);
-        td_vko_set_split_parts(ops, -1);
+        td_vko_set_split_parts(ops, sp_was);
         td_vk_buf_destroy(vk, &bs);
     }
     if (td_vko_set_path(ops, TD_VKO_TILED, &err))

@@ -15,6 +15,13 @@
 
 #include "whisper/backend/vulkan/shaders.h"
 
+/* Whether the split chosen by the card (split_parts -1) is the default:
+ * not until a card has run test_vulkan_ops's split cases on the
+ * matrix-engine paths and vulkan-bench has timed it (lavapipe proved the
+ * tiled path's split only, and has no multiprocessor count); until then
+ * TD_VULKAN_SPLITK=auto (or td_vko_set_split_parts -1) asks for it. */
+#define SPLIT_AUTO 0
+
 /* matmul_cm.comp's tile shapes (its CM_CFG): 128 x 128, 64 x 128, and 64 x 64 by 4
  * subgroups, by 4 with K steps of 64, by 2; 64 x 128 and 128 x 128 with the loads two
  * steps ahead */
@@ -147,13 +154,15 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         if (*end == 0 && v >= 0 && v <= 1 << 20)
             o->cm_big_min = (int)v;
     }
-    o->split_parts = -1;
+    o->split_parts = SPLIT_AUTO ? -1 : 0;
     const char *sp = getenv("TD_VULKAN_SPLITK");
     if (sp && *sp) {
         char *end;
         long v = strtol(sp, &end, 10);
         if (strcmp(sp, "off") == 0)
             o->split_parts = 0;
+        else if (strcmp(sp, "auto") == 0)
+            o->split_parts = -1;
         else if (*end == 0 && v >= 0 && v <= TD_VKO_SPLIT_MAX)
             o->split_parts = v == 1 ? 0 : (int)v;
     }
@@ -297,8 +306,9 @@ void td_vko_set_split(td_vko *o, uint64_t scratch, size_t floats)
     o->split_floats = scratch ? floats : 0;
 }
 
-void td_vko_set_split_parts(td_vko *o, int parts)
+int td_vko_set_split_parts(td_vko *o, int parts)
 {
+    int was = o->split_parts;
     if (parts == 1 || parts < -1)
         parts = 0;
     if (parts > TD_VKO_SPLIT_MAX)
@@ -306,6 +316,7 @@ void td_vko_set_split_parts(td_vko *o, int parts)
     if (parts != o->split_parts)
         o->gen++;
     o->split_parts = parts;
+    return was;
 }
 
 size_t td_vko_split_floats(int m, int n)
@@ -469,12 +480,6 @@ static double now_ms(void)
 /* a part's K range is a multiple of every product shader's K step */
 #define SPLIT_STEP 64u
 
-/* Whether the split chosen by the card (split_parts -1) is in use: not
- * until a card has run test_vulkan_ops's split cases on the matrix-engine
- * paths and vulkan-bench has timed it (lavapipe proved the tiled path's
- * split only, and has no multiprocessor count); until then only
- * TD_VULKAN_SPLITK=N (td_vko_set_split_parts) splits. */
-#define SPLIT_AUTO 0
 
 /* The count of parts along K for a product of m x n x k on tiles of bm x
  * bn, and each part's K range (*ks, a multiple of SPLIT_STEP): 1 for
@@ -497,7 +502,7 @@ static uint32_t split_parts(const td_vko *o, uint32_t m, uint32_t n, uint32_t k,
     } else {
         uint64_t g = (uint64_t)cdiv(n, bn) * cdiv(m, bm);
         uint64_t sm = (uint64_t)td_vk_device_info(o->vk)->sm_count;
-        if (!SPLIT_AUTO || sm == 0 || k < TD_VKO_SPLIT_MINK || g >= 2 * sm)
+        if (sm == 0 || k < TD_VKO_SPLIT_MINK || g >= 2 * sm)
             return 1;
         parts = (3 * sm + g / 2) / g;
         if (parts > k / 256)

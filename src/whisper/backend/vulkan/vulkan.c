@@ -432,9 +432,9 @@ int td_wvk_cm_probe(td_wbackend *b, int path, int m, int n, int k, unsigned prob
     return td_vko_cm_probe(b->ops, (enum td_vko_path)path, m, n, k, probes, ms, err);
 }
 
-void td_wvk_set_split_parts(td_wbackend *b, int parts)
+int td_wvk_set_split_parts(td_wbackend *b, int parts)
 {
-    td_vko_set_split_parts(b->ops, parts);
+    return td_vko_set_split_parts(b->ops, parts);
 }
 
 int td_wvk_cm_peak(td_wbackend *b, int mode, int groups, double *tflops, td_error *err)
