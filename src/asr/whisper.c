@@ -503,17 +503,23 @@ static int proxy_beat(beat_proxy *p, int rc, td_error *err)
     return rc;
 }
 
-/* A batch of windows is encoded one window per call, with a heartbeat
- * after each: sixteen windows of a large model on a slow CPU would
- * otherwise outlast the stall timeout in one call. (A GPU backend that
- * gains from encoding windows together would want them in one call; its
- * heartbeat then needs a shorter batch.) */
+/* A batch of windows is encoded in groups, with a heartbeat after each:
+ * one window a call on the CPU backend (sixteen windows of a large model
+ * on a slow CPU would otherwise outlast the stall timeout in one call),
+ * PROXY_GPU_GROUP on a GPU backend, which runs a group's products over all
+ * its windows' rows at once (the Vulkan backend: up to its enc_batch; a
+ * medium window is tens of milliseconds there, and even lavapipe, Mesa's
+ * Vulkan on the CPU, encodes a tiny window in seconds, far inside the
+ * stall timeout's default of 300 s). */
+#define PROXY_GPU_GROUP 4
 static int proxy_encode(td_wbackend *b, int n_win, const int *windows, const float *const *mels,
                         td_error *err)
 {
     beat_proxy *p = (beat_proxy *)b;
-    for (int i = 0; i < n_win; i++) {
-        int rc = proxy_beat(p, p->real->encode(p->ctx, 1, windows + i, mels + i, err), err);
+    int group = strcmp(p->real->name, "cpu") == 0 ? 1 : PROXY_GPU_GROUP;
+    for (int i = 0; i < n_win; i += group) {
+        int n = n_win - i < group ? n_win - i : group;
+        int rc = proxy_beat(p, p->real->encode(p->ctx, n, windows + i, mels + i, err), err);
         if (rc)
             return rc;
     }

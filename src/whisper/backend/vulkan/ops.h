@@ -60,7 +60,10 @@ enum {
 };
 /* TD_VKO_COLS and TD_VKO_HALF are taken by the tiled and the
  * cooperative-matrix kernels only: td_vko_linear_x sends such products
- * there whatever their row count. */
+ * there whatever their row count, and those kernels have no LayerNorm
+ * prologue and no q, k, v split: TD_VKO_LN and TD_VKO_QKV must not be
+ * combined with them (nor TD_VKO_ACC with TD_VKO_HALF); TD_VKO_COLS needs
+ * split > 0 with n a multiple of it (the callers' and the tests' shapes). */
 
 /* Product paths for more rows than the matrix-vector shader takes. */
 enum td_vko_path {
@@ -239,7 +242,8 @@ typedef struct td_vko_lin {
     uint64_t c2, c3;     /* TD_VKO_QKV: the second and third outputs */
     int split;           /* TD_VKO_QKV: columns per output (n = 3 split); TD_VKO_COLS:
                           * columns per block */
-    uint64_t tab;        /* TD_VKO_COLS: [n / split] output addresses (uint64s) */
+    uint64_t tab;        /* TD_VKO_COLS: [n / split] output addresses (uint64s; n a
+                          * multiple of split) */
     uint32_t cofs;       /* TD_VKO_COLS: elements before row 0 in every block */
 } td_vko_lin;
 void td_vko_linear_x(td_vko *o, const td_vko_lin *l);

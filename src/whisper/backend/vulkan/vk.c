@@ -1389,6 +1389,16 @@ int td_vk_download(td_vk *vk, const td_vk_buf *src, uint64_t off, void *dst, uin
     return TD_OK;
 }
 
+void td_vk_zero(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n)
+{
+    if (vk->replaying)
+        return;
+    if (vk->pending && !vk->concurrent)
+        barrier(vk);
+    vk->f.vkCmdFillBuffer(vk->cmd, dst->buf, off, n, 0);
+    vk->pending = 1;
+}
+
 int td_vk_fill0(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n, td_error *err)
 {
     int rc = td_vk_begin(vk, err);

@@ -142,6 +142,9 @@ void td_vk_concurrent(td_vk *vk, int on);
 int td_vk_concurrent_get(const td_vk *vk);
 void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_buf *dst,
                 uint64_t dst_off, uint64_t n);
+/* dst[off .. off+n) = 0 (off and n multiples of 4), recorded like a
+ * dispatch (td_vk_fill0 is the same in a submission of its own). */
+void td_vk_zero(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n);
 /* Submit and wait. */
 int td_vk_submit(td_vk *vk, td_error *err);
 

@@ -732,8 +732,9 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         if (rc)
             goto out;
     }
-    /* the convolution's padding rows are never written: zero them once
-     * (and the rest, so that nothing uninitialized is ever read) */
+    /* everything zeroed once, so that nothing uninitialized is ever read
+     * (the convolution's padding row is zeroed again before each window:
+     * the decoder's scratch shares its region, see vk_encode) */
     if ((rc = td_vk_fill0(b->vk, &b->work, 0, b->work.size / 4 * 4, err)))
         goto out;
 
@@ -890,17 +891,21 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
                         mt[(size_t)(t + 1) * nm + c] = mel[(size_t)c * T2 + t];
             }
             int rc = td_vk_upload(b->vk, &b->work, P->e_mel + i * mel_w, mt, mel_w, err);
-            /* the second convolution's left padding, row 0 of x1p, which
-             * the first never writes: the decoder's scratch shares this
-             * region, and a decode step of many rows writes over it */
-            if (!rc)
-                rc = td_vk_fill0(b->vk, &b->work, P->e_x1p + i * x1p_w, (uint64_t)na * 4, err);
             if (rc)
                 return rc;
         }
         int rc = td_vk_begin(b->vk, err);
         if (rc)
             return rc;
+        /* the second convolution's left padding, row 0 of each x1p, which
+         * the first never writes: the decoder's scratch shares this region,
+         * and a decode step of many rows writes over it (zeroed in this
+         * command buffer, not a submission of its own) */
+        for (int i = 0; i < nb; i++) {
+            td_vk_zero(b->vk, &b->work, P->e_x1p + i * x1p_w, (uint64_t)na * 4);
+            td_vk_concurrent(b->vk, 1);
+        }
+        td_vk_concurrent(b->vk, 0);
         /* conv1 (stride 1): A row t = mel_t rows t .. t+2; GELU -> x1p rows 1..T2 */
         for (int i = 0; i < nb; i++) {
             td_vko_linear(o, T2, na, 3 * nm, emel + i * mel_w, nm, b->conv1.a, b->conv1.f16,
