@@ -17,11 +17,11 @@
 #include "whisper/backend/vulkan/shaders.h"
 
 /* Whether the split chosen by the card (split_parts -1) is the default:
- * not until a card has run test_vulkan_ops's split cases on the
- * matrix-engine paths and vulkan-bench has timed it (lavapipe proved the
- * tiled path's split only, and has no multiprocessor count); until then
- * TD_VULKAN_SPLITK=auto (or td_vko_set_split_parts -1) asks for it. */
-#define SPLIT_AUTO 0
+ * yes since an H100 passed test_vulkan_ops's split cases on every
+ * matrix-engine path and the backend's golden tests split, and ran
+ * medium's encoder at 23.4 ms a window against 27.7 unsplit
+ * (bench/RESULTS.md). TD_VULKAN_SPLITK=off turns it off. */
+#define SPLIT_AUTO 1
 
 /* matmul_cm.comp's tile shapes (its CM_CFG): 128 x 128, 64 x 128, and 64 x 64 by 4
  * subgroups, by 4 with K steps of 64, by 2; 64 x 128 and 128 x 128 with the loads two
@@ -811,13 +811,14 @@ static int cache_path(char *path, size_t len)
     return 1;
 }
 
-/* The 64 x 64 tile paths have passed their tests only in an offline
- * model of their index arithmetic (lavapipe has no cooperative matrices
- * and no card ran them yet): they stay out of the automatic trial, so that
- * a fault in them cannot become a card's default, and are used only when
- * TD_VULKAN_MATMUL names one. Drop this once test_vulkan_ops has passed
- * them on a device. */
-static int cm_unproven(enum td_vko_path p)
+/* The 64 x 64 tile paths and cmahead passed test_vulkan_ops and the
+ * backend's golden tests on an H100 (bench/RESULTS.md) but did not run
+ * medium's encoder faster there (64 x 64 tiles: the K loop, not the
+ * count of workgroups, holds the n = 1024 products; cmahead: 7 % faster
+ * on 1500 x 1024 x 1024 alone, 0.6 ms a window slower in the encoder):
+ * the trial leaves them out rather than time them at every first open for
+ * nothing, and TD_VULKAN_MATMUL names them. */
+static int cm_untimed(enum td_vko_path p)
 {
     return p == TD_VKO_CM64X64 || p == TD_VKO_CM64X64K64 || p == TD_VKO_CM64X64S2 ||
            p == TD_VKO_CMAHEAD;
@@ -1048,7 +1049,7 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
             have[p] = 1;
         else if (p == TD_VKO_CMDIRECT || p == TD_VKO_CMDIRECT64)
             have[p] = o->matmul_cmd[0] != NULL;
-        else if (cm_unproven((enum td_vko_path)p))
+        else if (cm_untimed((enum td_vko_path)p))
             have[p] = 0;
         else
             have[p] = o->matmul_cm[cm_small((enum td_vko_path)p)] != NULL &&

@@ -116,8 +116,8 @@ size_t td_vko_split_floats(int m, int n);
 /* The scratch: floats at the device address scratch (16-byte aligned,
  * the caller's, used by every split product until changed; 0: no split). */
 void td_vko_set_split(td_vko *o, uint64_t scratch, size_t floats);
-/* -1: by the card; 0 (or 1): never (the default until a card has proven
- * the split: ops.c's SPLIT_AUTO); 2 to TD_VKO_SPLIT_MAX: every product of
+/* -1: by the card (the default: ops.c's SPLIT_AUTO); 0 (or 1): never; 2
+ * to TD_VKO_SPLIT_MAX: every product of
  * the two paths with K above 64, in that many parts where the scratch
  * holds them (tests, benchmarks). TD_VULKAN_SPLITK=auto, off or a count
  * at td_vko_create sets the first. Returns the setting before. */
