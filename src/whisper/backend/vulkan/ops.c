@@ -17,10 +17,15 @@
 #include "whisper/backend/vulkan/shaders.h"
 
 /* Whether the split chosen by the card (split_parts -1) is the default:
- * yes since an H100 passed test_vulkan_ops's split cases on every
- * matrix-engine path and the backend's golden tests split, and ran
- * medium's encoder at 23.4 ms a window against 27.7 unsplit
- * (bench/RESULTS.md). TD_VULKAN_SPLITK=off turns it off. */
+ * yes on NVIDIA's cards since an H100 passed test_vulkan_ops's split cases
+ * on every matrix-engine path and the backend's golden tests split, and
+ * ran medium's encoder at 23.4 ms a window against 27.7 unsplit at one
+ * window a call (bench/RESULTS.md); other vendors' cards (AMD reports its
+ * multiprocessors too) only where TD_VULKAN_SPLITK asks, until one is
+ * measured. TD_VULKAN_SPLITK=off turns it off. A split product's sums
+ * are the same every run, but not bit for bit those of the same product
+ * unsplit or split otherwise: a window's encoder output can differ in its
+ * last bits with the group of windows it was encoded in (about 5e-7). */
 #define SPLIT_AUTO 1
 
 /* matmul_cm.comp's tile shapes (its CM_CFG): 128 x 128, 64 x 128, and 64 x 64 by 4
@@ -166,6 +171,12 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             o->split_parts = -1;
         else if (*end == 0 && v >= 0 && v <= TD_VKO_SPLIT_MAX)
             o->split_parts = v == 1 ? 0 : (int)v;
+        else {
+            td_vko_free(o);
+            return td_error_set(err, TD_EINVAL,
+                                "vulkan: TD_VULKAN_SPLITK=%s (off, auto or 0 to %d)", sp,
+                                TD_VKO_SPLIT_MAX);
+        }
     }
     o->d_audio = d_audio;
     o->d_text = d_text;
@@ -487,7 +498,8 @@ static double now_ms(void)
  * none. By the card (split_parts -1): where the grid has fewer
  * workgroups than two a multiprocessor and k is at least
  * TD_VKO_SPLIT_MINK, about three workgroups a multiprocessor, at most
- * TD_VKO_SPLIT_MAX parts of at least 256 of K each. Either way no more
+ * TD_VKO_SPLIT_MAX parts, no more than k / 256 (ranges of a multiple of
+ * 64, the last shorter). Either way no more
  * than the scratch holds (parts of m x n rounded up to 4 floats), and
  * none while dispatches may run together (one scratch). */
 static uint32_t split_parts(const td_vko *o, uint32_t m, uint32_t n, uint32_t k, uint32_t bm,
@@ -502,8 +514,9 @@ static uint32_t split_parts(const td_vko *o, uint32_t m, uint32_t n, uint32_t k,
         parts = (uint64_t)o->split_parts;
     } else {
         uint64_t g = (uint64_t)cdiv(n, bn) * cdiv(m, bm);
-        uint64_t sm = (uint64_t)td_vk_device_info(o->vk)->sm_count;
-        if (sm == 0 || k < TD_VKO_SPLIT_MINK || g >= 2 * sm)
+        const td_vk_info *in = td_vk_device_info(o->vk);
+        uint64_t sm = (uint64_t)in->sm_count;
+        if (sm == 0 || in->vendor_id != 0x10de || k < TD_VKO_SPLIT_MINK || g >= 2 * sm)
             return 1;
         parts = (3 * sm + g / 2) / g;
         if (parts > k / 256)

@@ -103,7 +103,8 @@ typedef struct td_vko td_vko;
  * sums as floats to a scratch region, and a second dispatch
  * (matmul_sum.comp) adds the parts in a fixed order (the same result
  * every run) and applies the epilogue: about three workgroups a
- * multiprocessor, at most TD_VKO_SPLIT_MAX parts of at least 256 of K,
+ * multiprocessor, at most TD_VKO_SPLIT_MAX parts of about k / parts
+ * each (no more parts than k / 256; the last part may be shorter),
  * no more than the scratch holds, and none while td_vk_concurrent is on
  * (one scratch). The medium encoder's 1500 x 1024 x 4096 product: 96
  * tiles of 128 x 128 for an H100's 132 multiprocessors, in 4 parts. */

@@ -343,9 +343,10 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->cnt = al(R * (uint64_t)P->nht * 4);
     P->tab = al(((uint64_t)P->nlt * 2 + 3) * 8);
     /* the products with the largest K (conv2's 3 na, the MLP's second
-     * 4 na) have C x na outputs a window: on a card, medium's and larger
-     * models' split where one window's rows are too few (ops.h); tiny's
-     * and base's only where TD_VULKAN_SPLITK asks (tests) */
+     * 4 na) have C x na outputs a window: on an NVIDIA card those with K
+     * of 2048 or more (base's MLP output and up) split where one window's
+     * rows are too few for the card (ops.c's split_parts); elsewhere only
+     * where TD_VULKAN_SPLITK asks (tests) */
     P->split = al((uint64_t)td_vko_split_floats(P->C, P->na) * 4);
     P->total = P->weight_bytes + P->enc_out + 2 * (uint64_t)P->nlt * (P->cross + P->kv) + P->work +
                2 * P->logits + P->io + P->cnt + P->tab + P->split + (16ull << 20) +
@@ -914,14 +915,14 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
             td_vk_concurrent(b->vk, 1);
         }
         td_vk_concurrent(b->vk, 0);
-        /* conv2 (stride 2), GELU, + positional embedding */
-        for (int i = 0; i < nb; i++) {
+        /* conv2 (stride 2), GELU, + positional embedding: one window after
+         * another, not together, so that each may split along K as a
+         * window alone does (a split refuses dispatches that run
+         * together), and every window of a group is computed alike */
+        for (int i = 0; i < nb; i++)
             td_vko_linear(o, C, na, 3 * na, x1p + i * x1p_w, 2 * na, b->conv2.a, b->conv2.f16,
                           3 * na, b->conv2_b, b->enc_pos, na, ex + i * act_w, na,
                           TD_VKO_BIAS | TD_VKO_GELU | TD_VKO_ADD);
-            td_vk_concurrent(b->vk, 1);
-        }
-        td_vk_concurrent(b->vk, 0);
         for (int l = 0; l < P->nla; l++) {
             const enc_l *L = &b->el[l];
             td_vko_layernorm(o, rows, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na, 0);
