@@ -19,7 +19,8 @@
  *   cross      per decoder layer, K and V: [window][n_audio_ctx][n_text_state]
  *              (floats, or halves in the first half where cross16)
  *   kv         per decoder layer, K and V: [slot][max_tokens][n_text_state]
- *   work       encoder activations of enc_batch windows, or the decoder's of
+ *   work       encoder activations of enc_batch windows (as many, up to 4,
+ *              as fit where the decoder's rows need the room anyway), or the decoder's of
  *              max_rows rows (one region, they never overlap in time)
  *   split      the parts of products split along K (ops.h's
  *              td_vko_split_floats: the encoder's C x n_audio_state
@@ -71,10 +72,12 @@
 #define MAX_SEQ_LIMIT 1024
 #define MAX_WINDOWS_LIMIT 256
 /* The encoder runs up to ENC_BATCH_MAX windows at once (products of that
- * many times n_audio_ctx rows: fuller grids, fewer dispatches), as many
- * as ENC_BATCH_BYTES of activations hold (4 of medium, 8 of base) */
-#define ENC_BATCH_MAX 8
-#define ENC_BATCH_BYTES (320ull << 20)
+ * many times n_audio_ctx rows: fuller grids, fewer dispatches; a
+ * transcription hands a GPU backend 4 windows a call), as many as fit in
+ * the work region the decoder's rows need anyway (the two share it), so
+ * that grouping never raises memory_need: one window at small batches,
+ * more where the decoder's region is large. */
+#define ENC_BATCH_MAX 4
 
 static uint64_t al(uint64_t n)
 {
@@ -302,25 +305,9 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->enc_out = al(W * C * na * 4);
     P->cross = al(W * C * nt * 4);
     P->kv = al((uint64_t)P->max_seq * (uint64_t)P->max_tokens * nt * 4);
-    uint64_t per_win = 10 * C * na * 4 + ((uint64_t)P->T2 + 2) * (nm + na) * 4;
-    uint64_t eb = ENC_BATCH_BYTES / per_win;
-    eb = eb < 1 ? 1 : eb > ENC_BATCH_MAX ? ENC_BATCH_MAX : eb;
-    P->enc_batch = eb > W ? (int)W : (int)eb;
-    eb = (uint64_t)P->enc_batch;
     uint64_t o = 0;
 #define R_(field, bytes) do { P->field = o; o += al(bytes); } while (0)
-    /* the encoder's: enc_batch windows of each, one after another */
-    R_(e_x, eb * C * na * 4);
-    R_(e_h, eb * C * na * 4);
-    R_(e_q, eb * C * na * 4);
-    R_(e_k, eb * C * na * 4);
-    R_(e_v, eb * C * na * 4);
-    R_(e_a, eb * C * na * 4);
-    R_(e_ff, eb * C * 4 * na * 4);
-    R_(e_mel, eb * ((uint64_t)P->T2 + 2) * nm * 4);
-    R_(e_x1p, eb * ((uint64_t)P->T2 + 2) * na * 4);
-    uint64_t enc_end = o;
-    o = 0;
+    /* the decoder's rows */
     R_(d_x, R * nt * 4);
     R_(d_h, R * nt * 4);
     R_(d_q, R * nt * 4);
@@ -330,6 +317,27 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     R_(d_ff, R * 4 * nt * 4);
     R_(d_part, (uint64_t)td_vko_dec_part_floats(P->max_rows, P->nht, P->nt / P->nht,
                                                 P->C > P->max_tokens ? P->C : P->max_tokens) * 4);
+    uint64_t dec_end = o;
+    /* the encoder's: enc_batch windows of each, one after another; as
+     * many windows as fit in max(the decoder's region, one window's) */
+    uint64_t eb = ENC_BATCH_MAX < W ? ENC_BATCH_MAX : W, enc_end = 0;
+    for (;; eb--) {
+        o = 0;
+        R_(e_x, eb * C * na * 4);
+        R_(e_h, eb * C * na * 4);
+        R_(e_q, eb * C * na * 4);
+        R_(e_k, eb * C * na * 4);
+        R_(e_v, eb * C * na * 4);
+        R_(e_a, eb * C * na * 4);
+        R_(e_ff, eb * C * 4 * na * 4);
+        R_(e_mel, eb * ((uint64_t)P->T2 + 2) * nm * 4);
+        R_(e_x1p, eb * ((uint64_t)P->T2 + 2) * na * 4);
+        enc_end = o;
+        if (eb == 1 || enc_end <= dec_end)
+            break;
+    }
+    P->enc_batch = (int)eb;
+    o = dec_end;
     P->work = enc_end > o ? enc_end : o;
     o = 0;
     R_(io_tp, R * 2 * 4);
@@ -346,8 +354,14 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
      * 4 na) have C x na outputs a window: on an NVIDIA card those with K
      * of 2048 or more (base's MLP output and up) split where one window's
      * rows are too few for the card (ops.c's split_parts); elsewhere only
-     * where TD_VULKAN_SPLITK asks (tests) */
-    P->split = al((uint64_t)td_vko_split_floats(P->C, P->na) * 4);
+     * where TD_VULKAN_SPLITK asks for a count (tests). The scratch is
+     * planned only where a split can happen: tiny's K (4 x 384) never
+     * reaches TD_VKO_SPLIT_MINK, and its plan keeps the room */
+    const char *sk = getenv("TD_VULKAN_SPLITK");
+    int forced = sk && *sk && strcmp(sk, "off") != 0 && strcmp(sk, "auto") != 0;
+    P->split = 4 * na >= TD_VKO_SPLIT_MINK || forced
+                   ? al((uint64_t)td_vko_split_floats(P->C, P->na) * 4)
+                   : 0;
     P->total = P->weight_bytes + P->enc_out + 2 * (uint64_t)P->nlt * (P->cross + P->kv) + P->work +
                2 * P->logits + P->io + P->cnt + P->tab + P->split + (16ull << 20) +
                td_vks_bytes(P->max_seq, P->nv);
@@ -431,6 +445,11 @@ int td_wvk_cm_probe(td_wbackend *b, int path, int m, int n, int k, unsigned prob
                     td_error *err)
 {
     return td_vko_cm_probe(b->ops, (enum td_vko_path)path, m, n, k, probes, ms, err);
+}
+
+int td_wvk_enc_batch(const td_wbackend *b)
+{
+    return b->P.enc_batch;
 }
 
 int td_wvk_set_split_parts(td_wbackend *b, int parts)

@@ -38,6 +38,8 @@ int td_wvk_set_path(td_wbackend *b, int coopmat, td_error *err);
  * td_vko_path), ms. */
 int td_wvk_cm_probe(td_wbackend *b, int path, int m, int n, int k, unsigned probes, double *ms,
                     td_error *err);
+/* The windows the encoder runs at once in this plan (tests, benchmarks). */
+int td_wvk_enc_batch(const td_wbackend *b);
 /* ops.h's td_vko_set_split_parts (benchmarks): returns the setting before. */
 int td_wvk_set_split_parts(td_wbackend *b, int parts);
 /* The matrix engines' rate (ops.h's td_vko_cm_peak), TFLOP/s. */
