@@ -873,20 +873,28 @@ static int cache_read(const char *key)
     return found;
 }
 
-static void cache_write(const char *key, enum td_vko_path pick, const double *ms)
+/* The trial cache opened for appending, its folders made first (the
+ * parent, ~/.cache, then tapedeck's); NULL where that cannot be done (a
+ * cache: the next open times again). */
+static FILE *cache_append(void)
 {
     char path[4096];
     if (!cache_path(path, sizeof path))
-        return;
+        return NULL;
     char *slash = strrchr(path, '/');
-    *slash = 0; /* the parent (~/.cache) first */
+    *slash = 0;
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return;
+        return NULL;
     *slash = '/';
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return;
+        return NULL;
     strcat(path, "/vulkan-paths");
-    FILE *f = fopen(path, "a");
+    return fopen(path, "a");
+}
+
+static void cache_write(const char *key, enum td_vko_path pick, const double *ms)
+{
+    FILE *f = cache_append();
     if (!f)
         return;
     fprintf(f, "%s %s", key, td_vko_path_name(pick));
@@ -1187,18 +1195,7 @@ static int rows_cache_read(const char *key, enum td_vko_rows *pick)
 static void rows_cache_write(const char *key, const enum td_vko_rows *pick,
                              double ms[][TD_VKO_ROWS_N])
 {
-    char path[4096];
-    if (!cache_path(path, sizeof path))
-        return;
-    char *slash = strrchr(path, '/');
-    *slash = 0;
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return;
-    *slash = '/';
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return;
-    strcat(path, "/vulkan-paths");
-    FILE *f = fopen(path, "a");
+    FILE *f = cache_append();
     if (!f)
         return;
     fprintf(f, "%s", key);
