@@ -215,8 +215,10 @@ int main(int argc, char **argv)
     if (ops->open(m, &cfg, &b, &err) != TD_OK)
         die("open", &err);
     const td_vk_info *in = td_wvk_device(b);
-    printf("  device: %s, %s, PCI %s, %s, %d multiprocessors; open (upload) %.0f ms\n", in->name,
-           in->driver, in->pci[0] ? in->pci : "none", in->uuid, in->sm_count, now_ms() - t0);
+    printf("  device: %s, %s, PCI %s, %s, %d multiprocessors; open (upload) %.0f ms; "
+           "encoder groups of %d windows\n",
+           in->name, in->driver, in->pci[0] ? in->pci : "none", in->uuid, in->sm_count,
+           now_ms() - t0, td_wvk_enc_batch(b));
     printf("  %s\n", td_wvk_path_note(b));
     if (peak) {
         /* cm_peak.comp's modes (its head says what each changes), each over

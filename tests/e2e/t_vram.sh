@@ -19,13 +19,14 @@ for n in tiny.en base.en; do
 done
 
 # three cards: 4 GiB (base.en, a large batch), 700 MiB (tiny.en: base.en,
-# 0.56 GiB with the room for products split along K,
+# 0.59 GiB with the room for products split along K and the encoder's
+# group of 4 windows,
 # does not fit 700 MiB less the 256 MiB margin), 400 MiB (nothing fits: no worker)
 cards="nvidia/0000:17:00.0/GPU-a/4096/big,nvidia/0000:65:00.0/GPU-b/700/mid,nvidia/0000:b3:00.0/GPU-c/400/small"
 TAPEDECK_DEVICES=$cards "$TD" devices --language en >"$T/d" 2>&1 || fail "devices: $(cat "$T/d")"
 grep -Eq '^    \[vram-check\] model base.en, batch ([2-9]|[1-4][0-9]): base.en batch [0-9]+: needs [0-9.]+ GiB of 4.00 GiB free \(margin 0.25 GiB\)$' "$T/d" ||
     fail "4 GiB card: $(cat "$T/d")"
-grep -Eq '^    \[vram-check\] model tiny.en, batch [0-9]+: .* of 0.68 GiB free .*; base.en needs 0.56 GiB$' "$T/d" ||
+grep -Eq '^    \[vram-check\] model tiny.en, batch [0-9]+: .* of 0.68 GiB free .*; base.en needs 0.59 GiB$' "$T/d" ||
     fail "700 MiB card: $(cat "$T/d")"
 grep -q '\[vram-check\] nvidia 0000:b3:00.0: no worker: no model fits: even the smallest, tiny.en batch 1' "$T/d" ||
     fail "400 MiB card: $(cat "$T/d")"
@@ -38,7 +39,7 @@ grep -q 'model base.en, batch 1: base.en batch 1: needs' "$T/s" || fail "sequent
 # --model base.en pinned: refused on the 700 MiB card, with the sizes ...
 TAPEDECK_DEVICES=$cards "$TD" devices --language en --model base.en --devices 0,1 >"$T/p" 2>&1
 [ $? -ne 0 ] || fail "pinned base.en on 700 MiB accepted: $(cat "$T/p")"
-grep -q -- '--model base.en does not fit nvidia 0000:65:00.0: no model fits: base.en batch 1 needs 0.56 GiB, 0.68 GiB free less margin 0.25 GiB (--allow-downgrade' "$T/p" ||
+grep -q -- '--model base.en does not fit nvidia 0000:65:00.0: no model fits: base.en batch 1 needs 0.59 GiB, 0.68 GiB free less margin 0.25 GiB (--allow-downgrade' "$T/p" ||
     fail "refusal: $(cat "$T/p")"
 mkdir -p "$T/a"
 silent_scene "$T/a/scene_0001.mp4" 1
@@ -49,7 +50,7 @@ TAPEDECK_DEVICES=$cards "$TD" run "$T/a" --language en --model base.en --devices
 TAPEDECK_DEVICES=$cards "$TD" devices --language en --model base.en --allow-downgrade --devices 0,1 >"$T/p" 2>&1 ||
     fail "downgrade: $(cat "$T/p")"
 grep -q 'model base.en, batch' "$T/p" || fail "downgrade, 4 GiB card: $(cat "$T/p")"
-grep -q 'model tiny.en, batch [0-9]*: .*; --model base.en needs 0.56 GiB' "$T/p" || fail "downgrade, 700 MiB: $(cat "$T/p")"
+grep -q 'model tiny.en, batch [0-9]*: .*; --model base.en needs 0.59 GiB' "$T/p" || fail "downgrade, 700 MiB: $(cat "$T/p")"
 
 # the recorded A770 with 2 GiB free, beside an integrated GPU without memory figures
 TAPEDECK_SYSFS="$fx/one-2gb-free/sys" "$TD" devices --language en >"$T/f" 2>&1 || fail "2 GB tree"

@@ -19,8 +19,8 @@
  *   cross      per decoder layer, K and V: [window][n_audio_ctx][n_text_state]
  *              (floats, or halves in the first half where cross16)
  *   kv         per decoder layer, K and V: [slot][max_tokens][n_text_state]
- *   work       encoder activations of enc_batch windows (as many, up to 4,
- *              as fit where the decoder's rows need the room anyway), or the decoder's of
+ *   work       encoder activations of enc_batch windows (4, or the
+ *              window slots where fewer), or the decoder's of
  *              max_rows rows (one region, they never overlap in time)
  *   split      the parts of products split along K (ops.h's
  *              td_vko_split_floats: the encoder's C x n_audio_state
@@ -71,13 +71,15 @@
 #define ALIGN 256ull
 #define MAX_SEQ_LIMIT 1024
 #define MAX_WINDOWS_LIMIT 256
-/* The encoder runs up to ENC_BATCH_MAX windows at once (products of that
- * many times n_audio_ctx rows: fuller grids, fewer dispatches; a
- * transcription hands a GPU backend 4 windows a call), as many as fit in
- * the work region the decoder's rows need anyway (the two share it), so
- * that grouping never raises memory_need: one window at small batches,
- * more where the decoder's region is large. */
+/* The encoder runs ENC_BATCH_MAX windows at once where the configuration
+ * has that many slots (products of that many times n_audio_ctx rows:
+ * fuller grids, fewer dispatches; a transcription hands a GPU backend 4
+ * windows a call). Measured on an H100 (bench/RESULTS.md, 2026-12-06,
+ * night): medium 23.5 ms a window alone, 21.3 in twos, 20.2 in fours,
+ * 19.6 in eights; base 3.6 -> 2.7, small 10.0 -> 7.6. The group's room is
+ * in memory_need (about 75 MiB a window for medium, 93 for large-v3). */
 #define ENC_BATCH_MAX 4
+#define ENC_BATCH_FORCE_MAX 8
 
 static uint64_t al(uint64_t n)
 {
@@ -318,24 +320,31 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     R_(d_part, (uint64_t)td_vko_dec_part_floats(P->max_rows, P->nht, P->nt / P->nht,
                                                 P->C > P->max_tokens ? P->C : P->max_tokens) * 4);
     uint64_t dec_end = o;
-    /* the encoder's: enc_batch windows of each, one after another; as
-     * many windows as fit in max(the decoder's region, one window's) */
-    uint64_t eb = ENC_BATCH_MAX < W ? ENC_BATCH_MAX : W, enc_end = 0;
-    for (;; eb--) {
-        o = 0;
-        R_(e_x, eb * C * na * 4);
-        R_(e_h, eb * C * na * 4);
-        R_(e_q, eb * C * na * 4);
-        R_(e_k, eb * C * na * 4);
-        R_(e_v, eb * C * na * 4);
-        R_(e_a, eb * C * na * 4);
-        R_(e_ff, eb * C * 4 * na * 4);
-        R_(e_mel, eb * ((uint64_t)P->T2 + 2) * nm * 4);
-        R_(e_x1p, eb * ((uint64_t)P->T2 + 2) * na * 4);
-        enc_end = o;
-        if (eb == 1 || enc_end <= dec_end)
-            break;
+    /* the encoder's: enc_batch windows of each, one after another */
+    uint64_t eb = ENC_BATCH_MAX < W ? ENC_BATCH_MAX : W;
+    /* TD_VULKAN_ENC_BATCH=N (1 to ENC_BATCH_FORCE_MAX) sets the group
+     * (benchmarks: what grouping gains on a card) */
+    const char *ebs = getenv("TD_VULKAN_ENC_BATCH");
+    if (ebs && *ebs) {
+        char *end;
+        long ebv = strtol(ebs, &end, 10);
+        if (*end || ebv < 1 || ebv > ENC_BATCH_FORCE_MAX)
+            return td_error_set(err, TD_EINVAL,
+                                "vulkan backend: TD_VULKAN_ENC_BATCH=%s is not 1 to %d", ebs,
+                                ENC_BATCH_FORCE_MAX), -1;
+        eb = (uint64_t)ebv < W ? (uint64_t)ebv : W;
     }
+    o = 0;
+    R_(e_x, eb * C * na * 4);
+    R_(e_h, eb * C * na * 4);
+    R_(e_q, eb * C * na * 4);
+    R_(e_k, eb * C * na * 4);
+    R_(e_v, eb * C * na * 4);
+    R_(e_a, eb * C * na * 4);
+    R_(e_ff, eb * C * 4 * na * 4);
+    R_(e_mel, eb * ((uint64_t)P->T2 + 2) * nm * 4);
+    R_(e_x1p, eb * ((uint64_t)P->T2 + 2) * na * 4);
+    uint64_t enc_end = o;
     P->enc_batch = (int)eb;
     o = dec_end;
     P->work = enc_end > o ? enc_end : o;
