@@ -41,7 +41,8 @@
  * run and with ops.h's probes: loads from one K offset only, no products,
  * no loads after the first step: what holds the products back; and as
  * run with K never split (ops.h's td_vko_set_split_parts 0: the same as
- * run where the product is not split).
+ * run where the product is not split); and with A read as halves
+ * (TD_VKO_AHALF, as the encoder's LayerNorm and MLP write it).
  * Prints Markdown table rows for bench/RESULTS.md.
  */
 #include <stdio.h>
@@ -247,23 +248,27 @@ int main(int argc, char **argv)
     if (probe) {
         int C = m->hp.n_audio_ctx, na = m->hp.n_audio_state;
         const int shp[3][3] = {{C, na, na}, {C, 4 * na, na}, {C, na, 4 * na}};
-        const unsigned pr[4] = {0, TD_VKO_PROBE_SAME, TD_VKO_PROBE_NOMMA, TD_VKO_PROBE_NOLOAD};
+        const unsigned pr[6] = {0, TD_VKO_PROBE_SAME, TD_VKO_PROBE_NOMMA, TD_VKO_PROBE_NOLOAD,
+                                0, TD_VKO_AHALF};
         printf("| path | m x n x k | as run ms (TFLOP/s) | one K offset | no products | no loads "
-               "after the first | K not split |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+               "after the first | K not split | A as halves |\n"
+               "| --- | --- | --- | --- | --- | --- | --- | --- |\n");
         int stop = 0; /* the first error ends the table (no such path here) */
         for (int p = TD_VKO_TILED; p < TD_VKO_NPATHS && !stop; p++)
             for (int s = 0; s < 3 && !stop; s++) {
                 int pm = shp[s][0], pn = shp[s][1], pk = shp[s][2];
                 printf("| %s | %dx%dx%d |", td_vko_path_name((enum td_vko_path)p), pm, pn, pk);
-                for (int q = 0; q < 5 && !stop; q++) {
+                for (int q = 0; q < 6 && !stop; q++) {
                     double ms;
-                    /* the tiled path has no probes, matmul_cmd.comp no third */
-                    if ((q > 0 && p == TD_VKO_TILED) || (q == 3 && (p == TD_VKO_CMDIRECT || p == TD_VKO_CMDIRECT64))) {
+                    /* the tiled path has no probes, matmul_cmd.comp no third (and
+                     * A as halves runs matmul_cm.comp there) */
+                    if ((q > 0 && p == TD_VKO_TILED) ||
+                        ((q == 3 || q == 5) && (p == TD_VKO_CMDIRECT || p == TD_VKO_CMDIRECT64))) {
                         printf(" |");
                         continue;
                     }
                     int sp = q == 4 ? td_wvk_set_split_parts(b, 0) : 0;
-                    int prc = td_wvk_cm_probe(b, p, pm, pn, pk, q == 4 ? 0 : pr[q], &ms, &err);
+                    int prc = td_wvk_cm_probe(b, p, pm, pn, pk, pr[q], &ms, &err);
                     if (q == 4)
                         td_wvk_set_split_parts(b, sp);
                     if (prc != TD_OK) {

@@ -327,6 +327,9 @@ static int lin_aligned;
 static int lin_packed; /* A and W rows packed (lda = ldw = k): matvec's 16-byte loads */
 static enum td_vko_rows lin_rows; /* the kernel of 9..256 rows (td_vko_set_rows) */
 static int lin_split; /* parts along K (td_vko_set_split_parts), with a scratch of its own */
+/* A handed over as halves (TD_VKO_AHALF: lda in halves), the reference
+ * taking A so rounded; matrix-engine paths with F16 weights only */
+static int lin_ahalf;
 
 static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int force, int coop)
 {
@@ -347,8 +350,17 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
     uint16_t *wh = malloc((size_t)n * ldw * sizeof *wh);
     double *ref = malloc((size_t)m * n * sizeof *ref);
     assert_true(a && bias && add && c0 && wf && wh && ref && lnw && lnb && an && rowidx);
-    for (size_t i = 0; i < (size_t)m * lda; i++)
+    uint16_t *ah = malloc((size_t)m * lda * sizeof *ah + 4);
+    assert_true(ah);
+    for (size_t i = 0; i < (size_t)m * lda; i++) {
         a[i] = frand() + ((flags & TD_VKO_LN) ? 2.0f : 0.0f); /* an offset LN must remove */
+        if (lin_ahalf) {
+            ah[i] = td_wk_f32_to_f16(a[i]);
+            a[i] = td_wk_f16_to_f32(ah[i]);
+        }
+    }
+    if (lin_ahalf)
+        flags |= TD_VKO_AHALF;
     for (int i = 0; i < n; i++)
         bias[i] = frand();
     for (int i = 0; i < k; i++) {
@@ -394,7 +406,9 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
             ref[(size_t)ro * n + j] = s;
         }
     }
-    td_vk_buf ba = dbuf(a, (size_t)m * lda * 4), bb = dbuf(bias, (size_t)n * 4);
+    td_vk_buf ba = lin_ahalf ? dbuf(ah, ((size_t)m * lda * 2 + 3) & ~(size_t)3)
+                             : dbuf(a, (size_t)m * lda * 4),
+              bb = dbuf(bias, (size_t)n * 4);
     td_vk_buf bd = dbuf(add, (size_t)m * ldadd * 4), blw = dbuf(lnw, (size_t)k * 4),
               blb = dbuf(lnb, (size_t)k * 4), bri = dbuf(rowidx, (size_t)m * 4);
     td_vk_buf bw = w_f16 ? dbuf(wh, (size_t)n * ldw * 2) : dbuf(wf, (size_t)n * ldw * 4);
@@ -462,11 +476,11 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
         free(again);
     }
     char what[112];
-    snprintf(what, sizeof what, "linear %dx%dx%d %s flags %u %s%s%s%s", m, n, k,
+    snprintf(what, sizeof what, "linear %dx%dx%d %s flags %u %s%s%s%s%s", m, n, k,
              w_f16 ? "f16" : "f32", flags,
              force == 0 ? td_vko_path_name((enum td_vko_path)coop) : force > 0 ? "matvec" : "auto",
              lin_rows ? " rows " : "", lin_rows ? td_vko_rows_name(lin_rows) : "",
-             lin_split ? " split" : "");
+             lin_split ? " split" : "", lin_ahalf ? " A halves" : "");
     /* halves for A: each product term off by up to 2^-11 relative */
     if (coop && w_f16 && m > (force >= 0 ? force : TD_VKO_MATVEC_ROWS))
         compare(what, got, ref, m, n, ldc, 2e-3, 2e-3 * sqrt((double)k));
@@ -491,6 +505,7 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
     free(lnb);
     free(an);
     free(rowidx);
+    free(ah);
 }
 
 static const int lin_shapes[][3] = {{1, 7, 10},   {3, 33, 66},  {8, 65, 130}, {9, 64, 64},
@@ -988,6 +1003,24 @@ static void test_linear_coopmat(void **state)
         linear_case(1500, 1024, 1024, 1, B | C, 0, p); /* the same with odd strides */
         linear_case(100, 100, 100, 0, B, 0, p);        /* F32 weights stay tiled */
         split_cases(p);
+        /* A as halves (the encoder's LayerNorm and GELU outputs): odd and
+         * aligned strides, K tails, the medium encoder's MLP shapes, split */
+        lin_ahalf = 1;
+        for (lin_aligned = 0; lin_aligned <= 1; lin_aligned++)
+            for (size_t s = 0; s < sizeof lin_shapes / sizeof lin_shapes[0]; s++) {
+                int m = lin_shapes[s][0], n = lin_shapes[s][1], k = lin_shapes[s][2];
+                linear_case(m, n, k, 1, B | G, 0, p);
+                linear_case(m, n, k, 1, C | TD_VKO_ROWIDX, 0, p);
+            }
+        lin_aligned = 1;
+        linear_case(1500, 4096, 1024, 1, B | G, 0, p);
+        linear_case(1500, 1024, 4096, 1, B | C, 0, p);
+        lin_split = 3;
+        linear_case(300, 130, 1000, 1, B | C, 0, p);
+        lin_aligned = 0;
+        linear_case(130, 70, 4100, 1, B | G | A, 0, p);
+        lin_split = 0;
+        lin_ahalf = 0;
     }
     td_vko_set_cm_big_min(ops, TD_VKO_CM_BIG_MIN);
 }
@@ -1104,6 +1137,73 @@ static void test_layernorm(void **state)
         free(w);
         free(b);
         free(ref);
+    }
+}
+
+/* LayerNorm into halves (the encoder's A for products with TD_VKO_AHALF):
+ * even widths, rows ldy halves apart, the halves between rows and after
+ * the last a guard that must stay; each value within a half's rounding
+ * of the reference. */
+static void test_layernorm_half(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    static const int ns[] = {2, 64, 258, 1024, 1280};
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        int n = ns[t], rows = 3, ldx = n + 1, ldy = n + 4;
+        size_t ny = (size_t)rows * ldy + 2 * GUARD; /* halves, guards before and after */
+        float *x = malloc((size_t)rows * ldx * sizeof *x), *w = malloc((size_t)n * 4),
+              *b = malloc((size_t)n * 4);
+        uint16_t *y = malloc(ny * sizeof *y);
+        assert_true(x && w && b && y);
+        for (size_t i = 0; i < (size_t)rows * ldx; i++)
+            x[i] = frand() * 3 + 1.5f;
+        for (int i = 0; i < n; i++) {
+            w[i] = frand();
+            b[i] = frand();
+        }
+        for (size_t i = 0; i < ny; i++)
+            y[i] = HGUARD;
+        td_vk_buf bx = dbuf(x, (size_t)rows * ldx * 4), bw = dbuf(w, (size_t)n * 4),
+                  bb = dbuf(b, (size_t)n * 4), by = dbuf(y, ny * 2);
+        begin_ok();
+        td_vko_layernorm_half(ops, rows, n, bx.addr, ldx, bw.addr, bb.addr,
+                              by.addr + (uint64_t)GUARD * 2, ldy);
+        submit_ok();
+        td_error err = {0};
+        if (td_vk_download(vk, &by, 0, y, ny * 2, &err))
+            fail_msg("%s", err.msg);
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * ldx;
+            double mean = 0, var = 0;
+            for (int i = 0; i < n; i++)
+                mean += xr[i];
+            mean /= n;
+            for (int i = 0; i < n; i++)
+                var += (xr[i] - mean) * (xr[i] - mean);
+            var /= n;
+            for (int i = 0; i < n; i++) {
+                double ref = (xr[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
+                double got = td_wk_f16_to_f32(y[GUARD + (size_t)r * ldy + i]);
+                /* a half's rounding: 2^-11 relative, 2^-25 near zero */
+                if (fabs(got - ref) > fabs(ref) * 4.9e-4 + 3e-8 + 1e-6 * fabs(ref))
+                    fail_msg("layernorm half n %d [%d][%d]: %.7g, want %.7g", n, r, i, got, ref);
+            }
+        }
+        for (size_t i = 0; i < ny; i++) {
+            size_t e = i - GUARD;
+            int inside = i >= GUARD && e < (size_t)rows * ldy && (int)(e % (size_t)ldy) < n;
+            if (!inside && y[i] != HGUARD)
+                fail_msg("layernorm half n %d: guard at %zd overwritten", n, (ptrdiff_t)i - GUARD);
+        }
+        td_vk_buf_destroy(vk, &bx);
+        td_vk_buf_destroy(vk, &bw);
+        td_vk_buf_destroy(vk, &bb);
+        td_vk_buf_destroy(vk, &by);
+        free(x);
+        free(w);
+        free(b);
+        free(y);
     }
 }
 
@@ -1606,6 +1706,7 @@ int main(void)
         cmocka_unit_test(test_linear_coopmat), cmocka_unit_test(test_cm_peak),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_layernorm_half),
         cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_enc_attn_coopmat),
         cmocka_unit_test(test_dec_attn),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),

@@ -488,7 +488,8 @@ static double now_ms(void)
 #define F_SPLIT 32768u
 /* the flags of a product's loads, the rest being its epilogue's (matmul_sum.comp's in a
  * split product) */
-#define LOAD_FLAGS (CM_VEC | TD_VKO_PROBE_SAME | TD_VKO_PROBE_NOMMA | TD_VKO_PROBE_NOLOAD)
+#define LOAD_FLAGS \
+    (CM_VEC | TD_VKO_AHALF | TD_VKO_PROBE_SAME | TD_VKO_PROBE_NOMMA | TD_VKO_PROBE_NOLOAD)
 /* a part's K range is a multiple of every product shader's K step */
 #define SPLIT_STEP 64u
 
@@ -611,7 +612,8 @@ int td_vko_cm_probe(td_vko *o, enum td_vko_path path, int m, int n, int k, unsig
                     double *ms, td_error *err)
 {
     *ms = 0;
-    if (probes & ~(unsigned)(TD_VKO_PROBE_SAME | TD_VKO_PROBE_NOMMA | TD_VKO_PROBE_NOLOAD))
+    if (probes & ~(unsigned)(TD_VKO_PROBE_SAME | TD_VKO_PROBE_NOMMA | TD_VKO_PROBE_NOLOAD |
+                             TD_VKO_AHALF))
         return td_error_set(err, TD_EINVAL, "vulkan: probes %u", probes);
     if (m < 1 || n < 1 || k < 1 || m > 8192 || n > 16384 || k > 16384 || k % 2)
         return td_error_set(err, TD_EINVAL, "vulkan: probe of %dx%dx%d", m, n, k);
@@ -656,6 +658,8 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
            !(l->flags & (TD_VKO_LN | TD_VKO_QKV)));
     assert(!(l->flags & TD_VKO_HALF) || !(l->flags & TD_VKO_ACC));
     assert(!(l->flags & TD_VKO_COLS) || (l->split > 0 && l->n % l->split == 0));
+    assert(!(l->flags & TD_VKO_AHALF) ||
+           (td_vko_a_half_ok(o) && l->w_f16 && l->a % 4 == 0 && !(l->flags & (TD_VKO_LN | TD_VKO_QKV))));
     lin_push p = {l->a,    l->w,   l->bias, l->add, l->c, l->ln_w, l->ln_b, l->rowidx,
                   (uint32_t)l->m,  (uint32_t)l->n,  (uint32_t)l->k,  (uint32_t)l->lda,
                   (uint32_t)l->ldw, (uint32_t)l->ldc, (uint32_t)l->ldadd, l->flags,
@@ -663,7 +667,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
                   (uint32_t)l->cofs};
     uint32_t m = (uint32_t)l->m, n = (uint32_t)l->n;
     /* column blocks and halves: the tiled and matrix-engine kernels' only */
-    int path_only = (l->flags & (TD_VKO_COLS | TD_VKO_HALF)) != 0;
+    int path_only = (l->flags & (TD_VKO_COLS | TD_VKO_HALF | TD_VKO_AHALF)) != 0;
     enum td_vko_rows rk = path_only ? TD_VKO_ROWS_PATH : rows_kernel(o, l->m);
     if (rk == TD_VKO_ROWS_MATROWS || rk == TD_VKO_ROWS_MATROWS2) {
         if (l->w_f16 && l->w % 16 == 0 && l->ldw % 8 == 0 && l->k % 8 == 0 && l->a % 16 == 0 &&
@@ -693,6 +697,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
         }
     } else if (o->path != TD_VKO_TILED && l->w_f16 && o->matmul_cm[0]) {
         int vec = l->a % 16 == 0 && l->lda % 4 == 0 && l->w % 16 == 0 && l->ldw % 8 == 0;
+        int ahalf = (l->flags & TD_VKO_AHALF) != 0;
         if (vec)
             p.flags |= CM_VEC;
         /* split along K where the grid is small: on 128 x 128 tiles on
@@ -703,7 +708,8 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
             linear_split(o, &p, o->matmul_cm[scfg], cdiv(n, 128), cdiv(m, sbm), parts, ks);
             return;
         }
-        if ((o->path == TD_VKO_CMDIRECT || o->path == TD_VKO_CMDIRECT64) && vec &&
+        /* matmul_cmd.comp reads A as floats: A as halves takes matmul_cm.comp */
+        if ((o->path == TD_VKO_CMDIRECT || o->path == TD_VKO_CMDIRECT64) && vec && !ahalf &&
             l->k % 16 == 0 && l->n % 16 == 0) {
             int wide = o->path == TD_VKO_CMDIRECT;
             td_vk_dispatch(o->vk, o->matmul_cmd[wide ? 0 : 1], &p, cdiv(n, wide ? 128 : 64),
@@ -738,7 +744,7 @@ void td_vko_linear(td_vko *o, int m, int n, int k, uint64_t a, int lda, uint64_t
     td_vko_lin l = {.m = m, .n = n, .k = k, .a = a, .lda = lda, .w = w, .w_f16 = w_f16,
                     .ldw = ldw, .bias = bias, .add = add, .ldadd = ldadd, .c = c, .ldc = ldc,
                     .flags = flags & ~(unsigned)(TD_VKO_LN | TD_VKO_ROWIDX | TD_VKO_QKV |
-                                                 TD_VKO_COLS | TD_VKO_HALF)};
+                                                 TD_VKO_COLS | TD_VKO_HALF | TD_VKO_AHALF)};
     td_vko_linear_x(o, &l);
 }
 
@@ -747,6 +753,19 @@ void td_vko_layernorm(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t 
 {
     ln_push p = {x, w, b, y, idx, (uint32_t)n, (uint32_t)ldx, (uint32_t)ldy, idx != 0, 1e-5f};
     td_vk_dispatch(o->vk, o->layernorm, &p, (uint32_t)rows, 1, 1);
+}
+
+void td_vko_layernorm_half(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t w,
+                           uint64_t b, uint64_t y, int ldy)
+{
+    assert(n % 2 == 0 && ldy % 2 == 0 && y % 4 == 0);
+    ln_push p = {x, w, b, y, 0, (uint32_t)n, (uint32_t)ldx, (uint32_t)ldy, 2u, 1e-5f};
+    td_vk_dispatch(o->vk, o->layernorm, &p, (uint32_t)rows, 1, 1);
+}
+
+int td_vko_a_half_ok(const td_vko *o)
+{
+    return o->path != TD_VKO_TILED && o->matmul_cm[0] != NULL;
 }
 
 void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k, uint64_t v,

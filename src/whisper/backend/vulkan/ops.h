@@ -57,6 +57,11 @@ enum {
     TD_VKO_HALF = 2048, /* outputs as halves (element offsets and strides in halves; n,
                          * ldc, cofs, split and rowidx even, the outputs 4-byte aligned;
                          * no TD_VKO_ACC) */
+    TD_VKO_AHALF = 65536, /* A as halves (lda in halves, a 4-byte aligned), as its producer
+                           * wrote them (td_vko_layernorm_half, TD_VKO_HALF): half the
+                           * bytes a product loads. Only where td_vko_a_half_ok() and the
+                           * weights are F16 (the matrix engines round A to halves anyway,
+                           * so the result is the same); no TD_VKO_LN or TD_VKO_QKV */
 };
 /* TD_VKO_COLS and TD_VKO_HALF are taken by the tiled and the
  * cooperative-matrix kernels only: td_vko_linear_x sends such products
@@ -173,8 +178,9 @@ enum { /* above the TD_VKO_* flags and the shaders' own (ops.c) */
     TD_VKO_PROBE_NOLOAD = 16384,
 };
 /* *ms: one m x n x k product (F16 W, A and C of the encoder's layout, no
- * epilogue) on path with the probes given, best of 3 rounds of 8 after
- * a warm-up. Restores the path. Submits its own command buffers. */
+ * epilogue) on path with the probes given (and TD_VKO_AHALF: A read as
+ * halves), best of 3 rounds of 8 after a warm-up. Restores the path.
+ * Submits its own command buffers. */
 int td_vko_cm_probe(td_vko *o, enum td_vko_path path, int m, int n, int k, unsigned probes,
                     double *ms, td_error *err);
 
@@ -256,6 +262,13 @@ int td_vko_takes_qkv(const td_vko *o, int m);
  * idx[r] (ints) when idx is not 0, else r. */
 void td_vko_layernorm(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t w, uint64_t b,
                       uint64_t y, int ldy, uint64_t idx);
+/* The same, y written as halves (n and ldy even, y 4-byte aligned), no
+ * idx: the A of products with TD_VKO_AHALF. */
+void td_vko_layernorm_half(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t w,
+                           uint64_t b, uint64_t y, int ldy);
+/* Whether products may take TD_VKO_AHALF: a cooperative-matrix path is in
+ * use (with F16 weights its kernels round A to halves as they stage it). */
+int td_vko_a_half_ok(const td_vko *o);
 
 /* Encoder self-attention over n rows (ld floats apart), n_head heads of
  * d_audio: out = softmax(q k^T / sqrt(d)) v per head. On a

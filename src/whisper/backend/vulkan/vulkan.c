@@ -430,6 +430,7 @@ struct td_wbackend {
     unsigned ops_gen;       /* td_vko_generation when the kept recordings were made */
     char path_note[640];    /* which product path, and why; the batched steps' kernels */
     int cross16;            /* cross K/V stored as halves (see vk_open) */
+    int enc_a_half;         /* the encoder's products take A as halves (vk_open) */
     int fuse_ln;            /* LayerNorm in the few-row products (TD_VULKAN_FUSE_LN=0: off) */
     int qkv;                /* q, k and v as one few-row product (TD_VULKAN_QKV=0: off) */
     /* align_weights in progress: its heads, its output (host-visible:
@@ -700,10 +701,22 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         else if (c16 && strcmp(c16, "1") == 0)
             b->cross16 = 1;
     }
+    /* The encoder's LayerNorm and MLP hand their products A as halves
+     * where those products are on the matrix engines (which round A to
+     * halves as they stage it: the same results, half the bytes loaded);
+     * TD_VULKAN_AHALF=0 turns it off (benchmarks) */
+    b->enc_a_half = m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32 &&
+                    td_vko_a_half_ok(b->ops);
+    {
+        const char *ah = getenv("TD_VULKAN_AHALF");
+        if (ah && strcmp(ah, "0") == 0)
+            b->enc_a_half = 0;
+    }
     {
         size_t nl = strlen(b->path_note);
-        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross K/V as %s",
-                 b->cross16 ? "halves" : "floats");
+        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross K/V as %s%s",
+                 b->cross16 ? "halves" : "floats",
+                 b->enc_a_half ? "; encoder's A as halves" : "");
     }
 
     b->el = td_vk_calloc((size_t)P->nla, sizeof *b->el);
@@ -953,13 +966,23 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
                           TD_VKO_BIAS | TD_VKO_GELU | TD_VKO_ADD);
         for (int l = 0; l < P->nla; l++) {
             const enc_l *L = &b->el[l];
-            td_vko_layernorm(o, rows, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na, 0);
+            /* on the matrix engines with F16 weights, the products' A
+             * from LayerNorm and the MLP's GELU as halves (TD_VKO_AHALF:
+             * half the bytes loaded, the same results: those kernels
+             * round A to halves anyway) */
+            int ah = b->enc_a_half && L->q.f16 && L->mlp0.f16 && L->mlp2.f16;
+            unsigned af = ah ? TD_VKO_AHALF : 0;
+            if (ah)
+                td_vko_layernorm_half(o, rows, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na);
+            else
+                td_vko_layernorm(o, rows, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na, 0);
             /* q, k and v: one product of their weights (one region), its
              * column blocks to eq, ek and ev (the table's last three) */
             td_vko_linear_x(o, &(td_vko_lin){.m = rows, .n = 3 * na, .k = na, .a = eh,
                                              .lda = na, .w = L->q.a, .w_f16 = L->q.f16,
                                              .ldw = na, .bias = L->q_b, .c = eq, .ldc = na,
-                                             .flags = TD_VKO_BIAS | TD_VKO_COLS, .split = na,
+                                             .flags = TD_VKO_BIAS | TD_VKO_COLS | af,
+                                             .split = na,
                                              .tab = b->tab.addr + (uint64_t)P->nlt * 2 * 8});
             /* attention within each window */
             for (int i = 0; i < nb; i++) {
@@ -969,9 +992,26 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
             }
             td_vk_concurrent(b->vk, 0);
             lin(b, rows, na, na, ea, na, L->o, L->o_b, ex, na, TD_VKO_ACC);
-            td_vko_layernorm(o, rows, na, ex, na, L->mlp_ln_w, L->mlp_ln_b, eh, na, 0);
-            lin(b, rows, 4 * na, na, eh, na, L->mlp0, L->mlp0_b, eff, 4 * na, TD_VKO_GELU);
-            lin(b, rows, na, 4 * na, eff, 4 * na, L->mlp2, L->mlp2_b, ex, na, TD_VKO_ACC);
+            if (ah) {
+                td_vko_layernorm_half(o, rows, na, ex, na, L->mlp_ln_w, L->mlp_ln_b, eh, na);
+                td_vko_linear_x(o, &(td_vko_lin){.m = rows, .n = 4 * na, .k = na, .a = eh,
+                                                 .lda = na, .w = L->mlp0.a, .w_f16 = 1,
+                                                 .ldw = na, .bias = L->mlp0_b, .c = eff,
+                                                 .ldc = 4 * na,
+                                                 .flags = (L->mlp0_b ? TD_VKO_BIAS : 0) |
+                                                          TD_VKO_GELU | TD_VKO_HALF |
+                                                          TD_VKO_AHALF});
+                td_vko_linear_x(o, &(td_vko_lin){.m = rows, .n = na, .k = 4 * na, .a = eff,
+                                                 .lda = 4 * na, .w = L->mlp2.a, .w_f16 = 1,
+                                                 .ldw = 4 * na, .bias = L->mlp2_b, .c = ex,
+                                                 .ldc = na,
+                                                 .flags = (L->mlp2_b ? TD_VKO_BIAS : 0) |
+                                                          TD_VKO_ACC | TD_VKO_AHALF});
+            } else {
+                td_vko_layernorm(o, rows, na, ex, na, L->mlp_ln_w, L->mlp_ln_b, eh, na, 0);
+                lin(b, rows, 4 * na, na, eh, na, L->mlp0, L->mlp0_b, eff, 4 * na, TD_VKO_GELU);
+                lin(b, rows, na, 4 * na, eff, 4 * na, L->mlp2, L->mlp2_b, ex, na, TD_VKO_ACC);
+            }
         }
         /* ln_post into each window's slot */
         for (int i = 0; i < nb; i++) {

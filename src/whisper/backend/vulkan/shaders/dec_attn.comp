@@ -34,8 +34,6 @@
 layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer F32c { float v[]; };
 layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer I32c { int v[]; };
 
-layout(buffer_reference, scalar, buffer_reference_align = 8) buffer U32x2 { uvec2 v[]; };
-
 // The head width: compiled in for 64 (DA_D64, every Whisper decoder's),
 // so that glslc unrolls the loops over a thread's key and value rows and
 // keeps kr and vr in registers; specialized for other widths (DA_D0).

@@ -3,7 +3,9 @@
 // GL_NV_cooperative_matrix (Debian 12's glslc compiles it; the KHR form
 // needs a newer glslang): A's floats are rounded to halves as they are
 // staged (the weights are halves already), products of 16 x 16 x 16
-// accumulate in floats. Only for F16 weights, and only where the device
+// accumulate in floats. With F_AHALF, A is halves already (its producer
+// rounded them, with the same packHalf2x16: the same bits), half the
+// bytes to load and nothing to convert. Only for F16 weights, and only where the device
 // has the extension with subgroups of 32 (vk.h's has_coopmat_nv): ops.c
 // picks this or the tiled path per device by a timed trial.
 //
@@ -109,6 +111,7 @@ layout(push_constant) uniform P {
 #include "epilogue.glsl"
 const uint F_VEC = 64; // a, lda, w and ldw allow 16-byte loads (ops.c)
 const uint F_SPLIT = 32768;
+const uint F_AHALF = 65536; // A as halves (ops.h's TD_VKO_AHALF)
 // probes for vulkan-bench (ops.h's td_vko_cm_probe; results then wrong):
 // every step's loads from K offset 0 (the same few cache lines), no
 // products, no loads after the first step
@@ -131,19 +134,46 @@ shared uvec4 Ws[2 * SW];
 
 uint kEnd; // the end of this workgroup's K range: p.K, or its split's
 
-// A[m][k .. k+3] (zeros past M and K)
-vec4 load_a(uint m, uint k)
+// A[m][k .. k+3] (zeros past M and K) as raw bits: four floats' bits, or
+// with F_AHALF (A stored as halves by its producer) four halves in .xy.
+// Bits, not values, so that one register type holds either and the
+// floats are still rounded to halves only when staged (a step later,
+// where their loads have had the products' time to land).
+uvec4 load_a(uint m, uint k)
 {
     if (m >= p.M || k >= kEnd)
-        return vec4(0.0);
+        return uvec4(0);
     uint i = m * p.lda + k;
+    if ((p.flags & F_AHALF) != 0) {
+        if ((p.flags & F_VEC) != 0 && k + 3 < kEnd)
+            return uvec4(U32x2(p.a).v[i >> 2], 0u, 0u);
+        uvec2 r = uvec2(0);
+        [[unroll]] for (uint j = 0; j < 4; j++)
+            if (k + j < kEnd) {
+                uint w = U32(p.a).v[(i + j) >> 1];
+                uint h = ((i + j) & 1u) != 0 ? w >> 16 : w & 0xffffu;
+                if (j < 2)
+                    r.x |= h << (16 * j);
+                else
+                    r.y |= h << (16 * (j - 2));
+            }
+        return uvec4(r, 0u, 0u);
+    }
     if ((p.flags & F_VEC) != 0 && k + 3 < kEnd)
-        return F32x4(p.a).v[i >> 2];
+        return floatBitsToUint(F32x4(p.a).v[i >> 2]);
     vec4 r = vec4(0.0);
     [[unroll]] for (uint j = 0; j < 4; j++)
         if (k + j < kEnd)
             r[j] = p.a.v[i + j];
-    return r;
+    return floatBitsToUint(r);
+}
+
+// A's four elements as staged: halves in pairs
+uvec2 a_halves(uvec4 r)
+{
+    if ((p.flags & F_AHALF) != 0)
+        return r.xy;
+    return uvec2(packHalf2x16(uintBitsToFloat(r.xy)), packHalf2x16(uintBitsToFloat(r.zw)));
 }
 
 // W[n][k .. k+7] as 4 words of halves in pairs (zeros past N and K)
@@ -183,7 +213,7 @@ void main()
 
     // thread tid loads A rows (tid + NT i) / PA, columns 4 ((tid + NT i) % PA),
     // and W rows (tid + NT i) / PW, columns 8 ((tid + NT i) % PW)
-    vec4 ra[NA];
+    uvec4 ra[NA];
     uvec4 rw[NW];
     [[unroll]] for (uint i = 0; i < NA; i++) {
         uint idx = tid + NT * i;
@@ -195,7 +225,7 @@ void main()
     }
     [[unroll]] for (uint i = 0; i < NA; i++) {
         uint idx = tid + NT * i;
-        As[(idx / PA) * LA + idx % PA] = uvec2(packHalf2x16(ra[i].xy), packHalf2x16(ra[i].zw));
+        As[(idx / PA) * LA + idx % PA] = a_halves(ra[i]);
     }
     [[unroll]] for (uint i = 0; i < NW; i++) {
         uint idx = tid + NT * i;
@@ -215,8 +245,7 @@ void main()
 #define STORE_STEP(RA, RW, ST)                                                           \
     [[unroll]] for (uint i = 0; i < NA; i++) {                                           \
         uint idx = tid + NT * i;                                                         \
-        As[(ST) * SA + (idx / PA) * LA + idx % PA] =                                     \
-            uvec2(packHalf2x16(RA[i].xy), packHalf2x16(RA[i].zw));                       \
+        As[(ST) * SA + (idx / PA) * LA + idx % PA] = a_halves(RA[i]);                    \
     }                                                                                    \
     [[unroll]] for (uint i = 0; i < NW; i++) {                                           \
         uint idx = tid + NT * i;                                                         \
@@ -242,7 +271,7 @@ void main()
     // other stage, a barrier
     bool same = (p.flags & F_PSAME) != 0, noload = (p.flags & F_PNOLOAD) != 0;
     bool nomma = (p.flags & F_PNOMMA) != 0;
-    vec4 ra2[NA];
+    uvec4 ra2[NA];
     uvec4 rw2[NW];
     LOAD_STEP(ra2, rw2, same ? kb : kb + BK)
     for (uint k0 = kb; k0 < kEnd; k0 += 2 * BK) {
@@ -304,7 +333,7 @@ void main()
             [[unroll]] for (uint i = 0; i < NA; i++) {
                 uint idx = tid + NT * i;
                 As[na + (idx / PA) * LA + idx % PA] =
-                    uvec2(packHalf2x16(ra[i].xy), packHalf2x16(ra[i].zw));
+                    a_halves(ra[i]);
             }
             [[unroll]] for (uint i = 0; i < NW; i++) {
                 uint idx = tid + NT * i;
