@@ -837,6 +837,81 @@ static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int 
     free(got);
 }
 
+/* TD_VKO_AHALF's promise: on path (one of matmul_cm.comp's), the product
+ * with A handed over as halves is bitwise the product of the same values
+ * as floats (the kernel rounds float A to halves as it stages it), split
+ * along K too. */
+static void ahalf_same_bits(int m, int n, int k, unsigned flags, int path, int split)
+{
+    int lda = k + 2, ldw = (k + 7) / 8 * 8, ldc = n + 3;
+    uint16_t *ah = malloc((size_t)m * lda * sizeof *ah), *wh = malloc((size_t)n * ldw * 2);
+    float *af = malloc((size_t)m * lda * sizeof *af), *bias = malloc((size_t)n * 4);
+    float *c0 = malloc((size_t)m * ldc * sizeof *c0);
+    assert_true(ah && wh && af && bias && c0);
+    for (size_t i = 0; i < (size_t)m * lda; i++) {
+        ah[i] = td_wk_f32_to_f16(frand() * 3);
+        af[i] = td_wk_f16_to_f32(ah[i]);
+    }
+    for (size_t i = 0; i < (size_t)n * ldw; i++)
+        wh[i] = td_wk_f32_to_f16(frand() * 0.5f);
+    for (int i = 0; i < n; i++)
+        bias[i] = frand();
+    for (size_t i = 0; i < (size_t)m * ldc; i++)
+        c0[i] = frand();
+    td_vk_buf bah = dbuf(ah, (size_t)m * lda * 2), baf = dbuf(af, (size_t)m * lda * 4),
+              bw = dbuf(wh, (size_t)n * ldw * 2), bb = dbuf(bias, (size_t)n * 4);
+    outbuf o1 = obuf((size_t)m * ldc, c0), o2 = obuf((size_t)m * ldc, c0), os = {0};
+    td_error err = {0};
+    if (td_vko_set_path(ops, (enum td_vko_path)path, &err))
+        fail_msg("%s", err.msg);
+    int sp_was = 0;
+    if (split) {
+        size_t sfl = (size_t)split * m * ((n + 3) & ~3);
+        os = obuf(sfl, NULL);
+        td_vko_set_split(ops, oaddr(&os), sfl);
+        sp_was = td_vko_set_split_parts(ops, split);
+    }
+    td_vko_lin l = {.m = m, .n = n, .k = k, .a = bah.addr, .lda = lda, .w = bw.addr,
+                    .w_f16 = 1, .ldw = ldw, .bias = bb.addr, .c = oaddr(&o1), .ldc = ldc,
+                    .flags = flags | TD_VKO_AHALF};
+    begin_ok();
+    td_vko_linear_x(ops, &l);
+    submit_ok();
+    l.a = baf.addr;
+    l.c = oaddr(&o2);
+    l.flags = flags;
+    begin_ok();
+    td_vko_linear_x(ops, &l);
+    submit_ok();
+    if (split) {
+        td_vko_set_split(ops, 0, 0);
+        td_vko_set_split_parts(ops, sp_was);
+        td_vk_buf_destroy(vk, &os.b);
+    }
+    if (td_vko_set_path(ops, TD_VKO_TILED, &err))
+        fail_msg("%s", err.msg);
+    float *g1 = oread(&o1, m, n, ldc), *g2 = oread(&o2, m, n, ldc);
+    for (int r = 0; r < m; r++)
+        for (int c = 0; c < n; c++)
+            if (memcmp(&g1[(size_t)r * ldc + c], &g2[(size_t)r * ldc + c], 4) != 0)
+                fail_msg("%s %dx%dx%d flags %u split %d: A as halves [%d][%d] %.9g, as floats "
+                         "%.9g", td_vko_path_name((enum td_vko_path)path), m, n, k, flags, split,
+                         r, c, (double)g1[(size_t)r * ldc + c], (double)g2[(size_t)r * ldc + c]);
+    free(g1);
+    free(g2);
+    td_vk_buf_destroy(vk, &o1.b);
+    td_vk_buf_destroy(vk, &o2.b);
+    td_vk_buf_destroy(vk, &bah);
+    td_vk_buf_destroy(vk, &baf);
+    td_vk_buf_destroy(vk, &bw);
+    td_vk_buf_destroy(vk, &bb);
+    free(ah);
+    free(wh);
+    free(af);
+    free(bias);
+    free(c0);
+}
+
 /* Column blocks to outputs of their own, as floats and as halves, on the
  * tiled path and every cooperative-matrix path the device has: block
  * widths that are no multiple of a tile (10, 34, 66) and one that is
@@ -981,6 +1056,7 @@ static void test_linear_coopmat(void **state)
             continue;
         }
         td_vko_set_cm_big_min(ops, big_min[t]);
+        int ahalf_ok = td_vko_a_half_ok(ops); /* matmul_cm.comp's paths */
         /* dir_shapes: 16-byte loads with K tails, for the 64 x 64 tiles too */
         int direct = p == TD_VKO_CMDIRECT || p == TD_VKO_CMDIRECT64 || p >= TD_VKO_CM64X64;
         for (lin_aligned = 0; lin_aligned <= 1 && direct; lin_aligned++)
@@ -1004,7 +1080,10 @@ static void test_linear_coopmat(void **state)
         linear_case(100, 100, 100, 0, B, 0, p);        /* F32 weights stay tiled */
         split_cases(p);
         /* A as halves (the encoder's LayerNorm and GELU outputs): odd and
-         * aligned strides, K tails, the medium encoder's MLP shapes, split */
+         * aligned strides, K tails, the medium encoder's MLP shapes, split;
+         * and bitwise the product of the same values as floats */
+        if (!ahalf_ok)
+            continue;
         lin_ahalf = 1;
         for (lin_aligned = 0; lin_aligned <= 1; lin_aligned++)
             for (size_t s = 0; s < sizeof lin_shapes / sizeof lin_shapes[0]; s++) {
@@ -1021,6 +1100,10 @@ static void test_linear_coopmat(void **state)
         linear_case(130, 70, 4100, 1, B | G | A, 0, p);
         lin_split = 0;
         lin_ahalf = 0;
+        ahalf_same_bits(1500, 1024, 1024, B | C, p, 0);
+        ahalf_same_bits(300, 4096, 100, B | G, p, 0);
+        ahalf_same_bits(130, 70, 4100, B | C, p, 3);
+        ahalf_same_bits(17, 33, 66, B, p, 0);
     }
     td_vko_set_cm_big_min(ops, TD_VKO_CM_BIG_MIN);
 }
@@ -1190,6 +1273,22 @@ static void test_layernorm_half(void **state)
                     fail_msg("layernorm half n %d [%d][%d]: %.7g, want %.7g", n, r, i, got, ref);
             }
         }
+        /* the float LayerNorm's values rounded to halves (round to
+         * nearest even, as packHalf2x16 on the cards here): the same */
+        outbuf of = obuf((size_t)rows * ldy, NULL);
+        begin_ok();
+        td_vko_layernorm(ops, rows, n, bx.addr, ldx, bw.addr, bb.addr, oaddr(&of), ldy, 0);
+        submit_ok();
+        float *yf = oread(&of, rows, n, ldy);
+        for (int r = 0; r < rows; r++)
+            for (int i = 0; i < n; i++) {
+                uint16_t want = td_wk_f32_to_f16(yf[(size_t)r * ldy + i]);
+                if (y[GUARD + (size_t)r * ldy + i] != want)
+                    fail_msg("layernorm half n %d [%d][%d]: 0x%04x, the float's half 0x%04x", n,
+                             r, i, y[GUARD + (size_t)r * ldy + i], want);
+            }
+        free(yf);
+        td_vk_buf_destroy(vk, &of.b);
         for (size_t i = 0; i < ny; i++) {
             size_t e = i - GUARD;
             int inside = i >= GUARD && e < (size_t)rows * ldy && (int)(e % (size_t)ldy) < n;

@@ -621,6 +621,11 @@ int td_vko_cm_probe(td_vko *o, enum td_vko_path path, int m, int n, int k, unsig
     int rc = td_vko_set_path(o, path, err);
     if (rc)
         return rc;
+    if ((probes & TD_VKO_AHALF) && !td_vko_a_half_ok(o)) {
+        o->path = was;
+        return td_error_set(err, TD_EINVAL, "vulkan: %s takes no A as halves",
+                            td_vko_path_name(path));
+    }
     /* the contents do not matter to the time: left as allocated */
     td_vk_buf a = {0}, w = {0}, c = {0};
     if ((rc = td_vk_buf_create(o->vk, (uint64_t)m * k * 4, TD_VK_MEM_DEVICE, &a, err)) ||
@@ -708,7 +713,6 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
             linear_split(o, &p, o->matmul_cm[scfg], cdiv(n, 128), cdiv(m, sbm), parts, ks);
             return;
         }
-        /* matmul_cmd.comp reads A as floats: A as halves takes matmul_cm.comp */
         if ((o->path == TD_VKO_CMDIRECT || o->path == TD_VKO_CMDIRECT64) && vec && !ahalf &&
             l->k % 16 == 0 && l->n % 16 == 0) {
             int wide = o->path == TD_VKO_CMDIRECT;
@@ -765,7 +769,11 @@ void td_vko_layernorm_half(td_vko *o, int rows, int n, uint64_t x, int ldx, uint
 
 int td_vko_a_half_ok(const td_vko *o)
 {
-    return o->path != TD_VKO_TILED && o->matmul_cm[0] != NULL;
+    /* matmul_cm.comp's paths; the direct-load ones read A as floats, and
+     * moving their products to matmul_cm.comp would run a kernel that
+     * lost their trial (and change their bits) */
+    return o->path != TD_VKO_TILED && o->path != TD_VKO_CMDIRECT &&
+           o->path != TD_VKO_CMDIRECT64 && o->matmul_cm[0] != NULL;
 }
 
 void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k, uint64_t v,

@@ -8,7 +8,7 @@
  * backend, or a test) has not already bounded.
  *
  * Products: W is [n][k] (ldw) as halves (ldw even) or floats; A and C are
- * floats. Few rows (at most TD_VKO_MATVEC_ROWS) take the matrix-vector
+ * floats, or halves where TD_VKO_AHALF and TD_VKO_HALF say so. Few rows (at most TD_VKO_MATVEC_ROWS) take the matrix-vector
  * shader, which reads each weight once per 8 rows; more take the tiled
  * one (64 x 64 tiles; a 128 x 128 variant with 8 x 8 outputs per thread
  * ran 7x slower on the H100, its accumulators in local memory), or, with
@@ -60,8 +60,9 @@ enum {
     TD_VKO_AHALF = 65536, /* A as halves (lda in halves, a 4-byte aligned), as its producer
                            * wrote them (td_vko_layernorm_half, TD_VKO_HALF): half the
                            * bytes a product loads. Only where td_vko_a_half_ok() and the
-                           * weights are F16 (the matrix engines round A to halves anyway,
-                           * so the result is the same); no TD_VKO_LN or TD_VKO_QKV */
+                           * weights are F16: matmul_cm.comp rounds float A to halves
+                           * as it stages it, with the same rounding, so the result is
+                           * bitwise that of float A; no TD_VKO_LN or TD_VKO_QKV */
 };
 /* TD_VKO_COLS and TD_VKO_HALF are taken by the tiled and the
  * cooperative-matrix kernels only: td_vko_linear_x sends such products
@@ -266,8 +267,9 @@ void td_vko_layernorm(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t 
  * idx: the A of products with TD_VKO_AHALF. */
 void td_vko_layernorm_half(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t w,
                            uint64_t b, uint64_t y, int ldy);
-/* Whether products may take TD_VKO_AHALF: a cooperative-matrix path is in
- * use (with F16 weights its kernels round A to halves as they stage it). */
+/* Whether products may take TD_VKO_AHALF: a path of matmul_cm.comp is in
+ * use (with F16 weights it rounds A to halves as it stages it); not the
+ * tiled path, not the direct-load ones (they read A as floats). */
 int td_vko_a_half_ok(const td_vko *o);
 
 /* Encoder self-attention over n rows (ld floats apart), n_head heads of

@@ -77,7 +77,8 @@
  * windows a call). Measured on an H100 (bench/RESULTS.md, 2026-12-06,
  * night): medium 23.5 ms a window alone, 21.3 in twos, 20.2 in fours,
  * 19.6 in eights; base 3.6 -> 2.7, small 10.0 -> 7.6. The group's room is
- * in memory_need (about 75 MiB a window for medium, 93 for large-v3). */
+ * in memory_need (the encoder's activations: about 71 MiB a window for
+ * medium, 89 for large-v3). */
 #define ENC_BATCH_MAX 4
 #define ENC_BATCH_FORCE_MAX 8
 
@@ -970,7 +971,8 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
              * from LayerNorm and the MLP's GELU as halves (TD_VKO_AHALF:
              * half the bytes loaded, the same results: those kernels
              * round A to halves anyway) */
-            int ah = b->enc_a_half && L->q.f16 && L->mlp0.f16 && L->mlp2.f16;
+            int ah = b->enc_a_half && td_vko_a_half_ok(o) && L->q.f16 && L->mlp0.f16 &&
+                     L->mlp2.f16;
             unsigned af = ah ? TD_VKO_AHALF : 0;
             if (ah)
                 td_vko_layernorm_half(o, rows, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na);
