@@ -702,16 +702,17 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         else if (c16 && strcmp(c16, "1") == 0)
             b->cross16 = 1;
     }
-    /* The encoder's LayerNorm and MLP hand their products A as halves
-     * where those products are on the matrix engines (which round A to
-     * halves as they stage it: the same results, half the bytes loaded);
-     * TD_VULKAN_AHALF=0 turns it off (benchmarks) */
-    b->enc_a_half = m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32 &&
-                    td_vko_a_half_ok(b->ops);
+    /* The encoder's LayerNorm and MLP can hand their products A as halves
+     * where those products run on matmul_cm.comp (which rounds A to
+     * halves as it stages it: the same results, half the bytes loaded).
+     * Off until it has run on a card (its kernels need the matrix engines,
+     * which lavapipe lacks): TD_VULKAN_AHALF=1 turns it on. */
+    b->enc_a_half = 0;
     {
         const char *ah = getenv("TD_VULKAN_AHALF");
-        if (ah && strcmp(ah, "0") == 0)
-            b->enc_a_half = 0;
+        if (ah && strcmp(ah, "1") == 0)
+            b->enc_a_half = m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32 &&
+                            td_vko_a_half_ok(b->ops);
     }
     {
         size_t nl = strlen(b->path_note);
