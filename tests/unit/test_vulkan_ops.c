@@ -1171,6 +1171,21 @@ static void test_replay(void **state)
 
 /* ---------------------------------------------------------- layernorm */
 
+/* LayerNorm of x's n values (eps 1e-5) in doubles, the CPU backend's
+ * two passes: the references of test_layernorm and test_layernorm_half */
+static void ln_ref(const float *x, int n, const float *w, const float *b, double *out)
+{
+    double mean = 0, var = 0;
+    for (int i = 0; i < n; i++)
+        mean += x[i];
+    mean /= n;
+    for (int i = 0; i < n; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    var /= n;
+    for (int i = 0; i < n; i++)
+        out[i] = (x[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
+}
+
 static void test_layernorm(void **state)
 {
     (void)state;
@@ -1189,18 +1204,8 @@ static void test_layernorm(void **state)
             b[i] = frand();
         }
         int idx[3] = {4, 0, 2}; /* gathered rows */
-        for (int r = 0; r < 3; r++) {
-            const float *xr = x + (size_t)idx[r] * ldx;
-            double mean = 0, var = 0;
-            for (int i = 0; i < n; i++)
-                mean += xr[i];
-            mean /= n;
-            for (int i = 0; i < n; i++)
-                var += (xr[i] - mean) * (xr[i] - mean);
-            var /= n;
-            for (int i = 0; i < n; i++)
-                ref[(size_t)r * n + i] = (xr[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
-        }
+        for (int r = 0; r < 3; r++)
+            ln_ref(x + (size_t)idx[r] * ldx, n, w, b, ref + (size_t)r * n);
         td_vk_buf bx = dbuf(x, (size_t)rows * ldx * 4), bw = dbuf(w, (size_t)n * 4),
                   bb = dbuf(b, (size_t)n * 4), bi = dbuf(idx, sizeof idx);
         outbuf oy = obuf((size_t)3 * ldy, NULL);
@@ -1256,23 +1261,19 @@ static void test_layernorm_half(void **state)
         td_error err = {0};
         if (td_vk_download(vk, &by, 0, y, ny * 2, &err))
             fail_msg("%s", err.msg);
+        double *ref = malloc((size_t)n * sizeof *ref);
+        assert_non_null(ref);
         for (int r = 0; r < rows; r++) {
-            const float *xr = x + (size_t)r * ldx;
-            double mean = 0, var = 0;
-            for (int i = 0; i < n; i++)
-                mean += xr[i];
-            mean /= n;
-            for (int i = 0; i < n; i++)
-                var += (xr[i] - mean) * (xr[i] - mean);
-            var /= n;
+            ln_ref(x + (size_t)r * ldx, n, w, b, ref);
             for (int i = 0; i < n; i++) {
-                double ref = (xr[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
                 double got = td_wk_f16_to_f32(y[GUARD + (size_t)r * ldy + i]);
                 /* a half's rounding: 2^-11 relative, 2^-25 near zero */
-                if (fabs(got - ref) > fabs(ref) * 4.9e-4 + 3e-8 + 1e-6 * fabs(ref))
-                    fail_msg("layernorm half n %d [%d][%d]: %.7g, want %.7g", n, r, i, got, ref);
+                if (fabs(got - ref[i]) > fabs(ref[i]) * 4.9e-4 + 3e-8 + 1e-6 * fabs(ref[i]))
+                    fail_msg("layernorm half n %d [%d][%d]: %.7g, want %.7g", n, r, i, got,
+                             ref[i]);
             }
         }
+        free(ref);
         /* the float LayerNorm's values rounded to halves (round to
          * nearest even, as packHalf2x16 on the cards here): the same */
         outbuf of = obuf((size_t)rows * ldy, NULL);
