@@ -663,8 +663,8 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
            !(l->flags & (TD_VKO_LN | TD_VKO_QKV)));
     assert(!(l->flags & TD_VKO_HALF) || !(l->flags & TD_VKO_ACC));
     assert(!(l->flags & TD_VKO_COLS) || (l->split > 0 && l->n % l->split == 0));
-    assert(!(l->flags & TD_VKO_AHALF) ||
-           (td_vko_a_half_ok(o) && l->w_f16 && l->a % 4 == 0 && !(l->flags & (TD_VKO_LN | TD_VKO_QKV))));
+    assert(!(l->flags & TD_VKO_AHALF) || (td_vko_a_half_ok(o) && l->w_f16 && l->a % 4 == 0 &&
+                                          !(l->flags & (TD_VKO_LN | TD_VKO_QKV))));
     lin_push p = {l->a,    l->w,   l->bias, l->add, l->c, l->ln_w, l->ln_b, l->rowidx,
                   (uint32_t)l->m,  (uint32_t)l->n,  (uint32_t)l->k,  (uint32_t)l->lda,
                   (uint32_t)l->ldw, (uint32_t)l->ldc, (uint32_t)l->ldadd, l->flags,

@@ -5,9 +5,10 @@
 // staged (the weights are halves already), products of 16 x 16 x 16
 // accumulate in floats. With F_AHALF, A is halves already (its producer
 // rounded them, with the same packHalf2x16: the same bits), half the
-// bytes to load and nothing to convert. Only for F16 weights, and only where the device
-// has the extension with subgroups of 32 (vk.h's has_coopmat_nv): ops.c
-// picks this or the tiled path per device by a timed trial.
+// bytes to load and nothing to convert. Only for F16 weights, and only
+// where the device has the extension with subgroups of 32 (vk.h's
+// has_coopmat_nv): ops.c picks this or the tiled path per device by a
+// timed trial.
 //
 // One compilation per tile shape (CM_CFG, below): a workgroup of SGM x
 // SGN subgroups of 32 takes a BM x BN tile of C, each subgroup a
