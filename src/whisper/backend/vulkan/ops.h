@@ -10,8 +10,9 @@
  * Products: W is [n][k] (ldw) as halves (ldw even) or floats; A and C are
  * floats, or halves where TD_VKO_AHALF and TD_VKO_HALF say so. Few rows
  * (at most TD_VKO_MATVEC_ROWS) take the matrix-vector shader, which
- * reads each weight once per 8 rows; more take the tiled one (64 x 64 tiles; a 128 x 128 variant with 8 x 8 outputs per thread
- * ran 7x slower on the H100, its accumulators in local memory), or, with
+ * reads each weight once per 8 rows; more take the tiled one (64 x 64
+ * tiles; a 128 x 128 variant with 8 x 8 outputs per thread ran 7x slower
+ * on the H100, its accumulators in local memory), or, with
  * F16 weights on a device with GL_NV_cooperative_matrix, the matrix-engine
  * shader (matmul_cm.comp: A rounded to halves, so about 2e-4 normalized
  * error on the H100 where the tiled path has 1e-6), in tiles of 128 x 128
