@@ -7,7 +7,8 @@
  *                [--windows N] [--batch LIST] [--tokens N] [--runs N]
  *                [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|
  *                        cm64x64|cm64x64k64|cm64x64s2|auto]
- *                [--step logits|host|sample] [--profile] [--header] [--peak]
+ *                [--step logits|host|sample] [--profile] [--stats] [--header]
+ *                [--peak] [--probe]
  *
  * Generates an F16 model (td_wmk_write, seed 1) unless --model names one,
  * opens the backend on TD_VULKAN_DEVICE (or the first device) and
@@ -32,6 +33,9 @@
  * With --profile, each figure is followed by the time per shader from
  * timestamp queries around every dispatch (these serialize the dispatches
  * a little; the wall-clock figures are taken without them).
+ * With --stats (and --profile), each profiled shader's statistics as the
+ * driver reports them (VK_KHR_pipeline_executable_properties: on NVIDIA
+ * registers, shared memory, spills), where the device has the extension.
  * With --peak, first the matrix engines' rate through the cooperative-
  * matrix extension (ops.h's td_vko_cm_peak: fragments in registers,
  * reloaded from shared memory each step, and the variants that change
@@ -95,6 +99,9 @@ static void print_profile(td_wbackend *b, const char *what, double per)
     for (int i = 0; i < n; i++)
         printf(" %s %.3f (%ld)", pr[i].name, pr[i].ms / per, (long)(pr[i].count / per));
     printf("\n");
+    for (int i = 0; i < n; i++) /* with --stats: the driver's figures for each */
+        if (pr[i].stats && pr[i].stats[0])
+            printf("    %s: %s\n", pr[i].name, pr[i].stats);
 }
 
 static void die(const char *what, const td_error *err)
@@ -125,6 +132,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--header") == 0) {
             header = 1;
+            continue;
+        }
+        if (strcmp(a, "--stats") == 0) {
+            td_vk_capture_stats(1);
             continue;
         }
         if (i + 1 >= argc)
@@ -431,7 +442,7 @@ usage:
                     "                    [--tokens N] [--runs N]\n"
                     "                    [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|cm64x64|\n"
                     "                            cm64x64k64|cm64x64s2|auto]\n"
-                    "                    [--step logits|host|sample] [--profile] [--header] [--peak]\n"
+                    "                    [--step logits|host|sample] [--profile] [--stats] [--header] [--peak]\n"
                     "                    [--probe]\n");
     return 2;
 }

@@ -18,6 +18,7 @@
 #define MAX_QUERIES 8192
 #define MAX_PROF 64
 #define MAX_KEPT 16
+#define STATS_CHARS 320 /* a pipeline's statistics as text */
 #define WAIT_NS (120ull * 1000 * 1000 * 1000) /* a step that takes 2 minutes is a hung device */
 /* ... unless the device is the CPU (lavapipe), whose speed is the host's
  * share of its cores: tiny.en's encoder took 40 s on a quiet 2-core VM and
@@ -33,6 +34,13 @@ static _Atomic long g_fail_at; /* allocations until the failing one; 0 = none */
 static _Atomic long g_fail_submit; /* submissions until the failing one; 0 = none (set from a
                                     * signal handler by a test: lock-free, so signal-safe) */
 static _Atomic long g_live;
+
+static _Atomic int g_capture_stats; /* td_vk_capture_stats */
+
+void td_vk_capture_stats(int on)
+{
+    g_capture_stats = on;
+}
 
 void td_vk_fail_alloc(long n)
 {
@@ -385,6 +393,7 @@ int td_vk_instance_refs(void)
 typedef struct pdev_facts {
     td_vk_info info;
     int has_pci_ext, has_budget_ext;
+    int has_exec_props;    /* VK_KHR_pipeline_executable_properties (td_vk_capture_stats) */
     int nv_coopmat;        /* VK_NV_cooperative_matrix usable: enable it and its features */
     int queue_family;      /* a compute queue family, -1 none */
     uint32_t ts_bits;      /* timestamp valid bits of that family */
@@ -428,6 +437,7 @@ static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
     f->has_pci_ext = has_ext(ext, n_ext, VK_EXT_PCI_BUS_INFO_EXTENSION_NAME);
     f->has_budget_ext = has_ext(ext, n_ext, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
     in->has_coopmat = has_ext(ext, n_ext, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    f->has_exec_props = has_ext(ext, n_ext, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
     int nv_ext = has_ext(ext, n_ext, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
     int sm_ext = has_ext(ext, n_ext, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME);
     int amd_core_ext = has_ext(ext, n_ext, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME);
@@ -668,6 +678,7 @@ struct td_vk_pipe {
     uint32_t push_bytes;
     char name[32];
     int prof;              /* index in the profile table, -1 none yet */
+    char stats[STATS_CHARS]; /* the driver's statistics (td_vk_capture_stats), else "" */
 };
 
 struct td_vk {
@@ -701,6 +712,10 @@ struct td_vk {
     int query_pipe[MAX_QUERIES / 2];
     td_vk_prof prof[MAX_PROF];
     int n_prof;
+    /* the driver's pipeline statistics, where td_vk_capture_stats asked
+     * for them at open and the device has the extension */
+    PFN_vkGetPipelineExecutablePropertiesKHR get_exec_props;
+    PFN_vkGetPipelineExecutableStatisticsKHR get_exec_stats;
 };
 
 const td_vk_info *td_vk_device_info(const td_vk *vk)
@@ -837,7 +852,10 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
                                             .bufferDeviceAddress = VK_TRUE};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f12};
-    const char *exts[3];
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR fexe = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pipelineExecutableInfo = VK_TRUE};
+    const char *exts[4];
     uint32_t n_exts = 0;
     if (vk->facts.has_budget_ext)
         exts[n_exts++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
@@ -846,6 +864,12 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
         f12.shaderFloat16 = VK_TRUE;
         f12.vulkanMemoryModel = VK_TRUE;
         f12.pNext = &fcm;
+    }
+    int want_stats = g_capture_stats && vk->facts.has_exec_props;
+    if (want_stats) { /* chained first: fcm may already follow f12 */
+        exts[n_exts++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+        fexe.pNext = f12.pNext;
+        f12.pNext = &fexe;
     }
     VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                               .pNext = &f2,
@@ -870,6 +894,12 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
     DEVICE_FNS(CHECK)
 #undef CHECK
     vk->f.vkGetDeviceQueue(vk->dev, (uint32_t)vk->facts.queue_family, 0, &vk->queue);
+    if (want_stats) { /* optional: without them pipelines just carry no statistics */
+        vk->get_exec_props = (PFN_vkGetPipelineExecutablePropertiesKHR)p_vkGetDeviceProcAddr(
+            vk->dev, "vkGetPipelineExecutablePropertiesKHR");
+        vk->get_exec_stats = (PFN_vkGetPipelineExecutableStatisticsKHR)p_vkGetDeviceProcAddr(
+            vk->dev, "vkGetPipelineExecutableStatisticsKHR");
+    }
 
     VkCommandPoolCreateInfo pci = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                    .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
@@ -1200,7 +1230,7 @@ static int prof_index(td_vk *vk, td_vk_pipe *p)
             return p->prof = i;
     if (vk->n_prof >= MAX_PROF)
         return -1;
-    vk->prof[vk->n_prof] = (td_vk_prof){p->name, 0, 0};
+    vk->prof[vk->n_prof] = (td_vk_prof){p->name, 0, 0, p->stats};
     return p->prof = vk->n_prof++;
 }
 
@@ -1412,6 +1442,48 @@ int td_vk_fill0(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n, td_er
 /* ------------------------------------------------------------------ */
 /* Pipelines                                                            */
 
+/* p->stats = the driver's statistics of p's first executable as
+ * "name value, ..." (registers, shared memory, spills: whatever the
+ * driver reports); left "" where the driver answers nothing. */
+static void stats_read(td_vk *vk, td_vk_pipe *p)
+{
+    VkPipelineExecutableInfoKHR ei = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
+                                      .pipeline = p->pipe,
+                                      .executableIndex = 0};
+    VkPipelineExecutableStatisticKHR st[16];
+    uint32_t n = 16;
+    for (uint32_t i = 0; i < n; i++)
+        st[i] = (VkPipelineExecutableStatisticKHR){
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+    VkResult r = vk->get_exec_stats(vk->dev, &ei, &n, st);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE)
+        return;
+    size_t o = 0;
+    for (uint32_t i = 0; i < n && o < sizeof p->stats; i++) {
+        const char *sep = o ? ", " : "";
+        size_t room = sizeof p->stats - o;
+        int w;
+        switch (st[i].format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+            w = snprintf(p->stats + o, room, "%s%s %s", sep, st[i].name, st[i].value.b32 ? "yes" : "no");
+            break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+            w = snprintf(p->stats + o, room, "%s%s %lld", sep, st[i].name, (long long)st[i].value.i64);
+            break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+            w = snprintf(p->stats + o, room, "%s%s %llu", sep, st[i].name,
+                         (unsigned long long)st[i].value.u64);
+            break;
+        default:
+            w = snprintf(p->stats + o, room, "%s%s %g", sep, st[i].name, st[i].value.f64);
+            break;
+        }
+        if (w < 0)
+            break;
+        o += (size_t)w;
+    }
+}
+
 int td_vk_pipe_create(td_vk *vk, const char *name, const uint32_t *spv, size_t n_words,
                       uint32_t push_bytes, const uint32_t *spec, int n_spec, td_vk_pipe **out,
                       td_error *err)
@@ -1464,12 +1536,17 @@ int td_vk_pipe_create(td_vk *vk, const char *name, const uint32_t *spv, size_t n
                   .pSpecializationInfo = n_spec ? &si : NULL},
         .layout = p->layout,
     };
+    int stats = vk->get_exec_props && vk->get_exec_stats;
+    if (stats)
+        cpi.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
     r = vk->f.vkCreateComputePipelines(vk->dev, VK_NULL_HANDLE, 1, &cpi, NULL, &p->pipe);
     if (r != VK_SUCCESS) {
         rc = td_error_set(err, vk_rc(r), "vulkan: pipeline %s: %s", name, vk_str(r));
         goto out_layout;
     }
     vk->f.vkDestroyShaderModule(vk->dev, sm, NULL);
+    if (stats)
+        stats_read(vk, p);
     g_live++;
     *out = p;
     return TD_OK;

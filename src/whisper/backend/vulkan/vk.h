@@ -166,10 +166,18 @@ typedef struct td_vk_prof {
     const char *name;
     double ms;
     long count;
+    const char *stats;     /* the pipeline's statistics (td_vk_capture_stats), "" none */
 } td_vk_prof;
 /* The totals per pipeline since the last reset, largest first; returns
  * the count written (at most max). */
 int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset);
+
+/* Devices opened from now on (on: 1) capture their pipelines' statistics
+ * where they have VK_KHR_pipeline_executable_properties: the driver's
+ * own figures (on NVIDIA registers, shared memory, spills), shown by
+ * vulkan-bench --stats beside the profile. Off by default: capturing may
+ * cost compile time. */
+void td_vk_capture_stats(int on);
 
 /* ------------------------------------------------------------- tests */
 
