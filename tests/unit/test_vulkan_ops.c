@@ -1335,8 +1335,12 @@ static void attn_ref(int d, int nk, const float *q, const float *k, const float 
 }
 
 /* coop: on the cooperative-matrix path (enc_attn_cm.comp where the head
- * width has it: q, k, v as halves) */
-static void enc_attn_case(int n, int n_head, int d, int coop)
+ * width has it: q, k, v rounded to halves), and there also with q, k, v
+ * given as halves (td_vko_enc_attn_half, the halves made on the device).
+ * ramp: key j scaled by 1 + 4 j / n, so that the scores' maxima keep
+ * growing block after block and enc_attn_cm.comp moves its reference (and
+ * rescales the sums and outputs so far) in blocks after the first. */
+static void enc_attn_case_r(int n, int n_head, int d, int coop, int ramp)
 {
     int ld = n_head * d;
     size_t sz = (size_t)n * ld;
@@ -1347,6 +1351,8 @@ static void enc_attn_case(int n, int n_head, int d, int coop)
         q[i] = frand() * 2;
         k[i] = frand() * 2;
         v[i] = frand();
+        if (ramp)
+            k[i] *= 1.0f + 4.0f * (float)(i / (size_t)ld) / (float)n;
     }
     for (int r = 0; r < n; r++)
         for (int h = 0; h < n_head; h++)
@@ -1370,6 +1376,22 @@ static void enc_attn_case(int n, int n_head, int d, int coop)
     begin_ok();
     td_vko_enc_attn(o, n, n_head, ld, bq.addr, bk.addr, bv.addr, oaddr(&oo));
     submit_ok();
+    float *got_half = NULL;
+    if (coop && td_vko_enc_attn_half_ok(o, ld, bq.addr, bk.addr, bv.addr)) {
+        /* sz is even where the kernel takes halves (ld a multiple of 4) */
+        td_vk_buf hq = dbuf(NULL, sz * 2), hk = dbuf(NULL, sz * 2), hv = dbuf(NULL, sz * 2);
+        outbuf oh = obuf(sz, NULL);
+        begin_ok();
+        td_vko_to_half(o, sz, bq.addr, hq.addr);
+        td_vko_to_half(o, sz, bk.addr, hk.addr);
+        td_vko_to_half(o, sz, bv.addr, hv.addr);
+        td_vko_enc_attn_half(o, n, n_head, ld, hq.addr, hk.addr, hv.addr, oaddr(&oh));
+        submit_ok();
+        got_half = oread(&oh, n, ld, ld);
+        td_vk_buf_destroy(vk, &hq);
+        td_vk_buf_destroy(vk, &hk);
+        td_vk_buf_destroy(vk, &hv);
+    }
     if (coop) {
         td_error err = {0};
         if (td_vko_set_path(o, TD_VKO_TILED, &err))
@@ -1378,14 +1400,21 @@ static void enc_attn_case(int n, int n_head, int d, int coop)
     td_vko_free(o64);
     float *got = oread(&oo, n, ld, ld);
     char what[64];
-    snprintf(what, sizeof what, "enc_attn n %d heads %d d %d%s", n, n_head, d,
-             coop ? " coopmat" : "");
-    /* halves for q, k, v: scores off by about 2^-11 of |q||k|, up to 8 here */
+    snprintf(what, sizeof what, "enc_attn n %d heads %d d %d%s%s", n, n_head, d,
+             coop ? " coopmat" : "", ramp ? " ramp" : "");
+    /* halves for q, k, v: scores off by about 2^-11 of |q||k|, up to 8
+     * here (40 with the ramp: its bound is wider) */
     if (coop && (d == 32 || d == 64))
-        compare(what, got, ref, n, ld, ld, 5e-3, 2e-2);
+        compare(what, got, ref, n, ld, ld, ramp ? 3e-2 : 5e-3, ramp ? 1.5e-1 : 2e-2);
     else
         compare(what, got, ref, n, ld, ld, 2e-6, 1e-5);
+    if (got_half) {
+        snprintf(what, sizeof what, "enc_attn n %d heads %d d %d coopmat, halves in%s", n,
+                 n_head, d, ramp ? " ramp" : "");
+        compare(what, got_half, ref, n, ld, ld, ramp ? 3e-2 : 5e-3, ramp ? 1.5e-1 : 2e-2);
+    }
     free(got);
+    free(got_half);
     td_vk_buf_destroy(vk, &bq);
     td_vk_buf_destroy(vk, &bk);
     td_vk_buf_destroy(vk, &bv);
@@ -1393,6 +1422,11 @@ static void enc_attn_case(int n, int n_head, int d, int coop)
     free(k);
     free(v);
     free(ref);
+}
+
+static void enc_attn_case(int n, int n_head, int d, int coop)
+{
+    enc_attn_case_r(n, n_head, d, coop, 0);
 }
 
 static void test_enc_attn(void **state)
@@ -1423,6 +1457,8 @@ static void test_enc_attn_coopmat(void **state)
     enc_attn_case(300, 4, 64, 1);
     enc_attn_case(70, 1, 128, 1);  /* no such width: enc_attn.comp */
     enc_attn_case(1500, 6, 64, 1); /* Whisper's */
+    enc_attn_case_r(1500, 2, 64, 1, 1);
+    enc_attn_case_r(300, 3, 32, 1, 1);
 }
 
 /* Decoder attention: rows with their own key offsets and counts, keys

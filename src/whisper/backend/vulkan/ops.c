@@ -83,6 +83,7 @@ typedef struct ea_push {
     uint64_t q, k, v, o;
     uint32_t n, ld;
     float scale;
+    uint32_t flags;        /* enc_attn_cm.comp's F_QKV_HALF */
 } ea_push;
 
 typedef struct da_push {
@@ -776,15 +777,31 @@ int td_vko_a_half_ok(const td_vko *o)
            o->path != TD_VKO_CMDIRECT64 && o->matmul_cm[0] != NULL;
 }
 
+static int enc_attn_cm_ok(const td_vko *o, int ld, uint64_t q, uint64_t k, uint64_t v)
+{
+    return o->path != TD_VKO_TILED && o->enc_attn_cm && ld % 4 == 0 && q % 16 == 0 &&
+           k % 16 == 0 && v % 16 == 0;
+}
+
 void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k, uint64_t v,
                      uint64_t out)
 {
-    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio)};
-    if (o->path != TD_VKO_TILED && o->enc_attn_cm && ld % 4 == 0 && q % 16 == 0 &&
-        k % 16 == 0 && v % 16 == 0)
-        td_vk_dispatch(o->vk, o->enc_attn_cm, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
-    else
-        td_vk_dispatch(o->vk, o->enc_attn, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
+    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 0};
+    td_vk_dispatch(o->vk, enc_attn_cm_ok(o, ld, q, k, v) ? o->enc_attn_cm : o->enc_attn, &p,
+                   cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
+}
+
+int td_vko_enc_attn_half_ok(const td_vko *o, int ld, uint64_t q, uint64_t k, uint64_t v)
+{
+    return enc_attn_cm_ok(o, ld, q, k, v);
+}
+
+void td_vko_enc_attn_half(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k,
+                          uint64_t v, uint64_t out)
+{
+    assert(enc_attn_cm_ok(o, ld, q, k, v));
+    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 1};
+    td_vk_dispatch(o->vk, o->enc_attn_cm, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
 }
 
 size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys)

@@ -975,6 +975,13 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
             int ah = b->enc_a_half && td_vko_a_half_ok(o) && L->q.f16 && L->mlp0.f16 &&
                      L->mlp2.f16;
             unsigned af = ah ? TD_VKO_AHALF : 0;
+            /* and q, k, v written as halves for the matrix-engine
+             * attention, which rounds them to halves anyway (window i's
+             * rows then start i C na halves on) */
+            int qh = ah;
+            for (int i = 0; i < nb && qh; i++)
+                qh = td_vko_enc_attn_half_ok(o, na, eq + i * act_w / 2, ek + i * act_w / 2,
+                                             ev + i * act_w / 2);
             if (ah)
                 td_vko_layernorm_half(o, rows, na, ex, na, L->attn_ln_w, L->attn_ln_b, eh, na);
             else
@@ -984,13 +991,18 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
             td_vko_linear_x(o, &(td_vko_lin){.m = rows, .n = 3 * na, .k = na, .a = eh,
                                              .lda = na, .w = L->q.a, .w_f16 = L->q.f16,
                                              .ldw = na, .bias = L->q_b, .c = eq, .ldc = na,
-                                             .flags = TD_VKO_BIAS | TD_VKO_COLS | af,
+                                             .flags = TD_VKO_BIAS | TD_VKO_COLS | af |
+                                                      (qh ? TD_VKO_HALF : 0),
                                              .split = na,
                                              .tab = b->tab.addr + (uint64_t)P->nlt * 2 * 8});
             /* attention within each window */
             for (int i = 0; i < nb; i++) {
-                td_vko_enc_attn(o, C, P->nha, na, eq + i * act_w, ek + i * act_w,
-                                ev + i * act_w, ea + i * act_w);
+                if (qh)
+                    td_vko_enc_attn_half(o, C, P->nha, na, eq + i * act_w / 2,
+                                         ek + i * act_w / 2, ev + i * act_w / 2, ea + i * act_w);
+                else
+                    td_vko_enc_attn(o, C, P->nha, na, eq + i * act_w, ek + i * act_w,
+                                    ev + i * act_w, ea + i * act_w);
                 td_vk_concurrent(b->vk, 1);
             }
             td_vk_concurrent(b->vk, 0);

@@ -1,7 +1,8 @@
 // enc_attn_cm.comp: enc_attn.comp's attention (same push constants, same
 // result) on the matrix engines through GL_NV_cooperative_matrix: q, k
-// and v rounded to halves, scores and outputs accumulated in floats. For
-// heads of 32 or 64 (one compilation each), ld a multiple of 4 and
+// and v as halves (rounded here from floats, or, with F_QKV_HALF, written
+// as halves by their product), scores and outputs accumulated in floats.
+// For heads of 32 or 64 (one compilation each), ld a multiple of 4 and
 // 16-byte aligned q, k, v (ops.c checks; enc_attn.comp takes the rest),
 // on devices with subgroups of 32 (vk.h's has_coopmat_nv).
 //
@@ -12,18 +13,27 @@
 // (halves, rows padded to D + 8; the next block's loads are in flight in
 // registers while the current one is used). Per block, a subgroup:
 // scores S (16 x 64) = Q K^T on the matrix engines into a float scratch;
-// its 32 lanes, two per row, take the running maximum and sum (online
-// softmax) and write P = exp2(S - max) as halves; then P V (16 x D) on
-// the matrix engines into the same scratch, which the lanes add into
-// their rows of the output (kept in registers, D / 2 floats a lane,
-// rescaled when the maximum grows). Keys past n score -inf and their
-// values are staged as zeros. No n x n matrix is stored.
+// its 32 lanes, two per row, take the block's row maxima and write P =
+// exp2(S - m) as halves, m the row's reference; then O += P V on the
+// matrix engines, O (16 x D) kept in accumulators across all blocks.
+//
+// The reference m is moved only when a block's maximum exceeds it by
+// more than RESCALE_LOG2 (lazy rescaling): P then stays below
+// 2^RESCALE_LOG2, far inside the halves' range, and O and the row's sum l
+// are rescaled by exp2(m_old - m_new) through the scratch (an
+// accumulator's elements cannot be scaled per row in place), which
+// happens in the first block and rarely after, instead of every block.
+// The softmax is the same function of the scores whatever the reference;
+// only the roundings move. At the end O / l goes out through the scratch.
+// Keys past n score -inf and their values are staged as zeros. No n x n
+// matrix is stored.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_KHR_shader_subgroup_vote : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -39,7 +49,11 @@ layout(push_constant) uniform P {
     F32 q; F32 k; F32 v; F32 o;
     uint n, ld;
     float scale;
+    uint flags;
 } p;
+
+const uint F_QKV_HALF = 1; // q, k and v are halves (ops.h's TD_VKO_ENC_ATT_HALF)
+const float RESCALE_LOG2 = 8.0;
 
 const uint BQ = 64, BKEY = 64;     // queries per workgroup, keys per block
 const uint LK = (D + 8) / 4;       // uvec2 (4 halves) per staged key or value row
@@ -56,11 +70,26 @@ shared float Ss[4 * 16 * LS];
 #define MAT16 fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define MAT32 fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 
-vec4 load_row4(F32 b, uint row, uint c, uint h0)
+// four elements of row (zeros past n) as two words of halves
+uvec2 load_row4(F32 b, uint row, uint c, uint h0)
 {
     if (row >= p.n)
-        return vec4(0.0);
-    return F32x4(b).v[(row * p.ld + h0 + c) >> 2];
+        return uvec2(0);
+    uint i = (row * p.ld + h0 + c) >> 2;
+    if ((p.flags & F_QKV_HALF) != 0)
+        return U32x2(b).v[i];
+    vec4 x = F32x4(b).v[i];
+    return uvec2(packHalf2x16(x.xy), packHalf2x16(x.zw));
+}
+
+float load_q(uint row, uint c)
+{
+    uint i = row * p.ld + c;
+    if ((p.flags & F_QKV_HALF) != 0) {
+        uint w = U32(p.q).v[i >> 1];
+        return unpackHalf2x16(w)[i & 1u];
+    }
+    return p.q.v[i];
 }
 
 void main()
@@ -78,7 +107,7 @@ void main()
     const float qs = p.scale * 1.4426950408889634;
     for (uint e = lane; e < 16 * D; e += 32) {
         uint rr = e / D, c = e % D;
-        float x = q0 + rr < p.n ? p.q.v[(q0 + rr) * p.ld + h0 + c] * qs : 0.0;
+        float x = q0 + rr < p.n ? load_q(q0 + rr, h0 + c) * qs : 0.0;
         Ps[ps + rr * LP + c] = float16_t(x);
     }
     subgroupMemoryBarrierShared();
@@ -88,12 +117,12 @@ void main()
         coopMatLoadNV(fq[d], Ps, ps + d * 16, LP, false);
     subgroupBarrier();
 
-    float o[D / 2];
-    [[unroll]] for (uint i = 0; i < D / 2; i++)
-        o[i] = 0.0;
-    float m = -1e30, l = 0.0;
+    MAT32 acc[ND];
+    [[unroll]] for (uint d = 0; d < ND; d++)
+        acc[d] = MAT32(0.0);
+    float m = -1e30, l = 0.0;  // this lane's row: the reference and the sum
 
-    vec4 rk[NKV], rv[NKV];
+    uvec2 rk[NKV], rv[NKV];
     [[unroll]] for (uint i = 0; i < NKV; i++) {
         uint idx = tid + 128 * i, j = idx / (D / 4), c = (idx % (D / 4)) * 4;
         rk[i] = load_row4(p.k, j, c, h0);
@@ -102,8 +131,8 @@ void main()
     for (uint j0 = 0; j0 < p.n; j0 += BKEY) {
         [[unroll]] for (uint i = 0; i < NKV; i++) {
             uint idx = tid + 128 * i, j = idx / (D / 4), c4 = idx % (D / 4);
-            Ks[j * LK + c4] = uvec2(packHalf2x16(rk[i].xy), packHalf2x16(rk[i].zw));
-            Vs[j * LK + c4] = uvec2(packHalf2x16(rv[i].xy), packHalf2x16(rv[i].zw));
+            Ks[j * LK + c4] = rk[i];
+            Vs[j * LK + c4] = rv[i];
         }
         barrier();
         uint j1 = j0 + BKEY;
@@ -127,7 +156,7 @@ void main()
         subgroupMemoryBarrierShared();
         subgroupBarrier();
 
-        // online softmax: two lanes a row, 32 columns each
+        // the block's row maxima: two lanes a row, 32 columns each
         float sv[BKEY / 2];
         float bm = -1e30;
         [[unroll]] for (uint i = 0; i < BKEY / 2; i++) {
@@ -136,10 +165,29 @@ void main()
             bm = max(bm, sv[i]);
         }
         bm = max(bm, subgroupShuffleXor(bm, 1));
-        float mn = max(m, bm), corr = exp2(m - mn), bs = 0.0;
-        m = mn;
+        bool move = bm > m + RESCALE_LOG2;
+        float corr = move ? exp2(m - bm) : 1.0;
+        if (move)
+            m = bm;
+        // O's rows times corr, through the scratch (its scores are in sv
+        // now), where a row with a sum moved: the first block moves every
+        // row, but O and l are zeros then
+        if (subgroupAny(move && l > 0.0)) {
+            subgroupBarrier();
+            [[unroll]] for (uint d = 0; d < ND; d++)
+                coopMatStoreNV(acc[d], Ss, ss + d * 16, LS, false);
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+            [[unroll]] for (uint i = 0; i < D / 2; i++)
+                Ss[ss + r * LS + half_ + 2 * i] *= corr;
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+            [[unroll]] for (uint d = 0; d < ND; d++)
+                coopMatLoadNV(acc[d], Ss, ss + d * 16, LS, false);
+        }
+        float bs = 0.0;
         [[unroll]] for (uint i = 0; i < BKEY / 2; i++) {
-            float e = exp2(sv[i] - mn);
+            float e = exp2(sv[i] - m);
             bs += e;
             Ps[ps + r * LP + half_ + 2 * i] = float16_t(e);
         }
@@ -148,10 +196,7 @@ void main()
         subgroupMemoryBarrierShared();
         subgroupBarrier();
 
-        // P V, 16 x D, into the scratch
-        MAT32 acc[ND];
-        [[unroll]] for (uint d = 0; d < ND; d++)
-            acc[d] = MAT32(0.0);
+        // O += P V, 16 x D
         [[unroll]] for (uint t = 0; t < BKEY / 16; t++) {
             MAT16 fp;
             coopMatLoadNV(fp, Ps, ps + t * 16, LP, false);
@@ -161,19 +206,18 @@ void main()
                 acc[d] = coopMatMulAddNV(fp, fv, acc[d]);
             }
         }
-        [[unroll]] for (uint d = 0; d < ND; d++)
-            coopMatStoreNV(acc[d], Ss, ss + d * 16, LS, false);
-        subgroupMemoryBarrierShared();
-        subgroupBarrier();
-        [[unroll]] for (uint i = 0; i < D / 2; i++)
-            o[i] = o[i] * corr + Ss[ss + r * LS + half_ + 2 * i];
         barrier(); // every subgroup done with Ks, Vs (and its scratch) before the next block
     }
 
+    // O / l, through the scratch
+    [[unroll]] for (uint d = 0; d < ND; d++)
+        coopMatStoreNV(acc[d], Ss, ss + d * 16, LS, false);
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
     uint row = q0 + r;
     if (row < p.n) {
         float inv = 1.0 / l;
         [[unroll]] for (uint i = 0; i < D / 2; i++)
-            p.o.v[row * p.ld + h0 + half_ + 2 * i] = o[i] * inv;
+            p.o.v[row * p.ld + h0 + half_ + 2 * i] = Ss[ss + r * LS + half_ + 2 * i] * inv;
     }
 }
