@@ -980,6 +980,14 @@ static void test_linear_rows(void **state)
     for (int kind = TD_VKO_ROWS_MATVEC; kind < TD_VKO_ROWS_N; kind++) {
         lin_rows = (enum td_vko_rows)kind;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+#if defined(__SANITIZE_ADDRESS__)
+            /* under the sanitizer (make check's second run of the unit
+             * tests) every third shape: the host's side is the same for
+             * each, and lavapipe's minutes go to numerics that the plain
+             * build checks on all of them */
+            if (s % 3 != 0)
+                continue;
+#endif
             int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
             for (int packed = 0; packed <= 1; packed++) {
                 lin_packed = packed;
