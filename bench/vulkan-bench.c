@@ -41,8 +41,8 @@
  * reloaded from shared memory each step, and the variants that change
  * one thing each, at 132 to 1056 workgroups), where the card has it.
  * With --probe, the encoder's three product shapes (n x n, 4n x n and
- * n x 4n on the window's rows) on each cooperative-matrix path, as they
- * run and with ops.h's probes: loads from one K offset only, no products,
+ * n x 4n on the rows of a group of windows, as the encoder runs them) on
+ * each cooperative-matrix path, as they run and with ops.h's probes: loads from one K offset only, no products,
  * no loads after the first step: what holds the products back; and as
  * run with K never split (ops.h's td_vko_set_split_parts 0: the same as
  * run where the product is not split); and with A read as halves
@@ -257,7 +257,9 @@ int main(int argc, char **argv)
         }
     }
     if (probe) {
-        int C = m->hp.n_audio_ctx, na = m->hp.n_audio_state;
+        /* the rows of the encoder's products: a group of windows */
+        int na = m->hp.n_audio_state, eb = td_wvk_enc_batch(b);
+        int C = m->hp.n_audio_ctx * (n_win < eb ? (n_win > 0 ? n_win : 1) : eb);
         const int shp[3][3] = {{C, na, na}, {C, 4 * na, na}, {C, na, 4 * na}};
         const unsigned pr[6] = {0, TD_VKO_PROBE_SAME, TD_VKO_PROBE_NOMMA, TD_VKO_PROBE_NOLOAD,
                                 0, TD_VKO_AHALF};

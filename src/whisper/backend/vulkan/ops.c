@@ -1078,8 +1078,8 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
     }
     if (m < 64)
         m = 64;
-    if (m > 4096)
-        m = 4096;
+    if (m > 8192) /* the medium encoder's groups of 4 windows: 6000 rows */
+        m = 8192;
     if (n < 64)
         n = 64;
     if (k < 64)

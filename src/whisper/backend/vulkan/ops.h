@@ -153,7 +153,8 @@ unsigned td_vko_generation(const td_vko *o);
  * environment forces it; else the answer cached for this device and
  * driver under $XDG_CACHE_HOME/tapedeck/ (or ~/.cache/tapedeck/); else a
  * timed trial of each on products of m rows by n x k and 4n x k halves
- * (the encoder's rows and widths: its attention's and its MLP's first)
+ * (the encoder's rows, a group of windows', at most 8192, and widths: its
+ * attention's and its MLP's first)
  * that also checks the cooperative-matrix result against the tiled one,
  * written to that cache (a cache that cannot be written is no error).
  * *why gets a line saying what was chosen and how. */

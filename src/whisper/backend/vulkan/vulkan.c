@@ -656,10 +656,11 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         goto out;
     if ((rc = td_vks_create(b->vk, P->max_seq, P->nv, &b->smp, err)))
         goto out;
-    /* tiled or matrix-engine products: forced, cached or timed (ops.h) */
+    /* tiled or matrix-engine products: forced, cached or timed (ops.h),
+     * on the rows the encoder's products run: a group of windows */
     if (m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32) {
-        rc = td_vko_choose_path(b->ops, P->C, P->na, P->na, b->path_note, sizeof b->path_note,
-                                err);
+        rc = td_vko_choose_path(b->ops, P->C * P->enc_batch, P->na, P->na, b->path_note,
+                                sizeof b->path_note, err);
     } else {
         rc = td_vko_set_path(b->ops, TD_VKO_TILED, err);
         snprintf(b->path_note, sizeof b->path_note, "products: tiled (%s)",
