@@ -1411,15 +1411,16 @@ static void enc_attn_case_r(int n, int n_head, int d, int coop, int ramp)
     snprintf(what, sizeof what, "enc_attn n %d heads %d d %d%s%s", n, n_head, d,
              coop ? " coopmat" : "", ramp ? " ramp" : "");
     /* halves for q, k, v: scores off by about 2^-11 of |q||k|, up to 8
-     * here (40 with the ramp: its bound is wider) */
+     * here (40 with the ramp; a model of the kernel's roundings put the
+     * ramp cases at 8e-4 and 2.8e-3, inside the same bounds) */
     if (coop && (d == 32 || d == 64))
-        compare(what, got, ref, n, ld, ld, ramp ? 3e-2 : 5e-3, ramp ? 1.5e-1 : 2e-2);
+        compare(what, got, ref, n, ld, ld, 5e-3, 2e-2);
     else
         compare(what, got, ref, n, ld, ld, 2e-6, 1e-5);
     if (got_half) {
         snprintf(what, sizeof what, "enc_attn n %d heads %d d %d coopmat, halves in%s", n,
                  n_head, d, ramp ? " ramp" : "");
-        compare(what, got_half, ref, n, ld, ld, ramp ? 3e-2 : 5e-3, ramp ? 1.5e-1 : 2e-2);
+        compare(what, got_half, ref, n, ld, ld, 5e-3, 2e-2);
     }
     free(got);
     free(got_half);

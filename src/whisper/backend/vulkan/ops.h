@@ -284,7 +284,8 @@ void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t 
 /* The same with q, k and v as halves (ld halves apart, as a product with
  * TD_VKO_HALF writes them): only where td_vko_enc_attn_half_ok() says
  * the matrix-engine kernel takes them (it rounds floats to halves
- * anyway: the same results, half the bytes loaded). */
+ * anyway: k and v the same bits, q rounded twice, scaled after its
+ * product's rounding; half the bytes loaded). */
 void td_vko_enc_attn_half(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k,
                           uint64_t v, uint64_t out);
 int td_vko_enc_attn_half_ok(const td_vko *o, int ld, uint64_t q, uint64_t k, uint64_t v);

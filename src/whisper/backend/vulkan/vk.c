@@ -1447,6 +1447,10 @@ int td_vk_fill0(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n, td_er
  * driver reports); left "" where the driver answers nothing. */
 static void stats_read(td_vk *vk, td_vk_pipe *p)
 {
+    VkPipelineInfoKHR pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = p->pipe};
+    uint32_t n_exe = 0;
+    if (vk->get_exec_props(vk->dev, &pi, &n_exe, NULL) != VK_SUCCESS || n_exe == 0)
+        return;
     VkPipelineExecutableInfoKHR ei = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
                                       .pipeline = p->pipe,
                                       .executableIndex = 0};

@@ -977,8 +977,8 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
                      L->mlp2.f16;
             unsigned af = ah ? TD_VKO_AHALF : 0;
             /* and q, k, v written as halves for the matrix-engine
-             * attention, which rounds them to halves anyway (window i's
-             * rows then start i C na halves on) */
+             * attention, which rounds them to halves anyway (k and v the
+             * same bits; window i's rows then start i C na halves on) */
             int qh = ah;
             for (int i = 0; i < nb && qh; i++)
                 qh = td_vko_enc_attn_half_ok(o, na, eq + i * act_w / 2, ek + i * act_w / 2,

@@ -21,8 +21,9 @@
 // more than RESCALE_LOG2 (lazy rescaling): P then stays below
 // 2^RESCALE_LOG2, far inside the halves' range, and O and the row's sum l
 // are rescaled by exp2(m_old - m_new) through the scratch (an
-// accumulator's elements cannot be scaled per row in place), which
-// happens in the first block and rarely after, instead of every block.
+// accumulator's elements cannot be scaled per row in place): rarely,
+// instead of every block (the first block sets every row's reference,
+// with O and l still zeros: no pass through the scratch).
 // The softmax is the same function of the scores whatever the reference;
 // only the roundings move. At the end O / l goes out through the scratch.
 // Keys past n score -inf and their values are staged as zeros. No n x n
@@ -52,7 +53,7 @@ layout(push_constant) uniform P {
     uint flags;
 } p;
 
-const uint F_QKV_HALF = 1; // q, k and v are halves (ops.h's TD_VKO_ENC_ATT_HALF)
+const uint F_QKV_HALF = 1; // q, k and v are halves (ops.c's td_vko_enc_attn_half)
 const float RESCALE_LOG2 = 8.0;
 
 const uint BQ = 64, BKEY = 64;     // queries per workgroup, keys per block
