@@ -33,7 +33,7 @@
  * With --profile, each figure is followed by the time per shader from
  * timestamp queries around every dispatch (these serialize the dispatches
  * a little; the wall-clock figures are taken without them).
- * With --stats (and --profile), each profiled shader's statistics as the
+ * With --stats (implies --profile), each profiled shader's statistics as the
  * driver reports them (VK_KHR_pipeline_executable_properties: on NVIDIA
  * registers, shared memory, spills), where the device has the extension.
  * With --peak, first the matrix engines' rate through the cooperative-
@@ -134,8 +134,9 @@ int main(int argc, char **argv)
             header = 1;
             continue;
         }
-        if (strcmp(a, "--stats") == 0) {
+        if (strcmp(a, "--stats") == 0) { /* shown with the profile: implies it */
             td_vk_capture_stats(1);
+            profile = 1;
             continue;
         }
         if (i + 1 >= argc)
