@@ -856,8 +856,8 @@ static void ahalf_same_bits(int m, int n, int k, unsigned flags, int path, int s
         wh[i] = td_wk_f32_to_f16(frand() * 0.5f);
     for (int i = 0; i < n; i++)
         bias[i] = frand();
-    for (size_t i = 0; i < (size_t)m * ldc; i++)
-        c0[i] = frand();
+    for (size_t i = 0; i < (size_t)m * ldc; i++) /* past column n the guard value (oread) */
+        c0[i] = i % (size_t)ldc < (size_t)n ? frand() : GUARD_VAL;
     td_vk_buf bah = dbuf(ah, (size_t)m * lda * 2), baf = dbuf(af, (size_t)m * lda * 4),
               bw = dbuf(wh, (size_t)n * ldw * 2), bb = dbuf(bias, (size_t)n * 4);
     outbuf o1 = obuf((size_t)m * ldc, c0), o2 = obuf((size_t)m * ldc, c0), os = {0};

@@ -1,8 +1,8 @@
 // enc_attn_cm.comp: enc_attn.comp's attention (same push constants, same
 // result) on the matrix engines through GL_NV_cooperative_matrix: q, k
 // and v as halves (rounded here from floats, or, with F_QKV_HALF, written
-// as halves by their product), scores and outputs accumulated in floats.
-// For heads of 32 or 64 (one compilation each), ld a multiple of 4 and
+// as halves by their product), scores and outputs accumulated in floats. For
+// heads of 32 or 64 (one compilation each), ld a multiple of 4 and
 // 16-byte aligned q, k, v (ops.c checks; enc_attn.comp takes the rest),
 // on devices with subgroups of 32 (vk.h's has_coopmat_nv).
 //
@@ -11,30 +11,27 @@
 // 16 x 16 halves (pre-scaled by scale / ln 2, so that exp2 gives the
 // softmax). Keys and values pass in blocks of 64 through shared memory
 // (halves, rows padded to D + 8; the next block's loads are in flight in
-// registers while the current one is used). Per block, a subgroup:
+// registers while the current one is used: kept as raw bits, floats or
+// halves, and rounded only as they are staged, so that no conversion
+// waits for them). Per block, a subgroup:
 // scores S (16 x 64) = Q K^T on the matrix engines into a float scratch;
-// its 32 lanes, two per row, take the block's row maxima and write P =
-// exp2(S - m) as halves, m the row's reference; then O += P V on the
-// matrix engines, O (16 x D) kept in accumulators across all blocks.
+// its 32 lanes, two per row, take the running maximum and sum (online
+// softmax) and write P = exp2(S - max) as halves; then P V (16 x D) on
+// the matrix engines into the same scratch, which the lanes add into
+// their rows of the output (kept in registers, D / 2 floats a lane,
+// rescaled when the maximum grows). Keys past n score -inf and their
+// values are staged as zeros. No n x n matrix is stored.
 //
-// The reference m is moved only when a block's maximum exceeds it by
-// more than RESCALE_LOG2 (lazy rescaling): P then stays below
-// 2^RESCALE_LOG2, far inside the halves' range, and O and the row's sum l
-// are rescaled by exp2(m_old - m_new) through the scratch (an
-// accumulator's elements cannot be scaled per row in place): rarely,
-// instead of every block (the first block sets every row's reference,
-// with O and l still zeros: no pass through the scratch).
-// The softmax is the same function of the scores whatever the reference;
-// only the roundings move. At the end O / l goes out through the scratch.
-// Keys past n score -inf and their values are staged as zeros. No n x n
-// matrix is stored.
+// (A version that kept O in accumulators across blocks and moved each
+// row's reference only when a block's maximum passed it by 2^8, O going
+// through the scratch only then, ran slower on an H200: 5.80 against
+// 5.13 ms a medium window, 201 registers a thread; bench/RESULTS.md.)
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
-#extension GL_KHR_shader_subgroup_vote : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -54,7 +51,6 @@ layout(push_constant) uniform P {
 } p;
 
 const uint F_QKV_HALF = 1; // q, k and v are halves (ops.c's td_vko_enc_attn_half)
-const float RESCALE_LOG2 = 8.0;
 
 const uint BQ = 64, BKEY = 64;     // queries per workgroup, keys per block
 const uint LK = (D + 8) / 4;       // uvec2 (4 halves) per staged key or value row
@@ -71,25 +67,31 @@ shared float Ss[4 * 16 * LS];
 #define MAT16 fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define MAT32 fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 
-// four elements of row (zeros past n) as two words of halves
-uvec2 load_row4(F32 b, uint row, uint c, uint h0)
+// four elements of row (zeros past n) as raw bits: four floats', or with
+// F_QKV_HALF four halves in .xy
+uvec4 load_row4(F32 b, uint row, uint c, uint h0)
 {
     if (row >= p.n)
-        return uvec2(0);
+        return uvec4(0);
     uint i = (row * p.ld + h0 + c) >> 2;
     if ((p.flags & F_QKV_HALF) != 0)
-        return U32x2(b).v[i];
-    vec4 x = F32x4(b).v[i];
-    return uvec2(packHalf2x16(x.xy), packHalf2x16(x.zw));
+        return uvec4(U32x2(b).v[i], 0u, 0u);
+    return floatBitsToUint(F32x4(b).v[i]);
+}
+
+// those four elements as staged: halves in pairs
+uvec2 halves4(uvec4 r)
+{
+    if ((p.flags & F_QKV_HALF) != 0)
+        return r.xy;
+    return uvec2(packHalf2x16(uintBitsToFloat(r.xy)), packHalf2x16(uintBitsToFloat(r.zw)));
 }
 
 float load_q(uint row, uint c)
 {
     uint i = row * p.ld + c;
-    if ((p.flags & F_QKV_HALF) != 0) {
-        uint w = U32(p.q).v[i >> 1];
-        return unpackHalf2x16(w)[i & 1u];
-    }
+    if ((p.flags & F_QKV_HALF) != 0)
+        return unpackHalf2x16(U32(p.q).v[i >> 1])[i & 1u];
     return p.q.v[i];
 }
 
@@ -118,12 +120,12 @@ void main()
         coopMatLoadNV(fq[d], Ps, ps + d * 16, LP, false);
     subgroupBarrier();
 
-    MAT32 acc[ND];
-    [[unroll]] for (uint d = 0; d < ND; d++)
-        acc[d] = MAT32(0.0);
-    float m = -1e30, l = 0.0;  // this lane's row: the reference and the sum
+    float o[D / 2];
+    [[unroll]] for (uint i = 0; i < D / 2; i++)
+        o[i] = 0.0;
+    float m = -1e30, l = 0.0;
 
-    uvec2 rk[NKV], rv[NKV];
+    uvec4 rk[NKV], rv[NKV];
     [[unroll]] for (uint i = 0; i < NKV; i++) {
         uint idx = tid + 128 * i, j = idx / (D / 4), c = (idx % (D / 4)) * 4;
         rk[i] = load_row4(p.k, j, c, h0);
@@ -132,8 +134,8 @@ void main()
     for (uint j0 = 0; j0 < p.n; j0 += BKEY) {
         [[unroll]] for (uint i = 0; i < NKV; i++) {
             uint idx = tid + 128 * i, j = idx / (D / 4), c4 = idx % (D / 4);
-            Ks[j * LK + c4] = rk[i];
-            Vs[j * LK + c4] = rv[i];
+            Ks[j * LK + c4] = halves4(rk[i]);
+            Vs[j * LK + c4] = halves4(rv[i]);
         }
         barrier();
         uint j1 = j0 + BKEY;
@@ -157,7 +159,7 @@ void main()
         subgroupMemoryBarrierShared();
         subgroupBarrier();
 
-        // the block's row maxima: two lanes a row, 32 columns each
+        // online softmax: two lanes a row, 32 columns each
         float sv[BKEY / 2];
         float bm = -1e30;
         [[unroll]] for (uint i = 0; i < BKEY / 2; i++) {
@@ -166,29 +168,10 @@ void main()
             bm = max(bm, sv[i]);
         }
         bm = max(bm, subgroupShuffleXor(bm, 1));
-        bool move = bm > m + RESCALE_LOG2;
-        float corr = move ? exp2(m - bm) : 1.0;
-        if (move)
-            m = bm;
-        // O's rows times corr, through the scratch (its scores are in sv
-        // now), where a row with a sum moved: the first block moves every
-        // row, but O and l are zeros then
-        if (subgroupAny(move && l > 0.0)) {
-            subgroupBarrier();
-            [[unroll]] for (uint d = 0; d < ND; d++)
-                coopMatStoreNV(acc[d], Ss, ss + d * 16, LS, false);
-            subgroupMemoryBarrierShared();
-            subgroupBarrier();
-            [[unroll]] for (uint i = 0; i < D / 2; i++)
-                Ss[ss + r * LS + half_ + 2 * i] *= corr;
-            subgroupMemoryBarrierShared();
-            subgroupBarrier();
-            [[unroll]] for (uint d = 0; d < ND; d++)
-                coopMatLoadNV(acc[d], Ss, ss + d * 16, LS, false);
-        }
-        float bs = 0.0;
+        float mn = max(m, bm), corr = exp2(m - mn), bs = 0.0;
+        m = mn;
         [[unroll]] for (uint i = 0; i < BKEY / 2; i++) {
-            float e = exp2(sv[i] - m);
+            float e = exp2(sv[i] - mn);
             bs += e;
             Ps[ps + r * LP + half_ + 2 * i] = float16_t(e);
         }
@@ -197,7 +180,10 @@ void main()
         subgroupMemoryBarrierShared();
         subgroupBarrier();
 
-        // O += P V, 16 x D
+        // P V, 16 x D, into the scratch
+        MAT32 acc[ND];
+        [[unroll]] for (uint d = 0; d < ND; d++)
+            acc[d] = MAT32(0.0);
         [[unroll]] for (uint t = 0; t < BKEY / 16; t++) {
             MAT16 fp;
             coopMatLoadNV(fp, Ps, ps + t * 16, LP, false);
@@ -207,18 +193,19 @@ void main()
                 acc[d] = coopMatMulAddNV(fp, fv, acc[d]);
             }
         }
+        [[unroll]] for (uint d = 0; d < ND; d++)
+            coopMatStoreNV(acc[d], Ss, ss + d * 16, LS, false);
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        [[unroll]] for (uint i = 0; i < D / 2; i++)
+            o[i] = o[i] * corr + Ss[ss + r * LS + half_ + 2 * i];
         barrier(); // every subgroup done with Ks, Vs (and its scratch) before the next block
     }
 
-    // O / l, through the scratch
-    [[unroll]] for (uint d = 0; d < ND; d++)
-        coopMatStoreNV(acc[d], Ss, ss + d * 16, LS, false);
-    subgroupMemoryBarrierShared();
-    subgroupBarrier();
     uint row = q0 + r;
     if (row < p.n) {
         float inv = 1.0 / l;
         [[unroll]] for (uint i = 0; i < D / 2; i++)
-            p.o.v[row * p.ld + h0 + half_ + 2 * i] = Ss[ss + r * LS + half_ + 2 * i] * inv;
+            p.o.v[row * p.ld + h0 + half_ + 2 * i] = o[i] * inv;
     }
 }
