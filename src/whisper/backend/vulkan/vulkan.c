@@ -432,6 +432,7 @@ struct td_wbackend {
     char path_note[640];    /* which product path, and why; the batched steps' kernels */
     int cross16;            /* cross K/V stored as halves (see vk_open) */
     int enc_a_half;         /* the encoder's products take A as halves (vk_open) */
+    int enc_att_half;       /* and its attention q, k, v as halves (vk_open) */
     int fuse_ln;            /* LayerNorm in the few-row products (TD_VULKAN_FUSE_LN=0: off) */
     int qkv;                /* q, k and v as one few-row product (TD_VULKAN_QKV=0: off) */
     /* align_weights in progress: its heads, its output (host-visible:
@@ -707,18 +708,23 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
      * where those products run on matmul_cm.comp (which rounds A to
      * halves as it stages it: the same results, half the bytes loaded;
      * on an H200 the medium encoder's products 15.15 -> 14.16 ms a
-     * window), and its q, k, v product writes halves for the attention.
-     * TD_VULKAN_AHALF=0 turns it off. */
+     * window). TD_VULKAN_AHALF=0 turns it off. With it,
+     * TD_VULKAN_ATT_HALF=1 has the q, k, v product write halves for the
+     * matrix-engine attention too: off by default, as its kernel has not
+     * yet run on a card with halves in. */
     {
-        const char *ah = getenv("TD_VULKAN_AHALF");
+        const char *ah = getenv("TD_VULKAN_AHALF"), *qh = getenv("TD_VULKAN_ATT_HALF");
         b->enc_a_half = !(ah && strcmp(ah, "0") == 0) && m->wtype == TD_WT_F16 &&
                         cfg->compute != TD_WCOMPUTE_F32 && td_vko_a_half_ok(b->ops);
+        b->enc_att_half = b->enc_a_half && qh && strcmp(qh, "1") == 0;
     }
     {
         size_t nl = strlen(b->path_note);
         snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross K/V as %s%s",
                  b->cross16 ? "halves" : "floats",
-                 b->enc_a_half ? "; encoder's A as halves" : "");
+                 b->enc_a_half ? (b->enc_att_half ? "; encoder's A and attention as halves"
+                                                  : "; encoder's A as halves")
+                               : "");
     }
 
     b->el = td_vk_calloc((size_t)P->nla, sizeof *b->el);
@@ -978,7 +984,7 @@ static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float 
             /* and q, k, v written as halves for the matrix-engine
              * attention, which rounds them to halves anyway (k and v the
              * same bits; window i's rows then start i C na halves on) */
-            int qh = ah;
+            int qh = ah && b->enc_att_half;
             for (int i = 0; i < nb && qh; i++)
                 qh = td_vko_enc_attn_half_ok(o, na, eq + i * act_w / 2, ek + i * act_w / 2,
                                              ev + i * act_w / 2);
