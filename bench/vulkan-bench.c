@@ -260,7 +260,9 @@ int main(int argc, char **argv)
     if (probe) {
         /* the rows of the encoder's products: a group of windows */
         int na = m->hp.n_audio_state, eb = td_wvk_enc_batch(b);
-        int C = m->hp.n_audio_ctx * (n_win < eb ? (n_win > 0 ? n_win : 1) : eb);
+        int C = m->hp.n_audio_ctx * (n_win < eb ? n_win : eb);
+        if (C > 8192) /* the probe's (and the trial's) most rows */
+            C = 8192;
         const int shp[3][3] = {{C, na, na}, {C, 4 * na, na}, {C, na, 4 * na}};
         const unsigned pr[6] = {0, TD_VKO_PROBE_SAME, TD_VKO_PROBE_NOMMA, TD_VKO_PROBE_NOLOAD,
                                 0, TD_VKO_AHALF};

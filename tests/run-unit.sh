@@ -12,15 +12,24 @@
 # UNIT_ALONE="NAME ...": these run by themselves after the others
 # (test_vulkan_backend: one lavapipe submission, the tiny encoder, must end
 # within the backend's 2-minute hung-device limit).
+# BIN:PATTERN runs BIN's tests matching PATTERN (TEST_FILTER), and
+# BIN:!PATTERN the others (TEST_SKIP), so that one long binary can run on
+# both cores (its name in the summary: NAME:PATTERN).
 set -u
 
 # --one BIN DIR: run one binary, keep its output, print it whole (one
 # writer at a time), record status and milliseconds in DIR.
 if [ "${1:-}" = "--one" ]; then
-    bin=$2 dir=$3
-    name=$(basename "$bin")
+    bin=${2%%:*} dir=$3
+    name=$(basename "$2")
+    pat=""
+    case "$2" in *:*) pat=${2#*:} ;; esac
     t0=$(date +%s%N)
-    "$bin" >"$dir/$name.out" 2>&1
+    case "$pat" in
+    "") "$bin" >"$dir/$name.out" 2>&1 ;;
+    !*) TEST_SKIP=${pat#!} "$bin" >"$dir/$name.out" 2>&1 ;;
+    *) TEST_FILTER=$pat "$bin" >"$dir/$name.out" 2>&1 ;;
+    esac
     echo $? >"$dir/$name.rc"
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     echo "$ms" >"$dir/$name.ms"

@@ -1042,6 +1042,9 @@ int main(void)
     const char *filter = getenv("TEST_FILTER"); /* e.g. TEST_FILTER='test_open*' */
     if (filter)
         cmocka_set_test_filter(filter);
+    const char *skip_filter = getenv("TEST_SKIP"); /* the others (tests/run-unit.sh) */
+    if (skip_filter)
+        cmocka_set_skip_filter(skip_filter);
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
 

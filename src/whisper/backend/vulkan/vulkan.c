@@ -722,8 +722,9 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         size_t nl = strlen(b->path_note);
         snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross K/V as %s%s",
                  b->cross16 ? "halves" : "floats",
-                 b->enc_a_half ? (b->enc_att_half ? "; encoder's A and attention as halves"
-                                                  : "; encoder's A as halves")
+                 b->enc_a_half ? (b->enc_att_half
+                                      ? "; encoder's A (and attention inputs where it can) as halves"
+                                      : "; encoder's A as halves")
                                : "");
     }
 
