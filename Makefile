@@ -183,9 +183,12 @@ UNIT_FIRST := test_vulkan_backend test_whisper_engine test_vulkan_ops test_whisp
 UNIT_ORDER := $(foreach t,$(UNIT_FIRST),$(filter $(O)/tests/$(t),$(UNIT_BINS))) \
 	$(filter-out $(UNIT_FIRST:%=$(O)/tests/%),$(UNIT_BINS))
 # test_vulkan_backend (CI: 221-246 s, over half the unit stage's sum) runs
-# as two processes, its real tiny.en test (72 s on lavapipe) beside the
-# rest, so that the stage is not that one binary on one core.
-UNIT_SPLIT := test_vulkan_backend:!test_golden_real test_vulkan_backend:test_golden_real
+# as three processes: its real tiny.en test (72 s on lavapipe) and its
+# allocation-failure sweep over the open (33 s, 82 s under the sanitizer)
+# each beside the rest, so that the stage is not that one binary on one
+# core.
+UNIT_SPLIT := test_vulkan_backend:!test_golden_real,test_open_alloc_failures \
+	test_vulkan_backend:test_golden_real test_vulkan_backend:test_open_alloc_failures
 UNIT_ORDER := $(patsubst $(O)/tests/test_vulkan_backend,$(UNIT_SPLIT:%=$(O)/tests/%),$(UNIT_ORDER))
 unit: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS)
 	TAPEDECK_BIN=$(abspath $(O)/tapedeck) TAPEDECK_MKMODEL=$(abspath $(O)/tapedeck-mkmodel) \

@@ -13,8 +13,9 @@
 # (test_vulkan_backend: one lavapipe submission, the tiny encoder, must end
 # within the backend's 2-minute hung-device limit).
 # BIN:PATTERN runs BIN's tests matching PATTERN (TEST_FILTER), and
-# BIN:!PATTERN the others (TEST_SKIP), so that one long binary can run on
-# both cores (its name in the summary: NAME:PATTERN).
+# BIN:!PATTERN[,PATTERN...] the others (TEST_SKIP; test_vulkan_backend
+# reads it), so that one long binary can run on both cores (its name in
+# the summary: NAME:PATTERN).
 set -u
 
 # --one BIN DIR: run one binary, keep its output, print it whole (one
