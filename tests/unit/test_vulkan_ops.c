@@ -316,6 +316,22 @@ static void test_reopen(void **state)
 
 /* ---------------------------------------------------------- products */
 
+/* LayerNorm of x's n values (eps 1e-5) in doubles, the CPU backend's
+ * two passes: the reference of every LayerNorm here (the
+ * fused products', test_layernorm's and test_layernorm_half's) */
+static void ln_ref(const float *x, int n, const float *w, const float *b, double *out)
+{
+    double mean = 0, var = 0;
+    for (int i = 0; i < n; i++)
+        mean += x[i];
+    mean /= n;
+    for (int i = 0; i < n; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    var /= n;
+    for (int i = 0; i < n; i++)
+        out[i] = (x[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
+}
+
 /* One product through td_vko_linear_x: force >= 0 moves the matvec switch
  * (0: never, 1 << 20: always); coop (an enum td_vko_path) takes a
  * cooperative-matrix path for more rows (A rounded to halves: looser bounds). TD_VKO_LN normalizes A's
@@ -381,15 +397,11 @@ static void linear_case(int m, int n, int k, int w_f16, unsigned flags, int forc
     }
     for (int r = 0; r < m; r++) {
         const float *ar = a + (size_t)r * lda;
-        double mean = 0, var = 0;
-        for (int i = 0; i < k; i++)
-            mean += ar[i];
-        mean /= k;
-        for (int i = 0; i < k; i++)
-            var += (ar[i] - mean) * (ar[i] - mean);
-        var /= k;
-        for (int i = 0; i < k; i++)
-            an[i] = (flags & TD_VKO_LN) ? (ar[i] - mean) / sqrt(var + 1e-5) * lnw[i] + lnb[i] : ar[i];
+        if (flags & TD_VKO_LN)
+            ln_ref(ar, k, lnw, lnb, an);
+        else
+            for (int i = 0; i < k; i++)
+                an[i] = ar[i];
         int ro = (flags & TD_VKO_ROWIDX) ? m - 1 - r : r; /* the output row this lands in */
         for (int j = 0; j < n; j++) {
             double s = 0;
@@ -634,16 +646,11 @@ static void qkv_case(int m, int split, int k, int w_f16, unsigned flags)
     for (int r = 0; r < m; r++) {
         rowidx[r] = (m - 1 - r) * ld;
         const float *ar = a + (size_t)r * k;
-        double mean = 0, var = 0;
-        for (int i = 0; i < k; i++)
-            mean += ar[i];
-        mean /= k;
-        for (int i = 0; i < k; i++)
-            var += (ar[i] - mean) * (ar[i] - mean);
-        var /= k;
-        for (int i = 0; i < k; i++)
-            an[i] = (flags & TD_VKO_LN) ? (ar[i] - mean) / sqrt(var + 1e-5) * lnw[i] + lnb[i]
-                                        : ar[i];
+        if (flags & TD_VKO_LN)
+            ln_ref(ar, k, lnw, lnb, an);
+        else
+            for (int i = 0; i < k; i++)
+                an[i] = ar[i];
         for (int j = 0; j < n; j++) {
             double s = bias[j];
             for (int i = 0; i < k; i++)
@@ -1190,21 +1197,6 @@ static void test_replay(void **state)
 }
 
 /* ---------------------------------------------------------- layernorm */
-
-/* LayerNorm of x's n values (eps 1e-5) in doubles, the CPU backend's
- * two passes: the references of test_layernorm and test_layernorm_half */
-static void ln_ref(const float *x, int n, const float *w, const float *b, double *out)
-{
-    double mean = 0, var = 0;
-    for (int i = 0; i < n; i++)
-        mean += x[i];
-    mean /= n;
-    for (int i = 0; i < n; i++)
-        var += (x[i] - mean) * (x[i] - mean);
-    var /= n;
-    for (int i = 0; i < n; i++)
-        out[i] = (x[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
-}
 
 static void test_layernorm(void **state)
 {
