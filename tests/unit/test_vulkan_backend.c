@@ -81,8 +81,8 @@
 #define BATCH_REL_L2 2e-6
 /* On a cooperative-matrix path (forced by TD_VULKAN_MATMUL, or the timed
  * trial's pick on a card that has one: coopmat, coopmat64, cmdirect,
- * cmdirect64, cm64x64, cm64x64k64, cm64x64s2, cmahead), the products of many rows and the encoder's attention
- * round their inputs to halves: about 1e-3. */
+ * cmdirect64, cm64x64, cm64x64k64, cm64x64s2, cmahead, cm128w), the products of many rows and
+ * the encoder's attention round their inputs to halves: about 1e-3. */
 #define COOP_REL_L2 5e-3
 #define COOP_MAX_ABS 5e-2
 static int coop_in_use(const td_wbackend *b)

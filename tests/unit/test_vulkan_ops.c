@@ -933,7 +933,8 @@ static void test_linear_cols(void **state)
                                     {9, 2, 64, 64},  {257, 3, 64, 128}, {3, 7, 18, 17}};
     static const int paths[] = {TD_VKO_TILED,      TD_VKO_COOPMAT,  TD_VKO_COOPMAT64,
                                 TD_VKO_CMDIRECT,   TD_VKO_CMDIRECT64, TD_VKO_CM64X64,
-                                TD_VKO_CM64X64K64, TD_VKO_CM64X64S2, TD_VKO_CMAHEAD};
+                                TD_VKO_CM64X64K64, TD_VKO_CM64X64S2, TD_VKO_CMAHEAD,
+                                TD_VKO_CM128W};
     for (size_t t = 0; t < sizeof paths / sizeof paths[0]; t++) {
         td_error perr = {0};
         if (td_vko_set_path(ops, (enum td_vko_path)paths[t], &perr)) {
@@ -1061,14 +1062,15 @@ static void test_linear_coopmat(void **state)
      * K and N multiples of 16 with aligned strides, matmul_cm.comp the
      * rest: dir_shapes reach the first, lin_shapes mostly the second),
      * then the three 64 x 64 tile shapes on every grid (no 128 x 128),
-     * then the loads two steps ahead in 128 x 128 and in 64 x 128 tiles;
+     * then the loads two steps ahead in 128 x 128 and in 64 x 128 tiles,
+     * then 128 x 128 tiles of four 64 x 64 subgroup blocks on every grid;
      * each path's products split along K too (split_cases) */
     static const int big_min[] = {0, TD_VKO_CM_BIG_MIN, TD_VKO_CM_BIG_MIN, TD_VKO_CM_BIG_MIN,
-                                  TD_VKO_CM_BIG_MIN, 1 << 20, 1 << 20, 1 << 20, 0, 1 << 20};
+                                  TD_VKO_CM_BIG_MIN, 1 << 20, 1 << 20, 1 << 20, 0, 1 << 20, 0};
     static const int paths[] = {TD_VKO_COOPMAT, TD_VKO_COOPMAT, TD_VKO_COOPMAT64,
                                 TD_VKO_CMDIRECT, TD_VKO_CMDIRECT64, TD_VKO_CM64X64,
                                 TD_VKO_CM64X64K64, TD_VKO_CM64X64S2, TD_VKO_CMAHEAD,
-                                TD_VKO_CMAHEAD};
+                                TD_VKO_CMAHEAD, TD_VKO_CM128W};
     /* M tails inside a fragment and past whole fragments, N past a
      * workgroup's columns, K of one, three and many steps of 16 */
     static const int dir_shapes[][3] = {{17, 16, 16},  {70, 128, 48},  {65, 48, 208},

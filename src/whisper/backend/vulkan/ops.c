@@ -30,8 +30,8 @@
 
 /* matmul_cm.comp's tile shapes (its CM_CFG): 128 x 128, 64 x 128, and 64 x 64 by 4
  * subgroups, by 4 with K steps of 64, by 2; 64 x 128 and 128 x 128 with the loads two
- * steps ahead */
-enum { CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_64A2, CM_128A2, CM_NCFG };
+ * steps ahead; 128 x 128 by 4 subgroups of 64 x 64 */
+enum { CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_64A2, CM_128A2, CM_128W, CM_NCFG };
 
 struct td_vko {
     td_vk *vk;
@@ -42,7 +42,8 @@ struct td_vko {
                                         * matmul_cm.comp CM_CFG (tile shape); NULL without */
     td_vk_pipe *matmul_cmd[2];         /* the same with fragments straight from device
                                         * memory, 64 x 128 and 64 x 64 tiles; NULL without */
-    td_vk_pipe *enc_attn_cm;           /* the encoder's attention on them; NULL without,
+    td_vk_pipe *enc_attn_cm[2];        /* the encoder's attention on them, [q, k, v as
+                                        * halves (the second optional)]; NULL without,
                                         * or for heads other than 32 and 64 */
     td_vk_pipe *cm_peak[TD_VKO_CM_PEAK_MODES]; /* the engines' rate (a benchmark); NULL without */
     td_vk_pipe *layernorm, *enc_attn, *dec_attn, *embed, *kv_put, *att_weights;
@@ -83,7 +84,6 @@ typedef struct ea_push {
     uint64_t q, k, v, o;
     uint32_t n, ld;
     float scale;
-    uint32_t flags;        /* enc_attn_cm.comp's F_QKV_HALF */
 } ea_push;
 
 typedef struct da_push {
@@ -125,7 +125,8 @@ void td_vko_free(td_vko *o)
     td_vk_pipe **all[] = {&o->matmul[0], &o->matmul[1], &o->matvec[0][0], &o->matvec[0][1],
                           &o->matvec[0][2], &o->matvec[1][0], &o->matvec[1][1],
                           &o->matvec[1][2], &o->matmul_cmd[0],
-                          &o->matmul_cmd[1], &o->enc_attn_cm, &o->layernorm,
+                          &o->matmul_cmd[1], &o->enc_attn_cm[0], &o->enc_attn_cm[1],
+                          &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
                           &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
                           &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
@@ -231,27 +232,27 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         static const char *const cm_name[CM_NCFG] = {"matmul_cm128", "matmul_cm64",
                                                      "matmul_cm6464", "matmul_cm6464k64",
                                                      "matmul_cm6464s2", "matmul_cm64a2",
-                                                     "matmul_cm128a2"};
+                                                     "matmul_cm128a2", "matmul_cm128w"};
         const uint32_t *cm_code[CM_NCFG] = {td_vks_matmul_cm_CM_CFG0, td_vks_matmul_cm_CM_CFG1,
                                             td_vks_matmul_cm_CM_CFG2, td_vks_matmul_cm_CM_CFG3,
                                             td_vks_matmul_cm_CM_CFG4, td_vks_matmul_cm_CM_CFG5,
-                                            td_vks_matmul_cm_CM_CFG6};
+                                            td_vks_matmul_cm_CM_CFG6, td_vks_matmul_cm_CM_CFG7};
         const size_t cm_words[CM_NCFG] = {
             td_vks_matmul_cm_CM_CFG0_words, td_vks_matmul_cm_CM_CFG1_words,
             td_vks_matmul_cm_CM_CFG2_words, td_vks_matmul_cm_CM_CFG3_words,
             td_vks_matmul_cm_CM_CFG4_words, td_vks_matmul_cm_CM_CFG5_words,
-            td_vks_matmul_cm_CM_CFG6_words};
+            td_vks_matmul_cm_CM_CFG6_words, td_vks_matmul_cm_CM_CFG7_words};
         rc = TD_OK;
         for (int i = 0; i < CM_6464 && rc == TD_OK; i++)
             rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
                                    NULL, 0, &o->matmul_cm[i], err);
         if (rc == TD_OK && (d_audio == 32 || d_audio == 64))
             rc = td_vk_pipe_create(vk, "enc_attn_cm",
-                                   d_audio == 32 ? td_vks_enc_attn_cm_HEAD_D32
-                                                 : td_vks_enc_attn_cm_HEAD_D64,
-                                   d_audio == 32 ? td_vks_enc_attn_cm_HEAD_D32_words
-                                                 : td_vks_enc_attn_cm_HEAD_D64_words,
-                                   sizeof(ea_push), NULL, 0, &o->enc_attn_cm, err);
+                                   d_audio == 32 ? td_vks_enc_attn_cm_EA_CFG0
+                                                 : td_vks_enc_attn_cm_EA_CFG1,
+                                   d_audio == 32 ? td_vks_enc_attn_cm_EA_CFG0_words
+                                                 : td_vks_enc_attn_cm_EA_CFG1_words,
+                                   sizeof(ea_push), NULL, 0, &o->enc_attn_cm[0], err);
         if (rc == TD_ENOMEM)
             goto fail;
         if (rc) { /* all or none */
@@ -259,8 +260,22 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
                 td_vk_pipe_destroy(vk, o->matmul_cm[i]);
                 o->matmul_cm[i] = NULL;
             }
-            td_vk_pipe_destroy(vk, o->enc_attn_cm);
-            o->enc_attn_cm = NULL;
+            td_vk_pipe_destroy(vk, o->enc_attn_cm[0]);
+            o->enc_attn_cm[0] = NULL;
+        }
+        /* the attention with q, k, v as halves: optional (without it
+         * they stay floats) */
+        if (o->enc_attn_cm[0]) {
+            rc = td_vk_pipe_create(vk, "enc_attn_cm_half",
+                                   d_audio == 32 ? td_vks_enc_attn_cm_EA_CFG2
+                                                 : td_vks_enc_attn_cm_EA_CFG3,
+                                   d_audio == 32 ? td_vks_enc_attn_cm_EA_CFG2_words
+                                                 : td_vks_enc_attn_cm_EA_CFG3_words,
+                                   sizeof(ea_push), NULL, 0, &o->enc_attn_cm[1], err);
+            if (rc == TD_ENOMEM)
+                goto fail;
+            if (rc)
+                o->enc_attn_cm[1] = NULL;
         }
         /* the 64 x 64 tiles and the loads two steps ahead: optional, each
          * (a driver that cannot build one loses only its path) */
@@ -355,6 +370,7 @@ const char *td_vko_path_name(enum td_vko_path path)
     case TD_VKO_CM64X64K64: return "cm64x64k64";
     case TD_VKO_CM64X64S2: return "cm64x64s2";
     case TD_VKO_CMAHEAD: return "cmahead";
+    case TD_VKO_CM128W: return "cm128w";
     default: return "tiled";
     }
 }
@@ -372,7 +388,7 @@ unsigned td_vko_generation(const td_vko *o)
 /* The 128 x 128 tile shape of a path that takes them (cm_takes_big). */
 static int cm_big(enum td_vko_path path)
 {
-    return path == TD_VKO_CMAHEAD ? CM_128A2 : CM_128;
+    return path == TD_VKO_CMAHEAD ? CM_128A2 : path == TD_VKO_CM128W ? CM_128W : CM_128;
 }
 
 /* Whether a path takes 128 x 128 tiles where the grid has enough of them. */
@@ -729,7 +745,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
         if (cm_takes_big(o->path) &&
             (uint64_t)cdiv(n, 128) * cdiv(m, 128) >= (uint64_t)o->cm_big_min)
             cfg = cm_big(o->path);
-        uint32_t bm = cfg == CM_128 || cfg == CM_128A2 ? 128 : 64;
+        uint32_t bm = cfg == CM_128 || cfg == CM_128A2 || cfg == CM_128W ? 128 : 64;
         uint32_t bn = cfg == CM_6464 || cfg == CM_6464K64 || cfg == CM_6464S2 ? 64 : 128;
         td_vk_dispatch(o->vk, o->matmul_cm[cfg], &p, cdiv(n, bn), cdiv(m, bm), 1);
     }
@@ -777,31 +793,32 @@ int td_vko_a_half_ok(const td_vko *o)
            o->path != TD_VKO_CMDIRECT64 && o->matmul_cm[0] != NULL;
 }
 
-static int enc_attn_cm_ok(const td_vko *o, int ld, uint64_t q, uint64_t k, uint64_t v)
+static int enc_attn_cm_ok(const td_vko *o, int half, int ld, uint64_t q, uint64_t k,
+                          uint64_t v)
 {
-    return o->path != TD_VKO_TILED && o->enc_attn_cm && ld % 4 == 0 && q % 16 == 0 &&
+    return o->path != TD_VKO_TILED && o->enc_attn_cm[half] && ld % 4 == 0 && q % 16 == 0 &&
            k % 16 == 0 && v % 16 == 0;
 }
 
 void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k, uint64_t v,
                      uint64_t out)
 {
-    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 0};
-    td_vk_dispatch(o->vk, enc_attn_cm_ok(o, ld, q, k, v) ? o->enc_attn_cm : o->enc_attn, &p,
+    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio)};
+    td_vk_dispatch(o->vk, enc_attn_cm_ok(o, 0, ld, q, k, v) ? o->enc_attn_cm[0] : o->enc_attn, &p,
                    cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
 }
 
 int td_vko_enc_attn_half_ok(const td_vko *o, int ld, uint64_t q, uint64_t k, uint64_t v)
 {
-    return enc_attn_cm_ok(o, ld, q, k, v);
+    return enc_attn_cm_ok(o, 1, ld, q, k, v);
 }
 
 void td_vko_enc_attn_half(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k,
                           uint64_t v, uint64_t out)
 {
-    assert(enc_attn_cm_ok(o, ld, q, k, v));
-    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 1};
-    td_vk_dispatch(o->vk, o->enc_attn_cm, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
+    assert(enc_attn_cm_ok(o, 1, ld, q, k, v));
+    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio)};
+    td_vk_dispatch(o->vk, o->enc_attn_cm[1], &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
 }
 
 size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys)
@@ -885,10 +902,10 @@ static int cm_untimed(enum td_vko_path p)
 static void cache_key(const td_vko *o, int m, int n, int k, char *key, size_t len)
 {
     const td_vk_info *in = td_vk_device_info(o->vk);
-    /* "cm5": the tiled path's registers out of local memory (matmul.comp);
+    /* "cm6": cm128w timed too; "cm5": the tiled path's registers out of local memory (matmul.comp);
      * "cm4": the cooperative-matrix shaders' accumulators out of local
      * memory (several times faster): earlier trials timed them slow */
-    snprintf(key, len, "cm5:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
+    snprintf(key, len, "cm6:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
              in->driver_version, in->uuid, m, n, k);
 }
 

@@ -92,8 +92,12 @@ enum td_vko_path {
      * each thread's loads issued two K steps ahead of their products
      * instead of one (two sets of registers) */
     TD_VKO_CMAHEAD = 8,
+    /* 128 x 128 tiles on grids big enough (else 64 x 128) by 4 subgroups of
+     * 64 x 64, not 8 of 64 x 32: each fragment read from shared memory
+     * feeds twice the products, at about twice the registers a thread */
+    TD_VKO_CM128W = 9,
 };
-#define TD_VKO_NPATHS 9
+#define TD_VKO_NPATHS 10
 
 /* Products on the cooperative-matrix path take 128 x 128 tiles when the
  * grid has at least this many of them (default 256, about two a

@@ -19,6 +19,7 @@
     X(matmul_cm_CM_CFG4) \
     X(matmul_cm_CM_CFG5) \
     X(matmul_cm_CM_CFG6) \
+    X(matmul_cm_CM_CFG7) \
     X(matmul_cmd_CMD_TN2) \
     X(matmul_cmd_CMD_TN4) \
     X(cm_peak_CM_PEAK0)  \
@@ -40,8 +41,10 @@
     X(enc_attn_HEAD_D32) \
     X(enc_attn_HEAD_D64) \
     X(enc_attn_HEAD_D128) \
-    X(enc_attn_cm_HEAD_D32) \
-    X(enc_attn_cm_HEAD_D64) \
+    X(enc_attn_cm_EA_CFG0) \
+    X(enc_attn_cm_EA_CFG1) \
+    X(enc_attn_cm_EA_CFG2) \
+    X(enc_attn_cm_EA_CFG3) \
     X(dec_attn_DA_D0)    \
     X(dec_attn_DA_D64)   \
     X(embed)             \

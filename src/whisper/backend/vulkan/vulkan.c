@@ -708,15 +708,15 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
      * where those products run on matmul_cm.comp (which rounds A to
      * halves as it stages it: the same results, half the bytes loaded;
      * on an H200 the medium encoder's products 15.15 -> 14.16 ms a
-     * window). TD_VULKAN_AHALF=0 turns it off. With it,
-     * TD_VULKAN_ATT_HALF=1 has the q, k, v product write halves for the
-     * matrix-engine attention too: off by default, as its kernel has not
-     * yet run on a card with halves in. */
+     * window). TD_VULKAN_AHALF=0 turns it off. With it, the q, k, v
+     * product writes halves for the matrix-engine attention too (its
+     * compilation for halves in holds half the registers of loads in
+     * flight: bench/RESULTS.md); TD_VULKAN_ATT_HALF=0 keeps them floats. */
     {
         const char *ah = getenv("TD_VULKAN_AHALF"), *qh = getenv("TD_VULKAN_ATT_HALF");
         b->enc_a_half = !(ah && strcmp(ah, "0") == 0) && m->wtype == TD_WT_F16 &&
                         cfg->compute != TD_WCOMPUTE_F32 && td_vko_a_half_ok(b->ops);
-        b->enc_att_half = b->enc_a_half && qh && strcmp(qh, "1") == 0;
+        b->enc_att_half = b->enc_a_half && !(qh && strcmp(qh, "0") == 0);
     }
     {
         size_t nl = strlen(b->path_note);

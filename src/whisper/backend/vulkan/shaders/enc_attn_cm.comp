@@ -1,10 +1,14 @@
 // enc_attn_cm.comp: enc_attn.comp's attention (same push constants, same
 // result) on the matrix engines through GL_NV_cooperative_matrix: q, k
-// and v as halves (rounded here from floats, or, with F_QKV_HALF, written
-// as halves by their product), scores and outputs accumulated in floats. For
-// heads of 32 or 64 (one compilation each), ld a multiple of 4 and
+// and v as halves (rounded here from floats, or, in the EA_HALF
+// compilations, written as halves by their product), scores and outputs
+// accumulated in floats. For heads of 32 or 64, ld a multiple of 4 and
 // 16-byte aligned q, k, v (ops.c checks; enc_attn.comp takes the rest),
-// on devices with subgroups of 32 (vk.h's has_coopmat_nv).
+// on devices with subgroups of 32 (vk.h's has_coopmat_nv). Four
+// compilations (EA_CFG): heads of 32 or 64, floats or halves in. Halves
+// are a compilation, not a flag, so that the next block's loads in flight
+// take half the registers (a run-time flag kept room for floats: 225
+// registers a thread on an H100, two workgroups a multiprocessor).
 //
 // A workgroup of 128 threads (4 subgroups) takes 64 query rows of one
 // head (grid y), each subgroup 16 of them, kept as D / 16 matrices of
@@ -16,7 +20,9 @@
 // waits for them). Per block, a subgroup:
 // scores S (16 x 64) = Q K^T on the matrix engines into a float scratch;
 // its 32 lanes, two per row, take the running maximum and sum (online
-// softmax) and write P = exp2(S - max) as halves; then P V (16 x D) on
+// softmax: the block's maximum in one pass over the scratch, then
+// exp2(S - max) in a second, so that the 32 scores a lane has are not
+// held in registers between) and write P as halves; then P V (16 x D) on
 // the matrix engines into the same scratch, which the lanes add into
 // their rows of the output (kept in registers, D / 2 floats a lane,
 // rescaled when the maximum grows). Keys past n score -inf and their
@@ -36,9 +42,21 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// @variants HEAD_D 32 64
-#ifndef HEAD_D
+// @variants EA_CFG 0 1 2 3
+#ifndef EA_CFG
+#define EA_CFG 1
+#endif
+#if EA_CFG == 0 || EA_CFG == 2
+#define HEAD_D 32
+#else
 #define HEAD_D 64
+#endif
+#if EA_CFG >= 2 // q, k, v as halves: four in a uvec2
+#define EA_HALF 1
+#define RAW4 uvec2
+#else           // as floats: four floats' bits in a uvec4
+#define EA_HALF 0
+#define RAW4 uvec4
 #endif
 const uint D = HEAD_D;
 layout(local_size_x = 128) in;
@@ -47,10 +65,7 @@ layout(push_constant) uniform P {
     F32 q; F32 k; F32 v; F32 o;
     uint n, ld;
     float scale;
-    uint flags;
 } p;
-
-const uint F_QKV_HALF = 1; // q, k and v are halves (ops.c's td_vko_enc_attn_half)
 
 const uint BQ = 64, BKEY = 64;     // queries per workgroup, keys per block
 const uint LK = (D + 8) / 4;       // uvec2 (4 halves) per staged key or value row
@@ -67,32 +82,38 @@ shared float Ss[4 * 16 * LS];
 #define MAT16 fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define MAT32 fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 
-// four elements of row (zeros past n) as raw bits: four floats', or with
-// F_QKV_HALF four halves in .xy
-uvec4 load_row4(F32 b, uint row, uint c, uint h0)
+// four elements of row (zeros past n) as raw bits: four halves, or four
+// floats'
+RAW4 load_row4(F32 b, uint row, uint c, uint h0)
 {
     if (row >= p.n)
-        return uvec4(0);
+        return RAW4(0);
     uint i = (row * p.ld + h0 + c) >> 2;
-    if ((p.flags & F_QKV_HALF) != 0)
-        return uvec4(U32x2(b).v[i], 0u, 0u);
+#if EA_HALF
+    return U32x2(b).v[i];
+#else
     return floatBitsToUint(F32x4(b).v[i]);
+#endif
 }
 
 // those four elements as staged: halves in pairs
-uvec2 halves4(uvec4 r)
+uvec2 halves4(RAW4 r)
 {
-    if ((p.flags & F_QKV_HALF) != 0)
-        return r.xy;
+#if EA_HALF
+    return r;
+#else
     return uvec2(packHalf2x16(uintBitsToFloat(r.xy)), packHalf2x16(uintBitsToFloat(r.zw)));
+#endif
 }
 
 float load_q(uint row, uint c)
 {
     uint i = row * p.ld + c;
-    if ((p.flags & F_QKV_HALF) != 0)
-        return unpackHalf2x16(U32(p.q).v[i >> 1])[i & 1u];
+#if EA_HALF
+    return unpackHalf2x16(U32(p.q).v[i >> 1])[i & 1u];
+#else
     return p.q.v[i];
+#endif
 }
 
 void main()
@@ -125,7 +146,7 @@ void main()
         o[i] = 0.0;
     float m = -1e30, l = 0.0;
 
-    uvec4 rk[NKV], rv[NKV];
+    RAW4 rk[NKV], rv[NKV];
     [[unroll]] for (uint i = 0; i < NKV; i++) {
         uint idx = tid + 128 * i, j = idx / (D / 4), c = (idx % (D / 4)) * 4;
         rk[i] = load_row4(p.k, j, c, h0);
@@ -159,21 +180,22 @@ void main()
         subgroupMemoryBarrierShared();
         subgroupBarrier();
 
-        // online softmax: two lanes a row, 32 columns each
-        float sv[BKEY / 2];
+        // online softmax: two lanes a row, 32 columns each (keys past n
+        // take -inf: exp2 makes them 0)
+        const float ninf = uintBitsToFloat(0xff800000u);
         float bm = -1e30;
         [[unroll]] for (uint i = 0; i < BKEY / 2; i++) {
             uint c = half_ + 2 * i;
-            sv[i] = j0 + c < p.n ? Ss[ss + r * LS + c] : uintBitsToFloat(0xff800000u);
-            bm = max(bm, sv[i]);
+            bm = max(bm, j0 + c < p.n ? Ss[ss + r * LS + c] : ninf);
         }
         bm = max(bm, subgroupShuffleXor(bm, 1));
         float mn = max(m, bm), corr = exp2(m - mn), bs = 0.0;
         m = mn;
         [[unroll]] for (uint i = 0; i < BKEY / 2; i++) {
-            float e = exp2(sv[i] - mn);
+            uint c = half_ + 2 * i;
+            float e = exp2((j0 + c < p.n ? Ss[ss + r * LS + c] : ninf) - mn);
             bs += e;
-            Ps[ps + r * LP + half_ + 2 * i] = float16_t(e);
+            Ps[ps + r * LP + c] = float16_t(e);
         }
         bs += subgroupShuffleXor(bs, 1);
         l = l * corr + bs;

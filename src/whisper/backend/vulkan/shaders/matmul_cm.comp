@@ -48,7 +48,7 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// @variants CM_CFG 0 1 2 3 4 5 6
+// @variants CM_CFG 0 1 2 3 4 5 6 7
 #ifndef CM_CFG
 #define CM_CFG 0
 #endif
@@ -89,13 +89,20 @@
 #define C_SGM 2
 #define C_SGN 4
 #define C_AHEAD 2
-#else               // 128 x 128 as 0, the loads two steps ahead
+#elif CM_CFG == 6   // 128 x 128 as 0, the loads two steps ahead
 #define C_BM 128
 #define C_BN 128
 #define C_BK 32
 #define C_SGM 2
 #define C_SGN 4
 #define C_AHEAD 2
+#else               // 128 x 128, 4 subgroups 2 x 2, each 64 x 64 (4 x 4): a
+                    // fragment read from shared memory feeds 4 products, not 2 or 4 x 2
+#define C_BM 128
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 2
 #endif
 #ifndef C_AHEAD
 #define C_AHEAD 1
