@@ -6,7 +6,7 @@
  *   vulkan-bench [--dims tiny|base|small|medium|...] [--model PATH]
  *                [--windows N] [--batch LIST] [--tokens N] [--runs N]
  *                [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|
- *                        cm64x64|cm64x64k64|cm64x64s2|auto]
+ *                        cm64x64|cm64x64k64|cm64x64s2|cmahead|cm128w|auto]
  *                [--step logits|host|sample] [--profile] [--stats] [--header]
  *                [--peak] [--probe]
  *
@@ -446,7 +446,7 @@ usage:
     fprintf(stderr, "usage: vulkan-bench [--dims NAME] [--model PATH] [--windows N] [--batch LIST]\n"
                     "                    [--tokens N] [--runs N]\n"
                     "                    [--path tiled|coopmat|coopmat64|cmdirect|cmdirect64|cm64x64|\n"
-                    "                            cm64x64k64|cm64x64s2|auto]\n"
+                    "                            cm64x64k64|cm64x64s2|cmahead|cm128w|auto]\n"
                     "                    [--step logits|host|sample] [--profile] [--stats] [--header] [--peak]\n"
                     "                    [--probe]\n");
     return 2;

@@ -944,7 +944,9 @@ static void test_linear_cols(void **state)
             continue;
         }
         if (paths[t] != TD_VKO_TILED)
-            td_vko_set_cm_big_min(ops, paths[t] == TD_VKO_COOPMAT ? 0 : TD_VKO_CM_BIG_MIN);
+            td_vko_set_cm_big_min(ops, paths[t] == TD_VKO_COOPMAT || paths[t] == TD_VKO_CM128W
+                                           ? 0
+                                           : TD_VKO_CM_BIG_MIN);
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int half = 0; half <= 1; half++) {
                 const int *sh = shapes[s];

@@ -737,8 +737,8 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
                            cdiv(m, 64), 1);
             return;
         }
-        /* 128 x 128 tiles where the grid has enough of them (coopmat and
-         * the cm64x64 paths), else the path's small tiles: 64 x 128 (the
+        /* 128 x 128 tiles where the grid has enough of them (coopmat, the
+         * cm64x64 paths, cmahead and cm128w), else the path's small tiles: 64 x 128 (the
          * direct-load paths' fallback too), or 64 x 64 in one of three
          * shapes */
         int cfg = cm_small(o->path);
@@ -891,11 +891,12 @@ static int cache_path(char *path, size_t len)
  * count of workgroups, holds the n = 1024 products; cmahead: 7 % faster
  * on 1500 x 1024 x 1024 alone, 0.6 ms a window slower in the encoder):
  * the trial leaves them out rather than time them at every first open for
- * nothing, and TD_VULKAN_MATMUL names them. */
+ * nothing, and TD_VULKAN_MATMUL names them. cm128w has not run on a card
+ * yet: an untested shader is no card's default, so it too is only named. */
 static int cm_untimed(enum td_vko_path p)
 {
     return p == TD_VKO_CM64X64 || p == TD_VKO_CM64X64K64 || p == TD_VKO_CM64X64S2 ||
-           p == TD_VKO_CMAHEAD;
+           p == TD_VKO_CMAHEAD || p == TD_VKO_CM128W;
 }
 
 /* The line key for this device, driver and product shape. */
@@ -1081,7 +1082,8 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
         if (want < 0)
             return td_error_set(err, TD_EINVAL,
                                 "vulkan: TD_VULKAN_MATMUL=%s (tiled, coopmat, coopmat64, cmdirect, "
-                                "cmdirect64, cm64x64, cm64x64k64, cm64x64s2, cmahead or auto)",
+                                "cmdirect64, cm64x64, cm64x64k64, cm64x64s2, cmahead, cm128w or "
+                                "auto)",
                                 env);
         int rc = td_vko_set_path(o, (enum td_vko_path)want, err);
         if (rc)

@@ -142,7 +142,7 @@ void td_vko_free(td_vko *o);
 void td_vko_set_matvec_rows(td_vko *o, int rows);
 void td_vko_set_cm_big_min(td_vko *o, int tiles);
 /* "tiled", "coopmat", "coopmat64", "cmdirect", "cmdirect64", "cm64x64", "cm64x64k64",
- * "cm64x64s2", "cmahead" */
+ * "cm64x64s2", "cmahead", "cm128w" */
 const char *td_vko_path_name(enum td_vko_path path);
 /* Force a path: TD_EUNAVAILABLE (with the reason) where the device has no
  * such path; the tiled path is always there. */

@@ -20,9 +20,7 @@
 // waits for them). Per block, a subgroup:
 // scores S (16 x 64) = Q K^T on the matrix engines into a float scratch;
 // its 32 lanes, two per row, take the running maximum and sum (online
-// softmax: the block's maximum in one pass over the scratch, then
-// exp2(S - max) in a second, so that the 32 scores a lane has are not
-// held in registers between) and write P as halves; then P V (16 x D) on
+// softmax) and write P = exp2(S - max) as halves; then P V (16 x D) on
 // the matrix engines into the same scratch, which the lanes add into
 // their rows of the output (kept in registers, D / 2 floats a lane,
 // rescaled when the maximum grows). Keys past n score -inf and their
@@ -180,22 +178,21 @@ void main()
         subgroupMemoryBarrierShared();
         subgroupBarrier();
 
-        // online softmax: two lanes a row, 32 columns each (keys past n
-        // take -inf: exp2 makes them 0)
-        const float ninf = uintBitsToFloat(0xff800000u);
+        // online softmax: two lanes a row, 32 columns each
+        float sv[BKEY / 2];
         float bm = -1e30;
         [[unroll]] for (uint i = 0; i < BKEY / 2; i++) {
             uint c = half_ + 2 * i;
-            bm = max(bm, j0 + c < p.n ? Ss[ss + r * LS + c] : ninf);
+            sv[i] = j0 + c < p.n ? Ss[ss + r * LS + c] : uintBitsToFloat(0xff800000u);
+            bm = max(bm, sv[i]);
         }
         bm = max(bm, subgroupShuffleXor(bm, 1));
         float mn = max(m, bm), corr = exp2(m - mn), bs = 0.0;
         m = mn;
         [[unroll]] for (uint i = 0; i < BKEY / 2; i++) {
-            uint c = half_ + 2 * i;
-            float e = exp2((j0 + c < p.n ? Ss[ss + r * LS + c] : ninf) - mn);
+            float e = exp2(sv[i] - mn);
             bs += e;
-            Ps[ps + r * LP + c] = float16_t(e);
+            Ps[ps + r * LP + half_ + 2 * i] = float16_t(e);
         }
         bs += subgroupShuffleXor(bs, 1);
         l = l * corr + bs;

@@ -96,8 +96,8 @@
 #define C_SGM 2
 #define C_SGN 4
 #define C_AHEAD 2
-#else               // 128 x 128, 4 subgroups 2 x 2, each 64 x 64 (4 x 4): a
-                    // fragment read from shared memory feeds 4 products, not 2 or 4 x 2
+#else               // 128 x 128, 4 subgroups 2 x 2, each 64 x 64 (4 x 4): each A and
+                    // W fragment read from shared memory feeds 4 products (CFG 0: A 2, W 4)
 #define C_BM 128
 #define C_BN 128
 #define C_BK 32
