@@ -7,8 +7,9 @@
 // on devices with subgroups of 32 (vk.h's has_coopmat_nv). Four
 // compilations (EA_CFG): heads of 32 or 64, floats or halves in. Halves
 // are a compilation, not a flag, so that the next block's loads in flight
-// take half the registers (a run-time flag kept room for floats: 225
-// registers a thread on an H100, two workgroups a multiprocessor).
+// can take half the registers (with a run-time flag the driver kept room
+// for floats: 225 registers a thread on an H100, two workgroups a
+// multiprocessor; the split has not yet been measured on a card).
 //
 // A workgroup of 128 threads (4 subgroups) takes 64 query rows of one
 // head (grid y), each subgroup 16 of them, kept as D / 16 matrices of
