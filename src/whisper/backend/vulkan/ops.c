@@ -84,6 +84,7 @@ typedef struct ea_push {
     uint64_t q, k, v, o;
     uint32_t n, ld;
     float scale;
+    uint32_t pad;          /* zero: the struct's size is a multiple of 8 */
 } ea_push;
 
 typedef struct da_push {
@@ -803,7 +804,7 @@ static int enc_attn_cm_ok(const td_vko *o, int half, int ld, uint64_t q, uint64_
 void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k, uint64_t v,
                      uint64_t out)
 {
-    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio)};
+    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 0};
     td_vk_dispatch(o->vk, enc_attn_cm_ok(o, 0, ld, q, k, v) ? o->enc_attn_cm[0] : o->enc_attn, &p,
                    cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
 }
@@ -817,7 +818,7 @@ void td_vko_enc_attn_half(td_vko *o, int n, int n_head, int ld, uint64_t q, uint
                           uint64_t v, uint64_t out)
 {
     assert(enc_attn_cm_ok(o, 1, ld, q, k, v));
-    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio)};
+    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 0};
     td_vk_dispatch(o->vk, o->enc_attn_cm[1], &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
 }
 
