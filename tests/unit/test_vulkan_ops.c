@@ -23,6 +23,9 @@
  *
  * Without a usable Vulkan device (no loader, no ICD) the tests skip,
  * saying why; without the Vulkan build the file is one skipped test.
+ * TEST_PATHS=NAME[,NAME...] (product path names, ops.h) has the tests
+ * that go over every product path take only those (on a card with
+ * every path, test_linear_coopmat alone takes minutes).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -95,6 +98,25 @@ static int teardown(void **state)
             skip();                                            \
         }                                                      \
     } while (0)
+
+/* Whether TEST_PATHS (a comma list of path names) is unset or names
+ * path; a path it leaves out is said so. */
+static int path_wanted(int path)
+{
+    const char *list = getenv("TEST_PATHS"), *name = td_vko_path_name((enum td_vko_path)path);
+    if (!list)
+        return 1;
+    size_t len = strlen(name);
+    for (const char *s = list; *s;) {
+        const char *end = strchr(s, ',');
+        size_t n = end ? (size_t)(end - s) : strlen(s);
+        if (n == len && strncmp(s, name, len) == 0)
+            return 1;
+        s += n + (end ? 1 : 0);
+    }
+    printf("# %s left out (TEST_PATHS=%s)\n", name, list);
+    return 0;
+}
 
 /* A device buffer holding n bytes of host data (or zeros). */
 static td_vk_buf dbuf(const void *data, size_t n)
@@ -937,6 +959,8 @@ static void test_linear_cols(void **state)
                                 TD_VKO_CM128W};
     for (size_t t = 0; t < sizeof paths / sizeof paths[0]; t++) {
         td_error perr = {0};
+        if (!path_wanted(paths[t]))
+            continue;
         if (td_vko_set_path(ops, (enum td_vko_path)paths[t], &perr)) {
             assert_int_equal(perr.code, TD_EUNAVAILABLE);
             printf("# cols on %s skipped: %s\n", td_vko_path_name((enum td_vko_path)paths[t]),
@@ -1081,6 +1105,8 @@ static void test_linear_coopmat(void **state)
     for (int t = 0; t < (int)(sizeof paths / sizeof paths[0]); t++) {
         int p = paths[t];
         td_error perr = {0};
+        if (!path_wanted(p))
+            continue;
         if (td_vko_set_path(ops, (enum td_vko_path)p, &perr)) {
             assert_int_equal(perr.code, TD_EUNAVAILABLE);
             printf("# %s skipped: %s\n", td_vko_path_name((enum td_vko_path)p), perr.msg);
