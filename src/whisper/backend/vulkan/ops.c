@@ -243,16 +243,19 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             td_vks_matmul_cm_CM_CFG2_words, td_vks_matmul_cm_CM_CFG3_words,
             td_vks_matmul_cm_CM_CFG4_words, td_vks_matmul_cm_CM_CFG5_words,
             td_vks_matmul_cm_CM_CFG6_words, td_vks_matmul_cm_CM_CFG7_words};
+        /* enc_attn_cm.comp's compilations: [q, k, v as halves][heads of 64] */
+        const uint32_t *ea_code[2][2] = {{td_vks_enc_attn_cm_EA_CFG0, td_vks_enc_attn_cm_EA_CFG1},
+                                         {td_vks_enc_attn_cm_EA_CFG2, td_vks_enc_attn_cm_EA_CFG3}};
+        const size_t ea_words[2][2] = {
+            {td_vks_enc_attn_cm_EA_CFG0_words, td_vks_enc_attn_cm_EA_CFG1_words},
+            {td_vks_enc_attn_cm_EA_CFG2_words, td_vks_enc_attn_cm_EA_CFG3_words}};
+        int d64 = d_audio == 64;
         rc = TD_OK;
         for (int i = 0; i < CM_6464 && rc == TD_OK; i++)
             rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
                                    NULL, 0, &o->matmul_cm[i], err);
         if (rc == TD_OK && (d_audio == 32 || d_audio == 64))
-            rc = td_vk_pipe_create(vk, "enc_attn_cm",
-                                   d_audio == 32 ? td_vks_enc_attn_cm_EA_CFG0
-                                                 : td_vks_enc_attn_cm_EA_CFG1,
-                                   d_audio == 32 ? td_vks_enc_attn_cm_EA_CFG0_words
-                                                 : td_vks_enc_attn_cm_EA_CFG1_words,
+            rc = td_vk_pipe_create(vk, "enc_attn_cm", ea_code[0][d64], ea_words[0][d64],
                                    sizeof(ea_push), NULL, 0, &o->enc_attn_cm[0], err);
         if (rc == TD_ENOMEM)
             goto fail;
@@ -267,11 +270,7 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         /* the attention with q, k, v as halves: optional (without it
          * they stay floats) */
         if (o->enc_attn_cm[0]) {
-            rc = td_vk_pipe_create(vk, "enc_attn_cm_half",
-                                   d_audio == 32 ? td_vks_enc_attn_cm_EA_CFG2
-                                                 : td_vks_enc_attn_cm_EA_CFG3,
-                                   d_audio == 32 ? td_vks_enc_attn_cm_EA_CFG2_words
-                                                 : td_vks_enc_attn_cm_EA_CFG3_words,
+            rc = td_vk_pipe_create(vk, "enc_attn_cm_half", ea_code[1][d64], ea_words[1][d64],
                                    sizeof(ea_push), NULL, 0, &o->enc_attn_cm[1], err);
             if (rc == TD_ENOMEM)
                 goto fail;
