@@ -903,10 +903,10 @@ static int cm_untimed(enum td_vko_path p)
 static void cache_key(const td_vko *o, int m, int n, int k, char *key, size_t len)
 {
     const td_vk_info *in = td_vk_device_info(o->vk);
-    /* "cm6": cm128w timed too; "cm5": the tiled path's registers out of local memory (matmul.comp);
+    /* "cm5": the tiled path's registers out of local memory (matmul.comp);
      * "cm4": the cooperative-matrix shaders' accumulators out of local
      * memory (several times faster): earlier trials timed them slow */
-    snprintf(key, len, "cm6:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
+    snprintf(key, len, "cm5:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
              in->driver_version, in->uuid, m, n, k);
 }
 
