@@ -1028,10 +1028,12 @@ static void test_linear_rows(void **state)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
 #if TEST_UNDER_ASAN
             /* under the sanitizer (make check's second run of the unit
-             * tests) every third shape: the host's side is the same for
-             * each, and lavapipe's minutes go to numerics that the plain
-             * build checks on all of them */
-            if (s % 3 != 0)
+             * tests) every third shape, from the second: the host's side
+             * is the same for each, and lavapipe's minutes go to numerics
+             * that the plain build checks on all of them (57 x 1029 x 128
+             * alone takes over half of them: a workgroup per 4 of its
+             * 1029 weight rows, each slow on lavapipe) */
+            if (s % 3 != 1)
                 continue;
 #endif
             int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
