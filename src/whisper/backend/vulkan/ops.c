@@ -30,8 +30,13 @@
 
 /* matmul_cm.comp's tile shapes (its CM_CFG): 128 x 128, 64 x 128, and 64 x 64 by 4
  * subgroups, by 4 with K steps of 64, by 2; 64 x 128 and 128 x 128 with the loads two
- * steps ahead; 128 x 128 by 4 subgroups of 64 x 64 */
-enum { CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_64A2, CM_128A2, CM_128W, CM_NCFG };
+ * steps ahead; 128 x 128 by 4 subgroups of 64 x 64; 128 x 128 and 64 x 128 compiled
+ * for A as halves with 16-byte loads (taken in place of CM_128 and CM_64 for such
+ * products where they were built) */
+enum {
+    CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_64A2, CM_128A2, CM_128W, CM_128H, CM_64H,
+    CM_NCFG
+};
 
 struct td_vko {
     td_vk *vk;
@@ -57,6 +62,8 @@ struct td_vko {
     uint64_t split_buf;
     size_t split_floats;
     int split_parts;
+    int cm_ah;                         /* take CM_128H and CM_64H where they apply
+                                        * (TD_VULKAN_CM_AH=1; not yet run on a card) */
     /* products of 9..TD_VKO_ROWS_MAX rows: the kernel per row class
      * (rows_class), TD_VKO_ROWS_PATH (the path's) unless chosen */
     enum td_vko_rows rows_pick[TD_VKO_ROWS_CLASSES];
@@ -163,6 +170,8 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         if (*end == 0 && v >= 0 && v <= 1 << 20)
             o->cm_big_min = (int)v;
     }
+    const char *ah = getenv("TD_VULKAN_CM_AH");
+    o->cm_ah = ah && strcmp(ah, "1") == 0;
     o->split_parts = SPLIT_AUTO ? -1 : 0;
     const char *sp = getenv("TD_VULKAN_SPLITK");
     if (sp && *sp) {
@@ -233,16 +242,19 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         static const char *const cm_name[CM_NCFG] = {"matmul_cm128", "matmul_cm64",
                                                      "matmul_cm6464", "matmul_cm6464k64",
                                                      "matmul_cm6464s2", "matmul_cm64a2",
-                                                     "matmul_cm128a2", "matmul_cm128w"};
+                                                     "matmul_cm128a2", "matmul_cm128w",
+                                                     "matmul_cm128h", "matmul_cm64h"};
         const uint32_t *cm_code[CM_NCFG] = {td_vks_matmul_cm_CM_CFG0, td_vks_matmul_cm_CM_CFG1,
                                             td_vks_matmul_cm_CM_CFG2, td_vks_matmul_cm_CM_CFG3,
                                             td_vks_matmul_cm_CM_CFG4, td_vks_matmul_cm_CM_CFG5,
-                                            td_vks_matmul_cm_CM_CFG6, td_vks_matmul_cm_CM_CFG7};
+                                            td_vks_matmul_cm_CM_CFG6, td_vks_matmul_cm_CM_CFG7,
+                                            td_vks_matmul_cm_CM_CFG8, td_vks_matmul_cm_CM_CFG9};
         const size_t cm_words[CM_NCFG] = {
             td_vks_matmul_cm_CM_CFG0_words, td_vks_matmul_cm_CM_CFG1_words,
             td_vks_matmul_cm_CM_CFG2_words, td_vks_matmul_cm_CM_CFG3_words,
             td_vks_matmul_cm_CM_CFG4_words, td_vks_matmul_cm_CM_CFG5_words,
-            td_vks_matmul_cm_CM_CFG6_words, td_vks_matmul_cm_CM_CFG7_words};
+            td_vks_matmul_cm_CM_CFG6_words, td_vks_matmul_cm_CM_CFG7_words,
+            td_vks_matmul_cm_CM_CFG8_words, td_vks_matmul_cm_CM_CFG9_words};
         /* enc_attn_cm.comp's compilations: [q, k, v as halves][heads of 64] */
         const uint32_t *ea_code[2][2] = {{td_vks_enc_attn_cm_EA_CFG0, td_vks_enc_attn_cm_EA_CFG1},
                                          {td_vks_enc_attn_cm_EA_CFG2, td_vks_enc_attn_cm_EA_CFG3}};
@@ -277,8 +289,10 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             if (rc)
                 o->enc_attn_cm[1] = NULL;
         }
-        /* the 64 x 64 tiles and the loads two steps ahead: optional, each
-         * (a driver that cannot build one loses only its path) */
+        /* the 64 x 64 tiles, the loads two steps ahead, the compilations
+         * for A as halves: optional, each (a driver that cannot build one
+         * loses only its path, or for the last two the products fall back
+         * to CM_128 and CM_64) */
         for (int i = CM_6464; i < CM_NCFG && o->matmul_cm[0]; i++) {
             rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
                                    NULL, 0, &o->matmul_cm[i], err);
@@ -389,6 +403,20 @@ unsigned td_vko_generation(const td_vko *o)
 static int cm_big(enum td_vko_path path)
 {
     return path == TD_VKO_CMAHEAD ? CM_128A2 : path == TD_VKO_CM128W ? CM_128W : CM_128;
+}
+
+/* The compilation of tile shape cfg for this product: CM_128 and CM_64
+ * have one for A as halves with 16-byte loads (ahalf_vec), taken where it
+ * was built and o->cm_ah allows; the same tiles, so the same sums. */
+static int cm_for_a(const td_vko *o, int cfg, int ahalf_vec)
+{
+    if (!ahalf_vec || !o->cm_ah)
+        return cfg;
+    if (cfg == CM_128 && o->matmul_cm[CM_128H])
+        return CM_128H;
+    if (cfg == CM_64 && o->matmul_cm[CM_64H])
+        return CM_64H;
+    return cfg;
 }
 
 /* Whether a path takes 128 x 128 tiles where the grid has enough of them. */
@@ -727,7 +755,8 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
         int scfg = cm_takes_big(o->path) ? cm_big(o->path) : CM_64;
         uint32_t sbm = scfg == CM_64 ? 64 : 128, ks, parts;
         if ((parts = split_parts(o, m, n, (uint32_t)l->k, sbm, 128, &ks)) > 1) {
-            linear_split(o, &p, o->matmul_cm[scfg], cdiv(n, 128), cdiv(m, sbm), parts, ks);
+            linear_split(o, &p, o->matmul_cm[cm_for_a(o, scfg, vec && ahalf)], cdiv(n, 128),
+                         cdiv(m, sbm), parts, ks);
             return;
         }
         if ((o->path == TD_VKO_CMDIRECT || o->path == TD_VKO_CMDIRECT64) && vec && !ahalf &&
@@ -747,7 +776,8 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
             cfg = cm_big(o->path);
         uint32_t bm = cfg == CM_128 || cfg == CM_128A2 || cfg == CM_128W ? 128 : 64;
         uint32_t bn = cfg == CM_6464 || cfg == CM_6464K64 || cfg == CM_6464S2 ? 64 : 128;
-        td_vk_dispatch(o->vk, o->matmul_cm[cfg], &p, cdiv(n, bn), cdiv(m, bm), 1);
+        td_vk_dispatch(o->vk, o->matmul_cm[cm_for_a(o, cfg, vec && ahalf)], &p, cdiv(n, bn),
+                       cdiv(m, bm), 1);
     }
     else {
         uint32_t ks, parts = split_parts(o, m, n, (uint32_t)l->k, 64, 64, &ks);

@@ -20,6 +20,8 @@
     X(matmul_cm_CM_CFG5) \
     X(matmul_cm_CM_CFG6) \
     X(matmul_cm_CM_CFG7) \
+    X(matmul_cm_CM_CFG8) \
+    X(matmul_cm_CM_CFG9) \
     X(matmul_cmd_CMD_TN2) \
     X(matmul_cmd_CMD_TN4) \
     X(cm_peak_CM_PEAK0)  \

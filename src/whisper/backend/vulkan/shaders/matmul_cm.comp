@@ -48,7 +48,7 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// @variants CM_CFG 0 1 2 3 4 5 6 7
+// @variants CM_CFG 0 1 2 3 4 5 6 7 8 9
 #ifndef CM_CFG
 #define CM_CFG 0
 #endif
@@ -96,16 +96,37 @@
 #define C_SGM 2
 #define C_SGN 4
 #define C_AHEAD 2
-#else               // 128 x 128, 4 subgroups 2 x 2, each 64 x 64 (4 x 4): each A and
+#elif CM_CFG == 7   // 128 x 128, 4 subgroups 2 x 2, each 64 x 64 (4 x 4): each A and
                     // W fragment read from shared memory feeds 4 products (CFG 0: A 2, W 4)
 #define C_BM 128
 #define C_BN 128
 #define C_BK 32
 #define C_SGM 2
 #define C_SGN 2
+#elif CM_CFG == 8   // CFG 0 for A as halves with 16-byte loads (C_AH)
+#define C_BM 128
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 4
+#define C_AH 1
+#else               // CFG 1 for A as halves with 16-byte loads
+#define C_BM 64
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 4
+#define C_AH 1
 #endif
 #ifndef C_AHEAD
 #define C_AHEAD 1
+#endif
+// C_AH (CFG 8, 9): F_AHALF and F_VEC known at compile time (ops.c picks
+// these only for such products), so that a thread's A loads in flight
+// are 2-word registers, not 4-word ones kept for floats that never come
+// (enc_attn_cm.comp's compilation for halves ran 18 % faster for that)
+#ifndef C_AH
+#define C_AH 0
 #endif
 #define C_NT (32 * C_SGM * C_SGN)
 layout(local_size_x = C_NT) in;
@@ -147,14 +168,27 @@ uint kEnd; // the end of this workgroup's K range: p.K, or its split's
 // Bits, not values, so that one register type holds either and the
 // floats are still rounded to halves only when staged (a step later,
 // where their loads have had the products' time to land).
-uvec4 load_a(uint m, uint k)
+#if C_AH
+#define AREG uvec2
+#define IS_VEC true
+#define IS_AHALF true
+#else
+#define AREG uvec4
+#define IS_VEC ((p.flags & F_VEC) != 0)
+#define IS_AHALF ((p.flags & F_AHALF) != 0)
+#endif
+AREG load_a(uint m, uint k)
 {
     if (m >= p.M || k >= kEnd)
-        return uvec4(0);
+        return AREG(0);
     uint i = m * p.lda + k;
-    if ((p.flags & F_AHALF) != 0) {
-        if ((p.flags & F_VEC) != 0 && k + 3 < kEnd)
-            return uvec4(U32x2(p.a).v[i >> 2], 0u, 0u);
+    if (IS_AHALF) {
+        if (IS_VEC && k + 3 < kEnd)
+            return AREG(U32x2(p.a).v[i >> 2]
+#if !C_AH
+                        , 0u, 0u
+#endif
+            );
         uvec2 r = uvec2(0);
         [[unroll]] for (uint j = 0; j < 4; j++)
             if (k + j < kEnd) {
@@ -165,23 +199,35 @@ uvec4 load_a(uint m, uint k)
                 else
                     r.y |= h << (16 * (j - 2));
             }
+#if C_AH
+        return r;
+#else
         return uvec4(r, 0u, 0u);
+#endif
     }
-    if ((p.flags & F_VEC) != 0 && k + 3 < kEnd)
+#if C_AH
+    return AREG(0); // not reached: A is halves here
+#else
+    if (IS_VEC && k + 3 < kEnd)
         return floatBitsToUint(F32x4(p.a).v[i >> 2]);
     vec4 r = vec4(0.0);
     [[unroll]] for (uint j = 0; j < 4; j++)
         if (k + j < kEnd)
             r[j] = p.a.v[i + j];
     return floatBitsToUint(r);
+#endif
 }
 
 // A's four elements as staged: halves in pairs
-uvec2 a_halves(uvec4 r)
+uvec2 a_halves(AREG r)
 {
-    if ((p.flags & F_AHALF) != 0)
+#if C_AH
+    return r;
+#else
+    if (IS_AHALF)
         return r.xy;
     return uvec2(packHalf2x16(uintBitsToFloat(r.xy)), packHalf2x16(uintBitsToFloat(r.zw)));
+#endif
 }
 
 // W[n][k .. k+7] as 4 words of halves in pairs (zeros past N and K)
@@ -190,7 +236,7 @@ uvec4 load_w(uint n, uint k)
     if (n >= p.N || k >= kEnd)
         return uvec4(0);
     uint i = n * p.ldw + k; // even: ldw and k are
-    if ((p.flags & F_VEC) != 0 && k + 7 < kEnd)
+    if (IS_VEC && k + 7 < kEnd)
         return U32x4(p.w).v[i >> 3];
     uvec4 r = uvec4(0);
     [[unroll]] for (uint j = 0; j < 4; j++) {
@@ -221,7 +267,7 @@ void main()
 
     // thread tid loads A rows (tid + NT i) / PA, columns 4 ((tid + NT i) % PA),
     // and W rows (tid + NT i) / PW, columns 8 ((tid + NT i) % PW)
-    uvec4 ra[NA];
+    AREG ra[NA];
     uvec4 rw[NW];
     [[unroll]] for (uint i = 0; i < NA; i++) {
         uint idx = tid + NT * i;
@@ -279,7 +325,7 @@ void main()
     // other stage, a barrier
     bool same = (p.flags & F_PSAME) != 0, noload = (p.flags & F_PNOLOAD) != 0;
     bool nomma = (p.flags & F_PNOMMA) != 0;
-    uvec4 ra2[NA];
+    AREG ra2[NA];
     uvec4 rw2[NW];
     LOAD_STEP(ra2, rw2, same ? kb : kb + BK)
     for (uint k0 = kb; k0 < kEnd; k0 += 2 * BK) {
