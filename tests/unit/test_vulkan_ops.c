@@ -869,10 +869,12 @@ static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int 
 /* TD_VKO_AHALF's promise: on path (one of matmul_cm.comp's), the product
  * with A handed over as halves is bitwise the product of the same values
  * as floats (the kernel rounds float A to halves as it stages it), split
- * along K too. */
-static void ahalf_same_bits(int m, int n, int k, unsigned flags, int path, int split)
+ * along K too. aligned: lda a multiple of 4, so that the 16-byte loads
+ * (and with TD_VULKAN_CM_AH=1 the compilations for A as halves) are taken;
+ * else lda = k + 2. */
+static void ahalf_same_bits(int m, int n, int k, unsigned flags, int path, int split, int aligned)
 {
-    int lda = k + 2, ldw = (k + 7) / 8 * 8, ldc = n + 3;
+    int lda = aligned ? (k + 3) / 4 * 4 + 4 : k + 2, ldw = (k + 7) / 8 * 8, ldc = n + 3;
     uint16_t *ah = malloc((size_t)m * lda * sizeof *ah), *wh = malloc((size_t)n * ldw * 2);
     float *af = malloc((size_t)m * lda * sizeof *af), *bias = malloc((size_t)n * 4);
     float *c0 = malloc((size_t)m * ldc * sizeof *c0);
@@ -1159,10 +1161,12 @@ static void test_linear_coopmat(void **state)
         linear_case(130, 70, 4100, 1, B | G | A, 0, p);
         lin_split = 0;
         lin_ahalf = 0;
-        ahalf_same_bits(1500, 1024, 1024, B | C, p, 0);
-        ahalf_same_bits(300, 4096, 100, B | G, p, 0);
-        ahalf_same_bits(130, 70, 4100, B | C, p, 3);
-        ahalf_same_bits(17, 33, 66, B, p, 0);
+        for (int aligned = 0; aligned <= 1; aligned++) {
+            ahalf_same_bits(1500, 1024, 1024, B | C, p, 0, aligned);
+            ahalf_same_bits(300, 4096, 100, B | G, p, 0, aligned);
+            ahalf_same_bits(130, 70, 4100, B | C, p, 3, aligned);
+        }
+        ahalf_same_bits(17, 33, 66, B, p, 0, 0);
     }
     td_vko_set_cm_big_min(ops, TD_VKO_CM_BIG_MIN);
 }

@@ -31,8 +31,8 @@
 /* matmul_cm.comp's tile shapes (its CM_CFG): 128 x 128, 64 x 128, and 64 x 64 by 4
  * subgroups, by 4 with K steps of 64, by 2; 64 x 128 and 128 x 128 with the loads two
  * steps ahead; 128 x 128 by 4 subgroups of 64 x 64; 128 x 128 and 64 x 128 compiled
- * for A as halves with 16-byte loads (taken in place of CM_128 and CM_64 for such
- * products where they were built) */
+ * for A as halves with aligned operands (CM_VEC), taken in place of CM_128 and CM_64
+ * for such products where they were built */
 enum {
     CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_64A2, CM_128A2, CM_128W, CM_128H, CM_64H,
     CM_NCFG
@@ -294,6 +294,8 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
          * loses only its path, or for the last two the products fall back
          * to CM_128 and CM_64) */
         for (int i = CM_6464; i < CM_NCFG && o->matmul_cm[0]; i++) {
+            if ((i == CM_128H || i == CM_64H) && !o->cm_ah)
+                continue; /* built only where they may be taken */
             rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
                                    NULL, 0, &o->matmul_cm[i], err);
             if (rc == TD_ENOMEM)
@@ -406,8 +408,9 @@ static int cm_big(enum td_vko_path path)
 }
 
 /* The compilation of tile shape cfg for this product: CM_128 and CM_64
- * have one for A as halves with 16-byte loads (ahalf_vec), taken where it
- * was built and o->cm_ah allows; the same tiles, so the same sums. */
+ * have one for A as halves with aligned operands (ahalf_vec: TD_VKO_AHALF
+ * and CM_VEC), taken where it was built (o->cm_ah); the same tiles and
+ * order of sums, so the same bits. */
 static int cm_for_a(const td_vko *o, int cfg, int ahalf_vec)
 {
     if (!ahalf_vec || !o->cm_ah)

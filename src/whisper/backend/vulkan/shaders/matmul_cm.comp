@@ -103,14 +103,14 @@
 #define C_BK 32
 #define C_SGM 2
 #define C_SGN 2
-#elif CM_CFG == 8   // CFG 0 for A as halves with 16-byte loads (C_AH)
+#elif CM_CFG == 8   // CFG 0 for A as halves, operands aligned (C_AH)
 #define C_BM 128
 #define C_BN 128
 #define C_BK 32
 #define C_SGM 2
 #define C_SGN 4
 #define C_AH 1
-#else               // CFG 1 for A as halves with 16-byte loads
+#else               // CFG 1 for A as halves, operands aligned
 #define C_BM 64
 #define C_BN 128
 #define C_BK 32
@@ -164,7 +164,9 @@ shared uvec4 Ws[2 * SW];
 uint kEnd; // the end of this workgroup's K range: p.K, or its split's
 
 // A[m][k .. k+3] (zeros past M and K) as raw bits: four floats' bits, or
-// with F_AHALF (A stored as halves by its producer) four halves in .xy.
+// with F_AHALF (A stored as halves by its producer) four halves in .xy;
+// with C_AH (halves and F_VEC known at compile time) the four halves
+// alone, in a uvec2.
 // Bits, not values, so that one register type holds either and the
 // floats are still rounded to halves only when staged (a step later,
 // where their loads have had the products' time to land).
