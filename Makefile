@@ -170,12 +170,11 @@ setup:
 	./scripts/setup-debian.sh
 
 # The unit tests two at a time (UNIT_JOBS), the longest first so that the
-# short ones fill the other core beside them. test_vulkan_backend (123-135
-# s of CI's 156-170 s unit stage, 83 of the sanitizer's 234) ran alone
-# after the others while the backend gave a step 2 minutes before calling
-# the device hung; a CPU device (lavapipe) now gets 20, so it runs first,
-# beside the rest. UNIT_ALONE="NAME ..." still runs binaries by themselves
-# after the others.
+# short ones fill the other core beside them. test_vulkan_backend once ran
+# alone after the others while the backend gave a step 2 minutes before
+# calling the device hung; a CPU device (lavapipe) now gets 20, so it runs
+# first, beside the rest. UNIT_ALONE="NAME ..." still runs binaries by
+# themselves after the others.
 UNIT_JOBS ?= 2
 UNIT_ALONE ?=
 UNIT_FIRST := test_vulkan_backend test_whisper_engine test_vulkan_ops test_whisper_golden \
