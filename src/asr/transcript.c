@@ -62,7 +62,7 @@ int td_transcript_add(td_transcript *t, double start, double end, const char *te
 }
 
 int td_transcript_add_issue(td_transcript *t, double start, double end, const char *reason,
-                            td_error *err)
+                            int decoded_again, td_error *err)
 {
     if (t->n_issues == t->cap_issues) {
         size_t cap = t->cap_issues ? t->cap_issues * 2 : 8;
@@ -72,7 +72,7 @@ int td_transcript_add_issue(td_transcript *t, double start, double end, const ch
         t->issues = is;
         t->cap_issues = cap;
     }
-    t->issues[t->n_issues++] = (td_transcript_issue){.start = start, .end = end,
-                                                     .reason = reason ? reason : ""};
+    t->issues[t->n_issues++] = (td_transcript_issue){
+        .start = start, .end = end, .reason = reason ? reason : "", .decoded_again = !!decoded_again};
     return TD_OK;
 }

@@ -34,6 +34,9 @@ typedef struct td_segment {
 typedef struct td_transcript_issue {
     double start, end;   /* seconds */
     const char *reason;  /* a static string: "gap", "sparse", "repeat", "loop" */
+    int decoded_again;   /* 1: its window was decoded more than once; 0: kept as
+                          * first decoded (a short gap: decoding it again would
+                          * mostly turn hiss or music into invented text) */
 } td_transcript_issue;
 
 typedef struct td_transcript {
@@ -55,6 +58,6 @@ int td_transcript_add(td_transcript *t, double start, double end, const char *te
 
 /* Append an issue (reason is not copied: it must be static). */
 int td_transcript_add_issue(td_transcript *t, double start, double end, const char *reason,
-                            td_error *err);
+                            int decoded_again, td_error *err);
 
 #endif

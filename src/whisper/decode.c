@@ -1868,11 +1868,16 @@ out:
     return rc;
 }
 
+/* What a commit does with the attempt's issues: drops them, or adds them
+ * to the transcript as unresolved, kept as first decoded or after the
+ * window was decoded again. */
+enum issues_to { ISSUES_DROP, ISSUES_KEPT_FIRST, ISSUES_KEPT_AGAIN };
+
 /* Append segments [0, n_keep) of a to out and their tokens to the prompt
- * (when the attempt's temperature allows), and, when unresolved is set,
- * a's issues to out. */
+ * (when the attempt's temperature allows), and a's issues as issues says. */
 static int window_commit_from(td_wdecoder *d, wstream *st, const wattempt *a, size_t from,
-                              size_t n_keep, int unresolved, td_transcript *out, td_error *err)
+                              size_t n_keep, enum issues_to issues, td_transcript *out,
+                              td_error *err)
 {
     int rc = TD_OK;
     for (size_t k = from; k < n_keep && rc == TD_OK; k++) {
@@ -1889,10 +1894,11 @@ static int window_commit_from(td_wdecoder *d, wstream *st, const wattempt *a, si
         st->last_speech = n_keep == a->segs.n_segs ? a->last_speech : a->segs.segs[n_keep - 1].end;
     if (from == 0)
         d->stats.tokens += a->n_tokens;
-    if (unresolved)
+    if (issues != ISSUES_DROP)
         for (size_t i = 0; i < a->n_iss && i < GUARD_CAP && rc == TD_OK; i++) {
             rc = td_transcript_add_issue(out, a->iss[i].start, a->iss[i].end,
-                                         td_guard_reason_name(a->iss[i].reason), err);
+                                         td_guard_reason_name(a->iss[i].reason),
+                                         issues == ISSUES_KEPT_AGAIN, err);
             d->stats.guard_unresolved++;
         }
     return rc;
@@ -1900,9 +1906,9 @@ static int window_commit_from(td_wdecoder *d, wstream *st, const wattempt *a, si
 
 /* Segments [0, n_keep) of a (see window_commit_from). */
 static int window_commit(td_wdecoder *d, wstream *st, const wattempt *a, size_t n_keep,
-                         int unresolved, td_transcript *out, td_error *err)
+                         enum issues_to issues, td_transcript *out, td_error *err)
 {
-    return window_commit_from(d, st, a, 0, n_keep, unresolved, out, err);
+    return window_commit_from(d, st, a, 0, n_keep, issues, out, err);
 }
 
 /* The gap's window found no words in the gap: the window that left it is
@@ -1913,10 +1919,10 @@ static int probe_failed(td_wdecoder *d, wstream *st, td_transcript *out, size_t 
 {
     wattempt *o = &st->orig;
     st->probing = 0;
-    int rc = window_commit_from(d, st, o, st->orig_from, o->segs.n_segs, 0, out, err);
-    if (!rc) {
+    int rc = window_commit_from(d, st, o, st->orig_from, o->segs.n_segs, ISSUES_DROP, out, err);
+    if (!rc) { /* the gap's own window was its second decode */
         rc = td_transcript_add_issue(out, st->orig_gap.start, st->orig_gap.end,
-                                     td_guard_reason_name(st->orig_gap.reason), err);
+                                     td_guard_reason_name(st->orig_gap.reason), 1, err);
         d->stats.guard_unresolved++;
     }
     *seekp = o->seek;
@@ -1967,7 +1973,7 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
     }
     int rc;
     if (a->n_iss == 0) {
-        rc = window_commit(d, st, a, a->segs.n_segs, 0, out, err);
+        rc = window_commit(d, st, a, a->segs.n_segs, ISSUES_DROP, out, err);
         *seekp = a->seek;
         *temp = a->temperature;
         return rc ? rc : WIN_DONE;
@@ -1994,7 +2000,7 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
              * in view, Whisper tends to jump to that and drop the gap again */
             st->gap_next = 1;
             st->limit_next = (size_t)ceil((first->end + d->gp.word_pad_s - first->start) / frame_s);
-            rc = window_commit(d, st, a, keep, 0, out, err);
+            rc = window_commit(d, st, a, keep, ISSUES_DROP, out, err);
             *seekp = gap_seek;
             *temp = a->temperature;
             /* this window's rest waits for the gap's window (probe_failed) */
@@ -2035,7 +2041,10 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
         return WIN_RETRY;
     }
     const wattempt *keep = &st->best;
-    rc = window_commit(d, st, keep, keep->segs.n_segs, 1, out, err);
+    /* decoded again: at a later temperature than the first (a guard's
+     * retry or the ordinary fallback) */
+    rc = window_commit(d, st, keep, keep->segs.n_segs, ti > 0 ? ISSUES_KEPT_AGAIN : ISSUES_KEPT_FIRST,
+                       out, err);
     *seekp = keep->seek;
     *temp = keep->temperature;
     return rc ? rc : WIN_DONE;
@@ -2445,7 +2454,8 @@ int td_wdecoder_transcribe_chunks(td_wdecoder *d, const td_wchunk *chunks, int n
                                        p->segs[k].words, p->segs[k].n_words, err);
             for (size_t k = 0; k < p->n_issues && rc == TD_OK; k++)
                 rc = td_transcript_add_issue(out, p->issues[k].start, p->issues[k].end,
-                                             p->issues[k].reason, err);
+                                             p->issues[k].reason, p->issues[k].decoded_again,
+                                             err);
             if (rc)
                 goto out;
             td_transcript_release(p);

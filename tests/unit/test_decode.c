@@ -2088,6 +2088,7 @@ static void test_guard_gap_probe_fails(void **state)
     assert_int_equal(t.n_issues, 1);
     assert_string_equal(t.issues[0].reason, "gap");
     assert_true(fabs(t.issues[0].start - 2.5) < 1e-9 && fabs(t.issues[0].end - 24.5) < 1e-9);
+    assert_int_equal(t.issues[0].decoded_again, 1); /* by the gap's own window */
     td_wdecode_stats st;
     td_wdecoder_stats(f->d, &st);
     assert_int_equal(st.guard_gap_seeks, 1);
@@ -2113,6 +2114,7 @@ static void test_guard_short_gap_logged(void **state)
     assert_int_equal(t.n_issues, 1);
     assert_string_equal(t.issues[0].reason, "gap");
     assert_true(fabs(t.issues[0].start - 2.5) < 1e-9 && fabs(t.issues[0].end - 6.0) < 1e-9);
+    assert_int_equal(t.issues[0].decoded_again, 0); /* logged as such, not as a failed re-decode */
     td_transcript_release(&t);
     fix_free(f);
 }
@@ -2215,6 +2217,7 @@ static void test_guard_unresolved(void **state)
     assert_int_equal(t.n_issues, 1);
     assert_string_equal(t.issues[0].reason, "repeat");
     assert_true(fabs(t.issues[0].start - 2.0) < 1e-9 && fabs(t.issues[0].end - 4.0) < 1e-9);
+    assert_int_equal(t.issues[0].decoded_again, 1);
     td_wdecode_stats st;
     td_wdecoder_stats(f->d, &st);
     assert_int_equal(st.guard_redecodes, 5);

@@ -502,7 +502,7 @@ static void test_json_roundtrip(void **state)
     assert_int_equal(td_transcript_add(&t, 2.0, 3.0, "Only text.\nSecond line", NULL, 0, &err),
                      TD_OK);
     memcpy(t.language, "en", 3);
-    assert_int_equal(td_transcript_add_issue(&t, 1.25, 2.5, "repeat", &err), TD_OK);
+    assert_int_equal(td_transcript_add_issue(&t, 1.25, 2.5, "repeat", 1, &err), TD_OK);
 
     td_cue_rules r = td_cue_rules_default();
     td_cue_list l;
