@@ -34,9 +34,11 @@ typedef struct td_segment {
 typedef struct td_transcript_issue {
     double start, end;   /* seconds */
     const char *reason;  /* a static string: "gap", "sparse", "repeat", "loop" */
-    int decoded_again;   /* 1: its window was decoded more than once; 0: kept as
-                          * first decoded (a short gap: decoding it again would
-                          * mostly turn hiss or music into invented text) */
+    int decoded_again;   /* 1: its audio was decoded more than once (a later
+                          * temperature, or a gap's own window); 0: kept as
+                          * first decoded (a gap under 8 s in a window decoded
+                          * once: decoding it again would mostly turn hiss or
+                          * music into invented text) */
 } td_transcript_issue;
 
 typedef struct td_transcript {

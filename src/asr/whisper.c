@@ -815,14 +815,15 @@ static int decode_batch(td_engine *e, td_transcript *out, td_progress_fn progres
         const td_transcript_issue *is = &part.issues[i];
         double start, end;
         map_range(e, is->start, is->end, &start, &end);
-        /* a stretch kept as first decoded (a short gap: mostly hiss or
-         * music the VAD let through) is only counted and listed */
+        /* a stretch kept as first decoded (a gap under 8 s, which the
+         * guards leave alone: mostly hiss or music the VAD let through)
+         * is only counted and listed */
         if (is->decoded_again)
             td_log(TD_LOG_WARN, "[guard] %s at %.2f-%.2f s: decoding again did not clear it; "
                    "kept", is->reason, start, end);
         else
-            td_log(TD_LOG_DEBUG, "[guard] %s at %.2f-%.2f s: short, kept without decoding again",
-                   is->reason, start, end);
+            td_log(TD_LOG_DEBUG, "[guard] %s at %.2f-%.2f s: kept as first decoded", is->reason,
+                   start, end);
         rc = td_transcript_add_issue(out, start, end, is->reason, is->decoded_again, err);
         if (rc)
             goto out;

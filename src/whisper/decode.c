@@ -2042,9 +2042,10 @@ static int window_settle(td_wdecoder *d, wstream *st, int ti, size_t seek0, doub
     }
     const wattempt *keep = &st->best;
     /* decoded again: at a later temperature than the first (a guard's
-     * retry or the ordinary fallback) */
-    rc = window_commit(d, st, keep, keep->segs.n_segs, ti > 0 ? ISSUES_KEPT_AGAIN : ISSUES_KEPT_FIRST,
-                       out, err);
+     * retry or the ordinary fallback), or a gap's own window (its audio
+     * was decoded once already, by the window that left the gap) */
+    enum issues_to issues = ti > 0 || st->gap_started ? ISSUES_KEPT_AGAIN : ISSUES_KEPT_FIRST;
+    rc = window_commit(d, st, keep, keep->segs.n_segs, issues, out, err);
     *seekp = keep->seek;
     *temp = keep->temperature;
     return rc ? rc : WIN_DONE;

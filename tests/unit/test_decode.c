@@ -2119,6 +2119,65 @@ static void test_guard_short_gap_logged(void **state)
     fix_free(f);
 }
 
+/* The gap's own window finds words early in the gap and leaves gaps
+ * after them, a long one among them: that audio was decoded twice (by the
+ * window that left the gap and by the gap's window), so the kept issues
+ * say so (the log's "decoding again did not clear it"). */
+static void test_guard_gap_window_leaves_gap(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, T_WORLD, TS(f, 100), TS(f, 1250), T_THE, T_CAT, T_SAT,
+         TS(f, 1400));
+    PLAN(f, 250, 0, 0, TS(f, 0), T_HELLO, T_WORLD, TS(f, 50), TS(f, 325), T_THE, T_CAT,
+         TS(f, 375));
+    fix_open(f);
+    td_wdecoder_set_speech(f->d, speech_30s, 1);
+    td_transcript t;
+    transcribe(f, 3000, 0, &t, NULL);
+    assert_int_equal(f->be.encodes[1], 250);
+    /* the gap's window: words at 2.5-3.5 and 9-10 s, gaps at 4-8.5 s and
+     * 10.5-25 s; then the window at 25 s, where nothing is planned, falls
+     * back through every temperature and keeps its gap too */
+    assert_int_equal(t.n_issues, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(t.issues[i].reason, "gap");
+        assert_int_equal(t.issues[i].decoded_again, 1);
+    }
+    assert_true(fabs(t.issues[1].start - 10.5) < 1e-9 && fabs(t.issues[1].end - 25.0) < 1e-9);
+    td_transcript_release(&t);
+    fix_free(f);
+}
+
+/* Batched: a short gap kept as first decoded and a repeat kept after every
+ * temperature keep their flags through the chunks' transcripts. */
+static void test_guard_flags_batched(void **state)
+{
+    (void)state;
+    fix *f = fix_new(NV_MULTI);
+    f->o.batch = 2;
+    PLAN(f, 0, 0, 0, TS(f, 0), T_HELLO, T_WORLD, TS(f, 100));
+    PLAN(f, 10000, 0, 0, TS(f, 0), T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 100), TS(f, 100),
+         T_THE, T_CAT, T_SAT, T_DOG, T_HELLO, TS(f, 200));
+    fix_open(f);
+    static const td_guard_span speech[] = {{0.0, 6.0}};
+    td_wdecoder_set_speech(f->d, speech, 1);
+    chunk_set cs;
+    chunks_make(&cs, 2, 800, 40.0);
+    td_transcript t;
+    td_error err = {0};
+    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+    assert_int_equal(t.n_issues, 2);
+    assert_string_equal(t.issues[0].reason, "gap");
+    assert_int_equal(t.issues[0].decoded_again, 0);
+    assert_string_equal(t.issues[1].reason, "repeat");
+    assert_int_equal(t.issues[1].decoded_again, 1);
+    td_transcript_release(&t);
+    chunks_free(&cs);
+    fix_free(f);
+}
+
 /* Batched: the same within a chunk; the window at the gap holds just the
  * gap (speech only to 20 s here: 2.5 .. 20.5 s, 1800 frames). */
 static void test_guard_gap_batched(void **state)
@@ -2307,6 +2366,8 @@ int main(void)
         cmocka_unit_test(test_guard_gap_probe_fails),
         cmocka_unit_test(test_guard_short_gap_logged),
         cmocka_unit_test(test_guard_gap_batched),
+        cmocka_unit_test(test_guard_gap_window_leaves_gap),
+        cmocka_unit_test(test_guard_flags_batched),
         cmocka_unit_test(test_guard_repeat_redecodes),
         cmocka_unit_test(test_guard_loop_redecodes),
         cmocka_unit_test(test_guard_unresolved),
