@@ -1622,6 +1622,15 @@ static int chunks_run(fix *f, chunk_set *cs, td_transcript *t, td_wdecode_progre
     return td_wdecoder_transcribe_chunks(f->d, cs->c, cs->n, t, NULL, pr, user, err);
 }
 
+/* chunks_run, which the test expects to succeed: it fails with the
+ * error otherwise. */
+static void chunks_ok(fix *f, chunk_set *cs, td_transcript *t)
+{
+    td_error err = {0};
+    if (chunks_run(f, cs, t, NULL, NULL, &err))
+        fail_msg("transcribe_chunks: %s", err.msg);
+}
+
 /* Four chunks two at a time: each decoded on its own (its own window,
  * no prompt), segments in chunk order on the chunks' clocks, and the two
  * windows of a batch share decoder calls. */
@@ -1637,9 +1646,7 @@ static void test_batched_order(void **state)
     chunk_set cs;
     chunks_make(&cs, 4, 800, 40.0);
     td_transcript t;
-    td_error err = {0};
-    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
-        fail_msg("transcribe_chunks: %s", err.msg);
+    chunks_ok(f, &cs, &t);
     assert_int_equal(t.n_segs, 4);
     expect_seg(&t, 0, 0.0, 1.0, "Hello");
     expect_seg(&t, 1, 40.0, 41.2, "world");
@@ -1682,9 +1689,7 @@ static void test_batched_fallback(void **state)
     chunk_set cs;
     chunks_make(&cs, 3, 1000, 30.0);
     td_transcript t;
-    td_error err = {0};
-    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
-        fail_msg("transcribe_chunks: %s", err.msg);
+    chunks_ok(f, &cs, &t);
     assert_int_equal(t.n_segs, 3);
     expect_seg(&t, 0, 0.0, 1.0, "Hello");
     expect_seg(&t, 1, 30.0, 31.4, "sat");
@@ -1713,9 +1718,7 @@ static void test_batched_seek_within_chunk(void **state)
     chunk_set cs;
     chunks_make(&cs, 2, 2500, 100.0);
     td_transcript t;
-    td_error err = {0};
-    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
-        fail_msg("transcribe_chunks: %s", err.msg);
+    chunks_ok(f, &cs, &t);
     assert_int_equal(t.n_segs, 3);
     expect_seg(&t, 0, 0.0, 2.0, "Hello");
     expect_seg(&t, 1, 2.0, 3.0, "the");
@@ -1849,9 +1852,7 @@ static void test_batched_beams(void **state)
     chunk_set cs;
     chunks_make(&cs, 5, 1000, 30.0);
     td_transcript t;
-    td_error err = {0};
-    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
-        fail_msg("transcribe_chunks: %s", err.msg);
+    chunks_ok(f, &cs, &t);
     assert_int_equal(t.n_segs, 5);
     for (int k = 0; k < 5; k++)
         assert_string_equal(t.segs[k].text, "world cat"); /* beam search's answer */
@@ -1948,9 +1949,7 @@ static void test_align_batched(void **state)
     chunk_set cs;
     chunks_make(&cs, 2, 800, 40.0);
     td_transcript t;
-    td_error err = {0};
-    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
-        fail_msg("transcribe_chunks: %s", err.msg);
+    chunks_ok(f, &cs, &t);
     assert_int_equal(t.n_segs, 2);
     assert_int_equal(f->be.n_align, 2);
     assert_int_not_equal(f->be.align_window[0], f->be.align_window[1]);
@@ -2165,9 +2164,7 @@ static void test_guard_flags_batched(void **state)
     chunk_set cs;
     chunks_make(&cs, 2, 800, 40.0);
     td_transcript t;
-    td_error err = {0};
-    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
-        fail_msg("transcribe_chunks: %s", err.msg);
+    chunks_ok(f, &cs, &t);
     assert_int_equal(t.n_issues, 2);
     assert_string_equal(t.issues[0].reason, "gap");
     assert_int_equal(t.issues[0].decoded_again, 0);
@@ -2195,9 +2192,7 @@ static void test_guard_gap_batched(void **state)
     chunk_set cs;
     chunks_make(&cs, 1, 3000, 0.0);
     td_transcript t;
-    td_error err = {0};
-    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
-        fail_msg("transcribe_chunks: %s", err.msg);
+    chunks_ok(f, &cs, &t);
     assert_true(f->be.n_encode >= 2);
     assert_int_equal(f->be.encodes[1], 250);
     assert_true(t.n_segs >= 2);
@@ -2301,9 +2296,7 @@ static void test_guard_batched(void **state)
     chunk_set cs;
     chunks_make(&cs, 2, 800, 40.0);
     td_transcript t;
-    td_error err = {0};
-    if (chunks_run(f, &cs, &t, NULL, NULL, &err))
-        fail_msg("transcribe_chunks: %s", err.msg);
+    chunks_ok(f, &cs, &t);
     assert_int_equal(t.n_segs, 3);
     expect_seg(&t, 0, 0.0, 1.0, "Hello");
     expect_seg(&t, 2, 42.0, 44.0, "w1100");
