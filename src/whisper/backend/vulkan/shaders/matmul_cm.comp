@@ -48,7 +48,7 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// @variants CM_CFG 0 1 2 3 4 5 6 7 8 9
+// @variants CM_CFG 0 1 2 3 4 5 6 7 8 9 10 11
 #ifndef CM_CFG
 #define CM_CFG 0
 #endif
@@ -110,12 +110,26 @@
 #define C_SGM 2
 #define C_SGN 4
 #define C_AH 1
-#else               // CFG 1 for A as halves, operands aligned
+#elif CM_CFG == 9   // CFG 1 for A as halves, operands aligned
 #define C_BM 64
 #define C_BN 128
 #define C_BK 32
 #define C_SGM 2
 #define C_SGN 4
+#define C_AH 1
+#elif CM_CFG == 10  // CFG 8 by 16 subgroups 4 x 4, each 32 x 32 (2 x 2): see C_AH
+#define C_BM 128
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 4
+#define C_SGN 4
+#define C_AH 1
+#else               // CFG 9 by 16 subgroups 2 x 8, each 32 x 16 (2 x 1)
+#define C_BM 64
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 8
 #define C_AH 1
 #endif
 #ifndef C_AHEAD
@@ -124,7 +138,13 @@
 // C_AH (CFG 8, 9): F_AHALF and F_VEC known at compile time (ops.c picks
 // these only for such products), so that a thread's A loads in flight
 // are 2-word registers, not 4-word ones kept for floats that never come
-// (enc_attn_cm.comp's compilation for halves ran 18 % faster for that)
+// (enc_attn_cm.comp's compilation for halves ran 18 % faster for that).
+// CFG 10 and 11 split the same tiles over 16 subgroups (512 threads)
+// instead of 8: a workgroup that large must fit in one multiprocessor's
+// registers, so the driver keeps a thread to 128 of them (CFG 8 took 166,
+// one workgroup of 8 subgroups a multiprocessor), and twice the
+// subgroups hide the loads' latency, for fewer products a subgroup per
+// fragment read from shared memory.
 #ifndef C_AH
 #define C_AH 0
 #endif
