@@ -9,9 +9,11 @@ TD=${TAPEDECK_BIN:?TAPEDECK_BIN must point at the tapedeck binary}
 T=$(mktemp -d "${TMPDIR:-/tmp}/tapedeck-e2e.XXXXXX")
 # With a sanitizer build, every report (from the supervisor or any worker)
 # lands in a file, and any report fails the test even if the run recovered.
+# verify_asan_link_order=0: make asan-e2e preloads tests/lsan-keep-drivers.c
+# (before the sanitizer's runtime).
 mkdir -p "$T/.sanitizer"
 chmod 1777 "$T/.sanitizer"
-export ASAN_OPTIONS="log_path=$T/.sanitizer/asan:detect_leaks=1"
+export ASAN_OPTIONS="log_path=$T/.sanitizer/asan:detect_leaks=1:verify_asan_link_order=0"
 export UBSAN_OPTIONS="log_path=$T/.sanitizer/ubsan:print_stacktrace=1"
 # Hermetic engine choice: Whisper models installed on this machine are not
 # seen (tests that want Whisper make their own model and point here).
