@@ -207,7 +207,8 @@ $(KEEP_DRIVERS): tests/lsan-keep-drivers.c
 	$(Q)$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 ifeq ($(SANITIZE),1)
 SAN_DEPS := $(KEEP_DRIVERS)
-SAN_ENV := LD_PRELOAD=$(abspath $(KEEP_DRIVERS)) ASAN_OPTIONS=verify_asan_link_order=0
+SAN_ENV := LD_PRELOAD=$(abspath $(KEEP_DRIVERS))$${LD_PRELOAD:+:$$LD_PRELOAD} \
+	ASAN_OPTIONS=$${ASAN_OPTIONS:+$$ASAN_OPTIONS:}verify_asan_link_order=0
 endif
 unit: $(O)/tapedeck $(TOOL_BINS) $(UNIT_BINS) $(SAN_DEPS)
 	$(SAN_ENV) TAPEDECK_BIN=$(abspath $(O)/tapedeck) TAPEDECK_MKMODEL=$(abspath $(O)/tapedeck-mkmodel) \

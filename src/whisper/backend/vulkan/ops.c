@@ -295,12 +295,15 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         }
         /* the 64 x 64 tiles, the loads two steps ahead, the compilations
          * for A as halves: optional, each (a driver that cannot build one
-         * loses only its path, or for the last two the products fall back
+         * loses only its path, or for the last four the products fall back
          * to CM_128 and CM_64) */
         for (int i = CM_6464; i < CM_NCFG && o->matmul_cm[0]; i++) {
             if (((i == CM_128H || i == CM_64H) && o->cm_ah != 1) ||
                 ((i == CM_128H16 || i == CM_64H16) && o->cm_ah != 2))
                 continue; /* built only where they may be taken */
+            if ((i == CM_128H16 || i == CM_64H16) &&
+                td_vk_device_info(vk)->max_invocations < 512)
+                continue; /* workgroups of 512 */
             rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
                                    NULL, 0, &o->matmul_cm[i], err);
             if (rc == TD_ENOMEM)

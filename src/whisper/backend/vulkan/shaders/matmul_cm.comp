@@ -141,8 +141,9 @@
 // (enc_attn_cm.comp's compilation for halves ran 18 % faster for that).
 // CFG 10 and 11 split the same tiles over 16 subgroups (512 threads)
 // instead of 8: a workgroup that large must fit in one multiprocessor's
-// registers, so the driver keeps a thread to 128 of them (CFG 8 took 166,
-// one workgroup of 8 subgroups a multiprocessor), and twice the
+// registers, so the driver keeps a thread to 128 of them (CFG 0 took 166
+// on an H100, bench/RESULTS.md: one workgroup of 8 subgroups a
+// multiprocessor), and twice the
 // subgroups hide the loads' latency, for fewer products a subgroup per
 // fragment read from shared memory.
 #ifndef C_AH
