@@ -870,8 +870,9 @@ static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int 
  * with A handed over as halves is bitwise the product of the same values
  * as floats (the kernel rounds float A to halves as it stages it), split
  * along K too. aligned: lda a multiple of 4, so that the 16-byte loads
- * (and with TD_VULKAN_CM_AH=1 or 16 the compilations for A as halves) are taken;
- * else lda = k + 2. */
+ * (and the compilations for A as halves: by 16 subgroups, or by 8 with
+ * TD_VULKAN_CM_AH=1) are taken; else lda = k + 2. With TD_VULKAN_CM_F16=1
+ * the float side runs by 16 subgroups too. */
 static void ahalf_same_bits(int m, int n, int k, unsigned flags, int path, int split, int aligned)
 {
     int lda = aligned ? (k + 3) / 4 * 4 + 4 : k + 2, ldw = (k + 7) / 8 * 8, ldc = n + 3;

@@ -32,10 +32,11 @@
  * subgroups, by 4 with K steps of 64, by 2; 64 x 128 and 128 x 128 with the loads two
  * steps ahead; 128 x 128 by 4 subgroups of 64 x 64; 128 x 128 and 64 x 128 compiled
  * for A as halves with aligned operands (CM_VEC), taken in place of CM_128 and CM_64
- * for such products where they were built, by 8 subgroups or by 16 */
+ * for such products where they were built, by 8 subgroups or by 16; and CM_128 and
+ * CM_64 by 16 subgroups (cm_for_a says which is taken) */
 enum {
     CM_128, CM_64, CM_6464, CM_6464K64, CM_6464S2, CM_64A2, CM_128A2, CM_128W, CM_128H, CM_64H,
-    CM_128H16, CM_64H16, CM_NCFG
+    CM_128H16, CM_64H16, CM_128F16, CM_64F16, CM_NCFG
 };
 
 struct td_vko {
@@ -62,9 +63,12 @@ struct td_vko {
     uint64_t split_buf;
     size_t split_floats;
     int split_parts;
-    int cm_ah;                         /* take CM_128H and CM_64H where they apply
-                                        * (TD_VULKAN_CM_AH=1), or CM_128H16 and CM_64H16
-                                        * (=16); 0: neither (not yet run on a card) */
+    int cm_ah;                         /* for A as halves, aligned: CM_128H16 and CM_64H16
+                                        * (2, the default where workgroups of 512 are
+                                        * allowed; TD_VULKAN_CM_AH=16), CM_128H and CM_64H
+                                        * (1: =1), or CM_128 and CM_64 (0: =0) */
+    int cm_f16;                        /* other products: CM_128F16 and CM_64F16
+                                        * (TD_VULKAN_CM_F16=1; not yet run on a card) */
     /* products of 9..TD_VKO_ROWS_MAX rows: the kernel per row class
      * (rows_class), TD_VKO_ROWS_PATH (the path's) unless chosen */
     enum td_vko_rows rows_pick[TD_VKO_ROWS_CLASSES];
@@ -171,8 +175,14 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         if (*end == 0 && v >= 0 && v <= 1 << 20)
             o->cm_big_min = (int)v;
     }
+    /* the products for A as halves by 16 subgroups: on an H200 medium's
+     * encoder went from 19.6 to 16.7 ms a window with them (bench/RESULTS.md,
+     * "16 subgroups a tile"; not built where the device allows no
+     * workgroups of 512) */
     const char *ah = getenv("TD_VULKAN_CM_AH");
-    o->cm_ah = !ah ? 0 : strcmp(ah, "1") == 0 ? 1 : strcmp(ah, "16") == 0 ? 2 : 0;
+    o->cm_ah = !ah || !*ah || strcmp(ah, "16") == 0 ? 2 : strcmp(ah, "1") == 0 ? 1 : 0;
+    const char *cmf = getenv("TD_VULKAN_CM_F16");
+    o->cm_f16 = cmf && strcmp(cmf, "1") == 0;
     o->split_parts = SPLIT_AUTO ? -1 : 0;
     const char *sp = getenv("TD_VULKAN_SPLITK");
     if (sp && *sp) {
@@ -245,20 +255,23 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
                                                      "matmul_cm6464s2", "matmul_cm64a2",
                                                      "matmul_cm128a2", "matmul_cm128w",
                                                      "matmul_cm128h", "matmul_cm64h",
-                                                     "matmul_cm128h16", "matmul_cm64h16"};
+                                                     "matmul_cm128h16", "matmul_cm64h16",
+                                                     "matmul_cm128f16", "matmul_cm64f16"};
         const uint32_t *cm_code[CM_NCFG] = {td_vks_matmul_cm_CM_CFG0, td_vks_matmul_cm_CM_CFG1,
                                             td_vks_matmul_cm_CM_CFG2, td_vks_matmul_cm_CM_CFG3,
                                             td_vks_matmul_cm_CM_CFG4, td_vks_matmul_cm_CM_CFG5,
                                             td_vks_matmul_cm_CM_CFG6, td_vks_matmul_cm_CM_CFG7,
                                             td_vks_matmul_cm_CM_CFG8, td_vks_matmul_cm_CM_CFG9,
-                                            td_vks_matmul_cm_CM_CFG10, td_vks_matmul_cm_CM_CFG11};
+                                            td_vks_matmul_cm_CM_CFG10, td_vks_matmul_cm_CM_CFG11,
+                                            td_vks_matmul_cm_CM_CFG12, td_vks_matmul_cm_CM_CFG13};
         const size_t cm_words[CM_NCFG] = {
             td_vks_matmul_cm_CM_CFG0_words, td_vks_matmul_cm_CM_CFG1_words,
             td_vks_matmul_cm_CM_CFG2_words, td_vks_matmul_cm_CM_CFG3_words,
             td_vks_matmul_cm_CM_CFG4_words, td_vks_matmul_cm_CM_CFG5_words,
             td_vks_matmul_cm_CM_CFG6_words, td_vks_matmul_cm_CM_CFG7_words,
             td_vks_matmul_cm_CM_CFG8_words, td_vks_matmul_cm_CM_CFG9_words,
-            td_vks_matmul_cm_CM_CFG10_words, td_vks_matmul_cm_CM_CFG11_words};
+            td_vks_matmul_cm_CM_CFG10_words, td_vks_matmul_cm_CM_CFG11_words,
+            td_vks_matmul_cm_CM_CFG12_words, td_vks_matmul_cm_CM_CFG13_words};
         /* enc_attn_cm.comp's compilations: [q, k, v as halves][heads of 64] */
         const uint32_t *ea_code[2][2] = {{td_vks_enc_attn_cm_EA_CFG0, td_vks_enc_attn_cm_EA_CFG1},
                                          {td_vks_enc_attn_cm_EA_CFG2, td_vks_enc_attn_cm_EA_CFG3}};
@@ -295,14 +308,15 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         }
         /* the 64 x 64 tiles, the loads two steps ahead, the compilations
          * for A as halves: optional, each (a driver that cannot build one
-         * loses only its path, or for the last four the products fall back
+         * loses only its path, or for the last six the products fall back
          * to CM_128 and CM_64) */
         for (int i = CM_6464; i < CM_NCFG && o->matmul_cm[0]; i++) {
+            int by16 = i == CM_128H16 || i == CM_64H16 || i == CM_128F16 || i == CM_64F16;
             if (((i == CM_128H || i == CM_64H) && o->cm_ah != 1) ||
-                ((i == CM_128H16 || i == CM_64H16) && o->cm_ah != 2))
+                ((i == CM_128H16 || i == CM_64H16) && o->cm_ah != 2) ||
+                ((i == CM_128F16 || i == CM_64F16) && !o->cm_f16))
                 continue; /* built only where they may be taken */
-            if ((i == CM_128H16 || i == CM_64H16) &&
-                td_vk_device_info(vk)->max_invocations < 512)
+            if (by16 && td_vk_device_info(vk)->max_invocations < 512)
                 continue; /* workgroups of 512 */
             rc = td_vk_pipe_create(vk, cm_name[i], cm_code[i], cm_words[i], sizeof(lin_push),
                                    NULL, 0, &o->matmul_cm[i], err);
@@ -417,13 +431,16 @@ static int cm_big(enum td_vko_path path)
 
 /* The compilation of tile shape cfg for this product: CM_128 and CM_64
  * have one for A as halves with aligned operands (ahalf_vec: TD_VKO_AHALF
- * and CM_VEC), by 8 subgroups or by 16, taken where it was built
- * (o->cm_ah); the same tiles and order of sums, so the same bits. */
+ * and CM_VEC), by 8 subgroups or by 16 (o->cm_ah), and one for any A by
+ * 16 (o->cm_f16), each taken where it was built; the same tiles and order
+ * of sums, so the same bits. */
 static int cm_for_a(const td_vko *o, int cfg, int ahalf_vec)
 {
-    if (!ahalf_vec || !o->cm_ah)
-        return cfg;
-    int big = o->cm_ah == 2 ? CM_128H16 : CM_128H, small = o->cm_ah == 2 ? CM_64H16 : CM_64H;
+    int big = CM_128F16, small = CM_64F16; /* NULL unless o->cm_f16 */
+    if (ahalf_vec && o->cm_ah) {
+        big = o->cm_ah == 2 ? CM_128H16 : CM_128H;
+        small = o->cm_ah == 2 ? CM_64H16 : CM_64H;
+    }
     if (cfg == CM_128 && o->matmul_cm[big])
         return big;
     if (cfg == CM_64 && o->matmul_cm[small])

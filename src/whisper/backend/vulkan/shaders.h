@@ -24,6 +24,8 @@
     X(matmul_cm_CM_CFG9) \
     X(matmul_cm_CM_CFG10) \
     X(matmul_cm_CM_CFG11) \
+    X(matmul_cm_CM_CFG12) \
+    X(matmul_cm_CM_CFG13) \
     X(matmul_cmd_CMD_TN2) \
     X(matmul_cmd_CMD_TN4) \
     X(cm_peak_CM_PEAK0)  \

@@ -48,7 +48,7 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// @variants CM_CFG 0 1 2 3 4 5 6 7 8 9 10 11
+// @variants CM_CFG 0 1 2 3 4 5 6 7 8 9 10 11 12 13
 #ifndef CM_CFG
 #define CM_CFG 0
 #endif
@@ -124,13 +124,25 @@
 #define C_SGM 4
 #define C_SGN 4
 #define C_AH 1
-#else               // CFG 9 by 16 subgroups 2 x 8, each 32 x 16 (2 x 1)
+#elif CM_CFG == 11  // CFG 9 by 16 subgroups 2 x 8, each 32 x 16 (2 x 1)
 #define C_BM 64
 #define C_BN 128
 #define C_BK 32
 #define C_SGM 2
 #define C_SGN 8
 #define C_AH 1
+#elif CM_CFG == 12  // CFG 0 (any A) by 16 subgroups as 10
+#define C_BM 128
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 4
+#define C_SGN 4
+#else               // CFG 1 (any A) by 16 subgroups as 11
+#define C_BM 64
+#define C_BN 128
+#define C_BK 32
+#define C_SGM 2
+#define C_SGN 8
 #endif
 #ifndef C_AHEAD
 #define C_AHEAD 1
@@ -141,11 +153,13 @@
 // (enc_attn_cm.comp's compilation for halves ran 18 % faster for that).
 // CFG 10 and 11 split the same tiles over 16 subgroups (512 threads)
 // instead of 8: a workgroup that large must fit in one multiprocessor's
-// registers, so the driver keeps a thread to 128 of them (CFG 0 took 166
-// on an H100, bench/RESULTS.md: one workgroup of 8 subgroups a
-// multiprocessor), and twice the
-// subgroups hide the loads' latency, for fewer products a subgroup per
-// fragment read from shared memory.
+// registers, so the driver keeps a thread to 128 of them (CFG 0 took
+// 166, one workgroup of 8 subgroups a multiprocessor; CFG 10 takes 97),
+// and twice the subgroups hide the loads' latency, for fewer products a
+// subgroup per fragment read from shared memory: on an H200 medium's
+// encoder went from 19.6 to 16.7 ms a window with them (bench/RESULTS.md,
+// "16 subgroups a tile"). CFG 12 and 13 do the same for CFG 0 and 1 (A
+// as floats, or not aligned).
 #ifndef C_AH
 #define C_AH 0
 #endif
