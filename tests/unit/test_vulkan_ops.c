@@ -1885,10 +1885,54 @@ static void test_no_driver(void **state)
     assert_int_equal(td_vko_create(vk, 16, 64, &ops, &err), TD_OK);
 }
 
+/* The products' switches (TD_VULKAN_CM_AH, TD_VULKAN_CM_F16) take the
+ * values ops.c documents; anything else refuses the open, naming both,
+ * with nothing left behind. */
+static void test_switch_refusals(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    static const struct {
+        const char *var, *value;
+        int rc;
+    } cases[] = {
+        {"TD_VULKAN_CM_AH", "8", TD_EINVAL},  {"TD_VULKAN_CM_AH", "16x", TD_EINVAL},
+        {"TD_VULKAN_CM_F16", "2", TD_EINVAL}, {"TD_VULKAN_CM_AH", "0", TD_OK},
+        {"TD_VULKAN_CM_AH", "1", TD_OK},      {"TD_VULKAN_CM_AH", "16", TD_OK},
+        {"TD_VULKAN_CM_F16", "1", TD_OK},     {"TD_VULKAN_CM_F16", "", TD_OK},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *old = getenv(cases[i].var);
+        char *saved = old ? strdup(old) : NULL;
+        assert_int_equal(setenv(cases[i].var, cases[i].value, 1), 0);
+        td_error err = {0};
+        td_vko *o = NULL;
+        long live = td_vk_live();
+        int rc = td_vko_create(vk, 16, 64, &o, &err);
+        if (saved)
+            assert_int_equal(setenv(cases[i].var, saved, 1), 0);
+        else
+            assert_int_equal(unsetenv(cases[i].var), 0);
+        free(saved);
+        printf("# %s=%s: rc %d%s%s\n", cases[i].var, cases[i].value, rc, rc ? ", " : "",
+               rc ? err.msg : "");
+        assert_int_equal(rc, cases[i].rc);
+        if (rc) {
+            assert_null(o);
+            assert_non_null(strstr(err.msg, cases[i].var));
+            assert_int_equal(td_vk_live(), live);
+        } else {
+            assert_non_null(o);
+            td_vko_free(o);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_switch_refusals),
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
         cmocka_unit_test(test_linear_matvec_packed), cmocka_unit_test(test_linear_qkv),

@@ -180,9 +180,17 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
      * "16 subgroups a tile"; not built where the device allows no
      * workgroups of 512) */
     const char *ah = getenv("TD_VULKAN_CM_AH");
-    o->cm_ah = !ah || !*ah || strcmp(ah, "16") == 0 ? 2 : strcmp(ah, "1") == 0 ? 1 : 0;
+    o->cm_ah = !ah || !*ah || strcmp(ah, "16") == 0 ? 2 : strcmp(ah, "1") == 0 ? 1
+                                                      : strcmp(ah, "0") == 0 ? 0 : -1;
     const char *cmf = getenv("TD_VULKAN_CM_F16");
-    o->cm_f16 = cmf && strcmp(cmf, "1") == 0;
+    o->cm_f16 = !cmf || !*cmf || strcmp(cmf, "0") == 0 ? 0 : strcmp(cmf, "1") == 0 ? 1 : -1;
+    if (o->cm_ah < 0 || o->cm_f16 < 0) {
+        td_vko_free(o);
+        return td_error_set(err, TD_EINVAL,
+                            "vulkan: TD_VULKAN_CM_AH=%s (0, 1 or 16), TD_VULKAN_CM_F16=%s "
+                            "(0 or 1)",
+                            ah ? ah : "", cmf ? cmf : "");
+    }
     o->split_parts = SPLIT_AUTO ? -1 : 0;
     const char *sp = getenv("TD_VULKAN_SPLITK");
     if (sp && *sp) {
@@ -966,9 +974,10 @@ static void cache_key(const td_vko *o, int m, int n, int k, char *key, size_t le
     const td_vk_info *in = td_vk_device_info(o->vk);
     /* "cm5": the tiled path's registers out of local memory (matmul.comp);
      * "cm4": the cooperative-matrix shaders' accumulators out of local
-     * memory (several times faster): earlier trials timed them slow */
-    snprintf(key, len, "cm5:%04x:%04x:%08x:%s:%dx%dx%d", in->vendor_id, in->device_id,
-             in->driver_version, in->uuid, m, n, k);
+     * memory (several times faster): earlier trials timed them slow;
+     * "cm5f16": the trial's products by 16 subgroups (TD_VULKAN_CM_F16) */
+    snprintf(key, len, "cm5%s:%04x:%04x:%08x:%s:%dx%dx%d", o->cm_f16 ? "f16" : "",
+             in->vendor_id, in->device_id, in->driver_version, in->uuid, m, n, k);
 }
 
 /* The cached path for key (enum td_vko_path), -1 none. */
