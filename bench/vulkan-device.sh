@@ -41,12 +41,24 @@ if [ "$mode" = pack ]; then
     mkdir -p "$dir/bin" "$dir/gl" || fail "mkdir $dir"
     stage=$(mktemp -d) || fail "mktemp"
     trap 'rm -rf "$stage"' EXIT
+    # every library the binaries load but glibc's own (the machine's newer
+    # glibc serves them) and the Vulkan loader (Debian's, from gl/); the
+    # NVIDIA driver's X libraries come along through FFmpeg's
+    libs=$stage/libs.txt
+    : >"$libs"
     for b in benchbin/vulkan-bench tests/test_vulkan_ops tests/test_vulkan_backend; do
         [ -x "$top/build/$b" ] || fail "build/$b missing: run make first"
         cp "$top/build/$b" "$dir/bin/" || fail "cp $b"
-        ldd "$top/build/$b" | awk '/=> \// {print $3}'
-    done | sort -u | grep -v -e '/libc\.so' -e '/libm\.so' -e '/ld-linux' -e '/libvulkan\.so' |
-        while read -r lib; do cp -L "$lib" "$stage/" || exit 1; done || fail "copying libraries"
+        ldd "$top/build/$b" >"$stage/ldd.txt" || fail "ldd $b"
+        ! grep -q 'not found' "$stage/ldd.txt" || fail "$b: $(grep 'not found' "$stage/ldd.txt")"
+        awk '/=> \// {print $3}' "$stage/ldd.txt" >>"$libs"
+    done
+    glibc='/(libc|libm|libmvec|libpthread|libdl|librt|libresolv|libutil|libanl|ld-linux[^/]*|libvulkan)\.so'
+    sort -u "$libs" | grep -Ev "$glibc" >"$stage/keep.txt"
+    while read -r lib; do
+        cp -L "$lib" "$stage/" || fail "cp $lib"
+    done <"$stage/keep.txt"
+    rm -f "$libs" "$stage/ldd.txt" "$stage/keep.txt"
     tar cf - -C "$stage" . | xz -6 -T0 >"$dir/libs.tar.xz" || fail "xz"
     # Debian's loader and glvnd for amd64, whatever this machine is
     lists=$(mktemp -d) || fail "mktemp"
@@ -78,6 +90,7 @@ if [ "${GL_INSTALL:-1}" = 1 ]; then # GL_INSTALL=0: a machine with its own loade
     ldconfig
     export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
 fi
+rm -rf /tmp/vulkan-device-lib
 mkdir -p /tmp/vulkan-device-lib || fail "mkdir /tmp/vulkan-device-lib"
 tar xJf "$dir/libs.tar.xz" -C /tmp/vulkan-device-lib || fail "libraries"
 export LD_LIBRARY_PATH=/tmp/vulkan-device-lib
@@ -97,8 +110,9 @@ step() {
     [ "$variant" = default ] || IFS=, read -r -a vars <<<"$variant"
     s=$(date +%s)
     env "${vars[@]}" XDG_CACHE_HOME="/tmp/vulkan-device-cache/$variant" \
-        timeout "$limit" "$@" >"$logs/$name.log" 2>&1
-    say "== $name [$variant] rc=$? $(($(date +%s) - s)) s (at $(el) s)"
+        timeout -k 10 "$limit" "$@" >"$logs/$name.log" 2>&1
+    local rc=$?
+    say "== $name [$variant] rc=$rc $(($(date +%s) - s)) s (at $(el) s)"
     grep -E '^\||GPU time|Register Count|PASSED|FAILED|worst|rel L2|ERROR' "$logs/$name.log" |
         head -40 >>"$sum"
 }
