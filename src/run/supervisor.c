@@ -151,25 +151,35 @@ static void fifo_push(supervisor *sv, size_t qpos)
     sv->scene_state[qpos] = S_QUEUED;
 }
 
-/* The first waiting scene worker w may take (a GPU worker takes none that
- * fits no GPU's memory), out of the queue; 0 when there is none. */
-static int fifo_pop_for(supervisor *sv, const worker *w, size_t *qpos)
+/* The place in the queue (0 = its head) of the first waiting scene worker
+ * w may take (a GPU worker takes none that fits no GPU's memory); 0 when
+ * there is none. */
+static int fifo_find_for(const supervisor *sv, const worker *w, size_t *place)
 {
     size_t cap = sv->plan->n_queue;
     for (size_t i = 0; i < sv->fifo_len; i++) {
-        size_t at = (sv->fifo_head + i) % cap;
-        size_t q = sv->fifo[at];
-        if (w->device && sv->cpu_only[q])
+        if (w->device && sv->cpu_only[sv->fifo[(sv->fifo_head + i) % cap]])
             continue;
-        /* close the gap: the scenes before it move one place back */
-        for (size_t k = i; k > 0; k--)
-            sv->fifo[(sv->fifo_head + k) % cap] = sv->fifo[(sv->fifo_head + k - 1) % cap];
-        sv->fifo_head = (sv->fifo_head + 1) % cap;
-        sv->fifo_len--;
-        *qpos = q;
+        *place = i;
         return 1;
     }
     return 0;
+}
+
+/* That scene (fifo_find_for), out of the queue; 0 when there is none. */
+static int fifo_pop_for(supervisor *sv, const worker *w, size_t *qpos)
+{
+    size_t cap = sv->plan->n_queue, i;
+    if (!fifo_find_for(sv, w, &i))
+        return 0;
+    size_t q = sv->fifo[(sv->fifo_head + i) % cap];
+    /* close the gap: the scenes before it move one place back */
+    for (size_t k = i; k > 0; k--)
+        sv->fifo[(sv->fifo_head + k) % cap] = sv->fifo[(sv->fifo_head + k - 1) % cap];
+    sv->fifo_head = (sv->fifo_head + 1) % cap;
+    sv->fifo_len--;
+    *qpos = q;
+    return 1;
 }
 
 static size_t cpu_only_queued(const supervisor *sv)
@@ -609,24 +619,28 @@ static void send_quit(worker *w)
 }
 
 /* Room for another scene on w: idle, or holding fewer than it takes (and
- * nothing that must run alone, and the next scene need not run alone). */
+ * nothing that must run alone, and the scene it would take next need not
+ * run alone: that scene, not the queue's head, which a GPU worker passes
+ * over where only a CPU worker may take it). A worker we killed has none:
+ * it may still say READY or DONE before its pipes close. */
 static int has_room(const supervisor *sv, const worker *w)
 {
-    /* a GPU worker takes none of the scenes no GPU's memory fits */
-    if (w->device && sv->fifo_len > 0 && cpu_only_queued(sv) == sv->fifo_len)
+    size_t i;
+    if (w->term_sent || !fifo_find_for(sv, w, &i))
         return 0;
     if (w->state == W_IDLE)
         return 1;
-    if (w->state != W_BUSY || w->alone || w->n_scenes >= w->capacity || sv->fifo_len == 0)
+    if (w->state != W_BUSY || w->alone || w->n_scenes >= w->capacity)
         return 0;
-    return !sv->alone[sv->fifo[sv->fifo_head]];
+    return !sv->alone[sv->fifo[(sv->fifo_head + i) % sv->plan->n_queue]];
 }
 
-static void dispatch(supervisor *sv, worker *w)
+/* Hand w the next scene it may take; 0 when it got none. */
+static int dispatch(supervisor *sv, worker *w)
 {
     size_t qpos;
     if (sv->stopping || w->term_sent || !fifo_pop_for(sv, w, &qpos))
-        return; /* a worker we killed may still say DONE: give it nothing */
+        return 0; /* a worker we killed may still say DONE: give it nothing */
     const td_scene *s = scene_at(sv, qpos);
     int first = w->n_scenes == 0;
     td_buf line;
@@ -656,8 +670,11 @@ static void dispatch(supervisor *sv, worker *w)
         w->quit_at = now_s();
         w->n_scenes--;
         fifo_push(sv, qpos);
+        td_buf_release(&line);
+        return 0;
     }
     td_buf_release(&line);
+    return 1;
 }
 
 /* A CPU worker for the scenes no GPU's memory fits: the plan's, or one
@@ -1225,8 +1242,8 @@ int td_run_execute(const td_run_opts *o, td_plan *plan, td_run_summary *sum, td_
         for (size_t i = 0; i < sv.n_workers; i++) {
             worker *w = &sv.workers[i];
             if (w->state == W_IDLE || w->state == W_BUSY) {
-                while (!sv.stopping && sv.fifo_len > 0 && has_room(&sv, w))
-                    dispatch(&sv, w);
+                while (!sv.stopping && sv.fifo_len > 0 && has_room(&sv, w) && dispatch(&sv, w))
+                    ;
                 if (w->state == W_IDLE && (sv.stopping || all_done))
                     send_quit(w);
             }
