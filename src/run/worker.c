@@ -472,9 +472,13 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
         memset(&res, 0, sizeof res);
         double ts = now_s();
         if (tasks[t]->needs_engine && env->ops && !env->eng) {
-            /* an earlier scene left no engine that fits: try again */
-            rc = ecfg ? vram_recover(o, ecfg, env, "no engine open", &err)
-                      : td_error_set(&err, TD_ENOMEM, "no engine open");
+            /* an earlier scene left no engine that fits (or, with several
+             * scenes at once, no clone of it for this one): try again,
+             * alone as one scene's out of memory does, else through the
+             * shared reopen (a step down for every scene in flight) */
+            rc = s      ? streams_recover(s, "no engine open", &err)
+                 : ecfg ? vram_recover(o, ecfg, env, "no engine open", &err)
+                        : td_error_set(&err, TD_ENOMEM, "no engine open");
             scene_env.eng = env->eng;
             if (rc != TD_OK) {
                 vram_out = rc == TD_ENOMEM;
