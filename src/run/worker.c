@@ -405,6 +405,16 @@ static void streams_park_locked(const char *why)
     /* left only on a new generation, whose leader zeroed parked */
 }
 
+/* Whether the shared engine (every stream's clones' original) is gone:
+ * a reopen failed. */
+static int streams_engine_gone(void)
+{
+    pthread_mutex_lock(&g_stream_lock);
+    int gone = g_rec.env && g_rec.env->ops && !g_rec.env->eng;
+    pthread_mutex_unlock(&g_stream_lock);
+    return gone;
+}
+
 /* s's scene stopped (why: out of memory, or stopped for another's):
  * wait for the reopen. TD_OK with s->env.eng open again, else TD_ENOMEM. */
 static int streams_recover(stream *s, const char *why, td_error *err)
@@ -472,13 +482,14 @@ static void run_scene(const td_worker_opts *o, const td_task_ops *const *tasks, 
         memset(&res, 0, sizeof res);
         double ts = now_s();
         if (tasks[t]->needs_engine && env->ops && !env->eng) {
-            /* an earlier scene left no engine that fits (or, with several
-             * scenes at once, no clone of it for this one): try again,
-             * alone as one scene's out of memory does, else through the
-             * shared reopen (a step down for every scene in flight) */
-            rc = s      ? streams_recover(s, "no engine open", &err)
-                 : ecfg ? vram_recover(o, ecfg, env, "no engine open", &err)
-                        : td_error_set(&err, TD_ENOMEM, "no engine open");
+            /* an earlier scene left no engine that fits: try again, alone
+             * as one scene's out of memory does; with several scenes at
+             * once through the shared reopen, where the shared engine
+             * itself is gone (a stream that only lacks its clone leaves
+             * the others' engines alone: its scene is a CPU worker's) */
+            rc = s && streams_engine_gone() ? streams_recover(s, "no engine open", &err)
+                 : ecfg                      ? vram_recover(o, ecfg, env, "no engine open", &err)
+                                             : td_error_set(&err, TD_ENOMEM, "no engine open");
             scene_env.eng = env->eng;
             if (rc != TD_OK) {
                 vram_out = rc == TD_ENOMEM;
