@@ -662,7 +662,9 @@ static int dispatch(supervisor *sv, worker *w)
     char name[256];
     td_printable(s->rel, name, sizeof name);
     td_verbose("[dispatch] %s -> worker PID=%d", name, (int)w->pid);
-    if (send_cmd(w, line.data, line.len) != 0) {
+    int sent = send_cmd(w, line.data, line.len) == 0;
+    td_buf_release(&line);
+    if (!sent) {
         /* It never got the scene, so the scene is not charged for its
          * death: back to the queue, and nothing more for this worker. */
         td_warn("[worker-exit] PID=%d is gone before taking %s; requeued", (int)w->pid, name);
@@ -670,11 +672,8 @@ static int dispatch(supervisor *sv, worker *w)
         w->quit_at = now_s();
         w->n_scenes--;
         fifo_push(sv, qpos);
-        td_buf_release(&line);
-        return 0;
     }
-    td_buf_release(&line);
-    return 1;
+    return sent;
 }
 
 /* A CPU worker for the scenes no GPU's memory fits: the plan's, or one
