@@ -26,7 +26,9 @@
 # --step sample) for every variant, ROUNDS (default 2) times interleaved,
 # and last base, small and large-v3 with the variant of the fastest medium
 # encoder (DIMS and MORE_DIMS name others, BENCH_ARGS other arguments;
-# TESTS=0 leaves the tests out).
+# TESTS=0 leaves the tests out, STATS=0 the --stats runs; PROFILE_BATCHES, default 256, the batches
+# whose step is profiled per shader, with each of PROFILE_VARIANTS, by
+# default the first variant).
 # Steps are skipped once SECS (default 420) have passed, so that the call
 # ends inside its limit. Every log goes to OUT/logs.tar.xz, a summary
 # (rows, pass/fail lines, per-shader times) to OUT/summary.txt as it runs.
@@ -128,8 +130,19 @@ for v in "${variants[@]}"; do
             TEST_PATHS="${TEST_PATHS:-coopmat}" "$bin/test_vulkan_ops"
         step "backend$n" 150 "$v" env TEST_SKIP=test_open_alloc_failures "$bin/test_vulkan_backend"
     fi
-    step "stats$n" 60 "$v" "$bin/vulkan-bench" --dims "$dims" --windows 4 --batch 1 --tokens 16 \
+    [ "${STATS:-1}" = 0 ] ||
+        step "stats$n" 60 "$v" "$bin/vulkan-bench" --dims "$dims" --windows 4 --batch 1 --tokens 16 \
         --runs 1 --stats
+done
+# where a big batch's step goes: GPU time per shader
+read -r -a pvariants <<<"${PROFILE_VARIANTS:-${variants[0]}}"
+n=0
+for v in "${pvariants[@]}"; do
+    n=$((n + 1))
+    for bb in ${PROFILE_BATCHES-256}; do
+        step "profile$bb.$n" 60 "$v" "$bin/vulkan-bench" --dims "$dims" --windows 4 \
+            --batch "$bb" --tokens 16 --runs 1 --step sample --profile
+    done
 done
 best=default bestms=
 for r in $(seq "${ROUNDS:-2}"); do

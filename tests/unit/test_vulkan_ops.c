@@ -871,8 +871,8 @@ static void cols_case(int m, int nb, int split, int k, int w_f16, int half, int 
  * as floats (the kernel rounds float A to halves as it stages it), split
  * along K too. aligned: lda a multiple of 4, so that the 16-byte loads
  * (and the compilations for A as halves: by 16 subgroups, or by 8 with
- * TD_VULKAN_CM_AH=1) are taken; else lda = k + 2. With TD_VULKAN_CM_F16=1
- * the float side runs by 16 subgroups too. */
+ * TD_VULKAN_CM_AH=1) are taken; else lda = k + 2. The float side runs by
+ * 16 subgroups too (TD_VULKAN_CM_F16, default 1) where the card builds it. */
 static void ahalf_same_bits(int m, int n, int k, unsigned flags, int path, int split, int aligned)
 {
     int lda = aligned ? (k + 3) / 4 * 4 + 4 : k + 2, ldw = (k + 7) / 8 * 8, ldc = n + 3;
@@ -1900,6 +1900,7 @@ static void test_switch_refusals(void **state)
         {"TD_VULKAN_CM_F16", "2", TD_EINVAL}, {"TD_VULKAN_CM_AH", "0", TD_OK},
         {"TD_VULKAN_CM_AH", "1", TD_OK},      {"TD_VULKAN_CM_AH", "16", TD_OK},
         {"TD_VULKAN_CM_F16", "1", TD_OK},     {"TD_VULKAN_CM_F16", "", TD_OK},
+        {"TD_VULKAN_CM_F16", "0", TD_OK},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *old = getenv(cases[i].var);
