@@ -563,17 +563,20 @@ static void test_linear(void **state)
 
 /* Products split along K (tiled here; test_linear_coopmat's paths on a
  * card): K tails inside a part and parts of one step, every epilogue
- * flag, aligned and odd strides, F16 and F32 weights, 2, 3 and 8 parts. */
-static const int split_shapes[][3] = {{70, 129, 200}, {65, 3, 2085}, {9, 64, 130},
-                                      {300, 130, 1000}, {33, 257, 65}, {130, 70, 4100}};
+ * flag, aligned and odd strides, F16 and F32 weights, 2, 3, 8 and 16
+ * parts (TD_VKO_SPLIT_MAX); a decoder batch's rows (64: the 64-row tiles
+ * that splits of so few rows take). */
+static const int split_shapes[][3] = {{70, 129, 200}, {65, 3, 2085},   {9, 64, 130},
+                                      {300, 130, 1000}, {33, 257, 65}, {130, 70, 4100},
+                                      {64, 264, 1024}};
 
 static void split_cases(int coop)
 {
     const unsigned B = TD_VKO_BIAS, G = TD_VKO_GELU, A = TD_VKO_ADD, C = TD_VKO_ACC;
-    static const int parts[] = {2, 3, 8};
+    static const int parts[] = {2, 3, 8, 16};
     for (size_t s = 0; s < sizeof split_shapes / sizeof split_shapes[0]; s++) {
         int m = split_shapes[s][0], n = split_shapes[s][1], k = split_shapes[s][2];
-        lin_split = parts[s % 3];
+        lin_split = parts[s % 4];
         lin_aligned = (int)(s % 2);
         for (int f16 = coop ? 1 : 0; f16 <= 1; f16++) {
             linear_case(m, n, k, f16, B | G | A, 0, coop);

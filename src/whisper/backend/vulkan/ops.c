@@ -583,10 +583,12 @@ static double now_ms(void)
 /* The count of parts along K for a product of m x n x k on tiles of bm x
  * bn, and each part's K range (*ks, a multiple of SPLIT_STEP): 1 for
  * none. By the card (split_parts -1): where the grid has fewer
- * workgroups than two a multiprocessor and k is at least
- * TD_VKO_SPLIT_MINK, about three workgroups a multiprocessor, at most
- * TD_VKO_SPLIT_MAX parts, no more than k / 256 (ranges of a multiple of
- * 64, the last shorter). Either way no more
+ * workgroups than half the multiprocessors and k is at least
+ * TD_VKO_SPLIT_MINK_SMALL, about two workgroups a multiprocessor and no
+ * more parts than k / 128; else where it has fewer than two a
+ * multiprocessor and k is at least TD_VKO_SPLIT_MINK, about three
+ * workgroups a multiprocessor and no more than k / 256; at most
+ * TD_VKO_SPLIT_MAX parts (ranges of a multiple of 64, the last shorter). Either way no more
  * than the scratch holds (parts of m x n rounded up to 4 floats), and
  * none while dispatches may run together (one scratch). */
 static uint32_t split_parts(const td_vko *o, uint32_t m, uint32_t n, uint32_t k, uint32_t bm,
@@ -603,11 +605,24 @@ static uint32_t split_parts(const td_vko *o, uint32_t m, uint32_t n, uint32_t k,
         uint64_t g = (uint64_t)cdiv(n, bn) * cdiv(m, bm);
         const td_vk_info *in = td_vk_device_info(o->vk);
         uint64_t sm = (uint64_t)in->sm_count;
-        if (sm == 0 || in->vendor_id != 0x10de || k < TD_VKO_SPLIT_MINK || g >= 2 * sm)
+        if (sm == 0 || in->vendor_id != 0x10de)
             return 1;
-        parts = (3 * sm + g / 2) / g;
-        if (parts > k / 256)
-            parts = k / 256;
+        if (2 * g < sm && k >= TD_VKO_SPLIT_MINK_SMALL) {
+            /* a decoder batch's product (64 to 256 rows): its few
+             * workgroups each walk all of K, one global load's latency a
+             * step, and leave most of the card idle (on an H100 a 64 x
+             * 1024 x 1024 product took 54 us, 1.2 TFLOP/s): about two
+             * workgroups a multiprocessor, K ranges down to 128 */
+            parts = (2 * sm + g - 1) / g;
+            if (parts > k / 128)
+                parts = k / 128;
+        } else {
+            if (k < TD_VKO_SPLIT_MINK || g >= 2 * sm)
+                return 1;
+            parts = (3 * sm + g / 2) / g;
+            if (parts > k / 256)
+                parts = k / 256;
+        }
         if (parts > TD_VKO_SPLIT_MAX)
             parts = TD_VKO_SPLIT_MAX;
     }
@@ -793,7 +808,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
             p.flags |= CM_VEC;
         /* split along K where the grid is small: on 128 x 128 tiles on
          * the paths that take them, else on 64 x 128 */
-        int scfg = cm_takes_big(o->path) ? cm_big(o->path) : CM_64;
+        int scfg = cm_takes_big(o->path) && m > 64 ? cm_big(o->path) : CM_64;
         uint32_t sbm = scfg == CM_64 ? 64 : 128, ks, parts;
         if ((parts = split_parts(o, m, n, (uint32_t)l->k, sbm, 128, &ks)) > 1) {
             linear_split(o, &p, o->matmul_cm[cm_for_a(o, scfg, vec && ahalf)], cdiv(n, 128),

@@ -118,9 +118,13 @@ typedef struct td_vko td_vko;
  * each (no more parts than k / 256; the last part may be shorter),
  * no more than the scratch holds, and none while td_vk_concurrent is on
  * (one scratch). The medium encoder's 1500 x 1024 x 4096 product: 96
- * tiles of 128 x 128 for an H100's 132 multiprocessors, in 4 parts. */
+ * tiles of 128 x 128 for an H100's 132 multiprocessors, in 4 parts.
+ * Grids of fewer workgroups than half the multiprocessors (a decoder
+ * batch's products) split from K of TD_VKO_SPLIT_MINK_SMALL, into about
+ * two workgroups a multiprocessor, no more parts than k / 128. */
 #define TD_VKO_SPLIT_MINK 2048
-#define TD_VKO_SPLIT_MAX 8
+#define TD_VKO_SPLIT_MINK_SMALL 1024
+#define TD_VKO_SPLIT_MAX 16
 #define TD_VKO_SPLIT_PLAN 4 /* parts td_vko_split_floats plans for */
 /* The scratch floats to reserve for products of m x n: TD_VKO_SPLIT_PLAN
  * parts of m x n rounded up to 4 floats a row. */
