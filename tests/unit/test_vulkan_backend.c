@@ -40,11 +40,13 @@
 #include "golden.h"
 #include "testutil.h"
 
+#include <execinfo.h>
 #include <fnmatch.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1018,6 +1020,19 @@ static void test_shared_instance(void **state)
     td_vk_close(b);
     assert_int_equal(td_vk_instance_refs(), 0);
     assert_int_equal(td_vk_live(), 0);
+}
+
+/* td_vk_release destroys the instance once nothing uses it, and the next
+ * listing makes a new one. */
+static void test_instance_release(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    td_error err = {0};
+    td_vk *a = NULL;
+    assert_int_equal(td_vk_open(NULL, &a, &err), TD_OK);
+    td_vk_close(a);
+    assert_int_equal(td_vk_instance_refs(), 0);
     td_vk_release();
     assert_int_equal(td_vk_instance_refs(), -1);
     td_vk_info list[4];
@@ -1027,8 +1042,31 @@ static void test_shared_instance(void **state)
     assert_int_equal(td_vk_instance_refs(), 0);
 }
 
+/* TD_TEST_BACKTRACE=1: a crash prints the stack, library and offset a
+ * frame, before dying of its signal (a driver's crash on a machine with
+ * no debugger; not under the sanitizer, whose own handler says more). */
+static void crash_backtrace(int sig)
+{
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    static const char head[] = "test_vulkan_backend: crashed; the stack:\n";
+    if (write(2, head, sizeof head - 1) < 0)
+        _exit(128 + sig);
+    backtrace_symbols_fd(frames, n, 2);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int main(void)
 {
+    const char *bt = getenv("TD_TEST_BACKTRACE");
+    if (bt && strcmp(bt, "1") == 0) {
+        void *warm[1];
+        backtrace(warm, 1); /* loads libgcc now, not inside the handler */
+        signal(SIGSEGV, crash_backtrace);
+        signal(SIGBUS, crash_backtrace);
+        signal(SIGABRT, crash_backtrace);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_en_d64), cmocka_unit_test(test_golden_tiny_f16),
         cmocka_unit_test(test_golden_real),
@@ -1039,6 +1077,7 @@ int main(void)
         cmocka_unit_test(test_align_weights_cross16),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_open_alloc_failures), cmocka_unit_test(test_shared_instance),
+        cmocka_unit_test(test_instance_release),
     };
     const char *filter = getenv("TEST_FILTER"); /* e.g. TEST_FILTER='test_open*' */
     if (filter)
