@@ -612,7 +612,9 @@ static uint32_t split_parts(const td_vko *o, uint32_t m, uint32_t n, uint32_t k,
              * workgroups each walk all of K, one global load's latency a
              * step, and leave most of the card idle (on an H100 a 64 x
              * 1024 x 1024 product took 54 us, 1.2 TFLOP/s): about two
-             * workgroups a multiprocessor, K ranges down to 128 */
+             * workgroups a multiprocessor, K ranges down to 128 (its
+             * medium step's products 10.2 -> 4.8 ms at 64 rows, 10.1 ->
+             * 5.9 at 256, their sums included) */
             parts = (2 * sm + g - 1) / g;
             if (parts > k / 128)
                 parts = k / 128;
