@@ -1932,11 +1932,48 @@ static void test_switch_refusals(void **state)
     }
 }
 
+/* TD_VULKAN_BARRIER takes narrow (the default) or wide; anything else
+ * refuses the open, naming it, with nothing left alive. (Every other test
+ * here runs its dispatches with the default's compute-only barriers.) */
+static void test_barrier_switch(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    static const struct {
+        const char *value;
+        int rc;
+    } cases[] = {{"sideways", TD_EINVAL}, {"wide", TD_OK}, {"narrow", TD_OK}, {"", TD_OK}};
+    const char *old = getenv("TD_VULKAN_BARRIER");
+    char *saved = old ? strdup(old) : NULL;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(setenv("TD_VULKAN_BARRIER", cases[i].value, 1), 0);
+        td_error err = {0};
+        td_vk *v = NULL;
+        long live = td_vk_live();
+        int rc = td_vk_open(NULL, &v, &err);
+        printf("# TD_VULKAN_BARRIER=%s: rc %d%s%s\n", cases[i].value, rc, rc ? ", " : "",
+               rc ? err.msg : "");
+        assert_int_equal(rc, cases[i].rc);
+        if (rc) {
+            assert_null(v);
+            assert_non_null(strstr(err.msg, "TD_VULKAN_BARRIER"));
+            assert_int_equal(td_vk_live(), live);
+        } else {
+            td_vk_close(v);
+        }
+    }
+    if (saved)
+        assert_int_equal(setenv("TD_VULKAN_BARRIER", saved, 1), 0);
+    else
+        assert_int_equal(unsetenv("TD_VULKAN_BARRIER"), 0);
+    free(saved);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_switch_refusals),
+        cmocka_unit_test(test_switch_refusals), cmocka_unit_test(test_barrier_switch),
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
         cmocka_unit_test(test_linear_matvec_packed), cmocka_unit_test(test_linear_qkv),

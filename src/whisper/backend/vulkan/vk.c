@@ -707,6 +707,8 @@ struct td_vk {
     int recording;
     int concurrent;
     int pending;           /* a command recorded since the last barrier */
+    int used_transfer;     /* a copy or fill recorded in this command buffer */
+    int wide_barriers;     /* TD_VULKAN_BARRIER=wide: every barrier as a transfer's */
     int profiling;
     int n_queries;
     int query_pipe[MAX_QUERIES / 2];
@@ -778,9 +780,13 @@ static int find_mem_type(const td_vk *vk, uint32_t bits, VkMemoryPropertyFlags w
 int td_vk_open(const char *want, td_vk **out, td_error *err)
 {
     *out = NULL;
+    const char *bw = getenv("TD_VULKAN_BARRIER");
+    if (bw && *bw && strcmp(bw, "wide") != 0 && strcmp(bw, "narrow") != 0)
+        return td_error_set(err, TD_EINVAL, "vulkan: TD_VULKAN_BARRIER=%s (narrow or wide)", bw);
     td_vk *vk = td_vk_calloc(1, sizeof *vk);
     if (!vk)
         return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
+    vk->wide_barriers = bw && strcmp(bw, "wide") == 0;
     int rc = instance_get(&vk->inst, err);
     if (rc)
         goto out_free;
@@ -1130,6 +1136,7 @@ int td_vk_begin(td_vk *vk, td_error *err)
         return rc;
     vk->recording = 1;
     vk->pending = 0;
+    vk->used_transfer = 0;
     vk->concurrent = 0;
     vk->n_queries = 0;
     if (vk->profiling && vk->qpool)
@@ -1189,6 +1196,7 @@ int td_vk_begin_cached(td_vk *vk, uint64_t key, int *replay, td_error *err)
     }
     vk->recording = 1;
     vk->pending = 0;
+    vk->used_transfer = 0;
     vk->concurrent = 0;
     vk->n_queries = 0;
     return TD_OK;
@@ -1200,13 +1208,25 @@ void td_vk_forget(td_vk *vk)
         vk->kept[i].valid = 0;
 }
 
-static void barrier(td_vk *vk)
+/* What was recorded before waits for what comes next (transfer: a copy or
+ * fill). Between dispatches of a command buffer that has recorded no
+ * transfer, the barrier names the compute stage alone (every earlier
+ * command is a dispatch, so it covers them all): a decode step is about
+ * 200 dispatches each waiting on the one before, and a barrier that
+ * also names transfers may make the driver wait for more.
+ * TD_VULKAN_BARRIER=wide names both everywhere, as before. */
+static void barrier(td_vk *vk, int transfer_next)
 {
     VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                           .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
                           .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                                            VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
     VkPipelineStageFlags st = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    if (!transfer_next && !vk->used_transfer && !vk->wide_barriers) {
+        mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+        mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+        st = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+    }
     vk->f.vkCmdPipelineBarrier(vk->cmd, st, st, 0, 1, &mb, 0, NULL, 0, NULL);
     vk->pending = 0;
 }
@@ -1240,7 +1260,7 @@ void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uin
     if (vk->replaying)
         return;
     if (vk->pending && !vk->concurrent)
-        barrier(vk);
+        barrier(vk, 0);
     int timed = vk->profiling && vk->qpool && vk->n_queries + 2 <= MAX_QUERIES;
     if (timed)
         vk->f.vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->qpool,
@@ -1265,10 +1285,11 @@ void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_b
     if (vk->replaying)
         return;
     if (vk->pending && !vk->concurrent)
-        barrier(vk);
+        barrier(vk, 1);
     VkBufferCopy c = {.srcOffset = src_off, .dstOffset = dst_off, .size = n};
     vk->f.vkCmdCopyBuffer(vk->cmd, src->buf, dst->buf, 1, &c);
     vk->pending = 1;
+    vk->used_transfer = 1;
 }
 
 int td_vk_submit(td_vk *vk, td_error *err)
@@ -1424,9 +1445,10 @@ void td_vk_zero(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n)
     if (vk->replaying)
         return;
     if (vk->pending && !vk->concurrent)
-        barrier(vk);
+        barrier(vk, 1);
     vk->f.vkCmdFillBuffer(vk->cmd, dst->buf, off, n, 0);
     vk->pending = 1;
+    vk->used_transfer = 1;
 }
 
 int td_vk_fill0(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n, td_error *err)
@@ -1436,6 +1458,7 @@ int td_vk_fill0(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n, td_er
         return rc;
     vk->f.vkCmdFillBuffer(vk->cmd, dst->buf, off, n, 0);
     vk->pending = 1;
+    vk->used_transfer = 1;
     return td_vk_submit(vk, err);
 }
 
