@@ -30,8 +30,8 @@
  *              memory to read them back
  *   io         host-visible: per call, each row's token and position, KV
  *              store offsets and attention ranges, and the cross-attention's
- *              groups of rows (at most max_rows of them, with the dispatch's
- *              size: ops.h's td_vko_dec_attn_groups)
+ *              groups of rows (at most max_rows / 8 + max_windows of them,
+ *              with the dispatch's size: ops.h's td_vko_dec_attn_groups)
  *   sample     the suppression bitmask, each kept row's sampling inputs
  *              and its ~600-byte result (vk_sample.h; max_seq rows)
  *   tab        the addresses that TD_VKO_COLS products write to: each
@@ -373,8 +373,11 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     R_(io_self, R * 2 * 4);
     R_(io_cross, R * 2 * 4);
     R_(io_last, R * 4);
-    /* the cross-attention's group table (ops.h): at most a group a row */
-    R_(io_xgrp, (uint64_t)td_vko_dec_group_ints(P->max_rows) * 4);
+    /* the cross-attention's group table (ops.h): a window's rows fill all
+     * its groups but its last, so a call has at most max_rows / G (rounded
+     * up) + max_windows groups, and no more than rows (vk_decode) */
+    uint64_t xg_max = (R + TD_VKO_ATT_GROUP - 1) / TD_VKO_ATT_GROUP + W;
+    R_(io_xgrp, (uint64_t)td_vko_dec_group_ints((int)(xg_max < R ? xg_max : R)) * 4);
     P->io = o;
 #undef R_
     P->logits = al(R * (uint64_t)P->nv * 4);
