@@ -534,6 +534,134 @@ static void test_ragged_batch(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* Open with TD_VULKAN_XGROUP set to xg (NULL: unset), as it was after. */
+static td_wbackend *open_vk_xgroup(const td_wmodel *m, int max_seq, int max_windows,
+                                   const char *xg, td_error *err)
+{
+    const char *old = getenv("TD_VULKAN_XGROUP");
+    char *saved = old ? strdup(old) : NULL;
+    if (xg)
+        assert_int_equal(setenv("TD_VULKAN_XGROUP", xg, 1), 0);
+    else
+        assert_int_equal(unsetenv("TD_VULKAN_XGROUP"), 0);
+    td_wbackend *b = open_vk(m, max_seq, max_windows, err);
+    if (saved)
+        assert_int_equal(setenv("TD_VULKAN_XGROUP", saved, 1), 0);
+    else
+        assert_int_equal(unsetenv("TD_VULKAN_XGROUP"), 0);
+    free(saved);
+    return b;
+}
+
+/* The cross-attention by groups of a window's rows (the default) against
+ * per row (TD_VULKAN_XGROUP=0): many sequences on one window (10 on one,
+ * 3 on the other, interleaved: more rows of a window than a group takes),
+ * prompts of 1 to 4 tokens, then single tokens, some sequences skipping a
+ * step; the logits must be the same bits (only the cross-attention's
+ * kernel differs, and it gives each row the per-row kernel's bits), with
+ * the cross K/V as floats and as halves. TD_VULKAN_XGROUP other than 0 or
+ * 1 makes open() and memory_need() refuse, naming it. */
+static void test_cross_groups(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    const td_wmodel *m = f.m;
+    int nv = m->hp.n_vocab;
+    enum { NS = 13 };
+    const float *mels[2] = {f.mel, f.mel};
+    float *mel2 = malloc((size_t)80 * TD_WMEL_WINDOW_FRAMES * sizeof *mel2);
+    assert_non_null(mel2);
+    for (size_t i = 0; i < (size_t)80 * TD_WMEL_WINDOW_FRAMES; i++)
+        mel2[i] = 0.7f * f.mel[((size_t)i + 911) % ((size_t)80 * TD_WMEL_WINDOW_FRAMES)];
+    mels[1] = mel2;
+    static const int win_of[NS] = {0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0};
+    int32_t seqtok[NS][8];
+    for (int s = 0; s < NS; s++) {
+        seqtok[s][0] = m->sp.sot;
+        for (int t = 1; t < 8; t++)
+            seqtok[s][t] = (int32_t)((s * 7919 + t * 104729 + 13) % 50000);
+    }
+    float *lg[2];
+    for (int i = 0; i < 2; i++) {
+        lg[i] = malloc((size_t)NS * 4 * nv * sizeof *lg[i]);
+        assert_non_null(lg[i]);
+    }
+    for (int cross16 = 0; cross16 < 2; cross16++) {
+        td_error err = {0};
+        if (cross16)
+            assert_int_equal(setenv("TD_VULKAN_CROSS16", "1", 1), 0);
+        td_wbackend *b[2] = {open_vk_xgroup(m, NS, 2, NULL, &err),
+                             open_vk_xgroup(m, NS, 2, "0", &err)};
+        if (cross16)
+            assert_int_equal(unsetenv("TD_VULKAN_CROSS16"), 0);
+        print_message("  grouped: %s\n  per row: %s\n", td_wvk_path_note(b[0]),
+                      td_wvk_path_note(b[1]));
+        assert_non_null(strstr(td_wvk_path_note(b[0]), "by groups of a window's rows"));
+        assert_non_null(strstr(td_wvk_path_note(b[1]), "per row (TD_VULKAN_XGROUP=0)"));
+        int wins[2] = {0, 1};
+        for (int i = 0; i < 2; i++)
+            if (VK->encode(b[i], 2, wins, mels, &err) != TD_OK)
+                fail_msg("encode: %s", err.msg);
+        int len[NS] = {0};
+        long rows_all = 0, same = 0;
+        for (int step = 0; step < 4; step++) {
+            td_wseq seqs[NS];
+            int32_t toks[NS * 4];
+            int n = 0, nt = 0;
+            for (int s = 0; s < NS; s++) {
+                if (step == 2 && s % 4 == 1) /* some skip a step */
+                    continue;
+                int k = step == 0 ? 1 + s % 4 : 1; /* prompts of 1 to 4 tokens */
+                seqs[n++] = (td_wseq){s, win_of[s], len[s], k};
+                for (int t = 0; t < k; t++)
+                    toks[nt++] = seqtok[s][len[s] + t];
+                len[s] += k;
+            }
+            /* every row's logits: each row's cross-attention output feeds them */
+            for (int i = 0; i < 2; i++)
+                if (VK->decode(b[i], n, seqs, toks, 1, lg[i], &err) != TD_OK)
+                    fail_msg("decode: %s", err.msg);
+            for (int r = 0; r < nt; r++) {
+                if (memcmp(lg[0] + (size_t)r * nv, lg[1] + (size_t)r * nv,
+                           (size_t)nv * sizeof(float)) != 0)
+                    fail_msg("cross16 %d, step %d, row %d: grouped logits differ from per-row",
+                             cross16, step, r);
+                same++;
+            }
+            rows_all += nt;
+        }
+        print_message("  cross K/V as %s: %ld rows over 4 steps (13 sequences, 10 on one window): "
+                      "grouped logits bitwise equal to per-row (%ld)\n",
+                      cross16 ? "halves" : "floats", rows_all, same);
+        VK->close(b[0]);
+        VK->close(b[1]);
+    }
+    /* anything but 0 or 1 is refused, naming the variable */
+    static const char *const bad[] = {"2", "yes", "01x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(setenv("TD_VULKAN_XGROUP", bad[i], 1), 0);
+        td_wconfig cfg = {0};
+        cfg.max_seq = 2;
+        td_error err = {0};
+        td_wbackend *b = NULL;
+        long live = td_vk_live();
+        assert_int_equal(VK->memory_need(&m->hp, m->wtype, &cfg), -1);
+        int rc = VK->open(m, &cfg, &b, &err);
+        assert_int_equal(unsetenv("TD_VULKAN_XGROUP"), 0);
+        assert_int_equal(rc, TD_EINVAL);
+        assert_null(b);
+        assert_non_null(strstr(err.msg, "TD_VULKAN_XGROUP"));
+        assert_int_equal(td_vk_live(), live);
+    }
+    free(lg[0]);
+    free(lg[1]);
+    free(mel2);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
 /* Several windows in one encode() call (the encoder's products over all
  * their rows, attention per window) against one window per call: the
  * encoder's output of every slot and each window's logits (which read
@@ -1070,7 +1198,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_en_d64), cmocka_unit_test(test_golden_tiny_f16),
         cmocka_unit_test(test_golden_real),
-        cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_encode_batched),
+        cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_cross_groups),
+        cmocka_unit_test(test_encode_batched),
         cmocka_unit_test(test_encode_after_big_step),
         cmocka_unit_test(test_sample_entry),
         cmocka_unit_test(test_align_weights),

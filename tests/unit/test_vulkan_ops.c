@@ -1528,22 +1528,12 @@ static int dec_d = 64; /* the head width: 64 runs dec_attn.comp compiled for it,
                         * specialized build (dec_ops, made for that width) */
 static td_vko *dec_ops;
 
-static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, const char *what)
+/* The keys and values k and v (psz floats each) on the device: as floats,
+ * or (dec_kv16) as halves made there by td_vko_to_half, with guards after
+ * them, k and v then rounded on the host as they were on the device (the
+ * references' inputs). */
+static void dec_pool(float *k, float *v, size_t psz, td_vk_buf *bk, td_vk_buf *bv)
 {
-    const int n_head = 3, d = dec_d, ld = n_head * d + dec_ld_pad, pool_rows = 1500 + 40;
-    td_vko *dops = dec_ops ? dec_ops : ops;
-    size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld;
-    float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4);
-    double *ref = malloc(qsz * sizeof *ref);
-    int *info = malloc((size_t)rows * 2 * sizeof *info);
-    assert_true(k && v && q && ref && info);
-    for (size_t i = 0; i < psz; i++) {
-        k[i] = frand() * 2;
-        v[i] = frand();
-    }
-    for (size_t i = 0; i < qsz; i++)
-        q[i] = frand() * 2;
-    td_vk_buf bk, bv;
     if (dec_kv16) {
         /* the floats to halves on the device (td_vko_to_half), guards
          * after them; the reference with the same halves */
@@ -1552,19 +1542,19 @@ static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, con
         assert_non_null(h);
         for (size_t i = 0; i < psz + 8; i++)
             h[i] = gh;
-        bk = dbuf(h, (psz + 8) * 2);
-        bv = dbuf(h, (psz + 8) * 2);
+        *bk = dbuf(h, (psz + 8) * 2);
+        *bv = dbuf(h, (psz + 8) * 2);
         td_vk_buf fk = dbuf(k, psz * 4), fv = dbuf(v, psz * 4);
         begin_ok();
-        td_vko_to_half(ops, psz, fk.addr, bk.addr);
-        td_vko_to_half(ops, psz, fv.addr, bv.addr);
+        td_vko_to_half(ops, psz, fk.addr, bk->addr);
+        td_vko_to_half(ops, psz, fv.addr, bv->addr);
         submit_ok();
         td_vk_buf_destroy(vk, &fk);
         td_vk_buf_destroy(vk, &fv);
         for (int which = 0; which < 2; which++) {
             float *src = which ? v : k;
             td_error e2 = {0};
-            if (td_vk_download(vk, which ? &bv : &bk, 0, h, (psz + 8) * 2, &e2))
+            if (td_vk_download(vk, which ? bv : bk, 0, h, (psz + 8) * 2, &e2))
                 fail_msg("%s", e2.msg);
             size_t off = 0;
             for (size_t i = 0; i < psz; i++) {
@@ -1583,9 +1573,28 @@ static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, con
         }
         free(h);
     } else {
-        bk = dbuf(k, psz * 4);
-        bv = dbuf(v, psz * 4);
+        *bk = dbuf(k, psz * 4);
+        *bv = dbuf(v, psz * 4);
     }
+}
+
+static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, const char *what)
+{
+    const int n_head = 3, d = dec_d, ld = n_head * d + dec_ld_pad, pool_rows = 1500 + 40;
+    td_vko *dops = dec_ops ? dec_ops : ops;
+    size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld;
+    float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4);
+    double *ref = malloc(qsz * sizeof *ref);
+    int *info = malloc((size_t)rows * 2 * sizeof *info);
+    assert_true(k && v && q && ref && info);
+    for (size_t i = 0; i < psz; i++) {
+        k[i] = frand() * 2;
+        v[i] = frand();
+    }
+    for (size_t i = 0; i < qsz; i++)
+        q[i] = frand() * 2;
+    td_vk_buf bk, bv;
+    dec_pool(k, v, psz, &bk, &bv);
     for (int r = 0; r < rows; r++) {
         info[2 * r] = rows_info[r][0] * ld;
         info[2 * r + 1] = rows_info[r][1];
@@ -1667,6 +1676,202 @@ static void test_dec_attn(void **state)
         dec_kv16 = 1;
         dec_attn_case(cross, 1, 1500, d == 32 ? "dec_attn heads of 32, halves (cross)"
                                               : "dec_attn heads of 48, halves (cross)");
+        dec_kv16 = 0;
+        td_vko_free(dec_ops);
+        dec_ops = NULL;
+        dec_d = 64;
+    }
+}
+
+/* Grouped decoder attention (td_vko_dec_attn_groups) against the per-row
+ * one (td_vko_dec_attn_x) on the same inputs: each grouped row's output
+ * must be the per-row one's bit for bit. Rows take one of five key sets
+ * ({first key row, count}, in ks): 1, 2, TD_VKO_ATT_GROUP, one more than
+ * that, and 5 rows of them, shuffled so that a set's rows are not
+ * contiguous, plus two rows in no group, whose outputs the grouped call
+ * must leave as guard values. A set's rows go into groups in descending
+ * row order, TD_VKO_ATT_GROUP at a time (9 rows: groups of 8 and 1), the
+ * sets in reverse order: groups of 1, 2, 5, 8 and 8 + 1 in one table.
+ * The grouped call runs twice (its merge counters must be back at zero
+ * after each: checked, and the second would merge nothing otherwise). */
+static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
+{
+    enum { NSET = 5, SKIP = 2 };
+    const int G = TD_VKO_ATT_GROUP;
+    const int set_rows[NSET] = {1, 2, G, G + 1, 5};
+    int rows = SKIP;
+    for (int i = 0; i < NSET; i++)
+        rows += set_rows[i];
+    const int n_head = 3, d = dec_d, ld = n_head * d + dec_ld_pad, pool_rows = 1500 + 40;
+    td_vko *dops = dec_ops ? dec_ops : ops;
+    if (!td_vko_has_dec_groups(dops)) {
+        printf("# %s: no grouped pipeline (%u bytes of shared memory a workgroup)\n", what,
+               td_vk_device_info(vk)->max_shared);
+        return;
+    }
+    size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld;
+    float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4);
+    int *info = malloc((size_t)rows * 2 * sizeof *info), *set = malloc((size_t)rows * sizeof *set);
+    assert_true(k && v && q && info && set);
+    for (size_t i = 0; i < psz; i++) {
+        k[i] = frand() * 2;
+        v[i] = frand();
+    }
+    for (size_t i = 0; i < qsz; i++)
+        q[i] = frand() * 2;
+    /* each row's set (-1: none, keys of set 0), shuffled */
+    int r = 0;
+    for (int i = 0; i < NSET; i++)
+        for (int j = 0; j < set_rows[i]; j++)
+            set[r++] = i;
+    while (r < rows)
+        set[r++] = -1;
+    uint32_t lcg = 12345;
+    for (int i = rows - 1; i > 0; i--) {
+        lcg = lcg * 1664525u + 1013904223u;
+        int j = (int)((lcg >> 8) % (uint32_t)(i + 1)), tmp = set[i];
+        set[i] = set[j];
+        set[j] = tmp;
+    }
+    for (r = 0; r < rows; r++) {
+        int si = set[r] < 0 ? 0 : set[r];
+        info[2 * r] = ks[si][0] * ld;
+        info[2 * r + 1] = ks[si][1];
+    }
+    td_vk_buf bk, bv;
+    dec_pool(k, v, psz, &bk, &bv);
+    /* the table, in host-visible memory as the backend's io (which takes
+     * indirect dispatches) */
+    td_vk_buf tab;
+    td_error err = {0};
+    if (td_vk_buf_create(vk, td_vko_dec_group_ints(rows) * 4 + 256, TD_VK_MEM_HOST, &tab, &err))
+        fail_msg("%s", err.msg);
+    const uint64_t toff = 256; /* not at the buffer's start, as the io region */
+    int32_t *t = (int32_t *)((char *)tab.map + toff);
+    int32_t *e = t + TD_VKO_GROUP_HEAD;
+    int n_groups = 0;
+    char sizes[128] = "";
+    for (int si = NSET - 1; si >= 0; si--) {
+        int in = 0;
+        for (r = rows - 1; r >= 0; r--) {
+            if (set[r] != si)
+                continue;
+            if (in == 0) {
+                n_groups++;
+                e[0] = 0;
+            }
+            e[1 + e[0]++] = r;
+            if (++in == G) {
+                in = 0;
+                snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), " %d", e[0]);
+                e += G + 1;
+            }
+        }
+        if (in) {
+            snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), " %d", e[0]);
+            e += G + 1;
+        }
+    }
+    td_vko_dec_group_head(t, n_groups, n_head, max_keys);
+    td_vk_buf bq = dbuf(q, qsz * 4), bi = dbuf(info, (size_t)rows * 2 * sizeof *info);
+    size_t pf = td_vko_dec_part_floats(rows, n_head, d, max_keys);
+    td_vk_buf bp = dbuf(NULL, pf * 4), bp2 = dbuf(NULL, pf * 4),
+              bc = dbuf(NULL, (size_t)rows * n_head * 4), bc2 = dbuf(NULL, (size_t)rows * n_head * 4);
+    if (td_vk_fill0(vk, &bc, 0, bc.size / 4 * 4, &err) ||
+        td_vk_fill0(vk, &bc2, 0, bc2.size / 4 * 4, &err))
+        fail_msg("%s", err.msg);
+    outbuf oref = obuf(qsz, NULL), og[2] = {obuf(qsz, NULL), obuf(qsz, NULL)};
+    begin_ok();
+    td_vko_dec_attn_x(dops, rows, n_head, ld, bq.addr, oaddr(&oref), bk.addr, bv.addr, bi.addr,
+                      max_keys, bp.addr, bc.addr, dec_kv16);
+    submit_ok();
+    for (int run = 0; run < 2; run++) {
+        begin_ok();
+        td_vko_dec_attn_groups(dops, ld, bq.addr, oaddr(&og[run]), bk.addr, bv.addr, bi.addr,
+                               &tab, toff, max_keys, bp2.addr, bc2.addr, dec_kv16);
+        submit_ok();
+        int32_t *c = malloc(bc2.size);
+        assert_non_null(c);
+        if (td_vk_download(vk, &bc2, 0, c, bc2.size, &err))
+            fail_msg("%s", err.msg);
+        for (int i = 0; i < rows * n_head; i++)
+            if (c[i] != 0)
+                fail_msg("%s: merge counter %d is %d after run %d", what, i, c[i], run + 1);
+        free(c);
+    }
+    const int cols = n_head * d;
+    float *want = oread(&oref, rows, cols, ld);
+    for (int run = 0; run < 2; run++) {
+        float *got = oread(&og[run], rows, cols, ld);
+        int same = 0;
+        for (r = 0; r < rows; r++) {
+            const float *gr = got + (size_t)r * ld, *wr = want + (size_t)r * ld;
+            if (set[r] < 0) { /* in no group: untouched */
+                for (int c = 0; c < cols; c++)
+                    if (gr[c] != GUARD_VAL)
+                        fail_msg("%s: row %d (in no group) column %d written", what, r, c);
+                continue;
+            }
+            if (memcmp(gr, wr, (size_t)cols * sizeof *gr) != 0) {
+                int c = 0;
+                while (memcmp(&gr[c], &wr[c], sizeof *gr) == 0)
+                    c++;
+                fail_msg("%s: run %d, row %d (set %d) column %d: %.9g, per row %.9g", what,
+                         run + 1, r, set[r], c, (double)gr[c], (double)wr[c]);
+            }
+            same++;
+        }
+        if (run == 1)
+            printf("# %-40s %d rows in %d groups (sizes%s), 2 runs: bitwise equal to "
+                   "dec_attn\n",
+                   what, same, n_groups, sizes);
+        free(got);
+    }
+    free(want);
+    td_vk_buf *all[] = {&bk, &bv, &tab, &bq, &bi, &bp, &bp2, &bc, &bc2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        td_vk_buf_destroy(vk, all[i]);
+    free(k);
+    free(v);
+    free(q);
+    free(info);
+    free(set);
+}
+
+static void test_dec_attn_group(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    printf("# device: %u bytes of shared memory a workgroup, subgroups of %d\n",
+           td_vk_device_info(vk)->max_shared, td_vk_device_info(vk)->subgroup_size);
+    /* key sets: many blocks of keys (the cross-attention's 1500 and
+     * others), and one block only (no merge) */
+    static const int many[5][2] = {{5, 1}, {7, 37}, {40, 1500}, {100, 1440}, {3, 129}};
+    static const int one[5][2] = {{5, 1}, {7, 37}, {40, 128}, {100, 100}, {3, 127}};
+    dec_group_case(many, 1500, "dec_attn_group floats, 1500 keys");
+    dec_group_case(one, TD_VKO_ATT_SPLIT, "dec_attn_group floats, one block");
+    dec_kv16 = 1;
+    dec_group_case(many, 1500, "dec_attn_group halves, 1500 keys");
+    dec_group_case(one, TD_VKO_ATT_SPLIT, "dec_attn_group halves, one block");
+    dec_ld_pad = 2; /* rows of 194 halves: the scalar loads */
+    dec_group_case(many, 1500, "dec_attn_group halves, rows of 194");
+    dec_kv16 = 0;
+    dec_ld_pad = 1; /* rows of 193 floats: the scalar loads */
+    dec_group_case(many, 1500, "dec_attn_group floats, rows of 193");
+    dec_ld_pad = 0;
+    /* heads of 32 and 48: the specialized build */
+    for (int d = 32; d <= 48; d += 16) {
+        td_error err = {0};
+        if (td_vko_create(vk, 16, d, &dec_ops, &err))
+            fail_msg("%s", err.msg);
+        dec_d = d;
+        dec_group_case(many, 1500, d == 32 ? "dec_attn_group heads of 32, floats"
+                                           : "dec_attn_group heads of 48, floats");
+        dec_kv16 = 1;
+        dec_group_case(many, 1500, d == 32 ? "dec_attn_group heads of 32, halves"
+                                           : "dec_attn_group heads of 48, halves");
+        dec_group_case(one, TD_VKO_ATT_SPLIT, d == 32 ? "dec_attn_group heads of 32, one block"
+                                                      : "dec_attn_group heads of 48, one block");
         dec_kv16 = 0;
         td_vko_free(dec_ops);
         dec_ops = NULL;
@@ -1984,7 +2189,7 @@ int main(void)
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_layernorm_half),
         cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_enc_attn_coopmat),
-        cmocka_unit_test(test_dec_attn),
+        cmocka_unit_test(test_dec_attn),     cmocka_unit_test(test_dec_attn_group),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
         cmocka_unit_test(test_rows_trial),
         cmocka_unit_test(test_no_driver),

@@ -54,6 +54,8 @@ struct td_vko {
     td_vk_pipe *cm_peak[TD_VKO_CM_PEAK_MODES]; /* the engines' rate (a benchmark); NULL without */
     td_vk_pipe *layernorm, *enc_attn, *dec_attn, *embed, *kv_put, *att_weights;
     td_vk_pipe *dec_attn16, *att_weights16, *to_half; /* keys and values as halves */
+    td_vk_pipe *dec_group[2];          /* dec_attn_group.comp, [keys and values as halves];
+                                        * NULL where the device's shared memory is short */
     td_vk_pipe *matrows[2];            /* the batched step's products (matrows.comp), 1 and 2
                                         * groups of loads in flight */
     td_vk_pipe *matmul_sum;            /* a split product's parts added, and its epilogue */
@@ -105,6 +107,22 @@ typedef struct da_push {
     float scale;
 } da_push;
 
+typedef struct dag_push {
+    uint64_t q, part, k, v, info, o, cnt, groups;
+    uint32_t ld, n_split;
+    float scale;
+    uint32_t pad;          /* zero: the struct's size is a multiple of 8 */
+} dag_push;
+
+/* dec_attn_group.comp's shared memory for heads of d: the group's queries,
+ * exponentials and reductions (floats) and partial outputs (vec4s), and
+ * its flag (as an int) */
+static uint32_t dec_group_shared(int d)
+{
+    uint32_t g = TD_VKO_ATT_GROUP;
+    return 4 * (g * (uint32_t)d + g * 128 + g * 128) + 16 * g * 128 + 4;
+}
+
 typedef struct emb_push {
     uint64_t tok, pos, tp, x;
     uint32_t n, f16;
@@ -143,7 +161,7 @@ void td_vko_free(td_vko *o)
                           &o->enc_attn,  &o->dec_attn,
                           &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
                           &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
-                          &o->matmul_sum};
+                          &o->matmul_sum, &o->dec_group[0], &o->dec_group[1]};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     for (int i = 0; i < TD_VKO_CM_PEAK_MODES; i++)
@@ -250,6 +268,19 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     } else {
         PIPE(o->dec_attn, dec_attn_DA_D0, "dec_attn", da_push, &dt, 1);
         PIPE(o->dec_attn16, dec_attn_DA_D0, "dec_attn16", da_push, dt16, 2);
+    }
+    /* the same for groups of rows that share their keys (the
+     * cross-attention's rows of a window): where the device gives a
+     * workgroup its shared memory (26 KiB for heads of 64; every device
+     * the backend targets has 32 or more), else the per-row shader runs */
+    if (td_vk_device_info(vk)->max_shared >= dec_group_shared(d_text)) {
+        if (dt == 64) {
+            PIPE(o->dec_group[0], dec_attn_group_DA_D64, "dec_attn_group", dag_push, &dt, 1);
+            PIPE(o->dec_group[1], dec_attn_group_DA_D64, "dec_attn_group16", dag_push, dt16, 2);
+        } else {
+            PIPE(o->dec_group[0], dec_attn_group_DA_D0, "dec_attn_group", dag_push, &dt, 1);
+            PIPE(o->dec_group[1], dec_attn_group_DA_D0, "dec_attn_group16", dag_push, dt16, 2);
+        }
     }
     PIPE(o->embed, embed, "embed", emb_push, NULL, 0);
     PIPE(o->kv_put, kv_put, "kv_put", kv_push, NULL, 0);
@@ -931,6 +962,43 @@ void td_vko_dec_attn_x(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint
                  1.0f / sqrtf((float)o->d_text)};
     td_vk_dispatch(o->vk, kv16 ? o->dec_attn16 : o->dec_attn, &p, (uint32_t)rows,
                    (uint32_t)n_head, n_split);
+}
+
+size_t td_vko_dec_group_ints(int groups)
+{
+    return TD_VKO_GROUP_HEAD + (size_t)groups * (TD_VKO_ATT_GROUP + 1);
+}
+
+void td_vko_dec_group_head(int32_t *table, int n_groups, int n_head, int max_keys)
+{
+    table[0] = n_groups;
+    table[1] = n_head;
+    table[2] = (int32_t)cdiv((uint32_t)max_keys, TD_VKO_ATT_SPLIT);
+    table[3] = 0;
+}
+
+int td_vko_has_dec_groups(const td_vko *o)
+{
+    return o->dec_group[0] != NULL && o->dec_group[1] != NULL;
+}
+
+/* An indirect dispatch: the number of groups depends on the sequences'
+ * windows, not on the step's shape, and a step's recording is kept per
+ * shape and replayed (vulkan.c's vk_decode); with the grid's size in the
+ * table the recording stays the same while the host writes each step's
+ * count (a grid of every row's possible group with the unused ones
+ * returning at once would cost a workgroup per row and head and split,
+ * most of them idle, at a window's 64 rows 56 of 64) */
+void td_vko_dec_attn_groups(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_t k, uint64_t v,
+                            uint64_t info, const td_vk_buf *table, uint64_t table_off,
+                            int max_keys, uint64_t part, uint64_t cnt, int kv16)
+{
+    assert(td_vko_has_dec_groups(o));
+    uint32_t n_split = cdiv((uint32_t)max_keys, TD_VKO_ATT_SPLIT);
+    dag_push p = {q,      part,   k,  v, info, out, cnt,
+                  table->addr + table_off + TD_VKO_GROUP_HEAD * 4,
+                  (uint32_t)ld, n_split, 1.0f / sqrtf((float)o->d_text), 0};
+    td_vk_dispatch_indirect(o->vk, o->dec_group[kv16 ? 1 : 0], &p, table, table_off);
 }
 
 void td_vko_to_half(td_vko *o, size_t n, uint64_t x, uint64_t y)

@@ -321,6 +321,40 @@ void td_vko_dec_attn_x(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint
                        uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part,
                        uint64_t cnt, int kv16);
 
+/* The same for groups of rows that attend to the same keys (the
+ * cross-attention's rows of one window: a window's beams, a big batch's
+ * sequences of one window): a workgroup per (group, head, block of keys)
+ * loads the block's keys and values once and computes every row of the
+ * group (dec_attn_group.comp), so that a group's keys and values come
+ * from memory once instead of once per row. Each row's output is bitwise
+ * what td_vko_dec_attn_x gives it on the same inputs (the same blocks,
+ * the same arithmetic and reductions per row: the shader's head says
+ * how), so grouping changes nothing downstream.
+ *
+ * The group table, ints at table->addr + table_off (table a
+ * TD_VK_MEM_HOST buffer, which takes indirect dispatches; table_off a
+ * multiple of 4), written by the host before the submit, so that a kept
+ * recording replays with each call's groups:
+ *   [0, TD_VKO_GROUP_HEAD)  the dispatch's size: td_vko_dec_group_head
+ *                           writes it (groups, n_head, blocks of keys, 0)
+ *   then per group, TD_VKO_ATT_GROUP + 1 ints: its row count n (1 to
+ *   TD_VKO_ATT_GROUP) and n row indices (< the rows of q, out and info).
+ * Every row appears in at most one group; the rows of a group have equal
+ * info entries (the group takes its first row's keys). Parts and
+ * counters as td_vko_dec_attn_x's (sized by the rows, the counters left
+ * zero: a group counts in its first row's). Only where
+ * td_vko_has_dec_groups (the device gives a workgroup the shared memory:
+ * 26 KiB for heads of 64). */
+#define TD_VKO_ATT_GROUP 8 /* dec_attn_group.comp's G */
+#define TD_VKO_GROUP_HEAD 4
+/* The ints of a table of up to groups entries. */
+size_t td_vko_dec_group_ints(int groups);
+void td_vko_dec_group_head(int32_t *table, int n_groups, int n_head, int max_keys);
+int td_vko_has_dec_groups(const td_vko *o);
+void td_vko_dec_attn_groups(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_t k, uint64_t v,
+                            uint64_t info, const td_vk_buf *table, uint64_t table_off,
+                            int max_keys, uint64_t part, uint64_t cnt, int kv16);
+
 /* y (halves, n of them) = x (n floats), n even and at most 2^32 - 2. */
 void td_vko_to_half(td_vko *o, size_t n, uint64_t x, uint64_t y);
 

@@ -53,6 +53,8 @@
     X(enc_attn_cm_EA_CFG3) \
     X(dec_attn_DA_D0)    \
     X(dec_attn_DA_D64)   \
+    X(dec_attn_group_DA_D0) \
+    X(dec_attn_group_DA_D64) \
     X(embed)             \
     X(kv_put)            \
     X(att_weights)       \

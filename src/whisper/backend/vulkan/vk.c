@@ -150,6 +150,7 @@ void td_vk_free(void *p)
     X(vkCmdBindPipeline) \
     X(vkCmdPushConstants) \
     X(vkCmdDispatch) \
+    X(vkCmdDispatchIndirect) \
     X(vkCmdPipelineBarrier) \
     X(vkCmdCopyBuffer) \
     X(vkCmdFillBuffer) \
@@ -1004,12 +1005,17 @@ int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b
         return td_error_set(err, TD_ENOMEM,
                             "vulkan: a buffer of %llu bytes is over the device's %llu per allocation",
                             (unsigned long long)size, (unsigned long long)vk->facts.max_alloc);
+    /* host-visible per-call inputs may hold an indirect dispatch's size
+     * (td_vk_dispatch_indirect): the host writes it before the submit */
     VkBufferCreateInfo bci = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
                               .size = size,
                               .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
                                        VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                                        VK_BUFFER_USAGE_TRANSFER_DST_BIT |
-                                       VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT,
+                                       VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
+                                       (kind == TD_VK_MEM_HOST
+                                            ? VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT
+                                            : 0),
                               .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     if (inject())
         return td_error_set(err, TD_ENOMEM, "vulkan: vkCreateBuffer: out of memory (injected)");
@@ -1254,8 +1260,10 @@ static int prof_index(td_vk *vk, td_vk_pipe *p)
     return p->prof = vk->n_prof++;
 }
 
-void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uint32_t gy,
-                    uint32_t gz)
+/* A dispatch of gx x gy x gz workgroups, or (ib not NULL) of the size
+ * at ib + ioff when the command buffer runs. */
+static void dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uint32_t gy,
+                     uint32_t gz, const td_vk_buf *ib, uint64_t ioff)
 {
     if (vk->replaying)
         return;
@@ -1269,7 +1277,10 @@ void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uin
     if (p->push_bytes)
         vk->f.vkCmdPushConstants(vk->cmd, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p->push_bytes,
                                  push);
-    vk->f.vkCmdDispatch(vk->cmd, gx, gy, gz);
+    if (ib)
+        vk->f.vkCmdDispatchIndirect(vk->cmd, ib->buf, ioff);
+    else
+        vk->f.vkCmdDispatch(vk->cmd, gx, gy, gz);
     if (timed) {
         vk->f.vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->qpool,
                                   (uint32_t)vk->n_queries + 1);
@@ -1277,6 +1288,18 @@ void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uin
         vk->n_queries += 2;
     }
     vk->pending = 1;
+}
+
+void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uint32_t gy,
+                    uint32_t gz)
+{
+    dispatch(vk, p, push, gx, gy, gz, NULL, 0);
+}
+
+void td_vk_dispatch_indirect(td_vk *vk, td_vk_pipe *p, const void *push, const td_vk_buf *args,
+                             uint64_t off)
+{
+    dispatch(vk, p, push, 0, 0, 0, args, off);
 }
 
 void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_buf *dst,

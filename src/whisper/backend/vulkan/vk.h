@@ -87,7 +87,8 @@ void td_vk_close(td_vk *vk);
 
 enum td_vk_mem {
     TD_VK_MEM_DEVICE = 0,  /* device-local; reached by copies and shaders */
-    TD_VK_MEM_HOST = 1,    /* host-visible, coherent, mapped: small per-call inputs */
+    TD_VK_MEM_HOST = 1,    /* host-visible, coherent, mapped: small per-call inputs (and
+                            * the sizes of indirect dispatches: td_vk_dispatch_indirect) */
     TD_VK_MEM_READBACK = 2 /* host-visible, cached if the device has it: outputs */
 };
 
@@ -135,6 +136,15 @@ int td_vk_begin(td_vk *vk, td_error *err);
  * orders it after everything recorded before (shaders and copies). */
 void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uint32_t gy,
                     uint32_t gz);
+/* The same with the grid's size (3 uint32s: x, y, z, as
+ * VkDispatchIndirectCommand) read from args + off (a multiple of 4) when
+ * the command buffer runs, not when it is recorded: args a TD_VK_MEM_HOST
+ * buffer (the kind made for it), written by the host before the submit
+ * (which makes the host's writes visible to the device), so that a kept
+ * recording (td_vk_begin_cached) replays with each call's size. A size
+ * of 0 in any dimension runs nothing. */
+void td_vk_dispatch_indirect(td_vk *vk, td_vk_pipe *p, const void *push, const td_vk_buf *args,
+                             uint64_t off);
 /* on: dispatches recorded from now on may run together (independent
  * products of one input); off: the next one waits for all of them. */
 void td_vk_concurrent(td_vk *vk, int on);

@@ -29,7 +29,9 @@
  *   logits     [max_rows][n_vocab] on the device, and as much host-visible
  *              memory to read them back
  *   io         host-visible: per call, each row's token and position, KV
- *              store offsets and attention ranges
+ *              store offsets and attention ranges, and the cross-attention's
+ *              groups of rows (at most max_rows / 8 + max_windows of them,
+ *              with the dispatch's size: ops.h's td_vko_dec_attn_groups)
  *   sample     the suppression bitmask, each kept row's sampling inputs
  *              and its ~600-byte result (vk_sample.h; max_seq rows)
  *   tab        the addresses that TD_VKO_COLS products write to: each
@@ -43,7 +45,14 @@
  * its column blocks written to each layer's buffers): one host wait per
  * decode step. A decode step's command buffer is recorded once per shape (rows,
  * logits rows, the self-attention's split count) and replayed: what
- * changes between steps (tokens, positions, KV offsets) is read from io.
+ * changes between steps (tokens, positions, KV offsets, the
+ * cross-attention's groups and their count) is read from io.
+ * The cross-attention reads a window's K and V once for each group of up
+ * to 8 of its rows (a window's beams, a big batch's sequences of one
+ * window), not once per row: ops.h's td_vko_dec_attn_groups, each row's
+ * output the same bits as per row (TD_VULKAN_XGROUP=0 runs it per row,
+ * for comparisons). The self-attention stays per row (no two rows share
+ * a KV slot's keys and count).
  * The decoder's K and V products write straight into the KV slots, an
  * attention's split parts are merged by its own last workgroup, and with
  * few rows LayerNorm runs in the products' prologue and q, k and v are
@@ -94,6 +103,8 @@ typedef struct plan {
     int C, na, nt, nm, nv, nha, nht, nla, nlt, T2;
     int max_seq, max_tokens, max_batch, max_windows, max_rows;
     int enc_batch;           /* windows the encoder runs at once (vk_encode) */
+    int xgroup;              /* the cross-attention by groups of a window's rows
+                              * (TD_VULKAN_XGROUP, default 1; vk_decode) */
     uint64_t weight_bytes;   /* chunks together */
     int n_chunks;
     uint64_t chunk_size[64];
@@ -104,7 +115,7 @@ typedef struct plan {
     /* decoder */
     uint64_t d_x, d_h, d_q, d_k, d_v, d_a, d_ff, d_part;
     /* io offsets (bytes) */
-    uint64_t io_tp, io_kvdst, io_self, io_cross, io_last;
+    uint64_t io_tp, io_kvdst, io_self, io_cross, io_last, io_xgrp;
     uint64_t total;
 } plan;
 
@@ -349,12 +360,24 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->enc_batch = (int)eb;
     o = dec_end;
     P->work = enc_end > o ? enc_end : o;
+    /* TD_VULKAN_XGROUP=0 has the cross-attention run per row, as before
+     * the grouped shader (for comparisons); 1 (or unset) groups */
+    const char *xg = getenv("TD_VULKAN_XGROUP");
+    if (xg && *xg && strcmp(xg, "0") != 0 && strcmp(xg, "1") != 0)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_XGROUP=%s (0 or 1)", xg),
+               -1;
+    P->xgroup = !(xg && strcmp(xg, "0") == 0);
     o = 0;
     R_(io_tp, R * 2 * 4);
     R_(io_kvdst, R * 4);
     R_(io_self, R * 2 * 4);
     R_(io_cross, R * 2 * 4);
     R_(io_last, R * 4);
+    /* the cross-attention's group table (ops.h): a window's rows fill all
+     * its groups but its last, so a call has at most max_rows / G (rounded
+     * up) + max_windows groups, and no more than rows (vk_decode) */
+    uint64_t xg_max = (R + TD_VKO_ATT_GROUP - 1) / TD_VKO_ATT_GROUP + W;
+    R_(io_xgrp, (uint64_t)td_vko_dec_group_ints((int)(xg_max < R ? xg_max : R)) * 4);
     P->io = o;
 #undef R_
     P->logits = al(R * (uint64_t)P->nv * 4);
@@ -435,6 +458,8 @@ struct td_wbackend {
     int enc_att_half;       /* and its attention q, k, v as halves (vk_open) */
     int fuse_ln;            /* LayerNorm in the few-row products (TD_VULKAN_FUSE_LN=0: off) */
     int qkv;                /* q, k and v as one few-row product (TD_VULKAN_QKV=0: off) */
+    int xgroup;             /* the cross-attention by groups of a window's rows (plan's
+                             * xgroup, where the device takes the grouped shader) */
     /* align_weights in progress: its heads, its output (host-visible:
      * [al_n][al_rows][n_audio_ctx]) and the rows the current call holds */
     const int *al_heads;
@@ -718,6 +743,18 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         b->enc_a_half = !(ah && strcmp(ah, "0") == 0) && m->wtype == TD_WT_F16 &&
                         cfg->compute != TD_WCOMPUTE_F32 && td_vko_a_half_ok(b->ops);
         b->enc_att_half = b->enc_a_half && !(qh && strcmp(qh, "0") == 0);
+    }
+    /* The cross-attention reads each window's K and V once per group of
+     * up to TD_VKO_ATT_GROUP of its rows instead of once per row (ops.h's
+     * td_vko_dec_attn_groups: the same bits), unless TD_VULKAN_XGROUP=0 or
+     * the device lacks the shared memory for it */
+    b->xgroup = P->xgroup && td_vko_has_dec_groups(b->ops);
+    {
+        size_t nl = strlen(b->path_note);
+        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross-attention %s%s%s",
+                 b->xgroup ? "by groups of a window's rows" : "per row",
+                 b->xgroup || !P->xgroup ? "" : " (no grouped shader on this device)",
+                 P->xgroup ? "" : " (TD_VULKAN_XGROUP=0)");
     }
     {
         size_t nl = strlen(b->path_note);
@@ -1158,8 +1195,16 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
                                      b->al_heads[2 * i + 1] * (nt / P->nht),
                                      b->al_out + (uint64_t)i * b->al_rows * C * 4, b->al_row0,
                                      b->cross16);
-        td_vko_dec_attn_x(o, R, P->nht, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
-                          ioa + P->io_cross, C, part, b->cnt.addr, b->cross16);
+        /* the cross-attention: by groups of a window's rows (the table
+         * vk_decode wrote into io), else per row */
+        if (b->xgroup)
+            td_vko_dec_attn_groups(o, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
+                                   ioa + P->io_cross, &b->io, P->io_xgrp, C, part, b->cnt.addr,
+                                   b->cross16);
+        else
+            td_vko_dec_attn_x(o, R, P->nht, nt, dq, da, b->cross_k[l].addr,
+                              b->cross_v[l].addr, ioa + P->io_cross, C, part, b->cnt.addr,
+                              b->cross16);
         LIN(da, L->co, L->co_b, dx, nt, nt, TD_VKO_ACC);
         if (!fuse)
             td_vko_layernorm(o, R, nt, dx, nt, L->mlp_ln_w, L->mlp_ln_b, dh, nt, 0);
@@ -1233,6 +1278,37 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
             cross[2 * r + 1] = C;
         }
         last[s] = r - 1;
+    }
+    if (b->xgroup) {
+        /* The cross-attention's groups (ops.h's table): each window's rows
+         * in row order, TD_VKO_ATT_GROUP at a time, the windows in slot
+         * order: the same groups for the same call, every row in one.
+         * Its size goes with the table (an indirect dispatch), so the
+         * kept recordings need no key for it. */
+        const int G = TD_VKO_ATT_GROUP;
+        /* per window: its rows, its first group, its rows placed so far
+         * (io is only written: host-visible memory can be slow to read) */
+        int wrows[MAX_WINDOWS_LIMIT], wfirst[MAX_WINDOWS_LIMIT], wdone[MAX_WINDOWS_LIMIT];
+        memset(wrows, 0, (size_t)P->max_windows * sizeof *wrows);
+        memset(wdone, 0, (size_t)P->max_windows * sizeof *wdone);
+        for (int s = 0; s < n_seq; s++)
+            wrows[seqs[s].window] += seqs[s].n_tokens;
+        int n_groups = 0;
+        for (int w = 0; w < P->max_windows; w++) {
+            wfirst[w] = n_groups;
+            n_groups += (wrows[w] + G - 1) / G;
+        }
+        int32_t *xg = (int32_t *)(io + P->io_xgrp);
+        r = 0;
+        for (int s = 0; s < n_seq; s++)
+            for (int t = 0; t < seqs[s].n_tokens; t++, r++) {
+                int w = seqs[s].window, i = wdone[w]++;
+                int32_t *e = xg + TD_VKO_GROUP_HEAD + (size_t)(wfirst[w] + i / G) * (G + 1);
+                if (i % G == 0) /* the group's size: G, or the window's rows left */
+                    e[0] = wrows[w] - i < G ? wrows[w] - i : G;
+                e[1 + i % G] = r;
+            }
+        td_vko_dec_group_head(xg, n_groups, P->nht, C);
     }
     int rows_out = all_logits ? R : n_seq;
     int max_self = 0; /* the most keys a row attends to in its slot */

@@ -24,28 +24,18 @@
 // cross-attention's, written by the encoder), offsets and strides in
 // elements as with floats; they are widened on load and everything else
 // stays in floats.
+// dec_attn_group.comp computes the same for groups of rows that share
+// their keys (the cross-attention's rows of a window), each row's output
+// with the bits this shader gives it: what both share is in
+// dec_attn.glsl, and its per-row arithmetic is written as here (a change
+// here is a change there).
 #version 450
 #extension GL_GOOGLE_include_directive : require
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_arithmetic : require
-#extension GL_EXT_control_flow_attributes : require
-#include "common.glsl"
-
-layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer F32c { float v[]; };
-layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer I32c { int v[]; };
-
 // The head width: compiled in for 64 (DA_D64, every Whisper decoder's),
-// so that glslc unrolls the loops over a thread's key and value rows and
-// keeps kr and vr in registers; specialized for other widths (DA_D0).
+// specialized for other widths (DA_D0): see dec_attn.glsl.
 // @variants DA_D 0 64
 // @function-arrays-ok dec_attn_DA_D0 -- other widths: loops of a specialized count, unrolled by the driver if at all
-#if defined(DA_D) && DA_D > 0
-const uint D = DA_D;
-#else
-layout(constant_id = 0) const uint D = 64;
-#endif
-layout(constant_id = 1) const uint KV16 = 0;
-layout(local_size_x = 128) in;
+#include "dec_attn.glsl"
 
 layout(push_constant) uniform P {
     F32 q; F32c part; F32 k; F32 v; I32 info; F32 o; I32c cnt;
@@ -53,34 +43,12 @@ layout(push_constant) uniform P {
     float scale;
 } p;
 
-const uint SPL = 128;        // keys per split = threads
-const uint NP = 128 / D;     // threads per output element (D <= 128), scalar path
 shared float qs[D];
 shared float sc[SPL];
 shared float sg_red[128];
 shared vec4 partial4[128];
 shared float partial[NP * D];
 shared bool last;
-
-// elements [4 i4, 4 i4 + 4) of keys or values b
-vec4 ld4(F32 b, uint i4)
-{
-    if (KV16 != 0) {
-        uvec2 u = U32x2(b).v[i4];
-        return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-    }
-    return F32x4(b).v[i4];
-}
-
-// element i of keys or values b
-float ld1(F32 b, uint i)
-{
-    if (KV16 != 0) {
-        vec2 h = unpackHalf2x16(U32(b).v[i >> 1]);
-        return (i & 1) != 0 ? h.y : h.x;
-    }
-    return b.v[i];
-}
 
 // the workgroup's maximum (mx) or sum of v, in every thread
 float wg_max(float v)
@@ -226,19 +194,7 @@ void main()
     if (!last)
         return;
     memoryBarrierBuffer();
-    float M = -1e30;
-    for (uint s2 = 0; s2 < p.n_split; s2++)
-        M = max(M, p.part.v[pb + s2 * (D + 2)]);
-    float l = 0.0, a = 0.0;
-    for (uint s2 = 0; s2 < p.n_split; s2++) {
-        uint pq = pb + s2 * (D + 2);
-        float w = exp(p.part.v[pq] - M);
-        l += w * p.part.v[pq + 1];
-        if (t < D)
-            a += w * p.part.v[pq + 2 + t];
-    }
-    if (t < D)
-        p.o.v[r * p.ld + h0 + t] = a / l;
+    da_merge(p.part, p.o, p.n_split, pb, r * p.ld + h0, t);
     if (t == 0)
         p.cnt.v[ci] = 0;
 }
