@@ -553,8 +553,8 @@ static td_wbackend *open_vk_xgroup(const td_wmodel *m, int max_seq, int max_wind
     return b;
 }
 
-/* The cross-attention by groups of a window's rows (the default) against
- * per row (TD_VULKAN_XGROUP=0): many sequences on one window (10 on one,
+/* The cross-attention by groups of a window's rows (TD_VULKAN_XGROUP=1)
+ * against per row (=0, the default's): many sequences on one window (10 on one,
  * 3 on the other, interleaved: more rows of a window than a group takes),
  * prompts of 1 to 4 tokens, then single tokens, some sequences skipping a
  * step; the logits must be the same bits (only the cross-attention's
@@ -592,14 +592,14 @@ static void test_cross_groups(void **state)
         td_error err = {0};
         if (cross16)
             assert_int_equal(setenv("TD_VULKAN_CROSS16", "1", 1), 0);
-        td_wbackend *b[2] = {open_vk_xgroup(m, NS, 2, NULL, &err),
-                             open_vk_xgroup(m, NS, 2, "0", &err)};
+        td_wbackend *b[2] = {open_vk_xgroup(m, NS, 2, "1", &err),
+                             open_vk_xgroup(m, NS, 2, cross16 ? NULL : "0", &err)};
         if (cross16)
             assert_int_equal(unsetenv("TD_VULKAN_CROSS16"), 0);
         print_message("  grouped: %s\n  per row: %s\n", td_wvk_path_note(b[0]),
                       td_wvk_path_note(b[1]));
         assert_non_null(strstr(td_wvk_path_note(b[0]), "by groups of a window's rows"));
-        assert_non_null(strstr(td_wvk_path_note(b[1]), "per row (TD_VULKAN_XGROUP=0)"));
+        assert_non_null(strstr(td_wvk_path_note(b[1]), "cross-attention per row"));
         int wins[2] = {0, 1};
         for (int i = 0; i < 2; i++)
             if (VK->encode(b[i], 2, wins, mels, &err) != TD_OK)
@@ -1151,7 +1151,11 @@ static void test_shared_instance(void **state)
 }
 
 /* td_vk_release destroys the instance once nothing uses it, and the next
- * listing makes a new one. */
+ * listing makes a new one. Not on NVIDIA's driver: after the loader had
+ * unloaded it and loaded it again, the process died by SIGSEGV at exit
+ * (580, H100: bench/RESULTS.md), and 32 such reloads made vkCreateInstance
+ * fail, which is why a process keeps its instance; tapedeck never
+ * releases it. */
 static void test_instance_release(void **state)
 {
     (void)state;
@@ -1159,7 +1163,12 @@ static void test_instance_release(void **state)
     td_error err = {0};
     td_vk *a = NULL;
     assert_int_equal(td_vk_open(NULL, &a, &err), TD_OK);
+    unsigned vendor = td_vk_device_info(a)->vendor_id;
     td_vk_close(a);
+    if (vendor == 0x10de) {
+        print_message("  skipped: NVIDIA's driver does not survive a reload in one process\n");
+        skip();
+    }
     assert_int_equal(td_vk_instance_refs(), 0);
     td_vk_release();
     assert_int_equal(td_vk_instance_refs(), -1);

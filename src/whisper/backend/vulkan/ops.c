@@ -614,8 +614,8 @@ static double now_ms(void)
 /* The count of parts along K for a product of m x n x k on tiles of bm x
  * bn, and each part's K range (*ks, a multiple of SPLIT_STEP): 1 for
  * none. By the card (split_parts -1): where the grid has fewer
- * workgroups than half the multiprocessors and k is at least
- * TD_VKO_SPLIT_MINK_SMALL, about two workgroups a multiprocessor and no
+ * workgroups than half the multiprocessors, m is at most TD_VKO_ROWS_MAX
+ * (a decoder batch's rows) and k is at least TD_VKO_SPLIT_MINK_SMALL, about two workgroups a multiprocessor and no
  * more parts than k / 128; else where it has fewer than two a
  * multiprocessor and k is at least TD_VKO_SPLIT_MINK, about three
  * workgroups a multiprocessor and no more than k / 256; at most
@@ -638,7 +638,7 @@ static uint32_t split_parts(const td_vko *o, uint32_t m, uint32_t n, uint32_t k,
         uint64_t sm = (uint64_t)in->sm_count;
         if (sm == 0 || in->vendor_id != 0x10de)
             return 1;
-        if (2 * g < sm && k >= TD_VKO_SPLIT_MINK_SMALL) {
+        if (2 * g < sm && k >= TD_VKO_SPLIT_MINK_SMALL && m <= TD_VKO_ROWS_MAX) {
             /* a decoder batch's product (64 to 256 rows): its few
              * workgroups each walk all of K, one global load's latency a
              * step, and leave most of the card idle (on an H100 a 64 x
@@ -1495,12 +1495,16 @@ int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_err
         return TD_OK;
     }
     char key[256];
-    /* "rows2": every kernel timed (the path, matvec, matvec4, matrows, matrows2), per
-     * path, the ones that do not fuse LayerNorm with a LayerNorm dispatch added; matrows
-     * joined after the backend's tests passed with it forced on an H100, where it won
-     * at 16 to 64 rows (bench/RESULTS.md). rows1 lines (three kernels) are not read. */
-    snprintf(key, sizeof key, "rows2:%04x:%04x:%08x:%s:%s:%dx%d", in->vendor_id, in->device_id,
-             in->driver_version, in->uuid, td_vko_path_name(o->path), n, k);
+    /* "rows3": every kernel timed (the path, matvec, matvec4, matrows, matrows2), per
+     * path, the ones that do not fuse LayerNorm with a LayerNorm dispatch added, the
+     * path's products split along K as a decoder batch's are (where the caller set the
+     * scratch first), "f16" where the products with A as floats run by 16 subgroups;
+     * matrows joined after the backend's tests passed with it forced on an H100, where
+     * it won at 16 to 64 rows (bench/RESULTS.md). rows1 and rows2 lines (timed unsplit)
+     * are not read. */
+    snprintf(key, sizeof key, "rows3%s:%04x:%04x:%08x:%s:%s:%dx%d", o->cm_f16 ? "f16" : "",
+             in->vendor_id, in->device_id, in->driver_version, in->uuid,
+             td_vko_path_name(o->path), n, k);
     enum td_vko_rows pick[TD_VKO_ROWS_CLASSES];
     if (rows_cache_read(key, pick)) {
         for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {

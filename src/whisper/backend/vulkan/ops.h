@@ -119,9 +119,10 @@ typedef struct td_vko td_vko;
  * no more than the scratch holds, and none while td_vk_concurrent is on
  * (one scratch). The medium encoder's 1500 x 1024 x 4096 product: 96
  * tiles of 128 x 128 for an H100's 132 multiprocessors, in 4 parts.
- * Grids of fewer workgroups than half the multiprocessors (a decoder
- * batch's products) split from K of TD_VKO_SPLIT_MINK_SMALL, into about
- * two workgroups a multiprocessor, no more parts than k / 128. */
+ * Grids of fewer workgroups than half the multiprocessors with at most
+ * TD_VKO_ROWS_MAX rows (a decoder batch's products) split from K of
+ * TD_VKO_SPLIT_MINK_SMALL, into about two workgroups a multiprocessor, no
+ * more parts than k / 128. */
 #define TD_VKO_SPLIT_MINK 2048
 #define TD_VKO_SPLIT_MINK_SMALL 1024
 #define TD_VKO_SPLIT_MAX 16

@@ -200,7 +200,9 @@ void td_vk_fail_submit(long n);
  * instance, which outlives them, is not counted). */
 long td_vk_live(void);
 /* Destroy the shared instance now if no device or listing uses it (the
- * next open makes a new one); the exit handler does the same. */
+ * next open makes a new one); the exit handler does the same. For leak
+ * checks and tests: NVIDIA's driver (580) does not survive being
+ * unloaded and loaded again in one process (a SIGSEGV at exit). */
 void td_vk_release(void);
 /* Devices and listings using the shared instance; -1 when there is none. */
 int td_vk_instance_refs(void);

@@ -47,12 +47,12 @@
  * logits rows, the self-attention's split count) and replayed: what
  * changes between steps (tokens, positions, KV offsets, the
  * cross-attention's groups and their count) is read from io.
- * The cross-attention reads a window's K and V once for each group of up
- * to 8 of its rows (a window's beams, a big batch's sequences of one
- * window), not once per row: ops.h's td_vko_dec_attn_groups, each row's
- * output the same bits as per row (TD_VULKAN_XGROUP=0 runs it per row,
- * for comparisons). The self-attention stays per row (no two rows share
- * a KV slot's keys and count).
+ * The cross-attention runs per row; TD_VULKAN_XGROUP=1 has it read a
+ * window's K and V once for each group of up to 8 of its rows (a window's
+ * beams, a big batch's sequences of one window): ops.h's
+ * td_vko_dec_attn_groups, each row's output the same bits as per row, but
+ * slower on an H100 (bench/RESULTS.md). The self-attention stays per row
+ * (no two rows share a KV slot's keys and count).
  * The decoder's K and V products write straight into the KV slots, an
  * attention's split parts are merged by its own last workgroup, and with
  * few rows LayerNorm runs in the products' prologue and q, k and v are
@@ -104,7 +104,7 @@ typedef struct plan {
     int max_seq, max_tokens, max_batch, max_windows, max_rows;
     int enc_batch;           /* windows the encoder runs at once (vk_encode) */
     int xgroup;              /* the cross-attention by groups of a window's rows
-                              * (TD_VULKAN_XGROUP, default 1; vk_decode) */
+                              * (TD_VULKAN_XGROUP=1; default 0; vk_decode) */
     uint64_t weight_bytes;   /* chunks together */
     int n_chunks;
     uint64_t chunk_size[64];
@@ -360,13 +360,15 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->enc_batch = (int)eb;
     o = dec_end;
     P->work = enc_end > o ? enc_end : o;
-    /* TD_VULKAN_XGROUP=0 has the cross-attention run per row, as before
-     * the grouped shader (for comparisons); 1 (or unset) groups */
+    /* TD_VULKAN_XGROUP=1 has the cross-attention run by groups of a
+     * window's rows; 0 (or unset) per row: on an H100 the grouped kernel
+     * was slower, medium's step 9.7 -> 23.6 ms at 64 rows (one a window),
+     * 24.2 -> 30.8 at 256 (four a window; bench/RESULTS.md) */
     const char *xg = getenv("TD_VULKAN_XGROUP");
     if (xg && *xg && strcmp(xg, "0") != 0 && strcmp(xg, "1") != 0)
         return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_XGROUP=%s (0 or 1)", xg),
                -1;
-    P->xgroup = !(xg && strcmp(xg, "0") == 0);
+    P->xgroup = xg && strcmp(xg, "1") == 0;
     o = 0;
     R_(io_tp, R * 2 * 4);
     R_(io_kvdst, R * 4);
@@ -387,9 +389,11 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
      * 4 na) have C x na outputs a window: on an NVIDIA card those with K
      * of 2048 or more (base's MLP output and up) split where one window's
      * rows are too few for the card (ops.c's split_parts); elsewhere only
-     * where TD_VULKAN_SPLITK asks for a count (tests). The scratch is
-     * planned only where a split can happen: tiny's K (4 x 384) never
-     * reaches TD_VKO_SPLIT_MINK, and its plan keeps the room */
+     * where TD_VULKAN_SPLITK asks for a count (tests); a decoder batch's
+     * products (K of 1024 or more) split in it too. The scratch is
+     * planned only where the encoder's can split: tiny's K (4 x 384)
+     * never reaches TD_VKO_SPLIT_MINK, and its plan keeps the room (its
+     * decoder batch's MLP output, K 1536, stays unsplit) */
     const char *sk = getenv("TD_VULKAN_SPLITK");
     int forced = sk && *sk && strcmp(sk, "off") != 0 && strcmp(sk, "auto") != 0;
     P->split = 4 * na >= TD_VKO_SPLIT_MINK || forced
@@ -696,6 +700,13 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         goto out;
     /* the batched decoder step's products (9 to 256 rows): the path's or
      * the matrix-vector kernels, per row count (ops.h) */
+    /* the scratch of products split along K, before the trial below, so
+     * that it times a decoder batch's products as they run */
+    if (P->split) {
+        if ((rc = td_vk_buf_create(b->vk, P->split, TD_VK_MEM_DEVICE, &b->split, err)))
+            goto out;
+        td_vko_set_split(b->ops, b->split.addr, P->split / 4);
+    }
     {
         size_t nl = strlen(b->path_note);
         if (nl + 2 < sizeof b->path_note) {
@@ -746,15 +757,14 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
     }
     /* The cross-attention reads each window's K and V once per group of
      * up to TD_VKO_ATT_GROUP of its rows instead of once per row (ops.h's
-     * td_vko_dec_attn_groups: the same bits), unless TD_VULKAN_XGROUP=0 or
-     * the device lacks the shared memory for it */
+     * td_vko_dec_attn_groups: the same bits) where TD_VULKAN_XGROUP=1 asks
+     * and the device has the shared memory for it */
     b->xgroup = P->xgroup && td_vko_has_dec_groups(b->ops);
     {
         size_t nl = strlen(b->path_note);
         snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross-attention %s%s%s",
-                 b->xgroup ? "by groups of a window's rows" : "per row",
-                 b->xgroup || !P->xgroup ? "" : " (no grouped shader on this device)",
-                 P->xgroup ? "" : " (TD_VULKAN_XGROUP=0)");
+                 b->xgroup ? "by groups of a window's rows (TD_VULKAN_XGROUP=1)" : "per row",
+                 b->xgroup || !P->xgroup ? "" : " (no grouped shader on this device)", "");
     }
     {
         size_t nl = strlen(b->path_note);
@@ -791,11 +801,6 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         (rc = td_vk_buf_create(b->vk, P->tab, TD_VK_MEM_DEVICE, &b->tab, err)) ||
         (rc = td_vk_fill0(b->vk, &b->cnt, 0, P->cnt, err)))
         goto out;
-    if (P->split) {
-        if ((rc = td_vk_buf_create(b->vk, P->split, TD_VK_MEM_DEVICE, &b->split, err)))
-            goto out;
-        td_vko_set_split(b->ops, b->split.addr, P->split / 4);
-    }
     for (int l = 0; l < P->nlt; l++)
         if ((rc = td_vk_buf_create(b->vk, P->cross, TD_VK_MEM_DEVICE, &b->cross_k[l], err)) ||
             (rc = td_vk_buf_create(b->vk, P->cross, TD_VK_MEM_DEVICE, &b->cross_v[l], err)) ||
