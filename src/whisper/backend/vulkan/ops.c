@@ -270,16 +270,33 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
         PIPE(o->dec_attn16, dec_attn_DA_D0, "dec_attn16", da_push, dt16, 2);
     }
     /* the same for groups of rows that share their keys (the
-     * cross-attention's rows of a window): where the device gives a
-     * workgroup its shared memory (26 KiB for heads of 64; every device
-     * the backend targets has 32 or more), else the per-row shader runs */
+     * cross-attention's rows of a window, TD_VULKAN_XGROUP=1): where the
+     * device gives a workgroup its shared memory (26 KiB for heads of 64;
+     * every device the backend targets has 32 or more), else the per-row
+     * shader runs. Optional: the default runs per row (faster on an
+     * H100), so a driver that cannot build them loses only them (both or
+     * neither); out of memory still fails the open. */
     if (td_vk_device_info(vk)->max_shared >= dec_group_shared(d_text)) {
-        if (dt == 64) {
-            PIPE(o->dec_group[0], dec_attn_group_DA_D64, "dec_attn_group", dag_push, &dt, 1);
-            PIPE(o->dec_group[1], dec_attn_group_DA_D64, "dec_attn_group16", dag_push, dt16, 2);
-        } else {
-            PIPE(o->dec_group[0], dec_attn_group_DA_D0, "dec_attn_group", dag_push, &dt, 1);
-            PIPE(o->dec_group[1], dec_attn_group_DA_D0, "dec_attn_group16", dag_push, dt16, 2);
+        int d64 = dt == 64;
+        rc = td_vk_pipe_create(vk, "dec_attn_group",
+                               d64 ? td_vks_dec_attn_group_DA_D64 : td_vks_dec_attn_group_DA_D0,
+                               d64 ? td_vks_dec_attn_group_DA_D64_words
+                                   : td_vks_dec_attn_group_DA_D0_words,
+                               sizeof(dag_push), &dt, 1, &o->dec_group[0], err);
+        if (rc == TD_OK)
+            rc = td_vk_pipe_create(vk, "dec_attn_group16",
+                                   d64 ? td_vks_dec_attn_group_DA_D64 : td_vks_dec_attn_group_DA_D0,
+                                   d64 ? td_vks_dec_attn_group_DA_D64_words
+                                       : td_vks_dec_attn_group_DA_D0_words,
+                                   sizeof(dag_push), dt16, 2, &o->dec_group[1], err);
+        if (rc == TD_ENOMEM)
+            goto fail;
+        if (rc) {
+            for (int i = 0; i < 2; i++) {
+                td_vk_pipe_destroy(vk, o->dec_group[i]);
+                o->dec_group[i] = NULL;
+            }
+            rc = TD_OK;
         }
     }
     PIPE(o->embed, embed, "embed", emb_push, NULL, 0);
@@ -1498,13 +1515,14 @@ int td_vko_trial_rows(td_vko *o, int n, int k, char *why, size_t why_len, td_err
     /* "rows3": every kernel timed (the path, matvec, matvec4, matrows, matrows2), per
      * path, the ones that do not fuse LayerNorm with a LayerNorm dispatch added, the
      * path's products split along K as a decoder batch's are (where the caller set the
-     * scratch first), "f16" where the products with A as floats run by 16 subgroups;
+     * scratch first: "s" and the split setting, "n" for no scratch), "f16" where the
+     * products with A as floats run by 16 subgroups;
      * matrows joined after the backend's tests passed with it forced on an H100, where
      * it won at 16 to 64 rows (bench/RESULTS.md). rows1 and rows2 lines (timed unsplit)
      * are not read. */
-    snprintf(key, sizeof key, "rows3%s:%04x:%04x:%08x:%s:%s:%dx%d", o->cm_f16 ? "f16" : "",
-             in->vendor_id, in->device_id, in->driver_version, in->uuid,
-             td_vko_path_name(o->path), n, k);
+    snprintf(key, sizeof key, "rows3%s:s%d%s:%04x:%04x:%08x:%s:%s:%dx%d",
+             o->cm_f16 ? "f16" : "", o->split_parts, o->split_buf ? "" : "n", in->vendor_id,
+             in->device_id, in->driver_version, in->uuid, td_vko_path_name(o->path), n, k);
     enum td_vko_rows pick[TD_VKO_ROWS_CLASSES];
     if (rows_cache_read(key, pick)) {
         for (int c = 0; c < TD_VKO_ROWS_CLASSES; c++) {

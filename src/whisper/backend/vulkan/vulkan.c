@@ -762,9 +762,9 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
     b->xgroup = P->xgroup && td_vko_has_dec_groups(b->ops);
     {
         size_t nl = strlen(b->path_note);
-        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross-attention %s%s%s",
+        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross-attention %s%s",
                  b->xgroup ? "by groups of a window's rows (TD_VULKAN_XGROUP=1)" : "per row",
-                 b->xgroup || !P->xgroup ? "" : " (no grouped shader on this device)", "");
+                 b->xgroup || !P->xgroup ? "" : " (no grouped shader on this device)");
     }
     {
         size_t nl = strlen(b->path_note);
