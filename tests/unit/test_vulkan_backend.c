@@ -412,6 +412,19 @@ static void alone(td_wbackend *ref, int w, const int32_t *tokens, int n, float *
         fail_msg("decode: %s", err.msg);
 }
 
+/* A second window: mel (80 bins) shifted in time by shift frames and
+ * scaled. Freed by the caller. */
+static float *other_mel(const float *mel, int shift, float scale)
+{
+    float *mel2 = malloc((size_t)80 * TD_WMEL_WINDOW_FRAMES * sizeof *mel2);
+    assert_non_null(mel2);
+    for (int i = 0; i < 80; i++)
+        for (int t = 0; t < TD_WMEL_WINDOW_FRAMES; t++)
+            mel2[(size_t)i * TD_WMEL_WINDOW_FRAMES + t] =
+                scale * mel[(size_t)i * TD_WMEL_WINDOW_FRAMES + (t + shift) % TD_WMEL_WINDOW_FRAMES];
+    return mel2;
+}
+
 static void test_ragged_batch(void **state)
 {
     (void)state;
@@ -420,14 +433,7 @@ static void test_ragged_batch(void **state)
     fset_load("en-d64-f32", &f);
     const td_wmodel *m = f.m;
     int nv = m->hp.n_vocab;
-    /* a second window: the fixture mel shifted in time and scaled */
-    size_t mn = (size_t)80 * TD_WMEL_WINDOW_FRAMES;
-    float *mel2 = malloc(mn * sizeof *mel2);
-    assert_non_null(mel2);
-    for (int i = 0; i < 80; i++)
-        for (int t = 0; t < TD_WMEL_WINDOW_FRAMES; t++)
-            mel2[(size_t)i * TD_WMEL_WINDOW_FRAMES + t] =
-                0.8f * f.mel[(size_t)i * TD_WMEL_WINDOW_FRAMES + (t + 377) % TD_WMEL_WINDOW_FRAMES];
+    float *mel2 = other_mel(f.mel, 377, 0.8f);
     const float *mels[2] = {f.mel, mel2};
 
     /* sequences: token streams (deterministic, in range) */
@@ -570,12 +576,8 @@ static void test_cross_groups(void **state)
     const td_wmodel *m = f.m;
     int nv = m->hp.n_vocab;
     enum { NS = 13 };
-    const float *mels[2] = {f.mel, f.mel};
-    float *mel2 = malloc((size_t)80 * TD_WMEL_WINDOW_FRAMES * sizeof *mel2);
-    assert_non_null(mel2);
-    for (size_t i = 0; i < (size_t)80 * TD_WMEL_WINDOW_FRAMES; i++)
-        mel2[i] = 0.7f * f.mel[((size_t)i + 911) % ((size_t)80 * TD_WMEL_WINDOW_FRAMES)];
-    mels[1] = mel2;
+    float *mel2 = other_mel(f.mel, 911, 0.7f);
+    const float *mels[2] = {f.mel, mel2};
     static const int win_of[NS] = {0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0};
     int32_t seqtok[NS][8];
     for (int s = 0; s < NS; s++) {
