@@ -178,7 +178,10 @@ typedef struct td_wbackend_ops {
      * Writes the logits of each sequence's last new token to
      * logits[s * n_vocab], or, when all_logits is set, of every new token,
      * rows in the order of tokens. logits NULL (without all_logits): keep
-     * the last-token rows on the backend for sample(). */
+     * the last-token rows on the backend for sample(); a backend may then
+     * run the step with the next call (the Vulkan one submits it with
+     * sample()'s work), so a failure of the device may come back from
+     * that call instead. */
     int (*decode)(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
                   int all_logits, float *logits, td_error *err);
 

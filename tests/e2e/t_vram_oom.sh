@@ -56,19 +56,20 @@ check() {
     assert_no_temp "$T/v"
 }
 
-# 1. One scene at a time: the 3rd submission after the open (s1's decoder:
-#    the encoder makes two) fails, then the 3rd after the reopen: batch 4,
+# 1. One scene at a time: the 3rd submission after the open (s1's first
+#    decoder step, which runs in its sampling's submission: the encoder
+#    makes two) fails, then the 3rd after the reopen: batch 4,
 #    2, 1; s1 is retried each time, s2 runs on batch 1.
 TAPEDECK_TEST_VK_FAIL_SUBMIT=3,3 vk --streams 1 >"$T/one" 2>&1 || fail "--streams 1: exit $?: $(tail "$T/one")"
 check "$T/one" "base.en 1 vulkan" 2
-grep -q '\[vram-safety\] out of memory with model base.en batch 4 (s1.mp4: whisper vulkan decoder: .*out of device memory.*): freed; now model base.en batch 2' "$T/one" ||
+grep -q '\[vram-safety\] out of memory with model base.en batch 4 (s1.mp4: whisper vulkan \(decoder\|sample\): .*out of device memory.*): freed; now model base.en batch 2' "$T/one" ||
     fail "--streams 1, first step: $(grep vram "$T/one")"
 [ "$(grep -c '\[vram-safety\] s1.mp4: retrying the scene' "$T/one")" = 2 ] || fail "--streams 1 retries: $(grep vram "$T/one")"
 note "--streams 1: out of memory mid-scene twice: batch 4 -> 2 -> 1, both scenes done"
 
 # 2. Two scenes at once: the 5th submission, then the 5th after each of
-#    two reopens (a scene makes six: two of the encoder, then a decoder
-#    step and a sampling step twice; so the 5th comes before either scene
+#    two reopens (a scene makes four: two of the encoder, then a decoder
+#    step with its sampling twice; so the 5th comes before either scene
 #    can end, and both are in flight):
 #    batch 4, 2, 1, then tiny.en; both scenes stop, wait and run again each
 #    time, on one reopened engine and its clone.

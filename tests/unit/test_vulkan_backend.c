@@ -540,21 +540,21 @@ static void test_ragged_batch(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
-/* Open with TD_VULKAN_XGROUP set to xg (NULL: unset), as it was after. */
-static td_wbackend *open_vk_xgroup(const td_wmodel *m, int max_seq, int max_windows,
-                                   const char *xg, td_error *err)
+/* Open with var set to value (NULL: unset), var as it was after. */
+static td_wbackend *open_vk_env(const td_wmodel *m, int max_seq, int max_windows,
+                                const char *var, const char *value, td_error *err)
 {
-    const char *old = getenv("TD_VULKAN_XGROUP");
+    const char *old = getenv(var);
     char *saved = old ? strdup(old) : NULL;
-    if (xg)
-        assert_int_equal(setenv("TD_VULKAN_XGROUP", xg, 1), 0);
+    if (value)
+        assert_int_equal(setenv(var, value, 1), 0);
     else
-        assert_int_equal(unsetenv("TD_VULKAN_XGROUP"), 0);
+        assert_int_equal(unsetenv(var), 0);
     td_wbackend *b = open_vk(m, max_seq, max_windows, err);
     if (saved)
-        assert_int_equal(setenv("TD_VULKAN_XGROUP", saved, 1), 0);
+        assert_int_equal(setenv(var, saved, 1), 0);
     else
-        assert_int_equal(unsetenv("TD_VULKAN_XGROUP"), 0);
+        assert_int_equal(unsetenv(var), 0);
     free(saved);
     return b;
 }
@@ -594,8 +594,9 @@ static void test_cross_groups(void **state)
         td_error err = {0};
         if (cross16)
             assert_int_equal(setenv("TD_VULKAN_CROSS16", "1", 1), 0);
-        td_wbackend *b[2] = {open_vk_xgroup(m, NS, 2, "1", &err),
-                             open_vk_xgroup(m, NS, 2, cross16 ? NULL : "0", &err)};
+        td_wbackend *b[2] = {open_vk_env(m, NS, 2, "TD_VULKAN_XGROUP", "1", &err),
+                             open_vk_env(m, NS, 2, "TD_VULKAN_XGROUP", cross16 ? NULL : "0",
+                                         &err)};
         if (cross16)
             assert_int_equal(unsetenv("TD_VULKAN_CROSS16"), 0);
         print_message("  grouped: %s\n  per row: %s\n", td_wvk_path_note(b[0]),
@@ -920,6 +921,112 @@ static void test_sample_entry(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* A decode step whose logits stay on the device runs in the next call's
+ * submission (sample(), or a kv_copy that follows it; any other call runs
+ * it first): the same results as a submission each
+ * (TD_VULKAN_STEP_SUBMITS=2), through steps left unsampled, a fork by
+ * kv_copy behind a kept step, and sample() calls in two parts. Other
+ * values refuse open() and memory_need(). */
+static void test_step_submits(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    const td_wmodel *m = f.m;
+    int nv = m->hp.n_vocab;
+    int32_t *sup = malloc((size_t)nv * sizeof *sup);
+    assert_non_null(sup);
+    const td_wspecial *sp = &m->sp;
+    td_wsampler smp = {.suppress = sup, .n_suppress = td_wsuppress_tokens(m, sup, nv),
+                       .eot = sp->eot, .blank = sp->blank, .ts_begin = sp->ts_begin,
+                       .nospeech = sp->nospeech, .k = 6};
+    enum { NSTEP = 4 };
+    td_wsample_out got[2][NSTEP][4];
+    memset(got, 0, sizeof got);
+    for (int v = 0; v < 2; v++) {
+        td_error err = {0};
+        td_wbackend *b = open_vk_env(m, 4, 1, "TD_VULKAN_STEP_SUBMITS", v ? "2" : NULL, &err);
+        int w0 = 0;
+        const float *mels[1] = {f.mel};
+        if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)
+            fail_msg("encode: %s", err.msg);
+        int len[4] = {0, 0, 0, 0};
+        for (int step = 0; step < NSTEP; step++) {
+            /* sequences 0..2 in slots 0..2; from step 2 on, slot 3 a fork
+             * of slot 1 made by kv_copy right after the kept step 1 */
+            int ns = step >= 2 ? 4 : 3;
+            td_wseq seqs[4];
+            int32_t flat[16];
+            int nt = 0;
+            for (int s = 0; s < ns; s++) {
+                int n = step == 0 ? 1 + s : 1;
+                seqs[s] = (td_wseq){s, 0, len[s], n};
+                for (int t = 0; t < n; t++)
+                    flat[nt++] = t == 0 && len[s] == 0
+                                     ? sp->sot
+                                     : (int32_t)((s * 131 + (len[s] + t) * 977) % sp->eot);
+            }
+            if (VK->decode(b, ns, seqs, flat, 0, NULL, &err) != TD_OK)
+                fail_msg("decode: %s", err.msg);
+            for (int s = 0; s < ns; s++)
+                len[s] += seqs[s].n_tokens;
+            if (step == 1) {
+                td_wkv_copy fork = {1, 3, len[1]};
+                if (VK->kv_copy(b, 1, &fork, &err) != TD_OK)
+                    fail_msg("kv_copy: %s", err.msg);
+                len[3] = len[1];
+            }
+            if (step == 0)
+                continue; /* a step nobody samples: the next call runs it */
+            td_wsample_in in[4];
+            memset(in, 0, sizeof in);
+            for (int s = 0; s < ns; s++) {
+                in[s].row = ns - 1 - s;
+                in[s].flags = TD_WSAMPLE_TS_RULE;
+            }
+            if (VK->sample(b, &smp, 1, in, got[v][step], &err) != TD_OK ||
+                VK->sample(b, &smp, ns - 1, in + 1, got[v][step] + 1, &err) != TD_OK)
+                fail_msg("sample: %s", err.msg);
+        }
+        VK->close(b);
+    }
+    long same = 0;
+    for (int step = 1; step < NSTEP; step++)
+        for (int s = 0; s < (step >= 2 ? 4 : 3); s++) {
+            const td_wsample_out *a = &got[0][step][s], *c = &got[1][step][s];
+            for (int i = 0; i < smp.k; i++) {
+                assert_int_equal(a->top[i], c->top[i]);
+                assert_memory_equal(&a->top_lp[i], &c->top_lp[i], sizeof a->top_lp[i]);
+            }
+            assert_memory_equal(&a->ts_lse, &c->ts_lse, sizeof a->ts_lse);
+            assert_memory_equal(&a->best_text_lp, &c->best_text_lp, sizeof a->best_text_lp);
+            same++;
+        }
+    print_message("  one submission a step against two: %ld sampled rows over %d steps "
+                  "(one unsampled, a fork behind a kept step), the same bits\n",
+                  same, NSTEP);
+    static const char *const bad[] = {"0", "3", "one"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(setenv("TD_VULKAN_STEP_SUBMITS", bad[i], 1), 0);
+        td_wconfig cfg = {0};
+        cfg.max_seq = 2;
+        td_error err = {0};
+        td_wbackend *b = NULL;
+        long live = td_vk_live();
+        assert_int_equal(VK->memory_need(&m->hp, m->wtype, &cfg), -1);
+        int rc = VK->open(m, &cfg, &b, &err);
+        assert_int_equal(unsetenv("TD_VULKAN_STEP_SUBMITS"), 0);
+        assert_int_equal(rc, TD_EINVAL);
+        assert_null(b);
+        assert_non_null(strstr(err.msg, "TD_VULKAN_STEP_SUBMITS"));
+        assert_int_equal(td_vk_live(), live);
+    }
+    free(sup);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
 /* Word alignment's cross-attention weights (align_weights) against the
  * CPU backend's, 40 tokens in two chunks (the plan takes 32 a call), three
  * heads of two layers; every row a softmax. */
@@ -1222,7 +1329,7 @@ int main(void)
         cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_cross_groups),
         cmocka_unit_test(test_encode_batched),
         cmocka_unit_test(test_encode_after_big_step),
-        cmocka_unit_test(test_sample_entry),
+        cmocka_unit_test(test_sample_entry), cmocka_unit_test(test_step_submits),
         cmocka_unit_test(test_align_weights),
         cmocka_unit_test(test_align_weights_cross16),
         cmocka_unit_test(test_refusals),

@@ -709,6 +709,9 @@ struct td_vk {
     int concurrent;
     int pending;           /* a command recorded since the last barrier */
     int transfer_pending;  /* a copy or fill recorded since the last barrier */
+    /* a recording ended by td_vk_submit_later, submitted with the next */
+    VkCommandBuffer later;
+    int later_kept;        /* its kept slot, -1 none */
     int wide_barriers;     /* TD_VULKAN_BARRIER=wide: every barrier as a transfer's */
     int profiling;
     int n_queries;
@@ -1134,6 +1137,13 @@ int td_vk_begin(td_vk *vk, td_error *err)
 {
     if (vk->recording)
         return td_error_set(err, TD_EINVAL, "vulkan: begin while recording");
+    if (vk->later && (vk->later == vk->cmd0 || vk->profiling)) {
+        /* the one-time buffer is the one waiting (or timestamps are
+         * reset below): it runs first */
+        int rc = td_vk_flush(vk, err);
+        if (rc)
+            return rc;
+    }
     vk->cmd = vk->cmd0;
     vk->cur_kept = -1;
     vk->replaying = 0;
@@ -1155,6 +1165,11 @@ int td_vk_begin_cached(td_vk *vk, uint64_t key, int *replay, td_error *err)
     *replay = 0;
     if (vk->recording)
         return td_error_set(err, TD_EINVAL, "vulkan: begin while recording");
+    if (vk->later) { /* it may be the kept buffer asked for */
+        int rc = td_vk_flush(vk, err);
+        if (rc)
+            return rc;
+    }
     if (vk->profiling)
         return td_vk_begin(vk, err); /* timestamps are per recording */
     int slot = -1;
@@ -1317,7 +1332,10 @@ void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_b
     vk->transfer_pending = 1;
 }
 
-int td_vk_submit(td_vk *vk, td_error *err)
+/* End the recording: the barrier that makes everything written visible
+ * to the host and to what follows, then vkEndCommandBuffer (a replayed
+ * buffer is ended already). *cmd and *kept: what to submit. */
+static int end_recording(td_vk *vk, VkCommandBuffer *cmd_out, int *kept_out, td_error *err)
 {
     if (!vk->recording)
         return td_error_set(err, TD_EINVAL, "vulkan: submit without begin");
@@ -1344,18 +1362,37 @@ int td_vk_submit(td_vk *vk, td_error *err)
                                    0, 1, &mb, 0, NULL, 0, NULL);
         vk->pending = 0;
     }
-    VkResult r;
     if (!replay) {
-        r = vk->f.vkEndCommandBuffer(cmd);
+        VkResult r = vk->f.vkEndCommandBuffer(cmd);
         if (r != VK_SUCCESS)
             return VKFAIL(err, r, "vkEndCommandBuffer");
     }
-    r = vk->f.vkResetFences(vk->dev, 1, &vk->fence);
+    *cmd_out = cmd;
+    *kept_out = kept;
+    return TD_OK;
+}
+
+/* Submit the buffer kept for later (if any) and cmd (if any) together,
+ * and wait for them. */
+static int run_and_wait(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
+{
+    VkCommandBuffer cmds[2];
+    int later_kept = vk->later ? vk->later_kept : -1;
+    uint32_t n = 0;
+    if (vk->later)
+        cmds[n++] = vk->later;
+    if (cmd)
+        cmds[n++] = cmd;
+    vk->later = VK_NULL_HANDLE;
+    vk->later_kept = -1;
+    if (n == 0)
+        return TD_OK;
+    VkResult r = vk->f.vkResetFences(vk->dev, 1, &vk->fence);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkResetFences");
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-                       .commandBufferCount = 1,
-                       .pCommandBuffers = &cmd};
+                       .commandBufferCount = n,
+                       .pCommandBuffers = cmds};
     /* an injected failure is what a driver that cannot find the memory
      * for the work returns (vkQueueSubmit may: out of device memory) */
     r = count_down(&g_fail_submit) ? VK_ERROR_OUT_OF_DEVICE_MEMORY
@@ -1369,6 +1406,8 @@ int td_vk_submit(td_vk *vk, td_error *err)
         return VKFAIL(err, r, "vkWaitForFences");
     if (kept >= 0)
         vk->kept[kept].valid = 1;
+    if (later_kept >= 0)
+        vk->kept[later_kept].valid = 1;
     if (vk->n_queries > 0) {
         uint64_t ts[MAX_QUERIES];
         r = vk->f.vkGetQueryPoolResults(vk->dev, vk->qpool, 0, (uint32_t)vk->n_queries,
@@ -1388,6 +1427,37 @@ int td_vk_submit(td_vk *vk, td_error *err)
         vk->n_queries = 0;
     }
     return TD_OK;
+}
+
+int td_vk_submit(td_vk *vk, td_error *err)
+{
+    VkCommandBuffer cmd;
+    int kept;
+    int rc = end_recording(vk, &cmd, &kept, err);
+    if (rc)
+        return rc;
+    return run_and_wait(vk, cmd, kept, err);
+}
+
+int td_vk_submit_later(td_vk *vk, td_error *err)
+{
+    if (vk->later || vk->profiling || vk->n_queries > 0)
+        return td_vk_submit(vk, err); /* one waits at most; timestamps now */
+    VkCommandBuffer cmd;
+    int kept;
+    int rc = end_recording(vk, &cmd, &kept, err);
+    if (rc)
+        return rc;
+    vk->later = cmd;
+    vk->later_kept = kept;
+    return TD_OK;
+}
+
+int td_vk_flush(td_vk *vk, td_error *err)
+{
+    if (vk->recording)
+        return td_error_set(err, TD_EINVAL, "vulkan: flush while recording");
+    return run_and_wait(vk, VK_NULL_HANDLE, -1, err);
 }
 
 void td_vk_profile(td_vk *vk, int on)
@@ -1422,6 +1492,9 @@ int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset)
 int td_vk_upload(td_vk *vk, const td_vk_buf *dst, uint64_t off, const void *src, uint64_t n,
                  td_error *err)
 {
+    int frc = td_vk_flush(vk, err); /* the staging buffer may be what it reads */
+    if (frc)
+        return frc;
     if (off + n > dst->size)
         return td_error_set(err, TD_EINVAL, "vulkan: upload past a buffer's end");
     const unsigned char *s = src;
@@ -1445,6 +1518,9 @@ int td_vk_upload(td_vk *vk, const td_vk_buf *dst, uint64_t off, const void *src,
 int td_vk_download(td_vk *vk, const td_vk_buf *src, uint64_t off, void *dst, uint64_t n,
                    td_error *err)
 {
+    int frc = td_vk_flush(vk, err); /* the staging buffer may be what it reads */
+    if (frc)
+        return frc;
     if (off + n > src->size)
         return td_error_set(err, TD_EINVAL, "vulkan: download past a buffer's end");
     unsigned char *d = dst;

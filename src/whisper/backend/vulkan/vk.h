@@ -155,8 +155,19 @@ void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_b
 /* dst[off .. off+n) = 0 (off and n multiples of 4), recorded like a
  * dispatch (td_vk_fill0 is the same in a submission of its own). */
 void td_vk_zero(td_vk *vk, const td_vk_buf *dst, uint64_t off, uint64_t n);
-/* Submit and wait. */
+/* Submit and wait (with the recording td_vk_submit_later kept, first, in
+ * the same submission). */
 int td_vk_submit(td_vk *vk, td_error *err);
+/* End the recording and keep it to run first in the next td_vk_submit's
+ * submission (one host wait for both), where nothing is kept already and
+ * no timestamps are taken (else: td_vk_submit now). The caller must not
+ * write what the kept recording reads before it runs: host-visible
+ * inputs, and anything a td_vk_upload or td_vk_download stages, run it
+ * first with td_vk_flush. td_vk_begin and td_vk_begin_cached flush it
+ * where they would reuse its command buffer; td_vk_close drops it. */
+int td_vk_submit_later(td_vk *vk, td_error *err);
+/* Run what td_vk_submit_later kept, and wait (TD_OK when nothing is). */
+int td_vk_flush(td_vk *vk, td_error *err);
 
 /* Record once, replay after: like td_vk_begin, but the command buffer is
  * kept under key (16 are kept, the least recently used dropped). When one

@@ -42,8 +42,13 @@
  * group of up to enc_batch windows, after their mels are uploaded, whose
  * products run over all the group's rows; the encoder's q, k and v are
  * one product, and so are all decoder layers' cross K and V of a window,
- * its column blocks written to each layer's buffers): one host wait per
- * decode step. A decode step's command buffer is recorded once per shape (rows,
+ * its column blocks written to each layer's buffers). A decode step that
+ * keeps its logits on the device for sample() is not submitted by
+ * decode() but with the sampling's command buffer (td_vk_submit_later):
+ * one host wait per step; every other call (encode, decode,
+ * align_weights, a download) runs a step so kept first, kv_copy submits
+ * with it (TD_VULKAN_STEP_SUBMITS=2: a submission each, as before). A
+ * decode step's command buffer is recorded once per shape (rows,
  * logits rows, the self-attention's split count) and replayed: what
  * changes between steps (tokens, positions, KV offsets, the
  * cross-attention's groups and their count) is read from io.
@@ -105,6 +110,9 @@ typedef struct plan {
     int enc_batch;           /* windows the encoder runs at once (vk_encode) */
     int xgroup;              /* the cross-attention by groups of a window's rows
                               * (TD_VULKAN_XGROUP=1; default 0; vk_decode) */
+    int step_submits;        /* TD_VULKAN_STEP_SUBMITS: 1 (a decode step whose
+                              * logits stay on the device runs in sample()'s
+                              * submission) or 2 (one each, as before) */
     uint64_t weight_bytes;   /* chunks together */
     int n_chunks;
     uint64_t chunk_size[64];
@@ -369,6 +377,12 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
         return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_XGROUP=%s (0 or 1)", xg),
                -1;
     P->xgroup = xg && strcmp(xg, "1") == 0;
+    const char *ss = getenv("TD_VULKAN_STEP_SUBMITS");
+    if (ss && *ss && strcmp(ss, "1") != 0 && strcmp(ss, "2") != 0)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_STEP_SUBMITS=%s (1 or 2)",
+                            ss),
+               -1;
+    P->step_submits = ss && strcmp(ss, "2") == 0 ? 2 : 1;
     o = 0;
     R_(io_tp, R * 2 * 4);
     R_(io_kvdst, R * 4);
@@ -944,6 +958,11 @@ static void lin(td_wbackend *b, int m, int n, int k, uint64_t a, int lda, wref w
 static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float *const *mels,
                      td_error *err)
 {
+    /* a decode step kept for the sampling's submission runs first: what
+     * follows writes its inputs */
+    int frc = td_vk_flush(b->vk, err);
+    if (frc)
+        return frc;
     plan *P = &b->P;
     if (n_win < 1 || !windows || !mels)
         return td_error_set(err, TD_EINVAL, "vulkan backend: encode of %d windows", n_win);
@@ -1228,6 +1247,11 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
 static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
                      int all_logits, float *logits, td_error *err)
 {
+    /* a decode step kept for the sampling's submission runs first: what
+     * follows writes its inputs */
+    int frc = td_vk_flush(b->vk, err);
+    if (frc)
+        return frc;
     plan *P = &b->P;
     b->last_rows = 0;
     td_vks_kept(b->smp, 0);
@@ -1340,7 +1364,11 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
     if (!replay)
         dec_record(b, R, rows_out, all_logits, n_split * TD_VKO_ATT_SPLIT, logits != NULL);
     uint64_t lbytes = (uint64_t)rows_out * P->nv * 4;
-    rc = td_vk_submit(b->vk, err);
+    /* with the logits kept on the device for sample(), the step waits to
+     * run in the sampling's submission: one host wait a step, not two
+     * (the next call of any other kind runs it first) */
+    int later = !logits && !all_logits && !b->al_n && P->step_submits == 1;
+    rc = later ? td_vk_submit_later(b->vk, err) : td_vk_submit(b->vk, err);
     if (rc)
         return rc;
     if (logits)
@@ -1394,6 +1422,11 @@ static int vk_align_weights(td_wbackend *b, int slot, int window, int n_tokens,
                             const int32_t *tokens, int n_heads, const int *heads, float *out,
                             td_error *err)
 {
+    /* a decode step kept for the sampling's submission runs first: what
+     * follows writes its inputs */
+    int frc = td_vk_flush(b->vk, err);
+    if (frc)
+        return frc;
     plan *P = &b->P;
     if (n_heads < 1 || n_heads > P->nlt * P->nht || !heads || !out || !tokens)
         return td_error_set(err, TD_EINVAL, "vulkan backend: align_weights of %d heads", n_heads);
