@@ -1006,6 +1006,44 @@ static void test_step_submits(void **state)
     print_message("  one submission a step against two: %ld sampled rows over %d steps "
                   "(one unsampled, a fork behind a kept step), the same bits\n",
                   same, NSTEP);
+    /* the sampling's submission fails (out of device memory) with the
+     * step in it: that sample() says so, and so does the next one for the
+     * step's other rows (nothing of the step is there to sample); a new
+     * step runs */
+    {
+        td_error err = {0};
+        td_wbackend *b = open_vk(m, 4, 1, &err);
+        int w0 = 0;
+        const float *mels[1] = {f.mel};
+        if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)
+            fail_msg("encode: %s", err.msg);
+        td_wseq seqs[2] = {{0, 0, 0, 1}, {1, 0, 0, 1}};
+        int32_t flat[2] = {sp->sot, sp->sot};
+        td_wsample_in in[2];
+        td_wsample_out out[2];
+        memset(in, 0, sizeof in);
+        in[1].row = 1;
+        for (int round = 0; round < 2; round++) {
+            if (VK->decode(b, 2, seqs, flat, 0, NULL, &err) != TD_OK)
+                fail_msg("decode: %s", err.msg);
+            if (round == 0) {
+                td_vk_fail_submit(1);
+                assert_int_equal(VK->sample(b, &smp, 1, in, out, &err), TD_ENOMEM);
+                td_error e2 = {0};
+                assert_int_equal(VK->sample(b, &smp, 1, in + 1, out + 1, &e2), TD_ENOMEM);
+                print_message("  a failed submission with the step in it: %s; the step's "
+                              "other rows: %s\n", err.msg, e2.msg);
+                assert_non_null(strstr(e2.msg, "out of device memory"));
+            } else {
+                if (VK->sample(b, &smp, 2, in, out, &err) != TD_OK)
+                    fail_msg("sample after the failure: %s", err.msg);
+                /* the two sequences are the same tokens: the same row */
+                for (int i = 0; i < smp.k; i++)
+                    assert_int_equal(out[0].top[i], out[1].top[i]);
+            }
+        }
+        VK->close(b);
+    }
     static const char *const bad[] = {"0", "3", "one"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(setenv("TD_VULKAN_STEP_SUBMITS", bad[i], 1), 0);

@@ -712,6 +712,8 @@ struct td_vk {
     /* a recording ended by td_vk_submit_later, submitted with the next */
     VkCommandBuffer later;
     int later_kept;        /* its kept slot, -1 none */
+    unsigned long later_lost; /* submissions that failed with a kept one in them */
+    td_error later_err;    /* the last such failure */
     int wide_barriers;     /* TD_VULKAN_BARRIER=wide: every barrier as a transfer's */
     int profiling;
     int n_queries;
@@ -1227,6 +1229,7 @@ void td_vk_forget(td_vk *vk)
 {
     for (int i = 0; i < MAX_KEPT; i++)
         vk->kept[i].valid = 0;
+    vk->later_kept = -1; /* a pending one is not replayed after it ran */
 }
 
 /* What was recorded before waits for what comes next (transfer: a copy or
@@ -1374,7 +1377,7 @@ static int end_recording(td_vk *vk, VkCommandBuffer *cmd_out, int *kept_out, td_
 
 /* Submit the buffer kept for later (if any) and cmd (if any) together,
  * and wait for them. */
-static int run_and_wait(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
+static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
 {
     VkCommandBuffer cmds[2];
     int later_kept = vk->later ? vk->later_kept : -1;
@@ -1427,6 +1430,29 @@ static int run_and_wait(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
         vk->n_queries = 0;
     }
     return TD_OK;
+}
+
+/* submit_both, counting a failure that took a kept recording with it
+ * (td_vk_later_lost): its work is lost with the submission. */
+static int run_and_wait(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
+{
+    int had_later = vk->later != VK_NULL_HANDLE;
+    td_error e = {0};
+    int rc = submit_both(vk, cmd, kept, &e);
+    if (rc && had_later) {
+        vk->later_lost++;
+        vk->later_err = e;
+    }
+    if (rc && err)
+        *err = e;
+    return rc;
+}
+
+unsigned long td_vk_later_lost(const td_vk *vk, td_error *last)
+{
+    if (last && vk->later_lost)
+        *last = vk->later_err;
+    return vk->later_lost;
 }
 
 int td_vk_submit(td_vk *vk, td_error *err)

@@ -168,6 +168,9 @@ int td_vk_submit(td_vk *vk, td_error *err);
 int td_vk_submit_later(td_vk *vk, td_error *err);
 /* Run what td_vk_submit_later kept, and wait (TD_OK when nothing is). */
 int td_vk_flush(td_vk *vk, td_error *err);
+/* Submissions that failed with a kept recording in them (its work never
+ * ran), and in *last (unless NULL) the last one's error. */
+unsigned long td_vk_later_lost(const td_vk *vk, td_error *last);
 
 /* Record once, replay after: like td_vk_begin, but the command buffer is
  * kept under key (16 are kept, the least recently used dropped). When one

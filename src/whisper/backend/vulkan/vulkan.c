@@ -453,6 +453,7 @@ struct td_wbackend {
     td_vk *vk;
     td_vko *ops;
     td_vks *smp;            /* sample() on the device (vk_sample.h) */
+    unsigned long lost_seen; /* td_vk_later_lost when the kept step was recorded */
     td_vk_buf chunks[64];
     td_vk_buf enc_out, work, logits, readback, io;
     td_vk_buf cnt;          /* dec_attn's merge counters (ops.h): zeroed at open */
@@ -1247,14 +1248,15 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
 static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
                      int all_logits, float *logits, td_error *err)
 {
+    /* nothing to sample until this step has run */
+    b->last_rows = 0;
+    td_vks_kept(b->smp, 0);
     /* a decode step kept for the sampling's submission runs first: what
      * follows writes its inputs */
     int frc = td_vk_flush(b->vk, err);
     if (frc)
         return frc;
     plan *P = &b->P;
-    b->last_rows = 0;
-    td_vks_kept(b->smp, 0);
     if (n_seq < 1 || n_seq > P->max_seq || !seqs || !tokens)
         return td_error_set(err, TD_EINVAL, "vulkan backend: decode of %d sequences (1..%d)", n_seq,
                             P->max_seq);
@@ -1368,6 +1370,7 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
      * run in the sampling's submission: one host wait a step, not two
      * (the next call of any other kind runs it first) */
     int later = !logits && !all_logits && !b->al_n && P->step_submits == 1;
+    b->lost_seen = td_vk_later_lost(b->vk, NULL);
     rc = later ? td_vk_submit_later(b->vk, err) : td_vk_submit(b->vk, err);
     if (rc)
         return rc;
@@ -1472,7 +1475,22 @@ static int vk_align_weights(td_wbackend *b, int slot, int window, int n_tokens,
 static int vk_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_wsample_in *in,
                      td_wsample_out *out, td_error *err)
 {
-    return td_vks_run(b->smp, &b->logits, sp, n, in, out, err);
+    td_error lost;
+    if (td_vk_later_lost(b->vk, &lost) != b->lost_seen) {
+        /* the step these rows come from failed with an earlier call's
+         * submission (another sequence's sample(), or a kv_copy): none of
+         * its rows is there to sample, and each caller hears why */
+        b->last_rows = 0;
+        td_vks_kept(b->smp, 0);
+        return td_error_set(err, lost.code, "vulkan backend: the decode step failed: %s",
+                            lost.msg);
+    }
+    int rc = td_vks_run(b->smp, &b->logits, sp, n, in, out, err);
+    if (rc && td_vk_later_lost(b->vk, NULL) != b->lost_seen) {
+        b->last_rows = 0;
+        td_vks_kept(b->smp, 0);
+    }
+    return rc;
 }
 
 void td_wvk_sample_stats(const td_wbackend *b, long *calls, long *rows, long *host_rows)
