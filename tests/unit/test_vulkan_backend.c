@@ -559,6 +559,27 @@ static td_wbackend *open_vk_env(const td_wmodel *m, int max_seq, int max_windows
     return b;
 }
 
+/* var set to each of bad in turn makes memory_need() and open() refuse
+ * (TD_EINVAL naming var), with nothing left alive; var unset after. */
+static void refuses_values(const td_wmodel *m, const char *var, const char *const *bad, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(setenv(var, bad[i], 1), 0);
+        td_wconfig cfg = {0};
+        cfg.max_seq = 2;
+        td_error err = {0};
+        td_wbackend *b = NULL;
+        long live = td_vk_live();
+        assert_int_equal(VK->memory_need(&m->hp, m->wtype, &cfg), -1);
+        int rc = VK->open(m, &cfg, &b, &err);
+        assert_int_equal(unsetenv(var), 0);
+        assert_int_equal(rc, TD_EINVAL);
+        assert_null(b);
+        assert_non_null(strstr(err.msg, var));
+        assert_int_equal(td_vk_live(), live);
+    }
+}
+
 /* The cross-attention by groups of a window's rows (TD_VULKAN_XGROUP=1)
  * against per row (=0, the default's): many sequences on one window (10 on one,
  * 3 on the other, interleaved: more rows of a window than a group takes),
@@ -653,21 +674,7 @@ static void test_cross_groups(void **state)
     }
     /* anything but 0 or 1 is refused, naming the variable */
     static const char *const bad[] = {"2", "yes", "01x"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(setenv("TD_VULKAN_XGROUP", bad[i], 1), 0);
-        td_wconfig cfg = {0};
-        cfg.max_seq = 2;
-        td_error err = {0};
-        td_wbackend *b = NULL;
-        long live = td_vk_live();
-        assert_int_equal(VK->memory_need(&m->hp, m->wtype, &cfg), -1);
-        int rc = VK->open(m, &cfg, &b, &err);
-        assert_int_equal(unsetenv("TD_VULKAN_XGROUP"), 0);
-        assert_int_equal(rc, TD_EINVAL);
-        assert_null(b);
-        assert_non_null(strstr(err.msg, "TD_VULKAN_XGROUP"));
-        assert_int_equal(td_vk_live(), live);
-    }
+    refuses_values(m, "TD_VULKAN_XGROUP", bad, sizeof bad / sizeof bad[0]);
     free(lg[0]);
     free(lg[1]);
     free(mel2);
@@ -1045,21 +1052,7 @@ static void test_step_submits(void **state)
         VK->close(b);
     }
     static const char *const bad[] = {"0", "3", "one"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(setenv("TD_VULKAN_STEP_SUBMITS", bad[i], 1), 0);
-        td_wconfig cfg = {0};
-        cfg.max_seq = 2;
-        td_error err = {0};
-        td_wbackend *b = NULL;
-        long live = td_vk_live();
-        assert_int_equal(VK->memory_need(&m->hp, m->wtype, &cfg), -1);
-        int rc = VK->open(m, &cfg, &b, &err);
-        assert_int_equal(unsetenv("TD_VULKAN_STEP_SUBMITS"), 0);
-        assert_int_equal(rc, TD_EINVAL);
-        assert_null(b);
-        assert_non_null(strstr(err.msg, "TD_VULKAN_STEP_SUBMITS"));
-        assert_int_equal(td_vk_live(), live);
-    }
+    refuses_values(m, "TD_VULKAN_STEP_SUBMITS", bad, sizeof bad / sizeof bad[0]);
     free(sup);
     fset_free(&f);
     assert_int_equal(td_vk_live(), 0);
