@@ -816,6 +816,16 @@ static void test_encode_after_big_step(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* The sampler of m's special tokens with its suppression list in sup
+ * (n_vocab ints), top 6. */
+static td_wsampler sampler_of(const td_wmodel *m, int32_t *sup)
+{
+    const td_wspecial *sp = &m->sp;
+    return (td_wsampler){.suppress = sup, .n_suppress = td_wsuppress_tokens(m, sup, m->hp.n_vocab),
+                         .eot = sp->eot, .blank = sp->blank, .ts_begin = sp->ts_begin,
+                         .nospeech = sp->nospeech, .k = 6};
+}
+
 /* sample() on real decode steps against td_wsample_row() on the same
  * logits: the step is run twice from the same cache state (its K/V
  * stores write the same values), once returning its logits and once
@@ -837,10 +847,8 @@ static void test_sample_entry(void **state)
     int32_t *sup = malloc((size_t)nv * sizeof *sup);
     float *lg = malloc((size_t)4 * nv * sizeof *lg), *row = malloc((size_t)nv * sizeof *row);
     assert_true(sup && lg && row);
-    int n_sup = td_wsuppress_tokens(m, sup, nv);
     const td_wspecial *sp = &m->sp;
-    td_wsampler smp = {.suppress = sup, .n_suppress = n_sup, .eot = sp->eot, .blank = sp->blank,
-                       .ts_begin = sp->ts_begin, .nospeech = sp->nospeech, .k = 6};
+    td_wsampler smp = sampler_of(m, sup);
     /* three sequences: prompts of 3, 1 and 4 tokens, then two steps */
     int32_t toks[3][8];
     for (int s = 0; s < 3; s++)
@@ -945,9 +953,7 @@ static void test_step_submits(void **state)
     int32_t *sup = malloc((size_t)nv * sizeof *sup);
     assert_non_null(sup);
     const td_wspecial *sp = &m->sp;
-    td_wsampler smp = {.suppress = sup, .n_suppress = td_wsuppress_tokens(m, sup, nv),
-                       .eot = sp->eot, .blank = sp->blank, .ts_begin = sp->ts_begin,
-                       .nospeech = sp->nospeech, .k = 6};
+    td_wsampler smp = sampler_of(m, sup);
     enum { NSTEP = 4 };
     td_wsample_out got[2][NSTEP][4];
     memset(got, 0, sizeof got);

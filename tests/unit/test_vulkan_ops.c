@@ -1528,6 +1528,18 @@ static int dec_d = 64; /* the head width: 64 runs dec_attn.comp compiled for it,
                         * specialized build (dec_ops, made for that width) */
 static td_vko *dec_ops;
 
+/* Random keys and values (psz floats each) and queries (qsz), the
+ * decoder-attention tests' inputs. */
+static void dec_fill(float *k, float *v, size_t psz, float *q, size_t qsz)
+{
+    for (size_t i = 0; i < psz; i++) {
+        k[i] = frand() * 2;
+        v[i] = frand();
+    }
+    for (size_t i = 0; i < qsz; i++)
+        q[i] = frand() * 2;
+}
+
 /* The keys and values k and v (psz floats each) on the device: as floats,
  * or (dec_kv16) as halves made there by td_vko_to_half, with guards after
  * them, k and v then rounded on the host as they were on the device (the
@@ -1587,12 +1599,7 @@ static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, con
     double *ref = malloc(qsz * sizeof *ref);
     int *info = malloc((size_t)rows * 2 * sizeof *info);
     assert_true(k && v && q && ref && info);
-    for (size_t i = 0; i < psz; i++) {
-        k[i] = frand() * 2;
-        v[i] = frand();
-    }
-    for (size_t i = 0; i < qsz; i++)
-        q[i] = frand() * 2;
+    dec_fill(k, v, psz, q, qsz);
     td_vk_buf bk, bv;
     dec_pool(k, v, psz, &bk, &bv);
     for (int r = 0; r < rows; r++) {
@@ -1713,12 +1720,7 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
     float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4);
     int *info = malloc((size_t)rows * 2 * sizeof *info), *set = malloc((size_t)rows * sizeof *set);
     assert_true(k && v && q && info && set);
-    for (size_t i = 0; i < psz; i++) {
-        k[i] = frand() * 2;
-        v[i] = frand();
-    }
-    for (size_t i = 0; i < qsz; i++)
-        q[i] = frand() * 2;
+    dec_fill(k, v, psz, q, qsz);
     /* each row's set (-1: none, keys of set 0), shuffled */
     int r = 0;
     for (int i = 0; i < NSET; i++)
