@@ -17,9 +17,12 @@
 # run unpacks the packages into / (the device's recipe), then for each
 # variant in VARIANTS (space-separated; each "default" or VAR=VALUE with
 # more joined by commas, e.g. "default TD_VULKAN_CM_F16=1"):
-#   - test_vulkan_ops' test_linear_coopmat (TEST_PATHS, default coopmat)
-#     and test_vulkan_backend without its allocation-failure sweep (slow on
-#     NVIDIA's driver; CI sweeps on lavapipe), each within 150 s;
+#   - test_vulkan_ops' test_linear_coopmat (OPS_FILTER names others;
+#     TEST_PATHS, default coopmat) and test_vulkan_backend without its
+#     allocation-failure sweep (slow on NVIDIA's driver; CI sweeps on
+#     lavapipe; BACKEND_FILTER and BACKEND_SKIP choose others, an empty
+#     BACKEND_SKIP none), each
+#     within 150 s;
 #   - vulkan-bench --stats on medium (the driver's registers a shader and
 #     the GPU time per shader);
 # then medium end to end (--windows 4 --batch 1,256 --tokens 64 --runs 3
@@ -126,9 +129,10 @@ bench_args=${BENCH_ARGS:---windows 4 --batch 1,256 --tokens 64 --runs 3 --step s
 for v in "${variants[@]}"; do
     n=$((n + 1))
     if [ "${TESTS:-1}" != 0 ]; then
-        step "ops$n" 150 "$v" env TEST_FILTER=test_linear_coopmat \
+        step "ops$n" 150 "$v" env TEST_FILTER="${OPS_FILTER:-test_linear_coopmat}" \
             TEST_PATHS="${TEST_PATHS:-coopmat}" "$bin/test_vulkan_ops"
-        step "backend$n" 150 "$v" env TEST_SKIP=test_open_alloc_failures "$bin/test_vulkan_backend"
+        step "backend$n" 150 "$v" env TEST_FILTER="${BACKEND_FILTER:-*}" \
+            TEST_SKIP="${BACKEND_SKIP-test_open_alloc_failures}" "$bin/test_vulkan_backend"
     fi
     [ "${STATS:-1}" = 0 ] ||
         step "stats$n" 60 "$v" "$bin/vulkan-bench" --dims "$dims" --windows 4 --batch 1 --tokens 16 \

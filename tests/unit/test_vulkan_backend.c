@@ -1206,6 +1206,9 @@ static void test_refusals(void **state)
     assert_int_equal(VK->kv_copy(b, 2, cyc, &err), TD_EINVAL);
     assert_int_equal(VK->decode(b, 1, &s, &tok, 0, lg, &err), TD_OK);
     VK->close(b);
+    /* the encoder attention's switch: anything but 0 or 1 is refused */
+    static const char *const bad_reg[] = {"2", "on", "1x"};
+    refuses_values(f.m, "TD_VULKAN_ATTN_REG", bad_reg, sizeof bad_reg / sizeof bad_reg[0]);
     free(lg);
     fset_free(&f);
     assert_int_equal(td_vk_live(), 0);

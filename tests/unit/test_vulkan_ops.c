@@ -1390,9 +1390,9 @@ static void attn_ref(int d, int nk, const float *q, const float *k, const float 
  * width has it: q, k, v rounded to halves), and there also with q, k, v
  * given as halves (td_vko_enc_attn_half, the halves made on the device).
  * ramp: key j scaled by 1 + 4 j / n, so that the scores' maxima keep
- * growing block after block and enc_attn_cm.comp rescales its sums and
- * outputs so far in blocks after the first (and a lazy rescaling, as
- * once tried, must move its reference there). */
+ * growing block after block and enc_attn_cm.comp (and enc_attn_cmr.comp)
+ * rescale their sums and outputs so far in blocks after the first (and a
+ * lazy rescaling, as once tried, must move its reference there). */
 static void enc_attn_case_r(int n, int n_head, int d, int coop, int ramp)
 {
     int ld = n_head * d;
@@ -1425,6 +1425,15 @@ static void enc_attn_case_r(int n, int n_head, int d, int coop, int ramp)
         td_error err = {0};
         if (td_vko_set_path(o, TD_VKO_COOPMAT, &err))
             fail_msg("%s", err.msg);
+        const char *note = td_vko_attn_note(o);
+        printf("# n %d heads %d d %d: %s\n", n, n_head, d, note);
+        /* TD_TEST_EXPECT_ATTN_REG=1 (the device runs on NVIDIA): with
+         * the switch on, the register shader must have passed its check */
+        const char *want = getenv("TD_TEST_EXPECT_ATTN_REG");
+        const char *sw = getenv("TD_VULKAN_ATTN_REG");
+        if (want && strcmp(want, "1") == 0 && !(sw && strcmp(sw, "0") == 0) &&
+            (d == 32 || d == 64) && !strstr(note, "registers (checked"))
+            fail_msg("n %d d %d: the register attention was not taken: %s", n, d, note);
     }
     begin_ok();
     td_vko_enc_attn(o, n, n_head, ld, bq.addr, bk.addr, bv.addr, oaddr(&oo));
@@ -1500,7 +1509,11 @@ static void test_enc_attn(void **state)
     enc_attn_case(1500, 6, 64, 0);
 }
 
-/* The encoder attention on the matrix engines, where the device has them. */
+/* The encoder attention on the matrix engines, where the device has them:
+ * with the scores in registers (enc_attn_cmr.comp, where it passed its
+ * check at open: each case prints which ran), then in shared memory
+ * (enc_attn_cm.comp, TD_VULKAN_ATTN_REG=0; the switch is read when each
+ * case's td_vko is made). */
 static void test_enc_attn_coopmat(void **state)
 {
     (void)state;
@@ -1509,14 +1522,24 @@ static void test_enc_attn_coopmat(void **state)
         printf("# skipped: no cooperative-matrix path\n");
         skip();
     }
-    enc_attn_case(1, 1, 64, 1);
-    enc_attn_case(37, 3, 64, 1);   /* one block of keys, a query tail */
-    enc_attn_case(130, 2, 32, 1);  /* a key block of 2 */
-    enc_attn_case(300, 4, 64, 1);
-    enc_attn_case(70, 1, 128, 1);  /* no such width: enc_attn.comp */
-    enc_attn_case(1500, 6, 64, 1); /* Whisper's */
-    enc_attn_case_r(1500, 2, 64, 1, 1);
-    enc_attn_case_r(300, 3, 32, 1, 1);
+    const char *was = getenv("TD_VULKAN_ATTN_REG");
+    char *keep = was ? strdup(was) : NULL;
+    for (int reg = 1; reg >= 0; reg--) {
+        assert_int_equal(setenv("TD_VULKAN_ATTN_REG", reg ? "1" : "0", 1), 0);
+        enc_attn_case(1, 1, 64, 1);
+        enc_attn_case(37, 3, 64, 1);   /* one block of keys, a query tail */
+        enc_attn_case(130, 2, 32, 1);  /* a key block of 2 */
+        enc_attn_case(300, 4, 64, 1);
+        enc_attn_case(70, 1, 128, 1);  /* no such width: enc_attn.comp */
+        enc_attn_case(1500, 6, 64, 1); /* Whisper's */
+        enc_attn_case_r(1500, 2, 64, 1, 1);
+        enc_attn_case_r(300, 3, 32, 1, 1);
+    }
+    if (keep)
+        assert_int_equal(setenv("TD_VULKAN_ATTN_REG", keep, 1), 0);
+    else
+        assert_int_equal(unsetenv("TD_VULKAN_ATTN_REG"), 0);
+    free(keep);
 }
 
 /* Decoder attention: rows with their own key offsets and counts, keys

@@ -51,6 +51,12 @@ struct td_vko {
     td_vk_pipe *enc_attn_cm[2];        /* the encoder's attention on them, [q, k, v as
                                         * halves (the second optional)]; NULL without,
                                         * or for heads other than 32 and 64 */
+    td_vk_pipe *enc_attn_cmr[2];       /* the same with each block's scores in registers
+                                        * (enc_attn_cmr.comp), taken instead where not NULL:
+                                        * NULL with TD_VULKAN_ATTN_REG=0, where it was not
+                                        * built, or where it did not give enc_attn_cm's
+                                        * results at open (attn_reg_check) */
+    char attn_note[160];               /* which attention the encoder runs, and why */
     td_vk_pipe *cm_peak[TD_VKO_CM_PEAK_MODES]; /* the engines' rate (a benchmark); NULL without */
     td_vk_pipe *layernorm, *enc_attn, *dec_attn, *embed, *kv_put, *att_weights;
     td_vk_pipe *dec_attn16, *att_weights16, *to_half; /* keys and values as halves */
@@ -157,7 +163,7 @@ void td_vko_free(td_vko *o)
                           &o->matvec[0][2], &o->matvec[1][0], &o->matvec[1][1],
                           &o->matvec[1][2], &o->matmul_cmd[0],
                           &o->matmul_cmd[1], &o->enc_attn_cm[0], &o->enc_attn_cm[1],
-                          &o->layernorm,
+                          &o->enc_attn_cmr[0], &o->enc_attn_cmr[1], &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
                           &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
                           &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
@@ -170,6 +176,8 @@ void td_vko_free(td_vko *o)
         td_vk_pipe_destroy(o->vk, o->matmul_cm[i]);
     td_vk_free(o);
 }
+
+static int attn_reg_check(td_vko *o, int d, int want, td_error *err);
 
 int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *err)
 {
@@ -184,6 +192,7 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     if (!o)
         return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
     o->vk = vk;
+    snprintf(o->attn_note, sizeof o->attn_note, "attention: enc_attn.comp (no matrix engines)");
     o->matvec_rows = TD_VKO_MATVEC_ROWS;
     o->cm_big_min = TD_VKO_CM_BIG_MIN;
     const char *big = getenv("TD_VULKAN_CM_BIG_MIN");
@@ -366,6 +375,32 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             if (rc)
                 o->enc_attn_cm[1] = NULL;
         }
+        /* the attention with its scores in registers: optional, each, and
+         * taken only once it gave the other's results (attn_reg_check) */
+        /* [q, k, v as halves][heads of 64] */
+        const uint32_t *ear_code[2][2] = {
+            {td_vks_enc_attn_cmr_EA_CFG0, td_vks_enc_attn_cmr_EA_CFG1},
+            {td_vks_enc_attn_cmr_EA_CFG2, td_vks_enc_attn_cmr_EA_CFG3}};
+        const size_t ear_words[2][2] = {
+            {td_vks_enc_attn_cmr_EA_CFG0_words, td_vks_enc_attn_cmr_EA_CFG1_words},
+            {td_vks_enc_attn_cmr_EA_CFG2_words, td_vks_enc_attn_cmr_EA_CFG3_words}};
+        const char *reg = getenv("TD_VULKAN_ATTN_REG");
+        int want_reg = !(reg && strcmp(reg, "0") == 0);
+        for (int h = 0; h < 2 && want_reg; h++) {
+            if (!o->enc_attn_cm[h])
+                continue;
+            rc = td_vk_pipe_create(vk, h ? "enc_attn_cmr_half" : "enc_attn_cmr",
+                                   ear_code[h][d64], ear_words[h][d64], sizeof(ea_push), NULL,
+                                   0, &o->enc_attn_cmr[h], err);
+            if (rc == TD_ENOMEM)
+                goto fail;
+            if (rc)
+                o->enc_attn_cmr[h] = NULL;
+        }
+        /* a device that cannot run the check's two small dispatches
+         * cannot run the encoder: its error fails the open */
+        if ((rc = attn_reg_check(o, d_audio, want_reg, err)))
+            goto fail;
         /* the 64 x 64 tiles, the loads two steps ahead, the compilations
          * for A as halves: optional, each (a driver that cannot build one
          * loses only its path, or for the last six the products fall back
@@ -936,12 +971,137 @@ static int enc_attn_cm_ok(const td_vko *o, int half, int ld, uint64_t q, uint64_
            k % 16 == 0 && v % 16 == 0;
 }
 
+static void enc_attn_with(td_vko *o, td_vk_pipe *pipe, int n, int n_head, int ld, uint64_t q,
+                          uint64_t k, uint64_t v, uint64_t out)
+{
+    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 0};
+    td_vk_dispatch(o->vk, pipe, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
+}
+
+/* the matrix engines' attention for q, k, v as floats (h 0) or halves */
+static td_vk_pipe *enc_attn_cm_pipe(const td_vko *o, int h)
+{
+    return o->enc_attn_cmr[h] ? o->enc_attn_cmr[h] : o->enc_attn_cm[h];
+}
+
 void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k, uint64_t v,
                      uint64_t out)
 {
-    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 0};
-    td_vk_dispatch(o->vk, enc_attn_cm_ok(o, 0, ld, q, k, v) ? o->enc_attn_cm[0] : o->enc_attn, &p,
-                   cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
+    enc_attn_with(o, enc_attn_cm_ok(o, 0, ld, q, k, v) ? enc_attn_cm_pipe(o, 0) : o->enc_attn, n,
+                  n_head, ld, q, k, v, out);
+}
+
+const char *td_vko_attn_note(const td_vko *o)
+{
+    return o->attn_note;
+}
+
+/* enc_attn_cmr.comp against enc_attn_cm.comp on this device, for q, k and
+ * v as floats and as halves: 150 rows (two blocks of 64 keys and a
+ * tail; two workgroups' queries and a tail) of 2 heads of d, random in
+ * [-2, 2).
+ * enc_attn_cmr.comp assumes which elements of a matrix a lane holds (its
+ * header says what), so it is taken only where its result is the other's
+ * within 1e-3 relative L2 (they differ only in the order of their sums:
+ * on an H100, about 1e-7); a compilation that is off is destroyed.
+ * o->attn_note then says, per compilation (q, k, v as floats, as halves),
+ * which runs and why (want: TD_VULKAN_ATTN_REG was not 0). Errors of the
+ * device's run are returned (the caller fails the open). */
+static int attn_reg_check(td_vko *o, int d, int want, td_error *err)
+{
+    if (!o->enc_attn_cm[0]) {
+        snprintf(o->attn_note, sizeof o->attn_note, "attention: %s",
+                 o->matmul_cm[0] ? "enc_attn.comp (heads of neither 32 nor 64)"
+                                 : "enc_attn.comp (no matrix engines)");
+        return TD_OK;
+    }
+    if (!o->enc_attn_cmr[0] && !o->enc_attn_cmr[1]) {
+        snprintf(o->attn_note, sizeof o->attn_note, "attention: scores in shared memory (%s)",
+                 want ? "the register shader was not built" : "TD_VULKAN_ATTN_REG=0");
+        return TD_OK;
+    }
+    td_vk *vk = o->vk;
+    enum { N = 150, HEADS = 2 };
+    const int ld = HEADS * d;
+    const size_t cnt = (size_t)N * ld; /* elements of q, k or v */
+    float *hx = td_vk_malloc(3 * cnt * 4), *r0 = td_vk_malloc(cnt * 4), *r1 = td_vk_malloc(cnt * 4);
+    td_vk_buf x = {0}, xh = {0}, o0 = {0}, o1 = {0};
+    double off[2] = {0, 0};
+    int checked[2] = {0, 0};
+    int rc = TD_OK;
+    if (!hx || !r0 || !r1) {
+        rc = td_error_set(err, TD_ENOMEM, "vulkan: out of memory for the attention's check");
+        goto out;
+    }
+    uint64_t s = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i < 3 * cnt; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        hx[i] = (float)((s >> 40) & 0xffff) / 16384.0f - 2.0f;
+    }
+    if ((rc = td_vk_buf_create(vk, 3 * cnt * 4, TD_VK_MEM_DEVICE, &x, err)) ||
+        (rc = td_vk_buf_create(vk, 3 * cnt * 2, TD_VK_MEM_DEVICE, &xh, err)) ||
+        (rc = td_vk_buf_create(vk, cnt * 4, TD_VK_MEM_DEVICE, &o0, err)) ||
+        (rc = td_vk_buf_create(vk, cnt * 4, TD_VK_MEM_DEVICE, &o1, err)) ||
+        (rc = td_vk_upload(vk, &x, 0, hx, 3 * cnt * 4, err)))
+        goto out;
+    for (int h = 0; h < 2; h++) {
+        if (!o->enc_attn_cmr[h])
+            continue;
+        const td_vk_buf *in = h ? &xh : &x;
+        uint64_t es = h ? 2 : 4, q = in->addr, k = q + cnt * es, v = k + cnt * es;
+        if ((rc = td_vk_begin(vk, err)))
+            goto out;
+        if (h)
+            td_vko_to_half(o, 3 * cnt, x.addr, xh.addr);
+        enc_attn_with(o, o->enc_attn_cm[h], N, HEADS, ld, q, k, v, o0.addr);
+        enc_attn_with(o, o->enc_attn_cmr[h], N, HEADS, ld, q, k, v, o1.addr);
+        if ((rc = td_vk_submit(vk, err)) ||
+            (rc = td_vk_download(vk, &o0, 0, r0, cnt * 4, err)) ||
+            (rc = td_vk_download(vk, &o1, 0, r1, cnt * 4, err)))
+            goto out;
+        double num = 0, den = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            double e = (double)r1[i] - r0[i];
+            num += e * e;
+            den += (double)r0[i] * r0[i];
+        }
+        off[h] = den > 0 ? sqrt(num / den) : 1;
+        checked[h] = 1;
+        if (!(off[h] < 1e-3)) { /* NaN too */
+            td_vk_pipe_destroy(vk, o->enc_attn_cmr[h]);
+            o->enc_attn_cmr[h] = NULL;
+        }
+    }
+    {
+        int len = snprintf(o->attn_note, sizeof o->attn_note, "attention:");
+        for (int h = 0; h < 2 && len >= 0 && (size_t)len < sizeof o->attn_note; h++) {
+            const char *in = h ? "halves in" : "floats in";
+            size_t left = sizeof o->attn_note - (size_t)len;
+            if (!o->enc_attn_cm[h])
+                len += snprintf(o->attn_note + len, left, "%s %s not built", h ? ";" : "", in);
+            else if (!checked[h])
+                len += snprintf(o->attn_note + len, left,
+                                "%s %s, scores in shared memory (no register shader)",
+                                h ? ";" : "", in);
+            else if (o->enc_attn_cmr[h])
+                len += snprintf(o->attn_note + len, left,
+                                "%s %s, scores in registers (checked: %.1e)", h ? ";" : "", in,
+                                off[h]);
+            else
+                len += snprintf(o->attn_note + len, left,
+                                "%s %s, scores in shared memory (the register shader off by %.1e)",
+                                h ? ";" : "", in, off[h]);
+        }
+    }
+out:
+    td_vk_buf_destroy(vk, &x);
+    td_vk_buf_destroy(vk, &xh);
+    td_vk_buf_destroy(vk, &o0);
+    td_vk_buf_destroy(vk, &o1);
+    td_vk_free(hx);
+    td_vk_free(r0);
+    td_vk_free(r1);
+    return rc;
 }
 
 int td_vko_enc_attn_half_ok(const td_vko *o, int ld, uint64_t q, uint64_t k, uint64_t v)
@@ -953,8 +1113,7 @@ void td_vko_enc_attn_half(td_vko *o, int n, int n_head, int ld, uint64_t q, uint
                           uint64_t v, uint64_t out)
 {
     assert(enc_attn_cm_ok(o, 1, ld, q, k, v));
-    ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 0};
-    td_vk_dispatch(o->vk, o->enc_attn_cm[1], &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
+    enc_attn_with(o, enc_attn_cm_pipe(o, 1), n, n_head, ld, q, k, v, out);
 }
 
 size_t td_vko_dec_part_floats(int rows, int n_head, int d, int max_keys)

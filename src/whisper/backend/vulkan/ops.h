@@ -287,7 +287,10 @@ int td_vko_a_half_ok(const td_vko *o);
  * d_audio: out = softmax(q k^T / sqrt(d)) v per head. On a
  * cooperative-matrix path, with heads of 32 or 64, ld a multiple of 4 and
  * q, k, v 16-byte aligned: on the matrix engines (about 1e-3 normalized
- * error); else enc_attn.comp in floats. The output is floats. */
+ * error); else enc_attn.comp in floats. The output is floats. On the
+ * matrix engines the scores stay in registers (enc_attn_cmr.comp) where
+ * that shader gave enc_attn_cm.comp's results at td_vko_create (and
+ * TD_VULKAN_ATTN_REG is not 0); td_vko_attn_note says which runs. */
 void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k, uint64_t v,
                      uint64_t out);
 /* The same with q, k and v as halves (ld halves apart, as a product with
@@ -298,6 +301,9 @@ void td_vko_enc_attn(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t 
 void td_vko_enc_attn_half(td_vko *o, int n, int n_head, int ld, uint64_t q, uint64_t k,
                           uint64_t v, uint64_t out);
 int td_vko_enc_attn_half_ok(const td_vko *o, int ld, uint64_t q, uint64_t k, uint64_t v);
+/* Which encoder attention runs and why ("attention: ..."), for the log;
+ * owned by o. */
+const char *td_vko_attn_note(const td_vko *o);
 
 /* Decoder attention of rows q (ld) against keys and values at k and v:
  * row r's keys are info[2r+1] rows (ld apart) from float offset info[2r]

@@ -51,6 +51,10 @@
     X(enc_attn_cm_EA_CFG1) \
     X(enc_attn_cm_EA_CFG2) \
     X(enc_attn_cm_EA_CFG3) \
+    X(enc_attn_cmr_EA_CFG0) \
+    X(enc_attn_cmr_EA_CFG1) \
+    X(enc_attn_cmr_EA_CFG2) \
+    X(enc_attn_cmr_EA_CFG3) \
     X(dec_attn_DA_D0)    \
     X(dec_attn_DA_D64)   \
     X(dec_attn_group_DA_D0) \

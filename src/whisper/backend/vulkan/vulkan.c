@@ -383,6 +383,12 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
                             ss),
                -1;
     P->step_submits = ss && strcmp(ss, "2") == 0 ? 2 : 1;
+    /* TD_VULKAN_ATTN_REG=0 keeps the encoder's attention on the matrix
+     * engines in shared memory (ops.h; read by td_vko_create) */
+    const char *ar = getenv("TD_VULKAN_ATTN_REG");
+    if (ar && *ar && strcmp(ar, "0") != 0 && strcmp(ar, "1") != 0)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_ATTN_REG=%s (0 or 1)", ar),
+               -1;
     o = 0;
     R_(io_tp, R * 2 * 4);
     R_(io_kvdst, R * 4);
@@ -789,6 +795,11 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
                                       ? "; encoder's A (and attention inputs where it can) as halves"
                                       : "; encoder's A as halves")
                                : "");
+    }
+    if (td_vko_path_get(b->ops) != TD_VKO_TILED) { /* the tiled path runs enc_attn.comp */
+        size_t nl = strlen(b->path_note);
+        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; encoder %s",
+                 td_vko_attn_note(b->ops));
     }
 
     b->el = td_vk_calloc((size_t)P->nla, sizeof *b->el);
