@@ -1713,6 +1713,118 @@ static void test_dec_attn(void **state)
     }
 }
 
+/* A few rows' self-attention with its output product in one dispatch
+ * (td_vko_dec_attn_out) against the double-precision reference: c[r] +=
+ * W a[r] + bias, a[r] row r's attention over its own keys (ragged, 1 to
+ * TD_VKO_ATT_SPLIT), W as halves; run twice (the merge counters must be
+ * back at 0, and c accumulates: the second run adds the same again), with
+ * guards around c. */
+static void dec_attn_out_case(int n_head, const int (*rows_info)[2], int rows)
+{
+    const int d = 64, ld = n_head * d, ldw = ld, pool_rows = 200;
+    size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld, wsz = (size_t)ld * ldw;
+    float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4), *c0 = malloc(qsz * 4);
+    float *bias = malloc((size_t)ld * 4);
+    uint16_t *wh = malloc(wsz * 2);
+    double *a = malloc(qsz * sizeof *a), *ref = malloc(qsz * sizeof *ref),
+           *ref2 = malloc(qsz * sizeof *ref2);
+    int *info = malloc((size_t)rows * 2 * sizeof *info);
+    assert_true(k && v && q && c0 && bias && wh && a && ref && ref2 && info);
+    dec_fill(k, v, psz, q, qsz);
+    for (size_t i = 0; i < wsz; i++)
+        wh[i] = td_wk_f32_to_f16(frand() * 0.25f);
+    for (int i = 0; i < ld; i++)
+        bias[i] = frand();
+    for (size_t i = 0; i < qsz; i++)
+        c0[i] = frand() * 3;
+    for (int r = 0; r < rows; r++) {
+        info[2 * r] = rows_info[r][0] * ld;
+        info[2 * r + 1] = rows_info[r][1];
+        for (int h = 0; h < n_head; h++)
+            attn_ref(d, rows_info[r][1], q + (size_t)r * ld + h * d,
+                     k + (size_t)rows_info[r][0] * ld + h * d,
+                     v + (size_t)rows_info[r][0] * ld + h * d, ld, a + (size_t)r * ld + h * d);
+        for (int n = 0; n < ld; n++) {
+            double y = bias[n];
+            for (int j = 0; j < ld; j++)
+                y += (double)td_wk_f16_to_f32(wh[(size_t)n * ldw + j]) * a[(size_t)r * ld + j];
+            ref[(size_t)r * ld + n] = c0[(size_t)r * ld + n] + y;
+            ref2[(size_t)r * ld + n] = c0[(size_t)r * ld + n] + 2 * y;
+        }
+    }
+    td_vk_buf bk = dbuf(k, psz * 4), bv = dbuf(v, psz * 4), bq = dbuf(q, qsz * 4),
+              bw = dbuf(wh, wsz * 2), bb = dbuf(bias, (size_t)ld * 4),
+              bi = dbuf(info, (size_t)rows * 2 * sizeof *info),
+              bp = dbuf(NULL, td_vko_dec_attn_out_floats(rows, n_head, ld) * 4),
+              bc = dbuf(NULL, (size_t)rows * n_head * 4);
+    td_error err = {0};
+    if (td_vk_fill0(vk, &bc, 0, bc.size / 4 * 4, &err))
+        fail_msg("%s", err.msg);
+    assert_true(td_vko_dec_attn_out_ok(ops, rows, n_head, ld, TD_VKO_ATT_SPLIT, bw.addr, 1, ldw,
+                                       bb.addr));
+    outbuf oc = obuf(qsz, c0);
+    char what[96];
+    for (int run = 1; run <= 2; run++) {
+        begin_ok();
+        td_vko_dec_attn_out(ops, rows, n_head, ld, bq.addr, bk.addr, bv.addr, bi.addr, bw.addr,
+                            ldw, bb.addr, oaddr(&oc), bp.addr, bc.addr);
+        submit_ok();
+        if (run == 1) {
+            /* read without freeing: copy out through a second buffer */
+            outbuf tmp = obuf(qsz, NULL);
+            begin_ok();
+            td_vk_copy(vk, &oc.b, GUARD * 4, &tmp.b, GUARD * 4, qsz * 4);
+            submit_ok();
+            float *got = oread(&tmp, rows, ld, ld);
+            snprintf(what, sizeof what, "dec_attn_out %d heads, %d rows", n_head, rows);
+            compare(what, got, ref, rows, ld, ld, 2e-6, 2e-5);
+            free(got);
+        }
+    }
+    float *got = oread(&oc, rows, ld, ld);
+    snprintf(what, sizeof what, "dec_attn_out %d heads, %d rows, run twice", n_head, rows);
+    compare(what, got, ref2, rows, ld, ld, 2e-6, 2e-5);
+    free(got);
+    td_vk_buf *all[] = {&bk, &bv, &bq, &bw, &bb, &bi, &bp, &bc};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        td_vk_buf_destroy(vk, all[i]);
+    free(k);
+    free(v);
+    free(q);
+    free(c0);
+    free(bias);
+    free(wh);
+    free(a);
+    free(ref);
+    free(ref2);
+    free(info);
+}
+
+static void test_dec_attn_out(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    static const int one[][2] = {{3, 1}};
+    dec_attn_out_case(2, one, 1);
+    static const int some[][2] = {{0, 37}, {50, TD_VKO_ATT_SPLIT}, {7, 2}};
+    dec_attn_out_case(6, some, 3);
+    static const int eight[][2] = {{0, 1},  {9, 64},  {20, 65}, {31, 100},
+                                   {1, 127}, {60, 5}, {70, 128}, {2, 33}};
+    dec_attn_out_case(16, eight, 8);
+    /* where it does not apply: the two dispatches run instead */
+    td_vk_buf bw = dbuf(NULL, 64 * 64 * 2);
+    assert_false(td_vko_dec_attn_out_ok(ops, TD_VKO_ATT_OUT_ROWS + 1, 1, 64, 1, bw.addr, 1, 64,
+                                        bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, TD_VKO_ATT_SPLIT + 1, bw.addr, 1, 64,
+                                        bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 0, 64, bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 1, 64, 0));
+    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr + 8, 1, 64, bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 65, 1, bw.addr, 1, 72, bw.addr));
+    assert_true(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 1, 64, bw.addr));
+    td_vk_buf_destroy(vk, &bw);
+}
+
 /* Grouped decoder attention (td_vko_dec_attn_groups) against the per-row
  * one (td_vko_dec_attn_x) on the same inputs: each grouped row's output
  * must be the per-row one's bit for bit. Rows take one of five key sets
@@ -2214,7 +2326,8 @@ int main(void)
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_layernorm_half),
         cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_enc_attn_coopmat),
-        cmocka_unit_test(test_dec_attn),     cmocka_unit_test(test_dec_attn_group),
+        cmocka_unit_test(test_dec_attn),     cmocka_unit_test(test_dec_attn_out),
+        cmocka_unit_test(test_dec_attn_group),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
         cmocka_unit_test(test_rows_trial),
         cmocka_unit_test(test_no_driver),
