@@ -938,28 +938,36 @@ static void test_sample_entry(void **state)
 
 /* A few rows' self-attention with its output product in one dispatch
  * (TD_VULKAN_FUSE_ATTN_O=1) against the two dispatches (=0), on en-d64's
- * recipe with F16 weights and one decoder head of 64 (the fused kernel's
- * width; it reads the product's weights as halves): three sequences with prompts of 1 to 3 tokens, then single
- * tokens, a fork by kv_copy; every step's logits within 1e-5 relative L2
- * (only the order of the product's sums differs), and not all the same
- * bits (so the fused kernel did run). Other values refuse the open. */
+ * recipe with two decoder heads of 64 (the fused kernel's width; 128
+ * states): sequence 0's prompt comes in steps of 30 tokens (more than
+ * TD_VKO_ATT_OUT_ROWS rows: two dispatches), then single tokens for all
+ * three, fused, sequence 0's keys passing TD_VKO_ATT_SPLIT (the fused
+ * kernel's second block of keys); a fork by kv_copy. Every step's logits within
+ * 1e-5 relative L2 (only the order of the output product's sums differs;
+ * the heads' parts add in the last workgroup), and not all the same bits
+ * (so the fused kernel did run). Other values refuse the open. F32
+ * weights (dec_attn_out.comp's floats; test_dec_attn_out covers halves):
+ * lavapipe runs F16 steps about ten times slower. */
 static void test_fuse_attn_out(void **state)
 {
     (void)state;
     NEED_DEVICE();
     json_t *meta = golden_load_json(fix_dir, "en-d64-f32.json", 0);
-    json_object_set_new(gj_get(meta, "mkmodel"), "wtype", json_string("f16"));
-    /* one decoder head of 64 (en-d64 has 4 of 16): the fused kernel's width */
-    json_object_set_new(gj_get(meta, "mkmodel.hparams"), "n_text_head", json_integer(1));
-    char *path = pathf("%s/en-d64-f16.bin", tmp_dir);
-    golden_write_recipe(meta, "en-d64-f16", path);
+    json_t *hp = gj_get(meta, "mkmodel.hparams");
+    json_object_set_new(hp, "n_text_state", json_integer(128));
+    json_object_set_new(hp, "n_text_head", json_integer(2));
+    char *path = pathf("%s/en-d64-t128.bin", tmp_dir);
+    golden_write_recipe(meta, "en-d64-t128", path);
     td_wmodel *m = NULL;
     td_error err = {0};
     if (td_wmodel_open(path, &m, &err) != TD_OK)
         fail_msg("%s: %s", path, err.msg);
     float *mel = read_f32(gj_str(meta, "mel.file"), (size_t)80 * TD_WMEL_WINDOW_FRAMES);
     int nv = m->hp.n_vocab;
-    enum { NSTEP = 6, NS = 4 };
+    /* steps 0-3: 30 prompt tokens of sequence 0 (and 1 of the others in
+     * step 0): 120 keys; then single tokens: sequence 0 at 121..134 keys,
+     * past TD_VKO_ATT_SPLIT (128) from step 12 on */
+    enum { NPROMPT = 4, NSTEP = 14, NS = 4 };
     float *lg[2];
     for (int v = 0; v < 2; v++) {
         lg[v] = malloc((size_t)NSTEP * NS * nv * sizeof *lg[v]);
@@ -973,12 +981,13 @@ static void test_fuse_attn_out(void **state)
             fail_msg("encode: %s", err.msg);
         int len[NS] = {0, 0, 0, 0};
         for (int step = 0; step < NSTEP; step++) {
-            int ns = step >= 2 ? 4 : 3; /* slot 3: a fork of slot 1 after step 1 */
+            /* slot 3: a fork of slot 1 after step 5 */
+            int ns = step < NPROMPT ? (step == 0 ? 3 : 1) : step > 5 ? 4 : 3;
             td_wseq seqs[NS];
-            int32_t flat[16];
+            int32_t flat[40];
             int nt = 0;
             for (int sq = 0; sq < ns; sq++) {
-                int n = step == 0 ? 1 + sq : 1;
+                int n = step < NPROMPT && sq == 0 ? 30 : 1;
                 seqs[sq] = (td_wseq){sq, 0, len[sq], n};
                 for (int t = 0; t < n; t++)
                     flat[nt++] = t == 0 && len[sq] == 0
@@ -989,19 +998,20 @@ static void test_fuse_attn_out(void **state)
                 fail_msg("decode: %s", err.msg);
             for (int sq = 0; sq < ns; sq++)
                 len[sq] += seqs[sq].n_tokens;
-            if (step == 1) {
+            if (step == 5) {
                 td_wkv_copy fork = {1, 3, len[1]};
                 if (VK->kv_copy(b, 1, &fork, &err) != TD_OK)
                     fail_msg("kv_copy: %s", err.msg);
                 len[3] = len[1];
             }
         }
+        assert_int_equal(len[0], NPROMPT * 30 + NSTEP - NPROMPT);
         VK->close(b);
     }
     double worst = 0;
     size_t same = 0, all = 0;
     for (int step = 0; step < NSTEP; step++) {
-        int ns = step >= 2 ? 4 : 3;
+        int ns = step < NPROMPT ? (step == 0 ? 3 : 1) : step > 5 ? 4 : 3;
         const float *a = lg[0] + (size_t)step * NS * nv, *c = lg[1] + (size_t)step * NS * nv;
         double num = 0, den = 0;
         for (size_t i = 0; i < (size_t)ns * nv; i++) {
@@ -1018,10 +1028,10 @@ static void test_fuse_attn_out(void **state)
             worst = rel;
     }
     if (same == all)
-        fail_msg("the fused step gave the same bits everywhere: did it run?");
-    print_message("  self-attention with its output product in one dispatch: %d steps of 3-4 "
-                  "sequences, worst rel L2 %.3g against two dispatches (%zu of %zu logits the "
-                  "same bits)\n",
+        fail_msg("the fused steps gave the same bits everywhere: did the fused kernel run?");
+    print_message("  self-attention with its output product in one dispatch: %d steps (prompt "
+                  "chunks, 121-134 keys, a fork), worst rel L2 %.3g against two dispatches "
+                  "(%zu of %zu logits the same bits)\n",
                   NSTEP, worst, same, all);
     static const char *const bad[] = {"2", "yes", "1x"};
     refuses_values(m, "TD_VULKAN_FUSE_ATTN_O", bad, sizeof bad / sizeof bad[0]);

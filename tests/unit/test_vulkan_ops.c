@@ -1716,23 +1716,29 @@ static void test_dec_attn(void **state)
 /* A few rows' self-attention with its output product in one dispatch
  * (td_vko_dec_attn_out) against the double-precision reference: c[r] +=
  * W a[r] + bias, a[r] row r's attention over its own keys (ragged, 1 to
- * TD_VKO_ATT_SPLIT), W as halves; run twice (the merge counters must be
+ * 448: one block of TD_VKO_ATT_SPLIT, a block and a key, up to four), W
+ * as halves (w_f16) or floats; run twice (the merge counters must be
  * back at 0, and c accumulates: the second run adds the same again), with
  * guards around c. */
-static void dec_attn_out_case(int n_head, const int (*rows_info)[2], int rows)
+static void dec_attn_out_case(int n_head, const int (*rows_info)[2], int rows, int w_f16)
 {
-    const int d = 64, ld = n_head * d, ldw = ld, pool_rows = 200;
+    const int d = 64, ld = n_head * d, ldw = ld, pool_rows = 600;
     size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld, wsz = (size_t)ld * ldw;
     float *k = malloc(psz * 4), *v = malloc(psz * 4), *q = malloc(qsz * 4), *c0 = malloc(qsz * 4);
     float *bias = malloc((size_t)ld * 4);
     uint16_t *wh = malloc(wsz * 2);
+    float *wf = malloc(wsz * 4);
     double *a = malloc(qsz * sizeof *a), *ref = malloc(qsz * sizeof *ref),
            *ref2 = malloc(qsz * sizeof *ref2);
     int *info = malloc((size_t)rows * 2 * sizeof *info);
-    assert_true(k && v && q && c0 && bias && wh && a && ref && ref2 && info);
+    assert_true(k && v && q && c0 && bias && wh && wf && a && ref && ref2 && info);
     dec_fill(k, v, psz, q, qsz);
-    for (size_t i = 0; i < wsz; i++)
-        wh[i] = td_wk_f32_to_f16(frand() * 0.25f);
+    for (size_t i = 0; i < wsz; i++) {
+        wf[i] = frand() * 0.25f;
+        wh[i] = td_wk_f32_to_f16(wf[i]);
+        if (w_f16)
+            wf[i] = td_wk_f16_to_f32(wh[i]);
+    }
     for (int i = 0; i < ld; i++)
         bias[i] = frand();
     for (size_t i = 0; i < qsz; i++)
@@ -1747,27 +1753,27 @@ static void dec_attn_out_case(int n_head, const int (*rows_info)[2], int rows)
         for (int n = 0; n < ld; n++) {
             double y = bias[n];
             for (int j = 0; j < ld; j++)
-                y += (double)td_wk_f16_to_f32(wh[(size_t)n * ldw + j]) * a[(size_t)r * ld + j];
+                y += (double)wf[(size_t)n * ldw + j] * a[(size_t)r * ld + j];
             ref[(size_t)r * ld + n] = c0[(size_t)r * ld + n] + y;
             ref2[(size_t)r * ld + n] = c0[(size_t)r * ld + n] + 2 * y;
         }
     }
     td_vk_buf bk = dbuf(k, psz * 4), bv = dbuf(v, psz * 4), bq = dbuf(q, qsz * 4),
-              bw = dbuf(wh, wsz * 2), bb = dbuf(bias, (size_t)ld * 4),
+              bw = w_f16 ? dbuf(wh, wsz * 2) : dbuf(wf, wsz * 4), bb = dbuf(bias, (size_t)ld * 4),
               bi = dbuf(info, (size_t)rows * 2 * sizeof *info),
               bp = dbuf(NULL, td_vko_dec_attn_out_floats(rows, n_head, ld) * 4),
               bc = dbuf(NULL, (size_t)rows * n_head * 4);
     td_error err = {0};
     if (td_vk_fill0(vk, &bc, 0, bc.size / 4 * 4, &err))
         fail_msg("%s", err.msg);
-    assert_true(td_vko_dec_attn_out_ok(ops, rows, n_head, ld, TD_VKO_ATT_SPLIT, bw.addr, 1, ldw,
-                                       bb.addr));
+    assert_true(td_vko_dec_attn_out_ok(ops, rows, n_head, ld, TD_VKO_ATT_SPLIT, bw.addr, w_f16,
+                                       ldw, bb.addr));
     outbuf oc = obuf(qsz, c0);
     char what[96];
     for (int run = 1; run <= 2; run++) {
         begin_ok();
         td_vko_dec_attn_out(ops, rows, n_head, ld, bq.addr, bk.addr, bv.addr, bi.addr, bw.addr,
-                            ldw, bb.addr, oaddr(&oc), bp.addr, bc.addr);
+                            w_f16, ldw, bb.addr, oaddr(&oc), bp.addr, bc.addr);
         submit_ok();
         if (run == 1) {
             /* read without freeing: copy out through a second buffer */
@@ -1776,13 +1782,15 @@ static void dec_attn_out_case(int n_head, const int (*rows_info)[2], int rows)
             td_vk_copy(vk, &oc.b, GUARD * 4, &tmp.b, GUARD * 4, qsz * 4);
             submit_ok();
             float *got = oread(&tmp, rows, ld, ld);
-            snprintf(what, sizeof what, "dec_attn_out %d heads, %d rows", n_head, rows);
+            snprintf(what, sizeof what, "dec_attn_out %d heads, %d rows, %s", n_head, rows,
+                     w_f16 ? "halves" : "floats");
             compare(what, got, ref, rows, ld, ld, 2e-6, 2e-5);
             free(got);
         }
     }
     float *got = oread(&oc, rows, ld, ld);
-    snprintf(what, sizeof what, "dec_attn_out %d heads, %d rows, run twice", n_head, rows);
+    snprintf(what, sizeof what, "dec_attn_out %d heads, %d rows, %s, twice", n_head, rows,
+             w_f16 ? "halves" : "floats");
     compare(what, got, ref2, rows, ld, ld, 2e-6, 2e-5);
     free(got);
     td_vk_buf *all[] = {&bk, &bv, &bq, &bw, &bb, &bi, &bp, &bc};
@@ -1794,6 +1802,7 @@ static void dec_attn_out_case(int n_head, const int (*rows_info)[2], int rows)
     free(c0);
     free(bias);
     free(wh);
+    free(wf);
     free(a);
     free(ref);
     free(ref2);
@@ -1805,23 +1814,29 @@ static void test_dec_attn_out(void **state)
     (void)state;
     NEED_DEVICE();
     static const int one[][2] = {{3, 1}};
-    dec_attn_out_case(2, one, 1);
+    dec_attn_out_case(2, one, 1, 1);
+    dec_attn_out_case(2, one, 1, 0);
     static const int some[][2] = {{0, 37}, {50, TD_VKO_ATT_SPLIT}, {7, 2}};
-    dec_attn_out_case(6, some, 3);
+    dec_attn_out_case(6, some, 3, 1);
+    dec_attn_out_case(6, some, 3, 0);
     static const int eight[][2] = {{0, 1},  {9, 64},  {20, 65}, {31, 100},
                                    {1, 127}, {60, 5}, {70, 128}, {2, 33}};
-    dec_attn_out_case(16, eight, 8);
+    dec_attn_out_case(16, eight, 8, 1);
+    static const int long_[][2] = {{0, 448}, {100, TD_VKO_ATT_SPLIT + 1}, {5, 300}};
+    dec_attn_out_case(2, long_, 3, 1);
+    dec_attn_out_case(2, long_, 3, 0);
     /* where it does not apply: the two dispatches run instead */
     td_vk_buf bw = dbuf(NULL, 64 * 64 * 2);
     assert_false(td_vko_dec_attn_out_ok(ops, TD_VKO_ATT_OUT_ROWS + 1, 1, 64, 1, bw.addr, 1, 64,
                                         bw.addr));
-    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, TD_VKO_ATT_SPLIT + 1, bw.addr, 1, 64,
-                                        bw.addr));
-    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 0, 64, bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(ops, 0, 1, 64, 1, bw.addr, 1, 64, bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 0, 66, bw.addr));
     assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 1, 64, 0));
     assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr + 8, 1, 64, bw.addr));
     assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 65, 1, bw.addr, 1, 72, bw.addr));
     assert_true(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 1, 64, bw.addr));
+    assert_true(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 0, 68, bw.addr));
+    assert_true(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 448, bw.addr, 1, 64, bw.addr));
     td_vk_buf_destroy(vk, &bw);
 }
 

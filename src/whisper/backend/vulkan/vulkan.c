@@ -1238,7 +1238,8 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
         if (P->fuse_ao && td_vko_dec_attn_out_ok(o, R, P->nht, nt, max_self, L->o.a, L->o.f16,
                                                  nt, L->o_b)) {
             td_vko_dec_attn_out(o, R, P->nht, nt, dq, b->kv_k[l].addr, b->kv_v[l].addr,
-                                ioa + P->io_self, L->o.a, nt, L->o_b, dx, part, b->cnt.addr);
+                                ioa + P->io_self, L->o.a, L->o.f16, nt, L->o_b, dx, part,
+                                b->cnt.addr);
         } else {
             td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->kv_k[l].addr, b->kv_v[l].addr,
                             ioa + P->io_self, max_self, part, b->cnt.addr);
