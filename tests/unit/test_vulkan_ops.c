@@ -1720,7 +1720,8 @@ static void test_dec_attn(void **state)
  * as halves (w_f16) or floats; run twice (the merge counters must be
  * back at 0, and c accumulates: the second run adds the same again), with
  * guards around c. */
-static void dec_attn_out_case(int n_head, const int (*rows_info)[2], int rows, int w_f16)
+static void dec_attn_out_case(td_vko *o, int n_head, const int (*rows_info)[2], int rows,
+                              int w_f16)
 {
     const int d = 64, ld = n_head * d, ldw = ld, pool_rows = 600;
     size_t psz = (size_t)pool_rows * ld, qsz = (size_t)rows * ld, wsz = (size_t)ld * ldw;
@@ -1766,13 +1767,13 @@ static void dec_attn_out_case(int n_head, const int (*rows_info)[2], int rows, i
     td_error err = {0};
     if (td_vk_fill0(vk, &bc, 0, bc.size / 4 * 4, &err))
         fail_msg("%s", err.msg);
-    assert_true(td_vko_dec_attn_out_ok(ops, rows, n_head, ld, TD_VKO_ATT_SPLIT, bw.addr, w_f16,
+    assert_true(td_vko_dec_attn_out_ok(o, rows, n_head, ld, TD_VKO_ATT_SPLIT, bw.addr, w_f16,
                                        ldw, bb.addr));
     outbuf oc = obuf(qsz, c0);
     char what[96];
     for (int run = 1; run <= 2; run++) {
         begin_ok();
-        td_vko_dec_attn_out(ops, rows, n_head, ld, bq.addr, bk.addr, bv.addr, bi.addr, bw.addr,
+        td_vko_dec_attn_out(o, rows, n_head, ld, bq.addr, bk.addr, bv.addr, bi.addr, bw.addr,
                             w_f16, ldw, bb.addr, oaddr(&oc), bp.addr, bc.addr);
         submit_ok();
         if (run == 1) {
@@ -1813,31 +1814,47 @@ static void test_dec_attn_out(void **state)
 {
     (void)state;
     NEED_DEVICE();
+    /* its pipelines are built where TD_VULKAN_FUSE_ATTN_O=1 asks */
+    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, 0, 1, 64, 16));
+    const char *was = getenv("TD_VULKAN_FUSE_ATTN_O");
+    char *keep = was ? strdup(was) : NULL;
+    assert_int_equal(setenv("TD_VULKAN_FUSE_ATTN_O", "1", 1), 0);
+    td_vko *o = NULL;
+    td_error cerr = {0};
+    int crc = td_vko_create(vk, 16, 64, &o, &cerr);
+    if (keep)
+        assert_int_equal(setenv("TD_VULKAN_FUSE_ATTN_O", keep, 1), 0);
+    else
+        assert_int_equal(unsetenv("TD_VULKAN_FUSE_ATTN_O"), 0);
+    free(keep);
+    if (crc)
+        fail_msg("%s", cerr.msg);
     static const int one[][2] = {{3, 1}};
-    dec_attn_out_case(2, one, 1, 1);
-    dec_attn_out_case(2, one, 1, 0);
+    dec_attn_out_case(o, 2, one, 1, 1);
+    dec_attn_out_case(o, 2, one, 1, 0);
     static const int some[][2] = {{0, 37}, {50, TD_VKO_ATT_SPLIT}, {7, 2}};
-    dec_attn_out_case(6, some, 3, 1);
-    dec_attn_out_case(6, some, 3, 0);
+    dec_attn_out_case(o, 6, some, 3, 1);
+    dec_attn_out_case(o, 6, some, 3, 0);
     static const int eight[][2] = {{0, 1},  {9, 64},  {20, 65}, {31, 100},
                                    {1, 127}, {60, 5}, {70, 128}, {2, 33}};
-    dec_attn_out_case(16, eight, 8, 1);
+    dec_attn_out_case(o, 16, eight, 8, 1);
     static const int long_[][2] = {{0, 448}, {100, TD_VKO_ATT_SPLIT + 1}, {5, 300}};
-    dec_attn_out_case(2, long_, 3, 1);
-    dec_attn_out_case(2, long_, 3, 0);
+    dec_attn_out_case(o, 2, long_, 3, 1);
+    dec_attn_out_case(o, 2, long_, 3, 0);
     /* where it does not apply: the two dispatches run instead */
     td_vk_buf bw = dbuf(NULL, 64 * 64 * 2);
-    assert_false(td_vko_dec_attn_out_ok(ops, TD_VKO_ATT_OUT_ROWS + 1, 1, 64, 1, bw.addr, 1, 64,
+    assert_false(td_vko_dec_attn_out_ok(o, TD_VKO_ATT_OUT_ROWS + 1, 1, 64, 1, bw.addr, 1, 64,
                                         bw.addr));
-    assert_false(td_vko_dec_attn_out_ok(ops, 0, 1, 64, 1, bw.addr, 1, 64, bw.addr));
-    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 0, 66, bw.addr));
-    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 1, 64, 0));
-    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr + 8, 1, 64, bw.addr));
-    assert_false(td_vko_dec_attn_out_ok(ops, 1, 1, 65, 1, bw.addr, 1, 72, bw.addr));
-    assert_true(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 1, 64, bw.addr));
-    assert_true(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 1, bw.addr, 0, 68, bw.addr));
-    assert_true(td_vko_dec_attn_out_ok(ops, 1, 1, 64, 448, bw.addr, 1, 64, bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(o, 0, 1, 64, 1, bw.addr, 1, 64, bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(o, 1, 1, 64, 1, bw.addr, 0, 66, bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(o, 1, 1, 64, 1, bw.addr, 1, 64, 0));
+    assert_false(td_vko_dec_attn_out_ok(o, 1, 1, 64, 1, bw.addr + 8, 1, 64, bw.addr));
+    assert_false(td_vko_dec_attn_out_ok(o, 1, 1, 65, 1, bw.addr, 1, 72, bw.addr));
+    assert_true(td_vko_dec_attn_out_ok(o, 1, 1, 64, 1, bw.addr, 1, 64, bw.addr));
+    assert_true(td_vko_dec_attn_out_ok(o, 1, 1, 64, 1, bw.addr, 0, 68, bw.addr));
+    assert_true(td_vko_dec_attn_out_ok(o, 1, 1, 64, 448, bw.addr, 1, 64, bw.addr));
     td_vk_buf_destroy(vk, &bw);
+    td_vko_free(o);
 }
 
 /* Grouped decoder attention (td_vko_dec_attn_groups) against the per-row

@@ -62,7 +62,8 @@ struct td_vko {
     td_vk_pipe *dec_attn16, *att_weights16, *to_half; /* keys and values as halves */
     td_vk_pipe *dec_attn_out[2];       /* a few rows' self-attention with its output
                                         * product (dec_attn_out.comp), [weights as
-                                        * floats]; heads of 64 only, NULL without */
+                                        * floats]; heads of 64 and TD_VULKAN_FUSE_ATTN_O=1
+                                        * only, else NULL */
     td_vk_pipe *dec_group[2];          /* dec_attn_group.comp, [keys and values as halves];
                                         * NULL where the device's shared memory is short */
     td_vk_pipe *matrows[2];            /* the batched step's products (matrows.comp), 1 and 2
@@ -285,10 +286,15 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     if (dt == 64) {
         PIPE(o->dec_attn, dec_attn_DA_D64, "dec_attn", da_push, &dt, 1);
         PIPE(o->dec_attn16, dec_attn_DA_D64, "dec_attn16", da_push, dt16, 2);
-        /* specialization constant 2: Wo as floats */
-        uint32_t wf[3] = {0, 0, 0}, wf32[3] = {0, 0, 1};
-        PIPE(o->dec_attn_out[0], dec_attn_out, "dec_attn_out", dao_push, wf, 3);
-        PIPE(o->dec_attn_out[1], dec_attn_out, "dec_attn_out32", dao_push, wf32, 3);
+        /* the fused self-attention, only where TD_VULKAN_FUSE_ATTN_O=1
+         * asks for it (a driver such as lavapipe compiles every pipeline
+         * at every open); specialization constant 2: Wo as floats */
+        const char *fao = getenv("TD_VULKAN_FUSE_ATTN_O");
+        if (fao && strcmp(fao, "1") == 0) {
+            uint32_t wf[3] = {0, 0, 0}, wf32[3] = {0, 0, 1};
+            PIPE(o->dec_attn_out[0], dec_attn_out, "dec_attn_out", dao_push, wf, 3);
+            PIPE(o->dec_attn_out[1], dec_attn_out, "dec_attn_out32", dao_push, wf32, 3);
+        }
     } else {
         PIPE(o->dec_attn, dec_attn_DA_D0, "dec_attn", da_push, &dt, 1);
         PIPE(o->dec_attn16, dec_attn_DA_D0, "dec_attn16", da_push, dt16, 2);

@@ -325,7 +325,8 @@ void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64
  * (dec_attn_out.comp): c[r] += W a[r] + bias, with a[r] what
  * td_vko_dec_attn gives row r (one block of keys) and W the output
  * product's ld x ld weights (ldw apart; halves where w_f16, else floats):
- * one dispatch a layer fewer. Only where td_vko_dec_attn_out_ok says so:
+ * one dispatch a layer fewer. Built only with TD_VULKAN_FUSE_ATTN_O=1 in
+ * the environment at td_vko_create; only where td_vko_dec_attn_out_ok says so:
  * heads of 64, ld = 64 n_head, 1 to TD_VKO_ATT_OUT_ROWS rows (any count
  * of keys), weights 16-byte aligned with ldw a multiple of 8
  * halves or 4 floats, and a bias. What it cannot see, the caller
