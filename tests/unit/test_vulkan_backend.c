@@ -936,6 +936,13 @@ static void test_sample_entry(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* The scripted token at position pos of sequence seq: SOT first, then
+ * a fixed pseudo-random text token (the step tests' inputs). */
+static int32_t script_token(const td_wspecial *sp, int seq, int pos)
+{
+    return pos == 0 ? sp->sot : (int32_t)((seq * 131 + pos * 977) % sp->eot);
+}
+
 /* A few rows' self-attention with its output product in one dispatch
  * (TD_VULKAN_FUSE_ATTN_O=1) against the two dispatches (=0), on en-d64's
  * recipe with two decoder heads of 64 (the fused kernel's width; 128
@@ -990,9 +997,7 @@ static void test_fuse_attn_out(void **state)
                 int n = step < NPROMPT && sq == 0 ? 30 : 1;
                 seqs[sq] = (td_wseq){sq, 0, len[sq], n};
                 for (int t = 0; t < n; t++)
-                    flat[nt++] = t == 0 && len[sq] == 0
-                                     ? m->sp.sot
-                                     : (int32_t)((sq * 131 + (len[sq] + t) * 977) % m->sp.eot);
+                    flat[nt++] = script_token(&m->sp, sq, len[sq] + t);
             }
             if (VK->decode(b, ns, seqs, flat, 0, lg[v] + (size_t)step * NS * nv, &err) != TD_OK)
                 fail_msg("decode: %s", err.msg);
@@ -1085,9 +1090,7 @@ static void test_step_submits(void **state)
                 int n = step == 0 ? 1 + s : 1;
                 seqs[s] = (td_wseq){s, 0, len[s], n};
                 for (int t = 0; t < n; t++)
-                    flat[nt++] = t == 0 && len[s] == 0
-                                     ? sp->sot
-                                     : (int32_t)((s * 131 + (len[s] + t) * 977) % sp->eot);
+                    flat[nt++] = script_token(sp, s, len[s] + t);
             }
             if (VK->decode(b, ns, seqs, flat, 0, NULL, &err) != TD_OK)
                 fail_msg("decode: %s", err.msg);

@@ -1613,6 +1613,24 @@ static void dec_pool(float *k, float *v, size_t psz, td_vk_buf *bk, td_vk_buf *b
     }
 }
 
+/* The decoder-attention rows' key table (info: row r's keys start at
+ * rows_info[r][0] rows of ld floats, rows_info[r][1] of them) and their
+ * reference outputs (head h of row r at out + r out_ld + h d). */
+static void dec_rows_ref(const int (*rows_info)[2], int rows, int n_head, int d, int ld,
+                         const float *q, const float *k, const float *v, int *info, double *out,
+                         int out_ld)
+{
+    for (int r = 0; r < rows; r++) {
+        info[2 * r] = rows_info[r][0] * ld;
+        info[2 * r + 1] = rows_info[r][1];
+        for (int h = 0; h < n_head; h++)
+            attn_ref(d, rows_info[r][1], q + (size_t)r * ld + h * d,
+                     k + (size_t)rows_info[r][0] * ld + h * d,
+                     v + (size_t)rows_info[r][0] * ld + h * d, ld,
+                     out + (size_t)r * out_ld + h * d);
+    }
+}
+
 static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, const char *what)
 {
     const int n_head = 3, d = dec_d, ld = n_head * d + dec_ld_pad, pool_rows = 1500 + 40;
@@ -1625,15 +1643,8 @@ static void dec_attn_case(const int (*rows_info)[2], int rows, int max_keys, con
     dec_fill(k, v, psz, q, qsz);
     td_vk_buf bk, bv;
     dec_pool(k, v, psz, &bk, &bv);
-    for (int r = 0; r < rows; r++) {
-        info[2 * r] = rows_info[r][0] * ld;
-        info[2 * r + 1] = rows_info[r][1];
-        for (int h = 0; h < n_head; h++)
-            attn_ref(d, rows_info[r][1], q + (size_t)r * ld + h * d,
-                     k + (size_t)rows_info[r][0] * ld + h * d,
-                     v + (size_t)rows_info[r][0] * ld + h * d, ld,
-                     ref + ((size_t)r * n_head + h) * d); /* dense, as compare reads it */
-    }
+    dec_rows_ref(rows_info, rows, n_head, d, ld, q, k, v, info, ref,
+                 n_head * d); /* dense, as compare reads it */
     td_vk_buf bq = dbuf(q, qsz * 4), bi = dbuf(info, (size_t)rows * 2 * sizeof *info),
               bp = dbuf(NULL, td_vko_dec_part_floats(rows, n_head, d, max_keys) * 4),
               bc = dbuf(NULL, (size_t)rows * n_head * 4);
@@ -1744,13 +1755,8 @@ static void dec_attn_out_case(td_vko *o, int n_head, const int (*rows_info)[2], 
         bias[i] = frand();
     for (size_t i = 0; i < qsz; i++)
         c0[i] = frand() * 3;
+    dec_rows_ref(rows_info, rows, n_head, d, ld, q, k, v, info, a, ld);
     for (int r = 0; r < rows; r++) {
-        info[2 * r] = rows_info[r][0] * ld;
-        info[2 * r + 1] = rows_info[r][1];
-        for (int h = 0; h < n_head; h++)
-            attn_ref(d, rows_info[r][1], q + (size_t)r * ld + h * d,
-                     k + (size_t)rows_info[r][0] * ld + h * d,
-                     v + (size_t)rows_info[r][0] * ld + h * d, ld, a + (size_t)r * ld + h * d);
         for (int n = 0; n < ld; n++) {
             double y = bias[n];
             for (int j = 0; j < ld; j++)
