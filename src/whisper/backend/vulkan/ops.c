@@ -176,9 +176,8 @@ void td_vko_free(td_vko *o)
                           &o->matmul_cmd[1], &o->enc_attn_cm[0], &o->enc_attn_cm[1],
                           &o->enc_attn_cmr[0], &o->enc_attn_cmr[1], &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
-                          &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16, &o->dec_attn_out[0],
-                          &o->dec_attn_out[1],
-                          &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
+                          &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
+                          &o->dec_attn_out[0], &o->dec_attn_out[1], &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
                           &o->matmul_sum, &o->dec_group[0], &o->dec_group[1]};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
