@@ -982,6 +982,7 @@ static void test_fuse_attn_out(void **state)
     }
     for (int v = 0; v < 2; v++) {
         td_wbackend *b = open_vk_env(m, NS, 1, "TD_VULKAN_FUSE_ATTN_O", v ? "1" : "0", &err);
+        assert_true(!strstr(td_wvk_path_note(b), "TD_VULKAN_FUSE_ATTN_O=1") == !v);
         int w0 = 0;
         const float *mels[1] = {mel};
         if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)

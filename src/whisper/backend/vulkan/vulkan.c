@@ -494,7 +494,7 @@ struct td_wbackend {
     unsigned char *encoded; /* [max_windows] */
     int last_rows;          /* logits rows the last decode kept */
     unsigned ops_gen;       /* td_vko_generation when the kept recordings were made */
-    char path_note[640];    /* which product path, and why; the batched steps' kernels */
+    char path_note[1024];   /* which product path, and why; the batched steps' kernels */
     int cross16;            /* cross K/V stored as halves (see vk_open) */
     int enc_a_half;         /* the encoder's products take A as halves (vk_open) */
     int enc_att_half;       /* and its attention q, k, v as halves (vk_open) */
@@ -812,6 +812,12 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
                                       ? "; encoder's A (and attention inputs where it can) as halves"
                                       : "; encoder's A as halves")
                                : "");
+    }
+    if (P->fuse_ao) {
+        size_t nl = strlen(b->path_note);
+        snprintf(b->path_note + nl, sizeof b->path_note - nl,
+                 "; few-row steps' self-attention with its output product "
+                 "(TD_VULKAN_FUSE_ATTN_O=1)");
     }
     if (td_vko_path_get(b->ops) != TD_VKO_TILED) { /* the tiled path runs enc_attn.comp */
         size_t nl = strlen(b->path_note);
