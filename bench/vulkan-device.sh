@@ -29,7 +29,8 @@
 # --step sample) for every variant, ROUNDS (default 2) times interleaved,
 # and last base, small and large-v3 with the variant of the fastest medium
 # encoder (DIMS and MORE_DIMS name others, BENCH_ARGS other arguments;
-# TESTS=0 leaves the tests out, STATS=0 the --stats runs; PROFILE_BATCHES, default 256, the batches
+# TESTS=0 leaves the tests out, TEST_VARIANTS="V ..." tests those variants
+# only, STATS=0 the --stats runs; PROFILE_BATCHES, default 256, the batches
 # whose step is profiled per shader, with each of PROFILE_VARIANTS, by
 # default the first variant).
 # Steps are skipped once SECS (default 420) have passed, so that the call
@@ -128,7 +129,8 @@ n=0
 bench_args=${BENCH_ARGS:---windows 4 --batch 1,256 --tokens 64 --runs 3 --step sample}
 for v in "${variants[@]}"; do
     n=$((n + 1))
-    if [ "${TESTS:-1}" != 0 ]; then
+    # TEST_VARIANTS (default: every variant) names the variants tested
+    if [ "${TESTS:-1}" != 0 ] && [[ " ${TEST_VARIANTS:-$v} " == *" $v "* ]]; then
         step "ops$n" 150 "$v" env TEST_FILTER="${OPS_FILTER:-test_linear_coopmat}" \
             TEST_PATHS="${TEST_PATHS:-coopmat}" "$bin/test_vulkan_ops"
         step "backend$n" 150 "$v" env TEST_FILTER="${BACKEND_FILTER:-*}" \
