@@ -221,11 +221,6 @@ static void regenerate(json_t *meta, const char *set_name, const char *path)
         fail_msg("%s: td_wmk_write: %s", set_name, err.msg);
 }
 
-void golden_write_recipe(json_t *meta, const char *set_name, const char *path)
-{
-    regenerate(meta, set_name, path);
-}
-
 int golden_write_model(json_t *meta, const char *set_name, const char *path)
 {
     char *src = NULL;

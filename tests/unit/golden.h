@@ -69,8 +69,5 @@ char *golden_shared_file(const char *fix_dir, const char *name);
  * side changed. 1 written; 0 when the real set's weights are not cached
  * (the caller skips; nothing written). */
 int golden_write_model(json_t *meta, const char *set_name, const char *path);
-/* The model of a random set's recipe (its "mkmodel" entries, which the
- * caller may have changed: no hash is checked) written to path. */
-void golden_write_recipe(json_t *meta, const char *set_name, const char *path);
 
 #endif

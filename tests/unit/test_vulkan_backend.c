@@ -943,114 +943,6 @@ static int32_t script_token(const td_wspecial *sp, int seq, int pos)
     return pos == 0 ? sp->sot : (int32_t)((seq * 131 + pos * 977) % sp->eot);
 }
 
-/* A few rows' self-attention with its output product in one dispatch
- * (TD_VULKAN_FUSE_ATTN_O=1) against the two dispatches (=0), on en-d64's
- * recipe with two decoder heads of 64 (the fused kernel's width; 128
- * states): sequence 0's prompt comes in steps of 30 tokens (more than
- * TD_VKO_ATT_OUT_ROWS rows: two dispatches), then single tokens for all
- * three, fused, sequence 0's keys passing TD_VKO_ATT_SPLIT (the fused
- * kernel's second block of keys); a fork by kv_copy. Every step's logits within
- * 1e-5 relative L2 (only the order of the output product's sums differs;
- * the heads' parts add in the last workgroup), and not all the same bits
- * (so the fused kernel did run). Other values refuse the open. F32
- * weights (dec_attn_out.comp's floats; test_dec_attn_out covers halves):
- * lavapipe runs F16 steps about ten times slower. */
-static void test_fuse_attn_out(void **state)
-{
-    (void)state;
-    NEED_DEVICE();
-    json_t *meta = golden_load_json(fix_dir, "en-d64-f32.json", 0);
-    json_t *hp = gj_get(meta, "mkmodel.hparams");
-    json_object_set_new(hp, "n_text_state", json_integer(128));
-    json_object_set_new(hp, "n_text_head", json_integer(2));
-    char *path = pathf("%s/en-d64-t128.bin", tmp_dir);
-    golden_write_recipe(meta, "en-d64-t128", path);
-    td_wmodel *m = NULL;
-    td_error err = {0};
-    if (td_wmodel_open(path, &m, &err) != TD_OK)
-        fail_msg("%s: %s", path, err.msg);
-    float *mel = read_f32(gj_str(meta, "mel.file"), (size_t)80 * TD_WMEL_WINDOW_FRAMES);
-    int nv = m->hp.n_vocab;
-    /* steps 0-3: 30 prompt tokens of sequence 0 (and 1 of the others in
-     * step 0): 120 keys; then single tokens: sequence 0 at 121..134 keys,
-     * past TD_VKO_ATT_SPLIT (128) from step 12 on */
-    enum { NPROMPT = 4, NSTEP = 14, NS = 4 };
-    float *lg[2];
-    for (int v = 0; v < 2; v++) {
-        lg[v] = malloc((size_t)NSTEP * NS * nv * sizeof *lg[v]);
-        assert_non_null(lg[v]);
-    }
-    for (int v = 0; v < 2; v++) {
-        td_wbackend *b = open_vk_env(m, NS, 1, "TD_VULKAN_FUSE_ATTN_O", v ? "1" : "0", &err);
-        assert_true(!strstr(td_wvk_path_note(b), "TD_VULKAN_FUSE_ATTN_O=1") == !v);
-        int w0 = 0;
-        const float *mels[1] = {mel};
-        if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)
-            fail_msg("encode: %s", err.msg);
-        int len[NS] = {0, 0, 0, 0};
-        for (int step = 0; step < NSTEP; step++) {
-            /* slot 3: a fork of slot 1 after step 5 */
-            int ns = step < NPROMPT ? (step == 0 ? 3 : 1) : step > 5 ? 4 : 3;
-            td_wseq seqs[NS];
-            int32_t flat[40];
-            int nt = 0;
-            for (int sq = 0; sq < ns; sq++) {
-                int n = step < NPROMPT && sq == 0 ? 30 : 1;
-                seqs[sq] = (td_wseq){sq, 0, len[sq], n};
-                for (int t = 0; t < n; t++)
-                    flat[nt++] = script_token(&m->sp, sq, len[sq] + t);
-            }
-            if (VK->decode(b, ns, seqs, flat, 0, lg[v] + (size_t)step * NS * nv, &err) != TD_OK)
-                fail_msg("decode: %s", err.msg);
-            for (int sq = 0; sq < ns; sq++)
-                len[sq] += seqs[sq].n_tokens;
-            if (step == 5) {
-                td_wkv_copy fork = {1, 3, len[1]};
-                if (VK->kv_copy(b, 1, &fork, &err) != TD_OK)
-                    fail_msg("kv_copy: %s", err.msg);
-                len[3] = len[1];
-            }
-        }
-        assert_int_equal(len[0], NPROMPT * 30 + NSTEP - NPROMPT);
-        VK->close(b);
-    }
-    double worst = 0;
-    size_t same = 0, all = 0;
-    for (int step = 0; step < NSTEP; step++) {
-        int ns = step < NPROMPT ? (step == 0 ? 3 : 1) : step > 5 ? 4 : 3;
-        const float *a = lg[0] + (size_t)step * NS * nv, *c = lg[1] + (size_t)step * NS * nv;
-        double num = 0, den = 0;
-        for (size_t i = 0; i < (size_t)ns * nv; i++) {
-            double d = (double)c[i] - a[i];
-            num += d * d;
-            den += (double)a[i] * a[i];
-            same += c[i] == a[i];
-            all++;
-        }
-        double rel = sqrt(num / den);
-        if (!(rel <= 1e-5))
-            fail_msg("step %d: fused logits at rel L2 %.3g from the two dispatches'", step, rel);
-        if (rel > worst)
-            worst = rel;
-    }
-    if (same == all)
-        fail_msg("the fused steps gave the same bits everywhere: did the fused kernel run?");
-    print_message("  self-attention with its output product in one dispatch: %d steps (prompt "
-                  "chunks, 121-134 keys, a fork), worst rel L2 %.3g against two dispatches "
-                  "(%zu of %zu logits the same bits)\n",
-                  NSTEP, worst, same, all);
-    static const char *const bad[] = {"2", "yes", "1x"};
-    refuses_values(m, "TD_VULKAN_FUSE_ATTN_O", bad, sizeof bad / sizeof bad[0]);
-    free(lg[0]);
-    free(lg[1]);
-    free(mel);
-    td_wmodel_close(m);
-    unlink(path);
-    free(path);
-    json_decref(meta);
-    assert_int_equal(td_vk_live(), 0);
-}
-
 /* A decode step whose logits stay on the device runs in the next call's
  * submission (sample(), or a kv_copy that follows it; any other call runs
  * it first): the same results as a submission each
@@ -1483,7 +1375,6 @@ int main(void)
         cmocka_unit_test(test_encode_batched),
         cmocka_unit_test(test_encode_after_big_step),
         cmocka_unit_test(test_sample_entry), cmocka_unit_test(test_step_submits),
-        cmocka_unit_test(test_fuse_attn_out),
         cmocka_unit_test(test_align_weights),
         cmocka_unit_test(test_align_weights_cross16),
         cmocka_unit_test(test_refusals),

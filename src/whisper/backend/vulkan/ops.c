@@ -60,10 +60,6 @@ struct td_vko {
     td_vk_pipe *cm_peak[TD_VKO_CM_PEAK_MODES]; /* the engines' rate (a benchmark); NULL without */
     td_vk_pipe *layernorm, *enc_attn, *dec_attn, *embed, *kv_put, *att_weights;
     td_vk_pipe *dec_attn16, *att_weights16, *to_half; /* keys and values as halves */
-    td_vk_pipe *dec_attn_out[2];       /* a few rows' self-attention with its output
-                                        * product (dec_attn_out.comp), [weights as
-                                        * floats]; heads of 64 and TD_VULKAN_FUSE_ATTN_O=1
-                                        * only, else NULL */
     td_vk_pipe *dec_group[2];          /* dec_attn_group.comp, [keys and values as halves];
                                         * NULL where the device's shared memory is short */
     td_vk_pipe *matrows[2];            /* the batched step's products (matrows.comp), 1 and 2
@@ -116,13 +112,6 @@ typedef struct da_push {
     uint32_t ld, n_split;
     float scale;
 } da_push;
-
-typedef struct dao_push {
-    uint64_t q, k, v, info, w, bias, c, part, cnt;
-    uint32_t ld, ldw, ldc, n_out;
-    float scale;
-    uint32_t pad;          /* zero: the struct's size is a multiple of 8 */
-} dao_push;
 
 typedef struct dag_push {
     uint64_t q, part, k, v, info, o, cnt, groups;
@@ -177,7 +166,7 @@ void td_vko_free(td_vko *o)
                           &o->enc_attn_cmr[0], &o->enc_attn_cmr[1], &o->layernorm,
                           &o->enc_attn,  &o->dec_attn,
                           &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
-                          &o->dec_attn_out[0], &o->dec_attn_out[1], &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
+                          &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
                           &o->matmul_sum, &o->dec_group[0], &o->dec_group[1]};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
@@ -285,15 +274,6 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     if (dt == 64) {
         PIPE(o->dec_attn, dec_attn_DA_D64, "dec_attn", da_push, &dt, 1);
         PIPE(o->dec_attn16, dec_attn_DA_D64, "dec_attn16", da_push, dt16, 2);
-        /* the fused self-attention, only where TD_VULKAN_FUSE_ATTN_O=1
-         * asks for it (a driver such as lavapipe compiles every pipeline
-         * at every open); specialization constant 2: Wo as floats */
-        const char *fao = getenv("TD_VULKAN_FUSE_ATTN_O");
-        if (fao && strcmp(fao, "1") == 0) {
-            uint32_t wf[3] = {0, 0, 0}, wf32[3] = {0, 0, 1};
-            PIPE(o->dec_attn_out[0], dec_attn_out, "dec_attn_out", dao_push, wf, 3);
-            PIPE(o->dec_attn_out[1], dec_attn_out, "dec_attn_out32", dao_push, wf32, 3);
-        }
     } else {
         PIPE(o->dec_attn, dec_attn_DA_D0, "dec_attn", da_push, &dt, 1);
         PIPE(o->dec_attn16, dec_attn_DA_D0, "dec_attn16", da_push, dt16, 2);
@@ -1158,30 +1138,6 @@ void td_vko_dec_attn_x(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint
                  1.0f / sqrtf((float)o->d_text)};
     td_vk_dispatch(o->vk, kv16 ? o->dec_attn16 : o->dec_attn, &p, (uint32_t)rows,
                    (uint32_t)n_head, n_split);
-}
-
-size_t td_vko_dec_attn_out_floats(int rows, int n_head, int n_out)
-{
-    return (size_t)rows * (size_t)n_head * (size_t)n_out;
-}
-
-int td_vko_dec_attn_out_ok(const td_vko *o, int rows, int n_head, int ld, int max_keys,
-                           uint64_t w, int w_f16, int ldw, uint64_t bias)
-{
-    return o->dec_attn_out[!w_f16] && o->d_text == 64 && rows >= 1 &&
-           rows <= TD_VKO_ATT_OUT_ROWS && max_keys >= 1 &&
-           ld == 64 * n_head && w % 16 == 0 && ldw % (w_f16 ? 8 : 4) == 0 && ldw >= ld &&
-           bias != 0;
-}
-
-void td_vko_dec_attn_out(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t k,
-                         uint64_t v, uint64_t info, uint64_t w, int w_f16, int ldw,
-                         uint64_t bias, uint64_t c, uint64_t part, uint64_t cnt)
-{
-    dao_push p = {q, k, v, info, w, bias, c, part, cnt, (uint32_t)ld, (uint32_t)ldw,
-                  (uint32_t)ld, (uint32_t)ld, 1.0f / sqrtf((float)o->d_text), 0};
-    td_vk_dispatch(o->vk, o->dec_attn_out[!w_f16], &p, (uint32_t)ld / 64, (uint32_t)n_head,
-                   (uint32_t)rows);
 }
 
 size_t td_vko_dec_group_ints(int groups)

@@ -321,27 +321,6 @@ void td_vko_dec_attn(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64
                      uint64_t k, uint64_t v, uint64_t info, int max_keys, uint64_t part,
                      uint64_t cnt);
 
-/* A few rows' self-attention and its output product in one dispatch
- * (dec_attn_out.comp): c[r] += W a[r] + bias, with a[r] what
- * td_vko_dec_attn gives row r (one block of keys) and W the output
- * product's ld x ld weights (ldw apart; halves where w_f16, else floats):
- * one dispatch a layer fewer. Built only with TD_VULKAN_FUSE_ATTN_O=1 in
- * the environment at td_vko_create; only where td_vko_dec_attn_out_ok says so:
- * heads of 64, ld = 64 n_head, 1 to TD_VKO_ATT_OUT_ROWS rows (any count
- * of keys), weights 16-byte aligned with ldw a multiple of 8
- * halves or 4 floats, and a bias. What it cannot see, the caller
- * guarantees: k and v 16-byte aligned and every row's key offset (info)
- * a multiple of 4 floats (the decoder's KV slots are). The heads' partial
- * products go to part (td_vko_dec_attn_out_floats(rows, n_head, ld)
- * floats); cnt as td_vko_dec_attn's (rows x n_head ints, left zero). */
-#define TD_VKO_ATT_OUT_ROWS 8
-size_t td_vko_dec_attn_out_floats(int rows, int n_head, int n_out);
-int td_vko_dec_attn_out_ok(const td_vko *o, int rows, int n_head, int ld, int max_keys,
-                           uint64_t w, int w_f16, int ldw, uint64_t bias);
-void td_vko_dec_attn_out(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint64_t k,
-                         uint64_t v, uint64_t info, uint64_t w, int w_f16, int ldw,
-                         uint64_t bias, uint64_t c, uint64_t part, uint64_t cnt);
-
 /* The same with keys and values as halves where kv16 (offsets and ld
  * still in elements; 8-byte aligned where ld, the offsets and the head's
  * column allow 4-element loads). */

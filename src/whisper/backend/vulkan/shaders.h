@@ -57,7 +57,6 @@
     X(enc_attn_cmr_EA_CFG3) \
     X(dec_attn_DA_D0)    \
     X(dec_attn_DA_D64)   \
-    X(dec_attn_out)      \
     X(dec_attn_group_DA_D0) \
     X(dec_attn_group_DA_D64) \
     X(embed)             \

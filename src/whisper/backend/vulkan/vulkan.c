@@ -110,7 +110,6 @@ typedef struct plan {
     int enc_batch;           /* windows the encoder runs at once (vk_encode) */
     int xgroup;              /* the cross-attention by groups of a window's rows
                               * (TD_VULKAN_XGROUP=1; default 0; vk_decode) */
-    int fuse_ao;             /* TD_VULKAN_FUSE_ATTN_O=1: dec_attn_out.comp for few rows */
     int step_submits;        /* TD_VULKAN_STEP_SUBMITS: 1 (a decode step whose
                               * logits stay on the device runs in sample()'s
                               * submission) or 2 (one each, as before) */
@@ -338,15 +337,8 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     R_(d_v, R * nt * 4);
     R_(d_a, R * nt * 4);
     R_(d_ff, R * 4 * nt * 4);
-    {
-        /* the attention's split parts, or the fused self-attention's
-         * partial products (TD_VULKAN_FUSE_ATTN_O, few rows) */
-        uint64_t pf = td_vko_dec_part_floats(P->max_rows, P->nht, P->nt / P->nht,
-                                             P->C > P->max_tokens ? P->C : P->max_tokens);
-        int fr = P->max_rows < TD_VKO_ATT_OUT_ROWS ? P->max_rows : TD_VKO_ATT_OUT_ROWS;
-        uint64_t fo = td_vko_dec_attn_out_floats(fr, P->nht, P->nt);
-        R_(d_part, (pf > fo ? pf : fo) * 4);
-    }
+    R_(d_part, (uint64_t)td_vko_dec_part_floats(P->max_rows, P->nht, P->nt / P->nht,
+                                                P->C > P->max_tokens ? P->C : P->max_tokens) * 4);
     uint64_t dec_end = o;
     /* the encoder's: enc_batch windows of each, one after another */
     uint64_t eb = ENC_BATCH_MAX < W ? ENC_BATCH_MAX : W;
@@ -391,15 +383,6 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
                             ss),
                -1;
     P->step_submits = ss && strcmp(ss, "2") == 0 ? 2 : 1;
-    /* TD_VULKAN_FUSE_ATTN_O=1: a few-row step's self-attention and its
-     * output product in one dispatch (ops.h); off by default until timed
-     * on a card */
-    const char *fao = getenv("TD_VULKAN_FUSE_ATTN_O");
-    if (fao && *fao && strcmp(fao, "0") != 0 && strcmp(fao, "1") != 0)
-        return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_FUSE_ATTN_O=%s (0 or 1)",
-                            fao),
-               -1;
-    P->fuse_ao = fao && strcmp(fao, "1") == 0;
     /* TD_VULKAN_ATTN_REG=0 keeps the encoder's attention on the matrix
      * engines in shared memory (ops.h; read by td_vko_create) */
     const char *ar = getenv("TD_VULKAN_ATTN_REG");
@@ -812,12 +795,6 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
                                       ? "; encoder's A (and attention inputs where it can) as halves"
                                       : "; encoder's A as halves")
                                : "");
-    }
-    if (P->fuse_ao) {
-        size_t nl = strlen(b->path_note);
-        snprintf(b->path_note + nl, sizeof b->path_note - nl,
-                 "; few-row steps' self-attention with its output product "
-                 "(TD_VULKAN_FUSE_ATTN_O=1)");
     }
     if (td_vko_path_get(b->ops) != TD_VKO_TILED) { /* the tiled path runs enc_attn.comp */
         size_t nl = strlen(b->path_note);
@@ -1241,16 +1218,9 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
                    ioa + P->io_kvdst);
             td_vk_concurrent(b->vk, 0);
         }
-        if (P->fuse_ao && td_vko_dec_attn_out_ok(o, R, P->nht, nt, max_self, L->o.a, L->o.f16,
-                                                 nt, L->o_b)) {
-            td_vko_dec_attn_out(o, R, P->nht, nt, dq, b->kv_k[l].addr, b->kv_v[l].addr,
-                                ioa + P->io_self, L->o.a, L->o.f16, nt, L->o_b, dx, part,
-                                b->cnt.addr);
-        } else {
-            td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->kv_k[l].addr, b->kv_v[l].addr,
-                            ioa + P->io_self, max_self, part, b->cnt.addr);
-            LIN(da, L->o, L->o_b, dx, nt, nt, TD_VKO_ACC);
-        }
+        td_vko_dec_attn(o, R, P->nht, nt, dq, da, b->kv_k[l].addr, b->kv_v[l].addr,
+                        ioa + P->io_self, max_self, part, b->cnt.addr);
+        LIN(da, L->o, L->o_b, dx, nt, nt, TD_VKO_ACC);
         if (!fuse)
             td_vko_layernorm(o, R, nt, dx, nt, L->cross_ln_w, L->cross_ln_b, dh, nt, 0);
         LIN_LN(L->cross_ln_w, L->cross_ln_b, L->cq, L->cq_b, dq, nt, 0, 0);
