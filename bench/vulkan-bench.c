@@ -104,6 +104,22 @@ static void print_profile(td_wbackend *b, const char *what, double per)
             printf("    %s: %s\n", pr[i].name, pr[i].stats);
 }
 
+/* The last step's dispatches in the order they ran: which of a layer's
+ * products costs what (the totals above merge every shape of a shader). */
+static void print_order(td_wbackend *b)
+{
+    static td_vk_disp d[4096];
+    int n = td_wvk_profile_last(b, d, (int)(sizeof d / sizeof d[0]));
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += d[i].us;
+    printf("  the last step's %d dispatches in order (us, workgroups), %.1f us:", n, total);
+    for (int i = 0; i < n; i++)
+        printf("%s%s %.1f/%u", i % 6 ? " |" : "\n  order: ", d[i].name, d[i].us,
+               (unsigned)d[i].groups);
+    printf("\n");
+}
+
 static void die(const char *what, const td_error *err)
 {
     fprintf(stderr, "vulkan-bench: %s: %s\n", what, err->msg);
@@ -403,6 +419,7 @@ int main(int argc, char **argv)
                 char what[32];
                 snprintf(what, sizeof what, "step (B=%d)", B);
                 print_profile(b, what, n_tokens);
+                print_order(b);
             }
             if (ms < best && !(profile && r == runs - 1 && runs > 1))
                 best = ms;

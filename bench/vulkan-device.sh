@@ -119,8 +119,8 @@ step() {
         timeout -k 10 "$limit" "$@" >"$logs/$name.log" 2>&1
     local rc=$?
     say "== $name [$variant] rc=$rc $(($(date +%s) - s)) s (at $(el) s)"
-    grep -E '^\||GPU time|Register Count|PASSED|FAILED|worst|rel L2|ERROR' "$logs/$name.log" |
-        head -40 >>"$sum"
+    grep -E '^\||GPU time|Register Count|PASSED|FAILED|worst|rel L2|ERROR|order' "$logs/$name.log" |
+        head -80 >>"$sum"
 }
 
 read -r -a variants <<<"${VARIANTS:-default}"

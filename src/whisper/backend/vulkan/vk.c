@@ -718,8 +718,11 @@ struct td_vk {
     int profiling;
     int n_queries;
     int query_pipe[MAX_QUERIES / 2];
+    uint32_t query_groups[MAX_QUERIES / 2]; /* workgroups, 0 indirect */
     td_vk_prof prof[MAX_PROF];
     int n_prof;
+    td_vk_disp last[MAX_QUERIES / 2]; /* the last timed submission's dispatches */
+    int n_last;
     /* the driver's pipeline statistics, where td_vk_capture_stats asked
      * for them at open and the device has the extension */
     PFN_vkGetPipelineExecutablePropertiesKHR get_exec_props;
@@ -1305,6 +1308,7 @@ static void dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, ui
         vk->f.vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->qpool,
                                   (uint32_t)vk->n_queries + 1);
         vk->query_pipe[vk->n_queries / 2] = prof_index(vk, p);
+        vk->query_groups[vk->n_queries / 2] = ib ? 0 : gx * gy * gz;
         vk->n_queries += 2;
     }
     vk->pending = 1;
@@ -1419,13 +1423,17 @@ static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
         if (r != VK_SUCCESS)
             return VKFAIL(err, r, "vkGetQueryPoolResults");
         uint64_t mask = vk->facts.ts_bits >= 64 ? ~0ull : (1ull << vk->facts.ts_bits) - 1;
+        vk->n_last = 0;
         for (int q = 0; q + 1 < vk->n_queries; q += 2) {
             int i = vk->query_pipe[q / 2];
             if (i < 0)
                 continue;
             uint64_t d = (ts[q + 1] - ts[q]) & mask;
-            vk->prof[i].ms += (double)d * vk->facts.ts_period * 1e-6;
+            double ms = (double)d * vk->facts.ts_period * 1e-6;
+            vk->prof[i].ms += ms;
             vk->prof[i].count++;
+            vk->last[vk->n_last++] = (td_vk_disp){vk->prof[i].name, ms * 1e3,
+                                                  vk->query_groups[q / 2]};
         }
         vk->n_queries = 0;
     }
@@ -1489,6 +1497,13 @@ int td_vk_flush(td_vk *vk, td_error *err)
 void td_vk_profile(td_vk *vk, int on)
 {
     vk->profiling = on;
+}
+
+int td_vk_profile_last(const td_vk *vk, td_vk_disp *out, int max)
+{
+    int n = vk->n_last < max ? vk->n_last : max;
+    memcpy(out, vk->last, (size_t)n * sizeof out[0]);
+    return n;
 }
 
 int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset)

@@ -195,6 +195,15 @@ typedef struct td_vk_prof {
 /* The totals per pipeline since the last reset, largest first; returns
  * the count written (at most max). */
 int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset);
+/* The last timed submission's dispatches in the order they ran (which
+ * product of a layer costs what: the totals above merge them); returns
+ * the count written (at most max). Names as td_vk_prof's. */
+typedef struct td_vk_disp {
+    const char *name;
+    double us;
+    uint32_t groups;       /* workgroups; 0 for an indirect dispatch */
+} td_vk_disp;
+int td_vk_profile_last(const td_vk *vk, td_vk_disp *out, int max);
 
 /* Devices opened from now on (on: 1) capture their pipelines' statistics
  * where they have VK_KHR_pipeline_executable_properties: the driver's

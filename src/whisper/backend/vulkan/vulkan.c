@@ -539,6 +539,11 @@ int td_wvk_profile_read(td_wbackend *b, td_vk_prof *out, int max, int reset)
     return td_vk_profile_read(b->vk, out, max, reset);
 }
 
+int td_wvk_profile_last(const td_wbackend *b, td_vk_disp *out, int max)
+{
+    return td_vk_profile_last(b->vk, out, max);
+}
+
 static int vk_probe(td_error *err)
 {
     return td_vk_probe(err);
