@@ -12,6 +12,11 @@
  *   - matvec chain: one row times a K x K F16 matrix, each its own
  *                   matrix (so none is read from cache), each reading the
  *                   last one's output;
+ *   - ln free:      the same N LayerNorms into N outputs with no barrier
+ *                   between them (the dispatch's own cost);
+ *   - matvec cached: the matvec chain with one matrix for all (2 MB at K
+ *                   1024: from the L2 cache after the first), what a
+ *                   product would cost with its weights already on chip;
  *   - matvec free:  the same N products of one input into N outputs with
  *                   no barrier between them (they may overlap);
  *   - mlp chain:    one row times a 4K x K, then a K x 4K matrix, in turn.
@@ -92,6 +97,22 @@ static void rec_mv_chain(td_vko *o, int i, void *p)
     ctx *c = p;
     td_vko_linear(o, 1, c->k, c->k, c->x[i % 2], c->k, c->w + (uint64_t)i * c->wbytes, 1, c->k, 0,
                   0, 0, c->x[(i + 1) % 2], c->k, 0);
+}
+
+static void rec_ln_free(td_vko *o, int i, void *p)
+{
+    ctx *c = p;
+    if (i == 0)
+        td_vk_concurrent(c->vk, 1);
+    td_vko_layernorm(o, 1, c->k, c->x[0], c->k, c->lnw, c->lnb, c->outs + (uint64_t)i * c->k * 4,
+                     c->k, 0);
+}
+
+static void rec_mv_cached(td_vko *o, int i, void *p)
+{
+    ctx *c = p;
+    td_vko_linear(o, 1, c->k, c->k, c->x[i % 2], c->k, c->w, 1, c->k, 0, 0, 0, c->x[(i + 1) % 2],
+                  c->k, 0);
 }
 
 static void rec_mv_free(td_vko *o, int i, void *p)
@@ -214,9 +235,13 @@ int main(int argc, char **argv)
     printf("vk-dispatch: %s (%s), %d dispatches, K %d\n", in->name, in->driver, n, k);
     double ms = time_it(vk, o, n, rec_ln, &c);
     printf("  ln chain       %8.2f us per dispatch\n", ms * 1e3 / n);
+    ms = time_it(vk, o, n, rec_ln_free, &c); /* td_vk_begin ends concurrency */
+    printf("  ln free        %8.2f us per dispatch\n", ms * 1e3 / n);
     ms = time_it(vk, o, n, rec_mv_chain, &c);
     printf("  matvec chain   %8.2f us per dispatch  (%.0f GB/s of weights)\n", ms * 1e3 / n,
            (double)c.wbytes * n / (ms * 1e6));
+    ms = time_it(vk, o, n, rec_mv_cached, &c);
+    printf("  matvec cached  %8.2f us per dispatch  (one matrix for all)\n", ms * 1e3 / n);
     ms = time_it(vk, o, n, rec_mv_free, &c);
     printf("  matvec free    %8.2f us per dispatch  (%.0f GB/s of weights)\n", ms * 1e3 / n,
            (double)c.wbytes * n / (ms * 1e6));

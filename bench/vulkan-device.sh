@@ -7,8 +7,8 @@
 #   ./bench/vulkan-device.sh pack DIR            (here, after make)
 #   ./bench/vulkan-device.sh run DIR OUT [SECS]  (on the GPU machine)
 #
-# pack copies build/benchbin/vulkan-bench and build/tests/test_vulkan_ops
-# and test_vulkan_backend into DIR/bin, their Debian libraries but glibc's
+# pack copies build/benchbin/vulkan-bench and vk-dispatch and
+# build/tests/test_vulkan_ops and test_vulkan_backend into DIR/bin, their Debian libraries but glibc's
 # and the Vulkan loader into DIR/libs.tar.xz, and Debian's Vulkan loader and
 # glvnd packages into DIR/gl (apt-get download; the NVIDIA driver there
 # needs them). Put DIR in the repository, ignored (.git/info/exclude), and
@@ -29,10 +29,11 @@
 # --step sample) for every variant, ROUNDS (default 2) times interleaved,
 # and last base, small and large-v3 with the variant of the fastest medium
 # encoder (DIMS and MORE_DIMS name others, BENCH_ARGS other arguments;
-# TESTS=0 leaves the tests out, TEST_VARIANTS="V ..." tests those variants
-# only, STATS=0 the --stats runs; PROFILE_BATCHES, default 256, the batches
-# whose step is profiled per shader, with each of PROFILE_VARIANTS, by
-# default the first variant).
+# DISPATCH=1 runs vk-dispatch first; TESTS=0 leaves the tests out,
+# TEST_VARIANTS="V ..." tests those variants only, STATS=0 the --stats
+# runs; PROFILE_BATCHES, default 256, the batches whose step is profiled
+# per shader and in order, with each of PROFILE_VARIANTS, by default the
+# first variant).
 # Steps are skipped once SECS (default 420) have passed, so that the call
 # ends inside its limit. Every log goes to OUT/logs.tar.xz, a summary
 # (rows, pass/fail lines, per-shader times) to OUT/summary.txt as it runs.
@@ -52,7 +53,8 @@ if [ "$mode" = pack ]; then
     # NVIDIA driver's X libraries come along through FFmpeg's
     libs=$stage/libs.txt
     : >"$libs"
-    for b in benchbin/vulkan-bench tests/test_vulkan_ops tests/test_vulkan_backend; do
+    for b in benchbin/vulkan-bench benchbin/vk-dispatch tests/test_vulkan_ops \
+        tests/test_vulkan_backend; do
         [ -x "$top/build/$b" ] || fail "build/$b missing: run make first"
         cp "$top/build/$b" "$dir/bin/" || fail "cp $b"
         ldd "$top/build/$b" >"$stage/ldd.txt" || fail "ldd $b"
@@ -119,10 +121,12 @@ step() {
         timeout -k 10 "$limit" "$@" >"$logs/$name.log" 2>&1
     local rc=$?
     say "== $name [$variant] rc=$rc $(($(date +%s) - s)) s (at $(el) s)"
-    grep -E '^\||GPU time|Register Count|PASSED|FAILED|worst|rel L2|ERROR|order' "$logs/$name.log" |
+    grep -E '^\||GPU time|Register Count|PASSED|FAILED|worst|rel L2|ERROR|order|^  [a-z]' "$logs/$name.log" |
         head -80 >>"$sum"
 }
 
+# DISPATCH=1: first, vk-dispatch (what a dispatch costs by itself)
+[ "${DISPATCH:-0}" = 0 ] || step dispatch 60 default "$bin/vk-dispatch" --n 200 --k 1024
 read -r -a variants <<<"${VARIANTS:-default}"
 dims=${DIMS:-medium}
 n=0
