@@ -88,7 +88,8 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static void print_profile(td_wbackend *b, const char *what, double per)
+/* Returns the dispatches per `per` (a step's, for print_order). */
+static int print_profile(td_wbackend *b, const char *what, double per)
 {
     td_vk_prof pr[32];
     int n = td_wvk_profile_read(b, pr, 32, 1);
@@ -102,14 +103,20 @@ static void print_profile(td_wbackend *b, const char *what, double per)
     for (int i = 0; i < n; i++) /* with --stats: the driver's figures for each */
         if (pr[i].stats && pr[i].stats[0])
             printf("    %s: %s\n", pr[i].name, pr[i].stats);
+    long count = 0;
+    for (int i = 0; i < n; i++)
+        count += pr[i].count;
+    return (int)(count / per + 0.5);
 }
 
-/* The last step's dispatches in the order they ran: which of a layer's
- * products costs what (the totals above merge every shape of a shader). */
-static void print_order(td_wbackend *b)
+/* The last step's dispatches (per_step of them) in the order they ran:
+ * which of a layer's products costs what (the totals above merge every
+ * shape of a shader). */
+static void print_order(td_wbackend *b, int per_step)
 {
     static td_vk_disp d[4096];
-    int n = td_wvk_profile_last(b, d, (int)(sizeof d / sizeof d[0]));
+    int max = per_step < 4096 ? per_step : 4096;
+    int n = td_wvk_profile_last(b, d, max);
     double total = 0;
     for (int i = 0; i < n; i++)
         total += d[i].us;
@@ -418,8 +425,7 @@ int main(int argc, char **argv)
                 td_wvk_profile(b, 0);
                 char what[32];
                 snprintf(what, sizeof what, "step (B=%d)", B);
-                print_profile(b, what, n_tokens);
-                print_order(b);
+                print_order(b, print_profile(b, what, n_tokens));
             }
             if (ms < best && !(profile && r == runs - 1 && runs > 1))
                 best = ms;

@@ -721,8 +721,8 @@ struct td_vk {
     uint32_t query_groups[MAX_QUERIES / 2]; /* workgroups, 0 indirect */
     td_vk_prof prof[MAX_PROF];
     int n_prof;
-    td_vk_disp last[MAX_QUERIES / 2]; /* the last timed submission's dispatches */
-    int n_last;
+    td_vk_disp last[MAX_QUERIES / 2]; /* the latest timed dispatches, a ring */
+    long n_last;           /* dispatches ever put in it (the next goes to n_last % size) */
     /* the driver's pipeline statistics, where td_vk_capture_stats asked
      * for them at open and the device has the extension */
     PFN_vkGetPipelineExecutablePropertiesKHR get_exec_props;
@@ -1423,7 +1423,6 @@ static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
         if (r != VK_SUCCESS)
             return VKFAIL(err, r, "vkGetQueryPoolResults");
         uint64_t mask = vk->facts.ts_bits >= 64 ? ~0ull : (1ull << vk->facts.ts_bits) - 1;
-        vk->n_last = 0;
         for (int q = 0; q + 1 < vk->n_queries; q += 2) {
             int i = vk->query_pipe[q / 2];
             if (i < 0)
@@ -1432,8 +1431,8 @@ static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
             double ms = (double)d * vk->facts.ts_period * 1e-6;
             vk->prof[i].ms += ms;
             vk->prof[i].count++;
-            vk->last[vk->n_last++] = (td_vk_disp){vk->prof[i].name, ms * 1e3,
-                                                  vk->query_groups[q / 2]};
+            vk->last[vk->n_last++ % (MAX_QUERIES / 2)] =
+                (td_vk_disp){vk->prof[i].name, ms * 1e3, vk->query_groups[q / 2]};
         }
         vk->n_queries = 0;
     }
@@ -1501,9 +1500,12 @@ void td_vk_profile(td_vk *vk, int on)
 
 int td_vk_profile_last(const td_vk *vk, td_vk_disp *out, int max)
 {
-    int n = vk->n_last < max ? vk->n_last : max;
-    memcpy(out, vk->last, (size_t)n * sizeof out[0]);
-    return n;
+    long size = MAX_QUERIES / 2, n = vk->n_last < size ? vk->n_last : size;
+    if (n > max)
+        n = max;
+    for (long i = 0; i < n; i++)
+        out[i] = vk->last[(vk->n_last - n + i) % size];
+    return (int)n;
 }
 
 int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset)

@@ -195,9 +195,9 @@ typedef struct td_vk_prof {
 /* The totals per pipeline since the last reset, largest first; returns
  * the count written (at most max). */
 int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset);
-/* The last timed submission's dispatches in the order they ran (which
- * product of a layer costs what: the totals above merge them); returns
- * the count written (at most max). Names as td_vk_prof's. */
+/* The latest max timed dispatches (of the last 4096, over submissions)
+ * in the order they ran: which product of a layer costs what (the totals
+ * above merge them); returns the count written. Names as td_vk_prof's. */
 typedef struct td_vk_disp {
     const char *name;
     double us;

@@ -46,8 +46,8 @@ int td_wvk_set_split_parts(td_wbackend *b, int parts);
 int td_wvk_cm_peak(td_wbackend *b, int mode, int groups, double *tflops, td_error *err);
 
 /* Turn per-dispatch timing on or off, and read the totals per shader
- * (largest first; reset clears them), or the last timed submission's
- * dispatches in order. */
+ * (largest first; reset clears them), or the latest timed dispatches in
+ * order (vk.h's td_vk_profile_last). */
 void td_wvk_profile(td_wbackend *b, int on);
 int td_wvk_profile_read(td_wbackend *b, td_vk_prof *out, int max, int reset);
 int td_wvk_profile_last(const td_wbackend *b, td_vk_disp *out, int max);
