@@ -32,7 +32,9 @@
  * (TD_VULKAN_MATMUL; auto: the per-device trial or its cached answer).
  * With --profile, each figure is followed by the time per shader from
  * timestamp queries around every dispatch (these serialize the dispatches
- * a little; the wall-clock figures are taken without them).
+ * a little; the wall-clock figures are taken without them), and each
+ * step's by the last step's dispatches in order, with their times and
+ * workgroups (a layer's products told apart).
  * With --stats (implies --profile), each profiled shader's statistics as the
  * driver reports them (VK_KHR_pipeline_executable_properties: on NVIDIA
  * registers, shared memory, spills), where the device has the extension.
