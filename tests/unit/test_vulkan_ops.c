@@ -1509,6 +1509,25 @@ static void test_enc_attn(void **state)
     enc_attn_case(1500, 6, 64, 0);
 }
 
+/* TD_VULKAN_ATTN_REG as the process had it before test_enc_attn_coopmat,
+ * put back by its teardown (which runs even where an assertion ended the
+ * test, so that the tests after it see the switch as they would alone). */
+static char *attn_reg_was;
+static int attn_reg_saved;
+
+static int restore_attn_reg(void **state)
+{
+    (void)state;
+    if (!attn_reg_saved)
+        return 0;
+    int rc = attn_reg_was ? setenv("TD_VULKAN_ATTN_REG", attn_reg_was, 1)
+                          : unsetenv("TD_VULKAN_ATTN_REG");
+    free(attn_reg_was);
+    attn_reg_was = NULL;
+    attn_reg_saved = 0;
+    return rc;
+}
+
 /* The encoder attention on the matrix engines, where the device has them:
  * with the scores in registers (enc_attn_cmr.comp, where it passed its
  * check at open: each case prints which ran), then in shared memory
@@ -1523,7 +1542,9 @@ static void test_enc_attn_coopmat(void **state)
         skip();
     }
     const char *was = getenv("TD_VULKAN_ATTN_REG");
-    char *keep = was ? strdup(was) : NULL;
+    attn_reg_was = was ? strdup(was) : NULL;
+    assert_true(!was || attn_reg_was);
+    attn_reg_saved = 1;
     for (int reg = 1; reg >= 0; reg--) {
         assert_int_equal(setenv("TD_VULKAN_ATTN_REG", reg ? "1" : "0", 1), 0);
         enc_attn_case(1, 1, 64, 1);
@@ -1535,11 +1556,6 @@ static void test_enc_attn_coopmat(void **state)
         enc_attn_case_r(1500, 2, 64, 1, 1);
         enc_attn_case_r(300, 3, 32, 1, 1);
     }
-    if (keep)
-        assert_int_equal(setenv("TD_VULKAN_ATTN_REG", keep, 1), 0);
-    else
-        assert_int_equal(unsetenv("TD_VULKAN_ATTN_REG"), 0);
-    free(keep);
 }
 
 /* Decoder attention: rows with their own key offsets and counts, keys
@@ -2224,7 +2240,7 @@ int main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_layernorm_half),
-        cmocka_unit_test(test_enc_attn),      cmocka_unit_test(test_enc_attn_coopmat),
+        cmocka_unit_test(test_enc_attn),      cmocka_unit_test_teardown(test_enc_attn_coopmat, restore_attn_reg),
         cmocka_unit_test(test_dec_attn),
         cmocka_unit_test(test_dec_attn_group),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
