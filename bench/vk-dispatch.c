@@ -7,19 +7,19 @@
  *
  * Records N dispatches in one command buffer and times its submission
  * (wall clock, host wait included, best of 5 after a warm-up), for:
- *   - ln chain:     LayerNorm of one row of K floats, each reading the
- *                   last one's output (a barrier before each);
- *   - matvec chain: one row times a K x K F16 matrix, each its own
- *                   matrix (so none is read from cache), each reading the
- *                   last one's output;
- *   - ln free:      the same N LayerNorms into N outputs with no barrier
- *                   between them (the dispatch's own cost);
+ *   - ln chain:      LayerNorm of one row of K floats, each reading the
+ *                    last one's output (a barrier before each);
+ *   - ln free:       the same N LayerNorms into N outputs with no barrier
+ *                    between them (the dispatch's own cost);
+ *   - matvec chain:  one row times a K x K F16 matrix, each its own
+ *                    matrix (so none is read from cache), each reading
+ *                    the last one's output;
  *   - matvec cached: the matvec chain with one matrix for all (2 MB at K
- *                   1024: from the L2 cache after the first), what a
- *                   product would cost with its weights already on chip;
- *   - matvec free:  the same N products of one input into N outputs with
- *                   no barrier between them (they may overlap);
- *   - mlp chain:    one row times a 4K x K, then a K x 4K matrix, in turn.
+ *                    1024: from the L2 cache after the first), what a
+ *                    product would cost with its weights already on chip;
+ *   - matvec free:   the same N products of one input into N outputs with
+ *                    no barrier between them (they may overlap);
+ *   - mlp chain:     one row times a 4K x K, then a K x 4K matrix, in turn.
  * Per dispatch: ms / N; and for products the bandwidth that makes
  * (weight bytes / time). Then, with --groups G (default 132, an H100's
  * multiprocessors; also G / 2 and 2 G), one persistent dispatch of G

@@ -90,8 +90,7 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Returns the dispatches per `per` (a step's, for print_order). */
-static int print_profile(td_wbackend *b, const char *what, double per)
+static void print_profile(td_wbackend *b, const char *what, double per)
 {
     td_vk_prof pr[32];
     int n = td_wvk_profile_read(b, pr, 32, 1);
@@ -105,26 +104,22 @@ static int print_profile(td_wbackend *b, const char *what, double per)
     for (int i = 0; i < n; i++) /* with --stats: the driver's figures for each */
         if (pr[i].stats && pr[i].stats[0])
             printf("    %s: %s\n", pr[i].name, pr[i].stats);
-    long count = 0;
-    for (int i = 0; i < n; i++)
-        count += pr[i].count;
-    return (int)(count / per + 0.5);
 }
 
-/* The last step's dispatches (per_step of them) in the order they ran:
- * which of a layer's products costs what (the totals above merge every
- * shape of a shader). */
-static void print_order(td_wbackend *b, int per_step)
+/* The last step's dispatches (those timed after td_wvk_profile_count
+ * gave since) in the order they ran: which of a layer's products costs what (the totals
+ * above merge every shape of a shader). */
+static void print_order(td_wbackend *b, uint64_t since)
 {
-    static td_vk_disp d[4096];
-    int max = per_step < 4096 ? per_step : 4096;
-    int n = td_wvk_profile_last(b, d, max);
+    static td_vk_disp d[TD_VK_PROFILE_LAST];
+    uint64_t ran = td_wvk_profile_count(b) - since;
+    int n = td_wvk_profile_last(b, d, ran < TD_VK_PROFILE_LAST ? (int)ran : TD_VK_PROFILE_LAST);
     double total = 0;
     for (int i = 0; i < n; i++)
         total += d[i].us;
     printf("  the last step's %d dispatches in order (us, workgroups), %.1f us:", n, total);
     for (int i = 0; i < n; i++)
-        printf("%s%s %.1f/%u", i % 6 ? " |" : "\n  order: ", d[i].name, d[i].us,
+        printf("%s%s %.1f/%u", i % 6 ? " | " : "\n  order: ", d[i].name, d[i].us,
                (unsigned)d[i].groups);
     printf("\n");
 }
@@ -408,7 +403,10 @@ int main(int argc, char **argv)
             if (profile && r == runs - 1)
                 td_wvk_profile(b, 1);
             double s0 = now_ms();
+            uint64_t step_start = 0; /* dispatches timed before the step (print_order) */
             for (int step = 0; step < n_tokens; step++) {
+                if (profile)
+                    step_start = td_wvk_profile_count(b);
                 if (ops->decode(b, B, seqs, tok, 0, on_dev ? NULL : logits, &err) != TD_OK)
                     die("decode", &err);
                 if (on_dev && ops->sample(b, &smp, B, s_in, s_out, &err) != TD_OK)
@@ -427,7 +425,8 @@ int main(int argc, char **argv)
                 td_wvk_profile(b, 0);
                 char what[32];
                 snprintf(what, sizeof what, "step (B=%d)", B);
-                print_order(b, print_profile(b, what, n_tokens));
+                print_profile(b, what, n_tokens);
+                print_order(b, step_start);
             }
             if (ms < best && !(profile && r == runs - 1 && runs > 1))
                 best = ms;

@@ -8,11 +8,11 @@
 #   ./bench/vulkan-device.sh run DIR OUT [SECS]  (on the GPU machine)
 #
 # pack copies build/benchbin/vulkan-bench and vk-dispatch and
-# build/tests/test_vulkan_ops and test_vulkan_backend into DIR/bin, their Debian libraries but glibc's
-# and the Vulkan loader into DIR/libs.tar.xz, and Debian's Vulkan loader and
-# glvnd packages into DIR/gl (apt-get download; the NVIDIA driver there
-# needs them). Put DIR in the repository, ignored (.git/info/exclude), and
-# carry it.
+# build/tests/test_vulkan_ops and test_vulkan_backend into DIR/bin, their
+# Debian libraries but glibc's and the Vulkan loader into DIR/libs.tar.xz,
+# and Debian's Vulkan loader and glvnd packages into DIR/gl (apt-get
+# download; the NVIDIA driver there needs them). Put DIR in the
+# repository, ignored (.git/info/exclude), and carry it.
 #
 # run unpacks the packages into / (the device's recipe), then for each
 # variant in VARIANTS (space-separated; each "default" or VAR=VALUE with
@@ -121,8 +121,8 @@ step() {
         timeout -k 10 "$limit" "$@" >"$logs/$name.log" 2>&1
     local rc=$?
     say "== $name [$variant] rc=$rc $(($(date +%s) - s)) s (at $(el) s)"
-    grep -E '^\||GPU time|Register Count|PASSED|FAILED|worst|rel L2|ERROR|order|^  [a-z]' "$logs/$name.log" |
-        head -80 >>"$sum"
+    grep -E '^\||GPU time|Register Count|PASSED|FAILED|worst|rel L2|ERROR|order|per (dispatch|phase)' \
+        "$logs/$name.log" | head -80 >>"$sum"
 }
 
 # DISPATCH=1: first, vk-dispatch (what a dispatch costs by itself)

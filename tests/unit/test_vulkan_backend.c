@@ -937,7 +937,7 @@ static void test_sample_entry(void **state)
 }
 
 /* The scripted token at position pos of sequence seq: SOT first, then
- * a fixed pseudo-random text token (the step tests' inputs). */
+ * a fixed pseudo-random text token (test_step_submits' inputs). */
 static int32_t script_token(const td_wspecial *sp, int seq, int pos)
 {
     return pos == 0 ? sp->sot : (int32_t)((seq * 131 + pos * 977) % sp->eot);

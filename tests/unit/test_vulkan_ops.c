@@ -2009,6 +2009,7 @@ static void test_profile(void **state)
 {
     (void)state;
     NEED_DEVICE();
+    uint64_t before = td_vk_profile_count(vk);
     td_vk_profile(vk, 1);
     float x[64 * 64];
     for (int i = 0; i < 64 * 64; i++)
@@ -2029,6 +2030,16 @@ static void test_profile(void **state)
         assert_int_equal(pr[0].count, 3);
         assert_true(pr[0].ms > 0);
         printf("# 3 matmuls 64^3: %.3f ms by timestamps\n", pr[0].ms);
+        /* the same three in order: the latest first asked for two */
+        assert_true(td_vk_profile_count(vk) - before == 3);
+        td_vk_disp d[8];
+        assert_int_equal(td_vk_profile_last(vk, d, 8) >= 3, 1);
+        assert_int_equal(td_vk_profile_last(vk, d, -1), 0);
+        assert_int_equal(td_vk_profile_last(vk, d, 2), 2);
+        for (int i = 0; i < 2; i++) {
+            assert_string_equal(d[i].name, "matmul_f32");
+            assert_true(d[i].us > 0 && d[i].groups > 0);
+        }
     }
     free(oread(&y, 0, 0, 0));
     td_vk_buf_destroy(vk, &b);
@@ -2240,9 +2251,9 @@ int main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_layernorm_half),
-        cmocka_unit_test(test_enc_attn),      cmocka_unit_test_teardown(test_enc_attn_coopmat, restore_attn_reg),
-        cmocka_unit_test(test_dec_attn),
-        cmocka_unit_test(test_dec_attn_group),
+        cmocka_unit_test(test_enc_attn),
+        cmocka_unit_test_teardown(test_enc_attn_coopmat, restore_attn_reg),
+        cmocka_unit_test(test_dec_attn),      cmocka_unit_test(test_dec_attn_group),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
         cmocka_unit_test(test_rows_trial),
         cmocka_unit_test(test_no_driver),

@@ -721,8 +721,8 @@ struct td_vk {
     uint32_t query_groups[MAX_QUERIES / 2]; /* workgroups, 0 indirect */
     td_vk_prof prof[MAX_PROF];
     int n_prof;
-    td_vk_disp last[MAX_QUERIES / 2]; /* the latest timed dispatches, a ring */
-    long n_last;           /* dispatches ever put in it (the next goes to n_last % size) */
+    td_vk_disp last[TD_VK_PROFILE_LAST]; /* the latest timed dispatches, a ring */
+    uint64_t n_last;       /* dispatches ever put in it (the next goes to n_last % size) */
     /* the driver's pipeline statistics, where td_vk_capture_stats asked
      * for them at open and the device has the extension */
     PFN_vkGetPipelineExecutablePropertiesKHR get_exec_props;
@@ -1431,7 +1431,7 @@ static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
             double ms = (double)d * vk->facts.ts_period * 1e-6;
             vk->prof[i].ms += ms;
             vk->prof[i].count++;
-            vk->last[vk->n_last++ % (MAX_QUERIES / 2)] =
+            vk->last[vk->n_last++ % TD_VK_PROFILE_LAST] =
                 (td_vk_disp){vk->prof[i].name, ms * 1e3, vk->query_groups[q / 2]};
         }
         vk->n_queries = 0;
@@ -1500,12 +1500,19 @@ void td_vk_profile(td_vk *vk, int on)
 
 int td_vk_profile_last(const td_vk *vk, td_vk_disp *out, int max)
 {
-    long size = MAX_QUERIES / 2, n = vk->n_last < size ? vk->n_last : size;
-    if (n > max)
-        n = max;
-    for (long i = 0; i < n; i++)
+    uint64_t size = TD_VK_PROFILE_LAST, n = vk->n_last < size ? vk->n_last : size;
+    if (max < 0)
+        max = 0;
+    if (n > (uint64_t)max)
+        n = (uint64_t)max;
+    for (uint64_t i = 0; i < n; i++)
         out[i] = vk->last[(vk->n_last - n + i) % size];
     return (int)n;
+}
+
+uint64_t td_vk_profile_count(const td_vk *vk)
+{
+    return vk->n_last;
 }
 
 int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset)

@@ -195,15 +195,20 @@ typedef struct td_vk_prof {
 /* The totals per pipeline since the last reset, largest first; returns
  * the count written (at most max). */
 int td_vk_profile_read(td_vk *vk, td_vk_prof *out, int max, int reset);
-/* The latest max timed dispatches (of the last 4096, over submissions)
- * in the order they ran: which product of a layer costs what (the totals
- * above merge them); returns the count written. Names as td_vk_prof's. */
 typedef struct td_vk_disp {
-    const char *name;
+    const char *name;      /* as td_vk_prof's (valid while the pipeline lives) */
     double us;
     uint32_t groups;       /* workgroups; 0 for an indirect dispatch */
 } td_vk_disp;
+/* The latest timed dispatches kept, over submissions */
+#define TD_VK_PROFILE_LAST 4096
+/* The latest max (at most TD_VK_PROFILE_LAST) timed dispatches in the
+ * order they ran: which product of a layer costs what (the totals above
+ * merge them); returns the count written. td_vk_profile_count: how many
+ * dispatches have been timed since open (the difference of two readings
+ * is what a piece of work ran). */
 int td_vk_profile_last(const td_vk *vk, td_vk_disp *out, int max);
+uint64_t td_vk_profile_count(const td_vk *vk);
 
 /* Devices opened from now on (on: 1) capture their pipelines' statistics
  * where they have VK_KHR_pipeline_executable_properties: the driver's

@@ -544,6 +544,11 @@ int td_wvk_profile_last(const td_wbackend *b, td_vk_disp *out, int max)
     return td_vk_profile_last(b->vk, out, max);
 }
 
+uint64_t td_wvk_profile_count(const td_wbackend *b)
+{
+    return td_vk_profile_count(b->vk);
+}
+
 static int vk_probe(td_error *err)
 {
     return td_vk_probe(err);

@@ -51,6 +51,7 @@ int td_wvk_cm_peak(td_wbackend *b, int mode, int groups, double *tflops, td_erro
 void td_wvk_profile(td_wbackend *b, int on);
 int td_wvk_profile_read(td_wbackend *b, td_vk_prof *out, int max, int reset);
 int td_wvk_profile_last(const td_wbackend *b, td_vk_disp *out, int max);
+uint64_t td_wvk_profile_count(const td_wbackend *b);
 
 /* sample() on the device since open: calls, rows, and rows whose float
  * sums left a near-tie that the host decided on the row read back
