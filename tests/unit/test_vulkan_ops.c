@@ -1509,22 +1509,38 @@ static void test_enc_attn(void **state)
     enc_attn_case(1500, 6, 64, 0);
 }
 
-/* TD_VULKAN_ATTN_REG as the process had it before test_enc_attn_coopmat,
- * put back by its teardown (which runs even where an assertion ended the
- * test, so that the tests after it see the switch as they would alone). */
-static char *attn_reg_was;
-static int attn_reg_saved;
+/* Environment variables a test changes, as the process had them before:
+ * env_keep(name) before the change, and the test's teardown env_restore
+ * puts them back (a teardown runs even where an assertion ended the test,
+ * so the tests after it see the variables as they would alone). */
+static struct {
+    const char *name;
+    char *value; /* NULL: unset */
+} env_kept[4];
+static int n_env_kept;
 
-static int restore_attn_reg(void **state)
+static void env_keep(const char *name)
+{
+    assert_true(n_env_kept < (int)(sizeof env_kept / sizeof env_kept[0]));
+    const char *v = getenv(name);
+    char *copy = v ? strdup(v) : NULL;
+    assert_true(!v || copy);
+    env_kept[n_env_kept].name = name;
+    env_kept[n_env_kept++].value = copy;
+}
+
+static int env_restore(void **state)
 {
     (void)state;
-    if (!attn_reg_saved)
-        return 0;
-    int rc = attn_reg_was ? setenv("TD_VULKAN_ATTN_REG", attn_reg_was, 1)
-                          : unsetenv("TD_VULKAN_ATTN_REG");
-    free(attn_reg_was);
-    attn_reg_was = NULL;
-    attn_reg_saved = 0;
+    int rc = 0;
+    while (n_env_kept > 0) { /* the latest first: a name kept twice ends as it began */
+        n_env_kept--;
+        const char *name = env_kept[n_env_kept].name;
+        char *v = env_kept[n_env_kept].value;
+        if ((v ? setenv(name, v, 1) : unsetenv(name)) != 0)
+            rc = -1;
+        free(v);
+    }
     return rc;
 }
 
@@ -1541,10 +1557,7 @@ static void test_enc_attn_coopmat(void **state)
         printf("# skipped: no cooperative-matrix path\n");
         skip();
     }
-    const char *was = getenv("TD_VULKAN_ATTN_REG");
-    attn_reg_was = was ? strdup(was) : NULL;
-    assert_true(!was || attn_reg_was);
-    attn_reg_saved = 1;
+    env_keep("TD_VULKAN_ATTN_REG");
     for (int reg = 1; reg >= 0; reg--) {
         assert_int_equal(setenv("TD_VULKAN_ATTN_REG", reg ? "1" : "0", 1), 0);
         enc_attn_case(1, 1, 64, 1);
@@ -2059,8 +2072,7 @@ static void test_rows_trial(void **state)
     NEED_DEVICE();
     char dir[] = "/tmp/td-rows-trial-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    const char *old = getenv("XDG_CACHE_HOME");
-    char *saved = old ? strdup(old) : NULL;
+    env_keep("XDG_CACHE_HOME");
     assert_int_equal(setenv("XDG_CACHE_HOME", dir, 1), 0);
     char why[1024];
     td_error err = {0};
@@ -2104,12 +2116,6 @@ static void test_rows_trial(void **state)
     snprintf(path, sizeof path, "%s/tapedeck", dir);
     assert_int_equal(rmdir(path), 0);
     assert_int_equal(rmdir(dir), 0);
-    if (saved) {
-        assert_int_equal(setenv("XDG_CACHE_HOME", saved, 1), 0);
-        free(saved);
-    } else {
-        assert_int_equal(unsetenv("XDG_CACHE_HOME"), 0);
-    }
 }
 
 /* A loader without a driver: "unavailable", with the reason, no crash.
@@ -2211,8 +2217,7 @@ static void test_barrier_switch(void **state)
         const char *value;
         int rc;
     } cases[] = {{"sideways", TD_EINVAL}, {"wide", TD_OK}, {"narrow", TD_OK}, {"", TD_OK}};
-    const char *old = getenv("TD_VULKAN_BARRIER");
-    char *saved = old ? strdup(old) : NULL;
+    env_keep("TD_VULKAN_BARRIER");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(setenv("TD_VULKAN_BARRIER", cases[i].value, 1), 0);
         td_error err = {0};
@@ -2230,18 +2235,14 @@ static void test_barrier_switch(void **state)
             td_vk_close(v);
         }
     }
-    if (saved)
-        assert_int_equal(setenv("TD_VULKAN_BARRIER", saved, 1), 0);
-    else
-        assert_int_equal(unsetenv("TD_VULKAN_BARRIER"), 0);
-    free(saved);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_switch_refusals), cmocka_unit_test(test_barrier_switch),
+        cmocka_unit_test(test_switch_refusals),
+        cmocka_unit_test_teardown(test_barrier_switch, env_restore),
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
         cmocka_unit_test(test_linear_matvec_packed), cmocka_unit_test(test_linear_qkv),
@@ -2252,10 +2253,10 @@ int main(void)
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_layernorm_half),
         cmocka_unit_test(test_enc_attn),
-        cmocka_unit_test_teardown(test_enc_attn_coopmat, restore_attn_reg),
+        cmocka_unit_test_teardown(test_enc_attn_coopmat, env_restore),
         cmocka_unit_test(test_dec_attn),      cmocka_unit_test(test_dec_attn_group),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
-        cmocka_unit_test(test_rows_trial),
+        cmocka_unit_test_teardown(test_rows_trial, env_restore),
         cmocka_unit_test(test_no_driver),
     };
     const char *filter = getenv("TEST_FILTER"); /* e.g. TEST_FILTER='test_linear_coopmat' */
