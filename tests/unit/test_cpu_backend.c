@@ -25,6 +25,7 @@
  *     top-k ties, the temperature draw, no-speech, NaN and masked rows;
  *   - the backend table.
  */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -895,6 +896,9 @@ static void test_errors(void **state)
     bad = (td_wseq){.slot = 0, .window = 0, .n_past = 13, .n_tokens = 4}; /* cache */
     assert_int_equal(td_wbackend_cpu.decode(b, 1, &bad, t, 0, lg, &err), TD_EINVAL);
     bad = (td_wseq){.slot = 0, .window = 0, .n_past = -1, .n_tokens = 1};
+    assert_int_equal(td_wbackend_cpu.decode(b, 1, &bad, t, 0, lg, &err), TD_EINVAL);
+    /* a position whose sum with the count would wrap past INT_MAX */
+    bad = (td_wseq){.slot = 0, .window = 0, .n_past = INT_MAX - 1, .n_tokens = 4};
     assert_int_equal(td_wbackend_cpu.decode(b, 1, &bad, t, 0, lg, &err), TD_EINVAL);
     int32_t badtok[1] = {nv};
     assert_int_equal(td_wbackend_cpu.decode(b, 1, &one, badtok, 0, lg, &err), TD_EINVAL);

@@ -1196,7 +1196,9 @@ static void test_refusals(void **state)
     assert_int_equal(VK->encode(b, 1, &w, mels, &err), TD_EINVAL); /* out of range */
     w = 0;
     assert_int_equal(VK->encode(b, 1, &w, mels, &err), TD_OK);
-    td_wseq badseq[] = {{2, 0, 0, 1}, {0, 1, 0, 1}, {0, 0, 440, 9}, {0, 0, 0, 33}, {0, 0, -1, 1}};
+    /* ... the last: positions whose sum with the count would wrap */
+    td_wseq badseq[] = {{2, 0, 0, 1},  {0, 1, 0, 1},  {0, 0, 440, 9},
+                        {0, 0, 0, 33}, {0, 0, -1, 1}, {0, 0, INT_MAX - 2, 8}};
     for (size_t i = 0; i < sizeof badseq / sizeof badseq[0]; i++)
         assert_int_equal(VK->decode(b, 1, &badseq[i], &tok, 0, lg, &err), TD_EINVAL);
     td_wseq two[2] = {{0, 0, 0, 1}, {0, 0, 0, 1}}; /* one slot twice */

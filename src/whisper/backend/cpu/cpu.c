@@ -988,9 +988,12 @@ static int seqs_check(td_wbackend *b, int n_seq, const td_wseq *seqs, const int3
         if (q->n_tokens < 1 || q->n_tokens > L->max_batch)
             return td_error_set(err, TD_EINVAL, "cpu backend: %d tokens in one call, at most %d",
                                 q->n_tokens, L->max_batch);
-        if (q->n_past < 0 || q->n_past + q->n_tokens > L->max_tokens)
-            return td_error_set(err, TD_EINVAL, "cpu backend: positions %d..%d past the cache (%d)",
-                                q->n_past, q->n_past + q->n_tokens - 1, L->max_tokens);
+        /* n_tokens is 1..max_batch here, so the subtraction cannot wrap
+         * (n_past + n_tokens could, for an n_past near INT_MAX) */
+        if (q->n_past < 0 || q->n_past > L->max_tokens - q->n_tokens)
+            return td_error_set(err, TD_EINVAL,
+                                "cpu backend: positions %d..%lld past the cache (%d)", q->n_past,
+                                (long long)q->n_past + q->n_tokens - 1, L->max_tokens);
         if (R > L->R - q->n_tokens)
             return td_error_set(err, TD_EINVAL, "cpu backend: more than %d tokens in one call",
                                 L->R);

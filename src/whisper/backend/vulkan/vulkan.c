@@ -1297,9 +1297,13 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
         if (q->n_tokens < 1 || q->n_tokens > P->max_batch)
             return td_error_set(err, TD_EINVAL, "vulkan backend: %d tokens for one sequence (1..%d)",
                                 (int)q->n_tokens, P->max_batch);
-        if (q->n_past < 0 || q->n_past + q->n_tokens > P->max_tokens)
-            return td_error_set(err, TD_EINVAL, "vulkan backend: positions %d..%d past the cache (%d)",
-                                (int)q->n_past, (int)(q->n_past + q->n_tokens - 1), P->max_tokens);
+        /* n_tokens is 1..max_batch here, so the subtraction cannot wrap
+         * (n_past + n_tokens could, for an n_past near INT_MAX) */
+        if (q->n_past < 0 || q->n_past > P->max_tokens - q->n_tokens)
+            return td_error_set(err, TD_EINVAL,
+                                "vulkan backend: positions %d..%lld past the cache (%d)",
+                                (int)q->n_past, (long long)q->n_past + q->n_tokens - 1,
+                                P->max_tokens);
         R += q->n_tokens;
         if (R > P->max_rows)
             return td_error_set(err, TD_EINVAL, "vulkan backend: more than %d rows in one call",
