@@ -943,6 +943,47 @@ static int32_t script_token(const td_wspecial *sp, int seq, int pos)
     return pos == 0 ? sp->sot : (int32_t)((seq * 131 + pos * 977) % sp->eot);
 }
 
+/* A profiled step whose submission fails (injected) leaves no stale
+ * timestamps behind: the same shape replayed after it, unprofiled, runs
+ * and gives the logits it gave before (review: the failed submission's
+ * query count was once read back for every replay after it, each failing
+ * in vkGetQueryPoolResults). */
+static void test_profile_failed_submit(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    td_error err = {0};
+    td_wbackend *b = open_vk(f.m, 2, 1, &err);
+    int w0 = 0;
+    const float *mels[1] = {f.mel};
+    if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)
+        fail_msg("encode: %s", err.msg);
+    int nv = f.m->hp.n_vocab;
+    float *lg = malloc((size_t)2 * nv * sizeof *lg);
+    assert_non_null(lg);
+    td_wseq q = {0, 0, 0, 1};
+    int32_t tok = f.m->sp.sot;
+    /* recorded, then replayed: the shape is kept */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(VK->decode(b, 1, &q, &tok, 0, lg, &err), TD_OK);
+    td_wvk_profile(b, 1);
+    td_vk_fail_submit(1);
+    assert_int_equal(VK->decode(b, 1, &q, &tok, 0, lg + nv, &err), TD_ENOMEM);
+    td_vk_fail_submit(0);
+    td_wvk_profile(b, 0);
+    for (int i = 0; i < 2; i++) {
+        if (VK->decode(b, 1, &q, &tok, 0, lg + nv, &err) != TD_OK)
+            fail_msg("replay %d after the failed profiled step: %s", i, err.msg);
+        assert_memory_equal(lg, lg + nv, (size_t)nv * sizeof *lg);
+    }
+    free(lg);
+    VK->close(b);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
 /* A decode step whose logits stay on the device runs in the next call's
  * submission (sample(), or a kv_copy that follows it; any other call runs
  * it first): the same results as a submission each
@@ -1377,6 +1418,7 @@ int main(void)
         cmocka_unit_test(test_encode_batched),
         cmocka_unit_test(test_encode_after_big_step),
         cmocka_unit_test(test_sample_entry), cmocka_unit_test(test_step_submits),
+        cmocka_unit_test(test_profile_failed_submit),
         cmocka_unit_test(test_align_weights),
         cmocka_unit_test(test_align_weights_cross16),
         cmocka_unit_test(test_refusals),

@@ -1189,6 +1189,7 @@ int td_vk_begin_cached(td_vk *vk, uint64_t key, int *replay, td_error *err)
         vk->cur_kept = slot;
         vk->replaying = 1;
         vk->recording = 1;
+        vk->n_queries = 0; /* a kept recording has no timestamps */
         *replay = 1;
         return TD_OK;
     }
@@ -1385,6 +1386,11 @@ static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
 {
     VkCommandBuffer cmds[2];
     int later_kept = vk->later ? vk->later_kept : -1;
+    /* the timestamps this submission's recording wrote: read below once it
+     * ran, and forgotten whatever happens, so that a failed submission's
+     * count is never taken for a later (replayed) one's */
+    int n_queries = vk->n_queries;
+    vk->n_queries = 0;
     uint32_t n = 0;
     if (vk->later)
         cmds[n++] = vk->later;
@@ -1415,15 +1421,15 @@ static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
         vk->kept[kept].valid = 1;
     if (later_kept >= 0)
         vk->kept[later_kept].valid = 1;
-    if (vk->n_queries > 0) {
+    if (n_queries > 0) {
         uint64_t ts[MAX_QUERIES];
-        r = vk->f.vkGetQueryPoolResults(vk->dev, vk->qpool, 0, (uint32_t)vk->n_queries,
+        r = vk->f.vkGetQueryPoolResults(vk->dev, vk->qpool, 0, (uint32_t)n_queries,
                                         sizeof ts, ts, sizeof ts[0],
                                         VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
         if (r != VK_SUCCESS)
             return VKFAIL(err, r, "vkGetQueryPoolResults");
         uint64_t mask = vk->facts.ts_bits >= 64 ? ~0ull : (1ull << vk->facts.ts_bits) - 1;
-        for (int q = 0; q + 1 < vk->n_queries; q += 2) {
+        for (int q = 0; q + 1 < n_queries; q += 2) {
             int i = vk->query_pipe[q / 2];
             if (i < 0)
                 continue;
@@ -1434,7 +1440,6 @@ static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
             vk->last[vk->n_last++ % TD_VK_PROFILE_LAST] =
                 (td_vk_disp){vk->prof[i].name, ms * 1e3, vk->query_groups[q / 2]};
         }
-        vk->n_queries = 0;
     }
     return TD_OK;
 }
