@@ -943,6 +943,45 @@ static int32_t script_token(const td_wspecial *sp, int seq, int pos)
     return pos == 0 ? sp->sot : (int32_t)((seq * 131 + pos * 977) % sp->eot);
 }
 
+/* A submission whose wait times out (injected; a hung device gives
+ * this) breaks the device: that call and every later one fail with
+ * TD_EENGINE, nothing is recorded into buffers that may still be in use,
+ * and close waits for the device and leaves nothing alive; a new open
+ * works. */
+static void test_wait_timeout(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    fset f;
+    fset_load("en-d64-f32", &f);
+    td_error err = {0};
+    td_wbackend *b = open_vk(f.m, 2, 1, &err);
+    int w0 = 0;
+    const float *mels[1] = {f.mel};
+    if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)
+        fail_msg("encode: %s", err.msg);
+    float *lg = malloc((size_t)f.m->hp.n_vocab * sizeof *lg);
+    assert_non_null(lg);
+    td_wseq q = {0, 0, 0, 1};
+    int32_t tok = f.m->sp.sot;
+    assert_int_equal(VK->decode(b, 1, &q, &tok, 0, lg, &err), TD_OK);
+    td_vk_fail_wait(1);
+    assert_int_equal(VK->decode(b, 1, &q, &tok, 0, lg, &err), TD_EENGINE);
+    assert_non_null(strstr(err.msg, "did not finish"));
+    assert_int_equal(VK->decode(b, 1, &q, &tok, 0, lg, &err), TD_EENGINE);
+    assert_non_null(strstr(err.msg, "takes no more work"));
+    assert_int_equal(VK->encode(b, 1, &w0, mels, &err), TD_EENGINE);
+    VK->close(b);
+    assert_int_equal(td_vk_live(), 0);
+    b = open_vk(f.m, 2, 1, &err);
+    assert_int_equal(VK->encode(b, 1, &w0, mels, &err), TD_OK);
+    assert_int_equal(VK->decode(b, 1, &q, &tok, 0, lg, &err), TD_OK);
+    VK->close(b);
+    free(lg);
+    fset_free(&f);
+    assert_int_equal(td_vk_live(), 0);
+}
+
 /* A profiled step whose submission fails (injected) leaves no stale
  * timestamps behind: the same shape replayed after it, unprofiled, runs
  * and gives the logits it gave before (review: the failed submission's
@@ -1418,7 +1457,7 @@ int main(void)
         cmocka_unit_test(test_encode_batched),
         cmocka_unit_test(test_encode_after_big_step),
         cmocka_unit_test(test_sample_entry), cmocka_unit_test(test_step_submits),
-        cmocka_unit_test(test_profile_failed_submit),
+        cmocka_unit_test(test_profile_failed_submit), cmocka_unit_test(test_wait_timeout),
         cmocka_unit_test(test_align_weights),
         cmocka_unit_test(test_align_weights_cross16),
         cmocka_unit_test(test_refusals),

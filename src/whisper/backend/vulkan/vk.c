@@ -33,6 +33,7 @@
 static _Atomic long g_fail_at; /* allocations until the failing one; 0 = none */
 static _Atomic long g_fail_submit; /* submissions until the failing one; 0 = none (set from a
                                     * signal handler by a test: lock-free, so signal-safe) */
+static _Atomic long g_fail_wait; /* host waits until the one that times out; 0 = none */
 static _Atomic long g_live;
 
 static _Atomic int g_capture_stats; /* td_vk_capture_stats */
@@ -50,6 +51,11 @@ void td_vk_fail_alloc(long n)
 void td_vk_fail_submit(long n)
 {
     g_fail_submit = n;
+}
+
+void td_vk_fail_wait(long n)
+{
+    g_fail_wait = n;
 }
 
 long td_vk_live(void)
@@ -159,6 +165,7 @@ void td_vk_free(void *p)
     X(vkResetFences) \
     X(vkWaitForFences) \
     X(vkQueueSubmit) \
+    X(vkDeviceWaitIdle) \
     X(vkCreateQueryPool) \
     X(vkDestroyQueryPool) \
     X(vkCmdResetQueryPool) \
@@ -715,6 +722,11 @@ struct td_vk {
     unsigned long later_lost; /* submissions that failed with a kept one in them */
     td_error later_err;    /* the last such failure */
     int wide_barriers;     /* TD_VULKAN_BARRIER=wide: every barrier as a transfer's */
+    /* a submission that never finished (its wait timed out) or a lost
+     * device: its command buffers and fence may still be in use, so
+     * nothing is recorded or submitted again, and close waits for the
+     * device before destroying anything */
+    int broken;
     int profiling;
     int n_queries;
     int query_pipe[MAX_QUERIES / 2];
@@ -990,6 +1002,11 @@ void td_vk_close(td_vk *vk)
 {
     if (!vk)
         return;
+    /* after a submission that never finished, its buffers may be in use:
+     * wait for the device (a lost one answers at once); the result does
+     * not matter, only that nothing runs any more */
+    if (vk->broken)
+        (void)vk->f.vkDeviceWaitIdle(vk->dev);
     td_vk_buf_destroy(vk, &vk->staging);
     if (vk->qpool)
         vk->f.vkDestroyQueryPool(vk->dev, vk->qpool, NULL);
@@ -1125,8 +1142,17 @@ void td_vk_buf_destroy(td_vk *vk, td_vk_buf *b)
 /* Recording                                                            */
 
 /* Start recording into vk->cmd (reset first). */
+static int refuse_broken(td_error *err)
+{
+    return td_error_set(err, TD_EENGINE,
+                        "vulkan: the device lost a submission or never finished one earlier; "
+                        "it takes no more work (close and open it again)");
+}
+
 static int begin_cmd(td_vk *vk, VkCommandBufferUsageFlags flags, td_error *err)
 {
+    if (vk->broken)
+        return refuse_broken(err);
     VkResult r = vk->f.vkResetCommandBuffer(vk->cmd, 0);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkResetCommandBuffer");
@@ -1400,6 +1426,8 @@ static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
     vk->later_kept = -1;
     if (n == 0)
         return TD_OK;
+    if (vk->broken)
+        return refuse_broken(err);
     VkResult r = vk->f.vkResetFences(vk->dev, 1, &vk->fence);
     if (r != VK_SUCCESS)
         return VKFAIL(err, r, "vkResetFences");
@@ -1410,13 +1438,24 @@ static int submit_both(td_vk *vk, VkCommandBuffer cmd, int kept, td_error *err)
      * for the work returns (vkQueueSubmit may: out of device memory) */
     r = count_down(&g_fail_submit) ? VK_ERROR_OUT_OF_DEVICE_MEMORY
                                    : vk->f.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
-    if (r != VK_SUCCESS)
+    if (r != VK_SUCCESS) {
+        vk->broken = r == VK_ERROR_DEVICE_LOST;
         return VKFAIL(err, r, "vkQueueSubmit");
-    r = vk->f.vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE,
-                              vk->facts.info.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? WAIT_CPU_NS
-                                                                                        : WAIT_NS);
-    if (r != VK_SUCCESS)
+    }
+    /* an injected time-out is what a hung submission gives (after the
+     * real wait, so the work has ended when a test closes the device) */
+    uint64_t wait_ns =
+        vk->facts.info.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? WAIT_CPU_NS : WAIT_NS;
+    r = vk->f.vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, wait_ns);
+    if (r == VK_SUCCESS && count_down(&g_fail_wait))
+        r = VK_TIMEOUT;
+    if (r != VK_SUCCESS) {
+        vk->broken = 1; /* VK_TIMEOUT: still running; anything else: lost */
+        if (r == VK_TIMEOUT)
+            return td_error_set(err, TD_EENGINE, "vulkan: a submission did not finish in %d s",
+                                (int)(wait_ns / 1000000000ull));
         return VKFAIL(err, r, "vkWaitForFences");
+    }
     if (kept >= 0)
         vk->kept[kept].valid = 1;
     if (later_kept >= 0)

@@ -224,6 +224,10 @@ void td_vk_fail_alloc(long n);
 /* The n-th queue submission from now fails as out of device memory (a
  * scene's run-time failure, after open); 0 = none. */
 void td_vk_fail_submit(long n);
+/* The n-th host wait for a submission from now reports a time-out (as a
+ * hung one would; the work itself ran): the device then refuses more
+ * work, TD_EENGINE, until closed; 0 = none. */
+void td_vk_fail_wait(long n);
 /* Allocations and Vulkan objects alive, over every device (the shared
  * instance, which outlives them, is not counted). */
 long td_vk_live(void);
