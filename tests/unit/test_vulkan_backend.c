@@ -1251,9 +1251,13 @@ static void test_refusals(void **state)
     big.max_seq = 8;
     assert_true(VK->memory_need(&f.m->hp, f.m->wtype, &big) >
                 VK->memory_need(&f.m->hp, f.m->wtype, &cfg));
+    /* 256 x 448 rows by default: capped at 65535 a call, not refused */
+    td_wconfig many = {.max_seq = 256};
+    assert_true(VK->memory_need(&f.m->hp, f.m->wtype, &many) > 0);
     td_wconfig bad[] = {{.max_seq = 0}, {.max_seq = 2, .max_tokens = 449},
                         {.max_seq = 2, .max_batch_tokens = 500}, {.max_seq = 2, .max_windows = -1},
-                        {.max_seq = 2, .max_rows = 1 << 20}, {.max_seq = 2, .compute = 7}};
+                        {.max_seq = 2, .max_rows = 1 << 20}, {.max_seq = 2, .compute = 7},
+                        {.max_seq = 256, .max_rows = 65536}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         td_error err = {0};
         td_wbackend *b = NULL;

@@ -85,6 +85,10 @@
 #define ALIGN 256ull
 #define MAX_SEQ_LIMIT 1024
 #define MAX_WINDOWS_LIMIT 256
+/* Rows (tokens) one decode call may carry: the recordings' keys hold a
+ * row count in 16 bits (vk_decode), and the shaders index a step's
+ * buffers in 32 bits (logits of every row: rows x n_vocab floats) */
+#define MAX_ROWS_LIMIT 65535
 /* The encoder runs ENC_BATCH_MAX windows at once where the configuration
  * has that many slots (products of that many times n_audio_ctx rows:
  * fuller grids, fewer dispatches; a transcription hands a GPU backend 4
@@ -277,6 +281,8 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
         return td_error_set(err, TD_EINVAL, "vulkan backend: max_windows %d not in 1..%d",
                             cfg->max_windows, MAX_WINDOWS_LIMIT), -1;
     int64_t rows_all = (int64_t)P->max_seq * P->max_batch;
+    if (rows_all > MAX_ROWS_LIMIT)
+        rows_all = MAX_ROWS_LIMIT;
     if (cfg->max_rows < 0 || cfg->max_rows > rows_all)
         return td_error_set(err, TD_EINVAL, "vulkan backend: max_rows %d not in 1..%lld",
                             cfg->max_rows, (long long)rows_all), -1;
@@ -1381,6 +1387,7 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
         b->ops_gen = gen;
     }
     uint64_t n_split = ((uint64_t)max_self + TD_VKO_ATT_SPLIT - 1) / TD_VKO_ATT_SPLIT;
+    /* R and rows_out fit 16 bits (MAX_ROWS_LIMIT), n_split 16 */
     uint64_t key = (uint64_t)R | (uint64_t)rows_out << 16 | n_split << 32 |
                    (uint64_t)(all_logits != 0) << 48 | (uint64_t)(logits != NULL) << 49;
     int replay = 0;

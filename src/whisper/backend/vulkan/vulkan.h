@@ -14,6 +14,9 @@
  * instead, as for many rows), TD_VULKAN_QKV=0 makes its few-row q, k
  * and v three products instead of one.
  *
+ * Configuration: one decode call carries at most 65535 rows (max_rows
+ * 0 means max_seq x max_batch_tokens capped there; more is refused).
+ *
  * Only built with the Vulkan build (the Makefile's optional part,
  * TD_HAVE_VULKAN).
  */
