@@ -1251,6 +1251,17 @@ static void test_refusals(void **state)
     big.max_seq = 8;
     assert_true(VK->memory_need(&f.m->hp, f.m->wtype, &big) >
                 VK->memory_need(&f.m->hp, f.m->wtype, &cfg));
+    /* models the backend cannot take: encoder heads of 48 floats (its
+     * attention is compiled for 16, 32, 64 and 128); weights past its 64
+     * allocations (64 layers of 4096 floats as F32) */
+    td_whparams h48 = f.m->hp, huge = f.m->hp;
+    h48.n_audio_state = 384;
+    h48.n_audio_head = 8;
+    assert_int_equal(VK->memory_need(&h48, f.m->wtype, &cfg), -1);
+    huge.n_audio_state = 4096;
+    huge.n_audio_head = 32;
+    huge.n_audio_layer = 64;
+    assert_int_equal(VK->memory_need(&huge, TD_WT_F32, &cfg), -1);
     /* 256 x 448 rows by default: capped at 65535 a call, not refused */
     td_wconfig many = {.max_seq = 256};
     assert_true(VK->memory_need(&f.m->hp, f.m->wtype, &many) > 0);

@@ -89,6 +89,7 @@
  * row count in 16 bits (vk_decode), and the shaders index a step's
  * buffers in 32 bits (logits of every row: rows x n_vocab floats) */
 #define MAX_ROWS_LIMIT 65535
+#define MAX_CHUNKS 64     /* the weights' allocations (CHUNK bytes at most each) */
 /* The encoder runs ENC_BATCH_MAX windows at once where the configuration
  * has that many slots (products of that many times n_audio_ctx rows:
  * fuller grids, fewer dispatches; a transcription hands a GPU backend 4
@@ -119,7 +120,7 @@ typedef struct plan {
                               * submission) or 2 (one each, as before) */
     uint64_t weight_bytes;   /* chunks together */
     int n_chunks;
-    uint64_t chunk_size[64];
+    uint64_t chunk_size[MAX_CHUNKS];
     uint64_t enc_out, cross, kv, work, logits, io, cnt, split;
     uint64_t tab;            /* TD_VKO_COLS's output addresses (vk_open) */
     /* work offsets (bytes): encoder */
@@ -137,11 +138,15 @@ typedef struct wvisit {
     uint64_t cur;            /* bytes used in the current chunk */
 } wvisit;
 
-static void place(wvisit *v, uint64_t bytes, int *chunk, uint64_t *off)
+/* Places a region of bytes in the current chunk, or a new one: -1 when
+ * all MAX_CHUNKS are taken (a model too large), nothing written. */
+static int place(wvisit *v, uint64_t bytes, int *chunk, uint64_t *off)
 {
     plan *P = v->P;
     bytes = al(bytes);
     if (P->n_chunks == 0 || v->cur + bytes > CHUNK) {
+        if (P->n_chunks == MAX_CHUNKS)
+            return -1;
         P->n_chunks++;
         P->chunk_size[P->n_chunks - 1] = 0;
         v->cur = 0;
@@ -150,6 +155,7 @@ static void place(wvisit *v, uint64_t bytes, int *chunk, uint64_t *off)
     *off = v->cur;
     v->cur += bytes;
     P->chunk_size[P->n_chunks - 1] = v->cur;
+    return 0;
 }
 
 static int hp_ok(const td_whparams *hp, td_error *err)
@@ -157,9 +163,14 @@ static int hp_ok(const td_whparams *hp, td_error *err)
     if (td_whparams_check(hp, err))
         return -1;
     int da = hp->n_audio_state / hp->n_audio_head, dt = hp->n_text_state / hp->n_text_head;
-    if (da > 128 || dt > 128 || hp->n_audio_state % 2 || hp->n_text_state % 2 || hp->n_mels % 2) {
+    /* the encoder's heads as td_vko_create takes them (its attention
+     * shaders are compiled for those widths), so that memory_need refuses
+     * what open would */
+    int da_ok = da == 16 || da == 32 || da == 64 || da == 128;
+    if (!da_ok || dt > 128 || hp->n_audio_state % 2 || hp->n_text_state % 2 || hp->n_mels % 2) {
         td_error_set(err, TD_EINVAL,
-                     "vulkan backend: needs even widths and heads of at most 128 floats");
+                     "vulkan backend: needs even widths, encoder heads of 16, 32, 64 or 128 "
+                     "floats and decoder heads of at most 128");
         return -1;
     }
     return 0;
@@ -310,11 +321,10 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
             uint64_t region = bytes;
             for (int j = i + 1; j < n && d[j].glue; j++)
                 region += d[j].n * (d[j].big ? ws : 4);
-            place(&v, region, &wc, &wo);
-        }
-        if (P->n_chunks > 64) {
-            td_vk_free(d);
-            return td_error_set(err, TD_EINVAL, "vulkan backend: model too large"), -1;
+            if (place(&v, region, &wc, &wo)) {
+                td_vk_free(d);
+                return td_error_set(err, TD_EINVAL, "vulkan backend: model too large"), -1;
+            }
         }
         if (chunk_of)
             chunk_of[i] = wc;
