@@ -1301,6 +1301,7 @@ static void test_refusals(void **state)
     assert_int_equal(VK->decode(b, 2, two, tt, 0, lg, &err), TD_EINVAL);
     int32_t badtok = f.m->hp.n_vocab;
     assert_int_equal(VK->decode(b, 1, &s, &badtok, 0, lg, &err), TD_EINVAL);
+    assert_int_equal(VK->decode(b, 1, &s, &tok, 1, NULL, &err), TD_EINVAL); /* all_logits */
     td_wkv_copy kc[] = {{0, 2, 1}, {0, 1, 449}};
     for (size_t i = 0; i < 2; i++)
         assert_int_equal(VK->kv_copy(b, 1, &kc[i], &err), TD_EINVAL);

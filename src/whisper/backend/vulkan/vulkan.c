@@ -1294,6 +1294,8 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
     if (frc)
         return frc;
     plan *P = &b->P;
+    if (all_logits && !logits) /* every row's logits are kept nowhere (backend.h) */
+        return td_error_set(err, TD_EINVAL, "vulkan backend: all_logits without a logits buffer");
     if (n_seq < 1 || n_seq > P->max_seq || !seqs || !tokens)
         return td_error_set(err, TD_EINVAL, "vulkan backend: decode of %d sequences (1..%d)", n_seq,
                             P->max_seq);
