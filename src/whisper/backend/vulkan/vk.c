@@ -671,8 +671,10 @@ int td_vk_probe(td_error *err)
     for (int i = 0; i < n; i++) {
         if (info[i].usable)
             return TD_OK;
-        o += (size_t)snprintf(why + o, o < sizeof why ? sizeof why - o : 0, "%s%s: %s",
-                              i ? "; " : "", info[i].name, info[i].reason);
+        if (o >= sizeof why - 1)
+            break; /* full: the message names the first devices */
+        o += (size_t)snprintf(why + o, sizeof why - o, "%s%s: %s", i ? "; " : "", info[i].name,
+                              info[i].reason);
     }
     return td_error_set(err, TD_EUNAVAILABLE, "vulkan: no usable device (%s)", why);
 }
@@ -827,9 +829,11 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
             td_vk_free(pds);
             goto out_inst;
         }
-        so += (size_t)snprintf(seen + so, so < sizeof seen ? sizeof seen - so : 0, "%s%s [%s %s]%s%s",
-                               i ? ", " : "", f.info.name, f.info.pci[0] ? f.info.pci : "no PCI",
-                               f.info.uuid, f.info.usable ? "" : ": ", f.info.reason);
+        if (so < sizeof seen - 1) /* else full: the list names the first devices */
+            so += (size_t)snprintf(seen + so, sizeof seen - so, "%s%s [%s %s]%s%s",
+                                   i ? ", " : "", f.info.name,
+                                   f.info.pci[0] ? f.info.pci : "no PCI", f.info.uuid,
+                                   f.info.usable ? "" : ": ", f.info.reason);
         if (want && *want) {
             if (device_matches(&f.info, want)) {
                 if (!f.info.usable) {
