@@ -313,14 +313,20 @@ weights:
 	./scripts/fetch-whisper-weights.sh tiny.en base || \
 	  echo "weights: not available; the real-weight tests will skip"
 
-# make check's stages, each timed ("check: STAGE took N s"). Stages that
+# make check's stages, each timed ("check: STAGE took N s (CPU N s)": the
+# CPU time, user and system, of every process the stage waited for, says
+# how much work it was where the machine is shared; `times` writes it to a
+# file, since $$(times) would run in a child of its own). Stages that
 # wait on the network or on sleeping processes share the two cores with
 # others: the weights are fetched beside the build (their output printed
 # after); the fuzzers run side by side; the end-to-end tests run two at a
 # time (E2E_JOBS); the builds use every core (make check is usually run
 # without -j).
 NPROC := $(shell nproc 2>/dev/null || echo 2)
-timed = t0=$$(date +%s); $(2); rc=$$?; echo "check: $(1) took $$(( $$(date +%s) - t0 )) s"; exit $$rc
+timed = t0=$$(date +%s); $(2); rc=$$?; times >$(O)/.check-times; \
+	cpu=$$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($$i, a, /[ms]/); \
+	  t += a[1] * 60 + a[2] } printf "%.0f", t }' $(O)/.check-times); \
+	echo "check: $(1) took $$(( $$(date +%s) - t0 )) s (CPU $$cpu s)"; exit $$rc
 
 check: setup
 	@mkdir -p $(O)
