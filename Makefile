@@ -197,14 +197,21 @@ UNIT_ORDER := $(foreach t,$(UNIT_FIRST),$(filter $(O)/tests/$(t),$(UNIT_BINS))) 
 # (make check's asan-unit; make unit SANITIZE=1), where LeakSanitizer
 # checks besides the test's own counts that each failed open left
 # nothing behind: the plain pass would repeat it with less to see.
+# test_vulkan_ops's allocation-failure sweep over opening the device
+# (td_vk_open, td_vko_create: 15 s plain, 31 s under the sanitizer, most
+# of it lavapipe building pipelines at each open) likewise runs in the
+# sanitizer's pass only, as a process of its own there.
 ifeq ($(SANITIZE),1)
 UNIT_SPLIT := test_vulkan_backend:!test_golden_real,test_open_alloc_failures \
 	test_vulkan_backend:test_golden_real test_vulkan_backend:test_open_alloc_failures
+UNIT_SPLIT_OPS := test_vulkan_ops:!test_alloc_failures test_vulkan_ops:test_alloc_failures
 else
 UNIT_SPLIT := test_vulkan_backend:!test_golden_real,test_open_alloc_failures \
 	test_vulkan_backend:test_golden_real
+UNIT_SPLIT_OPS := test_vulkan_ops:!test_alloc_failures
 endif
 UNIT_ORDER := $(patsubst $(O)/tests/test_vulkan_backend,$(UNIT_SPLIT:%=$(O)/tests/%),$(UNIT_ORDER))
+UNIT_ORDER := $(patsubst $(O)/tests/test_vulkan_ops,$(UNIT_SPLIT_OPS:%=$(O)/tests/%),$(UNIT_ORDER))
 # The sanitizer build's tests run with tests/lsan-keep-drivers.c preloaded
 # (its head says why: a Vulkan driver's block that LeakSanitizer reports,
 # with no name to suppress it by, once the loader has unloaded the driver).

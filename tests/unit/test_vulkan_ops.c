@@ -26,6 +26,8 @@
  * TEST_PATHS=NAME[,NAME...] (product path names, ops.h) has the tests
  * that go over every product path take only those (on a card with
  * every path, test_linear_coopmat alone takes minutes).
+ * TEST_SKIP=PATTERN[,PATTERN...] leaves out the tests whose names match
+ * (make check runs the allocation-failure sweep under the sanitizer only).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +35,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -2373,7 +2377,11 @@ int main(void)
     const char *filter = getenv("TEST_FILTER"); /* e.g. TEST_FILTER='test_linear_coopmat' */
     if (filter)
         cmocka_set_test_filter(filter);
-    return cmocka_run_group_tests(tests, setup, teardown);
+    /* TEST_SKIP=PATTERN[,PATTERN...]: the others (tests/run-unit.sh's
+     * BIN:!PATTERN; the Makefile's UNIT_SPLIT) */
+    struct CMUnitTest run[sizeof tests / sizeof tests[0]];
+    size_t n_run = tu_tests_to_run(tests, sizeof tests / sizeof tests[0], run);
+    return _cmocka_run_group_tests("tests", run, n_run, setup, teardown);
 }
 
 #else /* !TD_HAVE_VULKAN */
