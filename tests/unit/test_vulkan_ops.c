@@ -1509,8 +1509,20 @@ static void test_enc_attn(void **state)
     enc_attn_case(130, 2, 64, 0);
     enc_attn_case(300, 4, 32, 0);
     enc_attn_case(70, 1, 128, 0);
-    /* Whisper's 1500 frames: past lavapipe's loop limit (enc_attn.comp) */
+    /* Whisper's 1500 frames: past lavapipe's loop limit (enc_attn.comp).
+     * Not under the sanitizer (make check's second run of the unit
+     * tests): the host's side (td_vko_enc_attn's grid and constants, a
+     * head width of 64 as for 130 frames above) is the same as for the
+     * smaller cases, and test_vulkan_backend's encoders run it at 1500
+     * frames under the sanitizer too; what this case adds, the shader past
+     * the loop limit, is the plain build's to check (under the sanitizer
+     * it took 13 of the test's 17 s, a third of them its reference). */
+#if !TEST_UNDER_ASAN
     enc_attn_case(1500, 6, 64, 0);
+#else
+    printf("# enc_attn 1500 x 6 heads of 64: the plain build's (the shader past lavapipe's loop "
+           "limit; the host's side is that of 130 x 2 above)\n");
+#endif
 }
 
 /* The encoder attention on the matrix engines, where the device has them:
