@@ -41,7 +41,6 @@
 #include "testutil.h"
 
 #include <execinfo.h>
-#include <fnmatch.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -1487,20 +1486,7 @@ int main(void)
      * match (globs), as tests/run-unit.sh's BIN:!PATTERN asks, so that
      * this binary's long tests run in processes of their own */
     struct CMUnitTest run[sizeof tests / sizeof tests[0]];
-    size_t n_run = 0;
-    const char *skip_list = getenv("TEST_SKIP");
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        int skip_it = 0;
-        for (const char *p = skip_list; p && *p && !skip_it;) {
-            size_t len = strcspn(p, ",");
-            char pat[128];
-            snprintf(pat, sizeof pat, "%.*s", (int)len, p);
-            skip_it = fnmatch(pat, tests[i].name, 0) == 0;
-            p += len + (p[len] == ',');
-        }
-        if (!skip_it)
-            run[n_run++] = tests[i];
-    }
+    size_t n_run = tu_tests_to_run(tests, sizeof tests / sizeof tests[0], run);
     return _cmocka_run_group_tests("tests", run, n_run, setup_all, teardown_all);
 }
 

@@ -5,6 +5,7 @@
 #ifndef TD_TESTUTIL_H
 #define TD_TESTUTIL_H
 
+#include <fnmatch.h>
 #include <ftw.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -125,6 +126,31 @@ static inline size_t read_wav_16k(const char *path, float **out)
     free(d);
     assert_non_null(*out);
     return n;
+}
+
+/* The tests of tests[0..n) to run, into run (room for n), their count:
+ * all but those whose names match one of TEST_SKIP's comma-separated
+ * globs, as tests/run-unit.sh's BIN:!PATTERN[,PATTERN...] asks, so that a
+ * long binary's long tests can run in processes of their own (cmocka's
+ * TEST_FILTER, cmocka_set_test_filter, picks the other way). */
+static inline size_t tu_tests_to_run(const struct CMUnitTest *tests, size_t n,
+                                     struct CMUnitTest *run)
+{
+    size_t n_run = 0;
+    const char *skip_list = getenv("TEST_SKIP");
+    for (size_t i = 0; i < n; i++) {
+        int skip_it = 0;
+        for (const char *p = skip_list; p && *p && !skip_it;) {
+            size_t len = strcspn(p, ",");
+            char pat[128];
+            snprintf(pat, sizeof pat, "%.*s", (int)len, p);
+            skip_it = fnmatch(pat, tests[i].name, 0) == 0;
+            p += len + (p[len] == ',');
+        }
+        if (!skip_it)
+            run[n_run++] = tests[i];
+    }
+    return n_run;
 }
 
 #endif
