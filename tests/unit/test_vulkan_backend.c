@@ -942,6 +942,19 @@ static int32_t script_token(const td_wspecial *sp, int seq, int pos)
     return pos == 0 ? sp->sot : (int32_t)((seq * 131 + pos * 977) % sp->eot);
 }
 
+/* A context of 2 sequences and one window slot, f's window encoded
+ * into slot 0 (the failure tests' start). */
+static td_wbackend *open_encoded(const fset *f)
+{
+    td_error err = {0};
+    td_wbackend *b = open_vk(f->m, 2, 1, &err);
+    int w0 = 0;
+    const float *mels[1] = {f->mel};
+    if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)
+        fail_msg("encode: %s", err.msg);
+    return b;
+}
+
 /* A submission whose wait times out (injected; a hung device gives
  * this) breaks the device: that call and every later one fail with
  * TD_EENGINE, nothing is recorded into buffers that may still be in use,
@@ -954,11 +967,9 @@ static void test_wait_timeout(void **state)
     fset f;
     fset_load("en-d64-f32", &f);
     td_error err = {0};
-    td_wbackend *b = open_vk(f.m, 2, 1, &err);
+    td_wbackend *b = open_encoded(&f);
     int w0 = 0;
     const float *mels[1] = {f.mel};
-    if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)
-        fail_msg("encode: %s", err.msg);
     float *lg = malloc((size_t)f.m->hp.n_vocab * sizeof *lg);
     assert_non_null(lg);
     td_wseq q = {0, 0, 0, 1};
@@ -972,8 +983,7 @@ static void test_wait_timeout(void **state)
     assert_int_equal(VK->encode(b, 1, &w0, mels, &err), TD_EENGINE);
     VK->close(b);
     assert_int_equal(td_vk_live(), 0);
-    b = open_vk(f.m, 2, 1, &err);
-    assert_int_equal(VK->encode(b, 1, &w0, mels, &err), TD_OK);
+    b = open_encoded(&f);
     assert_int_equal(VK->decode(b, 1, &q, &tok, 0, lg, &err), TD_OK);
     VK->close(b);
     free(lg);
@@ -993,11 +1003,7 @@ static void test_profile_failed_submit(void **state)
     fset f;
     fset_load("en-d64-f32", &f);
     td_error err = {0};
-    td_wbackend *b = open_vk(f.m, 2, 1, &err);
-    int w0 = 0;
-    const float *mels[1] = {f.mel};
-    if (VK->encode(b, 1, &w0, mels, &err) != TD_OK)
-        fail_msg("encode: %s", err.msg);
+    td_wbackend *b = open_encoded(&f);
     int nv = f.m->hp.n_vocab;
     float *lg = malloc((size_t)2 * nv * sizeof *lg);
     assert_non_null(lg);
