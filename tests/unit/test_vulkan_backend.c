@@ -8,8 +8,8 @@
  *     the weights are cached (for time on lavapipe, which runs the tiny
  *     encoder in tens of seconds on two cores: tiny-f32 is left out, since
  *     en-d64-f32 covers F32 weights; tiny-f16 runs only where the real
- *     set, of the same shape, cannot; the sanitizer build keeps to
- *     en-d64-f32);
+ *     set, of the same shape, cannot; the sanitizer build runs none of
+ *     them, SKIP_BIG says why);
  *   - greedy decoding with timestamps through the decoding rules
  *     (decode.h) on each set: the same tokens as HF's and as the CPU
  *     backend's (f32);
@@ -351,16 +351,15 @@ static void golden_set(const char *name, int real)
     assert_int_equal(td_vk_live(), 0);
 }
 
-static void test_golden_en_d64(void **state)
-{
-    (void)state;
-    NEED_DEVICE();
-    golden_set("en-d64-f32", 0);
-}
-
-/* lavapipe runs the tiny encoder in tens of seconds on two cores: the
- * sanitizer build (make check runs the unit tests twice) keeps to the
- * small set and leaves the tiny shapes to the plain build. */
+/* The golden sets hold the shaders' arithmetic to HF's, on lavapipe,
+ * which runs the tiny encoder in tens of seconds on two cores: the
+ * sanitizer build (make check runs the unit tests twice) leaves them all
+ * to the plain build. Their host side runs under the sanitizer in the
+ * tests below: open, encode, decode in a prompt and steps with every
+ * row's logits (test_cross_groups), encoder_output (test_encode_batched),
+ * sample() with the decoding rules' flags and ranges (test_sample_entry);
+ * and decode.c through a backend's sample() in test_decode and
+ * test_whisper_golden (the CPU backend's). */
 #if defined(__SANITIZE_ADDRESS__)
 #define SKIP_BIG()                                                                   \
     do {                                                                             \
@@ -372,6 +371,14 @@ static void test_golden_en_d64(void **state)
     do {           \
     } while (0)
 #endif
+
+static void test_golden_en_d64(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    SKIP_BIG();
+    golden_set("en-d64-f32", 0);
+}
 
 /* The real tiny.en set has the same shape (and F16 weights); where its
  * weights are cached (make check fetches them) it stands for this one, to
