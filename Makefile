@@ -204,9 +204,9 @@ UNIT_ORDER := $(foreach t,$(UNIT_FIRST),$(filter $(O)/tests/$(t),$(UNIT_BINS))) 
 # The other way, the sanitizer's pass leaves to the plain one what is
 # lavapipe's arithmetic (its JIT-compiled shaders are not instrumented)
 # where cheaper tests run the same host code under the sanitizer; each
-# says so where it skips (test_vulkan_backend's golden sets, SKIP_BIG:
-# test_golden_real and test_golden_en_d64; test_cross_groups' floats;
-# test_vulkan_ops' test_enc_attn at 1500 frames and most of
+# says so where it skips (test_vulkan_backend's SKIP_BIG: the golden
+# sets, test_fuse_attn_out, test_align_weights_cross16; test_cross_groups'
+# floats; test_vulkan_ops' test_enc_attn at 1500 frames and most of
 # test_linear_rows' shapes).
 ifeq ($(SANITIZE),1)
 UNIT_SPLIT := test_vulkan_backend:!test_golden_real,test_open_alloc_failures \

@@ -351,15 +351,17 @@ static void golden_set(const char *name, int real)
     assert_int_equal(td_vk_live(), 0);
 }
 
-/* The golden sets hold the shaders' arithmetic to HF's, on lavapipe,
- * which runs the tiny encoder in tens of seconds on two cores: the
- * sanitizer build (make check runs the unit tests twice) leaves them all
- * to the plain build. Their host side runs under the sanitizer in the
- * tests below: open, encode, decode in a prompt and steps with every
- * row's logits (test_cross_groups), encoder_output (test_encode_batched),
- * sample() with the decoding rules' flags and ranges (test_sample_entry);
- * and decode.c through a backend's sample() in test_decode and
- * test_whisper_golden (the CPU backend's). */
+/* SKIP_BIG(): a test the sanitizer build (make check runs the unit tests
+ * twice) leaves to the plain build, where its work is lavapipe's
+ * arithmetic (its JIT-compiled shaders are not instrumented) and cheaper
+ * tests run its host code under the sanitizer; each such test says which.
+ * The golden sets hold the shaders' arithmetic to HF's, on lavapipe,
+ * which runs the tiny encoder in tens of seconds on two cores; their host
+ * side runs under the sanitizer in the tests below: open, encode, decode
+ * in a prompt and steps with every row's logits (test_cross_groups),
+ * encoder_output (test_encode_batched), sample() with the decoding rules'
+ * flags and ranges (test_sample_entry); and decode.c through a backend's
+ * sample() in test_decode and test_whisper_golden (the CPU backend's). */
 #if defined(__SANITIZE_ADDRESS__)
 #define SKIP_BIG()                                                                   \
     do {                                                                             \
@@ -977,6 +979,15 @@ static void test_fuse_attn_out(void **state)
 {
     (void)state;
     NEED_DEVICE();
+    /* Not under the sanitizer (SKIP_BIG; 32 s of CPU there): what the
+     * fusion changes on the host is which dispatch vulkan.c records, with
+     * device addresses only; the fused dispatch's recording
+     * (td_vko_dec_attn_out) and its pipelines' creation run under the
+     * sanitizer in test_vulkan_ops' test_dec_attn_out, the steps around
+     * it (prompt chunks, single tokens, kv_copy) in test_ragged_batch and
+     * test_step_submits, the refused values' path in test_cross_groups'
+     * and test_step_submits'. */
+    SKIP_BIG();
     json_t *meta = golden_load_json(fix_dir, "en-d64-f32.json", 0);
     json_t *hp = gj_get(meta, "mkmodel.hparams");
     json_object_set_new(hp, "n_text_state", json_integer(128));
@@ -1276,9 +1287,15 @@ static void test_align_weights(void **state)
     align_weights_case(0);
 }
 
+/* Not under the sanitizer (SKIP_BIG): on the host, the halves change only
+ * the flag and the buffers' addresses vulkan.c gives the kernel; the host
+ * side of align_weights runs under the sanitizer in test_align_weights,
+ * that of the cross K/V as halves in test_cross_groups. */
 static void test_align_weights_cross16(void **state)
 {
     (void)state;
+    NEED_DEVICE();
+    SKIP_BIG();
     align_weights_case(1);
 }
 
