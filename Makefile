@@ -201,6 +201,13 @@ UNIT_ORDER := $(foreach t,$(UNIT_FIRST),$(filter $(O)/tests/$(t),$(UNIT_BINS))) 
 # (td_vk_open, td_vko_create: 15 s plain, 31 s under the sanitizer, most
 # of it lavapipe building pipelines at each open) likewise runs in the
 # sanitizer's pass only, as a process of its own there.
+# The other way, the sanitizer's pass leaves to the plain one what is
+# lavapipe's arithmetic (its JIT-compiled shaders are not instrumented)
+# where cheaper tests run the same host code under the sanitizer; each
+# says so where it skips (test_vulkan_backend's SKIP_BIG: the golden
+# sets, test_align_weights_cross16; test_cross_groups'
+# floats; test_vulkan_ops' test_enc_attn at 1500 frames and most of
+# test_linear_rows' shapes).
 ifeq ($(SANITIZE),1)
 UNIT_SPLIT := test_vulkan_backend:!test_golden_real,test_open_alloc_failures \
 	test_vulkan_backend:test_golden_real test_vulkan_backend:test_open_alloc_failures
