@@ -1595,6 +1595,7 @@ static int dec_kv16;   /* keys and values as halves (the cross K/V), made by td_
 static int dec_d = 64; /* the head width: 64 runs dec_attn.comp compiled for it, others the
                         * specialized build (dec_ops, made for that width) */
 static td_vko *dec_ops;
+static int dec_cm;     /* dec_group_case: td_vko_dec_xattn_cm's groups, not dec_attn_group's */
 
 /* Random keys and values (psz floats each) and queries (qsz), the
  * decoder-attention tests' inputs. */
@@ -1783,14 +1784,14 @@ static void test_dec_attn(void **state)
 static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
 {
     enum { NSET = 5, SKIP = 2 };
-    const int G = TD_VKO_ATT_GROUP;
+    const int G = dec_cm ? TD_VKO_XCM_GROUP : TD_VKO_ATT_GROUP;
     const int set_rows[NSET] = {1, 2, G, G + 1, 5};
     int rows = SKIP;
     for (int i = 0; i < NSET; i++)
         rows += set_rows[i];
     const int n_head = 3, d = dec_d, ld = n_head * d + dec_ld_pad, pool_rows = 1500 + 40;
     td_vko *dops = dec_ops ? dec_ops : ops;
-    if (!td_vko_has_dec_groups(dops)) {
+    if (!dec_cm && !td_vko_has_dec_groups(dops)) {
         printf("# %s: no grouped pipeline (%u bytes of shared memory a workgroup)\n", what,
                td_vk_device_info(vk)->max_shared);
         return;
@@ -1825,7 +1826,7 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
      * indirect dispatches) */
     td_vk_buf tab;
     td_error err = {0};
-    if (td_vk_buf_create(vk, td_vko_dec_group_ints(rows) * 4 + 256, TD_VK_MEM_HOST, &tab, &err))
+    if (td_vk_buf_create(vk, td_vko_dec_group_ints(rows, G) * 4 + 256, TD_VK_MEM_HOST, &tab, &err))
         fail_msg("%s", err.msg);
     const uint64_t toff = 256; /* not at the buffer's start, as the io region */
     int32_t *t = (int32_t *)((char *)tab.map + toff);
@@ -1853,7 +1854,10 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
             e += G + 1;
         }
     }
-    td_vko_dec_group_head(t, n_groups, n_head, max_keys);
+    if (dec_cm)
+        td_vko_dec_xcm_head(t, n_groups, n_head);
+    else
+        td_vko_dec_group_head(t, n_groups, n_head, max_keys);
     td_vk_buf bq = dbuf(q, qsz * 4), bi = dbuf(info, (size_t)rows * 2 * sizeof *info);
     size_t pf = td_vko_dec_part_floats(rows, n_head, d, max_keys);
     td_vk_buf bp = dbuf(NULL, pf * 4), bp2 = dbuf(NULL, pf * 4),
@@ -1868,8 +1872,12 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
     submit_ok();
     for (int run = 0; run < 2; run++) {
         begin_ok();
-        td_vko_dec_attn_groups(dops, ld, bq.addr, oaddr(&og[run]), bk.addr, bv.addr, bi.addr,
-                               &tab, toff, max_keys, bp2.addr, bc2.addr, dec_kv16);
+        if (dec_cm)
+            td_vko_dec_xattn_cm(dops, ld, bq.addr, oaddr(&og[run]), bk.addr, bv.addr, bi.addr,
+                                &tab, toff, dec_kv16);
+        else
+            td_vko_dec_attn_groups(dops, ld, bq.addr, oaddr(&og[run]), bk.addr, bv.addr,
+                                   bi.addr, &tab, toff, max_keys, bp2.addr, bc2.addr, dec_kv16);
         submit_ok();
         int32_t *c = malloc(bc2.size);
         assert_non_null(c);
@@ -1885,12 +1893,31 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
     for (int run = 0; run < 2; run++) {
         float *got = oread(&og[run], rows, cols, ld);
         int same = 0;
+        double num = 0, den = 0, worst = 0; /* dec_cm: the error, all rows and the worst */
         for (r = 0; r < rows; r++) {
             const float *gr = got + (size_t)r * ld, *wr = want + (size_t)r * ld;
             if (set[r] < 0) { /* in no group: untouched */
                 for (int c = 0; c < cols; c++)
                     if (gr[c] != GUARD_VAL)
                         fail_msg("%s: row %d (in no group) column %d written", what, r, c);
+                continue;
+            }
+            if (dec_cm) {
+                /* halves on the matrix engines: near the per-row floats */
+                double rn = 0, rd = 0;
+                for (int c = 0; c < cols; c++) {
+                    double dv = (double)gr[c] - wr[c];
+                    rn += dv * dv;
+                    rd += (double)wr[c] * wr[c];
+                }
+                double rel = rd > 0 ? sqrt(rn / rd) : sqrt(rn);
+                if (!(rel <= 1e-2)) /* NaN too */
+                    fail_msg("%s: run %d, row %d (set %d): relative L2 %.3g against per row "
+                             "(bound 1e-2)", what, run + 1, r, set[r], rel);
+                worst = rel > worst ? rel : worst;
+                num += rn;
+                den += rd;
+                same++;
                 continue;
             }
             if (memcmp(gr, wr, (size_t)cols * sizeof *gr) != 0) {
@@ -1902,7 +1929,16 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
             }
             same++;
         }
-        if (run == 1)
+        if (dec_cm) {
+            double rel = den > 0 ? sqrt(num / den) : 1;
+            if (!(rel <= 4e-3))
+                fail_msg("%s: run %d: relative L2 %.3g against per row (bound 4e-3)", what,
+                         run + 1, rel);
+            if (run == 1)
+                printf("# %-40s %d rows in %d groups (sizes%s), 2 runs: relative L2 %.2e, "
+                       "worst row %.2e against dec_attn\n",
+                       what, same, n_groups, sizes, rel, worst);
+        } else if (run == 1)
             printf("# %-40s %d rows in %d groups (sizes%s), 2 runs: bitwise equal to "
                    "dec_attn\n",
                    what, same, n_groups, sizes);
@@ -1958,6 +1994,31 @@ static void test_dec_attn_group(void **state)
         dec_ops = NULL;
         dec_d = 64;
     }
+}
+
+/* The cross-attention on the matrix engines (td_vko_dec_xattn_cm) against
+ * the per-row one, dec_group_case's sets with groups of TD_VKO_XCM_GROUP:
+ * groups of 1, 2, 5, 64 and 64 + 1 rows, keys and values as floats and as
+ * halves, many blocks of keys and a partial one. Only on a device with the
+ * shader (NVIDIA's cooperative matrices): lavapipe has none. */
+static void test_dec_xattn_cm(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    if (!td_vko_has_dec_xcm(ops)) {
+        printf("# no matrix-engine cross-attention on this device (%s)\n", td_vko_attn_note(ops));
+        skip();
+    }
+    static const int many[5][2] = {{5, 1}, {7, 37}, {40, 1500}, {100, 1440}, {3, 129}};
+    static const int one[5][2] = {{5, 1}, {7, 37}, {40, 64}, {100, 63}, {3, 17}};
+    dec_cm = 1;
+    dec_group_case(many, 1500, "xattn_cm floats, 1500 keys");
+    dec_group_case(one, 64, "xattn_cm floats, one block");
+    dec_kv16 = 1;
+    dec_group_case(many, 1500, "xattn_cm halves, 1500 keys");
+    dec_group_case(one, 64, "xattn_cm halves, one block");
+    dec_kv16 = 0;
+    dec_cm = 0;
 }
 
 /* ---------------------------------------------------------- embed, kv */
@@ -2271,6 +2332,7 @@ int main(void)
         cmocka_unit_test(test_enc_attn),
         cmocka_unit_test_teardown(test_enc_attn_coopmat, env_restore),
         cmocka_unit_test(test_dec_attn),      cmocka_unit_test(test_dec_attn_group),
+        cmocka_unit_test(test_dec_xattn_cm),
         cmocka_unit_test(test_embed_kv),      cmocka_unit_test(test_profile),
         cmocka_unit_test_teardown(test_rows_trial, env_restore),
         cmocka_unit_test(test_no_driver),

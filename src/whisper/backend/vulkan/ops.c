@@ -56,6 +56,11 @@ struct td_vko {
                                         * NULL with TD_VULKAN_ATTN_REG=0, where it was not
                                         * built, or where it did not give enc_attn_cm's
                                         * results at open (attn_reg_check) */
+    td_vk_pipe *xattn_cm[2];           /* the decoder's cross-attention on the matrix
+                                        * engines by groups of a window's rows
+                                        * (enc_attn_cmr.comp's EA_CFG 4, 5), [keys and
+                                        * values as halves]; NULL unless the encoder's
+                                        * register attention passed its check, heads of 64 */
     char attn_note[160];               /* which attention the encoder runs, and why */
     td_vk_pipe *cm_peak[TD_VKO_CM_PEAK_MODES]; /* the engines' rate (a benchmark); NULL without */
     td_vk_pipe *layernorm, *enc_attn, *dec_attn, *embed, *kv_put, *att_weights;
@@ -106,6 +111,13 @@ typedef struct ea_push {
     float scale;
     uint32_t pad;          /* zero: the struct's size is a multiple of 8 */
 } ea_push;
+
+/* enc_attn_cm.glsl's push constants for EA_GATHER */
+typedef struct xcm_push {
+    uint64_t q, k, v, o, info, groups;
+    uint32_t ld;
+    float scale;
+} xcm_push;
 
 typedef struct da_push {
     uint64_t q, part, k, v, info, o, cnt;
@@ -167,7 +179,8 @@ void td_vko_free(td_vko *o)
                           &o->enc_attn,  &o->dec_attn,
                           &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
                           &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
-                          &o->matmul_sum, &o->dec_group[0], &o->dec_group[1]};
+                          &o->matmul_sum, &o->dec_group[0], &o->dec_group[1],
+                          &o->xattn_cm[0], &o->xattn_cm[1]};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     for (int i = 0; i < TD_VKO_CM_PEAK_MODES; i++)
@@ -401,6 +414,28 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
          * cannot run the encoder: its error fails the open */
         if ((rc = attn_reg_check(o, d_audio, want_reg, err)))
             goto fail;
+        /* the decoder's cross-attention the same way (the same layout
+         * assumption, so only where a compilation passed the check):
+         * optional, both or none */
+        if ((o->enc_attn_cmr[0] || o->enc_attn_cmr[1]) && d_text == 64) {
+            for (int h = 0; h < 2; h++) {
+                rc = td_vk_pipe_create(vk, h ? "xattn_cm16" : "xattn_cm",
+                                       h ? td_vks_enc_attn_cmr_EA_CFG5 : td_vks_enc_attn_cmr_EA_CFG4,
+                                       h ? td_vks_enc_attn_cmr_EA_CFG5_words
+                                         : td_vks_enc_attn_cmr_EA_CFG4_words,
+                                       sizeof(xcm_push), NULL, 0, &o->xattn_cm[h], err);
+                if (rc == TD_ENOMEM)
+                    goto fail;
+                if (rc)
+                    break;
+            }
+            if (rc) {
+                td_vk_pipe_destroy(vk, o->xattn_cm[0]);
+                td_vk_pipe_destroy(vk, o->xattn_cm[1]);
+                o->xattn_cm[0] = o->xattn_cm[1] = NULL;
+            }
+            rc = TD_OK;
+        }
         /* the 64 x 64 tiles, the loads two steps ahead, the compilations
          * for A as halves: optional, each (a driver that cannot build one
          * loses only its path, or for the last six the products fall back
@@ -1140,9 +1175,9 @@ void td_vko_dec_attn_x(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint
                    (uint32_t)n_head, n_split);
 }
 
-size_t td_vko_dec_group_ints(int groups)
+size_t td_vko_dec_group_ints(int groups, int g)
 {
-    return TD_VKO_GROUP_HEAD + (size_t)groups * (TD_VKO_ATT_GROUP + 1);
+    return TD_VKO_GROUP_HEAD + (size_t)groups * ((size_t)g + 1);
 }
 
 void td_vko_dec_group_head(int32_t *table, int n_groups, int n_head, int max_keys)
@@ -1175,6 +1210,29 @@ void td_vko_dec_attn_groups(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_
                   table->addr + table_off + TD_VKO_GROUP_HEAD * 4,
                   (uint32_t)ld, n_split, 1.0f / sqrtf((float)o->d_text), 0};
     td_vk_dispatch_indirect(o->vk, o->dec_group[kv16 ? 1 : 0], &p, table, table_off);
+}
+
+int td_vko_has_dec_xcm(const td_vko *o)
+{
+    return o->xattn_cm[0] != NULL && o->xattn_cm[1] != NULL;
+}
+
+void td_vko_dec_xcm_head(int32_t *table, int n_groups, int n_head)
+{
+    table[0] = n_groups;
+    table[1] = n_head;
+    table[2] = 1;
+    table[3] = 0;
+}
+
+/* An indirect dispatch, as td_vko_dec_attn_groups' (the same reason) */
+void td_vko_dec_xattn_cm(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_t k, uint64_t v,
+                         uint64_t info, const td_vk_buf *table, uint64_t table_off, int kv16)
+{
+    assert(td_vko_has_dec_xcm(o) && ld % 4 == 0 && (q | out) % 16 == 0);
+    xcm_push p = {q,  k, v, out, info, table->addr + table_off + TD_VKO_GROUP_HEAD * 4,
+                  (uint32_t)ld, 1.0f / sqrtf((float)o->d_text)};
+    td_vk_dispatch_indirect(o->vk, o->xattn_cm[kv16 ? 1 : 0], &p, table, table_off);
 }
 
 void td_vko_to_half(td_vko *o, size_t n, uint64_t x, uint64_t y)

@@ -354,13 +354,37 @@ void td_vko_dec_attn_x(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint
  * 26 KiB for heads of 64). */
 #define TD_VKO_ATT_GROUP 8 /* dec_attn_group.comp's G */
 #define TD_VKO_GROUP_HEAD 4
-/* The ints of a table of up to groups entries. */
-size_t td_vko_dec_group_ints(int groups);
+/* The ints of a table of up to groups entries of g rows at most
+ * (TD_VKO_ATT_GROUP, or TD_VKO_XCM_GROUP for td_vko_dec_xattn_cm). */
+size_t td_vko_dec_group_ints(int groups, int g);
 void td_vko_dec_group_head(int32_t *table, int n_groups, int n_head, int max_keys);
 int td_vko_has_dec_groups(const td_vko *o);
 void td_vko_dec_attn_groups(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_t k, uint64_t v,
                             uint64_t info, const td_vk_buf *table, uint64_t table_off,
                             int max_keys, uint64_t part, uint64_t cnt, int kv16);
+
+/* The cross-attention of groups of up to TD_VKO_XCM_GROUP rows on the
+ * matrix engines (enc_attn_cmr.comp's compilations 4 and 5, the encoder's
+ * attention with rows gathered by a table): a workgroup per (group,
+ * head) takes the group's queries as halves, streams its window's keys
+ * and values once in blocks of 64, and keeps scores, softmax and output
+ * in the matrix engines' registers. Not the per-row kernel's bits: q, K,
+ * V and the probabilities are rounded to halves (about 1e-3 normalized,
+ * as the encoder's attention), sums in floats. No parts or counters.
+ * The table as td_vko_dec_attn_groups' with groups of TD_VKO_XCM_GROUP
+ * (entries of TD_VKO_XCM_GROUP + 1 ints), its head written by
+ * td_vko_dec_xcm_head (groups, n_head, 1, 0). Heads of 64, ld a multiple
+ * of 4, q, k, v and info entries as td_vko_dec_attn_x's with kv16 (keys
+ * and values as halves) or not; q and out floats, 16-byte aligned. Only
+ * where td_vko_has_dec_xcm: a device with NVIDIA's cooperative matrices
+ * where the encoder's register attention passed its check at
+ * td_vko_create (the same layout assumption), heads of 64, and
+ * TD_VULKAN_ATTN_REG not 0. */
+#define TD_VKO_XCM_GROUP 64 /* enc_attn_cm.glsl's BQ */
+int td_vko_has_dec_xcm(const td_vko *o);
+void td_vko_dec_xcm_head(int32_t *table, int n_groups, int n_head);
+void td_vko_dec_xattn_cm(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_t k, uint64_t v,
+                         uint64_t info, const td_vk_buf *table, uint64_t table_off, int kv16);
 
 /* y (halves, n of them) = x (n floats), n even and at most 2^32 - 2. */
 void td_vko_to_half(td_vko *o, size_t n, uint64_t x, uint64_t y);

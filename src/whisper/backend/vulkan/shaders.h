@@ -55,6 +55,8 @@
     X(enc_attn_cmr_EA_CFG1) \
     X(enc_attn_cmr_EA_CFG2) \
     X(enc_attn_cmr_EA_CFG3) \
+    X(enc_attn_cmr_EA_CFG4) \
+    X(enc_attn_cmr_EA_CFG5) \
     X(dec_attn_DA_D0)    \
     X(dec_attn_DA_D64)   \
     X(dec_attn_group_DA_D0) \

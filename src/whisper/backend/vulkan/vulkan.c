@@ -90,6 +90,16 @@
  * buffers in 32 bits (logits of every row: rows x n_vocab floats) */
 #define MAX_ROWS_LIMIT 65535
 #define MAX_CHUNKS 64     /* the weights' allocations (CHUNK bytes at most each) */
+/* The cross-attention on the matrix engines (TD_VULKAN_XCM): a call runs
+ * it by default where its rows come to at least XCM_MIN_ROWS a window
+ * (a big batch's, or beams'): a group reads its window's keys and values
+ * once for up to TD_VKO_XCM_GROUP rows, where the per-row kernel reads
+ * them once a row, but its 16-row tiles of queries are mostly idle at
+ * one row a window, where the per-row kernel's split of the keys over
+ * many workgroups fills the card instead. */
+enum { XCM_AUTO, XCM_NEVER, XCM_ALWAYS };
+#define XCM_MIN_ROWS 4
+#define XCM_MIN_ROWS_S "4" /* the same, for the path note */
 /* The encoder runs ENC_BATCH_MAX windows at once where the configuration
  * has that many slots (products of that many times n_audio_ctx rows:
  * fuller grids, fewer dispatches; a transcription hands a GPU backend 4
@@ -115,6 +125,8 @@ typedef struct plan {
     int enc_batch;           /* windows the encoder runs at once (vk_encode) */
     int xgroup;              /* the cross-attention by groups of a window's rows
                               * (TD_VULKAN_XGROUP=1; default 0; vk_decode) */
+    int xcm;                 /* the cross-attention on the matrix engines
+                              * (TD_VULKAN_XCM): XCM_AUTO, XCM_NEVER, XCM_ALWAYS */
     int step_submits;        /* TD_VULKAN_STEP_SUBMITS: 1 (a decode step whose
                               * logits stay on the device runs in sample()'s
                               * submission) or 2 (one each, as before) */
@@ -128,7 +140,7 @@ typedef struct plan {
     /* decoder */
     uint64_t d_x, d_h, d_q, d_k, d_v, d_a, d_ff, d_part;
     /* io offsets (bytes) */
-    uint64_t io_tp, io_kvdst, io_self, io_cross, io_last, io_xgrp;
+    uint64_t io_tp, io_kvdst, io_self, io_cross, io_last, io_xgrp, io_xcm;
     uint64_t total;
 } plan;
 
@@ -393,6 +405,18 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
         return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_XGROUP=%s (0 or 1)", xg),
                -1;
     P->xgroup = xg && strcmp(xg, "1") == 0;
+    /* TD_VULKAN_XCM: the cross-attention on the matrix engines by groups
+     * of up to TD_VKO_XCM_GROUP of a window's rows: auto (or unset) where
+     * the call has at least XCM_MIN_ROWS rows a window, 0 never, 1 always
+     * (where the device has the shader; TD_VULKAN_XGROUP=1 wins) */
+    const char *xc = getenv("TD_VULKAN_XCM");
+    if (xc && *xc && strcmp(xc, "auto") != 0 && strcmp(xc, "0") != 0 && strcmp(xc, "1") != 0)
+        return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_XCM=%s (auto, 0 or 1)",
+                            xc),
+               -1;
+    P->xcm = !xc || !*xc || strcmp(xc, "auto") == 0 ? XCM_AUTO
+             : strcmp(xc, "1") == 0                 ? XCM_ALWAYS
+                                                    : XCM_NEVER;
     const char *ss = getenv("TD_VULKAN_STEP_SUBMITS");
     if (ss && *ss && strcmp(ss, "1") != 0 && strcmp(ss, "2") != 0)
         return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_STEP_SUBMITS=%s (1 or 2)",
@@ -415,7 +439,11 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
      * its groups but its last, so a call has at most max_rows / G (rounded
      * up) + max_windows groups, and no more than rows (vk_decode) */
     uint64_t xg_max = (R + TD_VKO_ATT_GROUP - 1) / TD_VKO_ATT_GROUP + W;
-    R_(io_xgrp, (uint64_t)td_vko_dec_group_ints((int)(xg_max < R ? xg_max : R)) * 4);
+    R_(io_xgrp, (uint64_t)td_vko_dec_group_ints((int)(xg_max < R ? xg_max : R),
+                                                 TD_VKO_ATT_GROUP) * 4);
+    uint64_t xc_max = (R + TD_VKO_XCM_GROUP - 1) / TD_VKO_XCM_GROUP + W;
+    R_(io_xcm, (uint64_t)td_vko_dec_group_ints((int)(xc_max < R ? xc_max : R),
+                                                TD_VKO_XCM_GROUP) * 4);
     P->io = o;
 #undef R_
     P->logits = al(R * (uint64_t)P->nv * 4);
@@ -501,6 +529,8 @@ struct td_wbackend {
     int qkv;                /* q, k and v as one few-row product (TD_VULKAN_QKV=0: off) */
     int xgroup;             /* the cross-attention by groups of a window's rows (plan's
                              * xgroup, where the device takes the grouped shader) */
+    int xcm;                /* plan's xcm, XCM_NEVER where the device lacks the shader */
+    int xcm_now;            /* the call being recorded runs it (vk_decode) */
     /* align_weights in progress: its heads, its output (host-visible:
      * [al_n][al_rows][n_audio_ctx]) and the rows the current call holds */
     const int *al_heads;
@@ -807,10 +837,18 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
      * td_vko_dec_attn_groups: the same bits) where TD_VULKAN_XGROUP=1 asks
      * and the device has the shared memory for it */
     b->xgroup = P->xgroup && td_vko_has_dec_groups(b->ops);
+    /* and on the matrix engines, once per group of up to TD_VKO_XCM_GROUP
+     * rows, where a call has XCM_MIN_ROWS rows a window (TD_VULKAN_XCM) */
+    b->xcm = td_vko_has_dec_xcm(b->ops) ? P->xcm : XCM_NEVER;
     {
         size_t nl = strlen(b->path_note);
-        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross-attention %s%s",
-                 b->xgroup ? "by groups of a window's rows (TD_VULKAN_XGROUP=1)" : "per row",
+        const char *xn = b->xgroup              ? "by groups of a window's rows (TD_VULKAN_XGROUP=1)"
+                         : b->xcm == XCM_ALWAYS ? "on the matrix engines (TD_VULKAN_XCM=1)"
+                         : b->xcm == XCM_AUTO   ? "on the matrix engines at " XCM_MIN_ROWS_S
+                                                  " rows a window or more, else per row"
+                         : P->xcm != XCM_NEVER  ? "per row (no matrix-engine shader on this device)"
+                                                : "per row (TD_VULKAN_XCM=0)";
+        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross-attention %s%s", xn,
                  b->xgroup || !P->xgroup ? "" : " (no grouped shader on this device)");
     }
     {
@@ -1257,9 +1295,12 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
                                      b->al_heads[2 * i + 1] * (nt / P->nht),
                                      b->al_out + (uint64_t)i * b->al_rows * C * 4, b->al_row0,
                                      b->cross16);
-        /* the cross-attention: by groups of a window's rows (the table
-         * vk_decode wrote into io), else per row */
-        if (b->xgroup)
+        /* the cross-attention: on the matrix engines or by groups of a
+         * window's rows (the tables vk_decode wrote into io), else per row */
+        if (b->xcm_now)
+            td_vko_dec_xattn_cm(o, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
+                                ioa + P->io_cross, &b->io, P->io_xcm, b->cross16);
+        else if (b->xgroup)
             td_vko_dec_attn_groups(o, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
                                    ioa + P->io_cross, &b->io, P->io_xgrp, C, part, b->cnt.addr,
                                    b->cross16);
@@ -1280,6 +1321,40 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
     lin(b, rows_out, P->nv, nt, dh, nt, b->tok, 0, b->logits.addr, P->nv, 0);
     if (read)
         td_vk_copy(b->vk, &b->logits, 0, &b->readback, 0, (uint64_t)rows_out * P->nv * 4);
+}
+
+/* The cross-attention's group table (ops.h's) for a call: each window's
+ * rows in row order, g at a time, the windows in slot order: the same
+ * groups for the same call, every row in one. Its size goes with the
+ * table (an indirect dispatch), so the kept recordings need no key for
+ * it. */
+static void fill_groups(const plan *P, int32_t *table, int g, int n_seq, const td_wseq *seqs)
+{
+    /* per window: its rows, its first group, its rows placed so far
+     * (io is only written: host-visible memory can be slow to read) */
+    int wrows[MAX_WINDOWS_LIMIT], wfirst[MAX_WINDOWS_LIMIT], wdone[MAX_WINDOWS_LIMIT];
+    memset(wrows, 0, (size_t)P->max_windows * sizeof *wrows);
+    memset(wdone, 0, (size_t)P->max_windows * sizeof *wdone);
+    for (int s = 0; s < n_seq; s++)
+        wrows[seqs[s].window] += seqs[s].n_tokens;
+    int n_groups = 0;
+    for (int w = 0; w < P->max_windows; w++) {
+        wfirst[w] = n_groups;
+        n_groups += (wrows[w] + g - 1) / g;
+    }
+    int r = 0;
+    for (int s = 0; s < n_seq; s++)
+        for (int t = 0; t < seqs[s].n_tokens; t++, r++) {
+            int w = seqs[s].window, i = wdone[w]++;
+            int32_t *e = table + TD_VKO_GROUP_HEAD + (size_t)(wfirst[w] + i / g) * (g + 1);
+            if (i % g == 0) /* the group's size: g, or the window's rows left */
+                e[0] = wrows[w] - i < g ? wrows[w] - i : g;
+            e[1 + i % g] = r;
+        }
+    if (g == TD_VKO_XCM_GROUP)
+        td_vko_dec_xcm_head(table, n_groups, P->nht);
+    else
+        td_vko_dec_group_head(table, n_groups, P->nht, P->C);
 }
 
 static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32_t *tokens,
@@ -1353,37 +1428,23 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
         }
         last[s] = r - 1;
     }
-    if (b->xgroup) {
-        /* The cross-attention's groups (ops.h's table): each window's rows
-         * in row order, TD_VKO_ATT_GROUP at a time, the windows in slot
-         * order: the same groups for the same call, every row in one.
-         * Its size goes with the table (an indirect dispatch), so the
-         * kept recordings need no key for it. */
-        const int G = TD_VKO_ATT_GROUP;
-        /* per window: its rows, its first group, its rows placed so far
-         * (io is only written: host-visible memory can be slow to read) */
-        int wrows[MAX_WINDOWS_LIMIT], wfirst[MAX_WINDOWS_LIMIT], wdone[MAX_WINDOWS_LIMIT];
-        memset(wrows, 0, (size_t)P->max_windows * sizeof *wrows);
-        memset(wdone, 0, (size_t)P->max_windows * sizeof *wdone);
-        for (int s = 0; s < n_seq; s++)
-            wrows[seqs[s].window] += seqs[s].n_tokens;
-        int n_groups = 0;
-        for (int w = 0; w < P->max_windows; w++) {
-            wfirst[w] = n_groups;
-            n_groups += (wrows[w] + G - 1) / G;
+    /* The cross-attention on the matrix engines where the rows come to
+     * XCM_MIN_ROWS a window (TD_VULKAN_XCM: plan) */
+    b->xcm_now = 0;
+    if (b->xcm != XCM_NEVER && !b->xgroup) {
+        int windows = 0;
+        for (int s = 0; s < n_seq; s++) {
+            int seen = 0;
+            for (int t = 0; t < s && !seen; t++)
+                seen = seqs[t].window == seqs[s].window;
+            windows += !seen;
         }
-        int32_t *xg = (int32_t *)(io + P->io_xgrp);
-        r = 0;
-        for (int s = 0; s < n_seq; s++)
-            for (int t = 0; t < seqs[s].n_tokens; t++, r++) {
-                int w = seqs[s].window, i = wdone[w]++;
-                int32_t *e = xg + TD_VKO_GROUP_HEAD + (size_t)(wfirst[w] + i / G) * (G + 1);
-                if (i % G == 0) /* the group's size: G, or the window's rows left */
-                    e[0] = wrows[w] - i < G ? wrows[w] - i : G;
-                e[1 + i % G] = r;
-            }
-        td_vko_dec_group_head(xg, n_groups, P->nht, C);
+        b->xcm_now = b->xcm == XCM_ALWAYS || R >= XCM_MIN_ROWS * windows;
     }
+    if (b->xcm_now)
+        fill_groups(P, (int32_t *)(io + P->io_xcm), TD_VKO_XCM_GROUP, n_seq, seqs);
+    else if (b->xgroup)
+        fill_groups(P, (int32_t *)(io + P->io_xgrp), TD_VKO_ATT_GROUP, n_seq, seqs);
     int rows_out = all_logits ? R : n_seq;
     int max_self = 0; /* the most keys a row attends to in its slot */
     for (int s = 0; s < n_seq; s++)
@@ -1401,7 +1462,8 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
     uint64_t n_split = ((uint64_t)max_self + TD_VKO_ATT_SPLIT - 1) / TD_VKO_ATT_SPLIT;
     /* R and rows_out fit 16 bits (MAX_ROWS_LIMIT), n_split 16 */
     uint64_t key = (uint64_t)R | (uint64_t)rows_out << 16 | n_split << 32 |
-                   (uint64_t)(all_logits != 0) << 48 | (uint64_t)(logits != NULL) << 49;
+                   (uint64_t)(all_logits != 0) << 48 | (uint64_t)(logits != NULL) << 49 |
+                   (uint64_t)b->xcm_now << 50;
     int replay = 0;
     int rc = b->al_n ? td_vk_begin(b->vk, err) /* alignment passes are not kept */
                      : td_vk_begin_cached(b->vk, key, &replay, err);

@@ -33,6 +33,16 @@
 // own part of the row's sum, rescaled with the row, and the parts are
 // added only at the end.
 //
+// Compilations 4 and 5 (enc_attn_cm.glsl's EA_GATHER) run the decoder's
+// cross-attention this way: a workgroup per (group, head), the group up
+// to 64 rows of one window (a big batch's sequences of that window, or
+// its beams), named by ops.h's table, its queries gathered by row index
+// and its outputs scattered back; the window's 1500 keys and values come
+// from memory once per group and head. dec_attn.comp reads them once per
+// row: at 256 rows of medium, 4 windows, on an H100, 17 of a step's 24.5
+// ms. Its grid is an indirect dispatch's (the groups' count comes with
+// each call's table).
+//
 // On an H100 (driver 580, medium's encoder, bench/RESULTS.md): 4.58 ms of
 // attention a window against 4.73 for enc_attn_cm.comp, at 233 registers
 // a thread (two workgroups a multiprocessor). A compilation that took 32
@@ -47,7 +57,7 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
 
-// @variants EA_CFG 0 1 2 3
+// @variants EA_CFG 0 1 2 3 4 5
 #ifndef EA_CFG
 #define EA_CFG 1
 #endif
@@ -67,8 +77,12 @@ void main()
 {
     uint tid = gl_LocalInvocationID.x;
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-    uint q0 = gl_WorkGroupID.x * BQ + sg * 16;
+    uint q0 = sg * 16;          // this subgroup's first of the workgroup's rows
+    uint nq = ea_rows();        // the workgroup's rows (ea_row: where each is)
     uint h0 = gl_WorkGroupID.y * D;
+    if (nq == 0)
+        return; // no rows (the whole workgroup: before any barrier)
+    ea_keys();
     uint qb = sg * 16 * LQ, xb = sg * 16 * LX;
 
     // which element of a 16 x 16 float matrix each component is (above)
@@ -83,8 +97,8 @@ void main()
         // not the layout assumed: NaN out, which the check at open rejects
         // (every subgroup of the workgroup returns here, before any barrier)
         for (uint e = lane; e < 16 * D; e += 32)
-            if (q0 + e / D < p.n)
-                p.o.v[(q0 + e / D) * p.ld + h0 + e % D] = uintBitsToFloat(0x7fc00000u);
+            if (q0 + e / D < nq)
+                p.o.v[ea_row(q0 + e / D) * p.ld + h0 + e % D] = uintBitsToFloat(0x7fc00000u);
         return;
     }
     [[unroll]] for (uint i = 0; i < NC; i++)
@@ -103,7 +117,7 @@ void main()
     const float qs = p.scale * 1.4426950408889634;
     for (uint e = lane; e < 16 * D; e += 32) {
         uint rr = e / D, c = e % D;
-        float x = q0 + rr < p.n ? load_q(q0 + rr, h0 + c) * qs : 0.0;
+        float x = q0 + rr < nq ? load_q(ea_row(q0 + rr), h0 + c) * qs : 0.0;
         Qs[qb + rr * LQ + c] = float16_t(x);
     }
     subgroupMemoryBarrierShared();
@@ -130,7 +144,7 @@ void main()
         rv[i] = load_row4(p.v, j, c, h0);
     }
     const float NEG_INF = uintBitsToFloat(0xff800000u);
-    for (uint j0 = 0; j0 < p.n; j0 += BKEY) {
+    for (uint j0 = 0; j0 < ea_nk; j0 += BKEY) {
         [[unroll]] for (uint i = 0; i < NKV; i++) {
             uint idx = tid + 128 * i, j = idx / (D / 4), c4 = idx % (D / 4);
             Ks[j * LK + c4] = halves4(rk[i]);
@@ -138,7 +152,7 @@ void main()
         }
         barrier();
         uint j1 = j0 + BKEY;
-        if (j1 < p.n) // the next block's loads, in flight during this one
+        if (j1 < ea_nk) // the next block's loads, in flight during this one
             [[unroll]] for (uint i = 0; i < NKV; i++) {
                 uint idx = tid + 128 * i, j = idx / (D / 4), c = (idx % (D / 4)) * 4;
                 rk[i] = load_row4(p.k, j1 + j, c, h0);
@@ -158,7 +172,7 @@ void main()
                 s[t] = coopMatMulAddNV(fq[d], fk, s[t]);
             }
             [[unroll]] for (uint i = 0; i < NC; i++) {
-                float x = j0 + t * 16 + col_of[i] < p.n ? s[t][i] : NEG_INF;
+                float x = j0 + t * 16 + col_of[i] < ea_nk ? s[t][i] : NEG_INF;
                 s[t][i] = x;
                 bm[i] = max(bm[i], x);
             }
@@ -223,11 +237,12 @@ void main()
     // unrolls them and the arrays stay in registers)
     [[unroll]] for (uint i = 0; i < NC; i++) {
         uint row = q0 + row_of[i];
+        uint at = row < nq ? ea_row(row) * p.ld + h0 + col_of[i] : 0;
         float inv = 1.0 / l[i];
         [[unroll]] for (uint d = 0; d < ND; d++) {
             float x = o[d][i] * inv;
-            if (row < p.n)
-                p.o.v[row * p.ld + h0 + d * 16 + col_of[i]] = x;
+            if (row < nq)
+                p.o.v[at + d * 16] = x;
         }
     }
 }
