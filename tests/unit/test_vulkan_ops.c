@@ -1595,8 +1595,7 @@ static int dec_kv16;   /* keys and values as halves (the cross K/V), made by td_
 static int dec_d = 64; /* the head width: 64 runs dec_attn.comp compiled for it, others the
                         * specialized build (dec_ops, made for that width) */
 static td_vko *dec_ops;
-static int dec_cm;     /* dec_group_case: td_vko_dec_xattn_cm's groups in this many splits of
-                        * the keys, not dec_attn_group's */
+static int dec_cm;     /* dec_group_case: td_vko_dec_xattn_cm's groups, not dec_attn_group's */
 
 /* Random keys and values (psz floats each) and queries (qsz), the
  * decoder-attention tests' inputs. */
@@ -1856,16 +1855,12 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
         }
     }
     if (dec_cm)
-        td_vko_dec_xcm_head(t, n_groups, n_head, dec_cm);
+        td_vko_dec_xcm_head(t, n_groups, n_head);
     else
         td_vko_dec_group_head(t, n_groups, n_head, max_keys);
     td_vk_buf bq = dbuf(q, qsz * 4), bi = dbuf(info, (size_t)rows * 2 * sizeof *info);
     size_t pf = td_vko_dec_part_floats(rows, n_head, d, max_keys);
-    /* (the matrix engines' parts: dec_cm splits, whatever the keys) */
-    size_t pf2 = td_vko_dec_part_floats(rows, n_head, d,
-                                        dec_cm * TD_VKO_ATT_SPLIT > max_keys ? dec_cm * TD_VKO_ATT_SPLIT
-                                                                             : max_keys);
-    td_vk_buf bp = dbuf(NULL, pf * 4), bp2 = dbuf(NULL, pf2 * 4),
+    td_vk_buf bp = dbuf(NULL, pf * 4), bp2 = dbuf(NULL, pf * 4),
               bc = dbuf(NULL, (size_t)rows * n_head * 4), bc2 = dbuf(NULL, (size_t)rows * n_head * 4);
     if (td_vk_fill0(vk, &bc, 0, bc.size / 4 * 4, &err) ||
         td_vk_fill0(vk, &bc2, 0, bc2.size / 4 * 4, &err))
@@ -1879,7 +1874,7 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
         begin_ok();
         if (dec_cm)
             td_vko_dec_xattn_cm(dops, ld, bq.addr, oaddr(&og[run]), bk.addr, bv.addr, bi.addr,
-                                &tab, toff, bp2.addr, bc2.addr, dec_kv16);
+                                &tab, toff, dec_kv16);
         else
             td_vko_dec_attn_groups(dops, ld, bq.addr, oaddr(&og[run]), bk.addr, bv.addr,
                                    bi.addr, &tab, toff, max_keys, bp2.addr, bc2.addr, dec_kv16);
@@ -2010,41 +2005,20 @@ static void test_dec_xattn_cm(void **state)
 {
     (void)state;
     NEED_DEVICE();
-    /* heads of 64 in the encoder and the decoder: Whisper's (the shader
-     * is built only where the encoder's register attention passed) */
-    td_error err = {0};
-    if (td_vko_create(vk, 64, 64, &dec_ops, &err))
-        fail_msg("%s", err.msg);
-    if (!td_vko_has_dec_xcm(dec_ops)) {
-        printf("# no matrix-engine cross-attention on this device (%s)\n",
-               td_vko_attn_note(dec_ops));
-        td_vko_free(dec_ops);
-        dec_ops = NULL;
+    if (!td_vko_has_dec_xcm(ops)) {
+        printf("# no matrix-engine cross-attention on this device (%s)\n", td_vko_attn_note(ops));
         skip();
     }
     static const int many[5][2] = {{5, 1}, {7, 37}, {40, 1500}, {100, 1440}, {3, 129}};
     static const int one[5][2] = {{5, 1}, {7, 37}, {40, 64}, {100, 63}, {3, 17}};
-    /* one split, three (1500 keys: 24 blocks, 8 a split; 129 keys: 3
-     * blocks, one a split), the most (the last splits of short key sets
-     * get no keys) */
-    static const int splits[] = {1, 3, TD_VKO_XCM_SPLIT_MAX};
-    for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++) {
-        char what[80];
-        dec_cm = splits[i];
-        for (dec_kv16 = 0; dec_kv16 < 2; dec_kv16++) {
-            const char *in = dec_kv16 ? "halves" : "floats";
-            snprintf(what, sizeof what, "xattn_cm %s, 1500 keys, %d split%s", in, dec_cm,
-                     dec_cm > 1 ? "s" : "");
-            dec_group_case(many, 1500, what);
-            snprintf(what, sizeof what, "xattn_cm %s, one block, %d split%s", in, dec_cm,
-                     dec_cm > 1 ? "s" : "");
-            dec_group_case(one, 64, what);
-        }
-    }
+    dec_cm = 1;
+    dec_group_case(many, 1500, "xattn_cm floats, 1500 keys");
+    dec_group_case(one, 64, "xattn_cm floats, one block");
+    dec_kv16 = 1;
+    dec_group_case(many, 1500, "xattn_cm halves, 1500 keys");
+    dec_group_case(one, 64, "xattn_cm halves, one block");
     dec_kv16 = 0;
     dec_cm = 0;
-    td_vko_free(dec_ops);
-    dec_ops = NULL;
 }
 
 /* ---------------------------------------------------------- embed, kv */

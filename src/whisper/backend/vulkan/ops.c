@@ -114,7 +114,7 @@ typedef struct ea_push {
 
 /* enc_attn_cm.glsl's push constants for EA_GATHER */
 typedef struct xcm_push {
-    uint64_t q, k, v, o, info, groups, part, cnt;
+    uint64_t q, k, v, o, info, groups;
     uint32_t ld;
     float scale;
 } xcm_push;
@@ -1217,32 +1217,21 @@ int td_vko_has_dec_xcm(const td_vko *o)
     return o->xattn_cm[0] != NULL && o->xattn_cm[1] != NULL;
 }
 
-void td_vko_dec_xcm_head(int32_t *table, int n_groups, int n_head, int n_split)
+void td_vko_dec_xcm_head(int32_t *table, int n_groups, int n_head)
 {
     table[0] = n_groups;
     table[1] = n_head;
-    table[2] = n_split;
+    table[2] = 1;
     table[3] = 0;
-}
-
-int td_vko_dec_xcm_split(const td_vko *o, int n_groups, int n_head, int max_keys)
-{
-    int sm = td_vk_device_info(o->vk)->sm_count;
-    int wgs = n_groups * n_head, most = (max_keys + TD_VKO_ATT_SPLIT - 1) / TD_VKO_ATT_SPLIT;
-    int s = sm > 0 && wgs > 0 ? (2 * sm + wgs - 1) / wgs : 1;
-    s = s < TD_VKO_XCM_SPLIT_MAX ? s : TD_VKO_XCM_SPLIT_MAX;
-    s = s < most ? s : most;
-    return s > 1 ? s : 1;
 }
 
 /* An indirect dispatch, as td_vko_dec_attn_groups' (the same reason) */
 void td_vko_dec_xattn_cm(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_t k, uint64_t v,
-                         uint64_t info, const td_vk_buf *table, uint64_t table_off,
-                         uint64_t part, uint64_t cnt, int kv16)
+                         uint64_t info, const td_vk_buf *table, uint64_t table_off, int kv16)
 {
     assert(td_vko_has_dec_xcm(o) && ld % 4 == 0 && (q | out) % 16 == 0);
-    xcm_push p = {q,    k,   v, out, info, table->addr + table_off + TD_VKO_GROUP_HEAD * 4,
-                  part, cnt, (uint32_t)ld, 1.0f / sqrtf((float)o->d_text)};
+    xcm_push p = {q,  k, v, out, info, table->addr + table_off + TD_VKO_GROUP_HEAD * 4,
+                  (uint32_t)ld, 1.0f / sqrtf((float)o->d_text)};
     td_vk_dispatch_indirect(o->vk, o->xattn_cm[kv16 ? 1 : 0], &p, table, table_off);
 }
 

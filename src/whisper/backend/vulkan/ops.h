@@ -366,34 +366,25 @@ void td_vko_dec_attn_groups(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_
 /* The cross-attention of groups of up to TD_VKO_XCM_GROUP rows on the
  * matrix engines (enc_attn_cmr.comp's compilations 4 and 5, the encoder's
  * attention with rows gathered by a table): a workgroup per (group,
- * head, split of the keys) takes the group's queries as halves, streams
- * its share of the window's keys and values once in blocks of 64, and
- * keeps scores, softmax and output in the matrix engines' registers. Not
- * the per-row kernel's bits: q, K, V and the probabilities are rounded to
- * halves (about 1e-3 normalized, as the encoder's attention), sums in
- * floats. With more than one split, parts and counters as
- * td_vko_dec_attn_x's (part sized for the rows, heads and at least
- * n_split splits; the counters zero, and left zero).
+ * head) takes the group's queries as halves, streams its window's keys
+ * and values once in blocks of 64, and keeps scores, softmax and output
+ * in the matrix engines' registers. Not the per-row kernel's bits: q, K,
+ * V and the probabilities are rounded to halves (about 1e-3 normalized,
+ * as the encoder's attention), sums in floats. No parts or counters.
  * The table as td_vko_dec_attn_groups' with groups of TD_VKO_XCM_GROUP
  * (entries of TD_VKO_XCM_GROUP + 1 ints), its head written by
- * td_vko_dec_xcm_head (groups, n_head, n_split, 0). Heads of 64, ld a
- * multiple of 4, q, k, v and info entries as td_vko_dec_attn_x's with
- * kv16 (keys and values as halves) or not; q and out floats, 16-byte
- * aligned. Only where td_vko_has_dec_xcm: a device with NVIDIA's
- * cooperative matrices where the encoder's register attention passed its
- * check at td_vko_create (the same layout assumption), heads of 64, and
+ * td_vko_dec_xcm_head (groups, n_head, 1, 0). Heads of 64, ld a multiple
+ * of 4, q, k, v and info entries as td_vko_dec_attn_x's with kv16 (keys
+ * and values as halves) or not; q and out floats, 16-byte aligned. Only
+ * where td_vko_has_dec_xcm: a device with NVIDIA's cooperative matrices
+ * where the encoder's register attention passed its check at
+ * td_vko_create (the same layout assumption), heads of 64, and
  * TD_VULKAN_ATTN_REG not 0. */
-#define TD_VKO_XCM_GROUP 64  /* enc_attn_cm.glsl's BQ */
-#define TD_VKO_XCM_SPLIT_MAX 8
+#define TD_VKO_XCM_GROUP 64 /* enc_attn_cm.glsl's BQ */
 int td_vko_has_dec_xcm(const td_vko *o);
-void td_vko_dec_xcm_head(int32_t *table, int n_groups, int n_head, int n_split);
-/* The split for n_groups groups: about two workgroups a multiprocessor
- * where the device says how many it has, at most TD_VKO_XCM_SPLIT_MAX
- * and the splits td_vko_dec_part_floats plans for max_keys; else 1. */
-int td_vko_dec_xcm_split(const td_vko *o, int n_groups, int n_head, int max_keys);
+void td_vko_dec_xcm_head(int32_t *table, int n_groups, int n_head);
 void td_vko_dec_xattn_cm(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_t k, uint64_t v,
-                         uint64_t info, const td_vk_buf *table, uint64_t table_off,
-                         uint64_t part, uint64_t cnt, int kv16);
+                         uint64_t info, const td_vk_buf *table, uint64_t table_off, int kv16);
 
 /* y (halves, n of them) = x (n floats), n even and at most 2^32 - 2. */
 void td_vko_to_half(td_vko *o, size_t n, uint64_t x, uint64_t y);

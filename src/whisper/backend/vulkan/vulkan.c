@@ -127,7 +127,6 @@ typedef struct plan {
                               * (TD_VULKAN_XGROUP=1; default 0; vk_decode) */
     int xcm;                 /* the cross-attention on the matrix engines
                               * (TD_VULKAN_XCM): XCM_AUTO, XCM_NEVER, XCM_ALWAYS */
-    int xcm_split;           /* TD_VULKAN_XCM_SPLIT, 0 unset */
     int step_submits;        /* TD_VULKAN_STEP_SUBMITS: 1 (a decode step whose
                               * logits stay on the device runs in sample()'s
                               * submission) or 2 (one each, as before) */
@@ -418,19 +417,6 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->xcm = !xc || !*xc || strcmp(xc, "auto") == 0 ? XCM_AUTO
              : strcmp(xc, "1") == 0                 ? XCM_ALWAYS
                                                     : XCM_NEVER;
-    /* TD_VULKAN_XCM_SPLIT=N: its keys split N ways (1 to
-     * TD_VKO_XCM_SPLIT_MAX; unset: by the card, td_vko_dec_xcm_split) */
-    const char *xs = getenv("TD_VULKAN_XCM_SPLIT");
-    P->xcm_split = 0;
-    if (xs && *xs) {
-        char *end;
-        long split = strtol(xs, &end, 10);
-        if (*end || split < 1 || split > TD_VKO_XCM_SPLIT_MAX)
-            return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_XCM_SPLIT=%s (1 to %d)",
-                                xs, TD_VKO_XCM_SPLIT_MAX),
-                   -1;
-        P->xcm_split = (int)split;
-    }
     const char *ss = getenv("TD_VULKAN_STEP_SUBMITS");
     if (ss && *ss && strcmp(ss, "1") != 0 && strcmp(ss, "2") != 0)
         return td_error_set(err, TD_EINVAL, "vulkan backend: TD_VULKAN_STEP_SUBMITS=%s (1 or 2)",
@@ -545,8 +531,6 @@ struct td_wbackend {
                              * xgroup, where the device takes the grouped shader) */
     int xcm;                /* plan's xcm, XCM_NEVER where the device lacks the shader */
     int xcm_now;            /* the call being recorded runs it (vk_decode) */
-    int xcm_split;          /* its split of the keys: TD_VULKAN_XCM_SPLIT (1 to
-                             * TD_VKO_XCM_SPLIT_MAX), 0 by the card (ops.h) */
     /* align_weights in progress: its heads, its output (host-visible:
      * [al_n][al_rows][n_audio_ctx]) and the rows the current call holds */
     const int *al_heads;
@@ -856,7 +840,6 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
     /* and on the matrix engines, once per group of up to TD_VKO_XCM_GROUP
      * rows, where a call has XCM_MIN_ROWS rows a window (TD_VULKAN_XCM) */
     b->xcm = td_vko_has_dec_xcm(b->ops) ? P->xcm : XCM_NEVER;
-    b->xcm_split = P->xcm_split;
     {
         size_t nl = strlen(b->path_note);
         const char *xn = b->xgroup              ? "by groups of a window's rows (TD_VULKAN_XGROUP=1)"
@@ -1316,8 +1299,7 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
          * window's rows (the tables vk_decode wrote into io), else per row */
         if (b->xcm_now)
             td_vko_dec_xattn_cm(o, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
-                                ioa + P->io_cross, &b->io, P->io_xcm, part, b->cnt.addr,
-                                b->cross16);
+                                ioa + P->io_cross, &b->io, P->io_xcm, b->cross16);
         else if (b->xgroup)
             td_vko_dec_attn_groups(o, nt, dq, da, b->cross_k[l].addr, b->cross_v[l].addr,
                                    ioa + P->io_cross, &b->io, P->io_xgrp, C, part, b->cnt.addr,
@@ -1346,10 +1328,8 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
  * groups for the same call, every row in one. Its size goes with the
  * table (an indirect dispatch), so the kept recordings need no key for
  * it. */
-static void fill_groups(const td_wbackend *b, int32_t *table, int g, int n_seq,
-                        const td_wseq *seqs)
+static void fill_groups(const plan *P, int32_t *table, int g, int n_seq, const td_wseq *seqs)
 {
-    const plan *P = &b->P;
     /* per window: its rows, its first group, its rows placed so far
      * (io is only written: host-visible memory can be slow to read) */
     int wrows[MAX_WINDOWS_LIMIT], wfirst[MAX_WINDOWS_LIMIT], wdone[MAX_WINDOWS_LIMIT];
@@ -1371,14 +1351,8 @@ static void fill_groups(const td_wbackend *b, int32_t *table, int g, int n_seq,
                 e[0] = wrows[w] - i < g ? wrows[w] - i : g;
             e[1 + i % g] = r;
         }
-    if (g == TD_VKO_XCM_GROUP) {
-        /* the keys split to fill the card, or as TD_VULKAN_XCM_SPLIT
-         * asks, within the parts planned (d_part: C's splits at least) */
-        int most = (P->C + TD_VKO_ATT_SPLIT - 1) / TD_VKO_ATT_SPLIT;
-        int split = b->xcm_split > 0 ? b->xcm_split
-                                     : td_vko_dec_xcm_split(b->ops, n_groups, P->nht, P->C);
-        td_vko_dec_xcm_head(table, n_groups, P->nht, split < most ? split : most);
-    }
+    if (g == TD_VKO_XCM_GROUP)
+        td_vko_dec_xcm_head(table, n_groups, P->nht);
     else
         td_vko_dec_group_head(table, n_groups, P->nht, P->C);
 }
@@ -1468,9 +1442,9 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
         b->xcm_now = b->xcm == XCM_ALWAYS || R >= XCM_MIN_ROWS * windows;
     }
     if (b->xcm_now)
-        fill_groups(b, (int32_t *)(io + P->io_xcm), TD_VKO_XCM_GROUP, n_seq, seqs);
+        fill_groups(P, (int32_t *)(io + P->io_xcm), TD_VKO_XCM_GROUP, n_seq, seqs);
     else if (b->xgroup)
-        fill_groups(b, (int32_t *)(io + P->io_xgrp), TD_VKO_ATT_GROUP, n_seq, seqs);
+        fill_groups(P, (int32_t *)(io + P->io_xgrp), TD_VKO_ATT_GROUP, n_seq, seqs);
     int rows_out = all_logits ? R : n_seq;
     int max_self = 0; /* the most keys a row attends to in its slot */
     for (int s = 0; s < n_seq; s++)

@@ -59,7 +59,7 @@ void main()
     uint q0 = gl_WorkGroupID.x * BQ + sg * 16;
     uint h0 = gl_WorkGroupID.y * D;
     uint ps = sg * 16 * LP, ss = sg * 16 * LS;
-    ea_setup(0);
+    ea_keys();
     // lane's row of the subgroup's 16 and its half of the columns
     // (interleaved: columns half, half + 2, ...)
     uint r = lane / 2, half_ = lane % 2;

@@ -38,15 +38,8 @@ layout(local_size_x = 128) in;
 // into q and o; the group's keys are its first row's info entry
 // (info[2 r0]: the element of k and v where its window's row 0 is,
 // info[2 r0 + 1]: how many keys), as dec_attn.comp reads it.
-// With the keys split over the grid's z (gl_NumWorkGroups.z, from the
-// table's head), each workgroup writes its rows' parts as dec_attn.comp
-// does (per row, head and split: the running maximum, here in units of
-// log2, the sum, D unnormalized outputs) and the last of a (group, head)
-// to finish merges them (its count in cnt at the group's first row).
-layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer EAF32c { float v[]; };
-layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer EAI32c { int v[]; };
 layout(push_constant) uniform P {
-    F32 q; F32 k; F32 v; F32 o; I32 info; I32 groups; EAF32c part; EAI32c cnt;
+    F32 q; F32 k; F32 v; F32 o; I32 info; I32 groups;
     uint ld;
     float scale;
 } p;
@@ -71,14 +64,9 @@ shared uvec2 Vs[BKEY * LK];
 
 // four elements of row (zeros past n) as raw bits: four halves, or four
 // floats'
-// The keys this workgroup takes, [ea_k0, ea_nk), and the element of k and
-// v where row 0 of them is (ea_setup: 0, p.n and 0, or the group's info
-// entry and the split's blocks)
-uint ea_k0, ea_nk, ea_kbase;
-#if EA_GATHER
-shared uint ea_rowidx[BQ]; // the group's rows, read from the table once
-shared bool ea_last;       // this workgroup merges the splits' parts
-#endif
+// The keys: how many, and the element of k and v where row 0 of them is
+// (set by main: p.n and 0, or the group's info entry)
+uint ea_nk, ea_kbase;
 
 RAW4 load_row4(F32 b, uint row, uint c, uint h0)
 {
@@ -113,17 +101,11 @@ float load_q(uint row, uint c)
 }
 
 // The workgroup's query rows: how many (at most BQ), and where row i of
-// them is in q and o. (For EA_GATHER, what the table and info give the
-// whole workgroup goes through subgroupBroadcastFirst: read from memory,
-// the compiler cannot tell that it is the same in every lane, and with
-// the keys' count and the rows' count as loop bounds and conditions
-// around the cooperative-matrix products and shuffles it would have to
-// allow for divergence there. The table and info are in host-visible
-// memory: each is read once a workgroup.)
+// them is in q and o
 uint ea_rows()
 {
 #if EA_GATHER
-    return subgroupBroadcastFirst(min(uint(p.groups.v[gl_WorkGroupID.x * (BQ + 1)]), BQ));
+    return min(uint(p.groups.v[gl_WorkGroupID.x * (BQ + 1)]), BQ);
 #else
     uint q0 = gl_WorkGroupID.x * BQ;
     return q0 < p.n ? min(p.n - q0, BQ) : 0;
@@ -133,30 +115,20 @@ uint ea_rows()
 uint ea_row(uint i)
 {
 #if EA_GATHER
-    return ea_rowidx[i];
+    return uint(p.groups.v[gl_WorkGroupID.x * (BQ + 1) + 1 + i]);
 #else
     return gl_WorkGroupID.x * BQ + i;
 #endif
 }
 
-// The keys (ea_k0, ea_nk, ea_kbase) and, for EA_GATHER, the group's rows
-// into ea_rowidx (nq of them, at least 1), which the caller's next
-// barrier publishes: call in uniform control flow.
-void ea_setup(uint nq)
+// ea_nk and ea_kbase for this workgroup (rows: ea_rows(), at least 1)
+void ea_keys()
 {
 #if EA_GATHER
-    uint t = gl_LocalInvocationID.x, ge = gl_WorkGroupID.x * (BQ + 1);
-    if (t < nq)
-        ea_rowidx[t] = uint(p.groups.v[ge + 1 + t]);
-    uint r0 = subgroupBroadcastFirst(uint(p.groups.v[ge + 1]));
-    ea_kbase = subgroupBroadcastFirst(uint(p.info.v[2 * r0]));
-    uint nk = subgroupBroadcastFirst(uint(p.info.v[2 * r0 + 1]));
-    // this split's whole blocks of keys (the last split may have none)
-    uint per = ((nk + BKEY - 1) / BKEY + gl_NumWorkGroups.z - 1) / gl_NumWorkGroups.z;
-    ea_k0 = min(gl_WorkGroupID.z * per * BKEY, nk);
-    ea_nk = min(ea_k0 + per * BKEY, nk);
+    uint r0 = ea_row(0);
+    ea_kbase = uint(p.info.v[2 * r0]);
+    ea_nk = uint(p.info.v[2 * r0 + 1]);
 #else
-    ea_k0 = 0;
     ea_kbase = 0;
     ea_nk = p.n;
 #endif

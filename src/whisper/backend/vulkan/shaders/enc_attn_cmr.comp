@@ -54,7 +54,6 @@
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
-#extension GL_KHR_shader_subgroup_ballot : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
 
@@ -83,8 +82,7 @@ void main()
     uint h0 = gl_WorkGroupID.y * D;
     if (nq == 0)
         return; // no rows (the whole workgroup: before any barrier)
-    ea_setup(nq);
-    barrier(); // ea_rowidx
+    ea_keys();
     uint qb = sg * 16 * LQ, xb = sg * 16 * LX;
 
     // which element of a 16 x 16 float matrix each component is (above)
@@ -142,11 +140,11 @@ void main()
     RAW4 rk[NKV], rv[NKV];
     [[unroll]] for (uint i = 0; i < NKV; i++) {
         uint idx = tid + 128 * i, j = idx / (D / 4), c = (idx % (D / 4)) * 4;
-        rk[i] = load_row4(p.k, ea_k0 + j, c, h0);
-        rv[i] = load_row4(p.v, ea_k0 + j, c, h0);
+        rk[i] = load_row4(p.k, j, c, h0);
+        rv[i] = load_row4(p.v, j, c, h0);
     }
     const float NEG_INF = uintBitsToFloat(0xff800000u);
-    for (uint j0 = ea_k0; j0 < ea_nk; j0 += BKEY) {
+    for (uint j0 = 0; j0 < ea_nk; j0 += BKEY) {
         [[unroll]] for (uint i = 0; i < NKV; i++) {
             uint idx = tid + 128 * i, j = idx / (D / 4), c4 = idx % (D / 4);
             Ks[j * LK + c4] = halves4(rk[i]);
@@ -235,52 +233,6 @@ void main()
         ls[i] += subgroupShuffleXor(ls[i], 1);
         l[i] = ls[i] + subgroupShuffleXor(ls[i], 2);
     }
-#if EA_GATHER
-    if (gl_NumWorkGroups.z > 1) {
-        // keys split: this workgroup's parts (unnormalized), then the
-        // last one of the group and head merges every row's
-        uint S = gl_NumWorkGroups.z, nh = gl_NumWorkGroups.y, hd = gl_WorkGroupID.y;
-        [[unroll]] for (uint i = 0; i < NC; i++) {
-            uint row = q0 + row_of[i];
-            uint pb = row < nq ? ((ea_row(row) * nh + hd) * S + gl_WorkGroupID.z) * (D + 2) : 0;
-            if (row < nq && col_of[i] == 0) {
-                p.part.v[pb] = m[i];
-                p.part.v[pb + 1] = l[i];
-            }
-            [[unroll]] for (uint d = 0; d < ND; d++) {
-                float x = o[d][i];
-                if (row < nq)
-                    p.part.v[pb + 2 + d * 16 + col_of[i]] = x;
-            }
-        }
-        memoryBarrierBuffer();
-        barrier();
-        uint ci = ea_row(0) * nh + hd;
-        if (tid == 0)
-            ea_last = atomicAdd(p.cnt.v[ci], 1) == int(S) - 1;
-        barrier();
-        if (!ea_last)
-            return;
-        memoryBarrierBuffer();
-        for (uint r = tid / D; r < nq; r += 128 / D) {
-            uint c = tid % D, pb = (ea_row(r) * nh + hd) * S * (D + 2);
-            float M = -1e30;
-            for (uint s2 = 0; s2 < S; s2++)
-                M = max(M, p.part.v[pb + s2 * (D + 2)]);
-            float L = 0.0, a = 0.0;
-            for (uint s2 = 0; s2 < S; s2++) {
-                uint pq = pb + s2 * (D + 2);
-                float w = exp2(p.part.v[pq] - M);
-                L += w * p.part.v[pq + 1];
-                a += w * p.part.v[pq + 2 + c];
-            }
-            p.o.v[ea_row(r) * p.ld + h0 + c] = a / L;
-        }
-        if (tid == 0)
-            p.cnt.v[ci] = 0;
-        return;
-    }
-#endif
     // (the loops' bodies are not wholly inside an if, so that glslc
     // unrolls them and the arrays stay in registers)
     [[unroll]] for (uint i = 0; i < NC; i++) {
