@@ -101,11 +101,16 @@ float load_q(uint row, uint c)
 }
 
 // The workgroup's query rows: how many (at most BQ), and where row i of
-// them is in q and o
+// them is in q and o. (For EA_GATHER, what the table and info give the
+// whole workgroup goes through subgroupBroadcastFirst: read from memory,
+// the compiler cannot tell that it is the same in every lane, and with
+// the keys' count and the rows' count as loop bounds and conditions
+// around the cooperative-matrix products and shuffles it would have to
+// allow for divergence there.)
 uint ea_rows()
 {
 #if EA_GATHER
-    return min(uint(p.groups.v[gl_WorkGroupID.x * (BQ + 1)]), BQ);
+    return subgroupBroadcastFirst(min(uint(p.groups.v[gl_WorkGroupID.x * (BQ + 1)]), BQ));
 #else
     uint q0 = gl_WorkGroupID.x * BQ;
     return q0 < p.n ? min(p.n - q0, BQ) : 0;
@@ -126,8 +131,8 @@ void ea_keys()
 {
 #if EA_GATHER
     uint r0 = ea_row(0);
-    ea_kbase = uint(p.info.v[2 * r0]);
-    ea_nk = uint(p.info.v[2 * r0 + 1]);
+    ea_kbase = subgroupBroadcastFirst(uint(p.info.v[2 * r0]));
+    ea_nk = subgroupBroadcastFirst(uint(p.info.v[2 * r0 + 1]));
 #else
     ea_kbase = 0;
     ea_nk = p.n;
