@@ -1879,6 +1879,8 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
             td_vko_dec_attn_groups(dops, ld, bq.addr, oaddr(&og[run]), bk.addr, bv.addr,
                                    bi.addr, &tab, toff, max_keys, bp2.addr, bc2.addr, dec_kv16);
         submit_ok();
+        if (dec_cm)
+            continue; /* no parts, no counters */
         int32_t *c = malloc(bc2.size);
         assert_non_null(c);
         if (td_vk_download(vk, &bc2, 0, c, bc2.size, &err))
@@ -1911,9 +1913,9 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
                     rd += (double)wr[c] * wr[c];
                 }
                 double rel = rd > 0 ? sqrt(rn / rd) : sqrt(rn);
-                if (!(rel <= 1e-2)) /* NaN too */
+                if (!(rel <= 2e-3)) /* NaN too */
                     fail_msg("%s: run %d, row %d (set %d): relative L2 %.3g against per row "
-                             "(bound 1e-2)", what, run + 1, r, set[r], rel);
+                             "(bound 2e-3)", what, run + 1, r, set[r], rel);
                 worst = rel > worst ? rel : worst;
                 num += rn;
                 den += rd;
@@ -1931,8 +1933,8 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
         }
         if (dec_cm) {
             double rel = den > 0 ? sqrt(num / den) : 1;
-            if (!(rel <= 4e-3))
-                fail_msg("%s: run %d: relative L2 %.3g against per row (bound 4e-3)", what,
+            if (!(rel <= 1e-3))
+                fail_msg("%s: run %d: relative L2 %.3g against per row (bound 1e-3)", what,
                          run + 1, rel);
             if (run == 1)
                 printf("# %-40s %d rows in %d groups (sizes%s), 2 runs: relative L2 %.2e, "

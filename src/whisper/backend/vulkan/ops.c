@@ -1229,7 +1229,9 @@ void td_vko_dec_xcm_head(int32_t *table, int n_groups, int n_head)
 void td_vko_dec_xattn_cm(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_t k, uint64_t v,
                          uint64_t info, const td_vk_buf *table, uint64_t table_off, int kv16)
 {
-    assert(td_vko_has_dec_xcm(o) && ld % 4 == 0 && (q | out) % 16 == 0);
+    /* k and v are read 4 elements at a time (16 bytes as floats, 8 as
+     * halves); q and out a float at a time */
+    assert(td_vko_has_dec_xcm(o) && ld % 4 == 0 && (k | v) % (kv16 ? 8 : 16) == 0);
     xcm_push p = {q,  k, v, out, info, table->addr + table_off + TD_VKO_GROUP_HEAD * 4,
                   (uint32_t)ld, 1.0f / sqrtf((float)o->d_text)};
     td_vk_dispatch_indirect(o->vk, o->xattn_cm[kv16 ? 1 : 0], &p, table, table_off);

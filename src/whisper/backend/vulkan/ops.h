@@ -375,7 +375,9 @@ void td_vko_dec_attn_groups(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_
  * (entries of TD_VKO_XCM_GROUP + 1 ints), its head written by
  * td_vko_dec_xcm_head (groups, n_head, 1, 0). Heads of 64, ld a multiple
  * of 4, q, k, v and info entries as td_vko_dec_attn_x's with kv16 (keys
- * and values as halves) or not; q and out floats, 16-byte aligned. Only
+ * and values as halves) or not, but k and v 16-byte aligned (8 as halves)
+ * and each info entry's first key element a multiple of 4; q and out
+ * floats. Only
  * where td_vko_has_dec_xcm: a device with NVIDIA's cooperative matrices
  * where the encoder's register attention passed its check at
  * td_vko_create (the same layout assumption), heads of 64, and

@@ -30,8 +30,10 @@
  *              memory to read them back
  *   io         host-visible: per call, each row's token and position, KV
  *              store offsets and attention ranges, and the cross-attention's
- *              groups of rows (at most max_rows / 8 + max_windows of them,
- *              with the dispatch's size: ops.h's td_vko_dec_attn_groups)
+ *              groups of rows (at most max_rows / 8 + max_windows groups of 8
+ *              and max_rows / 64 + max_windows of 64, each table with its
+ *              dispatch's size: ops.h's td_vko_dec_attn_groups and
+ *              td_vko_dec_xattn_cm), zeroed at open
  *   sample     the suppression bitmask, each kept row's sampling inputs
  *              and its ~600-byte result (vk_sample.h; max_seq rows)
  *   tab        the addresses that TD_VKO_COLS products write to: each
@@ -52,11 +54,14 @@
  * logits rows, the self-attention's split count) and replayed: what
  * changes between steps (tokens, positions, KV offsets, the
  * cross-attention's groups and their count) is read from io.
- * The cross-attention runs per row; TD_VULKAN_XGROUP=1 has it read a
- * window's K and V once for each group of up to 8 of its rows (a window's
- * beams, a big batch's sequences of one window): ops.h's
+ * The cross-attention runs per row, or, on NVIDIA's matrix engines where
+ * a call has at least XCM_MIN_ROWS rows a window on average (a big
+ * batch's, or beams), by groups of up to 64 of a window's rows, each
+ * group reading its window's K and V once (ops.h's td_vko_dec_xattn_cm;
+ * TD_VULKAN_XCM); TD_VULKAN_XGROUP=1 has it read them once for each group
+ * of up to 8 of its rows on the shader cores instead (ops.h's
  * td_vko_dec_attn_groups, each row's output the same bits as per row, but
- * slower on an H100 (bench/RESULTS.md). The self-attention stays per row
+ * slower on an H100: bench/RESULTS.md). The self-attention stays per row
  * (no two rows share a KV slot's keys and count).
  * The decoder's K and V products write straight into the KV slots, an
  * attention's split parts are merged by its own last workgroup, and with
@@ -838,16 +843,27 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
      * and the device has the shared memory for it */
     b->xgroup = P->xgroup && td_vko_has_dec_groups(b->ops);
     /* and on the matrix engines, once per group of up to TD_VKO_XCM_GROUP
-     * rows, where a call has XCM_MIN_ROWS rows a window (TD_VULKAN_XCM) */
-    b->xcm = td_vko_has_dec_xcm(b->ops) ? P->xcm : XCM_NEVER;
+     * rows, where a call has XCM_MIN_ROWS rows a window on average
+     * (TD_VULKAN_XCM): by default only where the products already round
+     * their inputs to halves (as for cross16's default above), not where
+     * results are held to float accuracy; TD_VULKAN_XCM=1 takes it anyway */
+    int halves_ok = m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32 &&
+                    td_vko_path_get(b->ops) != TD_VKO_TILED;
+    int xcm_built = td_vko_has_dec_xcm(b->ops);
+    b->xcm = !xcm_built || (P->xcm == XCM_AUTO && !halves_ok) ? XCM_NEVER : P->xcm;
     {
         size_t nl = strlen(b->path_note);
-        const char *xn = b->xgroup              ? "by groups of a window's rows (TD_VULKAN_XGROUP=1)"
-                         : b->xcm == XCM_ALWAYS ? "on the matrix engines (TD_VULKAN_XCM=1)"
-                         : b->xcm == XCM_AUTO   ? "on the matrix engines at " XCM_MIN_ROWS_S
-                                                  " rows a window or more, else per row"
-                         : P->xcm != XCM_NEVER  ? "per row (no matrix-engine shader on this device)"
-                                                : "per row (TD_VULKAN_XCM=0)";
+        const char *ar = getenv("TD_VULKAN_ATTN_REG");
+        const char *xn =
+            b->xgroup                ? "by groups of a window's rows (TD_VULKAN_XGROUP=1)"
+            : b->xcm == XCM_ALWAYS   ? "on the matrix engines (TD_VULKAN_XCM=1)"
+            : b->xcm == XCM_AUTO     ? "on the matrix engines at " XCM_MIN_ROWS_S
+                                       " rows a window or more on average, else per row"
+            : P->xcm == XCM_NEVER    ? "per row (TD_VULKAN_XCM=0)"
+            : !xcm_built && ar && strcmp(ar, "0") == 0 ? "per row (TD_VULKAN_ATTN_REG=0)"
+            : !xcm_built             ? "per row (no matrix-engine shader on this device)"
+                                     : "per row (float accuracy: F32 weights, compute f32 or the "
+                                       "tiled path; TD_VULKAN_XCM=1 takes the matrix engines)";
         snprintf(b->path_note + nl, sizeof b->path_note - nl, "; cross-attention %s%s", xn,
                  b->xgroup || !P->xgroup ? "" : " (no grouped shader on this device)");
     }
@@ -891,6 +907,9 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         (rc = td_vk_buf_create(b->vk, P->tab, TD_VK_MEM_DEVICE, &b->tab, err)) ||
         (rc = td_vk_fill0(b->vk, &b->cnt, 0, P->cnt, err)))
         goto out;
+    /* io zeroed: the group tables' unused slots hold row 0, never what the
+     * allocation held (a shader may read a slot past its group's rows) */
+    memset(b->io.map, 0, P->io);
     for (int l = 0; l < P->nlt; l++)
         if ((rc = td_vk_buf_create(b->vk, P->cross, TD_VK_MEM_DEVICE, &b->cross_k[l], err)) ||
             (rc = td_vk_buf_create(b->vk, P->cross, TD_VK_MEM_DEVICE, &b->cross_v[l], err)) ||

@@ -62,12 +62,12 @@ shared uvec2 Vs[BKEY * LK];
 #define MAT16 fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define MAT32 fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 
-// four elements of row (zeros past n) as raw bits: four halves, or four
-// floats'
 // The keys: how many, and the element of k and v where row 0 of them is
 // (set by main: p.n and 0, or the group's info entry)
 uint ea_nk, ea_kbase;
 
+// four elements of row (zeros past n) as raw bits: four halves, or four
+// floats'
 RAW4 load_row4(F32 b, uint row, uint c, uint h0)
 {
     if (row >= ea_nk)
