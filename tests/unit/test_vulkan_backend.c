@@ -609,7 +609,8 @@ static void restore_env(const char *var, char *saved)
  * largest logit where b[1]'s leads its second by more than 1e-2 of its
  * spread. */
 enum { CROSS_NS = 13 };
-#define XCM_TEST_MIN "4" /* vulkan.c's XCM_MIN_ROWS, as its path note says it */
+#define XCM_TEST_MIN "32" /* vulkan.c's XCM_MIN_ROWS, as its path note says it */
+enum { XCM_TEST_ROWS = 32 };
 static void cross_compare(const fset *f, td_wbackend *b[2], int exact, const char *what)
 {
     const td_wmodel *m = f->m;
@@ -772,56 +773,57 @@ static void test_cross_groups(void **state)
 }
 
 /* The default (TD_VULKAN_XCM=auto) on a device with the matrix-engine
- * kernel: 4 rows on one window (4 a window: the matrix engines), then 4
- * rows over two windows (2 a window: per row), then the first again.
- * The calls have the same rows, logits rows and self-attention split, so
- * only the recordings' key tells them apart: the second must be the
- * per-row backend's bits (a recording kept from the first, replayed,
- * would run the matrix engines on a table nobody wrote), the first and
- * third near them and each other's bits. b_auto and b_row have windows 0
- * and 1 encoded. */
+ * kernel: N = XCM_TEST_ROWS rows on one window (N a window: the matrix
+ * engines), then N rows over two windows (N / 2 a window: per row), then
+ * the first again. The calls have the same rows, logits rows and
+ * self-attention split, so only the recordings' key tells them apart:
+ * the second must be the per-row backend's bits (a recording kept from
+ * the first, replayed, would run the matrix engines on a table nobody
+ * wrote), the first and third near them and each other's bits. b_auto
+ * and b_row have windows 0 and 1 encoded and N slots. */
 static void cross_auto(const td_wmodel *m, td_wbackend *b_auto, td_wbackend *b_row)
 {
-    int nv = m->hp.n_vocab;
-    float *la = malloc((size_t)4 * nv * sizeof *la), *lr = malloc((size_t)4 * nv * sizeof *lr),
-          *first = malloc((size_t)4 * nv * sizeof *first);
+    enum { N = XCM_TEST_ROWS };
+    size_t nl = (size_t)N * m->hp.n_vocab;
+    float *la = malloc(nl * sizeof *la), *lr = malloc(nl * sizeof *lr),
+          *first = malloc(nl * sizeof *first);
     assert_true(la && lr && first);
-    static const int wins[3][4] = {{0, 0, 0, 0}, {0, 1, 0, 1}, {0, 0, 0, 0}};
     for (int call = 0; call < 3; call++) {
-        td_wseq seqs[4];
-        int32_t toks[4];
-        for (int s = 0; s < 4; s++) {
-            seqs[s] = (td_wseq){s, wins[call][s], 0, 1};
+        td_wseq seqs[N];
+        int32_t toks[N];
+        for (int s = 0; s < N; s++) {
+            seqs[s] = (td_wseq){s, call == 1 ? s % 2 : 0, 0, 1};
             toks[s] = s == 0 ? m->sp.sot : (int32_t)((s * 7919 + 13) % 50000);
         }
         td_error err = {0};
-        if (VK->decode(b_auto, 4, seqs, toks, 1, la, &err) != TD_OK ||
-            VK->decode(b_row, 4, seqs, toks, 1, lr, &err) != TD_OK)
+        if (VK->decode(b_auto, N, seqs, toks, 1, la, &err) != TD_OK ||
+            VK->decode(b_row, N, seqs, toks, 1, lr, &err) != TD_OK)
             fail_msg("decode: %s", err.msg);
         if (call == 1) {
-            if (memcmp(la, lr, (size_t)4 * nv * sizeof *la) != 0)
-                fail_msg("auto, 2 rows a window: logits differ from per row's (a kept recording "
-                         "of 4 rows a window replayed?)");
+            if (memcmp(la, lr, nl * sizeof *la) != 0)
+                fail_msg("auto, %d rows a window: logits differ from per row's (a kept "
+                         "recording of %d rows a window replayed?)", N / 2, N);
             continue;
         }
         double num = 0, den = 0;
-        for (size_t i = 0; i < (size_t)4 * nv; i++) {
+        for (size_t i = 0; i < nl; i++) {
             double e = (double)la[i] - lr[i];
             num += e * e;
             den += (double)lr[i] * lr[i];
         }
         double rel = den > 0 ? sqrt(num / den) : 1;
         if (!(rel <= 1e-4))
-            fail_msg("auto, 4 rows a window, call %d: logits off by %.3g relative L2 against per "
-                     "row (bound 1e-4)", call + 1, rel);
+            fail_msg("auto, %d rows a window, call %d: logits off by %.3g relative L2 against "
+                     "per row (bound 1e-4)", N, call + 1, rel);
         if (call == 0)
-            memcpy(first, la, (size_t)4 * nv * sizeof *la);
-        else if (memcmp(first, la, (size_t)4 * nv * sizeof *la) != 0)
-            fail_msg("auto, 4 rows a window: the replayed call's logits differ from the first's");
-        print_message("  auto, 4 rows on one window, call %d: relative L2 %.2e against per row\n",
-                      call + 1, rel);
+            memcpy(first, la, nl * sizeof *la);
+        else if (memcmp(first, la, nl * sizeof *la) != 0)
+            fail_msg("auto, %d rows a window: the replayed call's logits differ from the first's",
+                     N);
+        print_message("  auto, %d rows on one window, call %d: relative L2 %.2e against per row\n",
+                      N, call + 1, rel);
     }
-    print_message("  auto, 4 rows on two windows between them: per row's bits\n");
+    print_message("  auto, %d rows on two windows between them: per row's bits\n", N);
     free(la);
     free(lr);
     free(first);
@@ -879,8 +881,8 @@ static void test_cross_cm(void **state)
     }
     {
         td_error err = {0};
-        td_wbackend *b_auto = open_vk_env(m, 4, 2, "TD_VULKAN_XCM", NULL, &err),
-                    *b_row = open_vk_env(m, 4, 2, "TD_VULKAN_XCM", "0", &err);
+        td_wbackend *b_auto = open_vk_env(m, XCM_TEST_ROWS, 2, "TD_VULKAN_XCM", NULL, &err),
+                    *b_row = open_vk_env(m, XCM_TEST_ROWS, 2, "TD_VULKAN_XCM", "0", &err);
         assert_non_null(b_auto);
         assert_non_null(b_row);
         assert_non_null(strstr(td_wvk_path_note(b_auto), "at " XCM_TEST_MIN " rows a window or more"));

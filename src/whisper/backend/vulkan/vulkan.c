@@ -96,15 +96,18 @@
 #define MAX_ROWS_LIMIT 65535
 #define MAX_CHUNKS 64     /* the weights' allocations (CHUNK bytes at most each) */
 /* The cross-attention on the matrix engines (TD_VULKAN_XCM): a call runs
- * it by default where its rows come to at least XCM_MIN_ROWS a window
- * (a big batch's, or beams'): a group reads its window's keys and values
- * once for up to TD_VKO_XCM_GROUP rows, where the per-row kernel reads
- * them once a row, but its 16-row tiles of queries are mostly idle at
- * one row a window, where the per-row kernel's split of the keys over
- * many workgroups fills the card instead. */
+ * it by default where its rows come to at least XCM_MIN_ROWS a window on
+ * average (a big batch of sequences on few windows): a group reads its
+ * window's keys and values once for up to TD_VKO_XCM_GROUP rows, where
+ * the per-row kernel reads them once a row, but a group's tiles of 16
+ * query rows are mostly idle with few rows, where the per-row kernel's
+ * split of the keys over many workgroups fills the card instead. On an
+ * H100 (medium, 4 windows, bench/RESULTS.md) it gained at 64 rows a
+ * window (23.9 -> 18.6 ms a step) and nothing at 16 or 32; a window's
+ * beams (5 rows) have not been timed, so they stay per row. */
 enum { XCM_AUTO, XCM_NEVER, XCM_ALWAYS };
-#define XCM_MIN_ROWS 4
-#define XCM_MIN_ROWS_S "4" /* the same, for the path note */
+#define XCM_MIN_ROWS 32
+#define XCM_MIN_ROWS_S "32" /* the same, for the path note */
 /* The encoder runs ENC_BATCH_MAX windows at once where the configuration
  * has that many slots (products of that many times n_audio_ctx rows:
  * fuller grids, fewer dispatches; a transcription hands a GPU backend 4
