@@ -1913,9 +1913,14 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
                     rd += (double)wr[c] * wr[c];
                 }
                 double rel = rd > 0 ? sqrt(rn / rd) : sqrt(rn);
-                if (!(rel <= 2e-3)) /* NaN too */
+                if (!(rel <= 2e-3)) { /* NaN too: say which side, and where */
+                    int c = 0;
+                    while (c < cols - 1 && isfinite(gr[c]) && isfinite(wr[c]))
+                        c++;
                     fail_msg("%s: run %d, row %d (set %d): relative L2 %.3g against per row "
-                             "(bound 2e-3)", what, run + 1, r, set[r], rel);
+                             "(bound 2e-3); column %d: %.9g, per row %.9g",
+                             what, run + 1, r, set[r], rel, c, (double)gr[c], (double)wr[c]);
+                }
                 worst = rel > worst ? rel : worst;
                 num += rn;
                 den += rd;
