@@ -548,6 +548,16 @@ static void test_ragged_batch(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* var set back to saved (unset where NULL); saved freed */
+static void restore_env(const char *var, char *saved)
+{
+    if (saved)
+        assert_int_equal(setenv(var, saved, 1), 0);
+    else
+        assert_int_equal(unsetenv(var), 0);
+    free(saved);
+}
+
 /* Open with var set to value (NULL: unset), var as it was after. */
 static td_wbackend *open_vk_env(const td_wmodel *m, int max_seq, int max_windows,
                                 const char *var, const char *value, td_error *err)
@@ -559,11 +569,7 @@ static td_wbackend *open_vk_env(const td_wmodel *m, int max_seq, int max_windows
     else
         assert_int_equal(unsetenv(var), 0);
     td_wbackend *b = open_vk(m, max_seq, max_windows, err);
-    if (saved)
-        assert_int_equal(setenv(var, saved, 1), 0);
-    else
-        assert_int_equal(unsetenv(var), 0);
-    free(saved);
+    restore_env(var, saved);
     return b;
 }
 
@@ -586,16 +592,6 @@ static void refuses_values(const td_wmodel *m, const char *var, const char *cons
         assert_non_null(strstr(err.msg, var));
         assert_int_equal(td_vk_live(), live);
     }
-}
-
-/* var set back to saved (unset where NULL); saved freed */
-static void restore_env(const char *var, char *saved)
-{
-    if (saved)
-        assert_int_equal(setenv(var, saved, 1), 0);
-    else
-        assert_int_equal(unsetenv(var), 0);
-    free(saved);
 }
 
 /* What test_cross_groups and test_cross_cm share: backends b[0] and b[1],
