@@ -816,8 +816,9 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
      * compute). TD_VULKAN_CROSS16=0 or 1 overrides. The buffers are
      * sized for floats either way, so memory_need() does not depend on
      * the trial. */
-    b->cross16 = m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32 &&
-                 td_vko_path_get(b->ops) != TD_VKO_TILED;
+    int halves_ok = m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32 &&
+                    td_vko_path_get(b->ops) != TD_VKO_TILED;
+    b->cross16 = halves_ok;
     {
         const char *c16 = getenv("TD_VULKAN_CROSS16");
         if (c16 && strcmp(c16, "0") == 0)
@@ -850,8 +851,6 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
      * (TD_VULKAN_XCM): by default only where the products already round
      * their inputs to halves (as for cross16's default above), not where
      * results are held to float accuracy; TD_VULKAN_XCM=1 takes it anyway */
-    int halves_ok = m->wtype == TD_WT_F16 && cfg->compute != TD_WCOMPUTE_F32 &&
-                    td_vko_path_get(b->ops) != TD_VKO_TILED;
     int xcm_built = td_vko_has_dec_xcm(b->ops);
     b->xcm = !xcm_built || (P->xcm == XCM_AUTO && !halves_ok) ? XCM_NEVER : P->xcm;
     {
