@@ -7,7 +7,7 @@
 #   ./bench/vulkan-device.sh pack DIR            (here, after make)
 #   ./bench/vulkan-device.sh run DIR OUT [SECS]  (on the GPU machine)
 #
-# pack copies build/benchbin/vulkan-bench and vk-dispatch and
+# pack copies build/benchbin/vulkan-bench, vk-dispatch and vk-xattn and
 # build/tests/test_vulkan_ops and test_vulkan_backend into DIR/bin, their
 # Debian libraries but glibc's and the Vulkan loader into DIR/libs.tar.xz,
 # and Debian's Vulkan loader and glvnd packages into DIR/gl (apt-get
@@ -29,7 +29,9 @@
 # --step sample) for every variant, ROUNDS (default 2) times interleaved,
 # and last base, small and large-v3 with the variant of the fastest medium
 # encoder (DIMS and MORE_DIMS name others, BENCH_ARGS other arguments;
-# DISPATCH=1 runs vk-dispatch first; TESTS=0 leaves the tests out,
+# DISPATCH=1 runs vk-dispatch first, XATTN="WxR,..." vk-xattn on those
+# cases (W windows of R rows; then one block of keys, and inputs in host
+# memory); TEST_LIMIT (default 150) is each test binary's limit; TESTS=0 leaves the tests out,
 # TEST_VARIANTS="V ..." tests those variants only, STATS=0 the --stats
 # runs; PROFILE_BATCHES, default 256, the batches whose step is profiled
 # per shader and in order, with each of PROFILE_VARIANTS, by default the
@@ -53,7 +55,7 @@ if [ "$mode" = pack ]; then
     # NVIDIA driver's X libraries come along through FFmpeg's
     libs=$stage/libs.txt
     : >"$libs"
-    for b in benchbin/vulkan-bench benchbin/vk-dispatch tests/test_vulkan_ops \
+    for b in benchbin/vulkan-bench benchbin/vk-dispatch benchbin/vk-xattn tests/test_vulkan_ops \
         tests/test_vulkan_backend; do
         [ -x "$top/build/$b" ] || fail "build/$b missing: run make first"
         cp "$top/build/$b" "$dir/bin/" || fail "cp $b"
@@ -121,12 +123,18 @@ step() {
         timeout -k 10 "$limit" "$@" >"$logs/$name.log" 2>&1
     local rc=$?
     say "== $name [$variant] rc=$rc $(($(date +%s) - s)) s (at $(el) s)"
-    grep -E '^\||GPU time|Register Count|PASSED|FAILED|worst|rel L2|ERROR|order|per (dispatch|phase)' \
+    grep -E '^\||GPU time|Register Count|PASSED|FAILED|worst|rel L2|ERROR|order|per (dispatch|phase)|a dispatch|^vk-|windows x|per row /' \
         "$logs/$name.log" | head -80 >>"$sum"
 }
 
 # DISPATCH=1: first, vk-dispatch (what a dispatch costs by itself)
 [ "${DISPATCH:-0}" = 0 ] || step dispatch 60 default "$bin/vk-dispatch" --n 200 --k 1024
+# XATTN="WxR,...": vk-xattn (the cross-attention's kernels one at a time)
+if [ -n "${XATTN:-}" ]; then
+    step xattn 120 default "$bin/vk-xattn" --cases "$XATTN"
+    step xattn1blk 60 default "$bin/vk-xattn" --cases 4x64 --keys 64
+    step xattnhost 60 TD_VULKAN_INPUT_MEM=host "$bin/vk-xattn" --cases 4x64,64x4
+fi
 read -r -a variants <<<"${VARIANTS:-default}"
 dims=${DIMS:-medium}
 n=0
@@ -135,9 +143,9 @@ for v in "${variants[@]}"; do
     n=$((n + 1))
     # TEST_VARIANTS (default: every variant) names the variants tested
     if [ "${TESTS:-1}" != 0 ] && [[ " ${TEST_VARIANTS:-$v} " == *" $v "* ]]; then
-        step "ops$n" 150 "$v" env TEST_FILTER="${OPS_FILTER:-test_linear_coopmat}" \
+        step "ops$n" "${TEST_LIMIT:-150}" "$v" env TEST_FILTER="${OPS_FILTER:-test_linear_coopmat}" \
             TEST_PATHS="${TEST_PATHS:-coopmat}" "$bin/test_vulkan_ops"
-        step "backend$n" 150 "$v" env TEST_FILTER="${BACKEND_FILTER:-*}" \
+        step "backend$n" "${TEST_LIMIT:-150}" "$v" env TEST_FILTER="${BACKEND_FILTER:-*}" \
             TEST_SKIP="${BACKEND_SKIP-test_open_alloc_failures}" "$bin/test_vulkan_backend"
     fi
     [ "${STATS:-1}" = 0 ] ||

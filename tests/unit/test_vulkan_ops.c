@@ -1826,7 +1826,7 @@ static void dec_group_case(const int (*ks)[2], int max_keys, const char *what)
      * indirect dispatches) */
     td_vk_buf tab;
     td_error err = {0};
-    if (td_vk_buf_create(vk, td_vko_dec_group_ints(rows, G) * 4 + 256, TD_VK_MEM_HOST, &tab, &err))
+    if (td_vk_buf_create(vk, td_vko_dec_group_ints(rows, G) * 4 + 256, TD_VK_MEM_INPUT, &tab, &err))
         fail_msg("%s", err.msg);
     const uint64_t toff = 256; /* not at the buffer's start, as the io region */
     int32_t *t = (int32_t *)((char *)tab.map + toff);

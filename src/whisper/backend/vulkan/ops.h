@@ -339,7 +339,7 @@ void td_vko_dec_attn_x(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint
  * how), so grouping changes nothing downstream.
  *
  * The group table, ints at table->addr + table_off (table a
- * TD_VK_MEM_HOST buffer, which takes indirect dispatches; table_off a
+ * TD_VK_MEM_INPUT buffer, which takes indirect dispatches; table_off a
  * multiple of 4), written by the host before the submit, so that a kept
  * recording replays with each call's groups:
  *   [0, TD_VKO_GROUP_HEAD)  the dispatch's size: td_vko_dec_group_head

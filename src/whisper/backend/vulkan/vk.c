@@ -724,6 +724,7 @@ struct td_vk {
     unsigned long later_lost; /* submissions that failed with a kept one in them */
     td_error later_err;    /* the last such failure */
     int wide_barriers;     /* TD_VULKAN_BARRIER=wide: every barrier as a transfer's */
+    int input_host;        /* TD_VULKAN_INPUT_MEM=host: TD_VK_MEM_INPUT as TD_VK_MEM_HOST */
     /* a submission that never finished (its wait timed out) or a lost
      * device: its command buffers and fence may still be in use, so
      * nothing is recorded or submitted again, and close waits for the
@@ -792,6 +793,13 @@ static int device_matches(const td_vk_info *in, const char *want)
     return nd == 32;
 }
 
+/* TD_VK_MEM_INPUT's memory where the device has it: shaders read it
+ * without a round trip over PCIe (about a microsecond each on an H100's
+ * host memory), the host writes it through the BAR */
+#define INPUT_NEAR                                                                     \
+    (VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |      \
+     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
+
 static int find_mem_type(const td_vk *vk, uint32_t bits, VkMemoryPropertyFlags want)
 {
     for (uint32_t i = 0; i < vk->mem.memoryTypeCount; i++)
@@ -806,10 +814,14 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
     const char *bw = getenv("TD_VULKAN_BARRIER");
     if (bw && *bw && strcmp(bw, "wide") != 0 && strcmp(bw, "narrow") != 0)
         return td_error_set(err, TD_EINVAL, "vulkan: TD_VULKAN_BARRIER=%s (narrow or wide)", bw);
+    const char *im = getenv("TD_VULKAN_INPUT_MEM");
+    if (im && *im && strcmp(im, "auto") != 0 && strcmp(im, "host") != 0)
+        return td_error_set(err, TD_EINVAL, "vulkan: TD_VULKAN_INPUT_MEM=%s (auto or host)", im);
     td_vk *vk = td_vk_calloc(1, sizeof *vk);
     if (!vk)
         return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
     vk->wide_barriers = bw && strcmp(bw, "wide") == 0;
+    vk->input_host = im && strcmp(im, "host") == 0;
     int rc = instance_get(&vk->inst, err);
     if (rc)
         goto out_free;
@@ -869,6 +881,8 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
     vk->pd = pds[pick];
     td_vk_free(pds);
     p_vkGetPhysicalDeviceMemoryProperties(vk->pd, &vk->mem);
+    vk->facts.info.input_device_local =
+        !vk->input_host && find_mem_type(vk, ~0u, INPUT_NEAR) >= 0;
 
     /* the device, with buffer device addresses (and the budget extension) */
     float prio = 1.0f;
@@ -1042,7 +1056,7 @@ int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b
                                        VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                                        VK_BUFFER_USAGE_TRANSFER_DST_BIT |
                                        VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
-                                       (kind == TD_VK_MEM_HOST
+                                       (kind == TD_VK_MEM_HOST || kind == TD_VK_MEM_INPUT
                                             ? VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT
                                             : 0),
                               .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
@@ -1061,9 +1075,14 @@ int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b
         if (type < 0)
             type = find_mem_type(vk, req.memoryTypeBits, 0);
         break;
+    case TD_VK_MEM_INPUT:
     case TD_VK_MEM_HOST:
-        type = find_mem_type(vk, req.memoryTypeBits,
-                             VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+        if (kind == TD_VK_MEM_INPUT && !vk->input_host)
+            type = find_mem_type(vk, req.memoryTypeBits, INPUT_NEAR);
+        if (type < 0) /* host memory */
+            type = find_mem_type(vk, req.memoryTypeBits,
+                                 VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
         break;
     case TD_VK_MEM_READBACK:
         type = find_mem_type(vk, req.memoryTypeBits,

@@ -66,6 +66,7 @@ typedef struct td_vk_info {
     int64_t free_bytes;    /* VK_EXT_memory_budget: budget - usage; -1 unknown */
     int has_coopmat;       /* VK_KHR_cooperative_matrix advertised */
     int has_coopmat_nv;    /* VK_NV_cooperative_matrix usable (16x16x16 f16, subgroups of 32): enabled */
+    int input_device_local; /* TD_VK_MEM_INPUT buffers are device-local (set by td_vk_open) */
     int usable;            /* has what the backend needs (else reason says why) */
     char reason[128];
 } td_vk_info;
@@ -87,9 +88,16 @@ void td_vk_close(td_vk *vk);
 
 enum td_vk_mem {
     TD_VK_MEM_DEVICE = 0,  /* device-local; reached by copies and shaders */
-    TD_VK_MEM_HOST = 1,    /* host-visible, coherent, mapped: small per-call inputs (and
-                            * the sizes of indirect dispatches: td_vk_dispatch_indirect) */
-    TD_VK_MEM_READBACK = 2 /* host-visible, cached if the device has it: outputs */
+    TD_VK_MEM_HOST = 1,    /* host-visible, coherent, mapped, in host memory: what copies
+                            * take to the device (the staging buffer) */
+    TD_VK_MEM_READBACK = 2, /* host-visible, cached if the device has it: outputs */
+    TD_VK_MEM_INPUT = 3    /* host-visible, coherent, mapped, written by the host and read
+                            * by shaders each call (tokens, offsets, group tables, and
+                            * indirect dispatches' sizes): device-local as well where the
+                            * device maps some of its memory for the host (a BAR), so that
+                            * a shader's read is not a round trip over PCIe; else as
+                            * HOST. Write only from the host: reads of it can be slow.
+                            * TD_VULKAN_INPUT_MEM=host keeps it in host memory. */
 };
 
 typedef struct td_vk_buf {
@@ -138,8 +146,8 @@ void td_vk_dispatch(td_vk *vk, td_vk_pipe *p, const void *push, uint32_t gx, uin
                     uint32_t gz);
 /* The same with the grid's size (3 uint32s: x, y, z, as
  * VkDispatchIndirectCommand) read from args + off (a multiple of 4) when
- * the command buffer runs, not when it is recorded: args a TD_VK_MEM_HOST
- * buffer (the kind made for it), written by the host before the submit
+ * the command buffer runs, not when it is recorded: args a TD_VK_MEM_INPUT
+ * or TD_VK_MEM_HOST buffer (the kinds made for it), written by the host before the submit
  * (which makes the host's writes visible to the device), so that a kept
  * recording (td_vk_begin_cached) replays with each call's size. A size
  * of 0 in any dimension runs nothing. */

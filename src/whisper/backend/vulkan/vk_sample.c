@@ -153,7 +153,7 @@ int td_vks_create_wg(td_vk *vk, int max_rows, int n_vocab, int wg, td_vks **out,
     uint32_t spec[1] = {(uint32_t)wg};
     if ((rc = td_vk_buf_create(vk, mb, TD_VK_MEM_DEVICE, &s->mask_dev, err)) ||
         (rc = td_vk_buf_create(vk, mb, TD_VK_MEM_HOST, &s->mask_host, err)) ||
-        (rc = td_vk_buf_create(vk, (uint64_t)max_rows * IN_WORDS * 4, TD_VK_MEM_HOST, &s->in,
+        (rc = td_vk_buf_create(vk, (uint64_t)max_rows * IN_WORDS * 4, TD_VK_MEM_INPUT, &s->in,
                                err)) ||
         (rc = td_vk_buf_create(vk, (uint64_t)max_rows * OUT_WORDS * 4, TD_VK_MEM_READBACK,
                                &s->out, err)) ||

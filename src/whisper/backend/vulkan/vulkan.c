@@ -28,10 +28,12 @@
  *              use it where they fit)
  *   logits     [max_rows][n_vocab] on the device, and as much host-visible
  *              memory to read them back
- *   io         host-visible: per call, each row's token and position, KV
- *              store offsets and attention ranges, and the cross-attention's
- *              groups of rows (at most max_rows / 8 + max_windows groups of 8
- *              and max_rows / 64 + max_windows of 64, each table with its
+ *   io         written by the host, read by shaders (TD_VK_MEM_INPUT: in
+ *              the card's memory where it maps some for the host): per
+ *              call, each row's token and position, KV store offsets
+ *              and attention ranges, and the cross-attention's groups of
+ *              rows (at most max_rows / 8 + max_windows groups of 8 and
+ *              max_rows / 64 + max_windows of 64, each table with its
  *              dispatch's size: ops.h's td_vko_dec_attn_groups and
  *              td_vko_dec_xattn_cm), zeroed at open
  *   sample     the suppression bitmask, each kept row's sampling inputs
@@ -904,7 +906,7 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         (rc = td_vk_buf_create(b->vk, P->work, TD_VK_MEM_DEVICE, &b->work, err)) ||
         (rc = td_vk_buf_create(b->vk, P->logits, TD_VK_MEM_DEVICE, &b->logits, err)) ||
         (rc = td_vk_buf_create(b->vk, P->logits, TD_VK_MEM_READBACK, &b->readback, err)) ||
-        (rc = td_vk_buf_create(b->vk, P->io, TD_VK_MEM_HOST, &b->io, err)) ||
+        (rc = td_vk_buf_create(b->vk, P->io, TD_VK_MEM_INPUT, &b->io, err)) ||
         (rc = td_vk_buf_create(b->vk, P->cnt, TD_VK_MEM_DEVICE, &b->cnt, err)) ||
         (rc = td_vk_buf_create(b->vk, P->tab, TD_VK_MEM_DEVICE, &b->tab, err)) ||
         (rc = td_vk_fill0(b->vk, &b->cnt, 0, P->cnt, err)))
