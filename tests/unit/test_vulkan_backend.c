@@ -605,7 +605,10 @@ static void refuses_values(const td_wmodel *m, const char *var, const char *cons
  * largest logit where b[1]'s leads its second by more than 1e-2 of its
  * spread. */
 enum { CROSS_NS = 13 };
-#define XCM_TEST_MIN "32" /* vulkan.c's XCM_MIN_ROWS, as its path note says it */
+/* vulkan.c's rule (xcm_pays), as its path note says it: XCM_TEST_ROWS on
+ * one window takes the matrix engines; half of them a window on two
+ * windows does not, on tiny (6 heads: 12 workgroups, never a card's fill) */
+#define XCM_TEST_RULE "from 4 rows a window on average where its workgroups fill the card, 32 where not"
 enum { XCM_TEST_ROWS = 32 };
 static void cross_compare(const fset *f, td_wbackend *b[2], int exact, const char *what)
 {
@@ -881,7 +884,7 @@ static void test_cross_cm(void **state)
                     *b_row = open_vk_env(m, XCM_TEST_ROWS, 2, "TD_VULKAN_XCM", "0", &err);
         assert_non_null(b_auto);
         assert_non_null(b_row);
-        assert_non_null(strstr(td_wvk_path_note(b_auto), "at " XCM_TEST_MIN " rows a window or more"));
+        assert_non_null(strstr(td_wvk_path_note(b_auto), XCM_TEST_RULE));
         float *mel2 = other_mel(f.mel, 911, 0.7f);
         const float *mels[2] = {f.mel, mel2};
         int wins[2] = {0, 1};
@@ -896,6 +899,39 @@ static void test_cross_cm(void **state)
     restore_env("TD_VULKAN_XGROUP", saved_xg);
     fset_free(&f);
     assert_int_equal(td_vk_live(), 0);
+}
+
+/* The default's rule for the matrix-engine cross-attention, on the
+ * cases it was measured on (vulkan.c's comment at XCM_MIN_ROWS) and at
+ * its edges: medium's 16 heads on an H100's 132 multiprocessors. */
+static void test_xcm_rule(void **state)
+{
+    (void)state;
+    static const struct {
+        int windows, rows_a_window, sms, want;
+    } cases[] = {
+        {64, 4, 132, 1},  /* 1,024 workgroups: 496 us a layer against 714 per row */
+        {64, 1, 132, 0},  /* one row a window: a step the same either way; per row */
+        {4, 16, 132, 0},  /* 64 workgroups: 265 us against 184 per row */
+        {4, 32, 132, 1},  /* 265 against 525 */
+        {4, 64, 132, 1},  /* 265 against 699 */
+        {1, 31, 132, 0},  /* under 32 a window, 16 workgroups */
+        {9, 4, 132, 1},   /* 144 workgroups: the card filled once */
+        {8, 4, 132, 0},   /* 128: not */
+        {8, 4, 0, 0},     /* an unknown count taken as 132 */
+        {8, 4, 100, 1},   /* a smaller card filled */
+        {64, 3, 132, 0},  /* under 4 a window on average */
+        {0, 0, 132, 0},   /* no windows */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int w = cases[i].windows, r = cases[i].rows_a_window;
+        int groups = w * ((r + 63) / 64);
+        int got = td_wvk_xcm_pays(w * r, w, groups * 16, cases[i].sms);
+        if (got != cases[i].want)
+            fail_msg("%d windows of %d rows, %d multiprocessors: %s, want %s", w, r,
+                     cases[i].sms, got ? "matrix engines" : "per row",
+                     cases[i].want ? "matrix engines" : "per row");
+    }
 }
 
 /* Several windows in one encode() call (the encoder's products over all
@@ -1698,7 +1734,7 @@ int main(void)
         cmocka_unit_test(test_golden_en_d64), cmocka_unit_test(test_golden_tiny_f16),
         cmocka_unit_test(test_golden_real),
         cmocka_unit_test(test_ragged_batch),    cmocka_unit_test(test_cross_groups),
-        cmocka_unit_test(test_cross_cm),
+        cmocka_unit_test(test_cross_cm),        cmocka_unit_test(test_xcm_rule),
         cmocka_unit_test(test_encode_batched),
         cmocka_unit_test(test_encode_after_big_step),
         cmocka_unit_test(test_sample_entry), cmocka_unit_test(test_step_submits),

@@ -57,13 +57,13 @@
  * changes between steps (tokens, positions, KV offsets, the
  * cross-attention's groups and their count) is read from io.
  * The cross-attention runs per row, or, on NVIDIA's matrix engines where
- * a call has at least XCM_MIN_ROWS rows a window on average (a big
- * batch's, or beams), by groups of up to 64 of a window's rows, each
- * group reading its window's K and V once (ops.h's td_vko_dec_xattn_cm;
- * TD_VULKAN_XCM); TD_VULKAN_XGROUP=1 has it read them once for each group
- * of up to 8 of its rows on the shader cores instead (ops.h's
- * td_vko_dec_attn_groups, each row's output the same bits as per row, but
- * slower on an H100: bench/RESULTS.md). The self-attention stays per row
+ * that pays (td_wvk_xcm_pays: a few rows a window on enough windows to
+ * fill the card, as a batch's beams, or many rows on few), by groups of
+ * up to 64 of a window's rows, each group reading its window's K and V
+ * once (ops.h's td_vko_dec_xattn_cm; TD_VULKAN_XCM); TD_VULKAN_XGROUP=1
+ * has it read them once for each group of up to 8 of its rows on the
+ * shader cores instead (ops.h's td_vko_dec_attn_groups, each row's output
+ * the same bits as per row, but slower on an H100: bench/RESULTS.md). The self-attention stays per row
  * (no two rows share a KV slot's keys and count).
  * The decoder's K and V products write straight into the KV slots, an
  * attention's split parts are merged by its own last workgroup, and with
@@ -98,18 +98,36 @@
 #define MAX_ROWS_LIMIT 65535
 #define MAX_CHUNKS 64     /* the weights' allocations (CHUNK bytes at most each) */
 /* The cross-attention on the matrix engines (TD_VULKAN_XCM): a call runs
- * it by default where its rows come to at least XCM_MIN_ROWS a window on
- * average (a big batch of sequences on few windows): a group reads its
+ * it by default where it pays (td_wvk_xcm_pays): a group reads its
  * window's keys and values once for up to TD_VKO_XCM_GROUP rows, where
- * the per-row kernel reads them once a row, but a group's tiles of 16
- * query rows are mostly idle with few rows, where the per-row kernel's
- * split of the keys over many workgroups fills the card instead. On an
- * H100 (medium, 4 windows, bench/RESULTS.md) it gained at 64 rows a
- * window (23.9 -> 18.6 ms a step) and nothing at 16 or 32; a window's
- * beams (5 rows) have not been timed, so they stay per row. */
+ * the per-row kernel reads them once a row and splits the keys over many
+ * workgroups.
+ * A group's workgroup costs about the same whatever its rows (its tiles
+ * of 16 query rows are mostly idle with few), and one alone on a
+ * multiprocessor runs about twice as long a block as two together. So
+ * it pays from XCM_MIN_ROWS rows a window on average where its
+ * workgroups (groups x heads) at least fill the card's multiprocessors
+ * once, and from XCM_FULL_ROWS a window where they do not. On an H100
+ * (medium, bench/RESULTS.md): 64 windows of 4 rows (1,024 workgroups),
+ * 496 us a layer against 714 per row (a step 18.6 ms against 23.9); of 1
+ * row, a step the same either way (9.36 and 9.30 ms); 4 windows of 16
+ * rows (64 workgroups) 265 us against 184 per row; of 32 and 64 rows,
+ * 265 against 525 and 699. */
 enum { XCM_AUTO, XCM_NEVER, XCM_ALWAYS };
-#define XCM_MIN_ROWS 32
-#define XCM_MIN_ROWS_S "32" /* the same, for the path note */
+#define XCM_MIN_ROWS 4
+#define XCM_FULL_ROWS 32
+#define XCM_RULE_S "4 rows a window on average where its workgroups fill the card, 32 where not"
+
+/* vulkan.h; sms 0 taken as an H100's 132 */
+int td_wvk_xcm_pays(int R, int windows, int workgroups, int sms)
+{
+    if (windows < 1)
+        return 0;
+    if (R >= XCM_FULL_ROWS * windows)
+        return 1;
+    return R >= XCM_MIN_ROWS * windows && workgroups >= (sms > 0 ? sms : 132);
+}
+
 /* The encoder runs ENC_BATCH_MAX windows at once where the configuration
  * has that many slots (products of that many times n_audio_ctx rows:
  * fuller grids, fewer dispatches; a transcription hands a GPU backend 4
@@ -417,7 +435,7 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
     P->xgroup = xg && strcmp(xg, "1") == 0;
     /* TD_VULKAN_XCM: the cross-attention on the matrix engines by groups
      * of up to TD_VKO_XCM_GROUP of a window's rows: auto (or unset) where
-     * the call has at least XCM_MIN_ROWS rows a window, 0 never, 1 always
+     * it pays (td_wvk_xcm_pays), 0 never, 1 always
      * (where the device has the shader; TD_VULKAN_XGROUP=1 wins) */
     const char *xc = getenv("TD_VULKAN_XCM");
     if (xc && *xc && strcmp(xc, "auto") != 0 && strcmp(xc, "0") != 0 && strcmp(xc, "1") != 0)
@@ -849,10 +867,10 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
      * and the device has the shared memory for it */
     b->xgroup = P->xgroup && td_vko_has_dec_groups(b->ops);
     /* and on the matrix engines, once per group of up to TD_VKO_XCM_GROUP
-     * rows, where a call has XCM_MIN_ROWS rows a window on average
-     * (TD_VULKAN_XCM): by default only where the products already round
-     * their inputs to halves (as for cross16's default above), not where
-     * results are held to float accuracy; TD_VULKAN_XCM=1 takes it anyway */
+     * rows, where it pays (td_wvk_xcm_pays; TD_VULKAN_XCM): by default
+     * only where the products already round their inputs to halves (as
+     * for cross16's default above), not where results are held to float
+     * accuracy; TD_VULKAN_XCM=1 takes it anyway */
     int xcm_built = td_vko_has_dec_xcm(b->ops);
     b->xcm = !xcm_built || (P->xcm == XCM_AUTO && !halves_ok) ? XCM_NEVER : P->xcm;
     {
@@ -861,8 +879,7 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         const char *xn =
             b->xgroup                ? "by groups of a window's rows (TD_VULKAN_XGROUP=1)"
             : b->xcm == XCM_ALWAYS   ? "on the matrix engines (TD_VULKAN_XCM=1)"
-            : b->xcm == XCM_AUTO     ? "on the matrix engines at " XCM_MIN_ROWS_S
-                                       " rows a window or more on average, else per row"
+            : b->xcm == XCM_AUTO     ? "on the matrix engines from " XCM_RULE_S ", else per row"
             : P->xcm == XCM_NEVER    ? "per row (TD_VULKAN_XCM=0)"
             : !xcm_built && ar && strcmp(ar, "0") == 0 ? "per row (TD_VULKAN_ATTN_REG=0)"
             : !xcm_built             ? "per row (no matrix-engine shader on this device)"
@@ -1451,18 +1468,25 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
         }
         last[s] = r - 1;
     }
-    /* The cross-attention on the matrix engines where the rows come to
-     * XCM_MIN_ROWS a window (TD_VULKAN_XCM: plan) */
+    /* The cross-attention on the matrix engines where it pays (td_wvk_xcm_pays;
+     * TD_VULKAN_XCM: plan) */
     b->xcm_now = 0;
     if (b->xcm != XCM_NEVER && !b->xgroup) {
-        int windows = 0;
+        int windows = 0, groups = 0;
         for (int s = 0; s < n_seq; s++) {
-            int seen = 0;
+            int seen = 0, rows = 0;
             for (int t = 0; t < s && !seen; t++)
                 seen = seqs[t].window == seqs[s].window;
-            windows += !seen;
+            if (seen)
+                continue;
+            for (int t = s; t < n_seq; t++)
+                rows += seqs[t].window == seqs[s].window ? seqs[t].n_tokens : 0;
+            windows++;
+            groups += (rows + TD_VKO_XCM_GROUP - 1) / TD_VKO_XCM_GROUP;
         }
-        b->xcm_now = b->xcm == XCM_ALWAYS || R >= XCM_MIN_ROWS * windows;
+        b->xcm_now = b->xcm == XCM_ALWAYS ||
+                     td_wvk_xcm_pays(R, windows, groups * P->nht,
+                                     td_vk_device_info(b->vk)->sm_count);
     }
     if (b->xcm_now)
         fill_groups(P, (int32_t *)(io + P->io_xcm), TD_VKO_XCM_GROUP, n_seq, seqs);

@@ -48,6 +48,12 @@ int td_wvk_set_split_parts(td_wbackend *b, int parts);
 /* The matrix engines' rate (ops.h's td_vko_cm_peak), TFLOP/s. */
 int td_wvk_cm_peak(td_wbackend *b, int mode, int groups, double *tflops, td_error *err);
 
+/* Whether the default (TD_VULKAN_XCM=auto) runs a decode call's
+ * cross-attention on the matrix engines: rows rows on windows windows, in
+ * workgroups workgroups there (groups of up to 64 of a window's rows,
+ * times heads), on a card of sms multiprocessors (0: unknown). */
+int td_wvk_xcm_pays(int rows, int windows, int workgroups, int sms);
+
 /* Turn per-dispatch timing on or off, and read the totals per shader
  * (largest first; reset clears them), or the latest timed dispatches in
  * order (vk.h's td_vk_profile_last). */
