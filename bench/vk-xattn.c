@@ -17,15 +17,17 @@
  *                  both in TD_VK_MEM_HOST memory (host memory, read over
  *                  PCIe); then with one layer's K and V for all L (from the
  *                  L2 cache after the first);
- *   - per row:     td_vko_dec_attn_x (halves), one workgroup a row and head
- *                  and block of keys, as a step below XCM_MIN_ROWS;
+ *   - per row:     td_vko_dec_attn_x (halves), one workgroup a row, head
+ *                  and block of TD_VKO_ATT_SPLIT keys, as the default runs
+ *                  where the matrix engines do not pay (vulkan.c's
+ *                  td_wvk_xcm_pays);
  *   - encoder:     td_vko_enc_attn_half over one window's N rows and keys
  *                  (the same kernel's loop with 64 query rows a workgroup),
  *                  for the cost of a block of keys a workgroup where
  *                  workgroups share the multiprocessors.
- * Each line also gives the microseconds per block of 64 keys a workgroup
- * (a dispatch's time over its blocks, where its workgroups all fit at
- * once). Uses the first usable device, or TD_VULKAN_DEVICE.
+ * The matrix engines' lines also give the dispatch's time over its blocks
+ * of 64 keys: a workgroup's time a block where its workgroups all run at
+ * once. Uses the first usable device, or TD_VULKAN_DEVICE.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,11 +108,14 @@ static double time_kind(probe *p, enum kind kind, int kv16, int mem, int same)
     return best * 1e3 / p->layers;
 }
 
-static void line(const probe *p, const char *what, double us, int workgroups)
+/* blocks: 1 for the matrix engines' lines (a block of 64 keys is then
+ * the dispatch's time over them), 0 for the others */
+static void line(const probe *p, const char *what, double us, int workgroups, int blocks)
 {
-    int blocks = (p->n + 63) / 64;
-    printf("  %-44s %8.1f us a dispatch, %5d workgroups, %6.2f us a block of keys\n", what, us,
-           workgroups, us / blocks);
+    printf("  %-44s %8.1f us a dispatch, %6d workgroups", what, us, workgroups);
+    if (blocks)
+        printf(", %6.2f us a block of 64 keys", us / ((p->n + 63) / 64));
+    printf("\n");
 }
 
 /* the inputs of one case: each row's info (its window's first key
@@ -152,34 +157,53 @@ int main(int argc, char **argv)
 {
     probe p = {.n = 1500, .layers = 8};
     int cw[MAX_CASES] = {4}, cr[MAX_CASES] = {64}, nc = 1;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--cases") == 0) {
+    int ok = 1;
+    for (int i = 1; i < argc && ok; i += 2) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *e = NULL;
+        if (!v) {
+            ok = 0;
+        } else if (strcmp(argv[i], "--cases") == 0) {
+            /* W x R, comma-separated, nothing else */
             nc = 0;
-            for (const char *c = argv[i + 1]; *c && nc < MAX_CASES;) {
-                char *e;
-                cw[nc] = (int)strtol(c, &e, 10);
-                cr[nc] = *e == 'x' ? (int)strtol(e + 1, &e, 10) : 0;
-                nc++;
-                c = *e == ',' ? e + 1 : e;
-                if (*e && *e != ',')
+            for (const char *c = v; ok;) {
+                if (nc == MAX_CASES) {
+                    ok = 0;
                     break;
+                }
+                cw[nc] = (int)strtol(c, &e, 10);
+                ok = e != c && *e == 'x';
+                if (!ok)
+                    break;
+                c = e + 1;
+                cr[nc] = (int)strtol(c, &e, 10);
+                ok = e != c && (*e == ',' || *e == '\0');
+                nc++;
+                if (!ok || *e == '\0')
+                    break;
+                c = e + 1;
             }
         } else if (strcmp(argv[i], "--keys") == 0) {
-            p.n = atoi(argv[i + 1]);
+            p.n = (int)strtol(v, &e, 10);
+            ok = e != v && *e == '\0';
         } else if (strcmp(argv[i], "--layers") == 0) {
-            p.layers = atoi(argv[i + 1]);
+            p.layers = (int)strtol(v, &e, 10);
+            ok = e != v && *e == '\0';
+        } else {
+            ok = 0;
         }
     }
-    int max_w = 0, max_rows = 0, ok = nc > 0 && p.n >= 1 && p.n <= 1500 && p.layers >= 1 &&
-                                     p.layers <= 64;
+    int max_w = 0, max_rows = 0;
+    ok = ok && nc > 0 && p.n >= 1 && p.n <= 1500 && p.layers >= 1 && p.layers <= 64;
     for (int c = 0; c < nc; c++) {
         ok = ok && cw[c] >= 1 && cw[c] <= 64 && cr[c] >= 1 && cr[c] <= 256;
         max_w = cw[c] > max_w ? cw[c] : max_w;
         max_rows = cw[c] * cr[c] > max_rows ? cw[c] * cr[c] : max_rows;
     }
     if (!ok) {
-        fprintf(stderr, "usage: vk-xattn [--cases WxR,... (W windows 1..64, R rows a window "
-                        "1..256)] [--keys 1..1500] [--layers 1..64]\n");
+        fprintf(stderr, "usage: vk-xattn [--cases WxR,... (up to %d cases; W windows 1..64, R "
+                        "rows a window 1..256)] [--keys 1..1500] [--layers 1..64]\n",
+                (int)MAX_CASES);
         return 2;
     }
     td_error err = {0};
@@ -198,6 +222,8 @@ int main(int argc, char **argv)
            in->input_device_local ? "in device memory mapped for the host" : "in host memory");
     if (!td_vko_has_dec_xcm(p.o)) {
         printf("  no matrix-engine cross-attention here (%s)\n", td_vko_attn_note(p.o));
+        td_vko_free(p.o);
+        td_vk_close(p.vk);
         return 0;
     }
     /* a window's K: n rows of LD, windows one after the other */
@@ -217,8 +243,10 @@ int main(int argc, char **argv)
      * kernels of either type see finite values */
     size_t chunk = 8u << 20;
     uint16_t *f = malloc(chunk);
-    if (!f)
+    if (!f) {
+        fprintf(stderr, "vk-xattn: out of memory\n");
         return 1;
+    }
     uint32_t s = 12345;
     for (size_t i = 0; i < chunk / 2; i++) {
         s = s * 1664525u + 1013904223u;
@@ -243,23 +271,24 @@ int main(int argc, char **argv)
         printf(" %d windows x %d rows:\n", p.w, p.r);
         int xwg = n_groups * HEADS;
         double xcm = time_kind(&p, XCM, 1, 0, 0), row = time_kind(&p, PER_ROW, 1, 0, 0);
-        line(&p, "xattn_cm halves", xcm, xwg);
-        line(&p, "per row halves", row, rows * HEADS);
+        int rwg = rows * HEADS * ((p.n + TD_VKO_ATT_SPLIT - 1) / TD_VKO_ATT_SPLIT);
+        line(&p, "xattn_cm halves", xcm, xwg, 1);
+        line(&p, "per row halves", row, rwg, 0);
         printf("  %d x %d: per row / xattn_cm %.2f\n", p.w, p.r, row / xcm);
         if (c > 0)
             continue;
-        line(&p, "xattn_cm halves, inputs in host memory", time_kind(&p, XCM, 1, 1, 0), xwg);
+        line(&p, "xattn_cm halves, inputs in host memory", time_kind(&p, XCM, 1, 1, 0), xwg, 1);
         line(&p, "xattn_cm halves, one layer's K and V (cached)", time_kind(&p, XCM, 1, 0, 1),
-             xwg);
-        line(&p, "xattn_cm floats", time_kind(&p, XCM, 0, 0, 0), xwg);
-        line(&p, "per row halves, inputs in host memory", time_kind(&p, PER_ROW, 1, 1, 0),
-             rows * HEADS);
+             xwg, 1);
+        line(&p, "xattn_cm floats", time_kind(&p, XCM, 0, 0, 0), xwg, 1);
+        line(&p, "per row halves, inputs in host memory", time_kind(&p, PER_ROW, 1, 1, 0), rwg,
+             0);
     }
     if (td_vko_enc_attn_half_ok(p.o, LD, p.q.addr, p.k.addr, p.v.addr)) {
         line(&p, "encoder (one window's rows as queries)", time_kind(&p, ENCODER, 1, 0, 0),
-             (p.n + 63) / 64 * HEADS);
+             (p.n + 63) / 64 * HEADS, 1);
         line(&p, "encoder, one layer's K and V (cached)", time_kind(&p, ENCODER, 1, 0, 1),
-             (p.n + 63) / 64 * HEADS);
+             (p.n + 63) / 64 * HEADS, 1);
     } else {
         printf("  encoder: no attention for halves here (%s)\n", td_vko_attn_note(p.o));
     }

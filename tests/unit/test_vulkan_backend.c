@@ -58,6 +58,7 @@
 
 #include "util/hash.h"
 #include "whisper/backend/vulkan/vk.h"
+#include "whisper/backend/vulkan/ops.h"
 #include "whisper/backend/vulkan/vulkan.h"
 #include "whisper/ct2.h"
 #include "whisper/decode.h"
@@ -605,11 +606,9 @@ static void refuses_values(const td_wmodel *m, const char *var, const char *cons
  * largest logit where b[1]'s leads its second by more than 1e-2 of its
  * spread. */
 enum { CROSS_NS = 13 };
-/* vulkan.c's rule (xcm_pays), as its path note says it: XCM_TEST_ROWS on
- * one window takes the matrix engines; half of them a window on two
- * windows does not, on tiny (6 heads: 12 workgroups, never a card's fill) */
-#define XCM_TEST_RULE "from 4 rows a window on average where its workgroups fill the card, 32 where not"
-enum { XCM_TEST_ROWS = 32 };
+/* vulkan.c's default for the matrix-engine cross-attention, as its path
+ * note says it */
+#define XCM_TEST_RULE "on the matrix engines where a call's rows make it pay"
 static void cross_compare(const fset *f, td_wbackend *b[2], int exact, const char *what)
 {
     const td_wmodel *m = f->m;
@@ -771,27 +770,60 @@ static void test_cross_groups(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
+/* Rows *n and a split *k that the default runs on the matrix engines all
+ * on one window, but per row as n - k on one and k on another (one group
+ * more: the same rows, so that only the recording's key tells the calls
+ * apart), on the first device's multiprocessors (the backend's default
+ * device too); the fewest rows that do. */
+static void xcm_test_rows(int heads, int *n, int *k)
+{
+    td_error err = {0};
+    td_vk *v = NULL;
+    if (td_vk_open(NULL, &v, &err) != TD_OK)
+        fail_msg("%s", err.msg);
+    int sms = td_vk_device_info(v)->sm_count;
+    td_vk_close(v);
+    const int G = TD_VKO_XCM_GROUP;
+    for (int rows = 2; rows <= 1024; rows++) {
+        int g1 = (rows + G - 1) / G;
+        if (!td_wvk_xcm_pays(rows, heads, g1 * heads, sms))
+            continue;
+        for (int split = 1; split <= rows / 2; split++) {
+            int g2 = (rows - split + G - 1) / G + (split + G - 1) / G;
+            if (!td_wvk_xcm_pays(rows, heads, g2 * heads, sms)) {
+                *n = rows;
+                *k = split;
+                return;
+            }
+        }
+    }
+    fail_msg("no 1,024 rows or fewer straddle the default's rule for %d heads on %d "
+             "multiprocessors",
+             heads, sms);
+}
+
 /* The default (TD_VULKAN_XCM=auto) on a device with the matrix-engine
- * kernel: N = XCM_TEST_ROWS rows on one window (N a window: the matrix
- * engines), then N rows over two windows (N / 2 a window: per row), then
+ * kernel: N rows on one window (the matrix engines), then the same N as
+ * N - K on one window and K on another (per row; xcm_test_rows picks N
+ * and K so), then
  * the first again. The calls have the same rows, logits rows and
  * self-attention split, so only the recordings' key tells them apart:
  * the second must be the per-row backend's bits (a recording kept from
  * the first, replayed, would run the matrix engines on a table nobody
  * wrote), the first and third near them and each other's bits. b_auto
  * and b_row have windows 0 and 1 encoded and N slots. */
-static void cross_auto(const td_wmodel *m, td_wbackend *b_auto, td_wbackend *b_row)
+static void cross_auto(const td_wmodel *m, td_wbackend *b_auto, td_wbackend *b_row, int N,
+                       int K)
 {
-    enum { N = XCM_TEST_ROWS };
     size_t nl = (size_t)N * m->hp.n_vocab;
     float *la = malloc(nl * sizeof *la), *lr = malloc(nl * sizeof *lr),
           *first = malloc(nl * sizeof *first);
-    assert_true(la && lr && first);
+    td_wseq *seqs = malloc((size_t)N * sizeof *seqs);
+    int32_t *toks = malloc((size_t)N * sizeof *toks);
+    assert_true(la && lr && first && seqs && toks);
     for (int call = 0; call < 3; call++) {
-        td_wseq seqs[N];
-        int32_t toks[N];
         for (int s = 0; s < N; s++) {
-            seqs[s] = (td_wseq){s, call == 1 ? s % 2 : 0, 0, 1};
+            seqs[s] = (td_wseq){s, call == 1 && s < K ? 1 : 0, 0, 1};
             toks[s] = s == 0 ? m->sp.sot : (int32_t)((s * 7919 + 13) % 50000);
         }
         td_error err = {0};
@@ -800,8 +832,9 @@ static void cross_auto(const td_wmodel *m, td_wbackend *b_auto, td_wbackend *b_r
             fail_msg("decode: %s", err.msg);
         if (call == 1) {
             if (memcmp(la, lr, nl * sizeof *la) != 0)
-                fail_msg("auto, %d rows a window: logits differ from per row's (a kept "
-                         "recording of %d rows a window replayed?)", N / 2, N);
+                fail_msg("auto, %d and %d rows on two windows: logits differ from per row's (a "
+                         "kept recording of %d rows on one replayed?)",
+                         N - K, K, N);
             continue;
         }
         double num = 0, den = 0;
@@ -822,7 +855,9 @@ static void cross_auto(const td_wmodel *m, td_wbackend *b_auto, td_wbackend *b_r
         print_message("  auto, %d rows on one window, call %d: relative L2 %.2e against per row\n",
                       N, call + 1, rel);
     }
-    print_message("  auto, %d rows on two windows between them: per row's bits\n", N);
+    print_message("  auto, %d and %d rows on two windows: per row's bits\n", N - K, K);
+    free(seqs);
+    free(toks);
     free(la);
     free(lr);
     free(first);
@@ -880,8 +915,10 @@ static void test_cross_cm(void **state)
     }
     {
         td_error err = {0};
-        td_wbackend *b_auto = open_vk_env(m, XCM_TEST_ROWS, 2, "TD_VULKAN_XCM", NULL, &err),
-                    *b_row = open_vk_env(m, XCM_TEST_ROWS, 2, "TD_VULKAN_XCM", "0", &err);
+        int n = 0, k = 0;
+        xcm_test_rows(m->hp.n_text_head, &n, &k);
+        td_wbackend *b_auto = open_vk_env(m, n, 2, "TD_VULKAN_XCM", NULL, &err),
+                    *b_row = open_vk_env(m, n, 2, "TD_VULKAN_XCM", "0", &err);
         assert_non_null(b_auto);
         assert_non_null(b_row);
         assert_non_null(strstr(td_wvk_path_note(b_auto), XCM_TEST_RULE));
@@ -891,7 +928,7 @@ static void test_cross_cm(void **state)
         if (VK->encode(b_auto, 2, wins, mels, &err) != TD_OK ||
             VK->encode(b_row, 2, wins, mels, &err) != TD_OK)
             fail_msg("encode: %s", err.msg);
-        cross_auto(m, b_auto, b_row);
+        cross_auto(m, b_auto, b_row, n, k);
         free(mel2);
         VK->close(b_auto);
         VK->close(b_row);
@@ -901,37 +938,44 @@ static void test_cross_cm(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
-/* The default's rule for the matrix-engine cross-attention, on the
- * cases it was measured on (vulkan.c's comment at XCM_MIN_ROWS) and at
- * its edges: medium's 16 heads on an H100's 132 multiprocessors. */
+/* The default's rule for the matrix-engine cross-attention (a cost model
+ * of both kernels, vulkan.c's XCM_ROW_NS) on the cases an H100 measured,
+ * medium's 16 heads on its 132 multiprocessors, then cases the model
+ * predicts (marked), a card of half the multiprocessors, an unknown count,
+ * and nothing. */
 static void test_xcm_rule(void **state)
 {
     (void)state;
     static const struct {
-        int windows, rows_a_window, sms, want;
+        int windows, rows_a_window, heads, sms, want;
     } cases[] = {
-        {64, 4, 132, 1},  /* 1,024 workgroups: 496 us a layer against 714 per row */
-        {64, 1, 132, 0},  /* one row a window: a step the same either way; per row */
-        {4, 16, 132, 0},  /* 64 workgroups: 265 us against 184 per row */
-        {4, 32, 132, 1},  /* 265 against 525 */
-        {4, 64, 132, 1},  /* 265 against 699 */
-        {1, 31, 132, 0},  /* under 32 a window, 16 workgroups */
-        {9, 4, 132, 1},   /* 144 workgroups: the card filled once */
-        {8, 4, 132, 0},   /* 128: not */
-        {8, 4, 0, 0},     /* an unknown count taken as 132 */
-        {8, 4, 100, 1},   /* a smaller card filled */
-        {64, 3, 132, 0},  /* under 4 a window on average */
-        {0, 0, 132, 0},   /* no windows */
+        {64, 4, 16, 132, 1},  /* 1,024 workgroups: 496 us a layer against 714 per row */
+        {4, 16, 16, 132, 0},  /* 64 workgroups: 265 us against 184 per row */
+        {4, 32, 16, 132, 1},  /* 265 against 349 to 525 */
+        {4, 64, 16, 132, 1},  /* 265 against 699 */
+        {64, 1, 16, 132, 0},  /* predicted: 496 against 176 */
+        {9, 4, 16, 132, 0},   /* predicted: 285 against 99 */
+        {1, 32, 16, 132, 0},  /* predicted: 254 against 88 */
+        {8, 16, 16, 132, 1},  /* predicted: 281 against 352 */
+        {32, 5, 16, 132, 1},  /* predicted: a window's beams on 32 windows, 373 against 440 */
+        {4, 16, 16, 66, 1},   /* half the multiprocessors: 281 against 352 */
+        {4, 16, 16, 0, 0},    /* an unknown count taken as 132 */
+        {2, 64, 6, 132, 0},   /* tiny's 6 heads: 253 against 132 */
+        {1, 248, 6, 132, 1},  /* 255.8 against 255.9 (cross_auto's first call) */
+        {0, 0, 16, 132, 0},   /* no rows */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int w = cases[i].windows, r = cases[i].rows_a_window;
+        int w = cases[i].windows, r = cases[i].rows_a_window, h = cases[i].heads;
         int groups = w * ((r + 63) / 64);
-        int got = td_wvk_xcm_pays(w * r, w, groups * 16, cases[i].sms);
+        int got = td_wvk_xcm_pays(w * r, h, groups * h, cases[i].sms);
         if (got != cases[i].want)
-            fail_msg("%d windows of %d rows, %d multiprocessors: %s, want %s", w, r,
+            fail_msg("%d windows of %d rows, %d heads, %d multiprocessors: %s, want %s", w, r, h,
                      cases[i].sms, got ? "matrix engines" : "per row",
                      cases[i].want ? "matrix engines" : "per row");
     }
+    /* the same 248 rows as 247 and 1 on two windows: a group more, 257.2
+     * against 255.9 (cross_auto's second call on an H100) */
+    assert_false(td_wvk_xcm_pays(248, 6, 5 * 6, 132));
 }
 
 /* Several windows in one encode() call (the encoder's products over all

@@ -1111,6 +1111,20 @@ int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b
         goto out_buf;
     }
     r = vk->f.vkAllocateMemory(vk->dev, &mai, NULL, &b->mem);
+    if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY && kind == TD_VK_MEM_INPUT &&
+        (vk->mem.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT)) {
+        /* the mapped part of the card's memory is full (a BAR of 256 MiB
+         * without resizable BAR): host memory, as where there is none */
+        int host = find_mem_type(vk, req.memoryTypeBits,
+                                 VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+        if (host >= 0 && host != type &&
+            !(vk->mem.memoryTypes[host].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT)) {
+            type = host;
+            mai.memoryTypeIndex = (uint32_t)type;
+            r = vk->f.vkAllocateMemory(vk->dev, &mai, NULL, &b->mem);
+        }
+    }
     if (r != VK_SUCCESS) {
         rc = td_error_set(err, vk_rc(r), "vulkan: allocating %llu bytes: %s",
                           (unsigned long long)req.size, vk_str(r));
@@ -1118,6 +1132,8 @@ int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b
         goto out_buf;
     }
     g_live++;
+    b->device_local =
+        (vk->mem.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) != 0;
     r = vk->f.vkBindBufferMemory(vk->dev, b->buf, b->mem, 0);
     if (r != VK_SUCCESS) {
         rc = VKFAIL(err, r, "vkBindBufferMemory");

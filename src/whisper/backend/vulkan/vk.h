@@ -66,7 +66,10 @@ typedef struct td_vk_info {
     int64_t free_bytes;    /* VK_EXT_memory_budget: budget - usage; -1 unknown */
     int has_coopmat;       /* VK_KHR_cooperative_matrix advertised */
     int has_coopmat_nv;    /* VK_NV_cooperative_matrix usable (16x16x16 f16, subgroups of 32): enabled */
-    int input_device_local; /* TD_VK_MEM_INPUT buffers are device-local (set by td_vk_open) */
+    int input_device_local; /* the device has memory for TD_VK_MEM_INPUT buffers in its own
+                             * (mapped for the host) and TD_VULKAN_INPUT_MEM is not host
+                             * (set by td_vk_open; a buffer's device_local says where it
+                             * landed) */
     int usable;            /* has what the backend needs (else reason says why) */
     char reason[128];
 } td_vk_info;
@@ -95,8 +98,10 @@ enum td_vk_mem {
                             * by shaders each call (tokens, offsets, group tables, and
                             * indirect dispatches' sizes): device-local as well where the
                             * device maps some of its memory for the host (a BAR), so that
-                            * a shader's read is not a round trip over PCIe; else as
-                            * HOST. Write only from the host: reads of it can be slow.
+                            * a shader's read is not a round trip over PCIe; else (or
+                            * where that memory is full) as HOST, the buffer's
+                            * device_local says which. Write only from the host: reads
+                            * of it can be slow.
                             * TD_VULKAN_INPUT_MEM=host keeps it in host memory. */
 };
 
@@ -105,7 +110,8 @@ typedef struct td_vk_buf {
     VkDeviceMemory mem;
     uint64_t size;
     uint64_t addr;         /* device address of byte 0 */
-    void *map;             /* host pointer for HOST and READBACK, else NULL */
+    void *map;             /* host pointer for HOST, INPUT and READBACK, else NULL */
+    int device_local;      /* in the card's memory (an INPUT buffer: where it landed) */
 } td_vk_buf;
 
 int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b, td_error *err);

@@ -101,31 +101,36 @@
  * it by default where it pays (td_wvk_xcm_pays): a group reads its
  * window's keys and values once for up to TD_VKO_XCM_GROUP rows, where
  * the per-row kernel reads them once a row and splits the keys over many
- * workgroups.
- * A group's workgroup costs about the same whatever its rows (its tiles
- * of 16 query rows are mostly idle with few), and one alone on a
- * multiprocessor runs about twice as long a block as two together. So
- * it pays from XCM_MIN_ROWS rows a window on average where its
- * workgroups (groups x heads) at least fill the card's multiprocessors
- * once, and from XCM_FULL_ROWS a window where they do not. On an H100
- * (medium, bench/RESULTS.md): 64 windows of 4 rows (1,024 workgroups),
- * 496 us a layer against 714 per row (a step 18.6 ms against 23.9); of 1
- * row, a step the same either way (9.36 and 9.30 ms); 4 windows of 16
- * rows (64 workgroups) 265 us against 184 per row; of 32 and 64 rows,
- * 265 against 525 and 699. */
+ * workgroups. A cost model fitted to what an H100 measured (medium, 1500
+ * keys, 16 heads; bench/RESULTS.md, vk-xattn and a step's --profile), in
+ * microseconds a layer:
+ *   per row          XCM_ROW_NS x rows x heads x 132 / sms: 64 rows 184,
+ *                    128 rows 349 (and 525 in another run), 256 rows 699
+ *                    and 714 (the model: 176, 352, 704);
+ *   matrix engines   XCM_ONE_NS + XCM_WG_NS x workgroups x 132 / sms,
+ *                    workgroups groups x heads: 64 of them 265 (whatever
+ *                    their rows: a group's tiles of 16 rows all work),
+ *                    1,024 of them 496 (the model: 265, 496).
+ * The fixed part is one workgroup's own time over the keys (a block of
+ * 64 keys about 11 us alone on a multiprocessor); both slopes are spread
+ * over the card's multiprocessors. Both kernels' times grow with the keys
+ * alike, so the choice does not depend on them. The model's cases beyond
+ * those timed (a window's beams on 9 windows, 1 or 2 windows of 32 rows)
+ * are its predictions, not measurements. */
 enum { XCM_AUTO, XCM_NEVER, XCM_ALWAYS };
-#define XCM_MIN_ROWS 4
-#define XCM_FULL_ROWS 32
-#define XCM_RULE_S "4 rows a window on average where its workgroups fill the card, 32 where not"
+#define XCM_ROW_NS 172  /* per row and head, on 132 multiprocessors */
+#define XCM_ONE_NS 250000
+#define XCM_WG_NS 240   /* per workgroup, on 132 multiprocessors */
 
 /* vulkan.h; sms 0 taken as an H100's 132 */
-int td_wvk_xcm_pays(int R, int windows, int workgroups, int sms)
+int td_wvk_xcm_pays(int R, int heads, int workgroups, int sms)
 {
-    if (windows < 1)
+    if (R < 1 || heads < 1 || workgroups < 1)
         return 0;
-    if (R >= XCM_FULL_ROWS * windows)
-        return 1;
-    return R >= XCM_MIN_ROWS * windows && workgroups >= (sms > 0 ? sms : 132);
+    int64_t n = sms > 0 ? sms : 132;
+    int64_t row = (int64_t)XCM_ROW_NS * R * heads * 132;
+    int64_t xcm = (int64_t)XCM_ONE_NS * n + (int64_t)XCM_WG_NS * workgroups * 132;
+    return row > xcm;
 }
 
 /* The encoder runs ENC_BATCH_MAX windows at once where the configuration
@@ -879,7 +884,8 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         const char *xn =
             b->xgroup                ? "by groups of a window's rows (TD_VULKAN_XGROUP=1)"
             : b->xcm == XCM_ALWAYS   ? "on the matrix engines (TD_VULKAN_XCM=1)"
-            : b->xcm == XCM_AUTO     ? "on the matrix engines from " XCM_RULE_S ", else per row"
+            : b->xcm == XCM_AUTO     ? "on the matrix engines where a call's rows make it pay "
+                                       "(many a window, or a few on many windows), else per row"
             : P->xcm == XCM_NEVER    ? "per row (TD_VULKAN_XCM=0)"
             : !xcm_built && ar && strcmp(ar, "0") == 0 ? "per row (TD_VULKAN_ATTN_REG=0)"
             : !xcm_built             ? "per row (no matrix-engine shader on this device)"
@@ -1472,7 +1478,7 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
      * TD_VULKAN_XCM: plan) */
     b->xcm_now = 0;
     if (b->xcm != XCM_NEVER && !b->xgroup) {
-        int windows = 0, groups = 0;
+        int groups = 0;
         for (int s = 0; s < n_seq; s++) {
             int seen = 0, rows = 0;
             for (int t = 0; t < s && !seen; t++)
@@ -1481,11 +1487,10 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
                 continue;
             for (int t = s; t < n_seq; t++)
                 rows += seqs[t].window == seqs[s].window ? seqs[t].n_tokens : 0;
-            windows++;
             groups += (rows + TD_VKO_XCM_GROUP - 1) / TD_VKO_XCM_GROUP;
         }
         b->xcm_now = b->xcm == XCM_ALWAYS ||
-                     td_wvk_xcm_pays(R, windows, groups * P->nht,
+                     td_wvk_xcm_pays(R, P->nht, groups * P->nht,
                                      td_vk_device_info(b->vk)->sm_count);
     }
     if (b->xcm_now)

@@ -49,10 +49,11 @@ int td_wvk_set_split_parts(td_wbackend *b, int parts);
 int td_wvk_cm_peak(td_wbackend *b, int mode, int groups, double *tflops, td_error *err);
 
 /* Whether the default (TD_VULKAN_XCM=auto) runs a decode call's
- * cross-attention on the matrix engines: rows rows on windows windows, in
+ * cross-attention on the matrix engines: rows rows of heads heads, in
  * workgroups workgroups there (groups of up to 64 of a window's rows,
- * times heads), on a card of sms multiprocessors (0: unknown). */
-int td_wvk_xcm_pays(int rows, int windows, int workgroups, int sms);
+ * times heads), on a card of sms multiprocessors (0: unknown); a cost
+ * model of both kernels (vulkan.c). */
+int td_wvk_xcm_pays(int rows, int heads, int workgroups, int sms);
 
 /* Turn per-dispatch timing on or off, and read the totals per shader
  * (largest first; reset clears them), or the latest timed dispatches in
