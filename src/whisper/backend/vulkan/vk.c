@@ -796,9 +796,8 @@ static int device_matches(const td_vk_info *in, const char *want)
 /* TD_VK_MEM_INPUT's memory where the device has it: shaders read it
  * without a round trip over PCIe (about a microsecond each on an H100's
  * host memory), the host writes it through the BAR */
-#define INPUT_NEAR                                                                     \
-    (VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |      \
-     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
+#define HOST_MEM (VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
+#define INPUT_NEAR (VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | HOST_MEM)
 
 static int find_mem_type(const td_vk *vk, uint32_t bits, VkMemoryPropertyFlags want)
 {
@@ -1080,18 +1079,12 @@ int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b
         if (kind == TD_VK_MEM_INPUT && !vk->input_host)
             type = find_mem_type(vk, req.memoryTypeBits, INPUT_NEAR);
         if (type < 0) /* host memory */
-            type = find_mem_type(vk, req.memoryTypeBits,
-                                 VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+            type = find_mem_type(vk, req.memoryTypeBits, HOST_MEM);
         break;
     case TD_VK_MEM_READBACK:
-        type = find_mem_type(vk, req.memoryTypeBits,
-                             VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT |
-                                 VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
+        type = find_mem_type(vk, req.memoryTypeBits, HOST_MEM | VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
         if (type < 0)
-            type = find_mem_type(vk, req.memoryTypeBits,
-                                 VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+            type = find_mem_type(vk, req.memoryTypeBits, HOST_MEM);
         break;
     }
     int rc;
@@ -1115,9 +1108,7 @@ int td_vk_buf_create(td_vk *vk, uint64_t size, enum td_vk_mem kind, td_vk_buf *b
         (vk->mem.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT)) {
         /* the mapped part of the card's memory is full (a BAR of 256 MiB
          * without resizable BAR): host memory, as where there is none */
-        int host = find_mem_type(vk, req.memoryTypeBits,
-                                 VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+        int host = find_mem_type(vk, req.memoryTypeBits, HOST_MEM);
         if (host >= 0 && host != type &&
             !(vk->mem.memoryTypes[host].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT)) {
             type = host;

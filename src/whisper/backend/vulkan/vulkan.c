@@ -63,8 +63,9 @@
  * once (ops.h's td_vko_dec_xattn_cm; TD_VULKAN_XCM); TD_VULKAN_XGROUP=1
  * has it read them once for each group of up to 8 of its rows on the
  * shader cores instead (ops.h's td_vko_dec_attn_groups, each row's output
- * the same bits as per row, but slower on an H100: bench/RESULTS.md). The self-attention stays per row
- * (no two rows share a KV slot's keys and count).
+ * the same bits as per row, but slower on an H100: bench/RESULTS.md).
+ * The self-attention stays per row (no two rows share a KV slot's keys
+ * and count).
  * The decoder's K and V products write straight into the KV slots, an
  * attention's split parts are merged by its own last workgroup, and with
  * few rows LayerNorm runs in the products' prologue and q, k and v are
