@@ -32,6 +32,10 @@
 #   VULKAN=0        leave the Vulkan backend out (default: built when the Vulkan
 #                   headers, pkg-config's `vulkan`, and glslc are found)
 #   GLSLC=PATH      the GLSL compiler for its shaders (default glslc)
+#   GLSLC_KHR=CMD   the compiler of its GL_KHR_cooperative_matrix shaders, with
+#                   glslc's options (default: GLSLC where it knows the extension,
+#                   else scripts/glslc-khr.sh over scripts/fetch-glslang.sh's
+#                   glslang where fetched, else none: left out, said below)
 #   UNIT_JOBS=N     unit-test binaries run at once (default 2)
 #   E2E_JOBS=N      end-to-end tests run at once (default 2)
 
@@ -97,8 +101,25 @@ endif
 ifeq ($(VK_WHY),)
 CPPFLAGS += -DTD_HAVE_VULKAN $(shell pkg-config --cflags vulkan)
 VK_GEN_OBJ := $(O)/vkgen/vk_shaders.o
+# The products on the matrix engines of devices without NVIDIA's extension
+# (Intel Arc, AMD, lavapipe: shaders/matmul_cmk.comp) need a compiler that
+# knows GL_KHR_cooperative_matrix; Debian 12's glslc does not, the glslang
+# that scripts/fetch-glslang.sh fetches (make setup) does. Optional.
+GLSLANG_PREFIX ?= $(shell ./scripts/fetch-glslang.sh --print-dir)
+ifeq ($(origin GLSLC_KHR),undefined)
+GLSLC_KHR := $(shell $(GLSLC) --target-env=vulkan1.2 -o /dev/null scripts/khr-probe.comp \
+	>/dev/null 2>&1 && echo $(GLSLC))
+ifeq ($(GLSLC_KHR),)
+ifneq ($(wildcard $(GLSLANG_PREFIX)/.complete),)
+GLSLC_KHR := ./scripts/glslc-khr.sh
+SPIRV_VAL_KHR ?= $(GLSLANG_PREFIX)/bin/spirv-val
+SPIRV_DIS_KHR ?= $(GLSLANG_PREFIX)/bin/spirv-dis
+endif
+endif
+endif
+VK_KHR_SAY := $(if $(GLSLC_KHR),KHR cooperative-matrix shaders by $(lastword $(GLSLC_KHR)),KHR cooperative-matrix shaders left out: no compiler for them (scripts/fetch-glslang.sh))
 ifeq ($(MAKELEVEL),0)
-$(info vulkan: backend built (Vulkan headers $(shell pkg-config --modversion vulkan), $(GLSLC)))
+$(info vulkan: backend built (Vulkan headers $(shell pkg-config --modversion vulkan), $(GLSLC); $(VK_KHR_SAY)))
 endif
 else
 LIB_SRCS := $(filter-out src/whisper/backend/vulkan/%,$(LIB_SRCS))
@@ -129,8 +150,9 @@ $(O)/%.o: %.c
 
 $(O)/vkgen/vk_shaders.c: $(VK_SHADERS) scripts/embed-spirv.sh
 	@mkdir -p $(dir $@)
-	$(say) GLSLC $@
-	$(Q)GLSLC=$(GLSLC) ./scripts/embed-spirv.sh $@ src/whisper/backend/vulkan/shaders
+	$(say) GLSLC "$@ ($(VK_KHR_SAY))"
+	$(Q)GLSLC=$(GLSLC) GLSLC_KHR="$(or $(GLSLC_KHR),none)" GLSLANG_PREFIX="$(GLSLANG_PREFIX)" SPIRV_VAL_KHR="$(SPIRV_VAL_KHR)" \
+	    SPIRV_DIS_KHR="$(SPIRV_DIS_KHR)" ./scripts/embed-spirv.sh $@ src/whisper/backend/vulkan/shaders
 
 $(O)/vkgen/%.o: $(O)/vkgen/%.c
 	$(say) CC $<
@@ -174,8 +196,11 @@ $(O)/tests/%: $(O)/tests/unit/%.o $(O)/libtapedeck.a
 GOLDEN_TESTS := test_whisper_golden test_vulkan_backend test_align_golden
 $(GOLDEN_TESTS:%=$(O)/tests/%): $(O)/tests/unit/golden.o
 
+# The newer glslang is a build tool fetched as the weights are: pinned,
+# cached, never required (without it the KHR shaders are left out).
 setup:
 	./scripts/setup-debian.sh
+	@./scripts/fetch-glslang.sh || echo "setup: no glslang for the KHR cooperative-matrix shaders (they are left out)"
 
 # The unit tests two at a time (UNIT_JOBS), the longest first so that the
 # short ones fill the other core beside them. test_vulkan_backend once ran

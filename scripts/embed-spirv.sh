@@ -18,6 +18,13 @@
 # (bench/RESULTS.md, "the accumulators in local memory"). A line
 # `// @function-arrays-ok NAME... -- why` lets the named compilations
 # through.
+# A shader with a line `// @khr` needs GL_KHR_cooperative_matrix, which
+# Debian 12's glslc does not know: it is compiled by GLSLC_KHR (a command
+# with glslc's options: glslc itself where it is new enough, or
+# scripts/glslc-khr.sh) and checked by SPIRV_VAL_KHR and SPIRV_DIS_KHR
+# (default: SPIRV_VAL, SPIRV_DIS). Without GLSLC_KHR (or GLSLC_KHR=none)
+# its arrays are written empty (0 words), which ops.c reads as "not
+# built".
 set -eu
 out=${1:?usage: embed-spirv.sh OUT.c SHADER_DIR}
 dir=${2:?usage: embed-spirv.sh OUT.c SHADER_DIR}
@@ -29,6 +36,15 @@ fi
 dis=${SPIRV_DIS:-spirv-dis}
 if [ "$dis" != none ] && ! command -v "$dis" >/dev/null 2>&1; then
     dis=none
+fi
+glslc_khr=${GLSLC_KHR:-none}
+val_khr=${SPIRV_VAL_KHR:-$val}
+if [ "$val_khr" != none ] && ! command -v "$val_khr" >/dev/null 2>&1; then
+    val_khr=none
+fi
+dis_khr=${SPIRV_DIS_KHR:-$dis}
+if [ "$dis_khr" != none ] && ! command -v "$dis_khr" >/dev/null 2>&1; then
+    dis_khr=none
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -49,6 +65,10 @@ trap 'rm -rf "$tmp"' EXIT
             macro=
             set -- ""
         fi
+        cc=$glslc cval=$val cdis=$dis
+        if grep -q '^// @khr$' "$src"; then
+            cc=$glslc_khr cval=$val_khr cdis=$dis_khr
+        fi
         for value in "$@"; do
             name=$base
             def=
@@ -56,12 +76,17 @@ trap 'rm -rf "$tmp"' EXIT
                 name=${base}_$macro$value
                 def=-D$macro=$value
             fi
-            "$glslc" --target-env=vulkan1.2 -O -I "$dir" $def -o "$tmp/$name.spv" "$src"
-            if [ "$val" != none ]; then
-                "$val" --target-env vulkan1.2 "$tmp/$name.spv"
+            if [ "$cc" = none ]; then # a @khr shader without GLSLC_KHR
+                echo "const uint32_t td_vks_$name[] = {0};"
+                echo "const size_t td_vks_${name}_words = 0;"
+                continue
             fi
-            if [ "$dis" != none ] &&
-                "$dis" "$tmp/$name.spv" | grep -q 'OpVariable %_ptr_Function__arr'; then
+            "$cc" --target-env=vulkan1.2 -O -I "$dir" $def -o "$tmp/$name.spv" "$src"
+            if [ "$cval" != none ]; then
+                "$cval" --target-env vulkan1.2 "$tmp/$name.spv"
+            fi
+            if [ "$cdis" != none ] &&
+                "$cdis" "$tmp/$name.spv" | grep -q 'OpVariable %_ptr_Function__arr'; then
                 ok=$(sed -n 's|^// @function-arrays-ok \([^-]*\).*$|\1|p' "$src")
                 case " $ok " in
                 *" $name "*) ;;

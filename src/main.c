@@ -584,8 +584,10 @@ static int cmd_devices(int argc, char **argv)
                          (double)vd->mem_total / 1073741824.0);
             else if (vd->mem_total >= 0)
                 snprintf(mem, sizeof mem, ", %.1f GiB", (double)vd->mem_total / 1073741824.0);
-            printf("  %s (%s, PCI %s%s): %s%s\n", vd->name, types[vd->type], vd->pci[0] ? vd->pci : "-", mem,
-                   vd->usable ? "usable" : "not usable: ", vd->usable ? "" : vd->reason);
+            printf("  %s (%s, PCI %s%s): %s%s%s%s\n", vd->name, types[vd->type], vd->pci[0] ? vd->pci : "-",
+                   mem, vd->usable ? "usable" : "not usable: ", vd->usable ? "" : vd->reason,
+                   vd->usable && vd->matrix[0] ? "; matrix engines: " : "",
+                   vd->usable && vd->matrix[0] ? vd->matrix : "");
         }
     }
     printf("Worker plan (--devices %s): %s\n", o.devices, plan.device_note);

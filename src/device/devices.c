@@ -757,15 +757,16 @@ void td_devices_parse_vulkan(const char *text, td_vulkan_list *out)
         if (len < sizeof line) {
             memcpy(line, p, len);
             line[len] = '\0';
-            char pci[64], uuid[128], name[300], why[300];
+            char pci[64], uuid[128], name[300], why[300], matrix[300];
             long long total, free_b;
             unsigned vendor;
-            int type, usable;
+            int type, usable, fields;
             if (strncmp(line, "note ", 5) == 0) {
                 size_t used = strlen(out->note);
                 snprintf(out->note + used, sizeof out->note - used, "%s%s", used ? "; " : "", line + 5);
-            } else if (sscanf(line, "vk %63s %127s %lld %lld %x %d %d %299s %299s", pci, uuid, &total,
-                              &free_b, &vendor, &type, &usable, name, why) == 9 &&
+            } else if ((fields = sscanf(line, "vk %63s %127s %lld %lld %x %d %d %299s %299s %299s", pci,
+                                        uuid, &total, &free_b, &vendor, &type, &usable, name, why,
+                                        matrix)) >= 9 &&
                        out->count < TD_MAX_VULKAN && total >= -1 && free_b >= -1 &&
                        strlen(uuid) < sizeof out->items[0].uuid) {
                 td_vulkan_seen *v = &out->items[out->count];
@@ -785,6 +786,9 @@ void td_devices_parse_vulkan(const char *text, td_vulkan_list *out)
                     snprintf(v->name, sizeof v->name, "Vulkan device");
                 if (strcmp(why, "-") != 0 && unhex(why, v->reason, sizeof v->reason) != 0)
                     snprintf(v->reason, sizeof v->reason, "(unreadable reason)");
+                if (fields == 10 && strcmp(matrix, "-") != 0 &&
+                    unhex(matrix, v->matrix, sizeof v->matrix) != 0)
+                    v->matrix[0] = '\0';
                 out->count++;
             }
         }

@@ -112,6 +112,8 @@ typedef struct td_vulkan_seen {
     int usable;
     char reason[128];       /* why not, when not usable */
     int64_t mem_total, mem_free; /* bytes; -1 unknown */
+    char matrix[96];        /* the matrix engines the backend would use ("NV 16x16x16",
+                             * "KHR 8x8x16, subgroups of 8", "none"); "" unknown */
 } td_vulkan_seen;
 typedef struct td_vulkan_list {
     td_vulkan_seen items[TD_MAX_VULKAN];

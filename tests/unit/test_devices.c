@@ -267,17 +267,23 @@ static void test_vulkan_fills_sysfs_gaps(void **state)
     sysfs_only(FIX "one-2gb-free/sys", &l);
     assert_int_equal(l.count, 2);
     assert_int_equal(l.items[0].mem_total, -1);
-    char igpu[128], a770[128], text[1024];
+    char igpu[128], a770[128], a770_cm[128], text[1024];
     hexs("Intel(R) UHD Graphics 770 (ADL-S GT1)", igpu);
     hexs("Intel(R) Arc(tm) A770 Graphics (DG2)", a770);
+    hexs("KHR 8x8x16, subgroups of 8", a770_cm);
+    /* the first line as an older tapedeck wrote it (no matrix field),
+     * the others with it ("-": none said) */
     snprintf(text, sizeof text,
              "vk 0000:00:02.0 GPU-00000000-0000-0000-0000-00000000aaaa 1073741824 805306368 8086 1 1 %s -\n"
-             "vk 0000:03:00.0 GPU-00000000-0000-0000-0000-00000000bbbb 17179869184 4294967296 8086 2 1 %s -\n"
-             "vk - GPU-cpu 2147483648 -1 10005 4 1 6c6c766d7069706520 -\n",
-             igpu, a770);
+             "vk 0000:03:00.0 GPU-00000000-0000-0000-0000-00000000bbbb 17179869184 4294967296 8086 2 1 %s - %s\n"
+             "vk - GPU-cpu 2147483648 -1 10005 4 1 6c6c766d7069706520 - -\n",
+             igpu, a770, a770_cm);
     static td_vulkan_list vk;
     td_devices_parse_vulkan(text, &vk);
     assert_int_equal(vk.count, 3);
+    assert_string_equal(vk.items[0].matrix, "");
+    assert_string_equal(vk.items[1].matrix, "KHR 8x8x16, subgroups of 8");
+    assert_string_equal(vk.items[2].matrix, "");
     td_devices_merge_vulkan(&l, &vk, FIX "one-2gb-free/sys");
     assert_int_equal(l.count, 2);
     assert_string_equal(l.items[0].pci, "0000:00:02.0");

@@ -37,6 +37,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "whisper/backend/vulkan/shaders.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -1187,7 +1188,7 @@ static void test_cm_peak(void **state)
     NEED_DEVICE();
     td_error err = {0};
     double tf = -1;
-    if (!td_vko_has_coopmat(ops)) {
+    if (!td_vko_has_coopmat(ops) || !td_vk_device_info(vk)->has_coopmat_nv) { /* NV's shader */
         assert_int_equal(td_vko_cm_peak(ops, 0, 0, &tf, &err), TD_EUNAVAILABLE);
         assert_true(tf == 0);
         printf("# skipped: %s\n", err.msg);
@@ -2386,6 +2387,67 @@ static void test_input_mem(void **state)
     }
 }
 
+/* Which extension's matrix path the device opened with: the KHR one
+ * (matmul_cmk.comp) wherever the device has a family of coopmat.glsl and
+ * no NV path, if the build compiled it (lavapipe of Mesa 25.1 and later,
+ * Intel Arc, AMD; not Debian 12's lavapipe, which has neither), NV's on
+ * NVIDIA; TD_VULKAN_COOPMAT=nv or khr takes that one alone, another value
+ * fails the open. */
+static void test_coopmat_family(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const td_vk_info *in = td_vk_device_info(vk);
+    char note[96];
+    td_vk_matrix_note(in, note, sizeof note);
+    int built = td_vks_matmul_cmk_CMK100_words > 0;
+    printf("# matrix engines: %s (KHR family %d, NV %d; KHR shaders %s); the products' path %s\n",
+           note, in->coopmat_family, in->has_coopmat_nv, built ? "built" : "not built",
+           td_vko_has_coopmat(ops) ? "has them" : "is tiled");
+    assert_false(in->has_coopmat_nv && in->coopmat_family); /* one of the two enabled */
+    if (in->has_coopmat_nv || (in->coopmat_family && built))
+        assert_true(td_vko_has_coopmat(ops));
+    else
+        assert_false(td_vko_has_coopmat(ops));
+    if (in->coopmat_family)
+        assert_non_null(strstr(note, "KHR"));
+
+    env_keep("TD_VULKAN_COOPMAT");
+    td_error err = {0};
+    td_vk *v = NULL;
+    long live = td_vk_live();
+    assert_int_equal(setenv("TD_VULKAN_COOPMAT", "yes", 1), 0);
+    assert_int_equal(td_vk_open(NULL, &v, &err), TD_EINVAL);
+    assert_null(v);
+    assert_non_null(strstr(err.msg, "TD_VULKAN_COOPMAT"));
+    assert_int_equal(td_vk_live(), live);
+    /* the other extension alone, where the device has a KHR family: nv
+     * leaves a KHR-only device tiled; khr takes KHR on NVIDIA too */
+    if (!in->coopmat_family && !in->has_coopmat_nv)
+        return;
+    const char *other = in->has_coopmat_nv ? "khr" : "nv";
+    assert_int_equal(setenv("TD_VULKAN_COOPMAT", other, 1), 0);
+    if (td_vk_open(NULL, &v, &err))
+        fail_msg("%s", err.msg);
+    const td_vk_info *vi = td_vk_device_info(v);
+    assert_false(vi->has_coopmat_nv && vi->coopmat_family);
+    td_vko *o = NULL;
+    if (td_vko_create(v, 16, 64, &o, &err))
+        fail_msg("%s", err.msg);
+    printf("# TD_VULKAN_COOPMAT=%s: KHR family %d, NV %d, products %s\n", other,
+           vi->coopmat_family, vi->has_coopmat_nv, td_vko_has_coopmat(o) ? "on the engines" : "tiled");
+    if (strcmp(other, "nv") == 0) {
+        assert_int_equal(vi->coopmat_family, 0);
+        assert_false(td_vko_has_coopmat(o));
+    } else {
+        assert_int_equal(vi->has_coopmat_nv, 0);
+        assert_int_equal(td_vko_has_coopmat(o), vi->coopmat_family && built);
+    }
+    td_vko_free(o);
+    td_vk_close(v);
+    assert_int_equal(td_vk_live(), live);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2393,6 +2455,7 @@ int main(void)
         cmocka_unit_test(test_switch_refusals),
         cmocka_unit_test_teardown(test_barrier_switch, env_restore),
         cmocka_unit_test_teardown(test_input_mem, env_restore),
+        cmocka_unit_test_teardown(test_coopmat_family, env_restore),
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
         cmocka_unit_test(test_linear_matvec_packed), cmocka_unit_test(test_linear_qkv),
@@ -2427,6 +2490,67 @@ static void test_not_built(void **state)
     (void)state;
     printf("# skipped: tapedeck was built without the Vulkan backend\n");
     skip();
+}
+
+/* Which extension's matrix path the device opened with: the KHR one
+ * (matmul_cmk.comp) wherever the device has a family of coopmat.glsl and
+ * no NV path, if the build compiled it (lavapipe of Mesa 25.1 and later,
+ * Intel Arc, AMD; not Debian 12's lavapipe, which has neither), NV's on
+ * NVIDIA; TD_VULKAN_COOPMAT=nv or khr takes that one alone, another value
+ * fails the open. */
+static void test_coopmat_family(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const td_vk_info *in = td_vk_device_info(vk);
+    char note[96];
+    td_vk_matrix_note(in, note, sizeof note);
+    int built = td_vks_matmul_cmk_CMK100_words > 0;
+    printf("# matrix engines: %s (KHR family %d, NV %d; KHR shaders %s); the products' path %s\n",
+           note, in->coopmat_family, in->has_coopmat_nv, built ? "built" : "not built",
+           td_vko_has_coopmat(ops) ? "has them" : "is tiled");
+    assert_false(in->has_coopmat_nv && in->coopmat_family); /* one of the two enabled */
+    if (in->has_coopmat_nv || (in->coopmat_family && built))
+        assert_true(td_vko_has_coopmat(ops));
+    else
+        assert_false(td_vko_has_coopmat(ops));
+    if (in->coopmat_family)
+        assert_non_null(strstr(note, "KHR"));
+
+    env_keep("TD_VULKAN_COOPMAT");
+    td_error err = {0};
+    td_vk *v = NULL;
+    long live = td_vk_live();
+    assert_int_equal(setenv("TD_VULKAN_COOPMAT", "yes", 1), 0);
+    assert_int_equal(td_vk_open(NULL, &v, &err), TD_EINVAL);
+    assert_null(v);
+    assert_non_null(strstr(err.msg, "TD_VULKAN_COOPMAT"));
+    assert_int_equal(td_vk_live(), live);
+    /* the other extension alone, where the device has a KHR family: nv
+     * leaves a KHR-only device tiled; khr takes KHR on NVIDIA too */
+    if (!in->coopmat_family && !in->has_coopmat_nv)
+        return;
+    const char *other = in->has_coopmat_nv ? "khr" : "nv";
+    assert_int_equal(setenv("TD_VULKAN_COOPMAT", other, 1), 0);
+    if (td_vk_open(NULL, &v, &err))
+        fail_msg("%s", err.msg);
+    const td_vk_info *vi = td_vk_device_info(v);
+    assert_false(vi->has_coopmat_nv && vi->coopmat_family);
+    td_vko *o = NULL;
+    if (td_vko_create(v, 16, 64, &o, &err))
+        fail_msg("%s", err.msg);
+    printf("# TD_VULKAN_COOPMAT=%s: KHR family %d, NV %d, products %s\n", other,
+           vi->coopmat_family, vi->has_coopmat_nv, td_vko_has_coopmat(o) ? "on the engines" : "tiled");
+    if (strcmp(other, "nv") == 0) {
+        assert_int_equal(vi->coopmat_family, 0);
+        assert_false(td_vko_has_coopmat(o));
+    } else {
+        assert_int_equal(vi->has_coopmat_nv, 0);
+        assert_int_equal(td_vko_has_coopmat(o), vi->coopmat_family && built);
+    }
+    td_vko_free(o);
+    td_vk_close(v);
+    assert_int_equal(td_vk_live(), live);
 }
 
 int main(void)

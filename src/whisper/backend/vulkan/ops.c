@@ -471,6 +471,40 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             }
         }
         rc = TD_OK;
+    } else if (td_vk_device_info(vk)->coopmat_family) {
+        /* the KHR extension's products (matmul_cmk.comp), for the
+         * device's family: 128 x 128 and 64 x 128 tiles, both or none,
+         * and 64 x 64, optional; a build without their compiler (0
+         * words) or a driver that cannot build them leaves the tiled path */
+        static const char *const kname[3] = {"matmul_cmk128", "matmul_cmk64", "matmul_cmk6464"};
+        const uint32_t *kcode[4][3] = {
+            {td_vks_matmul_cmk_CMK100, td_vks_matmul_cmk_CMK101, td_vks_matmul_cmk_CMK102},
+            {td_vks_matmul_cmk_CMK200, td_vks_matmul_cmk_CMK201, td_vks_matmul_cmk_CMK202},
+            {td_vks_matmul_cmk_CMK300, td_vks_matmul_cmk_CMK301, td_vks_matmul_cmk_CMK302},
+            {td_vks_matmul_cmk_CMK400, td_vks_matmul_cmk_CMK401, td_vks_matmul_cmk_CMK402}};
+        const size_t kwords[4][3] = {
+            {td_vks_matmul_cmk_CMK100_words, td_vks_matmul_cmk_CMK101_words,
+             td_vks_matmul_cmk_CMK102_words},
+            {td_vks_matmul_cmk_CMK200_words, td_vks_matmul_cmk_CMK201_words,
+             td_vks_matmul_cmk_CMK202_words},
+            {td_vks_matmul_cmk_CMK300_words, td_vks_matmul_cmk_CMK301_words,
+             td_vks_matmul_cmk_CMK302_words},
+            {td_vks_matmul_cmk_CMK400_words, td_vks_matmul_cmk_CMK401_words,
+             td_vks_matmul_cmk_CMK402_words}};
+        int fam = td_vk_device_info(vk)->coopmat_family - 1; /* 1..4 */
+        rc = TD_OK;
+        for (int i = CM_128; i <= CM_6464 && fam >= 0 && fam < 4; i++) {
+            rc = td_vk_pipe_create_khr_cm(vk, kname[i], kcode[fam][i], kwords[fam][i],
+                                          sizeof(lin_push), &o->matmul_cm[i], err);
+            if (rc == TD_ENOMEM)
+                goto fail;
+            if (rc && i < CM_6464) { /* both or none */
+                td_vk_pipe_destroy(vk, o->matmul_cm[CM_128]);
+                o->matmul_cm[CM_128] = NULL;
+                break;
+            }
+        }
+        rc = TD_OK;
     }
 #undef PIPE
     *out = o;
@@ -784,7 +818,8 @@ static void linear_split(td_vko *o, const lin_push *p, td_vk_pipe *prod, uint32_
 int td_vko_cm_peak(td_vko *o, int mode, int groups, double *tflops, td_error *err)
 {
     *tflops = 0;
-    if (mode < 0 || mode >= TD_VKO_CM_PEAK_MODES || !o->matmul_cm[0])
+    if (mode < 0 || mode >= TD_VKO_CM_PEAK_MODES || !o->matmul_cm[0] ||
+        !td_vk_device_info(o->vk)->has_coopmat_nv) /* cm_peak.comp is NV's */
         return td_error_set(err, TD_EUNAVAILABLE, "vulkan: no cooperative-matrix rate test");
     if (groups < 0 || groups > 1 << 14)
         return td_error_set(err, TD_EINVAL, "vulkan: rate test of %d workgroups", groups);
@@ -1046,8 +1081,10 @@ static int attn_reg_check(td_vko *o, int d, int want, td_error *err)
 {
     if (!o->enc_attn_cm[0]) {
         snprintf(o->attn_note, sizeof o->attn_note, "attention: %s",
-                 o->matmul_cm[0] ? "enc_attn.comp (heads of neither 32 nor 64)"
-                                 : "enc_attn.comp (no matrix engines)");
+                 td_vk_device_info(o->vk)->has_coopmat_nv
+                     ? "enc_attn.comp (heads of neither 32 nor 64)"
+                     : o->matmul_cm[0] ? "enc_attn.comp (its matrix-engine form is NV's)"
+                                       : "enc_attn.comp (no matrix engines)");
         return TD_OK;
     }
     if (!o->enc_attn_cmr[0] && !o->enc_attn_cmr[1]) {

@@ -1,7 +1,9 @@
 /*
  * shaders.h: the Vulkan backend's compute shaders as SPIR-V words,
  * compiled from shaders/NAME.comp at build time and embedded by
- * scripts/embed-spirv.sh (the Makefile's optional Vulkan part).
+ * scripts/embed-spirv.sh (the Makefile's optional Vulkan part). A
+ * shader that needs GL_KHR_cooperative_matrix (matmul_cmk) has 0 words
+ * where the build had no compiler for it (the Makefile's GLSLC_KHR).
  */
 #ifndef TD_WHISPER_VK_SHADERS_H
 #define TD_WHISPER_VK_SHADERS_H
@@ -26,6 +28,18 @@
     X(matmul_cm_CM_CFG11) \
     X(matmul_cm_CM_CFG12) \
     X(matmul_cm_CM_CFG13) \
+    X(matmul_cmk_CMK100) \
+    X(matmul_cmk_CMK101) \
+    X(matmul_cmk_CMK102) \
+    X(matmul_cmk_CMK200) \
+    X(matmul_cmk_CMK201) \
+    X(matmul_cmk_CMK202) \
+    X(matmul_cmk_CMK300) \
+    X(matmul_cmk_CMK301) \
+    X(matmul_cmk_CMK302) \
+    X(matmul_cmk_CMK400) \
+    X(matmul_cmk_CMK401) \
+    X(matmul_cmk_CMK402) \
     X(matmul_cmd_CMD_TN2) \
     X(matmul_cmd_CMD_TN4) \
     X(cm_peak_CM_PEAK0)  \

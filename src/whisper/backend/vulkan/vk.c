@@ -107,6 +107,31 @@ void td_vk_free(void *p)
     }
 }
 
+/* VK_KHR_cooperative_matrix's structures, declared here under our own
+ * names: Debian 12's Vulkan headers (1.3.239) predate it (1.3.255). The
+ * layouts and values are the registry's. */
+enum {
+    KHR_CM_FEATURES_STYPE = 1000506000,     /* ..._PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR */
+    KHR_CM_PROPERTIES_STYPE = 1000506001,   /* ..._COOPERATIVE_MATRIX_PROPERTIES_KHR */
+    KHR_COMPONENT_FLOAT16 = 0, KHR_COMPONENT_FLOAT32 = 1, KHR_SCOPE_SUBGROUP = 3
+};
+typedef struct khr_cm_features {
+    VkStructureType sType;
+    void *pNext;
+    VkBool32 cooperativeMatrix;
+    VkBool32 cooperativeMatrixRobustBufferAccess;
+} khr_cm_features;
+typedef struct khr_cm_props {
+    VkStructureType sType;
+    void *pNext;
+    uint32_t MSize, NSize, KSize;
+    int32_t AType, BType, CType, ResultType; /* VkComponentTypeKHR */
+    VkBool32 saturatingAccumulation;
+    int32_t scope;                           /* VkScopeKHR */
+} khr_cm_props;
+typedef VkResult(VKAPI_PTR *khr_cm_props_fn)(VkPhysicalDevice, uint32_t *, khr_cm_props *);
+static khr_cm_props_fn p_khr_cm_props;
+
 /* ------------------------------------------------------------------ */
 /* Loader                                                               */
 
@@ -293,6 +318,8 @@ static int instance_create(VkInstance *out, td_error *err)
 #define LOAD(f) p_##f = (PFN_##f)p_vkGetInstanceProcAddr(*out, #f);
     INSTANCE_FNS(LOAD)
 #undef LOAD
+    p_khr_cm_props = (khr_cm_props_fn)p_vkGetInstanceProcAddr(
+        *out, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
     if (!p_vkDestroyInstance || !p_vkEnumeratePhysicalDevices || !p_vkGetPhysicalDeviceProperties2 ||
         !p_vkGetPhysicalDeviceFeatures2 || !p_vkCreateDevice || !p_vkGetDeviceProcAddr ||
         !p_vkGetPhysicalDeviceMemoryProperties2 || !p_vkEnumerateDeviceExtensionProperties ||
@@ -403,6 +430,8 @@ typedef struct pdev_facts {
     int has_pci_ext, has_budget_ext;
     int has_exec_props;    /* VK_KHR_pipeline_executable_properties (td_vk_capture_stats) */
     int nv_coopmat;        /* VK_NV_cooperative_matrix usable: enable it and its features */
+    int khr_sg_control;    /* the KHR family's subgroup size is not the device's default:
+                            * enable subgroup size control and require it (Vulkan 1.3) */
     int queue_family;      /* a compute queue family, -1 none */
     uint32_t ts_bits;      /* timestamp valid bits of that family */
     float ts_period;       /* ns per tick */
@@ -421,6 +450,80 @@ static int has_ext(const VkExtensionProperties *e, uint32_t n, const char *name)
 #ifndef VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME
 #define VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME "VK_KHR_cooperative_matrix"
 #endif
+
+
+/* shaders/coopmat.glsl's KHR families (index = family): the fragment
+ * shape M x N x K and the subgroup size its compilations are written
+ * for, in the order they are preferred */
+static const struct {
+    int family;
+    uint32_t m, n, k, sg;
+} khr_families[] = {{1, 16, 16, 16, 32}, {3, 8, 16, 16, 16}, {2, 8, 8, 16, 8}, {4, 8, 8, 8, 8}};
+
+/* What td_vk_info says of the matrix engines, in words: "NV 16x16x16",
+ * "KHR 8x8x16, subgroups of 8", both, or "none". */
+void td_vk_matrix_note(const td_vk_info *in, char *out, size_t cap)
+{
+    if (!cap)
+        return;
+    out[0] = '\0';
+    size_t n = 0;
+    if (in->has_coopmat_nv)
+        n += (size_t)snprintf(out, cap, "NV 16x16x16");
+    for (size_t f = 0; f < sizeof khr_families / sizeof khr_families[0]; f++)
+        if (khr_families[f].family == in->coopmat_family && n < cap)
+            n += (size_t)snprintf(out + n, cap - n, "%sKHR %ux%ux%u, subgroups of %u",
+                                  n ? "; " : "", khr_families[f].m, khr_families[f].n,
+                                  khr_families[f].k, khr_families[f].sg);
+    if (!n)
+        snprintf(out, cap, "none");
+}
+
+/* The first KHR family pd can run: its f16 x f16 -> f32 shape at subgroup
+ * scope, with its subgroup size the device's own or one that subgroup
+ * size control can require of a compute shader (*control then 1). 0
+ * none. */
+static int khr_family_pick(VkPhysicalDevice pd, int subgroup, const VkPhysicalDeviceVulkan13Properties *p13,
+                           const VkPhysicalDeviceVulkan13Features *f13, int *control)
+{
+    *control = 0;
+    if (!p_khr_cm_props)
+        return 0;
+    khr_cm_props props[64];
+    uint32_t np = 0;
+    if (p_khr_cm_props(pd, &np, NULL) != VK_SUCCESS)
+        return 0;
+    if (np > 64)
+        np = 64;
+    for (uint32_t i = 0; i < np; i++)
+        props[i] = (khr_cm_props){.sType = (VkStructureType)KHR_CM_PROPERTIES_STYPE};
+    VkResult r = p_khr_cm_props(pd, &np, props);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE)
+        return 0;
+    for (size_t f = 0; f < sizeof khr_families / sizeof khr_families[0]; f++) {
+        int shape = 0;
+        for (uint32_t i = 0; i < np && !shape; i++)
+            shape = props[i].MSize == khr_families[f].m && props[i].NSize == khr_families[f].n &&
+                    props[i].KSize == khr_families[f].k &&
+                    props[i].AType == KHR_COMPONENT_FLOAT16 &&
+                    props[i].BType == KHR_COMPONENT_FLOAT16 &&
+                    props[i].CType == KHR_COMPONENT_FLOAT32 &&
+                    props[i].ResultType == KHR_COMPONENT_FLOAT32 &&
+                    props[i].scope == KHR_SCOPE_SUBGROUP;
+        if (!shape)
+            continue;
+        uint32_t sg = khr_families[f].sg;
+        if ((uint32_t)subgroup == sg)
+            return khr_families[f].family;
+        if (p13 && f13->subgroupSizeControl && f13->computeFullSubgroups &&
+            p13->minSubgroupSize <= sg && sg <= p13->maxSubgroupSize &&
+            (p13->requiredSubgroupSizeStages & VK_SHADER_STAGE_COMPUTE_BIT)) {
+            *control = 1;
+            return khr_families[f].family;
+        }
+    }
+    return 0;
+}
 
 /* Everything the backend asks of pd, and whether it has it. */
 static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
@@ -601,6 +704,27 @@ static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
                         props[i].scope == VK_SCOPE_SUBGROUP_NV)
                         f->nv_coopmat = 1;
             }
+        }
+        /* the KHR extension (matmul_cmk.comp): a family of coopmat.glsl's
+         * whose shape the device lists, and halves and the memory model */
+        if (!why && in->has_coopmat) {
+            khr_cm_features cm = {.sType = (VkStructureType)KHR_CM_FEATURES_STYPE};
+            VkPhysicalDeviceVulkan13Features f13 = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, .pNext = &cm};
+            VkPhysicalDeviceVulkan13Properties p13 = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_PROPERTIES};
+            int v13 = p1.apiVersion >= VK_API_VERSION_1_3;
+            f12.pNext = v13 ? (void *)&f13 : (void *)&cm;
+            f2.pNext = &f12;
+            p_vkGetPhysicalDeviceFeatures2(pd, &f2);
+            if (v13) {
+                VkPhysicalDeviceProperties2 pp = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                                  .pNext = &p13};
+                p_vkGetPhysicalDeviceProperties2(pd, &pp);
+            }
+            if (cm.cooperativeMatrix && f12.shaderFloat16 && f12.vulkanMemoryModel)
+                in->coopmat_family = khr_family_pick(pd, in->subgroup_size, v13 ? &p13 : NULL,
+                                                     &f13, &f->khr_sg_control);
         }
     }
     in->has_coopmat_nv = f->nv_coopmat;
@@ -816,6 +940,10 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
     const char *im = getenv("TD_VULKAN_INPUT_MEM");
     if (im && *im && strcmp(im, "auto") != 0 && strcmp(im, "host") != 0)
         return td_error_set(err, TD_EINVAL, "vulkan: TD_VULKAN_INPUT_MEM=%s (auto or host)", im);
+    const char *cmx = getenv("TD_VULKAN_COOPMAT");
+    if (cmx && *cmx && strcmp(cmx, "auto") != 0 && strcmp(cmx, "nv") != 0 &&
+        strcmp(cmx, "khr") != 0)
+        return td_error_set(err, TD_EINVAL, "vulkan: TD_VULKAN_COOPMAT=%s (auto, nv or khr)", cmx);
     td_vk *vk = td_vk_calloc(1, sizeof *vk);
     if (!vk)
         return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
@@ -879,6 +1007,15 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
     }
     vk->pd = pds[pick];
     td_vk_free(pds);
+    /* one extension's matrix path: NV's where usable, else KHR's;
+     * TD_VULKAN_COOPMAT=nv or khr takes that one alone */
+    if (cmx && strcmp(cmx, "khr") == 0)
+        vk->facts.nv_coopmat = 0;
+    else if (vk->facts.nv_coopmat || (cmx && strcmp(cmx, "nv") == 0))
+        vk->facts.info.coopmat_family = 0;
+    vk->facts.info.has_coopmat_nv = vk->facts.nv_coopmat;
+    if (!vk->facts.info.coopmat_family)
+        vk->facts.khr_sg_control = 0;
     p_vkGetPhysicalDeviceMemoryProperties(vk->pd, &vk->mem);
     vk->facts.info.input_device_local =
         !vk->input_host && find_mem_type(vk, ~0u, INPUT_NEAR) >= 0;
@@ -903,11 +1040,25 @@ int td_vk_open(const char *want, td_vk **out, td_error *err)
     uint32_t n_exts = 0;
     if (vk->facts.has_budget_ext)
         exts[n_exts++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
+    khr_cm_features fkcm = {.sType = (VkStructureType)KHR_CM_FEATURES_STYPE,
+                            .cooperativeMatrix = VK_TRUE};
+    VkPhysicalDeviceVulkan13Features f13 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES,
+                                            .subgroupSizeControl = VK_TRUE,
+                                            .computeFullSubgroups = VK_TRUE};
     if (vk->facts.nv_coopmat) {
         exts[n_exts++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
         f12.shaderFloat16 = VK_TRUE;
         f12.vulkanMemoryModel = VK_TRUE;
         f12.pNext = &fcm;
+    } else if (vk->facts.info.coopmat_family) {
+        exts[n_exts++] = VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME;
+        f12.shaderFloat16 = VK_TRUE;
+        f12.vulkanMemoryModel = VK_TRUE;
+        f12.pNext = &fkcm;
+        if (vk->facts.khr_sg_control) {
+            f13.pNext = f12.pNext;
+            f12.pNext = &f13;
+        }
     }
     int want_stats = g_capture_stats && vk->facts.has_exec_props;
     if (want_stats) { /* chained first: fcm may already follow f12 */
@@ -1736,9 +1887,37 @@ static void stats_read(td_vk *vk, td_vk_pipe *p)
     }
 }
 
+static int pipe_create(td_vk *vk, const char *name, const uint32_t *spv, size_t n_words,
+                       uint32_t push_bytes, const uint32_t *spec, int n_spec, uint32_t req_sg,
+                       td_vk_pipe **out, td_error *err);
+
 int td_vk_pipe_create(td_vk *vk, const char *name, const uint32_t *spv, size_t n_words,
                       uint32_t push_bytes, const uint32_t *spec, int n_spec, td_vk_pipe **out,
                       td_error *err)
+{
+    return pipe_create(vk, name, spv, n_words, push_bytes, spec, n_spec, 0, out, err);
+}
+
+int td_vk_pipe_create_khr_cm(td_vk *vk, const char *name, const uint32_t *spv, size_t n_words,
+                             uint32_t push_bytes, td_vk_pipe **out, td_error *err)
+{
+    uint32_t sg = 0;
+    for (size_t f = 0; f < sizeof khr_families / sizeof khr_families[0]; f++)
+        if (khr_families[f].family == vk->facts.info.coopmat_family)
+            sg = khr_families[f].sg;
+    if (!sg || !n_words) {
+        *out = NULL;
+        return td_error_set(err, TD_EUNAVAILABLE, "vulkan: %s: %s", name,
+                            !sg ? "no KHR cooperative-matrix family on this device"
+                                : "not built (no compiler for GL_KHR_cooperative_matrix)");
+    }
+    return pipe_create(vk, name, spv, n_words, push_bytes, NULL, 0,
+                       vk->facts.khr_sg_control ? sg : 0, out, err);
+}
+
+static int pipe_create(td_vk *vk, const char *name, const uint32_t *spv, size_t n_words,
+                       uint32_t push_bytes, const uint32_t *spec, int n_spec, uint32_t req_sg,
+                       td_vk_pipe **out, td_error *err)
 {
     *out = NULL;
     if (push_bytes > vk->facts.max_push)
@@ -1788,6 +1967,15 @@ int td_vk_pipe_create(td_vk *vk, const char *name, const uint32_t *spv, size_t n
                   .pSpecializationInfo = n_spec ? &si : NULL},
         .layout = p->layout,
     };
+    /* a KHR cooperative-matrix family's subgroup size, where the
+     * device's default is another (td_vk_pipe_create_khr_cm) */
+    VkPipelineShaderStageRequiredSubgroupSizeCreateInfo rsg = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO,
+        .requiredSubgroupSize = req_sg};
+    if (req_sg) {
+        cpi.stage.pNext = &rsg;
+        cpi.stage.flags |= VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT;
+    }
     int stats = vk->get_exec_props && vk->get_exec_stats;
     if (stats)
         cpi.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
@@ -1852,12 +2040,15 @@ size_t td_vulkan_probe_text(char *out, size_t cap)
     for (int i = 0; i < n; i++) {
         const td_vk_info *d = &info[i];
         char name[2 * sizeof d->name + 2], why[2 * sizeof d->reason + 2];
+        char matrix[96], mhex[2 * sizeof matrix + 2];
         put_hex(name, sizeof name, d->name);
         put_hex(why, sizeof why, d->usable ? "" : d->reason);
-        int len = snprintf(line, sizeof line, "vk %s %s %lld %lld %04x %d %d %s %s\n",
+        td_vk_matrix_note(d, matrix, sizeof matrix);
+        put_hex(mhex, sizeof mhex, d->usable ? matrix : "");
+        int len = snprintf(line, sizeof line, "vk %s %s %lld %lld %04x %d %d %s %s %s\n",
                            d->pci[0] ? d->pci : "-", d->uuid[0] ? d->uuid : "-",
                            (long long)d->local_bytes, (long long)d->free_bytes, d->vendor_id,
-                           d->device_type, d->usable, name, why);
+                           d->device_type, d->usable, name, why, mhex);
         if (len <= 0)
             continue;
         if (need < cap)

@@ -66,6 +66,11 @@ typedef struct td_vk_info {
     int64_t free_bytes;    /* VK_EXT_memory_budget: budget - usage; -1 unknown */
     int has_coopmat;       /* VK_KHR_cooperative_matrix advertised */
     int has_coopmat_nv;    /* VK_NV_cooperative_matrix usable (16x16x16 f16, subgroups of 32): enabled */
+    int coopmat_family;    /* VK_KHR_cooperative_matrix usable: shaders/coopmat.glsl's family
+                            * (fragment shape and subgroup size) whose compilations run
+                            * here, 1 to 4; 0 none. After td_vk_open, the path it enabled:
+                            * NV's where both are usable (has_coopmat_nv), unless
+                            * TD_VULKAN_COOPMAT=khr (or nv: that one alone) */
     int input_device_local; /* the device has memory for TD_VK_MEM_INPUT buffers in its own
                              * (mapped for the host) and TD_VULKAN_INPUT_MEM is not host
                              * (set by td_vk_open; a buffer's device_local says where it
@@ -73,6 +78,11 @@ typedef struct td_vk_info {
     int usable;            /* has what the backend needs (else reason says why) */
     char reason[128];
 } td_vk_info;
+
+/* The matrix engines info says the device has, in words ("NV 16x16x16",
+ * "KHR 8x8x16, subgroups of 8", both joined by "; ", or "none"), into
+ * out (cap bytes, truncated). */
+void td_vk_matrix_note(const td_vk_info *info, char *out, size_t cap);
 
 /* TD_OK when the loader loads and at least one device is usable. */
 int td_vk_probe(td_error *err);
@@ -140,6 +150,13 @@ typedef struct td_vk_pipe td_vk_pipe;
 int td_vk_pipe_create(td_vk *vk, const char *name, const uint32_t *spv, size_t n_words,
                       uint32_t push_bytes, const uint32_t *spec, int n_spec, td_vk_pipe **out,
                       td_error *err);
+/* The same for a compilation of shaders/coopmat.glsl's KHR family that
+ * the device enabled (td_vk_info.coopmat_family): with that family's
+ * subgroup size required where it is not the device's default.
+ * TD_EUNAVAILABLE without a family, or for an empty compilation (0
+ * words: the build had no compiler for it). */
+int td_vk_pipe_create_khr_cm(td_vk *vk, const char *name, const uint32_t *spv, size_t n_words,
+                             uint32_t push_bytes, td_vk_pipe **out, td_error *err);
 void td_vk_pipe_destroy(td_vk *vk, td_vk_pipe *p);
 
 /* --------------------------------------------------------- recording */
