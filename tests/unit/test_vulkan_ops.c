@@ -37,7 +37,6 @@
 #include <cmocka.h>
 
 #include "testutil.h"
-#include "whisper/backend/vulkan/shaders.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -46,6 +45,7 @@
 #include <unistd.h>
 
 #ifdef TD_HAVE_VULKAN
+#include "whisper/backend/vulkan/shaders.h"
 
 #include "whisper/backend/cpu/kernels.h"
 #include "whisper/backend/vulkan/ops.h"
@@ -2213,6 +2213,78 @@ static void test_rows_trial(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* The products' trial (td_vko_choose_path) with its cache in a directory
+ * of its own: the answer is written and read back; a cached path this
+ * open did not build (a line written by another build, or by NVIDIA
+ * under the other extension: cmdirect is NV's alone) is timed again
+ * instead of failing the open, and the new answer replaces it. */
+static void test_path_cache_stale(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    char dir[] = "/tmp/td-path-cache-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    env_keep("XDG_CACHE_HOME");
+    env_keep("TD_VULKAN_MATMUL");
+    assert_int_equal(setenv("XDG_CACHE_HOME", dir, 1), 0);
+    assert_int_equal(unsetenv("TD_VULKAN_MATMUL"), 0);
+    char why[1024];
+    td_error err = {0};
+    enum td_vko_path was = td_vko_path_get(ops);
+    if (td_vko_choose_path(ops, 64, 64, 64, why, sizeof why, &err))
+        fail_msg("%s", err.msg);
+    print_message("  %s\n", why);
+    if (!td_vko_has_coopmat(ops)) { /* nothing to time: nothing written */
+        assert_non_null(strstr(why, "no cooperative-matrix path"));
+        assert_int_equal(td_vko_set_path(ops, was, &err), TD_OK);
+        assert_int_equal(rmdir(dir), 0);
+        printf("# skipped: no cooperative-matrix path\n");
+        skip();
+    }
+    assert_null(strstr(why, "(cached trial)"));
+    if (td_vko_choose_path(ops, 64, 64, 64, why, sizeof why, &err))
+        fail_msg("%s", err.msg);
+    assert_non_null(strstr(why, "(cached trial)"));
+    /* the line's path made cmdirect */
+    char path[1200], line[1024], text[4096] = "";
+    snprintf(path, sizeof path, "%s/tapedeck/vulkan-paths", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    int lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *sp = strchr(line, ' ');
+        assert_non_null(sp);
+        snprintf(sp + 1, sizeof line - (size_t)(sp + 1 - line), "cmdirect\n");
+        strncat(text, line, sizeof text - strlen(text) - 1);
+        lines++;
+    }
+    fclose(f);
+    assert_int_equal(lines, 1);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    td_error perr = {0};
+    int built = td_vko_set_path(ops, TD_VKO_CMDIRECT, &perr) == TD_OK;
+    if (td_vko_choose_path(ops, 64, 64, 64, why, sizeof why, &err))
+        fail_msg("%s", err.msg);
+    print_message("  cmdirect %s: %s\n", built ? "built" : "not built", why);
+    if (built) {
+        assert_non_null(strstr(why, "cmdirect (cached trial)"));
+    } else {
+        assert_null(strstr(why, "(cached trial)"));
+        if (td_vko_choose_path(ops, 64, 64, 64, why, sizeof why, &err))
+            fail_msg("%s", err.msg);
+        assert_non_null(strstr(why, "(cached trial)"));
+        assert_null(strstr(why, "cmdirect"));
+    }
+    assert_int_equal(td_vko_set_path(ops, was, &err), TD_OK);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/tapedeck", dir);
+    assert_int_equal(rmdir(path), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 /* A loader without a driver: "unavailable", with the reason, no crash.
  * (The loader reads its driver list at each vkCreateInstance; the
  * process's instance is made once and shared, vk.h: this file's device
@@ -2436,9 +2508,9 @@ static void test_coopmat_family(void **state)
         fail_msg("%s", err.msg);
     printf("# TD_VULKAN_COOPMAT=%s: KHR family %d, NV %d, products %s\n", other,
            vi->coopmat_family, vi->has_coopmat_nv, td_vko_has_coopmat(o) ? "on the engines" : "tiled");
-    if (strcmp(other, "nv") == 0) {
+    if (strcmp(other, "nv") == 0) { /* a KHR-only device goes tiled (NVIDIA under khr: NV's) */
         assert_int_equal(vi->coopmat_family, 0);
-        assert_false(td_vko_has_coopmat(o));
+        assert_int_equal(td_vko_has_coopmat(o), vi->has_coopmat_nv);
     } else {
         assert_int_equal(vi->has_coopmat_nv, 0);
         assert_int_equal(td_vko_has_coopmat(o), vi->coopmat_family && built);
@@ -2456,6 +2528,7 @@ int main(void)
         cmocka_unit_test_teardown(test_barrier_switch, env_restore),
         cmocka_unit_test_teardown(test_input_mem, env_restore),
         cmocka_unit_test_teardown(test_coopmat_family, env_restore),
+        cmocka_unit_test_teardown(test_path_cache_stale, env_restore),
         cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_ln_rowidx),
         cmocka_unit_test(test_linear_matvec_packed), cmocka_unit_test(test_linear_qkv),
@@ -2490,67 +2563,6 @@ static void test_not_built(void **state)
     (void)state;
     printf("# skipped: tapedeck was built without the Vulkan backend\n");
     skip();
-}
-
-/* Which extension's matrix path the device opened with: the KHR one
- * (matmul_cmk.comp) wherever the device has a family of coopmat.glsl and
- * no NV path, if the build compiled it (lavapipe of Mesa 25.1 and later,
- * Intel Arc, AMD; not Debian 12's lavapipe, which has neither), NV's on
- * NVIDIA; TD_VULKAN_COOPMAT=nv or khr takes that one alone, another value
- * fails the open. */
-static void test_coopmat_family(void **state)
-{
-    (void)state;
-    NEED_DEVICE();
-    const td_vk_info *in = td_vk_device_info(vk);
-    char note[96];
-    td_vk_matrix_note(in, note, sizeof note);
-    int built = td_vks_matmul_cmk_CMK100_words > 0;
-    printf("# matrix engines: %s (KHR family %d, NV %d; KHR shaders %s); the products' path %s\n",
-           note, in->coopmat_family, in->has_coopmat_nv, built ? "built" : "not built",
-           td_vko_has_coopmat(ops) ? "has them" : "is tiled");
-    assert_false(in->has_coopmat_nv && in->coopmat_family); /* one of the two enabled */
-    if (in->has_coopmat_nv || (in->coopmat_family && built))
-        assert_true(td_vko_has_coopmat(ops));
-    else
-        assert_false(td_vko_has_coopmat(ops));
-    if (in->coopmat_family)
-        assert_non_null(strstr(note, "KHR"));
-
-    env_keep("TD_VULKAN_COOPMAT");
-    td_error err = {0};
-    td_vk *v = NULL;
-    long live = td_vk_live();
-    assert_int_equal(setenv("TD_VULKAN_COOPMAT", "yes", 1), 0);
-    assert_int_equal(td_vk_open(NULL, &v, &err), TD_EINVAL);
-    assert_null(v);
-    assert_non_null(strstr(err.msg, "TD_VULKAN_COOPMAT"));
-    assert_int_equal(td_vk_live(), live);
-    /* the other extension alone, where the device has a KHR family: nv
-     * leaves a KHR-only device tiled; khr takes KHR on NVIDIA too */
-    if (!in->coopmat_family && !in->has_coopmat_nv)
-        return;
-    const char *other = in->has_coopmat_nv ? "khr" : "nv";
-    assert_int_equal(setenv("TD_VULKAN_COOPMAT", other, 1), 0);
-    if (td_vk_open(NULL, &v, &err))
-        fail_msg("%s", err.msg);
-    const td_vk_info *vi = td_vk_device_info(v);
-    assert_false(vi->has_coopmat_nv && vi->coopmat_family);
-    td_vko *o = NULL;
-    if (td_vko_create(v, 16, 64, &o, &err))
-        fail_msg("%s", err.msg);
-    printf("# TD_VULKAN_COOPMAT=%s: KHR family %d, NV %d, products %s\n", other,
-           vi->coopmat_family, vi->has_coopmat_nv, td_vko_has_coopmat(o) ? "on the engines" : "tiled");
-    if (strcmp(other, "nv") == 0) {
-        assert_int_equal(vi->coopmat_family, 0);
-        assert_false(td_vko_has_coopmat(o));
-    } else {
-        assert_int_equal(vi->has_coopmat_nv, 0);
-        assert_int_equal(td_vko_has_coopmat(o), vi->coopmat_family && built);
-    }
-    td_vko_free(o);
-    td_vk_close(v);
-    assert_int_equal(td_vk_live(), live);
 }
 
 int main(void)

@@ -71,6 +71,8 @@ struct td_vko {
                                         * groups of loads in flight */
     td_vk_pipe *matmul_sum;            /* a split product's parts added, and its epilogue */
     int matvec_rows, cm_big_min;
+    int ea_bq;                         /* query rows a workgroup of enc_attn_cm[] (and cmr):
+                                        * 4 fragments' rows, 64 on NV's 16 x 16 x 16 */
     /* the split of K (td_vko_set_split): the parts' scratch, its size in
      * floats, and the count of parts (-1: by the card, 0: never, else always) */
     uint64_t split_buf;
@@ -192,6 +194,22 @@ void td_vko_free(td_vko *o)
 
 static int attn_reg_check(td_vko *o, int d, int want, td_error *err);
 
+/* Bytes of shared memory matmul_cm.glsl stages for BM x BN tiles in K
+ * steps of BK (two stages of A and of W, rows padded by 8 halves) */
+static uint32_t cm_shared(uint32_t bm, uint32_t bn, uint32_t bk)
+{
+    return 2 * bm * ((bk + 8) / 4) * 8 + 2 * bn * ((bk + 8) / 8) * 16;
+}
+
+/* Bytes of shared memory enc_attn_cm.comp's body takes for heads of d and
+ * fragments of rows rows: keys and values of a block, and each of its 4
+ * subgroups' P (halves) and scratch (floats) */
+static uint32_t ea_shared(int d, int rows)
+{
+    return 2u * 64 * (((uint32_t)d + 8) / 4) * 8 + 4u * (uint32_t)rows * (64 + 8) * 2 +
+           4u * (uint32_t)rows * (64 + 4) * 4;
+}
+
 int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *err)
 {
     *out = NULL;
@@ -207,6 +225,7 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
     o->vk = vk;
     snprintf(o->attn_note, sizeof o->attn_note, "attention: enc_attn.comp (no matrix engines)");
     o->matvec_rows = TD_VKO_MATVEC_ROWS;
+    o->ea_bq = 64;
     o->cm_big_min = TD_VKO_CM_BIG_MIN;
     const char *big = getenv("TD_VULKAN_CM_BIG_MIN");
     if (big && *big) {
@@ -482,7 +501,7 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             {td_vks_matmul_cmk_CMK200, td_vks_matmul_cmk_CMK201, td_vks_matmul_cmk_CMK202},
             {td_vks_matmul_cmk_CMK300, td_vks_matmul_cmk_CMK301, td_vks_matmul_cmk_CMK302},
             {td_vks_matmul_cmk_CMK400, td_vks_matmul_cmk_CMK401, td_vks_matmul_cmk_CMK402}};
-        const size_t kwords[4][3] = {
+        size_t kwords[4][3] = {
             {td_vks_matmul_cmk_CMK100_words, td_vks_matmul_cmk_CMK101_words,
              td_vks_matmul_cmk_CMK102_words},
             {td_vks_matmul_cmk_CMK200_words, td_vks_matmul_cmk_CMK201_words,
@@ -492,6 +511,25 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
             {td_vks_matmul_cmk_CMK400_words, td_vks_matmul_cmk_CMK401_words,
              td_vks_matmul_cmk_CMK402_words}};
         int fam = td_vk_device_info(vk)->coopmat_family - 1; /* 1..4 */
+        uint32_t shared = td_vk_device_info(vk)->max_shared;
+        /* 128 x 128 tiles stage 40 KiB in K steps of 32: on devices with
+         * less (lavapipe's 32 KiB) the compilation in K steps of 16 (24 KiB) */
+        if (shared < cm_shared(128, 128, 32)) {
+            const uint32_t *k16[4] = {td_vks_matmul_cmk_CMK114, td_vks_matmul_cmk_CMK214,
+                                      td_vks_matmul_cmk_CMK314, td_vks_matmul_cmk_CMK414};
+            const size_t k16w[4] = {td_vks_matmul_cmk_CMK114_words, td_vks_matmul_cmk_CMK214_words,
+                                    td_vks_matmul_cmk_CMK314_words, td_vks_matmul_cmk_CMK414_words};
+            for (int f = 0; f < 4; f++) {
+                kcode[f][CM_128] = k16[f];
+                kwords[f][CM_128] = shared >= cm_shared(128, 128, 16) ? k16w[f] : 0;
+            }
+        }
+        if (shared < cm_shared(64, 128, 32))
+            for (int f = 0; f < 4; f++)
+                kwords[f][CM_64] = 0; /* none then: both or none */
+        if (shared < cm_shared(64, 64, 32))
+            for (int f = 0; f < 4; f++)
+                kwords[f][CM_6464] = 0;
         rc = TD_OK;
         for (int i = CM_128; i <= CM_6464 && fam >= 0 && fam < 4; i++) {
             rc = td_vk_pipe_create_khr_cm(vk, kname[i], kcode[fam][i], kwords[fam][i],
@@ -504,6 +542,44 @@ int td_vko_create(td_vk *vk, int d_audio, int d_text, td_vko **out, td_error *er
                 break;
             }
         }
+        /* the encoder's attention (enc_attn_cmk.comp: enc_attn_cm.comp's,
+         * 4 fragments' rows a workgroup), heads of 32 or 64, with the
+         * products: q, k, v as floats, and optionally as halves */
+        const uint32_t *eak[4][4] = {
+            {td_vks_enc_attn_cmk_EAK100, td_vks_enc_attn_cmk_EAK101, td_vks_enc_attn_cmk_EAK102,
+             td_vks_enc_attn_cmk_EAK103},
+            {td_vks_enc_attn_cmk_EAK200, td_vks_enc_attn_cmk_EAK201, td_vks_enc_attn_cmk_EAK202,
+             td_vks_enc_attn_cmk_EAK203},
+            {td_vks_enc_attn_cmk_EAK300, td_vks_enc_attn_cmk_EAK301, td_vks_enc_attn_cmk_EAK302,
+             td_vks_enc_attn_cmk_EAK303},
+            {td_vks_enc_attn_cmk_EAK400, td_vks_enc_attn_cmk_EAK401, td_vks_enc_attn_cmk_EAK402,
+             td_vks_enc_attn_cmk_EAK403}};
+        const size_t eakw[4][4] = {
+            {td_vks_enc_attn_cmk_EAK100_words, td_vks_enc_attn_cmk_EAK101_words,
+             td_vks_enc_attn_cmk_EAK102_words, td_vks_enc_attn_cmk_EAK103_words},
+            {td_vks_enc_attn_cmk_EAK200_words, td_vks_enc_attn_cmk_EAK201_words,
+             td_vks_enc_attn_cmk_EAK202_words, td_vks_enc_attn_cmk_EAK203_words},
+            {td_vks_enc_attn_cmk_EAK300_words, td_vks_enc_attn_cmk_EAK301_words,
+             td_vks_enc_attn_cmk_EAK302_words, td_vks_enc_attn_cmk_EAK303_words},
+            {td_vks_enc_attn_cmk_EAK400_words, td_vks_enc_attn_cmk_EAK401_words,
+             td_vks_enc_attn_cmk_EAK402_words, td_vks_enc_attn_cmk_EAK403_words}};
+        static const int fam_rows[4] = {16, 8, 8, 8}; /* coopmat.glsl's CM_FM, families 1..4 */
+        int d64 = d_audio == 64;
+        int fits = fam >= 0 && fam < 4 && shared >= ea_shared(d_audio, fam_rows[fam]);
+        for (int h = 0; h < 2 && o->matmul_cm[CM_128] && (d_audio == 32 || d64) && fits; h++) {
+            if (h && !o->enc_attn_cm[0])
+                break;
+            rc = td_vk_pipe_create_khr_cm(vk, h ? "enc_attn_cmk_half" : "enc_attn_cmk",
+                                          eak[fam][2 * h + d64], eakw[fam][2 * h + d64],
+                                          sizeof(ea_push), &o->enc_attn_cm[h], err);
+            if (rc == TD_ENOMEM)
+                goto fail;
+            if (rc)
+                o->enc_attn_cm[h] = NULL;
+        }
+        o->ea_bq = 4 * fam_rows[fam < 0 || fam > 3 ? 0 : fam];
+        if ((rc = attn_reg_check(o, d_audio, 0, err)))
+            goto fail;
         rc = TD_OK;
     }
 #undef PIPE
@@ -637,7 +713,9 @@ int td_vko_set_path(td_vko *o, enum td_vko_path path, td_error *err)
     if (path != TD_VKO_TILED && !o->matmul_cm[0])
         return td_error_set(err, TD_EUNAVAILABLE,
                             "vulkan: %s: no cooperative-matrix path (needs VK_NV_cooperative_matrix "
-                            "with 16x16x16 f16 products and subgroups of 32)",
+                            "with 16x16x16 f16 products and subgroups of 32, or "
+                            "VK_KHR_cooperative_matrix with a shape of coopmat.glsl's and a "
+                            "build with its shaders)",
                             td_vk_device_info(o->vk)->name);
     if ((path == TD_VKO_CMDIRECT || path == TD_VKO_CMDIRECT64) && !o->matmul_cmd[0])
         return td_error_set(err, TD_EUNAVAILABLE,
@@ -1045,7 +1123,8 @@ static void enc_attn_with(td_vko *o, td_vk_pipe *pipe, int n, int n_head, int ld
                           uint64_t k, uint64_t v, uint64_t out)
 {
     ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 0};
-    td_vk_dispatch(o->vk, pipe, &p, cdiv((uint32_t)n, 64), (uint32_t)n_head, 1);
+    uint32_t rows = pipe == o->enc_attn ? 64 : (uint32_t)o->ea_bq;
+    td_vk_dispatch(o->vk, pipe, &p, cdiv((uint32_t)n, rows), (uint32_t)n_head, 1);
 }
 
 /* the matrix engines' attention for q, k, v as floats (h 0) or halves */
@@ -1083,13 +1162,17 @@ static int attn_reg_check(td_vko *o, int d, int want, td_error *err)
         snprintf(o->attn_note, sizeof o->attn_note, "attention: %s",
                  td_vk_device_info(o->vk)->has_coopmat_nv
                      ? "enc_attn.comp (heads of neither 32 nor 64)"
-                     : o->matmul_cm[0] ? "enc_attn.comp (its matrix-engine form is NV's)"
-                                       : "enc_attn.comp (no matrix engines)");
+                     : o->matmul_cm[0]
+                         ? "enc_attn.comp (KHR: heads of neither 32 nor 64, or not built)"
+                         : "enc_attn.comp (no matrix engines)");
         return TD_OK;
     }
     if (!o->enc_attn_cmr[0] && !o->enc_attn_cmr[1]) {
         snprintf(o->attn_note, sizeof o->attn_note, "attention: scores in shared memory (%s)",
-                 want ? "the register shader was not built" : "TD_VULKAN_ATTN_REG=0");
+                 !td_vk_device_info(o->vk)->has_coopmat_nv
+                     ? "VK_KHR_cooperative_matrix; the register shader is NV's"
+                 : want ? "the register shader was not built"
+                        : "TD_VULKAN_ATTN_REG=0");
         return TD_OK;
     }
     td_vk *vk = o->vk;
@@ -1337,8 +1420,15 @@ static void cache_key(const td_vko *o, int m, int n, int k, char *key, size_t le
     /* "cm5": the tiled path's registers out of local memory (matmul.comp);
      * "cm4": the cooperative-matrix shaders' accumulators out of local
      * memory (several times faster): earlier trials timed them slow;
-     * "cm5f16": the trial's products by 16 subgroups (TD_VULKAN_CM_F16) */
-    snprintf(key, len, "cm5%s:%04x:%04x:%08x:%s:%dx%dx%d", o->cm_f16 ? "f16" : "",
+     * "cm5f16": the trial's products by 16 subgroups (TD_VULKAN_CM_F16);
+     * "k1".."k4": the products through VK_KHR_cooperative_matrix in
+     * coopmat.glsl's family (another set of paths than NV's, another
+     * kernel: NVIDIA under TD_VULKAN_COOPMAT=khr must not read NV's
+     * answer) */
+    char ext[8] = "";
+    if (in->coopmat_family && !in->has_coopmat_nv)
+        snprintf(ext, sizeof ext, "k%d", in->coopmat_family);
+    snprintf(key, len, "cm5%s%s:%04x:%04x:%08x:%s:%dx%dx%d", o->cm_f16 ? "f16" : "", ext,
              in->vendor_id, in->device_id, in->driver_version, in->uuid, m, n, k);
 }
 
@@ -1543,11 +1633,18 @@ int td_vko_choose_path(td_vko *o, int m, int n, int k, char *why, size_t why_len
     char key[256];
     cache_key(o, m, n, k, key, sizeof key);
     int cached = cache_read(key);
-    if (cached >= 0) {
+    td_error cerr = {0};
+    if (cached >= 0 && td_vko_set_path(o, (enum td_vko_path)cached, &cerr) == TD_OK) {
         snprintf(why, why_len, "products: %s (cached trial)",
                  td_vko_path_name((enum td_vko_path)cached));
-        return td_vko_set_path(o, (enum td_vko_path)cached, err);
+        return TD_OK;
     }
+    if (cached >= 0 && cerr.code == TD_ENOMEM) {
+        *err = cerr;
+        return TD_ENOMEM;
+    }
+    /* a cached path this open did not build (another build, a driver
+     * that now refuses it): timed again */
 
     /* the trial: random data, each path timed, the results compared (the
      * encoder's row count matters: at 512 rows the tiled path won on the

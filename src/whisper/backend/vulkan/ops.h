@@ -75,7 +75,8 @@ enum {
 /* Product paths for more rows than the matrix-vector shader takes. */
 enum td_vko_path {
     TD_VKO_TILED = 0,
-    TD_VKO_COOPMAT = 1,   /* matmul_cm.comp, 128 x 128 tiles on grids big enough, else 64 x 128 */
+    TD_VKO_COOPMAT = 1,   /* matmul_cm.comp (or matmul_cmk.comp, VK_KHR_cooperative_matrix),
+                           * 128 x 128 tiles on grids big enough, else 64 x 128 */
     TD_VKO_COOPMAT64 = 2, /* the same, 64 x 128 tiles always */
     TD_VKO_CMDIRECT = 3,  /* matmul_cmd.comp (fragments straight from device memory), 64 x 128
                            * tiles, where K and N are multiples of 16 and A and W allow 16-byte

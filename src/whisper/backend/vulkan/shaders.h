@@ -31,15 +31,35 @@
     X(matmul_cmk_CMK100) \
     X(matmul_cmk_CMK101) \
     X(matmul_cmk_CMK102) \
+    X(matmul_cmk_CMK114) \
     X(matmul_cmk_CMK200) \
     X(matmul_cmk_CMK201) \
     X(matmul_cmk_CMK202) \
+    X(matmul_cmk_CMK214) \
     X(matmul_cmk_CMK300) \
     X(matmul_cmk_CMK301) \
     X(matmul_cmk_CMK302) \
+    X(matmul_cmk_CMK314) \
     X(matmul_cmk_CMK400) \
     X(matmul_cmk_CMK401) \
     X(matmul_cmk_CMK402) \
+    X(matmul_cmk_CMK414) \
+    X(enc_attn_cmk_EAK100) \
+    X(enc_attn_cmk_EAK101) \
+    X(enc_attn_cmk_EAK102) \
+    X(enc_attn_cmk_EAK103) \
+    X(enc_attn_cmk_EAK200) \
+    X(enc_attn_cmk_EAK201) \
+    X(enc_attn_cmk_EAK202) \
+    X(enc_attn_cmk_EAK203) \
+    X(enc_attn_cmk_EAK300) \
+    X(enc_attn_cmk_EAK301) \
+    X(enc_attn_cmk_EAK302) \
+    X(enc_attn_cmk_EAK303) \
+    X(enc_attn_cmk_EAK400) \
+    X(enc_attn_cmk_EAK401) \
+    X(enc_attn_cmk_EAK402) \
+    X(enc_attn_cmk_EAK403) \
     X(matmul_cmd_CMD_TN2) \
     X(matmul_cmd_CMD_TN4) \
     X(cm_peak_CM_PEAK0)  \

@@ -3,6 +3,7 @@
  * pipelines, one command buffer at a time, timestamps, fault injection.
  */
 #include "whisper/backend/vulkan/vk.h"
+#include "whisper/backend/vulkan/shaders.h"
 #include "whisper/backend/vulkan/probe.h"
 
 #include <ctype.h>
@@ -289,6 +290,10 @@ static const char *vk_str(VkResult r)
 #define VKFAIL(err, r, what) \
     td_error_set(err, vk_rc(r), "vulkan: %s: %s (VkResult %d)", what, vk_str(r), (int)(r))
 
+/* The loader's API version (instance_create): Vulkan 1.3's structures
+ * are chained only where it and the device both have 1.3 */
+static uint32_t g_inst_version;
+
 /* An instance of API 1.2 or later. Called with g_inst_lock held. */
 static int instance_create(VkInstance *out, td_error *err)
 {
@@ -302,6 +307,7 @@ static int instance_create(VkInstance *out, td_error *err)
         return td_error_set(err, TD_EUNAVAILABLE,
                             "vulkan: the loader offers API %u.%u, the backend needs 1.2",
                             VK_API_VERSION_MAJOR(ver), VK_API_VERSION_MINOR(ver));
+    g_inst_version = ver;
     VkApplicationInfo app = {
         .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
         .pApplicationName = "tapedeck",
@@ -452,7 +458,7 @@ static int has_ext(const VkExtensionProperties *e, uint32_t n, const char *name)
 #endif
 
 
-/* shaders/coopmat.glsl's KHR families (index = family): the fragment
+/* shaders/coopmat.glsl's KHR families: the family's number, the fragment
  * shape M x N x K and the subgroup size its compilations are written
  * for, in the order they are preferred */
 static const struct {
@@ -466,17 +472,22 @@ void td_vk_matrix_note(const td_vk_info *in, char *out, size_t cap)
 {
     if (!cap)
         return;
-    out[0] = '\0';
-    size_t n = 0;
-    if (in->has_coopmat_nv)
-        n += (size_t)snprintf(out, cap, "NV 16x16x16");
+    /* as td_vk_open chooses: NV's where usable, unless TD_VULKAN_COOPMAT
+     * says khr; else the KHR family, unless it says nv */
+    const char *want = getenv("TD_VULKAN_COOPMAT");
+    int khr_only = want && strcmp(want, "khr") == 0, nv_only = want && strcmp(want, "nv") == 0;
+    if (in->has_coopmat_nv && !khr_only) {
+        snprintf(out, cap, "NV 16x16x16");
+        return;
+    }
     for (size_t f = 0; f < sizeof khr_families / sizeof khr_families[0]; f++)
-        if (khr_families[f].family == in->coopmat_family && n < cap)
-            n += (size_t)snprintf(out + n, cap - n, "%sKHR %ux%ux%u, subgroups of %u",
-                                  n ? "; " : "", khr_families[f].m, khr_families[f].n,
-                                  khr_families[f].k, khr_families[f].sg);
-    if (!n)
-        snprintf(out, cap, "none");
+        if (khr_families[f].family == in->coopmat_family && !nv_only) {
+            snprintf(out, cap, "KHR %ux%ux%u, subgroups of %u%s", khr_families[f].m,
+                     khr_families[f].n, khr_families[f].k, khr_families[f].sg,
+                     td_vks_matmul_cmk_CMK101_words ? "" : " (its shaders not built)");
+            return;
+        }
+    snprintf(out, cap, "none");
 }
 
 /* The first KHR family pd can run: its f16 x f16 -> f32 shape at subgroup
@@ -713,7 +724,7 @@ static int facts_read(VkPhysicalDevice pd, pdev_facts *f, td_error *err)
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, .pNext = &cm};
             VkPhysicalDeviceVulkan13Properties p13 = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_PROPERTIES};
-            int v13 = p1.apiVersion >= VK_API_VERSION_1_3;
+            int v13 = p1.apiVersion >= VK_API_VERSION_1_3 && g_inst_version >= VK_API_VERSION_1_3;
             f12.pNext = v13 ? (void *)&f13 : (void *)&cm;
             f2.pNext = &f12;
             p_vkGetPhysicalDeviceFeatures2(pd, &f2);

@@ -79,9 +79,10 @@ typedef struct td_vk_info {
     char reason[128];
 } td_vk_info;
 
-/* The matrix engines info says the device has, in words ("NV 16x16x16",
- * "KHR 8x8x16, subgroups of 8", both joined by "; ", or "none"), into
- * out (cap bytes, truncated). */
+/* The matrix engines td_vk_open would use on the device info describes,
+ * in words ("NV 16x16x16", "KHR 8x8x16, subgroups of 8", with "(its
+ * shaders not built)" where the build had no compiler for them, or
+ * "none"), into out (cap bytes, truncated). TD_VULKAN_COOPMAT counts. */
 void td_vk_matrix_note(const td_vk_info *info, char *out, size_t cap);
 
 /* TD_OK when the loader loads and at least one device is usable. */

@@ -8,8 +8,8 @@
 //
 // A family is a fragment shape (CM_FM x CM_FK halves of A, CM_FK x CM_FN
 // of B, CM_FM x CM_FN floats accumulated) and the subgroup size CM_SG the
-// shader's thread counts are written for. vk.c's cm_families lists the
-// same table: a device runs a family's compilations where it reports
+// shader's thread counts are written for. vk.c's khr_families lists the
+// same table (families 1 to 4): a device runs a family's compilations where it reports
 // that shape for f16 x f16 -> f32 at subgroup scope and can run
 // subgroups of CM_SG.
 //   0  NV  16 x 16 x 16, subgroups of 32 (NVIDIA)

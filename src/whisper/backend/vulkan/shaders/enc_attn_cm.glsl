@@ -2,8 +2,11 @@
 // share (enc_attn_cm.comp, which takes each block's scores through shared
 // memory, and enc_attn_cmr.comp, which keeps them in registers): the
 // compilations (EA_CFG), the push constants, the blocks' sizes, the
-// staged keys and values, and the loads. Included after the extensions,
-// with EA_CFG defined by the shader's @variants line:
+// staged keys and values, and the loads. Included after the extensions
+// and coopmat.glsl (the fragment shape CM_FM x CM_FN x CM_FK and the
+// subgroup size CM_SG: NV's family 0 for enc_attn_cmr.comp, any for
+// enc_attn_cm.comp and enc_attn_cmk.comp), with EA_CFG defined by the
+// shader's @variants line:
 //   0, 1  the encoder's self-attention, heads of 32 or 64, q, k, v floats
 //   2, 3  the same with q, k and v as halves
 //   4, 5  (enc_attn_cmr.comp only) the decoder's cross-attention over a
@@ -30,7 +33,8 @@
 #define RAW4 uvec4
 #endif
 const uint D = HEAD_D;
-layout(local_size_x = 128) in;
+const uint NT = 4 * CM_SG;         // 4 subgroups a workgroup
+layout(local_size_x = NT) in;
 
 #if EA_GATHER
 // The group table is ops.h's (td_vko_dec_xattn_cm): entry g at
@@ -51,16 +55,20 @@ layout(push_constant) uniform P {
 } p;
 #endif
 
-const uint BQ = 64, BKEY = 64;     // queries per workgroup, keys per block
+const uint BQ = 4 * CM_FM, BKEY = 64; // queries per workgroup (ops.c's ea_rows), keys per block
 const uint LK = (D + 8) / 4;       // uvec2 (4 halves) per staged key or value row
-const uint NKV = BKEY * D / 4 / 128; // vec4s of K (and of V) a thread loads per block
-const uint ND = D / 16;
+const uint NKV = BKEY * D / 4 / NT; // vec4s of K (and of V) a thread loads per block
+const uint NDK = D / CM_FK;        // Q's fragments along a head
+const uint NDN = D / CM_FN;        // the output's fragments along a head
+const uint ND = D / 16;            // (enc_attn_cmr.comp: NV's 16 x 16 x 16)
 
 shared uvec2 Ks[BKEY * LK];
 shared uvec2 Vs[BKEY * LK];
 
+#if CM_FAMILY == 0 // enc_attn_cmr.comp's spelling
 #define MAT16 fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define MAT32 fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
+#endif
 
 // The keys: how many, and the element of k and v where row 0 of them is
 // (set by main: p.n and 0, or the group's info entry)

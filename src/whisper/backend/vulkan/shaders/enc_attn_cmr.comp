@@ -62,6 +62,8 @@
 #ifndef EA_CFG
 #define EA_CFG 1
 #endif
+#define CM_FAMILY 0
+#include "coopmat.glsl"
 #include "enc_attn_cm.glsl"
 
 const uint NC = 8;       // components of a 16 x 16 matrix a lane holds

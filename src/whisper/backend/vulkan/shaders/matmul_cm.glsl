@@ -130,12 +130,19 @@
 #define C_BK 32
 #define C_SGM 4
 #define C_SGN 4
-#else               // CFG 1 (any A) by 16 subgroups as 11
+#elif CM_CFG == 13  // CFG 1 (any A) by 16 subgroups as 11
 #define C_BM 64
 #define C_BN 128
 #define C_BK 32
 #define C_SGM 2
 #define C_SGN 8
+#else               // CFG 14: CFG 0 with K in steps of 16: 24 KiB staged instead of 40,
+                    // for devices with 32 KiB of shared memory (matmul_cmk.comp; lavapipe)
+#define C_BM 128
+#define C_BN 128
+#define C_BK 16
+#define C_SGM 2
+#define C_SGN 4
 #endif
 #ifndef C_AHEAD
 #define C_AHEAD 1

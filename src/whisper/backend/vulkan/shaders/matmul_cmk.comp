@@ -6,9 +6,10 @@
 // devices keep the tiled path.
 //
 // CMK = 100 x family + tile shape: coopmat.glsl's families 1 to 4 (the
-// fragment shape and subgroup size) by matmul_cm.glsl's CM_CFG 0, 1 and 2
-// (128 x 128, 64 x 128, 64 x 64 tiles: the shapes ops.c needs; the
-// others are NVIDIA tunings).
+// fragment shape and subgroup size) by matmul_cm.glsl's CM_CFG 0, 1, 2
+// and 14 (128 x 128, 64 x 128, 64 x 64 tiles, the shapes ops.c needs, and
+// 128 x 128 in K steps of 16 for devices with 32 KiB of shared memory,
+// where 0's 40 KiB do not fit; the other shapes are NVIDIA tunings).
 // @khr
 #version 450
 #extension GL_GOOGLE_include_directive : require
@@ -19,7 +20,7 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// @variants CMK 100 101 102 200 201 202 300 301 302 400 401 402
+// @variants CMK 100 101 102 114 200 201 202 214 300 301 302 314 400 401 402 414
 #define CM_FAMILY (CMK / 100)
 #define CM_CFG (CMK % 100)
 #include "coopmat.glsl"
