@@ -125,8 +125,12 @@ SPIRV_DIS_KHR ?= $(GLSLANG_PREFIX)/bin/spirv-dis
 else
 VK_KHR_PROBE = f=$$(mktemp) && $(GLSLC) --target-env=vulkan1.2 -o $$f scripts/khr-probe.comp \
 	>/dev/null 2>&1 && $(1) $$f >/dev/null 2>&1 && echo $(firstword $(1)) || echo none; rm -f $$f
-SPIRV_VAL_KHR ?= $(shell $(call VK_KHR_PROBE,spirv-val --target-env vulkan1.2))
-SPIRV_DIS_KHR ?= $(shell $(call VK_KHR_PROBE,spirv-dis))
+ifeq ($(origin SPIRV_VAL_KHR),undefined)
+SPIRV_VAL_KHR := $(shell $(call VK_KHR_PROBE,spirv-val --target-env vulkan1.2))
+endif
+ifeq ($(origin SPIRV_DIS_KHR),undefined)
+SPIRV_DIS_KHR := $(shell $(call VK_KHR_PROBE,spirv-dis))
+endif
 endif
 endif
 endif
