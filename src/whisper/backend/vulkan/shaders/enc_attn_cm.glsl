@@ -58,6 +58,10 @@ layout(push_constant) uniform P {
 const uint BQ = 4 * CM_FM, BKEY = 64; // queries per workgroup (ops.c's ea_rows), keys per block
 const uint LK = (D + 8) / 4;       // uvec2 (4 halves) per staged key or value row
 const uint NKV = BKEY * D / 4 / NT; // vec4s of K (and of V) a thread loads per block
+// the next block's loads kept in flight in registers while this one is
+// used (enc_attn_cm_main.glsl) where they are few: NV's 128 threads (4 or
+// 8 a thread), not families of 8 or 16 lanes (16 or 32)
+#define NKV_AHEAD (64 * HEAD_D / 4 / (4 * CM_SG) <= 8)
 const uint NDK = D / CM_FK;        // Q's fragments along a head
 const uint NDN = D / CM_FN;        // the output's fragments along a head
 const uint ND = D / 16;            // (enc_attn_cmr.comp: NV's 16 x 16 x 16)

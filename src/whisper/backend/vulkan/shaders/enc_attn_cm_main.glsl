@@ -41,13 +41,16 @@ void main()
         o[i] = 0.0;
     float m = -1e30, l = 0.0;
 
+#if NKV_AHEAD
     RAW4 rk[NKV], rv[NKV];
     [[unroll]] for (uint i = 0; i < NKV; i++) {
         uint idx = tid + NT * i, j = idx / (D / 4), c = (idx % (D / 4)) * 4;
         rk[i] = load_row4(p.k, j, c, h0);
         rv[i] = load_row4(p.v, j, c, h0);
     }
+#endif
     for (uint j0 = 0; j0 < p.n; j0 += BKEY) {
+#if NKV_AHEAD
         [[unroll]] for (uint i = 0; i < NKV; i++) {
             uint idx = tid + NT * i, j = idx / (D / 4), c4 = idx % (D / 4);
             Ks[j * LK + c4] = halves4(rk[i]);
@@ -61,6 +64,17 @@ void main()
                 rk[i] = load_row4(p.k, j1 + j, c, h0);
                 rv[i] = load_row4(p.v, j1 + j, c, h0);
             }
+#else
+        // the block's keys and values straight into shared memory: with
+        // few lanes a workgroup each thread loads NKV (16 or 32) pieces a
+        // block, too many registers to keep the next block in flight
+        [[unroll]] for (uint i = 0; i < NKV; i++) {
+            uint idx = tid + NT * i, j = idx / (D / 4), c = (idx % (D / 4)) * 4;
+            Ks[j * LK + idx % (D / 4)] = halves4(load_row4(p.k, j0 + j, c, h0));
+            Vs[j * LK + idx % (D / 4)] = halves4(load_row4(p.v, j0 + j, c, h0));
+        }
+        barrier();
+#endif
 
         // S = Q K^T, RS x 64, into the scratch
         [[unroll]] for (uint t = 0; t < BKEY / CM_FN; t++) {
