@@ -134,7 +134,7 @@ endif
 endif
 endif
 endif
-VK_KHR_SAY := $(if $(GLSLC_KHR),KHR cooperative-matrix shaders by $(lastword $(GLSLC_KHR)),KHR cooperative-matrix shaders left out: no compiler for them (scripts/fetch-glslang.sh))
+VK_KHR_SAY := $(if $(GLSLC_KHR),KHR cooperative-matrix shaders by $(GLSLC_KHR),KHR cooperative-matrix shaders left out: no compiler for them yet (make setup fetches one: scripts/fetch-glslang.sh))
 ifeq ($(MAKELEVEL),0)
 $(info vulkan: backend built (Vulkan headers $(shell pkg-config --modversion vulkan), $(GLSLC); $(VK_KHR_SAY)))
 endif
