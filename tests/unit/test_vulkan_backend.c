@@ -770,12 +770,12 @@ static void test_cross_groups(void **state)
     assert_int_equal(td_vk_live(), 0);
 }
 
-/* Rows *n and a split *k that the default runs on the matrix engines all
- * on one window, but per row as n - k on one and k on another (one group
- * more: the same rows, so that only the recording's key tells the calls
- * apart), on the first device's multiprocessors (the backend's default
- * device too); the fewest rows that do. */
-static void xcm_test_rows(int heads, int *n, int *k)
+/* Rows *n and windows *w that the default runs on the matrix engines
+ * spread over w windows (w groups), but per row over w + 1 (a group more,
+ * a wave of workgroups more: the same rows, so that only the recording's
+ * key tells the calls apart), on the first device's multiprocessors (the
+ * backend's default device too); the fewest windows, then rows, that do. */
+static void xcm_test_rows(int heads, int *n, int *w)
 {
     td_error err = {0};
     td_vk *v = NULL;
@@ -783,37 +783,32 @@ static void xcm_test_rows(int heads, int *n, int *k)
         fail_msg("%s", err.msg);
     int sms = td_vk_device_info(v)->sm_count;
     td_vk_close(v);
-    const int G = TD_VKO_XCM_GROUP;
-    for (int rows = 2; rows <= 1024; rows++) {
-        int g1 = (rows + G - 1) / G;
-        if (!td_wvk_xcm_pays(rows, heads, g1 * heads, sms))
-            continue;
-        for (int split = 1; split <= rows / 2; split++) {
-            int g2 = (rows - split + G - 1) / G + (split + G - 1) / G;
-            if (!td_wvk_xcm_pays(rows, heads, g2 * heads, sms)) {
+    for (int wins = 1; wins < 64; wins++)
+        for (int rows = wins + 1; rows <= 64 * wins && rows <= 1024; rows++)
+            if (td_wvk_xcm_pays(rows, heads, wins * heads, sms) &&
+                !td_wvk_xcm_pays(rows, heads, (wins + 1) * heads, sms)) {
                 *n = rows;
-                *k = split;
+                *w = wins;
                 return;
             }
-        }
-    }
-    fail_msg("no 1,024 rows or fewer straddle the default's rule for %d heads on %d "
-             "multiprocessors",
+    fail_msg("no 1,024 rows or fewer on under 64 windows straddle the default's rule for %d "
+             "heads on %d multiprocessors",
              heads, sms);
 }
 
 /* The default (TD_VULKAN_XCM=auto) on a device with the matrix-engine
- * kernel: N rows on one window (the matrix engines), then the same N as
- * N - K on one window and K on another (per row; xcm_test_rows picks N
- * and K so), then
- * the first again. The calls have the same rows, logits rows and
+ * kernel: N rows spread over W windows (the matrix engines), then the
+ * same N over W + 1 (per row; xcm_test_rows picks N and W so), then the
+ * first again. The calls have the same rows, logits rows and
  * self-attention split, so only the recordings' key tells them apart:
  * the second must be the per-row backend's bits (a recording kept from
  * the first, replayed, would run the matrix engines on a table nobody
- * wrote), the first and third near them and each other's bits. b_auto
- * and b_row have windows 0 and 1 encoded and N slots. */
+ * wrote), the first and third near them (the kernel's own bound,
+ * test_vulkan_ops' test_dec_xattn_cm: P and q rounded to halves) and
+ * each other's bits. b_auto and b_row have windows 0 to W encoded and N
+ * slots. */
 static void cross_auto(const td_wmodel *m, td_wbackend *b_auto, td_wbackend *b_row, int N,
-                       int K)
+                       int W)
 {
     size_t nl = (size_t)N * m->hp.n_vocab;
     float *la = malloc(nl * sizeof *la), *lr = malloc(nl * sizeof *lr),
@@ -823,7 +818,7 @@ static void cross_auto(const td_wmodel *m, td_wbackend *b_auto, td_wbackend *b_r
     assert_true(la && lr && first && seqs && toks);
     for (int call = 0; call < 3; call++) {
         for (int s = 0; s < N; s++) {
-            seqs[s] = (td_wseq){s, call == 1 && s < K ? 1 : 0, 0, 1};
+            seqs[s] = (td_wseq){s, s % (call == 1 ? W + 1 : W), 0, 1};
             toks[s] = s == 0 ? m->sp.sot : (int32_t)((s * 7919 + 13) % 50000);
         }
         td_error err = {0};
@@ -832,30 +827,40 @@ static void cross_auto(const td_wmodel *m, td_wbackend *b_auto, td_wbackend *b_r
             fail_msg("decode: %s", err.msg);
         if (call == 1) {
             if (memcmp(la, lr, nl * sizeof *la) != 0)
-                fail_msg("auto, %d and %d rows on two windows: logits differ from per row's (a "
-                         "kept recording of %d rows on one replayed?)",
-                         N - K, K, N);
+                fail_msg("auto, %d rows on %d windows: logits differ from per row's (a kept "
+                         "recording of them on %d windows replayed?)",
+                         N, W + 1, W);
             continue;
         }
-        double num = 0, den = 0;
-        for (size_t i = 0; i < nl; i++) {
-            double e = (double)la[i] - lr[i];
-            num += e * e;
-            den += (double)lr[i] * lr[i];
+        double num = 0, den = 0, worst = 0;
+        for (int s = 0; s < N; s++) {
+            double rn = 0, rd = 0;
+            for (int j = 0; j < m->hp.n_vocab; j++) {
+                size_t i = (size_t)s * m->hp.n_vocab + (size_t)j;
+                double e = (double)la[i] - lr[i];
+                rn += e * e;
+                rd += (double)lr[i] * lr[i];
+            }
+            num += rn;
+            den += rd;
+            double r = rd > 0 ? sqrt(rn / rd) : 1;
+            worst = r > worst ? r : worst;
         }
         double rel = den > 0 ? sqrt(num / den) : 1;
-        if (!(rel <= 1e-4))
-            fail_msg("auto, %d rows a window, call %d: logits off by %.3g relative L2 against "
-                     "per row (bound 1e-4)", N, call + 1, rel);
+        if (!(rel <= 2e-3 && worst <= 2e-3))
+            fail_msg("auto, %d rows on %d windows, call %d: logits off by %.3g relative L2 "
+                     "against per row, worst row %.3g (bound 2e-3)",
+                     N, W, call + 1, rel, worst);
         if (call == 0)
             memcpy(first, la, nl * sizeof *la);
         else if (memcmp(first, la, nl * sizeof *la) != 0)
             fail_msg("auto, %d rows a window: the replayed call's logits differ from the first's",
                      N);
-        print_message("  auto, %d rows on one window, call %d: relative L2 %.2e against per row\n",
-                      N, call + 1, rel);
+        print_message("  auto, %d rows on %d windows, call %d: relative L2 %.2e against per "
+                      "row, worst row %.2e\n",
+                      N, W, call + 1, rel, worst);
     }
-    print_message("  auto, %d and %d rows on two windows: per row's bits\n", N - K, K);
+    print_message("  auto, %d rows on %d windows: per row's bits\n", N, W + 1);
     free(seqs);
     free(toks);
     free(la);
@@ -915,20 +920,22 @@ static void test_cross_cm(void **state)
     }
     {
         td_error err = {0};
-        int n = 0, k = 0;
-        xcm_test_rows(m->hp.n_text_head, &n, &k);
-        td_wbackend *b_auto = open_vk_env(m, n, 2, "TD_VULKAN_XCM", NULL, &err),
-                    *b_row = open_vk_env(m, n, 2, "TD_VULKAN_XCM", "0", &err);
+        int n = 0, w = 0;
+        xcm_test_rows(m->hp.n_text_head, &n, &w);
+        td_wbackend *b_auto = open_vk_env(m, n, w + 1, "TD_VULKAN_XCM", NULL, &err),
+                    *b_row = open_vk_env(m, n, w + 1, "TD_VULKAN_XCM", "0", &err);
         assert_non_null(b_auto);
         assert_non_null(b_row);
         assert_non_null(strstr(td_wvk_path_note(b_auto), XCM_TEST_RULE));
         float *mel2 = other_mel(f.mel, 911, 0.7f);
-        const float *mels[2] = {f.mel, mel2};
-        int wins[2] = {0, 1};
-        if (VK->encode(b_auto, 2, wins, mels, &err) != TD_OK ||
-            VK->encode(b_row, 2, wins, mels, &err) != TD_OK)
-            fail_msg("encode: %s", err.msg);
-        cross_auto(m, b_auto, b_row, n, k);
+        for (int i = 0; i <= w; i++) { /* the two mels in turn, a window a call */
+            const float *mels[1] = {i % 2 ? mel2 : f.mel};
+            int wins[1] = {i};
+            if (VK->encode(b_auto, 1, wins, mels, &err) != TD_OK ||
+                VK->encode(b_row, 1, wins, mels, &err) != TD_OK)
+                fail_msg("encode: %s", err.msg);
+        }
+        cross_auto(m, b_auto, b_row, n, w);
         free(mel2);
         VK->close(b_auto);
         VK->close(b_row);
@@ -939,7 +946,7 @@ static void test_cross_cm(void **state)
 }
 
 /* The default's rule for the matrix-engine cross-attention (a cost model
- * of both kernels, vulkan.c's XCM_ROW_NS) on the cases an H100 measured,
+ * of both kernels, vulkan.c's XCM_*) on the cases an H100 measured,
  * medium's 16 heads on its 132 multiprocessors, then cases the model
  * predicts (marked), a card of half the multiprocessors, an unknown count,
  * and nothing. */
@@ -949,19 +956,25 @@ static void test_xcm_rule(void **state)
     static const struct {
         int windows, rows_a_window, heads, sms, want;
     } cases[] = {
-        {64, 4, 16, 132, 1},  /* 1,024 workgroups: 496 us a layer against 714 per row */
-        {4, 16, 16, 132, 0},  /* 64 workgroups: 265 us against 184 per row */
-        {4, 32, 16, 132, 1},  /* 265 against 349 to 525 */
-        {4, 64, 16, 132, 1},  /* 265 against 699 */
-        {64, 1, 16, 132, 0},  /* predicted: 496 against 176 */
-        {9, 4, 16, 132, 0},   /* predicted: 285 against 99 */
-        {1, 32, 16, 132, 0},  /* predicted: 254 against 88 */
-        {8, 16, 16, 132, 1},  /* predicted: 281 against 352 */
-        {32, 5, 16, 132, 1},  /* predicted: a window's beams on 32 windows, 373 against 440 */
-        {4, 16, 16, 66, 1},   /* half the multiprocessors: 281 against 352 */
-        {4, 16, 16, 0, 0},    /* an unknown count taken as 132 */
-        {2, 64, 6, 132, 0},   /* tiny's 6 heads: 253 against 132 */
-        {1, 248, 6, 132, 1},  /* 255.8 against 255.9 (cross_auto's first call) */
+        /* measured (vk-xattn, one process; us a layer, matrix engines
+         * against per row) */
+        {64, 4, 16, 132, 1},  /* 484 against 716 */
+        {64, 1, 16, 132, 0},  /* 486 against 226 */
+        {64, 8, 16, 132, 1},  /* 484 against 1,399 */
+        {32, 5, 16, 132, 1},  /* 253 against 475 */
+        {16, 4, 16, 132, 1},  /* 158 against 213 */
+        {9, 4, 16, 132, 0},   /* 135 against 124 */
+        {8, 16, 16, 132, 1},  /* 88 against 379 */
+        {4, 16, 16, 132, 1},  /* 88 against 195 */
+        {4, 64, 16, 132, 1},  /* 82 against 716 */
+        {1, 32, 16, 132, 1},  /* 82 against 110 */
+        /* predicted */
+        {1, 1, 16, 132, 0},   /* batch 1: 82 against 23 */
+        {4, 5, 16, 132, 0},   /* a window's 5 beams on 4 windows: 82 against 75 */
+        {5, 5, 16, 132, 1},   /* on 5: 82 against 89 */
+        {9, 4, 16, 66, 1},    /* half the multiprocessors: 197 against 218 */
+        {9, 4, 16, 0, 0},     /* an unknown count taken as 132 */
+        {2, 64, 6, 132, 1},   /* tiny's 6 heads: 82 against 152 */
         {0, 0, 16, 132, 0},   /* no rows */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -973,9 +986,10 @@ static void test_xcm_rule(void **state)
                      cases[i].sms, got ? "matrix engines" : "per row",
                      cases[i].want ? "matrix engines" : "per row");
     }
-    /* the same 248 rows as 247 and 1 on two windows: a group more, 257.2
-     * against 255.9 (cross_auto's second call on an H100) */
-    assert_false(td_wvk_xcm_pays(248, 6, 5 * 6, 132));
+    /* cross_auto's on an H100: 61 rows of tiny's 6 heads on 22 windows
+     * (132 workgroups, one wave: 82 against 83), on 23 (a wave more: 140) */
+    assert_true(td_wvk_xcm_pays(61, 6, 22 * 6, 132));
+    assert_false(td_wvk_xcm_pays(61, 6, 23 * 6, 132));
 }
 
 /* Several windows in one encode() call (the encoder's products over all

@@ -103,25 +103,29 @@
  * window's keys and values once for up to TD_VKO_XCM_GROUP rows, where
  * the per-row kernel reads them once a row and splits the keys over many
  * workgroups. A cost model fitted to what an H100 measured (medium, 1500
- * keys, 16 heads; bench/RESULTS.md, vk-xattn and a step's --profile), in
- * microseconds a layer:
- *   per row          XCM_ROW_NS x rows x heads x 132 / sms: 64 rows 184,
- *                    128 rows 349 (and 525 in another run), 256 rows 699
- *                    and 714 (the model: 176, 352, 704);
- *   matrix engines   XCM_ONE_NS + XCM_WG_NS x workgroups x 132 / sms,
- *                    workgroups groups x heads: 64 of them 265 (whatever
- *                    their rows: a group's tiles of 16 rows all work),
- *                    1,024 of them 496 (the model: 265, 496).
- * The fixed part is one workgroup's own time over the keys (a block of
- * 64 keys about 11 us alone on a multiprocessor); both slopes are spread
- * over the card's multiprocessors. Both kernels' times grow with the keys
- * alike, so the choice does not depend on them. The model's cases beyond
- * those timed (a window's beams on 9 windows, 1 or 2 windows of 32 rows)
- * are its predictions, not measurements. */
+ * keys, 16 heads, 132 multiprocessors; bench/RESULTS.md, "the
+ * cross-attention's rule refitted", vk-xattn's 13 cases in one process),
+ * in microseconds a layer:
+ *   per row          XCM_ROW_FIX + XCM_ROW_NS x rows x heads x 132 / sms:
+ *                    32 rows 110, 64 rows 195 and 213, 160 rows 475, 256
+ *                    rows 716 (the model: 108, 196, 460, 724);
+ *   matrix engines   XCM_WAVE1 + XCM_WAVE x (waves - 1), waves the
+ *                    workgroups (groups x heads) over the multiprocessors,
+ *                    rounded up: a workgroup's own time over the keys
+ *                    (about 3.4 us a block of 64 keys), whatever its rows:
+ *                    16 to 128 workgroups 81 to 88, 144 and 256 135 to
+ *                    157, 512 253, 1,024 484 (the model: 82, 140, 255,
+ *                    485).
+ * The first fit (session 30: a fixed 250 us and 0.24 us a workgroup) was
+ * of cases each timed first in its own process, with the card's clocks
+ * still low: the first case of a run takes 4x its later time. Both
+ * kernels' times grow with the keys alike, so the choice does not depend
+ * on them. */
 enum { XCM_AUTO, XCM_NEVER, XCM_ALWAYS };
-#define XCM_ROW_NS 172  /* per row and head, on 132 multiprocessors */
-#define XCM_ONE_NS 250000
-#define XCM_WG_NS 240   /* per workgroup, on 132 multiprocessors */
+#define XCM_ROW_FIX 20000 /* ns: the per-row kernel's floor */
+#define XCM_ROW_NS 172    /* per row and head, on 132 multiprocessors */
+#define XCM_WAVE1 82000   /* ns: one wave of matrix-engine workgroups */
+#define XCM_WAVE 57500    /* each wave more */
 
 /* vulkan.h; sms 0 taken as an H100's 132 */
 int td_wvk_xcm_pays(int R, int heads, int workgroups, int sms)
@@ -129,8 +133,9 @@ int td_wvk_xcm_pays(int R, int heads, int workgroups, int sms)
     if (R < 1 || heads < 1 || workgroups < 1)
         return 0;
     int64_t n = sms > 0 ? sms : 132;
-    int64_t row = (int64_t)XCM_ROW_NS * R * heads * 132;
-    int64_t xcm = (int64_t)XCM_ONE_NS * n + (int64_t)XCM_WG_NS * workgroups * 132;
+    int64_t waves = ((int64_t)workgroups + n - 1) / n;
+    int64_t row = (int64_t)XCM_ROW_FIX * n + (int64_t)XCM_ROW_NS * R * heads * 132;
+    int64_t xcm = ((int64_t)XCM_WAVE1 + (int64_t)XCM_WAVE * (waves - 1)) * n;
     return row > xcm;
 }
 
