@@ -3,8 +3,11 @@
  * tell the decoder step's fixed cost per dispatch from its shaders' work
  * (bench/RESULTS.md, "what limits speed now"):
  *
- *   vk-dispatch [--n N] [--k K]
+ *   vk-dispatch [--n N] [--k K] [--groups G] [--warm MS]
  *
+ * First it keeps the card busy for MS milliseconds (default 1500) with
+ * independent products, so that its clocks are up: a card idle before
+ * the call measured dependent dispatches 3 to 4 times slower.
  * Records N dispatches in one command buffer and times its submission
  * (wall clock, host wait included, best of 5 after a warm-up), for:
  *   - ln chain:      LayerNorm of one row of K floats, each reading the
@@ -170,7 +173,7 @@ static double time_grid(td_vk *vk, td_vk_pipe *pipe, const td_vk_buf *sync, cons
 
 int main(int argc, char **argv)
 {
-    int n = 200, k = 1024, groups = 132;
+    int n = 200, k = 1024, groups = 132, warm_ms = 1500;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--n") == 0)
             n = atoi(argv[i + 1]);
@@ -178,10 +181,13 @@ int main(int argc, char **argv)
             k = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--groups") == 0)
             groups = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--warm") == 0)
+            warm_ms = atoi(argv[i + 1]);
     }
-    if (n < 2 || n > 1000 || k < 64 || k > 4096 || k % 8 || groups < 2 || groups > 1024) {
+    if (n < 2 || n > 1000 || k < 64 || k > 4096 || k % 8 || groups < 2 || groups > 1024 ||
+        warm_ms < 0 || warm_ms > 60000) {
         fprintf(stderr, "usage: vk-dispatch [--n 2..1000] [--k 64..4096, a multiple of 8] "
-                        "[--groups 2..1024]\n");
+                        "[--groups 2..1024] [--warm 0..60000 ms]\n");
         return 2;
     }
     td_error err = {0};
@@ -233,6 +239,8 @@ int main(int argc, char **argv)
     c.outs = bo.addr;
     const td_vk_info *in = td_vk_device_info(vk);
     printf("vk-dispatch: %s (%s), %d dispatches, K %d\n", in->name, in->driver, n, k);
+    for (double w0 = now_ms(); now_ms() - w0 < warm_ms;)
+        time_it(vk, o, n, rec_mv_free, &c);
     double ms = time_it(vk, o, n, rec_ln, &c);
     printf("  ln chain       %8.2f us per dispatch\n", ms * 1e3 / n);
     ms = time_it(vk, o, n, rec_ln_free, &c); /* td_vk_begin ends concurrency */
