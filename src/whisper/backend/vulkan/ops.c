@@ -39,6 +39,25 @@ enum {
     CM_128H16, CM_64H16, CM_128F16, CM_64F16, CM_NCFG
 };
 
+/* dec_step.comp's phases: a kind and grid, and 128 bytes of parameters
+ * (lin_push or da_push), at most STEP_MAX_PHASES a dispatch, so that a
+ * dispatch's table (heads, then parameters) fits one vkCmdUpdateBuffer
+ * (64 KiB); the tables of one recording go one after the other in
+ * step_tab. */
+enum { STEP_PH_MATVEC, STEP_PH_ATTN, STEP_PH_ATTN16 };
+#define STEP_PARAM_BYTES 128
+#define STEP_MAX_PHASES 448
+#define STEP_TAB_BYTES (TD_VKO_STEP_BYTES - 256)
+typedef struct step_capture {
+    int on;                            /* between td_vko_step_begin and _end */
+    int n, mr;                         /* phases held; their products' rows (0, 1, 8) */
+    uint64_t off;                      /* where the next table goes in step_tab */
+    td_vk_pipe *pipe[STEP_MAX_PHASES]; /* each phase's own pipeline (for a table with no room) */
+    uint32_t head[STEP_MAX_PHASES][4];
+    uint8_t param[STEP_MAX_PHASES][STEP_PARAM_BYTES];
+    uint8_t stage[STEP_MAX_PHASES * (16 + STEP_PARAM_BYTES)];
+} step_capture;
+
 struct td_vko {
     td_vk *vk;
     td_vk_pipe *matmul[2];             /* [w_f16] */
@@ -90,6 +109,12 @@ struct td_vko {
     enum td_vko_path path;
     unsigned gen;
     int d_audio, d_text;
+    /* the decoder step as one dispatch (dec_step.comp, td_vko_step_setup) */
+    td_vk_pipe *dec_step[2];           /* [products of 1 row, of 8]; NULL until set up */
+    td_vk_buf step_tab, step_sync;     /* the phase tables; the grid barrier's words */
+    int step_bufs;                     /* whether those two exist */
+    int step_groups;                   /* the grid; 0: not used */
+    step_capture *cap;                 /* the phases recorded since the last dispatch */
 };
 
 /* matvec.comp and matrows.comp declare all but cofs; matmul*.comp all,
@@ -182,13 +207,19 @@ void td_vko_free(td_vko *o)
                           &o->embed, &o->kv_put, &o->att_weights, &o->dec_attn16,
                           &o->att_weights16, &o->to_half, &o->matrows[0], &o->matrows[1],
                           &o->matmul_sum, &o->dec_group[0], &o->dec_group[1],
-                          &o->xattn_cm[0], &o->xattn_cm[1]};
+                          &o->xattn_cm[0], &o->xattn_cm[1], &o->dec_step[0],
+                          &o->dec_step[1]};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         td_vk_pipe_destroy(o->vk, *all[i]);
     for (int i = 0; i < TD_VKO_CM_PEAK_MODES; i++)
         td_vk_pipe_destroy(o->vk, o->cm_peak[i]);
     for (int i = 0; i < CM_NCFG; i++)
         td_vk_pipe_destroy(o->vk, o->matmul_cm[i]);
+    if (o->step_bufs) {
+        td_vk_buf_destroy(o->vk, &o->step_tab);
+        td_vk_buf_destroy(o->vk, &o->step_sync);
+    }
+    td_vk_free(o->cap);
     td_vk_free(o);
 }
 
@@ -791,6 +822,184 @@ static uint32_t cdiv(uint32_t a, uint32_t b)
     return (a + b - 1) / b;
 }
 
+/* ------------------------------------------------------------------ */
+/* The decoder step as one dispatch (dec_step.comp)                      */
+
+typedef struct step_push {
+    uint64_t heads, params, sync;
+    uint32_t n_phases;
+} step_push;
+
+/* The phases held as one dec_step dispatch: their table written into
+ * step_tab by the command buffer itself (so that a kept recording's
+ * replay writes it again), then the dispatch, which waits for it and for
+ * what came before. Where the tables of this recording left no room, each
+ * phase is dispatched on its own. */
+static void step_flush(td_vko *o)
+{
+    step_capture *c = o->cap;
+    int n = c ? c->n : 0;
+    if (n == 0)
+        return;
+    c->n = 0;
+    uint64_t hb = (uint64_t)n * 16, bytes = hb + (uint64_t)n * STEP_PARAM_BYTES;
+    if (c->off + bytes > STEP_TAB_BYTES) {
+        for (int i = 0; i < n; i++)
+            td_vk_dispatch(o->vk, c->pipe[i], c->param[i], c->head[i][1], c->head[i][2],
+                           c->head[i][3]);
+        return;
+    }
+    memcpy(c->stage, c->head, (size_t)hb);
+    memcpy(c->stage + hb, c->param, (size_t)n * STEP_PARAM_BYTES);
+    td_vk_update(o->vk, &o->step_tab, c->off, c->stage, bytes);
+    uint64_t t = o->step_tab.addr + c->off;
+    step_push sp = {t, t + hb, o->step_sync.addr, (uint32_t)n};
+    td_vk_dispatch(o->vk, o->dec_step[c->mr == 8], &sp, (uint32_t)o->step_groups, 1, 1);
+    c->off += (bytes + 255) & ~(uint64_t)255;
+}
+
+/* Hold a dispatch of pipe (push: bytes of its push constants) as a
+ * phase of kind, if a step is being recorded; mr: its products' rows
+ * (1 or 8; 0 for an attention, which goes with either). 0: not held,
+ * dispatch it. */
+static int step_take(td_vko *o, td_vk_pipe *pipe, int kind, int mr, const void *push,
+                     size_t bytes, uint32_t gx, uint32_t gy, uint32_t gz)
+{
+    step_capture *c = o->cap;
+    if (!c || !c->on || gx == 0 || gy == 0 || gz == 0)
+        return 0;
+    if (c->n == STEP_MAX_PHASES || (mr && c->mr && mr != c->mr))
+        step_flush(o);
+    if (c->n == 0)
+        c->mr = 0;
+    if (mr)
+        c->mr = mr;
+    int i = c->n++;
+    c->pipe[i] = pipe;
+    c->head[i][0] = (uint32_t)kind;
+    c->head[i][1] = gx;
+    c->head[i][2] = gy;
+    c->head[i][3] = gz;
+    memset(c->param[i], 0, STEP_PARAM_BYTES);
+    memcpy(c->param[i], push, bytes);
+    return 1;
+}
+
+/* Every other dispatch of these ops: the phases held go first. */
+static void ops_dispatch(td_vko *o, td_vk_pipe *p, const void *push, uint32_t gx, uint32_t gy,
+                         uint32_t gz)
+{
+    step_flush(o);
+    td_vk_dispatch(o->vk, p, push, gx, gy, gz);
+}
+
+static void ops_dispatch_indirect(td_vko *o, td_vk_pipe *p, const void *push,
+                                  const td_vk_buf *args, uint64_t off)
+{
+    step_flush(o);
+    td_vk_dispatch_indirect(o->vk, p, push, args, off);
+}
+
+void td_vko_step_begin(td_vko *o)
+{
+    if (o->step_groups > 0 && o->cap) {
+        o->cap->on = 1;
+        o->cap->n = 0;
+        o->cap->off = 0;
+    }
+}
+
+void td_vko_step_end(td_vko *o)
+{
+    if (o->cap && o->cap->on) {
+        step_flush(o);
+        o->cap->on = 0;
+    }
+}
+
+int td_vko_step_groups(const td_vko *o)
+{
+    return o->step_groups;
+}
+
+/* The check at setup: n_probe empty phases on a grid of groups, whose
+ * barriers all pass only where every workgroup is resident at once. */
+static int step_probe(td_vko *o, int groups, int *ok, td_error *err)
+{
+    enum { N_PROBE = 64 };
+    *ok = 0;
+    step_capture *c = o->cap;
+    memset(c->head, 0, sizeof c->head[0] * N_PROBE);
+    memset(c->param, 0, sizeof c->param[0] * N_PROBE);
+    uint64_t hb = N_PROBE * 16, bytes = hb + (uint64_t)N_PROBE * STEP_PARAM_BYTES;
+    memcpy(c->stage, c->head, hb);
+    memcpy(c->stage + hb, c->param, (size_t)N_PROBE * STEP_PARAM_BYTES);
+    int rc = td_vk_fill0(o->vk, &o->step_sync, 0, 16, err);
+    if (rc == TD_OK)
+        rc = td_vk_begin(o->vk, err);
+    if (rc != TD_OK)
+        return rc;
+    td_vk_update(o->vk, &o->step_tab, 0, c->stage, bytes);
+    uint64_t t = o->step_tab.addr;
+    step_push sp = {t, t + hb, o->step_sync.addr, N_PROBE};
+    td_vk_dispatch(o->vk, o->dec_step[0], &sp, (uint32_t)groups, 1, 1);
+    uint32_t w[3];
+    if ((rc = td_vk_submit(o->vk, err)) != TD_OK ||
+        (rc = td_vk_download(o->vk, &o->step_sync, 0, w, sizeof w, err)) != TD_OK)
+        return rc;
+    *ok = w[0] == 0 && w[1] == N_PROBE - 1 && w[2] == 0;
+    if (!*ok) /* leave the words as a dispatch expects them */
+        rc = td_vk_fill0(o->vk, &o->step_sync, 0, 16, err);
+    return rc;
+}
+
+int td_vko_step_setup(td_vko *o, int groups, char *why, size_t why_len, td_error *err)
+{
+    o->step_groups = 0;
+    if (groups == 0) {
+        snprintf(why, why_len, "decoder step: one dispatch a product (the one-dispatch step off)");
+        return TD_OK;
+    }
+    if (o->d_text != 64) {
+        snprintf(why, why_len, "decoder step: one dispatch a product (heads of %d: the "
+                 "one-dispatch step takes 64)", o->d_text);
+        return TD_OK;
+    }
+    int rc = TD_OK;
+    if (!o->dec_step[0]) {
+        if ((rc = td_vk_pipe_create(o->vk, "dec_step", td_vks_dec_step_DS_MR1,
+                                    td_vks_dec_step_DS_MR1_words, sizeof(step_push), NULL, 0,
+                                    &o->dec_step[0], err)) != TD_OK ||
+            (rc = td_vk_pipe_create(o->vk, "dec_step_r8", td_vks_dec_step_DS_MR8,
+                                    td_vks_dec_step_DS_MR8_words, sizeof(step_push), NULL, 0,
+                                    &o->dec_step[1], err)) != TD_OK)
+            return rc;
+    }
+    if (!o->cap && !(o->cap = td_vk_calloc(1, sizeof *o->cap)))
+        return td_error_set(err, TD_ENOMEM, "vulkan: out of memory");
+    if (!o->step_bufs) {
+        if ((rc = td_vk_buf_create(o->vk, STEP_TAB_BYTES, TD_VK_MEM_DEVICE, &o->step_tab, err)) !=
+            TD_OK)
+            return rc;
+        if ((rc = td_vk_buf_create(o->vk, 16, TD_VK_MEM_DEVICE, &o->step_sync, err)) != TD_OK) {
+            td_vk_buf_destroy(o->vk, &o->step_tab);
+            return rc;
+        }
+        o->step_bufs = 1;
+    }
+    int ok;
+    if ((rc = step_probe(o, groups, &ok, err)) != TD_OK)
+        return rc;
+    if (!ok) {
+        snprintf(why, why_len, "decoder step: one dispatch a product (a grid of %d workgroups "
+                 "was not resident at once)", groups);
+        return TD_OK;
+    }
+    o->step_groups = groups;
+    snprintf(why, why_len, "decoder step: one dispatch, %d workgroups", groups);
+    return TD_OK;
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -884,13 +1093,13 @@ static void linear_split(td_vko *o, const lin_push *p, td_vk_pipe *prod, uint32_
     q.ldadd = ks;
     q.bias = q.add = q.rowidx = 0;
     q.flags = (p->flags & LOAD_FLAGS) | F_SPLIT;
-    td_vk_dispatch(o->vk, prod, &q, gx, gy, parts);
+    ops_dispatch(o, prod, &q, gx, gy, parts);
     lin_push r = *p;
     r.a = o->split_buf;
     r.lda = ldp;
     r.k = parts;
     r.flags = p->flags & ~(uint32_t)LOAD_FLAGS;
-    td_vk_dispatch(o->vk, o->matmul_sum, &r, cdiv(p->n, 1024), p->m, 1);
+    ops_dispatch(o, o->matmul_sum, &r, cdiv(p->n, 1024), p->m, 1);
 }
 
 int td_vko_cm_peak(td_vko *o, int mode, int groups, double *tflops, td_error *err)
@@ -928,7 +1137,7 @@ int td_vko_cm_peak(td_vko *o, int mode, int groups, double *tflops, td_error *er
     for (int t = 0; t < 4 && rc == TD_OK; t++) { /* the first is a warm-up */
         if ((rc = td_vk_begin(o->vk, err)))
             break;
-        td_vk_dispatch(o->vk, o->cm_peak[mode], &p, (uint32_t)groups, 1, 1);
+        ops_dispatch(o, o->cm_peak[mode], &p, (uint32_t)groups, 1, 1);
         double t0 = now_ms();
         rc = td_vk_submit(o->vk, err);
         double dt = now_ms() - t0;
@@ -1011,7 +1220,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
     if (rk == TD_VKO_ROWS_MATROWS || rk == TD_VKO_ROWS_MATROWS2) {
         if (l->w_f16 && l->w % 16 == 0 && l->ldw % 8 == 0 && l->k % 8 == 0 && l->a % 16 == 0 &&
             l->lda % 4 == 0 && !(l->flags & TD_VKO_LN)) {
-            td_vk_dispatch(o->vk, o->matrows[rk == TD_VKO_ROWS_MATROWS2], &p, cdiv(n, 8),
+            ops_dispatch(o, o->matrows[rk == TD_VKO_ROWS_MATROWS2], &p, cdiv(n, 8),
                            cdiv(m, 64), 1);
             return;
         }
@@ -1027,11 +1236,16 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
                 p.flags |= MV_A16;
         }
         if (rk == TD_VKO_ROWS_MATVEC4) /* row groups along x, column groups along y */
-            td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0][2], &p, cdiv(m, 8),
+            ops_dispatch(o, o->matvec[l->w_f16 ? 1 : 0][2], &p, cdiv(m, 8),
                            cdiv(n, MV_COLS * 4), 1);
         else {
             int r8 = l->m > 1;
-            td_vk_dispatch(o->vk, o->matvec[l->w_f16 ? 1 : 0][r8], &p, cdiv(n, MV_COLS), 1,
+            /* weights as halves, 16 bytes a load: dec_step.comp's products */
+            if (l->w_f16 && (p.flags & MV_W16) &&
+                step_take(o, o->matvec[1][r8], STEP_PH_MATVEC, r8 ? 8 : 1, &p, sizeof p,
+                          cdiv(n, MV_COLS), 1, cdiv(m, r8 ? 8 : 1)))
+                return;
+            ops_dispatch(o, o->matvec[l->w_f16 ? 1 : 0][r8], &p, cdiv(n, MV_COLS), 1,
                            cdiv(m, r8 ? 8 : 1));
         }
     } else if (o->path != TD_VKO_TILED && l->w_f16 && o->matmul_cm[0]) {
@@ -1051,7 +1265,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
         if ((o->path == TD_VKO_CMDIRECT || o->path == TD_VKO_CMDIRECT64) && vec && !ahalf &&
             l->k % 16 == 0 && l->n % 16 == 0) {
             int wide = o->path == TD_VKO_CMDIRECT;
-            td_vk_dispatch(o->vk, o->matmul_cmd[wide ? 0 : 1], &p, cdiv(n, wide ? 128 : 64),
+            ops_dispatch(o, o->matmul_cmd[wide ? 0 : 1], &p, cdiv(n, wide ? 128 : 64),
                            cdiv(m, 64), 1);
             return;
         }
@@ -1065,7 +1279,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
             cfg = cm_big(o->path);
         uint32_t bm = cfg == CM_128 || cfg == CM_128A2 || cfg == CM_128W ? 128 : 64;
         uint32_t bn = cfg == CM_6464 || cfg == CM_6464K64 || cfg == CM_6464S2 ? 64 : 128;
-        td_vk_dispatch(o->vk, o->matmul_cm[cm_for_a(o, cfg, vec && ahalf)], &p, cdiv(n, bn),
+        ops_dispatch(o, o->matmul_cm[cm_for_a(o, cfg, vec && ahalf)], &p, cdiv(n, bn),
                        cdiv(m, bm), 1);
     }
     else {
@@ -1073,7 +1287,7 @@ void td_vko_linear_x(td_vko *o, const td_vko_lin *l)
         if (parts > 1)
             linear_split(o, &p, o->matmul[l->w_f16 ? 1 : 0], cdiv(n, 64), cdiv(m, 64), parts, ks);
         else
-            td_vk_dispatch(o->vk, o->matmul[l->w_f16 ? 1 : 0], &p, cdiv(n, 64), cdiv(m, 64), 1);
+            ops_dispatch(o, o->matmul[l->w_f16 ? 1 : 0], &p, cdiv(n, 64), cdiv(m, 64), 1);
     }
 }
 
@@ -1092,7 +1306,7 @@ void td_vko_layernorm(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t 
                       uint64_t y, int ldy, uint64_t idx)
 {
     ln_push p = {x, w, b, y, idx, (uint32_t)n, (uint32_t)ldx, (uint32_t)ldy, idx != 0, 1e-5f};
-    td_vk_dispatch(o->vk, o->layernorm, &p, (uint32_t)rows, 1, 1);
+    ops_dispatch(o, o->layernorm, &p, (uint32_t)rows, 1, 1);
 }
 
 void td_vko_layernorm_half(td_vko *o, int rows, int n, uint64_t x, int ldx, uint64_t w,
@@ -1100,7 +1314,7 @@ void td_vko_layernorm_half(td_vko *o, int rows, int n, uint64_t x, int ldx, uint
 {
     assert(n % 2 == 0 && ldy % 2 == 0 && y % 4 == 0);
     ln_push p = {x, w, b, y, 0, (uint32_t)n, (uint32_t)ldx, (uint32_t)ldy, 2u, 1e-5f};
-    td_vk_dispatch(o->vk, o->layernorm, &p, (uint32_t)rows, 1, 1);
+    ops_dispatch(o, o->layernorm, &p, (uint32_t)rows, 1, 1);
 }
 
 int td_vko_a_half_ok(const td_vko *o)
@@ -1124,7 +1338,7 @@ static void enc_attn_with(td_vko *o, td_vk_pipe *pipe, int n, int n_head, int ld
 {
     ea_push p = {q, k, v, out, (uint32_t)n, (uint32_t)ld, 1.0f / sqrtf((float)o->d_audio), 0};
     uint32_t rows = pipe == o->enc_attn ? 64 : (uint32_t)o->ea_bq;
-    td_vk_dispatch(o->vk, pipe, &p, cdiv((uint32_t)n, rows), (uint32_t)n_head, 1);
+    ops_dispatch(o, pipe, &p, cdiv((uint32_t)n, rows), (uint32_t)n_head, 1);
 }
 
 /* the matrix engines' attention for q, k, v as floats (h 0) or halves */
@@ -1318,8 +1532,13 @@ void td_vko_dec_attn_x(td_vko *o, int rows, int n_head, int ld, uint64_t q, uint
     uint32_t n_split = cdiv((uint32_t)max_keys, TD_VKO_ATT_SPLIT);
     da_push p = {q,   part, k, v, info, out, cnt, (uint32_t)ld, n_split,
                  1.0f / sqrtf((float)o->d_text)};
-    td_vk_dispatch(o->vk, kv16 ? o->dec_attn16 : o->dec_attn, &p, (uint32_t)rows,
-                   (uint32_t)n_head, n_split);
+    /* heads of 64: dec_step.comp's attention */
+    if (o->d_text == 64 &&
+        step_take(o, kv16 ? o->dec_attn16 : o->dec_attn, kv16 ? STEP_PH_ATTN16 : STEP_PH_ATTN, 0,
+                  &p, sizeof p, (uint32_t)rows, (uint32_t)n_head, n_split))
+        return;
+    ops_dispatch(o, kv16 ? o->dec_attn16 : o->dec_attn, &p, (uint32_t)rows, (uint32_t)n_head,
+                 n_split);
 }
 
 size_t td_vko_dec_group_ints(int groups, int g)
@@ -1356,7 +1575,7 @@ void td_vko_dec_attn_groups(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_
     dag_push p = {q,      part,   k,  v, info, out, cnt,
                   table->addr + table_off + TD_VKO_GROUP_HEAD * 4,
                   (uint32_t)ld, n_split, 1.0f / sqrtf((float)o->d_text), 0};
-    td_vk_dispatch_indirect(o->vk, o->dec_group[kv16 ? 1 : 0], &p, table, table_off);
+    ops_dispatch_indirect(o, o->dec_group[kv16 ? 1 : 0], &p, table, table_off);
 }
 
 int td_vko_has_dec_xcm(const td_vko *o)
@@ -1381,28 +1600,28 @@ void td_vko_dec_xattn_cm(td_vko *o, int ld, uint64_t q, uint64_t out, uint64_t k
     assert(td_vko_has_dec_xcm(o) && ld % 4 == 0 && (k | v) % (kv16 ? 8 : 16) == 0);
     xcm_push p = {q,  k, v, out, info, table->addr + table_off + TD_VKO_GROUP_HEAD * 4,
                   (uint32_t)ld, 1.0f / sqrtf((float)o->d_text)};
-    td_vk_dispatch_indirect(o->vk, o->xattn_cm[kv16 ? 1 : 0], &p, table, table_off);
+    ops_dispatch_indirect(o, o->xattn_cm[kv16 ? 1 : 0], &p, table, table_off);
 }
 
 void td_vko_to_half(td_vko *o, size_t n, uint64_t x, uint64_t y)
 {
     th_push p = {x, y, (uint32_t)(n / 2)};
     uint32_t g = cdiv((uint32_t)(n / 2), 256);
-    td_vk_dispatch(o->vk, o->to_half, &p, g < 65535 ? g : 65535, 1, 1);
+    ops_dispatch(o, o->to_half, &p, g < 65535 ? g : 65535, 1, 1);
 }
 
 void td_vko_embed(td_vko *o, int rows, int n, uint64_t tok, int tok_f16, uint64_t pos,
                   uint64_t tp, uint64_t x)
 {
     emb_push p = {tok, pos, tp, x, (uint32_t)n, tok_f16 != 0};
-    td_vk_dispatch(o->vk, o->embed, &p, cdiv((uint32_t)n, 256), (uint32_t)rows, 1);
+    ops_dispatch(o, o->embed, &p, cdiv((uint32_t)n, 256), (uint32_t)rows, 1);
 }
 
 void td_vko_kv_put(td_vko *o, int rows, int n, uint64_t k, uint64_t v, uint64_t kc, uint64_t vc,
                    uint64_t dst)
 {
     kv_push p = {k, v, kc, vc, dst, (uint32_t)n};
-    td_vk_dispatch(o->vk, o->kv_put, &p, cdiv((uint32_t)n, 256), (uint32_t)rows, 1);
+    ops_dispatch(o, o->kv_put, &p, cdiv((uint32_t)n, 256), (uint32_t)rows, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1771,7 +1990,7 @@ void td_vko_att_weights_x(td_vko *o, int rows, int ld, uint64_t q, uint64_t k, u
 {
     aw_push p = {q, k, out, (uint32_t)ld, (uint32_t)nk, (uint32_t)h0, (uint32_t)kofs,
                  (uint32_t)orow0, 1.0f / sqrtf((float)o->d_text)};
-    td_vk_dispatch(o->vk, k16 ? o->att_weights16 : o->att_weights, &p, (uint32_t)rows, 1, 1);
+    ops_dispatch(o, k16 ? o->att_weights16 : o->att_weights, &p, (uint32_t)rows, 1, 1);
 }
 
 /* ------------------------------------------------------------------ */

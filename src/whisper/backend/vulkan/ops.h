@@ -406,6 +406,29 @@ void td_vko_att_weights_x(td_vko *o, int rows, int ld, uint64_t q, uint64_t k, u
 void td_vko_embed(td_vko *o, int rows, int n, uint64_t tok, int tok_f16, uint64_t pos,
                   uint64_t tp, uint64_t x);
 
+/* The decoder step as one dispatch (dec_step.comp): for steps of at most
+ * 8 rows, whose time goes to ~8 dependent dispatches a layer, not to
+ * their bytes.
+ * td_vko_step_setup builds it for a grid of groups workgroups (0: off)
+ * and checks, with empty phases, that every workgroup of such a grid is
+ * resident at once on this device (the grid's barriers need it); it
+ * writes which it is into why. A grid that failed the check leaves the
+ * step off: td_vko_step_groups gives 0. Heads of 64 only (every
+ * Whisper's decoder). Errors: out of memory, a lost device.
+ * Between td_vko_step_begin and td_vko_step_end, the few-row products
+ * with weights as halves (td_vko_linear_x on the matvec kernels) and the
+ * decoder attention (td_vko_dec_attn_x) are held as phases of one
+ * dispatch, each computing what its own dispatch would, bit for bit; any
+ * other td_vko call in between dispatches the phases held first, then
+ * itself. Only td_vko calls may come between begin and end: anything
+ * recorded on the td_vk directly would run before the phases held.
+ * Without a successful setup, begin and end do nothing. */
+#define TD_VKO_STEP_BYTES ((1u << 20) + 256) /* device memory the setup takes */
+int td_vko_step_setup(td_vko *o, int groups, char *why, size_t why_len, td_error *err);
+int td_vko_step_groups(const td_vko *o);
+void td_vko_step_begin(td_vko *o);
+void td_vko_step_end(td_vko *o);
+
 /* kc[dst[r] + i] = k[r][i], vc[dst[r] + i] = v[r][i], rows of n. */
 void td_vko_kv_put(td_vko *o, int rows, int n, uint64_t k, uint64_t v, uint64_t kc, uint64_t vc,
                    uint64_t dst);

@@ -100,6 +100,8 @@
     X(att_weights)       \
     X(to_half)           \
     X(grid_sync)         \
+    X(dec_step_DS_MR1)   \
+    X(dec_step_DS_MR8)   \
     X(matrows_MR_G1)     \
     X(matrows_MR_G2)     \
     X(sample)

@@ -186,6 +186,7 @@ static khr_cm_props_fn p_khr_cm_props;
     X(vkCmdPipelineBarrier) \
     X(vkCmdCopyBuffer) \
     X(vkCmdFillBuffer) \
+    X(vkCmdUpdateBuffer) \
     X(vkCreateFence) \
     X(vkDestroyFence) \
     X(vkResetFences) \
@@ -1554,6 +1555,17 @@ void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_b
         barrier(vk, 1);
     VkBufferCopy c = {.srcOffset = src_off, .dstOffset = dst_off, .size = n};
     vk->f.vkCmdCopyBuffer(vk->cmd, src->buf, dst->buf, 1, &c);
+    vk->pending = 1;
+    vk->transfer_pending = 1;
+}
+
+void td_vk_update(td_vk *vk, const td_vk_buf *dst, uint64_t off, const void *data, uint64_t n)
+{
+    if (vk->replaying)
+        return;
+    if (vk->pending && !vk->concurrent)
+        barrier(vk, 1);
+    vk->f.vkCmdUpdateBuffer(vk->cmd, dst->buf, off, n, data);
     vk->pending = 1;
     vk->transfer_pending = 1;
 }

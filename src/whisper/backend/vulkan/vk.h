@@ -182,6 +182,10 @@ void td_vk_dispatch_indirect(td_vk *vk, td_vk_pipe *p, const void *push, const t
 void td_vk_concurrent(td_vk *vk, int on);
 /* Whether td_vk_concurrent(vk, 1) is in effect. */
 int td_vk_concurrent_get(const td_vk *vk);
+/* Record a write of n bytes of data (copied into the command buffer now:
+ * the caller keeps nothing) to dst + off: n at most 65536, n and off
+ * multiples of 4. Ordered like td_vk_copy. */
+void td_vk_update(td_vk *vk, const td_vk_buf *dst, uint64_t off, const void *data, uint64_t n);
 void td_vk_copy(td_vk *vk, const td_vk_buf *src, uint64_t src_off, const td_vk_buf *dst,
                 uint64_t dst_off, uint64_t n);
 /* dst[off .. off+n) = 0 (off and n multiples of 4), recorded like a

@@ -40,7 +40,8 @@
  *              and its ~600-byte result (vk_sample.h; max_seq rows)
  *   tab        the addresses that TD_VKO_COLS products write to: each
  *              layer's cross K and V, the encoder's q, k and v
- * plus the device layer's 16 MiB staging buffer.
+ * plus the device layer's 16 MiB staging buffer, and the one-dispatch
+ * decoder step's phase tables (TD_VKO_STEP_BYTES).
  *
  * A call records one command buffer and submits it once (encode: one per
  * group of up to enc_batch windows, after their mels are uploaded, whose
@@ -504,6 +505,7 @@ static int plan_compute(const td_whparams *hp, enum td_wtype wtype, const td_wco
                    : 0;
     P->total = P->weight_bytes + P->enc_out + 2 * (uint64_t)P->nlt * (P->cross + P->kv) + P->work +
                2 * P->logits + P->io + P->cnt + P->tab + P->split + (16ull << 20) +
+               TD_VKO_STEP_BYTES +
                td_vks_bytes(P->max_seq, P->nv);
     return 0;
 }
@@ -566,6 +568,7 @@ struct td_wbackend {
     int enc_att_half;       /* and its attention q, k, v as halves (vk_open) */
     int fuse_ln;            /* LayerNorm in the few-row products (TD_VULKAN_FUSE_LN=0: off) */
     int qkv;                /* q, k and v as one few-row product (TD_VULKAN_QKV=0: off) */
+    int step_one;           /* few-row steps' layers as one dispatch (td_vko_step_setup) */
     int xgroup;             /* the cross-attention by groups of a window's rows (plan's
                              * xgroup, where the device takes the grouped shader) */
     int xcm;                /* plan's xcm, XCM_NEVER where the device lacks the shader */
@@ -913,6 +916,36 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
         size_t nl = strlen(b->path_note);
         snprintf(b->path_note + nl, sizeof b->path_note - nl, "; encoder %s",
                  td_vko_attn_note(b->ops));
+    }
+
+    /* A few-row step's layers as one dispatch of a resident grid
+     * (dec_step.comp): TD_VULKAN_STEP_GROUPS=N asks for a grid of N
+     * workgroups, 0 or unset for none; "auto" for two a multiprocessor
+     * where the device says how many it has. Taken only where the grid
+     * passed the check at setup, and only with the few-row products that
+     * fuse LayerNorm and take q, k and v as one (the defaults). */
+    {
+        const char *sg = getenv("TD_VULKAN_STEP_GROUPS");
+        int groups = 0;
+        if (sg && strcmp(sg, "auto") == 0) {
+            int sms = td_vk_device_info(b->vk)->sm_count;
+            groups = sms > 0 && sms <= 2048 ? 2 * sms : 0;
+        } else if (sg && *sg) {
+            char *end;
+            long v = strtol(sg, &end, 10);
+            if (*end || v < 0 || v > 4096) {
+                rc = td_error_set(err, TD_EINVAL,
+                                  "vulkan: TD_VULKAN_STEP_GROUPS=%s (auto, or 0 to 4096)", sg);
+                goto out;
+            }
+            groups = (int)v;
+        }
+        char why[160];
+        if ((rc = td_vko_step_setup(b->ops, groups, why, sizeof why, err)))
+            goto out;
+        b->step_one = td_vko_step_groups(b->ops) > 0 && b->fuse_ln && b->qkv;
+        size_t nl = strlen(b->path_note);
+        snprintf(b->path_note + nl, sizeof b->path_note - nl, "; %s", why);
     }
 
     b->el = td_vk_calloc((size_t)P->nla, sizeof *b->el);
@@ -1308,6 +1341,11 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
                                      .flags = (flags_) | ((bias_) ? TD_VKO_BIAS : 0) |       \
                                               (fuse ? TD_VKO_LN : 0),                       \
                                      .ln_w = (lnw_), .ln_b = (lnb_), .rowidx = (rowidx_)})
+    /* the layers as one dispatch where set up (few rows: the products
+     * that fuse LayerNorm and take q, k and v as one) */
+    int one = b->step_one && fuse && qkv && R <= 8;
+    if (one)
+        td_vko_step_begin(o);
     for (int l = 0; l < P->nlt; l++) {
         const dec_l *L = &b->dl[l];
         if (!fuse)
@@ -1368,6 +1406,8 @@ static void dec_record(td_wbackend *b, int R, int rows_out, int all_logits, int 
     }
 #undef LIN
 #undef LIN_LN
+    if (one)
+        td_vko_step_end(o);
     td_vko_layernorm(o, rows_out, nt, dx, nt, b->dec_ln_w, b->dec_ln_b, dh, nt,
                      all_logits ? 0 : ioa + P->io_last);
     lin(b, rows_out, P->nv, nt, dh, nt, b->tok, 0, b->logits.addr, P->nv, 0);

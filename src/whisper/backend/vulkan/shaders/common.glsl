@@ -11,6 +11,34 @@ layout(buffer_reference, scalar, buffer_reference_align = 8) buffer U32x2 { uvec
 layout(buffer_reference, scalar, buffer_reference_align = 16) buffer U32x4 { uvec4 v[]; };
 layout(buffer_reference, scalar, buffer_reference_align = 16) buffer F32x4 { vec4 v[]; };
 
+// The same, coherent: what one workgroup writes and another reads in
+// the same dispatch (after a buffer memory barrier and a signal), e.g.
+// the decoder attention's split parts, which a plain load could find
+// stale in a multiprocessor's cache.
+layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer F32c { float v[]; };
+layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer U32c { uint v[]; };
+layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer I32c { int v[]; };
+layout(buffer_reference, scalar, buffer_reference_align = 8) coherent buffer U32x2c { uvec2 v[]; };
+layout(buffer_reference, scalar, buffer_reference_align = 16) coherent buffer F32x4c { vec4 v[]; };
+
+// Activations: what matvec.glsl and dec_attn.glsl read and write of
+// the residual stream, the queries, the KV caches and their outputs.
+// Plain references where each product or attention is a dispatch of its
+// own (the barrier between dispatches makes the writes visible);
+// coherent ones where the includer defines TD_ACT_COHERENT (dec_step.comp,
+// whose phases read what earlier phases of the same dispatch wrote).
+#ifdef TD_ACT_COHERENT
+#define ACT F32c
+#define ACT_U U32c
+#define ACT_U2 U32x2c
+#define ACT4 F32x4c
+#else
+#define ACT F32
+#define ACT_U U32
+#define ACT_U2 U32x2
+#define ACT4 F32x4
+#endif
+
 // erf by W. J. Cody's rational approximations (erf below 0.5, erfc up to
 // 4, 1 beyond, where erfc < 2e-8): GLSL has no erf, and the short
 // Abramowitz-Stegun forms are off by 1e-7 absolute, which GELU's large

@@ -12,8 +12,6 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer F32c { float v[]; };
-layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer I32c { int v[]; };
 
 // The head width: compiled in for 64 (DA_D64, every Whisper decoder's),
 // so that glslc unrolls the loops over a thread's key and value rows and
@@ -23,27 +21,31 @@ const uint D = DA_D;
 #else
 layout(constant_id = 0) const uint D = 64;
 #endif
+#ifdef DA_IN_STEP
+uint KV16; // dec_step.comp: set per phase
+#else
 layout(constant_id = 1) const uint KV16 = 0;
+#endif
 layout(local_size_x = 128) in;
 
 const uint SPL = 128;        // keys per split = threads
 const uint NP = 128 / D;     // threads per output element (D <= 128), scalar path
 
 // elements [4 i4, 4 i4 + 4) of keys or values b
-vec4 ld4(F32 b, uint i4)
+vec4 ld4(ACT b, uint i4)
 {
     if (KV16 != 0) {
-        uvec2 u = U32x2(b).v[i4];
+        uvec2 u = ACT_U2(b).v[i4];
         return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
     }
-    return F32x4(b).v[i4];
+    return ACT4(b).v[i4];
 }
 
 // element i of keys or values b
-float ld1(F32 b, uint i)
+float ld1(ACT b, uint i)
 {
     if (KV16 != 0) {
-        vec2 h = unpackHalf2x16(U32(b).v[i >> 1]);
+        vec2 h = unpackHalf2x16(ACT_U(b).v[i >> 1]);
         return (i & 1) != 0 ? h.y : h.x;
     }
     return b.v[i];
@@ -55,7 +57,7 @@ float ld1(F32 b, uint i)
 // the largest), in split order; thread t < D writes element t of the
 // output at o + orow. The parts are read through coherent references
 // after the caller's buffer memory barrier.
-void da_merge(F32c part, F32 o, uint n_split, uint pb, uint orow, uint t)
+void da_merge(F32c part, ACT o, uint n_split, uint pb, uint orow, uint t)
 {
     float M = -1e30;
     for (uint s2 = 0; s2 < n_split; s2++)

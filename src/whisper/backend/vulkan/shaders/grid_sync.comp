@@ -15,8 +15,6 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
 
-layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer U32c { uint v[]; };
-layout(buffer_reference, scalar, buffer_reference_align = 4) coherent buffer F32c { float v[]; };
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform P {
