@@ -2531,9 +2531,13 @@ static void test_coopmat_family(void **state)
  * last workgroup), its output product, the MLP with GELU. Run with the
  * step set up for a grid of groups (0: every product its own dispatch).
  * ds_nt is 128 (2 heads) unless TD_TEST_STEP_NT says otherwise (384 is
- * tiny's): lavapipe, which runs a workgroup at a time, gives wrong
- * results for a one-workgroup grid that runs this long at 384
- * (bench/RESULTS.md: the same bits at 128, on the H100 at both). */
+ * tiny's). On lavapipe the grid is one workgroup, which then runs every
+ * loop of the step, and Mesa's shader compiler ends a shader's loops
+ * after 65,535 iterations in all (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS,
+ * one count for every loop of a shader): two layers at 128 stay under
+ * it, at 384 they do not (the products' last columns are then left
+ * unwritten). GPUs have no such limit, and a grid of hundreds of
+ * workgroups divides the loops among them. */
 enum { DS_SELF = 100, DS_CROSS = 1500, DS_LAYERS = 2 };
 static int ds_nt = 128;
 #define DS_NT ds_nt
@@ -2662,8 +2666,12 @@ static void ds_record(ds_bufs *b, int R)
 #undef DS_LIN
 }
 
-/* The layers run (groups: the step's grid, 0 none); x and the caches back */
-static float *ds_run(int R, int groups, int *taken)
+/* The layers run (groups: the step's grid, 0 none; then a grid of force
+ * past the check, where not 0) for two steps; x, the caches, and the
+ * last layer's q, attention and MLP back (caller frees). *taken: the
+ * grid taken at setup. *failed: what td_vko_step_failed said after the
+ * first step. */
+static float *ds_run(int R, int groups, int force, int *taken, int *failed)
 {
     rng = 0x1234567ull; /* the same data each run */
     ds_bufs b;
@@ -2675,9 +2683,14 @@ static float *ds_run(int R, int groups, int *taken)
     *taken = td_vko_step_groups(ops);
     if (groups)
         printf("# %s\n", why);
+    if (force)
+        td_vko_step_groups_unchecked(ops, force);
     begin_ok();
     ds_record(&b, R);
     submit_ok();
+    *failed = td_vko_step_failed(ops, &err);
+    if (*failed < 0)
+        fail_msg("%s", err.msg);
     /* a second step over the first's results: the tables and the
      * barrier's words are reused */
     begin_ok();
@@ -2720,7 +2733,8 @@ static void test_dec_step(void **state)
         int R = rows[ri / 2], t0;
         ds_kv16 = ri % 2;
         size_t n = (size_t)R * DS_NT * 7 + 2 * (size_t)(DS_SELF + 8) * DS_NT * DS_LAYERS;
-        float *want = ds_run(R, 0, &t0);
+        int f;
+        float *want = ds_run(R, 0, 0, &t0, &f);
         assert_int_equal(t0, 0);
         for (size_t gi = 0; gi < sizeof grids / sizeof grids[0]; gi++) {
             /* on lavapipe a grid of 3 once: refused at setup, the phases
@@ -2728,7 +2742,8 @@ static void test_dec_step(void **state)
             if (grids[gi] == 0 || (grids[gi] == 3 && sms == 0 && ri > 0))
                 continue;
             int taken;
-            float *got = ds_run(R, grids[gi], &taken);
+            float *got = ds_run(R, grids[gi], 0, &taken, &f);
+            assert_int_equal(f, 0);
             if (!taken) {
                 printf("# rows %d, grid %d: not resident here, one dispatch a product\n", R,
                        grids[gi]);
@@ -2750,11 +2765,35 @@ static void test_dec_step(void **state)
     }
 }
 
+/* A grid that is not resident at once, forced past the check at setup
+ * (lavapipe runs a workgroup at a time; a GPU holds fewer than 64
+ * workgroups of 128 a multiprocessor): a barrier's wait passes its limit,
+ * and td_vko_step_failed says so after the first step and turns the step
+ * off (the second step then runs a dispatch a product). */
+static void test_dec_step_unresident(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    int sms = td_vk_device_info(vk)->sm_count, t0, f0, taken, failed;
+    int force = sms > 0 ? 64 * sms : 3;
+    ds_kv16 = 0;
+    float *want = ds_run(1, 0, 0, &t0, &f0);
+    float *got = ds_run(1, 1, force, &taken, &failed);
+    printf("# a grid of %d forced: the step %s\n", force,
+           failed ? "failed, and was turned off" : "did not fail");
+    (void)f0;
+    assert_int_equal(taken, 1);
+    assert_int_equal(failed, 1);
+    assert_int_equal(td_vko_step_groups(ops), 0);
+    free(got);
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_choice), cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_dec_step),
+        cmocka_unit_test(test_dec_step), cmocka_unit_test(test_dec_step_unresident),
         cmocka_unit_test(test_switch_refusals),
         cmocka_unit_test_teardown(test_barrier_switch, env_restore),
         cmocka_unit_test_teardown(test_input_mem, env_restore),
@@ -2794,6 +2833,30 @@ static void test_not_built(void **state)
     (void)state;
     printf("# skipped: tapedeck was built without the Vulkan backend\n");
     skip();
+}
+
+/* A grid that is not resident at once, forced past the check at setup
+ * (lavapipe runs a workgroup at a time; a GPU holds fewer than 64
+ * workgroups of 128 a multiprocessor): a barrier's wait passes its limit,
+ * and td_vko_step_failed says so after the first step and turns the step
+ * off (the second step then runs a dispatch a product). */
+static void test_dec_step_unresident(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    int sms = td_vk_device_info(vk)->sm_count, t0, f0, taken, failed;
+    int force = sms > 0 ? 64 * sms : 3;
+    ds_kv16 = 0;
+    float *want = ds_run(1, 0, 0, &t0, &f0);
+    float *got = ds_run(1, 1, force, &taken, &failed);
+    printf("# a grid of %d forced: the step %s\n", force,
+           failed ? "failed, and was turned off" : "did not fail");
+    (void)f0;
+    assert_int_equal(taken, 1);
+    assert_int_equal(failed, 1);
+    assert_int_equal(td_vko_step_groups(ops), 0);
+    free(got);
+    free(want);
 }
 
 int main(void)

@@ -112,7 +112,8 @@ struct td_vko {
     /* the decoder step as one dispatch (dec_step.comp, td_vko_step_setup) */
     td_vk_pipe *dec_step[2];           /* [products of 1 row, of 8]; NULL until set up */
     td_vk_buf step_tab, step_sync;     /* the phase tables; the grid barrier's words */
-    int step_bufs;                     /* whether those two exist */
+    td_vk_buf step_report;             /* host-visible: set where a barrier's wait timed out */
+    int step_bufs;                     /* whether those three exist */
     int step_groups;                   /* the grid; 0: not used */
     step_capture *cap;                 /* the phases recorded since the last dispatch */
 };
@@ -218,6 +219,7 @@ void td_vko_free(td_vko *o)
     if (o->step_bufs) {
         td_vk_buf_destroy(o->vk, &o->step_tab);
         td_vk_buf_destroy(o->vk, &o->step_sync);
+        td_vk_buf_destroy(o->vk, &o->step_report);
     }
     td_vk_free(o->cap);
     td_vk_free(o);
@@ -826,7 +828,7 @@ static uint32_t cdiv(uint32_t a, uint32_t b)
 /* The decoder step as one dispatch (dec_step.comp)                      */
 
 typedef struct step_push {
-    uint64_t heads, params, sync;
+    uint64_t heads, params, sync, report;
     uint32_t n_phases;
 } step_push;
 
@@ -851,9 +853,16 @@ static void step_flush(td_vko *o)
     }
     memcpy(c->stage, c->head, (size_t)hb);
     memcpy(c->stage + hb, c->param, (size_t)n * STEP_PARAM_BYTES);
+    /* no barrier before the write: what read this part of the table (a
+     * step of an earlier submission, which the host waited for, or of
+     * this recording at another offset) is done; the dispatch's barrier
+     * waits for it */
+    int conc = td_vk_concurrent_get(o->vk);
+    td_vk_concurrent(o->vk, 1);
     td_vk_update(o->vk, &o->step_tab, c->off, c->stage, bytes);
+    td_vk_concurrent(o->vk, conc);
     uint64_t t = o->step_tab.addr + c->off;
-    step_push sp = {t, t + hb, o->step_sync.addr, (uint32_t)n};
+    step_push sp = {t, t + hb, o->step_sync.addr, o->step_report.addr, (uint32_t)n};
     td_vk_dispatch(o->vk, o->dec_step[c->mr == 8], &sp, (uint32_t)o->step_groups, 1, 1);
     c->off += (bytes + 255) & ~(uint64_t)255;
 }
@@ -917,6 +926,28 @@ void td_vko_step_end(td_vko *o)
     }
 }
 
+int td_vko_step_failed(td_vko *o, td_error *err)
+{
+    if (!o->step_bufs)
+        return 0;
+    volatile uint32_t *report = o->step_report.map;
+    if (report[0] == 0)
+        return 0;
+    report[0] = 0;
+    o->step_groups = 0;
+    if (o->cap)
+        o->cap->on = 0;
+    if (td_vk_fill0(o->vk, &o->step_sync, 0, 16, err) != TD_OK)
+        return -1;
+    return 1;
+}
+
+void td_vko_step_groups_unchecked(td_vko *o, int groups)
+{
+    if (o->step_bufs && o->cap && groups > 0)
+        o->step_groups = groups;
+}
+
 int td_vko_step_groups(const td_vko *o)
 {
     return o->step_groups;
@@ -941,13 +972,15 @@ static int step_probe(td_vko *o, int groups, int *ok, td_error *err)
         return rc;
     td_vk_update(o->vk, &o->step_tab, 0, c->stage, bytes);
     uint64_t t = o->step_tab.addr;
-    step_push sp = {t, t + hb, o->step_sync.addr, N_PROBE};
+    step_push sp = {t, t + hb, o->step_sync.addr, o->step_report.addr, N_PROBE};
     td_vk_dispatch(o->vk, o->dec_step[0], &sp, (uint32_t)groups, 1, 1);
     uint32_t w[3];
     if ((rc = td_vk_submit(o->vk, err)) != TD_OK ||
         (rc = td_vk_download(o->vk, &o->step_sync, 0, w, sizeof w, err)) != TD_OK)
         return rc;
-    *ok = w[0] == 0 && w[1] == N_PROBE - 1 && w[2] == 0;
+    volatile uint32_t *report = o->step_report.map;
+    *ok = w[0] == 0 && w[1] == N_PROBE - 1 && w[2] == 0 && report[0] == 0;
+    report[0] = 0;
     if (!*ok) /* leave the words as a dispatch expects them */
         rc = td_vk_fill0(o->vk, &o->step_sync, 0, 16, err);
     return rc;
@@ -985,6 +1018,13 @@ int td_vko_step_setup(td_vko *o, int groups, char *why, size_t why_len, td_error
             td_vk_buf_destroy(o->vk, &o->step_tab);
             return rc;
         }
+        if ((rc = td_vk_buf_create(o->vk, 16, TD_VK_MEM_READBACK, &o->step_report, err)) !=
+            TD_OK) {
+            td_vk_buf_destroy(o->vk, &o->step_tab);
+            td_vk_buf_destroy(o->vk, &o->step_sync);
+            return rc;
+        }
+        memset(o->step_report.map, 0, 16);
         o->step_bufs = 1;
     }
     int ok;

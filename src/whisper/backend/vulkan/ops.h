@@ -426,6 +426,16 @@ void td_vko_embed(td_vko *o, int rows, int n, uint64_t tok, int tok_f16, uint64_
 #define TD_VKO_STEP_BYTES ((1u << 20) + 256) /* device memory the setup takes */
 int td_vko_step_setup(td_vko *o, int groups, char *why, size_t why_len, td_error *err);
 int td_vko_step_groups(const td_vko *o);
+/* Whether a step since the last call had a barrier's wait pass its limit
+ * (its grid was not resident at once after all: its results are wrong):
+ * 1, and the step is then off (td_vko_step_groups gives 0; recordings
+ * that hold a one-dispatch step must be dropped); 0 if not; -1 (err set)
+ * where the barrier's words could not be reset. Read after the
+ * submission that ran the step has been waited for. */
+int td_vko_step_failed(td_vko *o, td_error *err);
+/* For tests: after a successful setup, a grid of groups that the check
+ * did not pass (to see a wait pass its limit, and td_vko_step_failed). */
+void td_vko_step_groups_unchecked(td_vko *o, int groups);
 void td_vko_step_begin(td_vko *o);
 void td_vko_step_end(td_vko *o);
 

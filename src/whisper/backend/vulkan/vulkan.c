@@ -1304,6 +1304,8 @@ static int vk_encoder_output(td_wbackend *b, int window, float *out, td_error *e
 /* ------------------------------------------------------------------ */
 /* Decoder                                                              */
 
+static int step_check(td_wbackend *b, td_error *err);
+
 /* Record one decode step of R rows (rows_out of logits, the last row of
  * each sequence unless all_logits), self-attention over at most max_self
  * keys, the logits copied to the readback buffer when read. Everything
@@ -1576,6 +1578,8 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
     int later = !logits && !all_logits && !b->al_n && P->step_submits == 1;
     b->lost_seen = td_vk_later_lost(b->vk, NULL);
     rc = later ? td_vk_submit_later(b->vk, err) : td_vk_submit(b->vk, err);
+    if (rc == TD_OK && !later)
+        rc = step_check(b, err);
     if (rc)
         return rc;
     if (logits)
@@ -1676,6 +1680,29 @@ static int vk_align_weights(td_wbackend *b, int slot, int window, int n_tokens,
 }
 
 /* The sampling step on the device: vk_sample.h. */
+/* After a waited submission that may have run a one-dispatch step:
+ * where its grid turned out not to be resident at once (ops.h's
+ * td_vko_step_failed), that step's results are wrong. The call fails
+ * (its scene is tried again) and later steps run a dispatch a product,
+ * the kept recordings that hold the one-dispatch step dropped. */
+static int step_check(td_wbackend *b, td_error *err)
+{
+    if (!b->step_one)
+        return TD_OK;
+    int groups = td_vko_step_groups(b->ops), f = td_vko_step_failed(b->ops, err);
+    if (f == 0)
+        return TD_OK;
+    b->step_one = 0;
+    td_vk_forget(b->vk);
+    if (f < 0)
+        return err->code;
+    return td_error_set(err, TD_EENGINE,
+                        "vulkan backend: the decoder step as one dispatch of %d workgroups: a "
+                        "barrier's wait passed its limit (the grid was not resident at once), so "
+                        "the step's results are dropped; later steps run a dispatch a product",
+                        groups);
+}
+
 static int vk_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_wsample_in *in,
                      td_wsample_out *out, td_error *err)
 {
@@ -1691,6 +1718,10 @@ static int vk_sample(td_wbackend *b, const td_wsampler *sp, int n, const td_wsam
     }
     int rc = td_vks_run(b->smp, &b->logits, sp, n, in, out, err);
     if (rc && td_vk_later_lost(b->vk, NULL) != b->lost_seen) {
+        b->last_rows = 0;
+        td_vks_kept(b->smp, 0);
+    }
+    if (rc == TD_OK && (rc = step_check(b, err)) != TD_OK) {
         b->last_rows = 0;
         td_vks_kept(b->smp, 0);
     }

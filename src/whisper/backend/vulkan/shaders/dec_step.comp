@@ -21,8 +21,10 @@
 // advances the generation in sync[1], for which the others wait. A wait
 // that passes its limit (a grid not resident at once) sets sync[2], and
 // from then on nobody waits: the dispatch ends in bounded time with a
-// wrong result, and ops.c, which read sync[2] at open, does not use this
-// shader on such a device.
+// wrong result. ops.c reads sync[2] after a check at setup and does not
+// use this shader where it was set; a wait that passes its limit later
+// also sets report[0], in host-visible memory, which the backend reads
+// after each step (td_vko_step_failed) to drop that step's results.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -55,10 +57,11 @@ layout(push_constant) uniform PC {
     Heads heads;     // per phase: kind, grid x, y, z
     uvec2 params;    // per phase: 128 bytes of parameters, read as the kind's
     U32c sync;       // count, generation, a wait passed its limit
+    U32 report;      // host-visible: [0] set where a wait passed its limit
     uint n_phases;
 } pc;
 
-const uint SPIN_LIMIT = 1u << 22;
+const uint SPIN_LIMIT = 1u << 20;
 
 void grid_barrier()
 {
@@ -74,8 +77,12 @@ void grid_barrier()
             uint spins = 0;
             while (pc.sync.v[1] == gen && pc.sync.v[2] == 0u && spins < SPIN_LIMIT)
                 spins++;
-            if (spins >= SPIN_LIMIT)
+            // by the state, not the count: lavapipe's compiler ends a
+            // shader's loops after 65,535 iterations in all
+            if (pc.sync.v[1] == gen && pc.sync.v[2] == 0u) {
                 atomicOr(pc.sync.v[2], 1u);
+                pc.report.v[0] = 1u;
+            }
         }
         memoryBarrierBuffer();
     }
