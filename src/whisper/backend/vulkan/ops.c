@@ -857,10 +857,12 @@ static void step_flush(td_vko *o)
      * step of an earlier submission, which the host waited for, or of
      * this recording at another offset) is done; the dispatch's barrier
      * waits for it */
-    int conc = td_vk_concurrent_get(o->vk);
+    /* (phases are never held inside a concurrent stretch: the dispatch
+     * would then wait for nothing) */
+    assert(!td_vk_concurrent_get(o->vk));
     td_vk_concurrent(o->vk, 1);
     td_vk_update(o->vk, &o->step_tab, c->off, c->stage, bytes);
-    td_vk_concurrent(o->vk, conc);
+    td_vk_concurrent(o->vk, 0);
     uint64_t t = o->step_tab.addr + c->off;
     step_push sp = {t, t + hb, o->step_sync.addr, o->step_report.addr, (uint32_t)n};
     td_vk_dispatch(o->vk, o->dec_step[c->mr == 8], &sp, (uint32_t)o->step_groups, 1, 1);
@@ -953,9 +955,10 @@ int td_vko_step_groups(const td_vko *o)
     return o->step_groups;
 }
 
-/* The check at setup: n_probe empty phases on a grid of groups, whose
- * barriers all pass only where every workgroup is resident at once. */
-static int step_probe(td_vko *o, int groups, int *ok, td_error *err)
+/* The check at setup: N_PROBE empty phases of dec_step[mr8] on a grid of
+ * groups, whose barriers all pass only where every workgroup is resident
+ * at once. */
+static int step_probe(td_vko *o, int mr8, int groups, int *ok, td_error *err)
 {
     enum { N_PROBE = 64 };
     *ok = 0;
@@ -973,7 +976,7 @@ static int step_probe(td_vko *o, int groups, int *ok, td_error *err)
     td_vk_update(o->vk, &o->step_tab, 0, c->stage, bytes);
     uint64_t t = o->step_tab.addr;
     step_push sp = {t, t + hb, o->step_sync.addr, o->step_report.addr, N_PROBE};
-    td_vk_dispatch(o->vk, o->dec_step[0], &sp, (uint32_t)groups, 1, 1);
+    td_vk_dispatch(o->vk, o->dec_step[mr8], &sp, (uint32_t)groups, 1, 1);
     uint32_t w[3];
     if ((rc = td_vk_submit(o->vk, err)) != TD_OK ||
         (rc = td_vk_download(o->vk, &o->step_sync, 0, w, sizeof w, err)) != TD_OK)
@@ -1027,9 +1030,10 @@ int td_vko_step_setup(td_vko *o, int groups, char *why, size_t why_len, td_error
         memset(o->step_report.map, 0, 16);
         o->step_bufs = 1;
     }
-    int ok;
-    if ((rc = step_probe(o, groups, &ok, err)) != TD_OK)
-        return rc;
+    int ok = 1;
+    for (int mr = 0; mr < 2 && ok; mr++) /* both compilations: their registers differ */
+        if ((rc = step_probe(o, mr, groups, &ok, err)) != TD_OK)
+            return rc;
     if (!ok) {
         snprintf(why, why_len, "decoder step: one dispatch a product (a grid of %d workgroups "
                  "was not resident at once)", groups);

@@ -941,7 +941,13 @@ static int vk_open(const td_wmodel *m, const td_wconfig *cfg, td_wbackend **out,
             groups = (int)v;
         }
         char why[160];
-        if ((rc = td_vko_step_setup(b->ops, groups, why, sizeof why, err)))
+        if (groups > 0 && td_vk_device_info(b->vk)->device_type == VK_PHYSICAL_DEVICE_TYPE_CPU) {
+            /* lavapipe: a grid there runs its workgroups on a few threads,
+             * and Mesa's compiler ends a shader's loops after 65,535
+             * iterations in all, which a step's phases pass (ops.h) */
+            snprintf(why, sizeof why, "decoder step: one dispatch a product (a CPU device: "
+                     "the one-dispatch step needs a GPU)");
+        } else if ((rc = td_vko_step_setup(b->ops, groups, why, sizeof why, err)))
             goto out;
         b->step_one = td_vko_step_groups(b->ops) > 0 && b->fuse_ln && b->qkv;
         size_t nl = strlen(b->path_note);
@@ -1116,12 +1122,16 @@ static void lin(td_wbackend *b, int m, int n, int k, uint64_t a, int lda, wref w
                   flags | (bias ? TD_VKO_BIAS : 0));
 }
 
+static int step_check(td_wbackend *b, td_error *err);
+
 static int vk_encode(td_wbackend *b, int n_win, const int *windows, const float *const *mels,
                      td_error *err)
 {
     /* a decode step kept for the sampling's submission runs first: what
      * follows writes its inputs */
     int frc = td_vk_flush(b->vk, err);
+    if (frc == TD_OK)
+        frc = step_check(b, err);
     if (frc)
         return frc;
     plan *P = &b->P;
@@ -1304,8 +1314,6 @@ static int vk_encoder_output(td_wbackend *b, int window, float *out, td_error *e
 /* ------------------------------------------------------------------ */
 /* Decoder                                                              */
 
-static int step_check(td_wbackend *b, td_error *err);
-
 /* Record one decode step of R rows (rows_out of logits, the last row of
  * each sequence unless all_logits), self-attention over at most max_self
  * keys, the logits copied to the readback buffer when read. Everything
@@ -1460,6 +1468,8 @@ static int vk_decode(td_wbackend *b, int n_seq, const td_wseq *seqs, const int32
     /* a decode step kept for the sampling's submission runs first: what
      * follows writes its inputs */
     int frc = td_vk_flush(b->vk, err);
+    if (frc == TD_OK)
+        frc = step_check(b, err);
     if (frc)
         return frc;
     plan *P = &b->P;
@@ -1623,7 +1633,8 @@ static int vk_kv_copy(td_wbackend *b, int n, const td_wkv_copy *pairs, td_error 
         }
     }
     td_vk_concurrent(b->vk, 0);
-    return td_vk_submit(b->vk, err);
+    rc = td_vk_submit(b->vk, err); /* with a decode step kept for later, first */
+    return rc ? rc : step_check(b, err);
 }
 
 /* Decode the tokens from position 0 in chunks the plan takes (the slot's
@@ -1636,6 +1647,8 @@ static int vk_align_weights(td_wbackend *b, int slot, int window, int n_tokens,
     /* a decode step kept for the sampling's submission runs first: what
      * follows writes its inputs */
     int frc = td_vk_flush(b->vk, err);
+    if (frc == TD_OK)
+        frc = step_check(b, err);
     if (frc)
         return frc;
     plan *P = &b->P;

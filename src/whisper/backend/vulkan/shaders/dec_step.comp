@@ -68,7 +68,7 @@ void grid_barrier()
     memoryBarrierBuffer();
     barrier();
     if (gl_LocalInvocationIndex == 0) {
-        uint gen = pc.sync.v[1];
+        uint gen = atomicAdd(pc.sync.v[1], 0u); // ordered before the arrival below
         if (atomicAdd(pc.sync.v[0], 1u) == gl_NumWorkGroups.x - 1) {
             atomicExchange(pc.sync.v[0], 0u);
             memoryBarrierBuffer();
