@@ -112,7 +112,8 @@ struct td_vko {
     /* the decoder step as one dispatch (dec_step.comp, td_vko_step_setup) */
     td_vk_pipe *dec_step[2];           /* [products of 1 row, of 8]; NULL until set up */
     td_vk_buf step_tab, step_sync;     /* the phase tables; the grid barrier's words */
-    td_vk_buf step_report;             /* host-visible: set where a barrier's wait timed out */
+    td_vk_buf step_report;             /* host-visible, coherent: set where a barrier's wait
+                                        * timed out */
     int step_bufs;                     /* whether those three exist */
     int step_groups;                   /* the grid; 0: not used */
     step_capture *cap;                 /* the phases recorded since the last dispatch */
@@ -1021,7 +1022,7 @@ int td_vko_step_setup(td_vko *o, int groups, char *why, size_t why_len, td_error
             td_vk_buf_destroy(o->vk, &o->step_tab);
             return rc;
         }
-        if ((rc = td_vk_buf_create(o->vk, 16, TD_VK_MEM_READBACK, &o->step_report, err)) !=
+        if ((rc = td_vk_buf_create(o->vk, 16, TD_VK_MEM_HOST, &o->step_report, err)) !=
             TD_OK) {
             td_vk_buf_destroy(o->vk, &o->step_tab);
             td_vk_buf_destroy(o->vk, &o->step_sync);

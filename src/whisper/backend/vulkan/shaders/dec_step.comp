@@ -52,11 +52,18 @@ const uint CT = 1;
 const uint PH_MATVEC = 0, PH_ATTN = 1, PH_ATTN16 = 2;
 
 layout(buffer_reference, scalar, buffer_reference_align = 16) buffer Heads { uvec4 h[]; };
+// the barrier's words: volatile, so that every read of the wait goes to
+// memory (coherent alone let NVIDIA's compiler keep the first read: the
+// check at setup found every grid of more than one workgroup waiting
+// past its limit on an H100)
+layout(buffer_reference, scalar, buffer_reference_align = 4) volatile coherent buffer SyncWords {
+    uint v[];
+};
 
 layout(push_constant) uniform PC {
     Heads heads;     // per phase: kind, grid x, y, z
     uvec2 params;    // per phase: 128 bytes of parameters, read as the kind's
-    U32c sync;       // count, generation, a wait passed its limit
+    SyncWords sync;  // count, generation, a wait passed its limit
     U32 report;      // host-visible: [0] set where a wait passed its limit
     uint n_phases;
 } pc;
