@@ -53,9 +53,7 @@ const uint PH_MATVEC = 0, PH_ATTN = 1, PH_ATTN16 = 2;
 
 layout(buffer_reference, scalar, buffer_reference_align = 16) buffer Heads { uvec4 h[]; };
 // the barrier's words: volatile, so that every read of the wait goes to
-// memory (coherent alone let NVIDIA's compiler keep the first read: the
-// check at setup found every grid of more than one workgroup waiting
-// past its limit on an H100)
+// memory
 layout(buffer_reference, scalar, buffer_reference_align = 4) volatile coherent buffer SyncWords {
     uint v[];
 };
@@ -84,9 +82,11 @@ void grid_barrier()
             uint spins = 0;
             while (pc.sync.v[1] == gen && pc.sync.v[2] == 0u && spins < SPIN_LIMIT)
                 spins++;
-            // by the state, not the count: lavapipe's compiler ends a
-            // shader's loops after 65,535 iterations in all
-            if (pc.sync.v[1] == gen && pc.sync.v[2] == 0u) {
+            // by the count, and by the state: lavapipe's compiler ends a
+            // shader's loops after 65,535 iterations in all. (The count
+            // keeps the loop: with it unused after, spirv-opt deleted the
+            // loop as one without effects, and the wait with it.)
+            if (spins >= SPIN_LIMIT || (pc.sync.v[1] == gen && pc.sync.v[2] == 0u)) {
                 atomicOr(pc.sync.v[2], 1u);
                 pc.report.v[0] = 1u;
             }
