@@ -2739,6 +2739,10 @@ static void test_dec_step(void **state)
     for (size_t ri = 0; ri < 2 * sizeof rows / sizeof rows[0]; ri++) {
         int R = rows[ri / 2], t0;
         ds_kv16 = ri % 2;
+        /* on a CPU device (CI's lavapipe) 1 row with floats and 8 with
+         * halves only: each case there takes seconds */
+        if (cpu && !((R == 1 && !ds_kv16) || (R == 8 && ds_kv16)))
+            continue;
         size_t n = (size_t)R * DS_NT * 8 + 2 * (size_t)(DS_SELF + 8) * DS_NT * DS_LAYERS;
         int f;
         float *want = ds_run(R, 0, 0, &t0, &f);
